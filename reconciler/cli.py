@@ -1,0 +1,184 @@
+"""The `tuneops` command line. Thin: parse, call, print, exit code.
+
+Every import beyond click happens inside the command that needs it, so `tuneops --help` and
+`tuneops validate` stay fast and never load the training or cluster libraries.
+
+Exit codes: 0 success, 1 invalid specs or a failed command, 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from reconciler import __version__
+
+EXIT_INVALID = 1
+
+
+class UserError(click.ClickException):
+    """A mistake the user can fix: printed as one line, no traceback, exit 1."""
+
+    exit_code = EXIT_INVALID
+
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _use_color(ctx: click.Context) -> bool:
+    if ctx.color is not None:
+        return ctx.color
+    if os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty()
+
+
+SPEC_PATH = click.Path(exists=True, path_type=Path)
+FORMAT_HELP = "Output format."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tuneops")
+@click.option("--color/--no-color", default=None,
+              help="Force colored output on or off (default: on for a terminal; NO_COLOR is honoured).")
+@click.pass_context
+def cli(ctx: click.Context, color: bool | None) -> None:
+    """GitOps for LLM fine-tuning: specs in Git, a plan you can review, lineage in MLflow.
+
+    Specs for datasets, base models, fine-tunes, evaluations and deployments live in YAML
+    files. Start with `tuneops init`, check with `tuneops validate`.
+    """
+    ctx.color = color
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help=FORMAT_HELP)
+@click.pass_context
+def validate(ctx: click.Context, path: Path, strict: bool, output_format: str) -> None:
+    """Check the specs under PATH (a folder or one file) without touching any service.
+
+    Reports YAML, schema and whole-repository problems with file, line, column and field
+    path. Exits 0 when valid, 1 when not.
+    """
+    from reconciler.report import validation_json, validation_text
+    from reconciler.specs.validate import validate_path
+
+    result = validate_path(path, strict=strict)
+    if output_format == "json":
+        click.echo(validation_json(result))
+    else:
+        click.echo(validation_text(result, color=_use_color(ctx)), color=_use_color(ctx))
+    ctx.exit(0 if result.valid else EXIT_INVALID)
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--format", "output_format", type=click.Choice(["text", "mermaid", "dot", "json"]),
+              default="text", show_default=True, help=FORMAT_HELP)
+@click.pass_context
+def graph(ctx: click.Context, path: Path, output_format: str) -> None:
+    """Print the dependency graph of the specs under PATH.
+
+    Datasets and base models feed fine-tunes, which feed evaluations and deployments.
+    `--format mermaid` renders on GitHub; `--format dot` feeds Graphviz.
+    """
+    import json
+
+    from reconciler.graph import DependencyGraph
+    from reconciler.report import validation_text
+    from reconciler.specs.validate import validate_path
+
+    result = validate_path(path)
+    if not result.valid:
+        click.echo(validation_text(result, color=_use_color(ctx)), err=True)
+        ctx.exit(EXIT_INVALID)
+    dependency_graph = DependencyGraph.from_specs(result.specs)
+    if output_format == "json":
+        click.echo(json.dumps(dependency_graph.to_json(), indent=2))
+    else:
+        click.echo({"text": dependency_graph.to_text, "mermaid": dependency_graph.to_mermaid,
+                    "dot": dependency_graph.to_dot}[output_format]())
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("schemas"), show_default=True, help="Folder to write the schemas to.")
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 if the files in --out differ from a fresh generation.")
+@click.option("--docs", "docs_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the Markdown field reference to this file (docs/specs.md).")
+def schema(out_dir: Path, check: bool, docs_file: Path | None) -> None:
+    """Write one JSON Schema per kind, generated from the models.
+
+    Point your editor's YAML language server at them for completion and checking; the
+    examples carry a `# yaml-language-server: $schema=...` line that does so.
+    """
+    from reconciler.specs.jsonschema import generate_schemas
+    from reconciler.specs.reference import generate_reference
+
+    outputs = {out_dir / name: text for name, text in generate_schemas().items()}
+    if docs_file is not None:
+        outputs[docs_file] = generate_reference()
+    if check:
+        stale = [str(p) for p, text in outputs.items()
+                 if not p.is_file() or p.read_text(encoding="utf-8") != text]
+        if stale:
+            raise UserError("out of date (regenerate with `tuneops schema"
+                            + (f" --docs {docs_file}" if docs_file else "") + "`): "
+                            + ", ".join(stale))
+        click.echo(f"up to date: {len(outputs)} files")
+        return
+    from reconciler.fileio import write_text_atomic
+
+    for target, text in outputs.items():
+        write_text_atomic(target, text)
+        click.echo(f"wrote {target}")
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=".")
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+def init(directory: Path, force: bool) -> None:
+    """Write a commented starter spec repository into DIRECTORY.
+
+    The starter validates as written: one base model, one dataset with a few sample rows, a
+    LoRA fine-tune, an evaluation with a quality gate and a deployment, plus the JSON Schemas
+    in schemas/ that editors use to complete and check fields.
+    """
+    from reconciler.specs.jsonschema import generate_schemas
+    from reconciler.starter import write_starter
+
+    schemas = {f"schemas/{name}": text for name, text in generate_schemas().items()}
+    try:
+        written = write_starter(directory, force=force, extra_files=schemas)
+    except FileExistsError as error:
+        raise UserError(f"{error}; pass --force to overwrite") from None
+    for path in written:
+        click.echo(f"wrote {path}")
+    click.echo(f"\nnext: tuneops validate {directory}")
+
+
+def main() -> None:
+    """Console entry point: turns unexpected exceptions into one line unless TUNEOPS_DEBUG is set."""
+    try:
+        cli.main(prog_name="tuneops")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as error:  # a bug, not a user mistake: say so, briefly
+        if os.environ.get("TUNEOPS_DEBUG"):
+            raise
+        click.echo(f"tuneops: internal error: {type(error).__name__}: {error}\n"
+                   "This is a bug in tuneops. Rerun with TUNEOPS_DEBUG=1 to see the traceback.",
+                   err=True)
+        sys.exit(EXIT_INVALID)
+
+
+if __name__ == "__main__":
+    main()

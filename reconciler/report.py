@@ -1,0 +1,59 @@
+"""Results -> what people and machines read: terminal text and JSON.
+
+Text is grouped per file, one line per problem, in the `file:line:col severity path: message`
+form editors and CI annotations understand; color only when asked for (a terminal).
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import groupby
+
+import click
+
+from reconciler.specs.problems import Problem, Severity
+from reconciler.specs.validate import ValidationResult
+
+_COLORS = {Severity.ERROR: "red", Severity.WARNING: "yellow"}
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def problem_line(problem: Problem, color: bool) -> str:
+    line = problem.text()
+    if not color:
+        return line
+    where = str(problem.position)
+    severity = str(problem.severity)
+    rest = line[len(where) + 1 + len(severity):]
+    return (click.style(where, bold=True) + " "
+            + click.style(severity, fg=_COLORS[problem.severity], bold=True) + rest)
+
+
+def validation_text(result: ValidationResult, color: bool = False) -> str:
+    lines: list[str] = []
+    for _, group in groupby(result.problems, key=lambda p: p.position.file):
+        if lines:
+            lines.append("")
+        lines.extend(problem_line(problem, color) for problem in group)
+    errors, warnings = len(result.errors), len(result.warnings)
+    scope = f"{_plural(len(result.specs), 'valid spec')} in {_plural(len(result.files), 'file')}"
+    if errors:
+        summary = f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}; {scope}"
+        summary = click.style(summary, fg="red", bold=True) if color else summary
+    elif warnings:
+        summary = f"valid with {_plural(warnings, 'warning')}: {scope}"
+        summary = click.style(summary, fg="yellow") if color else summary
+    else:
+        summary = f"valid: {scope}"
+        summary = click.style(summary, fg="green") if color else summary
+    if lines:
+        lines.append("")
+    lines.append(summary)
+    return "\n".join(lines)
+
+
+def validation_json(result: ValidationResult) -> str:
+    return json.dumps(result.to_json(), indent=2)

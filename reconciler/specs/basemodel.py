@@ -1,0 +1,54 @@
+"""`BaseModel`: a pretrained model to fine-tune from, pinned to a revision."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Strict
+
+from reconciler.specs.base import Bool, Resource, SpecModel, SpecValueError, Str, field
+from reconciler.specs.sources import SourceURI, parse_source
+
+BUILTIN_CHAT_TEMPLATES = ("tokenizer", "chatml", "llama3")
+
+
+def check_chat_template(value: str) -> str:
+    if value in BUILTIN_CHAT_TEMPLATES:
+        return value
+    if value.startswith("file://"):
+        parse_source(value)
+        if not value.endswith((".jinja", ".j2", ".jinja2")):
+            raise SpecValueError("a chat template file must be a Jinja file (.jinja)")
+        return value
+    raise SpecValueError(
+        "must be 'tokenizer', 'chatml', 'llama3' or file://path/to/template.jinja"
+    )
+
+
+ChatTemplate = Annotated[str, Strict(), AfterValidator(check_chat_template)]
+
+
+class BaseModelSpec(SpecModel):
+    source: SourceURI = field(
+        doc="Where the weights are: hf://org/name, s3://bucket/prefix or file://path "
+            "(relative to this spec file).",
+        example="hf://meta-llama/Llama-3.1-8B-Instruct")
+    revision: Str | None = field(
+        None, "The exact revision: a 40-character commit sha for hf:// sources. Branches and tags "
+              "move, so an unpinned hf:// source is a warning (an error under --strict).",
+        example="0e9e39f249a16976918f6564b8830bc894c89659")
+    chat_template: ChatTemplate = field(
+        "tokenizer", "Chat template used to format conversations: the tokenizer's own, a built-in "
+                     "(`chatml`, `llama3`) or a Jinja file (file://..., relative to this spec).")
+    trust_remote_code: Bool = field(
+        False, "Run Python code shipped in the model repository. Off unless you trust the repository.")
+    license: Str | None = field(None, "The model's license, recorded on every model built from it.",
+                                example="llama3.1")
+
+
+class BaseModelResource(Resource):
+    """A pretrained model to fine-tune from."""
+
+    KIND: ClassVar[str] = "BaseModel"
+    kind: Literal["BaseModel"] = field(doc="`BaseModel`.")
+    spec: BaseModelSpec = field(doc="Where the model comes from.")

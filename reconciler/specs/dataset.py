@@ -1,0 +1,138 @@
+"""`Dataset`: training data, its schema, cleaning rules and a deterministic split."""
+
+from __future__ import annotations
+
+import math
+from pathlib import PurePosixPath
+from typing import ClassVar, Literal
+
+from pydantic import model_validator
+
+from reconciler.specs.base import Bool, Float, Int, Resource, SpecModel, SpecValueError, Str, field
+from reconciler.specs.sources import SourceURI, parse_source
+
+SchemaType = Literal["text", "instruction", "chat", "preference"]
+DataFormat = Literal["jsonl", "json", "csv", "parquet"]
+
+# The columns each schema type reads, and the column names assumed when `columns` is silent.
+DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
+    "text": {"text": "text"},
+    "instruction": {"instruction": "instruction", "input": "input", "output": "output"},
+    "chat": {"messages": "messages", "role": "role", "content": "content"},
+    "preference": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
+}
+
+FORMAT_BY_EXTENSION = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
+                       ".parquet": "parquet", ".pq": "parquet"}
+
+
+class DataSchema(SpecModel):
+    type: SchemaType = field("text", "What one row is: plain `text`, an `instruction`/`input`/"
+                                     "`output` triple, a `chat` of messages, or a `preference` pair.")
+    columns: dict[Str, Str] = field(
+        default_factory=dict,
+        doc="Maps this schema's roles to your column names, when they differ from the defaults "
+            "(text: text; instruction: instruction, input, output; chat: messages, role, content; "
+            "preference: prompt, chosen, rejected).",
+        example={"instruction": "question", "output": "answer"})
+
+    @model_validator(mode="after")
+    def _columns_fit_type(self) -> DataSchema:
+        allowed = DEFAULT_COLUMNS[self.type]
+        for role in self.columns:
+            if role not in allowed:
+                import difflib
+
+                close = difflib.get_close_matches(role, list(allowed), n=1)
+                raise SpecValueError(
+                    f"'{role}' is not a column role of schema type '{self.type}' "
+                    f"(roles: {', '.join(allowed)})",
+                    f"did you mean {close[0]!r}?" if close else None,
+                )
+        return self
+
+    def column(self, role: str) -> str:
+        return self.columns.get(role, DEFAULT_COLUMNS[self.type][role])
+
+
+class Cleaning(SpecModel):
+    dedup: Literal["exact", "none"] = field(
+        "exact", "Drop rows whose normalised content repeats an earlier row (`exact`), or keep all.")
+    drop_empty: Bool = field(True, "Drop rows whose required columns are empty after stripping.")
+    min_chars: Int = field(0, "Drop rows shorter than this (all columns together).",
+                           unit="characters", ge=0)
+    max_chars: Int | None = field(None, "Drop rows longer than this.", unit="characters", gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Cleaning:
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise SpecValueError(f"maxChars ({self.max_chars}) is below minChars ({self.min_chars})")
+        return self
+
+
+class Split(SpecModel):
+    train: Float = field(0.9, "Share of rows for training.", unit="ratio", ge=0, le=1)
+    validation: Float = field(0.05, "Share of rows for validation (early stopping, eval loss).",
+                              unit="ratio", ge=0, le=1)
+    test: Float = field(0.05, "Share of rows held out for Evaluations.", unit="ratio", ge=0, le=1)
+    seed: Int = field(42, "Salt of the per-row hash that assigns rows to splits. Appending rows "
+                          "never moves existing rows between splits.", ge=0)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> Split:
+        total = self.train + self.validation + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise SpecValueError(
+                f"train + validation + test must sum to 1 (they sum to {round(total, 6)})")
+        if self.train == 0:
+            raise SpecValueError("train must be above 0")
+        return self
+
+    def ratio(self, split: str) -> float:
+        return float(getattr(self, split))
+
+
+class DatasetSpec(SpecModel):
+    source: SourceURI = field(
+        doc="Where the data is: file://path (relative to this spec file), hf://org/name or "
+            "s3://bucket/key.", example="file://data/support.jsonl")
+    revision: Str | None = field(
+        None, "For hf:// sources, the dataset repository's commit sha.",
+        example="292c16329d921287c4166934cac1a6ad1e13a6c5")
+    subset: Str | None = field(None, "For hf:// sources, the dataset configuration (subset) name.")
+    source_split: Str = field("train", "For hf:// sources, which published split to read; "
+                                       "tuneops makes its own train/validation/test split from it.")
+    sha256: Str | None = field(
+        None, "Pin of the source file's content; the dataset job refuses different bytes.",
+        pattern=r"^[0-9a-f]{64}$")
+    format: DataFormat | None = field(
+        None, "File format; inferred from the file extension when omitted.")
+    data_schema: DataSchema = field(default_factory=DataSchema, alias="schema",
+                                    doc="What a row is and which columns hold it.")
+    clean: Cleaning = field(default_factory=Cleaning, doc="Cleaning applied before splitting.")
+    split: Split = field(default_factory=Split, doc="Deterministic train/validation/test split.")
+
+    @model_validator(mode="after")
+    def _format_known(self) -> DatasetSpec:
+        source = parse_source(self.source)
+        if self.format is None and source.scheme != "hf":
+            suffix = PurePosixPath(source.location).suffix.lower()
+            if suffix not in FORMAT_BY_EXTENSION:
+                raise SpecValueError(
+                    f"cannot infer the format from '{suffix or source.location}'",
+                    "set format: jsonl, json, csv or parquet")
+        return self
+
+    @property
+    def resolved_format(self) -> str | None:
+        if self.format:
+            return self.format
+        return FORMAT_BY_EXTENSION.get(PurePosixPath(parse_source(self.source).location).suffix.lower())
+
+
+class DatasetResource(Resource):
+    """Training or evaluation data."""
+
+    KIND: ClassVar[str] = "Dataset"
+    kind: Literal["Dataset"] = field(doc="`Dataset`.")
+    spec: DatasetSpec = field(doc="Where the data comes from and how it is prepared.")

@@ -1,0 +1,81 @@
+"""`Deployment`: serve the newest model version of a FineTune that passed its gates."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Strict
+
+from reconciler.specs.base import (
+    Bool,
+    Int,
+    Name,
+    Quantity,
+    Reference,
+    Resource,
+    ResourceId,
+    SpecModel,
+    SpecValueError,
+    Str,
+    field,
+)
+
+_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
+_RESERVED_ALIAS = re.compile(r"^[vV][0-9]+$")
+
+
+def check_alias(value: str) -> str:
+    if _RESERVED_ALIAS.match(value):
+        raise SpecValueError("aliases of the form v<number> are reserved by the MLflow registry")
+    if not _ALIAS.match(value):
+        raise SpecValueError("must start with a letter or '_' and contain only letters, digits, "
+                             "'_' and '-'")
+    return value
+
+
+class DeployedModel(SpecModel):
+    fine_tune: Name = field(doc="The FineTune whose model versions are served.", example="support-sft")
+
+
+class ServingResources(SpecModel):
+    gpus: Int = field(0, "GPUs per replica.", ge=0, le=64)
+    gpu_product: Str | None = field(None, "GPU model to schedule on.")
+    cpu: Quantity | None = field(None, "CPU request per replica.")
+    memory: Quantity | None = field(None, "Memory request per replica.")
+
+
+class DeploymentSpec(SpecModel):
+    model: DeployedModel = field(doc="What is served.")
+    requires: tuple[Name, ...] = field(
+        (), "Evaluations of that FineTune whose gates a model version must pass to be served.",
+        example=["support-sft-quality"])
+    allow_ungated: Bool = field(
+        False, "Serve without any gating Evaluation. Refused unless set, so that nothing reaches "
+               "users unchecked by accident.")
+    runtime: Literal["vllm", "transformers"] = field(
+        "vllm", "Server: vLLM on Kubernetes; the built-in transformers server locally.")
+    merge_adapter: Bool = field(False, "Serve weights with the adapter merged in, instead of base "
+                                       "model plus adapter.")
+    replicas: Int = field(1, "Server replicas.", ge=1, le=1000, operational=True)
+    resources: ServingResources = field(default_factory=ServingResources,
+                                        doc="Compute per replica.", operational=True)
+    alias: Annotated[str, Strict(), AfterValidator(check_alias)] = field(
+        "production", "Registry alias moved to the version being served.", operational=True)
+    suspend: Bool = field(False, "Keep the spec but start nothing new for it.", operational=True)
+
+
+class DeploymentResource(Resource):
+    """A served model behind an OpenAI-compatible endpoint."""
+
+    KIND: ClassVar[str] = "Deployment"
+    kind: Literal["Deployment"] = field(doc="`Deployment`.")
+    spec: DeploymentSpec = field(doc="What is served and what it must pass first.")
+
+    def references(self) -> list[Reference]:
+        refs = [Reference(ResourceId("FineTune", self.spec.model.fine_tune),
+                          ("spec", "model", "fineTune"), "served fine-tune")]
+        for index, evaluation in enumerate(self.spec.requires):
+            refs.append(Reference(ResourceId("Evaluation", evaluation), ("spec", "requires", index),
+                                  "required evaluation"))
+        return refs

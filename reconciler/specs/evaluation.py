@@ -1,0 +1,149 @@
+"""`Evaluation`: score a fine-tune (or a base model) on a dataset split against quality gates."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from reconciler.specs.base import (
+    Bool,
+    Float,
+    Int,
+    Name,
+    Quantity,
+    Reference,
+    Resource,
+    ResourceId,
+    SpecModel,
+    SpecValueError,
+    Str,
+    field,
+)
+
+Metric = Literal["perplexity", "exact_match", "accuracy", "f1", "bleu", "rougeL"]
+METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
+LOWER_IS_BETTER = frozenset({"perplexity"})
+# Metrics that compare generated text with a reference answer.
+GENERATION_METRICS = frozenset({"exact_match", "accuracy", "f1", "bleu", "rougeL"})
+
+
+class ModelUnderTest(SpecModel):
+    fine_tune: Name | None = field(None, "A FineTune spec's name: its newest model version is scored.")
+    base_model: Name | None = field(None, "A BaseModel spec's name: the base model is scored as is.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelUnderTest:
+        if (self.fine_tune is None) == (self.base_model is None):
+            raise SpecValueError("set exactly one of fineTune or baseModel")
+        return self
+
+    @property
+    def target(self) -> ResourceId:
+        if self.fine_tune:
+            return ResourceId("FineTune", self.fine_tune)
+        return ResourceId("BaseModel", self.base_model or "")
+
+
+class EvaluationData(SpecModel):
+    name: Name = field(doc="A Dataset spec's name.", example="support-chats")
+    split: Literal["test", "validation", "train"] = field("test", "Which split to score on.")
+    max_samples: Int | None = field(None, "Score at most this many rows (the first N by split "
+                                          "order, so the sample is stable).", gt=0)
+
+
+class Generation(SpecModel):
+    max_new_tokens: Int = field(128, "Tokens generated per example for text metrics.",
+                                unit="tokens", gt=0)
+    temperature: Float = field(0.0, "Sampling temperature; 0 is greedy decoding.", ge=0)
+
+
+class Gate(SpecModel):
+    metric: Metric = field(doc="A metric listed in `metrics`.")
+    min: Float | None = field(None, "The metric must be at least this.")
+    max: Float | None = field(None, "The metric must be at most this.")
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> Gate:
+        if self.min is None and self.max is None:
+            raise SpecValueError("a gate needs min or max")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise SpecValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class Baseline(SpecModel):
+    base_model: Name | None = field(None, "Compare with this BaseModel.")
+    fine_tune: Name | None = field(None, "Compare with this FineTune's newest passing version.")
+    max_regression: Float = field(
+        0.0, "How much worse than the baseline each metric may be, in the metric's own units "
+             "(direction-aware: for perplexity, higher is worse).", ge=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Baseline:
+        if (self.fine_tune is None) == (self.base_model is None):
+            raise SpecValueError("set exactly one of baseModel or fineTune")
+        return self
+
+    @property
+    def target(self) -> ResourceId:
+        if self.fine_tune:
+            return ResourceId("FineTune", self.fine_tune)
+        return ResourceId("BaseModel", self.base_model or "")
+
+
+class EvaluationResources(SpecModel):
+    gpus: Int = field(0, "GPUs for the evaluation job.", ge=0, le=64, operational=True)
+    gpu_product: Str | None = field(None, "GPU model to schedule on.", operational=True)
+    cpu: Quantity | None = field(None, "CPU request.", operational=True)
+    memory: Quantity | None = field(None, "Memory request.", operational=True)
+
+
+class EvaluationSpec(SpecModel):
+    model: ModelUnderTest = field(doc="What is scored.")
+    dataset: EvaluationData = field(doc="What it is scored on.")
+    metrics: Annotated[tuple[Metric, ...], Field(min_length=1)] = field(
+        ("perplexity",), "Metrics to compute.", example=["perplexity", "rougeL"])
+    generation: Generation = field(default_factory=Generation,
+                                   doc="Decoding settings for text metrics.")
+    gates: tuple[Gate, ...] = field((), "Thresholds the model must meet to be deployable.")
+    baseline: Baseline | None = field(None, "A model this one must not fall behind.")
+    resources: EvaluationResources = field(default_factory=EvaluationResources,
+                                           doc="Compute for the job.", operational=True)
+    suspend: Bool = field(False, "Keep the spec but start nothing new for it.", operational=True)
+
+    @model_validator(mode="after")
+    def _metrics_unique(self) -> EvaluationSpec:
+        seen: set[str] = set()
+        for metric in self.metrics:
+            if metric in seen:
+                raise SpecValueError(f"metric '{metric}' is listed twice")
+            seen.add(metric)
+        return self
+
+    @property
+    def is_gating(self) -> bool:
+        return bool(self.gates) or self.baseline is not None
+
+
+class EvaluationResource(Resource):
+    """A scored evaluation whose gates decide what may be deployed."""
+
+    KIND: ClassVar[str] = "Evaluation"
+    kind: Literal["Evaluation"] = field(doc="`Evaluation`.")
+    spec: EvaluationSpec = field(doc="What is scored, on what, and the gates.")
+
+    def references(self) -> list[Reference]:
+        refs = [
+            Reference(self.spec.model.target,
+                      ("spec", "model", "fineTune" if self.spec.model.fine_tune else "baseModel"),
+                      "model under evaluation"),
+            Reference(ResourceId("Dataset", self.spec.dataset.name), ("spec", "dataset", "name"),
+                      "dataset"),
+        ]
+        if self.spec.baseline:
+            baseline = self.spec.baseline
+            refs.append(Reference(baseline.target,
+                                  ("spec", "baseline", "fineTune" if baseline.fine_tune else "baseModel"),
+                                  "baseline"))
+        return refs

@@ -1,0 +1,256 @@
+"""`FineTune`: a base model trained on datasets with LoRA, QLoRA or full fine-tuning."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from reconciler.specs.base import (
+    Bool,
+    Float,
+    Int,
+    Name,
+    PositiveInt,
+    Quantity,
+    Reference,
+    Resource,
+    ResourceId,
+    SpecModel,
+    SpecValueError,
+    Str,
+    field,
+)
+
+Method = Literal["sft", "dpo", "pretrain"]
+Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero3-offload", "fsdp"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup",
+                    "cosine_with_restarts", "polynomial"]
+Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
+                    "adafactor", "sgd"]
+
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+class DatasetInput(SpecModel):
+    name: Name = field(doc="A Dataset spec's name.", example="support-chats")
+    weight: Float = field(
+        1.0, "Relative share of training examples drawn from this dataset when mixing several; "
+             "weights are normalised, so [1, 1] is an even mix and [3, 1] is 75%/25%.", gt=0)
+
+
+class Quantization(SpecModel):
+    bits: Literal[4, 8] = field(4, "Bits per base-model weight while training (bitsandbytes).")
+    quant_type: Literal["nf4", "fp4"] = field("nf4", "4-bit data type; NF4 is the QLoRA paper's.")
+    double_quant: Bool = field(True, "Quantize the quantization constants too (saves ~0.4 bit/param).")
+
+
+class Adapter(SpecModel):
+    type: Literal["lora", "qlora", "none"] = field(
+        "lora", "`lora` trains low-rank adapters; `qlora` does so on a 4-bit base (GPU only); "
+                "`none` is full fine-tuning.")
+    r: Int = field(16, "LoRA rank.", gt=0, le=4096)
+    alpha: Int | None = field(None, "LoRA scaling numerator; defaults to 2 x r.", gt=0)
+    dropout: Float = field(0.05, "Dropout on the adapter input.", ge=0, lt=1)
+    target_modules: Str | tuple[Str, ...] = field(
+        "all-linear", "Modules to adapt: `all-linear` or a list of module names.",
+        example=["q_proj", "k_proj", "v_proj", "o_proj"])
+    modules_to_save: tuple[Str, ...] = field(
+        (), "Modules trained in full alongside the adapter (e.g. `lm_head`, `embed_tokens` when "
+            "tokens were added).")
+    quantization: Quantization | None = field(
+        None, "Quantized base weights. Defaults to 4-bit NF4 with double quantization for `qlora`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_from_type(cls, data: Any) -> Any:
+        # alpha = 2r and qlora's 4-bit settings are defaults that depend on other fields;
+        # filling them here means the resolved spec (and its fingerprint) states them.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        r = data.get("r", 16)
+        if "alpha" not in data and isinstance(r, int) and not isinstance(r, bool) and r > 0:
+            data["alpha"] = 2 * r
+        if data.get("type") == "qlora" and "quantization" not in data:
+            data["quantization"] = {}
+        return data
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _target_modules_shape(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value != "all-linear":
+                raise SpecValueError("must be 'all-linear' or a list of module names",
+                                     f"did you mean [{value}]?")
+            return value
+        if isinstance(value, list | tuple):
+            if not value:
+                raise SpecValueError("must name at least one module, or be 'all-linear'")
+            for item in value:
+                if not isinstance(item, str) or not _MODULE_NAME.match(item):
+                    raise SpecValueError(f"{item!r} is not a module name such as q_proj")
+            return tuple(value)
+        raise SpecValueError("must be 'all-linear' or a list of module names")
+
+    @model_validator(mode="after")
+    def _quantization_fits_type(self) -> Adapter:
+        if self.type == "none" and self.quantization is not None:
+            raise SpecValueError("quantization needs an adapter: full fine-tuning cannot train "
+                                 "quantized weights", "use type: qlora")
+        if self.type == "qlora" and self.quantization and self.quantization.bits != 4:
+            raise SpecValueError("qlora trains on a 4-bit base (got quantization.bits: 8)",
+                                 "for an 8-bit base use type: lora with quantization.bits: 8")
+        return self
+
+
+class Training(SpecModel):
+    epochs: Float = field(3.0, "Passes over the training data. Ignored when maxSteps is set.",
+                          unit="epochs", gt=0)
+    max_steps: Int | None = field(None, "Stop after this many optimizer steps instead of epochs.",
+                                  unit="steps", gt=0)
+    learning_rate: Float = field(2e-4, "Peak learning rate. 1e-4..3e-4 is usual for LoRA, "
+                                       "1e-5..5e-5 for full fine-tuning.", gt=0, le=1)
+    micro_batch_size: Int = field(4, "Sequences per device per forward pass.", unit="sequences",
+                                  gt=0)
+    gradient_accumulation: Int = field(1, "Micro-batches per optimizer step. Global batch = "
+                                          "microBatchSize x gradientAccumulation x processes.", gt=0)
+    max_seq_length: Int = field(2048, "Sequences are truncated to this many tokens.",
+                                unit="tokens", gt=0)
+    packing: Bool = field(False, "Pack several short examples into one sequence (with attention "
+                                 "kept within each example).")
+    train_on_inputs: Bool = field(False, "Also compute the loss on prompts, not only on completions.")
+    scheduler: Scheduler = field("cosine", "Learning-rate schedule.")
+    warmup_ratio: Float = field(0.03, "Share of steps spent warming up the learning rate.",
+                                unit="ratio", ge=0, lt=1)
+    weight_decay: Float = field(0.0, "AdamW weight decay.", ge=0)
+    max_grad_norm: Float = field(1.0, "Gradient clipping norm; 0 disables clipping.", ge=0)
+    optimizer: Optimizer = field("adamw_torch", "Optimizer.")
+    precision: Precision = field(
+        "auto", "Compute precision. `auto` is bf16 on GPUs that support it, fp32 on CPU.")
+    gradient_checkpointing: Bool = field(False, "Recompute activations in the backward pass: "
+                                                "less memory, about 30% more compute.")
+    seed: Int = field(42, "Seed for initialisation, shuffling and dropout.", ge=0)
+    dpo_beta: Float = field(0.1, "DPO's KL penalty strength (method dpo only).", gt=0)
+
+    @model_validator(mode="after")
+    def _epochs_or_steps(self) -> Training:
+        if "epochs" in self.model_fields_set and "max_steps" in self.model_fields_set:
+            raise SpecValueError("set either epochs or maxSteps, not both")
+        return self
+
+
+class Distributed(SpecModel):
+    strategy: Strategy = field(
+        "auto", "How training is spread over processes: `ddp`; DeepSpeed ZeRO stage 2 or 3 "
+                "(`zero3-offload` moves optimizer states and parameters to CPU memory); `fsdp`; "
+                "or `auto` to let the planner choose.")
+    launcher: Literal["indexed-job", "jobset", "pytorchjob"] | None = field(
+        None, "On Kubernetes with nodes > 1: how nodes are started. Defaults to the project's "
+              "setting (an Indexed Job with a headless Service).", operational=True)
+
+
+class Resources(SpecModel):
+    nodes: PositiveInt = field(1, "Machines to train on.")
+    gpus_per_node: Int = field(0, "GPUs per machine; 0 trains on CPU.", ge=0, le=64)
+    gpu_product: Str | None = field(
+        None, "GPU model to schedule on (the node label `nvidia.com/gpu.product`).",
+        example="NVIDIA-H100-80GB-HBM3", operational=True)
+    cpu: Quantity | None = field(None, "CPU request per node.", example="16", operational=True)
+    memory: Quantity | None = field(None, "Memory request per node.", example="128Gi",
+                                    operational=True)
+
+    @property
+    def processes(self) -> int:
+        return self.nodes * max(self.gpus_per_node, 1)
+
+
+class Checkpointing(SpecModel):
+    every_steps: Int | None = field(None, "Save a checkpoint every N optimizer steps "
+                                          "(default: at the end of each epoch).", unit="steps", gt=0)
+    keep: Int = field(2, "Checkpoints kept on disk; older ones are deleted.", gt=0,
+                      operational=True)
+    resume: Literal["auto", "never"] = field(
+        "auto", "`auto`: a restarted job continues from its last checkpoint and MLflow run.",
+        operational=True)
+
+
+class EarlyStopping(SpecModel):
+    metric: Str = field("eval_loss", "Metric watched on the validation split.")
+    patience: Int = field(3, "Evaluations without improvement before stopping.", gt=0)
+    threshold: Float = field(0.0, "Smallest change that counts as an improvement.", ge=0)
+
+
+class InTrainingEvaluation(SpecModel):
+    every_steps: Int | None = field(None, "Evaluate on the validation split every N steps.",
+                                    unit="steps", gt=0)
+    early_stopping: EarlyStopping | None = field(None, "Stop when the validation metric stalls.")
+
+
+class Registration(SpecModel):
+    model: Str | None = field(
+        None, "Registered model name in the MLflow registry; defaults to the FineTune's name.",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class Scheduling(SpecModel):
+    queue: Name | None = field(None, "Kueue LocalQueue or Volcano queue to submit to.",
+                               operational=True)
+    priority: Str | None = field(None, "Kubernetes PriorityClass name.", operational=True)
+
+
+class FineTuneSpec(SpecModel):
+    base_model: Name | None = field(None, "The BaseModel spec to start from.", example="llama-3-8b")
+    from_fine_tune: Name | None = field(
+        None, "Start from another FineTune's result instead (e.g. DPO after SFT); its base model "
+              "is inherited.")
+    datasets: Annotated[tuple[DatasetInput, ...], Field(min_length=1)] = field(
+        doc="Dataset specs to train on, with mixing weights.")
+    method: Method = field("sft", "`sft` (supervised, on instruction or chat data), `dpo` (on "
+                                  "preference pairs) or `pretrain` (continued pretraining on text).")
+    adapter: Adapter = field(default_factory=Adapter, doc="LoRA / QLoRA settings, or none.")
+    training: Training = field(default_factory=Training, doc="Hyperparameters.")
+    distributed: Distributed = field(default_factory=Distributed, doc="Parallelism.")
+    resources: Resources = field(default_factory=Resources, doc="Compute per job.")
+    checkpoint: Checkpointing = field(default_factory=Checkpointing, doc="Checkpoints and resume.")
+    evaluation: InTrainingEvaluation = field(default_factory=InTrainingEvaluation,
+                                             doc="Validation during training.")
+    registration: Registration = field(default_factory=Registration, alias="register",
+                                       doc="Model registry entry.")
+    scheduling: Scheduling = field(default_factory=Scheduling, doc="Queueing on Kubernetes.",
+                                   operational=True)
+    suspend: Bool = field(False, "Keep the spec but start nothing new for it.", operational=True)
+
+    @model_validator(mode="after")
+    def _one_starting_point(self) -> FineTuneSpec:
+        if (self.base_model is None) == (self.from_fine_tune is None):
+            raise SpecValueError("set exactly one of baseModel or fromFineTune")
+        return self
+
+
+class FineTuneResource(Resource):
+    """A fine-tuning run whose result is registered as a model version."""
+
+    KIND: ClassVar[str] = "FineTune"
+    kind: Literal["FineTune"] = field(doc="`FineTune`.")
+    spec: FineTuneSpec = field(doc="What to train, on what, and how.")
+
+    @property
+    def registered_model(self) -> str:
+        return self.spec.registration.model or self.metadata.name
+
+    def references(self) -> list[Reference]:
+        refs = []
+        if self.spec.base_model:
+            refs.append(Reference(ResourceId("BaseModel", self.spec.base_model),
+                                  ("spec", "baseModel"), "base model"))
+        if self.spec.from_fine_tune:
+            refs.append(Reference(ResourceId("FineTune", self.spec.from_fine_tune),
+                                  ("spec", "fromFineTune"), "starting fine-tune"))
+        for index, dataset in enumerate(self.spec.datasets):
+            refs.append(Reference(ResourceId("Dataset", dataset.name),
+                                  ("spec", "datasets", index, "name"), "dataset"))
+        return refs
+

@@ -1,0 +1,237 @@
+"""A spec repository on disk -> validated resources, each knowing its file and positions.
+
+Layers 1 and 2 of validation happen here: reading (size, encoding, YAML syntax) and the
+envelope and schema of each document. Whole-repository rules live in `rules.py`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from reconciler.config import PROJECT_FILE, STATE_DIR, ProjectSettings
+from reconciler.specs.base import API_VERSION, Resource, ResourceId
+from reconciler.specs.kinds import KINDS
+from reconciler.specs.problems import Position, Problem, Severity, describe_value
+from reconciler.specs.schema_errors import problems_from_validation_error, suggest
+from reconciler.specs.yamldoc import Document, YamlError, read_documents
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+"""Spec files are small; a larger YAML file in the tree is almost surely data, read by mistake."""
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+_EXCLUDE_HINT = f"move it out of the spec directory, or list it under `exclude` in {PROJECT_FILE}"
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    """A valid resource and where it was written."""
+
+    resource: Resource
+    file: str  # as shown to the user
+    path: Path  # absolute path of the file
+    document: Document
+
+    @property
+    def id(self) -> ResourceId:
+        return self.resource.id
+
+    def position(self, path: tuple[Any, ...] = (), *, key: bool = False) -> Position:
+        line, column = self.document.position(path, key=key)
+        return Position(self.file, line, column)
+
+
+@dataclass
+class LoadResult:
+    root: Path
+    settings: ProjectSettings
+    specs: list[LoadedSpec] = field(default_factory=list)
+    declared: set[ResourceId] = field(default_factory=set)  # named by any document, valid or not
+    problems: list[Problem] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    settings_file: str | None = None
+
+
+def display_path(path: Path) -> str:
+    """Paths in messages: relative to the working directory when below it, like compilers print."""
+    try:
+        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
+
+
+def discover(root: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
+    """Spec files below `root`, sorted. Skips hidden folders, `.tuneops/`, the project file, and
+    sub-folders with their own `tuneops.yaml` (they are separate projects)."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        subfolders[:] = sorted(
+            d for d in subfolders
+            if not d.startswith(".") and d != STATE_DIR and not (here / d / PROJECT_FILE).is_file()
+        )
+        for name in sorted(files):
+            if not name.endswith(SPEC_SUFFIXES) or name.startswith("."):
+                continue
+            if here == root and name == PROJECT_FILE:
+                continue
+            relative = (here / name).relative_to(root).as_posix()
+            if any(fnmatch.fnmatch(relative, pattern) for pattern in exclude):
+                continue
+            found.append(here / name)
+    return found
+
+
+def read_yaml_file(path: Path, shown: str) -> tuple[list[Document], list[Problem]]:
+    """Read and parse one file, turning every way it can be unreadable into a Problem."""
+
+    def problem(code: str, message: str, line: int = 1, column: int = 1,
+                hint: str | None = None) -> tuple[list[Document], list[Problem]]:
+        return [], [Problem(Severity.ERROR, code, message, Position(shown, line, column), hint=hint)]
+
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return problem("file-too-large",
+                           f"file is {size / 1e6:.1f} MB; spec files are limited to "
+                           f"{MAX_FILE_BYTES // (1024 * 1024)} MiB", hint=_EXCLUDE_HINT)
+        raw = path.read_bytes()
+    except OSError as error:
+        return problem("unreadable-file", f"cannot read file: {error.strerror or error}")
+    if b"\x00" in raw:
+        return problem("binary-file", "binary file, not YAML", hint=_EXCLUDE_HINT)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        return problem("not-utf8", f"not valid UTF-8: byte 0x{raw[error.start]:02x}", line, column,
+                       "save the file as UTF-8")
+    try:
+        documents = read_documents(text)
+    except YamlError as error:
+        return problem("yaml-syntax", error.message, error.line, error.column, error.hint)
+    return documents, []
+
+
+def load_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | None]:
+    path = root / PROJECT_FILE
+    if not path.is_file():
+        return ProjectSettings(), [], None
+    shown = display_path(path)
+    documents, problems = read_yaml_file(path, shown)
+    if problems:
+        return ProjectSettings(), problems, shown
+    if not documents:
+        return ProjectSettings(), [], shown
+    document = documents[0]
+    if len(documents) > 1 or not isinstance(document.data, dict):
+        line, column = document.position(())
+        return ProjectSettings(), [Problem(
+            Severity.ERROR, "invalid-settings",
+            f"{PROJECT_FILE} must be a single mapping of settings", Position(shown, line, column),
+        )], shown
+    try:
+        return ProjectSettings.model_validate(document.data), [], shown
+    except ValidationError as error:
+        locate = _locator(document)
+        return ProjectSettings(), problems_from_validation_error(
+            error, ProjectSettings, shown, locate), shown
+
+
+def _locator(document: Document):
+    return lambda path, key: document.position(path, key=key)
+
+
+def load(path: Path) -> LoadResult:
+    """Read every spec under `path` (a folder, or one file) and validate each on its own."""
+    path = path.resolve()
+    root = path if path.is_dir() else path.parent
+    settings, problems, settings_file = load_settings(root)
+    result = LoadResult(root=root, settings=settings, problems=list(problems),
+                        settings_file=settings_file)
+    if settings_file:
+        result.files.append(settings_file)
+    if path.is_dir():
+        files = discover(root, settings.exclude)
+    elif path.name == PROJECT_FILE and path.parent == root:
+        files = []
+    else:
+        files = [path]
+    for file_path in files:
+        shown = display_path(file_path)
+        result.files.append(shown)
+        documents, problems = read_yaml_file(file_path, shown)
+        result.problems.extend(problems)
+        if not documents and not problems:
+            result.problems.append(Problem(
+                Severity.ERROR, "empty-file",
+                "no spec documents: the file is empty or holds only comments",
+                Position(shown, 1, 1), hint=_EXCLUDE_HINT))
+        for document in documents:
+            _load_document(document, file_path, shown, result)
+    return result
+
+
+def _load_document(document: Document, file_path: Path, shown: str, result: LoadResult) -> None:
+    data = document.data
+
+    def here(path: tuple[Any, ...] = (), key: bool = False) -> Position:
+        line, column = document.position(path, key=key)
+        return Position(shown, line, column)
+
+    def error(code: str, message: str, position: Position, path: str = "",
+              value: str | None = None, hint: str | None = None) -> None:
+        result.problems.append(Problem(Severity.ERROR, code, message, position, path, value, hint))
+
+    if not isinstance(data, dict):
+        error("not-a-mapping",
+              "a spec document must be a mapping with apiVersion, kind, metadata and spec",
+              here(), value=describe_value(data))
+        return
+    kind = data.get("kind")
+    if kind is None:
+        error("missing-field", "required field is missing", here(), "kind",
+              hint=f"one of {', '.join(KINDS)}")
+    elif not isinstance(kind, str):
+        error("wrong-type", "must be a string", here(("kind",)), "kind", describe_value(kind))
+        kind = None
+    elif kind not in KINDS:
+        error("unknown-kind", f"unknown kind (tuneops kinds: {', '.join(KINDS)})",
+              here(("kind",)), "kind", describe_value(kind), suggest(kind, KINDS))
+        kind = None
+
+    api_version = data.get("apiVersion")
+    if api_version is None:
+        error("missing-field", "required field is missing", here(), "apiVersion",
+              hint=f"add apiVersion: {API_VERSION}")
+        data = {"apiVersion": API_VERSION, **data}  # still check the rest of the document
+    elif api_version != API_VERSION:
+        not_ours = not (isinstance(api_version, str) and api_version.startswith("tuneops.dev/"))
+        error("unsupported-api-version",
+              f"unsupported apiVersion; this release reads {API_VERSION}",
+              here(("apiVersion",)), "apiVersion", describe_value(api_version),
+              "this is not a tuneops spec: " + _EXCLUDE_HINT if not_ours else None)
+        return
+
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if kind and isinstance(name, str):
+        result.declared.add(ResourceId(kind, name))
+    if kind is None:
+        return
+
+    model = KINDS[kind]
+    label = f"{kind}/{name}" if isinstance(name, str) else kind
+    try:
+        resource = model.model_validate(data)
+    except ValidationError as validation_error:
+        result.problems.extend(problems_from_validation_error(
+            validation_error, model, shown, _locator(document), label))
+        return
+    result.specs.append(LoadedSpec(resource, shown, file_path, document))

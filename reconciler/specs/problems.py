@@ -1,0 +1,143 @@
+"""What validation reports: one Problem per finding, with where it is and what to do.
+
+A Problem is plain data so that every output (terminal text, JSON, a pull-request comment)
+renders the same facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in a file: 1-based line and column, as editors count them."""
+
+    file: str
+    line: int = 1
+    column: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding: `file:line:col severity path: message`.
+
+    `code` is stable and machine-readable (`unknown-field`, `missing-reference`, ...);
+    `message` is for people and already carries the value given and any hint.
+    """
+
+    severity: Severity
+    code: str
+    message: str
+    position: Position
+    path: str = ""
+    value: str | None = None
+    hint: str | None = None
+    resource: str | None = None  # "FineTune/support-sft" when the problem belongs to one
+
+    def as_error(self) -> Problem:
+        return replace(self, severity=Severity.ERROR)
+
+    def sort_key(self) -> tuple:
+        p = self.position
+        return (p.file, p.line, p.column, self.severity != Severity.ERROR, self.code, self.path)
+
+    def to_json(self) -> dict:
+        return {
+            "severity": str(self.severity),
+            "code": self.code,
+            "file": self.position.file,
+            "line": self.position.line,
+            "column": self.position.column,
+            "path": self.path,
+            "message": self.message,
+            "value": self.value,
+            "hint": self.hint,
+            "resource": self.resource,
+        }
+
+    def text(self) -> str:
+        """The problem on one line: `specs/ft.yaml:12:5 error spec.adapter.r: must be > 0 (got -4)`."""
+        label = f"{self.position} {self.severity}"
+        message = self.message
+        if self.value is not None:
+            message += f" (got {self.value})"
+        if self.hint:
+            message += f" ({self.hint})"
+        return f"{label} {self.path}: {message}" if self.path else f"{label}: {message}"
+
+
+def describe_value(value: object, limit: int = 60) -> str:
+    """How a value given in YAML is echoed back in a message: short, YAML-flavoured."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        shown = value if len(value) <= limit else value[: limit - 3] + "..."
+        return repr(shown)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return type(value).__name__
+
+
+CODES: dict[str, str] = {
+    # Reading files (layer 1)
+    "yaml-syntax": "The file is not valid YAML (syntax, tabs, duplicate keys, alias bombs, "
+                   "unsupported tags, nesting too deep).",
+    "not-utf8": "The file is not UTF-8 text.",
+    "binary-file": "The file holds binary data.",
+    "file-too-large": "The file is over the 4 MiB limit for a spec file.",
+    "unreadable-file": "The file could not be read (permissions, a broken link).",
+    "empty-file": "The file holds no documents, only comments or nothing.",
+    # One document (layer 2)
+    "not-a-mapping": "A document is a list or a scalar instead of a mapping.",
+    "unknown-kind": "`kind` is not one of the five tuneops kinds.",
+    "unsupported-api-version": "`apiVersion` is not tuneops.dev/v1alpha1.",
+    "missing-field": "A required field is absent.",
+    "unknown-field": "A field the kind does not have; usually a typo.",
+    "wrong-type": "A value of the wrong type, e.g. a string where a number belongs.",
+    "out-of-range": "A number outside its allowed range.",
+    "invalid-value": "A value of the right type that is still not allowed.",
+    "invalid-settings": "tuneops.yaml is not a single mapping of settings.",
+    # The repository as a whole (layer 3)
+    "duplicate-name": "Two specs of one kind share a name.",
+    "missing-reference": "A spec names another spec that does not exist.",
+    "dependency-cycle": "Specs depend on each other in a circle.",
+    "method-data-mismatch": "The training method does not fit the dataset's schema type.",
+    "needs-gpu": "A setting that only works on a GPU, on a FineTune with gpusPerNode 0.",
+    "unsupported-combination": "Settings that cannot work together.",
+    "fragile-combination": "Settings that work together badly (warning).",
+    "early-stopping-needs-evaluation": "Early stopping without step evaluations, validation data "
+                                       "or aligned checkpoints.",
+    "no-validation-data": "Step evaluations without any validation split (warning).",
+    "ignored-setting": "A setting that has no effect with the chosen method (warning).",
+    "duplicate-registered-model": "Two FineTunes register the same model name.",
+    "gate-metric-not-computed": "A gate names a metric the Evaluation does not compute.",
+    "gate-direction": "A min gate on a lower-is-better metric (warning).",
+    "metric-needs-reference": "A text metric on data that has no reference answers.",
+    "empty-split": "An Evaluation reads a split the dataset leaves empty.",
+    "baseline-is-model": "An Evaluation's baseline is the model under evaluation.",
+    "gate-for-other-model": "A Deployment requires an Evaluation of a different model.",
+    "ungated-deployment": "A Deployment with no gating Evaluation and no allowUngated.",
+    "duplicate-alias": "Two Deployments move the same registry alias of the same model.",
+    "unpinned-revision": "An hf:// source without a commit-sha revision (warning; an error "
+                         "under --strict).",
+    "trust-remote-code": "trustRemoteCode is on (warning, or an error under a deny policy).",
+    "policy": "A spec breaks a rule set in tuneops.yaml's policy.",
+    "missing-file": "A local file a spec names does not exist.",
+}
+"""Every problem code, with what it means. docs/specs.md is generated from this table."""

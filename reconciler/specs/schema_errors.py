@@ -1,0 +1,201 @@
+"""pydantic validation errors -> Problems a person can act on.
+
+pydantic says "Input should be greater than 0"; we say `spec.adapter.r: must be > 0 (got -4)`
+at the line and column of the value, and suggest the field that was probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel as PydanticModel
+from pydantic import ValidationError
+
+from reconciler.specs.base import SpecValueError
+from reconciler.specs.problems import Position, Problem, Severity, describe_value
+
+Locate = Callable[[tuple[Any, ...], bool], tuple[int, int]]
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    """('spec', 'datasets', 0, 'name') -> 'spec.datasets[0].name'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str | None:
+    """'did you mean X?' for a near miss, matching case-insensitively and snake_case to camelCase."""
+    choices = list(choices)
+    if not choices:
+        return None
+    folded = {re.sub(r"[_\-]", "", c).lower(): c for c in choices}
+    key = re.sub(r"[_\-]", "", word).lower()
+    if key in folded and folded[key] != word:
+        return f"did you mean {folded[key]!r}?"
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    """The concrete types an annotation may hold: Annotated and Optional/Union peeled off."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        out = []
+        for arg in typing.get_args(annotation):
+            if arg is not type(None):
+                out.extend(_unwrap(arg))
+        return out
+    return [annotation]
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    for candidate in _unwrap(annotation):
+        origin = typing.get_origin(candidate)
+        args = typing.get_args(candidate)
+        if isinstance(candidate, type) and issubclass(candidate, PydanticModel) and isinstance(part, str):
+            for name, info in candidate.model_fields.items():
+                if (info.alias or name) == part:
+                    return info.annotation
+        elif origin in (tuple, list) and isinstance(part, int) and args:
+            return args[0]
+        elif origin is dict and isinstance(part, str) and len(args) == 2:
+            return args[1]
+    return None
+
+
+def allowed_fields(model: type[PydanticModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names accepted in the mapping at `loc` (for unknown-field suggestions)."""
+    annotation: Any = model
+    for part in loc:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return []
+    for candidate in _unwrap(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, PydanticModel):
+            return [info.alias or name for name, info in candidate.model_fields.items()]
+    return []
+
+
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
+           "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
+_TYPE_NAMES = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number", "string_type": "a string",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "tuple_type": "a list", "list_type": "a list", "finite_number": "a finite number",
+}
+
+
+def _translate(err: dict[str, Any], model: type[PydanticModel]) -> tuple[str, str, str | None, bool]:
+    """(code, message, hint, show_value) for one pydantic error."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    loc = tuple(err["loc"])
+    given = err.get("input")
+    if kind == "missing":
+        return "missing-field", "required field is missing", None, False
+    if kind == "extra_forbidden":
+        return "unknown-field", "unknown field", suggest(str(loc[-1]), allowed_fields(model, loc[:-1])), False
+    if kind in _BOUNDS:
+        key, symbol = _BOUNDS[kind]
+        return "out-of-range", f"must be {symbol} {ctx.get(key)}", None, True
+    if kind in _TYPE_NAMES:
+        hint = None
+        if kind == "string_type" and isinstance(given, int | float | bool):
+            hint = f"quote it if you meant the string: '{describe_value(given)}'"
+        elif kind in ("int_type", "float_type", "int_parsing", "float_parsing") and isinstance(given, str):
+            hint = "remove the quotes" if _looks_numeric(given) else None
+        elif kind in ("bool_type", "bool_parsing") and isinstance(given, str) and given.lower() in (
+                "yes", "no", "on", "off", "y", "n"):
+            hint = "write true or false"
+        return "wrong-type", f"must be {_TYPE_NAMES[kind]}", hint, True
+    if kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", str(ctx.get("expected", ""))) or re.findall(
+            r"\b(\d+)\b", str(ctx.get("expected", "")))
+        hint = suggest(str(given), expected) if isinstance(given, str) else None
+        return "invalid-value", f"must be one of: {', '.join(expected)}", hint, True
+    if kind == "value_error":
+        error = ctx.get("error")
+        hint = error.hint if isinstance(error, SpecValueError) else None
+        return "invalid-value", str(error), hint, _is_scalar(given)
+    if kind in ("too_short", "too_long"):
+        limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        word = "at least" if kind == "too_short" else "at most"
+        return "invalid-value", f"must have {word} {limit} item{'s' if limit != 1 else ''}", None, False
+    if kind in ("string_too_short", "string_too_long"):
+        limit = ctx.get("min_length") if kind == "string_too_short" else ctx.get("max_length")
+        word = "at least" if kind == "string_too_short" else "at most"
+        return "invalid-value", f"must be {word} {limit} characters", None, False
+    if kind == "string_pattern_mismatch":
+        return "invalid-value", f"must match {ctx.get('pattern')}", None, True
+    message = str(err.get("msg", kind))
+    return "invalid-value", message[:1].lower() + message[1:], None, _is_scalar(given)
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def problems_from_validation_error(
+    error: ValidationError,
+    model: type[PydanticModel],
+    file: str,
+    locate: Locate,
+    resource: str | None = None,
+    loc_prefix: tuple[Any, ...] = (),
+) -> list[Problem]:
+    problems = []
+    for err in error.errors(include_url=False):
+        loc = loc_prefix + tuple(err["loc"])
+        code, message, hint, show_value = _translate(err, model)
+        on_key = code == "unknown-field" or (loc and loc[-1] == "[key]")
+        if loc and loc[-1] == "[key]":
+            loc = loc[:-1]
+            message = f"label or annotation key {message}"
+        line, column = locate(loc, bool(on_key))
+        problems.append(Problem(
+            severity=Severity.ERROR,
+            code=code,
+            message=message,
+            position=Position(file, line, column),
+            path=format_path(loc),
+            value=describe_value(err.get("input")) if show_value else None,
+            hint=hint,
+            resource=resource,
+        ))
+    return _drop_union_noise(problems)
+
+
+def _drop_union_noise(problems: list[Problem]) -> list[Problem]:
+    """A union field reports one error per branch; keep the most specific one per path."""
+    best: dict[tuple[str, int, int], Problem] = {}
+    order = []
+    for problem in problems:
+        key = (problem.path, problem.position.line, problem.position.column)
+        if key not in best:
+            order.append(key)
+            best[key] = problem
+        elif best[key].code == "wrong-type" and problem.code != "wrong-type":
+            best[key] = problem
+    return [best[k] for k in order]

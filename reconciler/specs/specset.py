@@ -1,0 +1,55 @@
+"""SpecSet: the validated desired state, every resource by kind and name.
+
+This is what the graph, the planner and the reconciler consume. It is built only from specs
+that passed their own schema; whole-repository rules decide whether the set as a whole is valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from reconciler.config import ProjectSettings
+from reconciler.specs.base import Resource, ResourceId
+from reconciler.specs.loader import LoadedSpec
+
+R = TypeVar("R", bound=Resource)
+
+
+@dataclass(frozen=True)
+class SpecSet:
+    root: Path
+    settings: ProjectSettings
+    by_id: dict[ResourceId, LoadedSpec] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[LoadedSpec]:
+        return iter(self.by_id.values())
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def __contains__(self, resource_id: object) -> bool:
+        return resource_id in self.by_id
+
+    def get(self, resource_id: ResourceId) -> LoadedSpec | None:
+        return self.by_id.get(resource_id)
+
+    def resource(self, resource_id: ResourceId, kind: type[R]) -> R | None:
+        loaded = self.by_id.get(resource_id)
+        resource = loaded.resource if loaded else None
+        return resource if isinstance(resource, kind) else None
+
+    def of_kind(self, kind: str) -> list[LoadedSpec]:
+        return [spec for spec in self.by_id.values() if spec.id.kind == kind]
+
+    def names(self, kind: str) -> list[str]:
+        return [resource_id.name for resource_id in self.by_id if resource_id.kind == kind]
+
+    def depends_on(self) -> dict[ResourceId, list[ResourceId]]:
+        """Resource -> the resources it references that exist in this set."""
+        return {
+            resource_id: [ref.target for ref in spec.resource.references() if ref.target in self.by_id]
+            for resource_id, spec in self.by_id.items()
+        }
