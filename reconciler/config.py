@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, Strict
 from pydantic import BaseModel as PydanticModel
+from pydantic import ConfigDict, Field, Strict
 from pydantic.alias_generators import to_camel
 
 PROJECT_FILE = "tuneops.yaml"

@@ -111,7 +111,10 @@ def _translate(err: dict[str, Any], model: type[PydanticModel]) -> tuple[str, st
         return "unknown-field", "unknown field", suggest(str(loc[-1]), allowed_fields(model, loc[:-1])), False
     if kind in _BOUNDS:
         key, symbol = _BOUNDS[kind]
-        return "out-of-range", f"must be {symbol} {ctx.get(key)}", None, True
+        bound = ctx.get(key)
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return "out-of-range", f"must be {symbol} {bound}", None, True
     if kind in _TYPE_NAMES:
         hint = None
         if kind == "string_type" and isinstance(given, int | float | bool):

@@ -1,0 +1,116 @@
+"""Shared test helpers: write a spec repository into tmp_path, run the real CLI as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+API = "apiVersion: tuneops.dev/v1alpha1"
+
+# A small valid repository, written per test and then broken in one place.
+VALID_SPECS = {
+    "base-model.yaml": f"""
+        {API}
+        kind: BaseModel
+        metadata:
+          name: tiny
+        spec:
+          source: file://models/tiny
+        """,
+    "dataset.yaml": f"""
+        {API}
+        kind: Dataset
+        metadata:
+          name: chats
+        spec:
+          source: file://data/chats.jsonl
+          schema:
+            type: chat
+        """,
+    "fine-tune.yaml": f"""
+        {API}
+        kind: FineTune
+        metadata:
+          name: sft
+        spec:
+          baseModel: tiny
+          datasets:
+            - name: chats
+          adapter:
+            r: 8
+          training:
+            learningRate: 2e-4
+        """,
+    "evaluation.yaml": f"""
+        {API}
+        kind: Evaluation
+        metadata:
+          name: sft-quality
+        spec:
+          model:
+            fineTune: sft
+          dataset:
+            name: chats
+          metrics: [perplexity, rougeL]
+          gates:
+            - metric: rougeL
+              min: 0.3
+        """,
+    "deployment.yaml": f"""
+        {API}
+        kind: Deployment
+        metadata:
+          name: bot
+        spec:
+          model:
+            fineTune: sft
+          requires: [sft-quality]
+        """,
+    "data/chats.jsonl": '{"messages": [{"role": "user", "content": "hi"}]}\n',
+}
+
+
+def write_repo(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Write `files` (relative path -> text, dedented; or raw bytes) under `root`."""
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+    return root
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_tuneops(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                timeout: float = 60) -> CliResult:
+    """Run `tuneops` as a real process (python -m reconciler), as a user would."""
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    full_env.pop("TUNEOPS_DEBUG", None)
+    done = subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def valid_repo(tmp_path: Path) -> Path:
+    return write_repo(tmp_path / "specs", VALID_SPECS)

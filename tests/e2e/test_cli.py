@@ -1,0 +1,206 @@
+"""The command line as a user meets it: real processes, real files, assertions on what is shown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, VALID_SPECS, run_tuneops, write_repo
+
+HEAVY_MODULES = ("torch", "transformers", "peft", "trl", "deepspeed", "mlflow", "kubernetes",
+                 "datasets", "jinja2", "git")
+
+
+@pytest.mark.parametrize("example", ["specs-example", "specs-example/quickstart"])
+def test_examples_validate_with_no_warnings(example: str):
+    result = run_tuneops("validate", example, "--strict", "--format", "json", cwd=REPO_ROOT)
+    report = json.loads(result.stdout)
+    assert result.exit_code == 0, result.output
+    assert report["errors"] == [] and report["warnings"] == []
+    assert report["specs"] >= 5
+
+
+def test_the_example_uses_every_kind():
+    result = run_tuneops("graph", "specs-example", "--format", "json", cwd=REPO_ROOT)
+    kinds = {node["kind"] for node in json.loads(result.stdout)["nodes"]}
+    assert kinds == {"Dataset", "BaseModel", "FineTune", "Evaluation", "Deployment"}
+
+
+def test_json_report_is_stable_and_documented(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "fine-tune.yaml": VALID_SPECS[
+        "fine-tune.yaml"].replace("r: 8", "r: -4")})
+    result = run_tuneops("validate", ".", "--format", "json", cwd=repo)
+    report = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert set(report) == {"version", "valid", "strict", "specs", "files", "errors", "warnings"}
+    assert report["version"] == 1 and report["valid"] is False
+    [error] = report["errors"]
+    assert error == {
+        "severity": "error", "code": "out-of-range", "file": "fine-tune.yaml", "line": 10,
+        "column": 8, "path": "spec.adapter.r", "message": "must be > 0", "value": "-4",
+        "hint": None, "resource": "FineTune/sft",
+    }
+    documented = (REPO_ROOT / "docs" / "cli.md").read_text()
+    for key in list(report) + list(error):
+        assert f"`{key}`" in documented, f"docs/cli.md does not document `{key}`"
+
+
+def test_warnings_pass_but_strict_fails(tmp_path: Path):
+    unpinned = VALID_SPECS["base-model.yaml"].replace("file://models/tiny", "hf://org/model")
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "base-model.yaml": unpinned})
+    relaxed = run_tuneops("validate", ".", cwd=repo)
+    strict = run_tuneops("validate", ".", "--strict", cwd=repo)
+    assert relaxed.exit_code == 0
+    assert "base-model.yaml:6:11 warning spec.source: hf:// source without a revision" in relaxed.stdout
+    assert strict.exit_code == 1
+    assert "base-model.yaml:6:11 error spec.source" in strict.stdout
+
+
+def test_project_policy_strict_acts_like_the_flag(tmp_path: Path):
+    unpinned = VALID_SPECS["base-model.yaml"].replace("file://models/tiny", "hf://org/model")
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "base-model.yaml": unpinned,
+                                           "tuneops.yaml": "policy:\n  strict: true\n"})
+    assert run_tuneops("validate", ".", cwd=repo).exit_code == 1
+
+
+def test_project_file_errors_have_positions(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS,
+                                           "tuneops.yaml": "backend: local\nmlflow:\n  trackingUrl: x\n"})
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert result.exit_code == 1
+    assert ("tuneops.yaml:3:3 error mlflow.trackingUrl: unknown field (did you mean 'trackingUri'?)"
+            in result.stdout)
+
+
+def test_usage_errors_exit_2(tmp_path: Path):
+    assert run_tuneops("validate", str(tmp_path / "missing")).exit_code == 2
+    assert run_tuneops("validate", "--format", "xml", str(tmp_path)).exit_code == 2
+    assert run_tuneops("no-such-command").exit_code == 2
+
+
+def test_a_single_file_can_be_validated(valid_repo: Path):
+    result = run_tuneops("validate", "dataset.yaml", cwd=valid_repo)
+    assert result.exit_code == 0, result.output
+    assert "1 valid spec in 1 file" in result.stdout
+
+
+def test_nested_projects_and_hidden_folders_are_skipped(valid_repo: Path):
+    write_repo(valid_repo, {
+        "other/tuneops.yaml": "backend: local\n",
+        "other/broken.yaml": "kind: Nope\n",
+        ".github/workflows/ci.yaml": "on: push\n",
+        ".tuneops/state.yaml": "x: 1\n",
+    })
+    result = run_tuneops("validate", ".", cwd=valid_repo)
+    assert result.exit_code == 0, result.output
+
+
+def test_exclude_patterns_skip_non_spec_yaml(valid_repo: Path):
+    write_repo(valid_repo, {"ci/pipeline.yaml": "stages: [test]\n"})
+    assert run_tuneops("validate", ".", cwd=valid_repo).exit_code == 1
+    write_repo(valid_repo, {"tuneops.yaml": "exclude: ['ci/**']\n"})
+    assert run_tuneops("validate", ".", cwd=valid_repo).exit_code == 0
+
+
+def test_color_only_on_request(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "x.yaml": "kind: Nope\n"})
+    plain = run_tuneops("validate", ".", cwd=repo)
+    colored = run_tuneops("--color", "validate", ".", cwd=repo)
+    assert "\x1b[" not in plain.stdout
+    assert "\x1b[31m" in colored.stdout
+
+
+@pytest.mark.parametrize("output_format, marker", [
+    ("text", "FineTune/sft"), ("mermaid", "flowchart LR"), ("dot", "digraph tuneops"),
+    ("json", '"edges"'),
+])
+def test_graph_formats(valid_repo: Path, output_format: str, marker: str):
+    result = run_tuneops("graph", ".", "--format", output_format, cwd=valid_repo)
+    assert result.exit_code == 0, result.output
+    assert marker in result.stdout
+
+
+def test_graph_text_lists_dependencies_first(valid_repo: Path):
+    lines = run_tuneops("graph", ".", cwd=valid_repo).stdout.splitlines()
+    names = [line.split()[0] for line in lines]
+    assert names.index("Dataset/chats") < names.index("FineTune/sft")
+    assert names.index("FineTune/sft") < names.index("Evaluation/sft-quality")
+    assert names.index("Evaluation/sft-quality") < names.index("Deployment/bot")
+    assert any(line.startswith("FineTune/sft") and "<- BaseModel/tiny, Dataset/chats" in line
+               for line in lines)
+
+
+def test_graph_refuses_invalid_specs(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "x.yaml": "kind: Nope\n"})
+    result = run_tuneops("graph", ".", cwd=repo)
+    assert result.exit_code == 1
+    assert "x.yaml:1:7 error kind: unknown kind" in result.stderr
+
+
+def test_init_writes_a_starter_that_validates_and_refuses_to_overwrite(tmp_path: Path):
+    target = tmp_path / "starter"
+    first = run_tuneops("init", str(target))
+    assert first.exit_code == 0, first.output
+    assert (target / "schemas" / "finetune.json").is_file()
+    result = run_tuneops("validate", str(target), "--strict")
+    assert result.exit_code == 0, result.output
+    assert "5 valid specs" in result.stdout
+    again = run_tuneops("init", str(target))
+    assert again.exit_code == 1
+    assert "already exist" in again.stderr and "--force" in again.stderr
+    assert "Traceback" not in again.output
+    assert run_tuneops("init", str(target), "--force").exit_code == 0
+
+
+def test_committed_schemas_and_reference_equal_a_fresh_generation():
+    result = run_tuneops("schema", "--out", "schemas", "--docs", "docs/specs.md", "--check",
+                         cwd=REPO_ROOT)
+    assert result.exit_code == 0, (
+        "schemas/ or docs/specs.md are stale: run `tuneops schema --docs docs/specs.md`\n"
+        + result.output)
+
+
+def test_schema_check_notices_a_stale_file(tmp_path: Path):
+    assert run_tuneops("schema", "--out", str(tmp_path)).exit_code == 0
+    (tmp_path / "finetune.json").write_text("{}\n")
+    result = run_tuneops("schema", "--out", str(tmp_path), "--check")
+    assert result.exit_code == 1
+    assert "finetune.json" in result.stderr
+
+
+def test_examples_point_editors_at_the_schemas():
+    for spec_file in (REPO_ROOT / "specs-example").rglob("*.yaml"):
+        first_line = spec_file.read_text().splitlines()[0]
+        assert first_line.startswith("# yaml-language-server: $schema="), spec_file
+        schema = (spec_file.parent / first_line.split("=", 1)[1]).resolve()
+        assert schema.is_file(), f"{spec_file}: {schema} does not exist"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["validate", "specs-example"], ["schema", "--check"],
+                                  ["graph", "specs-example"]])
+def test_control_plane_commands_do_not_import_heavy_libraries(args: list[str]):
+    probe = (
+        "import sys\n"
+        "from reconciler.cli import cli\n"
+        f"try:\n    cli.main({args!r}, prog_name='tuneops')\n"
+        "except SystemExit:\n    pass\n"
+        f"heavy = [m for m in {HEAVY_MODULES!r} if m in sys.modules]\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert "HEAVY=\n" in done.stdout, done.stdout + done.stderr
+
+
+def test_an_internal_error_is_one_line_not_a_traceback(tmp_path: Path):
+    # A directory named like a spec file cannot be read as one; the loader reports it.
+    repo = write_repo(tmp_path / "specs", VALID_SPECS)
+    (repo / "dir.yaml").mkdir()
+    (repo / "dir.yaml" / "x.txt").write_text("")
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert "Traceback" not in result.output
+    assert result.exit_code == 0

@@ -1,0 +1,174 @@
+"""Every kind of bad input gets exit 1, a message naming file and line, and no traceback.
+
+Each case replaces or adds files in a valid repository. The line the error must point at is
+marked in the fixture with a trailing `#!` comment (line 1 when no line is marked).
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import API, VALID_SPECS, run_tuneops, write_repo
+
+FT_HEAD = f"""
+{API}
+kind: FineTune
+metadata:
+  name: sft
+spec:
+  baseModel: tiny
+  datasets:
+    - name: chats
+"""
+
+
+def fine_tune(extra: str) -> str:
+    """The valid FineTune plus `extra` lines, written already indented under `spec:`."""
+    return FT_HEAD + extra.lstrip("\n")
+
+
+def alias_bomb() -> str:
+    lines = [f"{API}", "kind: Dataset", "metadata: {name: bomb}", "spec:",
+             '  a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"] #!']
+    for level in range(1, 10):
+        refs = ", ".join([f"*a{level - 1}"] * 9)
+        lines.append(f"  a{level}: &a{level} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+CASES = {
+    "empty file": ({"empty.yaml": ""}, "empty.yaml", "no spec documents"),
+    "only comments": ({"notes.yaml": "# a comment\n# another\n"}, "notes.yaml", "no spec documents"),
+    "yaml syntax error": ({"bad.yaml": f"{API}\nkind: Dataset\nmetadata: {{name: [x\nspec: 1 #!\n"},
+                          "bad.yaml", "invalid YAML"),
+    "tab indentation": ({"tabs.yaml": f"{API}\nkind: Dataset\nmetadata:\n\tname: x #!\n"},
+                        "tabs.yaml", "tab character"),
+    "non-mapping document": ({"list.yaml": "- apiVersion: x #!\n- kind: y\n"}, "list.yaml",
+                             "must be a mapping"),
+    "list where a mapping is expected": (
+        {"fine-tune.yaml": fine_tune("  adapter: [lora, 8] #!\n")}, "fine-tune.yaml",
+        "spec.adapter: must be a mapping"),
+    "duplicate keys": ({"fine-tune.yaml": fine_tune("  method: sft\n  method: dpo #!\n")},
+                       "fine-tune.yaml", "duplicate key 'method'"),
+    "alias bomb": ({"bomb.yaml": alias_bomb()}, "bomb.yaml", "alias bomb"),
+    "alias that contains itself": ({"loop.yaml": f"{API}\nkind: Dataset\nmetadata: &m #!\n  x: *m\n"},
+                                   "loop.yaml", "contains it"),
+    "deep nesting": ({"deep.yaml": "a: " + "[" * 20_000 + "]" * 20_000 + "\n"}, "deep.yaml",
+                     "nesting deeper"),
+    "binary garbage": ({"garbage.yaml": bytes(range(256)) * 4}, "garbage.yaml", "binary file"),
+    "non-UTF-8 bytes": (
+        {"latin1.yaml": f"{API}\nkind: Dataset\n".encode() + b"metadata: {name: caf\xe9} #!\n"},
+        "latin1.yaml", "not valid UTF-8"),
+    "name of 64 characters": (
+        {"dataset.yaml": VALID_SPECS["dataset.yaml"].replace("name: chats", "name: " + "a" * 64 + " #!")},
+        "dataset.yaml", "at most 63 characters"),
+    "name with uppercase": (
+        {"base-model.yaml": VALID_SPECS["base-model.yaml"].replace("name: tiny", "name: Tiny #!")},
+        "base-model.yaml", "DNS-1123"),
+    "name with ..": (
+        {"base-model.yaml": VALID_SPECS["base-model.yaml"].replace("name: tiny", "name: a..b #!")},
+        "base-model.yaml", "DNS-1123"),
+    "reference to a missing spec": (
+        {"deployment.yaml": VALID_SPECS["deployment.yaml"].replace("requires: [sft-quality]",
+                                                                   "requires: [sft-qualty] #!")},
+        "deployment.yaml", "did you mean 'sft-quality'"),
+    "dependency cycle": (
+        {"more.yaml": f"""
+            {API}
+            kind: FineTune
+            metadata: {{name: a}}
+            spec:
+              fromFineTune: b #!
+              datasets: [{{name: chats}}]
+            ---
+            {API}
+            kind: FineTune
+            metadata: {{name: b}}
+            spec:
+              fromFineTune: a
+              datasets: [{{name: chats}}]
+            """}, "more.yaml", "dependency cycle: FineTune/a -> FineTune/b -> FineTune/a"),
+    "duplicate names across files": (
+        {"zz-copy.yaml": VALID_SPECS["dataset.yaml"].replace("name: chats", "name: chats #!")},
+        "zz-copy.yaml", "Dataset/chats is already defined at dataset.yaml"),
+    "unknown kind": ({"kind.yaml": f"{API}\nkind: Finetune #!\nmetadata: {{name: x}}\nspec: {{}}\n"},
+                     "kind.yaml", "did you mean 'FineTune'"),
+    "wrong apiVersion": (
+        {"api.yaml": "apiVersion: tuneops.dev/v1 #!\nkind: Dataset\nmetadata: {name: x}\nspec: {}\n"},
+        "api.yaml", "unsupported apiVersion"),
+    "negative learning rate": ({"fine-tune.yaml": fine_tune("  training:\n    learningRate: -1e-3 #!\n")},
+                               "fine-tune.yaml", "spec.training.learningRate: must be > 0 (got -0.001)"),
+    "adapter r of 0": ({"fine-tune.yaml": fine_tune("  adapter:\n    r: 0 #!\n")},
+                       "fine-tune.yaml", "spec.adapter.r: must be > 0 (got 0)"),
+    "split ratios sum to 0.9": (
+        {"dataset.yaml": textwrap.dedent(VALID_SPECS["dataset.yaml"])
+         + "  split: #!\n    train: 0.8\n    validation: 0.05\n    test: 0.05\n"},
+        "dataset.yaml", "must sum to 1 (they sum to 0.9)"),
+    "string where a number is expected": (
+        {"fine-tune.yaml": fine_tune("  training:\n    epochs: \"three\" #!\n")},
+        "fine-tune.yaml", "spec.training.epochs: must be a number (got 'three')"),
+    "unknown field": ({"fine-tune.yaml": fine_tune("  training:\n    learning_rate: 1e-4 #!\n")},
+                      "fine-tune.yaml", "did you mean 'learningRate'"),
+    "a 10 MB file": ({"huge.yaml": "# padding\n" * 1_000_000}, "huge.yaml", "limited to 4 MiB"),
+}
+
+
+def expected_line(content: str | bytes) -> int:
+    if isinstance(content, bytes):
+        content = content.decode("latin-1")
+    text = textwrap.dedent(content).lstrip("\n")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.rstrip().endswith("#!"):
+            return number
+    return 1
+
+
+@pytest.mark.parametrize("files, bad_file, message", list(CASES.values()), ids=list(CASES))
+def test_bad_input_is_reported_with_file_and_line(tmp_path: Path, files, bad_file, message):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, **files})
+    result = run_tuneops("validate", ".", cwd=repo)
+
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    line = expected_line(files[bad_file])
+    located = [row for row in result.stdout.splitlines() if row.startswith(f"{bad_file}:{line}:")]
+    assert located, f"no problem reported at {bad_file}:{line}:\n{result.stdout}"
+    assert any(message in row for row in located), result.stdout
+
+
+def test_the_valid_repository_used_by_the_table_is_valid(valid_repo: Path):
+    result = run_tuneops("validate", ".", cwd=valid_repo)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("valid: 5 valid specs in 5 files")
+
+
+def test_anchors_aliases_and_merge_keys_are_allowed(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "fine-tune.yaml": f"""
+        {API}
+        kind: FineTune
+        metadata:
+          name: sft
+          labels: &labels {{team: ml}}
+          annotations: *labels
+        spec:
+          baseModel: tiny
+          datasets:
+            - name: chats
+          training:
+            <<: &defaults {{learningRate: 1.0e-4, epochs: 2}}
+            epochs: 5
+        """})
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert result.exit_code == 0, result.output
+
+
+def test_errors_are_all_collected_not_just_the_first(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "fine-tune.yaml": fine_tune(
+        "  adapter:\n    r: 0\n  training:\n    learningRate: -1.0\n    epochs: \"3\"\n")})
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert result.exit_code == 1
+    for path in ("spec.adapter.r", "spec.training.learningRate", "spec.training.epochs"):
+        assert f"error {path}:" in result.stdout, result.stdout

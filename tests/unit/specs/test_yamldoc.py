@@ -1,0 +1,88 @@
+"""The position-aware YAML reader: scalars, positions, and the limits that keep it safe."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from reconciler.specs.yamldoc import MAX_DEPTH, YamlError, read_documents, split_documents
+
+
+@pytest.mark.parametrize("text, value", [
+    ("2e-4", 2e-4), ("1.0e-3", 1e-3), ("-3", -3), ("0x1f", 31), ("0o17", 15), ("42", 42),
+    ("true", True), ("False", False), ("yes", "yes"), ("no", "no"), ("on", "on"),
+    ("~", None), ("null", None), ("", None), ("2024-01-01", "2024-01-01"), ("'8'", "8"),
+    ("1_000", "1_000"), (".inf", math.inf), ("-.inf", -math.inf), ("v1", "v1"), ("1.2.3", "1.2.3"),
+])
+def test_scalars_follow_yaml_1_2_core(text: str, value: object):
+    [document] = read_documents(f"key: {text}\n")
+    assert document.data["key"] == value
+    assert type(document.data["key"]) is type(value)
+
+
+def test_nan_is_a_float():
+    [document] = read_documents("key: .nan\n")
+    assert math.isnan(document.data["key"])
+
+
+def test_positions_are_one_based_and_count_across_documents():
+    text = "a: 1\n---\nb:\n  c: [x, y]\n  d: {e: 2}\n---\n# comment\nf: 3\n"
+    first, second, third = read_documents(text)
+    assert first.position(("a",)) == (1, 4)
+    assert second.position(("b", "c", 1)) == (4, 10)
+    assert second.position(("b", "d"), key=True) == (5, 3)
+    assert second.position(("b", "missing")) == (3, 1)  # stops at the mapping's key
+    assert third.position(("f",)) == (8, 4)
+    assert [d.index for d in (first, second, third)] == [0, 1, 2]
+
+
+def test_document_markers_inside_block_scalars_end_them_as_yaml_says():
+    text = "a: |\n  text\n---\nb: 2\n"
+    assert [d.data for d in read_documents(text)] == [{"a": "text\n"}, {"b": 2}]
+    assert len(split_documents(text)) == 2
+
+
+def test_directives_keep_the_stream_whole():
+    assert read_documents("%YAML 1.2\n---\na: 1\n")[0].data == {"a": 1}
+
+
+def test_empty_documents_are_skipped():
+    assert [d.data for d in read_documents("---\n---\na: 1\n---\n")] == [{"a": 1}]
+
+
+def test_merge_keys_merge_and_local_keys_win():
+    [document] = read_documents("base: &b {x: 1, y: 2}\nuse:\n  <<: *b\n  y: 3\n")
+    assert document.data["use"] == {"x": 1, "y": 3}
+    assert document.position(("use", "x")) == (1, 14)  # from the anchored mapping
+
+
+@pytest.mark.parametrize("text, message, line", [
+    ("a: 1\na: 2\n", "duplicate key 'a' (first defined at line 1)", 2),
+    ("1: x\n", "must be a string", 1),
+    ("a: !!binary aGVsbG8=\n", "unsupported YAML tag", 1),
+    ("a: !custom x\n", "unsupported YAML tag", 1),
+    ("a: &x [*x]\n", "contains it", 1),
+    ("a:\n\tb: 1\n", "tab character", 2),
+    ("a: [1\nb: 2\n", "invalid YAML", 2),
+])
+def test_bad_yaml_raises_a_positioned_error(text: str, message: str, line: int):
+    with pytest.raises(YamlError) as caught:
+        read_documents(text)
+    assert message in caught.value.message + (caught.value.hint or "")
+    assert caught.value.line == line
+
+
+def test_depth_limit_applies_to_short_and_long_documents():
+    short = "a: " + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5)
+    long = short + "\n" + "\n".join(f"k{i}: {i}" for i in range(2000))
+    for text in (short, long):
+        with pytest.raises(YamlError, match="nesting deeper"):
+            read_documents(text)
+
+
+def test_alias_bomb_is_refused_quickly():
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
+    with pytest.raises(YamlError, match="expands to more than"):
+        read_documents("\n".join(lines))
