@@ -163,6 +163,10 @@ def load(path: Path) -> LoadResult:
         files = []
     else:
         files = [path]
+    if path.is_dir() and not files:
+        result.problems.append(Problem(
+            Severity.WARNING, "no-specs", f"no spec files (*.yaml, *.yml) under {display_path(path)}",
+            Position(display_path(path), 1, 1), hint="is this the folder that holds your specs?"))
     for file_path in files:
         shown = display_path(file_path)
         result.files.append(shown)

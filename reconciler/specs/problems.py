@@ -103,6 +103,7 @@ CODES: dict[str, str] = {
     "file-too-large": "The file is over the 4 MiB limit for a spec file.",
     "unreadable-file": "The file could not be read (permissions, a broken link).",
     "empty-file": "The file holds no documents, only comments or nothing.",
+    "no-specs": "The folder holds no spec files at all (warning): usually a wrong path.",
     # One document (layer 2)
     "not-a-mapping": "A document is a list or a scalar instead of a mapping.",
     "unknown-kind": "`kind` is not one of the five tuneops kinds.",

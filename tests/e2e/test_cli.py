@@ -204,3 +204,10 @@ def test_an_internal_error_is_one_line_not_a_traceback(tmp_path: Path):
     result = run_tuneops("validate", ".", cwd=repo)
     assert "Traceback" not in result.output
     assert result.exit_code == 0
+
+
+def test_an_empty_folder_is_a_warning_not_a_silent_success(tmp_path: Path):
+    result = run_tuneops("validate", str(tmp_path))
+    assert result.exit_code == 0
+    assert "warning: no spec files" in result.stdout
+    assert run_tuneops("validate", str(tmp_path), "--strict").exit_code == 1
