@@ -34,9 +34,7 @@ class SpecModel(PydanticModel):
         extra="forbid",
         frozen=True,
         alias_generator=to_camel,
-        populate_by_name=False,
-        validate_default=False,
-        use_attribute_docstrings=False,
+        populate_by_name=False,  # users write camelCase; snake_case gets "did you mean"
     )
 
 

@@ -57,12 +57,10 @@ class LoadResult:
     settings_file: str | None = None
 
 
-def display_path(path: Path) -> str:
+def display_path(path: Path, cwd: Path | None = None) -> str:
     """Paths in messages: relative to the working directory when below it, like compilers print."""
-    try:
-        return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-    except ValueError:
-        return str(path)
+    cwd = cwd or Path.cwd()
+    return str(path.relative_to(cwd)) if path.is_relative_to(cwd) else str(path)
 
 
 def discover(root: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
@@ -167,8 +165,9 @@ def load(path: Path) -> LoadResult:
         result.problems.append(Problem(
             Severity.WARNING, "no-specs", f"no spec files (*.yaml, *.yml) under {display_path(path)}",
             Position(display_path(path), 1, 1), hint="is this the folder that holds your specs?"))
+    cwd = Path.cwd()
     for file_path in files:
-        shown = display_path(file_path)
+        shown = display_path(file_path, cwd)
         result.files.append(shown)
         documents, problems = read_yaml_file(file_path, shown)
         result.problems.extend(problems)
