@@ -67,21 +67,23 @@ def discover(root: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
     """Spec files below `root`, sorted. Skips hidden folders, `.tuneops/`, the project file, and
     sub-folders with their own `tuneops.yaml` (they are separate projects)."""
     found = []
-    for folder, subfolders, files in os.walk(root):
-        here = Path(folder)
+    top = str(root)
+    for folder, subfolders, files in os.walk(top):
         subfolders[:] = sorted(
             d for d in subfolders
-            if not d.startswith(".") and d != STATE_DIR and not (here / d / PROJECT_FILE).is_file()
+            if not d.startswith(".") and d != STATE_DIR
+            and not os.path.isfile(os.path.join(folder, d, PROJECT_FILE))
         )
+        relative_folder = os.path.relpath(folder, top).replace(os.sep, "/")
         for name in sorted(files):
             if not name.endswith(SPEC_SUFFIXES) or name.startswith("."):
                 continue
-            if here == root and name == PROJECT_FILE:
+            if folder == top and name == PROJECT_FILE:
                 continue
-            relative = (here / name).relative_to(root).as_posix()
-            if any(fnmatch.fnmatch(relative, pattern) for pattern in exclude):
+            relative = name if relative_folder == "." else f"{relative_folder}/{name}"
+            if exclude and any(fnmatch.fnmatch(relative, pattern) for pattern in exclude):
                 continue
-            found.append(here / name)
+            found.append(root / relative)
     return found
 
 

@@ -92,16 +92,20 @@ def rule(function: Rule) -> Rule:
 
 @rule
 def references_exist(ctx: RuleContext) -> Iterator[Problem]:
+    names_by_kind: dict[str, list[str]] = {}  # built on the first miss only
+    kinds_by_name: dict[str, list[str]] = {}
     for spec in ctx.specs:
         for ref in spec.resource.references():
             if ref.target in ctx.specs or ref.target in ctx.declared:
                 continue
-            candidates = {rid.name for rid in ctx.declared if rid.kind == ref.target.kind}
-            hint = suggest(ref.target.name, sorted(candidates | set(ctx.specs.names(ref.target.kind))))
-            if not hint:
-                other = [rid.kind for rid in ctx.specs.by_id if rid.name == ref.target.name]
-                if other:
-                    hint = f"'{ref.target.name}' is a {other[0]}, not a {ref.target.kind}"
+            if not names_by_kind:
+                for rid in sorted(ctx.declared | set(ctx.specs.by_id)):
+                    names_by_kind.setdefault(rid.kind, []).append(rid.name)
+                    kinds_by_name.setdefault(rid.name, []).append(rid.kind)
+            hint = suggest(ref.target.name, names_by_kind.get(ref.target.kind, []))
+            other = kinds_by_name.get(ref.target.name)
+            if not hint and other:
+                hint = f"'{ref.target.name}' is a {other[0]}, not a {ref.target.kind}"
             yield problem(spec, ERROR, "missing-reference",
                           f"{ref.role} refers to {ref.target.kind} '{ref.target.name}', "
                           "which is not defined", ref.path, hint=hint)

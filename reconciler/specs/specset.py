@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -41,11 +42,18 @@ class SpecSet:
         resource = loaded.resource if loaded else None
         return resource if isinstance(resource, kind) else None
 
+    @cached_property
+    def _by_kind(self) -> dict[str, list[LoadedSpec]]:
+        index: dict[str, list[LoadedSpec]] = {}
+        for resource_id, spec in self.by_id.items():
+            index.setdefault(resource_id.kind, []).append(spec)
+        return index
+
     def of_kind(self, kind: str) -> list[LoadedSpec]:
-        return [spec for spec in self.by_id.values() if spec.id.kind == kind]
+        return self._by_kind.get(kind, [])
 
     def names(self, kind: str) -> list[str]:
-        return [resource_id.name for resource_id in self.by_id if resource_id.kind == kind]
+        return [spec.resource.name for spec in self.of_kind(kind)]
 
     def depends_on(self) -> dict[ResourceId, list[ResourceId]]:
         """Resource -> the resources it references that exist in this set."""

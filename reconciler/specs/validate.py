@@ -6,6 +6,7 @@ problem a user can cause comes back as a Problem.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,18 @@ class ValidationResult:
 
 
 def validate_path(path: Path, *, strict: bool = False) -> ValidationResult:
+    # Loading allocates many small objects and frees none (node trees are kept for positions),
+    # so the cyclic collector would rescan them again and again for nothing.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _validate(path, strict)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _validate(path: Path, strict: bool) -> ValidationResult:
     loaded = loader.load(path)
     by_id, problems = rules.find_duplicates(loaded.specs)
     problems = loaded.problems + problems

@@ -48,7 +48,7 @@ _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": Fal
 _DOCUMENT_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.MULTILINE)
 
 try:
-    from yaml import CParser as _Parser
+    from yaml.cyaml import CParser as _Parser  # `yaml` itself does not export CParser
 except ImportError:  # PyYAML built without libyaml: slower, same results
     from yaml.composer import Composer
     from yaml.parser import Parser
@@ -61,6 +61,9 @@ except ImportError:  # PyYAML built without libyaml: slower, same results
             Scanner.__init__(self)
             Parser.__init__(self)
             Composer.__init__(self)
+
+
+LIBYAML = _Parser.__module__ == "yaml._yaml"
 
 
 class _SpecLoader(_Parser):
@@ -79,20 +82,31 @@ class _SpecLoader(_Parser):
         if kind is ScalarNode:
             if not implicit[0]:
                 return STR
-            if value in _NULLS:
-                return NULL
-            if value in _BOOLS:
-                return BOOL
-            if value == "<<":
-                return MERGE
-            first = value[0]
-            if first in "-+.0123456789":
-                if _INT.match(value):
-                    return INT
-                if _FLOAT.match(value):
-                    return FLOAT
-            return STR
+            tag = _PLAIN_TAGS.get(value)
+            if tag is None:
+                tag = _resolve_plain(value)
+                if len(_PLAIN_TAGS) < 50_000:  # keys and common values repeat across specs
+                    _PLAIN_TAGS[value] = tag
+            return tag
         return SEQ if kind is SequenceNode else MAP
+
+
+_PLAIN_TAGS: dict[str, str] = {}
+
+
+def _resolve_plain(value: str) -> str:
+    if value in _NULLS:
+        return NULL
+    if value in _BOOLS:
+        return BOOL
+    if value == "<<":
+        return MERGE
+    if value[0] in "-+.0123456789":
+        if _INT.match(value):
+            return INT
+        if _FLOAT.match(value):
+            return FLOAT
+    return STR
 
 
 class YamlError(Exception):
@@ -228,7 +242,9 @@ def _syntax_error(error: yaml.MarkedYAMLError, line_offset: int, chunk: str) -> 
     column = (mark.column if mark else 0) + 1
     problem = error.problem or "invalid YAML"
     hint = None
-    if "\t" in problem or "'\\t'" in problem:
+    lines = chunk.splitlines()
+    bad_line = lines[mark.line] if mark and mark.line < len(lines) else ""
+    if "\t" in bad_line[: (mark.column if mark else 0) + 1] or bad_line.startswith("\t"):
         problem = "a tab character where YAML expects spaces"
         hint = "YAML indents with spaces only"
     elif error.context:
@@ -251,6 +267,9 @@ class _Builder:
         return YamlError(message, mark.line + self.line_offset + 1, mark.column + 1, hint)
 
     def build(self, node: Node, depth: int) -> Any:
+        if node.tag == STR and type(node) is ScalarNode:  # most values: skip the general path
+            self.values += 1
+            return node.value
         self.values += 1
         if self.values > MAX_VALUES:
             raise self._error(node, f"document expands to more than {MAX_VALUES:,} values "
