@@ -272,7 +272,8 @@ def generate(root: Path, n: int) -> Repo:
             group = root / folder / f"group-{file_index // FILES_PER_FOLDER:03d}"
             group.mkdir(parents=True, exist_ok=True)
             documents = [render[kind](i) for i in range(first, min(first + per_file, k))]
-            stem = f"{folder}-{first:05d}" if per_file == 1 else f"{folder}-{first:05d}-{first + len(documents) - 1:05d}"
+            last = first + len(documents) - 1
+            stem = f"{folder}-{first:05d}" + (f"-{last:05d}" if per_file > 1 else "")
             (group / f"{stem}.yaml").write_text("---\n".join(documents), encoding="utf-8")
             files += 1
     return Repo(root, n, files)
@@ -347,10 +348,15 @@ class Case:
         return min(self.times or [float("nan")])
 
 
+# Children may cache bytecode, as every normal install does. Some sandboxes export
+# PYTHONDONTWRITEBYTECODE=1, which makes each run recompile the project from source.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def time_once(argv: list[str], cwd: Path) -> float:
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE)
+                          stderr=subprocess.PIPE, env=CHILD_ENV)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"FAIL: {' '.join(argv)} exited {proc.returncode}: "
@@ -384,7 +390,18 @@ def environment() -> dict[str, str]:
         "cpus": str(os.cpu_count()),
         "pyyaml": f"{yaml.__version__} ({'libyaml' if yaml.__with_libyaml__ else 'pure Python'})",
         "pydantic": pydantic.VERSION,
+        "commit": _commit(),
     }
+
+
+def _commit() -> str:
+    """The project's commit, `-dirty` when the working tree has changes; `unknown` without git."""
+    try:
+        proc = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
+                              cwd=HERE, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown"
 
 
 def verdict(case: Case) -> str:
@@ -404,7 +421,8 @@ HEADER = ["Command", "Median s", "Min s", "Median / `python -c pass`", "Target (
 
 def print_text(cases: list[Case], baseline: Case, env: dict[str, str], repeat: int) -> None:
     print(f"\n{env['date']}  Python {env['python']}  {env['cpus']} CPUs  PyYAML {env['pyyaml']}  "
-          f"pydantic {env['pydantic']}  ({repeat} runs each, wall clock, whole processes)")
+          f"pydantic {env['pydantic']}  commit {env['commit']}  ({repeat} runs each, wall clock, "
+          "whole processes)")
     table = [[h.replace("`", "") for h in HEADER]] + [
         [cell.replace("`", "") for cell in row] for row in rows(cases, baseline)]
     widths = [max(len(row[c]) for row in table) for c in range(len(HEADER))]
@@ -415,10 +433,15 @@ def print_text(cases: list[Case], baseline: Case, env: dict[str, str], repeat: i
             print("  ".join("-" * width for width in widths))
 
 
-def print_markdown(cases: list[Case], baseline: Case, env: dict[str, str], repeat: int) -> None:
+def print_markdown(cases: list[Case], baseline: Case, env: dict[str, str], repeat: int,
+                   tuneops: list[str]) -> None:
+    command = " ".join(["python", "benchmarks/validate_scale.py", *sys.argv[1:]])
+    print(f"Command: `{command}` (entry point: `{' '.join(tuneops)}`)")
+    print()
     print(f"Measured {env['date']}: Python {env['python']} ({env['implementation']}), "
           f"{env['cpus']} CPUs, {env['platform']}; PyYAML {env['pyyaml']}, pydantic "
-          f"{env['pydantic']}. {repeat} runs of each command, interleaved, after one warm-up run.")
+          f"{env['pydantic']}; commit {env['commit']}. {repeat} runs of each command, interleaved, "
+          "after one warm-up run.")
     print()
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "|".join(["---"] + ["---:"] * 3 + ["---"]) + "|")
@@ -470,7 +493,7 @@ def main() -> None:
 
     env = environment()
     if args.markdown:
-        print_markdown(cases, baseline, env, args.repeat)
+        print_markdown(cases, baseline, env, args.repeat, tuneops)
     else:
         print_text(cases, baseline, env, args.repeat)
 

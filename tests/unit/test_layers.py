@@ -31,9 +31,9 @@ IMPURE_LIBRARIES = ("mlflow", "kubernetes", "git", "torch", "transformers", "pef
 def layer_of(module: str) -> int | None:
     best = None
     for prefix, rank in LAYERS.items():
-        if module == prefix or module.startswith(prefix + "."):
-            if best is None or len(prefix) > len(best[0]):
-                best = (prefix, rank)
+        matches = module == prefix or module.startswith(prefix + ".")
+        if matches and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, rank)
     return best[1] if best else None
 
 
