@@ -141,7 +141,7 @@ def load_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | Non
     except ValidationError as error:
         locate = _locator(document)
         return ProjectSettings(), problems_from_validation_error(
-            error, ProjectSettings, shown, locate), shown
+            error, ProjectSettings, shown, locate, source_text=document.source_text), shown
 
 
 def _locator(document: Document):
@@ -237,6 +237,7 @@ def _load_document(document: Document, file_path: Path, shown: str, result: Load
         resource = model.model_validate(data)
     except ValidationError as validation_error:
         result.problems.extend(problems_from_validation_error(
-            validation_error, model, shown, _locator(document), label))
+            validation_error, model, shown, _locator(document), label,
+            source_text=document.source_text))
         return
     result.specs.append(LoadedSpec(resource, shown, file_path, document))

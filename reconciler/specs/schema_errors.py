@@ -20,6 +20,7 @@ from reconciler.specs.base import SpecValueError
 from reconciler.specs.problems import Position, Problem, Severity, describe_value
 
 Locate = Callable[[tuple[Any, ...], bool], tuple[int, int]]
+SourceText = Callable[[tuple[Any, ...]], "str | None"]
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -99,8 +100,10 @@ _TYPE_NAMES = {
 }
 
 
-def _translate(err: dict[str, Any], model: type[PydanticModel]) -> tuple[str, str, str | None, bool]:
-    """(code, message, hint, show_value) for one pydantic error."""
+def _translate(err: dict[str, Any], model: type[PydanticModel],
+               written: str | None = None) -> tuple[str, str, str | None, bool]:
+    """(code, message, hint, show_value) for one pydantic error. `written` is the value's text
+    in the file, for hints that must quote it exactly."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
     loc = tuple(err["loc"])
@@ -118,7 +121,7 @@ def _translate(err: dict[str, Any], model: type[PydanticModel]) -> tuple[str, st
     if kind in _TYPE_NAMES:
         hint = None
         if kind == "string_type" and isinstance(given, int | float | bool):
-            hint = f"quote it if you meant the string: '{describe_value(given)}'"
+            hint = f"quote it if you meant the string: '{written or describe_value(given)}'"
         elif kind in ("int_type", "float_type", "int_parsing", "float_parsing") and isinstance(given, str):
             hint = "remove the quotes" if _looks_numeric(given) else None
         elif kind in ("bool_type", "bool_parsing") and isinstance(given, str) and given.lower() in (
@@ -166,12 +169,13 @@ def problems_from_validation_error(
     file: str,
     locate: Locate,
     resource: str | None = None,
-    loc_prefix: tuple[Any, ...] = (),
+    source_text: SourceText | None = None,
 ) -> list[Problem]:
     problems = []
     for err in error.errors(include_url=False):
-        loc = loc_prefix + tuple(err["loc"])
-        code, message, hint, show_value = _translate(err, model)
+        loc = tuple(err["loc"])
+        written = source_text(loc) if source_text else None
+        code, message, hint, show_value = _translate(err, model, written)
         on_key = code == "unknown-field" or (loc and loc[-1] == "[key]")
         if loc and loc[-1] == "[key]":
             loc = loc[:-1]

@@ -211,3 +211,11 @@ def test_an_empty_folder_is_a_warning_not_a_silent_success(tmp_path: Path):
     assert result.exit_code == 0
     assert "warning: no spec files" in result.stdout
     assert run_tuneops("validate", str(tmp_path), "--strict").exit_code == 1
+
+
+def test_quote_hints_repeat_the_value_as_written(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS,
+                                           "tuneops.yaml": "kubernetes:\n  version: 1.30\n"})
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert "kubernetes.version: must be a string (got 1.3) (quote it if you meant the string: '1.30')" \
+        in result.stdout

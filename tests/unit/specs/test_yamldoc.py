@@ -86,3 +86,22 @@ def test_alias_bomb_is_refused_quickly():
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 12)]
     with pytest.raises(YamlError, match="expands to more than"):
         read_documents("\n".join(lines))
+
+
+def test_libyaml_is_used_when_pyyaml_has_it():
+    # A silent fallback to the pure-Python parser once made validation ten times slower.
+    import yaml
+
+    from reconciler.specs import yamldoc
+
+    assert yaml.__with_libyaml__ == yamldoc.LIBYAML
+
+
+def test_source_text_is_the_scalar_as_written():
+    [document] = read_documents("a: {version: 1.30, sha: 0123456, list: [x, 2e-4]}\n")
+    assert document.data["a"]["version"] == 1.3
+    assert document.source_text(("a", "version")) == "1.30"
+    assert document.source_text(("a", "sha")) == "0123456"
+    assert document.source_text(("a", "list", 1)) == "2e-4"
+    assert document.source_text(("a", "missing")) is None
+    assert document.source_text(("a",)) is None
