@@ -30,12 +30,14 @@ Every spec is a YAML document with a Kubernetes-style envelope:
 apiVersion: {API_VERSION}
 kind: FineTune          # Dataset | BaseModel | FineTune | Evaluation | Deployment
 metadata:
-  name: support-sft     # unique per kind; a DNS-1123 label (a-z, 0-9, '-'; at most 63)
+  name: support-sft     # a DNS-1123 label (a-z, 0-9, '-'; at most 63 characters)
 spec:
   ...
 ```
 
-A file may hold several documents separated by `---`. `tuneops validate` reads a folder
+Names are unique per kind across the whole repository, whatever `metadata.namespace` says,
+because specs refer to each other by name. A file may hold several documents separated by
+`---`. `tuneops validate` reads a folder
 recursively (`*.yaml`, `*.yml`), skipping hidden folders, `.tuneops/`, and sub-folders that have
 their own `tuneops.yaml` (separate projects). Field names are camelCase; unknown fields are
 errors. Numbers are not coerced from strings (`r: "8"` is an error), YAML 1.2 scalars are used
