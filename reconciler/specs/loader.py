@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,10 @@ def read_yaml_file(path: Path, shown: str) -> tuple[list[Document], list[Problem
         return [], [Problem(Severity.ERROR, code, message, Position(shown, line, column), hint=hint)]
 
     try:
-        size = path.stat().st_size
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):  # a FIFO would block the read forever
+            return problem("unreadable-file", "not a regular file", hint=_EXCLUDE_HINT)
+        size = status.st_size
         if size > MAX_FILE_BYTES:
             return problem("file-too-large",
                            f"file is {size / 1e6:.1f} MB; spec files are limited to "

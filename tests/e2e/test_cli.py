@@ -219,3 +219,14 @@ def test_quote_hints_repeat_the_value_as_written(tmp_path: Path):
     result = run_tuneops("validate", ".", cwd=repo)
     assert "kubernetes.version: must be a string (got 1.3) (quote it if you meant the string: '1.30')" \
         in result.stdout
+
+
+def test_special_files_are_reported_not_read(valid_repo: Path):
+    import os
+
+    os.mkfifo(valid_repo / "pipe.yaml")  # reading it would block forever
+    (valid_repo / "dangling.yaml").symlink_to(valid_repo / "gone.yaml")
+    result = run_tuneops("validate", ".", cwd=valid_repo, timeout=30)
+    assert result.exit_code == 1
+    assert "pipe.yaml:1:1 error: not a regular file" in result.stdout
+    assert "dangling.yaml:1:1 error: cannot read file" in result.stdout
