@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, ConfigDict, Field, Strict
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
@@ -69,7 +69,7 @@ def field(
 # Strict scalars: no silent coercion from YAML strings to numbers or from numbers to strings.
 Str = Annotated[str, Strict()]
 Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]  # strict float still accepts YAML integers
+Float = Annotated[float, Strict(), AllowInfNan(False)]  # still accepts YAML integers
 Bool = Annotated[bool, Strict()]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -116,11 +116,16 @@ def read_yaml_file(path: Path, shown: str) -> tuple[list[Document], list[Problem
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
         return problem("not-utf8", f"not valid UTF-8: byte 0x{raw[error.start]:02x}", line, column,
                        "save the file as UTF-8")
+    errors: list[YamlError] = []
     try:
-        documents = read_documents(text)
+        documents = read_documents(text, errors)
     except YamlError as error:
         return problem("yaml-syntax", error.message, error.line, error.column, error.hint)
-    return documents, []
+    return documents, [
+        Problem(Severity.ERROR, "yaml-syntax", error.message,
+                Position(shown, error.line, error.column), hint=error.hint)
+        for error in errors
+    ]
 
 
 def load_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | None]:

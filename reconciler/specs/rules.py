@@ -355,7 +355,13 @@ def local_files_exist(ctx: RuleContext) -> Iterator[Problem]:
             if source.scheme != "file":
                 continue
             local = source.local_path(spec.path.parent)
-            if not local.exists():
+            try:
+                found = local.exists()
+            except (OSError, ValueError) as error:  # a name too long, a NUL byte
+                yield problem(spec, ERROR, "missing-file", f"{what} path is not usable: "
+                              f"{getattr(error, 'strerror', None) or error}", path, value=uri)
+                continue
+            if not found:
                 yield problem(spec, ERROR, "missing-file",
                               f"{what} not found: {local}", path, value=uri,
                               hint="paths in file:// are relative to the spec file's folder")

@@ -45,7 +45,8 @@ _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+
                     r"|^\.(nan|NaN|NAN)$")
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
-_DOCUMENT_MARKER = re.compile(r"^(?:---|\.\.\.)(?=[ \t\r\n]|$)", re.MULTILINE)
+_DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+MAX_DOCUMENTS = 20_000  # per file; more is a generated file or an attack, not a spec repository
 
 try:
     from yaml.cyaml import CParser as _Parser  # `yaml` itself does not export CParser
@@ -192,14 +193,15 @@ def _mapping_pairs(node: MappingNode) -> list[tuple[Node, Node]]:
 
 
 def split_documents(text: str) -> list[tuple[int, str]]:
-    """Cut a stream at `---`/`...` lines: [(0-based first line, chunk)].
+    """Cut a stream at `---` lines: [(0-based first line, chunk)].
 
     A line starting with a document marker ends any block scalar in YAML, so cutting there
-    never changes what a document means. Streams with directives are left whole.
+    never changes what a document means (a chunk may still hold `...`-separated documents,
+    which libyaml reads as usual). Streams with directives are left whole.
     """
     if "%" in text and re.search(r"^%", text, re.MULTILINE):
         return [(0, text)]
-    starts = [m.start() for m in _DOCUMENT_MARKER.finditer(text)]
+    starts = [m.start() for m in _DOCUMENT_START.finditer(text)]
     if not starts:
         return [(0, text)]
     bounds = ([0] if starts[0] != 0 else []) + starts + [len(text)]
@@ -224,27 +226,46 @@ def _check_depth(chunk: str) -> None:
             depth -= 1
 
 
-def read_documents(text: str) -> list[Document]:
-    """Every non-empty document in `text`. Raises YamlError at the first unreadable one."""
+def read_documents(text: str, errors: list[YamlError] | None = None) -> list[Document]:
+    """Every non-empty document in `text`.
+
+    Without `errors`, raises YamlError at the first unreadable document. With a list, records
+    each unreadable document's error there and goes on with the next, so one bad document does
+    not hide the others.
+    """
     documents: list[Document] = []
-    for line_offset, chunk in split_documents(text):
+    chunks = split_documents(text)
+    if len(chunks) > MAX_DOCUMENTS:
+        raise YamlError(f"more than {MAX_DOCUMENTS:,} documents in one file",
+                        hint="split the file")
+    for line_offset, chunk in chunks:
         try:
-            if len(chunk) > _SAFE_TO_COMPOSE:
-                _check_depth(chunk)
-            roots = list(yaml.compose_all(chunk, Loader=_SpecLoader))
+            documents.extend(_read_chunk(chunk, line_offset, len(documents)))
         except YamlError as error:
-            error.line += line_offset
-            raise
-        except yaml.MarkedYAMLError as error:
-            raise _syntax_error(error, line_offset, chunk) from None
-        except yaml.YAMLError as error:
-            raise YamlError(f"invalid YAML: {error}", line_offset + 1) from None
-        for root in roots:
-            if root is None or (isinstance(root, ScalarNode) and root.tag == NULL):
-                continue  # an empty document, e.g. after a trailing `---`
-            builder = _Builder(line_offset)
-            data = builder.build(root, 0)
-            documents.append(Document(data, root, line_offset, len(documents)))
+            if errors is None:
+                raise
+            errors.append(error)
+    return documents
+
+
+def _read_chunk(chunk: str, line_offset: int, first_index: int) -> list[Document]:
+    try:
+        if len(chunk) > _SAFE_TO_COMPOSE:
+            _check_depth(chunk)
+        roots = list(yaml.compose_all(chunk, Loader=_SpecLoader))
+    except YamlError as error:
+        error.line += line_offset
+        raise
+    except yaml.MarkedYAMLError as error:
+        raise _syntax_error(error, line_offset, chunk) from None
+    except yaml.YAMLError as error:
+        raise YamlError(f"invalid YAML: {error}", line_offset + 1) from None
+    documents = []
+    for root in roots:
+        if root is None or (isinstance(root, ScalarNode) and root.tag == NULL):
+            continue  # an empty document, e.g. after a trailing `---`
+        data = _Builder(line_offset).build(root, 0)
+        documents.append(Document(data, root, line_offset, first_index + len(documents)))
     return documents
 
 
@@ -264,6 +285,10 @@ def _syntax_error(error: yaml.MarkedYAMLError, line_offset: int, chunk: str) -> 
         if error.context_mark and error.context_mark is not mark:
             hint += f" at line {error.context_mark.line + line_offset + 1}"
     return YamlError(f"invalid YAML: {problem}", line, column, hint)
+
+
+def _shorten(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[: limit - 3] + "...")
 
 
 class _Builder:
@@ -350,7 +375,7 @@ class _Builder:
             try:
                 return int(value, 0) if value[:2] in ("0x", "0o") else int(value)
             except ValueError:
-                raise self._error(node, f"{value!r} is not an integer") from None
+                raise self._error(node, f"{_shorten(value)} is not an integer") from None
         if tag == FLOAT:
             lowered = value.lower()
             if lowered.endswith(".inf"):
@@ -360,7 +385,7 @@ class _Builder:
             try:
                 return float(value)
             except ValueError:
-                raise self._error(node, f"{value!r} is not a number") from None
+                raise self._error(node, f"{_shorten(value)} is not a number") from None
         if tag == MERGE:
             raise self._error(node, "a merge key (<<) must be a mapping key")
         raise self._error(node, f"unsupported YAML tag {tag}",

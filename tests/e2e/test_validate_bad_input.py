@@ -172,3 +172,44 @@ def test_errors_are_all_collected_not_just_the_first(tmp_path: Path):
     assert result.exit_code == 1
     for path in ("spec.adapter.r", "spec.training.learningRate", "spec.training.epochs"):
         assert f"error {path}:" in result.stdout, result.stdout
+
+
+def test_one_unreadable_document_does_not_hide_the_others(tmp_path: Path):
+    broken_first = (f"{API}\nkind: BaseModel\nmetadata: {{name: other}}\n"
+                    "spec: {source: x, source: y}\n---\n")
+    repo = write_repo(tmp_path / "specs", {
+        **VALID_SPECS,
+        "dataset.yaml": broken_first + textwrap.dedent(VALID_SPECS["dataset.yaml"]).lstrip("\n")
+        + "  bogus: 1\n",
+    })
+    result = run_tuneops("validate", ".", cwd=repo)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("dataset.yaml:")]
+    assert lines == ["dataset.yaml:4:19 error: duplicate key 'source' (first defined at line 4)",
+                     "dataset.yaml:14:3 error spec.bogus: unknown field"], result.stdout
+
+
+def test_document_end_markers_are_valid_yaml(tmp_path: Path):
+    dataset = textwrap.dedent(VALID_SPECS["dataset.yaml"]).lstrip("\n")
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "dataset.yaml": dataset + "...\n"})
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("value, message", [
+    (".inf", "must be a finite number"), (".nan", "must be a finite number"),
+])
+def test_infinite_and_nan_numbers_are_refused(tmp_path: Path, value: str, message: str):
+    files = {"fine-tune.yaml": fine_tune(f"  training:\n    epochs: {value}\n")}
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, **files})
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert result.exit_code == 1
+    assert f"spec.training.epochs: {message}" in result.stdout
+
+
+def test_an_unusable_local_path_is_an_error_not_a_crash(tmp_path: Path):
+    dataset = VALID_SPECS["dataset.yaml"].replace("data/chats.jsonl", "a" * 300 + ".jsonl")
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "dataset.yaml": dataset})
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert result.exit_code == 1
+    assert "internal error" not in result.output
+    assert "dataset file path is not usable: File name too long" in result.stdout
