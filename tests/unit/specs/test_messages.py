@@ -1,0 +1,83 @@
+"""One mistake, one precise message: no echoes, and hints that point at the right fix."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from reconciler.specs.base import suggest_dns_label
+from reconciler.specs.schema_errors import suggest
+from reconciler.specs.validate import validate_path
+from tests.conftest import VALID_SPECS, write_repo
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "specs").mkdir()
+    monkeypatch.chdir(tmp_path / "specs")  # paths print relative, as for a user in the repo
+
+
+def report(tmp_path: Path, files: dict[str, str]) -> list[str]:
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, **files})
+    return [problem.text() for problem in validate_path(repo).problems]
+
+
+def spec(name: str) -> str:
+    return textwrap.dedent(VALID_SPECS[name]).lstrip("\n")
+
+
+def test_a_misspelt_required_field_is_reported_once(tmp_path: Path):
+    found = report(tmp_path, {"base-model.yaml": spec("base-model.yaml").replace("source:", "sorce:")})
+    assert found == ["base-model.yaml:6:3 error spec.sorce: unknown field (did you mean 'source'?)"]
+
+
+def test_an_invalid_list_item_does_not_also_make_the_list_too_short(tmp_path: Path):
+    found = report(tmp_path, {"fine-tune.yaml": spec("fine-tune.yaml").replace(
+        "- name: chats", "- name: chats\n      wieght: 2")})
+    assert found == ["fine-tune.yaml:9:7 error spec.datasets[0].wieght: unknown field "
+                     "(did you mean 'weight'?)"]
+
+
+def test_a_foreign_manifest_gets_one_error(tmp_path: Path):
+    manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 2}\n"
+    [only] = report(tmp_path, {"k8s.yaml": manifest})
+    assert "unsupported apiVersion" in only and "this is not a tuneops spec" in only
+
+
+def test_an_api_version_typo_is_not_called_foreign(tmp_path: Path):
+    [only] = report(tmp_path, {"base-model.yaml": spec("base-model.yaml").replace(
+        "tuneops.dev/v1alpha1", "tuneops/v1alpha1")})
+    assert "unsupported apiVersion" in only and "not a tuneops spec" not in only
+
+
+def test_a_reference_to_another_kind_says_so_before_guessing_a_spelling(tmp_path: Path):
+    found = report(tmp_path, {"fine-tune.yaml": spec("fine-tune.yaml").replace(
+        "- name: chats", "- name: sft")})
+    assert any("'sft' is a FineTune, not a Dataset" in line for line in found), found
+
+
+def test_misnamed_project_file(tmp_path: Path):
+    found = report(tmp_path, {"tuneops.yml": "backend: local\n"})
+    assert found == ["tuneops.yml:1:1 error: project settings are read from tuneops.yaml only "
+                     "(rename this file to tuneops.yaml)"]
+
+
+@pytest.mark.parametrize("word, choices, expected", [
+    ("adamw", ["adamw_torch", "adamw_torch_fused", "adamw_8bit"], "adamw_torch"),
+    ("learning_rate", ["learningRate", "epochs"], "learningRate"),
+    ("LearningRate", ["learningRate"], "learningRate"),
+    ("epoch", ["epochs", "maxSteps"], "epochs"),
+    ("zzz", ["epochs"], None),
+])
+def test_suggestions(word, choices, expected):
+    hint = suggest(word, choices)
+    assert hint == (f"did you mean {expected!r}?" if expected else None)
+
+
+@pytest.mark.parametrize("typed, suggested", [
+    ("Support_SFT", "support-sft"), ("données", "donnees"), ("a..b", "a-b"), ("--x--", "x"),
+])
+def test_name_suggestions(typed, suggested):
+    assert suggest_dns_label(typed) == suggested
