@@ -156,7 +156,10 @@ def schema(out_dir: Path, check: bool, docs_file: Path | None) -> None:
     from reconciler.fileio import write_text_atomic
 
     for target, text in outputs.items():
-        write_text_atomic(target, text)
+        try:
+            write_text_atomic(target, text)
+        except OSError as error:
+            raise UserError(f"cannot write {target}: {error.strerror or error}") from None
         click.echo(f"wrote {target}")
 
 
@@ -178,6 +181,9 @@ def init(directory: Path, force: bool) -> None:
         written = write_starter(directory, force=force, extra_files=schemas)
     except FileExistsError as error:
         raise UserError(f"{error}; pass --force to overwrite") from None
+    except OSError as error:
+        raise UserError(f"cannot write the starter into {directory}: "
+                        f"{error.strerror or error}") from None
     for path in written:
         click.echo(f"wrote {path}")
     click.echo(f"\nnext: tuneops validate {directory}")

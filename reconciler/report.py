@@ -15,6 +15,8 @@ from reconciler.specs.problems import Problem, Severity
 from reconciler.specs.validate import ValidationResult
 
 _COLORS = {Severity.ERROR: "red", Severity.WARNING: "yellow"}
+MAX_PROBLEMS_PER_FILE = 50
+"""Text output shows this many problems per file; JSON shows all."""
 
 
 def _plural(count: int, word: str) -> str:
@@ -37,7 +39,12 @@ def validation_text(result: ValidationResult, color: bool = False) -> str:
     for _, group in groupby(result.problems, key=lambda p: p.position.file):
         if lines:
             lines.append("")
-        lines.extend(problem_line(problem, color) for problem in group)
+        problems = list(group)
+        lines.extend(problem_line(problem, color) for problem in problems[:MAX_PROBLEMS_PER_FILE])
+        if len(problems) > MAX_PROBLEMS_PER_FILE:
+            hidden = len(problems) - MAX_PROBLEMS_PER_FILE
+            lines.append(f"... and {_plural(hidden, 'more problem')} in this file "
+                         "(--format json lists all)")
     errors, warnings = len(result.errors), len(result.warnings)
     scope = f"{_plural(len(result.specs), 'valid spec')} in {_plural(len(result.files), 'file')}"
     if errors:

@@ -8,6 +8,7 @@ report rather than guess at.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
@@ -78,8 +79,10 @@ _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 def suggest_dns_label(value: str) -> str:
-    """The nearest valid name to what the user typed (`Support_SFT` -> `support-sft`)."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", value.lower()).strip("-")
+    """The nearest valid name to what the user typed (`Support_SFT` -> `support-sft`,
+    `données` -> `donnees`)."""
+    ascii_only = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9-]+", "-", ascii_only.lower()).strip("-")
     slug = re.sub(r"-{2,}", "-", slug)[:63].strip("-")
     return slug
 

@@ -41,14 +41,11 @@ class DataSchema(SpecModel):
         allowed = DEFAULT_COLUMNS[self.type]
         for role in self.columns:
             if role not in allowed:
-                import difflib
+                from reconciler.specs.schema_errors import suggest
 
-                close = difflib.get_close_matches(role, list(allowed), n=1)
                 raise SpecValueError(
                     f"'{role}' is not a column role of schema type '{self.type}' "
-                    f"(roles: {', '.join(allowed)})",
-                    f"did you mean {close[0]!r}?" if close else None,
-                )
+                    f"(roles: {', '.join(allowed)})", suggest(role, allowed))
         return self
 
     def column(self, role: str) -> str:

@@ -172,6 +172,12 @@ def load(path: Path) -> LoadResult:
         files = []
     else:
         files = [path]
+    misnamed = root / "tuneops.yml"
+    if misnamed.is_file():
+        files = [f for f in files if f != misnamed]
+        result.problems.append(Problem(
+            Severity.ERROR, "invalid-settings", "project settings are read from tuneops.yaml only",
+            Position(display_path(misnamed), 1, 1), hint="rename this file to tuneops.yaml"))
     if path.is_dir() and not files:
         result.problems.append(Problem(
             Severity.WARNING, "no-specs", f"no spec files (*.yaml, *.yml) under {display_path(path)}",
@@ -208,6 +214,25 @@ def _load_document(document: Document, file_path: Path, shown: str, result: Load
               "a spec document must be a mapping with apiVersion, kind, metadata and spec",
               here(), value=describe_value(data))
         return
+    # A spec that is invalid still exists: references to it are not "missing".
+    metadata = data.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if isinstance(data.get("kind"), str) and data["kind"] in KINDS and isinstance(name, str):
+        result.declared.add(ResourceId(data["kind"], name))
+
+    api_version = data.get("apiVersion")
+    if api_version is None:
+        error("missing-field", "required field is missing", here(), "apiVersion",
+              hint=f"add apiVersion: {API_VERSION}")
+        data = {"apiVersion": API_VERSION, **data}  # still check the rest of the document
+    elif api_version != API_VERSION:
+        foreign = not (isinstance(api_version, str) and "tuneops" in api_version)
+        error("unsupported-api-version",
+              f"unsupported apiVersion; this release reads {API_VERSION}",
+              here(("apiVersion",)), "apiVersion", describe_value(api_version),
+              "this is not a tuneops spec: " + _EXCLUDE_HINT if foreign else None)
+        return  # the rest would be judged by the wrong schema
+
     kind = data.get("kind")
     if kind is None:
         error("missing-field", "required field is missing", here(), "kind",
@@ -220,23 +245,6 @@ def _load_document(document: Document, file_path: Path, shown: str, result: Load
               here(("kind",)), "kind", describe_value(kind), suggest(kind, KINDS))
         kind = None
 
-    api_version = data.get("apiVersion")
-    if api_version is None:
-        error("missing-field", "required field is missing", here(), "apiVersion",
-              hint=f"add apiVersion: {API_VERSION}")
-        data = {"apiVersion": API_VERSION, **data}  # still check the rest of the document
-    elif api_version != API_VERSION:
-        not_ours = not (isinstance(api_version, str) and api_version.startswith("tuneops.dev/"))
-        error("unsupported-api-version",
-              f"unsupported apiVersion; this release reads {API_VERSION}",
-              here(("apiVersion",)), "apiVersion", describe_value(api_version),
-              "this is not a tuneops spec: " + _EXCLUDE_HINT if not_ours else None)
-        return
-
-    metadata = data.get("metadata")
-    name = metadata.get("name") if isinstance(metadata, dict) else None
-    if kind and isinstance(name, str):
-        result.declared.add(ResourceId(kind, name))
     if kind is None:
         return
 

@@ -9,6 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+# C0 and C1 controls, DEL, and bidirectional overrides: shown escaped, so that a key in a spec
+# cannot rewrite the terminal or forge lines in a CI log.
+_UNPRINTABLE = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
+_UNPRINTABLE.update({code: f"\\u{code:04x}" for code in [*range(0x202A, 0x202F),
+                                                          *range(0x2066, 0x206A)]})
+
+
+def printable(text: str) -> str:
+    return text.translate(_UNPRINTABLE)
+
 
 class Severity(StrEnum):
     ERROR = "error"
@@ -73,7 +83,8 @@ class Problem:
             message += f" (got {self.value})"
         if self.hint:
             message += f" ({self.hint})"
-        return f"{label} {self.path}: {message}" if self.path else f"{label}: {message}"
+        line = f"{label} {self.path}: {message}" if self.path else f"{label}: {message}"
+        return printable(line)
 
 
 def describe_value(value: object, limit: int = 60) -> str:

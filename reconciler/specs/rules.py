@@ -102,10 +102,11 @@ def references_exist(ctx: RuleContext) -> Iterator[Problem]:
                 for rid in sorted(ctx.declared | set(ctx.specs.by_id)):
                     names_by_kind.setdefault(rid.kind, []).append(rid.name)
                     kinds_by_name.setdefault(rid.name, []).append(rid.kind)
-            hint = suggest(ref.target.name, names_by_kind.get(ref.target.kind, []))
             other = kinds_by_name.get(ref.target.name)
-            if not hint and other:
+            if other:  # the name exists, as another kind: that says more than a near spelling
                 hint = f"'{ref.target.name}' is a {other[0]}, not a {ref.target.kind}"
+            else:
+                hint = suggest(ref.target.name, names_by_kind.get(ref.target.kind, []))
             yield problem(spec, ERROR, "missing-reference",
                           f"{ref.role} refers to {ref.target.kind} '{ref.target.name}', "
                           "which is not defined", ref.path, hint=hint)

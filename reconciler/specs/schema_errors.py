@@ -35,7 +35,9 @@ def format_path(loc: tuple[Any, ...]) -> str:
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str | None:
-    """'did you mean X?' for a near miss, matching case-insensitively and snake_case to camelCase."""
+    """'did you mean X?' for a near miss: the same word in another case or spelling
+    (snake_case for camelCase), then a choice it starts (in the choices' own order, so that
+    `adamw` finds the first-listed `adamw_torch`), then the closest spelling."""
     choices = list(choices)
     if not choices:
         return None
@@ -43,6 +45,10 @@ def suggest(word: str, choices: typing.Iterable[str]) -> str | None:
     key = re.sub(r"[_\-]", "", word).lower()
     if key in folded and folded[key] != word:
         return f"did you mean {folded[key]!r}?"
+    if len(word) >= 3:
+        for choice in choices:
+            if choice.lower().startswith(word.lower()) and choice != word:
+                return f"did you mean {choice!r}?"
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else None
 
@@ -191,18 +197,36 @@ def problems_from_validation_error(
             hint=hint,
             resource=resource,
         ))
-    return _drop_union_noise(problems)
+    return _drop_echoes(problems)
 
 
-def _drop_union_noise(problems: list[Problem]) -> list[Problem]:
-    """A union field reports one error per branch; keep the most specific one per path."""
-    best: dict[tuple[str, int, int], Problem] = {}
-    order = []
+_SUGGESTED = re.compile(r"did you mean '([^']+)'\?")
+
+
+def _drop_echoes(problems: list[Problem]) -> list[Problem]:
+    """One mistake, one report. pydantic reports some mistakes twice:
+    - a misspelt required field is both "unknown" and "missing": keep the unknown one, whose
+      hint names the missing field;
+    - a list whose items are invalid is also "too short" once they are dropped;
+    - a union reports one error per branch at the same place: keep the most specific."""
+    suggested = set()
+    item_errors = set()
     for problem in problems:
+        parent, _, _ = problem.path.rpartition(".")
+        if problem.code == "unknown-field" and problem.hint:
+            match = _SUGGESTED.search(problem.hint)
+            if match:
+                suggested.add(f"{parent}.{match.group(1)}" if parent else match.group(1))
+        item = re.match(r"^(.*?)\[\d+\]", problem.path)
+        if item:
+            item_errors.add(item.group(1))
+    kept: dict[tuple[str, int, int], Problem] = {}
+    for problem in problems:
+        if problem.code == "missing-field" and problem.path in suggested:
+            continue
+        if problem.message.startswith("must have at least") and problem.path in item_errors:
+            continue
         key = (problem.path, problem.position.line, problem.position.column)
-        if key not in best:
-            order.append(key)
-            best[key] = problem
-        elif best[key].code == "wrong-type" and problem.code != "wrong-type":
-            best[key] = problem
-    return [best[k] for k in order]
+        if key not in kept or (kept[key].code == "wrong-type" and problem.code != "wrong-type"):
+            kept[key] = problem
+    return list(kept.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,32 @@ def test_special_files_are_reported_not_read(valid_repo: Path):
     assert result.exit_code == 1
     assert "pipe.yaml:1:1 error: not a regular file" in result.stdout
     assert "dangling.yaml:1:1 error: cannot read file" in result.stdout
+
+
+def test_control_characters_in_specs_cannot_rewrite_the_terminal(tmp_path: Path):
+    spec = textwrap.dedent(VALID_SPECS["dataset.yaml"]) + '  "\\e[2K\\rALL GOOD\\nx": 1\n'
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "dataset.yaml": spec})
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert "spec.\\x1b[2K\\x0dALL GOOD\\x0ax: unknown field" in result.stdout
+
+
+def test_text_output_is_capped_per_file_and_json_is_not(tmp_path: Path):
+    many = "\n".join(f"  bogus{i}: 1" for i in range(80)) + "\n"
+    spec = textwrap.dedent(VALID_SPECS["dataset.yaml"]) + many
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "dataset.yaml": spec})
+    text = run_tuneops("validate", ".", cwd=repo).stdout
+    assert text.count("unknown field") == 50
+    assert "... and 30 more problems in this file (--format json lists all)" in text
+    report = json.loads(run_tuneops("validate", ".", "--format", "json", cwd=repo).stdout)
+    assert len(report["errors"]) == 80
+
+
+def test_written_files_are_ordinary_files_and_write_errors_are_user_errors(tmp_path: Path):
+    assert run_tuneops("init", str(tmp_path / "starter")).exit_code == 0
+    assert (tmp_path / "starter" / "fine-tune.yaml").stat().st_mode & 0o777 == 0o644
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    result = run_tuneops("schema", "--out", str(blocked / "schemas"))
+    assert result.exit_code == 1
+    assert "error: cannot write" in result.stderr and "internal error" not in result.output
