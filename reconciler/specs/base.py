@@ -152,7 +152,12 @@ def check_quantity(value: str) -> str:
 Name = Annotated[str, Strict(), AfterValidator(check_dns_label)]
 LabelKey = Annotated[str, Strict(), AfterValidator(check_label_key)]
 LabelValue = Annotated[str, Strict(), AfterValidator(check_label_value)]
-Quantity = Annotated[str, BeforeValidator(_number_to_string), Strict(), AfterValidator(check_quantity)]
+Quantity = Annotated[
+    str,
+    BeforeValidator(_number_to_string, json_schema_input_type=str | int | float),
+    Strict(),
+    AfterValidator(check_quantity),
+]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 
 
