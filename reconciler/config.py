@@ -27,14 +27,17 @@ class _Settings(PydanticModel):
 class MlflowSettings(_Settings):
     tracking_uri: _Str | None = Field(
         None, description="MLflow tracking URI. Default: MLFLOW_TRACKING_URI, else "
-                          "sqlite:///<spec root>/.tuneops/mlflow.db.")
+                          "sqlite:///<spec root>/.tuneops/mlflow.db.",
+        examples=["http://mlflow.mlops.svc.cluster.local:5000"])
     experiment: _Str = Field("tuneops", description="Experiment that holds every run of this project.")
 
 
 class KubernetesSettings(_Settings):
     namespace: _Str = Field("default", description="Namespace for rendered objects.")
-    context: _Str | None = Field(None, description="kubeconfig context; default: the current one.")
-    image: _Str | None = Field(None, description="Trainer image that runs `tuneops run`.")
+    context: _Str | None = Field(None, description="kubeconfig context; default: the current one.",
+                                 examples=["gpu-cluster"])
+    image: _Str | None = Field(None, description="Trainer image that runs `tuneops run`.",
+                               examples=["registry.example.internal/ml/tuneops-trainer:0.1.0"])
     version: _Str = Field("1.30", description="Kubernetes version manifests are validated against.",
                           pattern=r"^1\.[0-9]+$")
     multi_node: Literal["indexed-job", "jobset", "pytorchjob"] = Field(
@@ -57,7 +60,8 @@ class PolicySettings(_Settings):
     trust_remote_code: Literal["warn", "allow", "deny"] = Field(
         "warn", description="What validation says about `trustRemoteCode: true`.")
     max_gpus_per_fine_tune: _Int | None = Field(
-        None, description="Refuse FineTunes that ask for more GPUs (nodes x gpusPerNode).", gt=0)
+        None, description="Refuse FineTunes that ask for more GPUs (nodes x gpusPerNode).", gt=0,
+        examples=[16])
 
 
 class ProjectSettings(_Settings):
@@ -69,4 +73,4 @@ class ProjectSettings(_Settings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     exclude: tuple[_Str, ...] = Field(
         (), description="Glob patterns (relative to the spec root) of YAML files that are not "
-                        "specs, e.g. `ci/**`.")
+                        "specs.", examples=[["ci/**", "kustomize/*.yaml"]])

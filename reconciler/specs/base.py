@@ -191,8 +191,9 @@ class Metadata(SpecModel):
         example={"team": "support"}, operational=True)
     annotations: dict[LabelKey, Str] = field(
         default_factory=dict, doc="Free-form annotations, copied onto rendered objects.",
-        operational=True)
+        example={"owner": "ml-platform"}, operational=True)
     description: Str | None = field(None, "What this resource is for, in a sentence.",
+                                    example="Support assistant tuned on resolved tickets.",
                                     operational=True, max_length=4096)
 
 

@@ -58,7 +58,8 @@ class Cleaning(SpecModel):
     drop_empty: Bool = field(True, "Drop rows whose required columns are empty after stripping.")
     min_chars: Int = field(0, "Drop rows shorter than this (all columns together).",
                            unit="characters", ge=0)
-    max_chars: Int | None = field(None, "Drop rows longer than this.", unit="characters", gt=0)
+    max_chars: Int | None = field(None, "Drop rows longer than this.", unit="characters", gt=0,
+                                  example=8000)
 
     @model_validator(mode="after")
     def _bounds(self) -> Cleaning:
@@ -96,14 +97,16 @@ class DatasetSpec(SpecModel):
     revision: Str | None = field(
         None, "For hf:// sources, the dataset repository's commit sha.",
         example="292c16329d921287c4166934cac1a6ad1e13a6c5")
-    subset: Str | None = field(None, "For hf:// sources, the dataset configuration (subset) name.")
+    subset: Str | None = field(None, "For hf:// sources, the dataset configuration (subset) name.",
+                               example="default")
     source_split: Str = field("train", "For hf:// sources, which published split to read; "
                                        "tuneops makes its own train/validation/test split from it.")
     sha256: Str | None = field(
         None, "Pin of the source file's content; the dataset job refuses different bytes.",
+        example="4f7f560d1e87e67e29229650d8c2e1de805d0b0cbbc0eec8ff5c780939581ed3",
         pattern=r"^[0-9a-f]{64}$")
     format: DataFormat | None = field(
-        None, "File format; inferred from the file extension when omitted.")
+        None, "File format; inferred from the file extension when omitted.", example="jsonl")
     data_schema: DataSchema = field(default_factory=DataSchema, alias="schema",
                                     doc="What a row is and which columns hold it.")
     clean: Cleaning = field(default_factory=Cleaning, doc="Cleaning applied before splitting.")

@@ -40,9 +40,9 @@ class DeployedModel(SpecModel):
 
 class ServingResources(SpecModel):
     gpus: Int = field(0, "GPUs per replica.", ge=0, le=64)
-    gpu_product: Str | None = field(None, "GPU model to schedule on.")
-    cpu: Quantity | None = field(None, "CPU request per replica.")
-    memory: Quantity | None = field(None, "Memory request per replica.")
+    gpu_product: Str | None = field(None, "GPU model to schedule on.", example="NVIDIA-L40S")
+    cpu: Quantity | None = field(None, "CPU request per replica.", example="8")
+    memory: Quantity | None = field(None, "Memory request per replica.", example="48Gi")
 
 
 class DeploymentSpec(SpecModel):

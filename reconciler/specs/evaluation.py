@@ -29,8 +29,10 @@ GENERATION_METRICS = frozenset({"exact_match", "accuracy", "f1", "bleu", "rougeL
 
 
 class ModelUnderTest(SpecModel):
-    fine_tune: Name | None = field(None, "A FineTune spec's name: its newest model version is scored.")
-    base_model: Name | None = field(None, "A BaseModel spec's name: the base model is scored as is.")
+    fine_tune: Name | None = field(None, "A FineTune spec's name: its newest model version is scored.",
+                                   example="support-sft")
+    base_model: Name | None = field(None, "A BaseModel spec's name: the base model is scored as is.",
+                                    example="llama-3-1-8b-instruct")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelUnderTest:
@@ -49,7 +51,7 @@ class EvaluationData(SpecModel):
     name: Name = field(doc="A Dataset spec's name.", example="support-chats")
     split: Literal["test", "validation", "train"] = field("test", "Which split to score on.")
     max_samples: Int | None = field(None, "Score at most this many rows (the first N by split "
-                                          "order, so the sample is stable).", gt=0)
+                                          "order, so the sample is stable).", gt=0, example=500)
 
 
 class Generation(SpecModel):
@@ -73,8 +75,10 @@ class Gate(SpecModel):
 
 
 class Baseline(SpecModel):
-    base_model: Name | None = field(None, "Compare with this BaseModel.")
-    fine_tune: Name | None = field(None, "Compare with this FineTune's newest passing version.")
+    base_model: Name | None = field(None, "Compare with this BaseModel.",
+                                    example="llama-3-1-8b-instruct")
+    fine_tune: Name | None = field(None, "Compare with this FineTune's newest passing version.",
+                                   example="support-sft")
     max_regression: Float = field(
         0.0, "How much worse than the baseline each metric may be, in the metric's own units "
              "(direction-aware: for perplexity, higher is worse).", ge=0)
@@ -94,9 +98,10 @@ class Baseline(SpecModel):
 
 class EvaluationResources(SpecModel):
     gpus: Int = field(0, "GPUs for the evaluation job.", ge=0, le=64, operational=True)
-    gpu_product: Str | None = field(None, "GPU model to schedule on.", operational=True)
-    cpu: Quantity | None = field(None, "CPU request.", operational=True)
-    memory: Quantity | None = field(None, "Memory request.", operational=True)
+    gpu_product: Str | None = field(None, "GPU model to schedule on.", example="NVIDIA-L40S",
+                                    operational=True)
+    cpu: Quantity | None = field(None, "CPU request.", example="8", operational=True)
+    memory: Quantity | None = field(None, "Memory request.", example="64Gi", operational=True)
 
 
 class EvaluationSpec(SpecModel):

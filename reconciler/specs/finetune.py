@@ -52,14 +52,14 @@ class Adapter(SpecModel):
         "lora", "`lora` trains low-rank adapters; `qlora` does so on a 4-bit base (GPU only); "
                 "`none` is full fine-tuning.")
     r: Int = field(16, "LoRA rank.", gt=0, le=4096)
-    alpha: Int | None = field(None, "LoRA scaling numerator; defaults to 2 x r.", gt=0)
+    alpha: Int | None = field(None, "LoRA scaling numerator; defaults to 2 x r.", gt=0, example=32)
     dropout: Float = field(0.05, "Dropout on the adapter input.", ge=0, lt=1)
     target_modules: Str | tuple[Str, ...] = field(
         "all-linear", "Modules to adapt: `all-linear` or a list of module names.",
         example=["q_proj", "k_proj", "v_proj", "o_proj"])
     modules_to_save: tuple[Str, ...] = field(
         (), "Modules trained in full alongside the adapter (e.g. `lm_head`, `embed_tokens` when "
-            "tokens were added).")
+            "tokens were added).", example=["lm_head", "embed_tokens"])
     quantization: Quantization | None = field(
         None, "Quantized base weights. Defaults to 4-bit NF4 with double quantization for `qlora`.")
 
@@ -110,7 +110,7 @@ class Training(SpecModel):
     epochs: Float = field(3.0, "Passes over the training data. Ignored when maxSteps is set.",
                           unit="epochs", gt=0)
     max_steps: Int | None = field(None, "Stop after this many optimizer steps instead of epochs.",
-                                  unit="steps", gt=0)
+                                  unit="steps", gt=0, example=2000)
     learning_rate: Float = field(2e-4, "Peak learning rate. 1e-4..3e-4 is usual for LoRA, "
                                        "1e-5..5e-5 for full fine-tuning.", gt=0, le=1)
     micro_batch_size: Int = field(4, "Sequences per device per forward pass.", unit="sequences",
@@ -149,7 +149,8 @@ class Distributed(SpecModel):
                 "or `auto` to let the planner choose.")
     launcher: Literal["indexed-job", "jobset", "pytorchjob"] | None = field(
         None, "On Kubernetes with nodes > 1: how nodes are started. Defaults to the project's "
-              "setting (an Indexed Job with a headless Service).", operational=True)
+              "setting (an Indexed Job with a headless Service).", example="jobset",
+        operational=True)
 
 
 class Resources(SpecModel):
@@ -169,7 +170,8 @@ class Resources(SpecModel):
 
 class Checkpointing(SpecModel):
     every_steps: Int | None = field(None, "Save a checkpoint every N optimizer steps "
-                                          "(default: at the end of each epoch).", unit="steps", gt=0)
+                                          "(default: at the end of each epoch).", unit="steps", gt=0,
+                                  example=200)
     keep: Int = field(2, "Checkpoints kept on disk; older ones are deleted.", gt=0,
                       operational=True)
     resume: Literal["auto", "never"] = field(
@@ -185,27 +187,28 @@ class EarlyStopping(SpecModel):
 
 class InTrainingEvaluation(SpecModel):
     every_steps: Int | None = field(None, "Evaluate on the validation split every N steps.",
-                                    unit="steps", gt=0)
+                                    unit="steps", gt=0, example=100)
     early_stopping: EarlyStopping | None = field(None, "Stop when the validation metric stalls.")
 
 
 class Registration(SpecModel):
     model: Str | None = field(
         None, "Registered model name in the MLflow registry; defaults to the FineTune's name.",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+        example="support-assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class Scheduling(SpecModel):
     queue: Name | None = field(None, "Kueue LocalQueue or Volcano queue to submit to.",
-                               operational=True)
-    priority: Str | None = field(None, "Kubernetes PriorityClass name.", operational=True)
+                               example="gpu-training", operational=True)
+    priority: Str | None = field(None, "Kubernetes PriorityClass name.", example="ml-batch",
+                                 operational=True)
 
 
 class FineTuneSpec(SpecModel):
     base_model: Name | None = field(None, "The BaseModel spec to start from.", example="llama-3-8b")
     from_fine_tune: Name | None = field(
         None, "Start from another FineTune's result instead (e.g. DPO after SFT); its base model "
-              "is inherited.")
+              "is inherited.", example="support-sft")
     datasets: Annotated[tuple[DatasetInput, ...], Field(min_length=1)] = field(
         doc="Dataset specs to train on, with mixing weights.")
     method: Method = field("sft", "`sft` (supervised, on instruction or chat data), `dpo` (on "

@@ -3,8 +3,10 @@ example. A test regenerates it and compares, so the document cannot drift from t
 
 from __future__ import annotations
 
+import json
 import types
 import typing
+from functools import cache
 from typing import Any
 
 import annotated_types
@@ -16,7 +18,10 @@ from reconciler.config import ProjectSettings
 from reconciler.specs.base import API_VERSION, Metadata
 from reconciler.specs.kinds import KINDS
 from reconciler.specs.problems import CODES
+from reconciler.specs.yamldoc import read_documents
 from reconciler.starter import starter_files
+
+Path = tuple[str, ...]
 
 _SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
@@ -116,7 +121,88 @@ def _nested_models(annotation: Any) -> list[type[PydanticModel]]:
     return found
 
 
-def _table(model: type[PydanticModel], path: str, sections: list[tuple[str, type]]) -> list[str]:
+def _collect(value: Any, path: Path, used: dict[Path, Any]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _collect(item, (*path, key), used)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, path, used)  # items of a list share the list's path
+    used.setdefault(path, value)
+
+
+@cache
+def starter_values() -> dict[Path, Any]:
+    """Field path -> a value the starter repository uses there: examples that are known to
+    validate, since a test validates the starter."""
+    used: dict[Path, Any] = {}
+    for name, text in starter_files().items():
+        if not name.endswith(".yaml"):
+            continue
+        for document in read_documents(text):
+            data = document.data
+            if name == "tuneops.yaml":
+                _collect(data, ("tuneops.yaml",), used)
+            elif isinstance(data, dict):
+                _collect(data, (str(data.get("kind")),), used)
+                _collect(data.get("metadata"), ("metadata",), used)
+    return used
+
+
+def field_example(path: Path, info: FieldInfo) -> Any:
+    if info.examples:
+        return info.examples[0]
+    return starter_values().get(path)
+
+
+def _has_meaningful_default(info: FieldInfo) -> bool:
+    default = info.default
+    return default not in (None, PydanticUndefined, (), {}) and not isinstance(default, PydanticModel)
+
+
+def _sections(path: Path, model: type[PydanticModel]) -> typing.Iterator[tuple[Path, type[PydanticModel]]]:
+    """(path, model) for the model and every model nested in it, depth first."""
+    yield path, model
+    for name, info in model.model_fields.items():
+        for nested in _nested_models(info.annotation):
+            if nested is not Metadata:
+                yield from _sections((*path, info.alias or name), nested)
+
+
+def documented_models() -> list[tuple[Path, type[PydanticModel]]]:
+    out: list[tuple[Path, type[PydanticModel]]] = []
+    for kind, model in KINDS.items():
+        out += _sections((kind, "spec"), _spec_model(model))
+    out += _sections(("metadata",), Metadata)
+    out += _sections(("tuneops.yaml",), ProjectSettings)
+    return out
+
+
+def fields_without_example() -> list[str]:
+    """Fields a reader would find no example for: neither an explicit one, nor one in the
+    starter, nor a default worth showing. A test keeps this empty."""
+    missing = []
+    for path, model in documented_models():
+        for name, info in model.model_fields.items():
+            alias = info.alias or name
+            if _nested_models(info.annotation):
+                continue
+            if field_example((*path, alias), info) is None and not _has_meaningful_default(info):
+                missing.append(".".join((*path, alias)))
+    return missing
+
+
+def _spec_model(model: type[PydanticModel]) -> type[PydanticModel]:
+    return _nested_models(model.model_fields["spec"].annotation)[0]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict | list | tuple):
+        return f"`{json.dumps(value)}`"
+    return _format_value(value)
+
+
+def _table(path: Path, model: type[PydanticModel]) -> list[str]:
     rows = ["| Field | Type | Default | Description |", "|---|---|---|---|"]
     for name, info in model.model_fields.items():
         alias = info.alias or name
@@ -127,27 +213,21 @@ def _table(model: type[PydanticModel], path: str, sections: list[tuple[str, type
             notes.append(f"Allowed: {constraint}.")
         if extra.get("x-unit"):
             notes.append(f"Unit: {extra['x-unit']}.")
-        if info.examples:
-            notes.append(f"Example: `{info.examples[0]}`.")
+        example = field_example((*path, alias), info)
+        if example is not None and not _nested_models(info.annotation):
+            notes.append(f"Example: {_show(example)}.")
         if extra.get("x-operational"):
             notes.append("**operational**")
         description = " ".join(n for n in notes if n).replace("|", "\\|")
         rows.append(f"| `{alias}` | {_type_name(info.annotation)} | {_default(info)} | "
                     f"{description} |")
-        for nested in _nested_models(info.annotation):
-            if nested is not Metadata:
-                sections.append((f"{path}.{alias}", nested))
     return rows
 
 
-def _model_sections(title_path: str, model: type[PydanticModel]) -> list[str]:
+def _model_sections(path: Path, model: type[PydanticModel]) -> list[str]:
     out: list[str] = []
-    queue: list[tuple[str, type]] = [(title_path, model)]
-    while queue:
-        path, current = queue.pop(0)
-        nested: list[tuple[str, type]] = []
-        out += [f"### `{path}`", "", *_table(current, path, nested), ""]
-        queue = nested + queue
+    for section_path, section_model in _sections(path, model):
+        out += [f"### `{'.'.join(section_path)}`", "", *_table(section_path, section_model), ""]
     return out
 
 
@@ -163,15 +243,13 @@ def generate_reference() -> str:
                         if name.endswith(".yaml") and f"kind: {kind}\n" in text), None)
         if example:
             lines += ["Example (from `tuneops init`):", "", "```yaml", example.rstrip(), "```", ""]
-        spec_model = typing.get_args(model.model_fields["spec"].annotation) or (
-            model.model_fields["spec"].annotation,)
-        lines += _model_sections(f"{kind}.spec", spec_model[0])
+        lines += _model_sections((kind, "spec"), _spec_model(model))
     lines += ["## metadata", "", "Shared by every kind.", ""]
-    lines += _model_sections("metadata", Metadata)
+    lines += _model_sections(("metadata",), Metadata)
     lines += ["## tuneops.yaml", "",
               "Project settings at the spec root. Optional; every setting has a default. "
               "Plain settings, not a spec (no apiVersion or kind).", ""]
-    lines += _model_sections("tuneops.yaml", ProjectSettings)
+    lines += _model_sections(("tuneops.yaml",), ProjectSettings)
     lines += ["## Problem codes", "",
               "Every problem `tuneops validate` reports carries one of these codes "
               "(`code` in `--format json`).", "", "| Code | Meaning |", "|---|---|"]
