@@ -74,7 +74,7 @@ class Split(SpecModel):
                               unit="ratio", ge=0, le=1)
     test: Float = field(0.05, "Share of rows held out for Evaluations.", unit="ratio", ge=0, le=1)
     seed: Int = field(42, "Salt of the per-row hash that assigns rows to splits. Appending rows "
-                          "never moves existing rows between splits.", ge=0)
+                          "never moves existing rows between splits.", ge=0, le=2**32 - 1)
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> Split:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Strict
+from pydantic import AfterValidator, Strict, field_validator
 
 from reconciler.specs.base import (
     Bool,
@@ -50,6 +50,14 @@ class DeploymentSpec(SpecModel):
     requires: tuple[Name, ...] = field(
         (), "Evaluations of that FineTune whose gates a model version must pass to be served.",
         example=["support-sft-quality"])
+    @field_validator("requires")
+    @classmethod
+    def _requires_unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise SpecValueError(f"lists {', '.join(repeated)} more than once")
+        return value
+
     allow_ungated: Bool = field(
         False, "Serve without any gating Evaluation. Refused unless set, so that nothing reaches "
                "users unchecked by accident.")

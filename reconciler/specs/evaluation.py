@@ -24,6 +24,11 @@ from reconciler.specs.base import (
 Metric = Literal["perplexity", "exact_match", "accuracy", "f1", "bleu", "rougeL"]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
 LOWER_IS_BETTER = frozenset({"perplexity"})
+# The range each metric is reported in: text metrics as fractions (BLEU too, not 0-100).
+METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "perplexity": (1.0, float("inf")), "exact_match": (0.0, 1.0), "accuracy": (0.0, 1.0),
+    "f1": (0.0, 1.0), "bleu": (0.0, 1.0), "rougeL": (0.0, 1.0),
+}
 # Metrics that compare generated text with a reference answer.
 GENERATION_METRICS = frozenset({"exact_match", "accuracy", "f1", "bleu", "rougeL"})
 
@@ -108,7 +113,9 @@ class EvaluationSpec(SpecModel):
     model: ModelUnderTest = field(doc="What is scored.")
     dataset: EvaluationData = field(doc="What it is scored on.")
     metrics: Annotated[tuple[Metric, ...], Field(min_length=1)] = field(
-        ("perplexity",), "Metrics to compute.", example=["perplexity", "rougeL"])
+        ("perplexity",), "Metrics to compute. Text metrics (exact_match, accuracy, f1, bleu, "
+                         "rougeL) are reported between 0 and 1; perplexity is 1 or more.",
+        example=["perplexity", "rougeL"])
     generation: Generation = field(default_factory=Generation,
                                    doc="Decoding settings for text metrics.")
     gates: tuple[Gate, ...] = field((), "Thresholds the model must meet to be deployable.")

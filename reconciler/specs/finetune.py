@@ -72,7 +72,8 @@ class Adapter(SpecModel):
             return data
         data = dict(data)
         r = data.get("r", 16)
-        if "alpha" not in data and isinstance(r, int) and not isinstance(r, bool) and r > 0:
+        adapted = data.get("type", "lora") != "none"
+        if adapted and "alpha" not in data and isinstance(r, int) and not isinstance(r, bool) and r > 0:
             data["alpha"] = 2 * r
         if data.get("type") == "qlora" and "quantization" not in data:
             data["quantization"] = {}
@@ -132,7 +133,7 @@ class Training(SpecModel):
         "auto", "Compute precision. `auto` is bf16 on GPUs that support it, fp32 on CPU.")
     gradient_checkpointing: Bool = field(False, "Recompute activations in the backward pass: "
                                                 "less memory, about 30% more compute.")
-    seed: Int = field(42, "Seed for initialisation, shuffling and dropout.", ge=0)
+    seed: Int = field(42, "Seed for initialisation, shuffling and dropout.", ge=0, le=2**32 - 1)
     dpo_beta: Float = field(0.1, "DPO's KL penalty strength (method dpo only).", gt=0)
 
     @model_validator(mode="after")
@@ -181,6 +182,9 @@ class Checkpointing(SpecModel):
 
 class EarlyStopping(SpecModel):
     metric: Str = field("eval_loss", "Metric watched on the validation split.")
+    greater_is_better: Bool | None = field(
+        None, "Whether a higher metric is an improvement; by default false for metrics whose "
+              "name contains 'loss', true otherwise.", example=True)
     patience: Int = field(3, "Evaluations without improvement before stopping.", gt=0)
     threshold: Float = field(0.0, "Smallest change that counts as an improvement.", ge=0)
 

@@ -140,6 +140,8 @@ CODES: dict[str, str] = {
     "duplicate-registered-model": "Two FineTunes register the same model name.",
     "gate-metric-not-computed": "A gate names a metric the Evaluation does not compute.",
     "gate-direction": "A min gate on a lower-is-better metric (warning).",
+    "gate-out-of-range": "A gate bound outside the metric's scale (text metrics are 0 to 1).",
+    "gate-on-training-data": "Gates scored on the training split (warning).",
     "metric-needs-reference": "A text metric on data that has no reference answers.",
     "empty-split": "An Evaluation reads a split the dataset leaves empty.",
     "baseline-is-model": "An Evaluation's baseline is the model under evaluation.",

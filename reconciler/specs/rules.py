@@ -17,7 +17,12 @@ from reconciler.specs.basemodel import BaseModelResource
 from reconciler.specs.dataset import DatasetResource
 from reconciler.specs.dependencies import find_cycles
 from reconciler.specs.deployment import DeploymentResource
-from reconciler.specs.evaluation import GENERATION_METRICS, LOWER_IS_BETTER, EvaluationResource
+from reconciler.specs.evaluation import (
+    GENERATION_METRICS,
+    LOWER_IS_BETTER,
+    METRIC_RANGES,
+    EvaluationResource,
+)
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.loader import LoadedSpec
 from reconciler.specs.problems import Problem, Severity, describe_value
@@ -150,8 +155,9 @@ def hardware_fits_adapter(ctx: RuleContext) -> Iterator[Problem]:
                           ("spec", "adapter", "type"), hint="set resources.gpusPerNode to 1 or more")
         if quantized and s.distributed.strategy == "fsdp":
             yield problem(spec, ERROR, "unsupported-combination",
-                          "a quantized base is refused with fsdp", ("spec", "distributed", "strategy"),
-                          hint="use ddp or zero2")
+                          "a quantized base is refused with fsdp: sharding 4-bit weights needs "
+                          "FSDP-QLoRA settings that tuneops does not generate",
+                          ("spec", "distributed", "strategy"), hint="use ddp or zero2")
         elif quantized and s.distributed.strategy in ("zero3", "zero3-offload"):
             yield problem(spec, WARNING, "fragile-combination",
                           f"{s.distributed.strategy} with a quantized base is fragile (ZeRO-3 shards "
@@ -208,6 +214,12 @@ def method_specific_settings(ctx: RuleContext) -> Iterator[Problem]:
         if s.method != "dpo" and "dpo_beta" in s.training.model_fields_set:
             yield problem(spec, WARNING, "ignored-setting", "dpoBeta only applies to method dpo",
                           ("spec", "training", "dpoBeta"), key=True)
+        if s.adapter.type == "none":
+            ignored = sorted(s.adapter.model_fields_set & {"r", "alpha", "dropout", "target_modules"})
+            if ignored:
+                yield problem(spec, WARNING, "ignored-setting",
+                              "adapter settings have no effect with full fine-tuning (type: none)",
+                              ("spec", "adapter", "type"))
         if s.method == "dpo" and s.training.packing:
             yield problem(spec, WARNING, "ignored-setting",
                           "packing does not apply to dpo (pairs are scored whole)",
@@ -240,6 +252,14 @@ def gates_are_computed(ctx: RuleContext) -> Iterator[Problem]:
                               f"gate on {gate.metric}, which this Evaluation does not compute",
                               ("spec", "gates", index, "metric"),
                               hint=f"add {gate.metric} to metrics")
+            low, high = METRIC_RANGES[gate.metric]
+            for bound_name in ("min", "max"):
+                bound = getattr(gate, bound_name)
+                if bound is not None and not low <= bound <= high:
+                    scale = f"between {low:g} and {high:g}" if high != float("inf") else f"{low:g} or more"
+                    yield problem(spec, ERROR, "gate-out-of-range",
+                                  f"{gate.metric} is reported {scale}, so this gate can never decide "
+                                  "as meant", ("spec", "gates", index, bound_name), value=bound)
             if gate.metric in LOWER_IS_BETTER and gate.min is not None and gate.max is None:
                 yield problem(spec, WARNING, "gate-direction",
                               f"{gate.metric} is better when lower; a min gate rejects good models",
@@ -265,6 +285,10 @@ def evaluation_data_fits(ctx: RuleContext) -> Iterator[Problem]:
             yield problem(spec, ERROR, "empty-split",
                           f"Dataset '{s.dataset.name}' puts no rows in its {s.dataset.split} split "
                           f"(split.{s.dataset.split}: 0)", ("spec", "dataset", "split"))
+        if s.dataset.split == "train" and evaluation.spec.is_gating:
+            yield problem(spec, WARNING, "gate-on-training-data",
+                          "gates scored on the training split overstate quality: the model has "
+                          "seen these rows", ("spec", "dataset", "split"), hint="use test")
         if s.baseline and s.baseline.target == s.model.target:
             yield problem(spec, ERROR, "baseline-is-model",
                           "the baseline is the model under evaluation itself", ("spec", "baseline"),
@@ -295,6 +319,10 @@ def deployments_are_gated(ctx: RuleContext) -> Iterator[Problem]:
                           f"nothing gates what this Deployment serves: no Evaluation with gates of "
                           f"{served} is in requires", ("spec", "requires") if s.requires else ("spec",),
                           key=True, hint="add one to requires, or set allowUngated: true")
+        if (ctx.settings.backend == "kubernetes" and s.runtime == "vllm" and s.resources.gpus == 0):
+            yield problem(spec, WARNING, "needs-gpu",
+                          "vLLM on Kubernetes expects a GPU per replica, and resources.gpus is 0",
+                          ("spec", "runtime"), hint="set resources.gpus, or use runtime: transformers")
         fine_tune = ctx.specs.resource(served, FineTuneResource)
         if fine_tune is not None:
             slot = (fine_tune.registered_model, s.alias)

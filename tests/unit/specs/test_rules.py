@@ -125,8 +125,9 @@ def test_gates_must_name_computed_metrics(tmp_path: Path):
 
 
 def test_a_min_gate_on_perplexity_is_a_warning(tmp_path: Path):
-    found = only(problems(tmp_path, edit("evaluation.yaml", "- metric: rougeL", "- metric: perplexity")),
-                 "gate-direction")
+    text = spec_text("evaluation.yaml").replace("- metric: rougeL\n      min: 0.3",
+                                                "- metric: perplexity\n      min: 5")
+    found = only(problems(tmp_path, {"evaluation.yaml": text}), "gate-direction")
     assert found.hint == "did you mean max?"
 
 
@@ -234,3 +235,37 @@ def test_every_problem_code_used_in_the_code_is_documented():
     assert used, "the pattern found no codes"
     assert used - set(CODES) == set()
     assert set(CODES) - used == set(), "codes documented but never reported"
+
+
+@pytest.mark.parametrize("gate, code", [
+    ("- metric: rougeL\n      min: 35", "gate-out-of-range"),
+    ("- metric: perplexity\n      max: 0.5", "gate-out-of-range"),
+])
+def test_gate_bounds_must_fit_the_metric_scale(tmp_path: Path, gate, code):
+    text = spec_text("evaluation.yaml").replace("- metric: rougeL\n      min: 0.3", gate)
+    found = only(problems(tmp_path, {"evaluation.yaml": text}), code)
+    assert "can never decide as meant" in found.message
+
+
+def test_gates_on_the_training_split_are_a_warning(tmp_path: Path):
+    text = spec_text("evaluation.yaml").replace("name: chats", "name: chats\n    split: train")
+    assert only(problems(tmp_path, {"evaluation.yaml": text}), "gate-on-training-data").severity == "warning"
+
+
+def test_required_evaluations_are_listed_once(tmp_path: Path):
+    found = only(problems(tmp_path, edit("deployment.yaml", "[sft-quality]", "[sft-quality, sft-quality]")),
+                 "invalid-value")
+    assert "lists sft-quality more than once" in found.message
+
+
+def test_adapter_settings_under_full_fine_tuning_are_a_warning(tmp_path: Path):
+    found = only(problems(tmp_path, edit("fine-tune.yaml", "    r: 8", "    type: none\n    r: 8")),
+                 "ignored-setting")
+    assert found.severity == "warning"
+    assert problems(tmp_path / "b", edit("fine-tune.yaml", "    r: 8", "    type: none")) == []
+
+
+def test_vllm_without_a_gpu_on_kubernetes_is_a_warning(tmp_path: Path):
+    found = only(problems(tmp_path, {"tuneops.yaml": "backend: kubernetes\n"}), "needs-gpu")
+    assert found.severity == "warning" and found.path == "spec.runtime"
+    assert problems(tmp_path / "local", {}) == []  # the local backend serves with transformers
