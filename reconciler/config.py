@@ -6,18 +6,18 @@ machinery as specs, so its errors carry file, line and field path too.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel as PydanticModel
-from pydantic import ConfigDict, Field, Strict
+from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from reconciler.scalars import Bool as _Bool
+from reconciler.scalars import Int as _Int
+from reconciler.scalars import Str as _Str
 
 PROJECT_FILE = "tuneops.yaml"
 STATE_DIR = ".tuneops"
-
-_Str = Annotated[str, Strict()]
-_Int = Annotated[int, Strict()]
-_Bool = Annotated[bool, Strict()]
 
 
 class _Settings(PydanticModel):

@@ -14,8 +14,6 @@ from reconciler.specs.base import ResourceId
 from reconciler.specs.dependencies import topological_order
 from reconciler.specs.specset import SpecSet
 
-KIND_ORDER = ("Dataset", "BaseModel", "FineTune", "Evaluation", "Deployment")
-
 
 @dataclass(frozen=True)
 class DependencyGraph:

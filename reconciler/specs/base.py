@@ -12,9 +12,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import AfterValidator, AllowInfNan, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
+
+from reconciler.scalars import Bool, Float, Int, Str  # noqa: F401 - the kinds import them from here
 
 API_VERSION = "tuneops.dev/v1alpha1"
 """The only apiVersion this release reads."""
@@ -67,15 +69,17 @@ def field(
     return Field(default, **kwargs)
 
 
-# Strict scalars: no silent coercion from YAML strings to numbers or from numbers to strings.
-Str = Annotated[str, Strict()]
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict(), AllowInfNan(False)]  # still accepts YAML integers
-Bool = Annotated[bool, Strict()]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def require_exactly_one(model: PydanticModel, first: str, second: str) -> None:
+    """For 'this or that' fields (baseModel or fromFineTune, fineTune or baseModel)."""
+    if (getattr(model, first) is None) == (getattr(model, second) is None):
+        aliases = [to_camel(first), to_camel(second)]
+        raise SpecValueError(f"set exactly one of {aliases[0]} or {aliases[1]}")
 
 
 def suggest_dns_label(value: str) -> str:

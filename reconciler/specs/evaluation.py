@@ -19,6 +19,7 @@ from reconciler.specs.base import (
     SpecValueError,
     Str,
     field,
+    require_exactly_one,
 )
 
 Metric = Literal["perplexity", "exact_match", "accuracy", "f1", "bleu", "rougeL"]
@@ -41,8 +42,7 @@ class ModelUnderTest(SpecModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ModelUnderTest:
-        if (self.fine_tune is None) == (self.base_model is None):
-            raise SpecValueError("set exactly one of fineTune or baseModel")
+        require_exactly_one(self, "fine_tune", "base_model")
         return self
 
     @property
@@ -90,8 +90,7 @@ class Baseline(SpecModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Baseline:
-        if (self.fine_tune is None) == (self.base_model is None):
-            raise SpecValueError("set exactly one of baseModel or fineTune")
+        require_exactly_one(self, "base_model", "fine_tune")
         return self
 
     @property

@@ -21,6 +21,7 @@ from reconciler.specs.base import (
     SpecValueError,
     Str,
     field,
+    require_exactly_one,
 )
 
 Method = Literal["sft", "dpo", "pretrain"]
@@ -232,8 +233,7 @@ class FineTuneSpec(SpecModel):
 
     @model_validator(mode="after")
     def _one_starting_point(self) -> FineTuneSpec:
-        if (self.base_model is None) == (self.from_fine_tune is None):
-            raise SpecValueError("set exactly one of baseModel or fromFineTune")
+        require_exactly_one(self, "base_model", "from_fine_tune")
         return self
 
 

@@ -63,16 +63,6 @@ class RuleContext:
     def dataset(self, name: str) -> DatasetResource | None:
         return self.specs.resource(ResourceId("Dataset", name), DatasetResource)
 
-    def base_model_of(self, fine_tune: FineTuneResource, _seen: frozenset = frozenset()) -> str | None:
-        """The BaseModel a FineTune ultimately starts from, following fromFineTune."""
-        if fine_tune.spec.base_model:
-            return fine_tune.spec.base_model
-        parent_name = fine_tune.spec.from_fine_tune or ""
-        parent = self.specs.resource(ResourceId("FineTune", parent_name), FineTuneResource)
-        if parent is None or parent_name in _seen:
-            return None
-        return self.base_model_of(parent, _seen | {parent_name})
-
 
 def problem(spec: LoadedSpec, severity: Severity, code: str, message: str,
             path: tuple[Any, ...] = (), *, key: bool = False, value: Any = None,

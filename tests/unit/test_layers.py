@@ -14,7 +14,7 @@ PACKAGE = REPO_ROOT / "reconciler"
 
 # Module (or package) -> the rank of its layer; a module may import only equal or lower ranks.
 LAYERS = {
-    "reconciler.fileio": 0, "reconciler.config": 0, "reconciler.starter": 0,
+    "reconciler.fileio": 0, "reconciler.config": 0, "reconciler.scalars": 0, "reconciler.starter": 0,
     "reconciler.specs": 1,
     "reconciler.graph": 2, "reconciler.fingerprint": 2,
     "reconciler.plan": 3, "reconciler.report": 3, "reconciler.render": 3,

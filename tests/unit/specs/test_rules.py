@@ -269,3 +269,13 @@ def test_vllm_without_a_gpu_on_kubernetes_is_a_warning(tmp_path: Path):
     found = only(problems(tmp_path, {"tuneops.yaml": "backend: kubernetes\n"}), "needs-gpu")
     assert found.severity == "warning" and found.path == "spec.runtime"
     assert problems(tmp_path / "local", {}) == []  # the local backend serves with transformers
+
+
+def test_dataset_helpers_resolve_columns_and_format():
+    from reconciler.specs.dataset import DataSchema, DatasetSpec
+
+    schema = DataSchema.model_validate({"type": "instruction", "columns": {"output": "answer"}})
+    assert (schema.column("instruction"), schema.column("output")) == ("instruction", "answer")
+    spec = DatasetSpec.model_validate({"source": "file://data/rows.ndjson"})
+    assert spec.resolved_format == "jsonl"
+    assert DatasetSpec.model_validate({"source": "hf://org/data"}).resolved_format is None
