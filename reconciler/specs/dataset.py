@@ -6,7 +6,7 @@ import math
 from pathlib import PurePosixPath
 from typing import ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 
 from reconciler.specs.base import Bool, Float, Int, Resource, SpecModel, SpecValueError, Str, field
 from reconciler.specs.sources import SourceURI, parse_source
@@ -36,17 +36,21 @@ class DataSchema(SpecModel):
             "preference: prompt, chosen, rejected).",
         example={"instruction": "question", "output": "answer"})
 
-    @model_validator(mode="after")
-    def _columns_fit_type(self) -> DataSchema:
-        allowed = DEFAULT_COLUMNS[self.type]
-        for role in self.columns:
+    @field_validator("columns")
+    @classmethod
+    def _columns_fit_type(cls, columns: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        schema_type = info.data.get("type")
+        if schema_type is None:  # the type itself is invalid and reported
+            return columns
+        allowed = DEFAULT_COLUMNS[schema_type]
+        for role in columns:
             if role not in allowed:
                 from reconciler.specs.schema_errors import suggest
 
                 raise SpecValueError(
-                    f"'{role}' is not a column role of schema type '{self.type}' "
+                    f"'{role}' is not a column role of schema type '{schema_type}' "
                     f"(roles: {', '.join(allowed)})", suggest(role, allowed))
-        return self
+        return columns
 
     def column(self, role: str) -> str:
         return self.columns.get(role, DEFAULT_COLUMNS[self.type][role])
@@ -61,11 +65,13 @@ class Cleaning(SpecModel):
     max_chars: Int | None = field(None, "Drop rows longer than this.", unit="characters", gt=0,
                                   example=8000)
 
-    @model_validator(mode="after")
-    def _bounds(self) -> Cleaning:
-        if self.max_chars is not None and self.max_chars < self.min_chars:
-            raise SpecValueError(f"maxChars ({self.max_chars}) is below minChars ({self.min_chars})")
-        return self
+    @field_validator("max_chars")
+    @classmethod
+    def _above_min(cls, max_chars: int | None, info: ValidationInfo) -> int | None:
+        min_chars = info.data.get("min_chars")
+        if max_chars is not None and min_chars is not None and max_chars < min_chars:
+            raise SpecValueError(f"is below minChars ({min_chars})")
+        return max_chars
 
 
 class Split(SpecModel):

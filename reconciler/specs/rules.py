@@ -139,10 +139,12 @@ def hardware_fits_adapter(ctx: RuleContext) -> Iterator[Problem]:
         s = fine_tune.spec
         quantized = s.adapter.quantization is not None
         if quantized and s.resources.gpus_per_node == 0:
-            what = "qlora" if s.adapter.type == "qlora" else "a quantized base"
+            qlora = s.adapter.type == "qlora"
             yield problem(spec, ERROR, "needs-gpu",
-                          f"{what} needs a GPU: bitsandbytes 4- and 8-bit training runs on CUDA only",
-                          ("spec", "adapter", "type"), hint="set resources.gpusPerNode to 1 or more")
+                          f"{'qlora' if qlora else 'a quantized base'} needs a GPU: bitsandbytes "
+                          "4- and 8-bit training runs on CUDA only",
+                          ("spec", "adapter", "type" if qlora else "quantization"),
+                          hint="set resources.gpusPerNode to 1 or more")
         if quantized and s.distributed.strategy == "fsdp":
             yield problem(spec, ERROR, "unsupported-combination",
                           "a quantized base is refused with fsdp: sharding 4-bit weights needs "
@@ -317,9 +319,11 @@ def deployments_are_gated(ctx: RuleContext) -> Iterator[Problem]:
         if fine_tune is not None:
             slot = (fine_tune.registered_model, s.alias)
             if slot in aliases:
+                written = "alias" in s.model_fields_set
                 yield problem(spec, ERROR, "duplicate-alias",
-                              f"alias '{s.alias}' of registered model '{slot[0]}' is already moved "
-                              f"by {aliases[slot].id}", ("spec", "alias"),
+                              f"alias '{s.alias}'{'' if written else ' (the default)'} of registered "
+                              f"model '{slot[0]}' is already moved by {aliases[slot].id}",
+                              ("spec", "alias") if written else ("spec",), key=not written,
                               hint="give one of the Deployments another alias")
             else:
                 aliases[slot] = spec

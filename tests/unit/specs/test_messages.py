@@ -81,3 +81,18 @@ def test_suggestions(word, choices, expected):
 ])
 def test_name_suggestions(typed, suggested):
     assert suggest_dns_label(typed) == suggested
+
+
+def test_cross_field_errors_point_at_the_field(tmp_path: Path):
+    dataset = spec("dataset.yaml").replace("type: chat", "type: chat\n    columns: {mesages: convo}")
+    dataset += "  clean: {minChars: 50, maxChars: 10}\n"
+    found = report(tmp_path, {"dataset.yaml": dataset})
+    assert any(line.startswith("dataset.yaml:9:5 error spec.schema.columns: 'mesages' is not a "
+                               "column role") and "did you mean 'messages'" in line for line in found), found
+    assert "dataset.yaml:10:35 error spec.clean.maxChars: is below minChars (50) (got 10)" in found
+
+
+def test_a_default_alias_clash_says_it_is_the_default(tmp_path: Path):
+    found = report(tmp_path, {"second.yaml": spec("deployment.yaml").replace("name: bot", "name: bot-2")})
+    assert found == ["second.yaml:5:1 error spec: alias 'production' (the default) of registered model "
+                     "'sft' is already moved by Deployment/bot (give one of the Deployments another alias)"]
