@@ -34,14 +34,14 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
 GENERATION_METRICS = frozenset({"exact_match", "accuracy", "f1", "bleu", "rougeL"})
 
 
-class ModelUnderTest(SpecModel):
-    fine_tune: Name | None = field(None, "A FineTune spec's name: its newest model version is scored.",
-                                   example="support-sft")
-    base_model: Name | None = field(None, "A BaseModel spec's name: the base model is scored as is.",
-                                    example="llama-3-1-8b-instruct")
+class _FineTuneOrBaseModel(SpecModel):
+    """A model named either as a FineTune (its newest version) or as a BaseModel."""
+
+    fine_tune: Name | None
+    base_model: Name | None
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> ModelUnderTest:
+    def _exactly_one(self) -> _FineTuneOrBaseModel:
         require_exactly_one(self, "fine_tune", "base_model")
         return self
 
@@ -50,6 +50,13 @@ class ModelUnderTest(SpecModel):
         if self.fine_tune:
             return ResourceId("FineTune", self.fine_tune)
         return ResourceId("BaseModel", self.base_model or "")
+
+
+class ModelUnderTest(_FineTuneOrBaseModel):
+    fine_tune: Name | None = field(None, "A FineTune spec's name: its newest model version is scored.",
+                                   example="support-sft")
+    base_model: Name | None = field(None, "A BaseModel spec's name: the base model is scored as is.",
+                                    example="llama-3-1-8b-instruct")
 
 
 class EvaluationData(SpecModel):
@@ -79,7 +86,7 @@ class Gate(SpecModel):
         return self
 
 
-class Baseline(SpecModel):
+class Baseline(_FineTuneOrBaseModel):
     base_model: Name | None = field(None, "Compare with this BaseModel.",
                                     example="llama-3-1-8b-instruct")
     fine_tune: Name | None = field(None, "Compare with this FineTune's newest passing version.",
@@ -87,17 +94,6 @@ class Baseline(SpecModel):
     max_regression: Float = field(
         0.0, "How much worse than the baseline each metric may be, in the metric's own units "
              "(direction-aware: for perplexity, higher is worse).", ge=0)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Baseline:
-        require_exactly_one(self, "base_model", "fine_tune")
-        return self
-
-    @property
-    def target(self) -> ResourceId:
-        if self.fine_tune:
-            return ResourceId("FineTune", self.fine_tune)
-        return ResourceId("BaseModel", self.base_model or "")
 
 
 class EvaluationResources(SpecModel):
