@@ -71,22 +71,29 @@ def cli(ctx: click.Context, color: bool | None) -> None:
 
 
 @cli.command()
-@click.argument("path", type=SPEC_PATH, default=".")
+@click.argument("paths", nargs=-1, type=SPEC_PATH)
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help=FORMAT_HELP)
 @click.pass_context
-def validate(ctx: click.Context, path: Path, strict: bool, output_format: str) -> None:
-    """Check the specs under PATH (a folder or one file) without touching any service.
+def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_format: str) -> None:
+    """Check the specs in PATHS without touching any service.
 
-    Reports YAML, schema and whole-repository problems with file, line, column and field
-    path. Exits 0 when valid, 1 when not.
+    PATHS is one project folder (default: the current one), or spec files: files are checked
+    within their project (the nearest folder up with a tuneops.yaml), so their references
+    resolve, and only their own problems are reported. Reports YAML, schema and
+    whole-repository problems with file, line, column and field path. Exits 0 when valid, 1
+    when not.
     """
     short_lived()
     from reconciler.report import validation_json, validation_text
-    from reconciler.specs.validate import validate_path
+    from reconciler.specs.loader import ScopeError
+    from reconciler.specs.validate import validate_paths
 
-    result = validate_path(path, strict=strict)
+    try:
+        result = validate_paths(list(paths) or [Path(".")], strict=strict)
+    except ScopeError as error:
+        raise click.UsageError(str(error)) from None
     if output_format == "json":
         click.echo(validation_json(result))
     else:

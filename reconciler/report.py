@@ -46,7 +46,7 @@ def validation_text(result: ValidationResult, color: bool = False) -> str:
             lines.append(f"... and {_plural(hidden, 'more problem')} in this file "
                          "(--format json lists all)")
     errors, warnings = len(result.errors), len(result.warnings)
-    scope = f"{_plural(len(result.specs), 'valid spec')} in {_plural(len(result.files), 'file')}"
+    scope = f"{_plural(result.checked_specs, 'valid spec')} in {_plural(len(result.files), 'file')}"
     if errors:
         summary = f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}; {scope}"
         summary = click.style(summary, fg="red", bold=True) if color else summary

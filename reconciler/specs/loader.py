@@ -157,31 +157,59 @@ def _locator(document: Document):
     return lambda path, key: document.position(path, key=key)
 
 
-def load(path: Path) -> LoadResult:
-    """Read every spec under `path` (a folder, or one file) and validate each on its own."""
-    path = path.resolve()
-    root = path if path.is_dir() else path.parent
+class ScopeError(ValueError):
+    """Paths that do not make one project, e.g. files from two different projects."""
+
+
+def project_root(start: Path) -> Path:
+    """The folder a spec file belongs to: the nearest one up with a tuneops.yaml, not leaving the
+    Git repository; without one, the file's own folder."""
+    for folder in (start, *start.parents):
+        if (folder / PROJECT_FILE).is_file():
+            return folder
+        if (folder / ".git").exists():
+            break
+    return start
+
+
+def resolve_scope(paths: list[Path]) -> tuple[Path, list[Path] | None]:
+    """(project root, the files asked about, or None for the whole project).
+
+    One folder is a whole project. Files are validated within their project, so references to
+    the specs beside them resolve, and only their own problems are reported."""
+    resolved = [path.resolve() for path in paths]
+    if len(resolved) == 1 and resolved[0].is_dir():
+        return resolved[0], None
+    if any(path.is_dir() for path in resolved):
+        raise ScopeError("give one folder, or any number of files, not both")
+    roots = sorted({project_root(path.parent) for path in resolved})
+    if len(roots) > 1:
+        raise ScopeError("these files belong to different projects: "
+                         + ", ".join(display_path(root) for root in roots))
+    return roots[0], resolved
+
+
+def load(root: Path, also: list[Path] | tuple[Path, ...] = ()) -> LoadResult:
+    """Read every spec of the project at `root` (plus `also`, files discovery would skip) and
+    validate each on its own."""
+    root = root.resolve()
     settings, problems, settings_file = load_settings(root)
     result = LoadResult(root=root, settings=settings, problems=list(problems),
                         settings_file=settings_file)
     if settings_file:
         result.files.append(settings_file)
-    if path.is_dir():
-        files = discover(root, settings.exclude)
-    elif path.name == PROJECT_FILE and path.parent == root:
-        files = []
-    else:
-        files = [path]
+    files = discover(root, settings.exclude)
+    files += [f for f in also if f not in files and f != root / PROJECT_FILE]
     misnamed = root / "tuneops.yml"
     if misnamed.is_file():
         files = [f for f in files if f != misnamed]
         result.problems.append(Problem(
             Severity.ERROR, "invalid-settings", "project settings are read from tuneops.yaml only",
             Position(display_path(misnamed), 1, 1), hint="rename this file to tuneops.yaml"))
-    if path.is_dir() and not files:
+    if not files:
         result.problems.append(Problem(
-            Severity.WARNING, "no-specs", f"no spec files (*.yaml, *.yml) under {display_path(path)}",
-            Position(display_path(path), 1, 1), hint="is this the folder that holds your specs?"))
+            Severity.WARNING, "no-specs", f"no spec files (*.yaml, *.yml) under {display_path(root)}",
+            Position(display_path(root), 1, 1), hint="is this the folder that holds your specs?"))
     cwd = Path.cwd()
     for file_path in files:
         shown = display_path(file_path, cwd)

@@ -17,10 +17,11 @@ from reconciler.specs.specset import SpecSet
 
 @dataclass(frozen=True)
 class ValidationResult:
-    specs: SpecSet
-    problems: tuple[Problem, ...]
-    files: tuple[str, ...]
+    specs: SpecSet  # the whole project, even when only some files were asked about
+    problems: tuple[Problem, ...]  # in the files asked about
+    files: tuple[str, ...]  # the files asked about, as shown
     strict: bool
+    checked_specs: int  # specs in the files asked about
 
     @property
     def errors(self) -> list[Problem]:
@@ -40,7 +41,7 @@ class ValidationResult:
             "version": 1,
             "valid": self.valid,
             "strict": self.strict,
-            "specs": len(self.specs),
+            "specs": self.checked_specs,
             "files": len(self.files),
             "errors": [p.to_json() for p in self.errors],
             "warnings": [p.to_json() for p in self.warnings],
@@ -48,19 +49,26 @@ class ValidationResult:
 
 
 def validate_path(path: Path, *, strict: bool = False) -> ValidationResult:
+    return validate_paths([path], strict=strict)
+
+
+def validate_paths(paths: list[Path], *, strict: bool = False) -> ValidationResult:
+    """Validate one project folder, or files within their project. Raises loader.ScopeError
+    for paths that are not one project."""
+    root, requested = loader.resolve_scope(paths)
     # Loading allocates many small objects and frees none (node trees are kept for positions),
     # so the cyclic collector would rescan them again and again for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _validate(path, strict)
+        return _validate(root, requested, strict)
     finally:
         if collecting:
             gc.enable()
 
 
-def _validate(path: Path, strict: bool) -> ValidationResult:
-    loaded = loader.load(path)
+def _validate(root: Path, requested: list[Path] | None, strict: bool) -> ValidationResult:
+    loaded = loader.load(root, also=requested or ())
     by_id, problems = rules.find_duplicates(loaded.specs)
     problems = loaded.problems + problems
     specs = SpecSet(loaded.root, loaded.settings, by_id)
@@ -68,5 +76,11 @@ def _validate(path: Path, strict: bool) -> ValidationResult:
     strict = strict or loaded.settings.policy.strict
     if strict:
         problems = [p.as_error() for p in problems]
-    return ValidationResult(specs, tuple(sorted(problems, key=Problem.sort_key)),
-                            tuple(loaded.files), strict)
+    files = tuple(loaded.files)
+    checked = len(specs)
+    if requested is not None:
+        files = tuple(loader.display_path(path) for path in requested)
+        problems = [p for p in problems if p.position.file in files]
+        checked = sum(1 for spec in specs if spec.file in files)
+    return ValidationResult(specs, tuple(sorted(problems, key=Problem.sort_key)), files, strict,
+                            checked)

@@ -260,3 +260,31 @@ def test_written_files_are_ordinary_files_and_write_errors_are_user_errors(tmp_p
     result = run_tuneops("schema", "--out", str(blocked / "schemas"))
     assert result.exit_code == 1
     assert "error: cannot write" in result.stderr and "internal error" not in result.output
+
+
+def test_files_are_checked_within_their_project(valid_repo: Path):
+    # References from fine-tune.yaml to the specs beside it resolve.
+    result = run_tuneops("validate", "fine-tune.yaml", "evaluation.yaml", cwd=valid_repo)
+    assert result.exit_code == 0, result.output
+    assert "valid: 2 valid specs in 2 files" in result.stdout
+    # Only the files asked about are reported on.
+    (valid_repo / "dataset.yaml").write_text((valid_repo / "dataset.yaml").read_text() + "  bogus: 1\n")
+    assert run_tuneops("validate", "fine-tune.yaml", cwd=valid_repo).exit_code == 0
+    broken = run_tuneops("validate", "dataset.yaml", cwd=valid_repo)
+    assert broken.exit_code == 1 and "dataset.yaml:9:3 error spec.bogus: unknown field" in broken.stdout
+
+
+def test_a_file_in_a_sub_folder_finds_its_project_settings():
+    # specs-example/tuneops.yaml sets policy.strict and the files refer to each other.
+    result = run_tuneops("validate", "specs-example/fine-tunes/support-dpo.yaml",
+                         "specs-example/deployments/support-bot.yaml", cwd=REPO_ROOT)
+    assert result.exit_code == 0, result.output
+    assert "valid: 2 valid specs in 2 files" in result.stdout
+
+
+def test_paths_that_are_not_one_project_are_a_usage_error(valid_repo: Path):
+    other = REPO_ROOT / "specs-example" / "quickstart" / "dataset.yaml"
+    mixed = run_tuneops("validate", "fine-tune.yaml", str(other), cwd=valid_repo)
+    assert mixed.exit_code == 2 and "belong to different projects" in mixed.stderr
+    both = run_tuneops("validate", ".", "fine-tune.yaml", cwd=valid_repo)
+    assert both.exit_code == 2 and "not both" in both.stderr
