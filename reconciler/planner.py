@@ -1,0 +1,233 @@
+"""GPU memory per device for a fine-tune, before anything is scheduled. Pure arithmetic.
+
+Model states follow the ZeRO paper (Rajbhandari et al., 2020, section 3.1): mixed-precision
+Adam keeps 2 bytes of 16-bit parameters and 2 of gradients per trainable parameter, plus
+K = 12 bytes of fp32 optimizer state (parameter copy, momentum, variance). Data parallelism
+over N devices divides what each ZeRO stage partitions:
+
+    DDP        (2 + 2 + K) Ψ
+    ZeRO-1     2Ψ + 2Ψ + KΨ/N          (optimizer states, "P_os")
+    ZeRO-2     2Ψ + (2 + K)Ψ/N         (and gradients, "P_os+g")
+    ZeRO-3     (2 + 2 + K)Ψ/N          (and parameters, "P_os+g+p")
+
+With LoRA only the adapter is trainable: the frozen base costs its 16-bit weights (4-bit NF4
+for QLoRA, plus the quantization constants), sharded only by ZeRO-3. Activations follow
+Korthikanti et al. (2022): sbh(34 + 5as/h) bytes per layer without recomputation, 2sbh with
+full recomputation, plus the logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+ADAM_STATE_BYTES = 12  # K: fp32 parameter copy, momentum and variance
+HALF = 2  # bytes of a 16-bit value
+NF4_BITS = 4
+DOUBLE_QUANT_BITS = 8 / 64 + 32 / (64 * 256)  # 8-bit absmax per 64 weights, fp32 per 256 blocks
+QLORA_BYTES = (NF4_BITS + DOUBLE_QUANT_BITS) / 8
+LOGIT_BYTES = 4  # logits are upcast to fp32 for the loss
+
+STRATEGIES = ("ddp", "zero1", "zero2", "zero3", "zero3-offload")
+AUTO_ORDER = ("ddp", "zero2", "zero3", "zero3-offload")  # cheapest communication first
+SAFETY_MARGIN = 0.10  # of device memory kept free: allocator fragmentation, CUDA context, buffers
+
+LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shape of a decoder-only transformer (Llama family: SwiGLU MLP, grouped-query
+    attention, RMSNorm), as in a Hugging Face config.json."""
+
+    hidden_size: int
+    num_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    vocab_size: int
+    num_key_value_heads: int | None = None
+    tie_word_embeddings: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict) -> Architecture:
+        """From a config.json's keys (`num_hidden_layers`, `hidden_size`, ...)."""
+        return cls(
+            hidden_size=int(config["hidden_size"]),
+            num_layers=int(config["num_hidden_layers"]),
+            num_attention_heads=int(config["num_attention_heads"]),
+            intermediate_size=int(config["intermediate_size"]),
+            vocab_size=int(config["vocab_size"]),
+            num_key_value_heads=config.get("num_key_value_heads"),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+        )
+
+    @property
+    def kv_size(self) -> int:
+        heads = self.num_key_value_heads or self.num_attention_heads
+        return self.hidden_size // self.num_attention_heads * heads
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(d_in, d_out) of each linear layer in one decoder block."""
+        h, kv, ff = self.hidden_size, self.kv_size, self.intermediate_size
+        return {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+                "gate_proj": (h, ff), "up_proj": (h, ff), "down_proj": (ff, h)}
+
+    @property
+    def linear_parameters(self) -> int:
+        """Weights of the block linears: what PEFT adapts and bitsandbytes quantizes."""
+        return self.num_layers * sum(d_in * d_out for d_in, d_out in self.linear_shapes().values())
+
+    @property
+    def parameters(self) -> int:
+        embeddings = self.vocab_size * self.hidden_size
+        norms = (2 * self.num_layers + 1) * self.hidden_size
+        head = 0 if self.tie_word_embeddings else embeddings
+        return embeddings + self.linear_parameters + norms + head
+
+
+def lora_parameters(architecture: Architecture, rank: int,
+                    target_modules: str | Iterable[str] = "all-linear") -> int:
+    """Trainable LoRA parameters: r x (d_in + d_out) per adapted matrix (A is r x d_in, B is
+    d_out x r). `all-linear` adapts every block linear, not the output head, as PEFT does."""
+    shapes = architecture.linear_shapes()
+    names = list(shapes) if target_modules == "all-linear" else list(target_modules)
+    unknown = [name for name in names if name not in shapes]
+    if unknown:
+        raise ValueError(f"unknown modules for this architecture: {', '.join(unknown)}")
+    return architecture.num_layers * sum(rank * (shapes[n][0] + shapes[n][1]) for n in names)
+
+
+@dataclass(frozen=True)
+class ModelStates:
+    """Bytes per device (and per node's CPU memory, for offload)."""
+
+    parameters: float
+    gradients: float
+    optimizer: float
+    frozen: float = 0.0
+    cpu: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.parameters + self.gradients + self.optimizer + self.frozen
+
+
+def model_states(trainable: float, strategy: str, devices: int, *, frozen_bytes: float = 0.0,
+                 k: int = ADAM_STATE_BYTES) -> ModelStates:
+    """Model-state bytes per device for `trainable` parameters trained with mixed-precision
+    Adam, plus `frozen_bytes` of frozen weights (a LoRA base), under `strategy` over
+    `devices` data-parallel devices."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}")
+    n = max(devices, 1)
+    psi = trainable
+    if strategy == "ddp":
+        return ModelStates(HALF * psi, HALF * psi, k * psi, frozen_bytes)
+    if strategy == "zero1":
+        return ModelStates(HALF * psi, HALF * psi, k * psi / n, frozen_bytes)
+    if strategy == "zero2":
+        return ModelStates(HALF * psi, HALF * psi / n, k * psi / n, frozen_bytes)
+    if strategy == "zero3":
+        return ModelStates(HALF * psi / n, HALF * psi / n, k * psi / n, frozen_bytes / n)
+    # zero3-offload: optimizer states and parameters live in CPU memory, sharded over devices;
+    # each device holds its gradient shard and gathers one layer's parameters at a time.
+    return ModelStates(0.0, HALF * psi / n, 0.0, 0.0,
+                       cpu=(k + HALF) * psi / n + frozen_bytes / n)
+
+
+def activation_bytes(architecture: Architecture, sequence_length: int, micro_batch: int, *,
+                     recompute: bool = False) -> float:
+    """Activations kept for the backward pass, for one micro-batch, in bytes."""
+    s, b = sequence_length, micro_batch
+    h, a, layers = architecture.hidden_size, architecture.num_attention_heads, architecture.num_layers
+    per_layer = 2 * s * b * h if recompute else s * b * h * (34 + 5 * a * s / h)
+    logits = LOGIT_BYTES * s * b * architecture.vocab_size
+    return layers * per_layer + logits
+
+
+@dataclass(frozen=True)
+class Estimate:
+    strategy: str
+    micro_batch: int
+    states: ModelStates
+    activations: float
+
+    @property
+    def peak(self) -> float:
+        return self.states.total + self.activations
+
+    def fits(self, device_bytes: float, margin: float = SAFETY_MARGIN) -> bool:
+        return self.peak <= device_bytes * (1 - margin)
+
+
+@dataclass(frozen=True)
+class TrainingShape:
+    """What the planner needs to know about a fine-tune, in plain numbers."""
+
+    architecture: Architecture
+    adapter: str  # "lora", "qlora" or "none"
+    rank: int = 16
+    target_modules: str | tuple[str, ...] = "all-linear"
+    sequence_length: int = 2048
+    micro_batch: int = 1
+    devices: int = 1
+    gradient_checkpointing: bool = False
+
+    @property
+    def trainable(self) -> int:
+        if self.adapter == "none":
+            return self.architecture.parameters
+        return lora_parameters(self.architecture, self.rank, self.target_modules)
+
+    @property
+    def frozen_bytes(self) -> float:
+        if self.adapter == "none":
+            return 0.0
+        arch = self.architecture
+        other = arch.parameters - arch.linear_parameters  # embeddings, norms, head: 16-bit
+        linear_bytes = QLORA_BYTES if self.adapter == "qlora" else HALF
+        return arch.linear_parameters * linear_bytes + other * HALF
+
+
+def estimate(shape: TrainingShape, strategy: str, micro_batch: int | None = None) -> Estimate:
+    batch = micro_batch or shape.micro_batch
+    states = model_states(shape.trainable, strategy, shape.devices, frozen_bytes=shape.frozen_bytes)
+    activations = activation_bytes(shape.architecture, shape.sequence_length, batch,
+                                   recompute=shape.gradient_checkpointing)
+    return Estimate(strategy, batch, states, activations)
+
+
+def choose_strategy(shape: TrainingShape, device_bytes: float,
+                    margin: float = SAFETY_MARGIN) -> Estimate | None:
+    """The cheapest strategy that fits (DDP, then ZeRO-2, ZeRO-3, ZeRO-3 with offload), at the
+    largest power-of-two micro-batch up to the requested one; None when nothing fits."""
+    for strategy in AUTO_ORDER:
+        if estimate(shape, strategy, 1).fits(device_bytes, margin):
+            return largest_micro_batch(shape, strategy, device_bytes, margin)
+    return None
+
+
+def largest_micro_batch(shape: TrainingShape, strategy: str, device_bytes: float,
+                        margin: float = SAFETY_MARGIN, limit: int | None = None) -> Estimate | None:
+    """The largest power-of-two micro-batch (up to `limit`, default the shape's own) that fits."""
+    best = None
+    batch = 1
+    while batch <= (limit or shape.micro_batch):
+        candidate = estimate(shape, strategy, batch)
+        if not candidate.fits(device_bytes, margin):
+            break
+        best = candidate
+        batch *= 2
+    return best
+
+
+def zero_paper_rounding(gigabytes: float) -> str:
+    """How the ZeRO paper prints memory in Table 1: whole numbers from 100 up (truncated),
+    one decimal from 10, two below."""
+    value = Decimal(repr(gigabytes))
+    if value >= 100:
+        return str(value.quantize(Decimal(1), rounding=ROUND_FLOOR))
+    places = Decimal("0.1") if value >= 10 else Decimal("0.01")
+    text = f"{value.quantize(places, rounding=ROUND_HALF_UP):f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
