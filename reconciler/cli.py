@@ -94,11 +94,19 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_f
         result = validate_paths(list(paths) or [Path(".")], strict=strict)
     except ScopeError as error:
         raise click.UsageError(str(error)) from None
+    result = with_capacity_check(result)
     if output_format == "json":
         click.echo(validation_json(result))
     else:
         click.echo(validation_text(result, color=_use_color(ctx)), color=_use_color(ctx))
     ctx.exit(0 if result.valid else EXIT_INVALID)
+
+
+def with_capacity_check(result):  # noqa: ANN001, ANN201 - ValidationResult, imported lazily
+    """Add the planner's verdict: FineTunes that cannot fit their declared GPUs."""
+    from reconciler import architectures, capacity
+
+    return result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
 
 
 @cli.command()

@@ -18,6 +18,7 @@ full recomputation, plus the logits.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
@@ -33,7 +34,21 @@ STRATEGIES = ("ddp", "zero1", "zero2", "zero3", "zero3-offload")
 AUTO_ORDER = ("ddp", "zero2", "zero3", "zero3-offload")  # cheapest communication first
 SAFETY_MARGIN = 0.10  # of device memory kept free: allocator fragmentation, CUDA context, buffers
 
-LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Memory of GPUs whose Kubernetes product label (nvidia.com/gpu.product) does not say it.
+DEVICE_MEMORY_GB = {"NVIDIA-L40S": 48, "NVIDIA-L40": 48, "NVIDIA-L4": 24, "NVIDIA-A10G": 24,
+                    "NVIDIA-A10": 24, "Tesla-T4": 16, "NVIDIA-H200": 141, "NVIDIA-B200": 192}
+
+
+def device_memory(gpu_product: str | None) -> float | None:
+    """Bytes of memory of a GPU product, from its label ("NVIDIA-A100-SXM4-40GB") or a table;
+    None when unknown."""
+    if not gpu_product:
+        return None
+    match = re.search(r"(\d+)GB", gpu_product, re.IGNORECASE)
+    if match:
+        return int(match.group(1)) * 1e9
+    known = DEVICE_MEMORY_GB.get(gpu_product)
+    return known * 1e9 if known else None
 
 
 @dataclass(frozen=True)

@@ -153,5 +153,7 @@ CODES: dict[str, str] = {
     "trust-remote-code": "trustRemoteCode is on (warning, or an error under a deny policy).",
     "policy": "A spec breaks a rule set in tuneops.yaml's policy.",
     "missing-file": "A local file a spec names does not exist.",
+    "does-not-fit": "A FineTune's estimated GPU memory exceeds its declared GPUs' (when the "
+                    "architecture and the GPU's memory are known).",
 }
 """Every problem code, with what it means. docs/specs.md is generated from this table."""

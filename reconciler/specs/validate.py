@@ -7,7 +7,7 @@ problem a user can cause comes back as a Problem.
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconciler.specs import loader, rules
@@ -22,6 +22,7 @@ class ValidationResult:
     files: tuple[str, ...]  # the files asked about, as shown
     strict: bool
     checked_specs: int  # specs in the files asked about
+    scoped: bool = False  # files were asked about, not a whole folder
 
     @property
     def errors(self) -> list[Problem]:
@@ -34,6 +35,16 @@ class ValidationResult:
     @property
     def valid(self) -> bool:
         return not self.errors
+
+    def adding(self, extra: list[Problem]) -> ValidationResult:
+        """This result with problems found by a later pass (the capacity check), under the same
+        scope and strictness."""
+        if self.scoped:
+            extra = [p for p in extra if p.position.file in self.files]
+        if self.strict:
+            extra = [p.as_error() for p in extra]
+        merged = tuple(sorted((*self.problems, *extra), key=Problem.sort_key))
+        return replace(self, problems=merged)
 
     def to_json(self) -> dict:
         """The documented, versioned JSON form (see docs/cli.md)."""
@@ -83,4 +94,4 @@ def _validate(root: Path, requested: list[Path] | None, strict: bool) -> Validat
         problems = [p for p in problems if p.position.file in files]
         checked = sum(1 for spec in specs if spec.file in files)
     return ValidationResult(specs, tuple(sorted(problems, key=Problem.sort_key)), files, strict,
-                            checked)
+                            checked, scoped=requested is not None)

@@ -18,7 +18,7 @@ LAYERS = {
     "reconciler.specs": 1,
     "reconciler.graph": 2, "reconciler.fingerprint": 2,
     "reconciler.plan": 3, "reconciler.report": 3, "reconciler.render": 3,
-    "reconciler.planner": 3,
+    "reconciler.planner": 3, "reconciler.capacity": 3, "reconciler.architectures": 4,
     "reconciler.state": 4, "reconciler.tracking": 4, "reconciler.backends": 4,
     "reconciler.apply": 5, "reconciler.gitops": 5, "reconciler.daemon": 5,
     "reconciler.cli": 6, "reconciler.__main__": 6, "reconciler.runtime": 6,

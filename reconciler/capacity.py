@@ -1,0 +1,101 @@
+"""Does each FineTune fit its declared GPUs? The planner's estimates as validation problems.
+
+Checked only where both the architecture and the GPU's memory are known, so an unknown never
+blocks a pull request; a FineTune on CPU (gpusPerNode: 0) is not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from reconciler.planner import (
+    AUTO_ORDER,
+    SAFETY_MARGIN,
+    Architecture,
+    Estimate,
+    TrainingShape,
+    choose_strategy,
+    device_memory,
+    estimate,
+    largest_micro_batch,
+)
+from reconciler.specs.base import ResourceId
+from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.problems import Problem, Severity
+from reconciler.specs.rules import problem
+from reconciler.specs.specset import SpecSet
+
+GB = 1e9
+
+
+def base_model_of(specs: SpecSet, fine_tune: FineTuneResource) -> ResourceId | None:
+    """The BaseModel a FineTune starts from, following fromFineTune (validation refuses cycles)."""
+    seen = set()
+    while fine_tune.spec.base_model is None and fine_tune.spec.from_fine_tune not in seen:
+        seen.add(fine_tune.spec.from_fine_tune)
+        parent = specs.resource(ResourceId("FineTune", fine_tune.spec.from_fine_tune or ""),
+                                FineTuneResource)
+        if parent is None:
+            return None
+        fine_tune = parent
+    return ResourceId("BaseModel", fine_tune.spec.base_model) if fine_tune.spec.base_model else None
+
+
+def training_shape(fine_tune: FineTuneResource, architecture: Architecture) -> TrainingShape:
+    s = fine_tune.spec
+    modules = s.adapter.target_modules
+    return TrainingShape(
+        architecture=architecture, adapter=s.adapter.type, rank=s.adapter.r,
+        target_modules=modules if isinstance(modules, str) else tuple(modules),
+        sequence_length=s.training.max_seq_length, micro_batch=s.training.micro_batch_size,
+        devices=s.resources.nodes * s.resources.gpus_per_node,
+        gradient_checkpointing=s.training.gradient_checkpointing)
+
+
+def _describe(found: Estimate) -> str:
+    return (f"about {found.peak / GB:.1f} GB per GPU with {found.strategy} at microBatchSize "
+            f"{found.micro_batch} (model states {found.states.total / GB:.1f} GB, activations "
+            f"{found.activations / GB:.1f} GB)")
+
+
+def nearest_fit(shape: TrainingShape, device_bytes: float) -> str:
+    for strategy in AUTO_ORDER:
+        found = largest_micro_batch(shape, strategy, device_bytes)
+        if found is not None:
+            return f"nearest that fits: strategy {strategy} with microBatchSize {found.micro_batch}"
+    if not shape.gradient_checkpointing:
+        with_recompute = TrainingShape(**{**shape.__dict__, "gradient_checkpointing": True})
+        for strategy in AUTO_ORDER:
+            found = largest_micro_batch(with_recompute, strategy, device_bytes)
+            if found is not None:
+                return (f"nearest that fits: gradientCheckpointing: true, strategy {strategy}, "
+                        f"microBatchSize {found.micro_batch}")
+    return "nothing fits these GPUs: use qlora, a shorter maxSeqLength, or GPUs with more memory"
+
+
+def check(specs: SpecSet, architectures: dict[ResourceId, Architecture]) -> Iterator[Problem]:
+    for loaded in specs.of_kind("FineTune"):
+        fine_tune = loaded.resource
+        assert isinstance(fine_tune, FineTuneResource)
+        s = fine_tune.spec
+        base = base_model_of(specs, fine_tune)
+        architecture = architectures.get(base) if base else None
+        device_bytes = device_memory(s.resources.gpu_product)
+        if s.resources.gpus_per_node == 0 or architecture is None or device_bytes is None:
+            continue
+        shape = training_shape(fine_tune, architecture)
+        usable = f"{s.resources.gpu_product} has {device_bytes / GB:.0f} GB, " \
+                 f"{device_bytes * (1 - SAFETY_MARGIN) / GB:.0f} GB usable"
+        if s.distributed.strategy == "auto":
+            if choose_strategy(shape, device_bytes) is None:
+                smallest = estimate(shape, "zero3-offload", 1)
+                yield problem(loaded, Severity.ERROR, "does-not-fit",
+                              f"fits no strategy: {_describe(smallest)}; {usable}",
+                              ("spec", "resources"), key=True, hint=nearest_fit(shape, device_bytes))
+            continue
+        strategy = "zero3" if s.distributed.strategy == "fsdp" else s.distributed.strategy
+        found = estimate(shape, strategy)
+        if not found.fits(device_bytes):
+            yield problem(loaded, Severity.ERROR, "does-not-fit",
+                          f"needs {_describe(found)}; {usable}", ("spec", "distributed", "strategy"),
+                          hint=nearest_fit(shape, device_bytes))
