@@ -7,6 +7,7 @@ blocks a pull request; a FineTune on CPU (gpusPerNode: 0) is not checked.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from reconciler.planner import (
     AUTO_ORDER,
@@ -64,7 +65,7 @@ def nearest_fit(shape: TrainingShape, device_bytes: float) -> str:
         if found is not None:
             return f"nearest that fits: strategy {strategy} with microBatchSize {found.micro_batch}"
     if not shape.gradient_checkpointing:
-        with_recompute = TrainingShape(**{**shape.__dict__, "gradient_checkpointing": True})
+        with_recompute = replace(shape, gradient_checkpointing=True)
         for strategy in AUTO_ORDER:
             found = largest_micro_batch(with_recompute, strategy, device_bytes)
             if found is not None:
