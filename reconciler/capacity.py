@@ -85,6 +85,10 @@ def check(specs: SpecSet, architectures: dict[ResourceId, Architecture]) -> Iter
         if s.resources.gpus_per_node == 0 or architecture is None or device_bytes is None:
             continue
         shape = training_shape(fine_tune, architecture)
+        try:
+            shape.trainable  # noqa: B018 - target modules this architecture lacks: no estimate
+        except ValueError:
+            continue
         usable = f"{s.resources.gpu_product} has {device_bytes / GB:.0f} GB, " \
                  f"{device_bytes * (1 - SAFETY_MARGIN) / GB:.0f} GB usable"
         if s.distributed.strategy == "auto":

@@ -120,3 +120,16 @@ def test_validate_reports_it_through_the_cli(tmp_path: Path):
 def test_the_examples_fit_their_gpus():
     result = run_tuneops("validate", "specs-example", "--strict", cwd=REPO_ROOT)
     assert result.exit_code == 0, result.output
+
+
+def test_modules_the_architecture_lacks_mean_no_estimate_not_a_crash(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {
+        **VALID_SPECS,
+        "base-model.yaml": spec("base-model.yaml") + LLAMA2_7B_BLOCK.lstrip("\n"),
+        "fine-tune.yaml": fine_tune("""
+            resources: {gpusPerNode: 1, gpuProduct: NVIDIA-A100-SXM4-40GB}
+            """).replace("    r: 8", "    r: 8\n    targetModules: [c_attn]"),
+    })
+    assert capacity_problems(repo) == []
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert result.exit_code == 0 and "internal error" not in result.output
