@@ -13,16 +13,8 @@ import pytest
 
 from tests.conftest import API, VALID_SPECS, run_tuneops, write_repo
 
-FT_HEAD = f"""
-{API}
-kind: FineTune
-metadata:
-  name: sft
-spec:
-  baseModel: tiny
-  datasets:
-    - name: chats
-"""
+# The fixture's FineTune up to its adapter block, to which cases append their own lines.
+FT_HEAD = "\n" + textwrap.dedent(VALID_SPECS["fine-tune.yaml"]).lstrip("\n").split("  adapter:")[0]
 
 
 def fine_tune(extra: str) -> str:
