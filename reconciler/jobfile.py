@@ -1,0 +1,133 @@
+"""The job file: everything one `tuneops run KIND` needs, resolved, in one JSON document.
+
+The reconciler writes it (locally beside the job's logs, on Kubernetes into a ConfigMap); the
+runtime reads it and nothing else, so a job never re-reads Git, re-resolves references or
+looks up what its upstreams produced. Its format is documented in docs/runtime.md.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel as PydanticModel
+from pydantic import ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+FORMAT_VERSION = 1
+JobKind = Literal["Dataset", "FineTune", "Evaluation", "Deployment"]
+# `tuneops run <command>` for each kind of resource that runs a job.
+COMMAND_BY_KIND: dict[str, str] = {
+    "Dataset": "dataset", "FineTune": "finetune", "Evaluation": "evaluate", "Deployment": "serve",
+}
+# Folder under the storage root that holds each kind's outputs.
+OUTPUT_FOLDER = {"Dataset": "datasets", "FineTune": "finetunes", "Evaluation": "evaluations"}
+
+
+class JobFileError(ValueError):
+    """A job file that cannot be read: the message names the file and the field."""
+
+
+class _JobModel(PydanticModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel,
+                              populate_by_name=True)
+
+
+class GitOrigin(_JobModel):
+    repo: str | None = Field(None, description="Remote URL (or path) of the spec repository.")
+    commit: str | None = Field(None, description="Commit the spec was read at.")
+    dirty: bool = Field(False, description="The working tree had uncommitted changes.")
+
+
+class MlflowTarget(_JobModel):
+    tracking_uri: str
+    experiment: str = "tuneops"
+
+
+class BaseModelRef(_JobModel):
+    """A BaseModel with its source made absolute (file:// paths no longer depend on the spec)."""
+
+    name: str
+    source: str
+    revision: str | None = None
+    chat_template: str = "tokenizer"  # a built-in name or an absolute path to a .jinja file
+    trust_remote_code: bool = False
+    fingerprint: str | None = None
+
+
+class PreparedDataset(_JobModel):
+    """A Dataset job's output: a folder with train/validation/test parquet and manifest.json."""
+
+    name: str
+    location: str
+    digest: str
+    schema_type: Literal["text", "instruction", "chat", "preference"]
+    fingerprint: str | None = None
+    weight: float = 1.0
+
+
+class ModelVersionRef(_JobModel):
+    """A trained model: where its weights are and what they sit on."""
+
+    fine_tune: str
+    location: str
+    adapter: bool = True  # adapter weights on top of `base_model`, else full weights
+    base_model: BaseModelRef
+    registered_model: str | None = None
+    version: str | None = None
+    fingerprint: str | None = None
+
+
+class ServeOptions(_JobModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class JobFile(_JobModel):
+    format_version: Literal[1] = FORMAT_VERSION
+    kind: JobKind
+    name: str
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    spec: dict[str, Any] = Field(description="The resolved spec (defaults applied), camelCase.")
+    spec_path: str | None = None
+    git: GitOrigin = Field(default_factory=GitOrigin)
+    storage_root: str
+    mlflow: MlflowTarget
+    source: str | None = Field(None, description="Dataset jobs: the source URI, file:// made absolute.")
+    base_model: BaseModelRef | None = None
+    start_from: ModelVersionRef | None = Field(None, description="FineTunes with fromFineTune.")
+    datasets: tuple[PreparedDataset, ...] = ()
+    model: ModelVersionRef | BaseModelRef | None = Field(
+        None, description="Evaluations and Deployments: the model scored or served.")
+    baseline: ModelVersionRef | BaseModelRef | None = None
+    serve: ServeOptions = Field(default_factory=ServeOptions)
+
+    @property
+    def command(self) -> str:
+        return COMMAND_BY_KIND[self.kind]
+
+    @property
+    def output_dir(self) -> Path:
+        """Where this job's result lands: keyed by fingerprint, so a rebuild never overwrites."""
+        return Path(self.storage_root) / OUTPUT_FOLDER[self.kind] / self.name / self.fingerprint[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2,
+                          sort_keys=True) + "\n"
+
+
+def read_job_file(path: Path) -> JobFile:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JobFileError(f"{path}: no such job file") from None
+    except OSError as error:
+        raise JobFileError(f"{path}: cannot read the job file ({error.strerror})") from None
+    try:
+        return JobFile.model_validate_json(text)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(document)"
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise JobFileError(f"{path}: {where}: {first['msg']}{more}") from None

@@ -1,0 +1,97 @@
+"""The MLflow vocabulary shared by the runtime (which writes it) and the reconciler (which reads it).
+
+One MLflow run per materialised resource, tagged so that actual state is a handful of paged
+searches and lineage can be walked with MLflow's own client. mlflow itself is imported only
+inside the functions that talk to a server.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+TAG_KIND = "tuneops.kind"
+TAG_NAME = "tuneops.name"
+TAG_FINGERPRINT = "tuneops.fingerprint"
+TAG_GIT_REPO = "tuneops.git.repo"
+TAG_GIT_COMMIT = "tuneops.git.commit"
+TAG_GIT_DIRTY = "tuneops.git.dirty"
+TAG_SPEC_PATH = "tuneops.spec.path"
+TAG_STATUS = "tuneops.status"  # "complete" once the outputs are in place
+TAG_OUTPUT = "tuneops.output"  # where the outputs are (a path or URI)
+TAG_BASE_SOURCE = "tuneops.base_model.source"
+TAG_BASE_REVISION = "tuneops.base_model.revision"
+TAG_DATASET_DIGEST_PREFIX = "tuneops.dataset."  # + name -> digest
+TAG_MODEL_VERSION = "tuneops.model.version"  # on evaluation runs: the "<model>/<version>" scored
+TAG_REGISTERED_VERSION = "tuneops.registered.version"  # on fine-tune runs: the "<model>/<version>" made
+TAG_GATE_PREFIX = "tuneops.gate."  # + evaluation name -> "passed" | "failed"
+
+STATUS_COMPLETE = "complete"
+GATE_PASSED = "passed"
+GATE_FAILED = "failed"
+
+
+def gate_tag(evaluation: str) -> str:
+    return f"{TAG_GATE_PREFIX}{evaluation}"
+
+
+def dataset_digest_tag(dataset: str) -> str:
+    return f"{TAG_DATASET_DIGEST_PREFIX}{dataset}.digest"
+
+
+class TrackingUnavailable(RuntimeError):
+    """MLflow could not be reached after retrying; the message names the URI."""
+
+
+T = TypeVar("T")
+
+# Seconds between attempts; the total (about 15 s) rides out a server that is still starting.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def with_retries(call: Callable[[], T], tracking_uri: str, what: str,
+                 delays: tuple[float, ...] | None = None) -> T:
+    """Run `call`, retrying connection failures with backoff; then fail naming the URI.
+
+    TUNEOPS_MLFLOW_RETRY_DELAYS (comma-separated seconds) overrides the schedule, for tests.
+    """
+    if delays is None:
+        override = os.environ.get("TUNEOPS_MLFLOW_RETRY_DELAYS")
+        delays = tuple(float(d) for d in override.split(",")) if override else RETRY_DELAYS
+    last: Exception | None = None
+    for attempt in range(len(delays) + 1):
+        try:
+            return call()
+        except Exception as error:  # noqa: BLE001 - classified below
+            if not _is_connection_error(error):
+                raise
+            last = error
+            if attempt < len(delays):
+                time.sleep(delays[attempt])
+    raise TrackingUnavailable(
+        f"cannot reach MLflow at {tracking_uri} to {what} after {len(delays) + 1} attempts: "
+        f"{_short(last)}") from None
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    import requests  # mlflow's HTTP client; present wherever mlflow is
+
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, requests.exceptions.ConnectionError | requests.exceptions.Timeout |
+                      ConnectionError | TimeoutError):
+            return True
+        text = str(current)
+        if "Max retries exceeded" in text or "Connection refused" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _short(error: Any) -> str:
+    text = str(error).splitlines()[0] if error else "unknown error"
+    return text[:300]
