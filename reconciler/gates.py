@@ -1,0 +1,163 @@
+"""Gate verdicts: do an Evaluation's metrics meet its gates and stay close enough to its baseline?
+
+Pure (standard library and the specs layer only), because both the planner, explaining why a model
+version may not be deployed, and the runtime, recording a verdict after scoring, use it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from reconciler.specs.evaluation import LOWER_IS_BETTER
+
+if TYPE_CHECKING:
+    from reconciler.specs.evaluation import Gate
+
+# Bounds are written as decimals in YAML and baselines are sums such as 11.9 + 0.5, which binary
+# floating point cannot always represent exactly: a value equal to its bound up to rounding passes.
+_REL_TOL = 1e-9
+_ABS_TOL = 1e-12
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{digits}g}"
+
+
+def _digits_to_tell_apart(a: float, b: float) -> int:
+    """Four significant digits, or more where four would print two different numbers the same."""
+    digits = 4
+    while digits < 17 and a != b and _fmt(a, digits) == _fmt(b, digits):
+        digits += 1
+    return digits
+
+
+def _at_least(value: float, bound: float) -> bool:
+    return value >= bound or math.isclose(value, bound, rel_tol=_REL_TOL, abs_tol=_ABS_TOL)
+
+
+def _at_most(value: float, bound: float) -> bool:
+    return value <= bound or math.isclose(value, bound, rel_tol=_REL_TOL, abs_tol=_ABS_TOL)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One check of one metric: a gate's min or max bound, or the comparison with the baseline.
+
+    `bound` is the number the value was compared with; for a baseline check that is the baseline's
+    value moved by `max_regression` in the metric's worse direction, and `baseline` keeps the
+    baseline's own value for the message.
+    """
+
+    metric: str
+    value: float | None
+    bound: float
+    kind: Literal["min", "max", "baseline"]
+    passed: bool
+    baseline: float | None = None
+    max_regression: float = 0.0
+
+    def describe(self) -> str:
+        """One line for a plan or a log, e.g. "gate rougeL 0.21 < 0.35"."""
+        label = "baseline" if self.kind == "baseline" else "gate"
+        if self.value is None:
+            return f"{label} {self.metric}: not computed"
+        if math.isnan(self.value):
+            return f"{label} {self.metric}: not a number (NaN)"
+        if self.kind == "baseline" and self.baseline is not None and math.isnan(self.baseline):
+            return f"baseline {self.metric}: the baseline's value is not a number (NaN)"
+        digits = _digits_to_tell_apart(self.value, self.bound)
+        value = _fmt(self.value, digits)
+        if self.kind == "min":
+            return f"gate {self.metric} {value} {'>=' if self.passed else '<'} {_fmt(self.bound, digits)}"
+        if self.kind == "max":
+            return f"gate {self.metric} {value} {'<=' if self.passed else '>'} {_fmt(self.bound, digits)}"
+        lower_is_better = self.metric in LOWER_IS_BETTER
+        relation = ("<=" if self.passed else ">") if lower_is_better else (">=" if self.passed else "<")
+        reference = _fmt(self.baseline if self.baseline is not None else self.bound, digits)
+        if self.max_regression:
+            sign = "+" if lower_is_better else "-"
+            reference += f" {sign} {_fmt(self.max_regression, digits)}"
+        return f"baseline {self.metric} {value} {relation} {reference}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Every check of one Evaluation; it passes when all of them do (so when there are none)."""
+
+    results: tuple[GateResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(result.passed for result in self.results)
+
+    @property
+    def failures(self) -> tuple[GateResult, ...]:
+        return tuple(result for result in self.results if not result.passed)
+
+    def summary(self) -> str:
+        """One line, e.g. "passed (2 gates)" or "failed: gate rougeL 0.21 < 0.35; ..." (a bound is a gate)."""
+        if not self.passed:
+            # A missing metric gated by both min and max fails twice with the same message: say it once.
+            messages = dict.fromkeys(result.describe() for result in self.failures)
+            return "failed: " + "; ".join(messages)
+        gates = sum(1 for result in self.results if result.kind != "baseline")
+        baseline = len(self.results) - gates
+        counts = [f"{gates} gate{'' if gates == 1 else 's'}"]
+        if baseline:
+            counts.append(f"{baseline} baseline metric{'' if baseline == 1 else 's'}")
+        return f"passed ({', '.join(counts)})"
+
+
+def _gate_results(metrics: Mapping[str, float], gate: Gate) -> list[GateResult]:
+    raw = metrics.get(gate.metric)
+    value = None if raw is None else float(raw)
+    results = []
+    for kind, bound, within in (("min", gate.min, _at_least), ("max", gate.max, _at_most)):
+        if bound is None:
+            continue
+        passed = value is not None and not math.isnan(value) and within(value, float(bound))
+        results.append(GateResult(gate.metric, value, float(bound), kind, passed))
+    return results
+
+
+def _baseline_result(metric: str, value: float, baseline: float, max_regression: float) -> GateResult:
+    if metric in LOWER_IS_BETTER:
+        bound = baseline + max_regression
+        passed = _at_most(value, bound)
+    else:
+        bound = baseline - max_regression
+        passed = _at_least(value, bound)
+    passed = passed and not math.isnan(value) and not math.isnan(baseline)
+    return GateResult(metric, value, bound, "baseline", passed, baseline=baseline,
+                      max_regression=max_regression)
+
+
+def evaluate_gates(metrics: Mapping[str, float], gates: Iterable[Gate],
+                   baseline_metrics: Mapping[str, float] | None = None,
+                   max_regression: float = 0.0) -> Verdict:
+    """Check `metrics` against each gate bound and, when given, against the baseline's metrics.
+
+    A gated metric that is missing or NaN fails: a gate must never pass for want of a number. The
+    baseline is compared on every metric both sides computed; the model may be worse by at most
+    `max_regression` in the metric's own direction (for perplexity, higher is worse). A NaN on either
+    side of that comparison fails too.
+    """
+    max_regression = float(max_regression)
+    if math.isnan(max_regression) or max_regression < 0:
+        raise ValueError(f"max_regression must be 0 or more, not {max_regression}")
+    results: list[GateResult] = []
+    for gate in gates:
+        results += _gate_results(metrics, gate)
+    if baseline_metrics is not None:
+        for metric, raw in metrics.items():
+            reference = baseline_metrics.get(metric)
+            if raw is not None and reference is not None:
+                results.append(_baseline_result(metric, float(raw), float(reference), max_regression))
+    return Verdict(tuple(results))
