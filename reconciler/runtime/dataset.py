@@ -1,0 +1,499 @@
+"""`tuneops run dataset`: read a Dataset's source, map it to the schema's roles, clean, split, write.
+
+The output folder (`job.output_dir`) holds `train.parquet`, `validation.parquet`, `test.parquet`
+and `manifest.json`. All three splits are always written, an empty one where the spec's ratio is 0,
+so that readers never need to ask whether a file exists. Rows are stored under the schema's role
+names (text: text; instruction: instruction, input, output; chat: messages of {role, content};
+preference: prompt, chosen, rejected), so later jobs never need the spec's column mapping.
+
+Splitting hashes each row's normalised content with the seed, so appending rows never moves an
+existing row to another split. The manifest's digest covers every kept row, not a sample.
+File I/O only: logging to MLflow is the caller's business.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from reconciler.jobfile import JobFile
+from reconciler.specs.dataset import DEFAULT_COLUMNS, FORMAT_BY_EXTENSION, DatasetSpec
+
+SPLITS = ("train", "validation", "test")
+ROLES: dict[str, tuple[str, ...]] = {
+    "text": ("text",), "instruction": ("instruction", "input", "output"), "chat": ("messages",),
+    "preference": ("prompt", "chosen", "rejected"),
+}
+OPTIONAL_ROLES = frozenset({"input"})
+DROP_RULES = ("empty", "duplicate", "too_short", "too_long")
+Row = dict[str, Any]
+Located = Iterator[tuple[str, Row]]  # (where the row is, for messages; the raw record)
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be prepared for a reason the user can fix; one line naming the file."""
+
+
+class Manifest(BaseModel):
+    """What a prepared dataset holds; written as manifest.json (camelCase) beside the splits."""
+
+    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+    format_version: Literal[1] = 1
+    name: str
+    fingerprint: str
+    source: str
+    schema_type: Literal["text", "instruction", "chat", "preference"]
+    digest: str  # "sha256:<hex>" over every kept row of every split, in split order
+    source_sha256: str | None  # the source file's bytes; None for hf:// sources
+    source_rows: int
+    rows: dict[str, int]
+    dropped: dict[str, int]
+    split_digests: dict[str, str]
+    columns: tuple[str, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2) + "\n"
+
+
+def prepare_dataset(job: JobFile) -> Manifest:
+    """Build `job.output_dir` from the job's source and return its manifest.
+
+    Everything is read, checked and split in memory first; the files are then written into a
+    temporary folder beside the output and renamed into place, so a failure leaves nothing behind
+    and a reader never sees half a dataset. An existing output (a rebuild) is replaced.
+    """
+    try:
+        return _prepare(job)
+    except DatasetError as error:
+        raise DatasetError(f"dataset '{job.name}': {error}") from None
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise DatasetError(f"dataset '{job.name}': {error.filename or job.source}: {reason}") from None
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    path = _folder(directory) / "manifest.json"
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise DatasetError(f"{path} does not exist; is {path.parent} a prepared dataset?") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(document)"
+        raise DatasetError(f"{path}: not a dataset manifest ({where}: {first['msg']})") from None
+
+
+def load_split(directory: str | Path, split: str) -> list[Row]:
+    """One split's rows as dicts under the role names (chat messages as lists of dicts)."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split '{split}' (use train, validation or test)")
+    path = _folder(directory) / f"{split}.parquet"
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist; is {path.parent} a prepared dataset?")
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def _folder(directory: str | Path) -> Path:
+    return Path(str(directory).removeprefix("file://"))
+
+
+# --- the job -----------------------------------------------------------------------------------
+
+def _prepare(job: JobFile) -> Manifest:
+    if job.kind != "Dataset":
+        raise DatasetError(f"is a {job.kind} job, not a Dataset job")
+    try:
+        spec = DatasetSpec.model_validate(job.spec)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "spec"
+        raise DatasetError(f"invalid spec: {where}: {first['msg']}") from None
+    uri = job.source or spec.source
+    scheme, _, location = uri.partition("://")
+    if scheme == "hf":
+        if spec.sha256:
+            raise DatasetError("sha256 pins a file's bytes and cannot check hf:// sources; "
+                               "pin the Hub commit with revision instead")
+        splits, dropped, count = _clean_and_split(_read_hf(location, spec, uri), spec)
+        where, source_sha256 = uri, None
+    elif scheme in ("file", "s3"):
+        with _local_file(scheme, location) as (path, where):
+            source_sha256 = _sha256_file(path)
+            if spec.sha256 and spec.sha256 != source_sha256:
+                raise DatasetError(f"{where} has sha256 {source_sha256}, but spec.sha256 pins "
+                                   f"{spec.sha256}; update the pin if the data changed on purpose")
+            data_format = spec.format or FORMAT_BY_EXTENSION.get(PurePosixPath(location).suffix.lower())
+            reader = READERS.get(data_format or "")
+            if reader is None:
+                raise DatasetError(f"{where}: cannot tell the file format; "
+                                   "set format: jsonl, json, csv or parquet")
+            splits, dropped, count = _clean_and_split(reader(path, where), spec)
+    else:
+        raise DatasetError(f"unsupported source scheme '{scheme}://' in {uri}; use file://, hf:// or s3://")
+
+    kept = sum(len(rows) for rows in splits.values())
+    if count == 0:
+        raise DatasetError(f"{where} has no rows")
+    if kept == 0:
+        reasons = ", ".join(f"{rule} {n}" for rule, n in dropped.items() if n)
+        raise DatasetError(f"no rows left after cleaning ({count} read; dropped: {reasons}); "
+                           "check the schema's columns and the clean settings")
+    for split in SPLITS:
+        if spec.split.ratio(split) > 0 and not splits[split]:
+            fix = "add rows" if split == "train" else f"add rows or set split.{split}: 0"
+            raise DatasetError(f"split '{split}' is empty after cleaning "
+                               f"({kept} row{'s' * (kept != 1)} kept); {fix}")
+
+    digest, split_digests = _digests(splits)
+    manifest = Manifest(
+        name=job.name, fingerprint=job.fingerprint, source=uri, schema_type=spec.data_schema.type,
+        digest=digest, source_sha256=source_sha256, source_rows=count,
+        rows={split: len(splits[split]) for split in SPLITS}, dropped=dropped,
+        split_digests=split_digests, columns=ROLES[spec.data_schema.type])
+    _write(job.output_dir, manifest, splits)
+    return manifest
+
+
+@contextmanager
+def _local_file(scheme: str, location: str) -> Iterator[tuple[Path, str]]:
+    """The source as a local file, and how messages name it (the path, or the s3:// URI)."""
+    if scheme == "file":
+        path = Path(location).absolute()
+        if not path.exists():
+            raise DatasetError(f"{path} does not exist")
+        if not path.is_file():
+            raise DatasetError(f"{path} is not a file")
+        yield path, str(path)
+        return
+    uri = f"s3://{location}"
+    try:
+        import fsspec
+        import s3fs  # noqa: F401 - fsspec's s3 implementation
+    except ImportError:
+        raise DatasetError(f"reading {uri} needs s3fs (pip install s3fs)") from None
+    with tempfile.TemporaryDirectory(prefix="tuneops-s3-") as scratch:
+        target = Path(scratch) / (PurePosixPath(location).name or "source")
+        try:
+            fsspec.filesystem("s3").get(uri, str(target))
+        except FileNotFoundError:
+            raise DatasetError(f"{uri} does not exist") from None
+        except Exception as error:  # credentials, network, permissions: all reported the same way
+            raise DatasetError(f"cannot download {uri}: {_first_line(error)}") from None
+        yield target, uri
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- readers: each yields (where, record) so that errors can point at the row --------------------
+
+def _read_jsonl(path: Path, where: str) -> Located:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DatasetError(f"{where}:{number}: not UTF-8 text") from None
+            if number == 1:
+                line = line.lstrip("\ufeff")
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DatasetError(
+                    f"{where}:{number}: not valid JSON: {error.msg} (column {error.colno})") from None
+            if not isinstance(value, dict):
+                raise DatasetError(f"{where}:{number}: expected a JSON object, got {_kind(value)}")
+            yield f"{where}:{number}", value
+
+
+def _read_json(path: Path, where: str) -> Located:
+    try:
+        value = json.loads(path.read_bytes())
+    except UnicodeDecodeError:
+        raise DatasetError(f"{where}: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{where}:{error.lineno}: not valid JSON: {error.msg} "
+                           f"(column {error.colno})") from None
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        value = value["data"]
+    if not isinstance(value, list):
+        raise DatasetError(f'{where}: expected a list of objects or {{"data": [...]}}, got {_kind(value)}')
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, dict):
+            raise DatasetError(f"{where}: item {number} is not an object (got {_kind(item)})")
+        yield f"{where}: item {number}", item
+
+
+def _read_csv(path: Path, where: str) -> Located:
+    csv.field_size_limit(2**31 - 1)  # the default (128 KiB) is too small for long documents
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        try:
+            for record in reader:
+                yield f"{where}:{reader.line_num}", {k: v for k, v in record.items() if k is not None}
+        except UnicodeDecodeError:
+            raise DatasetError(f"{where}:{reader.line_num}: not UTF-8 text") from None
+        except csv.Error as error:
+            raise DatasetError(f"{where}:{reader.line_num}: not valid CSV: {error}") from None
+
+
+def _read_parquet(path: Path, where: str) -> Located:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetError(f"{where}: not a readable parquet file ({_first_line(error)})") from None
+    number = 0
+    for batch in table.iter_batches(batch_size=8192):
+        for record in batch.to_pylist():
+            number += 1
+            yield f"{where}: row {number}", record
+
+
+def _read_hf(location: str, spec: DatasetSpec, uri: str) -> Located:
+    """Through `datasets`, which honours HF_HUB_OFFLINE and the local Hub cache."""
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise DatasetError(f"reading {uri} needs the datasets package (pip install datasets)") from None
+    try:
+        data = load_dataset(location, name=spec.subset, revision=spec.revision, split=spec.source_split)
+    except Exception as error:  # the Hub's errors are many and change between versions
+        pinned = f" at revision {spec.revision}" if spec.revision else ""
+        raise DatasetError(f"cannot load {uri}{pinned} (split '{spec.source_split}'): "
+                           f"{type(error).__name__}: {_first_line(error)}") from None
+    for number, record in enumerate(data, 1):
+        yield f"{uri}: row {number}", record
+
+
+READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
+
+
+# --- mapping, cleaning, splitting ----------------------------------------------------------------
+
+def _to_roles(record: Row, where: str, kind: str, columns: dict[str, str]) -> Row:
+    if kind == "chat":
+        _require(record, columns["messages"], "messages", where)
+        return {"messages": _messages(record[columns["messages"]], where, columns)}
+    row: Row = {}
+    for role in ROLES[kind]:
+        column = columns[role]
+        if column not in record and role in OPTIONAL_ROLES:
+            row[role] = ""
+            continue
+        _require(record, column, role, where)
+        try:
+            row[role] = _text(record[column])
+        except _NotText as error:
+            raise DatasetError(f"{where}: column '{column}' (role '{role}') must be text, "
+                               f"got {error}") from None
+    return row
+
+
+def _require(record: Row, column: str, role: str, where: str, noun: str = "column") -> None:
+    if column not in record:
+        found = ", ".join(sorted(map(str, record))) or "none"
+        raise DatasetError(f"{where}: no {noun} '{column}' for schema role '{role}' ({noun}s found: "
+                           f"{found}); map it with schema.columns.{role}")
+
+
+def _messages(value: Any, where: str, columns: dict[str, str]) -> list[Row]:
+    if isinstance(value, str):  # CSV cells hold the list as JSON text
+        with suppress(json.JSONDecodeError):
+            value = json.loads(value) if value.strip() else []
+    if not isinstance(value, list):
+        raise DatasetError(f"{where}: column '{columns['messages']}' (role 'messages') must be a list "
+                           f"of messages, got {_kind(value)}")
+    role_key, content_key = columns["role"], columns["content"]
+    messages = []
+    for number, message in enumerate(value, 1):
+        try:
+            messages.append({"role": _text(message[role_key]), "content": _text(message[content_key])})
+        except (TypeError, KeyError) as error:  # rare: work out what is wrong only now
+            at = f"{where}: message {number}"
+            if not isinstance(message, dict):
+                raise DatasetError(f"{at}: expected an object with '{role_key}' and '{content_key}', "
+                                   f"got {_kind(message)}") from None
+            _require(message, role_key, "role", at, "key")
+            _require(message, content_key, "content", at, "key")
+            raise DatasetError(f"{at}: '{role_key}' and '{content_key}' must be text, got {error}") from None
+    return messages
+
+
+class _NotText(TypeError):
+    """Raised with the JSON kind of a value that should have been text."""
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value.strip()
+    if value is None:
+        return ""
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise _NotText(_kind(value))
+
+
+def _is_empty(row: Row) -> bool:
+    """Chat rows are empty without messages or with a message of no content; others when a
+    required role is empty (an instruction's input is optional)."""
+    if "messages" in row:
+        return not row["messages"] or any(not m["content"] for m in row["messages"])
+    return any(not value for role, value in row.items() if role not in OPTIONAL_ROLES)
+
+
+def _chars(row: Row) -> int:
+    """Characters of all text together (for chat, the contents of every message)."""
+    if "messages" in row:
+        return sum(len(m["content"]) for m in row["messages"])
+    return sum(len(value) for value in row.values())
+
+
+def _normalised_key(row: Row) -> bytes:
+    """Hash of the row's texts in role order, casefolded with whitespace collapsed: rows that
+    differ only in case or spacing are duplicates (and land in the same split)."""
+    if "messages" in row:
+        texts = [text for message in row["messages"] for text in (message["role"], message["content"])]
+    else:
+        texts = list(row.values())
+    return hashlib.sha256(" ".join("\x00".join(texts).casefold().split()).encode()).digest()
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _clean_and_split(records: Located, spec: DatasetSpec) -> tuple[dict[str, list[Row]], dict[str, int], int]:
+    """Rules apply in order empty, too_short, too_long, duplicate: a row counts once, under the
+    first rule that drops it. A row's split depends only on its normalised content and the seed."""
+    clean, seed, kind = spec.clean, spec.split.seed, spec.data_schema.type
+    columns = {role: spec.data_schema.column(role) for role in DEFAULT_COLUMNS[kind]}
+    bounds, total = [], 0.0
+    for split in SPLITS:
+        if spec.split.ratio(split) > 0:
+            total += spec.split.ratio(split)
+            bounds.append((total, split))
+    bounds[-1] = (float("inf"), bounds[-1][1])  # rounding never leaves a row without a split
+    splits: dict[str, list[Row]] = {split: [] for split in SPLITS}
+    dropped = dict.fromkeys(DROP_RULES, 0)
+    seen: set[bytes] = set()
+    count = 0
+    for where, record in records:
+        count += 1
+        row = _to_roles(record, where, kind, columns)
+        size = _chars(row)
+        if clean.drop_empty and _is_empty(row):
+            dropped["empty"] += 1
+        elif size < clean.min_chars:
+            dropped["too_short"] += 1
+        elif clean.max_chars is not None and size > clean.max_chars:
+            dropped["too_long"] += 1
+        else:
+            try:
+                key = _normalised_key(row)
+            except UnicodeEncodeError:
+                raise DatasetError(f"{where}: text that is not valid Unicode (a lone surrogate such as "
+                                   "\\ud800); fix or drop the row") from None
+            if clean.dedup == "exact" and key in seen:
+                dropped["duplicate"] += 1
+                continue
+            seen.add(key)
+            point = int.from_bytes(hashlib.sha256(f"{seed}:{key.hex()}".encode()).digest()[:8], "big") / 2**64
+            splits[next(split for bound, split in bounds if point < bound)].append(row)
+    return splits, dropped, count
+
+
+def _digests(splits: dict[str, list[Row]]) -> tuple[str, dict[str, str]]:
+    """The overall digest also hashes a header per split, so moving a row across a split
+    boundary changes it even when the concatenated rows stay the same."""
+    overall, per_split = hashlib.sha256(), {}
+    for split in SPLITS:
+        digest = hashlib.sha256()
+        overall.update(f"# {split} {len(splits[split])}\n".encode())
+        for row in splits[split]:
+            line = (_CANONICAL.encode(row) + "\n").encode()
+            digest.update(line)
+            overall.update(line)
+        per_split[split] = f"sha256:{digest.hexdigest()}"
+    return f"sha256:{overall.hexdigest()}", per_split
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def _arrow_schema(columns: tuple[str, ...]):  # -> pyarrow.Schema
+    import pyarrow as pa
+
+    if columns == ("messages",):
+        message = pa.struct([("role", pa.string()), ("content", pa.string())])
+        return pa.schema([("messages", pa.list_(message))])
+    return pa.schema([(column, pa.string()) for column in columns])
+
+
+def _write(output: Path, manifest: Manifest, splits: dict[str, list[Row]]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
+    try:
+        schema = _arrow_schema(manifest.columns)
+        for split in SPLITS:
+            pq.write_table(pa.Table.from_pylist(splits[split], schema=schema), temporary / f"{split}.parquet")
+        (temporary / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes 0700; be an ordinary folder
+        _swap_into_place(temporary, output)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _swap_into_place(temporary: Path, output: Path) -> None:
+    """Rename the finished folder to `output`; a previous build is moved aside, then deleted."""
+    if not output.exists():
+        os.rename(temporary, output)
+        return
+    attic = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    try:
+        os.rename(output, attic / "previous")
+        try:
+            os.rename(temporary, output)
+        except OSError:
+            os.rename(attic / "previous", output)
+            raise
+    finally:
+        shutil.rmtree(attic, ignore_errors=True)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
