@@ -204,6 +204,27 @@ def init(directory: Path, force: bool) -> None:
     click.echo(f"\nnext: tuneops validate {directory}")
 
 
+@cli.command(name="run")
+@click.argument("command", type=click.Choice(["dataset", "finetune", "evaluate", "serve"]))
+@click.option("--job", "job_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The job file the reconciler wrote (docs/runtime.md).")
+def run_job(command: str, job_file: Path) -> None:
+    """Run one job: prepare a dataset, fine-tune, evaluate or serve.
+
+    This is what the reconciler starts, as a local process or inside a Kubernetes Job; you
+    rarely call it yourself. Under `torchrun` a fine-tune runs on every process, and only
+    rank 0 records to MLflow. Exits 0 when the job is done (an evaluation whose gates failed is
+    done: the verdict is recorded), 1 when it could not run.
+    """
+    from reconciler.runtime import entry
+
+    try:
+        summary = entry.run(command, job_file)
+    except entry.user_error_types() as error:
+        raise UserError(str(error)) from None
+    click.echo(summary)
+
+
 def main() -> None:
     """Console entry point: turns unexpected exceptions into one line unless TUNEOPS_DEBUG is set."""
     try:

@@ -114,3 +114,27 @@ def run_tuneops(*args: str, cwd: Path | None = None, env: dict[str, str] | None 
 @pytest.fixture
 def valid_repo(tmp_path: Path) -> Path:
     return write_repo(tmp_path / "specs", VALID_SPECS)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama-architecture model, built once per session with the fruit task's words."""
+    pytest.importorskip("transformers", reason="needs the [train] extra")
+    from reconciler.runtime.tiny_model import build, corpus_from_jsonl
+    from tests.runtime_support import FRUIT_DATA
+
+    return build(tmp_path_factory.mktemp("models") / "tiny-llama", corpus=corpus_from_jsonl(FRUIT_DATA))
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on 127.0.0.1 (SQLite, temporary artifacts), shared by the session."""
+    pytest.importorskip("mlflow", reason="needs the [train] extra")
+    from tests.runtime_support import MlflowServer
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,82 @@
+"""How a fine-tune is spread over processes: the torchrun environment, the strategy `auto`
+resolves to, and the DeepSpeed config generated for ZeRO strategies.
+
+The DeepSpeed configs follow what axolotl and LLaMA-Factory ship: batch sizes, accumulation,
+clipping and precision are `"auto"`, so the Hugging Face Trainer fills them from the spec's
+hyperparameters and they can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place in a `torchrun` launch (a plain `python` run is rank 0 of 1)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> Processes:
+        return cls(rank=int(os.environ.get("RANK", "0")), local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                   world_size=int(os.environ.get("WORLD_SIZE", "1")))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def deepspeed_config(strategy: str, *, pin_memory: bool) -> dict[str, Any] | None:
+    """The DeepSpeed config for a ZeRO strategy; None for DDP and FSDP."""
+    if strategy not in ("zero2", "zero3", "zero3-offload"):
+        return None
+    zero: dict[str, Any] = {"stage": 2 if strategy == "zero2" else 3, "overlap_comm": True,
+                            "contiguous_gradients": True, "reduce_bucket_size": "auto"}
+    if strategy == "zero2":
+        zero["allgather_bucket_size"] = 200_000_000
+    else:
+        zero.update({"stage3_prefetch_bucket_size": "auto",
+                     "stage3_param_persistence_threshold": "auto",
+                     "stage3_gather_16bit_weights_on_model_save": True})
+    if strategy == "zero3-offload":
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin_memory}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": pin_memory}
+    return {
+        "train_micro_batch_size_per_gpu": "auto",
+        "train_batch_size": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "zero_optimization": zero,
+    }
+
+
+def fsdp_arguments(adapter: str) -> dict[str, Any]:
+    """Trainer arguments for FSDP: full sharding, one wrap unit per decoder layer."""
+    return {"fsdp": "full_shard auto_wrap",
+            "fsdp_config": {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                            "use_orig_params": adapter != "none", "sync_module_states": True}}
+
+
+def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: str, rank: int,
+                     target_modules: str | tuple[str, ...], sequence_length: int, micro_batch: int,
+                     gradient_checkpointing: bool, world_size: int, device_bytes: float | None) -> str:
+    """`auto` becomes the cheapest strategy the planner says fits the GPU; on CPU, DDP."""
+    if requested != "auto":
+        return requested
+    if device_bytes is None:
+        return "ddp"
+    from reconciler.planner import Architecture, TrainingShape, choose_strategy
+
+    shape = TrainingShape(
+        architecture=Architecture.from_config(model_config), adapter=adapter, rank=rank,
+        target_modules=target_modules, sequence_length=sequence_length, micro_batch=micro_batch,
+        devices=world_size, gradient_checkpointing=gradient_checkpointing)
+    found = choose_strategy(shape, device_bytes)
+    return found.strategy if found else "zero3-offload"

@@ -1,0 +1,62 @@
+"""`tuneops run KIND --job FILE`: read the job file, run the job, turn user errors into one line.
+
+Exit codes: 0 done (an evaluation whose gates failed is done too: the verdict is a result),
+1 the job could not run (the message says why), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.jobfile import COMMAND_BY_KIND, JobFile, JobFileError, read_job_file
+
+
+class JobRefused(ValueError):
+    """The job file is for another command."""
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'fix your input', not 'tuneops has a bug'."""
+    from reconciler.runtime.dataset import DatasetError
+    from reconciler.runtime.evaluate import EvaluationError
+    from reconciler.runtime.finetune import FineTuneError
+    from reconciler.runtime.loading import ModelLoadError
+    from reconciler.runtime.training_data import TrainingDataError
+    from reconciler.tracking import TrackingUnavailable
+
+    return (JobFileError, JobRefused, DatasetError, EvaluationError, FineTuneError, ModelLoadError,
+            TrainingDataError, TrackingUnavailable)
+
+
+def load(command: str, path: Path) -> JobFile:
+    job = read_job_file(path)
+    if job.command != command:
+        raise JobRefused(f"{path} is a {job.kind} job: run it with `tuneops run {job.command} --job {path}`")
+    return job
+
+
+def run(command: str, path: Path) -> str:
+    """Run the job; returns a one-line summary for the log."""
+    job = load(command, path)
+    if command == "dataset":
+        from reconciler.runtime.dataset_run import run_dataset
+
+        return f"dataset {job.name}: prepared in {run_dataset(job)}"
+    if command == "finetune":
+        from reconciler.runtime.finetune import run_finetune
+
+        return f"fine-tune {job.name}: saved to {run_finetune(job)}"
+    if command == "evaluate":
+        import json
+
+        from reconciler.runtime.evaluate import run_evaluate
+
+        output = run_evaluate(job)
+        verdict = json.loads((output / "results.json").read_text())["verdict"]
+        return f"evaluation {job.name}: {verdict} (report: {output / 'report.md'})"
+    if command == "serve":
+        from reconciler.runtime.serve import serve
+
+        serve(job)
+        return f"deployment {job.name}: stopped"
+    raise JobRefused(f"unknown command {command}; use one of {', '.join(COMMAND_BY_KIND.values())}")

@@ -1,0 +1,366 @@
+"""`tuneops run finetune`: train with transformers + peft + trl, save, register, record lineage.
+
+Works unchanged under `torchrun --nproc_per_node N` and across nodes: every rank trains; only
+rank 0 talks to MLflow and moves the result into place. Outputs are saved into a staging
+folder and renamed to the fingerprint-keyed output folder only when complete. Checkpoints live
+beside it, so a restarted job (`resume: auto`) continues from the last one and in the same
+MLflow run.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from reconciler.jobfile import JobFile
+from reconciler.runtime.distributed import Processes, deepspeed_config, fsdp_arguments, resolve_strategy
+from reconciler.specs.finetune import FineTuneSpec
+
+OPTIMIZER_NAMES = {"adamw_8bit": "adamw_bnb_8bit"}  # spec name -> transformers' name
+
+
+class FineTuneError(ValueError):
+    """A fine-tune that cannot run as specified; the message says why and what to change."""
+
+
+def checkpoints_dir(job: JobFile) -> Path:
+    return job.output_dir.with_name(job.output_dir.name + ".checkpoints")
+
+
+def staging_dir(job: JobFile) -> Path:
+    return job.output_dir.with_name(f".{job.output_dir.name}.staging")
+
+
+def check_hardware(spec: FineTuneSpec, cuda: bool) -> None:
+    if spec.adapter.type == "qlora" and not cuda:
+        raise FineTuneError(
+            "adapter.type qlora needs a CUDA GPU (bitsandbytes 4-bit); this machine "
+            "has none. Use adapter.type: lora to train on CPU"
+        )
+    if spec.adapter.quantization is not None and not cuda:
+        raise FineTuneError("adapter.quantization needs a CUDA GPU (bitsandbytes); this machine has none")
+    if spec.training.precision == "fp16" and not cuda:
+        raise FineTuneError("training.precision fp16 needs a GPU; use fp32 or bf16 on CPU")
+    if spec.distributed.strategy == "zero3-offload" and spec.adapter.type == "qlora":
+        raise FineTuneError(
+            "QLoRA cannot be combined with ZeRO-3 (quantized weights cannot be partitioned); use ddp or fsdp"
+        )
+
+
+def check_adapter_fits(spec: FineTuneSpec, config: Any) -> None:
+    hidden = getattr(config, "hidden_size", None)
+    if spec.adapter.type != "none" and hidden and spec.adapter.r > hidden:
+        raise FineTuneError(
+            f"adapter.r {spec.adapter.r} is larger than the model's hidden size "
+            f"{hidden}; a LoRA rank above the smaller side of a matrix adds nothing. "
+            f"Use r <= {hidden} (8 to 64 is usual)"
+        )
+
+
+def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
+    import torch
+
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def peft_config(spec: FineTuneSpec):  # -> peft.LoraConfig | None
+    if spec.adapter.type == "none":
+        return None
+    from peft import LoraConfig
+
+    adapter = spec.adapter
+    targets = (
+        adapter.target_modules if isinstance(adapter.target_modules, str) else list(adapter.target_modules)
+    )
+    return LoraConfig(
+        r=adapter.r,
+        lora_alpha=adapter.alpha or 2 * adapter.r,
+        lora_dropout=adapter.dropout,
+        target_modules=targets,
+        modules_to_save=list(adapter.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+
+
+def quantization_config(spec: FineTuneSpec):  # -> transformers.BitsAndBytesConfig | None
+    quantization = spec.adapter.quantization
+    if quantization is None:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization.quant_type,
+        bnb_4bit_use_double_quant=quantization.double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def training_arguments(
+    job: JobFile, spec: FineTuneSpec, *, strategy: str, cuda: bool, has_validation: bool, world_size: int = 1
+) -> dict[str, Any]:
+    """The Trainer arguments the spec resolves to (the same for SFT, DPO and pretraining)."""
+    t = spec.training
+    args: dict[str, Any] = {
+        "output_dir": str(checkpoints_dir(job)),
+        "num_train_epochs": t.epochs,
+        "max_steps": t.max_steps or -1,
+        "learning_rate": t.learning_rate,
+        "per_device_train_batch_size": t.micro_batch_size,
+        "per_device_eval_batch_size": t.micro_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation,
+        "lr_scheduler_type": t.scheduler,
+        "warmup_steps": t.warmup_ratio,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "optim": OPTIMIZER_NAMES.get(t.optimizer, t.optimizer),
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "logging_steps": 1,
+        "logging_first_step": True,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "save_total_limit": spec.checkpoint.keep,
+        "use_cpu": not cuda,
+        "include_num_input_tokens_seen": "all",
+        "dataloader_num_workers": 0,
+        **precision_flags(t.precision, cuda),
+    }
+    if t.gradient_checkpointing:
+        args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if spec.checkpoint.every_steps:
+        args.update(save_strategy="steps", save_steps=spec.checkpoint.every_steps)
+    else:
+        args["save_strategy"] = "epoch"
+    evaluation = spec.evaluation
+    if has_validation and evaluation.every_steps:
+        args.update(eval_strategy="steps", eval_steps=evaluation.every_steps)
+    elif has_validation and evaluation.early_stopping:
+        args["eval_strategy"] = "epoch"
+    if evaluation.early_stopping:
+        if not has_validation:
+            raise FineTuneError("evaluation.earlyStopping needs a validation split; the datasets have none")
+        stopping = evaluation.early_stopping
+        greater = stopping.greater_is_better
+        if greater is None:
+            greater = "loss" not in stopping.metric
+        args.update(
+            metric_for_best_model=stopping.metric, greater_is_better=greater, load_best_model_at_end=True
+        )
+        if evaluation.every_steps:
+            every = spec.checkpoint.every_steps or evaluation.every_steps
+            if every % evaluation.every_steps:
+                raise FineTuneError(
+                    f"early stopping keeps the best checkpoint, so checkpoint.everySteps ({every}) must "
+                    f"be a multiple of evaluation.everySteps ({evaluation.every_steps})"
+                )
+            args.update(save_strategy="steps", save_steps=every)
+        else:
+            args["save_strategy"] = "epoch"
+    if not cuda and world_size > 1:
+        args["ddp_backend"] = "gloo"
+    ds = deepspeed_config(strategy, pin_memory=cuda)
+    if ds is not None:
+        args["deepspeed"] = ds
+    elif strategy == "fsdp":
+        args.update(fsdp_arguments(spec.adapter.type))
+    return args
+
+
+def run_finetune(job: JobFile) -> Path:
+    """Train, then save the adapter (or weights), tokenizer, configs and model card; return the
+    output folder. Raises FineTuneError (and the loaders' errors) for what a user must fix."""
+    import torch
+
+    from reconciler.runtime import loading
+    from reconciler.runtime.training_data import load_records
+
+    spec = FineTuneSpec.model_validate(job.spec)
+    processes = Processes.from_env()
+    cuda = torch.cuda.is_available()
+    check_hardware(spec, cuda)
+    base_ref = job.base_model or (job.start_from.base_model if job.start_from else None)
+    if base_ref is None:
+        raise FineTuneError("the job file names no base model (baseModel or startFrom)")
+    if not job.datasets:
+        raise FineTuneError("the job file names no prepared datasets")
+
+    if processes.is_main:  # fail in seconds, not after loading the model, when MLflow is away
+        from reconciler.runtime.lineage import ensure_experiment
+
+        ensure_experiment(job)
+    tokenizer = (
+        loading.load_model_tokenizer(job.start_from) if job.start_from else loading.load_tokenizer(base_ref)
+    )
+    model = loading.load_base_model(
+        base_ref,
+        quantization=quantization_config(spec),
+        dtype=torch.bfloat16 if spec.adapter.type == "qlora" else None,
+    )
+    check_adapter_fits(spec, model.config)
+    adapter_config = peft_config(spec)
+    if job.start_from is not None and job.start_from.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, job.start_from.location, is_trainable=True)
+        adapter_config = None  # keep training the adapter we start from
+    elif job.start_from is not None:
+        model = loading.load_model(job.start_from)
+
+    train_records = load_records(job.datasets, "train", spec.method, spec.training.seed)
+    eval_records = load_records(job.datasets, "validation", spec.method, spec.training.seed)
+    if not train_records:
+        raise FineTuneError(
+            f"no training rows for method {spec.method} in {', '.join(d.name for d in job.datasets)}"
+        )
+    device_bytes = torch.cuda.get_device_properties(0).total_memory if cuda else None
+    strategy = resolve_strategy(
+        spec.distributed.strategy,
+        model_config=model.config.to_dict(),
+        adapter=spec.adapter.type,
+        rank=spec.adapter.r,
+        target_modules=spec.adapter.target_modules,
+        sequence_length=spec.training.max_seq_length,
+        micro_batch=spec.training.micro_batch_size,
+        gradient_checkpointing=spec.training.gradient_checkpointing,
+        world_size=processes.world_size,
+        device_bytes=device_bytes,
+    )
+    arguments = training_arguments(
+        job,
+        spec,
+        strategy=strategy,
+        cuda=cuda,
+        has_validation=bool(eval_records),
+        world_size=processes.world_size,
+    )
+    checkpoints = checkpoints_dir(job)
+    if spec.checkpoint.resume == "never" and processes.is_main and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+
+    run = None
+    if processes.is_main:
+        from reconciler.runtime.lineage import open_run
+
+        run = open_run(job, resume=spec.checkpoint.resume == "auto")
+    trainer = _trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records)
+    trainer.accelerator.wait_for_everyone()  # rank 0 may have cleared old checkpoints
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = (
+        get_last_checkpoint(str(checkpoints))
+        if checkpoints.is_dir() and spec.checkpoint.resume == "auto"
+        else None
+    )
+    if run is not None:
+        from reconciler.runtime.finetune_record import TrainingLogger, log_start
+
+        log_start(
+            run,
+            job,
+            spec,
+            strategy=strategy,
+            processes=processes,
+            arguments=arguments,
+            model=trainer.model,
+            train_rows=len(train_records),
+            validation_rows=len(eval_records),
+            resumed_from=last,
+        )
+        trainer.add_callback(TrainingLogger(run))
+    try:
+        result = trainer.train(resume_from_checkpoint=last)
+    except BaseException:
+        if run is not None:
+            run.finish("FAILED")
+        raise
+    final_metrics = {"train_loss": result.training_loss, "global_step": result.global_step}
+    if eval_records:
+        final_metrics.update(trainer.evaluate())
+    staging = staging_dir(job)
+    if processes.is_main and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # every rank: ZeRO-3 gathers the weights collectively
+    trainer.accelerator.wait_for_everyone()
+    if not processes.is_main:
+        return job.output_dir
+    from reconciler.runtime.finetune_record import finish_outputs
+
+    try:
+        finish_outputs(
+            job,
+            spec,
+            run,
+            staging=staging,
+            tokenizer=tokenizer,
+            strategy=strategy,
+            arguments=arguments,
+            metrics=final_metrics,
+        )
+    except BaseException:
+        run.finish("FAILED")
+        raise
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return job.output_dir
+
+
+def _trainer(
+    spec: FineTuneSpec,
+    model: Any,
+    tokenizer: Any,
+    adapter_config: Any,
+    arguments: dict[str, Any],
+    train_records: list[dict[str, Any]],
+    eval_records: list[dict[str, Any]],
+):
+    from datasets import Dataset
+
+    train = Dataset.from_list(train_records)
+    evaluation = Dataset.from_list(eval_records) if eval_records else None
+    callbacks = []
+    stopping = spec.evaluation.early_stopping
+    if stopping is not None:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(stopping.patience, stopping.threshold))
+    t = spec.training
+    if spec.method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        config = DPOConfig(**arguments, beta=t.dpo_beta, max_length=t.max_seq_length)
+        return DPOTrainer(
+            model=model,
+            args=config,
+            train_dataset=train,
+            eval_dataset=evaluation,
+            processing_class=tokenizer,
+            peft_config=adapter_config,
+            callbacks=callbacks,
+        )
+    from trl import SFTConfig, SFTTrainer
+
+    config = SFTConfig(
+        **arguments,
+        max_length=t.max_seq_length,
+        packing=t.packing,
+        completion_only_loss=None if spec.method == "pretrain" else not t.train_on_inputs,
+        dataset_num_proc=None,
+    )
+    return SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        peft_config=adapter_config,
+        callbacks=callbacks,
+    )

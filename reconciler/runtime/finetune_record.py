@@ -1,0 +1,249 @@
+"""What a fine-tune records, on rank 0: parameters and inputs at the start, metrics per step,
+and at the end the output folder (model card, configs), its artifacts and a registered model
+version whose tags carry the lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from reconciler import tracking
+from reconciler.jobfile import JobFile
+from reconciler.runtime.distributed import Processes
+from reconciler.runtime.lineage import JobRun, register_model_version
+from reconciler.specs.finetune import FineTuneSpec
+
+
+def flatten(prefix: str, value: Any, into: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            flatten(f"{prefix}.{key}" if prefix else key, item, into)
+    else:
+        into[prefix] = json.dumps(value) if isinstance(value, list | tuple) else value
+    return into
+
+
+def resolved_spec(spec: FineTuneSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def log_start(
+    run: JobRun,
+    job: JobFile,
+    spec: FineTuneSpec,
+    *,
+    strategy: str,
+    processes: Processes,
+    arguments: dict[str, Any],
+    model: Any,
+    train_rows: int,
+    validation_rows: int,
+    resumed_from: str | None,
+) -> None:
+    """Every resolved hyperparameter as a param, the datasets as inputs. On a resumed run the
+    params are already there (MLflow refuses to change a param), so only the resume is noted."""
+    if resumed_from:
+        run.set_tags({"tuneops.resumed_from": Path(resumed_from).name})
+        return
+    trainable, total = _parameter_counts(model)
+    params = flatten("", resolved_spec(spec), {})
+    params.update(
+        {
+            "resolved.strategy": strategy,
+            "resolved.processes": processes.world_size,
+            "resolved.global_batch_size": spec.training.micro_batch_size
+            * spec.training.gradient_accumulation
+            * processes.world_size,
+            "resolved.bf16": arguments.get("bf16"),
+            "resolved.fp16": arguments.get("fp16"),
+            "resolved.trainable_parameters": trainable,
+            "resolved.total_parameters": total,
+            "resolved.train_rows": train_rows,
+            "resolved.validation_rows": validation_rows,
+        }
+    )
+    run.log_params(params)
+    for dataset in job.datasets:
+        from reconciler.runtime.dataset import read_manifest
+
+        manifest = read_manifest(Path(dataset.location))
+        run.log_dataset(
+            dataset.name,
+            digest=dataset.digest,
+            source=dataset.location,
+            context="training",
+            rows=manifest.rows.get("train", 0),
+            schema_type=dataset.schema_type,
+            columns=manifest.columns,
+            split_digest=manifest.split_digests.get("train"),
+        )
+        if manifest.rows.get("validation"):
+            run.log_dataset(
+                dataset.name,
+                digest=dataset.digest,
+                source=dataset.location,
+                context="validation",
+                rows=manifest.rows["validation"],
+                schema_type=dataset.schema_type,
+                columns=manifest.columns,
+                split_digest=manifest.split_digests.get("validation"),
+            )
+
+
+def _parameter_counts(model: Any) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def peak_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class TrainingLogger(_callback_base()):
+    """Per-step metrics to MLflow: the Trainer's own (loss, learning rate, grad norm, DPO
+    rewards) plus tokens per second and peak memory, which it does not report per step."""
+
+    def __init__(self, run: JobRun):
+        self.run = run
+        self._last_time: float | None = None
+        self._last_tokens = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self._last_time = time.perf_counter()
+        self._last_tokens = state.num_input_tokens_seen or 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        metrics = {
+            key: float(value)
+            for key, value in (logs or {}).items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        }
+        now = time.perf_counter()
+        tokens = state.num_input_tokens_seen or 0
+        if self._last_time is not None and now > self._last_time and tokens > self._last_tokens:
+            metrics["tokens_per_second"] = (tokens - self._last_tokens) / (now - self._last_time)
+        self._last_time, self._last_tokens = now, tokens
+        metrics["peak_memory_mb"] = peak_memory_mb()
+        self.run.log_metrics(metrics, step=state.global_step)
+
+
+def model_card(job: JobFile, spec: FineTuneSpec, metrics: dict[str, Any], strategy: str) -> str:
+    base = job.base_model or (job.start_from.base_model if job.start_from else None)
+    revision = (base.revision if base else None) or "unpinned"
+    lines = [
+        f"# {job.name}",
+        "",
+        f"Fine-tuned by tuneops ({spec.method}, adapter {spec.adapter.type}, strategy {strategy}).",
+        "",
+        "## Lineage",
+        "",
+        f"- Base model: `{base.source if base else '?'}` at revision `{revision}`",
+    ]
+    if job.start_from:
+        lines.append(
+            f"- Started from: fine-tune `{job.start_from.fine_tune}` version "
+            f"`{job.start_from.version or '?'}`"
+        )
+    for dataset in job.datasets:
+        lines.append(f"- Dataset `{dataset.name}` (weight {dataset.weight:g}): digest `{dataset.digest}`")
+    lines += [
+        f"- Git: `{job.git.repo or '?'}` at commit `{job.git.commit or '?'}`"
+        f"{' (uncommitted changes)' if job.git.dirty else ''}",
+        f"- Spec: `{job.spec_path or '?'}`, fingerprint `{job.fingerprint}`",
+        "",
+        "## Hyperparameters",
+        "",
+        "```json",
+        json.dumps(resolved_spec(spec), indent=2, sort_keys=True),
+        "```",
+        "",
+        "## Final metrics",
+        "",
+        "| Metric | Value |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {key} | {value:.6g} |" if isinstance(value, float) else f"| {key} | {value} |"
+        for key, value in sorted(metrics.items())
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def finish_outputs(
+    job: JobFile,
+    spec: FineTuneSpec,
+    run: JobRun,
+    *,
+    staging: Path,
+    tokenizer: Any,
+    strategy: str,
+    arguments: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Complete the staging folder, rename it into place, upload it and register the version."""
+    from reconciler.runtime.distributed import deepspeed_config
+
+    tokenizer.save_pretrained(str(staging))
+    resolved = {
+        "fineTune": job.name,
+        "fingerprint": job.fingerprint,
+        "spec": resolved_spec(spec),
+        "strategy": strategy,
+        "trainingArguments": {k: v for k, v in arguments.items() if k not in ("output_dir", "deepspeed")},
+    }
+    (staging / "tuneops_config.json").write_text(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+    ds = deepspeed_config(strategy, pin_memory=False)
+    if ds is not None:
+        (staging / "deepspeed_config.json").write_text(json.dumps(arguments["deepspeed"], indent=2))
+    (staging / "training_results.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    (staging / "README.md").write_text(model_card(job, spec, metrics, strategy))
+    output = job.output_dir
+    if output.exists():  # an earlier attempt finished here but did not register: redo cleanly
+        import shutil
+
+        shutil.rmtree(output)
+    os.replace(staging, output)
+
+    run.log_metrics(
+        {f"final_{key}": value for key, value in metrics.items() if isinstance(value, int | float)},
+        step=int(metrics.get("global_step", 0)),
+    )
+    run.log_artifacts(output, "model")
+    base = job.base_model or (job.start_from.base_model if job.start_from else None)
+    tags = {
+        tracking.TAG_FINGERPRINT: job.fingerprint,
+        tracking.TAG_NAME: job.name,
+        tracking.TAG_GIT_REPO: job.git.repo or "",
+        tracking.TAG_GIT_COMMIT: job.git.commit or "",
+        tracking.TAG_BASE_SOURCE: base.source if base else "",
+        tracking.TAG_BASE_REVISION: (base.revision if base else None) or "",
+        tracking.TAG_OUTPUT: str(output),
+        "tuneops.adapter": str(spec.adapter.type != "none").lower(),
+    }
+    tags.update({tracking.dataset_digest_tag(d.name): d.digest for d in job.datasets})
+    name = spec.registration.model or job.name
+    version = register_model_version(
+        run,
+        name,
+        f"{run.artifact_uri}/model",
+        {k: v for k, v in tags.items() if v},
+        description=f"{job.name} at {job.git.commit or 'an uncommitted tree'}",
+    )
+    run.set_tags({tracking.TAG_REGISTERED_VERSION: f"{name}/{version}"})
+    run.finish()
+    return output

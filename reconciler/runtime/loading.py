@@ -1,0 +1,155 @@
+"""Loading base models, tokenizers and trained adapters from the locations a job file names.
+
+`file://` paths are read directly; `hf://` goes through the Hugging Face cache at the pinned
+revision (offline when HF_HUB_OFFLINE is set); `s3://` is copied to a local cache first.
+Every failure a user can cause (a missing folder, a folder without weights) is a
+`ModelLoadError` whose message says which model and what is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reconciler.jobfile import BaseModelRef, ModelVersionRef
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] "
+    "+ '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded for a reason the user can fix."""
+
+
+def model_directory(ref: BaseModelRef) -> str:
+    """A local folder (file://, s3:// after download) or a Hub id for `from_pretrained`."""
+    scheme, _, location = ref.source.partition("://")
+    if scheme == "file":
+        path = Path(location)
+        if not path.is_dir():
+            raise ModelLoadError(f"base model '{ref.name}': {path} is not a directory")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"base model '{ref.name}': {path} has no config.json")
+        if not any((path / name).is_file() for name in WEIGHT_FILES):
+            raise ModelLoadError(f"base model '{ref.name}': {path} has no weights "
+                                 f"(expected one of {', '.join(WEIGHT_FILES)})")
+        return str(path)
+    if scheme == "hf":
+        return location
+    if scheme == "s3":
+        return _download_s3(ref)
+    raise ModelLoadError(f"base model '{ref.name}': unsupported source {ref.source}")
+
+
+def _download_s3(ref: BaseModelRef) -> str:
+    try:
+        import fsspec
+        import s3fs  # noqa: F401 - fsspec's s3 implementation
+    except ImportError:
+        raise ModelLoadError(f"base model '{ref.name}': reading {ref.source} needs s3fs "
+                             "(pip install s3fs)") from None
+    import os
+    import tempfile
+
+    cache = Path(os.environ.get("TUNEOPS_MODEL_CACHE", Path(tempfile.gettempdir()) / "tuneops-models"))
+    target = cache / ref.source.removeprefix("s3://").replace("/", "__")
+    if not (target / "config.json").is_file():
+        fsspec.filesystem("s3").get(ref.source.rstrip("/") + "/", str(target), recursive=True)
+    return str(target)
+
+
+def _revision(ref: BaseModelRef) -> dict[str, Any]:
+    return {"revision": ref.revision} if ref.revision and ref.source.startswith("hf://") else {}
+
+
+def load_tokenizer(ref: BaseModelRef):  # -> PreTrainedTokenizerBase
+    """The base model's tokenizer with the spec's chat template applied and a pad token set."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_directory(ref), trust_remote_code=ref.trust_remote_code,
+                                              **_revision(ref))
+    template = chat_template_text(ref, tokenizer)
+    if template is not None:
+        tokenizer.chat_template = template
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def chat_template_text(ref: BaseModelRef, tokenizer: Any) -> str | None:
+    from reconciler.runtime.tiny_model import CHATML_TEMPLATE
+
+    if ref.chat_template == "tokenizer":
+        if not tokenizer.chat_template:
+            return CHATML_TEMPLATE  # a base model without one: ChatML is the common default
+        return None
+    if ref.chat_template == "chatml":
+        return CHATML_TEMPLATE
+    if ref.chat_template == "llama3":
+        return LLAMA3_TEMPLATE
+    path = Path(ref.chat_template.removeprefix("file://"))
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ModelLoadError(f"base model '{ref.name}': cannot read chat template {path} "
+                             f"({error.strerror})") from None
+
+
+def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any = None,
+                    device_map: Any = None):  # -> PreTrainedModel
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"trust_remote_code": ref.trust_remote_code, **_revision(ref)}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    directory = model_directory(ref)
+    try:
+        return AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    except OSError as error:
+        raise ModelLoadError(f"base model '{ref.name}' ({ref.source}): {_first_line(error)}") from None
+
+
+def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None):
+    """A base model alone, or a trained model: base plus adapter, or full weights."""
+    if isinstance(ref, BaseModelRef):
+        return load_base_model(ref, dtype=dtype)
+    location = Path(ref.location)
+    if not location.is_dir():
+        raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': {location} is not a directory")
+    if not ref.adapter:
+        full = BaseModelRef(name=ref.fine_tune, source=f"file://{location}",
+                            trust_remote_code=ref.base_model.trust_remote_code)
+        return load_base_model(full, dtype=dtype)
+    if not (location / "adapter_config.json").is_file():
+        raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': {location} has no adapter_config.json")
+    from peft import PeftModel
+
+    base = load_base_model(ref.base_model, dtype=dtype)
+    return PeftModel.from_pretrained(base, str(location))
+
+
+def load_model_tokenizer(ref: ModelVersionRef | BaseModelRef):
+    """A trained model's own tokenizer (saved with it, chat template included) when it has one."""
+    if isinstance(ref, ModelVersionRef) and (Path(ref.location) / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(ref.location)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer
+    return load_tokenizer(ref.base_model if isinstance(ref, ModelVersionRef) else ref)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

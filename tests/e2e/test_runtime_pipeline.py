@@ -1,0 +1,223 @@
+"""The runtime end to end against a real MLflow server: prepare, fine-tune, evaluate, and walk
+the lineage back from a model version with MlflowClient alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_support import (
+    FRUIT_DATA,
+    base_model,
+    dataset_job,
+    evaluation_job,
+    finetune_job,
+    needs_training,
+    prepared,
+    run_job,
+    trained_model,
+    write_job,
+)
+
+pytestmark = [pytest.mark.slow, needs_training]
+
+SCORING = {
+    "metrics": ["perplexity", "exact_match"],
+    "generation": {"maxNewTokens": 8},
+    "dataset": {"name": "fruit-colors", "split": "test"},
+}
+LORA = {
+    "adapter": {"type": "lora", "r": 8},
+    "training": {
+        "epochs": 3.0,
+        "learningRate": 1e-2,
+        "microBatchSize": 8,
+        "maxSeqLength": 64,
+        "precision": "fp32",
+    },
+}
+
+
+def _ok(result) -> None:  # noqa: ANN001
+    assert result.exit_code == 0, result.output[-4000:]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, mlflow_server):  # noqa: ANN001
+    """One prepared dataset, one LoRA fine-tune, and evaluations of the base and the fine-tune."""
+    root = tmp_path_factory.mktemp("pipeline")
+    store, jobs, uri = root / "store", root / "jobs", mlflow_server.uri
+    data_job = dataset_job(
+        store,
+        uri,
+        "fruit-colors",
+        FRUIT_DATA,
+        {"schema": {"type": "instruction"}, "split": {"train": 0.8, "validation": 0.1, "test": 0.1}},
+    )
+    _ok(run_job("dataset", write_job(data_job, jobs)))
+    data = prepared(data_job)
+    tune = finetune_job(store, uri, "fruit-sft", base_model(tiny_model), [data], LORA)
+    _ok(run_job("finetune", write_job(tune, jobs)))
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    version = client.search_model_versions("name='fruit-sft'")[0]
+    scores = {}
+    for label, model in (("base", base_model(tiny_model)), ("tuned", trained_model(tune, version.version))):
+        spec = dict(SCORING, gates=[{"metric": "exact_match", "min": 0.5}])
+        job = evaluation_job(store, uri, f"fruit-{label}-quality", model, data, spec)
+        _ok(run_job("evaluate", write_job(job, jobs)))
+        scores[label] = json.loads((job.output_dir / "results.json").read_text())
+    return {
+        "client": client,
+        "data_job": data_job,
+        "tune": tune,
+        "version": version,
+        "scores": scores,
+        "store": store,
+        "jobs": jobs,
+        "uri": uri,
+        "data": data,
+    }
+
+
+def test_fine_tune_makes_the_model_measurably_better(pipeline) -> None:  # noqa: ANN001
+    base, tuned = pipeline["scores"]["base"]["metrics"], pipeline["scores"]["tuned"]["metrics"]
+    assert tuned["perplexity"] <= base["perplexity"] / 2, (base, tuned)
+    assert tuned["exact_match"] > base["exact_match"], (base, tuned)
+
+
+def test_fine_tune_output_is_complete(pipeline) -> None:  # noqa: ANN001
+    output = pipeline["tune"].output_dir
+    for name in (
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "tuneops_config.json",
+        "README.md",
+        "training_results.json",
+    ):
+        assert (output / name).is_file(), name
+    card = (output / "README.md").read_text()
+    assert pipeline["data"].digest in card and pipeline["tune"].git.commit in card
+    assert not list(output.parent.glob(".*staging*")), "the staging folder was left behind"
+    assert not output.with_name(output.name + ".checkpoints").exists(), "checkpoints were not cleaned up"
+
+
+def test_lineage_walk_from_a_model_version_with_mlflow_client_only(pipeline) -> None:  # noqa: ANN001
+    client = pipeline["client"]
+    version = client.get_model_version("fruit-sft", pipeline["version"].version)
+    tune, data = pipeline["tune"], pipeline["data"]
+    # The version names the commit, the base model and the dataset digests...
+    assert version.tags["tuneops.git.commit"] == tune.git.commit
+    assert version.tags["tuneops.base_model.source"] == tune.base_model.source
+    assert "tuneops.base_model.revision" not in version.tags  # unpinned local model: nothing to claim
+    assert version.tags["tuneops.dataset.fruit-colors.digest"] == data.digest
+    # ...and its run holds every hyperparameter, the datasets as inputs and the artifacts.
+    run = client.get_run(version.run_id)
+    assert run.data.tags["tuneops.fingerprint"] == tune.fingerprint
+    assert run.data.params["training.learningRate"] == "0.01"
+    assert run.data.params["adapter.r"] == "8"
+    inputs = {
+        (
+            i.dataset.name,
+            next(t.value for t in i.tags if t.key == "mlflow.data.context"),
+            next(t.value for t in i.tags if t.key == "tuneops.digest"),
+        )
+        for i in run.inputs.dataset_inputs
+    }
+    assert ("fruit-colors", "training", data.digest) in inputs
+    assert ("fruit-colors", "validation", data.digest) in inputs
+    assert {"loss", "learning_rate", "grad_norm", "tokens_per_second", "peak_memory_mb"} <= set(
+        run.data.metrics
+    )
+    assert len(client.get_metric_history(run.info.run_id, "loss")) > 10  # per step, not once
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/adapter_model.safetensors" in artifacts
+    # The dataset run is found from the digest, and says where the data came from.
+    experiment = run.info.experiment_id
+    found = client.search_runs([experiment], f"tags.`tuneops.dataset.digest` = '{data.digest}'")
+    assert [r.data.tags["tuneops.kind"] for r in found] == ["Dataset"]
+    assert found[0].data.params["source"].endswith("fruit-colors.jsonl")
+    assert found[0].data.tags["tuneops.git.commit"] == tune.git.commit
+    # The evaluation that scored this version tagged it with its verdict.
+    assert version.tags["tuneops.gate.fruit-tuned-quality"] in ("passed", "failed")
+    evaluations = client.search_runs(
+        [experiment], f"tags.`tuneops.model.version` = 'fruit-sft/{version.version}'"
+    )
+    assert [r.data.tags["tuneops.name"] for r in evaluations] == ["fruit-tuned-quality"]
+    assert "exact_match" in evaluations[0].data.metrics
+
+
+def test_a_failed_gate_is_a_recorded_result_not_a_crash(pipeline, tiny_model: Path) -> None:  # noqa: ANN001
+    model = trained_model(pipeline["tune"], pipeline["version"].version)
+    job = evaluation_job(
+        pipeline["store"],
+        pipeline["uri"],
+        "fruit-impossible",
+        model,
+        pipeline["data"],
+        dict(SCORING, metrics=["perplexity"], gates=[{"metric": "perplexity", "max": 1.0}]),
+    )
+    result = run_job("evaluate", write_job(job, pipeline["jobs"]))
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "evaluation fruit-impossible: failed" in result.stdout
+    results = json.loads((job.output_dir / "results.json").read_text())
+    assert results["verdict"] == "failed"
+    assert results["gates"][0]["description"].startswith("gate perplexity ")
+    assert "FAIL gate perplexity" in (job.output_dir / "report.md").read_text()
+    version = pipeline["client"].get_model_version("fruit-sft", pipeline["version"].version)
+    assert version.tags["tuneops.gate.fruit-impossible"] == "failed"
+
+
+def test_dpo_runs_and_logs_reward_margins(pipeline, tiny_model: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    rows = [
+        {"prompt": template.format(fruit), "chosen": color, "rejected": wrong}
+        for template in ("What color is a {}?", "Name the color of a {}.", "Color of a {}?")
+        for fruit, color, wrong in [
+            ("banana", "yellow", "blue"),
+            ("cherry", "red", "green"),
+            ("lime", "green", "purple"),
+            ("plum", "purple", "yellow"),
+            ("orange", "orange", "black"),
+            ("blueberry", "blue", "red"),
+        ]
+    ]
+    data_file = tmp_path / "preferences.jsonl"
+    data_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    prefs = dataset_job(
+        pipeline["store"],
+        pipeline["uri"],
+        "fruit-preferences",
+        data_file,
+        {"schema": {"type": "preference"}, "split": {"train": 1.0, "validation": 0.0, "test": 0.0}},
+    )
+    _ok(run_job("dataset", write_job(prefs, pipeline["jobs"])))
+    job = finetune_job(
+        pipeline["store"],
+        pipeline["uri"],
+        "fruit-dpo",
+        base_model(tiny_model),
+        [prepared(prefs)],
+        {
+            "method": "dpo",
+            "adapter": {"r": 4},
+            "training": {
+                "maxSteps": 4,
+                "learningRate": 5e-3,
+                "microBatchSize": 4,
+                "maxSeqLength": 64,
+                "precision": "fp32",
+                "dpoBeta": 0.1,
+            },
+        },
+    )
+    _ok(run_job("finetune", write_job(job, pipeline["jobs"])))
+    client = pipeline["client"]
+    run = client.get_run(client.search_model_versions("name='fruit-dpo'")[0].run_id)
+    margins = client.get_metric_history(run.info.run_id, "rewards/margins")
+    assert len(margins) >= 4
+    assert run.data.params["method"] == "dpo" and run.data.params["training.dpoBeta"] == "0.1"

@@ -1,0 +1,154 @@
+"""Training behaviour that users rely on: the same seed gives the same loss, a killed job resumes
+from its checkpoint in the same MLflow run, and DeepSpeed ZeRO runs under torchrun on CPU.
+
+These use MLflow's default local SQLite URI (no server), the embedded default."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_support import (
+    FRUIT_DATA,
+    base_model,
+    dataset_job,
+    finetune_job,
+    free_port,
+    needs_training,
+    prepared,
+    run_job,
+    write_job,
+)
+
+pytestmark = [pytest.mark.slow, needs_training]
+
+SHORT = {
+    "adapter": {"r": 4},
+    "training": {
+        "maxSteps": 6,
+        "learningRate": 1e-2,
+        "microBatchSize": 4,
+        "maxSeqLength": 64,
+        "precision": "fp32",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def prepared_fruit(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("training")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    job = dataset_job(root / "store", uri, "fruit-colors", FRUIT_DATA, {"schema": {"type": "instruction"}})
+    result = run_job("dataset", write_job(job, root / "jobs"))
+    assert result.exit_code == 0, result.output[-3000:]
+    return root, uri, prepared(job)
+
+
+def _results(job) -> dict:  # noqa: ANN001
+    return json.loads((job.output_dir / "training_results.json").read_text())
+
+
+def _runs(uri: str, fingerprint: str) -> list:
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("tuneops-tests")
+    return client.search_runs([experiment.experiment_id], f"tags.`tuneops.fingerprint` = '{fingerprint}'")
+
+
+def test_same_seed_gives_the_same_final_loss(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+    root, uri, data = prepared_fruit
+    losses = []
+    for attempt in ("a", "b"):
+        job = finetune_job(root / f"store-{attempt}", uri, "seeded", base_model(tiny_model), [data], SHORT)
+        result = run_job("finetune", write_job(job, root / f"jobs-{attempt}"))
+        assert result.exit_code == 0, result.output[-3000:]
+        losses.append(_results(job)["train_loss"])
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    assert (root / "artifacts").is_dir(), "artifacts belong beside the SQLite database, not in ./mlruns"
+    other_seed = dict(SHORT, training=dict(SHORT["training"], seed=7))
+    job = finetune_job(root / "store-c", uri, "seeded", base_model(tiny_model), [data], other_seed)
+    assert run_job("finetune", write_job(job, root / "jobs-c")).exit_code == 0
+    assert _results(job)["train_loss"] != pytest.approx(losses[0], abs=1e-6)  # the seed matters
+
+
+def test_a_killed_job_resumes_from_its_checkpoint_in_the_same_run(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+    root, uri, data = prepared_fruit
+    spec = {
+        "adapter": {"r": 4},
+        "checkpoint": {"everySteps": 4, "keep": 2},
+        "training": {
+            "maxSteps": 24,
+            "learningRate": 1e-2,
+            "microBatchSize": 4,
+            "maxSeqLength": 64,
+            "precision": "fp32",
+        },
+    }
+    job = finetune_job(root / "store-resume", uri, "resumable", base_model(tiny_model), [data], spec)
+    job_file = write_job(job, root / "jobs-resume")
+    checkpoints = job.output_dir.with_name(job.output_dir.name + ".checkpoints")
+    env = {**os.environ, "NO_COLOR": "1", "TUNEOPS_MLFLOW_RETRY_DELAYS": "0.2"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "run", "finetune", "--job", str(job_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while not (checkpoints / "checkpoint-8").is_dir():
+        assert first.poll() is None, "the job ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    time.sleep(0.5)  # let the checkpoint finish writing; a half-written one is skipped on resume anyway
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not job.output_dir.exists()
+
+    result = run_job("finetune", job_file)
+    assert result.exit_code == 0, result.output[-3000:]
+    assert _results(job)["global_step"] == 24
+    runs = _runs(uri, job.fingerprint)
+    assert len(runs) == 1, "the restarted job started a second MLflow run"
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["tuneops.resumed_from"] in ("checkpoint-8", "checkpoint-12")
+    import mlflow
+
+    steps = {m.step for m in mlflow.MlflowClient(uri).get_metric_history(run.info.run_id, "loss")}
+    assert {1, 24} <= steps  # both attempts logged into the one run
+
+
+@pytest.mark.parametrize("strategy", ["zero2", "zero3"])
+def test_deepspeed_under_torchrun_with_two_cpu_processes(
+    prepared_fruit,
+    tiny_model: Path,  # noqa: ANN001
+    strategy: str,
+) -> None:
+    root, uri, data = prepared_fruit
+    spec = dict(SHORT, distributed={"strategy": strategy})
+    job = finetune_job(
+        root / f"store-{strategy}", uri, f"ds-{strategy}", base_model(tiny_model), [data], spec
+    )
+    result = run_job(
+        "finetune",
+        write_job(job, root / f"jobs-{strategy}"),
+        processes=2,
+        env={"MASTER_PORT": str(free_port())},
+    )
+    assert result.exit_code == 0, result.output[-5000:]
+    assert (job.output_dir / "adapter_model.safetensors").is_file()
+    config = json.loads((job.output_dir / "deepspeed_config.json").read_text())
+    assert config["zero_optimization"]["stage"] == (2 if strategy == "zero2" else 3)
+    assert config["train_micro_batch_size_per_gpu"] == "auto"
+    runs = _runs(uri, job.fingerprint)
+    assert len(runs) == 1  # only rank 0 talks to MLflow
+    assert runs[0].data.params["resolved.processes"] == "2"
+    assert runs[0].data.params["resolved.strategy"] == strategy
