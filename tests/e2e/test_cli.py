@@ -182,7 +182,8 @@ def test_examples_point_editors_at_the_schemas():
 
 
 @pytest.mark.parametrize("args", [["--help"], ["validate", "specs-example"], ["schema", "--check"],
-                                  ["graph", "specs-example"]])
+                                  ["graph", "specs-example"], ["run", "--help"],
+                                  ["run", "dataset", "--job", "no-such-job.json"]])
 def test_control_plane_commands_do_not_import_heavy_libraries(args: list[str]):
     probe = (
         "import sys\n"

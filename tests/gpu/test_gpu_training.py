@@ -1,0 +1,56 @@
+"""GPU-only paths: QLoRA (bitsandbytes 4-bit), bf16 training. Skipped without CUDA; run them
+where the device tool lends a GPU, and record what they measured in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.runtime_support import (
+    FRUIT_DATA,
+    base_model,
+    dataset_job,
+    finetune_job,
+    needs_training,
+    prepared,
+    run_job,
+    write_job,
+)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+pytestmark = [pytest.mark.gpu, pytest.mark.slow, needs_training,
+              pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU; none on this machine")]
+
+
+@pytest.fixture(scope="module")
+def fruit(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("gpu")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    job = dataset_job(root / "store", uri, "fruit-colors", FRUIT_DATA, {"schema": {"type": "instruction"}})
+    assert run_job("dataset", write_job(job, root / "jobs")).exit_code == 0
+    return root, uri, prepared(job)
+
+
+@pytest.mark.parametrize("adapter", [{"type": "qlora", "r": 8}, {"type": "lora", "r": 8}])
+def test_bf16_training_on_the_gpu(fruit, tiny_model: Path, adapter: dict) -> None:  # noqa: ANN001
+    if adapter["type"] == "qlora":
+        pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
+    root, uri, data = fruit
+    spec = {"adapter": adapter, "training": {"maxSteps": 20, "learningRate": 1e-2, "microBatchSize": 8,
+                                             "maxSeqLength": 64, "precision": "bf16"}}
+    job = finetune_job(root / "store", uri, f"gpu-{adapter['type']}", base_model(tiny_model), [data], spec)
+    result = run_job("finetune", write_job(job, root / "jobs"))
+    assert result.exit_code == 0, result.output[-4000:]
+    config = json.loads((job.output_dir / "tuneops_config.json").read_text())
+    assert config["trainingArguments"]["bf16"] is True
+    assert (job.output_dir / "adapter_model.safetensors").is_file()
