@@ -9,6 +9,7 @@ MLflow run.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,26 @@ def checkpoints_dir(job: JobFile) -> Path:
 
 def staging_dir(job: JobFile) -> Path:
     return job.output_dir.with_name(f".{job.output_dir.name}.staging")
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was written to the end. The Trainer writes trainer_state.json
+    last and renames nothing, so a job killed mid-save leaves a folder without it, which
+    `transformers.trainer_utils.get_last_checkpoint` would pick and then fail to load."""
+    if not folder.is_dir():
+        return None
+    steps = []
+    for candidate in folder.glob("checkpoint-*"):
+        suffix = candidate.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and candidate.is_dir():
+            steps.append((int(suffix), candidate))
+    for _, candidate in sorted(steps, reverse=True):
+        try:
+            json.loads((candidate / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return str(candidate)
+    return None
 
 
 def check_hardware(spec: FineTuneSpec, cuda: bool) -> None:
@@ -246,20 +267,14 @@ def run_finetune(job: JobFile) -> Path:
     if spec.checkpoint.resume == "never" and processes.is_main and checkpoints.exists():
         shutil.rmtree(checkpoints)
 
+    trainer = _trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records)
+    trainer.accelerator.wait_for_everyone()  # rank 0 may have cleared old checkpoints
     run = None
-    if processes.is_main:
+    if processes.is_main:  # opened only now, so a refused setup never leaves a run behind
         from reconciler.runtime.lineage import open_run
 
         run = open_run(job, resume=spec.checkpoint.resume == "auto")
-    trainer = _trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records)
-    trainer.accelerator.wait_for_everyone()  # rank 0 may have cleared old checkpoints
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = (
-        get_last_checkpoint(str(checkpoints))
-        if checkpoints.is_dir() and spec.checkpoint.resume == "auto"
-        else None
-    )
+    last = last_complete_checkpoint(checkpoints) if spec.checkpoint.resume == "auto" else None
     if run is not None:
         from reconciler.runtime.finetune_record import TrainingLogger, log_start
 

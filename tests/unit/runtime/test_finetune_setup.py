@@ -1,0 +1,66 @@
+"""Fine-tune setup that needs no training: checkpoint choice, trainer arguments, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.jobfile import JobFile, MlflowTarget
+from reconciler.runtime.finetune import FineTuneError, last_complete_checkpoint, training_arguments
+from reconciler.specs.finetune import FineTuneSpec
+
+
+def _checkpoint(folder: Path, step: int, complete: bool) -> None:
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "adapter_model.safetensors").write_bytes(b"weights")
+    if complete:
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+
+def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path: Path) -> None:
+    _checkpoint(tmp_path, 8, complete=True)
+    _checkpoint(tmp_path, 12, complete=False)  # killed while saving
+    _checkpoint(tmp_path, 4, complete=True)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+    (tmp_path / "checkpoint-16").mkdir()
+    (tmp_path / "checkpoint-16" / "trainer_state.json").write_text('{"global_step": 1')  # torn write
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-8")
+    assert last_complete_checkpoint(tmp_path / "absent") is None
+
+
+def _job(spec: dict) -> tuple[JobFile, FineTuneSpec]:
+    full = {"baseModel": "tiny", "datasets": [{"name": "d"}], **spec}
+    job = JobFile(kind="FineTune", name="ft", fingerprint="a" * 64, spec=full, storage_root="/store",
+                  mlflow=MlflowTarget(tracking_uri="sqlite:///x.db"))
+    return job, FineTuneSpec.model_validate(full)
+
+
+def test_the_spec_becomes_trainer_arguments() -> None:
+    job, spec = _job({"training": {"learningRate": 1e-4, "microBatchSize": 2, "gradientAccumulation": 8,
+                                   "warmupRatio": 0.05, "optimizer": "adamw_8bit", "precision": "fp32"},
+                      "checkpoint": {"everySteps": 50, "keep": 3}})
+    args = training_arguments(job, spec, strategy="zero3", cuda=False, has_validation=True, world_size=2)
+    assert args["learning_rate"] == 1e-4 and args["per_device_train_batch_size"] == 2
+    assert args["gradient_accumulation_steps"] == 8 and args["warmup_steps"] == 0.05
+    assert args["optim"] == "adamw_bnb_8bit"
+    assert (args["save_strategy"], args["save_steps"], args["save_total_limit"]) == ("steps", 50, 3)
+    assert args["deepspeed"]["zero_optimization"]["stage"] == 3
+    assert args["ddp_backend"] == "gloo" and args["use_cpu"] is True
+    assert args["output_dir"] == "/store/finetunes/ft/aaaaaaaaaaaaaaaa.checkpoints"
+
+
+def test_early_stopping_keeps_checkpoints_and_evaluations_aligned() -> None:
+    job, spec = _job({"evaluation": {"everySteps": 20, "earlyStopping": {"metric": "eval_loss"}},
+                      "checkpoint": {"everySteps": 30}})
+    with pytest.raises(FineTuneError, match=r"checkpoint.everySteps \(30\) must be a multiple of "
+                                            r"evaluation.everySteps \(20\)"):
+        training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=True)
+    job, spec = _job({"evaluation": {"everySteps": 20, "earlyStopping": {"metric": "eval_accuracy"}}})
+    args = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=True)
+    assert args["greater_is_better"] is True and args["load_best_model_at_end"] is True
+    assert (args["eval_steps"], args["save_steps"]) == (20, 20)
+    with pytest.raises(FineTuneError, match="needs a validation split"):
+        training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
