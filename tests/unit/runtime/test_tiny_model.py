@@ -43,3 +43,20 @@ def test_the_model_loads_through_the_file_source_path(tmp_path: Path) -> None:
                                            add_generation_prompt=True)
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tokenizer.eos_token == "<|im_end|>"
+
+
+QUICKSTART = Path(__file__).resolve().parents[3] / "specs-example" / "quickstart"
+
+
+@pytest.mark.slow
+def test_the_quickstart_model_is_what_the_builder_makes(tmp_path: Path) -> None:
+    """specs-example/quickstart/models/tiny-llama is committed so the quickstart runs offline;
+    rebuild it with the command in docs/runtime.md when the builder changes."""
+    from reconciler.runtime.tiny_model import build, corpus_from_jsonl
+
+    committed = QUICKSTART / "models" / "tiny-llama"
+    corpus = corpus_from_jsonl(QUICKSTART / "data" / "fruit-colors.jsonl")
+    rebuilt = build(tmp_path / "tiny-llama", corpus=corpus)
+    assert sorted(p.name for p in committed.iterdir()) == sorted(p.name for p in rebuilt.iterdir())
+    for path in rebuilt.iterdir():
+        assert (committed / path.name).read_bytes() == path.read_bytes(), path.name
