@@ -155,3 +155,28 @@ def test_deepspeed_under_torchrun_with_two_cpu_processes(
     assert len(runs) == 1  # only rank 0 talks to MLflow
     assert runs[0].data.params["resolved.processes"] == "2"
     assert runs[0].data.params["resolved.strategy"] == strategy
+
+
+def test_two_nodes_of_one_process_each_train_as_one_job(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+    """Multi-node as the Kubernetes launchers run it: one torchrun per node, node ranks 0 and 1,
+    rendezvous at node 0. Here both "nodes" are processes on this machine."""
+    root, uri, data = prepared_fruit
+    spec = dict(SHORT, distributed={"strategy": "ddp"})
+    job = finetune_job(root / "store-nodes", uri, "two-nodes", base_model(tiny_model), [data], spec)
+    job_file = write_job(job, root / "jobs-nodes")
+    port = str(free_port())
+    env = {**os.environ, "NO_COLOR": "1", "DS_ACCELERATOR": "cpu", "TUNEOPS_MLFLOW_RETRY_DELAYS": "0.2"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank),
+             "--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", port,
+             "-m", "reconciler", "run", "finetune", "--job", str(job_file)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=600)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert (job.output_dir / "adapter_model.safetensors").is_file()
+    runs = _runs(uri, job.fingerprint)
+    assert len(runs) == 1  # only global rank 0 talks to MLflow
+    assert runs[0].data.params["resolved.processes"] == "2"
