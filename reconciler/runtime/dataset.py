@@ -13,14 +13,12 @@ File I/O only: logging to MLflow is the caller's business.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -28,6 +26,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from reconciler.jobfile import JobFile
+from reconciler.runtime.readers import (  # DatasetError is part of this module's API
+    READERS,
+    DatasetError,
+    Located,
+    Row,
+    kind_of,
+    local_file,
+    read_hf,
+    sha256_file,
+)
 from reconciler.specs.dataset import DEFAULT_COLUMNS, FORMAT_BY_EXTENSION, DatasetSpec
 
 SPLITS = ("train", "validation", "test")
@@ -37,12 +45,6 @@ ROLES: dict[str, tuple[str, ...]] = {
 }
 OPTIONAL_ROLES = frozenset({"input"})
 DROP_RULES = ("empty", "duplicate", "too_short", "too_long")
-Row = dict[str, Any]
-Located = Iterator[tuple[str, Row]]  # (where the row is, for messages; the raw record)
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be prepared for a reason the user can fix; one line naming the file."""
 
 
 class Manifest(BaseModel):
@@ -128,11 +130,11 @@ def _prepare(job: JobFile) -> Manifest:
         if spec.sha256:
             raise DatasetError("sha256 pins a file's bytes and cannot check hf:// sources; "
                                "pin the Hub commit with revision instead")
-        splits, dropped, count = _clean_and_split(_read_hf(location, spec, uri), spec)
+        splits, dropped, count = _clean_and_split(read_hf(location, spec, uri), spec)
         where, source_sha256 = uri, None
     elif scheme in ("file", "s3"):
-        with _local_file(scheme, location) as (path, where):
-            source_sha256 = _sha256_file(path)
+        with local_file(scheme, location) as (path, where):
+            source_sha256 = sha256_file(path)
             if spec.sha256 and spec.sha256 != source_sha256:
                 raise DatasetError(f"{where} has sha256 {source_sha256}, but spec.sha256 pins "
                                    f"{spec.sha256}; update the pin if the data changed on purpose")
@@ -168,128 +170,6 @@ def _prepare(job: JobFile) -> Manifest:
     return manifest
 
 
-@contextmanager
-def _local_file(scheme: str, location: str) -> Iterator[tuple[Path, str]]:
-    """The source as a local file, and how messages name it (the path, or the s3:// URI)."""
-    if scheme == "file":
-        path = Path(location).absolute()
-        if not path.exists():
-            raise DatasetError(f"{path} does not exist")
-        if not path.is_file():
-            raise DatasetError(f"{path} is not a file")
-        yield path, str(path)
-        return
-    uri = f"s3://{location}"
-    try:
-        import fsspec
-        import s3fs  # noqa: F401 - fsspec's s3 implementation
-    except ImportError:
-        raise DatasetError(f"reading {uri} needs s3fs (pip install s3fs)") from None
-    with tempfile.TemporaryDirectory(prefix="tuneops-s3-") as scratch:
-        target = Path(scratch) / (PurePosixPath(location).name or "source")
-        try:
-            fsspec.filesystem("s3").get(uri, str(target))
-        except FileNotFoundError:
-            raise DatasetError(f"{uri} does not exist") from None
-        except Exception as error:  # credentials, network, permissions: all reported the same way
-            raise DatasetError(f"cannot download {uri}: {_first_line(error)}") from None
-        yield target, uri
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# --- readers: each yields (where, record) so that errors can point at the row --------------------
-
-def _read_jsonl(path: Path, where: str) -> Located:
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise DatasetError(f"{where}:{number}: not UTF-8 text") from None
-            if number == 1:
-                line = line.lstrip("\ufeff")
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DatasetError(
-                    f"{where}:{number}: not valid JSON: {error.msg} (column {error.colno})") from None
-            if not isinstance(value, dict):
-                raise DatasetError(f"{where}:{number}: expected a JSON object, got {_kind(value)}")
-            yield f"{where}:{number}", value
-
-
-def _read_json(path: Path, where: str) -> Located:
-    try:
-        value = json.loads(path.read_bytes())
-    except UnicodeDecodeError:
-        raise DatasetError(f"{where}: not UTF-8 text") from None
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{where}:{error.lineno}: not valid JSON: {error.msg} "
-                           f"(column {error.colno})") from None
-    if isinstance(value, dict) and isinstance(value.get("data"), list):
-        value = value["data"]
-    if not isinstance(value, list):
-        raise DatasetError(f'{where}: expected a list of objects or {{"data": [...]}}, got {_kind(value)}')
-    for number, item in enumerate(value, 1):
-        if not isinstance(item, dict):
-            raise DatasetError(f"{where}: item {number} is not an object (got {_kind(item)})")
-        yield f"{where}: item {number}", item
-
-
-def _read_csv(path: Path, where: str) -> Located:
-    csv.field_size_limit(2**31 - 1)  # the default (128 KiB) is too small for long documents
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        try:
-            for record in reader:
-                yield f"{where}:{reader.line_num}", {k: v for k, v in record.items() if k is not None}
-        except UnicodeDecodeError:
-            raise DatasetError(f"{where}:{reader.line_num}: not UTF-8 text") from None
-        except csv.Error as error:
-            raise DatasetError(f"{where}:{reader.line_num}: not valid CSV: {error}") from None
-
-
-def _read_parquet(path: Path, where: str) -> Located:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as error:
-        raise DatasetError(f"{where}: not a readable parquet file ({_first_line(error)})") from None
-    number = 0
-    for batch in table.iter_batches(batch_size=8192):
-        for record in batch.to_pylist():
-            number += 1
-            yield f"{where}: row {number}", record
-
-
-def _read_hf(location: str, spec: DatasetSpec, uri: str) -> Located:
-    """Through `datasets`, which honours HF_HUB_OFFLINE and the local Hub cache."""
-    try:
-        from datasets import load_dataset
-    except ImportError:
-        raise DatasetError(f"reading {uri} needs the datasets package (pip install datasets)") from None
-    try:
-        data = load_dataset(location, name=spec.subset, revision=spec.revision, split=spec.source_split)
-    except Exception as error:  # the Hub's errors are many and change between versions
-        pinned = f" at revision {spec.revision}" if spec.revision else ""
-        raise DatasetError(f"cannot load {uri}{pinned} (split '{spec.source_split}'): "
-                           f"{type(error).__name__}: {_first_line(error)}") from None
-    for number, record in enumerate(data, 1):
-        yield f"{uri}: row {number}", record
-
-
-READERS = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet}
 
 
 # --- mapping, cleaning, splitting ----------------------------------------------------------------
@@ -326,7 +206,7 @@ def _messages(value: Any, where: str, columns: dict[str, str]) -> list[Row]:
             value = json.loads(value) if value.strip() else []
     if not isinstance(value, list):
         raise DatasetError(f"{where}: column '{columns['messages']}' (role 'messages') must be a list "
-                           f"of messages, got {_kind(value)}")
+                           f"of messages, got {kind_of(value)}")
     role_key, content_key = columns["role"], columns["content"]
     messages = []
     for number, message in enumerate(value, 1):
@@ -336,7 +216,7 @@ def _messages(value: Any, where: str, columns: dict[str, str]) -> list[Row]:
             at = f"{where}: message {number}"
             if not isinstance(message, dict):
                 raise DatasetError(f"{at}: expected an object with '{role_key}' and '{content_key}', "
-                                   f"got {_kind(message)}") from None
+                                   f"got {kind_of(message)}") from None
             _require(message, role_key, "role", at, "key")
             _require(message, content_key, "content", at, "key")
             raise DatasetError(f"{at}: '{role_key}' and '{content_key}' must be text, got {error}") from None
@@ -354,7 +234,7 @@ def _text(value: Any) -> str:
         return ""
     if isinstance(value, bool | int | float):
         return str(value)
-    raise _NotText(_kind(value))
+    raise _NotText(kind_of(value))
 
 
 def _is_empty(row: Row) -> bool:
@@ -486,14 +366,3 @@ def _swap_into_place(temporary: Path, output: Path) -> None:
             raise
     finally:
         shutil.rmtree(attic, ignore_errors=True)
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
