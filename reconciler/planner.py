@@ -23,7 +23,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
-ADAM_STATE_BYTES = 12  # K: fp32 parameter copy, momentum and variance
+ADAM_STATE_BYTES = 12  # K: fp32 parameter copy, momentum and variance (the ZeRO paper)
+# DeepSpeed's ZeRO optimizer also keeps an fp32 copy of each gradient in its partition, so its
+# own estimators (and its memory) use K = 16; see tests/unit/test_planner_libraries.py.
+DEEPSPEED_STATE_BYTES = ADAM_STATE_BYTES + 4
 HALF = 2  # bytes of a 16-bit value
 NF4_BITS = 4
 DOUBLE_QUANT_BITS = 8 / 64 + 32 / (64 * 256)  # 8-bit absmax per 64 weights, fp32 per 256 blocks
@@ -206,8 +209,11 @@ class TrainingShape:
 
 
 def estimate(shape: TrainingShape, strategy: str, micro_batch: int | None = None) -> Estimate:
+    """What a run would hold per GPU. ZeRO strategies count DeepSpeed's optimizer partition
+    (K = 16) rather than the paper's K = 12, which is up to 20% below what DeepSpeed allocates."""
     batch = micro_batch or shape.micro_batch
-    states = model_states(shape.trainable, strategy, shape.devices, frozen_bytes=shape.frozen_bytes)
+    k = ADAM_STATE_BYTES if strategy == "ddp" else DEEPSPEED_STATE_BYTES
+    states = model_states(shape.trainable, strategy, shape.devices, frozen_bytes=shape.frozen_bytes, k=k)
     activations = activation_bytes(shape.architecture, shape.sequence_length, batch,
                                    recompute=shape.gradient_checkpointing)
     return Estimate(strategy, batch, states, activations)

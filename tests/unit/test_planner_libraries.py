@@ -34,6 +34,7 @@ from reconciler.planner import (
     HALF,
     Architecture,
     TrainingShape,
+    estimate,
     lora_parameters,
     model_states,
 )
@@ -129,6 +130,17 @@ def test_zero2_default_planner_leaves_out_only_the_fp32_gradient(zero2, psi, lay
     devices = gpus * nodes
     planned = model_states(psi, "zero2", devices)
     assert gpu - planned.total == pytest.approx(FP32 * psi / devices, abs=BYTE)
+
+
+@pytest.mark.parametrize("arch", [LLAMA2_7B, LLAMA2_70B], ids=["llama2-7b", "llama2-70b"])
+@pytest.mark.parametrize("gpus, nodes", LAYOUTS)
+def test_estimates_for_zero2_use_deepspeeds_accounting(zero2, arch, gpus, nodes):
+    """What `validate` and `auto` decide with: `estimate` counts DeepSpeed's K = 16 for ZeRO
+    strategies, so a full fine-tune's ZeRO-2 model states are DeepSpeed's own figure."""
+    _, gpu = zero2(arch.parameters, num_gpus_per_node=gpus, num_nodes=nodes, cpu_offload=False,
+                   additional_buffer_factor=1.0)
+    shape = TrainingShape(architecture=arch, adapter="none", devices=gpus * nodes)
+    assert estimate(shape, "zero2").states.total == pytest.approx(gpu, abs=BYTE)
 
 
 # --- ZeRO-3 -------------------------------------------------------------------------------
