@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import git_commit, print_table  # benchmarks/common.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_WORKDIR = HERE / ".work"  # git-ignored
 
@@ -390,18 +392,8 @@ def environment() -> dict[str, str]:
         "cpus": str(os.cpu_count()),
         "pyyaml": f"{yaml.__version__} ({'libyaml' if yaml.__with_libyaml__ else 'pure Python'})",
         "pydantic": pydantic.VERSION,
-        "commit": _commit(),
+        "commit": git_commit(),
     }
-
-
-def _commit() -> str:
-    """The project's commit, `-dirty` when the working tree has changes; `unknown` without git."""
-    try:
-        proc = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=7"],
-                              cwd=HERE, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown"
 
 
 def verdict(case: Case) -> str:
@@ -425,12 +417,7 @@ def print_text(cases: list[Case], baseline: Case, env: dict[str, str], repeat: i
           "whole processes)")
     table = [[h.replace("`", "") for h in HEADER]] + [
         [cell.replace("`", "") for cell in row] for row in rows(cases, baseline)]
-    widths = [max(len(row[c]) for row in table) for c in range(len(HEADER))]
-    for index, row in enumerate(table):
-        print("  ".join(cell.ljust(width) if c == 0 else cell.rjust(width)
-                        for c, (cell, width) in enumerate(zip(row, widths, strict=True))))
-        if index == 0:
-            print("  ".join("-" * width for width in widths))
+    print_table(table)
 
 
 def print_markdown(cases: list[Case], baseline: Case, env: dict[str, str], repeat: int,

@@ -267,7 +267,7 @@ def run_finetune(job: JobFile) -> Path:
     if spec.checkpoint.resume == "never" and processes.is_main and checkpoints.exists():
         shutil.rmtree(checkpoints)
 
-    trainer = _trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records)
+    trainer = build_trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records)
     trainer.accelerator.wait_for_everyone()  # rank 0 may have cleared old checkpoints
     run = None
     if processes.is_main:  # opened only now, so a refused setup never leaves a run behind
@@ -328,7 +328,7 @@ def run_finetune(job: JobFile) -> Path:
     return job.output_dir
 
 
-def _trainer(
+def build_trainer(
     spec: FineTuneSpec,
     model: Any,
     tokenizer: Any,
@@ -337,6 +337,8 @@ def _trainer(
     train_records: list[dict[str, Any]],
     eval_records: list[dict[str, Any]],
 ):
+    """The trl trainer for the spec's method (SFTTrainer for sft and pretrain, DPOTrainer for
+    dpo); public so that benchmarks and tests inspect exactly the batches training sees."""
     from datasets import Dataset
 
     train = Dataset.from_list(train_records)
@@ -367,6 +369,9 @@ def _trainer(
         **arguments,
         max_length=t.max_seq_length,
         packing=t.packing,
+        # Best-fit packing with position_ids restarting per example: transformers then masks
+        # attention block-diagonally. trl's "wrapped" mode would let examples see each other.
+        packing_strategy="bfd",
         completion_only_loss=None if spec.method == "pretrain" else not t.train_on_inputs,
         dataset_num_proc=None,
     )

@@ -180,3 +180,42 @@ def test_two_nodes_of_one_process_each_train_as_one_job(prepared_fruit, tiny_mod
     runs = _runs(uri, job.fingerprint)
     assert len(runs) == 1  # only global rank 0 talks to MLflow
     assert runs[0].data.params["resolved.processes"] == "2"
+
+
+def test_packing_keeps_attention_within_each_example(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+    """Each example of a packed row gets the logits it gets alone. A control (the same row
+    without position_ids, so one causal sequence) must differ, or the check could not see a leak."""
+    import torch
+
+    from reconciler.runtime import loading
+    from reconciler.runtime.finetune import build_trainer, peft_config, training_arguments
+    from reconciler.runtime.training_data import load_records
+    from reconciler.specs.finetune import FineTuneSpec
+
+    root, uri, data = prepared_fruit
+    packed_training = dict(SHORT["training"], packing=True, microBatchSize=1, maxSeqLength=256)
+    spec_dict = dict(SHORT, training=packed_training)
+    job = finetune_job(root / "store-packing", uri, "packed", base_model(tiny_model), [data], spec_dict)
+    spec = FineTuneSpec.model_validate(job.spec)
+    model = loading.load_base_model(job.base_model)
+    records = load_records(job.datasets, "train", spec.method, spec.training.seed)[:40]
+    arguments = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+    trainer = build_trainer(spec, model, loading.load_tokenizer(job.base_model), peft_config(spec),
+                            arguments, records, [])
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model.eval()
+    assert "position_ids" in batch, "packed rows carry no position_ids: examples would attend to each other"
+    positions = batch["position_ids"][0]
+    starts = (positions == 0).nonzero().flatten().tolist() + [positions.numel()]
+    assert len(starts) > 3, "the row packs several examples"
+    ids = batch["input_ids"]
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=batch["position_ids"], use_cache=False).logits[0]
+        control = model(input_ids=ids, use_cache=False).logits[0]
+        leak = 0.0
+        for start, end in zip(starts[:-1], starts[1:], strict=True):
+            alone = model(input_ids=ids[:, start:end], use_cache=False).logits[0]
+            assert (packed[start:end] - alone).abs().max() < 1e-3, f"example at {start} saw its neighbours"
+            if start > 0:
+                leak = max(leak, float((control[start:end] - alone).abs().max()))
+    assert leak > 1e-2, "the control did not differ: this check could not see a leak"
