@@ -221,3 +221,42 @@ def test_dpo_runs_and_logs_reward_margins(pipeline, tiny_model: Path, tmp_path: 
     margins = client.get_metric_history(run.info.run_id, "rewards/margins")
     assert len(margins) >= 4
     assert run.data.params["method"] == "dpo" and run.data.params["training.dpoBeta"] == "0.1"
+
+
+def test_the_quickstart_specs_pass_their_own_gate(tmp_path: Path) -> None:
+    """specs-example/quickstart, run job by job through the runtime as its specs say, trains a
+    model that passes the quickstart's gate, on the committed tiny model, with no server."""
+    import yaml
+
+    from reconciler.jobfile import BaseModelRef
+    from tests.conftest import REPO_ROOT
+
+    quickstart = REPO_ROOT / "specs-example" / "quickstart"
+    specs = {
+        doc["kind"]: doc["spec"]
+        for doc in (yaml.safe_load(p.read_text()) for p in quickstart.glob("*.yaml"))
+        if "kind" in doc
+    }
+    uri, store, jobs = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "store", tmp_path / "jobs"
+    data_spec = dict(specs["Dataset"], source="file://data/fruit-colors.jsonl")
+    data_job = dataset_job(store, uri, "fruit-colors", quickstart / "data" / "fruit-colors.jsonl", data_spec)
+    _ok(run_job("dataset", write_job(data_job, jobs)))
+    data = prepared(data_job)
+    base = BaseModelRef(
+        name="tiny-llama",
+        source=f"file://{quickstart / 'models' / 'tiny-llama'}",
+        chat_template=specs["BaseModel"]["chatTemplate"],
+    )
+    tune_spec = {
+        key: value for key, value in specs["FineTune"].items() if key not in ("baseModel", "datasets")
+    }
+    tune = finetune_job(store, uri, "fruit-sft", base, [data], tune_spec)
+    _ok(run_job("finetune", write_job(tune, jobs)))
+    model = trained_model(tune, "1").model_copy(
+        update={"adapter": specs["FineTune"]["adapter"]["type"] != "none"}
+    )
+    scoring = {key: value for key, value in specs["Evaluation"].items() if key not in ("model", "dataset")}
+    evaluation = evaluation_job(store, uri, "fruit-sft-quality", model, data, scoring)
+    _ok(run_job("evaluate", write_job(evaluation, jobs)))
+    results = json.loads((evaluation.output_dir / "results.json").read_text())
+    assert results["verdict"] == "passed", results["gates"]
