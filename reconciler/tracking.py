@@ -71,8 +71,21 @@ def with_retries(call: Callable[[], T], tracking_uri: str, what: str,
             if attempt < len(delays):
                 time.sleep(delays[attempt])
     raise TrackingUnavailable(
-        f"cannot reach MLflow at {tracking_uri} to {what} after {len(delays) + 1} attempts: "
-        f"{_short(last)}") from None
+        f"cannot reach MLflow at {redact_uri(tracking_uri)} to {what} after {len(delays) + 1} attempts: "
+        f"{_short(last, tracking_uri)}") from None
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced: `http://user:secret@host` -> `http://user:***@host`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 def _is_connection_error(error: BaseException) -> bool:
@@ -92,6 +105,6 @@ def _is_connection_error(error: BaseException) -> bool:
     return False
 
 
-def _short(error: Any) -> str:
+def _short(error: Any, tracking_uri: str) -> str:
     text = str(error).splitlines()[0] if error else "unknown error"
-    return text[:300]
+    return text.replace(tracking_uri, redact_uri(tracking_uri))[:300]

@@ -43,9 +43,15 @@ def run(command: str, path: Path) -> str:
 
         return f"dataset {job.name}: prepared in {run_dataset(job)}"
     if command == "finetune":
+        import os
+
         from reconciler.runtime.finetune import run_finetune
 
-        return f"fine-tune {job.name}: saved to {run_finetune(job)}"
+        output = run_finetune(job)
+        rank = os.environ.get("RANK", "0")
+        if rank != "0":  # rank 0 moves the output into place and says where
+            return f"fine-tune {job.name}: rank {rank} done"
+        return f"fine-tune {job.name}: saved to {output}"
     if command == "evaluate":
         import json
 
