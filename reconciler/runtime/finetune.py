@@ -221,11 +221,14 @@ def run_finetune(job: JobFile) -> Path:
     tokenizer = (
         loading.load_model_tokenizer(job.start_from) if job.start_from else loading.load_tokenizer(base_ref)
     )
-    model = loading.load_base_model(
-        base_ref,
-        quantization=quantization_config(spec),
-        dtype=torch.bfloat16 if spec.adapter.type == "qlora" else None,
-    )
+    if job.start_from is not None and not job.start_from.adapter:
+        model = loading.load_model(job.start_from)  # the earlier fine-tune's full weights
+    else:
+        model = loading.load_base_model(
+            base_ref,
+            quantization=quantization_config(spec),
+            dtype=torch.bfloat16 if spec.adapter.type == "qlora" else None,
+        )
     check_adapter_fits(spec, model.config)
     adapter_config = peft_config(spec)
     if job.start_from is not None and job.start_from.adapter:
@@ -233,8 +236,6 @@ def run_finetune(job: JobFile) -> Path:
 
         model = PeftModel.from_pretrained(model, job.start_from.location, is_trainable=True)
         adapter_config = None  # keep training the adapter we start from
-    elif job.start_from is not None:
-        model = loading.load_model(job.start_from)
 
     train_records = load_records(job.datasets, "train", spec.method, spec.training.seed)
     eval_records = load_records(job.datasets, "validation", spec.method, spec.training.seed)

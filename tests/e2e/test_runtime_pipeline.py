@@ -215,9 +215,16 @@ def test_dpo_runs_and_logs_reward_margins(pipeline, tiny_model: Path, tmp_path: 
             },
         },
     )
+    # DPO after SFT, as usual: start from the SFT adapter (fromFineTune) and keep training it.
+    sft = trained_model(pipeline["tune"], pipeline["version"].version)
+    spec = {key: value for key, value in job.spec.items() if key != "baseModel"}
+    job = job.model_copy(update={"spec": {**spec, "fromFineTune": "fruit-sft"}, "base_model": None,
+                                 "start_from": sft})
     _ok(run_job("finetune", write_job(job, pipeline["jobs"])))
     client = pipeline["client"]
-    run = client.get_run(client.search_model_versions("name='fruit-dpo'")[0].run_id)
+    version = client.search_model_versions("name='fruit-dpo'")[0]
+    assert version.tags["tuneops.base_model.source"] == sft.base_model.source  # inherited lineage
+    run = client.get_run(version.run_id)
     margins = client.get_metric_history(run.info.run_id, "rewards/margins")
     assert len(margins) >= 4
     assert run.data.params["method"] == "dpo" and run.data.params["training.dpoBeta"] == "0.1"
