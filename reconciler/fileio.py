@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,3 +26,21 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def replace_directory(finished: Path, target: Path) -> None:
+    """Rename a finished folder to `target`. A previous `target` is moved aside first and
+    deleted after, so a reader sees the old folder or the new one, never a half of either."""
+    if not target.exists():
+        os.rename(finished, target)
+        return
+    attic = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    try:
+        os.rename(target, attic / "previous")
+        try:
+            os.rename(finished, target)
+        except OSError:
+            os.rename(attic / "previous", target)
+            raise
+    finally:
+        shutil.rmtree(attic, ignore_errors=True)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
+from reconciler.fileio import replace_directory
 from reconciler.jobfile import JobFile
 from reconciler.runtime.readers import (  # DatasetError is part of this module's API
     READERS,
@@ -345,24 +346,7 @@ def _write(output: Path, manifest: Manifest, splits: dict[str, list[Row]]) -> No
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes 0700; be an ordinary folder
-        _swap_into_place(temporary, output)
+        replace_directory(temporary, output)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-
-
-def _swap_into_place(temporary: Path, output: Path) -> None:
-    """Rename the finished folder to `output`; a previous build is moved aside, then deleted."""
-    if not output.exists():
-        os.rename(temporary, output)
-        return
-    attic = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-    try:
-        os.rename(output, attic / "previous")
-        try:
-            os.rename(temporary, output)
-        except OSError:
-            os.rename(attic / "previous", output)
-            raise
-    finally:
-        shutil.rmtree(attic, ignore_errors=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler import tracking
+from reconciler.fileio import replace_directory
 from reconciler.gates import Verdict, evaluate_gates
 from reconciler.jobfile import BaseModelRef, JobFile, ModelVersionRef
 from reconciler.specs.evaluation import GENERATION_METRICS, EvaluationSpec
@@ -290,9 +290,7 @@ def _write_outputs(job: JobFile, results: dict[str, Any], report: str) -> Path:
     try:
         (staging / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         (staging / "report.md").write_text(report)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        replace_directory(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -351,19 +351,12 @@ def build_trainer(
 
         callbacks.append(EarlyStoppingCallback(stopping.patience, stopping.threshold))
     t = spec.training
+    shared = {"model": model, "train_dataset": train, "eval_dataset": evaluation,
+              "processing_class": tokenizer, "peft_config": adapter_config, "callbacks": callbacks}
     if spec.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        config = DPOConfig(**arguments, beta=t.dpo_beta, max_length=t.max_seq_length)
-        return DPOTrainer(
-            model=model,
-            args=config,
-            train_dataset=train,
-            eval_dataset=evaluation,
-            processing_class=tokenizer,
-            peft_config=adapter_config,
-            callbacks=callbacks,
-        )
+        return DPOTrainer(args=DPOConfig(**arguments, beta=t.dpo_beta, max_length=t.max_seq_length), **shared)
     from trl import SFTConfig, SFTTrainer
 
     config = SFTConfig(
@@ -376,12 +369,4 @@ def build_trainer(
         completion_only_loss=None if spec.method == "pretrain" else not t.train_on_inputs,
         dataset_num_proc=None,
     )
-    return SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=train,
-        eval_dataset=evaluation,
-        processing_class=tokenizer,
-        peft_config=adapter_config,
-        callbacks=callbacks,
-    )
+    return SFTTrainer(args=config, **shared)

@@ -5,13 +5,13 @@ version whose tags carry the lineage."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from pathlib import Path
 from typing import Any
 
 from reconciler import tracking
+from reconciler.fileio import replace_directory
 from reconciler.jobfile import JobFile
 from reconciler.runtime.distributed import Processes
 from reconciler.runtime.lineage import JobRun, register_model_version
@@ -212,12 +212,8 @@ def finish_outputs(
         (staging / "deepspeed_config.json").write_text(json.dumps(arguments["deepspeed"], indent=2))
     (staging / "training_results.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     (staging / "README.md").write_text(model_card(job, spec, metrics, strategy))
-    output = job.output_dir
-    if output.exists():  # an earlier attempt finished here but did not register: redo cleanly
-        import shutil
-
-        shutil.rmtree(output)
-    os.replace(staging, output)
+    output = job.output_dir  # may exist: an earlier attempt finished here but did not register
+    replace_directory(staging, output)
 
     run.log_metrics(
         {f"final_{key}": value for key, value in metrics.items() if isinstance(value, int | float)},

@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from reconciler.fileio import replace_directory
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -79,9 +81,7 @@ def build(out_dir: Path, *, corpus: Iterable[str] = (), vocab_size: int = 512, h
         staging.chmod(0o755)  # mkdtemp makes 0700: be an ordinary folder
         for written in staging.iterdir():
             written.chmod(0o644)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+        replace_directory(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
