@@ -27,6 +27,12 @@ TAG_DATASET_DIGEST_PREFIX = "tuneops.dataset."  # + name -> digest
 TAG_MODEL_VERSION = "tuneops.model.version"  # on evaluation runs: the "<model>/<version>" scored
 TAG_REGISTERED_VERSION = "tuneops.registered.version"  # on fine-tune runs: the "<model>/<version>" made
 TAG_GATE_PREFIX = "tuneops.gate."  # + evaluation name -> "passed" | "failed"
+TAG_GATE_SUMMARY = "tuneops.gate.summary"  # on evaluation runs: "failed: gate rougeL 0.21 < 0.35"
+TAG_SPEC = "tuneops.spec"  # the resolved spec the job ran, compact JSON
+TAG_LINEAGE = "tuneops.lineage"  # the fingerprint's other inputs: upstream fingerprints, source digests
+TAG_DATASET_DIGEST = "tuneops.dataset.digest"  # on dataset runs: the full-content digest
+TAG_ADAPTER = "tuneops.adapter"  # on model versions: "true" for adapter weights
+MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 
 STATUS_COMPLETE = "complete"
 GATE_PASSED = "passed"
@@ -89,14 +95,25 @@ def redact_uri(uri: str) -> str:
 
 
 def _is_connection_error(error: BaseException) -> bool:
-    import requests  # mlflow's HTTP client; present wherever mlflow is
+    """A failure worth retrying: the network (requests' or urllib's), or an error that says so
+    with `retryable = True` (the REST store's HTTP 429 and 5xx)."""
+    import urllib.error
 
+    network: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)  # RemoteDisconnected too
+    try:
+        import requests  # mlflow's HTTP client; the core install has none and talks urllib
+    except ImportError:
+        pass
+    else:
+        network += (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, requests.exceptions.ConnectionError | requests.exceptions.Timeout |
-                      ConnectionError | TimeoutError):
+        if isinstance(current, network) or getattr(current, "retryable", False) is True:
+            return True
+        if (isinstance(current, urllib.error.URLError) and not isinstance(current, urllib.error.HTTPError)
+                and isinstance(current.reason, OSError)):  # refused, unreachable, DNS, timeout
             return True
         text = str(current)
         if "Max retries exceeded" in text or "Connection refused" in text:
