@@ -1,0 +1,390 @@
+"""(desired specs, actual state) -> Plan: one action per resource, frozen, with the reason.
+
+Building the plan has no side effects: it reads the SpecSet, the fingerprints and an
+ActualState snapshot, and returns data that `apply` executes and `plan_report` prints.
+
+Actions: create (never built), rebuild (fingerprint changed: directly, or because a named
+upstream changed), update (operational change only), delete (pruned), noop, wait (running),
+retry (failed, attempts left), blocked (an upstream is not ready, a gate failed, or attempts
+are used up), suspended.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.fingerprint import FingerprintInput, operational_spec, operational_view, produced_view
+from reconciler.graph import DependencyGraph
+from reconciler.specs.base import ResourceId
+from reconciler.specs.deployment import DeploymentResource
+from reconciler.specs.specset import SpecSet
+from reconciler.state import ActualState, BuiltRun
+
+FORMAT_VERSION = 1
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    REBUILD = "rebuild"
+    UPDATE = "update"
+    DELETE = "delete"
+    NOOP = "noop"
+    WAIT = "wait"
+    RETRY = "retry"
+    BLOCKED = "blocked"
+    SUSPENDED = "suspended"
+
+
+CHANGES = frozenset({Action.CREATE, Action.REBUILD, Action.UPDATE, Action.DELETE, Action.RETRY})
+"""Actions that do something: a plan with any of these has changes (exit 2 with --detailed-exitcode)."""
+PENDING = frozenset({Action.CREATE, Action.REBUILD, Action.RETRY, Action.WAIT})
+"""The resource will be (re)built by this apply: its dependents can be planned behind it."""
+ACTION_ORDER = (Action.CREATE, Action.REBUILD, Action.UPDATE, Action.RETRY, Action.WAIT, Action.DELETE,
+                Action.BLOCKED, Action.SUSPENDED, Action.NOOP)
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    path: str  # dotted, camelCase: "training.learningRate"
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class ServeTarget:
+    """The model version a Deployment serves (or will serve once its upstream is built)."""
+
+    fine_tune: str
+    model_fingerprint: str
+    model_version: str | None  # "registered/version" when built
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    resource: ResourceId
+    action: Action
+    fingerprint: str | None  # desired; None for a delete
+    previous: str | None = None  # the fingerprint built or live before
+    reason: str = ""
+    changes: tuple[FieldChange, ...] = ()
+    upstream: tuple[ResourceId, ...] = ()  # the upstreams that changed, or that block this one
+    depends_on: tuple[ResourceId, ...] = ()
+    file: str | None = None
+    serve: ServeTarget | None = None
+    attempt: int = 0  # for retry: the attempt this apply makes
+
+    @property
+    def is_change(self) -> bool:
+        return self.action in CHANGES
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    prune: bool = False
+    max_attempts: int = 2
+    retry_failed: bool = False  # give failed jobs a fresh set of attempts
+    target: frozenset[ResourceId] | None = None  # only these and what they depend on
+    multi_node: bool = False  # the backend can start a fine-tune on several machines
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[PlannedAction, ...]  # dependencies first; deletes last
+    impact: Mapping[ResourceId, tuple[ResourceId, ...]]  # changed resource -> what it reaches downstream
+    unmanaged: tuple[str, ...] = ()  # live objects without a spec, kept because prune is off
+    state_read: bool = True
+    options: PlanOptions = field(default_factory=PlanOptions)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(action.is_change for action in self.actions)
+
+    def counts(self) -> dict[str, int]:
+        counts = {str(action): 0 for action in ACTION_ORDER}
+        for planned in self.actions:
+            counts[str(planned.action)] += 1
+        return counts
+
+    def get(self, resource: ResourceId) -> PlannedAction | None:
+        for planned in self.actions:
+            if planned.resource == resource:
+                return planned
+        return None
+
+    def deletes(self) -> list[PlannedAction]:
+        return [a for a in self.actions if a.action == Action.DELETE]
+
+
+def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any], prefix: str = "") -> list[FieldChange]:
+    """Field-level differences between two spec views; nested mappings are walked, lists compared
+    whole. Unchanged fields never appear."""
+    before = before or {}
+    changes: list[FieldChange] = []
+    for key in sorted(set(before) | set(after)):
+        path = f"{prefix}{key}"
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            changes += diff(old, new, path + ".")
+        elif old != new:
+            changes.append(FieldChange(path, old, new))
+    return changes
+
+
+class _Planner:
+    def __init__(self, specs: SpecSet, graph: DependencyGraph, inputs: Mapping[ResourceId, FingerprintInput],
+                 actual: ActualState, options: PlanOptions):
+        self.specs, self.graph, self.inputs, self.actual, self.options = specs, graph, inputs, actual, options
+        self.planned: dict[ResourceId, PlannedAction] = {}
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def fingerprint(self, rid: ResourceId) -> str:
+        return self.inputs[rid].fingerprint
+
+    def _why_rebuild(self, rid: ResourceId, previous: BuiltRun | Mapping[str, Any] | None,
+                     ) -> tuple[str, tuple[FieldChange, ...], tuple[ResourceId, ...]]:
+        """Why the fingerprint differs from what was built before: spec fields, upstreams, sources."""
+        current = self.inputs[rid]
+        if isinstance(previous, BuiltRun):
+            spec, lineage = previous.spec, previous.lineage
+        else:
+            spec = (previous or {}).get("spec")
+            lineage = (previous or {}).get("lineage")
+        before = produced_view(rid.kind, spec) if spec else None
+        changes = tuple(diff(before, current.spec)) if before is not None else ()
+        reasons: list[str] = []
+        if changes:
+            reasons.append("spec changed")
+        elif spec is None:
+            reasons.append("fingerprint changed")
+        upstream: list[ResourceId] = []
+        if lineage:
+            old_inputs = lineage.get("inputs") or {}
+            for dep, fp in current.inputs.items():
+                if old_inputs.get(dep) != fp:
+                    kind, _, name = dep.partition("/")
+                    upstream.append(ResourceId(kind, name))
+            old_sources = lineage.get("sources") or {}
+            for path, digest in current.sources.items():
+                if old_sources.get(path) != digest:
+                    reasons.append(f"{path} content changed")
+            if lineage.get("recipe") not in (None, current.recipe):
+                reasons.append(f"runtime recipe {lineage.get('recipe')} -> {current.recipe}")
+        if upstream:
+            reasons.append("upstream changed: " + ", ".join(map(str, upstream)))
+        if not reasons:
+            reasons.append("fingerprint changed")
+        return "; ".join(reasons), changes, tuple(upstream)
+
+    def _unready_upstream(self, rid: ResourceId) -> list[tuple[ResourceId, PlannedAction]]:
+        return [(dep, self.planned[dep]) for dep in self.graph.depends_on.get(rid, ())
+                if dep in self.planned and self.planned[dep].action in (Action.BLOCKED, Action.SUSPENDED)]
+
+    def _pending_upstream(self, rid: ResourceId) -> list[ResourceId]:
+        return [dep for dep in self.graph.depends_on.get(rid, ())
+                if dep in self.planned and self.planned[dep].action in PENDING]
+
+    def _base(self, rid: ResourceId, action: Action, **kwargs: Any) -> PlannedAction:
+        loaded = self.specs.get(rid)
+        return PlannedAction(rid, action, self.fingerprint(rid), file=loaded.file if loaded else None,
+                             depends_on=self.graph.depends_on.get(rid, ()), **kwargs)
+
+    @staticmethod
+    def _blocked_by(unready: list[tuple[ResourceId, PlannedAction]]) -> str:
+        parts = []
+        for dep, planned in unready:
+            state = "suspended" if planned.action == Action.SUSPENDED else "blocked"
+            parts.append(f"{dep} is {state}" + (f" ({planned.reason})" if planned.reason else ""))
+        return "waiting for " + "; ".join(parts)
+
+    # -- kinds -------------------------------------------------------------------------------
+
+    def plan_base_model(self, rid: ResourceId) -> PlannedAction:
+        return self._base(rid, Action.NOOP, reason="read from its source; nothing to build")
+
+    def plan_job(self, rid: ResourceId) -> PlannedAction:
+        """Datasets, FineTunes and Evaluations: built once per fingerprint by a job."""
+        fp = self.fingerprint(rid)
+        built = self.actual.built_run(rid.kind, rid.name, fp)
+        if built is not None:
+            return self._base(rid, Action.NOOP, previous=fp)
+        resource = self.specs.get(rid).resource  # type: ignore[union-attr]
+        if getattr(resource.spec, "suspend", False):
+            return self._base(rid, Action.SUSPENDED, reason="suspend: true (nothing new is started)")
+        unready = self._unready_upstream(rid)
+        if unready:
+            return self._base(rid, Action.BLOCKED, reason=self._blocked_by(unready),
+                              upstream=tuple(dep for dep, _ in unready))
+        if rid.kind == "FineTune" and resource.spec.resources.nodes > 1 and not self.options.multi_node:
+            return self._base(rid, Action.BLOCKED, reason=f"resources.nodes: {resource.spec.resources.nodes} "
+                              "needs the kubernetes backend (the local backend runs on one machine)")
+        previous = self.actual.newest(rid.kind, rid.name)
+        job = self.actual.job(rid.kind, rid.name, fp)
+        if job is not None and job.phase in ("running", "pending"):
+            return self._base(rid, Action.WAIT, previous=previous.fingerprint if previous else None,
+                              reason=f"{job.phase} since {_clock(job.started_at)} ({job.handle}, attempt "
+                                     f"{job.attempts})")
+        if job is not None and job.phase == "failed":
+            attempts = 0 if self.options.retry_failed else job.attempts
+            if attempts >= self.options.max_attempts:
+                return self._base(rid, Action.BLOCKED, previous=previous.fingerprint if previous else None,
+                                  reason=f"failed {job.attempts} of {self.options.max_attempts} attempts: "
+                                         f"{job.message or 'see tuneops logs ' + str(rid)}; fix the cause, "
+                                         "then apply with --retry-failed")
+            return self._base(rid, Action.RETRY, previous=previous.fingerprint if previous else None,
+                              reason=f"attempt {attempts + 1} of {self.options.max_attempts}; last: "
+                                     f"{job.message or 'failed'}", attempt=attempts + 1)
+        if previous is None:
+            return self._base(rid, Action.CREATE)
+        reason, changes, upstream = self._why_rebuild(rid, previous)
+        return self._base(rid, Action.REBUILD, previous=previous.fingerprint, reason=reason, changes=changes,
+                          upstream=upstream)
+
+    def plan_deployment(self, rid: ResourceId) -> PlannedAction:
+        resource = self.specs.get(rid).resource  # type: ignore[union-attr]
+        assert isinstance(resource, DeploymentResource)
+        fp = self.fingerprint(rid)
+        live = self.actual.server(rid.name)
+        live_fp = live.fingerprint if live is not None else None
+        fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune)
+        model_fp = self.inputs[fine_tune].fingerprint if fine_tune in self.inputs else ""
+        if resource.spec.suspend:
+            return self._base(rid, Action.SUSPENDED, previous=live_fp,
+                              reason="suspend: true" + (" (the running server is kept)" if live else ""))
+        unready = self._unready_upstream(rid)
+        if unready:
+            return self._base(rid, Action.BLOCKED, previous=live_fp, reason=self._blocked_by(unready)
+                              + ("; the current version keeps serving" if live else ""),
+                              upstream=tuple(dep for dep, _ in unready))
+        pending = self._pending_upstream(rid)
+        if pending:
+            target = ServeTarget(fine_tune.name, model_fp, None)
+            names = ", ".join(map(str, pending))
+            if live is None:
+                return self._base(rid, Action.CREATE, serve=target, upstream=tuple(pending),
+                                  reason=f"serves {fine_tune} once {names} "
+                                         f"{'is' if len(pending) == 1 else 'are'} built and its gates pass")
+            return self._base(rid, Action.REBUILD, previous=live_fp, serve=target, upstream=tuple(pending),
+                              reason=f"upstream changed: {names}; the current version serves until the new "
+                                     "one passes its gates")
+        built = self.actual.built_run("FineTune", fine_tune.name, model_fp)
+        target = ServeTarget(fine_tune.name, model_fp, built.model_version if built else None)
+        failing = self._failing_gates(resource)
+        if failing:
+            gates = "; ".join(f"{evaluation}: {summary}" for evaluation, summary in failing)
+            kept = (f"; {live.model_version or 'the current version'} keeps serving"
+                    if live is not None and live.phase != "failed" else "")
+            return self._base(rid, Action.BLOCKED, previous=live_fp, serve=target,
+                              upstream=tuple(ResourceId("Evaluation", e) for e, _ in failing),
+                              reason=f"{target.model_version or fine_tune} did not pass {gates}{kept}")
+        if live is None:
+            return self._base(rid, Action.CREATE, serve=target, reason=f"serve {target.model_version}")
+        if live.phase == "failed":
+            return self._base(rid, Action.CREATE, previous=live_fp, serve=target,
+                              reason=f"the server is not running ({live.message or 'exited'}); "
+                                     f"start {target.model_version}")
+        live_job = live.job or {}
+        if live_fp == fp:
+            changes = tuple(diff(operational_view("Deployment", live_job.get("spec") or {}),
+                                 operational_spec(resource)))
+            if changes:
+                return self._base(rid, Action.UPDATE, previous=live_fp, serve=target, changes=changes,
+                                  reason="operational settings changed")
+            return self._base(rid, Action.NOOP, previous=live_fp, serve=target,
+                              reason=f"serving {live.model_version} at {live.url}")
+        reason, changes, upstream = self._why_rebuild(rid, live_job)
+        if changes:  # the Deployment's own settings: the server restarts with them
+            return self._base(rid, Action.REBUILD, previous=live_fp, serve=target, changes=changes,
+                              upstream=upstream, reason=reason)
+        if live.model_fingerprint == model_fp:
+            return self._base(rid, Action.UPDATE, previous=live_fp, serve=target, upstream=upstream,
+                              reason=f"{target.model_version} still passes the changed evaluations")
+        return self._base(rid, Action.UPDATE, previous=live_fp, serve=target, upstream=upstream,
+                          reason=f"switch from {live.model_version} to {target.model_version} "
+                                 "(already built and passed: nothing is trained)")
+
+    def _failing_gates(self, resource: DeploymentResource) -> list[tuple[str, str]]:
+        failing = []
+        for evaluation in resource.spec.requires:
+            rid = ResourceId("Evaluation", evaluation)
+            if rid not in self.inputs:
+                continue
+            run = self.actual.built_run("Evaluation", evaluation, self.inputs[rid].fingerprint)
+            if run is not None and run.verdict != "passed":
+                summary = (run.verdict_summary or "failed").removeprefix("failed: ")
+                failing.append((evaluation, summary))
+        return failing
+
+    # -- whole plan --------------------------------------------------------------------------
+
+    def build(self) -> Plan:
+        wanted = _closure(self.graph, self.options.target) if self.options.target else None
+        for rid in self.graph.order:
+            if rid not in self.inputs or (wanted is not None and rid not in wanted):
+                continue
+            if rid.kind == "BaseModel":
+                self.planned[rid] = self.plan_base_model(rid)
+            elif rid.kind == "Deployment":
+                self.planned[rid] = self.plan_deployment(rid)
+            else:
+                self.planned[rid] = self.plan_job(rid)
+        deletes, unmanaged = self._orphans() if wanted is None else ([], [])
+        actions = tuple(self.planned.values()) + tuple(deletes)
+        # Where a change starts: built anew while its upstreams stay, or with its own spec changed.
+        moving = {a.resource for a in actions if a.action in PENDING}
+        changed = {a.resource for a in actions
+                   if (a.action in (Action.CREATE, Action.REBUILD) and not moving & set(a.depends_on))
+                   or (a.action == Action.REBUILD and a.changes)}
+        impact = {rid: tuple(d for d in self.graph.downstream({rid}) if d in self.planned)
+                  for rid in self.graph.order if rid in changed}
+        return Plan(actions, impact, tuple(unmanaged), self.actual.read, self.options)
+
+    def _orphans(self) -> tuple[list[PlannedAction], list[str]]:
+        """Live jobs and servers whose spec left Git: deleted only when pruning is on."""
+        deletes: list[PlannedAction] = []
+        unmanaged: list[str] = []
+        seen: set[ResourceId] = set()
+        live: list[tuple[ResourceId, str, str]] = [
+            (ResourceId("Deployment", s.name), s.fingerprint, f"serving {s.model_version} at {s.url}")
+            for s in self.actual.backend.servers if s.phase != "failed"]
+        live += [(ResourceId(j.kind, j.name), j.fingerprint, f"{j.phase} ({j.handle})")
+                 for j in self.actual.backend.jobs if j.phase in ("running", "pending")]
+        for rid, fp, what in live:
+            if rid in self.specs or rid in seen:
+                continue
+            seen.add(rid)
+            if self.options.prune:
+                deletes.append(PlannedAction(rid, Action.DELETE, None, previous=fp,
+                                             reason=f"its spec was removed; {what} is stopped "
+                                                    "(MLflow runs and model versions are kept)"))
+            else:
+                unmanaged.append(f"{rid}: {what}")
+        return deletes, unmanaged
+
+
+def _closure(graph: DependencyGraph, targets: frozenset[ResourceId]) -> set[ResourceId]:
+    """The targets and everything they depend on, as Terraform's -target does."""
+    wanted: set[ResourceId] = set()
+    frontier = list(targets)
+    while frontier:
+        rid = frontier.pop()
+        if rid in wanted:
+            continue
+        wanted.add(rid)
+        frontier.extend(graph.depends_on.get(rid, ()))
+    return wanted
+
+
+def _clock(timestamp: float) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def build_plan(specs: SpecSet, graph: DependencyGraph, inputs: Mapping[ResourceId, FingerprintInput],
+               actual: ActualState, options: PlanOptions | None = None) -> Plan:
+    """The plan for these specs against this state. Pure: no I/O."""
+    return _Planner(specs, graph, inputs, actual, options or PlanOptions()).build()

@@ -1,0 +1,136 @@
+"""Plan -> what people and machines read: terminal text, Markdown for pull requests, JSON.
+
+Unchanged resources are counted, not listed; changed fields show before and after, nothing
+else. The JSON form is versioned (`format_version`) and documented in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from reconciler.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction
+
+SYMBOLS = {
+    Action.CREATE: "+", Action.REBUILD: "-/+", Action.UPDATE: "~", Action.DELETE: "-",
+    Action.WAIT: "...", Action.RETRY: "+", Action.BLOCKED: "!", Action.SUSPENDED: "||", Action.NOOP: "=",
+}
+COLORS = {
+    Action.CREATE: "green", Action.REBUILD: "yellow", Action.UPDATE: "yellow", Action.DELETE: "red",
+    Action.WAIT: "cyan", Action.RETRY: "yellow", Action.BLOCKED: "red", Action.SUSPENDED: "blue",
+    Action.NOOP: None,
+}
+MAX_VALUE_CHARS = 120
+
+
+def _value(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 3] + "..."
+
+
+def summary_line(plan: Plan) -> str:
+    counts = plan.counts()
+    if not plan.has_changes:
+        parts = [f"{counts[a]} {a}" for a in (Action.WAIT, Action.BLOCKED, Action.SUSPENDED) if counts[a]]
+        return "No changes." + (f" ({', '.join(parts)})" if parts else "")
+    parts = [f"{counts[str(a)]} {a}" for a in ACTION_ORDER if counts[str(a)] and a != Action.NOOP]
+    return f"Plan: {', '.join(parts)}; {counts['noop']} unchanged."
+
+
+def _shown(plan: Plan) -> list[PlannedAction]:
+    return [a for a in plan.actions if a.action != Action.NOOP]
+
+
+def plan_text(plan: Plan, header: str = "", color: bool = False) -> str:
+    def style(text: str, action: Action, bold: bool = False) -> str:
+        return click.style(text, fg=COLORS[action], bold=bold) if color and COLORS[action] else text
+
+    lines = [header, ""] if header else []
+    if not plan.state_read:
+        lines += ["State was not read (--offline): every resource is shown as if nothing were built.", ""]
+    shown = _shown(plan)
+    width = max((len(str(a.resource)) for a in shown), default=0)
+    for planned in shown:
+        label = f"{SYMBOLS[planned.action]:>3} {planned.action:<9}"
+        line = f"  {style(label, planned.action, bold=True)} {str(planned.resource):<{width}}"
+        if planned.reason:
+            line += f"  {planned.reason}"
+        lines.append(line.rstrip())
+        for change in planned.changes:
+            lines.append(f"        {change.path}: {_value(change.before)} -> {_value(change.after)}")
+    if shown:
+        lines.append("")
+    for root, reached in plan.impact.items():
+        if reached:
+            lines.append(f"{root} reaches: {', '.join(map(str, reached))}")
+    if plan.impact and any(plan.impact.values()):
+        lines.append("")
+    for item in plan.unmanaged:
+        lines.append(f"not in Git (kept; prune is off): {item}")
+    if plan.unmanaged:
+        lines.append("")
+    lines.append(summary_line(plan))
+    return "\n".join(lines)
+
+
+def plan_markdown(plan: Plan, header: str = "") -> str:
+    """For a pull-request comment: one summary line, a table of what changes, details folded."""
+    lines = [f"### tuneops plan{': ' + header if header else ''}", "", f"**{summary_line(plan)}**", ""]
+    if not plan.state_read:
+        lines += ["_State was not read (offline): every resource is shown as if nothing were built._", ""]
+    shown = _shown(plan)
+    if shown:
+        lines += ["| Action | Resource | Why |", "| --- | --- | --- |"]
+        for planned in shown:
+            reason = planned.reason.replace("|", "\\|") or " "
+            lines.append(f"| `{planned.action}` | `{planned.resource}` | {reason} |")
+        lines.append("")
+    for planned in shown:
+        if not planned.changes:
+            continue
+        lines += [f"<details><summary><code>{planned.resource}</code>: "
+                  f"{len(planned.changes)} field(s) changed</summary>", "", "```diff"]
+        for change in planned.changes:
+            lines += [f"- {change.path}: {_value(change.before)}", f"+ {change.path}: {_value(change.after)}"]
+        lines += ["```", "", "</details>", ""]
+    reached = [(root, targets) for root, targets in plan.impact.items() if targets]
+    if reached:
+        lines += ["**Downstream impact**", ""]
+        lines += [f"- `{root}` reaches {', '.join(f'`{t}`' for t in targets)}" for root, targets in reached]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plan_json(plan: Plan, source: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "source": source or {},
+        "state_read": plan.state_read,
+        "has_changes": plan.has_changes,
+        "counts": plan.counts(),
+        "actions": [_action_json(a) for a in plan.actions],
+        "impact": {str(root): [str(t) for t in targets] for root, targets in plan.impact.items()},
+        "unmanaged": list(plan.unmanaged),
+    }
+
+
+def _action_json(planned: PlannedAction) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": planned.resource.kind,
+        "name": planned.resource.name,
+        "action": str(planned.action),
+        "fingerprint": planned.fingerprint,
+        "previous_fingerprint": planned.previous,
+        "reason": planned.reason,
+        "changes": [{"path": c.path, "before": c.before, "after": c.after} for c in planned.changes],
+        "upstream": [str(r) for r in planned.upstream],
+        "depends_on": [str(r) for r in planned.depends_on],
+        "file": planned.file,
+    }
+    if planned.serve is not None:
+        serve = planned.serve
+        out["serve"] = {"fine_tune": serve.fine_tune, "model_fingerprint": serve.model_fingerprint,
+                        "model_version": serve.model_version}
+    return out

@@ -1,0 +1,134 @@
+"""ActualState: what is built (MLflow) and what is running or serving (the backend), as data.
+
+`project.read_state` fills it from a handful of paged MLflow searches (one per kind, not one
+per resource) and one look at the backend. The plan is computed from this frozen snapshot and
+the specs; nothing here does I/O, so the planner stays pure.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from reconciler import tracking
+from reconciler.backends.base import BackendState, JobObservation, ServerObservation
+
+BUILT_KINDS = ("Dataset", "FineTune", "Evaluation")
+"""Kinds whose jobs leave an MLflow run; BaseModels are read, Deployments are served."""
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class BuiltRun:
+    """One complete MLflow run of a resource: its outputs exist and are recorded."""
+
+    kind: str
+    name: str
+    fingerprint: str
+    run_id: str
+    started_at: float  # unix seconds
+    output: str | None = None
+    spec: Mapping[str, Any] | None = None  # the resolved spec it was built from
+    lineage: Mapping[str, Any] | None = None  # {"inputs": {...}, "sources": {...}, "recipe": n}
+    git_commit: str | None = None
+    dataset_digest: str | None = None  # Datasets
+    model_version: str | None = None  # FineTunes: the version registered; Evaluations: the one scored
+    verdict: str | None = None  # Evaluations: "passed" | "failed"
+    verdict_summary: str | None = None  # "failed: gate exact_match 0.21 < 0.5"
+    metrics: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def version_number(self) -> int:
+        try:
+            return int((self.model_version or "").rpartition("/")[2])
+        except ValueError:
+            return 0
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """An unfinished run: for `tuneops status` (progress and ETA of a running fine-tune)."""
+
+    kind: str
+    name: str
+    fingerprint: str
+    run_id: str
+    started_at: float
+    progress: float | None  # 0..1, from the logged `progress` metric
+    step: int | None
+
+
+@dataclass(frozen=True)
+class ActualState:
+    built: Mapping[tuple[str, str, str], BuiltRun]  # (kind, name, fingerprint) -> newest complete run
+    history: Mapping[tuple[str, str], tuple[BuiltRun, ...]]  # (kind, name) -> complete runs, newest first
+    unfinished: Mapping[tuple[str, str, str], RunProgress]
+    backend: BackendState
+    tracking_uri: str | None = None
+    read: bool = True  # False for an offline plan: nothing was read
+
+    @classmethod
+    def unknown(cls) -> ActualState:
+        """For `plan --offline`: no state was read, so everything reads as not built."""
+        return cls({}, {}, {}, BackendState((), ()), None, read=False)
+
+    def built_run(self, kind: str, name: str, fingerprint: str) -> BuiltRun | None:
+        return self.built.get((kind, name, fingerprint))
+
+    def newest(self, kind: str, name: str) -> BuiltRun | None:
+        runs = self.history.get((kind, name), ())
+        return runs[0] if runs else None
+
+    def job(self, kind: str, name: str, fingerprint: str) -> JobObservation | None:
+        return self.backend.job(kind, name, fingerprint)
+
+    def server(self, name: str) -> ServerObservation | None:
+        return self.backend.server(name)
+
+    def evaluation_of(self, evaluation: str, model_version: str) -> BuiltRun | None:
+        """The newest complete run of an Evaluation that scored this model version."""
+        for run in self.history.get(("Evaluation", evaluation), ()):
+            if run.model_version == model_version:
+                return run
+        return None
+
+
+def _json_tag(tags: Mapping[str, str], key: str) -> Mapping[str, Any] | None:
+    text = tags.get(key)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def built_run_from(record: Any) -> BuiltRun | None:
+    """A tracking-store RunRecord -> BuiltRun, or None for a run that is not complete."""
+    tags = record.tags
+    if tags.get(tracking.TAG_STATUS) != tracking.STATUS_COMPLETE:
+        return None
+    kind = tags.get(tracking.TAG_KIND, "")
+    verdict = tags.get(tracking.gate_tag(tags.get(tracking.TAG_NAME, ""))) if kind == "Evaluation" else None
+    version = tags.get(tracking.TAG_REGISTERED_VERSION if kind == "FineTune" else tracking.TAG_MODEL_VERSION)
+    return BuiltRun(
+        kind=kind,
+        name=tags.get(tracking.TAG_NAME, ""),
+        fingerprint=tags.get(tracking.TAG_FINGERPRINT, ""),
+        run_id=record.run_id,
+        started_at=record.start_time / 1000,
+        output=tags.get(tracking.TAG_OUTPUT),
+        spec=_json_tag(tags, tracking.TAG_SPEC),
+        lineage=_json_tag(tags, tracking.TAG_LINEAGE),
+        git_commit=tags.get(tracking.TAG_GIT_COMMIT),
+        dataset_digest=tags.get(tracking.TAG_DATASET_DIGEST),
+        model_version=version,
+        verdict=verdict,
+        verdict_summary=tags.get(tracking.TAG_GATE_SUMMARY),
+        metrics=MappingProxyType(dict(record.metrics)),
+    )
