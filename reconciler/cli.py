@@ -204,6 +204,285 @@ def init(directory: Path, force: bool) -> None:
     click.echo(f"\nnext: tuneops validate {directory}")
 
 
+def _resource_id(value: str):  # noqa: ANN202 - ResourceId, imported lazily
+    from reconciler.specs.base import ResourceId
+    from reconciler.specs.kinds import KINDS
+
+    kind, sep, name = value.partition("/")
+    if not sep or not name:
+        raise click.BadParameter(f"'{value}' is not KIND/NAME, e.g. FineTune/support-sft")
+    matches = [k for k in KINDS if k.lower() == kind.lower()]
+    if not matches:
+        raise click.BadParameter(f"unknown kind '{kind}' (kinds: {', '.join(KINDS)})")
+    return ResourceId(matches[0], name)
+
+
+def _targets(values: tuple[str, ...]):  # noqa: ANN202
+    return frozenset(_resource_id(v) for v in values) or None
+
+
+def _load(ctx: click.Context, path: Path):  # noqa: ANN202 - Project
+    """The validated project, or the validation report and exit 1: invalid specs are never
+    planned or applied."""
+    from reconciler.project import ProjectInvalid, load_project
+    from reconciler.report import validation_text
+
+    try:
+        return load_project(path)
+    except ProjectInvalid as invalid:
+        click.echo(validation_text(invalid.result, color=_use_color(ctx)), err=True)
+        click.echo("error: the specs are invalid: nothing was planned", err=True)
+        ctx.exit(EXIT_INVALID)
+
+
+def _plan(project, *, offline: bool, options):  # noqa: ANN001, ANN202
+    """(plan, state, store, backend) for a project; reading state is the only I/O."""
+    from reconciler.plan import build_plan
+    from reconciler.state import ActualState
+
+    if offline:
+        return build_plan(project.specs, project.graph, project.inputs, ActualState.unknown(), options), \
+            None, None, None
+    from reconciler.project import ProjectError
+    from reconciler.tracking import TrackingUnavailable
+    from reconciler.tracking_store import TrackingError
+
+    try:
+        store, backend = project.store(), project.backend()
+        state = project.read_state(store, backend)
+    except (TrackingUnavailable, TrackingError, ProjectError) as error:
+        raise UserError(str(error)) from None
+    return build_plan(project.specs, project.graph, project.inputs, state, options), state, store, backend
+
+
+def _plan_options(project, *, prune: bool, retry_failed: bool = False, target=None):  # noqa: ANN001, ANN202
+    from reconciler.plan import PlanOptions
+
+    settings = project.settings
+    return PlanOptions(prune=prune or settings.prune.enabled, max_attempts=settings.max_attempts,
+                       retry_failed=retry_failed, target=target,
+                       multi_node=project.settings.backend == "kubernetes")
+
+
+def _plan_header(project, offline: bool) -> str:  # noqa: ANN001
+    from reconciler.gitinfo import git_origin
+    from reconciler.specs.loader import display_path
+    from reconciler.tracking import redact_uri
+
+    origin = git_origin(project.root)
+    commit = (origin.commit[:12] + (" + uncommitted changes" if origin.dirty else "")) if origin.commit \
+        else "not a Git repository"
+    where = "state not read (--offline)" if offline else \
+        f"MLflow {redact_uri(project.tracking_uri)}, backend {project.settings.backend}"
+    return f"{display_path(project.root)} at {commit}; {where}"
+
+
+TARGET_HELP = "Only this resource and what it depends on (KIND/NAME; repeatable)."
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--format", "output_format", type=click.Choice(["text", "markdown", "json"]), default="text",
+              show_default=True, help=FORMAT_HELP)
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
+@click.option("--offline", is_flag=True,
+              help="Read no state (no MLflow, no backend): validate, fingerprint and show the plan "
+                   "as if nothing were built. Imports no training or cluster library.")
+@click.option("--target", "targets", multiple=True, metavar="KIND/NAME", help=TARGET_HELP)
+@click.option("--prune", is_flag=True, help="Plan to stop live objects whose spec was removed.")
+@click.pass_context
+def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: bool, offline: bool,
+         targets: tuple[str, ...], prune: bool) -> None:
+    """Show what apply would do to make the actual state match the specs under PATH.
+
+    Compares each resource's fingerprint with what MLflow says is built and what the backend
+    says is running: create, rebuild (and why), update, delete, wait, retry, blocked (and by
+    what), suspended. Unchanged resources are counted, not listed.
+    """
+    if offline:
+        short_lived()
+    import json
+
+    from reconciler.plan_report import plan_json, plan_markdown, plan_text
+
+    project = _load(ctx, path)
+    options = _plan_options(project, prune=prune, target=_targets(targets))
+    the_plan, *_ = _plan(project, offline=offline, options=options)
+    header = _plan_header(project, offline)
+    if output_format == "json":
+        click.echo(json.dumps(plan_json(the_plan, {"path": str(project.root), "header": header}), indent=2))
+    elif output_format == "markdown":
+        click.echo(plan_markdown(the_plan, header))
+    else:
+        click.echo(plan_text(the_plan, header, color=_use_color(ctx)), color=_use_color(ctx))
+    ctx.exit(2 if detailed_exitcode and the_plan.has_changes else 0)
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+@click.option("--target", "targets", multiple=True, metavar="KIND/NAME", help=TARGET_HELP)
+@click.option("--prune", is_flag=True,
+              help="Stop live jobs and servers whose spec was removed (also: prune.enabled in tuneops.yaml).")
+@click.option("--force", is_flag=True, help="Prune even beyond prune.maxDeletes, or everything.")
+@click.option("--retry-failed", is_flag=True,
+              help="Give jobs that used up their attempts a fresh set (after fixing the cause).")
+@click.pass_context
+def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], prune: bool, force: bool,
+          retry_failed: bool) -> None:
+    """Make the actual state match the specs under PATH: build what is missing, in order.
+
+    Shows the plan, asks (unless --yes), then runs jobs in dependency order, independent
+    branches in parallel up to local.maxParallel. A failure stops only what depends on it.
+    One apply runs at a time per project; jobs survive an interrupted apply and the next one
+    adopts them. Exits 0 when every step finished (a failed gate is a result, not an error),
+    1 when a step failed.
+    """
+    import signal
+    import threading
+
+    from reconciler.apply import Executor, PruneRefused, Reporter, check_prune
+    from reconciler.gitinfo import git_origin
+    from reconciler.lock import ApplyLock, Locked
+    from reconciler.plan_report import plan_text
+
+    project = _load(ctx, path)
+    lock = ApplyLock(project.state_dir)
+    try:
+        lock.acquire()
+    except Locked as error:
+        raise UserError(str(error)) from None
+    try:
+        options = _plan_options(project, prune=prune, retry_failed=retry_failed, target=_targets(targets))
+        the_plan, _state, store, backend = _plan(project, offline=False, options=options)
+        click.echo(plan_text(the_plan, _plan_header(project, False), color=_use_color(ctx)),
+                   color=_use_color(ctx))
+        if not the_plan.has_changes and not any(a.action == "wait" for a in the_plan.actions):
+            click.echo("Nothing to do: everything is up to date.")
+            _print_endpoints(project, backend)
+            return
+        try:
+            check_prune(the_plan, project.settings.prune.max_deletes, force)
+        except PruneRefused as error:
+            raise UserError(str(error)) from None
+        if not yes and not click.confirm("\nApply this plan?", default=False):
+            click.echo("Nothing applied.")
+            return
+        stop = threading.Event()
+
+        def interrupted(signum, frame):  # noqa: ANN001, ARG001
+            stop.set()
+            click.echo("stopping: running jobs keep running; the next apply adopts them", err=True)
+
+        signal.signal(signal.SIGTERM, interrupted)
+        signal.signal(signal.SIGINT, interrupted)
+        click.echo("")
+        from reconciler.tracking import TrackingUnavailable
+        from reconciler.tracking_store import TrackingError
+
+        try:
+            executor = Executor(project, the_plan, backend, store, git_origin(project.root),
+                                Reporter(click.echo), max_parallel=project.settings.local.max_parallel,
+                                max_attempts=project.settings.max_attempts, stop=stop)
+            result = executor.run()
+        except (TrackingUnavailable, TrackingError) as error:
+            raise UserError(str(error)) from None
+        done = sum(1 for s in result.steps if s.outcome == "done")
+        click.echo(f"\nApplied: {done} done, {len(result.failed)} failed, {len(result.blocked)} blocked or "
+                   "skipped.")
+        _print_endpoints(project, backend)
+        if result.failed:
+            for step in result.failed:
+                click.echo(f"error: {step.resource}: {step.message}", err=True)
+            ctx.exit(EXIT_INVALID)
+    finally:
+        lock.release()
+
+
+def _print_endpoints(project, backend) -> None:  # noqa: ANN001
+    """Where each Deployment answers, with a request the reader can paste."""
+    if backend is None:
+        return
+    import json
+
+    for server in backend.observe().servers:
+        if server.phase != "serving" or (server.name not in project.specs.names("Deployment")):
+            continue
+        body = json.dumps({"model": server.name,
+                           "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32})
+        click.echo(f"{server.name}: serving {server.model_version} at {server.url}\n"
+                   f"  curl -s {server.url}/v1/chat/completions -H 'Content-Type: application/json' "
+                   f"-d '{body}'")
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help=FORMAT_HELP)
+@click.pass_context
+def status(ctx: click.Context, path: Path, output_format: str) -> None:
+    """Show each resource's phase: Ready, Running (with progress and ETA), Pending, Failed,
+    Blocked or Suspended, with its model version, last run and the URL of each Deployment."""
+    import json
+    import time
+
+    from reconciler.status import status_rows, status_text
+
+    project = _load(ctx, path)
+    the_plan, state, _store, _backend = _plan(project, offline=False,
+                                              options=_plan_options(project, prune=False))
+    rows = status_rows(the_plan, state, time.time())
+    if output_format == "json":
+        click.echo(json.dumps({"version": 1, "resources": [row.to_json() for row in rows]}, indent=2))
+    else:
+        click.echo(status_text(rows))
+
+
+@cli.command()
+@click.argument("resource", metavar="KIND/NAME")
+@click.option("--path", "path", type=SPEC_PATH, default=".", show_default=True,
+              help="The project folder (spec root).")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new lines until the job ends (Ctrl-C stops).")
+@click.option("--tail", type=int, default=None, help="Only the last N lines.")
+def logs(resource: str, path: Path, follow: bool, tail: int | None) -> None:
+    """Print the log of the newest job or server of a resource (KIND/NAME, e.g. FineTune/support-sft)."""
+    import time
+
+    from reconciler.project import ProjectError, project_backend
+
+    rid = _resource_id(resource)
+    try:
+        backend = project_backend(path)
+    except ProjectError as error:
+        raise UserError(str(error)) from None
+    log = backend.log_file(rid.kind, rid.name)
+    if log is None or not log.is_file():
+        raise UserError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
+    with log.open("r", encoding="utf-8", errors="replace") as handle:
+        lines = handle.readlines()
+        for line in lines[-tail:] if tail else lines:
+            click.echo(line, nl=False)
+        while follow:
+            line = handle.readline()
+            if line:
+                click.echo(line, nl=False)
+                continue
+            if not _still_running(backend, rid):
+                break
+            time.sleep(0.5)
+
+
+def _still_running(backend, rid) -> bool:  # noqa: ANN001
+    state = backend.observe()
+    if rid.kind == "Deployment":
+        server = state.server(rid.name)
+        return server is not None and server.phase != "failed"
+    return any(j.kind == rid.kind and j.name == rid.name and j.phase in ("running", "pending")
+               for j in state.jobs)
+
+
 @cli.command(name="run")
 @click.argument("command", type=click.Choice(["dataset", "finetune", "evaluate", "serve"]))
 @click.option("--job", "job_file", required=True, type=click.Path(dir_okay=False, path_type=Path),

@@ -48,6 +48,13 @@ class LocalSettings(_Settings):
     max_parallel: _Int = Field(1, description="Jobs the local backend runs at once.", gt=0)
 
 
+class StorageSettings(_Settings):
+    root: _Str | None = Field(
+        None, description="Where jobs write prepared datasets, models and evaluation reports. "
+                          "Default: <spec root>/.tuneops/store. Relative paths are relative to the "
+                          "spec root.", examples=["/mnt/shared/tuneops"])
+
+
 class PruneSettings(_Settings):
     enabled: _Bool = Field(False, description="Stop and remove what was deleted from Git.")
     max_deletes: _Int = Field(5, description="Refuse a prune that deletes more than this.", ge=0)
@@ -69,6 +76,10 @@ class ProjectSettings(_Settings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    max_attempts: _Int = Field(
+        2, description="Attempts per job fingerprint before it is reported blocked (a restarted "
+                       "fine-tune resumes from its last checkpoint).", ge=1, le=20)
     prune: PruneSettings = Field(default_factory=PruneSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     exclude: tuple[_Str, ...] = Field(

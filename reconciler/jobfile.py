@@ -89,7 +89,7 @@ class JobFile(_JobModel):
     kind: JobKind
     name: str
     fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
-    spec: dict[str, Any] = Field(description="The resolved spec (defaults applied), camelCase.")
+    spec: dict[str, Any] = Field(description="The spec as written, camelCase; the runtime applies defaults.")
     spec_path: str | None = None
     git: GitOrigin = Field(default_factory=GitOrigin)
     storage_root: str
@@ -102,6 +102,9 @@ class JobFile(_JobModel):
         None, description="Evaluations and Deployments: the model scored or served.")
     baseline: ModelVersionRef | BaseModelRef | None = None
     serve: ServeOptions = Field(default_factory=ServeOptions)
+    lineage: dict[str, Any] | None = Field(
+        None, description="What the fingerprint was computed from besides the spec: upstream "
+                          "fingerprints (`inputs`), local source digests (`sources`), `recipe`.")
 
     @property
     def command(self) -> str:

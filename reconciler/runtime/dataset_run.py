@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler import tracking
 from reconciler.jobfile import JobFile
 from reconciler.runtime.dataset import prepare_dataset
 
@@ -29,7 +30,7 @@ def run_dataset(job: JobFile) -> Path:
                                 schema_type=manifest.schema_type, columns=manifest.columns,
                                 split_digest=manifest.split_digests[split])
         run.log_artifact(output / "manifest.json")
-        run.set_tags({"tuneops.dataset.digest": manifest.digest})
+        run.set_tags({tracking.TAG_DATASET_DIGEST: manifest.digest})
     except BaseException:
         run.finish("FAILED")
         raise

@@ -327,7 +327,7 @@ def record(
     run.log_artifact(output / "results.json")
     run.log_artifact(output / "report.md")
     outcome = tracking.GATE_PASSED if verdict.passed else tracking.GATE_FAILED
-    tags = {tracking.gate_tag(job.name): outcome, "tuneops.gate.summary": verdict.summary()[:5000]}
+    tags = {tracking.gate_tag(job.name): outcome, tracking.TAG_GATE_SUMMARY: verdict.summary()[:5000]}
     model = job.model
     if isinstance(model, ModelVersionRef) and model.registered_model and model.version:
         tags[tracking.TAG_MODEL_VERSION] = f"{model.registered_model}/{model.version}"

@@ -139,6 +139,8 @@ class TrainingLogger(_callback_base()):
             metrics["tokens_per_second"] = (tokens - self._last_tokens) / (now - self._last_time)
         self._last_time, self._last_tokens = now, tokens
         metrics["peak_memory_mb"] = peak_memory_mb()
+        if state.max_steps:  # read by `tuneops status` for progress and ETA
+            metrics["progress"] = state.global_step / state.max_steps
         self.run.log_metrics(metrics, step=state.global_step)
 
 
@@ -229,7 +231,7 @@ def finish_outputs(
         tracking.TAG_BASE_SOURCE: base.source if base else "",
         tracking.TAG_BASE_REVISION: (base.revision if base else None) or "",
         tracking.TAG_OUTPUT: str(output),
-        "tuneops.adapter": str(spec.adapter.type != "none").lower(),
+        tracking.TAG_ADAPTER: str(spec.adapter.type != "none").lower(),
     }
     tags.update({tracking.dataset_digest_tag(d.name): d.digest for d in job.datasets})
     name = spec.registration.model or job.name

@@ -7,12 +7,14 @@ an unreachable server is waited for, and the error names the URI.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from reconciler import tracking
 from reconciler.jobfile import JobFile
+from reconciler.tracking_store import artifact_location
 
 
 def _mlflow():
@@ -42,6 +44,12 @@ def lineage_tags(job: JobFile) -> dict[str, str]:
     }
     if job.git.dirty:
         tags[tracking.TAG_GIT_DIRTY] = "true"
+    # The spec and the fingerprint's other inputs, so a later plan can say which fields or
+    # upstreams changed. MLflow caps a tag at 8,000 characters; a longer one is left out.
+    for key, value in ((tracking.TAG_SPEC, job.spec), (tracking.TAG_LINEAGE, job.lineage)):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":")) if value else ""
+        if len(text) <= tracking.MAX_TAG_LENGTH:
+            tags[key] = text
     base = job.base_model or (job.start_from.base_model if job.start_from else None)
     if base is not None:
         tags[tracking.TAG_BASE_SOURCE] = base.source
@@ -125,18 +133,6 @@ class JobRun:
     @property
     def artifact_uri(self) -> str:
         return self._retry("read the run", lambda: self.client.get_run(self.run_id).info.artifact_uri)
-
-
-def artifact_location(tracking_uri: str) -> str | None:
-    """Beside a SQLite database, artifacts go in an `artifacts/` folder next to it: MLflow's
-    default is `./mlruns` under whatever folder the job happened to start in. A server decides
-    for itself (None)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    if not database.is_absolute():
-        database = Path.cwd() / database
-    return (database.parent / "artifacts").as_uri()
 
 
 def ensure_experiment(job: JobFile) -> str:

@@ -183,7 +183,9 @@ def test_examples_point_editors_at_the_schemas():
 
 @pytest.mark.parametrize("args", [["--help"], ["validate", "specs-example"], ["schema", "--check"],
                                   ["graph", "specs-example"], ["run", "--help"],
-                                  ["run", "dataset", "--job", "no-such-job.json"]])
+                                  ["run", "dataset", "--job", "no-such-job.json"],
+                                  ["plan", "specs-example/quickstart", "--offline"],
+                                  ["plan", "specs-example/quickstart", "--offline", "--format", "markdown"]])
 def test_control_plane_commands_do_not_import_heavy_libraries(args: list[str]):
     probe = (
         "import sys\n"

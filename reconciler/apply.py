@@ -1,0 +1,284 @@
+"""Execute a Plan through a Backend: dependency order, independent branches in parallel.
+
+Each step is idempotent on its fingerprint: a job already running is waited on (adopted), a
+finished one is read back from MLflow, never rerun. A failure stops only what depends on it.
+Deployments start only after their FineTune's required evaluations passed; otherwise the
+version already serving keeps serving and the registry alias stays where it is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from reconciler import tracking
+from reconciler.jobs import JobBuilder, JobContext
+from reconciler.plan import Action, Plan, PlannedAction
+from reconciler.specs.base import ResourceId
+from reconciler.specs.deployment import DeploymentResource
+from reconciler.specs.finetune import FineTuneResource
+from reconciler.state import BuiltRun, built_run_from
+
+WORK = frozenset({Action.CREATE, Action.REBUILD, Action.RETRY, Action.WAIT, Action.UPDATE, Action.DELETE})
+
+
+class PruneRefused(RuntimeError):
+    """A prune that would delete more than allowed: refused unless forced."""
+
+
+@dataclass
+class StepResult:
+    resource: ResourceId
+    outcome: str  # "done" | "failed" | "blocked" | "skipped"
+    message: str = ""
+    url: str | None = None
+
+
+@dataclass
+class ApplyResult:
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [s for s in self.steps if s.outcome == "failed"]
+
+    @property
+    def blocked(self) -> list[StepResult]:
+        return [s for s in self.steps if s.outcome in ("blocked", "skipped")]
+
+
+class Reporter:
+    """What the user sees while an apply runs. The console one prints a line per event."""
+
+    def __init__(self, echo: Callable[[str], None] = print):
+        self._echo = echo
+        self._lock = threading.Lock()
+
+    def say(self, line: str) -> None:
+        with self._lock:
+            self._echo(line)
+
+    def started(self, rid: ResourceId, what: str) -> None:
+        self.say(f"  {rid}: {what}")
+
+    def finished(self, result: StepResult, seconds: float) -> None:
+        mark = "FAILED" if result.outcome == "failed" else result.outcome
+        self.say(f"  {result.resource}: {mark} after {_duration(seconds)}"
+                 + (f": {result.message}" if result.message else ""))
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def check_prune(plan: Plan, max_deletes: int, force: bool) -> None:
+    """Refuse a prune that deletes more than `max_deletes` objects, or every live object."""
+    deletes = plan.deletes()
+    if not deletes or force:
+        return
+    if len(deletes) > max_deletes:
+        raise PruneRefused(f"the plan deletes {len(deletes)} live objects, more than prune.maxDeletes "
+                           f"({max_deletes}); check that the spec folder is the right one, then pass "
+                           "--force to delete them anyway")
+    serving_kept = [a for a in plan.actions if a.resource.kind == "Deployment" and a.action != Action.DELETE
+                    and a.previous is not None]
+    if not serving_kept:
+        raise PruneRefused(f"the plan stops everything that runs ({len(deletes)} live object(s)) and "
+                           "keeps nothing serving: refusing, in case the spec folder is not the right "
+                           "one (pass --force if that is what you want)")
+
+
+class Executor:
+    def __init__(self, project, plan: Plan, backend, store, git, reporter: Reporter,  # noqa: ANN001
+                 max_parallel: int = 1, max_attempts: int = 2, stop: threading.Event | None = None):
+        self.project, self.plan, self.backend, self.store = project, plan, backend, store
+        self.reporter = reporter
+        self.max_parallel = max(1, max_parallel)
+        self.max_attempts = max_attempts
+        self.stop_event = stop or threading.Event()
+        self.experiment_id = store.ensure_experiment(project.experiment)
+        context = JobContext(storage_root=project.storage_root,
+                             mlflow=_mlflow_target(project), git=git, repo_root=_repo_root(project))
+        self._runs: dict[tuple[str, str, str], BuiltRun] = {}
+        self._runs_lock = threading.Lock()
+        self.builder = JobBuilder(project.specs, project.inputs, context, self.lookup)
+
+    # -- MLflow reads ------------------------------------------------------------------------
+
+    def lookup(self, kind: str, name: str, fingerprint: str) -> BuiltRun | None:
+        """The complete run of a resource at a fingerprint, read fresh (and then remembered)."""
+        key = (kind, name, fingerprint)
+        with self._runs_lock:
+            if key in self._runs:
+                return self._runs[key]
+        from reconciler.tracking_store import tag_equals
+
+        query = " and ".join((tag_equals(tracking.TAG_KIND, kind), tag_equals(tracking.TAG_NAME, name),
+                              tag_equals(tracking.TAG_FINGERPRINT, fingerprint),
+                              tag_equals(tracking.TAG_STATUS, tracking.STATUS_COMPLETE)))
+        for record in self.store.search_runs(self.experiment_id, query, page_size=10):
+            run = built_run_from(record)
+            if run is not None:
+                with self._runs_lock:
+                    self._runs[key] = run
+                return run
+        return None
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def run(self) -> ApplyResult:
+        result = ApplyResult()
+        todo = {a.resource: a for a in self.plan.actions if a.action in WORK}
+        for planned in [a for a in todo.values() if a.action == Action.DELETE]:
+            result.steps.append(self._timed(planned, self._delete))
+            del todo[planned.resource]
+        outcomes: dict[ResourceId, str] = {}
+        running: dict[Future, ResourceId] = {}
+        with ThreadPoolExecutor(self.max_parallel, thread_name_prefix="apply") as pool:
+            while todo or running:
+                for rid, planned in list(todo.items()):
+                    deps = [d for d in planned.depends_on if d in todo or d in outcomes
+                            or any(r == d for r in running.values())]
+                    broken = [d for d in deps if outcomes.get(d) in ("failed", "blocked", "skipped")]
+                    if broken:
+                        del todo[rid]
+                        step = StepResult(rid, "skipped", f"not started: {', '.join(map(str, broken))} "
+                                                          f"{outcomes[broken[0]]}")
+                        self.reporter.finished(step, 0)
+                        result.steps.append(step)
+                        outcomes[rid] = "skipped"
+                        continue
+                    if all(outcomes.get(d) == "done" for d in deps) and not self.stop_event.is_set():
+                        del todo[rid]
+                        running[pool.submit(self._timed, planned, self._step)] = rid
+                if not running:
+                    # Nothing runs and nothing more can start: interrupted (or, defensively, a
+                    # dependency that can never finish). Say so rather than spin.
+                    why = ("apply was interrupted" if self.stop_event.is_set()
+                           else "its dependencies did not finish")
+                    for rid in list(todo):
+                        result.steps.append(StepResult(rid, "skipped", why))
+                    todo.clear()
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    rid = running.pop(future)
+                    step = future.result()
+                    outcomes[rid] = step.outcome
+                    result.steps.append(step)
+        return result
+
+    def _timed(self, planned: PlannedAction, call: Callable[[PlannedAction], StepResult]) -> StepResult:
+        started = time.monotonic()
+        try:
+            step = call(planned)
+        except Exception as error:  # noqa: BLE001 - one failed step must not sink the others
+            step = StepResult(planned.resource, "failed", f"{type(error).__name__}: {error}"
+                              if not isinstance(error, RuntimeError | LookupError | OSError) else str(error))
+        self.reporter.finished(step, time.monotonic() - started)
+        return step
+
+    def _step(self, planned: PlannedAction) -> StepResult:
+        if planned.resource.kind == "Deployment":
+            return self._deploy(planned)
+        return self._job(planned)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _job(self, planned: PlannedAction) -> StepResult:
+        rid = planned.resource
+        fingerprint = planned.fingerprint or ""
+        adopt = planned.action == Action.WAIT
+        while True:
+            if adopt:
+                self.reporter.started(rid, "already running: waiting for it")
+            else:
+                job = self.builder.job(rid)
+                observed = self.backend.submit(job, processes=_processes(self.project, rid))
+                self.reporter.started(rid, f"started {observed.handle}, attempt {observed.attempts} "
+                                           f"(log: {observed.log})")
+            observed = self.backend.wait(rid.kind, rid.name, fingerprint, stop_event=self.stop_event)
+            if observed.phase in ("running", "pending"):
+                return StepResult(rid, "skipped", "apply was interrupted; the job keeps running and the "
+                                                  "next apply adopts it")
+            if observed.phase == "succeeded":
+                run = self.lookup(rid.kind, rid.name, fingerprint)
+                if run is None:
+                    return StepResult(rid, "failed", "the job exited 0 but left no complete MLflow run; "
+                                                     f"see {observed.log}")
+                return StepResult(rid, "done", _built_summary(run))
+            if observed.attempts >= self.max_attempts or self.stop_event.is_set():
+                why = observed.message or "failed"
+                return StepResult(rid, "failed", f"{why} (attempt {observed.attempts} of "
+                                                 f"{self.max_attempts}; log: {observed.log})")
+            self.reporter.say(f"  {rid}: attempt {observed.attempts} failed ({observed.message}); retrying")
+            adopt = False
+
+    def _deploy(self, planned: PlannedAction) -> StepResult:
+        rid = planned.resource
+        resource = self.project.specs.resource(rid, DeploymentResource)
+        assert resource is not None
+        fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune)
+        model_fp = self.project.fingerprint(fine_tune)
+        run = self.lookup("FineTune", fine_tune.name, model_fp)
+        if run is None:
+            return StepResult(rid, "failed", f"{fine_tune} has no model at its current fingerprint")
+        for evaluation in resource.spec.requires:
+            eid = ResourceId("Evaluation", evaluation)
+            verdict = self.lookup("Evaluation", evaluation, self.project.fingerprint(eid))
+            if verdict is None:
+                return StepResult(rid, "failed", f"{eid} has not scored {run.model_version}")
+            if verdict.verdict != tracking.GATE_PASSED:
+                live = self.backend.observe().server(rid.name)
+                kept = (f"; {live.model_version} keeps serving at {live.url}"
+                        if live is not None and live.phase == "serving" else "")
+                summary = (verdict.verdict_summary or "failed").removeprefix("failed: ")
+                return StepResult(rid, "blocked", f"{run.model_version} did not pass {evaluation}: "
+                                                  f"{summary}{kept}")
+        self.reporter.started(rid, f"starting a server for {run.model_version}")
+        job = self.builder.job(rid, serve_run=run)
+        served = self.backend.serve(job, model_fingerprint=model_fp, model_version=run.model_version)
+        if served.phase != "serving":
+            return StepResult(rid, "failed", served.message or "the server did not become healthy")
+        registered, _, version = (run.model_version or "").rpartition("/")
+        if registered and version:
+            self.store.set_alias(registered, resource.spec.alias, version)
+        return StepResult(rid, "done", f"serving {run.model_version} at {served.url} "
+                                       f"(alias {resource.spec.alias})", url=served.url)
+
+    def _delete(self, planned: PlannedAction) -> StepResult:
+        rid = planned.resource
+        self.reporter.started(rid, "stopping (its spec was removed)")
+        stopped = self.backend.stop(rid.kind, rid.name)
+        return StepResult(rid, "done", f"stopped {', '.join(stopped) or 'nothing (already gone)'}")
+
+
+def _processes(project, rid: ResourceId) -> int:  # noqa: ANN001
+    resource = project.specs.resource(rid, FineTuneResource)
+    return resource.spec.resources.processes if resource is not None else 1
+
+
+def _built_summary(run: BuiltRun) -> str:
+    if run.kind == "FineTune" and run.model_version:
+        return f"registered {run.model_version}"
+    if run.kind == "Evaluation":
+        return (run.verdict_summary or run.verdict or "scored").replace("failed:", "gates failed:")
+    if run.kind == "Dataset":
+        return f"prepared ({(run.dataset_digest or '')[:19]})"
+    return "built"
+
+
+def _mlflow_target(project):  # noqa: ANN001, ANN202
+    from reconciler.jobfile import MlflowTarget
+
+    return MlflowTarget(tracking_uri=project.tracking_uri, experiment=project.experiment)
+
+
+def _repo_root(project):  # noqa: ANN001, ANN202
+    from reconciler.gitinfo import repo_root
+
+    return repo_root(project.root)

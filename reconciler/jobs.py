@@ -1,0 +1,157 @@
+"""Spec + what its upstreams produced -> the job file one `tuneops run KIND` reads.
+
+Everything a job needs is resolved here, once: file:// paths made absolute, the prepared
+datasets' locations and digests, the model version to score or serve. So a job never re-reads
+Git or MLflow to find its inputs, and the same JobFile runs locally or in a Kubernetes Job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.fingerprint import FingerprintInput, resolved_spec
+from reconciler.jobfile import (
+    BaseModelRef,
+    GitOrigin,
+    JobFile,
+    MlflowTarget,
+    ModelVersionRef,
+    PreparedDataset,
+)
+from reconciler.specs.base import ResourceId
+from reconciler.specs.basemodel import BaseModelResource
+from reconciler.specs.dataset import DatasetResource
+from reconciler.specs.deployment import DeploymentResource
+from reconciler.specs.evaluation import EvaluationResource
+from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.sources import parse_source
+from reconciler.specs.specset import SpecSet
+from reconciler.state import BuiltRun
+
+
+class NotBuiltYet(LookupError):
+    """An upstream the job needs has no complete run at its fingerprint."""
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Project-wide facts every job file carries."""
+
+    storage_root: Path
+    mlflow: MlflowTarget
+    git: GitOrigin
+    repo_root: Path | None = None  # spec paths are recorded relative to it
+
+
+class JobBuilder:
+    """Builds job files from the specs, their fingerprint inputs and the upstreams' built runs.
+
+    `lookup(kind, name, fingerprint)` returns the complete run of an upstream (apply reads it
+    fresh after each job)."""
+
+    def __init__(self, specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], context: JobContext,
+                 lookup):  # noqa: ANN001 - Callable[[str, str, str], BuiltRun | None]
+        self.specs, self.inputs, self.context, self.lookup = specs, inputs, context, lookup
+
+    def fingerprint(self, rid: ResourceId) -> str:
+        return self.inputs[rid].fingerprint
+
+    def built(self, rid: ResourceId) -> BuiltRun:
+        run = self.lookup(rid.kind, rid.name, self.fingerprint(rid))
+        if run is None:
+            raise NotBuiltYet(f"{rid} has no complete run at fingerprint {self.fingerprint(rid)[:12]}")
+        return run
+
+    def _spec_path(self, rid: ResourceId) -> str | None:
+        loaded = self.specs.get(rid)
+        if loaded is None:
+            return None
+        root = self.context.repo_root or self.specs.root
+        path = loaded.path.absolute()
+        root = root.absolute()
+        return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+    def _absolute(self, rid: ResourceId, uri: str) -> str:
+        source = parse_source(uri)
+        if source.scheme != "file":
+            return uri
+        loaded = self.specs.get(rid)
+        assert loaded is not None
+        return f"file://{source.local_path(loaded.path.parent).absolute()}"
+
+    def base_model(self, rid: ResourceId) -> BaseModelRef:
+        resource = self.specs.resource(rid, BaseModelResource)
+        assert resource is not None, rid
+        template = resource.spec.chat_template
+        if template.startswith("file://"):
+            template = self._absolute(rid, template).removeprefix("file://")
+        return BaseModelRef(name=rid.name, source=self._absolute(rid, resource.spec.source),
+                            revision=resource.spec.revision, chat_template=template,
+                            trust_remote_code=resource.spec.trust_remote_code,
+                            fingerprint=self.fingerprint(rid))
+
+    def base_of(self, fine_tune: ResourceId) -> BaseModelRef:
+        """The base model under a FineTune, following fromFineTune chains."""
+        resource = self.specs.resource(fine_tune, FineTuneResource)
+        assert resource is not None, fine_tune
+        if resource.spec.base_model:
+            return self.base_model(ResourceId("BaseModel", resource.spec.base_model))
+        return self.base_of(ResourceId("FineTune", resource.spec.from_fine_tune or ""))
+
+    def model_version(self, fine_tune: ResourceId, run: BuiltRun | None = None) -> ModelVersionRef:
+        """A FineTune's built model: at its desired fingerprint, or the given run."""
+        resource = self.specs.resource(fine_tune, FineTuneResource)
+        assert resource is not None, fine_tune
+        run = run or self.built(fine_tune)
+        registered, _, version = (run.model_version or "").rpartition("/")
+        return ModelVersionRef(fine_tune=fine_tune.name, location=run.output or "",
+                               adapter=resource.spec.adapter.type != "none",
+                               base_model=self.base_of(fine_tune),
+                               registered_model=registered or resource.registered_model,
+                               version=version or None, fingerprint=run.fingerprint)
+
+    def prepared(self, name: str, weight: float = 1.0) -> PreparedDataset:
+        rid = ResourceId("Dataset", name)
+        resource = self.specs.resource(rid, DatasetResource)
+        assert resource is not None, rid
+        run = self.built(rid)
+        return PreparedDataset(name=name, location=run.output or "", digest=run.dataset_digest or "",
+                               schema_type=resource.spec.data_schema.type, fingerprint=run.fingerprint,
+                               weight=weight)
+
+    def _model_or_base(self, target: ResourceId) -> ModelVersionRef | BaseModelRef:
+        return self.model_version(target) if target.kind == "FineTune" else self.base_model(target)
+
+    def job(self, rid: ResourceId, *, serve_run: BuiltRun | None = None) -> JobFile:
+        """The job file for `rid`. For a Deployment, `serve_run` is the FineTune run to serve
+        (default: the one at the FineTune's desired fingerprint)."""
+        loaded = self.specs.get(rid)
+        assert loaded is not None, rid
+        resource = loaded.resource
+        item = self.inputs[rid]
+        fields: dict = dict(
+            kind=rid.kind, name=rid.name, fingerprint=item.fingerprint, spec=resolved_spec(resource),
+            spec_path=self._spec_path(rid), git=self.context.git, storage_root=str(self.context.storage_root),
+            mlflow=self.context.mlflow,
+            lineage={"recipe": item.recipe, "inputs": item.inputs, "sources": item.sources},
+        )
+        if isinstance(resource, DatasetResource):
+            fields["source"] = self._absolute(rid, resource.spec.source)
+        elif isinstance(resource, FineTuneResource):
+            spec = resource.spec
+            if spec.base_model:
+                fields["base_model"] = self.base_model(ResourceId("BaseModel", spec.base_model))
+            else:
+                fields["start_from"] = self.model_version(ResourceId("FineTune", spec.from_fine_tune or ""))
+            fields["datasets"] = tuple(self.prepared(d.name, d.weight) for d in spec.datasets)
+        elif isinstance(resource, EvaluationResource):
+            spec = resource.spec
+            fields["model"] = self._model_or_base(spec.model.target)
+            fields["datasets"] = (self.prepared(spec.dataset.name),)
+            if spec.baseline is not None:
+                fields["baseline"] = self._model_or_base(spec.baseline.target)
+        elif isinstance(resource, DeploymentResource):
+            served = ResourceId("FineTune", resource.spec.model.fine_tune)
+            fields["model"] = self.model_version(served, serve_run)
+        return JobFile(**fields)

@@ -1,0 +1,168 @@
+"""A spec folder made ready to plan: validated specs, fingerprints, and where its state lives.
+
+The edges the reconciler reads from sit here: the spec files, local source digests, the MLflow
+URI (explicit, MLFLOW_TRACKING_URI, or the embedded `sqlite:///<root>/.tuneops/mlflow.db`), the
+storage root and the backend. `plan`, `apply` and `status` all start from `load_project`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+
+from reconciler import tracking
+from reconciler.config import STATE_DIR
+from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
+from reconciler.graph import DependencyGraph
+from reconciler.specs.validate import ValidationResult, validate_path
+from reconciler.state import BUILT_KINDS, ActualState, BuiltRun, RunProgress, built_run_from
+from reconciler.tracking_store import tag_equals
+
+
+class ProjectInvalid(Exception):
+    """The specs do not validate: nothing is planned or applied. Carries the validation result."""
+
+    def __init__(self, result: ValidationResult):
+        super().__init__(f"{len(result.errors)} error(s) in the specs")
+        self.result = result
+
+
+class ProjectError(RuntimeError):
+    """A project that cannot be worked on as configured (one line for the user)."""
+
+
+def embedded_tracking_uri(root: Path) -> str:
+    return f"sqlite:///{(root / STATE_DIR / 'mlflow.db').absolute()}"
+
+
+@dataclass(frozen=True)
+class Project:
+    validation: ValidationResult
+
+    @property
+    def specs(self):  # noqa: ANN201 - SpecSet
+        return self.validation.specs
+
+    @property
+    def root(self) -> Path:
+        return self.specs.root
+
+    @property
+    def settings(self):  # noqa: ANN201 - ProjectSettings
+        return self.specs.settings
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def tracking_uri(self) -> str:
+        return (self.settings.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                or embedded_tracking_uri(self.root))
+
+    @property
+    def experiment(self) -> str:
+        return self.settings.mlflow.experiment
+
+    @property
+    def storage_root(self) -> Path:
+        configured = self.settings.storage.root
+        if not configured:
+            return self.state_dir / "store"
+        path = Path(configured).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    @cached_property
+    def graph(self) -> DependencyGraph:
+        return DependencyGraph.from_specs(self.specs)
+
+    @cached_property
+    def inputs(self) -> dict:
+        """ResourceId -> FingerprintInput, with local sources hashed (cached under .tuneops/)."""
+        from reconciler.sources_digest import source_digests
+
+        cache_dir = self.state_dir if self.state_dir.parent.is_dir() else None
+        return fingerprint_inputs(self.specs, self.graph, source_digests(self.specs, cache_dir))
+
+    def fingerprint(self, rid) -> str:  # noqa: ANN001 - ResourceId
+        item: FingerprintInput = self.inputs[rid]
+        return item.fingerprint
+
+    def backend(self):  # noqa: ANN201 - Backend
+        if self.settings.backend != "local":
+            raise ProjectError(f"backend '{self.settings.backend}' is not available in this release; "
+                               "use backend: local")
+        from reconciler.backends.local import LocalBackend
+
+        return LocalBackend(self.state_dir)
+
+    def store(self):  # noqa: ANN201 - TrackingStore
+        from reconciler.tracking_store import open_store
+
+        return open_store(self.tracking_uri)
+
+    def read_state(self, store, backend) -> ActualState:  # noqa: ANN001
+        return read_actual_state(store, self.experiment, backend.observe())
+
+
+def project_backend(path: Path):  # noqa: ANN201 - Backend
+    """The backend of the project at `path` without validating its specs (for `tuneops logs`,
+    which must work while the specs are being edited)."""
+    from reconciler.specs.loader import load_settings, resolve_scope
+
+    root, _ = resolve_scope([path])
+    settings, _, _ = load_settings(root)
+    if settings.backend != "local":
+        raise ProjectError(f"backend '{settings.backend}' is not available in this release; "
+                           "use backend: local")
+    from reconciler.backends.local import LocalBackend
+
+    return LocalBackend(root / STATE_DIR)
+
+
+def load_project(path: Path, *, strict: bool = False) -> Project:
+    """Validate the folder; raise ProjectInvalid when any spec has an error."""
+    from reconciler import architectures, capacity
+
+    result = validate_path(path, strict=strict)
+    if result.valid:  # the same verdict as `tuneops validate`: a FineTune that cannot fit is an error
+        result = result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
+    if not result.valid:
+        raise ProjectInvalid(result)
+    return Project(result)
+
+
+def read_actual_state(store, experiment: str, backend_state) -> ActualState:  # noqa: ANN001
+    """One paged search per built kind in the project's experiment, plus the backend's view.
+
+    `store` is a `tracking_store.TrackingStore`. A missing experiment means nothing is built yet.
+    """
+    built: dict[tuple[str, str, str], BuiltRun] = {}
+    history: dict[tuple[str, str], list[BuiltRun]] = {}
+    unfinished: dict[tuple[str, str, str], RunProgress] = {}
+    experiment_id = store.experiment_id(experiment)
+    if experiment_id is not None:
+        for kind in BUILT_KINDS:
+            for record in store.search_runs(experiment_id, tag_equals(tracking.TAG_KIND, kind)):
+                run = built_run_from(record)  # records come newest first
+                if run is not None:
+                    built.setdefault((run.kind, run.name, run.fingerprint), run)
+                    history.setdefault((run.kind, run.name), []).append(run)
+                    continue
+                tags = record.tags
+                key = (kind, tags.get(tracking.TAG_NAME, ""), tags.get(tracking.TAG_FINGERPRINT, ""))
+                if key not in unfinished and record.status in ("RUNNING", "SCHEDULED"):
+                    progress = record.metrics.get("progress")
+                    unfinished[key] = RunProgress(kind, key[1], key[2], record.run_id,
+                                                  record.start_time / 1000, progress,
+                                                  record.metric_steps.get("progress"))
+    return ActualState(
+        built=MappingProxyType(built),
+        history=MappingProxyType({key: tuple(runs) for key, runs in history.items()}),
+        unfinished=MappingProxyType(unfinished),
+        backend=backend_state,
+        tracking_uri=store.uri,
+    )

@@ -1,0 +1,155 @@
+"""The reconciler end to end: plan and apply the quickstart against a real MLflow server, with
+real jobs (the tiny model trains for real), a real model server, and real Git history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.reconcile_support import SpecRepo, chat
+from tests.runtime_support import free_port, needs_training
+
+pytestmark = needs_training
+
+RESOURCES = ("BaseModel/tiny-llama", "Dataset/fruit-colors", "FineTune/fruit-sft",
+             "Evaluation/fruit-sft-quality", "Deployment/fruit-bot")
+EVERYTHING_BUILT = dict.fromkeys(RESOURCES, "noop")
+DOWNSTREAM_OF_DATA = ["FineTune/fruit-sft", "Evaluation/fruit-sft-quality", "Deployment/fruit-bot"]
+
+
+@pytest.fixture
+def repo(tmp_path: Path, mlflow_server):
+    repo = SpecRepo(tmp_path / "specs", mlflow_server.uri)
+    yield repo
+    repo.stop_servers()
+
+
+def alias_version(tracking_uri: str, alias: str = "production") -> str:
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri).get_model_version_by_alias("fruit-sft", alias).version
+
+
+@pytest.mark.slow
+def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_server):
+    # 1. From empty: every resource is created, then served; a second plan is empty.
+    first = repo.plan()
+    assert first["by_resource"] == {**EVERYTHING_BUILT, "Dataset/fruit-colors": "create",
+                                    "FineTune/fruit-sft": "create", "Evaluation/fruit-sft-quality": "create",
+                                    "Deployment/fruit-bot": "create"}
+    applied = repo.tuneops("apply", ".", "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert "Deployment/fruit-bot: done" in applied.stdout
+    assert "curl -s http://127.0.0.1:" in applied.stdout
+    url = applied.stdout.split("serving fruit-sft/1 at ")[1].split()[0]
+    answer = chat(url, "What color is a banana?")
+    assert answer["choices"][0]["message"]["content"].strip() != ""
+    assert alias_version(mlflow_server.uri) == "1"
+    again = repo.tuneops("plan", ".", "--detailed-exitcode")
+    assert again.exit_code == 0, again.output
+    assert "No changes." in again.stdout
+    assert "Nothing to do" in repo.tuneops("apply", ".", "--yes").stdout
+
+    # 3. A description or a label changes nothing; replicas is an update, nothing else.
+    repo.edit("fine-tune.yaml", "  name: fruit-sft\n", "  name: fruit-sft\n  description: fruit colours\n"
+                                                       "  labels:\n    team: demo\n")
+    assert repo.tuneops("plan", ".", "--detailed-exitcode").exit_code == 0
+    repo.edit("deployment.yaml", "  runtime: transformers\n", "  runtime: transformers\n  replicas: 2\n")
+    replicas = repo.plan()
+    assert replicas["counts"]["update"] == 1 and replicas["by_resource"]["Deployment/fruit-bot"] == "update"
+    assert sum(replicas["counts"][a] for a in ("create", "rebuild", "delete", "retry")) == 0
+    assert repo.tuneops("plan", ".", "--detailed-exitcode").exit_code == 2
+    repo.git("checkout", "--", ".")
+
+    # 2. Appending rows rebuilds the dataset and everything downstream; the base model stays.
+    with (repo.root / "data/fruit-colors.jsonl").open("a") as data:
+        row = {"instruction": "What color is a plum?", "input": "", "output": "purple"}
+        data.write(json.dumps(row) + "\n")
+    appended = repo.plan()
+    assert appended["by_resource"] == {**dict.fromkeys(RESOURCES, "rebuild"), "BaseModel/tiny-llama": "noop"}
+    dataset = next(a for a in appended["actions"] if a["name"] == "fruit-colors")
+    assert "spec.source content changed" in dataset["reason"]
+    assert appended["impact"]["Dataset/fruit-colors"] == DOWNSTREAM_OF_DATA
+    repo.git("checkout", "--", ".")
+
+    # 5. A hyperparameter change trains version 2; `git revert` serves version 1 again, untrained.
+    repo.edit("fine-tune.yaml", "epochs: 3", "epochs: 4")
+    repo.commit("train a little longer")
+    applied = repo.tuneops("apply", ".", "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert "serving fruit-sft/2" in applied.stdout
+    assert alias_version(mlflow_server.uri) == "2"
+    repo.git("revert", "--no-edit", "HEAD")
+    reverted = repo.plan()
+    assert reverted["by_resource"] == {**EVERYTHING_BUILT, "Deployment/fruit-bot": "update"}
+    assert reverted["counts"]["create"] == reverted["counts"]["rebuild"] == 0
+    applied = repo.tuneops("apply", ".", "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert "started pid" not in applied.stdout  # no job ran
+    assert "serving fruit-sft/1" in applied.stdout
+    assert alias_version(mlflow_server.uri) == "1"
+
+    # 4. A version that fails its gate is not served: the old one keeps serving, the alias stays.
+    repo.edit("fine-tune.yaml", "learningRate: 3.0e-3", "learningRate: 1.0e-6")
+    repo.commit("a learning rate too small to learn anything")
+    applied = repo.tuneops("apply", ".", "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert "Deployment/fruit-bot: blocked" in applied.stdout
+    assert "fruit-sft/3 did not pass fruit-sft-quality: gate exact_match" in applied.stdout
+    assert alias_version(mlflow_server.uri) == "1"
+    assert chat(url, "What color is a banana?")["model"] == "fruit-bot"  # still answering
+    blocked = repo.plan()
+    deployment = next(a for a in blocked["actions"] if a["name"] == "fruit-bot")
+    assert deployment["action"] == "blocked"
+    assert "gate exact_match" in deployment["reason"] and "fruit-sft/1 keeps serving" in deployment["reason"]
+    status = json.loads(repo.tuneops("status", ".", "--format", "json").stdout)
+    rows = {r["name"]: r for r in status["resources"]}
+    assert rows["fruit-bot"]["phase"] == "Blocked" and rows["fruit-bot"]["model_version"] == "fruit-sft/1"
+    assert rows["fruit-sft"]["phase"] == "Ready" and rows["fruit-sft"]["model_version"] == "fruit-sft/3"
+
+    # Pruning: a removed Deployment keeps serving until prune is asked for, and a prune that
+    # would stop everything is refused unless forced.
+    (repo.root / "deployment.yaml").unlink()
+    repo.commit("retire the bot")
+    kept = repo.plan()
+    assert kept["unmanaged"] and "Deployment/fruit-bot" in kept["unmanaged"][0]
+    refused = repo.tuneops("apply", ".", "--yes", "--prune")
+    assert refused.exit_code == 1 and "refusing" in refused.stderr
+    pruned = repo.tuneops("apply", ".", "--yes", "--prune", "--force")
+    assert pruned.exit_code == 0, pruned.output
+    assert "Deployment/fruit-bot: done" in pruned.stdout
+    assert repo.plan()["unmanaged"] == []
+
+
+def test_mlflow_unreachable_is_a_clear_error_naming_the_uri(tmp_path: Path):
+    uri = f"http://ml:secret@127.0.0.1:{free_port()}"
+    repo = SpecRepo(tmp_path / "specs", uri)
+    result = repo.tuneops("plan", ".")
+    assert result.exit_code == 1
+    assert f"cannot reach MLflow at http://ml:***@127.0.0.1:{uri.rsplit(':', 1)[1]}" in result.stderr
+    assert "secret" not in result.output and "Traceback" not in result.output
+    result = repo.tuneops("apply", ".", "--yes")
+    assert result.exit_code == 1 and "cannot reach MLflow" in result.stderr
+    assert not list((repo.root / ".tuneops").glob("jobs/*.json"))  # nothing was submitted
+
+
+def test_invalid_specs_are_never_planned_or_applied(tmp_path: Path):
+    repo = SpecRepo(tmp_path / "specs", f"http://127.0.0.1:{free_port()}")
+    repo.edit("fine-tune.yaml", "microBatchSize: 8", "microBatchSize: -8")
+    for command in ("plan", "apply"):
+        result = repo.tuneops(command, ".", "--yes") if command == "apply" else repo.tuneops(command, ".")
+        assert result.exit_code == 1
+        assert "fine-tune.yaml:" in result.stderr and "microBatchSize" in result.stderr
+        assert "nothing was planned" in result.stderr
+        assert "cannot reach MLflow" not in result.output  # refused before any state is read
+
+
+def test_offline_plan_reads_no_state(tmp_path: Path):
+    repo = SpecRepo(tmp_path / "specs", f"http://127.0.0.1:{free_port()}")
+    result = repo.tuneops("plan", ".", "--offline", "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["state_read"] is False and document["format_version"] == 1
+    assert document["counts"]["create"] == 4
