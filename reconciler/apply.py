@@ -22,6 +22,7 @@ from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.state import BuiltRun, built_run_from
 
+PROGRESS_EVERY_S = 10.0  # how often a running fine-tune's progress is read from MLflow
 WORK = frozenset({Action.CREATE, Action.REBUILD, Action.RETRY, Action.WAIT, Action.UPDATE, Action.DELETE})
 
 
@@ -51,23 +52,91 @@ class ApplyResult:
 
 
 class Reporter:
-    """What the user sees while an apply runs. The console one prints a line per event."""
+    """What the user sees while an apply runs: a line per event, and for long steps a line every
+    `heartbeat` seconds with the time so far (and a fine-tune's progress and ETA)."""
 
-    def __init__(self, echo: Callable[[str], None] = print):
+    def __init__(self, echo: Callable[[str], None] = print, heartbeat: float = 60.0):
         self._echo = echo
         self._lock = threading.Lock()
+        self.heartbeat = heartbeat
+        self.progress_of: Callable[[ResourceId, str], str] = lambda rid, fingerprint: ""
+        self._running: dict[ResourceId, tuple[float, str]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def say(self, line: str) -> None:
         with self._lock:
             self._echo(line)
 
-    def started(self, rid: ResourceId, what: str) -> None:
+    def started(self, rid: ResourceId, what: str, fingerprint: str = "") -> None:
+        with self._lock:
+            self._running.setdefault(rid, (time.monotonic(), fingerprint))
         self.say(f"  {rid}: {what}")
 
     def finished(self, result: StepResult, seconds: float) -> None:
+        with self._lock:
+            self._running.pop(result.resource, None)
         mark = "FAILED" if result.outcome == "failed" else result.outcome
         self.say(f"  {result.resource}: {mark} after {_duration(seconds)}"
                  + (f": {result.message}" if result.message else ""))
+
+    def running_lines(self) -> list[str]:
+        with self._lock:
+            running = list(self._running.items())
+        lines = []
+        for rid, (since, fingerprint) in running:
+            progress = self.progress_of(rid, fingerprint) if fingerprint else ""
+            lines.append(f"  {rid}: running for {_duration(time.monotonic() - since)}"
+                         + (f", {progress}" if progress else ""))
+        return lines
+
+    def __enter__(self) -> Reporter:
+        if self.heartbeat > 0:
+            self._thread = threading.Thread(target=self._beat, name="apply-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            for line in self.running_lines():
+                self.say(line)
+
+
+class LiveReporter(Reporter):
+    """For a terminal: a rich spinner per running step with its elapsed time and progress,
+    above which the event lines scroll."""
+
+    def __init__(self, heartbeat: float = 2.0):
+        from rich.console import Console
+        from rich.live import Live
+
+        self._console = Console()
+        self._live = Live(console=self._console, refresh_per_second=4, transient=True)
+        super().__init__(lambda line: self._live.console.print(line, highlight=False, markup=False),
+                         heartbeat)
+
+    def __enter__(self) -> LiveReporter:
+        self._live.start()
+        return super().__enter__()  # type: ignore[return-value]
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self._live.stop()
+
+    def _beat(self) -> None:
+        from rich.spinner import Spinner
+        from rich.table import Table
+
+        while not self._stop.wait(self.heartbeat):
+            table = Table.grid()
+            for line in self.running_lines():
+                table.add_row(Spinner("dots", text=line.strip()))
+            self._live.update(table)
 
 
 def _duration(seconds: float) -> str:
@@ -106,6 +175,35 @@ class Executor:
         self._runs: dict[tuple[str, str, str], BuiltRun] = {}
         self._runs_lock = threading.Lock()
         self.builder = JobBuilder(project.specs, project.inputs, context, self.lookup)
+        self._progress: dict[str, tuple[float, str]] = {}
+        reporter.progress_of = self.progress_of
+
+    def progress_of(self, rid: ResourceId, fingerprint: str) -> str:
+        """A running fine-tune's share done and ETA, from the `progress` metric it logs."""
+        if rid.kind != "FineTune":
+            return ""
+        cached = self._progress.get(fingerprint)
+        if cached is not None and time.monotonic() - cached[0] < PROGRESS_EVERY_S:
+            return cached[1]
+        text = self._read_progress(rid, fingerprint)
+        self._progress[fingerprint] = (time.monotonic(), text)
+        return text
+
+    def _read_progress(self, rid: ResourceId, fingerprint: str) -> str:
+        from reconciler.status import progress_text
+        from reconciler.tracking_store import tag_equals
+
+        query = " and ".join((tag_equals(tracking.TAG_KIND, rid.kind),
+                              tag_equals(tracking.TAG_FINGERPRINT, fingerprint)))
+        try:
+            runs = self.store.search_runs(self.experiment_id, query, page_size=5)
+        except Exception:  # noqa: BLE001 - progress is a nicety; the job's outcome is what counts
+            return ""
+        for record in runs:
+            if record.status == "RUNNING":
+                return progress_text(record.metrics.get("progress"), record.metric_steps.get("progress"),
+                                     record.start_time / 1000, time.time())
+        return ""
 
     # -- MLflow reads ------------------------------------------------------------------------
 
@@ -195,12 +293,12 @@ class Executor:
         adopt = planned.action == Action.WAIT
         while True:
             if adopt:
-                self.reporter.started(rid, "already running: waiting for it")
+                self.reporter.started(rid, "already running: waiting for it", fingerprint)
             else:
                 job = self.builder.job(rid)
                 observed = self.backend.submit(job, processes=_processes(self.project, rid))
                 self.reporter.started(rid, f"started {observed.handle}, attempt {observed.attempts} "
-                                           f"(log: {observed.log})")
+                                           f"(log: {observed.log})", fingerprint)
             observed = self.backend.wait(rid.kind, rid.name, fingerprint, stop_event=self.stop_event)
             if observed.phase in ("running", "pending"):
                 return StepResult(rid, "skipped", "apply was interrupted; the job keeps running and the "

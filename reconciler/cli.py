@@ -199,9 +199,15 @@ def init(directory: Path, force: bool) -> None:
     except OSError as error:
         raise UserError(f"cannot write the starter into {directory}: "
                         f"{error.strerror or error}") from None
+    ignore = directory / ".gitignore"
+    if not ignore.exists():  # the state folder (MLflow database, logs, outputs) is not for Git
+        from reconciler.fileio import write_text_atomic
+
+        write_text_atomic(ignore, ".tuneops/\n")
+        written.append(ignore)
     for path in written:
         click.echo(f"wrote {path}")
-    click.echo(f"\nnext: tuneops validate {directory}")
+    click.echo(f"\nnext: tuneops validate {directory}, then tuneops plan {directory}")
 
 
 def _resource_id(value: str):  # noqa: ANN202 - ResourceId, imported lazily
@@ -342,7 +348,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     import signal
     import threading
 
-    from reconciler.apply import Executor, PruneRefused, Reporter, check_prune
+    from reconciler.apply import Executor, LiveReporter, PruneRefused, Reporter, check_prune
     from reconciler.gitinfo import git_origin
     from reconciler.lock import ApplyLock, Locked
     from reconciler.plan_report import plan_text
@@ -381,11 +387,14 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
         from reconciler.tracking import TrackingUnavailable
         from reconciler.tracking_store import TrackingError
 
+        reporter = LiveReporter() if sys.stdout.isatty() and not os.environ.get("TUNEOPS_PLAIN") \
+            else Reporter(click.echo)
         try:
-            executor = Executor(project, the_plan, backend, store, git_origin(project.root),
-                                Reporter(click.echo), max_parallel=project.settings.local.max_parallel,
+            executor = Executor(project, the_plan, backend, store, git_origin(project.root), reporter,
+                                max_parallel=project.settings.local.max_parallel,
                                 max_attempts=project.settings.max_attempts, stop=stop)
-            result = executor.run()
+            with reporter:
+                result = executor.run()
         except (TrackingUnavailable, TrackingError) as error:
             raise UserError(str(error)) from None
         done = sum(1 for s in result.steps if s.outcome == "done")
@@ -481,6 +490,38 @@ def _still_running(backend, rid) -> bool:  # noqa: ANN001
         return server is not None and server.phase != "failed"
     return any(j.kind == rid.kind and j.name == rid.name and j.phase in ("running", "pending")
                for j in state.jobs)
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--target", "targets", multiple=True, metavar="KIND/NAME",
+              help="Only this resource's jobs and server (repeatable). Default: everything.")
+def stop(path: Path, targets: tuple[str, ...]) -> None:
+    """Stop the model servers and running jobs of the project at PATH.
+
+    Nothing is deleted: built results stay in MLflow and the storage root, and the next
+    `tuneops apply` starts the servers again (a stopped job resumes from its checkpoint).
+    Use `suspend: true` in a spec to keep apply from starting it.
+    """
+    from reconciler.project import ProjectError, project_backend
+
+    wanted = _targets(targets)
+    try:
+        backend = project_backend(path)
+    except ProjectError as error:
+        raise UserError(str(error)) from None
+    state = backend.observe()
+    live = {(("Deployment", s.name)) for s in state.servers if s.phase != "failed"}
+    live |= {(j.kind, j.name) for j in state.jobs if j.phase in ("running", "pending")}
+    stopped = 0
+    for kind, name in sorted(live):
+        if wanted is not None and (kind, name) not in {(t.kind, t.name) for t in wanted}:
+            continue
+        handles = backend.stop(kind, name)
+        stopped += len(handles)
+        click.echo(f"{kind}/{name}: stopped {', '.join(handles)}")
+    if not stopped:
+        click.echo("nothing is running")
 
 
 @cli.command(name="run")

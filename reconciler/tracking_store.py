@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import ssl
 import urllib.error
@@ -325,6 +326,9 @@ class ClientTrackingStore:
         except ImportError:
             raise TrackingError(f"reading MLflow at {tracking.redact_uri(uri)} needs the mlflow package "
                                 "(pip install 'tuneops[train]'), or an http(s) tracking server") from None
+        # Creating the database logs its migrations at INFO: noise in a plan's output.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         self._client = mlflow.MlflowClient(uri)
         self._mlflow_exception = mlflow.exceptions.MlflowException
 

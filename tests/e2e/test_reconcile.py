@@ -29,7 +29,7 @@ def repo(tmp_path: Path, mlflow_server):
 def alias_version(tracking_uri: str, alias: str = "production") -> str:
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri).get_model_version_by_alias("fruit-sft", alias).version
+    return str(mlflow.MlflowClient(tracking_uri).get_model_version_by_alias("fruit-sft", alias).version)
 
 
 @pytest.mark.slow

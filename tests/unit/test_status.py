@@ -1,0 +1,57 @@
+"""Status rows and the progress an apply prints for long steps."""
+
+from __future__ import annotations
+
+import time
+from types import MappingProxyType
+
+from reconciler.apply import Reporter, StepResult
+from reconciler.backends.base import BackendState, JobObservation
+from reconciler.plan import Action, Plan, PlannedAction
+from reconciler.specs.base import ResourceId
+from reconciler.state import ActualState, RunProgress
+from reconciler.status import progress_text, status_rows, status_text
+
+FINE_TUNE = ResourceId("FineTune", "sft")
+FP = "a" * 64
+
+
+def test_progress_and_eta_follow_the_pace_so_far():
+    assert progress_text(0.25, 30, started_at=1000.0, now=1060.0) == "25% (step 30), ETA 3m00s"
+    assert progress_text(None, None, started_at=1000.0, now=1060.0) == "starting"
+    assert progress_text(1.0, 120, started_at=1000.0, now=1060.0) == "100% (step 120)"
+
+
+def test_a_running_fine_tune_reads_running_with_its_progress():
+    job = JobObservation("FineTune", "sft", FP, "running", 1, 1000.0, None, None, "", "pid 3", None)
+    progress = RunProgress("FineTune", "sft", FP, "r", 1000.0, 0.5, 60)
+    state = ActualState(MappingProxyType({}), MappingProxyType({}),
+                        MappingProxyType({("FineTune", "sft", FP): progress}), BackendState((job,), ()))
+    plan = Plan((PlannedAction(FINE_TUNE, Action.WAIT, FP, reason="running"),), {})
+    [row] = status_rows(plan, state, now=1100.0)
+    assert (row.phase, row.progress, row.fingerprint) == ("Running", "50% (step 60), ETA 1m40s", FP[:12])
+    assert "FineTune/sft" in status_text([row]) and "Running" in status_text([row])
+
+
+def test_a_failed_job_out_of_attempts_reads_failed_not_blocked():
+    job = JobObservation("FineTune", "sft", FP, "failed", 2, 1000.0, 1010.0, 1, "exited with 1: OOM", "pid 3",
+                         None)
+    empty = MappingProxyType({})
+    state = ActualState(empty, empty, empty, BackendState((job,), ()))
+    plan = Plan((PlannedAction(FINE_TUNE, Action.BLOCKED, FP, reason="failed 2 of 2 attempts"),), {})
+    [row] = status_rows(plan, state, now=1100.0)
+    assert row.phase == "Failed" and "failed 2 of 2 attempts" in row.result
+
+
+def test_long_steps_get_a_heartbeat_line_with_their_progress():
+    lines: list[str] = []
+    reporter = Reporter(lines.append, heartbeat=0.05)
+    reporter.progress_of = lambda rid, fingerprint: "40% (step 4), ETA 6s" if fingerprint == FP else ""
+    with reporter:
+        reporter.started(FINE_TUNE, "started pid 3", FP)
+        time.sleep(0.3)
+        reporter.finished(StepResult(FINE_TUNE, "done", "registered sft/1"), 0.3)
+    assert lines[0] == "  FineTune/sft: started pid 3"
+    beats = [line for line in lines if "running for" in line]
+    assert beats and all(line.endswith("40% (step 4), ETA 6s") for line in beats)
+    assert lines[-1].startswith("  FineTune/sft: done after 0s: registered sft/1")
