@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from reconciler import tracking
+from reconciler.backends.base import STOPPED
 from reconciler.jobs import JobBuilder, JobContext
 from reconciler.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
@@ -144,7 +145,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def check_prune(plan: Plan, max_deletes: int, force: bool) -> None:
+def check_prune(plan: Plan, max_deletes: int, force: bool, live_objects: int) -> None:
     """Refuse a prune that deletes more than `max_deletes` objects, or every live object."""
     deletes = plan.deletes()
     if not deletes or force:
@@ -153,12 +154,10 @@ def check_prune(plan: Plan, max_deletes: int, force: bool) -> None:
         raise PruneRefused(f"the plan deletes {len(deletes)} live objects, more than prune.maxDeletes "
                            f"({max_deletes}); check that the spec folder is the right one, then pass "
                            "--force to delete them anyway")
-    serving_kept = [a for a in plan.actions if a.resource.kind == "Deployment" and a.action != Action.DELETE
-                    and a.previous is not None]
-    if not serving_kept:
-        raise PruneRefused(f"the plan stops everything that runs ({len(deletes)} live object(s)) and "
-                           "keeps nothing serving: refusing, in case the spec folder is not the right "
-                           "one (pass --force if that is what you want)")
+    if len(deletes) >= live_objects:
+        raise PruneRefused(f"the plan stops everything that runs ({len(deletes)} live object(s)): "
+                           "refusing, in case the spec folder is not the right one (pass --force if "
+                           "that is what you want)")
 
 
 class Executor:
@@ -291,6 +290,10 @@ class Executor:
         rid = planned.resource
         fingerprint = planned.fingerprint or ""
         adopt = planned.action == Action.WAIT
+        # Attempts this apply may still make: a retry continues the count the plan showed (reset
+        # by --retry-failed); the backend's own numbering keeps growing across applies.
+        budget = self.max_attempts - (planned.attempt - 1 if planned.action == Action.RETRY else 0)
+        made = 0
         while True:
             if adopt:
                 self.reporter.started(rid, "already running: waiting for it", fingerprint)
@@ -300,19 +303,21 @@ class Executor:
                 self.reporter.started(rid, f"started {observed.handle}, attempt {observed.attempts} "
                                            f"(log: {observed.log})", fingerprint)
             observed = self.backend.wait(rid.kind, rid.name, fingerprint, stop_event=self.stop_event)
+            made += 1
             if observed.phase in ("running", "pending"):
                 return StepResult(rid, "skipped", "apply was interrupted; the job keeps running and the "
                                                   "next apply adopts it")
+            if observed.phase == "failed" and observed.message == STOPPED:
+                return StepResult(rid, "skipped", "stopped by `tuneops stop`; the next apply starts it again")
             if observed.phase == "succeeded":
                 run = self.lookup(rid.kind, rid.name, fingerprint)
                 if run is None:
                     return StepResult(rid, "failed", "the job exited 0 but left no complete MLflow run; "
                                                      f"see {observed.log}")
                 return StepResult(rid, "done", _built_summary(run))
-            if observed.attempts >= self.max_attempts or self.stop_event.is_set():
+            if made >= budget or self.stop_event.is_set():
                 why = observed.message or "failed"
-                return StepResult(rid, "failed", f"{why} (attempt {observed.attempts} of "
-                                                 f"{self.max_attempts}; log: {observed.log})")
+                return StepResult(rid, "failed", f"{why} (log: {observed.log})")
             self.reporter.say(f"  {rid}: attempt {observed.attempts} failed ({observed.message}); retrying")
             adopt = False
 

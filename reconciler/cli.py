@@ -249,6 +249,9 @@ def _plan(project, *, offline: bool, options):  # noqa: ANN001, ANN202
     if offline:
         return build_plan(project.specs, project.graph, project.inputs, ActualState.unknown(), options), \
             None, None, None
+    import sqlite3
+
+    from reconciler.backends.base import BackendError
     from reconciler.project import ProjectError
     from reconciler.tracking import TrackingUnavailable
     from reconciler.tracking_store import TrackingError
@@ -256,8 +259,10 @@ def _plan(project, *, offline: bool, options):  # noqa: ANN001, ANN202
     try:
         store, backend = project.store(), project.backend()
         state = project.read_state(store, backend)
-    except (TrackingUnavailable, TrackingError, ProjectError) as error:
+    except (TrackingUnavailable, TrackingError, ProjectError, BackendError) as error:
         raise UserError(str(error)) from None
+    except (OSError, sqlite3.Error) as error:
+        raise UserError(f"cannot read the local state in {project.state_dir}: {error}") from None
     return build_plan(project.specs, project.graph, project.inputs, state, options), state, store, backend
 
 
@@ -265,6 +270,10 @@ def _plan_options(project, *, prune: bool, retry_failed: bool = False, target=No
     from reconciler.plan import PlanOptions
 
     settings = project.settings
+    unknown = [str(rid) for rid in target or () if rid not in project.specs]
+    if unknown:
+        raise UserError(f"--target {', '.join(unknown)}: no such spec under {project.root} "
+                        "(`tuneops graph` lists them)")
     return PlanOptions(prune=prune or settings.prune.enabled, max_attempts=settings.max_attempts,
                        retry_failed=retry_failed, target=target,
                        multi_node=project.settings.backend == "kubernetes")
@@ -359,17 +368,23 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
         lock.acquire()
     except Locked as error:
         raise UserError(str(error)) from None
+    except OSError as error:
+        raise UserError(f"cannot lock {lock.path}: {error.strerror or error}") from None
     try:
         options = _plan_options(project, prune=prune, retry_failed=retry_failed, target=_targets(targets))
         the_plan, _state, store, backend = _plan(project, offline=False, options=options)
         click.echo(plan_text(the_plan, _plan_header(project, False), color=_use_color(ctx)),
                    color=_use_color(ctx))
         if not the_plan.has_changes and not any(a.action == "wait" for a in the_plan.actions):
-            click.echo("Nothing to do: everything is up to date.")
+            blocked = [a for a in the_plan.actions if a.action in ("blocked", "suspended")]
+            click.echo(f"Nothing can be applied: {len(blocked)} blocked or suspended (see above)." if blocked
+                       else "Nothing to do: everything is up to date.")
             _print_endpoints(project, backend)
             return
         try:
-            check_prune(the_plan, project.settings.prune.max_deletes, force)
+            live = [s for s in _state.backend.servers if s.phase != "failed"]
+            live += [j for j in _state.backend.jobs if j.phase in ("running", "pending")]
+            check_prune(the_plan, project.settings.prune.max_deletes, force, len(live))
         except PruneRefused as error:
             raise UserError(str(error)) from None
         if not yes and not click.confirm("\nApply this plan?", default=False):
@@ -379,7 +394,9 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
 
         def interrupted(signum, frame):  # noqa: ANN001, ARG001
             stop.set()
-            click.echo("stopping: running jobs keep running; the next apply adopts them", err=True)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
+            click.echo("stopping after the current steps (Ctrl-C again to quit now): running jobs keep "
+                       "running and the next apply adopts them", err=True)
 
         signal.signal(signal.SIGTERM, interrupted)
         signal.signal(signal.SIGINT, interrupted)
@@ -510,7 +527,10 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
         backend = project_backend(path)
     except ProjectError as error:
         raise UserError(str(error)) from None
-    state = backend.observe()
+    try:
+        state = backend.observe()
+    except OSError as error:
+        raise UserError(f"cannot read the local state: {error}") from None
     live = {(("Deployment", s.name)) for s in state.servers if s.phase != "failed"}
     live |= {(j.kind, j.name) for j in state.jobs if j.phase in ("running", "pending")}
     stopped = 0

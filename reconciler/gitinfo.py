@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 from reconciler.jobfile import GitOrigin
-from reconciler.tracking import redact_uri
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -34,4 +33,20 @@ def git_origin(path: Path) -> GitOrigin:
         return GitOrigin()
     remote = _git(path, "config", "--get", "remote.origin.url") or _git(path, "rev-parse", "--show-toplevel")
     status = _git(path, "status", "--porcelain", "--untracked-files=normal", "--", ".", ":(exclude).tuneops")
-    return GitOrigin(repo=redact_uri(remote) if remote else None, commit=commit, dirty=bool(status))
+    return GitOrigin(repo=without_credentials(remote) if remote else None, commit=commit, dirty=bool(status))
+
+
+def without_credentials(remote: str) -> str:
+    """A remote URL with any user info dropped: Git tokens often sit in the user name
+    (`https://ghp_...@github.com/org/repo.git`), which a password mask would miss."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if "://" not in remote:
+        return remote  # scp-like `git@host:org/repo.git` carries no secret
+    parts = urlsplit(remote)
+    if not parts.username and not parts.password:
+        return remote
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=host))

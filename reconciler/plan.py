@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.backends.base import STOPPED
 from reconciler.fingerprint import FingerprintInput, operational_spec, operational_view, produced_view
 from reconciler.graph import DependencyGraph
 from reconciler.specs.base import ResourceId
@@ -227,7 +228,7 @@ class _Planner:
             return self._base(rid, Action.WAIT, previous=previous.fingerprint if previous else None,
                               reason=f"{job.phase} since {_clock(job.started_at)} ({job.handle}, attempt "
                                      f"{job.attempts})")
-        if job is not None and job.phase == "failed":
+        if job is not None and job.phase == "failed" and job.message != STOPPED:
             attempts = 0 if self.options.retry_failed else job.attempts
             if attempts >= self.options.max_attempts:
                 return self._base(rid, Action.BLOCKED, previous=previous.fingerprint if previous else None,

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     from reconciler.jobfile import JobFile
 
+STOPPED = "stopped by tuneops"
+"""The message of a job or server ended by `tuneops stop` (or a prune): not a failure of its own."""
+
 JobPhase = Literal["pending", "running", "succeeded", "failed"]
 ServerPhase = Literal["starting", "serving", "failed"]
 

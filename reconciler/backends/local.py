@@ -24,12 +24,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.backends.base import BackendError, BackendState, JobObservation, ServerObservation
+from reconciler.backends.base import STOPPED, BackendError, BackendState, JobObservation, ServerObservation
 from reconciler.fileio import write_text_atomic
 from reconciler.jobfile import JobFile, ServeOptions
 
 DISAPPEARED = "the process disappeared without an exit status (killed?)"
-STOPPED = "stopped by tuneops"
 STOP_GRACE_SECONDS = 20.0
 SERVER_KIND = "Deployment"
 
