@@ -24,9 +24,15 @@ CLI_ENV = {"NO_COLOR": "1", "TUNEOPS_MLFLOW_RETRY_DELAYS": "0.2,0.5", "TOKENIZER
 class SpecRepo:
     """The quickstart in its own Git repository, with its own MLflow experiment."""
 
-    def __init__(self, root: Path, tracking_uri: str | None):
+    def __init__(self, root: Path, tracking_uri: str | None, *, own_model: bool = True):
         self.root = root
         shutil.copytree(QUICKSTART, root, ignore=shutil.ignore_patterns(".tuneops", "__pycache__"))
+        # Registered model names are global on a server the tests share: each repo gets its own,
+        # so version numbers start at 1 whatever ran before.
+        self.model = f"fruit-sft-{uuid.uuid4().hex[:8]}" if own_model else "fruit-sft"
+        if own_model:
+            with (root / "fine-tune.yaml").open("a") as spec:
+                spec.write(f"  register:\n    model: {self.model}\n")
         settings = ["backend: local", "mlflow:", f"  experiment: tests-{uuid.uuid4().hex[:8]}"]
         if tracking_uri:
             settings.insert(2, f"  trackingUri: {tracking_uri}")

@@ -29,7 +29,7 @@ def test_readme_first_command_applies_the_quickstart():
 @needs_training
 @pytest.mark.slow
 def test_the_quickstart_goes_from_specs_to_a_served_model_with_no_settings(tmp_path: Path):
-    repo = SpecRepo(tmp_path / "quickstart", tracking_uri=None)
+    repo = SpecRepo(tmp_path / "quickstart", tracking_uri=None, own_model=False)
     (repo.root / "tuneops.yaml").write_text((REPO_ROOT / "specs-example/quickstart/tuneops.yaml").read_text())
     commit = repo.commit("the quickstart's own settings")
     try:

@@ -26,10 +26,10 @@ def repo(tmp_path: Path, mlflow_server):
     repo.stop_servers()
 
 
-def alias_version(tracking_uri: str, alias: str = "production") -> str:
+def alias_version(tracking_uri: str, model: str, alias: str = "production") -> str:
     import mlflow
 
-    return str(mlflow.MlflowClient(tracking_uri).get_model_version_by_alias("fruit-sft", alias).version)
+    return str(mlflow.MlflowClient(tracking_uri).get_model_version_by_alias(model, alias).version)
 
 
 @pytest.mark.slow
@@ -43,10 +43,10 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     assert applied.exit_code == 0, applied.output
     assert "Deployment/fruit-bot: done" in applied.stdout
     assert "curl -s http://127.0.0.1:" in applied.stdout
-    url = applied.stdout.split("serving fruit-sft/1 at ")[1].split()[0]
+    url = applied.stdout.split(f"serving {repo.model}/1 at ")[1].split()[0]
     answer = chat(url, "What color is a banana?")
     assert answer["choices"][0]["message"]["content"].strip() != ""
-    assert alias_version(mlflow_server.uri) == "1"
+    assert alias_version(mlflow_server.uri, repo.model) == "1"
     again = repo.tuneops("plan", ".", "--detailed-exitcode")
     assert again.exit_code == 0, again.output
     assert "No changes." in again.stdout
@@ -79,8 +79,8 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     repo.commit("train a little longer")
     applied = repo.tuneops("apply", ".", "--yes")
     assert applied.exit_code == 0, applied.output
-    assert "serving fruit-sft/2" in applied.stdout
-    assert alias_version(mlflow_server.uri) == "2"
+    assert f"serving {repo.model}/2" in applied.stdout
+    assert alias_version(mlflow_server.uri, repo.model) == "2"
     repo.git("revert", "--no-edit", "HEAD")
     reverted = repo.plan()
     assert reverted["by_resource"] == {**EVERYTHING_BUILT, "Deployment/fruit-bot": "update"}
@@ -88,8 +88,8 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     applied = repo.tuneops("apply", ".", "--yes")
     assert applied.exit_code == 0, applied.output
     assert "started pid" not in applied.stdout  # no job ran
-    assert "serving fruit-sft/1" in applied.stdout
-    assert alias_version(mlflow_server.uri) == "1"
+    assert f"serving {repo.model}/1" in applied.stdout
+    assert alias_version(mlflow_server.uri, repo.model) == "1"
 
     # 4. A version that fails its gate is not served: the old one keeps serving, the alias stays.
     repo.edit("fine-tune.yaml", "learningRate: 3.0e-3", "learningRate: 1.0e-6")
@@ -97,17 +97,18 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     applied = repo.tuneops("apply", ".", "--yes")
     assert applied.exit_code == 0, applied.output
     assert "Deployment/fruit-bot: blocked" in applied.stdout
-    assert "fruit-sft/3 did not pass fruit-sft-quality: gate exact_match" in applied.stdout
-    assert alias_version(mlflow_server.uri) == "1"
+    assert f"{repo.model}/3 did not pass fruit-sft-quality: gate exact_match" in applied.stdout
+    assert alias_version(mlflow_server.uri, repo.model) == "1"
     assert chat(url, "What color is a banana?")["model"] == "fruit-bot"  # still answering
     blocked = repo.plan()
     deployment = next(a for a in blocked["actions"] if a["name"] == "fruit-bot")
     assert deployment["action"] == "blocked"
-    assert "gate exact_match" in deployment["reason"] and "fruit-sft/1 keeps serving" in deployment["reason"]
+    assert "gate exact_match" in deployment["reason"]
+    assert f"{repo.model}/1 keeps serving" in deployment["reason"]
     status = json.loads(repo.tuneops("status", ".", "--format", "json").stdout)
     rows = {r["name"]: r for r in status["resources"]}
-    assert rows["fruit-bot"]["phase"] == "Blocked" and rows["fruit-bot"]["model_version"] == "fruit-sft/1"
-    assert rows["fruit-sft"]["phase"] == "Ready" and rows["fruit-sft"]["model_version"] == "fruit-sft/3"
+    assert rows["fruit-bot"]["phase"] == "Blocked" and rows["fruit-bot"]["model_version"] == f"{repo.model}/1"
+    assert rows["fruit-sft"]["phase"] == "Ready" and rows["fruit-sft"]["model_version"] == f"{repo.model}/3"
 
     # Pruning: a removed Deployment keeps serving until prune is asked for, and a prune that
     # would stop everything is refused unless forced.
