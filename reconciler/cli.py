@@ -315,8 +315,7 @@ def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: 
     says is running: create, rebuild (and why), update, delete, wait, retry, blocked (and by
     what), suspended. Unchanged resources are counted, not listed.
     """
-    if offline:
-        short_lived()
+    short_lived()  # read-only: it writes nothing but the digest cache, before it returns
     import json
 
     from reconciler.plan_report import plan_json, plan_markdown, plan_text
