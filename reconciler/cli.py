@@ -539,7 +539,10 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
         handles = backend.stop(kind, name)
         stopped += len(handles)
         click.echo(f"{kind}/{name}: stopped {', '.join(handles)}")
-    if not stopped:
+    for target in sorted(wanted or ()):
+        if (target.kind, target.name) not in live:  # a typo, or already stopped: say so, by name
+            click.echo(f"{target}: not running (`tuneops status` lists what runs)")
+    if not stopped and not wanted:
         click.echo("nothing is running")
 
 

@@ -62,5 +62,7 @@ def test_the_quickstart_goes_from_specs_to_a_served_model_with_no_settings(tmp_p
         with pytest.raises(OSError):
             chat(url, "What color is a blueberry?")
         assert repo.tuneops("stop", ".").stdout.strip() == "nothing is running"
+        typo = repo.tuneops("stop", ".", "--target", "Deployment/fruit-bto")
+        assert typo.exit_code == 0 and "Deployment/fruit-bto: not running" in typo.stdout
     finally:
         repo.stop_servers()
