@@ -7,11 +7,17 @@ else. The JSON form is versioned (`format_version`) and documented in docs/cli.m
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import click
 
+from reconciler.estimate_report import estimate_json, plan_line
+from reconciler.estimates import FineTuneEstimate
 from reconciler.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction
+from reconciler.specs.base import ResourceId
+
+Estimates = Mapping[ResourceId, FineTuneEstimate]
 
 SYMBOLS = {
     Action.CREATE: "+", Action.REBUILD: "-/+", Action.UPDATE: "~", Action.DELETE: "-",
@@ -43,7 +49,21 @@ def _shown(plan: Plan) -> list[PlannedAction]:
     return [a for a in plan.actions if a.action != Action.NOOP]
 
 
-def plan_text(plan: Plan, header: str = "", color: bool = False) -> str:
+def total_gpu_hours(estimates: Estimates | None) -> tuple[float, int]:
+    """(GPU-hours summed over the fine-tunes whose figure is known, how many are unknown)."""
+    hours = [found.gpu_hours for found in (estimates or {}).values() if found.gpus]
+    return sum(h for h in hours if h is not None), sum(1 for h in hours if h is None)
+
+
+def _gpu_hours_line(estimates: Estimates | None) -> str:
+    known, unknown = total_gpu_hours(estimates)
+    if not estimates or (not known and not unknown):
+        return ""
+    more = f" (and {unknown} fine-tune(s) not estimated)" if unknown else ""
+    return f"Training: at most {known:,.2f} GPU-hours{more}."
+
+
+def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Estimates | None = None) -> str:
     def style(text: str, action: Action, bold: bool = False) -> str:
         return click.style(text, fg=COLORS[action], bold=bold) if color and COLORS[action] else text
 
@@ -60,6 +80,8 @@ def plan_text(plan: Plan, header: str = "", color: bool = False) -> str:
         lines.append(line.rstrip())
         for change in planned.changes:
             lines.append(f"        {change.path}: {_value(change.before)} -> {_value(change.after)}")
+        if estimates and planned.resource in estimates:
+            lines.append(f"        estimate: {plan_line(estimates[planned.resource])}")
     if shown:
         lines.append("")
     for root, reached in plan.impact.items():
@@ -72,10 +94,12 @@ def plan_text(plan: Plan, header: str = "", color: bool = False) -> str:
     if plan.unmanaged:
         lines.append("")
     lines.append(summary_line(plan))
+    if _gpu_hours_line(estimates):
+        lines.append(_gpu_hours_line(estimates))
     return "\n".join(lines)
 
 
-def plan_markdown(plan: Plan, header: str = "") -> str:
+def plan_markdown(plan: Plan, header: str = "", estimates: Estimates | None = None) -> str:
     """For a pull-request comment: one summary line, a table of what changes, details folded."""
     lines = [f"### tuneops plan{': ' + header if header else ''}", "", f"**{summary_line(plan)}**", ""]
     if not plan.state_read:
@@ -95,6 +119,11 @@ def plan_markdown(plan: Plan, header: str = "") -> str:
         for change in planned.changes:
             lines += [f"- {change.path}: {_value(change.before)}", f"+ {change.path}: {_value(change.after)}"]
         lines += ["```", "", "</details>", ""]
+    if estimates:
+        lines += ["**Training estimates**", "", "| Fine-tune | Estimate |", "| --- | --- |"]
+        lines += [f"| `{rid}` | {plan_line(found).replace('|', chr(92) + '|')} |"
+                  for rid, found in estimates.items()]
+        lines += ["", _gpu_hours_line(estimates), ""] if _gpu_hours_line(estimates) else [""]
     reached = [(root, targets) for root, targets in plan.impact.items() if targets]
     if reached:
         lines += ["**Downstream impact**", ""]
@@ -103,7 +132,9 @@ def plan_markdown(plan: Plan, header: str = "") -> str:
     return "\n".join(lines)
 
 
-def plan_json(plan: Plan, source: dict[str, Any] | None = None) -> dict[str, Any]:
+def plan_json(plan: Plan, source: dict[str, Any] | None = None,
+              estimates: Estimates | None = None) -> dict[str, Any]:
+    known, unknown = total_gpu_hours(estimates)
     return {
         "format_version": FORMAT_VERSION,
         "source": source or {},
@@ -113,6 +144,9 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None) -> dict[str, Any
         "actions": [_action_json(a) for a in plan.actions],
         "impact": {str(root): [str(t) for t in targets] for root, targets in plan.impact.items()},
         "unmanaged": list(plan.unmanaged),
+        "estimates": {str(rid): estimate_json(found) for rid, found in (estimates or {}).items()},
+        "gpu_hours_at_most": known,
+        "fine_tunes_not_estimated": unknown,
     }
 
 

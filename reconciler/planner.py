@@ -10,17 +10,30 @@ over N devices divides what each ZeRO stage partitions:
     ZeRO-2     2Ψ + (2 + K)Ψ/N         (and gradients, "P_os+g")
     ZeRO-3     (2 + 2 + K)Ψ/N          (and parameters, "P_os+g+p")
 
+What a run decides with (`estimate`: `validate`, `strategy: auto`, `tuneops estimate`) is
+DeepSpeed's accounting, checked against its own estimators in tests/unit/test_planner_libraries.py:
+its optimizer partition also holds an fp32 copy of the gradients (K = 16), and ZeRO-3 keeps no
+16-bit gradient shard but gathers the largest layer, 4L bytes (2L weights + 2L gradients):
+
+    ZeRO-2              2Ψ + 18Ψ/N
+    ZeRO-3              18Ψ/N + 4L
+    ZeRO-3 + offload    4L on the GPU; 18Ψ/N in CPU memory per GPU
+
 With LoRA only the adapter is trainable: the frozen base costs its 16-bit weights (4-bit NF4
 for QLoRA, plus the quantization constants), sharded only by ZeRO-3. Activations follow
 Korthikanti et al. (2022): sbh(34 + 5as/h) bytes per layer without recomputation, 2sbh with
 full recomputation, plus the logits.
+
+Compute follows Kaplan et al. (2020): 6 FLOPs per parameter per token to train (2 forward,
+4 backward), 8 with full recomputation; GPU-hours divide that by the GPU's dense bf16 peak
+times an assumed model FLOPs utilisation (MFU), both per GPU product and overridable.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 ADAM_STATE_BYTES = 12  # K: fp32 parameter copy, momentum and variance (the ZeRO paper)
@@ -52,6 +65,54 @@ def device_memory(gpu_product: str | None) -> float | None:
         return int(match.group(1)) * 1e9
     known = DEVICE_MEMORY_GB.get(gpu_product)
     return known * 1e9 if known else None
+
+
+# Compute. Dense (no sparsity) bf16 tensor-core peak of each GPU, in TFLOPS, from NVIDIA's
+# data sheets (fp16 for V100 and T4, which have no bf16), matched against the words of the
+# product label (nvidia.com/gpu.product), most specific first; and the model FLOPs
+# utilisation assumed when turning FLOPs into GPU-hours. Both are assumptions:
+# tuneops.yaml's `planner.peakTflops` and `planner.mfu` override them.
+PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("B200", 2250), ("GH200", 989), ("H200", 989), ("H100-PCIE", 756), ("H100-NVL", 835),
+    ("H100", 989), ("H800", 989), ("A100", 312), ("A800", 312), ("L40S", 362), ("L40", 181),
+    ("L4", 121), ("A10", 125), ("V100", 125), ("T4", 65),
+)
+ASSUMED_MFU: tuple[tuple[str, float], ...] = (("A100", 0.40), ("A800", 0.40))
+DEFAULT_MFU = 0.35  # fine-tuning at modest scale; large pre-training runs reach about 0.4
+TRAIN_FLOPS = 6  # per parameter per token: 2 forward + 4 backward (Kaplan et al., 2020)
+RECOMPUTE_FLOPS = 2  # gradient checkpointing runs each forward twice
+REFERENCE_FLOPS = 2  # DPO: a forward pass of the frozen reference model
+
+
+def _product_match(gpu_product: str, table: tuple[tuple[str, float], ...]) -> float | None:
+    words = "-" + gpu_product.upper().replace("_", "-") + "-"
+    for pattern, value in table:
+        if f"-{pattern}-" in words:
+            return value
+    return None
+
+
+def peak_flops(gpu_product: str | None, overrides: dict[str, float] | None = None) -> float | None:
+    """FLOP/s of one GPU at its dense bf16 peak; None for a product the table does not know."""
+    if not gpu_product:
+        return None
+    tflops = (overrides or {}).get(gpu_product) or _product_match(gpu_product, PEAK_TFLOPS)
+    return tflops * 1e12 if tflops else None
+
+
+def assumed_mfu(gpu_product: str | None, overrides: dict[str, float] | None = None) -> float:
+    if gpu_product and gpu_product in (overrides or {}):
+        return (overrides or {})[gpu_product]
+    return (_product_match(gpu_product, ASSUMED_MFU) if gpu_product else None) or DEFAULT_MFU
+
+
+def flops_per_parameter_token(method: str, recompute: bool) -> int:
+    """Training FLOPs per parameter per token processed; a DPO token also goes through the
+    frozen reference model's forward pass. LoRA still runs the whole network forward and
+    backward (the frozen weights' own gradients are skipped, the activations' are not), so
+    it is counted as 6N: an upper bound by at most a third."""
+    flops = TRAIN_FLOPS + (RECOMPUTE_FLOPS if recompute else 0)
+    return flops + (REFERENCE_FLOPS if method == "dpo" else 0)
 
 
 @dataclass(frozen=True)
@@ -97,6 +158,13 @@ class Architecture:
         return self.num_layers * sum(d_in * d_out for d_in, d_out in self.linear_shapes().values())
 
     @property
+    def largest_layer(self) -> int:
+        """Parameters of the largest single module (the embedding, the head or one block
+        linear): what ZeRO-3 gathers at once, as DeepSpeed's estimator counts it."""
+        return max(self.vocab_size * self.hidden_size,
+                   *(d_in * d_out for d_in, d_out in self.linear_shapes().values()))
+
+    @property
     def parameters(self) -> int:
         embeddings = self.vocab_size * self.hidden_size
         norms = (2 * self.num_layers + 1) * self.hidden_size
@@ -125,17 +193,18 @@ class ModelStates:
     optimizer: float
     frozen: float = 0.0
     cpu: float = 0.0
+    gathered: float = 0.0  # ZeRO-3: the largest layer's weights and gradients, gathered whole
 
     @property
     def total(self) -> float:
-        return self.parameters + self.gradients + self.optimizer + self.frozen
+        return self.parameters + self.gradients + self.optimizer + self.frozen + self.gathered
 
 
 def model_states(trainable: float, strategy: str, devices: int, *, frozen_bytes: float = 0.0,
                  k: int = ADAM_STATE_BYTES) -> ModelStates:
     """Model-state bytes per device for `trainable` parameters trained with mixed-precision
     Adam, plus `frozen_bytes` of frozen weights (a LoRA base), under `strategy` over
-    `devices` data-parallel devices."""
+    `devices` data-parallel devices, in the ZeRO paper's accounting."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}")
     n = max(devices, 1)
@@ -208,12 +277,26 @@ class TrainingShape:
         return arch.linear_parameters * linear_bytes + other * HALF
 
 
+def deepspeed_model_states(trainable: float, strategy: str, devices: int, *,
+                           frozen_bytes: float = 0.0, largest_layer: float = 0.0) -> ModelStates:
+    """Model-state bytes per device as DeepSpeed allocates them (and its estimators count):
+    K = 16, and for ZeRO-3 no 16-bit gradient shard but the gathered largest layer (4L).
+    The paper's K = 12 is up to 20% below what DeepSpeed allocates."""
+    if strategy == "ddp":
+        return model_states(trainable, strategy, devices, frozen_bytes=frozen_bytes)
+    states = model_states(trainable, strategy, devices, frozen_bytes=frozen_bytes,
+                          k=DEEPSPEED_STATE_BYTES)
+    if strategy in ("zero3", "zero3-offload"):
+        return replace(states, gradients=0.0, gathered=2 * HALF * largest_layer)
+    return states
+
+
 def estimate(shape: TrainingShape, strategy: str, micro_batch: int | None = None) -> Estimate:
-    """What a run would hold per GPU. ZeRO strategies count DeepSpeed's optimizer partition
-    (K = 16) rather than the paper's K = 12, which is up to 20% below what DeepSpeed allocates."""
+    """What a run would hold per GPU, in DeepSpeed's accounting (`deepspeed_model_states`)."""
     batch = micro_batch or shape.micro_batch
-    k = ADAM_STATE_BYTES if strategy == "ddp" else DEEPSPEED_STATE_BYTES
-    states = model_states(shape.trainable, strategy, shape.devices, frozen_bytes=shape.frozen_bytes, k=k)
+    states = deepspeed_model_states(shape.trainable, strategy, shape.devices,
+                                    frozen_bytes=shape.frozen_bytes,
+                                    largest_layer=shape.architecture.largest_layer)
     activations = activation_bytes(shape.architecture, shape.sequence_length, batch,
                                    recompute=shape.gradient_checkpointing)
     return Estimate(strategy, batch, states, activations)

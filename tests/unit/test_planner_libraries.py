@@ -56,17 +56,10 @@ LLAMA2_70B = Architecture.from_config({
 })
 
 
-def largest_layer(arch: Architecture) -> int:
-    """What DeepSpeed's model_to_params calls the largest layer: the most parameters held
-    directly by one module, here the embedding, the head or one block linear."""
-    return max(arch.vocab_size * arch.hidden_size,
-               *(d_in * d_out for d_in, d_out in arch.linear_shapes().values()))
-
-
 # (total parameters Ψ, largest layer L): two real models, and the ZeRO paper's 7.5B, whose
 # largest layer is left at 0 here.
-MODELS = {"llama2-7b": (LLAMA2_7B.parameters, largest_layer(LLAMA2_7B)),
-          "llama2-70b": (LLAMA2_70B.parameters, largest_layer(LLAMA2_70B)),
+MODELS = {"llama2-7b": (LLAMA2_7B.parameters, LLAMA2_7B.largest_layer),
+          "llama2-70b": (LLAMA2_70B.parameters, LLAMA2_70B.largest_layer),
           "zero-paper-7.5b": (7_500_000_000, 0)}
 # (GPUs per node, nodes)
 LAYOUTS = [(1, 1), (8, 1), (8, 4), (3, 5), (8, 128)]
@@ -199,6 +192,29 @@ def test_zero3_default_planner_against_deepspeed(zero3, psi, layer, gpus, nodes)
     assert (gpu - gathered) - planned.total == pytest.approx((FP32 - HALF) * psi / devices, abs=BYTE)
 
 
+@pytest.mark.parametrize("arch", [LLAMA2_7B, LLAMA2_70B], ids=["llama2-7b", "llama2-70b"])
+@pytest.mark.parametrize("gpus, nodes", LAYOUTS)
+def test_estimates_for_zero3_are_deepspeeds_figures(zero3, arch, gpus, nodes):
+    """What `validate`, `auto` and `tuneops estimate` decide with: `estimate` uses DeepSpeed's
+    ZeRO-3 accounting (no 16-bit gradient shard, the gathered largest layer on top), so a full
+    fine-tune's ZeRO-3 and ZeRO-3-with-offload figures are DeepSpeed's own, GPU and CPU, at
+    every scale, including 1,024 GPUs where the 4L buffer is most of what a GPU holds."""
+    shape = TrainingShape(architecture=arch, adapter="none", devices=gpus * nodes)
+    _, gpu, gathered = zero3(arch.parameters, arch.largest_layer, num_gpus_per_node=gpus,
+                             num_nodes=nodes, cpu_offload=False, cpu_offload_params=False,
+                             zero_init=True, additional_buffer_factor=1.0)
+    planned = estimate(shape, "zero3").states
+    assert planned.total == pytest.approx(gpu, rel=REL)
+    assert planned.total == pytest.approx(gpu, abs=2 * BYTE)
+    assert planned.gathered == gathered
+    cpu, gpu_offloaded, _ = zero3(arch.parameters, arch.largest_layer, num_gpus_per_node=gpus,
+                                  num_nodes=nodes, cpu_offload=True, cpu_offload_params=True,
+                                  zero_init=True, additional_buffer_factor=1.0)
+    offloaded = estimate(shape, "zero3-offload").states
+    assert offloaded.total == gpu_offloaded
+    assert offloaded.cpu * gpus == pytest.approx(cpu, rel=REL)
+
+
 @pytest.mark.parametrize("psi, layer, gpus, nodes", CASES, ids=IDS)
 def test_zero3_offload_cpu_memory_matches_deepspeed_when_k_counts_the_fp32_gradient(
         zero3, psi, layer, gpus, nodes):
@@ -294,7 +310,7 @@ def test_deepspeed_counts_the_same_parameters_and_largest_layer(model_dir: Path)
     arch = architecture(model_dir)
     total, layer = stage3.model_to_params(load(model_dir))
     assert total == arch.parameters
-    assert layer == largest_layer(arch)
+    assert layer == arch.largest_layer
 
 
 LORA_CASES = [(8, "all-linear"), (4, ("q_proj", "v_proj")), (3, ("k_proj", "down_proj"))]

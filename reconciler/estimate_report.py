@@ -1,0 +1,149 @@
+"""FineTuneEstimate -> what people and machines read: the full breakdown of `tuneops estimate`
+(a table, or JSON), and the one line a plan shows per fine-tune it would train."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.estimates import FineTuneEstimate
+from reconciler.planner import SAFETY_MARGIN
+
+GB = 1e9
+ESTIMATE_FORMAT_VERSION = 1
+
+
+def _gb(value: float | None) -> str:
+    """Bytes in the largest decimal unit that keeps a digit before the point."""
+    if value is None:
+        return "-"
+    for unit, size in (("GB", GB), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:,.2f} {unit}"
+    return f"{value:,.0f} B"
+
+
+def _count(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:,.2f}{unit}"
+    return f"{value:,.0f}"
+
+
+def _hours(value: float | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"{value:,.2f}" if value >= 0.01 else f"{value:.1e}"
+
+
+def strategy_label(found: FineTuneEstimate) -> str:
+    if found.memory is None:
+        return found.declared_strategy
+    chosen = found.memory.strategy
+    return f"{chosen} (auto)" if found.declared_strategy == "auto" and found.gpus else chosen
+
+
+def plan_line(found: FineTuneEstimate) -> str:
+    """One line for a plan: peak memory per GPU, strategy, GPU-hours; or why they are unknown."""
+    parts = []
+    if found.memory is not None:
+        where = "per GPU" if found.gpus else "per process"
+        fit = {True: "", False: ", does not fit", None: ""}[found.fits]
+        parts.append(f"peak {_gb(found.memory.peak)} {where} ({strategy_label(found)}, "
+                     f"microBatchSize {found.memory.micro_batch}{fit})")
+    if found.gpus:
+        hours = found.gpu_hours
+        parts.append(f"at most {_hours(hours)} GPU-hours on {found.gpus} x {found.gpu_product}"
+                     if hours is not None else "GPU-hours unknown")
+    if not parts:
+        return found.notes[0] if found.notes else "no estimate"
+    return "; ".join(parts)
+
+
+def estimate_text(found: FineTuneEstimate) -> str:
+    """The full breakdown, as aligned rows."""
+    rows: list[tuple[str, str]] = []
+    gpus = f"{found.gpus} x {found.gpu_product or 'unnamed GPU'}" if found.gpus else "none (CPU)"
+    rows.append(("GPUs", gpus))
+    if found.device_bytes is not None:
+        usable = found.device_bytes * (1 - SAFETY_MARGIN)
+        rows.append(("memory per GPU", f"{_gb(found.device_bytes)} ({_gb(usable)} usable with a "
+                                       f"{SAFETY_MARGIN:.0%} margin)"))
+    if found.parameters is not None:
+        rows += [("parameters", _count(found.parameters)), ("trainable", _count(found.trainable))]
+    if found.memory is not None:
+        states = found.memory.states
+        rows += [
+            ("strategy", strategy_label(found)),
+            ("micro-batch", str(found.memory.micro_batch)),
+            ("  16-bit weights (trained)", _gb(states.parameters)),
+            *([("  frozen weights", _gb(states.frozen))] if found.trainable != found.parameters else []),
+            ("  gradients", _gb(states.gradients)),
+            ("  optimizer states", _gb(states.optimizer)),
+            *([("  gathered layer (ZeRO-3)", _gb(states.gathered))] if states.gathered else []),
+            ("  activations", _gb(found.memory.activations)),
+            ("peak per " + ("GPU" if found.gpus else "process"), _gb(found.memory.peak)),
+        ]
+        if states.cpu:
+            rows.append(("CPU memory per GPU (offload)", _gb(states.cpu)))
+        if found.fits is not None:
+            rows.append(("fits", "yes" if found.fits else "no"))
+        if found.largest_micro_batch is not None:
+            rows.append(("largest micro-batch that fits", str(found.largest_micro_batch)))
+    work = found.workload
+    rows += [("training", work.basis), ("global batch", str(work.global_batch))]
+    if work.steps is not None:
+        rows.append(("optimizer steps", f"{work.steps:,}"))
+    rows.append(("tokens (at most)", _count(work.tokens)))
+    rows.append(("training FLOPs (at most)", f"{found.flops:.3g}" if found.flops else "unknown"))
+    if found.gpus:
+        rows.append(("GPU peak compute", f"{found.peak_flops / 1e12:g} TFLOPS (dense bf16)"
+                     if found.peak_flops else "unknown"))
+        if found.mfu is not None:
+            rows.append(("assumed MFU", f"{found.mfu:g}"))
+        rows.append(("GPU-hours (at most)", _hours(found.gpu_hours)))
+        if found.wall_hours is not None:
+            rows.append((f"hours on {found.gpus} GPUs", _hours(found.wall_hours)))
+    width = max(len(label) for label, _ in rows)
+    lines = [f"FineTune/{found.name}", ""]
+    lines += [f"  {label:<{width}}  {value}" for label, value in rows]
+    if found.notes:
+        lines += [""] + [f"note: {note}" for note in found.notes]
+    return "\n".join(lines)
+
+
+def estimate_json(found: FineTuneEstimate) -> dict[str, Any]:
+    """Bytes, FLOPs and hours as plain numbers (null when unknown)."""
+    memory = None
+    if found.memory is not None:
+        states = found.memory.states
+        memory = {
+            "strategy": found.memory.strategy, "micro_batch": found.memory.micro_batch,
+            "parameters_bytes": states.parameters, "frozen_bytes": states.frozen,
+            "gradients_bytes": states.gradients, "optimizer_bytes": states.optimizer,
+            "gathered_bytes": states.gathered, "activations_bytes": found.memory.activations,
+            "peak_bytes": found.memory.peak, "cpu_bytes": states.cpu,
+        }
+    work = found.workload
+    return {
+        "format_version": ESTIMATE_FORMAT_VERSION,
+        "name": found.name,
+        "gpu_product": found.gpu_product,
+        "gpus": found.gpus,
+        "device_bytes": found.device_bytes,
+        "declared_strategy": found.declared_strategy,
+        "parameters": found.parameters,
+        "trainable_parameters": found.trainable,
+        "memory": memory,
+        "fits": found.fits,
+        "largest_micro_batch": found.largest_micro_batch,
+        "workload": {"basis": work.basis, "global_batch": work.global_batch, "steps": work.steps,
+                     "sequences": work.sequences, "tokens_at_most": work.tokens},
+        "flops_at_most": found.flops,
+        "peak_flops_per_gpu": found.peak_flops,
+        "mfu": found.mfu,
+        "gpu_hours_at_most": found.gpu_hours,
+        "wall_hours_at_most": found.wall_hours,
+        "notes": list(found.notes),
+    }

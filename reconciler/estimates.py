@@ -1,0 +1,189 @@
+"""What a FineTune will cost before it is scheduled: memory per GPU, strategy, GPU-hours.
+
+The planner's arithmetic (`planner.py`) applied to one FineTune spec: its architecture, its
+declared GPUs, and how much it trains. The amount of training is `maxSteps` x global batch, or
+`epochs` x the training rows of its datasets when they are known (recorded by the Dataset's
+run, or counted in a local source file); tokens are bounded by `maxSeqLength` per sequence,
+so FLOPs and GPU-hours are upper bounds. Pure: the rows and architectures are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from reconciler.capacity import base_model_of, training_shape
+from reconciler.config import PlannerSettings
+from reconciler.planner import (
+    Architecture,
+    Estimate,
+    assumed_mfu,
+    choose_strategy,
+    device_memory,
+    estimate,
+    flops_per_parameter_token,
+    largest_micro_batch,
+    peak_flops,
+)
+from reconciler.specs.base import ResourceId
+from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.specset import SpecSet
+
+LARGEST_RECOMMENDED_MICRO_BATCH = 64
+
+
+@dataclass(frozen=True)
+class RowCount:
+    """Training rows of one Dataset, and where the figure comes from (shown to the user)."""
+
+    rows: int
+    origin: str  # "recorded by run 3f2a..." / "counted in data/x.jsonl x split.train 0.8"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """How much a FineTune trains. `sequences` and `tokens` are None when unknown, with `basis`
+    saying why and what would make them known."""
+
+    basis: str
+    global_batch: int
+    steps: int | None = None
+    sequences: int | None = None  # sequences through the model, counting DPO's pair as two
+    tokens: int | None = None  # at most: sequences x maxSeqLength
+
+
+@dataclass(frozen=True)
+class FineTuneEstimate:
+    name: str
+    gpu_product: str | None
+    gpus: int  # in all; 0 trains on CPU
+    declared_strategy: str
+    architecture: Architecture | None
+    workload: Workload
+    device_bytes: float | None = None
+    memory: Estimate | None = None  # at the strategy and micro-batch it would run with
+    fits: bool | None = None  # None when the GPU's memory is unknown, or on CPU
+    largest_micro_batch: int | None = None  # the largest power of two that fits that strategy
+    parameters: int | None = None
+    trainable: int | None = None
+    flops: float | None = None
+    peak_flops: float | None = None  # per GPU
+    mfu: float | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def gpu_hours(self) -> float | None:
+        if self.flops is None or not self.peak_flops or not self.mfu or self.gpus == 0:
+            return None
+        return self.flops / (self.peak_flops * self.mfu) / 3600
+
+    @property
+    def wall_hours(self) -> float | None:
+        """On all its GPUs at once, assuming they scale perfectly."""
+        hours = self.gpu_hours
+        return hours / self.gpus if hours is not None and self.gpus else None
+
+
+def workload(fine_tune: FineTuneResource, rows: Mapping[str, RowCount]) -> Workload:
+    s = fine_tune.spec
+    t = s.training
+    global_batch = t.micro_batch_size * t.gradient_accumulation * s.resources.processes
+    per_example = 2 if s.method == "dpo" else 1  # chosen and rejected
+    if t.max_steps is not None:
+        basis = f"maxSteps {t.max_steps} x global batch {global_batch}"
+        examples = t.max_steps * global_batch
+        steps = t.max_steps
+    else:
+        missing = [d.name for d in s.datasets if d.name not in rows]
+        if missing:
+            return Workload(
+                f"training rows of Dataset {', '.join(missing)} unknown: build it (a plan then reads "
+                "the recorded count) or set training.maxSteps", global_batch)
+        per_epoch = sum(rows[d.name].rows for d in s.datasets)  # mixing keeps the total
+        origins = "; ".join(f"{d.name}: {rows[d.name].rows:,} rows, {rows[d.name].origin}"
+                            for d in s.datasets)
+        basis = f"{t.epochs:g} epochs of {per_epoch:,} training rows ({origins})"
+        examples = math.ceil(t.epochs * per_epoch)
+        steps = math.ceil(t.epochs * math.ceil(per_epoch / global_batch))
+    sequences = examples * per_example
+    return Workload(basis, global_batch, steps, sequences, sequences * t.max_seq_length)
+
+
+def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
+                       architectures: Mapping[ResourceId, Architecture],
+                       rows: Mapping[str, RowCount],
+                       settings: PlannerSettings | None = None) -> FineTuneEstimate:
+    settings = settings or PlannerSettings()
+    s = fine_tune.spec
+    product = s.resources.gpu_product
+    gpus = s.resources.nodes * s.resources.gpus_per_node
+    base = base_model_of(specs, fine_tune)
+    architecture = architectures.get(base) if base else None
+    work = workload(fine_tune, rows)
+    common = {"name": fine_tune.metadata.name, "gpu_product": product, "gpus": gpus,
+              "declared_strategy": s.distributed.strategy, "architecture": architecture,
+              "workload": work}
+    if architecture is None:
+        return FineTuneEstimate(**common, notes=(
+            f"architecture of {base} unknown: add an `architecture:` block to the BaseModel, or "
+            "have its config.json on disk (a file:// source, or a pinned hf:// revision in the "
+            "Hugging Face cache)",))
+    shape = training_shape(fine_tune, architecture)
+    try:
+        trainable = shape.trainable
+    except ValueError as error:
+        return FineTuneEstimate(**common, notes=(f"adapter.targetModules: {error}",))
+    notes: list[str] = []
+    device_bytes = device_memory(product) if gpus else None
+    memory, fits, largest = _memory(shape, s.distributed.strategy, gpus, device_bytes)
+    if gpus and device_bytes is None:
+        notes.append("memory of this GPU unknown: set resources.gpuProduct to a label with the "
+                     "size in it (NVIDIA-A100-SXM4-80GB) to check the fit")
+    recompute = s.training.gradient_checkpointing
+    flops = (work.tokens * flops_per_parameter_token(s.method, recompute) * architecture.parameters
+             if work.tokens is not None else None)
+    peak = peak_flops(product, settings.peak_tflops) if gpus else None
+    if gpus and peak is None:
+        notes.append(f"peak FLOPS of {product or 'an unnamed GPU'} unknown: set resources.gpuProduct, "
+                     "or planner.peakTflops in tuneops.yaml")
+    if not gpus:
+        notes.append("trains on CPU (gpusPerNode: 0): GPU-hours do not apply; memory is per process")
+    return FineTuneEstimate(
+        **common, device_bytes=device_bytes, memory=memory, fits=fits, largest_micro_batch=largest,
+        parameters=architecture.parameters, trainable=trainable, flops=flops, peak_flops=peak,
+        mfu=assumed_mfu(product, settings.mfu) if gpus else None, notes=tuple(notes))
+
+
+def _memory(shape, declared: str, gpus: int, device_bytes: float | None):  # noqa: ANN001, ANN202
+    """(estimate at the strategy and micro-batch it would run with, fits, largest micro-batch)."""
+    if not gpus:
+        return estimate(shape, "ddp"), None, None  # the local CPU backend runs plain data parallel
+    strategy = "zero3" if declared == "fsdp" else declared
+    if strategy == "auto":
+        if device_bytes is None:
+            return estimate(shape, "ddp"), None, None  # what auto starts from
+        chosen = choose_strategy(shape, device_bytes)
+        if chosen is None:
+            return estimate(shape, "zero3-offload", 1), False, None
+        strategy = chosen.strategy
+        found = chosen
+    else:
+        found = estimate(shape, strategy)
+    if device_bytes is None:
+        return found, None, None
+    largest = largest_micro_batch(shape, strategy, device_bytes, limit=LARGEST_RECOMMENDED_MICRO_BATCH)
+    return found, found.fits(device_bytes), largest.micro_batch if largest else None
+
+
+def estimates_for(specs: SpecSet, architectures: Mapping[ResourceId, Architecture],
+                  rows: Mapping[str, RowCount], settings: PlannerSettings | None = None,
+                  names: set[str] | None = None) -> dict[str, FineTuneEstimate]:
+    """Every FineTune's estimate (or those in `names`), by name."""
+    found = {}
+    for loaded in specs.of_kind("FineTune"):
+        resource = loaded.resource
+        assert isinstance(resource, FineTuneResource)
+        if names is None or resource.metadata.name in names:
+            found[resource.metadata.name] = estimate_fine_tune(specs, resource, architectures, rows, settings)
+    return found
