@@ -292,6 +292,24 @@ def _plan_header(project, offline: bool) -> str:  # noqa: ANN001
     return f"{display_path(project.root)} at {commit}; {where}"
 
 
+def _estimates(project, the_plan, state=None):  # noqa: ANN001, ANN202
+    """The planner's figures for each FineTune the plan would train, by ResourceId."""
+    from reconciler import architectures
+    from reconciler.dataset_rows import train_rows
+    from reconciler.estimates import estimates_for
+    from reconciler.plan import Action
+    from reconciler.specs.base import ResourceId
+
+    training = {a.resource.name for a in the_plan.actions if a.resource.kind == "FineTune"
+                and a.action in (Action.CREATE, Action.REBUILD, Action.RETRY)}
+    if not training:
+        return {}
+    found = estimates_for(project.specs, architectures.architectures(project.specs),
+                          train_rows(project.specs, project.inputs, state), project.settings.planner,
+                          names=training)
+    return {ResourceId("FineTune", name): estimate for name, estimate in found.items()}
+
+
 TARGET_HELP = "Only this resource and what it depends on (KIND/NAME; repeatable)."
 
 
@@ -322,15 +340,128 @@ def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: 
 
     project = _load(ctx, path)
     options = _plan_options(project, prune=prune, target=_targets(targets))
-    the_plan, *_ = _plan(project, offline=offline, options=options)
+    the_plan, state, *_ = _plan(project, offline=offline, options=options)
     header = _plan_header(project, offline)
+    estimates = _estimates(project, the_plan, state)
     if output_format == "json":
-        click.echo(json.dumps(plan_json(the_plan, {"path": str(project.root), "header": header}), indent=2))
+        source = {"path": str(project.root), "header": header}
+        click.echo(json.dumps(plan_json(the_plan, source, estimates), indent=2))
     elif output_format == "markdown":
-        click.echo(plan_markdown(the_plan, header))
+        click.echo(plan_markdown(the_plan, header, estimates))
     else:
-        click.echo(plan_text(the_plan, header, color=_use_color(ctx)), color=_use_color(ctx))
+        click.echo(plan_text(the_plan, header, color=_use_color(ctx), estimates=estimates),
+                   color=_use_color(ctx))
     ctx.exit(2 if detailed_exitcode and the_plan.has_changes else 0)
+
+
+@cli.command()
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--target", "targets", multiple=True, metavar="KIND/NAME",
+              help="Only this resource (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write one file per object into DIR instead of printing.")
+@click.option("--no-validate", is_flag=True, help="Skip the check against the Kubernetes schemas.")
+@click.pass_context
+def render(ctx: click.Context, path: Path, targets: tuple[str, ...], out_dir: Path | None,
+           no_validate: bool) -> None:
+    """Print the Kubernetes manifests of the specs under PATH as multi-document YAML.
+
+    Datasets, FineTunes and Evaluations become Jobs (with their job file in a ConfigMap; a
+    multi-node FineTune an Indexed Job and a headless Service); Deployments become a vLLM
+    Deployment and Service. Each object is checked against the OpenAPI schemas of
+    kubernetes.version (tuneops.yaml). Reads no state: upstreams not built yet appear at the
+    output location they will have. For review, a pull-request diff, Argo CD or kubectl.
+    """
+    short_lived()
+    from reconciler.fileio import write_text_atomic
+    from reconciler.gitinfo import git_origin, repo_root
+    from reconciler.manifests import cluster_context, render_project
+    from reconciler.render import RenderError, to_yaml, validate_manifests
+
+    project = _load(ctx, path)
+    wanted = _targets(targets)
+    unknown = [str(rid) for rid in wanted or () if rid not in project.specs]
+    if unknown:
+        raise UserError(f"--target {', '.join(unknown)}: no such spec under {project.root}")
+    try:
+        context = cluster_context(project.specs, git_origin(project.root), repo_root(project.root))
+        rendered = render_project(project.specs, project.inputs, context, wanted)
+    except RenderError as error:
+        raise UserError(str(error)) from None
+    objects = [obj for item in rendered for obj in item.objects]
+    if not no_validate:
+        try:
+            problems = validate_manifests(objects, project.settings.kubernetes.version)
+        except ImportError:
+            raise UserError("checking manifests needs kubernetes-validate: pip install 'tuneops[kubernetes]' "
+                            "(or pass --no-validate)") from None
+        if problems:
+            for problem in problems:
+                click.echo(f"error: {problem}", err=True)
+            raise UserError(f"{len(problems)} rendered object(s) do not validate against Kubernetes "
+                            f"{project.settings.kubernetes.version}")
+    if out_dir is None:
+        click.echo(to_yaml(objects), nl=False)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for obj in objects:
+        name = f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+        write_text_atomic(out_dir / name, to_yaml([obj]))
+    click.echo(f"wrote {len(objects)} object(s) to {out_dir}", err=True)
+
+
+@cli.command()
+@click.argument("fine_tune", metavar="FINETUNE")
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help=FORMAT_HELP)
+@click.option("--mfu", type=click.FloatRange(0, 1, min_open=True),
+              help="Model FLOPs utilisation to assume (default: planner.mfu in tuneops.yaml, else "
+                   "0.4 on A100 and 0.35 on other GPUs).")
+@click.pass_context
+def estimate(ctx: click.Context, fine_tune: str, path: Path, output_format: str, mfu: float | None) -> None:
+    """Print what FINETUNE needs before it is scheduled: memory per GPU, strategy, GPU-hours.
+
+    FINETUNE is a FineTune's name (or FineTune/NAME) in the specs under PATH. Model states
+    (weights, gradients, optimizer), activations and the largest micro-batch that fits come
+    from the base model's architecture and the declared GPUs; FLOPs and GPU-hours from the
+    tokens it trains on, as upper bounds. Reads nothing but the spec folder.
+    """
+    short_lived()
+    import json
+
+    from reconciler import architectures
+    from reconciler.dataset_rows import train_rows
+    from reconciler.estimate_report import estimate_json, estimate_text
+    from reconciler.estimates import estimate_fine_tune
+    from reconciler.report import validation_text
+    from reconciler.specs.base import ResourceId
+    from reconciler.specs.finetune import FineTuneResource
+    from reconciler.specs.validate import validate_path
+
+    name = fine_tune.removeprefix("FineTune/")
+    result = validate_path(path)  # without the capacity check: a FineTune that does not fit is shown
+    if not result.valid:
+        click.echo(validation_text(result, color=_use_color(ctx)), err=True)
+        click.echo("error: the specs are invalid: nothing was estimated", err=True)
+        ctx.exit(EXIT_INVALID)
+    specs = result.specs
+    resource = specs.resource(ResourceId("FineTune", name), FineTuneResource)
+    if resource is None:
+        known = ", ".join(loaded.id.name for loaded in specs.of_kind("FineTune")) or "none"
+        raise UserError(f"no FineTune named '{name}' under {path} (FineTunes: {known})")
+    settings = specs.settings.planner
+    if mfu is not None and resource.spec.resources.gpu_product:
+        product = resource.spec.resources.gpu_product
+        settings = settings.model_copy(update={"mfu": {**settings.mfu, product: mfu}})
+    elif mfu is not None:
+        raise UserError("--mfu needs resources.gpuProduct on the FineTune: GPU-hours are per GPU product")
+    found = estimate_fine_tune(specs, resource, architectures.architectures(specs), train_rows(specs),
+                               settings)
+    if output_format == "json":
+        click.echo(json.dumps(estimate_json(found), indent=2))
+    else:
+        click.echo(estimate_text(found))
 
 
 @cli.command()
@@ -372,8 +503,8 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     try:
         options = _plan_options(project, prune=prune, retry_failed=retry_failed, target=_targets(targets))
         the_plan, _state, store, backend = _plan(project, offline=False, options=options)
-        click.echo(plan_text(the_plan, _plan_header(project, False), color=_use_color(ctx)),
-                   color=_use_color(ctx))
+        click.echo(plan_text(the_plan, _plan_header(project, False), color=_use_color(ctx),
+                             estimates=_estimates(project, the_plan, _state)), color=_use_color(ctx))
         if not the_plan.has_changes and not any(a.action == "wait" for a in the_plan.actions):
             blocked = [a for a in the_plan.actions if a.action in ("blocked", "suspended")]
             click.echo(f"Nothing can be applied: {len(blocked)} blocked or suspended (see above)." if blocked

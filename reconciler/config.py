@@ -6,7 +6,7 @@ machinery as specs, so its errors carry file, line and field path too.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel as PydanticModel
 from pydantic import ConfigDict, Field
@@ -32,6 +32,17 @@ class MlflowSettings(_Settings):
     experiment: _Str = Field("tuneops", description="Experiment that holds every run of this project.")
 
 
+class SecretSettings(_Settings):
+    """Names of Secrets in the namespace; values are only ever referenced (secretKeyRef)."""
+
+    hugging_face: _Str | None = Field(None, description="Secret with key `token`: HF_TOKEN for gated "
+                                                        "models.", examples=["hf-token"])
+    mlflow: _Str | None = Field(None, description="Secret with keys `username` and `password` for "
+                                                  "MLflow's basic auth.", examples=["mlflow-auth"])
+    storage: _Str | None = Field(None, description="Secret with keys `accessKeyId` and `secretAccessKey` "
+                                                   "for an s3:// storage root.")
+
+
 class KubernetesSettings(_Settings):
     namespace: _Str = Field("default", description="Namespace for rendered objects.")
     context: _Str | None = Field(None, description="kubeconfig context; default: the current one.",
@@ -42,6 +53,22 @@ class KubernetesSettings(_Settings):
                           pattern=r"^1\.[0-9]+$")
     multi_node: Literal["indexed-job", "jobset", "pytorchjob"] = Field(
         "indexed-job", description="How multi-node fine-tunes start their nodes.")
+    serving_image: _Str = Field("vllm/vllm-openai:v0.8.5",
+                                description="Image of the model server (vLLM's OpenAI-compatible server).")
+    storage_claim: _Str | None = Field(
+        None, description="PersistentVolumeClaim that holds the storage root, mounted in every job "
+                          "and server at /mnt/tuneops (ReadWriteMany for multi-node jobs).",
+        examples=["tuneops-store"])
+    service_account: _Str | None = Field(None, description="ServiceAccount jobs run as.")
+    ttl_seconds_after_finished: _Int = Field(
+        86400, description="Finished Jobs (and their pods' logs) are removed after this long.", ge=0)
+    active_deadline_seconds: _Int | None = Field(
+        None, description="A Job running longer than this is failed by Kubernetes.", gt=0)
+    queueing: Literal["kueue", "volcano"] = Field(
+        "kueue", description="What `scheduling.queue` names: a Kueue LocalQueue (label "
+                             "kueue.x-k8s.io/queue-name) or a Volcano queue (schedulerName: volcano "
+                             "and a PodGroup for gang scheduling).")
+    secrets: SecretSettings = Field(default_factory=lambda: SecretSettings())
 
 
 class LocalSettings(_Settings):
@@ -71,6 +98,16 @@ class PolicySettings(_Settings):
         examples=[16])
 
 
+class PlannerSettings(_Settings):
+    mfu: dict[_Str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        {}, description="Model FLOPs utilisation to assume per GPU product (the node label "
+                        "nvidia.com/gpu.product) when estimating GPU-hours; default 0.4 on A100, "
+                        "0.35 elsewhere.", examples=[{"NVIDIA-H100-80GB-HBM3": 0.45}])
+    peak_tflops: dict[_Str, Annotated[float, Field(gt=0)]] = Field(
+        {}, description="Dense bf16 peak TFLOPS per GPU product, for products the planner does not "
+                        "know or to correct it.", examples=[{"NVIDIA-A10G": 70}])
+
+
 class ProjectSettings(_Settings):
     backend: Literal["local", "kubernetes"] = Field("local", description="Where jobs run.")
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
@@ -82,6 +119,7 @@ class ProjectSettings(_Settings):
                        "fine-tune resumes from its last checkpoint).", ge=1, le=20)
     prune: PruneSettings = Field(default_factory=PruneSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    planner: PlannerSettings = Field(default_factory=PlannerSettings)
     exclude: tuple[_Str, ...] = Field(
         (), description="Glob patterns (relative to the spec root) of YAML files that are not "
                         "specs.", examples=[["ci/**", "kustomize/*.yaml"]])

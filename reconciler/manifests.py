@@ -1,0 +1,81 @@
+"""A project's Kubernetes manifests, for `tuneops render` and the Kubernetes backend.
+
+Job files are built as `apply` builds them (`jobs.JobBuilder`). Upstreams that are not built
+yet are given the output location they will have (outputs are keyed by fingerprint), so a
+render needs no state and the same specs always render the same manifests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from reconciler.fingerprint import FingerprintInput
+from reconciler.jobfile import GitOrigin, MlflowTarget
+from reconciler.jobs import JobBuilder, JobContext
+from reconciler.render import STORAGE_MOUNT, Rendered, RenderError, expected_output, render_job, render_server
+from reconciler.specs.base import ResourceId
+from reconciler.specs.deployment import DeploymentResource
+from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.specset import SpecSet
+from reconciler.state import BuiltRun
+
+RENDERED_KINDS = ("Dataset", "FineTune", "Evaluation", "Deployment")
+PENDING_DIGEST = "pending"  # a Dataset's digest is known once it is built
+
+
+def planned_run(storage_root: str):  # noqa: ANN201 - the lookup JobBuilder takes
+    """A lookup that answers every upstream with the run it will have once built."""
+
+    def lookup(kind: str, name: str, fingerprint: str) -> BuiltRun:
+        return BuiltRun(kind, name, fingerprint, run_id="", started_at=0.0,
+                        output=expected_output(storage_root, kind, name, fingerprint),
+                        dataset_digest=PENDING_DIGEST if kind == "Dataset" else None)
+
+    return lookup
+
+
+def cluster_context(specs: SpecSet, git: GitOrigin, repo_root: Path | None = None) -> JobContext:
+    """Where jobs in the cluster find storage and MLflow: both must be reachable from a pod."""
+    settings = specs.settings
+    if settings.kubernetes.storage_claim:
+        storage = STORAGE_MOUNT
+    elif (settings.storage.root or "").startswith("s3://"):
+        storage = settings.storage.root or ""
+    else:
+        raise RenderError("jobs in the cluster need shared storage: set kubernetes.storageClaim (a "
+                          "PersistentVolumeClaim) or storage.root: s3://bucket/prefix in tuneops.yaml")
+    uri = settings.mlflow.tracking_uri
+    if not uri or not uri.startswith(("http://", "https://")):
+        raise RenderError("jobs in the cluster need an MLflow server: set mlflow.trackingUri to its "
+                          "http(s):// URL in tuneops.yaml")
+    return JobContext(storage_root=Path(storage), mlflow=MlflowTarget(tracking_uri=uri,
+                                                                      experiment=settings.mlflow.experiment),
+                      git=git, repo_root=repo_root)
+
+
+def render_resource(specs: SpecSet, builder: JobBuilder, rid: ResourceId) -> Rendered:
+    settings = specs.settings
+    loaded = specs.get(rid)
+    assert loaded is not None, rid
+    resource = loaded.resource
+    job = builder.job(rid)
+    if isinstance(resource, DeploymentResource):
+        served = specs.resource(ResourceId("FineTune", resource.spec.model.fine_tune), FineTuneResource)
+        return render_server(job, resource, settings, served.spec.adapter.r if served else None)
+    labels = dict(resource.metadata.labels)
+    if isinstance(resource, FineTuneResource):
+        r = resource.spec.resources
+        return render_job(job, labels, settings, nodes=r.nodes, gpus_per_node=r.gpus_per_node,
+                          gpu_product=r.gpu_product, cpu=r.cpu, memory=r.memory,
+                          queue=resource.spec.scheduling.queue, priority=resource.spec.scheduling.priority)
+    return render_job(job, labels, settings)
+
+
+def render_project(specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], context: JobContext,
+                   only: Iterable[ResourceId] | None = None) -> list[Rendered]:
+    """Every Dataset, FineTune, Evaluation and Deployment (or those in `only`), in dependency order."""
+    builder = JobBuilder(specs, inputs, context, planned_run(str(context.storage_root)))
+    wanted = set(only) if only is not None else None
+    return [render_resource(specs, builder, rid) for rid in inputs
+            if rid.kind in RENDERED_KINDS and (wanted is None or rid in wanted)]

@@ -1,0 +1,316 @@
+"""Specs -> Kubernetes manifests, through Jinja templates that values cannot subvert.
+
+Every `{{ }}` in a template must pass its value through the `q` filter, which writes one quoted
+JSON scalar (a string is escaped, so `"x\\nkind: Secret"` or `{{ }}` stay inside it); the
+environment's `finalize` refuses any other value, so a template cannot forget. Undefined names
+are errors (StrictUndefined). The rendered YAML is parsed back into objects, and those are
+checked against the Kubernetes OpenAPI schemas for the configured version (kubernetes-validate).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reconciler.config import KubernetesSettings, ProjectSettings
+from reconciler.jobfile import OUTPUT_FOLDER, JobFile
+from reconciler.specs.base import ResourceId
+from reconciler.specs.deployment import DeploymentResource
+from reconciler.specs.finetune import FineTuneResource
+
+MANAGED_BY = "tuneops"
+FINGERPRINT_ANNOTATION = "tuneops.dev/fingerprint"
+KIND_LABEL, NAME_LABEL = "tuneops.dev/kind", "tuneops.dev/name"
+JOB_FILE_PATH = "/etc/tuneops/job.json"
+STORAGE_MOUNT = "/mnt/tuneops"
+RENDEZVOUS_PORT = 29500
+SERVER_PORT = 8000
+SHORT_KIND = {"Dataset": "dataset", "FineTune": "finetune", "Evaluation": "eval", "Deployment": "serve"}
+# Characters YAML treats as line breaks or refuses in a stream, which JSON leaves raw.
+_YAML_UNSAFE = {0x85, 0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF} | set(range(0x7F, 0xA0))
+
+
+class RenderError(ValueError):
+    """A template or value that cannot become a manifest (a bug in a template, or a setting)."""
+
+
+class Quoted(str):
+    """A value already written as a YAML scalar by `q`."""
+
+
+def yaml_scalar(value: Any) -> Quoted:
+    """One value as a quoted JSON scalar, which is also a YAML scalar of the same value."""
+    if value is None or isinstance(value, bool | int):
+        return Quoted(json.dumps(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RenderError(f"cannot render {value!r}")
+        mantissa, e, exponent = json.dumps(value).partition("e")
+        if e and "." not in mantissa:  # YAML 1.1 (PyYAML, Kubernetes) reads 1e-05 as a string
+            mantissa += ".0"
+        return Quoted(mantissa + e + exponent)
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return Quoted("".join(f"\\u{ord(c):04x}" if ord(c) in _YAML_UNSAFE else c for c in text))
+    if type(value).__name__ == "StrictUndefined":
+        str(value)  # raises jinja2's UndefinedError, naming the missing variable
+    raise RenderError(f"only scalars can be rendered, not {type(value).__name__}")
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, Quoted):
+        return value
+    raise RenderError(f"template value {value!r} was not passed through the `q` filter")
+
+
+def template_dir() -> Path:
+    """`templates/` beside the package in a wheel (reconciler/templates), else at the repo root."""
+    packaged = Path(__file__).parent / "templates"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+
+
+def environment():  # noqa: ANN201 - jinja2.Environment, imported lazily
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())),
+                             undefined=jinja2.StrictUndefined, autoescape=False,
+                             finalize=_finalize, keep_trailing_newline=True)
+    env.filters["q"] = yaml_scalar
+    return env
+
+
+def object_name(rid: ResourceId, fingerprint: str) -> str:
+    """Deterministic and at most 63 characters: a retry of the same fingerprint finds its Job
+    instead of creating a twin. Servers are named after the Deployment alone."""
+    if rid.kind == "Deployment":
+        return rid.name
+    suffix = f"-{SHORT_KIND[rid.kind]}-{fingerprint[:10]}"
+    head = rid.name[:63 - len(suffix)].rstrip("-")
+    if head != rid.name:  # shortened: keep names of different resources apart
+        head = head[:-7].rstrip("-") + "-" + hashlib.sha256(rid.name.encode()).hexdigest()[:6]
+    return head + suffix
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The manifests of one resource, as parsed objects."""
+
+    resource: ResourceId
+    objects: tuple[dict[str, Any], ...]
+
+
+def _pairs(mapping: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    return sorted(mapping.items())
+
+
+def _labels(rid: ResourceId, spec_labels: Mapping[str, str]) -> dict[str, str]:
+    return {**spec_labels, "app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/name": rid.name,
+            "app.kubernetes.io/component": rid.kind.lower(), KIND_LABEL: rid.kind, NAME_LABEL: rid.name}
+
+
+def _secret_env(k8s: KubernetesSettings) -> list[tuple[str, str, str]]:
+    """Credentials only as references to Secrets: a manifest, a plan or a log never holds them."""
+    found = []
+    if k8s.secrets.hugging_face:
+        found.append(("HF_TOKEN", k8s.secrets.hugging_face, "token"))
+    if k8s.secrets.mlflow:
+        found += [("MLFLOW_TRACKING_USERNAME", k8s.secrets.mlflow, "username"),
+                  ("MLFLOW_TRACKING_PASSWORD", k8s.secrets.mlflow, "password")]
+    if k8s.secrets.storage:
+        found += [("AWS_ACCESS_KEY_ID", k8s.secrets.storage, "accessKeyId"),
+                  ("AWS_SECRET_ACCESS_KEY", k8s.secrets.storage, "secretAccessKey")]
+    return found
+
+
+def _node_selector(gpu_product: str | None) -> list[tuple[str, str]]:
+    return [("nvidia.com/gpu.product", gpu_product)] if gpu_product else []
+
+
+def _scheduling(k8s: KubernetesSettings, queue: str | None) -> dict[str, Any]:
+    if not queue:
+        return {"queue": None, "scheduler_name": None}
+    if k8s.queueing == "volcano":
+        return {"queue": None, "scheduler_name": "volcano"}
+    return {"queue": queue, "scheduler_name": None}
+
+
+def job_command(job: JobFile, nodes: int, processes_per_node: int, job_name: str) -> list[str]:
+    run = ["reconciler", "run", job.command, "--job", JOB_FILE_PATH]
+    if nodes <= 1 and processes_per_node <= 1:
+        return ["python", "-m", *run]
+    command = ["torchrun", "--nproc_per_node", str(processes_per_node)]
+    if nodes > 1:  # pod 0 of the Indexed Job is the rendezvous, reached through the headless Service
+        command += ["--nnodes", str(nodes), "--node_rank", "$(NODE_RANK)",
+                    "--master_addr", f"{job_name}-0.{job_name}", "--master_port", str(RENDEZVOUS_PORT)]
+    return [*command, "-m", *run]
+
+
+def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSettings, *,
+               nodes: int = 1, gpus_per_node: int = 0, gpu_product: str | None = None,
+               cpu: str | None = None, memory: str | None = None, queue: str | None = None,
+               priority: str | None = None) -> Rendered:
+    rid = ResourceId(job.kind, job.name)
+    k8s = settings.kubernetes
+    if not k8s.image:
+        raise RenderError("kubernetes.image is not set in tuneops.yaml: the trainer image that runs "
+                          "`tuneops run` (see docs/kubernetes.md)")
+    job_name = object_name(rid, job.fingerprint)
+    all_labels = _labels(rid, labels)
+    annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
+    if job.git.commit:
+        annotations["tuneops.dev/git-commit"] = job.git.commit
+    scheduling = _scheduling(k8s, queue)
+    job_labels = dict(all_labels)
+    if scheduling["queue"]:
+        job_labels["kueue.x-k8s.io/queue-name"] = scheduling["queue"]
+    pod_annotations = dict(annotations)
+    if scheduling["scheduler_name"] == "volcano":
+        pod_annotations["scheduling.k8s.io/group-name"] = job_name
+    requests = {key: value for key, value in (("cpu", cpu), ("memory", memory)) if value}
+    limits = {"memory": memory} if memory else {}
+    if gpus_per_node:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus_per_node)
+    context = {
+        "job_name": job_name, "namespace": k8s.namespace, "labels": _pairs(all_labels),
+        "job_labels": _pairs(job_labels), "pod_labels": _pairs(all_labels),
+        "annotations": _pairs(annotations), "pod_annotations": _pairs(pod_annotations),
+        "job_json": job.to_json(), "nodes": nodes, "rendezvous_port": RENDEZVOUS_PORT,
+        "backoff_limit": settings.max_attempts - 1,
+        "ttl_seconds_after_finished": k8s.ttl_seconds_after_finished,
+        "active_deadline_seconds": k8s.active_deadline_seconds, "priority_class": priority,
+        "service_account": k8s.service_account, "node_selector": _node_selector(gpu_product),
+        "gpus": gpus_per_node, "image": k8s.image,
+        "command": job_command(job, nodes, max(gpus_per_node, 1), job_name),
+        "env": [("PYTHONUNBUFFERED", "1"), ("TOKENIZERS_PARALLELISM", "false")],
+        "secret_env": _secret_env(k8s), "requests": _pairs(requests), "limits": _pairs(limits),
+        "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT,
+        "shm_size": None,
+        **scheduling,
+    }
+    objects = parse(environment().get_template("job.yaml.j2").render(context))
+    if scheduling["scheduler_name"] == "volcano":
+        objects.append(pod_group(job_name, k8s.namespace, all_labels, annotations, nodes, queue, priority))
+    return Rendered(rid, tuple(objects))
+
+
+def pod_group(name: str, namespace: str, labels: Mapping[str, str], annotations: Mapping[str, str],
+              nodes: int, queue: str | None, priority: str | None) -> dict[str, Any]:
+    """Volcano gang scheduling: every node's pod starts together or none does."""
+    spec: dict[str, Any] = {"minMember": nodes}
+    if queue:
+        spec["queue"] = queue
+    if priority:
+        spec["priorityClassName"] = priority
+    return {"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels),
+                         "annotations": dict(annotations)}, "spec": spec}
+
+
+def render_server(job: JobFile, deployment: DeploymentResource, settings: ProjectSettings,
+                  adapter_rank: int | None) -> Rendered:
+    """vLLM's OpenAI-compatible server for the model version a Deployment serves."""
+    rid = ResourceId("Deployment", job.name)
+    k8s = settings.kubernetes
+    spec = deployment.spec
+    model = job.model
+    assert model is not None and hasattr(model, "base_model"), "a Deployment serves a FineTune's model"
+    base = model.base_model.source.removeprefix("hf://")
+    served_name = job.name  # clients ask for the Deployment's name and get the fine-tuned model
+    command = ["vllm", "serve"]
+    if model.adapter and not spec.merge_adapter:
+        command += [base, "--served-model-name", f"{served_name}-base", "--enable-lora",
+                    "--lora-modules", f"{served_name}={model.location}",
+                    "--max-lora-rank", str(_lora_rank(adapter_rank))]
+        if model.base_model.revision:
+            command += ["--revision", model.base_model.revision]
+    else:
+        location = model.location + ("/merged" if model.adapter else "")
+        command += [location, "--served-model-name", served_name]
+    command += ["--host", "0.0.0.0", "--port", str(SERVER_PORT)]
+    if spec.resources.gpus > 1:
+        command += ["--tensor-parallel-size", str(spec.resources.gpus)]
+    all_labels = _labels(rid, deployment.metadata.labels)
+    annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
+    if model.version:
+        annotations["tuneops.dev/model-version"] = f"{model.registered_model}/{model.version}"
+    requests = {key: value for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory))
+                if value}
+    limits = {"memory": spec.resources.memory} if spec.resources.memory else {}
+    if spec.resources.gpus:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(spec.resources.gpus)
+    context = {
+        "server_name": object_name(rid, job.fingerprint), "namespace": k8s.namespace,
+        "labels": _pairs(all_labels), "annotations": _pairs(annotations),
+        "selector": [(KIND_LABEL, "Deployment"), (NAME_LABEL, rid.name)],
+        "replicas": spec.replicas, "priority_class": None,
+        "node_selector": _node_selector(spec.resources.gpu_product), "gpus": spec.resources.gpus,
+        "image": k8s.serving_image, "command": command, "port": SERVER_PORT,
+        "env": [("HF_HUB_OFFLINE", "0")], "secret_env": _secret_env(k8s)[:1],
+        "requests": _pairs(requests), "limits": _pairs(limits),
+        "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT,
+    }
+    return Rendered(rid, tuple(parse(environment().get_template("deployment.yaml.j2").render(context))))
+
+
+def _lora_rank(rank: int | None) -> int:
+    """vLLM accepts --max-lora-rank from a fixed set; the smallest that holds the adapter."""
+    for allowed in (8, 16, 32, 64, 128, 256, 320, 512):
+        if rank is None or allowed >= rank:
+            return allowed
+    raise RenderError(f"vLLM serves LoRA adapters up to rank 512, not {rank}")
+
+
+def parse(text: str) -> list[dict[str, Any]]:
+    """Rendered YAML back into objects: what is applied is what was parsed, not the text."""
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        raise RenderError(f"a template rendered invalid YAML: {error}") from None
+    for document in documents:
+        if not isinstance(document, dict) or "kind" not in document:
+            raise RenderError(f"a template rendered something that is not an object: {document!r:.80}")
+    return documents
+
+
+def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> list[str]:
+    """Problems of each built-in object against Kubernetes `version`'s OpenAPI schemas (strict:
+    unknown fields are problems). Kinds the bundled schemas lack (JobSet, PyTorchJob, PodGroup)
+    are skipped here; their structure is fixed by our own code and covered by golden files."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import SchemaNotFoundError
+
+    problems = []
+    full_version = version if version.count(".") == 2 else f"{version}.0"
+    for obj in objects:
+        where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(dict(obj), full_version, strict=True)
+        except SchemaNotFoundError:
+            continue
+        except kubernetes_validate.ValidationError as error:
+            problems.append(f"{where}: {error.message} (at {'.'.join(map(str, error.path)) or 'top level'})")
+        except kubernetes_validate.InvalidSchemaError as error:
+            problems.append(f"{where}: {error}")
+    return problems
+
+
+def to_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
+    """Multi-document YAML for `tuneops render`, kubectl or Argo CD."""
+    return "".join("---\n" + yaml.safe_dump(dict(obj), sort_keys=False, allow_unicode=True, width=1000)
+                   for obj in objects)
+
+
+def expected_output(storage_root: str, kind: str, name: str, fingerprint: str) -> str:
+    """Where an upstream's output will be, before it is built (JobFile.output_dir's layout)."""
+    return f"{storage_root.rstrip('/')}/{OUTPUT_FOLDER[kind]}/{name}/{fingerprint[:16]}"
+
+
+def fine_tune_rank(resource: FineTuneResource | None) -> int | None:
+    return resource.spec.adapter.r if resource is not None else None

@@ -1,0 +1,192 @@
+"""Rendering specs into Kubernetes manifests (issue 5): values cannot subvert the templates,
+every object validates against the Kubernetes schemas, and the output is pinned by golden files.
+
+Regenerate the golden files after an intended change, and review the diff:
+
+    TUNEOPS_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_render.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reconciler.fingerprint import fingerprint_inputs
+from reconciler.graph import DependencyGraph
+from reconciler.jobfile import GitOrigin
+from reconciler.manifests import cluster_context, render_project
+from reconciler.render import RenderError, environment, to_yaml, validate_manifests, yaml_scalar
+from reconciler.specs.validate import validate_path
+from tests.conftest import REPO_ROOT
+
+GOLDEN = REPO_ROOT / "tests" / "testdata" / "golden"
+EXAMPLES = REPO_ROOT / "specs-example"
+FIXED_GIT = GitOrigin(repo="https://git.example.internal/ml/specs.git", commit="0" * 40)
+
+
+def rendered_objects(root: Path) -> list[dict]:
+    result = validate_path(root)
+    assert result.valid, [p.text() for p in result.problems]
+    specs = result.specs
+    inputs = fingerprint_inputs(specs, DependencyGraph.from_specs(specs), {})
+    rendered = render_project(specs, inputs, cluster_context(specs, FIXED_GIT, root))
+    return [obj for item in rendered for obj in item.objects]
+
+
+@given(st.one_of(st.text(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+                 st.none()))
+def test_a_quoted_value_reads_back_as_itself_whatever_it_holds(value):
+    assert yaml.safe_load(f"key: {yaml_scalar(value)}\nother: 1\n") == {"key": value, "other": 1}
+
+
+def test_templates_cannot_print_an_unquoted_or_undefined_value():
+    import jinja2
+
+    env = environment()
+    with pytest.raises(RenderError, match="not passed through the `q` filter"):
+        env.from_string("name: {{ value }}").render(value="x\nkind: Secret")
+    with pytest.raises(jinja2.UndefinedError):
+        env.from_string("name: {{ missing | q }}").render()
+    with pytest.raises(RenderError, match="only scalars"):
+        env.from_string("name: {{ value | q }}").render(value={"a": 1})
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.33"])
+def test_every_example_renders_to_objects_valid_for_kubernetes(version):
+    objects = rendered_objects(EXAMPLES)
+    assert validate_manifests(objects, version) == []
+    kinds = {obj["kind"] for obj in objects}
+    assert kinds == {"ConfigMap", "Job", "Service", "Deployment"}
+    for obj in objects:
+        meta = obj["metadata"]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "tuneops"
+        assert meta["labels"]["tuneops.dev/kind"] and meta["labels"]["tuneops.dev/name"]
+        assert len(meta["annotations"]["tuneops.dev/fingerprint"]) == 64
+        assert len(meta["name"]) <= 63
+
+
+def test_an_invalid_object_is_reported_with_where_it_is():
+    [job] = [obj for obj in rendered_objects(EXAMPLES) if obj["kind"] == "Job"][:1]
+    job["spec"]["backoffLimit"] = "two"
+    job["spec"]["template"]["spec"]["restartPolicyy"] = "Never"
+    problems = validate_manifests([job], "1.30")
+    assert problems and all(p.startswith(f"Job/{job['metadata']['name']}: ") for p in problems)
+
+
+def test_secrets_are_referenced_never_written():
+    text = to_yaml(rendered_objects(EXAMPLES))
+    assert "secretKeyRef" in text
+    env = [e for obj in rendered_objects(EXAMPLES) if obj["kind"] == "Job"
+           for e in obj["spec"]["template"]["spec"]["containers"][0]["env"]]
+    secret_names = {"HF_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"}
+    assert secret_names <= {e["name"] for e in env}
+    assert all("value" not in e for e in env if e["name"] in secret_names)
+
+
+INJECTIONS = ['x"\nkind: Secret\n', "{{ 7 * 7 }}", "x\n---\napiVersion: v1\nkind: Secret", "a: b\n  c: d",
+              "\u2028kind: Secret", "'; rm -rf /", "${HOME} $(id)"]
+
+
+def _shape(value, path=""):  # noqa: ANN001, ANN202
+    """Every key path in an object, and the length of every list: its shape, without the values."""
+    if isinstance(value, dict):
+        return {p for key, item in value.items() for p in _shape(item, f"{path}.{key}")} | {path}
+    if isinstance(value, list):
+        return {p for index, item in enumerate(value) for p in _shape(item, f"{path}[{index}]")} | {path}
+    return {path}
+
+
+def _with_values(repo: Path, value: str) -> Path:
+    """The example specs with `value` in free-text fields that reach the manifests."""
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    quoted = yaml_scalar(value)
+    base = repo / "base-models.yaml"
+    base.write_text(base.read_text().replace("description: Meta Llama", f"description: {quoted}  # Meta", 1))
+    sft = repo / "fine-tunes" / "support-sft.yaml"
+    text = sft.read_text().replace("gpuProduct: NVIDIA-H100-80GB-HBM3", f"gpuProduct: {quoted}")
+    sft.write_text(text.replace("priority: ml-batch", f"priority: {quoted}"))
+    return repo
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+def test_injection_through_string_fields_changes_no_object_and_no_key(tmp_path, payload):
+    """Free-text fields (descriptions, GPU product, priority class) carry the
+    payload into the manifests; the set of objects and the shape of each stay those of a
+    benign value, and the payload arrives intact as a value."""
+    before = rendered_objects(_with_values(tmp_path / "benign", "benign"))
+    after = rendered_objects(_with_values(tmp_path / "payload", payload))
+    assert [o["kind"] for o in after] == [o["kind"] for o in before]
+    for old, new in zip(before, after, strict=True):
+        assert _shape(new) == _shape(old), new["metadata"]["name"]
+    job = next(o for o in after if o["kind"] == "Job"
+               and o["metadata"]["labels"]["tuneops.dev/name"] == "support-sft")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == payload
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": payload}
+    assert "Secret" not in {o["kind"] for o in after}
+
+
+def test_a_two_node_fine_tune_is_an_indexed_job_with_a_headless_service():
+    objects = rendered_objects(EXAMPLES)
+    job = next(o for o in objects
+               if o["kind"] == "Job" and o["metadata"]["labels"]["tuneops.dev/name"] == "docs-cpt")
+    name = job["metadata"]["name"]
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == name)
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": name}
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 2, 2)
+    pod = spec["template"]["spec"]
+    assert pod["subdomain"] == name
+    container = pod["containers"][0]
+    command = container["command"]
+    rank_env = next(e for e in container["env"] if e["name"] == "NODE_RANK")
+    assert rank_env["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    # What each pod runs: Kubernetes gives pod i the hostname <job>-i and completion index i.
+    launched = []
+    for index in range(spec["completions"]):
+        argv = [arg.replace("$(NODE_RANK)", str(index)) for arg in command]
+        launched.append((f"{name}-{index}.{pod['subdomain']}", argv[argv.index("--node_rank") + 1],
+                         argv[argv.index("--master_addr") + 1], argv[argv.index("--nnodes") + 1]))
+    assert [rank for _, rank, _, _ in launched] == ["0", "1"]
+    assert {addr for _, _, addr, _ in launched} == {launched[0][0]}  # everyone meets at pod 0
+    assert command[:3] == ["torchrun", "--nproc_per_node", "8"]
+
+
+def test_rendered_manifests_match_the_golden_files():
+    objects = rendered_objects(EXAMPLES)
+    text = to_yaml(objects).replace(str(REPO_ROOT), "<repo>")
+    golden = GOLDEN / "specs-example.yaml"
+    if os.environ.get("TUNEOPS_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), "rendered manifests changed: regenerate (see this module's docstring)"
+
+
+def test_a_project_without_shared_storage_or_mlflow_server_is_told_what_to_set(tmp_path):
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    settings = repo / "tuneops.yaml"
+    settings.write_text(settings.read_text().replace("  storageClaim: tuneops-store", ""))
+    with pytest.raises(RenderError, match="set kubernetes.storageClaim"):
+        rendered_objects(repo)
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_templates(tmp_path):
+    pytest.importorskip("hatchling", reason="building the wheel needs hatchling (the dev extra)")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(REPO_ROOT)], check=True, capture_output=True, timeout=300)
+    [wheel] = tmp_path.glob("tuneops-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {"reconciler/templates/job.yaml.j2", "reconciler/templates/deployment.yaml.j2"} <= set(names)
