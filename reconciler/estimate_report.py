@@ -12,23 +12,21 @@ GB = 1e9
 ESTIMATE_FORMAT_VERSION = 1
 
 
-def _gb(value: float | None) -> str:
-    """Bytes in the largest decimal unit that keeps a digit before the point."""
-    if value is None:
-        return "-"
-    for unit, size in (("GB", GB), ("MB", 1e6), ("kB", 1e3)):
+def _scaled(value: float, units: tuple[tuple[str, float], ...], smallest: str) -> str:
+    """In the largest unit that keeps a digit before the point."""
+    for unit, size in units:
         if value >= size:
-            return f"{value / size:,.2f} {unit}"
-    return f"{value:,.0f} B"
+            return f"{value / size:,.2f}{unit}"
+    return f"{value:,.0f}{smallest}"
+
+
+def _gb(value: float | None) -> str:
+    return "-" if value is None else _scaled(value, ((" GB", GB), (" MB", 1e6), (" kB", 1e3)), " B")
 
 
 def _count(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:,.2f}{unit}"
-    return f"{value:,.0f}"
+    units = (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3))
+    return "unknown" if value is None else _scaled(value, units, "")
 
 
 def _hours(value: float | None) -> str:
