@@ -66,6 +66,10 @@ def render_resource(specs: SpecSet, builder: JobBuilder, rid: ResourceId) -> Ren
     labels = dict(resource.metadata.labels)
     if isinstance(resource, FineTuneResource):
         r = resource.spec.resources
+        launcher = resource.spec.distributed.launcher or settings.kubernetes.multi_node
+        if r.nodes > 1 and launcher != "indexed-job":  # refuse rather than render something else
+            raise RenderError(f"{rid}: the {launcher} launcher is not available in this release; "
+                              "use distributed.launcher: indexed-job (Indexed Job + headless Service)")
         return render_job(job, labels, settings, nodes=r.nodes, gpus_per_node=r.gpus_per_node,
                           gpu_product=r.gpu_product, cpu=r.cpu, memory=r.memory,
                           queue=resource.spec.scheduling.queue, priority=resource.spec.scheduling.priority)

@@ -190,3 +190,12 @@ def test_the_wheel_ships_the_templates(tmp_path):
     [wheel] = tmp_path.glob("tuneops-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {"reconciler/templates/job.yaml.j2", "reconciler/templates/deployment.yaml.j2"} <= set(names)
+
+
+def test_a_launcher_that_is_not_built_yet_is_refused_not_replaced(tmp_path):
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    spec = repo / "fine-tunes" / "docs-cpt.yaml"
+    spec.write_text(spec.read_text().replace("launcher: indexed-job", "launcher: jobset"))
+    with pytest.raises(RenderError, match="FineTune/docs-cpt: the jobset launcher is not available"):
+        rendered_objects(repo)
