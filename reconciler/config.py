@@ -40,7 +40,8 @@ class SecretSettings(_Settings):
     mlflow: _Str | None = Field(None, description="Secret with keys `username` and `password` for "
                                                   "MLflow's basic auth.", examples=["mlflow-auth"])
     storage: _Str | None = Field(None, description="Secret with keys `accessKeyId` and `secretAccessKey` "
-                                                   "for an s3:// storage root.")
+                                                   "for an s3:// storage root.",
+                                        examples=["s3-credentials"])
 
 
 class KubernetesSettings(_Settings):
@@ -59,11 +60,13 @@ class KubernetesSettings(_Settings):
         None, description="PersistentVolumeClaim that holds the storage root, mounted in every job "
                           "and server at /mnt/tuneops (ReadWriteMany for multi-node jobs).",
         examples=["tuneops-store"])
-    service_account: _Str | None = Field(None, description="ServiceAccount jobs run as.")
+    service_account: _Str | None = Field(None, description="ServiceAccount jobs run as.",
+                                         examples=["tuneops-trainer"])
     ttl_seconds_after_finished: _Int = Field(
         86400, description="Finished Jobs (and their pods' logs) are removed after this long.", ge=0)
     active_deadline_seconds: _Int | None = Field(
-        None, description="A Job running longer than this is failed by Kubernetes.", gt=0)
+        None, description="A Job running longer than this is failed by Kubernetes.", gt=0,
+        examples=[172800])
     queueing: Literal["kueue", "volcano"] = Field(
         "kueue", description="What `scheduling.queue` names: a Kueue LocalQueue (label "
                              "kueue.x-k8s.io/queue-name) or a Volcano queue (schedulerName: volcano "

@@ -48,6 +48,14 @@ def test_a_quoted_value_reads_back_as_itself_whatever_it_holds(value):
     assert yaml.safe_load(f"key: {yaml_scalar(value)}\nother: 1\n") == {"key": value, "other": 1}
 
 
+@given(st.dictionaries(st.text(min_size=1), st.one_of(st.text(), st.integers(), st.booleans())))
+def test_printed_manifests_read_back_as_the_objects_rendered(data):
+    """`tuneops render` prints multi-line values as literal blocks for review; whatever the text
+    (trailing spaces, tabs, line-break characters), kubectl must read back what was rendered."""
+    obj = {"apiVersion": "v1", "kind": "ConfigMap", "data": data}
+    assert list(yaml.safe_load_all(to_yaml([obj, obj]))) == [obj, obj]
+
+
 def test_templates_cannot_print_an_unquoted_or_undefined_value():
     import jinja2
 
