@@ -169,8 +169,13 @@ class Executor:
         self.max_attempts = max_attempts
         self.stop_event = stop or threading.Event()
         self.experiment_id = store.ensure_experiment(project.experiment)
-        context = JobContext(storage_root=project.storage_root,
-                             mlflow=_mlflow_target(project), git=git, repo_root=_repo_root(project))
+        if project.settings.backend == "kubernetes":  # paths and URIs as pods see them
+            from reconciler.manifests import cluster_context
+
+            context = cluster_context(project.specs, git, _repo_root(project))
+        else:
+            context = JobContext(storage_root=project.storage_root,
+                                 mlflow=_mlflow_target(project), git=git, repo_root=_repo_root(project))
         self._runs: dict[tuple[str, str, str], BuiltRun] = {}
         self._runs_lock = threading.Lock()
         self.builder = JobBuilder(project.specs, project.inputs, context, self.lookup)
@@ -293,6 +298,8 @@ class Executor:
         # Attempts this apply may still make: a retry continues the count the plan showed (reset
         # by --retry-failed); the backend's own numbering keeps growing across applies.
         budget = self.max_attempts - (planned.attempt - 1 if planned.action == Action.RETRY else 0)
+        if getattr(self.backend, "retries_jobs", False):  # Kubernetes retries the pods (backoffLimit)
+            budget = 1
         made = 0
         while True:
             if adopt:

@@ -538,7 +538,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             else Reporter(click.echo)
         try:
             executor = Executor(project, the_plan, backend, store, git_origin(project.root), reporter,
-                                max_parallel=project.settings.local.max_parallel,
+                                max_parallel=_max_parallel(project.settings),
                                 max_attempts=project.settings.max_attempts, stop=stop)
             with reporter:
                 result = executor.run()
@@ -554,6 +554,13 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             ctx.exit(EXIT_INVALID)
     finally:
         lock.release()
+
+
+def _max_parallel(settings) -> int:  # noqa: ANN001 - ProjectSettings
+    """Jobs apply runs at once: this machine's share, or what the cluster (and its queues) takes."""
+    if settings.backend == "kubernetes":
+        return settings.kubernetes.max_parallel
+    return settings.local.max_parallel
 
 
 def _print_endpoints(project, backend) -> None:  # noqa: ANN001
@@ -604,39 +611,19 @@ def status(ctx: click.Context, path: Path, output_format: str) -> None:
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")
 def logs(resource: str, path: Path, follow: bool, tail: int | None) -> None:
     """Print the log of the newest job or server of a resource (KIND/NAME, e.g. FineTune/support-sft)."""
-    import time
-
+    from reconciler.backends.base import BackendError
     from reconciler.project import ProjectError, project_backend
 
     rid = _resource_id(resource)
     try:
         backend = project_backend(path)
-    except ProjectError as error:
-        raise UserError(str(error)) from None
-    log = backend.log_file(rid.kind, rid.name)
-    if log is None or not log.is_file():
-        raise UserError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
-    with log.open("r", encoding="utf-8", errors="replace") as handle:
-        lines = handle.readlines()
-        for line in lines[-tail:] if tail else lines:
+        lines = backend.logs(rid.kind, rid.name, tail=tail, follow=follow)
+        if lines is None:
+            raise UserError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
+        for line in lines:
             click.echo(line, nl=False)
-        while follow:
-            line = handle.readline()
-            if line:
-                click.echo(line, nl=False)
-                continue
-            if not _still_running(backend, rid):
-                break
-            time.sleep(0.5)
-
-
-def _still_running(backend, rid) -> bool:  # noqa: ANN001
-    state = backend.observe()
-    if rid.kind == "Deployment":
-        server = state.server(rid.name)
-        return server is not None and server.phase != "failed"
-    return any(j.kind == rid.kind and j.name == rid.name and j.phase in ("running", "pending")
-               for j in state.jobs)
+    except (ProjectError, BackendError) as error:
+        raise UserError(str(error)) from None
 
 
 @cli.command()
@@ -653,12 +640,13 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
     from reconciler.project import ProjectError, project_backend
 
     wanted = _targets(targets)
+    from reconciler.backends.base import BackendError
+
     try:
         backend = project_backend(path)
-    except ProjectError as error:
-        raise UserError(str(error)) from None
-    try:
         state = backend.observe()
+    except (ProjectError, BackendError) as error:
+        raise UserError(str(error)) from None
     except OSError as error:
         raise UserError(f"cannot read the local state: {error}") from None
     live = {(("Deployment", s.name)) for s in state.servers if s.phase != "failed"}
@@ -667,7 +655,10 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
     for kind, name in sorted(live):
         if wanted is not None and (kind, name) not in {(t.kind, t.name) for t in wanted}:
             continue
-        handles = backend.stop(kind, name)
+        try:
+            handles = backend.stop(kind, name)
+        except BackendError as error:
+            raise UserError(f"{kind}/{name}: {error}") from None
         stopped += len(handles)
         click.echo(f"{kind}/{name}: stopped {', '.join(handles)}")
     for target in sorted(wanted or ()):

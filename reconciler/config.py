@@ -72,6 +72,8 @@ class KubernetesSettings(_Settings):
                              "kueue.x-k8s.io/queue-name) or a Volcano queue (schedulerName: volcano "
                              "and a PodGroup for gang scheduling).")
     secrets: SecretSettings = Field(default_factory=lambda: SecretSettings())
+    max_parallel: _Int = Field(8, description="Jobs apply runs at once in the cluster (independent "
+                                              "branches of the graph); queues may hold them further.", gt=0)
 
 
 class LocalSettings(_Settings):

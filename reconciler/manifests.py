@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler.fingerprint import FingerprintInput
-from reconciler.jobfile import GitOrigin, MlflowTarget
+from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
 from reconciler.jobs import JobBuilder, JobContext
 from reconciler.render import STORAGE_MOUNT, Rendered, RenderError, expected_output, render_job, render_server
 from reconciler.specs.base import ResourceId
@@ -55,11 +55,17 @@ def cluster_context(specs: SpecSet, git: GitOrigin, repo_root: Path | None = Non
 
 
 def render_resource(specs: SpecSet, builder: JobBuilder, rid: ResourceId) -> Rendered:
+    return render_job_file(specs, builder.job(rid))
+
+
+def render_job_file(specs: SpecSet, job: JobFile) -> Rendered:
+    """The objects that run one job file (or serve one model), with the spec's labels, resources
+    and scheduling: what the Kubernetes backend applies."""
     settings = specs.settings
+    rid = ResourceId(job.kind, job.name)
     loaded = specs.get(rid)
     assert loaded is not None, rid
     resource = loaded.resource
-    job = builder.job(rid)
     if isinstance(resource, DeploymentResource):
         served = specs.resource(ResourceId("FineTune", resource.spec.model.fine_tune), FineTuneResource)
         return render_server(job, resource, settings, served.spec.adapter.r if served else None)

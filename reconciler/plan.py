@@ -290,7 +290,10 @@ class _Planner:
         live_job = live.job or {}
         if live_fp == fp:
             changes = tuple(diff(operational_view("Deployment", live_job.get("spec") or {}),
-                                 operational_spec(resource)))
+                                 operational_spec(resource))) if live.job is not None else ()
+            if live.drift:
+                return self._base(rid, Action.UPDATE, previous=live_fp, serve=target, changes=changes,
+                                  reason=f"changed outside Git: {live.drift}; apply restores it")
             if changes:
                 return self._base(rid, Action.UPDATE, previous=live_fp, serve=target, changes=changes,
                                   reason="operational settings changed")

@@ -92,12 +92,7 @@ class Project:
         return item.fingerprint
 
     def backend(self):  # noqa: ANN201 - Backend
-        if self.settings.backend != "local":
-            raise ProjectError(f"backend '{self.settings.backend}' is not available in this release; "
-                               "use backend: local")
-        from reconciler.backends.local import LocalBackend
-
-        return LocalBackend(self.state_dir)
+        return open_backend(self.settings, self.state_dir, self.specs)
 
     def store(self):  # noqa: ANN201 - TrackingStore
         from reconciler.tracking_store import open_store
@@ -115,12 +110,26 @@ def project_backend(path: Path):  # noqa: ANN201 - Backend
 
     root, _ = resolve_scope([path])
     settings, _, _ = load_settings(root)
-    if settings.backend != "local":
-        raise ProjectError(f"backend '{settings.backend}' is not available in this release; "
-                           "use backend: local")
+    return open_backend(settings, root / STATE_DIR)
+
+
+def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201 - Backend
+    """The configured backend. Without specs the Kubernetes backend reads, logs and stops but
+    cannot start anything (it renders from the specs)."""
+    if settings.backend == "kubernetes":
+        from reconciler.backends.base import BackendError
+        from reconciler.backends.kubeapi import KubeApi, load_connection
+        from reconciler.backends.kubernetes import KubernetesBackend
+
+        k8s = settings.kubernetes
+        try:
+            connection = load_connection(k8s.context, k8s.namespace)
+        except BackendError as error:
+            raise ProjectError(str(error)) from None
+        return KubernetesBackend(KubeApi(connection), k8s.namespace, specs)
     from reconciler.backends.local import LocalBackend
 
-    return LocalBackend(root / STATE_DIR)
+    return LocalBackend(state_dir)
 
 
 def load_project(path: Path, *, strict: bool = False) -> Project:

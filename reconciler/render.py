@@ -27,6 +27,8 @@ from reconciler.specs.finetune import FineTuneResource
 
 MANAGED_BY = "tuneops"
 FINGERPRINT_ANNOTATION = "tuneops.dev/fingerprint"
+MODEL_FINGERPRINT_ANNOTATION = "tuneops.dev/model-fingerprint"  # servers: the FineTune they serve
+MODEL_VERSION_ANNOTATION = "tuneops.dev/model-version"
 KIND_LABEL, NAME_LABEL = "tuneops.dev/kind", "tuneops.dev/name"
 JOB_FILE_PATH = "/etc/tuneops/job.json"
 STORAGE_MOUNT = "/mnt/tuneops"
@@ -239,7 +241,9 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
     all_labels = _labels(rid, deployment.metadata.labels)
     annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
     if model.version:
-        annotations["tuneops.dev/model-version"] = f"{model.registered_model}/{model.version}"
+        annotations[MODEL_VERSION_ANNOTATION] = f"{model.registered_model}/{model.version}"
+    if model.fingerprint:
+        annotations[MODEL_FINGERPRINT_ANNOTATION] = model.fingerprint
     requests = {key: value for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory))
                 if value}
     limits = {"memory": spec.resources.memory} if spec.resources.memory else {}
@@ -254,7 +258,7 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
         "image": k8s.serving_image, "command": command, "port": SERVER_PORT,
         "env": [("HF_HUB_OFFLINE", "0")], "secret_env": _secret_env(k8s)[:1],
         "requests": _pairs(requests), "limits": _pairs(limits),
-        "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT,
+        "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT, "job_json": job.to_json(),
     }
     return Rendered(rid, tuple(parse(environment().get_template("deployment.yaml.j2").render(context))))
 

@@ -8,7 +8,7 @@ seen exactly like one started now.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -56,6 +56,8 @@ class ServerObservation:
     log: str | None
     # The job file it was started with: its spec and lineage say what a later change changed.
     job: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    # Changed outside tuneops (e.g. `kubectl edit`): what and by whom, one line; "" when not.
+    drift: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,5 +108,11 @@ class Backend(Protocol):
         ...
 
     def log_file(self, kind: str, name: str) -> Path | None:
-        """The newest log of that resource, any fingerprint."""
+        """The newest log of that resource, any fingerprint, when it is a local file."""
+        ...
+
+    def logs(self, kind: str, name: str, *, tail: int | None = None,
+             follow: bool = False) -> Iterator[str] | None:
+        """The newest log of that resource, line by line (None: it has not run); `follow` keeps
+        yielding lines until it ends."""
         ...

@@ -223,6 +223,34 @@ class LocalBackend:
             rows = _rows(table, "kind = ? AND name = ? ORDER BY id DESC LIMIT 1", (kind, name))
         return Path(rows[0]["log_path"]) if rows else None
 
+    def logs(self, kind: str, name: str, *, tail: int | None = None,
+             follow: bool = False) -> Iterator[str] | None:
+        log = self.log_file(kind, name)
+        if log is None or not log.is_file():
+            return None
+        return self._log_lines(log, kind, name, tail, follow)
+
+    def _log_lines(self, log: Path, kind: str, name: str, tail: int | None, follow: bool) -> Iterator[str]:
+        with log.open("r", encoding="utf-8", errors="replace") as handle:
+            lines = handle.readlines()
+            yield from lines[-tail:] if tail else lines
+            while follow:
+                line = handle.readline()
+                if line:
+                    yield line
+                elif self._running(kind, name):
+                    time.sleep(0.5)
+                else:
+                    return
+
+    def _running(self, kind: str, name: str) -> bool:
+        state = self.observe()
+        if kind == "Deployment":
+            server = state.server(name)
+            return server is not None and server.phase != "failed"
+        return any(j.kind == kind and j.name == name and j.phase in ("running", "pending")
+                   for j in state.jobs)
+
     # -- model servers -----------------------------------------------------------------------------
 
     def serve(self, job: JobFile, *, model_fingerprint: str, model_version: str | None,

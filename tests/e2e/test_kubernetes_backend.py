@@ -1,0 +1,219 @@
+"""The Kubernetes backend against a FAKE API server (tests/fake_kube.py, over real HTTP), with a
+fake kubelet that runs each pod's command as a local process (tests/kube_support.py).
+
+Everything else is real: the `tuneops` CLI, the kubeconfig loading, the MLflow server, the
+jobs (the tiny model trains), Git. What the fake does not model is listed in its docstring; the
+`cluster`-marked suite (tests/cluster/) runs the same quickstart against a real cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.render import FINGERPRINT_ANNOTATION
+from tests.fake_kube import FakeKubeApi
+from tests.kube_support import HOLD, Fail, FakeKubelet
+from tests.reconcile_support import CLI_ENV, SpecRepo
+from tests.runtime_support import needs_training
+
+pytestmark = needs_training
+
+KINDS_READ = ("jobs", "pods", "deployments", "configmaps")
+
+
+@pytest.fixture
+def fake_api():
+    api = FakeKubeApi()
+    api.require_token = "fake-token"  # what the kubeconfig holds: a request without it gets 401
+    api.start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def cluster_repo(tmp_path: Path, mlflow_server, fake_api: FakeKubeApi):
+    """The quickstart configured for the kubernetes backend, pointed at the fake by KUBECONFIG."""
+    repo = SpecRepo(tmp_path / "specs", mlflow_server.uri)
+    experiment = repo.root.joinpath("tuneops.yaml").read_text().split("experiment: ")[1].strip()
+    repo.root.joinpath("tuneops.yaml").write_text(
+        "backend: kubernetes\n"
+        f"mlflow:\n  trackingUri: {mlflow_server.uri}\n  experiment: {experiment}\n"
+        "kubernetes:\n  namespace: default\n  image: registry.example.internal/tuneops-trainer:test\n"
+        "  storageClaim: tuneops-store\n")
+    repo.commit("run on Kubernetes")
+    repo.kubeconfig = fake_api.kubeconfig(tmp_path / "kubeconfig")
+    return repo
+
+
+@pytest.fixture
+def kubelet(tmp_path: Path, fake_api: FakeKubeApi):
+    node = FakeKubelet(fake_api, tmp_path / "node", env=CLI_ENV).start()
+    yield node
+    node.stop()
+
+
+def tuneops(repo: SpecRepo, *args: str, timeout: float = 900):
+    return repo.tuneops(*args, env={"KUBECONFIG": str(repo.kubeconfig)}, timeout=timeout)
+
+
+def plan(repo: SpecRepo) -> dict:
+    import json
+
+    result = tuneops(repo, "plan", ".", "--format", "json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    document["by_resource"] = {f"{a['kind']}/{a['name']}": a["action"] for a in document["actions"]}
+    document["reasons"] = {f"{a['kind']}/{a['name']}": a.get("reason", "") for a in document["actions"]}
+    return document
+
+
+def kubectl(api: FakeKubeApi, method: str, path: str, patch: dict | None = None) -> None:
+    """What `kubectl edit` (a merge patch under its own field manager) or `kubectl delete` (or the
+    TTL controller: dependents go in the background) sends."""
+    import json
+    import urllib.request
+
+    query = "fieldManager=kubectl-edit" if method == "PATCH" else "propagationPolicy=Background"
+    request = urllib.request.Request(f"{api.url}{path}?{query}", method=method,
+                                     data=json.dumps(patch).encode() if patch is not None else None,
+                                     headers={"Content-Type": "application/merge-patch+json",
+                                              "Authorization": "Bearer fake-token"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+
+
+def reads_since(api: FakeKubeApi, start: int) -> list[str]:
+    return [f"{r.method} {r.path.rsplit('/', 1)[-1]}" for r in api.requests[start:]]
+
+
+@pytest.mark.slow
+def test_the_quickstart_converges_on_the_fake_cluster(cluster_repo: SpecRepo, fake_api: FakeKubeApi,
+                                                      kubelet: FakeKubelet):
+    # Empty cluster, empty MLflow: everything is created; the state costs one LIST per kind.
+    start = len(fake_api.requests)
+    first = plan(cluster_repo)
+    assert first["by_resource"] == {"BaseModel/tiny-llama": "noop", "Dataset/fruit-colors": "create",
+                                    "FineTune/fruit-sft": "create", "Evaluation/fruit-sft-quality": "create",
+                                    "Deployment/fruit-bot": "create"}
+    assert sorted(reads_since(fake_api, start)) == sorted(f"GET {plural}" for plural in KINDS_READ)
+    assert all(r.query.get("labelSelector", "").startswith("app.kubernetes.io/managed-by=tuneops")
+               for r in fake_api.requests[start:])
+
+    applied = tuneops(cluster_repo, "apply", ".", "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert "fruit-bot: serving" in applied.stdout and "svc.cluster.local" in applied.stdout
+
+    # What was applied: server-side apply, as field manager tuneops, for every object.
+    writes = [r for r in fake_api.requests if r.method == "PATCH"]
+    assert writes and {(r.content_type, r.field_manager) for r in writes} == {
+        ("application/apply-patch+yaml", "tuneops")}
+    jobs = fake_api.objects("Job")
+    assert sorted(j["metadata"]["labels"]["tuneops.dev/kind"] for j in jobs) == ["Dataset", "Evaluation",
+                                                                                 "FineTune"]
+    assert all(len(j["metadata"]["annotations"][FINGERPRINT_ANNOTATION]) == 64 for j in jobs)
+    assert len(kubelet.ran) == 3  # each job ran once, in a pod
+
+    # Jobs complete and MLflow holds their records: nothing to do.
+    assert set(plan(cluster_repo)["by_resource"].values()) == {"noop"}
+
+    # Logs come from the job's pod, through the API.
+    logs = tuneops(cluster_repo, "logs", "Dataset/fruit-colors", "--tail", "3")
+    dataset_pod = next(p["metadata"]["name"] for p in fake_api.objects("Pod")
+                       if p["metadata"]["labels"]["tuneops.dev/kind"] == "Dataset")
+    assert logs.exit_code == 0, logs.output
+    assert logs.stdout == "".join(fake_api.pod_log(dataset_pod).splitlines(True)[-3:]) != ""
+
+    # Finished Jobs go when their TTL passes: MLflow still says they are built, so still nothing.
+    for job in jobs:
+        kubectl(fake_api, "DELETE", f"/apis/batch/v1/namespaces/default/jobs/{job['metadata']['name']}")
+    assert set(plan(cluster_repo)["by_resource"].values()) == {"noop"}
+
+    # The server's Deployment deleted behind our back: the plan creates it again, apply does.
+    kubectl(fake_api, "DELETE", "/apis/apps/v1/namespaces/default/deployments/fruit-bot")
+    assert plan(cluster_repo)["by_resource"]["Deployment/fruit-bot"] == "create"
+    assert tuneops(cluster_repo, "apply", ".", "--yes").exit_code == 0
+    assert fake_api.get("Deployment", "fruit-bot") is not None
+    assert len(kubelet.ran) == 3  # nothing was trained again
+
+    # Someone scales the server by hand: the plan names the change and who made it; apply restores.
+    replicas = fake_api.get("Deployment", "fruit-bot")["spec"]["replicas"]
+    kubectl(fake_api, "PATCH", "/apis/apps/v1/namespaces/default/deployments/fruit-bot",
+            {"spec": {"replicas": replicas + 2}})
+    drifted = plan(cluster_repo)
+    assert drifted["by_resource"]["Deployment/fruit-bot"] == "update"
+    assert ".spec.replicas changed by kubectl-edit" in drifted["reasons"]["Deployment/fruit-bot"]
+    assert tuneops(cluster_repo, "apply", ".", "--yes").exit_code == 0
+    assert fake_api.get("Deployment", "fruit-bot")["spec"]["replicas"] == replicas
+    assert set(plan(cluster_repo)["by_resource"].values()) == {"noop"}
+
+
+
+@pytest.mark.slow
+def test_a_failing_job_is_retried_by_kubernetes_then_failed_with_the_pods_reason(
+        cluster_repo: SpecRepo, fake_api: FakeKubeApi, kubelet: FakeKubelet):
+    kubelet.policies["FineTune/fruit-sft"] = Fail("OOMKilled", 137,
+                                                  "torch.OutOfMemoryError: CUDA out of memory")
+    applied = tuneops(cluster_repo, "apply", ".", "--yes")
+    assert applied.exit_code == 1
+    assert "OOMKilled (exit 137)" in applied.output and "BackoffLimitExceeded" in applied.output
+
+    job = next(j for j in fake_api.objects("Job")
+               if j["metadata"]["labels"]["tuneops.dev/kind"] == "FineTune")
+    assert job["spec"]["backoffLimit"] == 1  # maxAttempts 2
+    assert job["status"]["failed"] == 2  # Kubernetes made both attempts; apply submitted once
+    assert sum(r.method == "PATCH" and r.path.endswith("/jobs/" + job["metadata"]["name"])
+               for r in fake_api.requests) == 1
+
+    after = plan(cluster_repo)
+    assert after["by_resource"]["FineTune/fruit-sft"] == "blocked"
+    reason = after["reasons"]["FineTune/fruit-sft"]
+    assert "failed 2 of 2 attempts" in reason and "OOMKilled (exit 137)" in reason
+    assert "CUDA out of memory" in reason  # the pod's termination message
+    assert after["by_resource"]["Deployment/fruit-bot"] == "blocked"
+
+    # Fixed (here: the node has memory again): --retry-failed replaces the failed Job.
+    del kubelet.policies["FineTune/fruit-sft"]
+    retried = tuneops(cluster_repo, "apply", ".", "--yes", "--retry-failed")
+    assert retried.exit_code == 0, retried.output
+    assert set(plan(cluster_repo)["by_resource"].values()) == {"noop"}
+
+
+@pytest.mark.slow
+def test_a_running_job_deleted_behind_our_back_is_created_again(cluster_repo: SpecRepo, fake_api: FakeKubeApi,
+                                                                 kubelet: FakeKubelet):
+    kubelet.policies["Dataset/fruit-colors"] = HOLD
+    env = {**CLI_ENV, "KUBECONFIG": str(cluster_repo.kubeconfig)}
+
+    apply = subprocess.Popen([sys.executable, "-m", "reconciler", "apply", ".", "--yes",
+                              "--target", "Dataset/fruit-colors"], cwd=cluster_repo.root,
+                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p["status"].get("phase") == "Running" for p in fake_api.objects("Pod")):
+            assert time.monotonic() < deadline, "the Dataset's pod never started"
+            time.sleep(0.2)
+        apply.send_signal(signal.SIGINT)  # the job keeps running; the next apply adopts it
+        apply.communicate(timeout=60)
+    finally:
+        apply.kill()
+    running = plan(cluster_repo)
+    assert running["by_resource"]["Dataset/fruit-colors"] == "wait"
+
+    job = fake_api.objects("Job")[0]
+    kubectl(fake_api, "DELETE", f"/apis/batch/v1/namespaces/default/jobs/{job['metadata']['name']}")
+    gone = plan(cluster_repo)
+    assert gone["by_resource"]["Dataset/fruit-colors"] == "create"
+
+    del kubelet.policies["Dataset/fruit-colors"]
+    again = tuneops(cluster_repo, "apply", ".", "--yes", "--target", "Dataset/fruit-colors")
+    assert again.exit_code == 0, again.output
+    assert fake_api.get("Job", job["metadata"]["name"]) is not None  # the same deterministic name
+    assert plan(cluster_repo)["by_resource"]["Dataset/fruit-colors"] == "noop"
