@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from reconciler.config import KubernetesSettings, ProjectSettings
-from reconciler.jobfile import OUTPUT_FOLDER, JobFile
+from reconciler.jobfile import OUTPUT_FOLDER, JobFile, ServeOptions
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.finetune import FineTuneResource
@@ -29,6 +29,7 @@ MANAGED_BY = "tuneops"
 FINGERPRINT_ANNOTATION = "tuneops.dev/fingerprint"
 MODEL_FINGERPRINT_ANNOTATION = "tuneops.dev/model-fingerprint"  # servers: the FineTune they serve
 MODEL_VERSION_ANNOTATION = "tuneops.dev/model-version"
+AUTOSCALED_ANNOTATION = "tuneops.dev/autoscaled"
 KIND_LABEL, NAME_LABEL = "tuneops.dev/kind", "tuneops.dev/name"
 JOB_FILE_PATH = "/etc/tuneops/job.json"
 STORAGE_MOUNT = "/mnt/tuneops"
@@ -217,33 +218,31 @@ def pod_group(name: str, namespace: str, labels: Mapping[str, str], annotations:
 
 def render_server(job: JobFile, deployment: DeploymentResource, settings: ProjectSettings,
                   adapter_rank: int | None) -> Rendered:
-    """vLLM's OpenAI-compatible server for the model version a Deployment serves."""
+    """The model server a Deployment runs: vLLM's OpenAI-compatible server (`runtime: vllm`), or
+    the built-in transformers server from the trainer image (`runtime: transformers`), which
+    reads its job file from the ConfigMap; both answer the same routes."""
     rid = ResourceId("Deployment", job.name)
     k8s = settings.kubernetes
     spec = deployment.spec
     model = job.model
     assert model is not None and hasattr(model, "base_model"), "a Deployment serves a FineTune's model"
-    base = model.base_model.source.removeprefix("hf://")
-    served_name = job.name  # clients ask for the Deployment's name and get the fine-tuned model
-    command = ["vllm", "serve"]
-    if model.adapter and not spec.merge_adapter:
-        command += [base, "--served-model-name", f"{served_name}-base", "--enable-lora",
-                    "--lora-modules", f"{served_name}={model.location}",
-                    "--max-lora-rank", str(_lora_rank(adapter_rank))]
-        if model.base_model.revision:
-            command += ["--revision", model.base_model.revision]
+    job = job.model_copy(update={"serve": ServeOptions(host="0.0.0.0", port=SERVER_PORT)})
+    if spec.runtime == "transformers":
+        if not k8s.image:
+            raise RenderError("kubernetes.image is not set in tuneops.yaml: runtime: transformers serves "
+                              "from the trainer image (see docs/kubernetes.md)")
+        image, command = k8s.image, ["python", "-m", "reconciler", "run", "serve", "--job", JOB_FILE_PATH]
     else:
-        location = model.location + ("/merged" if model.adapter else "")
-        command += [location, "--served-model-name", served_name]
-    command += ["--host", "0.0.0.0", "--port", str(SERVER_PORT)]
-    if spec.resources.gpus > 1:
-        command += ["--tensor-parallel-size", str(spec.resources.gpus)]
+        image, command = k8s.serving_image, _vllm_command(job, spec.merge_adapter, spec.resources.gpus,
+                                                          adapter_rank)
     all_labels = _labels(rid, deployment.metadata.labels)
     annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
     if model.version:
         annotations[MODEL_VERSION_ANNOTATION] = f"{model.registered_model}/{model.version}"
     if model.fingerprint:
         annotations[MODEL_FINGERPRINT_ANNOTATION] = model.fingerprint
+    if spec.autoscaling is not None:
+        annotations[AUTOSCALED_ANNOTATION] = "true"  # replicas are the HPA's: not drift
     requests = {key: value for key, value in (("cpu", spec.resources.cpu), ("memory", spec.resources.memory))
                 if value}
     limits = {"memory": spec.resources.memory} if spec.resources.memory else {}
@@ -253,14 +252,45 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
         "server_name": object_name(rid, job.fingerprint), "namespace": k8s.namespace,
         "labels": _pairs(all_labels), "annotations": _pairs(annotations),
         "selector": [(KIND_LABEL, "Deployment"), (NAME_LABEL, rid.name)],
-        "replicas": spec.replicas, "priority_class": None,
+        "replicas": spec.replicas, "priority_class": None, "autoscaling": _autoscaling(spec),
         "node_selector": _node_selector(spec.resources.gpu_product), "gpus": spec.resources.gpus,
-        "image": k8s.serving_image, "command": command, "port": SERVER_PORT,
+        "image": image, "command": command, "port": SERVER_PORT,
+        "mount_job_file": spec.runtime == "transformers",
         "env": [("HF_HUB_OFFLINE", "0")], "secret_env": _secret_env(k8s)[:1],
         "requests": _pairs(requests), "limits": _pairs(limits),
         "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT, "job_json": job.to_json(),
     }
     return Rendered(rid, tuple(parse(environment().get_template("deployment.yaml.j2").render(context))))
+
+
+def _vllm_command(job: JobFile, merge_adapter: bool, gpus: int, adapter_rank: int | None) -> list[str]:
+    """`vllm serve`: the base model with the LoRA adapter as a module named after the Deployment
+    (the base answers as `<name>-base`), or the merged weights."""
+    model = job.model
+    assert model is not None and hasattr(model, "base_model")
+    served_name = job.name  # clients ask for the Deployment's name and get the fine-tuned model
+    command = ["vllm", "serve"]
+    if model.adapter and not merge_adapter:
+        base = model.base_model.source.removeprefix("hf://")
+        command += [base, "--served-model-name", f"{served_name}-base", "--enable-lora",
+                    "--lora-modules", f"{served_name}={model.location}",
+                    "--max-lora-rank", str(_lora_rank(adapter_rank))]
+        if model.base_model.revision:
+            command += ["--revision", model.base_model.revision]
+    else:
+        location = model.location + ("/merged" if model.adapter else "")
+        command += [location, "--served-model-name", served_name]
+    command += ["--host", "0.0.0.0", "--port", str(SERVER_PORT)]
+    if gpus > 1:
+        command += ["--tensor-parallel-size", str(gpus)]
+    return command
+
+
+def _autoscaling(spec) -> dict[str, Any] | None:  # noqa: ANN001 - DeploymentSpec
+    if spec.autoscaling is None:
+        return None
+    return {"max_replicas": spec.autoscaling.max_replicas, "metric": spec.autoscaling.metric,
+            "target": f"{spec.autoscaling.target:g}"}  # a Quantity is a string
 
 
 def _lora_rank(rank: int | None) -> int:

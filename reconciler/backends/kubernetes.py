@@ -31,6 +31,7 @@ from reconciler.backends.base import (
 )
 from reconciler.backends.kubeapi import FIELD_MANAGER, KubeApi
 from reconciler.render import (
+    AUTOSCALED_ANNOTATION,
     FINGERPRINT_ANNOTATION,
     KIND_LABEL,
     MANAGED_BY,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 APPLY_ORDER = ("ConfigMap", "Service", "PodGroup", "HorizontalPodAutoscaler", "Job", "Deployment")
-SERVER_KINDS = ("Deployment", "Service", "ConfigMap")  # HorizontalPodAutoscaler once rendered
+SERVER_KINDS = ("Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler")
 JOB_KINDS = ("Job", "ConfigMap", "Service", "PodGroup")
 CRASHING = (
     "CrashLoopBackOff",
@@ -163,8 +164,10 @@ class KubernetesBackend:
     ) -> ServerObservation:
         """Apply the server's objects and wait until its rollout is complete (every replica
         updated and available), or it fails, or `health_timeout` passes."""
-        for obj in self._render(job):
+        objects = self._render(job)
+        for obj in objects:
             self.api.apply(obj)
+        self._remove_leftovers(job.name, {(obj["kind"], obj["metadata"]["name"]) for obj in objects})
         deadline = time.monotonic() + health_timeout
         while True:
             observed = self.observe_server(job.name)
@@ -185,6 +188,14 @@ class KubernetesBackend:
                     None,
                 )
             time.sleep(poll)
+
+    def _remove_leftovers(self, name: str, rendered: set[tuple[str, str]]) -> None:
+        """Objects of this server that the specs no longer render (autoscaling turned off)."""
+        selector = f"{MANAGED_SELECTOR},{KIND_LABEL}=Deployment,{NAME_LABEL}={name}"
+        for kind in SERVER_KINDS:
+            for obj in self.api.list(kind, self.namespace, selector):
+                if _ours(obj) and (kind, _name(obj)) not in rendered:
+                    self.api.delete(kind, self.namespace, _name(obj))
 
     def observe_server(self, name: str) -> ServerObservation | None:
         deployment = self.api.get("Deployment", self.namespace, name)
@@ -360,7 +371,9 @@ def server_observation(
             job = json.loads((job_file.get("data") or {}).get("job.json") or "null")
         except ValueError:
             job = None
-    drift = managed_fields_drift(deployment)
+    # Replicas of an autoscaled server are the HPA's (through the scale subresource).
+    ignored = (".spec.replicas",) if annotations.get(AUTOSCALED_ANNOTATION) == "true" else ()
+    drift = managed_fields_drift(deployment, ignored)
     if job is None:
         drift = "; ".join(filter(None, [drift, f"its job file (ConfigMap {meta['name']}) is missing"]))
     return ServerObservation(
@@ -379,7 +392,7 @@ def server_observation(
     )
 
 
-def managed_fields_drift(obj: Mapping[str, Any]) -> str:
+def managed_fields_drift(obj: Mapping[str, Any], ignored: Sequence[str] = ()) -> str:
     """Fields of the spec (or of our labels and annotations) that a manager other than tuneops
     set: someone ran `kubectl edit`, `kubectl scale` or another apply. Status writers are not
     drift."""
@@ -397,6 +410,7 @@ def managed_fields_drift(obj: Mapping[str, Any]) -> str:
                 for p in _leaf_paths(metadata.get(group) or {}, f".metadata.{group[2:]}")
                 if p.split(".", 3)[-1].startswith(("tuneops.dev/", "app.kubernetes.io/"))
             ]
+        paths = [p for p in paths if p not in ignored]
         if paths:
             changed += paths
             managers.append(str(entry.get("manager") or "unknown"))

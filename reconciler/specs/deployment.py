@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Strict, field_validator
+from pydantic import AfterValidator, Strict, ValidationInfo, field_validator
 
 from reconciler.specs.base import (
     Bool,
+    Float,
     Int,
     Name,
     Quantity,
@@ -45,6 +46,17 @@ class ServingResources(SpecModel):
     memory: Quantity | None = field(None, "Memory request per replica.", example="48Gi")
 
 
+class Autoscaling(SpecModel):
+    """A HorizontalPodAutoscaler between `replicas` and `maxReplicas`, on a per-pod metric. GPU
+    servers do not scale on CPU: the default is vLLM's queue length, which a metrics adapter
+    (e.g. prometheus-adapter) must serve to the HPA as a Pods metric."""
+
+    max_replicas: Int = field(doc="At most this many replicas; `replicas` is the least.", example=4,
+                              ge=1, le=1000)
+    metric: Str = field("vllm:num_requests_waiting", "Per-pod metric the HPA keeps at `target`.")
+    target: Float = field(5.0, "Average value of the metric per replica to aim for.", gt=0)
+
+
 class DeploymentSpec(SpecModel):
     model: DeployedModel = field(doc="What is served.")
     requires: tuple[Name, ...] = field(
@@ -65,7 +77,20 @@ class DeploymentSpec(SpecModel):
         "vllm", "Server: vLLM on Kubernetes; the built-in transformers server locally.")
     merge_adapter: Bool = field(False, "Serve weights with the adapter merged in, instead of base "
                                        "model plus adapter.")
-    replicas: Int = field(1, "Server replicas.", ge=1, le=1000, operational=True)
+    replicas: Int = field(1, "Server replicas (the least, with autoscaling).", ge=1, le=1000,
+                          operational=True)
+    autoscaling: Autoscaling | None = field(
+        None, "Scale replicas with load (Kubernetes: a HorizontalPodAutoscaler).", operational=True,
+        example={"maxReplicas": 4, "metric": "vllm:num_requests_waiting", "target": 5})
+
+    @field_validator("autoscaling")
+    @classmethod
+    def _above_replicas(cls, autoscaling: Autoscaling | None, info: ValidationInfo) -> Autoscaling | None:
+        replicas = info.data.get("replicas")
+        if autoscaling is not None and replicas is not None and autoscaling.max_replicas < replicas:
+            raise SpecValueError(f"maxReplicas ({autoscaling.max_replicas}) is below replicas ({replicas})")
+        return autoscaling
+
     resources: ServingResources = field(default_factory=ServingResources,
                                         doc="Compute per replica.", operational=True)
     alias: Annotated[str, Strict(), AfterValidator(check_alias)] = field(

@@ -311,6 +311,10 @@ def deployments_are_gated(ctx: RuleContext) -> Iterator[Problem]:
                           f"nothing gates what this Deployment serves: no Evaluation with gates of "
                           f"{served} is in requires", ("spec", "requires") if s.requires else ("spec",),
                           key=True, hint="add one to requires, or set allowUngated: true")
+        if ctx.settings.backend == "local" and s.autoscaling is not None:
+            yield problem(spec, WARNING, "ignored-setting",
+                          "the local backend runs one server: autoscaling takes effect on Kubernetes only",
+                          ("spec", "autoscaling"))
         if (ctx.settings.backend == "kubernetes" and s.runtime == "vllm" and s.resources.gpus == 0):
             yield problem(spec, WARNING, "needs-gpu",
                           "vLLM on Kubernetes expects a GPU per replica, and resources.gpus is 0",

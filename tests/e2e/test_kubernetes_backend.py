@@ -153,6 +153,21 @@ def test_the_quickstart_converges_on_the_fake_cluster(cluster_repo: SpecRepo, fa
     assert fake_api.get("Deployment", "fruit-bot")["spec"]["replicas"] == replicas
     assert set(plan(cluster_repo)["by_resource"].values()) == {"noop"}
 
+    # Autoscaling on: an HPA appears and the Deployment leaves its replicas to it. Off: it goes.
+    cluster_repo.edit("deployment.yaml", "  runtime: transformers\n",
+                      "  runtime: transformers\n  autoscaling: {maxReplicas: 3}\n")
+    cluster_repo.commit("autoscale the bot")
+    assert plan(cluster_repo)["by_resource"]["Deployment/fruit-bot"] == "update"
+    assert tuneops(cluster_repo, "apply", ".", "--yes").exit_code == 0
+    assert fake_api.get("HorizontalPodAutoscaler", "fruit-bot")["spec"]["maxReplicas"] == 3
+    assert "replicas" not in fake_api.get("Deployment", "fruit-bot")["spec"]
+    assert set(plan(cluster_repo)["by_resource"].values()) == {"noop"}
+    cluster_repo.edit("deployment.yaml", "  autoscaling: {maxReplicas: 3}\n", "")
+    cluster_repo.commit("a fixed number of replicas again")
+    assert tuneops(cluster_repo, "apply", ".", "--yes").exit_code == 0
+    assert fake_api.get("HorizontalPodAutoscaler", "fruit-bot") is None
+    assert len(kubelet.ran) == 3  # nothing was trained again
+
 
 
 @pytest.mark.slow

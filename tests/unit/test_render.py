@@ -8,6 +8,7 @@ Regenerate the golden files after an intended change, and review the diff:
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -73,7 +74,7 @@ def test_every_example_renders_to_objects_valid_for_kubernetes(version):
     objects = rendered_objects(EXAMPLES)
     assert validate_manifests(objects, version) == []
     kinds = {obj["kind"] for obj in objects}
-    assert kinds == {"ConfigMap", "Job", "Service", "Deployment"}
+    assert kinds == {"ConfigMap", "Job", "Service", "Deployment", "HorizontalPodAutoscaler"}
     for obj in objects:
         meta = obj["metadata"]
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "tuneops"
@@ -207,3 +208,43 @@ def test_a_launcher_that_is_not_built_yet_is_refused_not_replaced(tmp_path):
     spec.write_text(spec.read_text().replace("launcher: indexed-job", "launcher: jobset"))
     with pytest.raises(RenderError, match="FineTune/docs-cpt: the jobset launcher is not available"):
         rendered_objects(repo)
+
+
+def test_an_autoscaled_server_leaves_its_replicas_to_the_autoscaler(tmp_path):
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for obj in rendered_objects(EXAMPLES)}
+    deployment = objects[("Deployment", "support-bot")]
+    hpa = objects[("HorizontalPodAutoscaler", "support-bot")]
+    assert "replicas" not in deployment["spec"]  # applying it never fights the HPA
+    assert deployment["metadata"]["annotations"]["tuneops.dev/autoscaled"] == "true"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": "support-bot"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"] == [{"type": "Pods", "pods": {
+        "metric": {"name": "vllm:num_requests_waiting"},
+        "target": {"type": "AverageValue", "averageValue": "5"}}}]
+
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    spec = repo / "deployments" / "support-bot.yaml"
+    text = spec.read_text()
+    spec.write_text(text[:text.index("  autoscaling:")] + text[text.index("  resources:"):])
+    fixed = {(obj["kind"], obj["metadata"]["name"]): obj for obj in rendered_objects(repo)}
+    assert ("HorizontalPodAutoscaler", "support-bot") not in fixed
+    assert fixed[("Deployment", "support-bot")]["spec"]["replicas"] == 2
+
+
+def test_the_built_in_server_runs_from_the_trainer_image_with_its_job_file(tmp_path):
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    spec = repo / "deployments" / "support-bot.yaml"
+    spec.write_text(spec.read_text().replace("runtime: vllm", "runtime: transformers"))
+    objects = {(obj["kind"], obj["metadata"]["name"]): obj for obj in rendered_objects(repo)}
+    pod = objects[("Deployment", "support-bot")]["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["image"] == "registry.example.internal/ml/tuneops-trainer:0.1.0"
+    assert server["command"] == ["python", "-m", "reconciler", "run", "serve", "--job",
+                                 "/etc/tuneops/job.json"]
+    assert {"name": "job-file", "configMap": {"name": "support-bot"}} in pod["volumes"]
+    job = json.loads(objects[("ConfigMap", "support-bot")]["data"]["job.json"])
+    assert job["serve"] == {"host": "0.0.0.0", "port": 8000}  # reachable through the Service
+

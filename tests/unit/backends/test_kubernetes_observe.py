@@ -238,3 +238,13 @@ def test_drift_is_a_spec_field_or_one_of_our_labels_set_by_another_manager():
 def test_a_missing_job_file_is_drift_too():
     served = server_observation(deployment({}), [], None, "ml")
     assert served.job is None and "ConfigMap bot" in served.drift
+
+
+def test_replicas_the_autoscaler_sets_are_not_drift():
+    scaled = {"manager": "kube-controller-manager", "operation": "Update", "subresource": "scale",
+              "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    autoscaled = deployment({}, managed=[scaled])
+    assert "replicas" in server_observation(autoscaled, [], JOB_FILE, "ml").drift  # kubectl scale, no HPA
+    autoscaled["metadata"]["annotations"]["tuneops.dev/autoscaled"] = "true"
+    assert server_observation(autoscaled, [], JOB_FILE, "ml").drift == ""
+

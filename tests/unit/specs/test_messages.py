@@ -92,6 +92,21 @@ def test_cross_field_errors_point_at_the_field(tmp_path: Path):
     assert "dataset.yaml:10:35 error spec.clean.maxChars: is below minChars (50) (got 10)" in found
 
 
+def test_an_autoscaler_below_the_replicas_is_refused_at_its_line(tmp_path: Path):
+    deployment = spec("deployment.yaml").replace(
+        "spec:\n", "spec:\n  replicas: 3\n  autoscaling: {maxReplicas: 2}\n", 1)
+    found = report(tmp_path, {"deployment.yaml": deployment})
+    assert any(line.endswith("deployment.yaml:7:3 error spec.autoscaling: maxReplicas (2) is below "
+                             "replicas (3)") for line in found), found
+
+
+def test_autoscaling_on_the_local_backend_is_said_to_do_nothing(tmp_path: Path):
+    deployment = spec("deployment.yaml").replace("spec:\n", "spec:\n  autoscaling: {maxReplicas: 2}\n", 1)
+    found = report(tmp_path, {"deployment.yaml": deployment})
+    assert any(line.endswith("deployment.yaml:6:3 warning spec.autoscaling: the local backend runs one "
+                             "server: autoscaling takes effect on Kubernetes only") for line in found), found
+
+
 def test_a_default_alias_clash_says_it_is_the_default(tmp_path: Path):
     found = report(tmp_path, {"second.yaml": spec("deployment.yaml").replace("name: bot", "name: bot-2")})
     assert found == ["second.yaml:5:1 error spec: alias 'production' (the default) of registered model "
