@@ -248,3 +248,25 @@ def test_the_built_in_server_runs_from_the_trainer_image_with_its_job_file(tmp_p
     job = json.loads(objects[("ConfigMap", "support-bot")]["data"]["job.json"])
     assert job["serve"] == {"host": "0.0.0.0", "port": 8000}  # reachable through the Service
 
+
+
+def test_volcano_pod_groups_are_checked_against_their_crd_structure(tmp_path):
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    settings = repo / "tuneops.yaml"
+    settings.write_text(settings.read_text().replace("  multiNode: indexed-job\n",
+                                                     "  multiNode: indexed-job\n  queueing: volcano\n"))
+    objects = rendered_objects(repo)
+    groups = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "PodGroup"}
+    assert len(groups) == 2  # support-sft and support-dpo name a queue
+    sft = next(group for name, group in groups.items() if name.startswith("support-sft-"))
+    assert sft["spec"] == {"minMember": 1, "queue": "gpu-training", "priorityClassName": "ml-batch"}
+    assert validate_manifests(objects, "1.30") == []
+
+    broken = {**sft, "spec": {"minMember": "one", "queue": "gpu-training", "minAvailable": 1}}
+    problems = validate_manifests([broken], "1.30")
+    assert len(problems) == 2 and all(p.startswith(f"PodGroup/{sft['metadata']['name']}: ") for p in problems)
+    assert any("'one' is not of type 'integer' (at spec.minMember)" in p for p in problems)
+    assert any("'minAvailable' was unexpected" in p for p in problems)
+    unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ml"}}
+    assert validate_manifests([unknown], "1.30") == ["Widget/w: no schema for example.com/v1 Widget"]
