@@ -266,6 +266,72 @@ def _plan(project, *, offline: bool, options):  # noqa: ANN001, ANN202
     return build_plan(project.specs, project.graph, project.inputs, state, options), state, store, backend
 
 
+def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: ANN001, ANN202
+    """(plan, state, base checkout): the head planned against the specs at `ref` taken as built
+    and serving; with state, a change back to a built fingerprint is free; with backend
+    kubernetes and --offline, the head's manifests must validate too."""
+    import dataclasses
+    import tempfile
+
+    from reconciler.base_state import against_base, state_from_base
+    from reconciler.gitbase import BaseRefError, checkout_base
+    from reconciler.plan import build_plan
+    from reconciler.project import ProjectInvalid, load_project
+
+    with tempfile.TemporaryDirectory(prefix="tuneops-base-") as folder:
+        try:
+            base = checkout_base(project.root, ref, Path(folder))
+        except BaseRefError as error:
+            raise UserError(str(error)) from None
+        base_project = None
+        if base.root is not None:
+            try:
+                base_project = load_project(base.root)
+            except ProjectInvalid as invalid:
+                click.echo(f"warning: the specs at {ref} do not validate ({len(invalid.result.errors)} "
+                           "error(s)): the change is compared with nothing built", err=True)
+        base_inputs = base_project.inputs if base_project is not None else {}
+        base_specs = base_project.specs if base_project is not None else project.specs
+        state = state_from_base(base_specs, base_inputs)
+    the_plan = build_plan(project.specs, project.graph, project.inputs, state,
+                          dataclasses.replace(options, prune=True))
+    real_state = None
+    if not offline:
+        _, real_state, *_ = _plan(project, offline=False, options=options)
+    elif project.settings.backend == "kubernetes":
+        _check_manifests(project)
+    return against_base(the_plan, base_inputs, project.specs, real_state), real_state, base
+
+
+def _check_manifests(project) -> None:  # noqa: ANN001
+    """The CI dry-run's other half: the head's manifests render and validate."""
+    from reconciler.gitinfo import git_origin, repo_root
+    from reconciler.manifests import cluster_context, render_project
+    from reconciler.render import RenderError, validate_manifests
+
+    try:
+        context = cluster_context(project.specs, git_origin(project.root), repo_root(project.root))
+        rendered = render_project(project.specs, project.inputs, context)
+        objects = [obj for item in rendered for obj in item.objects]
+        problems = validate_manifests(objects, project.settings.kubernetes.version)
+    except RenderError as error:
+        raise UserError(f"the Kubernetes manifests do not render: {error}") from None
+    except ImportError:
+        raise UserError("checking manifests needs kubernetes-validate: "
+                        "pip install 'tuneops[kubernetes]'") from None
+    if problems:
+        for problem in problems:
+            click.echo(f"error: {problem}", err=True)
+        raise UserError(f"{len(problems)} rendered object(s) do not validate against Kubernetes "
+                        f"{project.settings.kubernetes.version}")
+
+
+def _head_commit(project) -> str | None:  # noqa: ANN001
+    from reconciler.gitinfo import git_origin
+
+    return git_origin(project.root).commit
+
+
 def _plan_options(project, *, prune: bool, retry_failed: bool = False, target=None):  # noqa: ANN001, ANN202
     from reconciler.plan import PlanOptions
 
@@ -324,9 +390,14 @@ TARGET_HELP = "Only this resource and what it depends on (KIND/NAME; repeatable)
                    "as if nothing were built. Imports no training or cluster library.")
 @click.option("--target", "targets", multiple=True, metavar="KIND/NAME", help=TARGET_HELP)
 @click.option("--prune", is_flag=True, help="Plan to stop live objects whose spec was removed.")
+@click.option("--base", "base_ref", metavar="REF",
+              help="Show what the change since this Git ref (e.g. origin/main) does: the specs at REF are "
+                   "taken as built and serving, so only what the change touches is listed. With --offline "
+                   "(the CI dry-run) nothing else is read, and with backend kubernetes the rendered "
+                   "manifests are validated too.")
 @click.pass_context
 def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: bool, offline: bool,
-         targets: tuple[str, ...], prune: bool) -> None:
+         targets: tuple[str, ...], prune: bool, base_ref: str | None) -> None:
     """Show what apply would do to make the actual state match the specs under PATH.
 
     Compares each resource's fingerprint with what MLflow says is built and what the backend
@@ -340,11 +411,19 @@ def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: 
 
     project = _load(ctx, path)
     options = _plan_options(project, prune=prune, target=_targets(targets))
-    the_plan, state, *_ = _plan(project, offline=offline, options=options)
+    base = None
+    if base_ref:
+        the_plan, state, base = _plan_against_base(project, base_ref, offline=offline, options=options)
+    else:
+        the_plan, state, *_ = _plan(project, offline=offline, options=options)
     header = _plan_header(project, offline)
+    if base is not None:
+        header = f"{header}; compared with {base.ref} ({base.commit[:12]})"
     estimates = _estimates(project, the_plan, state)
     if output_format == "json":
-        source = {"path": str(project.root), "header": header}
+        source = {"path": str(project.root), "header": header, "head_commit": _head_commit(project)}
+        if base is not None:
+            source |= {"base_ref": base.ref, "base_commit": base.commit}
         click.echo(json.dumps(plan_json(the_plan, source, estimates), indent=2))
     elif output_format == "markdown":
         click.echo(plan_markdown(the_plan, header, estimates))

@@ -99,37 +99,92 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
     return "\n".join(lines)
 
 
-def plan_markdown(plan: Plan, header: str = "", estimates: Estimates | None = None) -> str:
-    """For a pull-request comment: one summary line, a table of what changes, details folded."""
+COMMENT_LIMIT = 65_536  # GitHub refuses longer pull-request comments
+MERMAID_MAX_NODES = 150  # past this a graph is unreadable, and GitHub stops rendering it
+
+
+def plan_markdown(plan: Plan, header: str = "", estimates: Estimates | None = None,
+                  limit: int = COMMENT_LIMIT) -> str:
+    """For a pull-request comment: one summary line, a table of what changes, a Mermaid graph of
+    the changed subgraph, details folded. Beyond `limit` characters the table is cut and the
+    rest left to the JSON plan (`--format json`), which has no limit."""
+    shown = _shown(plan)
+    full = _markdown(plan, header, estimates, shown, rows=len(shown), extras=True)
+    if len(full) <= limit:
+        return full
+    rows = len(shown)
+    text = _markdown(plan, header, estimates, shown, rows=rows, extras=False)
+    while len(text) > limit and rows > 0:
+        rows = max(0, rows - max(1, (len(text) - limit) // 80))
+        text = _markdown(plan, header, estimates, shown, rows=rows, extras=False)
+    return text
+
+
+def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[PlannedAction], *,
+              rows: int, extras: bool) -> str:
     lines = [f"### tuneops plan{': ' + header if header else ''}", "", f"**{summary_line(plan)}**", ""]
     if not plan.state_read:
         lines += ["_State was not read (offline): every resource is shown as if nothing were built._", ""]
-    shown = _shown(plan)
     if shown:
         lines += ["| Action | Resource | Why |", "| --- | --- | --- |"]
-        for planned in shown:
-            reason = planned.reason.replace("|", "\\|") or " "
+        for planned in shown[:rows]:
+            reason = _cell(planned.reason) or " "
             lines.append(f"| `{planned.action}` | `{planned.resource}` | {reason} |")
         lines.append("")
-    for planned in shown:
-        if not planned.changes:
-            continue
-        lines += [f"<details><summary><code>{planned.resource}</code>: "
-                  f"{len(planned.changes)} field(s) changed</summary>", "", "```diff"]
-        for change in planned.changes:
-            lines += [f"- {change.path}: {_value(change.before)}", f"+ {change.path}: {_value(change.after)}"]
-        lines += ["```", "", "</details>", ""]
+    if rows < len(shown):
+        lines += [f"_{len(shown) - rows} more action(s) not listed: this comment would pass GitHub's "
+                  f"{COMMENT_LIMIT:,}-character limit. The whole plan: `tuneops plan --format json`._", ""]
+    if extras:
+        lines += mermaid_graph(plan, shown)
+        for planned in shown:
+            if not planned.changes:
+                continue
+            lines += [f"<details><summary><code>{planned.resource}</code>: "
+                      f"{len(planned.changes)} field(s) changed</summary>", "", "```diff"]
+            for change in planned.changes:
+                lines += [f"- {change.path}: {_value(change.before)}",
+                          f"+ {change.path}: {_value(change.after)}"]
+            lines += ["```", "", "</details>", ""]
     if estimates:
         lines += ["**Training estimates**", "", "| Fine-tune | Estimate |", "| --- | --- |"]
-        lines += [f"| `{rid}` | {plan_line(found).replace('|', chr(92) + '|')} |"
-                  for rid, found in estimates.items()]
+        lines += [f"| `{rid}` | {_cell(plan_line(found))} |" for rid, found in estimates.items()]
         lines += ["", _gpu_hours_line(estimates), ""] if _gpu_hours_line(estimates) else [""]
     reached = [(root, targets) for root, targets in plan.impact.items() if targets]
-    if reached:
+    if reached and extras:
         lines += ["**Downstream impact**", ""]
         lines += [f"- `{root}` reaches {', '.join(f'`{t}`' for t in targets)}" for root, targets in reached]
         lines.append("")
     return "\n".join(lines)
+
+
+def mermaid_graph(plan: Plan, shown: list[PlannedAction]) -> list[str]:
+    """The changed resources and the edges between them, as a Mermaid flowchart (GitHub draws
+    fenced `mermaid` blocks); nothing when there is nothing to draw or too much to read."""
+    if len(shown) < 2 or len(shown) > MERMAID_MAX_NODES:
+        return []
+    ids = {planned.resource: f"n{index}" for index, planned in enumerate(shown)}
+    lines = ["```mermaid", "flowchart LR"]
+    for planned in shown:
+        label = f"{planned.resource}<br/>{planned.action}".replace('"', "#quot;")
+        lines.append(f'  {ids[planned.resource]}["{label}"]:::{planned.action}')
+    for planned in shown:
+        lines += [f"  {ids[dep]} --> {ids[planned.resource]}" for dep in planned.depends_on if dep in ids]
+    lines += [f"  classDef {action} {style}" for action, style in MERMAID_STYLES.items()]
+    return [*lines, "```", ""]
+
+
+MERMAID_STYLES = {
+    Action.CREATE: "fill:#dcfce7,stroke:#16a34a", Action.REBUILD: "fill:#fef9c3,stroke:#ca8a04",
+    Action.UPDATE: "fill:#fef9c3,stroke:#ca8a04", Action.DELETE: "fill:#fee2e2,stroke:#dc2626",
+    Action.RETRY: "fill:#fef9c3,stroke:#ca8a04", Action.WAIT: "fill:#cffafe,stroke:#0891b2",
+    Action.BLOCKED: "fill:#fee2e2,stroke:#dc2626", Action.SUSPENDED: "fill:#dbeafe,stroke:#2563eb",
+    Action.NOOP: "fill:#f3f4f6,stroke:#9ca3af",
+}
+
+
+def _cell(text: str) -> str:
+    """Text for one Markdown table cell: pipes escaped, line breaks flattened."""
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def plan_json(plan: Plan, source: dict[str, Any] | None = None,

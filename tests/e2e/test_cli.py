@@ -186,6 +186,7 @@ def test_examples_point_editors_at_the_schemas():
                                   ["run", "dataset", "--job", "no-such-job.json"],
                                   ["plan", "specs-example/quickstart", "--offline"],
                                   ["plan", "specs-example/quickstart", "--offline", "--format", "markdown"],
+                                  ["plan", "specs-example/quickstart", "--offline", "--base", "HEAD"],
                                   ["plan", "specs-example", "--offline", "--format", "json"],
                                   ["estimate", "support-sft", "specs-example"],
                                   ["render", "specs-example"]])

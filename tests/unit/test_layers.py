@@ -22,12 +22,12 @@ LAYERS = {
     "reconciler.tracking": 2, "reconciler.jobfile": 2, "reconciler.backends.base": 2,
     "reconciler.plan": 3, "reconciler.plan_report": 3, "reconciler.report": 3, "reconciler.render": 3,
     "reconciler.planner": 3, "reconciler.capacity": 3, "reconciler.state": 3, "reconciler.status": 3,
-    "reconciler.estimates": 3, "reconciler.estimate_report": 3,
+    "reconciler.estimates": 3, "reconciler.estimate_report": 3, "reconciler.base_state": 3,
     # The edges that read the world: MLflow, the backend, Git, local files.
     "reconciler.architectures": 4, "reconciler.tracking_store": 4, "reconciler.jobs": 4,
     "reconciler.backends": 4, "reconciler.sources_digest": 4, "reconciler.gitinfo": 4,
     "reconciler.project": 4, "reconciler.lock": 4, "reconciler.dataset_rows": 4,
-    "reconciler.manifests": 4,
+    "reconciler.manifests": 4, "reconciler.gitbase": 4,
     "reconciler.apply": 5, "reconciler.gitops": 5, "reconciler.daemon": 5,
     "reconciler.cli": 6, "reconciler.__main__": 6, "reconciler.runtime": 6,
 }

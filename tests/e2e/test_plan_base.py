@@ -1,0 +1,144 @@
+"""`tuneops plan --base REF --offline`: the pull-request dry-run, on real Git repositories (a
+bare remote, a clone that pushes main, and a clone that works on a branch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from markdown_it import MarkdownIt
+
+from tests.conftest import REPO_ROOT, run_tuneops
+from tests.reconcile_support import GIT_ENV
+
+QUICKSTART = REPO_ROOT / "specs-example" / "quickstart"
+DOWNSTREAM_OF_DATA = {"Dataset/fruit-colors": "rebuild", "FineTune/fruit-sft": "rebuild",
+                      "Evaluation/fruit-sft-quality": "rebuild", "Deployment/fruit-bot": "rebuild"}
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **GIT_ENV}, capture_output=True,
+                          text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def pull_request(tmp_path: Path) -> Path:
+    """A clone on branch `change`, of a remote whose main holds the quickstart under specs/."""
+    return clone_on_a_branch(tmp_path, QUICKSTART)
+
+
+def clone_on_a_branch(tmp_path: Path, specs: Path) -> Path:
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
+    author = tmp_path / "author"
+    git(tmp_path, "clone", "-q", str(remote), str(author))
+    shutil.copytree(specs, author / "specs",
+                    ignore=shutil.ignore_patterns(".tuneops", "__pycache__", "quickstart"))
+    git(author, "add", "-A")
+    git(author, "commit", "-q", "-m", "the quickstart")
+    git(author, "push", "-q", "origin", "HEAD:main")
+    reviewer = tmp_path / "reviewer"
+    git(tmp_path, "clone", "-q", str(remote), str(reviewer))
+    git(reviewer, "checkout", "-q", "-b", "change")
+    return reviewer
+
+
+def plan(clone: Path, *args: str) -> dict:
+    result = run_tuneops("plan", "specs", "--base", "origin/main", "--offline", "--format", "json", *args,
+                         cwd=clone)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    document["changed"] = {f"{a['kind']}/{a['name']}": a["action"] for a in document["actions"]
+                           if a["action"] != "noop"}
+    return document
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_a_dataset_change_lists_that_dataset_and_exactly_its_downstream(pull_request: Path):
+    edit(pull_request / "specs" / "dataset.yaml", "train: 0.8\n    validation: 0.1",
+         "train: 0.7\n    validation: 0.2")
+    git(pull_request, "commit", "-q", "-am", "more validation data")
+    found = plan(pull_request)
+    assert found["changed"] == DOWNSTREAM_OF_DATA
+    dataset = next(a for a in found["actions"] if a["kind"] == "Dataset")
+    assert {(c["path"], c["before"], c["after"]) for c in dataset["changes"]} == {
+        ("split.train", 0.8, 0.7), ("split.validation", 0.1, 0.2)}
+    fine_tune = next(a for a in found["actions"] if a["kind"] == "FineTune")
+    assert fine_tune["reason"] == "upstream changed: Dataset/fruit-colors" and fine_tune["changes"] == []
+    assert found["source"]["base_commit"] == git(pull_request, "rev-parse", "origin/main")
+    assert found["source"]["head_commit"] == git(pull_request, "rev-parse", "HEAD")
+
+
+def test_an_evaluation_change_leaves_the_training_alone(pull_request: Path):
+    edit(pull_request / "specs" / "evaluation.yaml", "maxNewTokens: 8", "maxNewTokens: 12")
+    assert plan(pull_request)["changed"] == {"Evaluation/fruit-sft-quality": "rebuild",
+                                             "Deployment/fruit-bot": "rebuild"}
+
+
+def test_reformatting_and_reordering_keys_is_no_change(pull_request: Path):
+    spec = pull_request / "specs" / "dataset.yaml"
+    text = spec.read_text()
+    reordered = text.replace("  split:\n    train: 0.8\n    validation: 0.1\n    test: 0.1\n",
+                             "  split: {test: 0.1, validation: 0.10, train: .8}   # same split\n")
+    assert reordered != text
+    spec.write_text(reordered.replace("source: file://data/fruit-colors.jsonl",
+                                      "source: 'file://data/fruit-colors.jsonl'"))
+    git(pull_request, "commit", "-q", "-am", "tidy")
+    found = plan(pull_request)
+    assert found["changed"] == {} and found["has_changes"] is False
+    result = run_tuneops("plan", "specs", "--base", "origin/main", "--offline", "--detailed-exitcode",
+                         cwd=pull_request)
+    assert result.exit_code == 0, result.output
+
+
+def test_added_and_removed_specs_are_creates_and_deletes(pull_request: Path):
+    specs = pull_request / "specs"
+    (specs / "deployment.yaml").unlink()
+    shutil.copy(specs / "evaluation.yaml", specs / "evaluation-2.yaml")
+    edit(specs / "evaluation-2.yaml", "name: fruit-sft-quality", "name: fruit-sft-quality-2")
+    found = plan(pull_request)
+    assert found["changed"] == {"Deployment/fruit-bot": "delete", "Evaluation/fruit-sft-quality-2": "create"}
+
+
+def test_the_pull_request_comment_is_valid_markdown_with_a_graph(pull_request: Path):
+    edit(pull_request / "specs" / "dataset.yaml", "train: 0.8\n    validation: 0.1",
+         "train: 0.7\n    validation: 0.2")
+    result = run_tuneops("plan", "specs", "--base", "origin/main", "--offline", "--format", "markdown",
+                         cwd=pull_request)
+    assert result.exit_code == 0, result.output
+    tokens = MarkdownIt("commonmark").enable("table").parse(result.stdout)
+    cells = [t.content for t in tokens if t.type == "inline"]
+    assert "`Dataset/fruit-colors`" in cells and "spec changed" in cells
+    fences = {t.info: t.content for t in tokens if t.type == "fence"}
+    assert fences["mermaid"].startswith("flowchart LR\n") and fences["mermaid"].count(" --> ") == 5
+    assert "- split.train: 0.8\n+ split.train: 0.7" in fences["diff"]
+
+
+def test_an_unknown_base_says_how_to_get_it(pull_request: Path):
+    result = run_tuneops("plan", "specs", "--base", "origin/nope", "--offline", cwd=pull_request)
+    assert result.exit_code == 1
+    assert "--base origin/nope: no such commit, branch or tag here" in result.stderr
+    assert "git fetch origin nope" in result.stderr and "Traceback" not in result.output
+
+
+def test_on_kubernetes_the_dry_run_also_renders_and_validates_the_manifests(tmp_path: Path):
+    clone = clone_on_a_branch(tmp_path, REPO_ROOT / "specs-example")
+    edit(clone / "specs" / "deployments" / "support-bot.yaml", "maxReplicas: 6", "maxReplicas: 8")
+    found = plan(clone)
+    assert found["changed"] == {"Deployment/support-bot": "update"}
+    edit(clone / "specs" / "tuneops.yaml", "  image: registry.example.internal/ml/tuneops-trainer:0.1.0\n",
+         "")
+    result = run_tuneops("plan", "specs", "--base", "origin/main", "--offline", cwd=clone)
+    assert result.exit_code == 1
+    assert "the Kubernetes manifests do not render: kubernetes.image is not set" in result.stderr
+
