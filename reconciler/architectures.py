@@ -1,10 +1,14 @@
 """Where a base model's shape comes from, for memory planning: the spec's `architecture:`
 block, else the model's config.json when it is already on disk (a file:// source, or the
-Hugging Face cache for a pinned hf:// revision). Never the network: validation stays offline.
+Hugging Face cache for a pinned hf:// revision), else, only when asked (`fetch=True`: `tuneops
+estimate` and a plan that reads state), config.json from the Hub (HF_ENDPOINT, HF_TOKEN),
+kept under ~/.cache/tuneops for pinned revisions. Validation and `plan --offline` never touch
+the network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -33,7 +37,55 @@ def config_path(base: BaseModelResource, spec_folder: Path) -> Path | None:
     return None
 
 
-def architecture_of(base: BaseModelResource, spec_folder: Path) -> Architecture | None:
+HUB_TIMEOUT_S = 5.0
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def fetched_config_path(repo: str, revision: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tuneops" / "hub-configs"
+    return cache / repo.replace("/", "--") / f"{revision}.json"
+
+
+def fetch_config(repo: str, revision: str | None) -> dict | None:
+    """config.json of a Hub model at a revision; None when the Hub cannot be reached, refuses
+    (a gated model without HF_TOKEN) or has no such file. Kept on disk only for a pinned commit,
+    which cannot change."""
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    from reconciler.fileio import write_text_atomic
+    from reconciler.specs.sources import is_pinned_hf_revision
+
+    pinned = revision is not None and is_pinned_hf_revision(revision)
+    cached = fetched_config_path(repo, revision) if pinned and revision else None
+    if cached is not None and cached.is_file():
+        try:
+            return json.loads(cached.read_text())
+        except (OSError, ValueError):
+            pass
+    url = f"{hub_endpoint()}/{quote(repo)}/resolve/{quote(revision or 'main', safe='')}/config.json"
+    headers = {"User-Agent": "tuneops"}
+    if os.environ.get("HF_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['HF_TOKEN']}"
+    try:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S) as answer:
+            text = answer.read().decode("utf-8")
+        config = json.loads(text)
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+    if cached is not None:
+        with contextlib.suppress(OSError):  # a read-only home: fetched again next time
+            write_text_atomic(cached, text)
+    return config if isinstance(config, dict) else None
+
+
+def architecture_of(base: BaseModelResource, spec_folder: Path, *,
+                    fetch: bool = False) -> Architecture | None:
     block = base.spec.architecture
     if block is not None:
         return Architecture(
@@ -42,17 +94,23 @@ def architecture_of(base: BaseModelResource, spec_folder: Path) -> Architecture 
             vocab_size=block.vocab_size, num_key_value_heads=block.num_key_value_heads,
             tie_word_embeddings=block.tie_word_embeddings)
     path = config_path(base, spec_folder)
+    config = None
+    with contextlib.suppress(OSError, ValueError):  # not on disk yet
+        config = json.loads(path.read_text()) if path else None
+    source = parse_source(base.spec.source)
+    if config is None and fetch and source.scheme == "hf":
+        config = fetch_config(source.location, base.spec.revision)
     try:
-        return Architecture.from_config(json.loads(path.read_text())) if path else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # not on disk yet, or not a decoder config we understand: no estimate
+        return Architecture.from_config(config) if config else None
+    except (KeyError, TypeError, ValueError):
+        return None  # not a decoder config we understand: no estimate
 
 
-def architectures(specs: SpecSet) -> dict[ResourceId, Architecture]:
+def architectures(specs: SpecSet, *, fetch: bool = False) -> dict[ResourceId, Architecture]:
     found = {}
     for loaded in specs.of_kind("BaseModel"):
         assert isinstance(loaded.resource, BaseModelResource)
-        architecture = architecture_of(loaded.resource, loaded.path.parent)
+        architecture = architecture_of(loaded.resource, loaded.path.parent, fetch=fetch)
         if architecture is not None:
             found[loaded.id] = architecture
     return found

@@ -370,7 +370,7 @@ def _estimates(project, the_plan, state=None):  # noqa: ANN001, ANN202
                 and a.action in (Action.CREATE, Action.REBUILD, Action.RETRY)}
     if not training:
         return {}
-    found = estimates_for(project.specs, architectures.architectures(project.specs),
+    found = estimates_for(project.specs, architectures.architectures(project.specs, fetch=state is not None),
                           train_rows(project.specs, project.inputs, state), project.settings.planner,
                           names=training)
     return {ResourceId("FineTune", name): estimate for name, estimate in found.items()}
@@ -535,8 +535,8 @@ def estimate(ctx: click.Context, fine_tune: str, path: Path, output_format: str,
         settings = settings.model_copy(update={"mfu": {**settings.mfu, product: mfu}})
     elif mfu is not None:
         raise UserError("--mfu needs resources.gpuProduct on the FineTune: GPU-hours are per GPU product")
-    found = estimate_fine_tune(specs, resource, architectures.architectures(specs), train_rows(specs),
-                               settings)
+    found = estimate_fine_tune(specs, resource, architectures.architectures(specs, fetch=True),
+                               train_rows(specs), settings)
     if output_format == "json":
         click.echo(json.dumps(estimate_json(found), indent=2))
     else:

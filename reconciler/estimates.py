@@ -128,7 +128,7 @@ def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
         return FineTuneEstimate(**common, notes=(
             f"architecture of {base} unknown: add an `architecture:` block to the BaseModel, or "
             "have its config.json on disk (a file:// source, or a pinned hf:// revision in the "
-            "Hugging Face cache)",))
+            "Hugging Face cache), or reachable on the Hub (HF_ENDPOINT; HF_TOKEN for gated models)",))
     shape = training_shape(fine_tune, architecture)
     try:
         trainable = shape.trainable
