@@ -747,6 +747,63 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
         click.echo("nothing is running")
 
 
+@cli.command()
+@click.option("--repo", required=True, metavar="URL_OR_PATH",
+              help="The spec repository. Credentials come from the environment (git's credential helpers, "
+                   "GIT_SSH_COMMAND, a token in the URL) and are never printed.")
+@click.option("--branch", default="main", show_default=True, help="The branch kept converged.")
+@click.option("--path", "spec_path", default=".", show_default=True,
+              help="The spec folder in the repository.")
+@click.option("--interval", type=click.FloatRange(min=1), default=60, show_default=True,
+              help="Seconds between ticks (failures back off up to 10 minutes).")
+@click.option("--once", is_flag=True,
+              help="One tick, then exit (0 synced or invalid commit skipped, 1 failed).")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the checkout lives; one daemon acts per folder. "
+                   "Default: ~/.cache/tuneops/reconcile/<id>.")
+@click.option("--listen", metavar="HOST:PORT",
+              help="Serve /healthz, /readyz, /metrics and POST /hooks/git (HMAC secret in "
+                   "TUNEOPS_WEBHOOK_SECRET).")
+@click.pass_context
+def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interval: float, once: bool,
+              cache_dir: Path | None, listen: str | None) -> None:
+    """Keep MLflow and the backend converged on a branch: fetch, validate, apply, every interval.
+
+    A commit that does not validate is never applied (the last good one stays); SIGTERM stops
+    after the current steps, and a restart adopts running jobs. Only one daemon acts per cache
+    folder; others wait as standbys.
+    """
+    import hashlib
+    import signal
+
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise UserError("tuneops reconcile needs prometheus-client: pip install 'tuneops[daemon]'") from None
+    from reconciler.daemon import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig
+
+    address = None
+    if listen:
+        host, _, port = listen.rpartition(":")
+        if not port.isdigit():
+            raise UserError(f"--listen {listen}: expected HOST:PORT, e.g. 0.0.0.0:8080")
+        address = (host or "0.0.0.0", int(port))
+    if cache_dir is None:
+        key = hashlib.sha256(f"{repo}\0{branch}\0{spec_path}".encode()).hexdigest()[:16]
+        cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        cache_dir = cache_root / "tuneops" / "reconcile" / key
+    secret = os.environ.get(WEBHOOK_SECRET_ENV)
+    if address and not secret:
+        click.echo(f"note: {WEBHOOK_SECRET_ENV} is not set: POST /hooks/git refuses every request", err=True)
+    daemon = Daemon(DaemonConfig(repo=repo, cache_dir=cache_dir, branch=branch, path=spec_path,
+                                 interval=interval, once=once, listen=address,
+                                 webhook_secret=secret.encode() if secret else None),
+                    say=lambda line: click.echo(line))
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+    ctx.exit(daemon.run())
+
+
 @cli.command(name="run")
 @click.argument("command", type=click.Choice(["dataset", "finetune", "evaluate", "serve"]))
 @click.option("--job", "job_file", required=True, type=click.Path(dir_okay=False, path_type=Path),

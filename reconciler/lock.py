@@ -20,8 +20,11 @@ class Locked(RuntimeError):
 
 
 class ApplyLock:
-    def __init__(self, state_dir: Path):
-        self.path = state_dir / LOCK_FILE
+    def __init__(self, state_dir: Path, name: str = LOCK_FILE,
+                 busy: str = "another `tuneops apply` is running on this project; wait for it, or stop "
+                             "it (its jobs keep running and the next apply adopts them)"):
+        self.path = state_dir / name
+        self.busy = busy
         self._handle: int | None = None
 
     def acquire(self) -> None:
@@ -32,9 +35,7 @@ class ApplyLock:
         except BlockingIOError:
             holder = self.path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
             os.close(handle)
-            raise Locked(f"{self.path} is locked by {holder}: another `tuneops apply` is running on "
-                         "this project; wait for it, or stop it (its jobs keep running and the next "
-                         "apply adopts them)") from None
+            raise Locked(f"{self.path} is locked by {holder}: {self.busy}") from None
         now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
         os.ftruncate(handle, 0)
         os.pwrite(handle, f"PID {os.getpid()} since {now}\n".encode(), 0)

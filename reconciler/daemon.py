@@ -1,0 +1,409 @@
+"""The reconcile daemon: keep MLflow and the backend converged on a branch (`tuneops reconcile`).
+
+Each tick fetches the branch into a cache folder, validates the specs, and runs `tuneops apply
+--yes` on them as a child process (its own memory, its own signal handling, the same output a
+person sees). A commit that does not validate is never applied: the checkout goes back to the
+last good commit, the bad one is reported once, and later ticks skip it until the branch moves.
+Failures back off exponentially with jitter. SIGTERM stops the loop and passes the signal to a
+running apply, which stops after its current steps; jobs keep running and the next apply adopts
+them, so a restart neither loses nor duplicates work.
+
+Only one daemon acts per cache folder: an exclusive file lock, held for the daemon's life; a
+second one waits as a standby and takes over when the first dies. A small HTTP server answers
+`/healthz`, `/readyz` (after the first successful sync), Prometheus `/metrics`, and
+`POST /hooks/git` (GitHub's `X-Hub-Signature-256`), which wakes the loop early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from reconciler.config import STATE_DIR
+from reconciler.gitinfo import without_credentials
+from reconciler.lock import ApplyLock, Locked
+
+DAEMON_LOCK = "daemon.lock"
+WEBHOOK_SECRET_ENV = "TUNEOPS_WEBHOOK_SECRET"
+
+
+class DaemonError(RuntimeError):
+    """A setting or a repository the daemon cannot work with (one line)."""
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    repo: str  # URL or path of the Git repository
+    cache_dir: Path
+    branch: str = "main"
+    path: str = "."  # the spec folder inside the repository
+    interval: float = 60.0
+    once: bool = False
+    listen: tuple[str, int] | None = None
+    webhook_secret: bytes | None = None
+    max_backoff: float = 600.0
+
+    @property
+    def checkout(self) -> Path:
+        return self.cache_dir / "checkout"
+
+    @property
+    def spec_root(self) -> Path:
+        return self.checkout / self.path
+
+
+class GitMirror:
+    """The branch, fetched and reset into a checkout of its own. Untracked files survive a reset
+    except the state folder's siblings: `.tuneops/` (local backend state) is kept."""
+
+    def __init__(self, repo: str, branch: str, checkout: Path):
+        self.repo, self.branch, self.checkout = repo, branch, checkout
+
+    def sync(self) -> str:
+        if not (self.checkout / ".git").is_dir():
+            self.checkout.parent.mkdir(parents=True, exist_ok=True)
+            self._git(None, "clone", "--quiet", "--no-checkout", self.repo, str(self.checkout))
+        self._git(
+            self.checkout,
+            "fetch",
+            "--quiet",
+            "--prune",
+            "origin",
+            f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}",
+        )
+        return self.reset(f"origin/{self.branch}")
+
+    def reset(self, commit: str) -> str:
+        self._git(self.checkout, "reset", "--quiet", "--hard", commit)
+        self._git(self.checkout, "clean", "--quiet", "-fd", "-e", STATE_DIR)
+        return self._git(self.checkout, "rev-parse", "HEAD").strip()
+
+    def _git(self, cwd: Path | None, *args: str) -> str:
+        command = ["git", *(["-C", str(cwd)] if cwd else []), *args]
+        try:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise DaemonError(f"git {args[0]} failed: {error}") from None
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no message"])[-1].replace(self.repo, self.shown)
+            raise DaemonError(f"git {args[0]} of {self.shown} ({self.branch}) failed: {why}")
+        return done.stdout
+
+    @property
+    def shown(self) -> str:
+        return without_credentials(self.repo)
+
+
+class Metrics:
+    """The series docs/daemon.md documents, in a registry of their own."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.duration = Histogram(
+            "tuneops_reconcile_duration_seconds",
+            "Duration of one reconcile tick.",
+            registry=self.registry,
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 14400),
+        )
+        self.ticks = Counter(
+            "tuneops_reconcile_total", "Reconcile ticks by outcome.", ["outcome"], registry=self.registry
+        )
+        self.actions = Counter(
+            "tuneops_plan_actions_total",
+            "Planned actions applied, by action.",
+            ["action"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "tuneops_reconcile_failures_total", "Ticks that failed (git, apply).", registry=self.registry
+        )
+        self.last_sync = Gauge(
+            "tuneops_last_sync_timestamp_seconds",
+            "When the last successful sync ended.",
+            registry=self.registry,
+        )
+        self.commit = Gauge(
+            "tuneops_synced_commit_info",
+            "The commit last applied (value 1).",
+            ["commit"],
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "tuneops_leader", "1 when this daemon is the one that acts.", registry=self.registry
+        )
+
+    def synced(self, commit: str) -> None:
+        self.commit.clear()
+        self.commit.labels(commit=commit).set(1)
+        self.last_sync.set_to_current_time()
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+@dataclass
+class DaemonState:
+    last_good: str | None = None
+    bad: set[str] = field(default_factory=set)
+    ready: bool = False
+    failures: int = 0
+
+
+class Daemon:
+    def __init__(self, config: DaemonConfig, *, say: Callable[[str], None] = print):
+        self.config, self.say = config, say
+        self.mirror = GitMirror(config.repo, config.branch, config.checkout)
+        self.metrics = Metrics()
+        self.state = DaemonState()
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self._child: subprocess.Popen | None = None
+        self._child_lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- one tick ----------------------------------------------------------------------------
+
+    def tick(self) -> str:
+        """Sync, validate, apply: 'applied', 'noop', 'invalid', 'interrupted' or 'failed'."""
+        started = time.monotonic()
+        try:
+            outcome = self._tick()
+        except DaemonError as error:
+            self.say(f"error: {error}")
+            outcome = "failed"
+        self.metrics.duration.observe(time.monotonic() - started)
+        self.metrics.ticks.labels(outcome=outcome).inc()
+        if outcome == "failed":
+            self.metrics.failures.inc()
+            self.state.failures += 1
+        else:
+            self.state.failures = 0
+        return outcome
+
+    def _tick(self) -> str:
+        from reconciler.project import ProjectError, ProjectInvalid, load_project
+
+        commit = self.mirror.sync()
+        if commit in self.state.bad:
+            self._back_to_last_good()
+            return "invalid"
+        try:
+            load_project(self.config.spec_root)
+        except ProjectInvalid as invalid:
+            self.state.bad.add(commit)
+            errors = invalid.result.errors
+            self.say(
+                f"commit {commit[:12]} does not validate ({len(errors)} error(s)); not applied, keeping "
+                f"{(self.state.last_good or 'nothing')[:12]}"
+            )
+            for problem in errors[:10]:
+                self.say(f"  {problem.text()}")
+            self._back_to_last_good()
+            return "invalid"
+        except (ProjectError, OSError) as error:
+            raise DaemonError(f"cannot load {self.config.path} at {commit[:12]}: {error}") from None
+        plan = self._run_json("plan", "--format", "json")
+        changes = plan.get("has_changes") or any(a["action"] == "wait" for a in plan.get("actions", []))
+        outcome = "noop"
+        if changes:
+            self.say(f"applying {commit[:12]}: {_counts(plan)}")
+            code = self._run_apply()
+            if self.stopping.is_set():  # stopped mid-apply: not synced; the next daemon adopts the jobs
+                return "interrupted"
+            if code != 0:
+                raise DaemonError(f"apply of {commit[:12]} exited {code} (its output is above)")
+            for action in plan.get("actions", []):
+                if action["action"] != "noop":
+                    self.metrics.actions.labels(action=action["action"]).inc()
+            outcome = "applied"
+        self.state.last_good = commit
+        self.state.ready = True
+        self.metrics.synced(commit)
+        return outcome
+
+    def _back_to_last_good(self) -> None:
+        if self.state.last_good:
+            self.mirror.reset(self.state.last_good)
+
+    def _command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "reconciler", *args]
+
+    def _run_json(self, *args: str) -> dict:
+        done = subprocess.run(
+            self._command(args[0], str(self.config.spec_root), *args[1:]),
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=self._child_env(),
+        )
+        if done.returncode != 0:
+            raise DaemonError(f"tuneops {args[0]} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+        return json.loads(done.stdout)
+
+    def _run_apply(self) -> int:
+        with self._child_lock:
+            if self.stopping.is_set():
+                return 1
+            self._child = subprocess.Popen(
+                self._command("apply", str(self.config.spec_root), "--yes"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=self._child_env(),
+            )
+        assert self._child.stdout is not None
+        for line in self._child.stdout:
+            self.say(f"  | {line.rstrip()}")
+        code = self._child.wait()
+        with self._child_lock:
+            self._child = None
+        return code
+
+    @staticmethod
+    def _child_env() -> dict[str, str]:
+        return {**os.environ, "TUNEOPS_PLAIN": "1", "NO_COLOR": "1"}
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._serve_http()
+        lock = ApplyLock(
+            self.config.cache_dir,
+            DAEMON_LOCK,
+            busy="another `tuneops reconcile` acts on this cache folder; this one waits",
+        )
+        try:
+            self._lead(lock)
+            while not self.stopping.is_set():
+                outcome = self.tick()
+                if self.config.once:
+                    return 0 if outcome != "failed" else 1
+                self._sleep(self._delay(outcome))
+            return 0
+        finally:
+            lock.release()
+            if self._server is not None:
+                self._server.shutdown()
+
+    def _lead(self, lock: ApplyLock) -> None:
+        """Wait to be the one daemon that acts (standby until the leader's lock is released)."""
+        told = False
+        while not self.stopping.is_set():
+            try:
+                lock.acquire()
+                self.metrics.leader.set(1)
+                self.say(
+                    f"leading: reconciling {self.mirror.shown} ({self.config.branch}) every "
+                    f"{self.config.interval:g}s"
+                )
+                return
+            except Locked as error:
+                if not told:
+                    self.say(f"standby: {error}")
+                    told = True
+                self.stopping.wait(min(self.config.interval, 5.0))
+        raise SystemExit(0)
+
+    def _delay(self, outcome: str) -> float:
+        if outcome != "failed":
+            return self.config.interval
+        backoff = min(self.config.interval * 2 ** min(self.state.failures, 16), self.config.max_backoff)
+        return backoff * random.uniform(0.8, 1.2)
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            if self.wake.wait(min(1.0, max(0.0, deadline - time.monotonic()))):
+                self.wake.clear()
+                return
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop after the current step: a running apply gets the signal and stops after its steps."""
+        self.stopping.set()
+        self.wake.set()
+        with self._child_lock:
+            if self._child is not None and self._child.poll() is None:
+                self._child.send_signal(signal.SIGTERM)
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _serve_http(self) -> None:
+        if self.config.listen is None:
+            return
+        self._server = ThreadingHTTPServer(self.config.listen, _handler(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="tuneops-http").start()
+
+    def verify_signature(self, body: bytes, signature: str | None) -> bool:
+        """GitHub's X-Hub-Signature-256: sha256=HMAC(secret, body), compared in constant time."""
+        if not self.config.webhook_secret or not signature or not signature.startswith("sha256="):
+            return False
+        expected = hmac.new(self.config.webhook_secret, body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, signature.removeprefix("sha256="))
+
+
+def _handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            if self.path == "/healthz":
+                self._reply(200, b"ok\n")
+            elif self.path == "/readyz":
+                ready = daemon.state.ready
+                self._reply(200 if ready else 503, b"ready\n" if ready else b"not synced yet\n")
+            elif self.path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST
+
+                self._reply(200, daemon.metrics.text(), CONTENT_TYPE_LATEST)
+            else:
+                self._reply(404, b"not found\n")
+
+        def do_POST(self) -> None:  # noqa: N802
+            if self.path != "/hooks/git":
+                return self._reply(404, b"not found\n")
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(min(length, 25 * 1024 * 1024))
+            if not daemon.verify_signature(body, self.headers.get("X-Hub-Signature-256")):
+                return self._reply(401, b"bad or missing X-Hub-Signature-256\n")
+            daemon.wake.set()
+            return self._reply(202, b"reconciling\n")
+
+        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass  # probes every few seconds would drown the log
+
+    return Handler
+
+
+def _counts(plan: dict) -> str:
+    counts = {
+        action: count for action, count in (plan.get("counts") or {}).items() if count and action != "noop"
+    }
+    return ", ".join(f"{count} {action}" for action, count in counts.items()) or "adopting running jobs"
