@@ -764,9 +764,12 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
 @click.option("--listen", metavar="HOST:PORT",
               help="Serve /healthz, /readyz, /metrics and POST /hooks/git (HMAC secret in "
                    "TUNEOPS_WEBHOOK_SECRET).")
+@click.option("--lease", metavar="NAME",
+              help="Lead through this coordination.k8s.io Lease (in the namespace of the kubeconfig context "
+                   "or service account) instead of a lock on the cache folder: for replicas in a cluster.")
 @click.pass_context
 def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interval: float, once: bool,
-              cache_dir: Path | None, listen: str | None) -> None:
+              cache_dir: Path | None, listen: str | None, lease: str | None) -> None:
     """Keep MLflow and the backend converged on a branch: fetch, validate, apply, every interval.
 
     A commit that does not validate is never applied (the last good one stays); SIGTERM stops
@@ -782,6 +785,7 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
         raise UserError("tuneops reconcile needs prometheus-client: pip install 'tuneops[daemon]'") from None
     from reconciler.daemon import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig
 
+    sys.stdout.reconfigure(line_buffering=True)  # a log read live (kubectl logs, a file): line by line
     address = None
     if listen:
         host, _, port = listen.rpartition(":")
@@ -796,12 +800,18 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
     if address and not secret:
         click.echo(f"note: {WEBHOOK_SECRET_ENV} is not set: POST /hooks/git refuses every request", err=True)
     daemon = Daemon(DaemonConfig(repo=repo, cache_dir=cache_dir, branch=branch, path=spec_path,
-                                 interval=interval, once=once, listen=address,
+                                 interval=interval, once=once, listen=address, lease=lease,
                                  webhook_secret=secret.encode() if secret else None),
                     say=lambda line: click.echo(line))
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
-    ctx.exit(daemon.run())
+    from reconciler.backends.base import BackendError
+
+    try:
+        code = daemon.run()
+    except BackendError as error:  # the Lease's cluster cannot be reached or refuses
+        raise UserError(str(error)) from None
+    ctx.exit(code)
 
 
 @cli.command(name="run")

@@ -16,6 +16,7 @@ second one waits as a standby and takes over when the first dies. A small HTTP s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -54,6 +55,8 @@ class DaemonConfig:
     listen: tuple[str, int] | None = None
     webhook_secret: bytes | None = None
     max_backoff: float = 600.0
+    lease: str | None = None  # lead through this coordination.k8s.io Lease instead of the file lock
+    lease_duration: float = 15.0
 
     @property
     def checkout(self) -> Path:
@@ -289,42 +292,24 @@ class Daemon:
 
     def run(self) -> int:
         self._serve_http()
-        lock = ApplyLock(
-            self.config.cache_dir,
-            DAEMON_LOCK,
-            busy="another `tuneops reconcile` acts on this cache folder; this one waits",
-        )
+        leadership = LeaseLeadership(self) if self.config.lease else FileLeadership(self)
         try:
-            self._lead(lock)
+            leadership.acquire()
             while not self.stopping.is_set():
                 outcome = self.tick()
                 if self.config.once:
                     return 0 if outcome != "failed" else 1
                 self._sleep(self._delay(outcome))
-            return 0
+            return 1 if leadership.lost else 0
         finally:
-            lock.release()
+            leadership.release()
             if self._server is not None:
                 self._server.shutdown()
 
-    def _lead(self, lock: ApplyLock) -> None:
-        """Wait to be the one daemon that acts (standby until the leader's lock is released)."""
-        told = False
-        while not self.stopping.is_set():
-            try:
-                lock.acquire()
-                self.metrics.leader.set(1)
-                self.say(
-                    f"leading: reconciling {self.mirror.shown} ({self.config.branch}) every "
-                    f"{self.config.interval:g}s"
-                )
-                return
-            except Locked as error:
-                if not told:
-                    self.say(f"standby: {error}")
-                    told = True
-                self.stopping.wait(min(self.config.interval, 5.0))
-        raise SystemExit(0)
+    def leading(self, how: str = "") -> None:
+        self.metrics.leader.set(1)
+        self.say(f"leading{how}: reconciling {self.mirror.shown} ({self.config.branch}) every "
+                 f"{self.config.interval:g}s")
 
     def _delay(self, outcome: str) -> float:
         if outcome != "failed":
@@ -362,6 +347,91 @@ class Daemon:
             return False
         expected = hmac.new(self.config.webhook_secret, body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, signature.removeprefix("sha256="))
+
+
+class FileLeadership:
+    """An exclusive lock on the cache folder: daemons sharing one volume lead one at a time."""
+
+    lost = False
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.lock = ApplyLock(daemon.config.cache_dir, DAEMON_LOCK,
+                              busy="another `tuneops reconcile` acts on this cache folder; this one waits")
+
+    def acquire(self) -> None:
+        told = False
+        while not self.daemon.stopping.is_set():
+            try:
+                self.lock.acquire()
+                self.daemon.leading()
+                return
+            except Locked as error:
+                if not told:
+                    self.daemon.say(f"standby: {error}")
+                    told = True
+                self.daemon.stopping.wait(min(self.daemon.config.interval, 5.0))
+        raise SystemExit(0)
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+class LeaseLeadership:
+    """A coordination.k8s.io/v1 Lease: replicas in a cluster lead one at a time. The holder
+    renews it every third of its duration; one that cannot renew for a whole duration stops
+    (exit 1, so Kubernetes restarts it as a standby): another may lead by then."""
+
+    def __init__(self, daemon: Daemon):
+        import socket
+
+        from reconciler.backends.kubeapi import KubeApi, load_connection
+        from reconciler.backends.lease import LeaseLock
+
+        self.daemon = daemon
+        connection = load_connection()
+        self.identity = f"{socket.gethostname()}-{os.getpid()}"
+        self.lease = LeaseLock(KubeApi(connection), connection.namespace, daemon.config.lease or "",
+                               self.identity, duration=daemon.config.lease_duration)
+        self.lost = False
+
+    def acquire(self) -> None:
+        told = False
+        while not self.daemon.stopping.is_set():
+            if self._try():
+                self.daemon.leading(f" (Lease {self.lease.namespace}/{self.lease.name} as {self.identity})")
+                threading.Thread(target=self._renew, daemon=True, name="tuneops-lease").start()
+                return
+            if not told and self.lease.holder:
+                self.daemon.say(f"standby: Lease {self.lease.namespace}/{self.lease.name} is held by "
+                                f"{self.lease.holder}")
+                told = True
+            self.daemon.stopping.wait(self.lease.duration / 3)
+        raise SystemExit(0)
+
+    def _try(self) -> bool:
+        try:
+            return self.lease.try_acquire_or_renew()
+        except Exception as error:  # noqa: BLE001 - an API error is a failed attempt, not a crash
+            self.daemon.say(f"lease: {error}")
+            return False
+
+    def _renew(self) -> None:
+        renewed = time.monotonic()
+        while not self.daemon.stopping.wait(self.lease.duration / 3):
+            if self._try():
+                renewed = time.monotonic()
+            elif time.monotonic() - renewed > self.lease.duration:
+                self.lost = True
+                self.daemon.metrics.leader.set(0)
+                self.daemon.say(f"lost the Lease (now held by {self.lease.holder}): stopping")
+                self.daemon.stop()
+                return
+
+    def release(self) -> None:
+        if not self.lost:
+            with contextlib.suppress(Exception):
+                self.lease.release()
 
 
 def _handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:

@@ -225,6 +225,18 @@ class KubeApi:
                 self.sleep(self._delay(attempt))
         raise AssertionError("unreachable")
 
+    def create(self, obj: Mapping[str, Any]) -> dict:
+        """POST: fails with 409 when the object exists (how a candidate learns it lost a race)."""
+        meta = obj["metadata"]
+        return self._json("POST", obj["kind"], meta["namespace"], body=json.dumps(obj).encode(),
+                          content_type="application/json")
+
+    def replace(self, obj: Mapping[str, Any]) -> dict:
+        """PUT with the resourceVersion that was read: 409 when someone wrote in between."""
+        meta = obj["metadata"]
+        return self._json("PUT", obj["kind"], meta["namespace"], meta["name"], body=json.dumps(obj).encode(),
+                          content_type="application/json")
+
     def delete(self, kind: str, namespace: str, name: str, propagation: str = "Background") -> bool:
         """Delete one object (its dependents by garbage collection, in the background); False when
         it was already gone."""

@@ -37,14 +37,16 @@ def git(cwd: Path, *args: str) -> str:
 class Author:
     """A clone that commits and pushes the spec folder `specs/` (the quickstart's dataset)."""
 
-    def __init__(self, root: Path, tracking_uri: str):
+    def __init__(
+        self, root: Path, tracking_uri: str, spec_files: tuple[str, ...] = ("base-model.yaml", "dataset.yaml")
+    ):
         self.remote = root / "remote.git"
         git(root, "init", "-q", "--bare", "-b", "main", str(self.remote))
         self.clone = root / "author"
         git(root, "clone", "-q", str(self.remote), str(self.clone))
         specs = self.clone / "specs"
         specs.mkdir()
-        for name in ("base-model.yaml", "dataset.yaml"):
+        for name in spec_files:
             shutil.copy(QUICKSTART / name, specs / name)
         shutil.copytree(QUICKSTART / "data", specs / "data")
         shutil.copytree(QUICKSTART / "models", specs / "models")
@@ -79,30 +81,46 @@ class Author:
         return {f"{a['kind']}/{a['name']}": a for a in json.loads(done.stdout)["actions"]}
 
 
+STARTED: list[DaemonProcess] = []
+
+
+@pytest.fixture(autouse=True)
+def no_daemon_left_behind():
+    yield
+    while STARTED:
+        process = STARTED.pop().process
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
 class DaemonProcess:
-    def __init__(self, remote: Path, cache: Path, log: Path, interval: float = 1.0):
+    def __init__(self, remote: Path, cache: Path, log: Path, *extra: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.log = log
+        command = [
+            sys.executable,
+            "-m",
+            "reconciler",
+            "reconcile",
+            "--repo",
+            str(remote),
+            "--path",
+            "specs",
+            "--interval",
+            "1",
+            "--cache-dir",
+            str(cache),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            *extra,
+        ]
+        STARTED.append(self)
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "reconciler",
-                "reconcile",
-                "--repo",
-                str(remote),
-                "--path",
-                "specs",
-                "--interval",
-                str(interval),
-                "--cache-dir",
-                str(cache),
-                "--listen",
-                f"127.0.0.1:{self.port}",
-            ],
-            env={**os.environ, **CLI_ENV, "TUNEOPS_WEBHOOK_SECRET": SECRET},
+            command,
             stdout=log.open("a"),
             stderr=subprocess.STDOUT,
+            env={**os.environ, **CLI_ENV, "TUNEOPS_WEBHOOK_SECRET": SECRET, **(env or {})},
         )
 
     def get(self, path: str) -> tuple[int, str]:
@@ -236,6 +254,7 @@ def test_the_daemon_applies_pushes_skips_invalid_commits_and_survives_a_restart(
     author.edit("test: 0.1", "test: 0.15")
     author.edit("validation: 0.1", "validation: 0.05")
     moved = author.push("a bigger test split")
+
     def started() -> bool:
         text = log.read_text()
         head = f"applying {moved[:12]}"
@@ -251,3 +270,33 @@ def test_the_daemon_applies_pushes_skips_invalid_commits_and_survives_a_restart(
     assert latest["action"] == "noop"
     assert runs_of(mlflow_server.uri, author.experiment, latest["fingerprint"]) == 1
     assert standby.stop() == 0
+
+
+def test_replicas_in_a_cluster_lead_through_a_lease(tmp_path: Path, mlflow_server):
+    """The Lease lives in a FAKE API server (tests/fake_kube.py); the project runs locally."""
+    from tests.fake_kube import FakeKubeApi
+
+    author = Author(tmp_path, mlflow_server.uri, spec_files=("base-model.yaml",))  # nothing to build
+    first = author.push("a base model")
+    with FakeKubeApi() as cluster:
+        env = {"KUBECONFIG": str(cluster.kubeconfig(tmp_path / "kubeconfig", namespace="ml"))}
+        a = DaemonProcess(
+            author.remote, tmp_path / "cache-a", tmp_path / "a.log", "--lease", "tuneops", env=env
+        )
+        a.wait_for("a leads and syncs", lambda: a.synced(first))
+        b = DaemonProcess(
+            author.remote, tmp_path / "cache-b", tmp_path / "b.log", "--lease", "tuneops", env=env
+        )
+        b.wait_for(
+            "b waits",
+            lambda: "standby: Lease ml/tuneops is held by" in (tmp_path / "b.log").read_text(),
+            timeout=60,
+        )
+        assert b.metric("tuneops_leader") == 0.0
+        assert not (tmp_path / "cache-b" / "checkout").exists()  # a standby does not even fetch
+        holder = cluster.get("Lease", "tuneops", "ml")["spec"]["holderIdentity"]
+        assert holder.endswith(f"-{a.process.pid}")
+        assert a.stop() == 0  # releases the Lease: b need not wait it out
+        b.wait_for("b takes over", lambda: b.synced(first), timeout=60)
+        assert cluster.get("Lease", "tuneops", "ml")["spec"]["holderIdentity"].endswith(f"-{b.process.pid}")
+        assert b.stop() == 0
