@@ -767,9 +767,15 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
 @click.option("--lease", metavar="NAME",
               help="Lead through this coordination.k8s.io Lease (in the namespace of the kubeconfig context "
                    "or service account) instead of a lock on the cache folder: for replicas in a cluster.")
+@click.option("--notify", "notify_url", metavar="URL",
+              help="POST a JSON message here on a failure, a gate failure, an invalid commit and a new "
+                   "deployment (no secrets in it).")
+@click.option("--notify-format", type=click.Choice(["json", "slack"]), default="json", show_default=True,
+              help="Generic JSON, or Slack's incoming-webhook format.")
 @click.pass_context
 def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interval: float, once: bool,
-              cache_dir: Path | None, listen: str | None, lease: str | None) -> None:
+              cache_dir: Path | None, listen: str | None, lease: str | None, notify_url: str | None,
+              notify_format: str) -> None:
     """Keep MLflow and the backend converged on a branch: fetch, validate, apply, every interval.
 
     A commit that does not validate is never applied (the last good one stays); SIGTERM stops
@@ -801,6 +807,7 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
         click.echo(f"note: {WEBHOOK_SECRET_ENV} is not set: POST /hooks/git refuses every request", err=True)
     daemon = Daemon(DaemonConfig(repo=repo, cache_dir=cache_dir, branch=branch, path=spec_path,
                                  interval=interval, once=once, listen=address, lease=lease,
+                                 notify_url=notify_url, notify_style=notify_format,
                                  webhook_secret=secret.encode() if secret else None),
                     say=lambda line: click.echo(line))
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())

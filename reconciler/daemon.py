@@ -35,6 +35,7 @@ from pathlib import Path
 from reconciler.config import STATE_DIR
 from reconciler.gitinfo import without_credentials
 from reconciler.lock import ApplyLock, Locked
+from reconciler.notify import Notification, Notifier, events_after_apply
 
 DAEMON_LOCK = "daemon.lock"
 WEBHOOK_SECRET_ENV = "TUNEOPS_WEBHOOK_SECRET"
@@ -57,6 +58,8 @@ class DaemonConfig:
     max_backoff: float = 600.0
     lease: str | None = None  # lead through this coordination.k8s.io Lease instead of the file lock
     lease_duration: float = 15.0
+    notify_url: str | None = None
+    notify_style: str = "json"  # or "slack"
 
     @property
     def checkout(self) -> Path:
@@ -179,12 +182,16 @@ class Daemon:
         self.config, self.say = config, say
         self.mirror = GitMirror(config.repo, config.branch, config.checkout)
         self.metrics = Metrics()
+        style = "slack" if config.notify_style == "slack" else "json"
+        self.notifier = Notifier(config.notify_url, style, say)
         self.state = DaemonState()
         self.stopping = threading.Event()
         self.wake = threading.Event()
         self._child: subprocess.Popen | None = None
         self._child_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        self._commit: str | None = None
+        self._last_error = ""
 
     # -- one tick ----------------------------------------------------------------------------
 
@@ -195,7 +202,10 @@ class Daemon:
             outcome = self._tick()
         except DaemonError as error:
             self.say(f"error: {error}")
+            self._last_error = str(error)
             outcome = "failed"
+        if outcome == "failed" and self._last_error:
+            self._notify("reconcile_failed", self._last_error)
         self.metrics.duration.observe(time.monotonic() - started)
         self.metrics.ticks.labels(outcome=outcome).inc()
         if outcome == "failed":
@@ -205,10 +215,16 @@ class Daemon:
             self.state.failures = 0
         return outcome
 
+    def _notify(self, event: str, message: str, resource: str | None = None,
+                model_version: str | None = None) -> None:
+        self.notifier.send(Notification(event, self.mirror.shown, self.config.branch,  # type: ignore[arg-type]
+                                        self._commit or "", message, resource, model_version))
+
     def _tick(self) -> str:
         from reconciler.project import ProjectError, ProjectInvalid, load_project
 
-        commit = self.mirror.sync()
+        self._last_error = ""
+        commit = self._commit = self.mirror.sync()
         if commit in self.state.bad:
             self._back_to_last_good()
             return "invalid"
@@ -223,6 +239,8 @@ class Daemon:
             )
             for problem in errors[:10]:
                 self.say(f"  {problem.text()}")
+            first = errors[0].text().replace(str(self.config.checkout) + "/", "") if errors else ""
+            self._notify("invalid_commit", f"{len(errors)} error(s), not applied: {first}")
             self._back_to_last_good()
             return "invalid"
         except (ProjectError, OSError) as error:
@@ -240,6 +258,9 @@ class Daemon:
             for action in plan.get("actions", []):
                 if action["action"] != "noop":
                     self.metrics.actions.labels(action=action["action"]).inc()
+            after = self._run_json("plan", "--format", "json")
+            for event, resource, message, version in events_after_apply(plan, after):
+                self._notify(event, message, resource, version)
             outcome = "applied"
         self.state.last_good = commit
         self.state.ready = True

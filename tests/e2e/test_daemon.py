@@ -168,6 +168,30 @@ class DaemonProcess:
         return self.process.wait(timeout=timeout)
 
 
+class Receiver:
+    """A webhook endpoint that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from threading import Thread
+
+        self.received: list[dict] = []
+        received = self.received
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        Thread(target=server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+
+
 def runs_of(tracking_uri: str, experiment: str, fingerprint: str) -> int:
     """Complete or not, every run recorded for that fingerprint in the author's experiment."""
     import mlflow
@@ -188,7 +212,8 @@ def test_the_daemon_applies_pushes_skips_invalid_commits_and_survives_a_restart(
     author = Author(tmp_path, mlflow_server.uri)
     first = author.push("a dataset")
     cache, log = tmp_path / "cache", tmp_path / "daemon.log"
-    daemon = DaemonProcess(author.remote, cache, log)
+    hook = Receiver()
+    daemon = DaemonProcess(author.remote, cache, log, "--notify", hook.url)
     daemon.wait_for("listening", lambda: daemon.metric("tuneops_leader") is not None, timeout=60)
     assert daemon.get("/healthz")[0] == 200
     # 1. The first commit is applied within an interval of the daemon starting.
@@ -209,6 +234,12 @@ def test_the_daemon_applies_pushes_skips_invalid_commits_and_survives_a_restart(
     assert f"commit {bad[:12]} does not validate" in log.read_text()
     assert re.search(r"dataset\.yaml:\d+:\d+ error spec\.split\.train", log.read_text())
     assert daemon.synced(first) and not daemon.synced(bad)
+    daemon.wait_for(
+        "invalid commit notified", lambda: any(m["event"] == "invalid_commit" for m in hook.received)
+    )
+    (notice,) = [m for m in hook.received if m["event"] == "invalid_commit"]
+    assert notice["commit"] == bad and notice["branch"] == "main" and notice["repo"] == str(author.remote)
+    assert "1 error(s), not applied: specs/dataset.yaml:12:12 error spec.split.train" in notice["message"]
 
     # 3. A fix is applied; its revert costs nothing (the old fingerprint is built).
     author.edit("train: 8", "train: 0.7\n    # more validation data")

@@ -1,0 +1,84 @@
+"""What the daemon tells people after an apply, read from the plans before and after it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from reconciler.notify import Notification, Notifier, events_after_apply
+
+
+def deployment(action: str, reason: str = "", version: str | None = None) -> dict:
+    return {
+        "kind": "Deployment",
+        "name": "bot",
+        "action": action,
+        "reason": reason,
+        "serve": {"fine_tune": "sft", "model_fingerprint": "f" * 64, "model_version": version},
+    }
+
+
+def test_a_deployment_that_converged_is_a_new_deployment():
+    before = {"actions": [deployment("update", "switch to m/4", "m/4")]}
+    after = {"actions": [deployment("noop", "serving m/4", "m/4")]}
+    assert events_after_apply(before, after) == [("deployed", "Deployment/bot", "serving m/4", "m/4")]
+    assert events_after_apply(after, after) == []  # nothing changed: nothing to say
+
+
+def test_a_gate_failure_is_said_once():
+    reason = "m/5 did not pass sft-quality: gate exact_match 0.21 < 0.5; m/4 keeps serving"
+    before = {"actions": [deployment("rebuild", "upstream changed")]}
+    after = {"actions": [deployment("blocked", reason, "m/5")]}
+    assert events_after_apply(before, after) == [("gate_failed", "Deployment/bot", reason, "m/5")]
+    assert events_after_apply(after, after) == []
+
+
+def test_payloads_generic_and_slack_reach_the_webhook():
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        event = Notification(
+            "deployed",
+            "https://git.example/ml/specs.git",
+            "main",
+            "a" * 40,
+            "serving m/4",
+            "Deployment/bot",
+            "m/4",
+        )
+        Notifier(url).send(event)
+        Notifier(url, "slack").send(event)
+    finally:
+        server.shutdown()
+    assert received[0] == {
+        "source": "tuneops",
+        "event": "deployed",
+        "repo": "https://git.example/ml/specs.git",
+        "branch": "main",
+        "commit": "a" * 40,
+        "message": "serving m/4",
+        "resource": "Deployment/bot",
+        "model_version": "m/4",
+    }
+    assert received[1] == {"text": ":rocket: tuneops `Deployment/bot`: serving m/4 (main at `aaaaaaaaaaaa`)"}
+
+
+def test_an_unreachable_webhook_is_a_note_not_a_failure():
+    said: list[str] = []
+    Notifier("http://127.0.0.1:9/hook", say=said.append).send(
+        Notification("reconcile_failed", "repo", "main", "b" * 40, "apply exited 1")
+    )
+    assert said and said[0].startswith("note: could not notify (reconcile_failed):")
