@@ -134,6 +134,9 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
     if rows < len(shown):
         lines += [f"_{len(shown) - rows} more action(s) not listed: this comment would pass GitHub's "
                   f"{COMMENT_LIMIT:,}-character limit. The whole plan: `tuneops plan --format json`._", ""]
+    elif not extras:
+        lines += [f"_The changed fields, the graph and the downstream impact are left out to stay under "
+                  f"GitHub's {COMMENT_LIMIT:,}-character limit: `tuneops plan --format json` has them._", ""]
     if extras:
         lines += mermaid_graph(plan, shown)
         for planned in shown:

@@ -142,3 +142,30 @@ def test_on_kubernetes_the_dry_run_also_renders_and_validates_the_manifests(tmp_
     assert result.exit_code == 1
     assert "the Kubernetes manifests do not render: kubernetes.image is not set" in result.stderr
 
+
+
+def test_a_thousand_resource_change_keeps_the_comment_under_githubs_limit(tmp_path: Path):
+    """1,000 Datasets on main, all changed by the branch: the comment is cut, and says so."""
+    from markdown_it import MarkdownIt
+
+    specs = tmp_path / "many"
+    (specs / "data").mkdir(parents=True)
+    shutil.copy(QUICKSTART / "data" / "fruit-colors.jsonl", specs / "data" / "rows.jsonl")
+    (specs / "tuneops.yaml").write_text("backend: local\n")
+    template = (QUICKSTART / "dataset.yaml").read_text().replace("file://data/fruit-colors.jsonl",
+                                                                 "file://data/rows.jsonl")
+    documents = [template.replace("name: fruit-colors", f"name: rows-{index:04d}") for index in range(1000)]
+    (specs / "datasets.yaml").write_text("---\n".join(documents))
+    clone = clone_on_a_branch(tmp_path, specs)
+    datasets = clone / "specs" / "datasets.yaml"
+    datasets.write_text(datasets.read_text().replace("train: 0.8\n    validation: 0.1",
+                                                     "train: 0.7\n    validation: 0.2"))
+    result = run_tuneops("plan", "specs", "--base", "origin/main", "--offline", "--format", "markdown",
+                         cwd=clone, timeout=300)
+    assert result.exit_code == 0, result.output[-2000:]
+    assert "**Plan: 1000 rebuild; 0 unchanged.**" in result.stdout
+    assert len(result.stdout) <= 65_536
+    rows = sum(t.type == "tr_open" for t in MarkdownIt("commonmark").enable("table").parse(result.stdout)) - 1
+    assert rows == 1000  # every action fits once the per-resource details are left out, which it says
+    assert "The changed fields, the graph and the downstream impact are left out" in result.stdout
+    assert "<details>" not in result.stdout
