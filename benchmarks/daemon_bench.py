@@ -100,6 +100,10 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--pushes", type=int, default=5)
     parser.add_argument("--ticks", type=int, default=500)
+    parser.add_argument(
+        "--tracking-uri",
+        help="an MLflow server (default: the embedded SQLite file, which makes every tick import MLflow)",
+    )
     args = parser.parse_args()
 
     shutil.rmtree(WORK, ignore_errors=True)
@@ -113,7 +117,9 @@ def main() -> None:
         shutil.copy(QUICKSTART / name, specs / name)
     for folder in ("data", "models"):
         shutil.copytree(QUICKSTART / folder, specs / folder)
-    (specs / "tuneops.yaml").write_text("backend: local\nmlflow:\n  experiment: daemon-bench\n")
+    tracking = f"  trackingUri: {args.tracking_uri}\n" if args.tracking_uri else ""
+    experiment = f"daemon-bench-{int(time.time())}"
+    (specs / "tuneops.yaml").write_text(f"backend: local\nmlflow:\n{tracking}  experiment: {experiment}\n")
     (author / ".gitignore").write_text(".tuneops/\n")
 
     def push(message: str) -> str:
@@ -200,7 +206,7 @@ def main() -> None:
 
     print(
         f"daemon benchmark at {git_commit()}, interval {args.interval:g} s, {args.pushes} pushes, "
-        f"{done} idle ticks"
+        f"{done} idle ticks, MLflow {args.tracking_uri or 'embedded SQLite'}"
     )
     print_table(
         [
