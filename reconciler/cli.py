@@ -791,7 +791,8 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
         raise UserError("tuneops reconcile needs prometheus-client: pip install 'tuneops[daemon]'") from None
     from reconciler.daemon import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig
 
-    sys.stdout.reconfigure(line_buffering=True)  # a log read live (kubectl logs, a file): line by line
+    if hasattr(sys.stdout, "reconfigure"):  # a log read live (kubectl logs, a file): line by line
+        sys.stdout.reconfigure(line_buffering=True)
     address = None
     if listen:
         host, _, port = listen.rpartition(":")
