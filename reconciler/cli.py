@@ -298,32 +298,38 @@ def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: A
     real_state = None
     if not offline:
         _, real_state, *_ = _plan(project, offline=False, options=options)
-    elif project.settings.backend == "kubernetes":
-        _check_manifests(project)
+    elif project.settings.backend == "kubernetes":  # the CI dry-run's other half
+        _manifests(project, error_prefix="the Kubernetes manifests do not render: ")
     return against_base(the_plan, base_inputs, project.specs, real_state), real_state, base
 
 
-def _check_manifests(project) -> None:  # noqa: ANN001
-    """The CI dry-run's other half: the head's manifests render and validate."""
+def _manifests(project, wanted=None, *, validate: bool = True,  # noqa: ANN001
+               error_prefix: str = "") -> list[dict]:
+    """The project's rendered objects (or those of `wanted`), checked against the Kubernetes
+    schemas unless told not to; every problem printed, then one UserError."""
     from reconciler.gitinfo import git_origin, repo_root
     from reconciler.manifests import cluster_context, render_project
     from reconciler.render import RenderError, validate_manifests
 
     try:
-        context = cluster_context(project.specs, git_origin(project.root), repo_root(project.root))
-        rendered = render_project(project.specs, project.inputs, context)
-        objects = [obj for item in rendered for obj in item.objects]
-        problems = validate_manifests(objects, project.settings.kubernetes.version)
+        where = cluster_context(project.specs, git_origin(project.root), repo_root(project.root))
+        rendered = render_project(project.specs, project.inputs, where, wanted)
     except RenderError as error:
-        raise UserError(f"the Kubernetes manifests do not render: {error}") from None
+        raise UserError(f"{error_prefix}{error}") from None
+    objects = [obj for item in rendered for obj in item.objects]
+    if not validate:
+        return objects
+    try:
+        problems = validate_manifests(objects, project.settings.kubernetes.version)
     except ImportError:
-        raise UserError("checking manifests needs kubernetes-validate: "
-                        "pip install 'tuneops[kubernetes]'") from None
+        raise UserError("checking manifests needs kubernetes-validate: pip install 'tuneops[kubernetes]'"
+                        + ("" if error_prefix else " (or pass --no-validate)")) from None
     if problems:
         for problem in problems:
             click.echo(f"error: {problem}", err=True)
         raise UserError(f"{len(problems)} rendered object(s) do not validate against Kubernetes "
                         f"{project.settings.kubernetes.version}")
+    return objects
 
 
 def _head_commit(project) -> str | None:  # noqa: ANN001
@@ -453,32 +459,14 @@ def render(ctx: click.Context, path: Path, targets: tuple[str, ...], out_dir: Pa
     """
     short_lived()
     from reconciler.fileio import write_text_atomic
-    from reconciler.gitinfo import git_origin, repo_root
-    from reconciler.manifests import cluster_context, render_project
-    from reconciler.render import RenderError, to_yaml, validate_manifests
+    from reconciler.render import to_yaml
 
     project = _load(ctx, path)
     wanted = _targets(targets)
     unknown = [str(rid) for rid in wanted or () if rid not in project.specs]
     if unknown:
         raise UserError(f"--target {', '.join(unknown)}: no such spec under {project.root}")
-    try:
-        context = cluster_context(project.specs, git_origin(project.root), repo_root(project.root))
-        rendered = render_project(project.specs, project.inputs, context, wanted)
-    except RenderError as error:
-        raise UserError(str(error)) from None
-    objects = [obj for item in rendered for obj in item.objects]
-    if not no_validate:
-        try:
-            problems = validate_manifests(objects, project.settings.kubernetes.version)
-        except ImportError:
-            raise UserError("checking manifests needs kubernetes-validate: pip install 'tuneops[kubernetes]' "
-                            "(or pass --no-validate)") from None
-        if problems:
-            for problem in problems:
-                click.echo(f"error: {problem}", err=True)
-            raise UserError(f"{len(problems)} rendered object(s) do not validate against Kubernetes "
-                            f"{project.settings.kubernetes.version}")
+    objects = _manifests(project, wanted, validate=not no_validate)
     if out_dir is None:
         click.echo(to_yaml(objects), nl=False)
         return

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.http_support import Receiver
 from tests.reconcile_support import CLI_ENV, GIT_ENV, QUICKSTART
 from tests.runtime_support import free_port, needs_training
 
@@ -166,30 +167,6 @@ class DaemonProcess:
     def stop(self, timeout: float = 60) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=timeout)
-
-
-class Receiver:
-    """A webhook endpoint that keeps what it is sent."""
-
-    def __init__(self) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from threading import Thread
-
-        self.received: list[dict] = []
-        received = self.received
-
-        class Hook(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-        Thread(target=server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
 
 
 def runs_of(tracking_uri: str, experiment: str, fingerprint: str) -> int:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 from reconciler.notify import Notification, Notifier, events_after_apply
+from tests.http_support import Receiver
 
 
 def deployment(action: str, reason: str = "", version: str | None = None) -> dict:
@@ -35,21 +32,8 @@ def test_a_gate_failure_is_said_once():
 
 
 def test_payloads_generic_and_slack_reach_the_webhook():
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = Receiver()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         event = Notification(
             "deployed",
             "https://git.example/ml/specs.git",
@@ -59,11 +43,11 @@ def test_payloads_generic_and_slack_reach_the_webhook():
             "Deployment/bot",
             "m/4",
         )
-        Notifier(url).send(event)
-        Notifier(url, "slack").send(event)
+        Notifier(hook.url).send(event)
+        Notifier(hook.url, "slack").send(event)
     finally:
-        server.shutdown()
-    assert received[0] == {
+        hook.close()
+    assert hook.received[0] == {
         "source": "tuneops",
         "event": "deployed",
         "repo": "https://git.example/ml/specs.git",
@@ -73,7 +57,9 @@ def test_payloads_generic_and_slack_reach_the_webhook():
         "resource": "Deployment/bot",
         "model_version": "m/4",
     }
-    assert received[1] == {"text": ":rocket: tuneops `Deployment/bot`: serving m/4 (main at `aaaaaaaaaaaa`)"}
+    assert hook.received[1] == {
+        "text": ":rocket: tuneops `Deployment/bot`: serving m/4 (main at `aaaaaaaaaaaa`)"
+    }
 
 
 def test_an_unreachable_webhook_is_a_note_not_a_failure():
