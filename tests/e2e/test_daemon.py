@@ -308,3 +308,37 @@ def test_replicas_in_a_cluster_lead_through_a_lease(tmp_path: Path, mlflow_serve
         b.wait_for("b takes over", lambda: b.synced(first), timeout=60)
         assert cluster.get("Lease", "tuneops", "ml")["spec"]["holderIdentity"].endswith(f"-{b.process.pid}")
         assert b.stop() == 0
+
+
+def test_an_invalid_commit_leaves_the_model_serving(tmp_path: Path, mlflow_server):
+    from reconciler.backends.local import LocalBackend
+
+    names = ("base-model.yaml", "dataset.yaml", "fine-tune.yaml", "evaluation.yaml", "deployment.yaml")
+    author = Author(tmp_path, mlflow_server.uri, spec_files=names)
+    first = author.push("the quickstart")
+    cache, log = tmp_path / "cache", tmp_path / "daemon.log"
+    daemon = DaemonProcess(author.remote, cache, log)
+    state = LocalBackend(cache / "checkout" / "specs" / ".tuneops")
+    try:
+        daemon.wait_for("trained, evaluated and served", lambda: daemon.synced(first), timeout=600)
+        (served,) = state.observe().servers
+        assert served.phase == "serving"
+        author.edit("train: 0.8", "train: 8")
+        bad = author.push("a typo")
+        daemon.wait_for(
+            "invalid commit skipped", lambda: f"commit {bad[:12]} does not validate" in log.read_text()
+        )
+        time.sleep(3)  # a few more ticks: still nothing applied
+        (still,) = state.observe().servers
+        assert (still.handle, still.model_version, still.phase) == (
+            served.handle,
+            served.model_version,
+            "serving",
+        )
+        with urllib.request.urlopen(f"{still.url}/health", timeout=10) as answer:
+            assert answer.status == 200
+        assert git(cache / "checkout", "rev-parse", "HEAD") == first
+    finally:
+        daemon.stop()
+        for server in state.observe().servers:
+            state.stop("Deployment", server.name)
