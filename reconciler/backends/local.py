@@ -166,6 +166,7 @@ class LocalBackend:
         self._lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # started here: reaped by poll()
         self._table_ready = False
+        self._table_setup = threading.Lock()  # threads creating the table at once: one does it
 
     # -- jobs --------------------------------------------------------------------------------------
 
@@ -467,9 +468,13 @@ class LocalBackend:
         try:
             connection.execute("PRAGMA busy_timeout = 30000")
             if not self._table_ready:
-                connection.execute("PRAGMA journal_mode = WAL")
-                connection.executescript(_SCHEMA)
-                self._table_ready = True
+                # Switching to WAL takes an exclusive lock that busy_timeout does not wait for:
+                # several threads doing it on a new database at once got "database is locked".
+                with self._table_setup:
+                    if not self._table_ready:
+                        connection.execute("PRAGMA journal_mode = WAL")
+                        connection.executescript(_SCHEMA)
+                        self._table_ready = True
             yield connection
         finally:
             connection.close()
