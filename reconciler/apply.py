@@ -31,6 +31,11 @@ class PruneRefused(RuntimeError):
     """A prune that would delete more than allowed: refused unless forced."""
 
 
+class SourcesNotPublished(RuntimeError):
+    """A job would check out spec-repository files that differ from, or are missing at, the
+    remote's copy of the commit: it would train on other bytes than the plan fingerprinted."""
+
+
 @dataclass
 class StepResult:
     resource: ResourceId
@@ -305,7 +310,7 @@ class Executor:
             if adopt:
                 self.reporter.started(rid, "already running: waiting for it", fingerprint)
             else:
-                job = self.builder.job(rid)
+                job = self._published(self.builder.job(rid))
                 observed = self.backend.submit(job, processes=_processes(self.project, rid))
                 self.reporter.started(rid, f"started {observed.handle}, attempt {observed.attempts} "
                                            f"(log: {observed.log})", fingerprint)
@@ -350,7 +355,7 @@ class Executor:
                 return StepResult(rid, "blocked", f"{run.model_version} did not pass {evaluation}: "
                                                   f"{summary}{kept}")
         self.reporter.started(rid, f"starting a server for {run.model_version}")
-        job = self.builder.job(rid, serve_run=run)
+        job = self._published(self.builder.job(rid, serve_run=run))
         served = self.backend.serve(job, model_fingerprint=model_fp, model_version=run.model_version)
         if served.phase != "serving":
             return StepResult(rid, "failed", served.message or "the server did not become healthy")
@@ -359,6 +364,20 @@ class Executor:
             self.store.set_alias(registered, resource.spec.alias, version)
         return StepResult(rid, "done", f"serving {run.model_version} at {served.url} "
                                        f"(alias {resource.spec.alias})", url=served.url)
+
+    def _published(self, job):  # noqa: ANN001, ANN202 - JobFile
+        """The job, once the spec-repository files its pods check out are as committed and pushed."""
+        root = self.builder.context.repo_root
+        if job.checkout is None or root is None:
+            return job
+        from reconciler.gitinfo import unpublished
+
+        problems = unpublished(root, job.checkout.paths)
+        if problems:
+            paths, commit = ", ".join(job.checkout.paths), (job.git.commit or "")[:12]
+            raise SourcesNotPublished(f"its pods check out {paths} at commit {commit} from origin, but "
+                                      f"{'; '.join(problems)}: commit and push, then apply again")
+        return job
 
     def _delete(self, planned: PlannedAction) -> StepResult:
         rid = planned.resource

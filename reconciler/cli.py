@@ -576,7 +576,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             blocked = [a for a in the_plan.actions if a.action in ("blocked", "suspended")]
             click.echo(f"Nothing can be applied: {len(blocked)} blocked or suspended (see above)." if blocked
                        else "Nothing to do: everything is up to date.")
-            _print_endpoints(project, backend)
+            _print_endpoints(project, backend, _state.backend.servers)
             return
         try:
             live = [s for s in _state.backend.servers if s.phase != "failed"]
@@ -630,13 +630,14 @@ def _max_parallel(settings) -> int:  # noqa: ANN001 - ProjectSettings
     return settings.local.max_parallel
 
 
-def _print_endpoints(project, backend) -> None:  # noqa: ANN001
-    """Where each Deployment answers, with a request the reader can paste."""
+def _print_endpoints(project, backend, servers=None) -> None:  # noqa: ANN001
+    """Where each Deployment answers, with a request the reader can paste. `servers`: as the
+    plan observed them, when nothing was applied since (no second read of the backend)."""
     if backend is None:
         return
     import json
 
-    for server in backend.observe().servers:
+    for server in backend.observe().servers if servers is None else servers:
         if server.phase != "serving" or (server.name not in project.specs.names("Deployment")):
             continue
         body = json.dumps({"model": server.name,
@@ -811,7 +812,7 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
 
 
 @cli.command(name="run")
-@click.argument("command", type=click.Choice(["dataset", "finetune", "evaluate", "serve"]))
+@click.argument("command", type=click.Choice(["dataset", "finetune", "evaluate", "serve", "checkout"]))
 @click.option("--job", "job_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The job file the reconciler wrote (docs/runtime.md).")
 def run_job(command: str, job_file: Path) -> None:
@@ -819,8 +820,9 @@ def run_job(command: str, job_file: Path) -> None:
 
     This is what the reconciler starts, as a local process or inside a Kubernetes Job; you
     rarely call it yourself. Under `torchrun` a fine-tune runs on every process, and only
-    rank 0 records to MLflow. Exits 0 when the job is done (an evaluation whose gates failed is
-    done: the verdict is recorded), 1 when it could not run.
+    rank 0 records to MLflow. `checkout` is a pod's init container: it checks the spec
+    repository's files the job reads out at the job's commit. Exits 0 when the job is done (an
+    evaluation whose gates failed is done: the verdict is recorded), 1 when it could not run.
     """
     from reconciler.runtime import entry
 

@@ -42,6 +42,11 @@ class SecretSettings(_Settings):
     storage: _Str | None = Field(None, description="Secret with keys `accessKeyId` and `secretAccessKey` "
                                                    "for an s3:// storage root.",
                                         examples=["s3-credentials"])
+    git: _Str | None = Field(
+        None, description="Secret the spec checkout clones with: keys `username` and `password` (a "
+                          "token) for an https remote, or `ssh-privatekey` and `known_hosts` for ssh. "
+                          "Only jobs that read files of the spec repository check it out.",
+        examples=["git-credentials"])
 
 
 class KubernetesSettings(_Settings):
@@ -53,7 +58,9 @@ class KubernetesSettings(_Settings):
     version: _Str = Field("1.30", description="Kubernetes version manifests are validated against.",
                           pattern=r"^1\.[0-9]+$")
     multi_node: Literal["indexed-job", "jobset", "pytorchjob"] = Field(
-        "indexed-job", description="How multi-node fine-tunes start their nodes.")
+        "indexed-job", description="How multi-node fine-tunes start their nodes: an Indexed Job with a "
+                                   "headless Service (no operator needed), a JobSet (JobSet installed), "
+                                   "or a Kubeflow PyTorchJob (the training operator installed).")
     serving_image: _Str = Field("vllm/vllm-openai:v0.8.5",
                                 description="Image of the model server (vLLM's OpenAI-compatible server).")
     storage_claim: _Str | None = Field(

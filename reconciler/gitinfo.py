@@ -12,12 +12,14 @@ from pathlib import Path
 from reconciler.jobfile import GitOrigin
 
 
-def _git(root: Path, *args: str) -> str | None:
+def _git(root: Path, *args: str, strip: bool = True) -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() if strip else done.stdout
 
 
 def repo_root(path: Path) -> Path | None:
@@ -50,3 +52,33 @@ def without_credentials(remote: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit(parts._replace(netloc=host))
+
+
+def unpublished(root: Path, paths: tuple[str, ...] | list[str]) -> list[str]:
+    """Why a pod that checks out HEAD from the remote would not read these files (relative to
+    the repository `root`) as they are here: no remote, changes not committed, files untracked
+    or ignored, or a commit that no remote branch holds yet. Empty when they are published."""
+    if not _git(root, "config", "--get", "remote.origin.url"):
+        return ["the spec repository has no remote 'origin', which pods check these files out from "
+                "(git remote add origin URL, then push)"]
+    problems = []
+    status = _git(root, "status", "--porcelain", "-z", "--ignored=matching", "--untracked-files=all",
+                  "--", *paths, strip=False) or ""
+    changed: dict[str, list[str]] = {"??": [], "!!": [], "": []}
+    entries = iter(status.split("\0"))
+    for entry in entries:
+        if len(entry) < 4:
+            continue
+        code, path = entry[:2], entry[3:]
+        if "R" in code or "C" in code:
+            next(entries, None)  # a rename's second field is where it came from
+        changed.get(code, changed[""]).append(path)
+    for code, what in (("", "uncommitted changes"), ("??", "not committed"), ("!!", "ignored by .gitignore")):
+        if changed[code]:
+            shown = ", ".join(changed[code][:3]) + (f" and {len(changed[code]) - 3} more"
+                                                    if len(changed[code]) > 3 else "")
+            problems.append(f"{shown}: {what}")
+    head = _git(root, "rev-parse", "HEAD")
+    if head and not _git(root, "for-each-ref", "--contains", head, "--count=1", "refs/remotes/origin"):
+        problems.append(f"commit {head[:12]} is on no branch of origin yet (git push)")
+    return problems

@@ -84,6 +84,14 @@ class ServeOptions(_JobModel):
     port: int = 8000
 
 
+class SpecCheckout(_JobModel):
+    """Files of the spec repository a job reads (its in-repository file:// sources): in the
+    cluster an init container checks them out at the job's commit into `into` before it starts."""
+
+    into: str = Field(description="Folder of the checkout in the pod; file:// sources point into it.")
+    paths: tuple[str, ...] = Field(description="Repository-relative files and folders to check out.")
+
+
 class JobFile(_JobModel):
     format_version: Literal[1] = FORMAT_VERSION
     kind: JobKind
@@ -102,6 +110,8 @@ class JobFile(_JobModel):
         None, description="Evaluations and Deployments: the model scored or served.")
     baseline: ModelVersionRef | BaseModelRef | None = None
     serve: ServeOptions = Field(default_factory=ServeOptions)
+    checkout: SpecCheckout | None = Field(
+        None, description="Kubernetes: the spec repository's files to check out before the job runs.")
     lineage: dict[str, Any] | None = Field(
         None, description="What the fingerprint was computed from besides the spec: upstream "
                           "fingerprints (`inputs`), local source digests (`sources`), `recipe`.")

@@ -18,6 +18,7 @@ from reconciler.jobfile import (
     MlflowTarget,
     ModelVersionRef,
     PreparedDataset,
+    SpecCheckout,
 )
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
@@ -42,6 +43,9 @@ class JobContext:
     mlflow: MlflowTarget
     git: GitOrigin
     repo_root: Path | None = None  # spec paths are recorded relative to it
+    # Where jobs find the spec repository's own files (in the cluster: a checkout at the job's
+    # commit); None: file:// sources are read where they are on this machine.
+    checkout_into: str | None = None
 
 
 class JobBuilder:
@@ -73,12 +77,18 @@ class JobBuilder:
         return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
     def _absolute(self, rid: ResourceId, uri: str) -> str:
+        """A file:// source as the job sees it: absolute on this machine, or, for a file of the
+        spec repository when jobs check it out, inside that checkout."""
         source = parse_source(uri)
         if source.scheme != "file":
             return uri
         loaded = self.specs.get(rid)
         assert loaded is not None
-        return f"file://{source.local_path(loaded.path.parent).absolute()}"
+        path = source.local_path(loaded.path.parent).absolute()
+        root, into = self.context.repo_root, self.context.checkout_into
+        if into and root is not None and path.is_relative_to(root.absolute()):
+            return f"file://{into}/{path.relative_to(root.absolute()).as_posix()}"
+        return f"file://{path}"
 
     def base_model(self, rid: ResourceId) -> BaseModelRef:
         resource = self.specs.resource(rid, BaseModelResource)
@@ -154,4 +164,31 @@ class JobBuilder:
         elif isinstance(resource, DeploymentResource):
             served = ResourceId("FineTune", resource.spec.model.fine_tune)
             fields["model"] = self.model_version(served, serve_run)
-        return JobFile(**fields)
+        job = JobFile(**fields)
+        if self.context.checkout_into:
+            paths = checkout_paths(job, self.context.checkout_into)
+            if paths:
+                job = job.model_copy(update={"checkout": SpecCheckout(into=self.context.checkout_into,
+                                                                      paths=paths)})
+        return job
+
+
+def checkout_paths(job: JobFile, into: str) -> tuple[str, ...]:
+    """The repository-relative paths a job file points at inside the checkout folder: its
+    dataset source, base model and chat template when they live in the spec repository."""
+    found: set[str] = set()
+
+    def visit(value: object) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                visit(item)
+        elif isinstance(value, str):
+            path = value.removeprefix("file://")
+            if path.startswith(f"{into}/"):
+                found.add(path[len(into) + 1:])
+
+    visit(job.model_dump(exclude={"spec"}))  # the spec holds sources as written, not resolved
+    return tuple(sorted(found))

@@ -13,7 +13,15 @@ from pathlib import Path
 from reconciler.fingerprint import FingerprintInput
 from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
 from reconciler.jobs import JobBuilder, JobContext
-from reconciler.render import STORAGE_MOUNT, Rendered, RenderError, expected_output, render_job, render_server
+from reconciler.render import (
+    CHECKOUT_MOUNT,
+    STORAGE_MOUNT,
+    Rendered,
+    RenderError,
+    expected_output,
+    render_job,
+    render_server,
+)
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.finetune import FineTuneResource
@@ -51,7 +59,16 @@ def cluster_context(specs: SpecSet, git: GitOrigin, repo_root: Path | None = Non
                           "http(s):// URL in tuneops.yaml")
     return JobContext(storage_root=Path(storage), mlflow=MlflowTarget(tracking_uri=uri,
                                                                       experiment=settings.mlflow.experiment),
-                      git=git, repo_root=repo_root)
+                      git=git, repo_root=repo_root, checkout_into=CHECKOUT_MOUNT)
+
+
+def launcher_of(specs: SpecSet, rid: ResourceId) -> str | None:
+    """How a resource's job starts its nodes: None for one node (a plain Job), else the
+    FineTune's `distributed.launcher` or the project's `kubernetes.multiNode`."""
+    resource = specs.resource(rid, FineTuneResource) if rid.kind == "FineTune" else None
+    if resource is None or resource.spec.resources.nodes <= 1:
+        return None
+    return resource.spec.distributed.launcher or specs.settings.kubernetes.multi_node
 
 
 def render_resource(specs: SpecSet, builder: JobBuilder, rid: ResourceId) -> Rendered:
@@ -72,13 +89,10 @@ def render_job_file(specs: SpecSet, job: JobFile) -> Rendered:
     labels = dict(resource.metadata.labels)
     if isinstance(resource, FineTuneResource):
         r = resource.spec.resources
-        launcher = resource.spec.distributed.launcher or settings.kubernetes.multi_node
-        if r.nodes > 1 and launcher != "indexed-job":  # refuse rather than render something else
-            raise RenderError(f"{rid}: the {launcher} launcher is not available in this release; "
-                              "use distributed.launcher: indexed-job (Indexed Job + headless Service)")
         return render_job(job, labels, settings, nodes=r.nodes, gpus_per_node=r.gpus_per_node,
                           gpu_product=r.gpu_product, cpu=r.cpu, memory=r.memory,
-                          queue=resource.spec.scheduling.queue, priority=resource.spec.scheduling.priority)
+                          queue=resource.spec.scheduling.queue, priority=resource.spec.scheduling.priority,
+                          launcher=launcher_of(specs, rid))
     return render_job(job, labels, settings)
 
 

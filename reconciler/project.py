@@ -126,7 +126,11 @@ def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201
             connection = load_connection(k8s.context, k8s.namespace)
         except BackendError as error:
             raise ProjectError(str(error)) from None
-        return KubernetesBackend(KubeApi(connection), k8s.namespace, specs)
+        launchers = {k8s.multi_node}
+        if specs is not None:
+            launchers |= {loaded.resource.spec.distributed.launcher for loaded in specs.of_kind("FineTune")
+                          if loaded.resource.spec.distributed.launcher}
+        return KubernetesBackend(KubeApi(connection), k8s.namespace, specs, launchers=sorted(launchers))
     from reconciler.backends.local import LocalBackend
 
     return LocalBackend(state_dir)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from reconciler.config import KubernetesSettings, ProjectSettings
-from reconciler.crd_schemas import crd_problems
+from reconciler.crd_schemas import crd_problems, embedded_objects, operator_problems
 from reconciler.jobfile import OUTPUT_FOLDER, JobFile, ServeOptions
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
@@ -34,7 +34,15 @@ AUTOSCALED_ANNOTATION = "tuneops.dev/autoscaled"
 KIND_LABEL, NAME_LABEL = "tuneops.dev/kind", "tuneops.dev/name"
 JOB_FILE_PATH = "/etc/tuneops/job.json"
 STORAGE_MOUNT = "/mnt/tuneops"
+CHECKOUT_MOUNT = "/workspace/specs"  # the spec repository at the job's commit (its file:// sources)
+GIT_CREDENTIALS_MOUNT = "/etc/tuneops-git"
 RENDEZVOUS_PORT = 29500
+PYTORCHJOB_PORT = 23456  # the training operator's default `pytorchjob-port`
+LAUNCHERS = ("indexed-job", "jobset", "pytorchjob")
+# Name limits that leave room for what the launcher appends: a JobSet's pods are
+# <jobset>-node-<job>-<index>-<5 random> (at most 63, its webhook checks), a PyTorchJob's pods
+# and Services <job>-worker-<index>.
+NAME_LIMIT = {"jobset": 47, "pytorchjob": 50}
 SERVER_PORT = 8000
 SHORT_KIND = {"Dataset": "dataset", "FineTune": "finetune", "Evaluation": "eval", "Deployment": "serve"}
 # Characters YAML treats as line breaks or refuses in a stream, which JSON leaves raw.
@@ -90,13 +98,14 @@ def environment():  # noqa: ANN201 - jinja2.Environment, imported lazily
     return env
 
 
-def object_name(rid: ResourceId, fingerprint: str) -> str:
-    """Deterministic and at most 63 characters: a retry of the same fingerprint finds its Job
-    instead of creating a twin. Servers are named after the Deployment alone."""
+def object_name(rid: ResourceId, fingerprint: str, launcher: str | None = None) -> str:
+    """Deterministic and at most 63 characters (fewer for launchers that append to it): a retry
+    of the same fingerprint finds its Job instead of creating a twin. Servers are named after
+    the Deployment alone."""
     if rid.kind == "Deployment":
         return rid.name
     suffix = f"-{SHORT_KIND[rid.kind]}-{fingerprint[:10]}"
-    head = rid.name[:63 - len(suffix)].rstrip("-")
+    head = rid.name[:NAME_LIMIT.get(launcher or "", 63) - len(suffix)].rstrip("-")
     if head != rid.name:  # shortened: keep names of different resources apart
         head = head[:-7].rstrip("-") + "-" + hashlib.sha256(rid.name.encode()).hexdigest()[:6]
     return head + suffix
@@ -145,27 +154,58 @@ def _scheduling(k8s: KubernetesSettings, queue: str | None) -> dict[str, Any]:
     return {"queue": queue, "scheduler_name": None}
 
 
-def job_command(job: JobFile, nodes: int, processes_per_node: int, job_name: str) -> list[str]:
+def rendezvous_host(launcher: str, job_name: str) -> str:
+    """The DNS name of node 0, where every node's torchrun meets: pod 0 of the Indexed Job
+    behind its headless Service, or pod 0 of the JobSet's one Job behind the JobSet's."""
+    return f"{job_name}-0.{job_name}" if launcher == "indexed-job" else f"{job_name}-node-0-0.{job_name}"
+
+
+def job_command(job: JobFile, nodes: int, processes_per_node: int, job_name: str,
+                launcher: str = "indexed-job") -> list[str]:
     run = ["reconciler", "run", job.command, "--job", JOB_FILE_PATH]
-    if nodes <= 1 and processes_per_node <= 1:
+    if nodes <= 1 and processes_per_node <= 1 and launcher != "pytorchjob":
         return ["python", "-m", *run]
     command = ["torchrun", "--nproc_per_node", str(processes_per_node)]
-    if nodes > 1:  # pod 0 of the Indexed Job is the rendezvous, reached through the headless Service
+    if launcher == "pytorchjob":  # the node rank and node 0's address come as PET_* from the operator
+        command += ["--nnodes", str(nodes)]
+    elif nodes > 1:
         command += ["--nnodes", str(nodes), "--node_rank", "$(NODE_RANK)",
-                    "--master_addr", f"{job_name}-0.{job_name}", "--master_port", str(RENDEZVOUS_PORT)]
+                    "--master_addr", rendezvous_host(launcher, job_name),
+                    "--master_port", str(RENDEZVOUS_PORT)]
     return [*command, "-m", *run]
+
+
+def checkout_context(job: JobFile, k8s: KubernetesSettings) -> dict[str, Any] | None:
+    """The init container that checks the job's in-repository sources out, from the trainer
+    image, with the Git credentials Secret mounted when one is set."""
+    if job.checkout is None:
+        return None
+    if not job.git.repo or not job.git.commit:
+        raise RenderError(f"{job.kind}/{job.name} reads {', '.join(job.checkout.paths)} from the spec "
+                          "repository, which pods check out at the job's commit: the spec folder must be "
+                          "a Git repository with a commit and a remote 'origin'")
+    if not k8s.image:
+        raise RenderError("kubernetes.image is not set in tuneops.yaml: the trainer image also checks out "
+                          "the spec repository's files for jobs that read them (see docs/kubernetes.md)")
+    return {"into": job.checkout.into, "image": k8s.image, "git_secret": k8s.secrets.git,
+            "credentials": GIT_CREDENTIALS_MOUNT,
+            "command": ["python", "-m", "reconciler", "run", "checkout", "--job", JOB_FILE_PATH]}
 
 
 def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSettings, *,
                nodes: int = 1, gpus_per_node: int = 0, gpu_product: str | None = None,
                cpu: str | None = None, memory: str | None = None, queue: str | None = None,
-               priority: str | None = None) -> Rendered:
+               priority: str | None = None, launcher: str | None = None) -> Rendered:
+    """A job's ConfigMap and workload. `launcher` starts several nodes (indexed-job, jobset,
+    pytorchjob); None is one plain Job."""
     rid = ResourceId(job.kind, job.name)
     k8s = settings.kubernetes
     if not k8s.image:
         raise RenderError("kubernetes.image is not set in tuneops.yaml: the trainer image that runs "
                           "`tuneops run` (see docs/kubernetes.md)")
-    job_name = object_name(rid, job.fingerprint)
+    if launcher is not None and launcher not in LAUNCHERS:
+        raise RenderError(f"unknown launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
+    job_name = object_name(rid, job.fingerprint, launcher)
     all_labels = _labels(rid, labels)
     annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
     if job.git.commit:
@@ -175,7 +215,7 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
     if scheduling["queue"]:
         job_labels["kueue.x-k8s.io/queue-name"] = scheduling["queue"]
     pod_annotations = dict(annotations)
-    if scheduling["scheduler_name"] == "volcano":
+    if scheduling["scheduler_name"] == "volcano" and launcher != "pytorchjob":
         pod_annotations["scheduling.k8s.io/group-name"] = job_name
     requests = {key: value for key, value in (("cpu", cpu), ("memory", memory)) if value}
     limits = {"memory": memory} if memory else {}
@@ -186,22 +226,42 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
         "job_labels": _pairs(job_labels), "pod_labels": _pairs(all_labels),
         "annotations": _pairs(annotations), "pod_annotations": _pairs(pod_annotations),
         "job_json": job.to_json(), "nodes": nodes, "rendezvous_port": RENDEZVOUS_PORT,
+        "launcher": launcher, "processes_per_node_text": str(max(gpus_per_node, 1)),
         "backoff_limit": settings.max_attempts - 1,
+        # Kubeflow counts container restarts over every node against runPolicy.backoffLimit and
+        # fails the job when they reach it: an attempt that fails restarts each node once.
+        "restart_limit": settings.max_attempts * max(nodes, 1),
+        "restart_policy": "OnFailure" if launcher == "pytorchjob" else "Never",
+        "container_name": "pytorch" if launcher == "pytorchjob" else "job",
+        "subdomain": job_name if launcher == "indexed-job" else None,
+        "rank_from_index": launcher in ("indexed-job", "jobset"),
+        "ports": _job_ports(launcher),
+        "checkout": checkout_context(job, k8s), "gang": None,
         "ttl_seconds_after_finished": k8s.ttl_seconds_after_finished,
         "active_deadline_seconds": k8s.active_deadline_seconds, "priority_class": priority,
         "service_account": k8s.service_account, "node_selector": _node_selector(gpu_product),
         "gpus": gpus_per_node, "image": k8s.image,
-        "command": job_command(job, nodes, max(gpus_per_node, 1), job_name),
+        "command": job_command(job, nodes, max(gpus_per_node, 1), job_name, launcher or "indexed-job"),
         "env": [("PYTHONUNBUFFERED", "1"), ("TOKENIZERS_PARALLELISM", "false")],
         "secret_env": _secret_env(k8s), "requests": _pairs(requests), "limits": _pairs(limits),
         "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT,
-        "shm_size": None,
         **scheduling,
     }
+    if launcher == "pytorchjob" and scheduling["scheduler_name"] == "volcano":
+        # The training operator makes the PodGroup itself (when run with
+        # --gang-scheduler-name=volcano), from runPolicy.schedulingPolicy, and sets the scheduler.
+        context.update(scheduler_name=None, gang={"min_available": nodes, "queue": queue,
+                                                  "priority_class": priority})
     objects = parse(environment().get_template("job.yaml.j2").render(context))
-    if scheduling["scheduler_name"] == "volcano":
+    if scheduling["scheduler_name"] == "volcano" and launcher != "pytorchjob":
         objects.append(pod_group(job_name, k8s.namespace, all_labels, annotations, nodes, queue, priority))
     return Rendered(rid, tuple(objects))
+
+
+def _job_ports(launcher: str | None) -> list[tuple[str, int]]:
+    if launcher == "pytorchjob":
+        return [("pytorchjob-port", PYTORCHJOB_PORT)]
+    return [("rendezvous", RENDEZVOUS_PORT)] if launcher else []
 
 
 def pod_group(name: str, namespace: str, labels: Mapping[str, str], annotations: Mapping[str, str],
@@ -256,7 +316,7 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
         "replicas": spec.replicas, "priority_class": None, "autoscaling": _autoscaling(spec),
         "node_selector": _node_selector(spec.resources.gpu_product), "gpus": spec.resources.gpus,
         "image": image, "command": command, "port": SERVER_PORT,
-        "mount_job_file": spec.runtime == "transformers",
+        "mount_job_file": spec.runtime == "transformers", "checkout": checkout_context(job, k8s),
         "env": [("HF_HUB_OFFLINE", "0")], "secret_env": _secret_env(k8s)[:1],
         "requests": _pairs(requests), "limits": _pairs(limits),
         "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT, "job_json": job.to_json(),
@@ -272,11 +332,11 @@ def _vllm_command(job: JobFile, merge_adapter: bool, gpus: int, adapter_rank: in
     served_name = job.name  # clients ask for the Deployment's name and get the fine-tuned model
     command = ["vllm", "serve"]
     if model.adapter and not merge_adapter:
-        base = model.base_model.source.removeprefix("hf://")
+        base = model.base_model.source.removeprefix("hf://").removeprefix("file://")
         command += [base, "--served-model-name", f"{served_name}-base", "--enable-lora",
                     "--lora-modules", f"{served_name}={model.location}",
                     "--max-lora-rank", str(_lora_rank(adapter_rank))]
-        if model.base_model.revision:
+        if model.base_model.revision and model.base_model.source.startswith("hf://"):
             command += ["--revision", model.base_model.revision]
     else:
         location = model.location + ("/merged" if model.adapter else "")
@@ -316,27 +376,34 @@ def parse(text: str) -> list[dict[str, Any]]:
 
 def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> list[str]:
     """Problems of each built-in object against Kubernetes `version`'s OpenAPI schemas (strict:
-    unknown fields are problems). Custom resources the bundled schemas lack (PodGroup) are
-    checked against the structure their CRD publishes (crd_schemas); a kind known to neither
-    is a problem, so nothing reaches a cluster unchecked."""
+    unknown fields are problems). Custom resources the bundled schemas lack (PodGroup, JobSet,
+    PyTorchJob) are checked against the structure their CRD publishes (crd_schemas), and the
+    Jobs and pod templates they embed against the OpenAPI schemas again; a kind known to
+    neither is a problem, so nothing reaches a cluster unchecked."""
     import kubernetes_validate
     from kubernetes_validate.utils import SchemaNotFoundError
 
-    problems = []
+    problems: list[str] = []
     full_version = version if version.count(".") == 2 else f"{version}.0"
-    for obj in objects:
-        where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+    def check(obj: Mapping[str, Any], where: str) -> None:
         try:
             kubernetes_validate.validate(dict(obj), full_version, strict=True)
         except SchemaNotFoundError:
             found = crd_problems(dict(obj))
             if found is None:
                 problems.append(f"{where}: no schema for {obj.get('apiVersion')} {obj.get('kind')}")
-            problems += [f"{where}: {problem}" for problem in found or []]
+                return
+            problems.extend(f"{where}: {problem}" for problem in found + operator_problems(dict(obj)))
+            for path, embedded in embedded_objects(dict(obj)):
+                check(embedded, f"{where} {path}")
         except kubernetes_validate.ValidationError as error:
             problems.append(f"{where}: {error.message} (at {'.'.join(map(str, error.path)) or 'top level'})")
         except kubernetes_validate.InvalidSchemaError as error:
             problems.append(f"{where}: {error}")
+
+    for obj in objects:
+        check(obj, f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
     return problems
 
 

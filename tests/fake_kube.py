@@ -11,7 +11,8 @@ the tests drive through helper methods, and faults (403, 429, 500...) they injec
 It is a fake. It does NOT model:
 - watches (`watch=true` is refused with 400) or streaming logs (`follow=true` returns the whole text
   and closes the response); API discovery (`/api`, `/apis`, `/version`), OpenAPI, cluster-scoped
-  kinds, kinds other than the nine in `RESOURCES`, deletecollection, protobuf, Table or YAML responses;
+  kinds, kinds other than the eleven in `RESOURCES` (a kind in `unserved` answers 404 as a cluster
+  without its CRD does), deletecollection, protobuf, Table or YAML responses;
 - authentication (the bearer token is only checked when `require_token` is set, and then only for
   equality: no 401 for expiry, no client certificates) and RBAC (403 only through `inject`), audit;
 - admission, defaulting and schema validation: objects are stored as sent (no default replicas,
@@ -24,10 +25,13 @@ It is a fake. It does NOT model:
 - finalizers, graceful and foreground deletion: a delete removes the object at once and, unless
   `Orphan`, its dependents too (no garbage collection delay, no deletionTimestamp);
 - scheduling, nodes, kubelets and the Job, Deployment and ReplicaSet controllers (tests play them
-  with `start_pod`, `fail_pod`, `complete_job`, `set_deployment_available`): no backoff delay between
-  pod retries, no podFailurePolicy, one pod at a time (no parallelism), no ttlSecondsAfterFinished
-  cleanup (tests `remove` finished Jobs), no ReplicaSets or Deployment pods, no HPA scaling;
-- Kueue, Volcano or any other controller: PodGroups and queue labels are stored, never acted on;
+  with `start_pod`, `fail_pod`, `complete_pod`, `complete_job`, `set_deployment_available`): no
+  backoff delay between pod retries, no podFailurePolicy or backoffLimitPerIndex, no
+  ttlSecondsAfterFinished cleanup (tests `remove` finished Jobs), no ReplicaSets or Deployment pods,
+  no HPA scaling; an Indexed Job runs a pod per index at once, and one that fails for good has its
+  other running pods deleted;
+- Kueue, Volcano or any other controller: PodGroups and queue labels are stored, never acted on; the
+  JobSet and Kubeflow training-operator controllers are played by `tests/fake_controllers.py`;
 - list snapshots: a paged list reads live state, continue tokens never expire (no 410), and the
   `resourceVersion`/`resourceVersionMatch` query parameters are ignored;
 - event objects, conditions beyond those the helpers write, and pod IPs, nodes, images pulled.
@@ -102,6 +106,8 @@ RESOURCES = (
     Resource("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True),
     Resource("coordination.k8s.io", "v1", "leases", "Lease", False),
     Resource("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup", True),
+    Resource("jobset.x-k8s.io", "v1alpha2", "jobsets", "JobSet", True),
+    Resource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", True),
 )
 PODS = RESOURCES[2]
 JOBS = RESOURCES[4]
@@ -170,6 +176,11 @@ class ApiError(Exception):
                   "message": self.message, "reason": self.reason, "details": self.details, "code": self.code}
         headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
         return _Reply(self.code, json.dumps(status).encode(), headers=headers)
+
+
+def _pod_index(pod: dict) -> int:
+    index = (pod["metadata"].get("annotations") or {}).get("batch.kubernetes.io/job-completion-index", "0")
+    return int(index) if index.isdigit() else 0
 
 
 def now() -> str:
@@ -514,6 +525,9 @@ class FakeKubeApi:
         # None: the token is not checked. Set it (e.g. "fake-token") and requests without
         # `Authorization: Bearer <it>` get 401, so a client that drops the kubeconfig token is caught.
         self.require_token: str | None = None
+        # Kinds answered 404 "could not find the requested resource", as by a cluster whose CRD for
+        # them is not installed (e.g. {"JobSet"}).
+        self.unserved: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -617,8 +631,9 @@ class FakeKubeApi:
 
     # -- controllers and kubelet, driven by tests ---------------------------------------------------
 
-    def start_pod(self, job_name: str, namespace: str = "default") -> dict:
-        """What the Job controller and kubelet do for one attempt: a Running pod owned by the Job."""
+    def start_pod(self, job_name: str, namespace: str = "default", index: int = 0) -> dict:
+        """What the Job controller and kubelet do for one attempt: a Running pod owned by the Job
+        (for an Indexed Job, the pod of completion `index`, with its hostname)."""
         with self._lock:
             job = self._require(JOBS, job_name, namespace)
             finished = [c["type"] for c in (job.get("status") or {}).get("conditions") or []
@@ -631,12 +646,12 @@ class FakeKubeApi:
             labels = {**(template_meta.get("labels") or {}), "batch.kubernetes.io/controller-uid": uid,
                       "controller-uid": uid, "batch.kubernetes.io/job-name": job_name, "job-name": job_name}
             annotations = dict(template_meta.get("annotations") or {})
-            index = 0  # the fake runs one pod at a time: completion index 0
+            spec = copy.deepcopy(template.get("spec") or {})
             if (job.get("spec") or {}).get("completionMode") == "Indexed":
                 labels["batch.kubernetes.io/job-completion-index"] = str(index)
                 annotations["batch.kubernetes.io/job-completion-index"] = str(index)
+                spec.setdefault("hostname", f"{job_name}-{index}")
             suffix = "".join(random.choices(string.ascii_lowercase, k=5))
-            spec = copy.deepcopy(template.get("spec") or {})
             containers = spec.get("containers") or [{}]
             started = now()
             metadata: dict[str, Any] = {
@@ -653,20 +668,25 @@ class FakeKubeApi:
                         "state": {"running": {"startedAt": started}}}]}}
             self._store(PODS, pod)
             status = job.setdefault("status", {})
-            status.update(active=1, ready=1)
+            active = len(self._running_pods(job))
+            status.update(active=active, ready=active)
             status.setdefault("startTime", started)
             self._store(JOBS, job)
             return copy.deepcopy(pod)
 
     def fail_pod(self, job_name: str, reason: str = "Error", exit_code: int = 1, message: str = "",
-                 namespace: str = "default") -> None:
-        """The Job's running pod fails; past spec.backoffLimit the Job fails, else a new pod starts."""
+                 namespace: str = "default", index: int | None = None,
+                 init_container: str | None = None) -> None:
+        """The Job's running pod (of completion `index`, if given) fails, in its container or the
+        named init container; past spec.backoffLimit the Job fails and its other running pods are
+        deleted, else that pod is replaced."""
         with self._lock:
             job = self._require(JOBS, job_name, namespace)
-            self._finish_pod(job, "Failed", exit_code, reason, message)
+            pod = self._finish_pod(job, "Failed", exit_code, reason, message, index, init_container)
             status = job.setdefault("status", {})
             status["failed"] = status.get("failed", 0) + 1
-            status.update(active=0, ready=0)
+            active = len(self._running_pods(job))
+            status.update(active=active, ready=active)
             backoff_limit = (job.get("spec") or {}).get("backoffLimit", DEFAULT_BACKOFF_LIMIT)
             if status["failed"] > backoff_limit:
                 at = now()
@@ -674,27 +694,51 @@ class FakeKubeApi:
                     {"type": kind, "status": "True", "reason": "BackoffLimitExceeded",
                      "message": "Job has reached the specified backoff limit", "lastProbeTime": at,
                      "lastTransitionTime": at} for kind in ("FailureTarget", "Failed"))]
+                for running in self._running_pods(job):  # the Job controller terminates the rest
+                    self.remove("Pod", running["metadata"]["name"], namespace)
+                status.update(active=0, ready=0)
                 self._store(JOBS, job)
                 return
             self._store(JOBS, job)
-            self.start_pod(job_name, namespace)  # the controller replaces the pod at once (no backoff delay)
+            # The controller replaces the pod at once (no backoff delay).
+            self.start_pod(job_name, namespace, _pod_index(pod))
+
+    def complete_pod(self, job_name: str, index: int = 0, namespace: str = "default") -> None:
+        """The pod of completion `index` succeeds; once every index has, the Job completes."""
+        with self._lock:
+            job = self._require(JOBS, job_name, namespace)
+            self._finish_pod(job, "Succeeded", 0, "Completed", "", index)
+            status = job.setdefault("status", {})
+            status["succeeded"] = status.get("succeeded", 0) + 1
+            active = len(self._running_pods(job))
+            status.update(active=active, ready=active)
+            if status["succeeded"] >= int((job.get("spec") or {}).get("completions") or 1):
+                at = now()
+                status.update(completionTime=at)
+                status["conditions"] = [*(status.get("conditions") or []), *(
+                    {"type": kind, "status": "True", "reason": "CompletionsReached",
+                     "message": "Reached expected number of succeeded pods", "lastProbeTime": at,
+                     "lastTransitionTime": at} for kind in ("SuccessCriteriaMet", "Complete"))]
+            self._store(JOBS, job)
 
     def complete_job(self, job_name: str, namespace: str = "default") -> None:
         """The Job's pod (started first when none runs) succeeds, and the Job completes."""
         with self._lock:
             job = self._require(JOBS, job_name, namespace)
-            if self._running_pod(job) is None:
+            if not self._running_pods(job):
                 self.start_pod(job_name, namespace)
                 job = self._require(JOBS, job_name, namespace)
-            self._finish_pod(job, "Succeeded", 0, "Completed", "")
-            at = now()
-            status = job.setdefault("status", {})
-            status.update(active=0, ready=0, succeeded=1, completionTime=at)
-            status["conditions"] = [*(status.get("conditions") or []), *(
-                {"type": kind, "status": "True", "reason": "CompletionsReached",
-                 "message": "Reached expected number of succeeded pods", "lastProbeTime": at,
-                 "lastTransitionTime": at} for kind in ("SuccessCriteriaMet", "Complete"))]
-            self._store(JOBS, job)
+            self.complete_pod(job_name, _pod_index(self._running_pods(job)[-1]), namespace)
+
+    def delete_with_dependents(self, kind: str, name: str, namespace: str = "default") -> None:
+        """What a controller's foreground delete ends with: the object and, by garbage
+        collection, everything it owns. No request is recorded."""
+        with self._lock:
+            obj = self._objects.get((self._resource_for(kind).plural, namespace, name))
+            if obj is None:
+                return
+            self.remove(kind, name, namespace)
+            self._collect_dependents(obj["metadata"]["uid"], orphan=False)
 
     def pod_log(self, pod_name: str, namespace: str = "default") -> str:
         with self._lock:
@@ -765,24 +809,32 @@ class FakeKubeApi:
                 if plural == "pods" and ns == job["metadata"]["namespace"]
                 and any(ref.get("uid") == uid for ref in pod["metadata"].get("ownerReferences") or [])]
 
-    def _running_pod(self, job: dict) -> dict | None:
-        running = [pod for pod in self._pods_of(job) if (pod.get("status") or {}).get("phase") == "Running"]
-        return running[-1] if running else None
+    def _running_pods(self, job: dict) -> list[dict]:
+        return [pod for pod in self._pods_of(job) if (pod.get("status") or {}).get("phase") == "Running"]
 
-    def _finish_pod(self, job: dict, phase: str, exit_code: int, reason: str, message: str) -> None:
-        pod = self._running_pod(job)
-        if pod is None:
-            raise LookupError(f"job {job['metadata']['name']!r} has no running pod")
+    def _finish_pod(self, job: dict, phase: str, exit_code: int, reason: str, message: str,
+                    index: int | None = None, init_container: str | None = None) -> dict:
+        running = [pod for pod in self._running_pods(job) if index is None or _pod_index(pod) == index]
+        if not running:
+            raise LookupError(f"job {job['metadata']['name']!r} has no running pod"
+                              + (f" of index {index}" if index is not None else ""))
+        pod = running[-1]
         status = pod.setdefault("status", {})
         statuses = status.get("containerStatuses") or [{"name": "", "restartCount": 0}]
-        running = (statuses[0].get("state") or {}).get("running") or {}
+        state = (statuses[0].get("state") or {}).get("running") or {}
         terminated: dict[str, Any] = {"exitCode": exit_code, "reason": reason,
-                                      "startedAt": running.get("startedAt"), "finishedAt": now()}
+                                      "startedAt": state.get("startedAt"), "finishedAt": now()}
         if message:  # the server omits empty strings
             terminated["message"] = message
-        statuses[0].update(state={"terminated": terminated}, ready=False, started=False)
+        if init_container is not None:  # the container never started
+            status["initContainerStatuses"] = [{"name": init_container, "ready": False, "restartCount": 0,
+                                                "state": {"terminated": terminated}}]
+            statuses[0].update(state={"waiting": {"reason": "PodInitializing"}}, ready=False, started=False)
+        else:
+            statuses[0].update(state={"terminated": terminated}, ready=False, started=False)
         status.update(phase=phase, containerStatuses=statuses)
         self._store(PODS, pod)
+        return pod
 
     # -- internals: HTTP ---------------------------------------------------------------------------
 
@@ -811,8 +863,7 @@ class FakeKubeApi:
             self.requests.append(request)
         return reply
 
-    @staticmethod
-    def _route(path: str) -> _Route | None:
+    def _route(self, path: str) -> _Route | None:
         match = CORE_PATH.match(path)
         group = ""
         if match is None:
@@ -822,7 +873,7 @@ class FakeKubeApi:
             group = match["group"]
         for resource in RESOURCES:
             if (resource.group, resource.version) == (group, match["version"]) and \
-                    resource.plural == match["plural"]:
+                    resource.plural == match["plural"] and resource.kind not in self.unserved:
                 name = unquote(match["name"]) if match["name"] else None
                 return _Route(resource, unquote(match["ns"]), name, match["sub"])
         return None

@@ -38,6 +38,7 @@ class SpecRepo:
             settings.insert(2, f"  trackingUri: {tracking_uri}")
         (root / "tuneops.yaml").write_text("\n".join(settings) + "\n")
         (root / ".gitignore").write_text(".tuneops/\n")
+        self.remote: Path | None = None
         self.git("init", "-q", "-b", "main")
         self.commit("the quickstart")
 
@@ -47,9 +48,20 @@ class SpecRepo:
         return done.stdout.strip()
 
     def commit(self, message: str) -> str:
+        """Commit everything (and push it, once the repository has a remote)."""
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message)
+        if self.remote is not None:
+            self.git("push", "-q", "origin", "main")
         return self.git("rev-parse", "HEAD")
+
+    def publish(self, remote: Path) -> Path:
+        """A bare repository as `origin`, holding main: where pods check the spec files out."""
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(remote)], check=True)
+        self.git("remote", "add", "origin", str(remote))
+        self.git("push", "-q", "-u", "origin", "main")
+        self.remote = remote
+        return remote
 
     def edit(self, file: str, old: str, new: str) -> None:
         path = self.root / file

@@ -30,6 +30,7 @@ class KindPath:
 
     prefix: str  # "/api/v1" or "/apis/<group>/<version>"
     plural: str
+    installed_by: str = ""  # for a custom resource: what installs its CRD in a cluster
 
     @property
     def group(self) -> str:
@@ -43,7 +44,9 @@ KINDS: dict[str, KindPath] = {
     "Job": KindPath("/apis/batch/v1", "jobs"),
     "Deployment": KindPath("/apis/apps/v1", "deployments"),
     "HorizontalPodAutoscaler": KindPath("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-    "PodGroup": KindPath("/apis/scheduling.volcano.sh/v1beta1", "podgroups"),
+    "PodGroup": KindPath("/apis/scheduling.volcano.sh/v1beta1", "podgroups", "Volcano"),
+    "JobSet": KindPath("/apis/jobset.x-k8s.io/v1alpha2", "jobsets", "JobSet (jobset.sigs.k8s.io)"),
+    "PyTorchJob": KindPath("/apis/kubeflow.org/v1", "pytorchjobs", "the Kubeflow training operator"),
     "Lease": KindPath("/apis/coordination.k8s.io/v1", "leases"),
 }
 VERBS = {
@@ -173,15 +176,22 @@ class KubeApi:
 
     # -- verbs -------------------------------------------------------------------------------
 
-    def list(self, kind: str, namespace: str, label_selector: str = "", page_size: int = 500) -> list[dict]:
-        """Every object of `kind` matching the selector, following `continue` pages."""
+    def list(self, kind: str, namespace: str, label_selector: str = "", page_size: int = 500, *,
+             missing_ok: bool = False) -> list[dict]:
+        """Every object of `kind` matching the selector, following `continue` pages. With
+        `missing_ok`, a kind the cluster does not serve (its CRD is not installed) has none."""
         items: list[dict] = []
         token = ""
         while True:
             query = {"labelSelector": label_selector, "limit": str(page_size)}
             if token:
                 query["continue"] = token
-            page = self._json("LIST", kind, namespace, query=query)
+            try:
+                page = self._json("LIST", kind, namespace, query=query)
+            except KubeApiError as error:
+                if missing_ok and error.status == 404:
+                    return []
+                raise
             kind_items = page.get("items") or []
             api_version = page.get("apiVersion", "")
             for item in kind_items:  # list items omit kind and apiVersion
@@ -409,8 +419,13 @@ class KubeApi:
                 status,
                 reason,
             )
+        hint = ""
+        installed_by = next((k.installed_by for k in KINDS.values() if what.startswith(f"{k.plural}.")), "")
+        if status == 404 and installed_by and not detail.get("details", {}).get("name"):
+            hint = f"; is {installed_by} installed in the cluster? Its CRD serves this kind"
         return KubeApiError(
-            f"Kubernetes API: {verb} {what} failed ({status} {reason or ''}): {message}".replace(" )", ")"),
+            f"Kubernetes API: {verb} {what} failed ({status} {reason or ''}): {message}{hint}".replace(
+                " )", ")"),
             status,
             reason,
         )

@@ -1,10 +1,13 @@
-"""The Kubernetes backend: jobs as batch/v1 Jobs, model servers as Deployments, applied server-side.
+"""The Kubernetes backend: jobs as batch/v1 Jobs (or, for several nodes, Indexed Jobs, JobSets or
+Kubeflow PyTorchJobs), model servers as Deployments, applied server-side.
 
 What runs is read back from the cluster with one labelled LIST per kind (Jobs, Pods,
-Deployments, ConfigMaps), never a GET per resource, so a plan over a hundred resources costs four
-requests. Kubernetes retries a Job's pods itself (`backoffLimit` = maxAttempts - 1), so apply
-submits once and waits for the Job's verdict. Only objects carrying our labels and fingerprint
-annotation are ever deleted, in the background (their pods go by garbage collection).
+Deployments, ConfigMaps, and JobSets or PyTorchJobs where the project uses them or a pod says
+one runs), never a GET per resource, so a plan over a hundred resources costs four requests.
+Kubernetes retries a job itself (a Job's `backoffLimit`, a JobSet's `maxRestarts`, a
+PyTorchJob's `runPolicy.backoffLimit`), so apply submits once and waits for the verdict. Only
+objects carrying our labels and fingerprint annotation are ever deleted, in the background
+(their pods go by garbage collection).
 
 Drift: a server whose Deployment someone else changed (its managed fields name another manager)
 is reported in the observation, the plan says so, and the next apply takes the fields back
@@ -14,11 +17,9 @@ the plan creates it again unless MLflow says its result is built.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from reconciler.backends.base import (
@@ -26,17 +27,27 @@ from reconciler.backends.base import (
     BackendError,
     BackendState,
     JobObservation,
-    JobPhase,
     ServerObservation,
 )
-from reconciler.backends.kubeapi import FIELD_MANAGER, KubeApi
+from reconciler.backends.kube_health import (
+    POD_OWNER_LABEL,
+    is_finished,
+    is_ours,
+    labels_of,
+    launched_by_jobset,
+    name_of,
+    newest,
+    node_rank,
+    observe_workload,
+    pods_of_server,
+    pods_of_workload,
+    server_observation,
+    timestamp,
+)
+from reconciler.backends.kubeapi import KubeApi
 from reconciler.render import (
-    AUTOSCALED_ANNOTATION,
-    FINGERPRINT_ANNOTATION,
     KIND_LABEL,
     MANAGED_BY,
-    MODEL_FINGERPRINT_ANNOTATION,
-    MODEL_VERSION_ANNOTATION,
     NAME_LABEL,
     object_name,
 )
@@ -47,17 +58,14 @@ if TYPE_CHECKING:
     from reconciler.specs.specset import SpecSet
 
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-APPLY_ORDER = ("ConfigMap", "Service", "PodGroup", "HorizontalPodAutoscaler", "Job", "Deployment")
+APPLY_ORDER = ("ConfigMap", "Service", "PodGroup", "HorizontalPodAutoscaler", "Job", "JobSet", "PyTorchJob",
+               "Deployment")
 SERVER_KINDS = ("Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler")
-JOB_KINDS = ("Job", "ConfigMap", "Service", "PodGroup")
-CRASHING = (
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-)
+# What runs a job, by launcher.
+WORKLOAD_OF_LAUNCHER = {None: "Job", "indexed-job": "Job", "jobset": "JobSet", "pytorchjob": "PyTorchJob"}
+CUSTOM_WORKLOADS = ("JobSet", "PyTorchJob")
+JOB_COMPANIONS = ("ConfigMap", "Service", "PodGroup")  # what comes with a job's workload
+JOB_KINDS = ("Job", *CUSTOM_WORKLOADS, *JOB_COMPANIONS)
 
 
 class KubernetesBackend:
@@ -67,59 +75,85 @@ class KubernetesBackend:
     retries_jobs = True  # a Job's pods are retried by Kubernetes up to backoffLimit
 
     def __init__(
-        self, api: KubeApi, namespace: str, specs: SpecSet | None = None, *, delete_timeout: float = 120.0
+        self,
+        api: KubeApi,
+        namespace: str,
+        specs: SpecSet | None = None,
+        *,
+        delete_timeout: float = 120.0,
+        launchers: Sequence[str] = (),
     ):
         self.api, self.namespace, self.specs = api, namespace, specs
         self.delete_timeout = delete_timeout
+        # Custom workloads the project starts (from its settings and specs): their kinds are listed
+        # even when no pod of theirs runs (a JobSet waiting in a queue, one that finished).
+        self.custom_kinds = {WORKLOAD_OF_LAUNCHER[launcher] for launcher in launchers} & set(CUSTOM_WORKLOADS)
 
     # -- reading -----------------------------------------------------------------------------
 
     def observe(self) -> BackendState:
-        jobs = self.api.list("Job", self.namespace, MANAGED_SELECTOR)
         pods = self.api.list("Pod", self.namespace, MANAGED_SELECTOR)
+        jobs = self.api.list("Job", self.namespace, MANAGED_SELECTOR)
         deployments = self.api.list("Deployment", self.namespace, MANAGED_SELECTOR)
         config_maps = self.api.list(
             "ConfigMap", self.namespace, f"{MANAGED_SELECTOR},{KIND_LABEL}=Deployment"
         )
-        pods_by_job: dict[str, list[dict]] = {}
-        for pod in pods:
-            pods_by_job.setdefault(_labels(pod).get(JOB_NAME_LABEL, ""), []).append(pod)
-        observed_jobs = [job_observation(job, pods_by_job.get(_name(job), [])) for job in jobs]
-        job_files = {_name(cm): cm for cm in config_maps}
+        observed_jobs = [
+            observe_workload(workload, pods_of_workload(pods, workload))
+            for workload in [*jobs, *self._custom_workloads(pods, MANAGED_SELECTOR)]
+        ]
+        job_files = {name_of(cm): cm for cm in config_maps}
         servers = [
-            server_observation(d, _pods_of_server(pods, d), job_files.get(_name(d)), self.namespace)
+            server_observation(d, pods_of_server(pods, d), job_files.get(name_of(d)), self.namespace)
             for d in deployments
         ]
         return BackendState(
-            jobs=tuple(_newest(j for j in observed_jobs if j is not None)),
+            jobs=tuple(newest(j for j in observed_jobs if j is not None)),
             servers=tuple(s for s in servers if s is not None),
         )
 
+    def _custom_workloads(self, pods: Sequence[Mapping[str, Any]], selector: str) -> list[dict]:
+        """JobSets and PyTorchJobs matching `selector`: of the kinds the project starts, or whose
+        pods run (a launcher changed since). A kind the cluster does not serve has none."""
+        kinds = set(self.custom_kinds)
+        kinds |= {kind for kind in CUSTOM_WORKLOADS for pod in pods
+                  if POD_OWNER_LABEL[kind] in labels_of(pod)}
+        return [obj for kind in CUSTOM_WORKLOADS if kind in kinds
+                for obj in self.api.list(kind, self.namespace, selector, missing_ok=True)]
+
+    def _workload(self, kind: str, name: str, fingerprint: str) -> tuple[str, str]:
+        """The kind and name of what runs a resource's job at this fingerprint."""
+        from reconciler.manifests import launcher_of
+
+        launcher = launcher_of(self.specs, ResourceId(kind, name)) if self.specs is not None else None
+        return WORKLOAD_OF_LAUNCHER[launcher], object_name(ResourceId(kind, name), fingerprint, launcher)
+
     def _job(self, kind: str, name: str, fingerprint: str) -> JobObservation | None:
-        job_name = object_name(ResourceId(kind, name), fingerprint)
-        job = self.api.get("Job", self.namespace, job_name)
-        if job is None:
+        workload_kind, workload_name = self._workload(kind, name, fingerprint)
+        workload = self.api.get(workload_kind, self.namespace, workload_name)
+        if workload is None:
             return None
-        pods = self.api.list("Pod", self.namespace, f"{JOB_NAME_LABEL}={job_name}")
-        return job_observation(job, pods)
+        pods = self.api.list("Pod", self.namespace, f"{POD_OWNER_LABEL[workload_kind]}={workload_name}")
+        return observe_workload(workload, pods)
 
     # -- jobs --------------------------------------------------------------------------------
 
     def submit(self, job: JobFile, *, processes: int = 1) -> JobObservation:
-        """Apply the job's ConfigMap, Service and Job. A finished Job of the same fingerprint (a
-        retry) is deleted first: a Job that ended cannot be started again."""
+        """Apply the job's ConfigMap, Service and workload (Job, JobSet or PyTorchJob). A
+        finished workload of the same fingerprint (a retry) is deleted first: one that ended
+        cannot be started again."""
         objects = self._render(job)
-        job_object = next(obj for obj in objects if obj["kind"] == "Job")
-        job_name = job_object["metadata"]["name"]
-        existing = self.api.get("Job", self.namespace, job_name)
-        if existing is not None and _finished(existing):
-            self.api.delete("Job", self.namespace, job_name)
-            self._await_gone("Job", job_name)
+        workload = next(obj for obj in objects if obj["kind"] in POD_OWNER_LABEL)
+        kind, name = workload["kind"], workload["metadata"]["name"]
+        existing = self.api.get(kind, self.namespace, name)
+        if existing is not None and is_finished(existing):
+            self.api.delete(kind, self.namespace, name)
+            self._await_gone(kind, name)
         for obj in objects:
             self.api.apply(obj)
         observed = self._job(job.kind, job.name, job.fingerprint)
         if observed is None:
-            raise BackendError(f"Job {job_name} was applied but cannot be read back")
+            raise BackendError(f"{kind} {name} was applied but cannot be read back")
         return observed
 
     def wait(
@@ -145,7 +179,7 @@ class KubernetesBackend:
                     time.time(),
                     None,
                     STOPPED,
-                    f"job/{object_name(ResourceId(kind, name), fingerprint)}",
+                    "{}/{}".format(*self._workload(kind, name, fingerprint)).lower(),
                     None,
                 )
             if observed.phase in ("succeeded", "failed") or stop_event.wait(poll):
@@ -194,12 +228,12 @@ class KubernetesBackend:
         selector = f"{MANAGED_SELECTOR},{KIND_LABEL}=Deployment,{NAME_LABEL}={name}"
         for kind in SERVER_KINDS:
             for obj in self.api.list(kind, self.namespace, selector):
-                if _ours(obj) and (kind, _name(obj)) not in rendered:
-                    self.api.delete(kind, self.namespace, _name(obj))
+                if is_ours(obj) and (kind, name_of(obj)) not in rendered:
+                    self.api.delete(kind, self.namespace, name_of(obj))
 
     def observe_server(self, name: str) -> ServerObservation | None:
         deployment = self.api.get("Deployment", self.namespace, name)
-        if deployment is None or not _ours(deployment):
+        if deployment is None or not is_ours(deployment):
             return None
         pods = self.api.list("Pod", self.namespace, f"{KIND_LABEL}=Deployment,{NAME_LABEL}={name}")
         return server_observation(
@@ -209,24 +243,28 @@ class KubernetesBackend:
     # -- stopping ----------------------------------------------------------------------------
 
     def stop(self, kind: str, name: str) -> list[str]:
-        """Delete a server's objects, or a job's unfinished Jobs and what came with them. Only
-        objects with our labels and a fingerprint annotation are touched; finished Jobs stay
-        (their verdict is state) until their TTL removes them."""
+        """Delete a server's objects, or a job's unfinished workloads (Jobs, JobSets,
+        PyTorchJobs) and what came with them. Only objects with our labels and a fingerprint
+        annotation are touched; finished ones stay (their verdict is state) until their TTL
+        removes them."""
         selector = f"{MANAGED_SELECTOR},{KIND_LABEL}={kind},{NAME_LABEL}={name}"
         stopped = []
         if kind == "Deployment":
             for object_kind in SERVER_KINDS:
                 for obj in self.api.list(object_kind, self.namespace, selector):
-                    if _ours(obj) and self.api.delete(object_kind, self.namespace, _name(obj)):
-                        stopped.append(f"{object_kind.lower()}/{_name(obj)}")
+                    if is_ours(obj) and self.api.delete(object_kind, self.namespace, name_of(obj)):
+                        stopped.append(f"{object_kind.lower()}/{name_of(obj)}")
             return stopped
-        for job in self.api.list("Job", self.namespace, selector):
-            if not _ours(job) or _finished(job):
+        pods = self.api.list("Pod", self.namespace, selector)
+        workloads = [*self.api.list("Job", self.namespace, selector), *self._custom_workloads(pods, selector)]
+        for workload in workloads:
+            if not is_ours(workload) or is_finished(workload) or launched_by_jobset(workload):
                 continue
-            for object_kind in JOB_KINDS:
-                ours = object_kind == "Job" or self._ours_by_name(object_kind, _name(job))
-                if ours and self.api.delete(object_kind, self.namespace, _name(job)):
-                    stopped.append(f"{object_kind.lower()}/{_name(job)}")
+            workload_kind = workload["kind"]
+            for object_kind in (workload_kind, *JOB_COMPANIONS):
+                ours = object_kind == workload_kind or self._ours_by_name(object_kind, name_of(workload))
+                if ours and self.api.delete(object_kind, self.namespace, name_of(workload)):
+                    stopped.append(f"{object_kind.lower()}/{name_of(workload)}")
         return stopped
 
     def _ours_by_name(self, kind: str, name: str) -> bool:
@@ -234,7 +272,7 @@ class KubernetesBackend:
             obj = self.api.get(kind, self.namespace, name)
         except BackendError:  # e.g. the PodGroup kind is not installed: nothing of ours there
             return False
-        return obj is not None and _ours(obj)
+        return obj is not None and is_ours(obj)
 
     # -- logs --------------------------------------------------------------------------------
 
@@ -253,11 +291,11 @@ class KubernetesBackend:
         newest = max(
             pods,
             key=lambda pod: (
-                _timestamp(pod["metadata"].get("creationTimestamp")) or 0,
-                -_completion_index(pod),
+                timestamp(pod["metadata"].get("creationTimestamp")) or 0,
+                -node_rank(pod),
             ),
         )
-        return self.api.pod_log(self.namespace, _name(newest), tail=tail, follow=follow)
+        return self.api.pod_log(self.namespace, name_of(newest), tail=tail, follow=follow)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -279,280 +317,3 @@ class KubernetesBackend:
                     "apply again once it is gone"
                 )
             time.sleep(0.5)
-
-
-# -- reading objects ---------------------------------------------------------------------------
-
-
-def job_observation(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> JobObservation | None:
-    """A Job's phase from its conditions: Complete -> succeeded; Failed -> failed with the pod's
-    reason; suspended (Kueue holds it) or pods not yet scheduled -> pending; else running."""
-    if not _ours(job):
-        return None
-    labels, meta = _labels(job), job["metadata"]
-    status, spec = job.get("status") or {}, job.get("spec") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    failed_pods = int(status.get("failed") or 0)
-    pods = sorted(pods, key=lambda pod: _timestamp(pod["metadata"].get("creationTimestamp")) or 0)
-    last_failure = next((why for why in map(_pod_failure, reversed(pods)) if why), "")
-    phase: JobPhase
-    finished_at = None
-    exit_code = None
-    if "Complete" in conditions:
-        phase, message, exit_code = "succeeded", "", 0
-        finished_at = _timestamp(
-            status.get("completionTime") or conditions["Complete"].get("lastTransitionTime")
-        )
-    elif "Failed" in conditions:
-        phase = "failed"
-        condition = conditions["Failed"]
-        why = last_failure or condition.get("message") or "failed"
-        message = f"{condition.get('reason')}: {why}" if condition.get("reason") else why
-        finished_at = _timestamp(condition.get("lastTransitionTime"))
-        exit_code = next((code for code in map(_exit_code, reversed(pods)) if code is not None), None)
-    elif spec.get("suspend"):
-        phase, message = "pending", "suspended: waiting for its queue to admit it (Kueue)"
-    else:
-        waiting = next((why for why in map(_pod_waiting, pods) if why), "")
-        running = any((pod.get("status") or {}).get("phase") == "Running" for pod in pods)
-        phase = "running" if running or (status.get("active") and not waiting) else "pending"
-        message = waiting if phase == "pending" else ""
-        if last_failure:
-            message = f"{message + '; ' if message else ''}attempt {failed_pods} failed: {last_failure}"
-    attempts = max(1, failed_pods if phase == "failed" else failed_pods + 1)
-    return JobObservation(
-        kind=labels[KIND_LABEL],
-        name=labels[NAME_LABEL],
-        fingerprint=_annotations(job)[FINGERPRINT_ANNOTATION],
-        phase=phase,
-        attempts=attempts,
-        started_at=_timestamp(status.get("startTime") or meta.get("creationTimestamp")) or time.time(),
-        finished_at=finished_at,
-        exit_code=exit_code,
-        message=_one_line(message),
-        handle=f"job/{meta['name']}",
-        log=f"tuneops logs {labels[KIND_LABEL]}/{labels[NAME_LABEL]}",
-    )
-
-
-def server_observation(
-    deployment: Mapping[str, Any],
-    pods: Sequence[Mapping[str, Any]],
-    job_file: Mapping[str, Any] | None,
-    namespace: str,
-) -> ServerObservation | None:
-    """Serving once the rollout is complete (as `kubectl rollout status` judges it); failed when
-    the rollout's deadline passed or a pod cannot start; else starting."""
-    if not _ours(deployment):
-        return None
-    labels, annotations, meta = _labels(deployment), _annotations(deployment), deployment["metadata"]
-    status, spec = deployment.get("status") or {}, deployment.get("spec") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    wanted = int(spec.get("replicas", 1))
-    progressing = conditions.get("Progressing") or {}
-    crashing = next((why for why in map(_pod_crashing, pods) if why), "")
-    rolled_out = (
-        int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
-        and int(status.get("updatedReplicas") or 0) >= wanted
-        and int(status.get("availableReplicas") or 0) >= wanted
-        and int(status.get("replicas") or 0) <= int(status.get("updatedReplicas") or 0)
-    )
-    if rolled_out and wanted > 0:
-        phase, message = "serving", ""
-    elif progressing.get("status") == "False":
-        phase, message = "failed", f"{progressing.get('reason')}: {progressing.get('message', '')}"
-    elif crashing:
-        phase, message = "failed", crashing
-    else:
-        phase, message = "starting", next((why for why in map(_pod_waiting, pods) if why), "")
-    job = None
-    if job_file is not None and _ours(job_file):
-        try:
-            job = json.loads((job_file.get("data") or {}).get("job.json") or "null")
-        except ValueError:
-            job = None
-    # Replicas of an autoscaled server are the HPA's (through the scale subresource).
-    ignored = (".spec.replicas",) if annotations.get(AUTOSCALED_ANNOTATION) == "true" else ()
-    drift = managed_fields_drift(deployment, ignored)
-    if job is None:
-        drift = "; ".join(filter(None, [drift, f"its job file (ConfigMap {meta['name']}) is missing"]))
-    return ServerObservation(
-        name=labels[NAME_LABEL],
-        fingerprint=annotations[FINGERPRINT_ANNOTATION],
-        model_fingerprint=annotations.get(MODEL_FINGERPRINT_ANNOTATION, ""),
-        model_version=annotations.get(MODEL_VERSION_ANNOTATION),
-        phase=phase,
-        url=f"http://{meta['name']}.{namespace}.svc.cluster.local",
-        started_at=_timestamp(meta.get("creationTimestamp")) or time.time(),
-        message=_one_line(message),
-        handle=f"deployment/{meta['name']}",
-        log=f"tuneops logs Deployment/{labels[NAME_LABEL]}",
-        job=job,
-        drift=drift,
-    )
-
-
-def managed_fields_drift(obj: Mapping[str, Any], ignored: Sequence[str] = ()) -> str:
-    """Fields of the spec (or of our labels and annotations) that a manager other than tuneops
-    set: someone ran `kubectl edit`, `kubectl scale` or another apply. Status writers are not
-    drift."""
-    changed: list[str] = []
-    managers: list[str] = []
-    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") == FIELD_MANAGER or entry.get("subresource") == "status":
-            continue
-        fields = entry.get("fieldsV1") or {}
-        paths = [p for p in _leaf_paths(fields.get("f:spec") or {}, ".spec")]
-        metadata = fields.get("f:metadata") or {}
-        for group in ("f:labels", "f:annotations"):
-            paths += [
-                p
-                for p in _leaf_paths(metadata.get(group) or {}, f".metadata.{group[2:]}")
-                if p.split(".", 3)[-1].startswith(("tuneops.dev/", "app.kubernetes.io/"))
-            ]
-        paths = [p for p in paths if p not in ignored]
-        if paths:
-            changed += paths
-            managers.append(str(entry.get("manager") or "unknown"))
-    if not changed:
-        return ""
-    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-    return f"{shown} changed by {', '.join(dict.fromkeys(managers))}"
-
-
-def _leaf_paths(fields: Mapping[str, Any], prefix: str) -> Iterator[str]:
-    for key, value in fields.items():
-        if key == ".":
-            continue
-        path = f"{prefix}.{key[2:]}" if key.startswith("f:") else f"{prefix}[{key}]"
-        if isinstance(value, Mapping) and any(k != "." for k in value):
-            yield from _leaf_paths(value, path)
-        else:
-            yield path
-
-
-def _pod_failure(pod: Mapping[str, Any]) -> str:
-    """Why a failed pod failed: the container's termination (OOMKilled, exit code, the last line
-    of its termination message), or the pod's own reason (Evicted, DeadlineExceeded)."""
-    status = pod.get("status") or {}
-    if status.get("phase") != "Failed":
-        return ""
-    for container in status.get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated") or {}
-        if terminated and terminated.get("exitCode", 0) != 0:
-            last = _last_line(terminated.get("message") or "")
-            text = f"{terminated.get('reason') or 'Error'} (exit {terminated.get('exitCode')})"
-            return f"{text} in pod {pod['metadata']['name']}" + (f": {last}" if last else "")
-    if status.get("reason") or status.get("message"):
-        name = pod["metadata"]["name"]
-        return f"{status.get('reason') or 'Failed'}: {status.get('message') or ''} (pod {name})"
-    return f"pod {pod['metadata']['name']} failed"
-
-
-def _exit_code(pod: Mapping[str, Any]) -> int | None:
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        terminated = (container.get("state") or {}).get("terminated") or {}
-        if "exitCode" in terminated and terminated["exitCode"] != 0:
-            return int(terminated["exitCode"])
-    return None
-
-
-def _pod_waiting(pod: Mapping[str, Any]) -> str:
-    """Why a pod has not started: unschedulable (no GPU free), an image that will not pull..."""
-    status = pod.get("status") or {}
-    if status.get("phase") not in ("Pending", None):
-        return ""
-    for condition in status.get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return f"{condition.get('reason') or 'Unschedulable'}: {condition.get('message') or ''}".strip()
-    for container in status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
-            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip()
-    return ""
-
-
-def _pod_crashing(pod: Mapping[str, Any]) -> str:
-    for container in (pod.get("status") or {}).get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in CRASHING:
-            last = (container.get("lastState") or {}).get("terminated") or {}
-            why = f" (last exit {last.get('exitCode')}: {last.get('reason')})" if last else ""
-            return f"{waiting['reason']} in pod {pod['metadata']['name']}{why}"
-    return ""
-
-
-def _pods_of_server(
-    pods: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any]
-) -> list[Mapping[str, Any]]:
-    labels = _labels(deployment)
-    return [
-        pod
-        for pod in pods
-        if _labels(pod).get(KIND_LABEL) == "Deployment"
-        and _labels(pod).get(NAME_LABEL) == labels.get(NAME_LABEL)
-    ]
-
-
-def _newest(jobs: Iterator[JobObservation]) -> list[JobObservation]:
-    newest: dict[tuple[str, str, str], JobObservation] = {}
-    for job in jobs:
-        key = (job.kind, job.name, job.fingerprint)
-        if key not in newest or job.started_at > newest[key].started_at:
-            newest[key] = job
-    return list(newest.values())
-
-
-def _finished(job: Mapping[str, Any]) -> bool:
-    return any(
-        c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
-        for c in (job.get("status") or {}).get("conditions") or []
-    )
-
-
-def _ours(obj: Mapping[str, Any]) -> bool:
-    """Ours: managed-by tuneops, kind and name labels, and a fingerprint annotation. Objects that
-    merely copied our labels lack the annotation and are never read as state or deleted."""
-    labels = _labels(obj)
-    return (
-        labels.get("app.kubernetes.io/managed-by") == MANAGED_BY
-        and KIND_LABEL in labels
-        and NAME_LABEL in labels
-        and FINGERPRINT_ANNOTATION in _annotations(obj)
-    )
-
-
-def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("labels") or {})
-
-
-def _annotations(obj: Mapping[str, Any]) -> dict[str, str]:
-    return dict((obj.get("metadata") or {}).get("annotations") or {})
-
-
-def _name(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
-
-
-def _completion_index(pod: Mapping[str, Any]) -> int:
-    index = _annotations(pod).get("batch.kubernetes.io/job-completion-index", "0")
-    return int(index) if index.isdigit() else 0
-
-
-def _timestamp(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

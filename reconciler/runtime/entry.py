@@ -17,6 +17,7 @@ class JobRefused(ValueError):
 
 def user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'fix your input', not 'tuneops has a bug'."""
+    from reconciler.runtime.checkout import CheckoutError
     from reconciler.runtime.dataset import DatasetError
     from reconciler.runtime.evaluate import EvaluationError
     from reconciler.runtime.finetune import FineTuneError
@@ -24,8 +25,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from reconciler.runtime.training_data import TrainingDataError
     from reconciler.tracking import TrackingUnavailable
 
-    return (JobFileError, JobRefused, DatasetError, EvaluationError, FineTuneError, ModelLoadError,
-            TrainingDataError, TrackingUnavailable)
+    return (JobFileError, JobRefused, CheckoutError, DatasetError, EvaluationError, FineTuneError,
+            ModelLoadError, TrainingDataError, TrackingUnavailable)
 
 
 def load(command: str, path: Path) -> JobFile:
@@ -37,6 +38,14 @@ def load(command: str, path: Path) -> JobFile:
 
 def run(command: str, path: Path) -> str:
     """Run the job; returns a one-line summary for the log."""
+    if command == "checkout":  # the init container before any kind of job
+        from reconciler.runtime.checkout import check_out
+
+        job = read_job_file(path)
+        into = check_out(job)
+        assert job.checkout is not None
+        return (f"checked out {', '.join(job.checkout.paths)} at {(job.git.commit or '')[:12]} "
+                f"into {into}")
     job = load(command, path)
     if command == "dataset":
         from reconciler.runtime.dataset_run import run_dataset

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
+from reconciler.backends.kube_health import managed_fields_drift
 from reconciler.backends.kubeapi import KubeApi, load_connection
-from reconciler.backends.kubernetes import managed_fields_drift
 from reconciler.render import FINGERPRINT_ANNOTATION
 
 pytestmark = [

@@ -8,85 +8,24 @@ jobs (the tiny model trains), Git. What the fake does not model is listed in its
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from reconciler.render import FINGERPRINT_ANNOTATION
 from tests.fake_kube import FakeKubeApi
-from tests.kube_support import HOLD, Fail, FakeKubelet
+from tests.kube_support import HOLD, Fail, FakeKubelet, kubectl, plan, tuneops
 from tests.reconcile_support import CLI_ENV, SpecRepo
 from tests.runtime_support import needs_training
 
 pytestmark = needs_training
 
 KINDS_READ = ("jobs", "pods", "deployments", "configmaps")
-
-
-@pytest.fixture
-def fake_api():
-    api = FakeKubeApi()
-    api.require_token = "fake-token"  # what the kubeconfig holds: a request without it gets 401
-    api.start()
-    yield api
-    api.stop()
-
-
-@pytest.fixture
-def cluster_repo(tmp_path: Path, mlflow_server, fake_api: FakeKubeApi):
-    """The quickstart configured for the kubernetes backend, pointed at the fake by KUBECONFIG."""
-    repo = SpecRepo(tmp_path / "specs", mlflow_server.uri)
-    experiment = repo.root.joinpath("tuneops.yaml").read_text().split("experiment: ")[1].strip()
-    repo.root.joinpath("tuneops.yaml").write_text(
-        "backend: kubernetes\n"
-        f"mlflow:\n  trackingUri: {mlflow_server.uri}\n  experiment: {experiment}\n"
-        "kubernetes:\n  namespace: default\n  image: registry.example.internal/tuneops-trainer:test\n"
-        "  storageClaim: tuneops-store\n")
-    repo.commit("run on Kubernetes")
-    repo.kubeconfig = fake_api.kubeconfig(tmp_path / "kubeconfig")
-    return repo
-
-
-@pytest.fixture
-def kubelet(tmp_path: Path, fake_api: FakeKubeApi):
-    node = FakeKubelet(fake_api, tmp_path / "node", env=CLI_ENV).start()
-    yield node
-    node.stop()
-
-
-def tuneops(repo: SpecRepo, *args: str, timeout: float = 900):
-    return repo.tuneops(*args, env={"KUBECONFIG": str(repo.kubeconfig)}, timeout=timeout)
-
-
-def plan(repo: SpecRepo) -> dict:
-    import json
-
-    result = tuneops(repo, "plan", ".", "--format", "json")
-    assert result.exit_code == 0, result.output
-    document = json.loads(result.stdout)
-    document["by_resource"] = {f"{a['kind']}/{a['name']}": a["action"] for a in document["actions"]}
-    document["reasons"] = {f"{a['kind']}/{a['name']}": a.get("reason", "") for a in document["actions"]}
-    return document
-
-
-def kubectl(api: FakeKubeApi, method: str, path: str, patch: dict | None = None) -> None:
-    """What `kubectl edit` (a merge patch under its own field manager) or `kubectl delete` (or the
-    TTL controller: dependents go in the background) sends."""
-    import json
-    import urllib.request
-
-    query = "fieldManager=kubectl-edit" if method == "PATCH" else "propagationPolicy=Background"
-    request = urllib.request.Request(f"{api.url}{path}?{query}", method=method,
-                                     data=json.dumps(patch).encode() if patch is not None else None,
-                                     headers={"Content-Type": "application/merge-patch+json",
-                                              "Authorization": "Bearer fake-token"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
 
 
 def reads_since(api: FakeKubeApi, start: int) -> list[str]:
@@ -119,6 +58,21 @@ def test_the_quickstart_converges_on_the_fake_cluster(cluster_repo: SpecRepo, fa
                                                                                  "FineTune"]
     assert all(len(j["metadata"]["annotations"][FINGERPRINT_ANNOTATION]) == 64 for j in jobs)
     assert len(kubelet.ran) == 3  # each job ran once, in a pod
+
+    # The data and the base model are files of the spec repository: each pod read them from a
+    # checkout of the remote at the planned commit, made by its init container, not from here.
+    dataset_job = next(j for j in jobs if j["metadata"]["labels"]["tuneops.dev/kind"] == "Dataset")
+    job_file = json.loads(fake_api.get("ConfigMap", dataset_job["metadata"]["name"])["data"]["job.json"])
+    assert job_file["source"] == "file:///workspace/specs/data/fruit-colors.jsonl"
+    assert job_file["checkout"] == {"into": "/workspace/specs", "paths": ["data/fruit-colors.jsonl"]}
+    assert job_file["git"]["commit"] == cluster_repo.git("rev-parse", "HEAD")
+    assert [c["name"] for c in dataset_job["spec"]["template"]["spec"]["initContainers"]] == ["checkout"]
+    dataset_pod = next(p["metadata"]["name"] for p in fake_api.objects("Pod")
+                       if p["metadata"]["labels"]["tuneops.dev/kind"] == "Dataset")
+    checkout = kubelet.work / "pods" / dataset_pod / "volumes" / "specs"
+    assert (checkout / "data" / "fruit-colors.jsonl").read_bytes() == \
+        (cluster_repo.root / "data" / "fruit-colors.jsonl").read_bytes()
+    assert not (checkout / "models").exists()  # only what the job reads is checked out
 
     # Jobs complete and MLflow holds their records: nothing to do.
     assert set(plan(cluster_repo)["by_resource"].values()) == {"noop"}
@@ -232,3 +186,24 @@ def test_a_running_job_deleted_behind_our_back_is_created_again(cluster_repo: Sp
     assert again.exit_code == 0, again.output
     assert fake_api.get("Job", job["metadata"]["name"]) is not None  # the same deterministic name
     assert plan(cluster_repo)["by_resource"]["Dataset/fruit-colors"] == "noop"
+
+
+def test_a_job_whose_spec_files_are_not_pushed_is_not_started(cluster_repo: SpecRepo, fake_api: FakeKubeApi):
+    # A pod checks the data out from the remote at HEAD: with a row added here and not committed,
+    # it would train on other bytes than the plan fingerprinted. Nothing is submitted.
+    data = cluster_repo.root / "data" / "fruit-colors.jsonl"
+    data.write_text(data.read_text() + data.read_text().splitlines(keepends=True)[0])
+    applied = tuneops(cluster_repo, "apply", ".", "--yes", "--target", "Dataset/fruit-colors")
+    assert applied.exit_code == 1, applied.output
+    assert "error: Dataset/fruit-colors: its pods check out data/fruit-colors.jsonl at commit" in \
+        applied.output
+    assert "data/fruit-colors.jsonl: uncommitted changes: commit and push, then apply again" in applied.output
+    assert fake_api.objects("Job") == [] and fake_api.objects("ConfigMap") == []
+
+    # Committed, not pushed: the remote does not have that commit yet.
+    cluster_repo.git("commit", "-q", "-am", "one more fruit")
+    head = cluster_repo.git("rev-parse", "HEAD")
+    applied = tuneops(cluster_repo, "apply", ".", "--yes", "--target", "Dataset/fruit-colors")
+    assert applied.exit_code == 1, applied.output
+    assert f"commit {head[:12]} is on no branch of origin yet (git push)" in applied.output
+    assert fake_api.objects("Job") == []

@@ -58,7 +58,8 @@ def test_the_role_grants_what_the_backend_uses_and_no_wildcard():
     needed = grants(
         (*kubernetes.SERVER_KINDS, *kubernetes.JOB_KINDS), "create", "patch", "delete"
     )  # apply, stop
-    needed |= grants(("Job", "Pod", "Deployment", *kubernetes.SERVER_KINDS), "list")  # observe, stop
+    needed |= grants(("Job", "Pod", "Deployment", *kubernetes.CUSTOM_WORKLOADS, *kubernetes.SERVER_KINDS),
+                     "list")  # observe, stop
     needed |= grants(kubernetes.JOB_KINDS, "get") | grants(("Deployment", "ConfigMap"), "get")  # stop, serve
     needed.add(("", "pods/log", "get"))  # tuneops logs
     needed |= grants(("Lease",), "get", "create", "update")  # the daemon's leader election

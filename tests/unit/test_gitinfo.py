@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitinfo import git_origin, without_credentials
+from reconciler.gitinfo import git_origin, unpublished, without_credentials
 from tests.reconcile_support import GIT_ENV
 
 
@@ -35,3 +35,40 @@ def test_the_origin_names_the_commit_and_ignores_the_state_folder(tmp_path: Path
     (tmp_path / "spec.yaml").write_text("a: 2\n")
     assert git_origin(tmp_path).dirty is True
     assert git_origin(tmp_path / ".tuneops").commit == origin.commit
+
+
+def _git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, env={**GIT_ENV, "PATH": "/usr/bin:/bin"}, check=True,
+                          capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_spec_files_are_published_once_committed_and_pushed(tmp_path: Path):
+    """What a pod checks out from the remote at HEAD is what is here, or the reason it is not."""
+    repo = tmp_path / "specs"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "train.jsonl").write_text("{}\n")
+    (repo / "models" / "tiny").mkdir(parents=True)
+    (repo / "models" / "tiny" / "config.json").write_text("{}")
+    (repo / ".gitignore").write_text("*.bin\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "specs")
+    paths = ("data/train.jsonl", "models/tiny")
+    assert unpublished(repo, paths) == ["the spec repository has no remote 'origin', which pods check these "
+                                        "files out from (git remote add origin URL, then push)"]
+
+    _git(tmp_path, "init", "-q", "--bare", "-b", "main", "remote.git")
+    _git(repo, "remote", "add", "origin", str(tmp_path / "remote.git"))
+    head = _git(repo, "rev-parse", "HEAD")
+    assert unpublished(repo, paths) == [f"commit {head[:12]} is on no branch of origin yet (git push)"]
+    _git(repo, "push", "-q", "origin", "main")
+    assert unpublished(repo, paths) == []
+
+    (repo / "data" / "train.jsonl").write_text("{}\n{}\n")
+    (repo / "models" / "tiny" / "tokenizer.json").write_text("{}")
+    (repo / "models" / "tiny" / "model.bin").write_bytes(b"weights")
+    (repo / "data" / "other.jsonl").write_text("{}\n")  # not a path the job reads
+    assert unpublished(repo, paths) == ["data/train.jsonl: uncommitted changes",
+                                        "models/tiny/tokenizer.json: not committed",
+                                        "models/tiny/model.bin: ignored by .gitignore"]

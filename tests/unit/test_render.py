@@ -25,7 +25,14 @@ from reconciler.fingerprint import fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.jobfile import GitOrigin
 from reconciler.manifests import cluster_context, render_project
-from reconciler.render import RenderError, environment, to_yaml, validate_manifests, yaml_scalar
+from reconciler.render import (
+    FINGERPRINT_ANNOTATION,
+    RenderError,
+    environment,
+    to_yaml,
+    validate_manifests,
+    yaml_scalar,
+)
 from reconciler.specs.validate import validate_path
 from tests.conftest import REPO_ROOT
 
@@ -114,26 +121,42 @@ def _shape(value, path=""):  # noqa: ANN001, ANN202
     return {path}
 
 
-def _with_values(repo: Path, value: str) -> Path:
-    """The example specs with `value` in free-text fields that reach the manifests."""
+def _with_values(repo: Path, value: str, launcher: str = "indexed-job") -> Path:
+    """The example specs with `value` in free-text fields that reach the manifests: a
+    description, a GPU product, a priority class, and the names of a data file and a chat
+    template (the files exist), with the two-node fine-tune on `launcher`."""
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
     quoted = yaml_scalar(value)
+    file_name = value.replace("/", "_") or "_"
     base = repo / "base-models.yaml"
-    base.write_text(base.read_text().replace("description: Meta Llama", f"description: {quoted}  # Meta", 1))
+    text = base.read_text().replace("description: Meta Llama", f"description: {quoted}  # Meta", 1)
+    (repo / "templates").mkdir()
+    (repo / "templates" / f"{file_name}.jinja").write_text("{{ messages }}")
+    template = yaml_scalar(f"file://templates/{file_name}.jinja")
+    base.write_text(text.replace("chatTemplate: chatml", f"chatTemplate: {template}"))
     sft = repo / "fine-tunes" / "support-sft.yaml"
     text = sft.read_text().replace("gpuProduct: NVIDIA-H100-80GB-HBM3", f"gpuProduct: {quoted}")
     sft.write_text(text.replace("priority: ml-batch", f"priority: {quoted}"))
+    data = repo / "datasets" / "data"
+    shutil.copyfile(data / "support-tickets.jsonl", data / file_name)
+    tickets = repo / "datasets" / "support-tickets.yaml"
+    tickets.write_text(tickets.read_text().replace("source: file://data/support-tickets.jsonl",
+                                                   f"source: {yaml_scalar(f'file://data/{file_name}')}"))
+    cpt = repo / "fine-tunes" / "docs-cpt.yaml"
+    cpt.write_text(cpt.read_text().replace("launcher: indexed-job", f"launcher: {launcher}"))
     return repo
 
 
+@pytest.mark.parametrize("launcher", ["indexed-job", "jobset", "pytorchjob"])
 @pytest.mark.parametrize("payload", INJECTIONS)
-def test_injection_through_string_fields_changes_no_object_and_no_key(tmp_path, payload):
-    """Free-text fields (descriptions, GPU product, priority class) carry the
-    payload into the manifests; the set of objects and the shape of each stay those of a
-    benign value, and the payload arrives intact as a value."""
-    before = rendered_objects(_with_values(tmp_path / "benign", "benign"))
-    after = rendered_objects(_with_values(tmp_path / "payload", payload))
+def test_injection_through_string_fields_changes_no_object_and_no_key(tmp_path, payload, launcher):
+    """Free-text fields (descriptions, GPU product, priority class, source and chat-template
+    paths) carry the payload into the manifests; the set of objects and the shape of each stay
+    those of a benign value, and the payload arrives intact as a value. (Names, labels and
+    queue names cannot carry one: validation holds them to Kubernetes' syntax.)"""
+    before = rendered_objects(_with_values(tmp_path / "benign", "benign", launcher))
+    after = rendered_objects(_with_values(tmp_path / "payload", payload, launcher))
     assert [o["kind"] for o in after] == [o["kind"] for o in before]
     for old, new in zip(before, after, strict=True):
         assert _shape(new) == _shape(old), new["metadata"]["name"]
@@ -143,6 +166,9 @@ def test_injection_through_string_fields_changes_no_object_and_no_key(tmp_path, 
     assert pod["priorityClassName"] == payload
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": payload}
     assert "Secret" not in {o["kind"] for o in after}
+    tickets = next(json.loads(o["data"]["job.json"]) for o in after if o["kind"] == "ConfigMap"
+                   and o["metadata"]["labels"]["tuneops.dev/name"] == "support-tickets")
+    assert tickets["source"] == f"file:///workspace/specs/datasets/data/{payload.replace('/', '_') or '_'}"
 
 
 def test_a_two_node_fine_tune_is_an_indexed_job_with_a_headless_service():
@@ -201,13 +227,139 @@ def test_the_wheel_ships_the_templates(tmp_path):
     assert {"reconciler/templates/job.yaml.j2", "reconciler/templates/deployment.yaml.j2"} <= set(names)
 
 
-def test_a_launcher_that_is_not_built_yet_is_refused_not_replaced(tmp_path):
+def _on_launcher(tmp_path: Path, launcher: str, settings: str = "") -> list[dict]:
+    """The examples with the two-node docs-cpt fine-tune started by `launcher` (and lines added
+    to tuneops.yaml's kubernetes block)."""
     repo = tmp_path / "specs"
     shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
     spec = repo / "fine-tunes" / "docs-cpt.yaml"
-    spec.write_text(spec.read_text().replace("launcher: indexed-job", "launcher: jobset"))
-    with pytest.raises(RenderError, match="FineTune/docs-cpt: the jobset launcher is not available"):
-        rendered_objects(repo)
+    spec.write_text(spec.read_text().replace("launcher: indexed-job", f"launcher: {launcher}"))
+    project = repo / "tuneops.yaml"
+    text = project.read_text()
+    project.write_text(text.replace("  multiNode: indexed-job\n", f"  multiNode: indexed-job\n{settings}"))
+    return rendered_objects(repo)
+
+
+def _docs_cpt(objects: list[dict]) -> list[dict]:
+    return [o for o in objects if o["metadata"]["labels"]["tuneops.dev/name"] == "docs-cpt"]
+
+
+@pytest.mark.parametrize("version", ["1.30", "1.33"])
+@pytest.mark.parametrize("launcher", ["jobset", "pytorchjob"])
+def test_every_launcher_renders_objects_valid_for_kubernetes(tmp_path, launcher, version):
+    objects = _on_launcher(tmp_path, launcher)
+    assert validate_manifests(objects, version) == []
+    kind = {"jobset": "JobSet", "pytorchjob": "PyTorchJob"}[launcher]
+    assert [o["kind"] for o in _docs_cpt(objects)] == ["ConfigMap", kind]  # no Service: the launcher makes it
+
+
+def test_a_two_node_jobset_restarts_all_nodes_together_and_meets_at_node_0(tmp_path):
+    _, jobset = _docs_cpt(_on_launcher(tmp_path, "jobset"))
+    name = jobset["metadata"]["name"]
+    assert len(name) <= 47  # its pods' hostnames <jobset>-node-0-<i> and names stay within 63
+    spec = jobset["spec"]
+    assert spec["failurePolicy"] == {"maxRestarts": 1}  # maxAttempts 2
+    assert spec["network"] == {"enableDNSHostnames": True, "publishNotReadyAddresses": True}
+    [node] = spec["replicatedJobs"]
+    job = node["template"]["spec"]
+    assert (node["name"], node["replicas"]) == ("node", 1)
+    assert (job["completionMode"], job["completions"], job["parallelism"], job["backoffLimit"]) == \
+        ("Indexed", 2, 2, 0)
+    assert node["template"]["metadata"]["annotations"][FINGERPRINT_ANNOTATION] == \
+        jobset["metadata"]["annotations"][FINGERPRINT_ANNOTATION]
+    container = job["template"]["spec"]["containers"][0]
+    rank = next(e for e in container["env"] if e["name"] == "NODE_RANK")
+    assert rank["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    # JobSet names pod i of its one Job <jobset>-node-0-i, in the subdomain <jobset>.
+    launched = [[arg.replace("$(NODE_RANK)", str(index)) for arg in container["command"]]
+                for index in range(2)]
+    assert [argv[argv.index("--node_rank") + 1] for argv in launched] == ["0", "1"]
+    assert {argv[argv.index("--master_addr") + 1] for argv in launched} == {f"{name}-node-0-0.{name}"}
+
+
+def test_a_two_node_pytorchjob_has_one_master_and_leaves_ranks_to_the_operator(tmp_path):
+    _, job = _docs_cpt(_on_launcher(tmp_path, "pytorchjob"))
+    spec = job["spec"]
+    assert spec["nprocPerNode"] == "8"
+    assert spec["runPolicy"]["backoffLimit"] == 4  # restarts over both nodes: 2 attempts each
+    assert spec["runPolicy"]["cleanPodPolicy"] == "Running"
+    replicas = spec["pytorchReplicaSpecs"]
+    assert {kind: r["replicas"] for kind, r in replicas.items()} == {"Master": 1, "Worker": 1}
+    for replica in replicas.values():
+        assert replica["restartPolicy"] == "OnFailure"
+        pod = replica["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["name"] == "pytorch"  # the operator injects its environment into this one
+        assert container["ports"] == [{"containerPort": 23456, "name": "pytorchjob-port"}]
+        assert container["command"][:5] == ["torchrun", "--nproc_per_node", "8", "--nnodes", "2"]
+        assert "--node_rank" not in container["command"] and "--master_addr" not in container["command"]
+        assert "NODE_RANK" not in {e["name"] for e in container["env"]}
+
+
+def test_pytorchjobs_without_the_pytorch_container_are_refused(tmp_path):
+    _, job = _docs_cpt(_on_launcher(tmp_path, "pytorchjob"))
+    job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["name"] = "trainer"
+    job["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 1
+    problems = validate_manifests([job], "1.30")
+    name = job["metadata"]["name"]
+    assert f"PyTorchJob/{name}: the training operator needs a container named 'pytorch' (at " \
+           "spec.pytorchReplicaSpecs.Master.template.spec.containers)" in problems
+    # The pod templates it embeds are checked against the Kubernetes schemas too.
+    assert any(p.startswith(f"PyTorchJob/{name} spec.pytorchReplicaSpecs.Worker.template: 1 is not of type")
+               for p in problems), problems
+
+
+@pytest.mark.parametrize("queueing", ["kueue", "volcano"])
+@pytest.mark.parametrize("launcher", ["jobset", "pytorchjob"])
+def test_queues_hold_every_node_of_a_launcher_together(tmp_path, launcher, queueing):
+    """Kueue admits the whole workload (created suspended, its queue label on it); Volcano
+    gang-schedules it: a PodGroup of every node for a JobSet's pods, or the training operator's
+    own PodGroup from the PyTorchJob's schedulingPolicy."""
+    repo = tmp_path / "queued"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    spec = repo / "fine-tunes" / "docs-cpt.yaml"
+    queued = "  scheduling:\n    queue: gpu-training\n    priority: ml-batch\n  suspend: true"
+    spec.write_text(spec.read_text().replace("launcher: indexed-job", f"launcher: {launcher}")
+                    .replace("  suspend: true", queued))
+    project = repo / "tuneops.yaml"
+    project.write_text(project.read_text().replace("  multiNode: indexed-job\n",
+                                                   f"  multiNode: indexed-job\n  queueing: {queueing}\n"))
+    objects = rendered_objects(repo)
+    assert validate_manifests(objects, "1.30") == []
+    found = {o["kind"]: o for o in _docs_cpt(objects)}
+    workload = found["JobSet" if launcher == "jobset" else "PyTorchJob"]
+    pods = ([workload["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]] if launcher == "jobset"
+            else [r["template"] for r in workload["spec"]["pytorchReplicaSpecs"].values()])
+    policy = workload["spec"] if launcher == "jobset" else workload["spec"]["runPolicy"]
+    suspended = policy.get("suspend")
+    if queueing == "kueue":
+        assert workload["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-training"
+        assert suspended is True
+        assert set(found) == {"ConfigMap", workload["kind"]}
+    elif launcher == "jobset":
+        assert suspended is None and "kueue.x-k8s.io/queue-name" not in workload["metadata"]["labels"]
+        assert found["PodGroup"]["spec"] == {"minMember": 2, "queue": "gpu-training",
+                                             "priorityClassName": "ml-batch"}
+        assert all(pod["spec"]["schedulerName"] == "volcano" for pod in pods)
+        assert all(pod["metadata"]["annotations"]["scheduling.k8s.io/group-name"] ==
+                   workload["metadata"]["name"] for pod in pods)
+    else:
+        assert "PodGroup" not in found  # the operator makes it, and sets the scheduler
+        assert workload["spec"]["runPolicy"]["schedulingPolicy"] == {
+            "minAvailable": 2, "queue": "gpu-training", "priorityClass": "ml-batch"}
+        assert all("schedulerName" not in pod["spec"] for pod in pods)
+    assert all(pod["spec"]["priorityClassName"] == "ml-batch" for pod in pods)
+
+
+def test_launcher_manifests_match_the_golden_file(tmp_path):
+    objects = [o for launcher in ("jobset", "pytorchjob")
+               for o in _docs_cpt(_on_launcher(tmp_path / launcher, launcher))]
+    text = to_yaml(objects)
+    golden = GOLDEN / "launchers.yaml"
+    if os.environ.get("TUNEOPS_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text(), "rendered manifests changed: regenerate (see this module's docstring)"
 
 
 def test_an_autoscaled_server_leaves_its_replicas_to_the_autoscaler(tmp_path):

@@ -121,3 +121,42 @@ def test_stop_deletes_only_objects_with_our_labels_and_fingerprint(fake: FakeKub
     assert [c["metadata"]["name"] for c in fake.objects("ConfigMap", "ml")] == ["copied-labels"]
     deletes = [r for r in fake.requests if r.method == "DELETE"]
     assert [r.propagation_policy for r in deletes] == ["Background"]
+
+
+def jobset(name: str, fingerprint: str = "f" * 64) -> dict:
+    return {"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "metadata": {"name": name, "namespace": "ml",
+                         "labels": {**LABELS, "tuneops.dev/kind": "FineTune", "tuneops.dev/name": "sft"},
+                         "annotations": {FINGERPRINT_ANNOTATION: fingerprint}},
+            "spec": {"replicatedJobs": [{"name": "node", "template": {"spec": {}}}]}}
+
+
+def test_launcher_kinds_are_listed_where_the_project_starts_them_or_a_pod_runs_one(fake: FakeKubeApi):
+    fake.put(jobset("sft-finetune-ffffffffff"))
+    plain = KubernetesBackend(client(), "ml")
+    start = len(fake.requests)
+    assert plain.observe().jobs == ()  # a project without JobSets does not ask for them
+    assert not any("jobsets" in r.path for r in fake.requests[start:])
+
+    using = KubernetesBackend(client(), "ml", launchers=["jobset"])
+    [observed] = using.observe().jobs
+    assert (observed.kind, observed.name) == ("FineTune", "sft")
+    assert observed.handle == "jobset/sft-finetune-ffffffffff"
+    # A launcher switched since: the JobSet's pods still say one runs, and it is read.
+    fake.put({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "sft-finetune-ffffffffff-node-0-0-abcde", "namespace": "ml",
+        "labels": {**LABELS, "jobset.sigs.k8s.io/jobset-name": "sft-finetune-ffffffffff"}},
+        "status": {"phase": "Running"}})
+    assert [job.handle for job in plain.observe().jobs] == ["jobset/sft-finetune-ffffffffff"]
+
+
+def test_a_cluster_without_a_launchers_crd_has_none_of_it_and_says_what_to_install(fake: FakeKubeApi):
+    fake.unserved = {"JobSet"}
+    assert KubernetesBackend(client(), "ml", launchers=["jobset"]).observe().jobs == ()
+    with pytest.raises(KubeApiError) as refused:
+        client().apply(jobset("sft-finetune-ffffffffff"))
+    assert refused.value.status == 404
+    assert str(refused.value) == (
+        "Kubernetes API: patch jobsets.jobset.x-k8s.io 'sft-finetune-ffffffffff' failed (404 NotFound): the "
+        "server could not find the requested resource; is JobSet (jobset.sigs.k8s.io) installed in the "
+        "cluster? Its CRD serves this kind")

@@ -1,11 +1,23 @@
-"""Reading Kubernetes objects as observations: Job conditions to phases, why a pod failed or
-waits, when a rollout counts as serving, and what counts as drift. Objects are written as the
-API server returns them (shapes from the batch/v1, apps/v1 and core/v1 references)."""
+"""Reading Kubernetes objects as observations: Job, JobSet and PyTorchJob conditions to phases, why
+a pod failed or waits, when a rollout counts as serving, and what counts as drift. Objects are
+written as the API server returns them (shapes from the batch/v1, apps/v1 and core/v1 references,
+and the JobSet and training-operator controllers' sources); the launchers' cases are fixture
+files in tests/testdata/workloads/."""
 
 from __future__ import annotations
 
-from reconciler.backends.kubernetes import job_observation, managed_fields_drift, server_observation
+import pytest
+import yaml
+
+from reconciler.backends.kube_health import (
+    job_observation,
+    managed_fields_drift,
+    node_rank,
+    observe_workload,
+    server_observation,
+)
 from reconciler.render import FINGERPRINT_ANNOTATION
+from tests.conftest import REPO_ROOT
 
 FP = "a" * 64
 OURS = {"app.kubernetes.io/managed-by": "tuneops", "tuneops.dev/kind": "FineTune", "tuneops.dev/name": "sft"}
@@ -248,3 +260,30 @@ def test_replicas_the_autoscaler_sets_are_not_drift():
     autoscaled["metadata"]["annotations"]["tuneops.dev/autoscaled"] = "true"
     assert server_observation(autoscaled, [], JOB_FILE, "ml").drift == ""
 
+
+
+WORKLOADS = sorted((REPO_ROOT / "tests" / "testdata" / "workloads").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("fixture", WORKLOADS, ids=[path.stem for path in WORKLOADS])
+def test_launcher_workloads_become_phases(fixture):
+    """JobSets and PyTorchJobs (and a JobSet's own child Job), from fixture files written as
+    their controllers leave them: each file holds the workload, its pods and what is expected."""
+    case = yaml.safe_load(fixture.read_text())
+    observed = observe_workload(case["workload"], case["pods"])
+    if case["expect"] is None:
+        assert observed is None
+        return
+    assert {key: getattr(observed, key) for key in case["expect"]} == case["expect"]
+    assert (observed.kind, observed.name, observed.fingerprint) == ("FineTune", "sft", FP)
+
+
+def test_node_0_is_the_first_index_or_the_pytorchjob_master():
+    def labelled(labels: dict, index: str | None = None) -> dict:
+        annotations = {"batch.kubernetes.io/job-completion-index": index} if index is not None else {}
+        return {"metadata": {"labels": labels, "annotations": annotations}}
+
+    master = {"training.kubeflow.org/replica-type": "master", "training.kubeflow.org/replica-index": "0"}
+    worker = {"training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": "1"}
+    assert [node_rank(labelled(master)), node_rank(labelled(worker))] == [0, 2]
+    assert [node_rank(labelled({}, "0")), node_rank(labelled({}, "3"))] == [0, 3]
