@@ -9,6 +9,7 @@ checked against the Kubernetes OpenAPI schemas for the configured version (kuber
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -88,7 +89,9 @@ def template_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
 
 
+@functools.cache
 def environment():  # noqa: ANN201 - jinja2.Environment, imported lazily
+    """One environment per process: it compiles each template once and keeps it."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())),
@@ -364,8 +367,9 @@ def _lora_rank(rank: int | None) -> int:
 
 def parse(text: str) -> list[dict[str, Any]]:
     """Rendered YAML back into objects: what is applied is what was parsed, not the text."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
     except yaml.YAMLError as error:
         raise RenderError(f"a template rendered invalid YAML: {error}") from None
     for document in documents:
@@ -380,6 +384,7 @@ def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> li
     PyTorchJob) are checked against the structure their CRD publishes (crd_schemas), and the
     Jobs and pod templates they embed against the OpenAPI schemas again; a kind known to
     neither is a problem, so nothing reaches a cluster unchecked."""
+    import jsonschema
     import kubernetes_validate
     from kubernetes_validate.utils import SchemaNotFoundError
 
@@ -388,7 +393,10 @@ def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> li
 
     def check(obj: Mapping[str, Any], where: str) -> None:
         try:
-            kubernetes_validate.validate(dict(obj), full_version, strict=True)
+            validator = _openapi_validator(full_version, str(obj.get("apiVersion")), str(obj.get("kind")))
+            validator.validate(dict(obj))
+        except jsonschema.ValidationError as error:
+            problems.append(f"{where}: {error.message} (at {'.'.join(map(str, error.path)) or 'top level'})")
         except SchemaNotFoundError:
             found = crd_problems(dict(obj))
             if found is None:
@@ -397,17 +405,52 @@ def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> li
             problems.extend(f"{where}: {problem}" for problem in found + operator_problems(dict(obj)))
             for path, embedded in embedded_objects(dict(obj)):
                 check(embedded, f"{where} {path}")
-        except kubernetes_validate.ValidationError as error:
-            problems.append(f"{where}: {error.message} (at {'.'.join(map(str, error.path)) or 'top level'})")
-        except kubernetes_validate.InvalidSchemaError as error:
-            problems.append(f"{where}: {error}")
+        except (kubernetes_validate.InvalidSchemaError,
+                kubernetes_validate.VersionNotSupportedError) as error:
+            problems.append(f"{where}: {error.message}")
 
     for obj in objects:
         check(obj, f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
     return problems
 
 
-class _ReviewableDumper(yaml.SafeDumper):
+@functools.cache
+def _openapi_validator(version: str, api_version: str, kind: str):  # noqa: ANN202 - a jsonschema validator
+    """What kubernetes_validate.validate(obj, version, strict=True) checks, with each kind's
+    schema read and compiled once: it reads and parses the whole definitions file on every
+    call, which made checking a thousand objects take seconds. Raises its SchemaNotFoundError
+    for kinds it has no schema for (custom resources)."""
+    import re
+
+    import jsonschema
+    from kubernetes_validate import utils
+    from referencing import Registry, Resource
+
+    if utils.major_minor(version) > utils.latest_version():
+        raise utils.VersionNotSupportedError(version=utils.major_minor(version))
+    wanted = utils.major_minor(version)
+    schema_version = [v for v in utils.all_versions() if utils.major_minor(v) <= wanted][-1]
+    # rbac.authorization.k8s.io/v1 -> rbac-v1, as kubernetes-validate names its files
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    folder = f"kubernetes-json-schema/v{schema_version}-local-strict"
+    try:
+        schema = utils.schema_contents(f"{folder}/{kind.lower()}-{group_version}.json", version)
+    except FileNotFoundError:
+        raise utils.SchemaNotFoundError(version=utils.major_minor(version), kind=kind,
+                                        api_version=api_version) from None
+    registry = Resource.from_contents(_openapi_definitions(folder, version)) @ (
+        Resource.from_contents(schema) @ Registry())
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
+
+
+@functools.cache
+def _openapi_definitions(folder: str, version: str) -> Any:
+    from kubernetes_validate import utils
+
+    return utils.schema_contents(f"{folder}/_definitions.json", version)
+
+
+class _ReviewableDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter, if built
     """Multi-line strings (a ConfigMap's job.json) as literal blocks: one line of YAML per
     line of text, so a pull request's diff shows the field that changed, and the output
     never depends on where a long line happens to be folded."""
