@@ -178,7 +178,8 @@ class ApiError(Exception):
         return _Reply(self.code, json.dumps(status).encode(), headers=headers)
 
 
-def _pod_index(pod: dict) -> int:
+def completion_index(pod: dict) -> int:
+    """An Indexed Job's pod's completion index (0 for any other pod)."""
     index = (pod["metadata"].get("annotations") or {}).get("batch.kubernetes.io/job-completion-index", "0")
     return int(index) if index.isdigit() else 0
 
@@ -701,7 +702,7 @@ class FakeKubeApi:
                 return
             self._store(JOBS, job)
             # The controller replaces the pod at once (no backoff delay).
-            self.start_pod(job_name, namespace, _pod_index(pod))
+            self.start_pod(job_name, namespace, completion_index(pod))
 
     def complete_pod(self, job_name: str, index: int = 0, namespace: str = "default") -> None:
         """The pod of completion `index` succeeds; once every index has, the Job completes."""
@@ -728,7 +729,7 @@ class FakeKubeApi:
             if not self._running_pods(job):
                 self.start_pod(job_name, namespace)
                 job = self._require(JOBS, job_name, namespace)
-            self.complete_pod(job_name, _pod_index(self._running_pods(job)[-1]), namespace)
+            self.complete_pod(job_name, completion_index(self._running_pods(job)[-1]), namespace)
 
     def delete_with_dependents(self, kind: str, name: str, namespace: str = "default") -> None:
         """What a controller's foreground delete ends with: the object and, by garbage
@@ -814,7 +815,7 @@ class FakeKubeApi:
 
     def _finish_pod(self, job: dict, phase: str, exit_code: int, reason: str, message: str,
                     index: int | None = None, init_container: str | None = None) -> dict:
-        running = [pod for pod in self._running_pods(job) if index is None or _pod_index(pod) == index]
+        running = [pod for pod in self._running_pods(job) if index is None or completion_index(pod) == index]
         if not running:
             raise LookupError(f"job {job['metadata']['name']!r} has no running pod"
                               + (f" of index {index}" if index is not None else ""))

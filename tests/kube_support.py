@@ -34,7 +34,7 @@ from pathlib import Path
 
 from reconciler.render import KIND_LABEL, NAME_LABEL
 from tests.fake_controllers import JobSetController, PyTorchJobController
-from tests.fake_kube import FakeKubeApi
+from tests.fake_kube import FakeKubeApi, completion_index
 from tests.reconcile_support import SpecRepo
 
 RENDEZVOUS_ADDRESS_ARGS = ("--master_addr", "--master-addr")
@@ -160,7 +160,7 @@ class FakeKubelet:
                 p
                 for p in pods
                 if p["status"].get("phase") in ("Running", "Succeeded")
-                and (not indexed or _completion_index(p) == index)
+                and (not indexed or completion_index(p) == index)
             ]
             if not taken:
                 self.api.start_pod(job["metadata"]["name"], self.namespace, index)
@@ -328,7 +328,7 @@ class FakeKubelet:
         if kind == "PyTorchJob":
             self.pytorchjobs.pod_succeeded(pod["metadata"]["name"])
         else:
-            self.api.complete_pod(name, _completion_index(pod), self.namespace)
+            self.api.complete_pod(name, completion_index(pod), self.namespace)
 
     def _report_failure(
         self, pod: dict, reason: str, exit_code: int, message: str, init_container: str | None = None
@@ -344,15 +344,10 @@ class FakeKubelet:
                 exit_code=exit_code,
                 message=message,
                 namespace=self.namespace,
-                index=_completion_index(pod),
+                index=completion_index(pod),
                 init_container=init_container,
             )
         return True
-
-
-def _completion_index(pod: dict) -> int:
-    index = (pod["metadata"].get("annotations") or {}).get("batch.kubernetes.io/job-completion-index", "0")
-    return int(index) if index.isdigit() else 0
 
 
 def _remap(text: str, mounts: dict[str, Path]) -> str:

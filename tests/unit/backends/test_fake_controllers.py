@@ -26,20 +26,24 @@ def conditions(obj: dict) -> dict[str, str]:
     }
 
 
+def indexed_job(name: str, subdomain: str | None = None) -> dict:
+    """A two-pod Indexed Job that fails at its first failed pod."""
+    template = {
+        **POD_TEMPLATE,
+        "spec": {**POD_TEMPLATE["spec"], **({"subdomain": subdomain} if subdomain else {})},
+    }
+    spec = {
+        "completionMode": "Indexed",
+        "completions": 2,
+        "parallelism": 2,
+        "backoffLimit": 0,
+        "template": template,
+    }
+    return {"kind": "Job", "metadata": {"name": name}, "spec": spec}
+
+
 def test_an_indexed_job_runs_a_pod_per_index_and_completes_with_the_last(api: FakeKubeApi):
-    api.put(
-        {
-            "kind": "Job",
-            "metadata": {"name": "train"},
-            "spec": {
-                "completionMode": "Indexed",
-                "completions": 2,
-                "parallelism": 2,
-                "backoffLimit": 0,
-                "template": {**POD_TEMPLATE, "spec": {**POD_TEMPLATE["spec"], "subdomain": "train"}},
-            },
-        }
-    )
+    api.put(indexed_job("train", subdomain="train"))
     pods = [api.start_pod("train", index=index) for index in (0, 1)]
     assert [p["spec"]["hostname"] for p in pods] == ["train-0", "train-1"]
     assert api.get("Job", "train")["status"]["active"] == 2
@@ -50,19 +54,7 @@ def test_an_indexed_job_runs_a_pod_per_index_and_completes_with_the_last(api: Fa
 
 
 def test_an_indexed_job_that_fails_for_good_stops_its_other_pods(api: FakeKubeApi):
-    api.put(
-        {
-            "kind": "Job",
-            "metadata": {"name": "train"},
-            "spec": {
-                "completionMode": "Indexed",
-                "completions": 2,
-                "parallelism": 2,
-                "backoffLimit": 0,
-                "template": POD_TEMPLATE,
-            },
-        }
-    )
+    api.put(indexed_job("train"))
     for index in (0, 1):
         api.start_pod("train", index=index)
     api.fail_pod("train", reason="OOMKilled", exit_code=137, index=1)
