@@ -224,7 +224,9 @@ def test_the_wheel_ships_the_templates(tmp_path):
                     "-w", str(tmp_path), str(REPO_ROOT)], check=True, capture_output=True, timeout=300)
     [wheel] = tmp_path.glob("tuneops-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"reconciler/templates/job.yaml.j2", "reconciler/templates/deployment.yaml.j2"} <= set(names)
+    shipped = {f"reconciler/templates/{path.name}" for path in (REPO_ROOT / "templates").glob("*.j2")}
+    assert {"reconciler/templates/job.yaml.j2", "reconciler/templates/_job_pod.yaml.j2"} <= shipped
+    assert shipped <= set(names)
 
 
 def _on_launcher(tmp_path: Path, launcher: str, settings: str = "") -> list[dict]:
