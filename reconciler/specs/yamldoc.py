@@ -277,6 +277,8 @@ def _syntax_error(error: yaml.MarkedYAMLError, line_offset: int, chunk: str) -> 
     hint = None
     lines = chunk.splitlines()
     bad_line = lines[mark.line] if mark and mark.line < len(lines) else ""
+    if "maximum nesting depth" in problem:  # PyYAML 6.0.4 and later stop deep input themselves
+        return YamlError(f"nesting deeper than {MAX_DEPTH} levels is not supported", line, column)
     if "\t" in bad_line[: (mark.column if mark else 0) + 1] or bad_line.startswith("\t"):
         problem = "a tab character where YAML expects spaces"
         hint = "YAML indents with spaces only"
