@@ -386,16 +386,20 @@ def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> li
     neither is a problem, so nothing reaches a cluster unchecked."""
     import jsonschema
     import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError
+    from kubernetes_validate.utils import InvalidSchemaError, SchemaNotFoundError, VersionNotSupportedError
 
     problems: list[str] = []
     full_version = version if version.count(".") == 2 else f"{version}.0"
 
     def check(obj: Mapping[str, Any], where: str) -> None:
         try:
-            validator = _openapi_validator(full_version, str(obj.get("apiVersion")), str(obj.get("kind")))
-            validator.validate(dict(obj))
-        except jsonschema.ValidationError as error:
+            try:
+                validator = _openapi_validator(full_version, str(obj.get("apiVersion")), str(obj.get("kind")))
+            except (AttributeError, ImportError, TypeError):  # a release whose internals differ
+                kubernetes_validate.validate(dict(obj), full_version, strict=True)
+            else:
+                validator.validate(dict(obj))
+        except jsonschema.ValidationError as error:  # kubernetes_validate's own is one too
             problems.append(f"{where}: {error.message} (at {'.'.join(map(str, error.path)) or 'top level'})")
         except SchemaNotFoundError:
             found = crd_problems(dict(obj))
@@ -405,13 +409,25 @@ def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> li
             problems.extend(f"{where}: {problem}" for problem in found + operator_problems(dict(obj)))
             for path, embedded in embedded_objects(dict(obj)):
                 check(embedded, f"{where} {path}")
-        except (kubernetes_validate.InvalidSchemaError,
-                kubernetes_validate.VersionNotSupportedError) as error:
+        except InvalidSchemaError as error:
             problems.append(f"{where}: {error.message}")
 
     for obj in objects:
-        check(obj, f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
+        try:
+            check(obj, f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
+        except VersionNotSupportedError as error:  # one line, not one per object
+            return [f"kubernetes.version {version}: {error.message} (newest: "
+                    f"{_newest_schema_version()}); set an older one in tuneops.yaml or upgrade it"]
     return problems
+
+
+def _newest_schema_version() -> str:
+    from kubernetes_validate import utils
+
+    try:
+        return utils.major_minor(utils.latest_version())
+    except AttributeError:
+        return "unknown"
 
 
 @functools.cache
@@ -419,7 +435,8 @@ def _openapi_validator(version: str, api_version: str, kind: str):  # noqa: ANN2
     """What kubernetes_validate.validate(obj, version, strict=True) checks, with each kind's
     schema read and compiled once: it reads and parses the whole definitions file on every
     call, which made checking a thousand objects take seconds. Raises its SchemaNotFoundError
-    for kinds it has no schema for (custom resources)."""
+    for kinds it has no schema for (custom resources). It reaches into kubernetes-validate's
+    module (`utils`): with a release where that differs, callers fall back to its `validate`."""
     import re
 
     import jsonschema

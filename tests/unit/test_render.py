@@ -424,3 +424,28 @@ def test_volcano_pod_groups_are_checked_against_their_crd_structure(tmp_path):
     assert any("'minAvailable' was unexpected" in p for p in problems)
     unknown = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w", "namespace": "ml"}}
     assert validate_manifests([unknown], "1.30") == ["Widget/w: no schema for example.com/v1 Widget"]
+
+
+def test_a_kubernetes_version_the_schemas_do_not_cover_is_one_clear_problem():
+    objects = rendered_objects(EXAMPLES)
+    [problem] = validate_manifests(objects, "1.99")
+    assert problem.startswith("kubernetes.version 1.99: kubernetes-validate does not support version 1.99 "
+                              "(newest: 1.")
+    assert problem.endswith("set an older one in tuneops.yaml or upgrade it")
+
+
+def test_the_fast_schema_check_finds_what_kubernetes_validate_finds(monkeypatch):
+    """The per-kind compiled check leans on kubernetes-validate's module; where a release differs,
+    its own `validate` is used, and reports the same."""
+    from reconciler import render
+
+    objects = rendered_objects(EXAMPLES)
+    broken = {**objects[1], "spec": {**objects[1]["spec"], "backoffLimit": "two", "backofLimit": 1}}
+    fast = validate_manifests([*objects, broken], "1.30")
+    assert len(fast) == 1 and fast[0].startswith(f"Job/{broken['metadata']['name']}: ")
+
+    def moved(*args: object) -> None:
+        raise AttributeError("kubernetes_validate.utils has no latest_version")
+
+    monkeypatch.setattr(render, "_openapi_validator", moved)
+    assert validate_manifests([*objects, broken], "1.30") == fast
