@@ -87,6 +87,37 @@ def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
+def frozen_base_dtype(spec: FineTuneSpec, cuda: bool):  # -> torch.dtype | None
+    """The dtype to load a LoRA or QLoRA base in: the compute dtype, whatever dtype the
+    checkpoint is stored in. The frozen base is only read, so 16 bits under bf16 or fp16, as
+    the planner counts it (PEFT keeps the adapter itself in fp32); QLoRA computes in bf16.
+    None for a full fine-tune, which loads the checkpoint as stored (`train_in_fp32`)."""
+    import torch
+
+    if spec.adapter.type == "qlora":
+        return torch.bfloat16
+    if spec.adapter.type == "none":
+        return None
+    flags = precision_flags(spec.training.precision, cuda)
+    return torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else torch.float32
+
+
+def train_in_fp32(model: Any):  # -> torch.dtype
+    """Upcast a fully fine-tuned model's weights to fp32 and return the dtype they were stored in.
+
+    transformers 5 loads a checkpoint in its own dtype, and most published models are stored
+    in bf16, so a full fine-tune would otherwise train pure bf16: Adam's updates smaller than
+    bf16's resolution (about 0.4% of a weight) round away, and the optimizer holds half the
+    memory the planner counts. Mixed precision keeps the trained weights in fp32 (autocast
+    computes in 16 bits); the result is saved back in the stored dtype."""
+    import torch
+
+    stored = next(model.parameters()).dtype
+    if stored != torch.float32:
+        model.to(torch.float32)
+    return stored
+
+
 def peft_config(spec: FineTuneSpec):  # -> peft.LoraConfig | None
     if spec.adapter.type == "none":
         return None
@@ -221,14 +252,12 @@ def run_finetune(job: JobFile) -> Path:
     tokenizer = (
         loading.load_model_tokenizer(job.start_from) if job.start_from else loading.load_tokenizer(base_ref)
     )
+    dtype = frozen_base_dtype(spec, cuda)
     if job.start_from is not None and not job.start_from.adapter:
-        model = loading.load_model(job.start_from)  # the earlier fine-tune's full weights
+        model = loading.load_model(job.start_from, dtype=dtype)  # the earlier fine-tune's full weights
     else:
-        model = loading.load_base_model(
-            base_ref,
-            quantization=quantization_config(spec),
-            dtype=torch.bfloat16 if spec.adapter.type == "qlora" else None,
-        )
+        model = loading.load_base_model(base_ref, quantization=quantization_config(spec), dtype=dtype)
+    stored_dtype = train_in_fp32(model) if spec.adapter.type == "none" else None
     check_adapter_fits(spec, model.config)
     adapter_config = peft_config(spec)
     if job.start_from is not None and job.start_from.adapter:
@@ -305,6 +334,8 @@ def run_finetune(job: JobFile) -> Path:
     if processes.is_main and staging.exists():
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
+    if stored_dtype is not None and "deepspeed" not in arguments and strategy != "fsdp":
+        trainer.model.to(stored_dtype)  # saved as the base was stored; DeepSpeed saves 16-bit itself
     trainer.save_model(str(staging))  # every rank: ZeRO-3 gathers the weights collectively
     trainer.accelerator.wait_for_everyone()
     if not processes.is_main:

@@ -50,6 +50,7 @@ def log_start(
         run.set_tags({"tuneops.resumed_from": Path(resumed_from).name})
         return
     trainable, total = _parameter_counts(model)
+    trained_dtype, frozen_dtype = _weights_dtypes(model)
     params = flatten("", resolved_spec(spec), {})
     params.update(
         {
@@ -62,6 +63,8 @@ def log_start(
             "resolved.fp16": arguments.get("fp16"),
             "resolved.trainable_parameters": trainable,
             "resolved.total_parameters": total,
+            "resolved.trained_weights_dtype": trained_dtype,
+            "resolved.frozen_weights_dtype": frozen_dtype,
             "resolved.train_rows": train_rows,
             "resolved.validation_rows": validation_rows,
         }
@@ -98,6 +101,17 @@ def _parameter_counts(model: Any) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def _weights_dtypes(model: Any) -> tuple[str, str]:
+    """The dtypes the trained and the frozen weights are held in ("none" when there are none): what
+    training actually ran with, whatever dtype the checkpoint was stored in."""
+    def names(trainable: bool) -> str:
+        found = {str(p.dtype).removeprefix("torch.") for p in model.parameters()
+                 if p.requires_grad == trainable}
+        return ",".join(sorted(found)) or "none"
+
+    return names(True), names(False)
 
 
 def peak_memory_mb() -> float:
