@@ -298,6 +298,10 @@ def run_finetune(job: JobFile) -> Path:
         shutil.rmtree(checkpoints)
 
     trainer = build_trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records)
+    if spec.training.max_steps and spec.evaluation.early_stopping is None:
+        from reconciler.runtime.finetune_record import NoFinalCheckpoint
+
+        trainer.add_callback(NoFinalCheckpoint())
     trainer.accelerator.wait_for_everyone()  # rank 0 may have cleared old checkpoints
     run = None
     if processes.is_main:  # opened only now, so a refused setup never leaves a run behind

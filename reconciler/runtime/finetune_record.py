@@ -128,6 +128,27 @@ def _callback_base():
     return TrainerCallback
 
 
+class NoFinalCheckpoint(_callback_base()):
+    """No checkpoint at the last step of a `maxSteps` run. The Trainer checks for the end only
+    after a step, so a job resumed from a checkpoint at `maxSteps` (killed after training, or
+    failing to register its model) would train one step too many. The finished run deletes its
+    checkpoints anyway; a job that fails after training resumes from the one before and retrains
+    the same steps on the same batches. Not used with early stopping, which must keep the best
+    checkpoint, whichever step that is."""
+
+    @staticmethod
+    def _no_save_at_the_end(args, state, control):  # noqa: ANN001, ANN205
+        if args.max_steps > 0 and state.global_step >= args.max_steps:
+            control.should_save = False
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        return self._no_save_at_the_end(args, state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        return self._no_save_at_the_end(args, state, control)
+
+
 class TrainingLogger(_callback_base()):
     """Per-step metrics to MLflow: the Trainer's own (loss, learning rate, grad norm, DPO
     rewards) plus tokens per second and peak memory, which it does not report per step."""

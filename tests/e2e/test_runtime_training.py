@@ -55,11 +55,11 @@ def _results(job) -> dict:  # noqa: ANN001
     return json.loads((job.output_dir / "training_results.json").read_text())
 
 
-def _runs(uri: str, fingerprint: str) -> list:
+def _runs(uri: str, fingerprint: str, experiment: str = "tuneops-tests") -> list:
     import mlflow
 
     client = mlflow.MlflowClient(uri)
-    experiment = client.get_experiment_by_name("tuneops-tests")
+    experiment = client.get_experiment_by_name(experiment)
     return client.search_runs([experiment.experiment_id], f"tags.`tuneops.fingerprint` = '{fingerprint}'")
 
 
@@ -257,3 +257,44 @@ def test_weights_train_in_the_precision_the_spec_asks_for(prepared_fruit, tiny_m
         with safe_open(job.output_dir / f"{weights}.safetensors", "pt") as saved:
             stored = {str(saved.get_slice(key).get_dtype()) for key in saved.keys()}  # noqa: SIM118
         assert stored == ({"BF16"} if name == "full" else {"F32"}), stored  # the adapter stays fp32
+
+
+def test_a_job_that_fails_after_training_retrains_exactly_the_same_steps(  # noqa: ANN001
+        prepared_fruit, tiny_model: Path, tmp_path: Path) -> None:
+    """MLflow refuses the model's upload after the last step. The retry resumes from the
+    checkpoint before the end (none is kept at the last step: resuming there would make the
+    Trainer take one step too many) and ends with the weights of a run never interrupted."""
+    import mlflow
+    import torch
+    from safetensors.torch import load_file
+
+    root, uri, data = prepared_fruit
+    spec = {"adapter": {"r": 4}, "checkpoint": {"everySteps": 4, "keep": 3},
+            "training": dict(SHORT["training"], maxSteps=10, scheduler="constant")}
+    reference = finetune_job(root / "store-whole", uri, "retrained", base_model(tiny_model), [data], spec)
+    assert run_job("finetune", write_job(reference, root / "jobs-whole")).exit_code == 0
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("artifacts cannot be written under a file\n")
+    blocked = (blocker / "artifacts").as_uri()
+    mlflow.MlflowClient(uri).create_experiment("blocked-upload", artifact_location=blocked)
+    job = finetune_job(root / "store-retry", uri, "retrained", base_model(tiny_model), [data], spec,
+                       experiment="blocked-upload")
+    job_file = write_job(job, root / "jobs-retry")
+    failed = run_job("finetune", job_file, env={"TUNEOPS_MLFLOW_RETRY_DELAYS": "0"})
+    assert failed.exit_code != 0
+    checkpoints = job.output_dir.with_name(job.output_dir.name + ".checkpoints")
+    assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+
+    blocker.unlink()
+    blocker.mkdir()
+    result = run_job("finetune", job_file)
+    assert result.exit_code == 0, result.output[-3000:]
+    assert _results(job)["global_step"] == 10
+    runs = _runs(uri, job.fingerprint, "blocked-upload")
+    resumed = [(r.info.status, r.data.tags.get("tuneops.resumed_from")) for r in runs]
+    assert resumed == [("FINISHED", "checkpoint-8")]  # the failed run, continued
+    trained, whole = (load_file(j.output_dir / "adapter_model.safetensors") for j in (job, reference))
+    assert trained.keys() == whole.keys()
+    for name, tensor in whole.items():
+        torch.testing.assert_close(trained[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
