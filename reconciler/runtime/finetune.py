@@ -282,6 +282,8 @@ def run_finetune(job: JobFile) -> Path:
         sequence_length=spec.training.max_seq_length,
         micro_batch=spec.training.micro_batch_size,
         gradient_checkpointing=spec.training.gradient_checkpointing,
+        lora_dropout=spec.adapter.dropout,
+        packing=spec.training.packing,
         world_size=processes.world_size,
         device_bytes=device_bytes,
     )

@@ -46,7 +46,7 @@ def test_estimate_of_a_fine_tune_that_does_not_fit_shows_it_instead_of_refusing(
     result = run_tuneops("estimate", "docs-cpt", str(repo))
     assert result.exit_code == 0, result.output
     assert "fits                           no" in result.stdout
-    assert "largest micro-batch that fits  2" in result.stdout
+    assert "largest micro-batch that fits  4" in result.stdout
 
 
 def test_estimate_errors_are_one_line():

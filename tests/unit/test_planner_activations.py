@@ -1,0 +1,162 @@
+"""The planner's activations against the tensors a real training step keeps for backward.
+
+Each case builds the runtime's own trainer (reconciler.runtime.finetune.build_trainer: trl's
+SFTTrainer, PEFT, bf16 autocast) on a tiny Llama built here, and trains one step with a
+`torch.autograd.graph.saved_tensors_hooks` that records every tensor autograd saves. The bytes
+of the distinct storages saved, parameters excluded, are what the forward pass keeps for the
+backward pass. The planner's `kept_activation_bytes` (with the CPU's dropout mask) plus the
+16-bit copies autocast makes of the trained weights must equal that, for two shapes, LoRA
+with and without dropout, full fine-tuning, and packed and padded batches. The `-16bit` cases
+run the whole module in bf16, as DeepSpeed's engine does (DeepSpeed itself is not started).
+
+On the CPU this checks which tensors are kept, not how a GPU allocator rounds them; the GPU
+comparison is benchmarks/planner_memory.py. Gradient checkpointing keeps each layer's input
+outside autograd's saved tensors, where these hooks cannot see it, so it is not checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from reconciler import planner
+from tests.runtime_support import needs_training
+
+pytestmark = [pytest.mark.slow, needs_training]
+
+SHAPES = {  # name: (hidden, layers, heads, kv heads, MLP width)
+    "gqa": (128, 3, 4, 2, 352),
+    "mha": (192, 2, 6, 6, 512),
+}
+WORDS = ["red", "green", "blue", "yellow", "apple", "banana", "cherry", "lemon", "sky", "grass", "sun"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each shape, and its twin with one layer more: the difference between the two is what one
+    layer keeps, free of everything else a step keeps."""
+    from reconciler.runtime.tiny_model import build
+
+    root = tmp_path_factory.mktemp("activation-models")
+    built = {}
+    for name, (h, layers, heads, kv, ff) in SHAPES.items():
+        for extra, suffix in ((0, ""), (1, "+1")):
+            built[name + suffix] = build(root / (name + suffix), corpus=[" ".join(WORDS)], hidden_size=h,
+                                         layers=layers + extra, heads=heads, kv_heads=kv,
+                                         intermediate_size=ff, max_positions=1024)
+    return built
+
+
+def _saved_bytes(model_dir: Path, spec_body: dict, length: int, micro_batch: int, padded: bool,
+                 work: Path, fp32_weights: bool) -> float:
+    """Train one step as the runtime would; return the bytes of the distinct non-parameter
+    storages autograd saved."""
+    import torch
+
+    from reconciler.jobfile import BaseModelRef, JobFile, MlflowTarget
+    from reconciler.runtime import finetune, loading
+    from reconciler.specs.finetune import FineTuneSpec
+
+    body = {"baseModel": "tiny", "datasets": [{"name": "d"}], "method": "pretrain", **spec_body}
+    body["training"] = {"maxSteps": 1, "microBatchSize": micro_batch, "maxSeqLength": length,
+                        "precision": "bf16", **body.get("training", {})}
+    spec = FineTuneSpec.model_validate(body)
+    job = JobFile(kind="FineTune", name="probe", fingerprint="b" * 64, spec=body, storage_root=str(work),
+                  mlflow=MlflowTarget(tracking_uri=f"sqlite:///{work / 'unused.db'}"))
+    ref = BaseModelRef(name="tiny", source=f"file://{model_dir}")
+    model = loading.load_base_model(ref, dtype=finetune.frozen_base_dtype(spec, cuda=False))
+    if spec.adapter.type == "none" and fp32_weights:
+        finetune.train_in_fp32(model)
+    arguments = finetune.training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+    arguments["save_strategy"] = "no"
+    rng = random.Random(0)
+    # Every row runs past the sequence length; with `padded`, all but the first are shorter, so
+    # the batch is padded to the length and attention needs its mask.
+    words = [length * 2 if index == 0 or not padded else length // (2 + index)
+             for index in range(micro_batch)]
+    records = [{"text": " ".join(rng.choice(WORDS) for _ in range(n))} for n in words]
+    trainer = finetune.build_trainer(spec, model, loading.load_tokenizer(ref), finetune.peft_config(spec),
+                                     arguments, records, [])
+    if not fp32_weights:  # as DeepSpeed runs the module, adapters included: all in 16 bits
+        trainer.model.to(torch.bfloat16)
+    kept: dict[int, int] = {}
+    alive = []  # held, so that no storage is freed and its address reused while counting
+
+    def pack(tensor):  # noqa: ANN001, ANN202
+        alive.append(tensor)
+        storage = tensor.untyped_storage()
+        kept.setdefault(storage.data_ptr(), storage.nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        trainer.train()
+    parameters = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
+    return sum(size for pointer, size in kept.items() if pointer not in parameters)
+
+
+CASES = {
+    "lora-all-linear-dropout": {"adapter": {"type": "lora", "r": 8, "dropout": 0.05}},
+    "lora-qv-no-dropout": {"adapter": {"type": "lora", "r": 4, "dropout": 0.0,
+                                       "targetModules": ["q_proj", "v_proj"]}},
+    "full": {"adapter": {"type": "none"}},
+    "full-16bit": {"adapter": {"type": "none"}},  # the module as DeepSpeed runs it
+    "lora-16bit": {"adapter": {"type": "lora", "r": 8, "dropout": 0.05}},
+}
+
+
+def _shape(model_dir: Path, body: dict, length: int, micro_batch: int,
+           packing: bool) -> planner.TrainingShape:
+    config = json.loads((model_dir / "config.json").read_text())
+    adapter = body["adapter"]
+    targets = adapter.get("targetModules", "all-linear")
+    return planner.TrainingShape(
+        planner.Architecture.from_config(config), adapter["type"], rank=adapter.get("r", 16),
+        target_modules=targets if isinstance(targets, str) else tuple(targets), sequence_length=length,
+        micro_batch=micro_batch, lora_dropout=adapter.get("dropout", 0.05), packing=packing)
+
+
+def _expected(shape: planner.TrainingShape, micro_batch: int, fp32_weights: bool) -> float:
+    """The kept activations, and autocast's 16-bit copies of fp32 trained weights (the hooks see
+    those too; the fused head's tile of logits is a temporary they do not see)."""
+    trained = shape.architecture.linear_parameters if shape.adapter == "none" else shape.trainable
+    copies = planner.HALF * trained if fp32_weights else 0
+    return planner.kept_activation_bytes(shape, micro_batch, device="cpu", fp32_weights=fp32_weights) + copies
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("model", sorted(SHAPES))
+def test_kept_activations_are_the_tensors_a_training_step_saves(
+        models: dict[str, Path], tmp_path: Path, model: str, case: str, packing: bool) -> None:
+    length, micro_batch = 64, 3
+    body = {**CASES[case], "training": {"packing": packing}}
+    fp32_weights = not case.endswith("-16bit")
+    measured, deeper = (_saved_bytes(models[name], body, length, micro_batch, padded=not packing,
+                                     work=tmp_path / name, fp32_weights=fp32_weights)
+                        for name in (model, model + "+1"))
+    shape, deeper_shape = (_shape(models[name], body, length, micro_batch, packing)
+                           for name in (model, model + "+1"))
+    # One layer, to the byte (the few bytes of RoPE tables and such are common to both).
+    one_layer = (_expected(deeper_shape, micro_batch, fp32_weights)
+                 - _expected(shape, micro_batch, fp32_weights))
+    assert deeper - measured == pytest.approx(one_layer, rel=1e-3), (deeper - measured, one_layer)
+    # The whole step: within 1%, what the planner leaves out (RoPE tables, position ids).
+    assert measured == pytest.approx(_expected(shape, micro_batch, fp32_weights), rel=0.01)
+
+
+def test_the_estimate_no_longer_counts_attention_scores() -> None:
+    """At long sequences Korthikanti's 5as/h term (the scores, which SDPA never stores)
+    dominates; the runtime's count grows linearly with the length, apart from the mask."""
+    llama = planner.Architecture.from_config({
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "intermediate_size": 14336, "vocab_size": 128256})
+    short, long = (planner.TrainingShape(llama, "lora", sequence_length=n) for n in (1024, 4096))
+    runtime = [planner.kept_activation_bytes(s, 1) for s in (short, long)]
+    paper = [planner.activation_bytes(llama, s.sequence_length, 1) for s in (short, long)]
+    masks = [32 * planner.HALF * s.sequence_length ** 2 for s in (short, long)]
+    assert (runtime[1] - masks[1]) == pytest.approx(4 * (runtime[0] - masks[0]), rel=1e-9)
+    assert paper[1] > 5 * paper[0]  # quadratic in the length
+    assert runtime[1] < paper[1] / 2
