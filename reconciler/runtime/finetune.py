@@ -102,6 +102,14 @@ def frozen_base_dtype(spec: FineTuneSpec, cuda: bool):  # -> torch.dtype | None
     return torch.bfloat16 if flags["bf16"] else torch.float16 if flags["fp16"] else torch.float32
 
 
+def engine_keeps_fp32_masters(strategy: str, spec: FineTuneSpec, cuda: bool) -> bool:
+    """Whether DeepSpeed trains this run in 16 bits: its engine casts the module to bf16 or fp16
+    and keeps fp32 master weights in its optimizer, so the model is handed over as loaded (an
+    fp32 copy first would only double every rank's CPU memory while loading)."""
+    flags = precision_flags(spec.training.precision, cuda)
+    return strategy.startswith("zero") and (flags["bf16"] or flags["fp16"])
+
+
 def train_in_fp32(model: Any):  # -> torch.dtype
     """Upcast a fully fine-tuned model's weights to fp32 and return the dtype they were stored in.
 
@@ -257,7 +265,6 @@ def run_finetune(job: JobFile) -> Path:
         model = loading.load_model(job.start_from, dtype=dtype)  # the earlier fine-tune's full weights
     else:
         model = loading.load_base_model(base_ref, quantization=quantization_config(spec), dtype=dtype)
-    stored_dtype = train_in_fp32(model) if spec.adapter.type == "none" else None
     check_adapter_fits(spec, model.config)
     adapter_config = peft_config(spec)
     if job.start_from is not None and job.start_from.adapter:
@@ -287,6 +294,9 @@ def run_finetune(job: JobFile) -> Path:
         world_size=processes.world_size,
         device_bytes=device_bytes,
     )
+    stored_dtype = None
+    if spec.adapter.type == "none" and not engine_keeps_fp32_masters(strategy, spec, cuda):
+        stored_dtype = train_in_fp32(model)
     arguments = training_arguments(
         job,
         spec,
@@ -341,7 +351,7 @@ def run_finetune(job: JobFile) -> Path:
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
     if stored_dtype is not None and "deepspeed" not in arguments and strategy != "fsdp":
-        trainer.model.to(stored_dtype)  # saved as the base was stored; DeepSpeed saves 16-bit itself
+        trainer.model.to(stored_dtype)  # saved as the base was stored; DeepSpeed saves what it holds
     trainer.save_model(str(staging))  # every rank: ZeRO-3 gathers the weights collectively
     trainer.accelerator.wait_for_everyone()
     if not processes.is_main:

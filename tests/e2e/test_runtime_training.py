@@ -238,25 +238,31 @@ def _bf16_copy(model: Path, into: Path) -> Path:
 
 def test_weights_train_in_the_precision_the_spec_asks_for(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
     """A full fine-tune of a bf16 checkpoint keeps fp32 master weights (pure bf16 Adam rounds
-    small updates away) and is saved back in bf16; a LoRA base under bf16 is held in bf16
-    even when stored in fp32, which is what the planner counts."""
+    small updates away) and is saved back in bf16; under DeepSpeed the model is handed over
+    in bf16, as loaded. A LoRA base under bf16 is held in bf16 even when stored in fp32, which
+    is what the planner counts."""
     import mlflow
     from safetensors import safe_open
 
     root, uri, data = prepared_fruit
     bf16_model = _bf16_copy(tiny_model, root / "tiny-bf16")
     bf16 = {"training": dict(SHORT["training"], maxSteps=2, precision="bf16")}
+    zero2 = {"adapter": {"type": "none"}, **bf16, "distributed": {"strategy": "zero2"}}
     cases = {"full": (bf16_model, {"adapter": {"type": "none"}, **bf16}, ("float32", "none"), "model"),
-             "lora": (tiny_model, {"adapter": {"r": 4}, **bf16}, ("float32", "bfloat16"), "adapter_model")}
+             "lora": (tiny_model, {"adapter": {"r": 4}, **bf16}, ("float32", "bfloat16"), "adapter_model"),
+             # DeepSpeed's engine runs the module in bf16 and keeps the fp32 masters itself
+             "zero2": (bf16_model, zero2, ("bfloat16", "none"), "model")}
     for name, (model, spec, dtypes, weights) in cases.items():
         job = finetune_job(root / f"store-{name}", uri, f"dtype-{name}", base_model(model), [data], spec)
-        result = run_job("finetune", write_job(job, root / f"jobs-dtype-{name}"))
+        processes = 2 if name == "zero2" else 1
+        result = run_job("finetune", write_job(job, root / f"jobs-dtype-{name}"), processes=processes,
+                         env={"MASTER_PORT": str(free_port())})
         assert result.exit_code == 0, result.output[-3000:]
         params = mlflow.MlflowClient(uri).get_run(_runs(uri, job.fingerprint)[0].info.run_id).data.params
         assert (params["resolved.trained_weights_dtype"], params["resolved.frozen_weights_dtype"]) == dtypes
         with safe_open(job.output_dir / f"{weights}.safetensors", "pt") as saved:
             stored = {str(saved.get_slice(key).get_dtype()) for key in saved.keys()}  # noqa: SIM118
-        assert stored == ({"BF16"} if name == "full" else {"F32"}), stored  # the adapter stays fp32
+        assert stored == ({"F32"} if name == "lora" else {"BF16"}), stored  # the adapter stays fp32
 
 
 def test_a_job_that_fails_after_training_retrains_exactly_the_same_steps(  # noqa: ANN001
