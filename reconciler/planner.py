@@ -324,16 +324,18 @@ def kept_activation_bytes(shape: TrainingShape, micro_batch: int, *, device: str
 def step_buffer_bytes(shape: TrainingShape, micro_batch: int, *, fp32_weights: bool = True) -> float:
     """Memory a step holds beside the kept activations: the fused head's tile of logits and,
     for weights trained in fp32, autocast's 16-bit copies of them (kept from the forward pass
-    to the backward) and the head's 16-bit copy of a tile's weights."""
+    to the backward; with gradient checkpointing, one layer's at a time, while it is
+    recomputed) and the head's 16-bit copy of a tile's weights."""
     arch = shape.architecture
     tokens = shape.sequence_length * micro_batch
     vocab_tile = min(arch.vocab_size, HEAD_VOCAB_TILE)
     head = HALF * min(tokens, HEAD_TOKEN_TILE) * vocab_tile
     if not fp32_weights:
         return head
+    share = 1 / arch.num_layers if shape.gradient_checkpointing else 1
     if shape.adapter == "none":
-        return HALF * arch.linear_parameters + head + HALF * vocab_tile * arch.hidden_size
-    return HALF * shape.trainable + head
+        return HALF * arch.linear_parameters * share + head + HALF * vocab_tile * arch.hidden_size
+    return HALF * shape.trainable * share + head
 
 
 def step_activation_bytes(shape: TrainingShape, micro_batch: int, strategy: str = "ddp", *,

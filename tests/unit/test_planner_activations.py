@@ -9,15 +9,19 @@ backward pass. The planner's `kept_activation_bytes` (with the CPU's dropout mas
 with and without dropout, full fine-tuning, and packed and padded batches. The `-16bit` cases
 run the whole module in bf16, as DeepSpeed's engine does (DeepSpeed itself is not started).
 
+With gradient checkpointing, the checkpoint saves each layer's input through the same hooks,
+so that is checked too. The one layer recomputed at a time during the backward pass is a
+temporary the hooks do not see; the planner counts it from the same per-layer figure.
+
 On the CPU this checks which tensors are kept, not how a GPU allocator rounds them; the GPU
-comparison is benchmarks/planner_memory.py. Gradient checkpointing keeps each layer's input
-outside autograd's saved tensors, where these hooks cannot see it, so it is not checked here.
+comparison is benchmarks/planner_memory.py.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -120,9 +124,10 @@ def _shape(model_dir: Path, body: dict, length: int, micro_batch: int,
 
 def _expected(shape: planner.TrainingShape, micro_batch: int, fp32_weights: bool) -> float:
     """The kept activations, and autocast's 16-bit copies of fp32 trained weights (the hooks see
-    those too; the fused head's tile of logits is a temporary they do not see)."""
+    those too, except under checkpointing, which recomputes them; the fused head's tile of
+    logits is a temporary they do not see)."""
     trained = shape.architecture.linear_parameters if shape.adapter == "none" else shape.trainable
-    copies = planner.HALF * trained if fp32_weights else 0
+    copies = planner.HALF * trained if fp32_weights and not shape.gradient_checkpointing else 0
     return planner.kept_activation_bytes(shape, micro_batch, device="cpu", fp32_weights=fp32_weights) + copies
 
 
@@ -145,6 +150,28 @@ def test_kept_activations_are_the_tensors_a_training_step_saves(
     assert deeper - measured == pytest.approx(one_layer, rel=1e-3), (deeper - measured, one_layer)
     # The whole step: within 1%, what the planner leaves out (RoPE tables, position ids).
     assert measured == pytest.approx(_expected(shape, micro_batch, fp32_weights), rel=0.01)
+
+
+@pytest.mark.parametrize("case", ["lora-all-linear-dropout", "full"])
+def test_gradient_checkpointing_keeps_each_layers_input(models: dict[str, Path], tmp_path: Path,
+                                                         case: str) -> None:
+    """Checkpointed, a layer keeps only its input (saved by the checkpoint, which these hooks
+    see); the planner also counts the one layer recomputed at a time, a temporary they do not."""
+    length, micro_batch, model = 64, 3, "gqa"
+    body = {**CASES[case], "training": {"gradientCheckpointing": True}}
+    measured, deeper = (_saved_bytes(models[name], body, length, micro_batch, padded=True,
+                                     work=tmp_path / name, fp32_weights=True)
+                        for name in (model, model + "+1"))
+    shape = replace(_shape(models[model], body, length, micro_batch, packing=False),
+                    gradient_checkpointing=True)
+    residual = planner.HALF if shape.adapter == "lora" else 4
+    tokens = length * micro_batch
+    assert deeper - measured == tokens * residual * shape.architecture.hidden_size
+    plain, plain_deeper = (replace(_shape(models[name], body, length, micro_batch, packing=False),
+                                   gradient_checkpointing=False) for name in (model, model + "+1"))
+    recomputed = (planner.kept_activation_bytes(plain_deeper, micro_batch, device="cpu")
+                  - planner.kept_activation_bytes(plain, micro_batch, device="cpu"))
+    assert measured == pytest.approx(_expected(shape, micro_batch, True) - recomputed, rel=0.01)
 
 
 def test_the_estimate_no_longer_counts_attention_scores() -> None:
