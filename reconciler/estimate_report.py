@@ -81,6 +81,8 @@ def estimate_text(found: FineTuneEstimate) -> str:
             ("  optimizer states", _gb(states.optimizer)),
             *([("  gathered layer (ZeRO-3)", _gb(states.gathered))] if states.gathered else []),
             ("  activations", _gb(found.memory.activations)),
+            *([("  optimizer step buffer", _gb(found.memory.optimizer_step))]
+              if found.memory.optimizer_step else []),
             ("peak per " + ("GPU" if found.gpus else "process"), _gb(found.memory.peak)),
         ]
         if states.cpu:
@@ -121,6 +123,7 @@ def estimate_json(found: FineTuneEstimate) -> dict[str, Any]:
             "parameters_bytes": states.parameters, "frozen_bytes": states.frozen,
             "gradients_bytes": states.gradients, "optimizer_bytes": states.optimizer,
             "gathered_bytes": states.gathered, "activations_bytes": found.memory.activations,
+            "optimizer_step_bytes": found.memory.optimizer_step,
             "peak_bytes": found.memory.peak, "cpu_bytes": states.cpu,
         }
     work = found.workload

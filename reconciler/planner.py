@@ -355,10 +355,11 @@ class Estimate:
     micro_batch: int
     states: ModelStates
     activations: float
+    optimizer_step: float = 0.0  # the optimizer's own temporaries, after the activations are freed
 
     @property
     def peak(self) -> float:
-        return self.states.total + self.activations
+        return self.states.total + max(self.activations, self.optimizer_step)
 
     def fits(self, device_bytes: float, margin: float = SAFETY_MARGIN) -> bool:
         return self.peak <= device_bytes * (1 - margin)
@@ -378,6 +379,7 @@ class TrainingShape:
     gradient_checkpointing: bool = False
     lora_dropout: float = 0.05
     packing: bool = False
+    optimizer: str = "adamw_torch"
 
     @property
     def trainable(self) -> int:
@@ -415,7 +417,16 @@ def estimate(shape: TrainingShape, strategy: str, micro_batch: int | None = None
     states = deepspeed_model_states(shape.trainable, strategy, shape.devices,
                                     frozen_bytes=shape.frozen_bytes,
                                     largest_layer=shape.architecture.largest_layer)
-    return Estimate(strategy, batch, states, step_activation_bytes(shape, batch, strategy))
+    return Estimate(strategy, batch, states, step_activation_bytes(shape, batch, strategy),
+                    optimizer_step_bytes(shape, strategy))
+
+
+def optimizer_step_bytes(shape: TrainingShape, strategy: str) -> float:
+    """PyTorch's multi-tensor AdamW (`adamw_torch`, which the Trainer runs under `ddp` on GPUs)
+    takes the square root of every second moment at once, into a new fp32 tensor the size of
+    that state: 4 bytes per trainable parameter, while the gradients are still held. The fused
+    kernel (`adamw_torch_fused`) and DeepSpeed's optimizers update in place."""
+    return FP32 * shape.trainable if strategy == "ddp" and shape.optimizer == "adamw_torch" else 0.0
 
 
 def choose_strategy(shape: TrainingShape, device_bytes: float,

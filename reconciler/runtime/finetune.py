@@ -291,6 +291,7 @@ def run_finetune(job: JobFile) -> Path:
         gradient_checkpointing=spec.training.gradient_checkpointing,
         lora_dropout=spec.adapter.dropout,
         packing=spec.training.packing,
+        optimizer=spec.training.optimizer,
         world_size=processes.world_size,
         device_bytes=device_bytes,
     )

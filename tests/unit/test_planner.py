@@ -132,3 +132,21 @@ def test_offload_moves_optimizer_and_parameters_to_cpu():
     assert states.optimizer == 0 and states.parameters == 0
     assert states.cpu == pytest.approx(14 * 7e9 / 8)
     assert states.total < model_states(7e9, "zero3", 8).total
+
+
+def test_the_optimizer_step_buffer_counts_only_when_it_outgrows_the_activations():
+    """adamw_torch's multi-tensor step makes an fp32 temporary of 4 bytes per trained parameter
+    after the activations are freed; the fused kernel and DeepSpeed's optimizers make none."""
+    from dataclasses import replace
+
+    small = Architecture(hidden_size=2048, num_layers=16, num_attention_heads=16,
+                         intermediate_size=5632, vocab_size=32000)
+    shape = TrainingShape(small, "none", sequence_length=512, gradient_checkpointing=True)
+    found = estimate(shape, "ddp")
+    assert found.optimizer_step == 4 * small.parameters > found.activations
+    assert found.peak == found.states.total + found.optimizer_step
+    fused = estimate(replace(shape, optimizer="adamw_torch_fused"), "ddp")
+    assert fused.optimizer_step == 0 and fused.peak == fused.states.total + fused.activations
+    assert estimate(shape, "zero2").optimizer_step == 0
+    long = estimate(replace(shape, sequence_length=8192, gradient_checkpointing=False), "ddp")
+    assert long.activations > long.optimizer_step and long.peak == long.states.total + long.activations
