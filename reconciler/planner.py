@@ -273,7 +273,7 @@ def kept_activation_bytes(shape: TrainingShape, micro_batch: int, *, device: str
       transformers hands SDPA as a 16-bit (rows x length x length) tensor. A batch without
       padding needs no mask, so there the count is high;
     - MLP: the gate, up and SiLU outputs, 6f;
-    - full fine-tuning with fp32 weights under autocast (`ddp`, `fsdp`): the residual stream
+    - full fine-tuning with fp32 weights under autocast (`ddp`): the residual stream
       is fp32. Each RMSNorm keeps its fp32 input and normalized output, 8h; each linear its own
       16-bit copy of its input, 10h + 2f;
     - full fine-tuning under DeepSpeed, which runs the module in 16 bits (`fp32_weights`
@@ -342,8 +342,9 @@ def step_activation_bytes(shape: TrainingShape, micro_batch: int, strategy: str 
                           device: str = "cuda") -> float:
     """What `estimate` counts as activations: the kept tensors and the step's buffers. Under
     DeepSpeed (every ZeRO strategy) the engine runs the whole module, adapters included, in 16
-    bits and keeps the fp32 masters in its optimizer; the Trainer's own mixed precision (`ddp`,
-    `fsdp`) keeps fp32 trained weights and computes under autocast."""
+    bits and keeps the fp32 masters in its optimizer; the Trainer's own mixed precision (`ddp`)
+    keeps fp32 trained weights and computes under autocast. `fsdp` is estimated as ZeRO-3, and
+    its mixed precision also computes with 16-bit copies of the shards."""
     fp32_weights = not strategy.startswith("zero")
     return (kept_activation_bytes(shape, micro_batch, device=device, fp32_weights=fp32_weights)
             + step_buffer_bytes(shape, micro_batch, fp32_weights=fp32_weights))
