@@ -41,7 +41,16 @@ from pathlib import Path
 from typing import Any
 
 from common import HERE, git_commit, print_table
-from train_throughput import CHILD_ENV, WORDS, fingerprint, run_process, tuneops_command, write_job
+from train_throughput import (
+    CHILD_ENV,
+    WORDS,
+    fingerprint,
+    local_base_model,
+    prepared_dataset,
+    run_process,
+    tuneops_command,
+    write_job,
+)
 
 DEFAULT_WORKDIR = HERE / ".work" / "planner-memory"
 TARGET = 0.15  # the target: measured within 15% of the estimate
@@ -159,13 +168,10 @@ def finetune_spec(case: Case, steps: int) -> dict[str, Any]:
 
 
 def finetune_job(work: Work, data: Any, case: Case):  # -> JobFile
-    from reconciler.jobfile import BaseModelRef, GitOrigin, JobFile, MlflowTarget, PreparedDataset
+    from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
 
-    manifest = json.loads((data.output_dir / "manifest.json").read_text())
-    prepared = PreparedDataset(name=data.name, location=str(data.output_dir), digest=manifest["digest"],
-                               schema_type=manifest["schemaType"], fingerprint=data.fingerprint)
-    base = BaseModelRef(name="llama-250m", source=f"file://{work.model}", chat_template="chatml",
-                        fingerprint=fingerprint("BaseModel", str(work.model)))
+    prepared = prepared_dataset(data)
+    base = local_base_model("llama-250m", work.model)
     spec = {"baseModel": base.name, "datasets": [{"name": prepared.name, "weight": 1.0}],
             **finetune_spec(case, work.steps)}
     name = f"memory-{case.name}"

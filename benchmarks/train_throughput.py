@@ -196,15 +196,28 @@ def finetune_spec(work: Work, packing: bool) -> dict[str, Any]:
     }
 
 
-def finetune_job(work: Work, data: Any, name: str, packing: bool, run_key: str):  # -> JobFile
-    """A FineTune job with its own storage root and fingerprint, so that no run resumes another."""
-    from reconciler.jobfile import BaseModelRef, GitOrigin, JobFile, MlflowTarget, PreparedDataset
+def prepared_dataset(data: Any):  # -> PreparedDataset
+    """What a FineTune job file says of a Dataset job's output, read from its manifest."""
+    from reconciler.jobfile import PreparedDataset
 
     manifest = json.loads((data.output_dir / "manifest.json").read_text())
-    prepared = PreparedDataset(name=data.name, location=str(data.output_dir), digest=manifest["digest"],
-                               schema_type=manifest["schemaType"], fingerprint=data.fingerprint)
-    base = BaseModelRef(name="tiny-llama", source=f"file://{work.model}", chat_template="chatml",
-                        fingerprint=fingerprint("BaseModel", str(work.model)))
+    return PreparedDataset(name=data.name, location=str(data.output_dir), digest=manifest["digest"],
+                           schema_type=manifest["schemaType"], fingerprint=data.fingerprint)
+
+
+def local_base_model(name: str, folder: Path):  # -> BaseModelRef
+    from reconciler.jobfile import BaseModelRef
+
+    return BaseModelRef(name=name, source=f"file://{folder}", chat_template="chatml",
+                        fingerprint=fingerprint("BaseModel", str(folder)))
+
+
+def finetune_job(work: Work, data: Any, name: str, packing: bool, run_key: str):  # -> JobFile
+    """A FineTune job with its own storage root and fingerprint, so that no run resumes another."""
+    from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
+
+    prepared = prepared_dataset(data)
+    base = local_base_model("tiny-llama", work.model)
     spec = {"baseModel": base.name, "datasets": [{"name": prepared.name, "weight": 1.0}],
             **finetune_spec(work, packing)}
     return JobFile(kind="FineTune", name=name,
