@@ -77,8 +77,8 @@ def _saved_bytes(model_dir: Path, spec_body: dict, length: int, micro_batch: int
     arguments = finetune.training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
     arguments["save_strategy"] = "no"
     rng = random.Random(0)
-    # Every row runs past the sequence length; with `padded`, all but the first are shorter, so
-    # the batch is padded to the length and attention needs its mask.
+    # The first row runs past the sequence length. With `padded` the others are shorter, so the
+    # batch is padded to the length and attention needs its mask; otherwise every row is full.
     words = [length * 2 if index == 0 or not padded else length // (2 + index)
              for index in range(micro_batch)]
     records = [{"text": " ".join(rng.choice(WORDS) for _ in range(n))} for n in words]
