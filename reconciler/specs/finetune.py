@@ -122,7 +122,9 @@ class Training(SpecModel):
     max_seq_length: Int = field(2048, "Sequences are truncated to this many tokens.",
                                 unit="tokens", gt=0)
     packing: Bool = field(False, "Pack several short examples into one sequence (with attention "
-                                 "kept within each example).")
+                                 "kept within each example). A micro-batch's rows are joined into "
+                                 "one, whose attention mask takes (microBatchSize x maxSeqLength)^2 "
+                                 "16-bit values per layer; `tuneops estimate` counts it.")
     train_on_inputs: Bool = field(False, "Also compute the loss on prompts, not only on completions.")
     scheduler: Scheduler = field("cosine", "Learning-rate schedule.")
     warmup_ratio: Float = field(0.03, "Share of steps spent warming up the learning rate.",
