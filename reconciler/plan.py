@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconciler.backends.base import STOPPED
 from reconciler.fingerprint import FingerprintInput, operational_spec, operational_view, produced_view
 from reconciler.graph import DependencyGraph
+from reconciler.in_use import versions_in_use
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.specset import SpecSet
@@ -68,7 +69,8 @@ class PlannedAction:
     resource: ResourceId
     action: Action
     fingerprint: str | None  # desired; None for a delete
-    previous: str | None = None  # the fingerprint built or live before
+    previous: str | None = None  # the fingerprint in use before (serving, or what it was built from)
+    compared_with: str | None = None  # that version in words: "fruit-sft/1, serving"
     reason: str = ""
     changes: tuple[FieldChange, ...] = ()
     upstream: tuple[ResourceId, ...] = ()  # the upstreams that changed, or that block this one
@@ -139,6 +141,7 @@ class _Planner:
                  actual: ActualState, options: PlanOptions):
         self.specs, self.graph, self.inputs, self.actual, self.options = specs, graph, inputs, actual, options
         self.planned: dict[ResourceId, PlannedAction] = {}
+        self.in_use = versions_in_use(graph, actual)  # what a change is compared with
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -222,29 +225,39 @@ class _Planner:
         if rid.kind == "FineTune" and resource.spec.resources.nodes > 1 and not self.options.multi_node:
             return self._base(rid, Action.BLOCKED, reason=f"resources.nodes: {resource.spec.resources.nodes} "
                               "needs the kubernetes backend (the local backend runs on one machine)")
-        previous = self.actual.newest(rid.kind, rid.name)
+        in_use = self.in_use.get(rid)
+        previous = in_use.run if in_use is not None else None
+        compared = {"previous": previous.fingerprint, "compared_with": in_use.describe()} \
+            if in_use is not None else {}
         job = self.actual.job(rid.kind, rid.name, fp)
         if job is not None and job.phase in ("running", "pending"):
-            return self._base(rid, Action.WAIT, previous=previous.fingerprint if previous else None,
+            return self._base(rid, Action.WAIT, **compared,
                               reason=f"{job.phase} since {_clock(job.started_at)} ({job.handle}, attempt "
                                      f"{job.attempts})")
         if job is not None and job.phase == "failed" and job.message != STOPPED:
             attempts = 0 if self.options.retry_failed else job.attempts
             if attempts >= self.options.max_attempts:
-                return self._base(rid, Action.BLOCKED, previous=previous.fingerprint if previous else None,
+                return self._base(rid, Action.BLOCKED, **compared,
                                   reason=f"failed {job.attempts} of {self.options.max_attempts} attempts: "
                                          f"{job.message or 'see tuneops logs ' + str(rid)}; fix the cause, "
                                          "then apply with --retry-failed")
-            return self._base(rid, Action.RETRY, previous=previous.fingerprint if previous else None,
+            return self._base(rid, Action.RETRY, **compared,
                               reason=f"attempt {attempts + 1} of {self.options.max_attempts}; last: "
                                      f"{job.message or 'failed'}", attempt=attempts + 1)
         if previous is None:
             return self._base(rid, Action.CREATE)
         reason, changes, upstream = self._why_rebuild(rid, previous)
-        return self._base(rid, Action.REBUILD, previous=previous.fingerprint, reason=reason, changes=changes,
-                          upstream=upstream)
+        return self._base(rid, Action.REBUILD, reason=reason, changes=changes, upstream=upstream,
+                          **compared)
 
     def plan_deployment(self, rid: ResourceId) -> PlannedAction:
+        planned = self._plan_deployment(rid)
+        live = self.actual.server(rid.name)
+        if live is not None and planned.previous == live.fingerprint and live.model_version:
+            planned = replace(planned, compared_with=f"{live.model_version}, {live.phase}")
+        return planned
+
+    def _plan_deployment(self, rid: ResourceId) -> PlannedAction:
         resource = self.specs.get(rid).resource  # type: ignore[union-attr]
         assert isinstance(resource, DeploymentResource)
         fp = self.fingerprint(rid)

@@ -29,6 +29,8 @@ COLORS = {
     Action.NOOP: None,
 }
 MAX_VALUE_CHARS = 120
+COMPARED = frozenset({Action.REBUILD, Action.UPDATE})
+"""Actions whose changes are a diff: the report names the version in use they are diffed against."""
 
 
 def _value(value: Any) -> str:
@@ -78,6 +80,8 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
         if planned.reason:
             line += f"  {planned.reason}"
         lines.append(line.rstrip())
+        if planned.compared_with and planned.action in COMPARED:
+            lines.append(f"        compared with {planned.compared_with}")
         for change in planned.changes:
             lines.append(f"        {change.path}: {_value(change.before)} -> {_value(change.after)}")
         if estimates and planned.resource in estimates:
@@ -142,8 +146,9 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
         for planned in shown:
             if not planned.changes:
                 continue
+            since = f" since {planned.compared_with}" if planned.compared_with else ""
             lines += [f"<details><summary><code>{planned.resource}</code>: "
-                      f"{len(planned.changes)} field(s) changed</summary>", "", "```diff"]
+                      f"{len(planned.changes)} field(s) changed{_cell(since)}</summary>", "", "```diff"]
             for change in planned.changes:
                 lines += [f"- {change.path}: {_value(change.before)}",
                           f"+ {change.path}: {_value(change.after)}"]
@@ -215,6 +220,7 @@ def _action_json(planned: PlannedAction) -> dict[str, Any]:
         "action": str(planned.action),
         "fingerprint": planned.fingerprint,
         "previous_fingerprint": planned.previous,
+        "compared_with": planned.compared_with,
         "reason": planned.reason,
         "changes": [{"path": c.path, "before": c.before, "after": c.after} for c in planned.changes],
         "upstream": [str(r) for r in planned.upstream],

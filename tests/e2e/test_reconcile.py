@@ -94,6 +94,12 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     # 4. A version that fails its gate is not served: the old one keeps serving, the alias stays.
     repo.edit("fine-tune.yaml", "learningRate: 3.0e-3", "learningRate: 1.0e-6")
     repo.commit("a learning rate too small to learn anything")
+    # After the rollback the change is diffed against version 1, which serves, not version 2,
+    # the newest: only the learning rate is listed, not the reverted epochs.
+    edited = next(a for a in repo.plan()["actions"] if a["kind"] == "FineTune")
+    assert [c["path"] for c in edited["changes"]] == ["training.learningRate"], edited
+    assert edited["compared_with"] == f"{repo.model}/1, serving"
+    assert f"compared with {repo.model}/1, serving" in repo.tuneops("plan", ".").stdout
     applied = repo.tuneops("apply", ".", "--yes")
     assert applied.exit_code == 0, applied.output
     assert "Deployment/fruit-bot: blocked" in applied.stdout

@@ -174,6 +174,44 @@ def test_reverting_to_a_built_version_switches_without_training(tmp_path, projec
     assert "nothing is trained" in plan.get(DEPLOYMENT).reason
 
 
+def test_after_a_rollback_a_change_is_diffed_against_the_version_serving_not_the_newest(tmp_path, project):
+    # Version 1 built and served; version 2 (a new learning rate) built, served, then reverted:
+    # version 1 serves again, while version 2 stays the newest run in MLflow.
+    rolled_back = Project(tmp_path / "v2", {"fine-tune.yaml": ("learningRate: 2e-4", "learningRate: 1e-4")})
+    v2 = everything_built(rolled_back)
+    v2[1] = rolled_back.built(FINE_TUNE, model_version="sft/2")
+    v2[2] = rolled_back.built(EVALUATION, model_version="sft/2", verdict="passed", verdict_summary="passed")
+    state = state_of(*v2, *everything_built(project), servers=[server(project, model_version="sft/1")])
+    assert state.newest("FineTune", "sft").model_version == "sft/2"
+    # Now only the adapter's rank changes, on top of version 1.
+    edited = Project(tmp_path / "edit", {"fine-tune.yaml": ("r: 8", "r: 16")})
+    plan = edited.plan(state)
+    fine_tune = plan.get(FINE_TUNE)
+    assert fine_tune.action == Action.REBUILD
+    # alpha follows r (2r by default); training.learningRate, the rolled-back change, is not listed
+    assert [c.path for c in fine_tune.changes] == ["adapter.alpha", "adapter.r"]
+    assert fine_tune.previous == project.fp(FINE_TUNE)
+    assert fine_tune.compared_with == "sft/1, serving"
+    evaluation = plan.get(EVALUATION)
+    assert evaluation.previous == project.fp(EVALUATION) and evaluation.compared_with.endswith("scored sft/1")
+    assert plan.get(DEPLOYMENT).compared_with == "sft/1, serving"
+    text = plan_text(plan)
+    assert "compared with sft/1, serving" in text and "learningRate" not in text
+    assert plan_json(plan)["actions"][2]["compared_with"] == "sft/1, serving"
+    assert "since sft/1, serving" in plan_markdown(plan)
+
+
+def test_with_nothing_serving_a_change_is_diffed_against_the_newest_version(tmp_path, project):
+    newer = Project(tmp_path / "newer", {"fine-tune.yaml": ("learningRate: 2e-4", "learningRate: 1e-4")})
+    runs = everything_built(newer) + everything_built(project)  # newest first
+    runs[1] = newer.built(FINE_TUNE, model_version="sft/2")
+    plan = Project(tmp_path / "edit", {"fine-tune.yaml": ("learningRate: 2e-4", "learningRate: 3e-4")}
+                   ).plan(state_of(*runs))
+    fine_tune = plan.get(FINE_TUNE)
+    assert [(c.before, c.after) for c in fine_tune.changes] == [(1e-4, 3e-4)]
+    assert fine_tune.compared_with == "sft/2, newest built"
+
+
 def test_replicas_are_an_update_in_place(tmp_path, project):
     live = server(project)
     more = Project(tmp_path / "more", {"deployment.yaml": ("requires: [sft-quality]",
