@@ -24,7 +24,7 @@ class StatusRow:
     progress: str  # "40% (step 12), ETA 1m30s" for a running fine-tune; "" otherwise
     model_version: str
     result: str  # dataset digest, evaluation verdict, or why it is not Ready
-    last_run: str  # when the newest complete run started
+    last_run: str  # when the run in use started (built at this fingerprint, else the one compared with)
     url: str
 
     def to_json(self) -> dict:
@@ -78,7 +78,8 @@ def status_rows(plan: Plan, state: ActualState, now: float) -> list[StatusRow]:
             continue
         rid = planned.resource
         fp = planned.fingerprint or ""
-        built = state.built_run(rid.kind, rid.name, fp) or state.newest(rid.kind, rid.name)
+        built = state.built_run(rid.kind, rid.name, fp)
+        in_use = built or (state.built_run(rid.kind, rid.name, planned.previous) if planned.previous else None)
         phase = _phase(planned, state)
         progress = ""
         if phase == "Running":
@@ -94,17 +95,29 @@ def status_rows(plan: Plan, state: ActualState, now: float) -> list[StatusRow]:
                 model_version, url = server.model_version or "", server.url or ""
                 if server.phase != "serving":
                     result = f"server {server.phase}: {server.message}".rstrip(": ")
-        elif built is not None:
-            model_version = built.model_version or ""
+        elif rid.kind == "Evaluation" and built is None:
+            model_version = _version_to_score(plan, planned, state)  # not the one scored before
+        elif in_use is not None:
+            model_version = in_use.model_version or ""
             if rid.kind == "Evaluation":
-                result = built.verdict_summary or built.verdict or ""
+                result = in_use.verdict_summary or in_use.verdict or ""
             elif rid.kind == "Dataset":
-                result = (built.dataset_digest or "")[:19]
+                result = (in_use.dataset_digest or "")[:19]
         if phase != "Ready" and planned.reason:
             result = planned.reason if not result else f"{result}; {planned.reason}"
         rows.append(StatusRow(rid.kind, rid.name, fp[:12], phase, progress, model_version, result,
-                              _when(built.started_at if built else None), url))
+                              _when(in_use.started_at if in_use else None), url))
     return rows
+
+
+def _version_to_score(plan: Plan, evaluation: PlannedAction, state: ActualState) -> str:
+    """The model version an Evaluation not yet built at its fingerprint will score, once built."""
+    for dep in evaluation.depends_on:
+        upstream = plan.get(dep)
+        if dep.kind == "FineTune" and upstream is not None and upstream.fingerprint:
+            run = state.built_run(dep.kind, dep.name, upstream.fingerprint)
+            return run.model_version or "" if run is not None else ""
+    return ""
 
 
 def status_text(rows: list[StatusRow]) -> str:

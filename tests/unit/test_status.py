@@ -55,3 +55,19 @@ def test_long_steps_get_a_heartbeat_line_with_their_progress():
     beats = [line for line in lines if "running for" in line]
     assert beats and all(line.endswith("40% (step 4), ETA 6s") for line in beats)
     assert lines[-1].startswith("  FineTune/sft: done after 0s: registered sft/1")
+
+
+def test_an_evaluation_in_progress_shows_the_version_it_scores_not_the_one_scored_before(tmp_path):
+    from tests.unit.test_plan import EVALUATION, Project, everything_built, server, state_of
+
+    first = Project(tmp_path / "v1")
+    second = Project(tmp_path / "v2", {"fine-tune.yaml": ("learningRate: 2e-4", "learningRate: 1e-4")})
+    new_model = second.built(FINE_TUNE, model_version="sft/2")
+    scoring = JobObservation("Evaluation", EVALUATION.name, second.fp(EVALUATION), "running", 1, 1000.0, None,
+                             None, "", "pid 9", None)
+    state = state_of(new_model, *everything_built(first), jobs=[scoring], servers=[server(first)])
+    rows = {row.kind: row for row in status_rows(second.plan(state), state, now=1100.0)}
+    assert (rows["Evaluation"].phase, rows["Evaluation"].model_version) == ("Running", "sft/2")
+    assert "passed" not in rows["Evaluation"].result  # version 1's verdict is not version 2's
+    assert (rows["FineTune"].phase, rows["FineTune"].model_version) == ("Ready", "sft/2")
+    assert rows["Deployment"].model_version == "sft/1"
