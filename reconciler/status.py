@@ -79,7 +79,8 @@ def status_rows(plan: Plan, state: ActualState, now: float) -> list[StatusRow]:
         rid = planned.resource
         fp = planned.fingerprint or ""
         built = state.built_run(rid.kind, rid.name, fp)
-        in_use = built or (state.built_run(rid.kind, rid.name, planned.previous) if planned.previous else None)
+        compared = state.built_run(rid.kind, rid.name, planned.previous) if planned.previous else None
+        in_use = built or compared
         phase = _phase(planned, state)
         progress = ""
         if phase == "Running":
