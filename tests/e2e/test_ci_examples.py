@@ -3,6 +3,7 @@ command in them is run here, in a clone on a pull-request branch of a real bare 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -69,3 +70,34 @@ def test_the_pre_commit_hook_validates_the_spec_folder(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "reconciler", *argv], cwd=clone, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 1 and "dataset.yaml:12" in done.stdout + done.stderr
+
+
+def _readme_ci_lines() -> list[str]:
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)\n```", readme, re.S) if "--base origin/main" in b)
+    return [line.split("#")[0].strip() for line in block.splitlines()]
+
+
+def test_readmes_pull_request_command_runs_with_the_install_readme_gives_for_it(tmp_path: Path):
+    """README's CI install must hold what its pull-request command needs for a `backend:
+    kubernetes` project (the manifests are validated): shown by hiding kubernetes-validate, as
+    an install without the extra would, and finding the extra's name in the error and in README."""
+    lines = _readme_ci_lines()
+    install = next(line for line in lines if line.startswith("pip install"))
+    command = next(line for line in lines if line.startswith("tuneops plan"))
+    clone = clone_on_a_branch(tmp_path, REPO_ROOT / "specs-example")
+    edit(clone / "specs" / "fine-tunes" / "support-sft.yaml", "learningRate: 2.0e-4", "learningRate: 1.0e-4")
+    argv = shlex.split(command)[1:]
+    done = subprocess.run([sys.executable, "-m", "reconciler", *argv], cwd=clone, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "`FineTune/support-sft`" in done.stdout
+    hidden = tmp_path / "without-extra"
+    hidden.mkdir()
+    (hidden / "kubernetes_validate.py").write_text("raise ImportError('not installed')\n")
+    done = subprocess.run([sys.executable, "-m", "reconciler", *argv], cwd=clone, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(hidden), os.environ.get("PYTHONPATH")]))})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    extra = re.search(r"pip install '(tuneops\[\w+\])'", done.stderr).group(1)
+    assert extra in install, f"README installs {install!r}; the command asks for {extra}"
