@@ -241,8 +241,10 @@ def _load(ctx: click.Context, path: Path):  # noqa: ANN202 - Project
         ctx.exit(EXIT_INVALID)
 
 
-def _plan(project, *, offline: bool, options):  # noqa: ANN001, ANN202
-    """(plan, state, store, backend) for a project; reading state is the only I/O."""
+def _plan(project, *, offline: bool, options, creating: bool = False):  # noqa: ANN001, ANN202
+    """(plan, state, store, backend) for a project; reading state is the only I/O. Only `apply`
+    (`creating`) opens an embedded MLflow database that is not there yet: opening creates it, and
+    a plan or a status must leave a folder as it found it."""
     from reconciler.plan import build_plan
     from reconciler.state import ActualState
 
@@ -257,7 +259,8 @@ def _plan(project, *, offline: bool, options):  # noqa: ANN001, ANN202
     from reconciler.tracking_store import TrackingError
 
     try:
-        store, backend = project.store(), project.backend()
+        store = project.store() if creating or project.tracking_state_exists else None
+        backend = project.backend()
         state = project.read_state(store, backend)
     except (TrackingUnavailable, TrackingError, ProjectError, BackendError) as error:
         raise UserError(str(error)) from None
@@ -357,11 +360,11 @@ def _plan_header(project, offline: bool) -> str:  # noqa: ANN001
     from reconciler.tracking import redact_uri
 
     origin = git_origin(project.root)
-    commit = (origin.commit[:12] + (" + uncommitted changes" if origin.dirty else "")) if origin.commit \
-        else "not a Git repository"
+    commit = (f"at commit {origin.commit[:12]}" + (" + uncommitted changes" if origin.dirty else "")) \
+        if origin.commit else "(not in a Git repository)"
     where = "state not read (--offline)" if offline else \
-        f"MLflow {redact_uri(project.tracking_uri)}, backend {project.settings.backend}"
-    return f"{display_path(project.root)} at {commit}; {where}"
+        f"state from MLflow {redact_uri(project.tracking_uri)} and the {project.settings.backend} backend"
+    return f"specs {display_path(project.root)} {commit}; {where}"
 
 
 def _estimates(project, the_plan, state=None):  # noqa: ANN001, ANN202
@@ -569,7 +572,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
         raise UserError(f"cannot lock {lock.path}: {error.strerror or error}") from None
     try:
         options = _plan_options(project, prune=prune, retry_failed=retry_failed, target=_targets(targets))
-        the_plan, _state, store, backend = _plan(project, offline=False, options=options)
+        the_plan, _state, store, backend = _plan(project, offline=False, options=options, creating=True)
         click.echo(plan_text(the_plan, _plan_header(project, False), color=_use_color(ctx),
                              estimates=_estimates(project, the_plan, _state)), color=_use_color(ctx))
         if not the_plan.has_changes and not any(a.action == "wait" for a in the_plan.actions):

@@ -213,7 +213,7 @@ class _Planner:
         """Datasets, FineTunes and Evaluations: built once per fingerprint by a job."""
         fp = self.fingerprint(rid)
         built = self.actual.built_run(rid.kind, rid.name, fp)
-        if built is not None:
+        if built is not None and not built.output_missing:
             return self._base(rid, Action.NOOP, previous=fp)
         resource = self.specs.get(rid).resource  # type: ignore[union-attr]
         if getattr(resource.spec, "suspend", False):
@@ -244,6 +244,10 @@ class _Planner:
             return self._base(rid, Action.RETRY, **compared,
                               reason=f"attempt {attempts + 1} of {self.options.max_attempts}; last: "
                                      f"{job.message or 'failed'}", attempt=attempts + 1)
+        if built is not None:  # recorded as built, but its files are gone
+            return self._base(rid, Action.REBUILD, previous=fp, compared_with=compared.get("compared_with"),
+                              reason=f"output missing: {built.output} (built {_clock(built.started_at)}); "
+                                     "built again at the same fingerprint")
         if previous is None:
             return self._base(rid, Action.CREATE)
         reason, changes, upstream = self._why_rebuild(rid, previous)
@@ -350,11 +354,12 @@ class _Planner:
                 self.planned[rid] = self.plan_job(rid)
         deletes, unmanaged = self._orphans() if wanted is None else ([], [])
         actions = tuple(self.planned.values()) + tuple(deletes)
-        # Where a change starts: built anew while its upstreams stay, or with its own spec changed.
+        # Where a change starts: built anew while its upstreams stay, or with its own spec changed
+        # (a rebuild at the same fingerprint, of an output that went missing, changes nothing).
         moving = {a.resource for a in actions if a.action in PENDING}
-        changed = {a.resource for a in actions
-                   if (a.action in (Action.CREATE, Action.REBUILD) and not moving & set(a.depends_on))
-                   or (a.action == Action.REBUILD and a.changes)}
+        changed = {a.resource for a in actions if a.previous != a.fingerprint
+                   and ((a.action in (Action.CREATE, Action.REBUILD) and not moving & set(a.depends_on))
+                        or (a.action == Action.REBUILD and a.changes))}
         impact = {rid: tuple(d for d in self.graph.downstream({rid}) if d in self.planned)
                   for rid in self.graph.order if rid in changed}
         return Plan(actions, impact, tuple(unmanaged), self.actual.read, self.options)

@@ -61,7 +61,10 @@ def _gpu_hours_line(estimates: Estimates | None) -> str:
     known, unknown = total_gpu_hours(estimates)
     if not estimates or (not known and not unknown):
         return ""
-    more = f" (and {unknown} fine-tune(s) not estimated)" if unknown else ""
+    missing = f"{unknown} fine-tune{'s' if unknown > 1 else ''}"
+    if not known:
+        return f"Training: GPU-hours not estimated for {missing} (`tuneops estimate` says why)."
+    more = f", and {missing} not estimated" if unknown else ""
     return f"Training: at most {known:,.2f} GPU-hours{more}."
 
 

@@ -7,6 +7,7 @@ storage root and the backend. `plan`, `apply` and `status` all start from `load_
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -84,7 +85,7 @@ class Project:
         """ResourceId -> FingerprintInput, with local sources hashed (cached under .tuneops/)."""
         from reconciler.sources_digest import source_digests
 
-        cache_dir = self.state_dir if self.state_dir.parent.is_dir() else None
+        cache_dir = self.state_dir if self.state_dir.is_dir() else None  # a plan creates no state
         return fingerprint_inputs(self.specs, self.graph, source_digests(self.specs, cache_dir))
 
     def fingerprint(self, rid) -> str:  # noqa: ANN001 - ResourceId
@@ -99,8 +100,20 @@ class Project:
 
         return open_store(self.tracking_uri)
 
+    @property
+    def tracking_state_exists(self) -> bool:
+        """False only for the embedded database before anything was applied: nothing is built."""
+        return self.tracking_uri != embedded_tracking_uri(self.root) or \
+            (self.state_dir / "mlflow.db").exists()
+
     def read_state(self, store, backend) -> ActualState:  # noqa: ANN001
-        return read_actual_state(store, self.experiment, backend.observe())
+        """What is built and running; `store` None: nothing is recorded yet. On the local backend
+        a built output that is gone from disk is marked, so the plan rebuilds it."""
+        observed = backend.observe()
+        if store is None:
+            return ActualState({}, {}, {}, observed, self.tracking_uri)
+        state = read_actual_state(store, self.experiment, observed)
+        return with_missing_outputs(state) if self.settings.backend == "local" else state
 
 
 def project_backend(path: Path):  # noqa: ANN201 - Backend
@@ -146,6 +159,20 @@ def load_project(path: Path, *, strict: bool = False) -> Project:
     if not result.valid:
         raise ProjectInvalid(result)
     return Project(result)
+
+
+def with_missing_outputs(state: ActualState) -> ActualState:
+    """Built runs whose local output folder no longer exists, marked `output_missing` (a deleted
+    store would otherwise read as built, and every later step would fail on the missing files)."""
+    def checked(run: BuiltRun) -> BuiltRun:
+        output = run.output or ""
+        if not output or "://" in output or Path(output).exists():
+            return run
+        return dataclasses.replace(run, output_missing=True)
+
+    built = {key: checked(run) for key, run in state.built.items()}
+    history = {key: tuple(checked(run) for run in runs) for key, runs in state.history.items()}
+    return dataclasses.replace(state, built=MappingProxyType(built), history=MappingProxyType(history))
 
 
 def read_actual_state(store, experiment: str, backend_state) -> ActualState:  # noqa: ANN001

@@ -40,6 +40,7 @@ class BuiltRun:
     verdict: str | None = None  # Evaluations: "passed" | "failed"
     verdict_summary: str | None = None  # "failed: gate exact_match 0.21 < 0.5"
     metrics: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    output_missing: bool = False  # its local output folder is gone: the plan rebuilds it
 
     @property
     def version_number(self) -> int:

@@ -107,12 +107,12 @@ class Backend(Protocol):
         """Stop every live process of this resource; return the handles stopped."""
         ...
 
-    def log_file(self, kind: str, name: str) -> Path | None:
-        """The newest log of that resource, any fingerprint, when it is a local file."""
+    def log_file(self, kind: str, name: str, fingerprint: str | None = None) -> Path | None:
+        """The newest log of that resource (of that fingerprint, when given), when it is a local file."""
         ...
 
-    def logs(self, kind: str, name: str, *, tail: int | None = None,
+    def logs(self, kind: str, name: str, *, fingerprint: str | None = None, tail: int | None = None,
              follow: bool = False) -> Iterator[str] | None:
-        """The newest log of that resource, line by line (None: it has not run); `follow` keeps
-        yielding lines until it ends."""
+        """The newest log of that resource, or of its job at `fingerprint`, line by line (None: it
+        has not run); `follow` keeps yielding lines until it ends."""
         ...

@@ -31,6 +31,7 @@ from reconciler.backends.base import (
 )
 from reconciler.backends.kube_health import (
     POD_OWNER_LABEL,
+    annotations_of,
     is_finished,
     is_ours,
     labels_of,
@@ -46,6 +47,7 @@ from reconciler.backends.kube_health import (
 )
 from reconciler.backends.kubeapi import KubeApi
 from reconciler.render import (
+    FINGERPRINT_ANNOTATION,
     KIND_LABEL,
     MANAGED_BY,
     NAME_LABEL,
@@ -280,12 +282,16 @@ class KubernetesBackend:
         return None
 
     def logs(
-        self, kind: str, name: str, *, tail: int | None = None, follow: bool = False
+        self, kind: str, name: str, *, fingerprint: str | None = None, tail: int | None = None,
+        follow: bool = False,
     ) -> Iterator[str] | None:
-        """The newest pod's log of that resource (node 0 of a multi-node job)."""
+        """The newest pod's log of that resource, or of its job at `fingerprint` (node 0 of a
+        multi-node job)."""
         pods = self.api.list(
             "Pod", self.namespace, f"{MANAGED_SELECTOR},{KIND_LABEL}={kind},{NAME_LABEL}={name}"
         )
+        if fingerprint is not None:
+            pods = [pod for pod in pods if annotations_of(pod).get(FINGERPRINT_ANNOTATION) == fingerprint]
         if not pods:
             return None
         newest = max(

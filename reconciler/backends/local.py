@@ -171,6 +171,8 @@ class LocalBackend:
     # -- jobs --------------------------------------------------------------------------------------
 
     def observe(self) -> BackendState:
+        if not self.database.exists():  # nothing was ever started here; looking must not create it
+            return BackendState((), ())
         with self._table() as table:
             self._refresh(table, _unfinished_rows(table))
             jobs = tuple(self._job_observation(row) for row in _newest_jobs(table))
@@ -219,14 +221,20 @@ class LocalBackend:
             rows = _rows(table, "kind = ? AND name = ? AND stopped = 0", (kind, name))
         return self._stop_rows(rows)
 
-    def log_file(self, kind: str, name: str) -> Path | None:
+    def log_file(self, kind: str, name: str, fingerprint: str | None = None) -> Path | None:
+        if not self.database.exists():
+            return None
         with self._table() as table:
-            rows = _rows(table, "kind = ? AND name = ? ORDER BY id DESC LIMIT 1", (kind, name))
+            if fingerprint is None:
+                rows = _rows(table, "kind = ? AND name = ? ORDER BY id DESC LIMIT 1", (kind, name))
+            else:
+                rows = _rows(table, "kind = ? AND name = ? AND fingerprint = ? ORDER BY id DESC LIMIT 1",
+                             (kind, name, fingerprint))
         return Path(rows[0]["log_path"]) if rows else None
 
-    def logs(self, kind: str, name: str, *, tail: int | None = None,
+    def logs(self, kind: str, name: str, *, fingerprint: str | None = None, tail: int | None = None,
              follow: bool = False) -> Iterator[str] | None:
-        log = self.log_file(kind, name)
+        log = self.log_file(kind, name, fingerprint)
         if log is None or not log.is_file():
             return None
         return self._log_lines(log, kind, name, tail, follow)

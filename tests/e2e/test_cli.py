@@ -296,3 +296,20 @@ def test_paths_that_are_not_one_project_are_a_usage_error(valid_repo: Path):
     assert mixed.exit_code == 2 and "belong to different projects" in mixed.stderr
     both = run_tuneops("validate", ".", "fine-tune.yaml", cwd=valid_repo)
     assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_a_plan_of_a_fresh_starter_reads_well_and_leaves_the_folder_as_it_was(tmp_path: Path):
+    assert run_tuneops("init", "my-specs", cwd=tmp_path).exit_code == 0
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    planned = run_tuneops("plan", "my-specs", cwd=tmp_path)
+    assert planned.exit_code == 0, planned.output
+    # "nothing runs": and nothing is created, neither MLflow's database nor the process table
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert planned.stdout.splitlines()[0].startswith("specs my-specs (not in a Git repository); state from ")
+    assert "4 create" in planned.stdout
+    assert "0.00 GPU-hours" not in planned.stdout
+    assert "Training: GPU-hours not estimated for 1 fine-tune (`tuneops estimate` says why)." \
+        in planned.stdout
+    status = run_tuneops("status", "my-specs", cwd=tmp_path)
+    assert status.exit_code == 0 and "Pending" in status.stdout, status.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

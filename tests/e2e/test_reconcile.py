@@ -4,6 +4,7 @@ real jobs (the tiny model trains for real), a real model server, and real Git hi
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,18 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     assert "started pid" not in applied.stdout  # no job ran
     assert f"serving {repo.model}/1" in applied.stdout
     assert alias_version(mlflow_server.uri, repo.model) == "1"
+
+    # An output that MLflow records but that is gone from disk is rebuilt, not trusted.
+    shutil.rmtree(repo.root / ".tuneops" / "store" / "datasets")
+    missing = next(a for a in repo.plan()["actions"] if a["kind"] == "Dataset")
+    assert missing["action"] == "rebuild" and missing["reason"].startswith("output missing: "), missing
+    status = json.loads(repo.tuneops("status", ".", "--format", "json").stdout)
+    assert {r["name"]: r["phase"] for r in status["resources"]}["fruit-colors"] == "Pending"
+    rebuilt = repo.tuneops("apply", ".", "--yes")
+    assert rebuilt.exit_code == 0 and "Dataset/fruit-colors: done" in rebuilt.stdout, rebuilt.output
+    assert "FineTune/fruit-sft:" not in rebuilt.stdout  # its own output is there: nothing retrained
+    assert "reaches" not in rebuilt.stdout  # the same fingerprint: nothing downstream changes
+    assert "No changes." in repo.tuneops("plan", ".").stdout
 
     # 4. A version that fails its gate is not served: the old one keeps serving, the alias stays.
     repo.edit("fine-tune.yaml", "learningRate: 3.0e-3", "learningRate: 1.0e-6")

@@ -23,6 +23,7 @@ LAYERS = {
     "reconciler.plan": 3, "reconciler.plan_report": 3, "reconciler.report": 3, "reconciler.render": 3,
     "reconciler.planner": 3, "reconciler.capacity": 3, "reconciler.state": 3, "reconciler.status": 3,
     "reconciler.estimates": 3, "reconciler.estimate_report": 3, "reconciler.base_state": 3,
+    "reconciler.in_use": 3,
     # The edges that read the world: MLflow, the backend, Git, local files.
     "reconciler.architectures": 4, "reconciler.tracking_store": 4, "reconciler.jobs": 4,
     "reconciler.backends": 4, "reconciler.sources_digest": 4, "reconciler.gitinfo": 4,
@@ -32,7 +33,7 @@ LAYERS = {
     "reconciler.cli": 6, "reconciler.__main__": 6, "reconciler.runtime": 6,
 }
 PURE = ("reconciler.specs", "reconciler.graph", "reconciler.gates", "reconciler.plan", "reconciler.planner",
-        "reconciler.fingerprint", "reconciler.estimates")
+        "reconciler.fingerprint", "reconciler.estimates", "reconciler.in_use")
 IMPURE_LIBRARIES = ("mlflow", "kubernetes", "git", "torch", "transformers", "peft", "trl",
                     "deepspeed", "datasets", "jinja2")
 

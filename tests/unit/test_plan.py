@@ -265,3 +265,15 @@ def test_json_and_markdown_forms(tmp_path, project):
     markdown = plan_markdown(plan)
     assert "| `rebuild` | `FineTune/sft` |" in markdown
     assert "<details>" in markdown
+
+
+def test_a_built_output_that_is_gone_is_rebuilt_at_the_same_fingerprint(project):
+    runs = everything_built(project)
+    runs[1] = project.built(FINE_TUNE, model_version="sft/1", output_missing=True)
+    plan = project.plan(state_of(*runs, servers=[server(project)]))
+    fine_tune = plan.get(FINE_TUNE)
+    assert fine_tune.action == Action.REBUILD and fine_tune.previous == fine_tune.fingerprint
+    assert fine_tune.reason.startswith("output missing: /store/sft")
+    assert actions(plan)[DATASET] == Action.NOOP and actions(plan)[EVALUATION] == Action.NOOP
+    assert actions(plan)[DEPLOYMENT] == Action.REBUILD  # it serves the model built again
+    assert plan.impact == {}  # the same fingerprint: nothing downstream changes
