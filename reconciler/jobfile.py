@@ -82,6 +82,9 @@ class ModelVersionRef(_JobModel):
 class ServeOptions(_JobModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    token: str | None = Field(None, description="Set by the local backend for each start; the server "
+                                                "repeats it in /health, so a health check proves it "
+                                                "reached the process that start launched.")
 
 
 class SpecCheckout(_JobModel):

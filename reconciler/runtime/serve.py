@@ -7,6 +7,7 @@ generated one at a time on one lock: a local server is for trying a model, not f
 fastapi, uvicorn and torch are imported inside functions so that importing this module stays cheap.
 """
 
+import socket
 import threading
 import time
 import uuid
@@ -14,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.jobfile import BaseModelRef, JobFile
+from reconciler.jobfile import BaseModelRef, JobFile, ModelVersionRef
 
 # Stop tokens besides the tokenizer's eos: chat models end turns with these.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>")
@@ -56,6 +57,10 @@ class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class ServeError(RuntimeError):
+    """A server that cannot start for a reason the user can fix: its port is taken."""
 
 
 class APIError(Exception):
@@ -128,8 +133,10 @@ class Generator:
         return text, len(generated), "stop" if ended else "length"
 
 
-def create_app(model: Any, tokenizer: Any, served_name: str):  # -> fastapi.FastAPI
-    """The routes, on an already loaded model: /health answers only once there is one."""
+def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | None = None,
+               token: str | None = None):  # -> fastapi.FastAPI
+    """The routes, on an already loaded model: /health answers only once there is one, with the
+    model version and the start's token, so whoever checks it knows which process answered."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -171,9 +178,11 @@ def create_app(model: Any, tokenizer: Any, served_name: str):  # -> fastapi.Fast
     def usage(prompt: int, completion: int) -> dict[str, int]:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
+    identity = {key: value for key, value in (("version", version), ("token", token)) if value}
+
     @app.get("/health")
     def health():
-        return {"status": "ok"}
+        return {"status": "ok", "model": served_name, **identity}
 
     @app.get("/v1/models")
     def models():
@@ -256,19 +265,44 @@ def load_for_serving(job: JobFile) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a port another program holds fails the
+    start in a moment, with the reason, not after minutes of loading. It listens only once the
+    model is loaded, so until then a health check is refused rather than left waiting."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        reason = (error.strerror or str(error)).lower()
+        raise ServeError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def served_version(ref: Any) -> str | None:
+    """"registered-model/version", as the backend records it, or None for an unregistered model."""
+    if isinstance(ref, ModelVersionRef) and ref.registered_model and ref.version:
+        return f"{ref.registered_model}/{ref.version}"
+    return None
+
+
 def serve(job: JobFile) -> None:
     """Load the Deployment's model and serve it; return once SIGTERM or SIGINT has shut it down.
 
     uvicorn re-raises the signal after its graceful shutdown, which would end the process as
     killed; a server stopped on request has not failed, so the handlers that see that re-raise
-    only ask the server to stop (and cover the moment before uvicorn installs its own).
+    only ask the server to stop (and cover the moment before uvicorn installs its own). The
+    shutdown is graceful: requests in progress are answered before the process exits.
     """
     import signal
 
     import uvicorn
 
+    sock = listening_socket(job.serve.host, job.serve.port)
     model, tokenizer = load_for_serving(job)
-    app = create_app(model, tokenizer, job.name)
+    app = create_app(model, tokenizer, job.name, version=served_version(job.model), token=job.serve.token)
     server = uvicorn.Server(uvicorn.Config(app, host=job.serve.host, port=job.serve.port,
                                            log_level="warning"))
     print(f"serving {job.name} on http://{job.serve.host}:{job.serve.port} "
@@ -280,7 +314,8 @@ def serve(job: JobFile) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -127,8 +127,10 @@ def adapter_ref(base_ref, tiny_dir, tmp_path_factory) -> ModelVersionRef:
     return ModelVersionRef(fine_tune="ft", location=str(location), adapter=True, base_model=base_ref)
 
 
-def test_health_and_models(client):
-    assert client.ok("/health") == {"status": "ok"}
+def test_health_and_models(client, loaded):
+    assert client.ok("/health") == {"status": "ok", "model": NAME}
+    with running(create_app(*loaded, NAME, version="sft/3", token="f00d")) as started:
+        assert started.ok("/health") == {"status": "ok", "model": NAME, "version": "sft/3", "token": "f00d"}
     listing = client.ok("/v1/models")
     assert listing["object"] == "list"
     [entry] = listing["data"]
@@ -342,7 +344,7 @@ def test_serve_runs_in_its_own_process_and_stops_on_sigterm(adapter_ref, tmp_pat
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the server did not answer /health in time"
             with contextlib.suppress(OSError):
-                if client.call("/health") == (200, {"status": "ok"}):
+                if client.call("/health") == (200, {"status": "ok", "model": NAME}):
                     break
             time.sleep(0.2)
         assert client.ok("/v1/models")["data"][0]["id"] == NAME
@@ -359,3 +361,24 @@ def test_serve_runs_in_its_own_process_and_stops_on_sigterm(adapter_ref, tmp_pat
     assert process.returncode == 0, stderr
     assert stdout.splitlines()[0] == (f"serving {NAME} on http://127.0.0.1:{port} (model: fine-tune ft, "
                                       f"adapter, merged, at {adapter_ref.location} on tiny)")
+
+
+def test_a_port_that_cannot_be_bound_fails_at_once_saying_so(tmp_path):
+    """Before the model loads (which takes minutes for a real one): the model here does not exist,
+    so an answer about the model would mean the port was tried too late."""
+    missing = ModelVersionRef(fine_tune="ft", location=str(tmp_path / "no-model"), adapter=False,
+                              base_model=BaseModelRef(name="tiny", source=f"file://{tmp_path}/no-base"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        job_path = tmp_path / "job.json"
+        job_path.write_text(deployment(missing, tmp_path, port=port).to_json(), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "reconciler", "run", "serve", "--job", str(job_path)],
+                              capture_output=True, text=True, timeout=120,
+                              env={**{k: v for k, v in os.environ.items() if k != "TUNEOPS_DEBUG"},
+                                   "NO_COLOR": "1"})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use")
+    assert "Traceback" not in done.stderr
