@@ -2,15 +2,19 @@
 
 On Kubernetes vLLM serves the same routes (/health, /v1/models, /v1/completions,
 /v1/chat/completions), so clients written against one work against the other: request and
-response shapes, and error bodies, are OpenAI's. Streaming is not supported here. Requests are
-generated one at a time on one lock: a local server is for trying a model, not for throughput.
-fastapi, uvicorn and torch are imported inside functions so that importing this module stays cheap.
+response shapes, and error bodies, are OpenAI's, and a field a request leaves out takes the
+model's generation_config.json value as vLLM's does (the fine-tune writes its Evaluation's
+decoding there, so a plain request decodes as the gate measured). Streaming is not supported
+here. Requests are generated one at a time on one lock: a local server is for trying a model,
+not for throughput. fastapi, uvicorn and torch are imported inside functions so that importing
+this module stays cheap.
 """
 
 import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +23,8 @@ from reconciler.jobfile import BaseModelRef, JobFile, ModelVersionRef
 
 # Stop tokens besides the tokenizer's eos: chat models end turns with these.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>")
+# The generation_config.json fields a request falls back to, as in vLLM (`--generation-config auto`).
+DEFAULTED_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens")
 
 
 class _Request(BaseModel):
@@ -27,23 +33,30 @@ class _Request(BaseModel):
 
     # null is accepted wherever a default is: some clients send every field.
     model: str | None = Field(None, description="Defaults to the served model.")
-    temperature: float | None = Field(None, ge=0, le=2, description="1.0 when unset; 0 is greedy.")
+    temperature: float | None = Field(None, ge=0, le=2, description="When unset: the model's "
+                                      "generation_config.json, else 1.0. 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1, description="vLLM's extension; 0 or -1: no limit.")
     stop: str | list[str] | None = None
     n: int | None = None
     seed: int | None = None
     stream: bool | None = None
 
-    def sampling(self) -> dict[str, Any]:
+    def sampling(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """Each field left out takes the model's default, then OpenAI's."""
+        def chosen(value: Any, key: str, fallback: Any) -> Any:
+            return value if value is not None else defaults.get(key, fallback)
+
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return {"temperature": 1.0 if self.temperature is None else self.temperature,
-                "top_p": 1.0 if self.top_p is None else self.top_p, "seed": self.seed,
-                "stop": [text for text in stop if text]}
+        return {"temperature": chosen(self.temperature, "temperature", 1.0),
+                "top_p": chosen(self.top_p, "top_p", 1.0), "top_k": max(chosen(self.top_k, "top_k", 0), 0),
+                "seed": self.seed, "stop": [text for text in stop if text]}
 
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="When unset: the model's max_new_tokens, "
+                                                           "else 16.")
 
 
 class ChatMessage(BaseModel):
@@ -94,7 +107,7 @@ class Generator:
             return self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
 
     def generate(self, prompt_ids: list[int], *, max_tokens: int | None, temperature: float, top_p: float,
-                 stop: list[str], seed: int | None) -> tuple[str, int, str]:
+                 top_k: int, stop: list[str], seed: int | None) -> tuple[str, int, str]:
         """(text, completion tokens, finish reason) for one prompt."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -113,8 +126,8 @@ class Generator:
                 hit = any(s in text for s in stop)
                 return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
 
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} \
-            if temperature > 0 else {"do_sample": False}
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k} \
+            if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([prompt_ids], device=device)
         with self.lock, torch.inference_mode():
@@ -144,6 +157,7 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
 
     model.eval()
     generator = Generator(model, tokenizer)
+    defaults = generation_defaults(model)
     created = int(time.time())
     app = FastAPI(title=f"tuneops: {served_name}", docs_url=None, redoc_url=None)
 
@@ -198,8 +212,8 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for index, prompt in enumerate(prompts):
             ids = generator.encode(prompt, chat=False)
-            text, count, reason = generator.generate(ids, max_tokens=request.max_tokens,
-                                                     **request.sampling())
+            limit = request.max_tokens or defaults.get("max_new_tokens") or 16
+            text, count, reason = generator.generate(ids, max_tokens=limit, **request.sampling(defaults))
             choices.append({"index": index, "text": text, "finish_reason": reason, "logprobs": None})
             prompt_tokens, completion_tokens = prompt_tokens + len(ids), completion_tokens + count
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
@@ -215,8 +229,8 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
             raise APIError(400, f"the chat template rejected the messages: {error}",
                            param="messages") from None
         ids = generator.encode(prompt, chat=True)
-        text, count, reason = generator.generate(
-            ids, max_tokens=request.max_completion_tokens or request.max_tokens, **request.sampling())
+        limit = request.max_completion_tokens or request.max_tokens or defaults.get("max_new_tokens")
+        text, count, reason = generator.generate(ids, max_tokens=limit, **request.sampling(defaults))
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": served_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -237,6 +251,14 @@ def _text_content(message: ChatMessage, index: int) -> str:
                            param=f"messages.{index}.content")
         parts.append(part["text"])
     return "".join(parts)
+
+
+def generation_defaults(model: Any) -> dict[str, Any]:
+    """The decoding fields the model's generation config sets (only those it sets, as vLLM
+    reads them): what a request that leaves them out gets."""
+    config = getattr(model, "generation_config", None)
+    written = config.to_diff_dict() if config is not None else {}
+    return {key: written[key] for key in DEFAULTED_FIELDS if isinstance(written.get(key), int | float)}
 
 
 def describe(ref: Any, *, merged: bool = False) -> str:
@@ -260,6 +282,8 @@ def load_for_serving(job: JobFile) -> tuple[Any, Any]:
     tokenizer = load_model_tokenizer(job.model)
     if job.spec.get("mergeAdapter") and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # plain weights: no adapter overhead per token
+    if isinstance(job.model, ModelVersionRef) and job.model.adapter:
+        _use_adapter_generation_config(model, Path(job.model.location))
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model, tokenizer
@@ -286,6 +310,21 @@ def served_version(ref: Any) -> str | None:
     if isinstance(ref, ModelVersionRef) and ref.registered_model and ref.version:
         return f"{ref.registered_model}/{ref.version}"
     return None
+
+
+def _use_adapter_generation_config(model: Any, folder: Path) -> None:
+    """An adapter's own generation_config.json, where the fine-tune wrote one, over the base
+    model's (full weights load theirs with the model)."""
+    if not (folder / "generation_config.json").is_file():
+        return
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise ServeError(f"{folder / 'generation_config.json'}: {error}") from None
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target.generation_config = config
 
 
 def serve(job: JobFile) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -319,6 +320,29 @@ def test_adapter_is_served_and_merging_it_keeps_the_greedy_text(adapter_ref, cli
             texts[merge] = served.complete(max_tokens=12)["choices"][0]["text"]
     assert texts[False] != base_text  # the adapter is applied
     assert texts[True] == texts[False]
+
+
+def test_the_models_generation_config_decides_what_a_request_leaves_out(adapter_ref, tmp_path):
+    """As vLLM does: a field the request leaves out takes generation_config.json's value (the
+    fine-tune writes its Evaluation's decoding there: here greedy, 5 new tokens); a field it
+    sets wins."""
+    folder = tmp_path / "ft"
+    shutil.copytree(adapter_ref.location, folder)
+    decoding = {"do_sample": False, "temperature": 0.0, "max_new_tokens": 5}
+    (folder / "generation_config.json").write_text(json.dumps(decoding))
+    ref = adapter_ref.model_copy(update={"location": str(folder)})
+    with running(create_app(*load_for_serving(deployment(ref, tmp_path)), NAME)) as served:
+        left_out = served.ok("/v1/completions", {"model": NAME, "prompt": PROMPT})
+        greedy = served.complete(max_tokens=5)
+        assert left_out["choices"] == greedy["choices"] and left_out["usage"] == greedy["usage"]
+        assert greedy["usage"]["completion_tokens"] <= 5
+        question = {"model": NAME, "messages": [{"role": "user", "content": "hi"}]}
+        chat = served.ok("/v1/chat/completions", question)
+        assert chat["usage"]["completion_tokens"] <= 5
+        assert served.ok("/v1/chat/completions", question)["choices"] == chat["choices"]
+        longer = served.complete(max_tokens=12, temperature=1.0, seed=7)
+        assert longer["usage"]["completion_tokens"] > 5 or longer["choices"][0]["finish_reason"] == "stop"
+        assert longer["choices"][0]["text"] != served.complete(max_tokens=12)["choices"][0]["text"]
 
 
 def free_port() -> int:
