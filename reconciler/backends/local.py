@@ -291,28 +291,33 @@ class LocalBackend:
         if router is not None and router["finished_at"] is not None:
             router = None  # a front port that ended is started again
 
+        front_port = None if router is not None else self._front_port(job.name, front_before, previous)
         server = self._start_server(job, model_fingerprint, model_version)
-        why = self._await_health(server, health_timeout)
-        if why is not None:
-            return self._failed_start(server, router, why, kept)
-
-        route = self.state_dir / "routes" / f"{job.name}.json"
-        if router is None:  # the first start, or after `tuneops stop`: nothing reaches the old servers
-            self._stop_rows(old)  # (one started before front ports may hold the port wanted)
-            write_route(route, server)
-            router = self._start_router(job.name, self._front_port(job.name, front_before, previous), route)
-            why = self._await_front(router, server)
+        try:
+            why = self._await_health(server, health_timeout)
             if why is not None:
-                self._stop_rows([router])
-                return self._failed_start(server, None, why, "")
-        else:
-            before = route.read_text(encoding="utf-8") if route.is_file() else None
-            write_route(route, server)
-            why = self._await_front(router, server)
-            if why is not None:
-                if before is not None:
-                    write_text_atomic(route, before)
                 return self._failed_start(server, router, why, kept)
+            route = self.state_dir / "routes" / f"{job.name}.json"
+            if front_port is not None:  # the first start, or after `tuneops stop`: nothing reaches the old
+                self._stop_rows(old)  # servers (one started before front ports may hold the port wanted)
+                write_route(route, server)
+                router = self._start_router(job.name, front_port, route)
+                why = self._await_front(router, server)
+                if why is not None:
+                    self._stop_rows([router])
+                    return self._failed_start(server, None, why, "")
+            else:
+                assert router is not None
+                before = route.read_text(encoding="utf-8") if route.is_file() else None
+                write_route(route, server)
+                why = self._await_front(router, server)
+                if why is not None:
+                    if before is not None:
+                        write_text_atomic(route, before)
+                    return self._failed_start(server, router, why, kept)
+        except BaseException:
+            self._stop_rows([server])  # never a server nobody knows about
+            raise
         self._stop_rows(old)
         return self._server_observation(server, router, healthy=True)
 
@@ -381,12 +386,16 @@ class LocalBackend:
             time.sleep(0.05)
 
     def _front_port(self, name: str, front_before: Row | None, previous: Row | None) -> int:
-        """The port the Deployment answered on before (its URL stays), else the first free one."""
+        """The port the Deployment answered on before (its URL stays), else the first free one.
+        A server from before front ports answers on its own port, and is stopped to free it."""
         with self._table() as table:
             taken = {row["port"] for row in (*current_routers(table).values(), *current_servers(table))
                      if row["name"] != name and row["finished_at"] is None}
-        before = front_before or (previous if previous is not None and previous["token"] is None else None)
-        if before is not None and before["port"] not in taken and port_is_free(before["port"]):
+        unrouted = (previous if previous is not None and previous["token"] is None
+                    and previous["finished_at"] is None else None)
+        before = front_before or unrouted
+        if before is not None and before["port"] not in taken and (before is unrouted or
+                                                                   port_is_free(before["port"])):
             return before["port"]
         low, high = self.port_range
         for port in range(low, high + 1):

@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,11 +18,12 @@ import textwrap
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import BackendState
+from reconciler.backends.base import BackendError, BackendState
 from reconciler.backends.local import (
     DISAPPEARED,
     STOPPED,
@@ -61,8 +63,15 @@ def job(kind: str = "FineTune", name: str = "sft", fingerprint: str = FINGERPRIN
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / ".tuneops"
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / ".tuneops"
+    yield state
+    if (state / "processes.db").exists():  # tests leave no server (or front port) behind
+        with sqlite3.connect(state / "processes.db") as table:
+            names = {name for (name,) in table.execute(
+                "SELECT DISTINCT name FROM processes WHERE kind IN ('Deployment', 'Router')")}
+        for name in names:
+            LocalBackend(state).stop("Deployment", name)
 
 
 @pytest.fixture
@@ -400,3 +409,16 @@ def test_a_process_table_from_before_start_tokens_gains_the_column(state_dir: Pa
     backend = LocalBackend(state_dir)
     backend.start_process("Dataset", "chats", FINGERPRINT, python("pass"))
     assert backend.wait("Dataset", "chats", FINGERPRINT, poll=0.05).phase == "succeeded"
+
+
+def test_without_a_free_front_port_nothing_is_started(state_dir: Path, stand_in: Path) -> None:
+    with socket.socket() as taken:  # another program holds the only port the backend may use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        backend = serving(state_dir, (port, port), stand_in, "v1")
+        with pytest.raises(BackendError, match=f"no free port in {port}-{port}"):
+            backend.serve(job("Deployment", "bot"), model_fingerprint="1" * 64, model_version="sft/1",
+                          health_timeout=30)
+    assert backend.observe() == BackendState(jobs=(), servers=())
+    assert not list((state_dir / "jobs").glob("deployment-*.json"))
