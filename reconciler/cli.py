@@ -579,7 +579,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             blocked = [a for a in the_plan.actions if a.action in ("blocked", "suspended")]
             click.echo(f"Nothing can be applied: {len(blocked)} blocked or suspended (see above)." if blocked
                        else "Nothing to do: everything is up to date.")
-            _print_endpoints(project, backend, _state.backend.servers)
+            _print_endpoints(project, _state)
             return
         try:
             live = [s for s in _state.backend.servers if s.phase != "failed"]
@@ -617,7 +617,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
         done = sum(1 for s in result.steps if s.outcome == "done")
         click.echo(f"\nApplied: {done} done, {len(result.failed)} failed, {len(result.blocked)} blocked or "
                    "skipped.")
-        _print_endpoints(project, backend)
+        _print_endpoints(project, _state_after_apply(project, store, backend))
         if result.failed:
             for step in result.failed:
                 click.echo(f"error: {step.resource}: {step.message}", err=True)
@@ -633,21 +633,36 @@ def _max_parallel(settings) -> int:  # noqa: ANN001 - ProjectSettings
     return settings.local.max_parallel
 
 
-def _print_endpoints(project, backend, servers=None) -> None:  # noqa: ANN001
-    """Where each Deployment answers, with a request the reader can paste. `servers`: as the
-    plan observed them, when nothing was applied since (no second read of the backend)."""
+def _state_after_apply(project, store, backend):  # noqa: ANN001, ANN202 - ActualState
+    """What serves now and what scored it; the servers alone when MLflow cannot be read."""
     if backend is None:
-        return
-    import json
+        return None
+    from reconciler.state import ActualState
 
-    for server in backend.observe().servers if servers is None else servers:
-        if server.phase != "serving" or (server.name not in project.specs.names("Deployment")):
+    try:
+        return project.read_state(store, backend)
+    except Exception:  # noqa: BLE001 - the endpoints are a courtesy: the apply itself is done
+        return ActualState({}, {}, {}, backend.observe())
+
+
+def _print_endpoints(project, state) -> None:  # noqa: ANN001 - Project, ActualState
+    """Where each Deployment answers, with a request the reader can paste that shows what was
+    trained: a question its Evaluation asked, decoded as it decoded (reconciler/sample_request.py)."""
+    if state is None:
+        return
+    from reconciler.sample_request import curl, sample_request
+    from reconciler.specs.base import ResourceId
+    from reconciler.specs.deployment import DeploymentResource
+
+    for server in state.backend.servers:
+        deployment = project.specs.resource(ResourceId("Deployment", server.name), DeploymentResource)
+        if server.phase != "serving" or deployment is None or server.url is None:
             continue
-        body = json.dumps({"model": server.name,
-                           "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32})
-        click.echo(f"{server.name}: serving {server.model_version} at {server.url}\n"
-                   f"  curl -s {server.url}/v1/chat/completions -H 'Content-Type: application/json' "
-                   f"-d '{body}'")
+        request = sample_request(deployment, server, state)
+        click.echo(f"{server.name}: serving {server.model_version} at {server.url}")
+        for line in request.note.splitlines():
+            click.echo(f"  # {line}")
+        click.echo(f"  {curl(server.url, server.name, request)}")
 
 
 @cli.command()

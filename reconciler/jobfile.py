@@ -79,9 +79,21 @@ class ModelVersionRef(_JobModel):
     fingerprint: str | None = None
 
 
+class GenerationDefaults(_JobModel):
+    """How the Evaluation that judges a FineTune decodes: the fine-tune writes it into the saved
+    model's generation_config.json, so a server decodes as the gate measured."""
+
+    evaluation: str = Field(description="The Evaluation it comes from.")
+    max_new_tokens: int
+    temperature: float = Field(description="0 is greedy.")
+
+
 class ServeOptions(_JobModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    token: str | None = Field(None, description="Set by the local backend for each start; the server "
+                                                "repeats it in /health, so a health check proves it "
+                                                "reached the process that start launched.")
 
 
 class SpecCheckout(_JobModel):
@@ -105,6 +117,9 @@ class JobFile(_JobModel):
     source: str | None = Field(None, description="Dataset jobs: the source URI, file:// made absolute.")
     base_model: BaseModelRef | None = None
     start_from: ModelVersionRef | None = Field(None, description="FineTunes with fromFineTune.")
+    generation: GenerationDefaults | None = Field(
+        None, description="FineTunes: the decoding written into the saved model's generation_config.json. "
+                          "Not part of the fingerprint: changing an Evaluation's decoding retrains nothing.")
     datasets: tuple[PreparedDataset, ...] = ()
     model: ModelVersionRef | BaseModelRef | None = Field(
         None, description="Evaluations and Deployments: the model scored or served.")

@@ -13,6 +13,7 @@ from pathlib import Path
 from reconciler.fingerprint import FingerprintInput, resolved_spec
 from reconciler.jobfile import (
     BaseModelRef,
+    GenerationDefaults,
     GitOrigin,
     JobFile,
     MlflowTarget,
@@ -130,6 +131,27 @@ class JobBuilder:
                                schema_type=resource.spec.data_schema.type, fingerprint=run.fingerprint,
                                weight=weight)
 
+    def judging_decoding(self, fine_tune: ResourceId) -> GenerationDefaults | None:
+        """The decoding a FineTune's versions are judged with: that of the first Evaluation of it
+        that scores generated text, among those its Deployments require, then among its other
+        gating Evaluations (by name). None when no Evaluation generates text for it."""
+        required: list[str] = []
+        for name in sorted(self.specs.names("Deployment")):
+            deployment = self.specs.resource(ResourceId("Deployment", name), DeploymentResource)
+            if deployment is not None and deployment.spec.model.fine_tune == fine_tune.name:
+                required += deployment.spec.requires
+        others = sorted(name for name in self.specs.names("Evaluation") if name not in required)
+        for name in (*required, *others):
+            evaluation = self.specs.resource(ResourceId("Evaluation", name), EvaluationResource)
+            if (evaluation is None or evaluation.spec.model.fine_tune != fine_tune.name
+                    or not evaluation.spec.scores_generated_text
+                    or (name in others and not evaluation.spec.is_gating)):
+                continue
+            generation = evaluation.spec.generation
+            return GenerationDefaults(evaluation=name, max_new_tokens=generation.max_new_tokens,
+                                      temperature=generation.temperature)
+        return None
+
     def _model_or_base(self, target: ResourceId) -> ModelVersionRef | BaseModelRef:
         return self.model_version(target) if target.kind == "FineTune" else self.base_model(target)
 
@@ -155,6 +177,7 @@ class JobBuilder:
             else:
                 fields["start_from"] = self.model_version(ResourceId("FineTune", spec.from_fine_tune or ""))
             fields["datasets"] = tuple(self.prepared(d.name, d.weight) for d in spec.datasets)
+            fields["generation"] = self.judging_decoding(rid)
         elif isinstance(resource, EvaluationResource):
             spec = resource.spec
             fields["model"] = self._model_or_base(spec.model.target)

@@ -94,9 +94,12 @@ class SpecRepo:
             backend.stop("Deployment", server.name)
 
 
-def chat(url: str, question: str, max_tokens: int = 8) -> dict:
-    body = json.dumps({"model": "fruit-bot", "max_tokens": max_tokens,
-                       "messages": [{"role": "user", "content": question}]}).encode()
+def chat(url: str, question: str, max_tokens: int | None = 8) -> dict:
+    """Ask the Deployment; max_tokens None leaves it to the server, as temperature always is."""
+    body = {"model": "fruit-bot", "messages": [{"role": "user", "content": question}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    body = json.dumps(body).encode()
     request = urllib.request.Request(f"{url}/v1/chat/completions", data=body,
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:

@@ -1,8 +1,10 @@
 """The local backend: jobs and model servers as processes on this machine, remembered in SQLite.
 
 Every process runs under the supervisor (supervise.py) in a session of its own, so it outlives the
-`tuneops apply` that started it. The process table (`<state dir>/processes.db`) lets any later tuneops
-find it, tell it from an unrelated process that reuses its pid, and learn how it ended.
+`tuneops apply` that started it. The process table (`<state dir>/processes.db`, local_table.py) lets
+any later tuneops find it, tell it from an unrelated process that reuses its pid, and learn how it
+ended. A Deployment answers on a front port (router.py) that stays put while versions switch
+behind it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import secrets
 import signal
 import socket
 import sqlite3
@@ -25,27 +28,32 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.backends.base import STOPPED, BackendError, BackendState, JobObservation, ServerObservation
+from reconciler.backends.local_table import (
+    ROUTER_KIND,
+    SERVER_KIND,
+    ProcessTable,
+    Row,
+    count_attempts,
+    current_routers,
+    current_server,
+    current_servers,
+    finish,
+    insert,
+    last_router,
+    mark_stopped,
+    newest_job,
+    newest_jobs,
+    rows,
+    transaction,
+    unfinished_rows,
+)
 from reconciler.fileio import write_text_atomic
 from reconciler.jobfile import JobFile, ServeOptions
 
 DISAPPEARED = "the process disappeared without an exit status (killed?)"
 STOP_GRACE_SECONDS = 20.0
-SERVER_KIND = "Deployment"
-
-Row = dict[str, Any]  # one row of the process table
+FRONT_PORT_TIMEOUT_S = 60.0  # a front port process starts in well under a second
 ArgvForJobFile = Callable[[Path], Sequence[str]]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS processes (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL, name TEXT NOT NULL, fingerprint TEXT NOT NULL, attempt INTEGER NOT NULL,
-    pid INTEGER NOT NULL, pid_start_ticks INTEGER, argv TEXT NOT NULL, job_file TEXT,
-    log_path TEXT NOT NULL, exit_file TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL,
-    exit_code INTEGER, message TEXT NOT NULL DEFAULT '', port INTEGER, url TEXT,
-    model_fingerprint TEXT, model_version TEXT, stopped INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS processes_by_resource ON processes (kind, name, fingerprint);
-"""
 
 
 def job_argv(job: JobFile, job_file: Path, *, processes: int = 1, python: str = sys.executable,
@@ -138,13 +146,23 @@ def _with_last_line(message: str, log_path: str) -> str:
     return f"{message}: {last}" if last else message
 
 
-def _healthy(url: str, timeout: float = 1.0) -> bool:
+def health(url: str, timeout: float = 1.0) -> dict[str, Any] | None:
+    """What `url`/health answers with 200 (its JSON, or {} when it is not JSON); None: no answer."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
     try:
         with opener.open(f"{url}/health", timeout=timeout) as response:
-            return response.status == 200
+            if response.status != 200:
+                return None
+            answer = json.loads(response.read() or b"{}")
     except (OSError, urllib.error.URLError, ValueError):
-        return False
+        return None
+    return answer if isinstance(answer, dict) else {}
+
+
+def answers_as(answer: dict[str, Any] | None, server: Row) -> bool:
+    """The health answer came from the process this row started: it repeats the start's token.
+    (A row from before tokens has none: any answer counts, as it did then.)"""
+    return answer is not None and (server["token"] is None or answer.get("token") == server["token"])
 
 
 class LocalBackend:
@@ -165,8 +183,7 @@ class LocalBackend:
         self.database = self.state_dir / "processes.db"
         self._lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}  # started here: reaped by poll()
-        self._table_ready = False
-        self._table_setup = threading.Lock()  # threads creating the table at once: one does it
+        self._processes = ProcessTable(self.database)
 
     # -- jobs --------------------------------------------------------------------------------------
 
@@ -174,10 +191,11 @@ class LocalBackend:
         if not self.database.exists():  # nothing was ever started here; looking must not create it
             return BackendState((), ())
         with self._table() as table:
-            self._refresh(table, _unfinished_rows(table))
-            jobs = tuple(self._job_observation(row) for row in _newest_jobs(table))
-            servers = _current_servers(table)
-        return BackendState(jobs=jobs, servers=tuple(self._server_observation(row) for row in servers))
+            self._refresh(table, unfinished_rows(table))
+            jobs = tuple(self._job_observation(row) for row in newest_jobs(table))
+            servers, routers = current_servers(table), current_routers(table)
+        return BackendState(jobs=jobs, servers=tuple(self._server_observation(row, routers.get(row["name"]))
+                                                     for row in servers))
 
     def submit(self, job: JobFile, *, processes: int = 1) -> JobObservation:
         if job.kind == SERVER_KIND:
@@ -203,8 +221,8 @@ class LocalBackend:
             with self._table() as table:
                 key = (kind, name, fingerprint)
                 where = "kind = ? AND name = ? AND fingerprint = ?"
-                self._refresh(table, _unfinished_rows(table, where, key))
-                row = _newest_job(table, *key)
+                self._refresh(table, unfinished_rows(table, where, key))
+                row = newest_job(table, *key)
             if row is None:
                 raise BackendError(f"{kind} {name}: no job with fingerprint {fingerprint[:16]} was started")
             job = self._job_observation(row)
@@ -217,20 +235,21 @@ class LocalBackend:
                 time.sleep(poll)
 
     def stop(self, kind: str, name: str) -> list[str]:
+        kinds = (SERVER_KIND, ROUTER_KIND) if kind == SERVER_KIND else (kind, kind)  # with its front port
         with self._table() as table:
-            rows = _rows(table, "kind = ? AND name = ? AND stopped = 0", (kind, name))
-        return self._stop_rows(rows)
+            live = rows(table, "kind IN (?, ?) AND name = ? AND stopped = 0", (*kinds, name))
+        return self._stop_rows(live)
 
     def log_file(self, kind: str, name: str, fingerprint: str | None = None) -> Path | None:
         if not self.database.exists():
             return None
         with self._table() as table:
             if fingerprint is None:
-                rows = _rows(table, "kind = ? AND name = ? ORDER BY id DESC LIMIT 1", (kind, name))
+                found = rows(table, "kind = ? AND name = ? ORDER BY id DESC LIMIT 1", (kind, name))
             else:
-                rows = _rows(table, "kind = ? AND name = ? AND fingerprint = ? ORDER BY id DESC LIMIT 1",
+                found = rows(table, "kind = ? AND name = ? AND fingerprint = ? ORDER BY id DESC LIMIT 1",
                              (kind, name, fingerprint))
-        return Path(rows[0]["log_path"]) if rows else None
+        return Path(found[0]["log_path"]) if found else None
 
     def logs(self, kind: str, name: str, *, fingerprint: str | None = None, tail: int | None = None,
              follow: bool = False) -> Iterator[str] | None:
@@ -264,75 +283,133 @@ class LocalBackend:
 
     def serve(self, job: JobFile, *, model_fingerprint: str, model_version: str | None,
               health_timeout: float = 600) -> ServerObservation:
+        """Start the new version beside the one serving, on a port of its own; once it answers as
+        the process started, point the Deployment's front port at it, then stop the old version
+        (it answers what it has begun first). A start that fails touches nothing that serves."""
         with self._table() as table:
-            self._refresh(table, _unfinished_rows(table, "kind = ? AND name = ?", (SERVER_KIND, job.name)))
-            previous = _current_server(table, job.name)
-            replaced = _rows(table, "kind = ? AND name = ? AND stopped = 0", (SERVER_KIND, job.name))
-            taken = {row["port"] for row in _current_servers(table) if row["name"] != job.name}
-        port = previous["port"] if previous else self._first_free_port(taken, job.name)
-        was_serving = previous is not None and previous["finished_at"] is None
-        self._stop_rows(replaced)
-        self._await_port(port, job.name)
+            self._refresh(table, unfinished_rows(table, "kind IN (?, ?) AND name = ?",
+                                                 (SERVER_KIND, ROUTER_KIND, job.name)))
+            old = rows(table, "kind = ? AND name = ? AND stopped = 0", (SERVER_KIND, job.name))
+            previous = current_server(table, job.name)
+            router = current_routers(table).get(job.name)
+            front_before = last_router(table, job.name)
+        serving = self._server_observation(previous, router) if previous is not None else None
+        kept = (f"; {serving.model_version or 'the previous version'} keeps serving at {serving.url}"
+                if serving is not None and serving.phase == "serving" else "")
+        if router is not None and router["finished_at"] is not None:
+            router = None  # a front port that ended is started again
 
-        served = job.model_copy(update={"serve": ServeOptions(host="127.0.0.1", port=port)})
+        front_port = None if router is not None else self._front_port(job.name, front_before, previous)
+        server = self._start_server(job, model_fingerprint, model_version)
+        try:
+            why = self._await_health(server, health_timeout)
+            if why is not None:
+                return self._failed_start(server, router, why, kept)
+            route = self.state_dir / "routes" / f"{job.name}.json"
+            if front_port is not None:  # the first start, or after `tuneops stop`: nothing reaches the old
+                self._stop_rows(old)  # servers (one started before front ports may hold the port wanted)
+                write_route(route, server)
+                router = self._start_router(job.name, front_port, route)
+                why = self._await_front(router, server)
+                if why is not None:
+                    self._stop_rows([router])
+                    return self._failed_start(server, None, why, "")
+            else:
+                assert router is not None
+                before = route.read_text(encoding="utf-8") if route.is_file() else None
+                write_route(route, server)
+                why = self._await_front(router, server)
+                if why is not None:
+                    if before is not None:
+                        write_text_atomic(route, before)
+                    return self._failed_start(server, router, why, kept)
+        except BaseException:
+            self._stop_rows([server])  # never a server nobody knows about
+            raise
+        self._stop_rows(old)
+        return self._server_observation(server, router, healthy=True)
+
+    def _start_server(self, job: JobFile, model_fingerprint: str, model_version: str | None) -> Row:
+        """The model server, on a port of its own, with a token only this start knows."""
+        port, token = free_port(), secrets.token_hex(16)
+        served = job.model_copy(update={"serve": ServeOptions(host="127.0.0.1", port=port, token=token)})
         argv = self.serve_argv or (lambda job_file: job_argv(served, job_file, python=self.python))
-        row = self._start(SERVER_KIND, job.name, job.fingerprint, argv, job_text=served.to_json(),
-                          environment=job_environment(served), port=port, url=f"http://127.0.0.1:{port}",
-                          model_fingerprint=model_fingerprint, model_version=model_version)
-        new = self._await_health(row, health_timeout)
-        if new.phase == "serving" or not was_serving:
-            return new
-        assert previous is not None
-        self._stop_rows([row])
-        self._await_port(port, job.name)
-        restarted = self._await_health(self._restart(previous), health_timeout)
-        outcome = ("the previous version was restarted and serves" if restarted.phase == "serving"
-                   else f"restarting the previous version failed too: {restarted.message}")
-        return dataclasses.replace(new, message=f"{new.message}; {outcome}")
+        return self._start(SERVER_KIND, job.name, job.fingerprint, argv, job_text=served.to_json(),
+                           environment=job_environment(served), port=port, url=f"http://127.0.0.1:{port}",
+                           model_fingerprint=model_fingerprint, model_version=model_version, token=token)
 
-    def _restart(self, previous: Row) -> Row:
-        """The previous server again, from its own job file and command, on its own port."""
-        argv = json.loads(previous["argv"])
-        return self._start(SERVER_KIND, previous["name"], previous["fingerprint"], argv,
-                           job_file=Path(previous["job_file"]) if previous["job_file"] else None,
-                           environment=job_environment(), port=previous["port"], url=previous["url"],
-                           model_fingerprint=previous["model_fingerprint"],
-                           model_version=previous["model_version"])
+    def _start_router(self, name: str, port: int, route: Path) -> Row:
+        argv = [self.python, "-m", "reconciler.backends.router", "--listen", f"127.0.0.1:{port}",
+                "--upstream-file", str(route)]
+        return self._start(ROUTER_KIND, name, "", argv, environment=job_environment(), port=port,
+                           url=f"http://127.0.0.1:{port}")
 
-    def _await_health(self, row: Row, timeout: float) -> ServerObservation:
+    def _failed_start(self, server: Row, router: Row | None, why: str, kept: str) -> ServerObservation:
+        """The new server gone, and why. While the old version serves, it stays the Deployment's
+        server; otherwise the failure is what `status` and the next plan see."""
+        self._kill_group(server)
+        with self._table() as table, transaction(table):
+            finish(table, server["id"], time.time(), _read_exit_file(server["exit_file"]), why)
+            table.execute("UPDATE processes SET message = ? WHERE id = ?", (why, server["id"]))
+            if kept:
+                mark_stopped(table, server["id"])
+            (server,) = rows(table, "id = ?", (server["id"],))
+        failed = self._server_observation(server, router)
+        return dataclasses.replace(failed, message=f"{why}{kept}")
+
+    def _await_health(self, server: Row, timeout: float) -> str | None:
+        """None once the server answers /health as the start that launched it; else why not (the
+        process is then gone). Another process answering on its port is never taken for it."""
         deadline = time.monotonic() + timeout
+        someone_else = False
         while True:
-            if not self._alive(row):
+            if not self._alive(server):
                 with self._table() as table:
-                    (row,) = self._refresh(table, [row])
-                return self._server_observation(row, healthy=False)
-            if _healthy(row["url"]):
-                return self._server_observation(row, healthy=True)
+                    (server,) = self._refresh(table, [server])
+                return server["message"] or f"exited with {server['exit_code']}"
+            answer = health(server["url"])
+            if answers_as(answer, server):
+                return None
+            someone_else = someone_else or answer is not None
             if time.monotonic() >= deadline:
-                self._kill_group(row)
-                message = _with_last_line(f"did not answer {row['url']}/health within {timeout:g} s",
-                                          row["log_path"])
-                with self._table() as table:
-                    _finish(table, row["id"], time.time(), _read_exit_file(row["exit_file"]), message)
-                    row = _rows(table, "id = ?", (row["id"],))[0]
-                return self._server_observation(row, healthy=False)
+                self._kill_group(server)
+                why = f"did not answer {server['url']}/health within {timeout:g} s"
+                if someone_else:
+                    why += ": another process answers on that port"
+                return _with_last_line(why, server["log_path"])
             time.sleep(0.1)
 
-    def _first_free_port(self, taken: set[int], name: str) -> int:
+    def _await_front(self, router: Row, server: Row, timeout: float = FRONT_PORT_TIMEOUT_S) -> str | None:
+        """None once the front port answers as `server` (the switch took effect); else why not."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._alive(router):
+                with self._table() as table:
+                    (router,) = self._refresh(table, [router])
+                return f"front port {router['port']}: {router['message'] or 'exited'}"
+            if answers_as(health(router["url"]), server):
+                return None
+            if time.monotonic() >= deadline:
+                return f"the front port {router['url']} did not move to the new version within {timeout:g} s"
+            time.sleep(0.05)
+
+    def _front_port(self, name: str, front_before: Row | None, previous: Row | None) -> int:
+        """The port the Deployment answered on before (its URL stays), else the first free one.
+        A server from before front ports answers on its own port, and is stopped to free it."""
+        with self._table() as table:
+            taken = {row["port"] for row in (*current_routers(table).values(), *current_servers(table))
+                     if row["name"] != name and row["finished_at"] is None}
+        unrouted = (previous if previous is not None and previous["token"] is None
+                    and previous["finished_at"] is None else None)
+        before = front_before or unrouted
+        if before is not None and before["port"] not in taken and (before is unrouted or
+                                                                   port_is_free(before["port"])):
+            return before["port"]
         low, high = self.port_range
         for port in range(low, high + 1):
             if port not in taken and port_is_free(port):
                 return port
         raise BackendError(f"Deployment {name}: no free port in {low}-{high} on 127.0.0.1")
-
-    @staticmethod
-    def _await_port(port: int, name: str, timeout: float = 5.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not port_is_free(port):
-            if time.monotonic() >= deadline:
-                raise BackendError(f"Deployment {name}: port {port} on 127.0.0.1 is in use by another "
-                                   "program")
-            time.sleep(0.1)
 
     # -- processes ---------------------------------------------------------------------------------
 
@@ -340,9 +417,9 @@ class LocalBackend:
                job_text: str | None = None, job_file: Path | None = None,
                environment: Mapping[str, str] | None = None, **server: Any) -> Row:
         """Start `argv` under the supervisor and record it, numbering the attempt inside one transaction."""
-        with self._table() as table, _transaction(table):
-            attempt = _count_attempts(table, kind, name, fingerprint) + 1
-            stem = f"{kind.lower()}-{name}-{fingerprint[:16]}-{attempt}"
+        with self._table() as table, transaction(table):
+            attempt = count_attempts(table, kind, name, fingerprint) + 1
+            stem = "-".join(part for part in (kind.lower(), name, fingerprint[:16], str(attempt)) if part)
             if job_text is not None:
                 job_file = self.state_dir / "jobs" / f"{stem}.json"
                 write_text_atomic(job_file, job_text)
@@ -372,10 +449,10 @@ class LocalBackend:
                 "job_file": str(job_file) if job_file else None, "log_path": str(log_path),
                 "exit_file": str(exit_file), "started_at": time.time(), "finished_at": None,
                 "exit_code": None, "message": "", "port": None, "url": None, "model_fingerprint": None,
-                "model_version": None, "stopped": 0, **server,
+                "model_version": None, "stopped": 0, "token": None, **server,
             }
             try:
-                row["id"] = _insert(table, row)
+                row["id"] = insert(table, row)
             except BaseException:
                 self._kill_group(row, grace=0)
                 raise
@@ -401,26 +478,26 @@ class LocalBackend:
                     finished_at = _mtime(row["exit_file"])
                     message = "" if exit_code == 0 else _with_last_line(f"exited with {exit_code}",
                                                                         row["log_path"])
-                _finish(table, row["id"], finished_at, exit_code, message)
+                finish(table, row["id"], finished_at, exit_code, message)
                 row = {**row, "finished_at": finished_at, "exit_code": exit_code, "message": message}
             current.append(row)
         return current
 
-    def _stop_rows(self, rows: list[Row]) -> list[str]:
+    def _stop_rows(self, stopping: list[Row]) -> list[str]:
         """SIGTERM every live process group, then wait for each; mark all rows stopped."""
         with self._table() as table:
-            rows = self._refresh(table, rows)  # an ending that came first is not a stop
-        live = [row for row in rows if row["finished_at"] is None]
+            stopping = self._refresh(table, stopping)  # an ending that came first is not a stop
+        live = [row for row in stopping if row["finished_at"] is None]
         for row in live:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(row["pid"], signal.SIGTERM)
         for row in live:
             self._kill_group(row, signalled=True)
-        with self._table() as table, _transaction(table):
-            for row in rows:
+        with self._table() as table, transaction(table):
+            for row in stopping:
                 if row["finished_at"] is None:
-                    _finish(table, row["id"], time.time(), _read_exit_file(row["exit_file"]), STOPPED)
-                table.execute("UPDATE processes SET stopped = 1 WHERE id = ?", (row["id"],))
+                    finish(table, row["id"], time.time(), _read_exit_file(row["exit_file"]), STOPPED)
+                mark_stopped(table, row["id"])
         return [f"pid {row['pid']}" for row in live]
 
     def _kill_group(self, row: Row, *, grace: float = STOP_GRACE_SECONDS, signalled: bool = False) -> None:
@@ -453,109 +530,36 @@ class LocalBackend:
             exit_code=row["exit_code"], message=row["message"], handle=f"pid {row['pid']}",
             log=row["log_path"])
 
-    def _server_observation(self, row: Row, *, healthy: bool | None = None) -> ServerObservation:
+    def _server_observation(self, row: Row, router: Row | None, *,
+                            healthy: bool | None = None) -> ServerObservation:
+        """A Deployment's server as clients see it: at its front port's URL (a server started
+        before front ports answers on its own), serving once that URL answers as this start."""
+        url = router["url"] if router is not None else row["url"]
+        message = row["message"]
         if row["finished_at"] is not None:
-            phase = "failed"
+            phase, message = "failed", message or f"exited with {row['exit_code']}"
+        elif router is not None and router["finished_at"] is not None:
+            phase, message = "failed", f"its front port {url} closed: {router['message'] or 'exited'}"
         else:
-            healthy = _healthy(row["url"]) if healthy is None else healthy
+            healthy = answers_as(health(url), row) if healthy is None else healthy
             phase = "serving" if healthy else "starting"
-        message = row["message"] or (f"exited with {row['exit_code']}" if phase == "failed" else "")
         return ServerObservation(
             name=row["name"], fingerprint=row["fingerprint"],
             model_fingerprint=row["model_fingerprint"] or "", model_version=row["model_version"], phase=phase,
-            url=row["url"], started_at=row["started_at"],
+            url=url, started_at=row["started_at"],
             message=message, handle=f"pid {row['pid']}", log=row["log_path"],
             job=_read_job(row["job_file"]))
 
-    @contextlib.contextmanager
-    def _table(self) -> Iterator[sqlite3.Connection]:
-        """A new connection per use: callers may be on several threads or in several processes."""
-        self.database.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.database, timeout=30, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            if not self._table_ready:
-                # Switching to WAL takes an exclusive lock that busy_timeout does not wait for:
-                # several threads doing it on a new database at once got "database is locked".
-                with self._table_setup:
-                    if not self._table_ready:
-                        connection.execute("PRAGMA journal_mode = WAL")
-                        connection.executescript(_SCHEMA)
-                        self._table_ready = True
-            yield connection
-        finally:
-            connection.close()
+    def _table(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._processes.connect()
 
 
-# -- the process table -------------------------------------------------------------------------------
+# -- files ------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _transaction(table: sqlite3.Connection) -> Iterator[None]:
-    table.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        table.execute("ROLLBACK")
-        raise
-    table.execute("COMMIT")
-
-
-def _rows(table: sqlite3.Connection, where: str, parameters: Sequence[Any] = ()) -> list[Row]:
-    return [dict(row) for row in table.execute(f"SELECT * FROM processes WHERE {where}", parameters)]
-
-
-def _unfinished_rows(table: sqlite3.Connection, where: str = "1",
-                     parameters: Sequence[Any] = ()) -> list[Row]:
-    return _rows(table, f"finished_at IS NULL AND ({where})", parameters)
-
-
-def _insert(table: sqlite3.Connection, row: Row) -> int:
-    columns = [column for column in row if column != "id"]
-    cursor = table.execute(
-        f"INSERT INTO processes ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
-        [row[column] for column in columns])
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
-
-
-def _finish(table: sqlite3.Connection, row_id: int, finished_at: float, exit_code: int | None,
-            message: str) -> None:
-    table.execute("UPDATE processes SET finished_at = ?, exit_code = ?, message = ? "
-                  "WHERE id = ? AND finished_at IS NULL", (finished_at, exit_code, message, row_id))
-
-
-def _count_attempts(table: sqlite3.Connection, kind: str, name: str, fingerprint: str) -> int:
-    query = "SELECT COUNT(*) FROM processes WHERE kind = ? AND name = ? AND fingerprint = ?"
-    return table.execute(query, (kind, name, fingerprint)).fetchone()[0]
-
-
-_NEWEST_JOBS = """
-SELECT p.*, newest.attempts FROM processes p JOIN (
-    SELECT MAX(id) AS id, COUNT(*) AS attempts FROM processes WHERE kind != 'Deployment' {where}
-    GROUP BY kind, name, fingerprint) newest ON p.id = newest.id ORDER BY p.id
-"""
-
-
-def _newest_jobs(table: sqlite3.Connection) -> list[Row]:
-    return [dict(row) for row in table.execute(_NEWEST_JOBS.format(where=""))]
-
-
-def _newest_job(table: sqlite3.Connection, kind: str, name: str, fingerprint: str) -> Row | None:
-    query = _NEWEST_JOBS.format(where="AND kind = ? AND name = ? AND fingerprint = ?")
-    rows = [dict(row) for row in table.execute(query, (kind, name, fingerprint))]
-    return rows[0] if rows else None
-
-
-def _current_servers(table: sqlite3.Connection) -> list[Row]:
-    return _rows(table, "id IN (SELECT MAX(id) FROM processes WHERE kind = 'Deployment' AND stopped = 0 "
-                        "GROUP BY name) ORDER BY id")
-
-
-def _current_server(table: sqlite3.Connection, name: str) -> Row | None:
-    rows = [row for row in _current_servers(table) if row["name"] == name]
-    return rows[0] if rows else None
+def write_route(route: Path, server: Row) -> None:
+    """Where the front port forwards (router.py): replaced whole, so it reads the old or the new."""
+    write_text_atomic(route, json.dumps({"url": server["url"], "version": server["model_version"]}) + "\n")
 
 
 def _read_exit_file(path: str) -> int | None:

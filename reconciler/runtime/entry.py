@@ -22,11 +22,12 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from reconciler.runtime.evaluate import EvaluationError
     from reconciler.runtime.finetune import FineTuneError
     from reconciler.runtime.loading import ModelLoadError
+    from reconciler.runtime.serve import ServeError
     from reconciler.runtime.training_data import TrainingDataError
     from reconciler.tracking import TrackingUnavailable
 
     return (JobFileError, JobRefused, CheckoutError, DatasetError, EvaluationError, FineTuneError,
-            ModelLoadError, TrainingDataError, TrackingUnavailable)
+            ModelLoadError, ServeError, TrainingDataError, TrackingUnavailable)
 
 
 def load(command: str, path: Path) -> JobFile:

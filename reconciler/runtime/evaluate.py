@@ -225,10 +225,25 @@ def results_document(
             }
             for r in verdict.results
         ],
-        "samples": [
-            {"prompt": e.prompt[-1]["content"] if e.prompt else None, "reference": e.reference, "answer": a}
-            for e, a in list(zip(examples, answers, strict=False))[:20]
-        ],
+        "generation": {
+            "maxNewTokens": spec.generation.max_new_tokens,
+            "temperature": spec.generation.temperature,
+        },
+        "samples": [_sample(e, a) for e, a in list(zip(examples, answers, strict=False))[:20]],
+    }
+
+
+def _sample(example: Example, answer: str) -> dict[str, Any]:
+    """One scored row as asked (`messages`, what `tuneops apply` prints a curl with), the
+    reference and the answer, and whether they match as exact_match counts it."""
+    from reconciler.runtime.metrics import normalise_answer
+
+    return {
+        "prompt": example.prompt[-1]["content"] if example.prompt else None,
+        "messages": example.prompt,
+        "reference": example.reference,
+        "answer": answer,
+        "exactMatch": normalise_answer(answer) == normalise_answer(example.reference),
     }
 
 

@@ -369,12 +369,19 @@ def run_finetune(job: JobFile) -> Path:
             strategy=strategy,
             arguments=arguments,
             metrics=final_metrics,
+            model_defaults=_generation_defaults(trainer.model),
         )
     except BaseException:
         run.finish("FAILED")
         raise
     shutil.rmtree(checkpoints, ignore_errors=True)
     return job.output_dir
+
+
+def _generation_defaults(model: Any) -> dict[str, Any]:
+    """What the model's generation config sets: an adapter's generation_config.json starts there."""
+    config = getattr(model, "generation_config", None)
+    return config.to_diff_dict() if config is not None else {}
 
 
 def build_trainer(

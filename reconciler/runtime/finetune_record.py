@@ -12,7 +12,7 @@ from typing import Any
 
 from reconciler import tracking
 from reconciler.fileio import replace_directory
-from reconciler.jobfile import JobFile
+from reconciler.jobfile import GenerationDefaults, JobFile
 from reconciler.runtime.distributed import Processes
 from reconciler.runtime.lineage import JobRun, register_model_version
 from reconciler.specs.finetune import FineTuneSpec
@@ -221,6 +221,19 @@ def model_card(job: JobFile, spec: FineTuneSpec, metrics: dict[str, Any], strate
     return "\n".join(lines) + "\n"
 
 
+def write_generation_config(folder: Path, decoding: GenerationDefaults,
+                            model_defaults: dict[str, Any]) -> None:
+    """The judging Evaluation's decoding as the saved model's generation defaults, over those it
+    had (the saved file, or for an adapter the base model's), so that vLLM and the built-in server
+    decode a plain request as the gate measured. Greedy is `temperature: 0`, which vLLM reads,
+    with `do_sample: false` for transformers."""
+    path = folder / "generation_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else dict(model_defaults)
+    config.update(do_sample=decoding.temperature > 0, temperature=decoding.temperature,
+                  max_new_tokens=decoding.max_new_tokens)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def finish_outputs(
     job: JobFile,
     spec: FineTuneSpec,
@@ -231,11 +244,14 @@ def finish_outputs(
     strategy: str,
     arguments: dict[str, Any],
     metrics: dict[str, Any],
+    model_defaults: dict[str, Any] | None = None,
 ) -> Path:
     """Complete the staging folder, rename it into place, upload it and register the version."""
     from reconciler.runtime.distributed import deepspeed_config
 
     tokenizer.save_pretrained(str(staging))
+    if job.generation is not None:
+        write_generation_config(staging, job.generation, model_defaults or {})
     resolved = {
         "fineTune": job.name,
         "fingerprint": job.fingerprint,

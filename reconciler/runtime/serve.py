@@ -2,22 +2,29 @@
 
 On Kubernetes vLLM serves the same routes (/health, /v1/models, /v1/completions,
 /v1/chat/completions), so clients written against one work against the other: request and
-response shapes, and error bodies, are OpenAI's. Streaming is not supported here. Requests are
-generated one at a time on one lock: a local server is for trying a model, not for throughput.
-fastapi, uvicorn and torch are imported inside functions so that importing this module stays cheap.
+response shapes, and error bodies, are OpenAI's, and a field a request leaves out takes the
+model's generation_config.json value as vLLM's does (the fine-tune writes its Evaluation's
+decoding there, so a plain request decodes as the gate measured). Streaming is not supported
+here. Requests are generated one at a time on one lock: a local server is for trying a model,
+not for throughput. fastapi, uvicorn and torch are imported inside functions so that importing
+this module stays cheap.
 """
 
+import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.jobfile import BaseModelRef, JobFile
+from reconciler.jobfile import BaseModelRef, JobFile, ModelVersionRef
 
 # Stop tokens besides the tokenizer's eos: chat models end turns with these.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>")
+# The generation_config.json fields a request falls back to, as in vLLM (`--generation-config auto`).
+DEFAULTED_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens")
 
 
 class _Request(BaseModel):
@@ -26,23 +33,30 @@ class _Request(BaseModel):
 
     # null is accepted wherever a default is: some clients send every field.
     model: str | None = Field(None, description="Defaults to the served model.")
-    temperature: float | None = Field(None, ge=0, le=2, description="1.0 when unset; 0 is greedy.")
+    temperature: float | None = Field(None, ge=0, le=2, description="When unset: the model's "
+                                      "generation_config.json, else 1.0. 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1, description="vLLM's extension; 0 or -1: no limit.")
     stop: str | list[str] | None = None
     n: int | None = None
     seed: int | None = None
     stream: bool | None = None
 
-    def sampling(self) -> dict[str, Any]:
+    def sampling(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """Each field left out takes the model's default, then OpenAI's."""
+        def chosen(value: Any, key: str, fallback: Any) -> Any:
+            return value if value is not None else defaults.get(key, fallback)
+
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return {"temperature": 1.0 if self.temperature is None else self.temperature,
-                "top_p": 1.0 if self.top_p is None else self.top_p, "seed": self.seed,
-                "stop": [text for text in stop if text]}
+        return {"temperature": chosen(self.temperature, "temperature", 1.0),
+                "top_p": chosen(self.top_p, "top_p", 1.0), "top_k": max(chosen(self.top_k, "top_k", 0), 0),
+                "seed": self.seed, "stop": [text for text in stop if text]}
 
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="When unset: the model's max_new_tokens, "
+                                                           "else 16.")
 
 
 class ChatMessage(BaseModel):
@@ -56,6 +70,10 @@ class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
+
+
+class ServeError(RuntimeError):
+    """A server that cannot start for a reason the user can fix: its port is taken."""
 
 
 class APIError(Exception):
@@ -89,7 +107,7 @@ class Generator:
             return self.tokenizer(text, add_special_tokens=not chat)["input_ids"]
 
     def generate(self, prompt_ids: list[int], *, max_tokens: int | None, temperature: float, top_p: float,
-                 stop: list[str], seed: int | None) -> tuple[str, int, str]:
+                 top_k: int, stop: list[str], seed: int | None) -> tuple[str, int, str]:
         """(text, completion tokens, finish reason) for one prompt."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -108,8 +126,8 @@ class Generator:
                 hit = any(s in text for s in stop)
                 return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
 
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} \
-            if temperature > 0 else {"do_sample": False}
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k} \
+            if temperature > 0 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
         device = next(self.model.parameters()).device
         input_ids = torch.tensor([prompt_ids], device=device)
         with self.lock, torch.inference_mode():
@@ -128,8 +146,10 @@ class Generator:
         return text, len(generated), "stop" if ended else "length"
 
 
-def create_app(model: Any, tokenizer: Any, served_name: str):  # -> fastapi.FastAPI
-    """The routes, on an already loaded model: /health answers only once there is one."""
+def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | None = None,
+               token: str | None = None):  # -> fastapi.FastAPI
+    """The routes, on an already loaded model: /health answers only once there is one, with the
+    model version and the start's token, so whoever checks it knows which process answered."""
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -137,6 +157,7 @@ def create_app(model: Any, tokenizer: Any, served_name: str):  # -> fastapi.Fast
 
     model.eval()
     generator = Generator(model, tokenizer)
+    defaults = generation_defaults(model)
     created = int(time.time())
     app = FastAPI(title=f"tuneops: {served_name}", docs_url=None, redoc_url=None)
 
@@ -171,9 +192,11 @@ def create_app(model: Any, tokenizer: Any, served_name: str):  # -> fastapi.Fast
     def usage(prompt: int, completion: int) -> dict[str, int]:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
+    identity = {key: value for key, value in (("version", version), ("token", token)) if value}
+
     @app.get("/health")
     def health():
-        return {"status": "ok"}
+        return {"status": "ok", "model": served_name, **identity}
 
     @app.get("/v1/models")
     def models():
@@ -189,8 +212,8 @@ def create_app(model: Any, tokenizer: Any, served_name: str):  # -> fastapi.Fast
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for index, prompt in enumerate(prompts):
             ids = generator.encode(prompt, chat=False)
-            text, count, reason = generator.generate(ids, max_tokens=request.max_tokens,
-                                                     **request.sampling())
+            limit = request.max_tokens or defaults.get("max_new_tokens") or 16
+            text, count, reason = generator.generate(ids, max_tokens=limit, **request.sampling(defaults))
             choices.append({"index": index, "text": text, "finish_reason": reason, "logprobs": None})
             prompt_tokens, completion_tokens = prompt_tokens + len(ids), completion_tokens + count
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
@@ -206,8 +229,8 @@ def create_app(model: Any, tokenizer: Any, served_name: str):  # -> fastapi.Fast
             raise APIError(400, f"the chat template rejected the messages: {error}",
                            param="messages") from None
         ids = generator.encode(prompt, chat=True)
-        text, count, reason = generator.generate(
-            ids, max_tokens=request.max_completion_tokens or request.max_tokens, **request.sampling())
+        limit = request.max_completion_tokens or request.max_tokens or defaults.get("max_new_tokens")
+        text, count, reason = generator.generate(ids, max_tokens=limit, **request.sampling(defaults))
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": served_name,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -228,6 +251,14 @@ def _text_content(message: ChatMessage, index: int) -> str:
                            param=f"messages.{index}.content")
         parts.append(part["text"])
     return "".join(parts)
+
+
+def generation_defaults(model: Any) -> dict[str, Any]:
+    """The decoding fields the model's generation config sets (only those it sets, as vLLM
+    reads them): what a request that leaves them out gets."""
+    config = getattr(model, "generation_config", None)
+    written = config.to_diff_dict() if config is not None else {}
+    return {key: written[key] for key in DEFAULTED_FIELDS if isinstance(written.get(key), int | float)}
 
 
 def describe(ref: Any, *, merged: bool = False) -> str:
@@ -251,9 +282,49 @@ def load_for_serving(job: JobFile) -> tuple[Any, Any]:
     tokenizer = load_model_tokenizer(job.model)
     if job.spec.get("mergeAdapter") and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()  # plain weights: no adapter overhead per token
+    if isinstance(job.model, ModelVersionRef) and job.model.adapter:
+        _use_adapter_generation_config(model, Path(job.model.location))
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model, tokenizer
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the model loads: a port another program holds fails the
+    start in a moment, with the reason, not after minutes of loading. It listens only once the
+    model is loaded, so until then a health check is refused rather than left waiting."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        reason = (error.strerror or str(error)).lower()
+        raise ServeError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
+
+
+def served_version(ref: Any) -> str | None:
+    """"registered-model/version", as the backend records it, or None for an unregistered model."""
+    if isinstance(ref, ModelVersionRef) and ref.registered_model and ref.version:
+        return f"{ref.registered_model}/{ref.version}"
+    return None
+
+
+def _use_adapter_generation_config(model: Any, folder: Path) -> None:
+    """An adapter's own generation_config.json, where the fine-tune wrote one, over the base
+    model's (full weights load theirs with the model)."""
+    if not (folder / "generation_config.json").is_file():
+        return
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise ServeError(f"{folder / 'generation_config.json'}: {error}") from None
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target.generation_config = config
 
 
 def serve(job: JobFile) -> None:
@@ -261,14 +332,16 @@ def serve(job: JobFile) -> None:
 
     uvicorn re-raises the signal after its graceful shutdown, which would end the process as
     killed; a server stopped on request has not failed, so the handlers that see that re-raise
-    only ask the server to stop (and cover the moment before uvicorn installs its own).
+    only ask the server to stop (and cover the moment before uvicorn installs its own). The
+    shutdown is graceful: requests in progress are answered before the process exits.
     """
     import signal
 
     import uvicorn
 
+    sock = listening_socket(job.serve.host, job.serve.port)
     model, tokenizer = load_for_serving(job)
-    app = create_app(model, tokenizer, job.name)
+    app = create_app(model, tokenizer, job.name, version=served_version(job.model), token=job.serve.token)
     server = uvicorn.Server(uvicorn.Config(app, host=job.serve.host, port=job.serve.port,
                                            log_level="warning"))
     print(f"serving {job.name} on http://{job.serve.host}:{job.serve.port} "
@@ -280,7 +353,8 @@ def serve(job: JobFile) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

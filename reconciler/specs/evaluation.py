@@ -132,6 +132,11 @@ class EvaluationSpec(SpecModel):
     def is_gating(self) -> bool:
         return bool(self.gates) or self.baseline is not None
 
+    @property
+    def scores_generated_text(self) -> bool:
+        """The model answers and its answers are scored, decoded as `generation` says."""
+        return not GENERATION_METRICS.isdisjoint(self.metrics)
+
 
 class EvaluationResource(Resource):
     """A scored evaluation whose gates decide what may be deployed."""

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from reconciler.runtime.metrics import normalise_answer
 from tests.conftest import REPO_ROOT
+from tests.http_support import Poller
 from tests.reconcile_support import SpecRepo, chat
 from tests.runtime_support import needs_training
 
@@ -26,6 +29,25 @@ def test_readme_first_command_applies_the_quickstart():
     assert command.rstrip().endswith("tuneops apply specs-example/quickstart --yes")
 
 
+def questions_of_the_test_split(repo_root: Path) -> dict[str, str]:
+    """The test split the evaluation scores, as question -> expected answer."""
+    import pyarrow.parquet as pq
+
+    from reconciler.runtime.training_data import user_prompt
+
+    (split,) = (repo_root / ".tuneops" / "store" / "datasets" / "fruit-colors").glob("*/test.parquet")
+    return {user_prompt(row): row["output"] for row in pq.read_table(split).to_pylist()}
+
+
+def pasted(command: str) -> str:
+    """The answer to a curl as printed, run by a shell as a user would paste it."""
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["object"] == "chat.completion", answer
+    return answer["choices"][0]["message"]["content"].strip()
+
+
 @needs_training
 @pytest.mark.slow
 def test_the_quickstart_goes_from_specs_to_a_served_model_with_no_settings(tmp_path: Path):
@@ -38,13 +60,25 @@ def test_the_quickstart_goes_from_specs_to_a_served_model_with_no_settings(tmp_p
         database = repo.root / ".tuneops" / "mlflow.db"
         assert f"MLflow sqlite:///{database}" in applied.stdout
         assert "Evaluation/fruit-sft-quality: done" in applied.stdout and "passed" in applied.stdout
+
+        # The printed curl asks a question of the test split, decoded as the evaluation decodes
+        # (greedy, 8 tokens), and the model gives the answer the split expects.
         curl = next(line.strip() for line in applied.stdout.splitlines() if line.strip().startswith("curl "))
         url = re.search(r"(http://127\.0\.0\.1:\d+)/v1/chat/completions", curl).group(1)
-        pasted = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=60)  # as pasted
-        assert json.loads(pasted.stdout)["object"] == "chat.completion"
-        # The tiny model learned the task's answers: one colour word, not random tokens.
-        answer = chat(url, "What color is a blueberry?")["choices"][0]["message"]["content"].strip()
-        assert answer in {"blue", "brown", "green", "orange", "purple", "red", "yellow"}
+        body = json.loads(shlex.split(curl)[-1])
+        assert (body["max_tokens"], body["temperature"]) == (8, 0.0)
+        question = body["messages"][-1]["content"]
+        expected = questions_of_the_test_split(repo.root)
+        assert question in expected, f"{question!r} is not a question of the test split"
+        answer = pasted(curl)
+        assert normalise_answer(answer) == normalise_answer(expected[question])
+        assert "# A question from the test split of fruit-colors" in applied.stdout
+        # A plain request decodes the same way: the trained model's generation_config.json says so.
+        assert chat(url, question, max_tokens=None)["choices"][0]["message"]["content"].strip() == answer
+        store = repo.root / ".tuneops" / "store"
+        (model,) = (store / "finetunes" / "fruit-sft").glob("*/generation_config.json")
+        decoding = json.loads(model.read_text())
+        assert (decoding["temperature"], decoding["max_new_tokens"]) == (0.0, 8)
 
         # Lineage: the registered version names the commit and the dataset digest it came from.
         import mlflow
@@ -56,6 +90,19 @@ def test_the_quickstart_goes_from_specs_to_a_served_model_with_no_settings(tmp_p
         assert version.tags["tuneops.gate.fruit-sft-quality"] == "passed"
         assert str(client.get_model_version_by_alias("fruit-sft", "production").version) == "1"
         assert (repo.root / ".tuneops" / "artifacts").is_dir()
+
+        # A new version takes over without a failed request from clients polling all along.
+        repo.edit("fine-tune.yaml", "epochs: 3", "epochs: 4")
+        repo.commit("train a little longer")
+        with Poller(f"{url}/health", pause=0.05) as clients:
+            switched = repo.tuneops("apply", ".", "--yes")
+            clients.wait_for_answers(3)
+        assert switched.exit_code == 0, switched.output
+        assert f"fruit-bot: serving fruit-sft/2 at {url}" in switched.stdout
+        assert clients.failures == []
+        versions = [json.loads(answer)["version"] for answer in clients.answers]
+        assert versions[0] == "fruit-sft/1" and versions[-1] == "fruit-sft/2"
+        assert versions == sorted(versions), "fruit-sft/1 answered again after fruit-sft/2 took over"
 
         stopped = repo.tuneops("stop", ".")
         assert stopped.exit_code == 0 and "Deployment/fruit-bot: stopped pid" in stopped.stdout

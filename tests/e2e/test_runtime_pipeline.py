@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.jobfile import GenerationDefaults
 from tests.runtime_support import (
     FRUIT_DATA,
     base_model,
@@ -59,6 +60,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, mlflow_
     _ok(run_job("dataset", write_job(data_job, jobs)))
     data = prepared(data_job)
     tune = finetune_job(store, uri, "fruit-sft", base_model(tiny_model), [data], LORA)
+    tune = tune.model_copy(update={"generation": GenerationDefaults(evaluation="fruit-tuned-quality",
+                                                                    max_new_tokens=8, temperature=0.0)})
     _ok(run_job("finetune", write_job(tune, jobs)))
     import mlflow
 
@@ -87,6 +90,13 @@ def test_fine_tune_makes_the_model_measurably_better(pipeline) -> None:  # noqa:
     base, tuned = pipeline["scores"]["base"]["metrics"], pipeline["scores"]["tuned"]["metrics"]
     assert tuned["perplexity"] <= base["perplexity"] / 2, (base, tuned)
     assert tuned["exact_match"] > base["exact_match"], (base, tuned)
+    # Each sample says how it was asked and whether it matched, as exact_match counts it.
+    scored = pipeline["scores"]["tuned"]
+    assert scored["generation"] == {"maxNewTokens": 8, "temperature": 0.0}
+    samples = scored["samples"]
+    assert samples[0]["messages"] == [{"role": "user", "content": samples[0]["prompt"]}]
+    assert any(s["exactMatch"] for s in samples)
+    assert all(s["exactMatch"] == (s["answer"].casefold() == s["reference"].casefold()) for s in samples)
 
 
 def test_fine_tune_output_is_complete(pipeline) -> None:  # noqa: ANN001
@@ -101,6 +111,10 @@ def test_fine_tune_output_is_complete(pipeline) -> None:  # noqa: ANN001
         "training_results.json",
     ):
         assert (output / name).is_file(), name
+    # The adapter's decoding defaults: the base model's, with the judging Evaluation's decoding.
+    decoding = json.loads((output / "generation_config.json").read_text())
+    assert (decoding["do_sample"], decoding["temperature"], decoding["max_new_tokens"]) == (False, 0.0, 8)
+    assert decoding["eos_token_id"] == 2 and decoding["bos_token_id"] == 1
     card = (output / "README.md").read_text()
     assert pipeline["data"].digest in card and pipeline["tune"].git.commit in card
     assert not list(output.parent.glob(".*staging*")), "the staging folder was left behind"

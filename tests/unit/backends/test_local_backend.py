@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,11 +18,12 @@ import textwrap
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import BackendState
+from reconciler.backends.base import BackendError, BackendState
 from reconciler.backends.local import (
     DISAPPEARED,
     STOPPED,
@@ -33,6 +35,7 @@ from reconciler.backends.local import (
     start_ticks,
 )
 from reconciler.jobfile import JobFile, MlflowTarget
+from tests.http_support import Poller
 
 FINGERPRINT = "a" * 64
 OTHER_FINGERPRINT = "b" * 64
@@ -60,8 +63,15 @@ def job(kind: str = "FineTune", name: str = "sft", fingerprint: str = FINGERPRIN
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / ".tuneops"
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / ".tuneops"
+    yield state
+    if (state / "processes.db").exists():  # tests leave no server (or front port) behind
+        with sqlite3.connect(state / "processes.db") as table:
+            names = {name for (name,) in table.execute(
+                "SELECT DISTINCT name FROM processes WHERE kind IN ('Deployment', 'Router')")}
+        for name in names:
+            LocalBackend(state).stop("Deployment", name)
 
 
 @pytest.fixture
@@ -258,18 +268,28 @@ def test_submit_writes_the_job_file_and_runs_tuneops_run(state_dir: Path, tmp_pa
 
 # -- model servers --------------------------------------------------------------------------------------
 
+# Stands in for `tuneops run serve`: loads for a while, then answers /health as the start it was
+# launched as (the token in its job file) and /version with its label; SIGTERM ends it gracefully.
 STAND_IN_SERVER = """
-import http.server, json, sys
-port = json.load(open(sys.argv[1]))["serve"]["port"]
-label = sys.argv[2].encode()
+import http.server, json, signal, sys, threading, time
+serve = json.load(open(sys.argv[1]))["serve"]
+label, loading = sys.argv[2], float(sys.argv[3])
+time.sleep(loading)
+token = "an earlier start" if label == "impostor" else serve.get("token")
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
     def do_GET(self):
+        health = {"status": "ok", "model": "bot", "version": label, "token": token}
+        body = json.dumps(health).encode() if self.path == "/health" else label.encode()
         self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(label if self.path == "/version" else b"ok")
+        self.wfile.write(body)
     def log_message(self, *args):
         pass
-http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+server = http.server.ThreadingHTTPServer((serve["host"], serve["port"]), Handler)
+signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+server.serve_forever()
 """
 BROKEN_SERVER = "import sys; print('error: cannot load the model: no adapter_config.json'); sys.exit(1)"
 SILENT_SERVER = "import time; time.sleep(60)"
@@ -288,48 +308,85 @@ def stand_in(tmp_path: Path) -> Path:
     return script
 
 
-def test_serve_replaces_a_server_on_its_port_and_restarts_it_when_the_new_one_fails(
-        state_dir: Path, stand_in: Path) -> None:
+@pytest.fixture
+def ports() -> tuple[int, int]:
     low = free_port()
-    ports = (low, low + 20)
+    return low, low + 20
 
-    def version(label: str) -> LocalBackend:
-        return LocalBackend(state_dir, port_range=ports,
-                            serve_argv=lambda job_file: [sys.executable, str(stand_in), str(job_file), label])
 
-    first = version("v1").serve(job("Deployment", "bot"), model_fingerprint="1" * 64, model_version="sft/1",
-                                health_timeout=10)
+def serving(state_dir: Path, ports: tuple[int, int], stand_in: Path, label: str, *,
+            loading: float = 0.0) -> LocalBackend:
+    """A backend whose model servers are the stand-in, labelled `label`."""
+    return LocalBackend(state_dir, port_range=ports, serve_argv=lambda job_file: [
+        sys.executable, str(stand_in), str(job_file), label, str(loading)])
+
+
+def test_a_version_switch_loses_no_request_and_then_stops_the_old_version(
+        state_dir: Path, ports: tuple[int, int], stand_in: Path) -> None:
+    first = serving(state_dir, ports, stand_in, "v1").serve(
+        job("Deployment", "bot"), model_fingerprint="1" * 64, model_version="sft/1", health_timeout=30)
     assert first.phase == "serving" and get(f"{first.url}/version") == "v1"
+    assert ports[0] <= int(first.url.rsplit(":", 1)[1]) <= ports[1]
 
-    second = version("v2").serve(job("Deployment", "bot", OTHER_FINGERPRINT), model_fingerprint="2" * 64,
-                                 model_version="sft/2", health_timeout=10)
-    assert (second.phase, second.url) == ("serving", first.url)
+    with Poller(f"{first.url}/version") as clients:
+        clients.wait_for_answers(3)
+        # The new version takes a while to load, as a model does: the old one answers meanwhile.
+        second = serving(state_dir, ports, stand_in, "v2", loading=0.5).serve(
+            job("Deployment", "bot", OTHER_FINGERPRINT), model_fingerprint="2" * 64, model_version="sft/2",
+            health_timeout=30)
+        clients.wait_for_answers(3)
+    assert clients.failures == []
+    assert (second.phase, second.url, second.model_version) == ("serving", first.url, "sft/2")
+    assert "v1" in clients.answers and clients.answers[-1] == "v2"
+    assert clients.answers == sorted(clients.answers), "v1 answered again after v2 took over"
     assert not process_alive(pid_of(first.handle), None)
-    assert get(f"{second.url}/version") == "v2"
     job_file = state_dir / "jobs" / f"deployment-bot-{OTHER_FINGERPRINT[:16]}-1.json"
-    port = int(first.url.rsplit(":", 1)[1])
-    assert low <= port <= low + 20
-    assert json.loads(job_file.read_text())["serve"] == {"host": "127.0.0.1", "port": port}
+    serve = json.loads(job_file.read_text())["serve"]
+    assert serve["host"] == "127.0.0.1" and len(serve["token"]) >= 32
+    health = json.loads(get(f"{second.url}/health"))
+    assert (health["version"], health["token"]) == ("v2", serve["token"])
 
+    current = LocalBackend(state_dir).observe().server("bot")
+    assert (current.phase, current.fingerprint, current.url) == ("serving", OTHER_FINGERPRINT, first.url)
+
+
+def test_a_new_version_that_fails_to_start_leaves_the_old_one_serving(
+        state_dir: Path, ports: tuple[int, int], stand_in: Path) -> None:
+    first = serving(state_dir, ports, stand_in, "v1").serve(
+        job("Deployment", "bot"), model_fingerprint="1" * 64, model_version="sft/1", health_timeout=30)
     broken = LocalBackend(state_dir, port_range=ports,
                           serve_argv=lambda _: [sys.executable, "-c", BROKEN_SERVER])
-    failed = broken.serve(job("Deployment", "bot", "c" * 64), model_fingerprint="3" * 64,
-                          model_version="sft/3", health_timeout=10)
+    with Poller(f"{first.url}/version") as clients:
+        clients.wait_for_answers(3)
+        failed = broken.serve(job("Deployment", "bot", "c" * 64), model_fingerprint="3" * 64,
+                              model_version="sft/3", health_timeout=30)
+        clients.wait_for_answers(3)
+    assert clients.failures == [] and set(clients.answers) == {"v1"}
     assert failed.phase == "failed"
     assert failed.message == ("exited with 1: error: cannot load the model: no adapter_config.json; "
-                              "the previous version was restarted and serves")
-    assert get(f"{first.url}/version") == "v2"
+                              f"sft/1 keeps serving at {first.url}")
     current = broken.observe().server("bot")
-    assert (current.phase, current.fingerprint, current.model_version, current.url) == (
-        "serving", OTHER_FINGERPRINT, "sft/2", first.url)
+    assert (current.phase, current.fingerprint, current.model_version, current.url, current.handle) == (
+        "serving", FINGERPRINT, "sft/1", first.url, first.handle)
 
-    assert len(broken.stop("Deployment", "bot")) == 1
+    stopped = broken.stop("Deployment", "bot")
+    assert first.handle in stopped and len(stopped) == 2  # the server and its front port
     assert broken.observe().server("bot") is None
+    with pytest.raises(OSError):
+        get(f"{first.url}/version")
 
 
-def test_a_server_that_never_answers_fails_and_is_killed(state_dir: Path) -> None:
-    low = free_port()
-    backend = LocalBackend(state_dir, port_range=(low, low + 20),
+def test_a_server_that_answers_health_as_another_start_is_not_trusted(
+        state_dir: Path, ports: tuple[int, int], stand_in: Path) -> None:
+    failed = serving(state_dir, ports, stand_in, "impostor").serve(
+        job("Deployment", "bot"), model_fingerprint="1" * 64, model_version="sft/1", health_timeout=1)
+    assert failed.phase == "failed"
+    assert "within 1 s" in failed.message and "another process answers" in failed.message
+    assert not process_alive(pid_of(failed.handle), None)
+
+
+def test_a_server_that_never_answers_fails_and_is_killed(state_dir: Path, ports: tuple[int, int]) -> None:
+    backend = LocalBackend(state_dir, port_range=ports,
                            serve_argv=lambda _: [sys.executable, "-c", SILENT_SERVER])
     failed = backend.serve(job("Deployment", "bot"), model_fingerprint="1" * 64, model_version=None,
                            health_timeout=0.5)
@@ -337,3 +394,31 @@ def test_a_server_that_never_answers_fails_and_is_killed(state_dir: Path) -> Non
     assert failed.message.startswith("did not answer http://127.0.0.1:") and "within 0.5 s" in failed.message
     assert not process_alive(pid_of(failed.handle), None)
     assert backend.observe() == BackendState(jobs=(), servers=(failed,))
+
+
+def test_a_process_table_from_before_start_tokens_gains_the_column(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True)
+    with sqlite3.connect(state_dir / "processes.db") as table:  # the schema tuneops first shipped
+        table.execute("""CREATE TABLE processes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL, name TEXT NOT NULL, fingerprint TEXT NOT NULL, attempt INTEGER NOT NULL,
+            pid INTEGER NOT NULL, pid_start_ticks INTEGER, argv TEXT NOT NULL, job_file TEXT,
+            log_path TEXT NOT NULL, exit_file TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL,
+            exit_code INTEGER, message TEXT NOT NULL DEFAULT '', port INTEGER, url TEXT,
+            model_fingerprint TEXT, model_version TEXT, stopped INTEGER NOT NULL DEFAULT 0)""")
+    backend = LocalBackend(state_dir)
+    backend.start_process("Dataset", "chats", FINGERPRINT, python("pass"))
+    assert backend.wait("Dataset", "chats", FINGERPRINT, poll=0.05).phase == "succeeded"
+
+
+def test_without_a_free_front_port_nothing_is_started(state_dir: Path, stand_in: Path) -> None:
+    with socket.socket() as taken:  # another program holds the only port the backend may use
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        backend = serving(state_dir, (port, port), stand_in, "v1")
+        with pytest.raises(BackendError, match=f"no free port in {port}-{port}"):
+            backend.serve(job("Deployment", "bot"), model_fingerprint="1" * 64, model_version="sft/1",
+                          health_timeout=30)
+    assert backend.observe() == BackendState(jobs=(), servers=())
+    assert not list((state_dir / "jobs").glob("deployment-*.json"))

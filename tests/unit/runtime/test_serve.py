@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -127,8 +128,10 @@ def adapter_ref(base_ref, tiny_dir, tmp_path_factory) -> ModelVersionRef:
     return ModelVersionRef(fine_tune="ft", location=str(location), adapter=True, base_model=base_ref)
 
 
-def test_health_and_models(client):
-    assert client.ok("/health") == {"status": "ok"}
+def test_health_and_models(client, loaded):
+    assert client.ok("/health") == {"status": "ok", "model": NAME}
+    with running(create_app(*loaded, NAME, version="sft/3", token="f00d")) as started:
+        assert started.ok("/health") == {"status": "ok", "model": NAME, "version": "sft/3", "token": "f00d"}
     listing = client.ok("/v1/models")
     assert listing["object"] == "list"
     [entry] = listing["data"]
@@ -319,6 +322,29 @@ def test_adapter_is_served_and_merging_it_keeps_the_greedy_text(adapter_ref, cli
     assert texts[True] == texts[False]
 
 
+def test_the_models_generation_config_decides_what_a_request_leaves_out(adapter_ref, tmp_path):
+    """As vLLM does: a field the request leaves out takes generation_config.json's value (the
+    fine-tune writes its Evaluation's decoding there: here greedy, 5 new tokens); a field it
+    sets wins."""
+    folder = tmp_path / "ft"
+    shutil.copytree(adapter_ref.location, folder)
+    decoding = {"do_sample": False, "temperature": 0.0, "max_new_tokens": 5}
+    (folder / "generation_config.json").write_text(json.dumps(decoding))
+    ref = adapter_ref.model_copy(update={"location": str(folder)})
+    with running(create_app(*load_for_serving(deployment(ref, tmp_path)), NAME)) as served:
+        left_out = served.ok("/v1/completions", {"model": NAME, "prompt": PROMPT})
+        greedy = served.complete(max_tokens=5)
+        assert left_out["choices"] == greedy["choices"] and left_out["usage"] == greedy["usage"]
+        assert greedy["usage"]["completion_tokens"] <= 5
+        question = {"model": NAME, "messages": [{"role": "user", "content": "hi"}]}
+        chat = served.ok("/v1/chat/completions", question)
+        assert chat["usage"]["completion_tokens"] <= 5
+        assert served.ok("/v1/chat/completions", question)["choices"] == chat["choices"]
+        longer = served.complete(max_tokens=12, temperature=1.0, seed=7)
+        assert longer["usage"]["completion_tokens"] > 5 or longer["choices"][0]["finish_reason"] == "stop"
+        assert longer["choices"][0]["text"] != served.complete(max_tokens=12)["choices"][0]["text"]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -342,7 +368,7 @@ def test_serve_runs_in_its_own_process_and_stops_on_sigterm(adapter_ref, tmp_pat
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the server did not answer /health in time"
             with contextlib.suppress(OSError):
-                if client.call("/health") == (200, {"status": "ok"}):
+                if client.call("/health") == (200, {"status": "ok", "model": NAME}):
                     break
             time.sleep(0.2)
         assert client.ok("/v1/models")["data"][0]["id"] == NAME
@@ -359,3 +385,24 @@ def test_serve_runs_in_its_own_process_and_stops_on_sigterm(adapter_ref, tmp_pat
     assert process.returncode == 0, stderr
     assert stdout.splitlines()[0] == (f"serving {NAME} on http://127.0.0.1:{port} (model: fine-tune ft, "
                                       f"adapter, merged, at {adapter_ref.location} on tiny)")
+
+
+def test_a_port_that_cannot_be_bound_fails_at_once_saying_so(tmp_path):
+    """Before the model loads (which takes minutes for a real one): the model here does not exist,
+    so an answer about the model would mean the port was tried too late."""
+    missing = ModelVersionRef(fine_tune="ft", location=str(tmp_path / "no-model"), adapter=False,
+                              base_model=BaseModelRef(name="tiny", source=f"file://{tmp_path}/no-base"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        job_path = tmp_path / "job.json"
+        job_path.write_text(deployment(missing, tmp_path, port=port).to_json(), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "reconciler", "run", "serve", "--job", str(job_path)],
+                              capture_output=True, text=True, timeout=120,
+                              env={**{k: v for k, v in os.environ.items() if k != "TUNEOPS_DEBUG"},
+                                   "NO_COLOR": "1"})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,66 @@
+"""Job files built from the quickstart's specs: what a FineTune job is told about decoding."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from reconciler.fingerprint import fingerprint_inputs
+from reconciler.graph import DependencyGraph
+from reconciler.jobfile import GitOrigin, MlflowTarget
+from reconciler.jobs import JobBuilder, JobContext
+from reconciler.specs.base import ResourceId
+from reconciler.specs.validate import validate_path
+from reconciler.state import BuiltRun
+from tests.conftest import REPO_ROOT
+
+FINE_TUNE = ResourceId("FineTune", "fruit-sft")
+
+
+def quickstart(tmp_path: Path) -> Path:
+    root = tmp_path / "quickstart"
+    shutil.copytree(REPO_ROOT / "specs-example" / "quickstart", root,
+                    ignore=shutil.ignore_patterns(".tuneops", "models"))
+    return root
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def builder(root: Path) -> JobBuilder:
+    result = validate_path(root)
+    assert result.valid, [problem.text() for problem in result.problems]
+    specs = result.specs
+    inputs = fingerprint_inputs(specs, DependencyGraph.from_specs(specs), {})
+
+    def lookup(kind: str, name: str, fingerprint: str) -> BuiltRun:
+        return BuiltRun(kind, name, fingerprint, "run", 0.0, output=f"/store/{name}",
+                        dataset_digest="sha256:0")
+
+    context = JobContext(storage_root=root / ".tuneops" / "store",
+                         mlflow=MlflowTarget(tracking_uri="sqlite:///unused.db"), git=GitOrigin())
+    return JobBuilder(specs, inputs, context, lookup)
+
+
+def test_a_fine_tune_is_told_how_the_evaluation_that_gates_it_decodes(tmp_path: Path) -> None:
+    root = quickstart(tmp_path)
+    job = builder(root).job(FINE_TUNE)
+    assert job.generation is not None
+    assert (job.generation.evaluation, job.generation.max_new_tokens, job.generation.temperature) == (
+        "fruit-sft-quality", 8, 0.0)
+    assert '"generation": {\n    "evaluation": "fruit-sft-quality",\n    "maxNewTokens": 8,' in job.to_json()
+
+    edit(root / "evaluation.yaml", "maxNewTokens: 8", "maxNewTokens: 12\n    temperature: 0.7")
+    changed = builder(root).job(FINE_TUNE)
+    assert (changed.generation.max_new_tokens, changed.generation.temperature) == (12, 0.7)
+    assert changed.fingerprint == job.fingerprint  # nothing is retrained for it
+
+
+def test_a_fine_tune_no_evaluation_generates_text_for_is_told_nothing(tmp_path: Path) -> None:
+    root = quickstart(tmp_path)
+    edit(root / "evaluation.yaml", "metrics: [perplexity, exact_match]", "metrics: [perplexity]")
+    edit(root / "evaluation.yaml", "metric: exact_match\n      min: 0.5", "metric: perplexity\n      max: 50")
+    assert builder(root).job(FINE_TUNE).generation is None
