@@ -79,9 +79,10 @@ def cli(ctx: click.Context, color: bool | None) -> None:
 def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_format: str) -> None:
     """Check the specs in PATHS without touching any service.
 
-    PATHS is one project folder (default: the current one), or spec files: files are checked
-    within their project (the nearest folder up with a tuneops.yaml), so their references
-    resolve, and only their own problems are reported. Reports YAML, schema and
+    PATHS is one folder (default: the current one), and its whole project is checked (the
+    nearest folder up with a tuneops.yaml, as git finds its repository; docs/cli.md), or spec
+    files: files are checked within their project, so their references resolve, and only their
+    own problems are reported. Reports YAML, schema and
     whole-repository problems with file, line, column and field path. Exits 0 when valid, 1
     when not.
     """
@@ -94,12 +95,21 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_f
         result = validate_paths(list(paths) or [Path(".")], strict=strict)
     except ScopeError as error:
         raise click.UsageError(str(error)) from None
+    _require_project(result)
     result = with_capacity_check(result)
     if output_format == "json":
         click.echo(validation_json(result))
     else:
         click.echo(validation_text(result, color=_use_color(ctx)), color=_use_color(ctx))
     ctx.exit(0 if result.valid else EXIT_INVALID)
+
+
+def _require_project(result) -> None:  # noqa: ANN001 - ValidationResult, imported lazily
+    """One error for a folder that is no spec project, instead of one per unrelated YAML file."""
+    if not result.is_project:
+        from reconciler.project import NoProject
+
+        raise UserError(str(NoProject(result.specs.root, len(result.files))))
 
 
 def with_capacity_check(result):  # noqa: ANN001, ANN201 - ValidationResult, imported lazily
@@ -128,6 +138,7 @@ def graph(ctx: click.Context, path: Path, output_format: str) -> None:
     from reconciler.specs.validate import validate_path
 
     result = validate_path(path)
+    _require_project(result)
     if not result.valid:
         click.echo(validation_text(result, color=_use_color(ctx)), err=True)
         ctx.exit(EXIT_INVALID)
@@ -230,11 +241,13 @@ def _targets(values: tuple[str, ...]):  # noqa: ANN202
 def _load(ctx: click.Context, path: Path):  # noqa: ANN202 - Project
     """The validated project, or the validation report and exit 1: invalid specs are never
     planned or applied."""
-    from reconciler.project import ProjectInvalid, load_project
+    from reconciler.project import NoProject, ProjectInvalid, load_project
     from reconciler.report import validation_text
 
     try:
         return load_project(path)
+    except NoProject as error:
+        raise UserError(str(error)) from None
     except ProjectInvalid as invalid:
         click.echo(validation_text(invalid.result, color=_use_color(ctx)), err=True)
         click.echo("error: the specs are invalid: nothing was planned", err=True)
@@ -276,7 +289,7 @@ def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: A
     from reconciler.base_state import against_base, state_from_base
     from reconciler.gitbase import BaseRefError, checkout_base
     from reconciler.plan import build_plan
-    from reconciler.project import ProjectInvalid, load_project
+    from reconciler.project import NoProject, ProjectInvalid, load_project
 
     with tempfile.TemporaryDirectory(prefix="tuneops-base-") as folder:
         try:
@@ -287,6 +300,8 @@ def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: A
         if base.root is not None:
             try:
                 base_project = load_project(base.root)
+            except NoProject:  # no specs yet at the base: everything is new
+                pass
             except ProjectInvalid as invalid:
                 click.echo(f"warning: the specs at {ref} do not validate ({len(invalid.result.errors)} "
                            "error(s)): the change is compared with nothing built", err=True)
@@ -508,6 +523,7 @@ def estimate(ctx: click.Context, fine_tune: str, path: Path, output_format: str,
 
     name = fine_tune.removeprefix("FineTune/")
     result = validate_path(path)  # without the capacity check: a FineTune that does not fit is shown
+    _require_project(result)
     if not result.valid:
         click.echo(validation_text(result, color=_use_color(ctx)), err=True)
         click.echo("error: the specs are invalid: nothing was estimated", err=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from reconciler import tracking
-from reconciler.config import STATE_DIR
+from reconciler.config import PROJECT_FILE, STATE_DIR
 from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.specs.validate import ValidationResult, validate_path
@@ -32,6 +32,28 @@ class ProjectInvalid(Exception):
 
 class ProjectError(RuntimeError):
     """A project that cannot be worked on as configured (one line for the user)."""
+
+
+class NoProject(ProjectError):
+    """The path is in no spec project: no tuneops.yaml there or above, and no tuneops spec in
+    it. Said once, with how to make one, instead of an error for every unrelated YAML file."""
+
+    def __init__(self, root: Path, yaml_files: int):
+        from reconciler.specs.loader import display_path, nested_projects
+
+        shown = display_path(root)
+        where = str(root) if shown == "." else shown
+        holds = f"none of its {yaml_files} YAML files is a tuneops spec" if yaml_files else \
+            "it holds no YAML files"
+        message = (f"no tuneops project in {where}: no {PROJECT_FILE} there or in a folder above it, and "
+                   f"{holds}\nhint: `tuneops init DIR` writes a starter project; a folder of specs is a "
+                   f"project once it holds a {PROJECT_FILE} (empty will do)")
+        below = nested_projects(root)
+        if below:
+            message += "; projects below this folder (give one as the path): " + ", ".join(
+                display_path(p) for p in below)
+        super().__init__(message)
+        self.root = root
 
 
 def embedded_tracking_uri(root: Path) -> str:
@@ -106,11 +128,24 @@ class Project:
 def project_backend(path: Path):  # noqa: ANN201 - Backend
     """The backend of the project at `path` without validating its specs (for `tuneops logs`,
     which must work while the specs are being edited)."""
-    from reconciler.specs.loader import load_settings, resolve_scope
+    return unvalidated_project(path)[0]
+
+
+def unvalidated_project(path: Path):  # noqa: ANN201 - (Backend, LoadResult)
+    """The backend and the specs as read, not validated: `tuneops logs` and `stop` work while
+    the specs are being edited, but not on a broken tuneops.yaml (it says which backend)."""
+    from reconciler.specs.loader import load, resolve_scope
+    from reconciler.specs.problems import Severity
 
     root, _ = resolve_scope([path])
-    settings, _, _ = load_settings(root)
-    return open_backend(settings, root / STATE_DIR)
+    loaded = load(root)
+    if not loaded.is_project:
+        raise NoProject(root, len(loaded.files))
+    broken = [p for p in loaded.problems
+              if p.severity == Severity.ERROR and p.position.file == loaded.settings_file]
+    if broken:
+        raise ProjectError(broken[0].text())
+    return open_backend(loaded.settings, root / STATE_DIR), loaded
 
 
 def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201 - Backend
@@ -141,6 +176,8 @@ def load_project(path: Path, *, strict: bool = False) -> Project:
     from reconciler import architectures, capacity
 
     result = validate_path(path, strict=strict)
+    if not result.is_project:
+        raise NoProject(result.specs.root, len(result.files))
     if result.valid:  # the same verdict as `tuneops validate`: a FineTune that cannot fit is an error
         result = result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
     if not result.valid:

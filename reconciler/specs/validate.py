@@ -23,6 +23,7 @@ class ValidationResult:
     strict: bool
     checked_specs: int  # specs in the files asked about
     scoped: bool = False  # files were asked about, not a whole folder
+    is_project: bool = True  # False: a folder with no tuneops.yaml and no tuneops spec in it
 
     @property
     def errors(self) -> list[Problem]:
@@ -94,4 +95,5 @@ def _validate(root: Path, requested: list[Path] | None, strict: bool) -> Validat
         problems = [p for p in problems if p.position.file in files]
         checked = sum(1 for spec in specs if spec.file in files)
     return ValidationResult(specs, tuple(sorted(problems, key=Problem.sort_key)), files, strict,
-                            checked, scoped=requested is not None)
+                            checked, scoped=requested is not None,
+                            is_project=requested is not None or loaded.is_project)
