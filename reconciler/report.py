@@ -11,8 +11,8 @@ from itertools import groupby
 
 import click
 
-from reconciler.specs.problems import Problem, Severity
-from reconciler.specs.validate import ValidationResult
+from reconciler.specs.problems import Problem, Severity, printable
+from reconciler.specs.validate import UncheckedReference, ValidationResult
 
 _COLORS = {Severity.ERROR: "red", Severity.WARNING: "yellow"}
 MAX_PROBLEMS_PER_FILE = 50
@@ -45,6 +45,10 @@ def validation_text(result: ValidationResult, color: bool = False) -> str:
             hidden = len(problems) - MAX_PROBLEMS_PER_FILE
             lines.append(f"... and {_plural(hidden, 'more problem')} in this file "
                          "(--format json lists all)")
+    if result.unchecked:
+        if lines:
+            lines.append("")
+        lines.append(unchecked_note(result.unchecked))
     errors, warnings = len(result.errors), len(result.warnings)
     scope = f"{_plural(result.checked_specs, 'valid spec')} in {_plural(len(result.files), 'file')}"
     if errors:
@@ -60,6 +64,19 @@ def validation_text(result: ValidationResult, color: bool = False) -> str:
         lines.append("")
     lines.append(summary)
     return "\n".join(lines)
+
+
+def unchecked_note(unchecked: tuple[UncheckedReference, ...], limit: int = 3) -> str:
+    """One line for every reference left unchecked: the errors they would give would only
+    repeat that a file did not parse."""
+    targets: dict[str, str] = {}
+    for ref in unchecked:
+        targets.setdefault(str(ref.target), ref.unparsed_file)
+    named = [f"{target}: {file}" for target, file in list(targets.items())[:limit]]
+    if len(targets) > limit:
+        named.append(f"and {len(targets) - limit} more")
+    return printable(f"note: {_plural(len(unchecked), 'reference')} to specs in files that did not parse "
+                     f"{'was' if len(unchecked) == 1 else 'were'} not checked ({', '.join(named)})")
 
 
 def validation_json(result: ValidationResult) -> str:

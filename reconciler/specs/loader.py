@@ -58,6 +58,7 @@ class LoadResult:
     files: list[str] = field(default_factory=list)
     settings_file: str | None = None
     tuneops_documents: int = 0  # documents (or unparsed files) that say they are tuneops specs
+    unparsed: dict[str, str | None] = field(default_factory=dict)  # file -> its text; None: unread
 
     @property
     def is_project(self) -> bool:
@@ -268,8 +269,10 @@ def load(root: Path, also: list[Path] | tuple[Path, ...] = ()) -> LoadResult:
         result.files.append(shown)
         documents, problems, text = read_yaml_file(file_path, shown)
         result.problems.extend(problems)
-        if any(p.code in UNPARSED_CODES for p in problems) and text is not None and _looks_like_specs(text):
-            result.tuneops_documents += 1
+        if any(p.code in UNPARSED_CODES for p in problems):
+            result.unparsed[shown] = text
+            if text is not None and _looks_like_specs(text):
+                result.tuneops_documents += 1
         if not documents and not problems:
             result.problems.append(Problem(
                 Severity.ERROR, "empty-file",

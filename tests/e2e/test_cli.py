@@ -37,7 +37,8 @@ def test_json_report_is_stable_and_documented(tmp_path: Path):
     result = run_tuneops("validate", ".", "--format", "json", cwd=repo)
     report = json.loads(result.stdout)
     assert result.exit_code == 1
-    assert set(report) == {"version", "valid", "strict", "specs", "files", "errors", "warnings"}
+    assert set(report) == {"version", "valid", "strict", "specs", "files", "errors", "warnings",
+                           "unchecked_references"}
     assert report["version"] == 1 and report["valid"] is False
     [error] = report["errors"]
     assert error == {
