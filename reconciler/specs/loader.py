@@ -108,7 +108,8 @@ def read_yaml_file(path: Path, shown: str) -> tuple[list[Document], list[Problem
 
     def problem(code: str, message: str, line: int = 1, column: int = 1, hint: str | None = None,
                 text: str | None = None) -> tuple[list[Document], list[Problem], str | None]:
-        return [], [Problem(Severity.ERROR, code, message, Position(shown, line, column), hint=hint)], text
+        return [], [Problem(Severity.ERROR, code, message, Position(shown, line, column), hint=hint,
+                            source_line=_line_of(text, line) if code == "yaml-syntax" else None)], text
 
     try:
         status = path.stat()
@@ -137,10 +138,15 @@ def read_yaml_file(path: Path, shown: str) -> tuple[list[Document], list[Problem
     except YamlError as error:
         return problem("yaml-syntax", error.message, error.line, error.column, error.hint, text)
     return documents, [
-        Problem(Severity.ERROR, "yaml-syntax", error.message,
-                Position(shown, error.line, error.column), hint=error.hint)
+        Problem(Severity.ERROR, "yaml-syntax", error.message, Position(shown, error.line, error.column),
+                hint=error.hint, source_line=_line_of(text, error.line))
         for error in errors
     ], text
+
+
+def _line_of(text: str | None, line: int) -> str | None:
+    lines = text.splitlines() if text else []
+    return lines[line - 1] if 1 <= line <= len(lines) else None
 
 
 def load_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | None]:

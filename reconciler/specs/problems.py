@@ -53,6 +53,7 @@ class Problem:
     value: str | None = None
     hint: str | None = None
     resource: str | None = None  # "FineTune/support-sft" when the problem belongs to one
+    source_line: str | None = None  # the line as written, for text output to show with a caret
 
     def as_error(self) -> Problem:
         return replace(self, severity=Severity.ERROR)

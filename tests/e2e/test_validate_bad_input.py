@@ -107,6 +107,19 @@ CASES = {
     "unknown field": ({"fine-tune.yaml": fine_tune("  training:\n    learning_rate: 1e-4 #!\n")},
                       "fine-tune.yaml", "did you mean 'learningRate'"),
     "a 10 MB file": ({"huge.yaml": "# padding\n" * 1_000_000}, "huge.yaml", "limited to 4 MiB"),
+    # Indentation: the line to fix, which is not always where libyaml stopped.
+    "a line indented under a key that has a value": (
+        {"fine-tune.yaml": fine_tune("  adapter:\n    r: 8\n      alpha: 16 #!\n")}, "fine-tune.yaml",
+        "invalid YAML: this line is indented under `r` (line 10), which already has a value"),
+    "a line indented one space too few": (
+        {"fine-tune.yaml": fine_tune("  adapter:\n    r: 8\n   alpha: 16 #!\n")}, "fine-tune.yaml",
+        "indented 3 spaces, between `r` on line 10 (4 spaces) and `adapter` on line 9 (2 spaces)"),
+    "a key without a colon, read into the next line": (
+        {"fine-tune.yaml": fine_tune("  adapter:\n    r 8 #!\n    alpha: 16\n")}, "fine-tune.yaml",
+        "this line has no `:` after its key"),
+    "a key without a colon, before a dedent": (
+        {"fine-tune.yaml": fine_tune("  adapter:\n    r: 8\n    alpha 16 #!\n  training:\n    epochs: 2\n")},
+        "fine-tune.yaml", "this line has no `:` after its key"),
 }
 
 
@@ -242,3 +255,16 @@ def test_a_syntax_error_comes_first_in_its_file(tmp_path: Path):
     result = run_tuneops("validate", ".", cwd=repo)
     lines = [line for line in result.stdout.splitlines() if line.startswith("fine-tune.yaml:")]
     assert "invalid YAML" in lines[0] and "spec.bogus: unknown field" in lines[1], result.stdout
+
+
+def test_a_syntax_error_shows_its_line_with_a_caret_and_json_keeps_the_position(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "fine-tune.yaml": OVER_INDENTED_FINE_TUNE})
+    lines = run_tuneops("validate", ".", cwd=repo).stdout.splitlines()
+    first = lines.index("fine-tune.yaml:7:5 error: invalid YAML: this line is indented under `baseModel` "
+                        "(line 6), which already has a value (indent it like `baseModel`; or, if the value "
+                        "goes on, quote it)")
+    assert lines[first + 1:first + 3] == ["    7 |     datasets:",
+                                          "      |     ^"]
+    report = json.loads(run_tuneops("validate", ".", "--format", "json", cwd=repo).stdout)
+    [error] = report["errors"]
+    assert (error["line"], error["column"]) == (7, 5) and "source_line" not in error
