@@ -561,11 +561,11 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
           retry_failed: bool) -> None:
     """Make the actual state match the specs under PATH: build what is missing, in order.
 
-    Shows the plan, asks (unless --yes), then runs jobs in dependency order, independent
-    branches in parallel up to local.maxParallel. A failure stops only what depends on it.
-    One apply runs at a time per project; jobs survive an interrupted apply and the next one
-    adopts them. Exits 0 when every step finished (a failed gate is a result, not an error),
-    1 when a step failed.
+    Shows the plan, asks (unless --yes; without a terminal, pass --yes), then runs jobs in
+    dependency order, independent branches in parallel up to local.maxParallel. A failure
+    stops only what depends on it. One apply runs at a time per project; jobs survive an
+    interrupted apply and the next one adopts them. Exits 0 when every step finished (a
+    failed gate is a result, not an error), 1 when a step failed.
     """
     import signal
     import threading
@@ -600,7 +600,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             check_prune(the_plan, project.settings.prune.max_deletes, force, len(live))
         except PruneRefused as error:
             raise UserError(str(error)) from None
-        if not yes and not click.confirm("\nApply this plan?", default=False):
+        if not yes and not _confirm("\nApply this plan?"):
             click.echo("Nothing applied.")
             return
         stop = threading.Event()
@@ -637,6 +637,19 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             ctx.exit(EXIT_INVALID)
     finally:
         lock.release()
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal. Without one (CI, a pipe that ends), say what to pass instead of
+    click's bare "Aborted!"."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        if sys.stdin.isatty():
+            raise  # Ctrl-C or Ctrl-D at the prompt: the person's own answer
+        click.echo("", err=True)
+        raise UserError(f"no answer to '{question.strip()}': there is no terminal to ask on "
+                        "(pass --yes to apply without asking)") from None
 
 
 def _max_parallel(settings) -> int:  # noqa: ANN001 - ProjectSettings
@@ -688,21 +701,34 @@ def status(ctx: click.Context, path: Path, output_format: str) -> None:
 
 @cli.command()
 @click.argument("resource", metavar="KIND/NAME")
-@click.option("--path", "path", type=SPEC_PATH, default=".", show_default=True,
-              help="The project folder (spec root).")
+@click.argument("path", type=SPEC_PATH, required=False)
+@click.option("--path", "path_option", type=SPEC_PATH, hidden=True,
+              help="Deprecated: give the path as the second argument, as to every command.")
 @click.option("--follow", "-f", is_flag=True,
               help="Keep printing new lines until the job ends (Ctrl-C stops).")
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")
-def logs(resource: str, path: Path, follow: bool, tail: int | None) -> None:
-    """Print the log of the newest job or server of a resource (KIND/NAME, e.g. FineTune/support-sft)."""
+def logs(resource: str, path: Path | None, path_option: Path | None, follow: bool, tail: int | None) -> None:
+    """Print the log of the newest job or server of a resource (KIND/NAME, e.g. FineTune/support-sft)
+    in the project at PATH (default: the current folder)."""
     from reconciler.backends.base import BackendError
-    from reconciler.project import ProjectError, project_backend
+    from reconciler.project import ProjectError, unvalidated_project
+    from reconciler.specs.rules import DefinedNames
 
+    if path is not None and path_option is not None:
+        raise click.UsageError("give the path once: as an argument (--path is its old spelling)")
+    if path_option is not None:
+        click.echo("note: --path is deprecated: give the path as an argument, "
+                   f"`tuneops logs {resource} {path_option}`", err=True)
+    path = path or path_option or Path(".")
     rid = _resource_id(resource)
     try:
-        backend = project_backend(path)
+        backend, loaded = unvalidated_project(path)
         lines = backend.logs(rid.kind, rid.name, tail=tail, follow=follow)
         if lines is None:
+            defined = loaded.declared | {spec.id for spec in loaded.specs}
+            if rid not in defined:
+                hint = DefinedNames(defined).hint(rid)
+                raise UserError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
             raise UserError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
         for line in lines:
             click.echo(line, nl=False)

@@ -102,12 +102,13 @@ class CliResult:
 
 
 def run_tuneops(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-                timeout: float = 60) -> CliResult:
-    """Run `tuneops` as a real process (python -m reconciler), as a user would."""
+                timeout: float = 60, stdin: str = "") -> CliResult:
+    """Run `tuneops` as a real process (python -m reconciler), as a user would. Its input is
+    `stdin` and then end of file, never the terminal the tests run in: no terminal, as in CI."""
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     full_env.pop("TUNEOPS_DEBUG", None)
     done = subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, input=stdin)
     return CliResult(done.returncode, done.stdout, done.stderr)
 
 

@@ -7,7 +7,7 @@ own schema; a reference to a spec that exists but is invalid is not reported aga
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,26 +85,36 @@ def rule(function: Rule) -> Rule:
     return function
 
 
+class DefinedNames:
+    """The names defined per kind, to say why one is not: `tuneops logs` and the reference rule
+    give the same hint."""
+
+    def __init__(self, defined: Iterable[ResourceId]):
+        self.names_by_kind: dict[str, list[str]] = {}
+        self.kinds_by_name: dict[str, list[str]] = {}
+        for rid in sorted(defined):
+            self.names_by_kind.setdefault(rid.kind, []).append(rid.name)
+            self.kinds_by_name.setdefault(rid.name, []).append(rid.kind)
+
+    def hint(self, target: ResourceId) -> str | None:
+        other = self.kinds_by_name.get(target.name)
+        if other:  # the name exists, as another kind: that says more than a near spelling
+            return f"'{target.name}' is a {other[0]}, not a {target.kind}"
+        return suggest(target.name, self.names_by_kind.get(target.kind, []))
+
+
 @rule
 def references_exist(ctx: RuleContext) -> Iterator[Problem]:
-    names_by_kind: dict[str, list[str]] = {}  # built on the first miss only
-    kinds_by_name: dict[str, list[str]] = {}
+    defined: DefinedNames | None = None  # built on the first miss only
     for spec in ctx.specs:
         for ref in spec.resource.references():
             if ref.target in ctx.specs or ref.target in ctx.declared:
                 continue
-            if not names_by_kind:
-                for rid in sorted(ctx.declared | set(ctx.specs.by_id)):
-                    names_by_kind.setdefault(rid.kind, []).append(rid.name)
-                    kinds_by_name.setdefault(rid.name, []).append(rid.kind)
-            other = kinds_by_name.get(ref.target.name)
-            if other:  # the name exists, as another kind: that says more than a near spelling
-                hint = f"'{ref.target.name}' is a {other[0]}, not a {ref.target.kind}"
-            else:
-                hint = suggest(ref.target.name, names_by_kind.get(ref.target.kind, []))
+            if defined is None:
+                defined = DefinedNames(ctx.declared | set(ctx.specs.by_id))
             yield problem(spec, ERROR, "missing-reference",
                           f"{ref.role} refers to {ref.target.kind} '{ref.target.name}', "
-                          "which is not defined", ref.path, hint=hint)
+                          "which is not defined", ref.path, hint=defined.hint(ref.target))
 
 
 @rule

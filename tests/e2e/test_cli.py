@@ -357,3 +357,34 @@ def test_paths_that_are_not_one_project_are_a_usage_error(valid_repo: Path):
     assert mixed.exit_code == 2 and "belong to different projects" in mixed.stderr
     both = run_tuneops("validate", ".", "fine-tune.yaml", cwd=valid_repo)
     assert both.exit_code == 2 and "not both" in both.stderr
+
+
+def test_logs_of_a_misspelt_resource_suggests_the_name(valid_repo: Path):
+    result = run_tuneops("logs", "FineTune/sfd", cwd=valid_repo)
+    assert result.exit_code == 1
+    assert result.stderr == "error: FineTune/sfd is not defined in . (did you mean 'sft'?)\n"
+    other_kind = run_tuneops("logs", "Dataset/sft", cwd=valid_repo)
+    assert "Dataset/sft is not defined in . ('sft' is a FineTune, not a Dataset)" in other_kind.stderr
+
+
+def test_logs_takes_the_path_like_every_command(valid_repo: Path):
+    said = "error: no logs for FineTune/sft in specs: it has not run here (see `tuneops status`)\n"
+    positional = run_tuneops("logs", "FineTune/sft", "specs", cwd=valid_repo.parent)
+    assert (positional.exit_code, positional.stderr) == (1, said)
+    # Scripts written for `--path` keep working.
+    old_style = run_tuneops("logs", "FineTune/sft", "--path", "specs", cwd=valid_repo.parent)
+    assert old_style.exit_code == 1 and old_style.stderr.endswith(said)
+    assert "--path is deprecated" in old_style.stderr
+    assert "--path" not in run_tuneops("logs", "--help").stdout
+    both = run_tuneops("logs", "FineTune/sft", "specs", "--path", "specs", cwd=valid_repo.parent)
+    assert both.exit_code == 2
+
+
+def test_apply_without_a_terminal_says_to_pass_yes(valid_repo: Path):
+    result = run_tuneops("apply", cwd=valid_repo, env={"TUNEOPS_MLFLOW_RETRY_DELAYS": "0"})
+    assert result.exit_code == 1, result.output
+    assert "Plan: 4 create" in result.stdout
+    assert result.stderr.endswith("error: no answer to 'Apply this plan?': there is no terminal to ask on "
+                                  "(pass --yes to apply without asking)\n"), result.output
+    answered = run_tuneops("apply", cwd=valid_repo, stdin="n\n")
+    assert answered.exit_code == 0 and "Nothing applied." in answered.stdout
