@@ -889,13 +889,41 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as error:  # a bug, not a user mistake: say so, briefly
+    except Exception as error:  # a bug, unless it is about the user's files: say which, briefly
         if os.environ.get("TUNEOPS_DEBUG"):
             raise
-        click.echo(f"tuneops: internal error: {type(error).__name__}: {error}\n"
-                   "This is a bug in tuneops. Rerun with TUNEOPS_DEBUG=1 to see the traceback.",
-                   err=True)
+        problem = _users_problem(error)
+        if problem is not None:
+            click.echo(f"error: {problem}", err=True)
+        else:
+            click.echo(f"tuneops: internal error: {type(error).__name__}: {error}\n"
+                       "This is a bug in tuneops. Rerun with TUNEOPS_DEBUG=1 to see the traceback.",
+                       err=True)
         sys.exit(EXIT_INVALID)
+
+
+def _users_problem(error: Exception) -> str | None:
+    """The message for an error that reached `main` but is the user's to fix, or None for a bug:
+    a file that cannot be read or written (permissions, a folder where a file belongs), a
+    state database that is damaged or cannot be opened, and the errors of the project, MLflow
+    and the backend that the commands report as one line. Commands catch these where they can
+    say more; this is the net for the places that cannot."""
+    from reconciler.backends.base import BackendError
+    from reconciler.project import ProjectError
+    from reconciler.state_files import is_state_database_error, sqlite_cause
+    from reconciler.tracking import TrackingUnavailable
+    from reconciler.tracking_store import TrackingError
+
+    if isinstance(error, ProjectError | BackendError | TrackingError | TrackingUnavailable):
+        return str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        target = f"{error.filename} -> {error.filename2}" if error.filename2 else str(error.filename)
+        return f"cannot use {target}: {error.strerror or error}"
+    cause = sqlite_cause(error)
+    if cause is not None and is_state_database_error(cause):
+        return (f"a state database cannot be used: {cause} (the project's state is in .tuneops/ beside its "
+                "tuneops.yaml; TUNEOPS_DEBUG=1 shows which file)")
+    return None
 
 
 if __name__ == "__main__":

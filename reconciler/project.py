@@ -104,10 +104,14 @@ class Project:
     @cached_property
     def inputs(self) -> dict:
         """ResourceId -> FingerprintInput, with local sources hashed (cached under .tuneops/)."""
-        from reconciler.sources_digest import source_digests
+        from reconciler.sources_digest import UnreadableSource, source_digests
 
         cache_dir = self.state_dir if self.state_dir.parent.is_dir() else None
-        return fingerprint_inputs(self.specs, self.graph, source_digests(self.specs, cache_dir))
+        try:
+            digests = source_digests(self.specs, cache_dir)
+        except UnreadableSource as error:
+            raise ProjectError(str(error)) from None
+        return fingerprint_inputs(self.specs, self.graph, digests)
 
     def fingerprint(self, rid) -> str:  # noqa: ANN001 - ResourceId
         item: FingerprintInput = self.inputs[rid]
@@ -143,8 +147,10 @@ def unvalidated_project(path: Path):  # noqa: ANN201 - (Backend, LoadResult)
         raise NoProject(root, len(loaded.files))
     broken = [p for p in loaded.problems
               if p.severity == Severity.ERROR and p.position.file == loaded.settings_file]
-    if broken:
-        raise ProjectError(broken[0].text())
+    if broken:  # which backend to ask is not known
+        first = broken[0]
+        raise ProjectError(f"{first.position}: {first.path + ': ' if first.path else ''}{first.message}"
+                           + (f" ({first.hint})" if first.hint else ""))
     return open_backend(loaded.settings, root / STATE_DIR), loaded
 
 

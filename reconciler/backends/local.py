@@ -27,8 +27,11 @@ from typing import Any
 from reconciler.backends.base import STOPPED, BackendError, BackendState, JobObservation, ServerObservation
 from reconciler.fileio import write_text_atomic
 from reconciler.jobfile import JobFile, ServeOptions
+from reconciler.state_files import is_state_database_error, looks_damaged, sqlite_file_problem
 
 DISAPPEARED = "the process disappeared without an exit status (killed?)"
+_DAMAGED_HINT = (" (if no tuneops job or model server is running, move it aside and tuneops starts an "
+                 "empty one; running ones are then not known to it)")
 STOP_GRACE_SECONDS = 20.0
 SERVER_KIND = "Deployment"
 
@@ -461,20 +464,36 @@ class LocalBackend:
 
     @contextlib.contextmanager
     def _table(self) -> Iterator[sqlite3.Connection]:
-        """A new connection per use: callers may be on several threads or in several processes."""
-        self.database.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+        """A new connection per use: callers may be on several threads or in several processes.
+        A table that cannot be opened (damaged, unreadable, a folder in its place) is a
+        BackendError naming the file."""
+        if not self._table_ready:
+            problem = sqlite_file_problem(self.database)
+            if problem:
+                raise BackendError(f"cannot use the process table: {problem}"
+                                   + _DAMAGED_HINT * looks_damaged(problem))
+        try:
+            self.database.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise BackendError(f"cannot open the process table {self.database}: {error}") from None
         connection.row_factory = sqlite3.Row
         try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            if not self._table_ready:
-                # Switching to WAL takes an exclusive lock that busy_timeout does not wait for:
-                # several threads doing it on a new database at once got "database is locked".
-                with self._table_setup:
-                    if not self._table_ready:
-                        connection.execute("PRAGMA journal_mode = WAL")
-                        connection.executescript(_SCHEMA)
-                        self._table_ready = True
+            try:
+                connection.execute("PRAGMA busy_timeout = 30000")
+                if not self._table_ready:
+                    # Switching to WAL takes an exclusive lock that busy_timeout does not wait for:
+                    # several threads doing it on a new database at once got "database is locked".
+                    with self._table_setup:
+                        if not self._table_ready:
+                            connection.execute("PRAGMA journal_mode = WAL")
+                            connection.executescript(_SCHEMA)
+                            self._table_ready = True
+            except sqlite3.Error as error:
+                if not is_state_database_error(error):
+                    raise
+                raise BackendError(f"cannot use the process table {self.database}: {error}"
+                                   + _DAMAGED_HINT * looks_damaged(str(error))) from None
             yield connection
         finally:
             connection.close()

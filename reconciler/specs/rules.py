@@ -7,8 +7,10 @@ own schema; a reference to a spec that exists but is invalid is not reported aga
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from reconciler.config import ProjectSettings
@@ -402,6 +404,21 @@ def local_files_exist(ctx: RuleContext) -> Iterator[Problem]:
                 yield problem(spec, ERROR, "missing-file",
                               f"{what} not found: {local}", path, value=uri,
                               hint="paths in file:// are relative to the spec file's folder")
+                continue
+            unreadable = _unreadable(local)
+            if unreadable:
+                yield problem(spec, ERROR, "missing-file", f"{what} cannot be read: {unreadable}: {local}",
+                              path, value=uri)
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why a file or folder that exists cannot be read, or None. Opened without blocking (a
+    FIFO would wait for a writer) and closed at once: what a job reads, tried now."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def check(specs: SpecSet, declared: set[ResourceId]) -> list[Problem]:
