@@ -79,9 +79,10 @@ def cli(ctx: click.Context, color: bool | None) -> None:
 def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_format: str) -> None:
     """Check the specs in PATHS without touching any service.
 
-    PATHS is one project folder (default: the current one), or spec files: files are checked
-    within their project (the nearest folder up with a tuneops.yaml), so their references
-    resolve, and only their own problems are reported. Reports YAML, schema and
+    PATHS is one folder (default: the current one), and its whole project is checked (the
+    nearest folder up with a tuneops.yaml, as git finds its repository; docs/cli.md), or spec
+    files: files are checked within their project, so their references resolve, and only their
+    own problems are reported. Reports YAML, schema and
     whole-repository problems with file, line, column and field path. Exits 0 when valid, 1
     when not.
     """
@@ -94,12 +95,21 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_f
         result = validate_paths(list(paths) or [Path(".")], strict=strict)
     except ScopeError as error:
         raise click.UsageError(str(error)) from None
+    _require_project(result)
     result = with_capacity_check(result)
     if output_format == "json":
         click.echo(validation_json(result))
     else:
         click.echo(validation_text(result, color=_use_color(ctx)), color=_use_color(ctx))
     ctx.exit(0 if result.valid else EXIT_INVALID)
+
+
+def _require_project(result) -> None:  # noqa: ANN001 - ValidationResult, imported lazily
+    """One error for a folder that is no spec project, instead of one per unrelated YAML file."""
+    if not result.is_project:
+        from reconciler.project import NoProject
+
+        raise UserError(str(NoProject(result.specs.root, len(result.files))))
 
 
 def with_capacity_check(result):  # noqa: ANN001, ANN201 - ValidationResult, imported lazily
@@ -128,6 +138,7 @@ def graph(ctx: click.Context, path: Path, output_format: str) -> None:
     from reconciler.specs.validate import validate_path
 
     result = validate_path(path)
+    _require_project(result)
     if not result.valid:
         click.echo(validation_text(result, color=_use_color(ctx)), err=True)
         ctx.exit(EXIT_INVALID)
@@ -230,11 +241,13 @@ def _targets(values: tuple[str, ...]):  # noqa: ANN202
 def _load(ctx: click.Context, path: Path):  # noqa: ANN202 - Project
     """The validated project, or the validation report and exit 1: invalid specs are never
     planned or applied."""
-    from reconciler.project import ProjectInvalid, load_project
+    from reconciler.project import NoProject, ProjectInvalid, load_project
     from reconciler.report import validation_text
 
     try:
         return load_project(path)
+    except NoProject as error:
+        raise UserError(str(error)) from None
     except ProjectInvalid as invalid:
         click.echo(validation_text(invalid.result, color=_use_color(ctx)), err=True)
         click.echo("error: the specs are invalid: nothing was planned", err=True)
@@ -279,7 +292,7 @@ def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: A
     from reconciler.base_state import against_base, state_from_base
     from reconciler.gitbase import BaseRefError, checkout_base
     from reconciler.plan import build_plan
-    from reconciler.project import ProjectInvalid, load_project
+    from reconciler.project import NoProject, ProjectInvalid, load_project
 
     with tempfile.TemporaryDirectory(prefix="tuneops-base-") as folder:
         try:
@@ -290,6 +303,8 @@ def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: A
         if base.root is not None:
             try:
                 base_project = load_project(base.root)
+            except NoProject:  # no specs yet at the base: everything is new
+                pass
             except ProjectInvalid as invalid:
                 click.echo(f"warning: the specs at {ref} do not validate ({len(invalid.result.errors)} "
                            "error(s)): the change is compared with nothing built", err=True)
@@ -511,6 +526,7 @@ def estimate(ctx: click.Context, fine_tune: str, path: Path, output_format: str,
 
     name = fine_tune.removeprefix("FineTune/")
     result = validate_path(path)  # without the capacity check: a FineTune that does not fit is shown
+    _require_project(result)
     if not result.valid:
         click.echo(validation_text(result, color=_use_color(ctx)), err=True)
         click.echo("error: the specs are invalid: nothing was estimated", err=True)
@@ -548,11 +564,11 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
           retry_failed: bool) -> None:
     """Make the actual state match the specs under PATH: build what is missing, in order.
 
-    Shows the plan, asks (unless --yes), then runs jobs in dependency order, independent
-    branches in parallel up to local.maxParallel. A failure stops only what depends on it.
-    One apply runs at a time per project; jobs survive an interrupted apply and the next one
-    adopts them. Exits 0 when every step finished (a failed gate is a result, not an error),
-    1 when a step failed.
+    Shows the plan, asks (unless --yes; without a terminal, pass --yes), then runs jobs in
+    dependency order, independent branches in parallel up to local.maxParallel. A failure
+    stops only what depends on it. One apply runs at a time per project; jobs survive an
+    interrupted apply and the next one adopts them. Exits 0 when every step finished (a
+    failed gate is a result, not an error), 1 when a step failed.
     """
     import signal
     import threading
@@ -587,7 +603,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             check_prune(the_plan, project.settings.prune.max_deletes, force, len(live))
         except PruneRefused as error:
             raise UserError(str(error)) from None
-        if not yes and not click.confirm("\nApply this plan?", default=False):
+        if not yes and not _confirm("\nApply this plan?"):
             click.echo("Nothing applied.")
             return
         stop = threading.Event()
@@ -624,6 +640,19 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             ctx.exit(EXIT_INVALID)
     finally:
         lock.release()
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal. Without one (CI, a pipe that ends), say what to pass instead of
+    click's bare "Aborted!"."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        if sys.stdin.isatty():
+            raise  # Ctrl-C or Ctrl-D at the prompt: the person's own answer
+        click.echo("", err=True)
+        raise UserError(f"no answer to '{question.strip()}': there is no terminal to ask on "
+                        "(pass --yes to apply without asking)") from None
 
 
 def _max_parallel(settings) -> int:  # noqa: ANN001 - ProjectSettings
@@ -690,21 +719,34 @@ def status(ctx: click.Context, path: Path, output_format: str) -> None:
 
 @cli.command()
 @click.argument("resource", metavar="KIND/NAME")
-@click.option("--path", "path", type=SPEC_PATH, default=".", show_default=True,
-              help="The project folder (spec root).")
+@click.argument("path", type=SPEC_PATH, required=False)
+@click.option("--path", "path_option", type=SPEC_PATH, hidden=True,
+              help="Deprecated: give the path as the second argument, as to every command.")
 @click.option("--follow", "-f", is_flag=True,
               help="Keep printing new lines until the job ends (Ctrl-C stops).")
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")
-def logs(resource: str, path: Path, follow: bool, tail: int | None) -> None:
-    """Print the log of the newest job or server of a resource (KIND/NAME, e.g. FineTune/support-sft)."""
+def logs(resource: str, path: Path | None, path_option: Path | None, follow: bool, tail: int | None) -> None:
+    """Print the log of the newest job or server of a resource (KIND/NAME, e.g. FineTune/support-sft)
+    in the project at PATH (default: the current folder)."""
     from reconciler.backends.base import BackendError
-    from reconciler.project import ProjectError, project_backend
+    from reconciler.project import ProjectError, unvalidated_project
+    from reconciler.specs.rules import DefinedNames
 
+    if path is not None and path_option is not None:
+        raise click.UsageError("give the path once: as an argument (--path is its old spelling)")
+    if path_option is not None:
+        click.echo("note: --path is deprecated: give the path as an argument, "
+                   f"`tuneops logs {resource} {path_option}`", err=True)
+    path = path or path_option or Path(".")
     rid = _resource_id(resource)
     try:
-        backend = project_backend(path)
+        backend, loaded = unvalidated_project(path)
         lines = backend.logs(rid.kind, rid.name, tail=tail, follow=follow)
         if lines is None:
+            defined = loaded.declared | {spec.id for spec in loaded.specs}
+            if rid not in defined:
+                hint = DefinedNames(defined).hint(rid)
+                raise UserError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
             raise UserError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
         for line in lines:
             click.echo(line, nl=False)
@@ -865,13 +907,41 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as error:  # a bug, not a user mistake: say so, briefly
+    except Exception as error:  # a bug, unless it is about the user's files: say which, briefly
         if os.environ.get("TUNEOPS_DEBUG"):
             raise
-        click.echo(f"tuneops: internal error: {type(error).__name__}: {error}\n"
-                   "This is a bug in tuneops. Rerun with TUNEOPS_DEBUG=1 to see the traceback.",
-                   err=True)
+        problem = _users_problem(error)
+        if problem is not None:
+            click.echo(f"error: {problem}", err=True)
+        else:
+            click.echo(f"tuneops: internal error: {type(error).__name__}: {error}\n"
+                       "This is a bug in tuneops. Rerun with TUNEOPS_DEBUG=1 to see the traceback.",
+                       err=True)
         sys.exit(EXIT_INVALID)
+
+
+def _users_problem(error: Exception) -> str | None:
+    """The message for an error that reached `main` but is the user's to fix, or None for a bug:
+    a file that cannot be read or written (permissions, a folder where a file belongs), a
+    state database that is damaged or cannot be opened, and the errors of the project, MLflow
+    and the backend that the commands report as one line. Commands catch these where they can
+    say more; this is the net for the places that cannot."""
+    from reconciler.backends.base import BackendError
+    from reconciler.project import ProjectError
+    from reconciler.state_files import is_state_database_error, sqlite_cause
+    from reconciler.tracking import TrackingUnavailable
+    from reconciler.tracking_store import TrackingError
+
+    if isinstance(error, ProjectError | BackendError | TrackingError | TrackingUnavailable):
+        return str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        target = f"{error.filename} -> {error.filename2}" if error.filename2 else str(error.filename)
+        return f"cannot use {target}: {error.strerror or error}"
+    cause = sqlite_cause(error)
+    if cause is not None and is_state_database_error(cause):
+        return (f"a state database cannot be used: {cause} (the project's state is in .tuneops/ beside its "
+                "tuneops.yaml; TUNEOPS_DEBUG=1 shows which file)")
+    return None
 
 
 if __name__ == "__main__":

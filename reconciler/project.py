@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from reconciler import tracking
-from reconciler.config import STATE_DIR
+from reconciler.config import PROJECT_FILE, STATE_DIR
 from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.specs.validate import ValidationResult, validate_path
@@ -33,6 +33,28 @@ class ProjectInvalid(Exception):
 
 class ProjectError(RuntimeError):
     """A project that cannot be worked on as configured (one line for the user)."""
+
+
+class NoProject(ProjectError):
+    """The path is in no spec project: no tuneops.yaml there or above, and no tuneops spec in
+    it. Said once, with how to make one, instead of an error for every unrelated YAML file."""
+
+    def __init__(self, root: Path, yaml_files: int):
+        from reconciler.specs.loader import display_path, nested_projects
+
+        shown = display_path(root)
+        where = str(root) if shown == "." else shown
+        holds = f"none of its {yaml_files} YAML files is a tuneops spec" if yaml_files else \
+            "it holds no YAML files"
+        message = (f"no tuneops project in {where}: no {PROJECT_FILE} there or in a folder above it, and "
+                   f"{holds}\nhint: `tuneops init DIR` writes a starter project; a folder of specs is a "
+                   f"project once it holds a {PROJECT_FILE} (empty will do)")
+        below = nested_projects(root)
+        if below:
+            message += "; projects below this folder (give one as the path): " + ", ".join(
+                display_path(p) for p in below)
+        super().__init__(message)
+        self.root = root
 
 
 def embedded_tracking_uri(root: Path) -> str:
@@ -83,10 +105,14 @@ class Project:
     @cached_property
     def inputs(self) -> dict:
         """ResourceId -> FingerprintInput, with local sources hashed (cached under .tuneops/)."""
-        from reconciler.sources_digest import source_digests
+        from reconciler.sources_digest import UnreadableSource, source_digests
 
         cache_dir = self.state_dir if self.state_dir.is_dir() else None  # a plan creates no state
-        return fingerprint_inputs(self.specs, self.graph, source_digests(self.specs, cache_dir))
+        try:
+            digests = source_digests(self.specs, cache_dir)
+        except UnreadableSource as error:
+            raise ProjectError(str(error)) from None
+        return fingerprint_inputs(self.specs, self.graph, digests)
 
     def fingerprint(self, rid) -> str:  # noqa: ANN001 - ResourceId
         item: FingerprintInput = self.inputs[rid]
@@ -103,8 +129,12 @@ class Project:
     @property
     def tracking_state_exists(self) -> bool:
         """False only for the embedded database before anything was applied: nothing is built."""
-        return self.tracking_uri != embedded_tracking_uri(self.root) or \
-            (self.state_dir / "mlflow.db").exists()
+        if self.tracking_uri != embedded_tracking_uri(self.root):
+            return True
+        try:
+            return (self.state_dir / "mlflow.db").exists()
+        except OSError:  # there but unreadable: opening it names the file and what is wrong
+            return True
 
     def read_state(self, store, backend) -> ActualState:  # noqa: ANN001
         """What is built and running; `store` None: nothing is recorded yet. On the local backend
@@ -119,11 +149,26 @@ class Project:
 def project_backend(path: Path):  # noqa: ANN201 - Backend
     """The backend of the project at `path` without validating its specs (for `tuneops logs`,
     which must work while the specs are being edited)."""
-    from reconciler.specs.loader import load_settings, resolve_scope
+    return unvalidated_project(path)[0]
+
+
+def unvalidated_project(path: Path):  # noqa: ANN201 - (Backend, LoadResult)
+    """The backend and the specs as read, not validated: `tuneops logs` and `stop` work while
+    the specs are being edited, but not on a broken tuneops.yaml (it says which backend)."""
+    from reconciler.specs.loader import load, resolve_scope
+    from reconciler.specs.problems import Severity
 
     root, _ = resolve_scope([path])
-    settings, _, _ = load_settings(root)
-    return open_backend(settings, root / STATE_DIR)
+    loaded = load(root)
+    if not loaded.is_project:
+        raise NoProject(root, len(loaded.files))
+    broken = [p for p in loaded.problems
+              if p.severity == Severity.ERROR and p.position.file == loaded.settings_file]
+    if broken:  # which backend to ask is not known
+        first = broken[0]
+        raise ProjectError(f"{first.position}: {first.path + ': ' if first.path else ''}{first.message}"
+                           + (f" ({first.hint})" if first.hint else ""))
+    return open_backend(loaded.settings, root / STATE_DIR), loaded
 
 
 def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201 - Backend
@@ -154,6 +199,8 @@ def load_project(path: Path, *, strict: bool = False) -> Project:
     from reconciler import architectures, capacity
 
     result = validate_path(path, strict=strict)
+    if not result.is_project:
+        raise NoProject(result.specs.root, len(result.files))
     if result.valid:  # the same verdict as `tuneops validate`: a FineTune that cannot fit is an error
         result = result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
     if not result.valid:

@@ -8,11 +8,13 @@ would be slow, so digests are cached per file by (size, mtime, inode), as Git do
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from stat import S_ISREG
 
 from reconciler.fileio import write_text_atomic
 from reconciler.specs.base import ResourceId
@@ -61,6 +63,8 @@ class DigestCache:
 
     def file_digest(self, path: Path) -> str:
         stat = path.stat()
+        if not S_ISREG(stat.st_mode):  # reading a FIFO would block the plan forever
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         key = str(path)
         stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
         cached = self.entries.get(key)
@@ -101,10 +105,22 @@ def digest_path(path: Path, cache: DigestCache) -> str:
     return f"sha256:{listing.hexdigest()}"
 
 
+class UnreadableSource(Exception):
+    """A local file a spec names, which the fingerprint needs, cannot be read: said with the
+    spec, the field and the file."""
+
+
 def source_digests(specs: SpecSet, cache_dir: Path | None = None) -> dict[tuple[ResourceId, str], str]:
     """Digests of every local source in the specs; `cache_dir` (the state folder) keeps the
     per-file cache."""
     cache = DigestCache(cache_dir / CACHE_FILE if cache_dir is not None else None)
-    digests = {(rid, field): digest_path(path, cache) for rid, field, path in local_sources(specs)}
+    digests = {}
+    for rid, field, path in local_sources(specs):
+        try:
+            digests[(rid, field)] = digest_path(path, cache)
+        except OSError as error:
+            where = error.filename or path
+            raise UnreadableSource(f"cannot read {where} ({field} of {rid}): "
+                                   f"{error.strerror or error}") from None
     cache.save()
     return digests

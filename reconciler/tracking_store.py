@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from reconciler import tracking
+from reconciler.state_files import is_state_database_error, looks_damaged, sqlite_cause, sqlite_file_problem
 
 T = TypeVar("T")
 
@@ -329,8 +330,24 @@ class ClientTrackingStore:
         # Creating the database logs its migrations at INFO: noise in a plan's output.
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
-        self._client = mlflow.MlflowClient(uri)
+        database = _sqlite_database(uri)
+        problem = sqlite_file_problem(database) if database is not None else None
+        if problem:  # before MLflow, which retries a database it cannot open for a minute
+            raise TrackingError(f"cannot use MLflow's database: {problem}" + _damaged_hint(problem))
+        try:
+            self._client = mlflow.MlflowClient(uri)
+        except Exception as error:  # noqa: BLE001 - only a database that cannot be used is the user's
+            raise self._database_error(error) from None
         self._mlflow_exception = mlflow.exceptions.MlflowException
+
+    def _database_error(self, error: Exception) -> Exception:
+        """A TrackingError naming the database for one that cannot be opened or read; anything
+        else as it was."""
+        cause = sqlite_cause(error)
+        if cause is None or not is_state_database_error(cause):
+            return error
+        where = _sqlite_database(self.uri) or tracking.redact_uri(self.uri)
+        return TrackingError(f"cannot use MLflow's database {where}: {cause}" + _damaged_hint(str(cause)))
 
     def experiment_id(self, name: str) -> str | None:
         found = self._call("look up the experiment", lambda: self._client.get_experiment_by_name(name))
@@ -400,11 +417,30 @@ class ClientTrackingStore:
         try:
             return tracking.with_retries(attempt, self.uri, what)
         except self._mlflow_exception as error:
+            if sqlite_cause(error) is not None:
+                raise self._database_error(error) from None
             code = str(getattr(error, "error_code", "") or "")
             if code in missing:
                 return None
             reason = (str(getattr(error, "message", error)).splitlines() or [""])[0]
             raise _refused(self.uri, what, code, reason) from None
+        except Exception as error:  # noqa: BLE001 - SQLAlchemy's, for a database that broke since
+            if sqlite_cause(error) is None:
+                raise
+            raise self._database_error(error) from None
+
+
+def _damaged_hint(problem: str) -> str:
+    return (" (move it aside and tuneops starts an empty one; what it recorded as built is then built again)"
+            if looks_damaged(problem) else "")
+
+
+def _sqlite_database(uri: str) -> Path | None:
+    """The file of a `sqlite:///` URI (the embedded default), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(unquote(uri.removeprefix("sqlite:///")).split("?", 1)[0])
+    return path if path.is_absolute() else Path.cwd() / path
 
 
 def _run_from_entity(run: Any) -> RunRecord:

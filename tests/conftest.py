@@ -102,13 +102,47 @@ class CliResult:
 
 
 def run_tuneops(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-                timeout: float = 60) -> CliResult:
-    """Run `tuneops` as a real process (python -m reconciler), as a user would."""
+                timeout: float = 60, stdin: str = "", file_modes_apply: bool = False) -> CliResult:
+    """Run `tuneops` as a real process (python -m reconciler), as a user would. Its input is
+    `stdin` and then end of file, never the terminal the tests run in: no terminal, as in CI.
+    `file_modes_apply`: even when the tests run as root, `chmod 000` stops its reads (see
+    `honour_file_modes`)."""
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     full_env.pop("TUNEOPS_DEBUG", None)
     done = subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, input=stdin,
+                          preexec_fn=honour_file_modes if file_modes_apply and os.geteuid() == 0 else None)
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def honour_file_modes() -> None:
+    """In a child about to run: drop the capabilities that let root read and search any file
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) from its bounding set, so root meets file modes as
+    any other user does. Needs CAP_SETPCAP; `file_modes_can_apply` says whether it works here."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+@pytest.fixture(scope="session")
+def file_modes_can_apply(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Skip a test that needs `chmod 000` to stop reads where it cannot: as root, without the
+    right to drop root's override."""
+    if os.geteuid() != 0:
+        return
+    secret = tmp_path_factory.mktemp("modes") / "secret"
+    secret.write_text("x")
+    secret.chmod(0)
+    try:
+        done = subprocess.run([sys.executable, "-c", f"open({str(secret)!r}).read()"], capture_output=True,
+                              preexec_fn=honour_file_modes, timeout=60)
+    except subprocess.SubprocessError:
+        pytest.skip("running as root without CAP_SETPCAP: chmod 000 cannot stop root's reads here")
+    if b"PermissionError" not in done.stderr:
+        pytest.skip("running as root and chmod 000 does not stop reads even without CAP_DAC_OVERRIDE")
 
 
 @pytest.fixture

@@ -188,7 +188,7 @@ class LocalBackend:
     # -- jobs --------------------------------------------------------------------------------------
 
     def observe(self) -> BackendState:
-        if not self.database.exists():  # nothing was ever started here; looking must not create it
+        if not self._table_exists():  # nothing was ever started here; looking must not create it
             return BackendState((), ())
         with self._table() as table:
             self._refresh(table, unfinished_rows(table))
@@ -241,7 +241,7 @@ class LocalBackend:
         return self._stop_rows(live)
 
     def log_file(self, kind: str, name: str, fingerprint: str | None = None) -> Path | None:
-        if not self.database.exists():
+        if not self._table_exists():
             return None
         with self._table() as table:
             if fingerprint is None:
@@ -549,6 +549,14 @@ class LocalBackend:
             url=url, started_at=row["started_at"],
             message=message, handle=f"pid {row['pid']}", log=row["log_path"],
             job=_read_job(row["job_file"]))
+
+    def _table_exists(self) -> bool:
+        """False when nothing was ever started here; one that cannot even be looked at counts
+        as there, so opening it names the file and what is wrong."""
+        try:
+            return self.database.exists()
+        except OSError:
+            return True
 
     def _table(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return self._processes.connect()

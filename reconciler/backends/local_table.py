@@ -14,6 +14,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from reconciler.backends.base import BackendError
+from reconciler.state_files import is_state_database_error, looks_damaged, sqlite_file_problem
+
 Row = dict[str, Any]  # one row of the process table
 SERVER_KIND = "Deployment"
 ROUTER_KIND = "Router"  # a Deployment's front port: not a job, not a model server
@@ -31,6 +34,8 @@ CREATE INDEX IF NOT EXISTS processes_by_resource ON processes (kind, name, finge
 """
 # Columns added since the first release, for tables an earlier tuneops created.
 _ADDED_COLUMNS = {"token": "TEXT"}
+_DAMAGED_HINT = (" (if no tuneops job or model server is running, move it aside and tuneops starts an "
+                 "empty one; running ones are then not known to it)")
 
 
 class ProcessTable:
@@ -44,20 +49,36 @@ class ProcessTable:
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
-        self.database.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+        """A table that cannot be opened (damaged, unreadable, a folder in its place) is a
+        BackendError naming the file."""
+        if not self._ready:
+            problem = sqlite_file_problem(self.database)
+            if problem:
+                raise BackendError(f"cannot use the process table: {problem}"
+                                   + _DAMAGED_HINT * looks_damaged(problem))
+        try:
+            self.database.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(self.database, timeout=30, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise BackendError(f"cannot open the process table {self.database}: {error}") from None
         connection.row_factory = sqlite3.Row
         try:
-            connection.execute("PRAGMA busy_timeout = 30000")
-            if not self._ready:
-                # Switching to WAL takes an exclusive lock that busy_timeout does not wait for:
-                # several threads doing it on a new database at once got "database is locked".
-                with self._setup:
-                    if not self._ready:
-                        connection.execute("PRAGMA journal_mode = WAL")
-                        connection.executescript(_SCHEMA)
-                        _add_missing_columns(connection)
-                        self._ready = True
+            try:
+                connection.execute("PRAGMA busy_timeout = 30000")
+                if not self._ready:
+                    # Switching to WAL takes an exclusive lock that busy_timeout does not wait for:
+                    # several threads doing it on a new database at once got "database is locked".
+                    with self._setup:
+                        if not self._ready:
+                            connection.execute("PRAGMA journal_mode = WAL")
+                            connection.executescript(_SCHEMA)
+                            _add_missing_columns(connection)
+                            self._ready = True
+            except sqlite3.Error as error:
+                if not is_state_database_error(error):
+                    raise
+                raise BackendError(f"cannot use the process table {self.database}: {error}"
+                                   + _DAMAGED_HINT * looks_damaged(str(error))) from None
             yield connection
         finally:
             connection.close()

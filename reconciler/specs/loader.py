@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,14 @@ class LoadResult:
     problems: list[Problem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     settings_file: str | None = None
+    tuneops_documents: int = 0  # documents (or unparsed files) that say they are tuneops specs
+    unparsed: dict[str, str | None] = field(default_factory=dict)  # file -> its text; None: unread
+
+    @property
+    def is_project(self) -> bool:
+        """A tuneops.yaml, or at least one tuneops spec: a folder of Kubernetes manifests, CI
+        files or fixtures is not a spec project, and its YAML is not reported on as specs."""
+        return self.settings_file is not None or self.tuneops_documents > 0
 
 
 def display_path(path: Path, cwd: Path | None = None) -> str:
@@ -88,12 +97,19 @@ def discover(root: Path, exclude: tuple[str, ...] = ()) -> list[Path]:
     return found
 
 
-def read_yaml_file(path: Path, shown: str) -> tuple[list[Document], list[Problem]]:
-    """Read and parse one file, turning every way it can be unreadable into a Problem."""
+UNPARSED_CODES = frozenset({"yaml-syntax", "not-utf8", "unreadable-file"})
+"""Problems that leave (part of) a spec file unread: what it declares is unknown."""
 
-    def problem(code: str, message: str, line: int = 1, column: int = 1,
-                hint: str | None = None) -> tuple[list[Document], list[Problem]]:
-        return [], [Problem(Severity.ERROR, code, message, Position(shown, line, column), hint=hint)]
+
+def read_yaml_file(path: Path, shown: str) -> tuple[list[Document], list[Problem], str | None]:
+    """Read and parse one file, turning every way it can be unreadable into a Problem. Also
+    returns the text (None when it could not be read), which says what a file that did not
+    parse meant to declare."""
+
+    def problem(code: str, message: str, line: int = 1, column: int = 1, hint: str | None = None,
+                text: str | None = None) -> tuple[list[Document], list[Problem], str | None]:
+        return [], [Problem(Severity.ERROR, code, message, Position(shown, line, column), hint=hint,
+                            source_line=_line_of(text, line) if code == "yaml-syntax" else None)], text
 
     try:
         status = path.stat()
@@ -115,17 +131,22 @@ def read_yaml_file(path: Path, shown: str) -> tuple[list[Document], list[Problem
         line = raw.count(b"\n", 0, error.start) + 1
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
         return problem("not-utf8", f"not valid UTF-8: byte 0x{raw[error.start]:02x}", line, column,
-                       "save the file as UTF-8")
+                       "save the file as UTF-8", text=raw.decode("utf-8", "replace"))
     errors: list[YamlError] = []
     try:
         documents = read_documents(text, errors)
     except YamlError as error:
-        return problem("yaml-syntax", error.message, error.line, error.column, error.hint)
+        return problem("yaml-syntax", error.message, error.line, error.column, error.hint, text)
     return documents, [
-        Problem(Severity.ERROR, "yaml-syntax", error.message,
-                Position(shown, error.line, error.column), hint=error.hint)
+        Problem(Severity.ERROR, "yaml-syntax", error.message, Position(shown, error.line, error.column),
+                hint=error.hint, source_line=_line_of(text, error.line))
         for error in errors
-    ]
+    ], text
+
+
+def _line_of(text: str | None, line: int) -> str | None:
+    lines = text.splitlines() if text else []
+    return lines[line - 1] if 1 <= line <= len(lines) else None
 
 
 def load_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | None]:
@@ -133,7 +154,7 @@ def load_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | Non
     if not path.is_file():
         return ProjectSettings(), [], None
     shown = display_path(path)
-    documents, problems = read_yaml_file(path, shown)
+    documents, problems, _ = read_yaml_file(path, shown)
     if problems:
         return ProjectSettings(), problems, shown
     if not documents:
@@ -161,25 +182,63 @@ class ScopeError(ValueError):
     """Paths that do not make one project, e.g. files from two different projects."""
 
 
-def project_root(start: Path) -> Path:
-    """The folder a spec file belongs to: the nearest one up with a tuneops.yaml, not leaving the
-    Git repository; without one, the file's own folder."""
+def settings_root(start: Path) -> Path | None:
+    """The nearest folder from `start` up that holds a tuneops.yaml, not leaving the Git
+    repository (as git finds its own folder); None when there is none."""
     for folder in (start, *start.parents):
         if (folder / PROJECT_FILE).is_file():
             return folder
         if (folder / ".git").exists():
             break
-    return start
+    return None
+
+
+def project_root(start: Path) -> Path:
+    """The project a folder or a spec file's folder belongs to: the nearest tuneops.yaml up, or
+    without one `start` itself (a folder of specs needs no settings)."""
+    return settings_root(start) or start
+
+
+def nested_projects(root: Path, limit: int = 5) -> list[Path]:
+    """Folders below `root` that hold a tuneops.yaml: where the user probably meant to be."""
+    found: list[Path] = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and d != STATE_DIR)
+        if PROJECT_FILE in files and folder != str(root):
+            found.append(Path(folder))
+            if len(found) >= limit:
+                break
+    return found
+
+
+_TUNEOPS_KIND = re.compile(r"^kind:[ \t]*['\"]?(" + "|".join(KINDS) + r")\b", re.MULTILINE)
+_ANY_API_VERSION = re.compile(r"^apiVersion:", re.MULTILINE)
+
+
+def _is_tuneops_document(api_version: object, kind: object) -> bool:
+    """Our apiVersion, or one of our kinds with no apiVersion at all (Kubernetes has a
+    `Deployment` too)."""
+    if api_version is None:
+        return isinstance(kind, str) and kind in KINDS
+    return isinstance(api_version, str) and "tuneops" in api_version
+
+
+def _looks_like_specs(text: str) -> bool:
+    """The same question for a file that did not parse, asked of its text."""
+    if "tuneops.dev/" in text:
+        return True
+    return _ANY_API_VERSION.search(text) is None and _TUNEOPS_KIND.search(text) is not None
 
 
 def resolve_scope(paths: list[Path]) -> tuple[Path, list[Path] | None]:
     """(project root, the files asked about, or None for the whole project).
 
-    One folder is a whole project. Files are validated within their project, so references to
-    the specs beside them resolve, and only their own problems are reported."""
+    One folder names the whole project it is in: the nearest folder up with a tuneops.yaml, or
+    the folder itself. Files are validated within their project, so references to the specs
+    beside them resolve, and only their own problems are reported."""
     resolved = [path.resolve() for path in paths]
     if len(resolved) == 1 and resolved[0].is_dir():
-        return resolved[0], None
+        return project_root(resolved[0]), None
     if any(path.is_dir() for path in resolved):
         raise ScopeError("give one folder, or any number of files, not both")
     roots = sorted({project_root(path.parent) for path in resolved})
@@ -214,8 +273,12 @@ def load(root: Path, also: list[Path] | tuple[Path, ...] = ()) -> LoadResult:
     for file_path in files:
         shown = display_path(file_path, cwd)
         result.files.append(shown)
-        documents, problems = read_yaml_file(file_path, shown)
+        documents, problems, text = read_yaml_file(file_path, shown)
         result.problems.extend(problems)
+        if any(p.code in UNPARSED_CODES for p in problems):
+            result.unparsed[shown] = text
+            if text is not None and _looks_like_specs(text):
+                result.tuneops_documents += 1
         if not documents and not problems:
             result.problems.append(Problem(
                 Severity.ERROR, "empty-file",
@@ -245,10 +308,13 @@ def _load_document(document: Document, file_path: Path, shown: str, result: Load
     # A spec that is invalid still exists: references to it are not "missing".
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
-    if isinstance(data.get("kind"), str) and data["kind"] in KINDS and isinstance(name, str):
-        result.declared.add(ResourceId(data["kind"], name))
-
+    kind = data.get("kind")
+    if isinstance(kind, str) and kind in KINDS and isinstance(name, str):
+        result.declared.add(ResourceId(kind, name))
     api_version = data.get("apiVersion")
+    if _is_tuneops_document(api_version, kind):
+        result.tuneops_documents += 1
+
     if api_version is None:
         error("missing-field", "required field is missing", here(), "apiVersion",
               hint=f"add apiVersion: {API_VERSION}")

@@ -53,6 +53,7 @@ class Problem:
     value: str | None = None
     hint: str | None = None
     resource: str | None = None  # "FineTune/support-sft" when the problem belongs to one
+    source_line: str | None = None  # the line as written, for text output to show with a caret
 
     def as_error(self) -> Problem:
         return replace(self, severity=Severity.ERROR)
@@ -152,7 +153,7 @@ CODES: dict[str, str] = {
                          "under --strict).",
     "trust-remote-code": "trustRemoteCode is on (warning, or an error under a deny policy).",
     "policy": "A spec breaks a rule set in tuneops.yaml's policy.",
-    "missing-file": "A local file a spec names does not exist.",
+    "missing-file": "A local file a spec names does not exist or cannot be read.",
     "does-not-fit": "A FineTune's estimated GPU memory exceeds its declared GPUs' (when the "
                     "architecture and the GPU's memory are known).",
 }

@@ -7,8 +7,10 @@ own schema; a reference to a spec that exists but is invalid is not reported aga
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from reconciler.config import ProjectSettings
@@ -85,26 +87,36 @@ def rule(function: Rule) -> Rule:
     return function
 
 
+class DefinedNames:
+    """The names defined per kind, to say why one is not: `tuneops logs` and the reference rule
+    give the same hint."""
+
+    def __init__(self, defined: Iterable[ResourceId]):
+        self.names_by_kind: dict[str, list[str]] = {}
+        self.kinds_by_name: dict[str, list[str]] = {}
+        for rid in sorted(defined):
+            self.names_by_kind.setdefault(rid.kind, []).append(rid.name)
+            self.kinds_by_name.setdefault(rid.name, []).append(rid.kind)
+
+    def hint(self, target: ResourceId) -> str | None:
+        other = self.kinds_by_name.get(target.name)
+        if other:  # the name exists, as another kind: that says more than a near spelling
+            return f"'{target.name}' is a {other[0]}, not a {target.kind}"
+        return suggest(target.name, self.names_by_kind.get(target.kind, []))
+
+
 @rule
 def references_exist(ctx: RuleContext) -> Iterator[Problem]:
-    names_by_kind: dict[str, list[str]] = {}  # built on the first miss only
-    kinds_by_name: dict[str, list[str]] = {}
+    defined: DefinedNames | None = None  # built on the first miss only
     for spec in ctx.specs:
         for ref in spec.resource.references():
             if ref.target in ctx.specs or ref.target in ctx.declared:
                 continue
-            if not names_by_kind:
-                for rid in sorted(ctx.declared | set(ctx.specs.by_id)):
-                    names_by_kind.setdefault(rid.kind, []).append(rid.name)
-                    kinds_by_name.setdefault(rid.name, []).append(rid.kind)
-            other = kinds_by_name.get(ref.target.name)
-            if other:  # the name exists, as another kind: that says more than a near spelling
-                hint = f"'{ref.target.name}' is a {other[0]}, not a {ref.target.kind}"
-            else:
-                hint = suggest(ref.target.name, names_by_kind.get(ref.target.kind, []))
+            if defined is None:
+                defined = DefinedNames(ctx.declared | set(ctx.specs.by_id))
             yield problem(spec, ERROR, "missing-reference",
                           f"{ref.role} refers to {ref.target.kind} '{ref.target.name}', "
-                          "which is not defined", ref.path, hint=hint)
+                          "which is not defined", ref.path, hint=defined.hint(ref.target))
 
 
 @rule
@@ -392,6 +404,21 @@ def local_files_exist(ctx: RuleContext) -> Iterator[Problem]:
                 yield problem(spec, ERROR, "missing-file",
                               f"{what} not found: {local}", path, value=uri,
                               hint="paths in file:// are relative to the spec file's folder")
+                continue
+            unreadable = _unreadable(local)
+            if unreadable:
+                yield problem(spec, ERROR, "missing-file", f"{what} cannot be read: {unreadable}: {local}",
+                              path, value=uri)
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why a file or folder that exists cannot be read, or None. Opened without blocking (a
+    FIFO would wait for a writer) and closed at once: what a job reads, tried now."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
 
 
 def check(specs: SpecSet, declared: set[ResourceId]) -> list[Problem]:

@@ -7,12 +7,26 @@ problem a user can cause comes back as a Problem.
 from __future__ import annotations
 
 import gc
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconciler.specs import loader, rules
+from reconciler.specs.base import ResourceId
+from reconciler.specs.loader import UNPARSED_CODES, LoadedSpec
 from reconciler.specs.problems import Problem, Severity
 from reconciler.specs.specset import SpecSet
+
+
+@dataclass(frozen=True)
+class UncheckedReference:
+    """A reference to a spec that is not defined, not reported: the file that would define it
+    did not parse, so the error would only repeat that one."""
+
+    file: str  # the referring spec's file
+    target: ResourceId
+    unparsed_file: str  # where the name appears, or the file that could not be read at all
 
 
 @dataclass(frozen=True)
@@ -23,6 +37,8 @@ class ValidationResult:
     strict: bool
     checked_specs: int  # specs in the files asked about
     scoped: bool = False  # files were asked about, not a whole folder
+    is_project: bool = True  # False: a folder with no tuneops.yaml and no tuneops spec in it
+    unchecked: tuple[UncheckedReference, ...] = ()
 
     @property
     def errors(self) -> list[Problem]:
@@ -43,8 +59,7 @@ class ValidationResult:
             extra = [p for p in extra if p.position.file in self.files]
         if self.strict:
             extra = [p.as_error() for p in extra]
-        merged = tuple(sorted((*self.problems, *extra), key=Problem.sort_key))
-        return replace(self, problems=merged)
+        return replace(self, problems=reading_order([*self.problems, *extra]))
 
     def to_json(self) -> dict:
         """The documented, versioned JSON form (see docs/cli.md)."""
@@ -56,7 +71,17 @@ class ValidationResult:
             "files": len(self.files),
             "errors": [p.to_json() for p in self.errors],
             "warnings": [p.to_json() for p in self.warnings],
+            "unchecked_references": len(self.unchecked),
         }
+
+
+def reading_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:
+    """Files that did not parse first, each starting with why: the rest of the report may
+    change once they do. Then by file, line and column."""
+    problems = list(problems)
+    unparsed = {p.position.file for p in problems if p.code in UNPARSED_CODES}
+    return tuple(sorted(problems, key=lambda p: (p.position.file not in unparsed, p.position.file,
+                                                 p.code not in UNPARSED_CODES, *p.sort_key()[1:])))
 
 
 def validate_path(path: Path, *, strict: bool = False) -> ValidationResult:
@@ -83,7 +108,8 @@ def _validate(root: Path, requested: list[Path] | None, strict: bool) -> Validat
     by_id, problems = rules.find_duplicates(loaded.specs)
     problems = loaded.problems + problems
     specs = SpecSet(loaded.root, loaded.settings, by_id)
-    problems += rules.check(specs, loaded.declared)
+    unchecked = list(_unchecked_references(specs, loaded.declared, loaded.unparsed))
+    problems += rules.check(specs, loaded.declared | {ref.target for ref in unchecked})
     strict = strict or loaded.settings.policy.strict
     if strict:
         problems = [p.as_error() for p in problems]
@@ -92,6 +118,26 @@ def _validate(root: Path, requested: list[Path] | None, strict: bool) -> Validat
     if requested is not None:
         files = tuple(loader.display_path(path) for path in requested)
         problems = [p for p in problems if p.position.file in files]
+        unchecked = [ref for ref in unchecked if ref.file in files]
         checked = sum(1 for spec in specs if spec.file in files)
-    return ValidationResult(specs, tuple(sorted(problems, key=Problem.sort_key)), files, strict,
-                            checked, scoped=requested is not None)
+    return ValidationResult(specs, reading_order(problems), files, strict, checked,
+                            scoped=requested is not None,
+                            is_project=requested is not None or loaded.is_project, unchecked=tuple(unchecked))
+
+
+def _unchecked_references(specs: SpecSet, declared: set[ResourceId],
+                          unparsed: Mapping[str, str | None]) -> Iterable[UncheckedReference]:
+    """References to specs that are not defined but may be, in a file that did not parse: its
+    text names them (or it could not be read at all)."""
+    if not unparsed:
+        return
+    spec: LoadedSpec
+    for spec in specs:
+        for ref in spec.resource.references():
+            if ref.target in specs or ref.target in declared:
+                continue
+            word = re.compile(rf"(?<![\w.-]){re.escape(ref.target.name)}(?![\w.-])")
+            where = next((file for file, text in unparsed.items() if text is None or word.search(text)),
+                         None)
+            if where is not None:
+                yield UncheckedReference(spec.file, ref.target, where)

@@ -27,6 +27,8 @@ import yaml
 from yaml.events import CollectionEndEvent, CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from reconciler.specs.yaml_errors import locate
+
 MAX_DEPTH = 64
 MAX_VALUES = 100_000
 _SAFE_TO_COMPOSE = 8_000  # a chunk this short cannot nest deep enough to hurt libyaml
@@ -282,6 +284,9 @@ def _syntax_error(error: yaml.MarkedYAMLError, line_offset: int, chunk: str) -> 
     if "\t" in bad_line[: (mark.column if mark else 0) + 1] or bad_line.startswith("\t"):
         problem = "a tab character where YAML expects spaces"
         hint = "YAML indents with spaces only"
+    elif located := locate(error, chunk, _SpecLoader, line_offset):
+        return YamlError(f"invalid YAML: {located.problem}", located.line + line_offset + 1,
+                         located.column + 1, located.hint)
     elif error.context:
         hint = error.context
         if error.context_mark and error.context_mark is not mark:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, VALID_SPECS, run_tuneops, write_repo
+from tests.conftest import API, REPO_ROOT, VALID_SPECS, run_tuneops, write_repo
 
 HEAVY_MODULES = ("torch", "transformers", "peft", "trl", "deepspeed", "mlflow", "kubernetes",
                  "datasets", "jinja2", "git")
@@ -37,7 +37,8 @@ def test_json_report_is_stable_and_documented(tmp_path: Path):
     result = run_tuneops("validate", ".", "--format", "json", cwd=repo)
     report = json.loads(result.stdout)
     assert result.exit_code == 1
-    assert set(report) == {"version", "valid", "strict", "specs", "files", "errors", "warnings"}
+    assert set(report) == {"version", "valid", "strict", "specs", "files", "errors", "warnings",
+                           "unchecked_references"}
     assert report["version"] == 1 and report["valid"] is False
     [error] = report["errors"]
     assert error == {
@@ -215,11 +216,71 @@ def test_an_internal_error_is_one_line_not_a_traceback(tmp_path: Path):
     assert result.exit_code == 0
 
 
-def test_an_empty_folder_is_a_warning_not_a_silent_success(tmp_path: Path):
+def test_an_empty_project_is_a_warning_not_a_silent_success(tmp_path: Path):
+    (tmp_path / "tuneops.yaml").write_text("")
     result = run_tuneops("validate", str(tmp_path))
     assert result.exit_code == 0
     assert "warning: no spec files" in result.stdout
     assert run_tuneops("validate", str(tmp_path), "--strict").exit_code == 1
+
+
+def test_an_empty_folder_is_no_project(tmp_path: Path):
+    result = run_tuneops("validate", str(tmp_path))
+    assert result.exit_code == 1
+    assert f"error: no tuneops project in {tmp_path}: no tuneops.yaml there or in a folder above it, " \
+           "and it holds no YAML files" in result.stderr
+    assert "tuneops init" in result.stderr
+
+
+# What the top of an application repository holds besides its specs.
+NOT_SPECS = {
+    "deploy/base/deployment.yaml": "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+    "examples/ci/github-actions.yaml": "name: ci\non: [push]\njobs: {}\n",
+    "tests/testdata/job.yaml": "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\n",
+}
+
+
+@pytest.mark.parametrize("command", [
+    ["validate"], ["graph"], ["plan", "--offline"], ["plan"], ["status"], ["apply", "--yes"], ["render"],
+    ["estimate", "sft"], ["logs", "FineTune/sft"], ["stop"],
+], ids=lambda command: " ".join(command))
+def test_a_folder_that_is_no_project_says_so_once(tmp_path: Path, command: list[str]):
+    specs = {f"specs/{name}": text for name, text in VALID_SPECS.items()}
+    repo = write_repo(tmp_path / "repo", {**NOT_SPECS, **specs, "specs/tuneops.yaml": ""})
+    result = run_tuneops(*command, cwd=repo)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"error: no tuneops project in {repo}: "), result.output
+    assert "none of its 3 YAML files is a tuneops spec" in result.stderr
+    assert "`tuneops init DIR`" in result.stderr
+    assert result.stderr.rstrip().endswith("projects below this folder (give one as the path): specs")
+    assert "deploy/" not in result.output and "Traceback" not in result.output
+
+
+def test_a_spec_folder_whose_only_spec_does_not_parse_is_still_a_project(tmp_path: Path):
+    broken = f"{API}\nkind: FineTune\nmetadata:\n  name: sft\n   labels: {{}}\n"
+    repo = write_repo(tmp_path / "specs", {"fine-tune.yaml": broken})
+    result = run_tuneops("validate", cwd=repo)
+    assert result.exit_code == 1
+    assert "fine-tune.yaml:5:" in result.stdout and "no tuneops project" not in result.output
+
+
+def test_status_at_the_top_of_this_repository_points_at_the_examples():
+    result = run_tuneops("status", cwd=REPO_ROOT)
+    assert result.exit_code == 1
+    assert "no tuneops project in" in result.stderr and "specs-example/quickstart" in result.stderr
+    assert "deploy/" not in result.output and "unsupported apiVersion" not in result.output
+
+
+def test_a_folder_inside_a_project_means_the_whole_project(valid_repo: Path):
+    (valid_repo / "tuneops.yaml").write_text("backend: local\n")
+    (valid_repo / "fine-tunes").mkdir()
+    (valid_repo / "fine-tune.yaml").rename(valid_repo / "fine-tunes" / "fine-tune.yaml")
+    here = run_tuneops("validate", cwd=valid_repo / "fine-tunes")
+    assert here.exit_code == 0, here.output
+    assert "valid: 5 valid specs in 6 files" in here.stdout
+    planned = run_tuneops("plan", "fine-tunes", "--offline", "--format", "json", cwd=valid_repo)
+    assert planned.exit_code == 0, planned.output
+    assert json.loads(planned.stdout)["source"]["path"] == str(valid_repo)
 
 
 def test_quote_hints_repeat_the_value_as_written(tmp_path: Path):
@@ -313,3 +374,34 @@ def test_a_plan_of_a_fresh_starter_reads_well_and_leaves_the_folder_as_it_was(tm
     status = run_tuneops("status", "my-specs", cwd=tmp_path)
     assert status.exit_code == 0 and "Pending" in status.stdout, status.output
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_logs_of_a_misspelt_resource_suggests_the_name(valid_repo: Path):
+    result = run_tuneops("logs", "FineTune/sfd", cwd=valid_repo)
+    assert result.exit_code == 1
+    assert result.stderr == "error: FineTune/sfd is not defined in . (did you mean 'sft'?)\n"
+    other_kind = run_tuneops("logs", "Dataset/sft", cwd=valid_repo)
+    assert "Dataset/sft is not defined in . ('sft' is a FineTune, not a Dataset)" in other_kind.stderr
+
+
+def test_logs_takes_the_path_like_every_command(valid_repo: Path):
+    said = "error: no logs for FineTune/sft in specs: it has not run here (see `tuneops status`)\n"
+    positional = run_tuneops("logs", "FineTune/sft", "specs", cwd=valid_repo.parent)
+    assert (positional.exit_code, positional.stderr) == (1, said)
+    # Scripts written for `--path` keep working.
+    old_style = run_tuneops("logs", "FineTune/sft", "--path", "specs", cwd=valid_repo.parent)
+    assert old_style.exit_code == 1 and old_style.stderr.endswith(said)
+    assert "--path is deprecated" in old_style.stderr
+    assert "--path" not in run_tuneops("logs", "--help").stdout
+    both = run_tuneops("logs", "FineTune/sft", "specs", "--path", "specs", cwd=valid_repo.parent)
+    assert both.exit_code == 2
+
+
+def test_apply_without_a_terminal_says_to_pass_yes(valid_repo: Path):
+    result = run_tuneops("apply", cwd=valid_repo, env={"TUNEOPS_MLFLOW_RETRY_DELAYS": "0"})
+    assert result.exit_code == 1, result.output
+    assert "Plan: 4 create" in result.stdout
+    assert result.stderr.endswith("error: no answer to 'Apply this plan?': there is no terminal to ask on "
+                                  "(pass --yes to apply without asking)\n"), result.output
+    answered = run_tuneops("apply", cwd=valid_repo, stdin="n\n")
+    assert answered.exit_code == 0 and "Nothing applied." in answered.stdout

@@ -6,6 +6,8 @@ marked in the fixture with a trailing `#!` comment (line 1 when no line is marke
 
 from __future__ import annotations
 
+import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -105,6 +107,19 @@ CASES = {
     "unknown field": ({"fine-tune.yaml": fine_tune("  training:\n    learning_rate: 1e-4 #!\n")},
                       "fine-tune.yaml", "did you mean 'learningRate'"),
     "a 10 MB file": ({"huge.yaml": "# padding\n" * 1_000_000}, "huge.yaml", "limited to 4 MiB"),
+    # Indentation: the line to fix, which is not always where libyaml stopped.
+    "a line indented under a key that has a value": (
+        {"fine-tune.yaml": fine_tune("  adapter:\n    r: 8\n      alpha: 16 #!\n")}, "fine-tune.yaml",
+        "invalid YAML: this line is indented under `r` (line 10), which already has a value"),
+    "a line indented one space too few": (
+        {"fine-tune.yaml": fine_tune("  adapter:\n    r: 8\n   alpha: 16 #!\n")}, "fine-tune.yaml",
+        "indented 3 spaces, between `r` on line 10 (4 spaces) and `adapter` on line 9 (2 spaces)"),
+    "a key without a colon, read into the next line": (
+        {"fine-tune.yaml": fine_tune("  adapter:\n    r 8 #!\n    alpha: 16\n")}, "fine-tune.yaml",
+        "this line has no `:` after its key"),
+    "a key without a colon, before a dedent": (
+        {"fine-tune.yaml": fine_tune("  adapter:\n    r: 8\n    alpha 16 #!\n  training:\n    epochs: 2\n")},
+        "fine-tune.yaml", "this line has no `:` after its key"),
 }
 
 
@@ -205,3 +220,51 @@ def test_an_unusable_local_path_is_an_error_not_a_crash(tmp_path: Path):
     assert result.exit_code == 1
     assert "internal error" not in result.output
     assert "dataset file path is not usable: File name too long" in result.stdout
+
+
+# The FineTune with its `datasets:` key indented under `baseModel: tiny`'s value: not YAML.
+OVER_INDENTED_FINE_TUNE = textwrap.dedent(VALID_SPECS["fine-tune.yaml"]).lstrip("\n").replace(
+    "  datasets:", "    datasets:")
+
+
+def test_a_file_that_does_not_parse_is_reported_first_and_its_consequences_are_not(tmp_path: Path):
+    # evaluation.yaml and deployment.yaml refer to FineTune 'sft', which fine-tune.yaml defines
+    # but cannot be read to say so; deployment.yaml also has a mistake of its own.
+    repo = write_repo(tmp_path / "specs", {
+        **VALID_SPECS, "fine-tune.yaml": OVER_INDENTED_FINE_TUNE,
+        "deployment.yaml": VALID_SPECS["deployment.yaml"].replace("[sft-quality]", "[sft-qualty]"),
+    })
+    result = run_tuneops("validate", ".", cwd=repo)
+    assert result.exit_code == 1
+    problems = [line for line in result.stdout.splitlines() if re.match(r"\S+:\d+:\d+ error", line)]
+    assert problems[0].startswith("fine-tune.yaml:7:") and "invalid YAML" in problems[0], result.stdout
+    assert "FineTune 'sft', which is not defined" not in result.stdout
+    assert "did you mean 'sft-quality'" in result.stdout  # not a consequence: still reported
+    assert len(problems) == 2, result.stdout
+    assert ("note: 2 references to specs in files that did not parse were not checked "
+            "(FineTune/sft: fine-tune.yaml)") in result.stdout
+    report = json.loads(run_tuneops("validate", ".", "--format", "json", cwd=repo).stdout)
+    assert [error["code"] for error in report["errors"]] == ["yaml-syntax", "missing-reference"]
+    assert report["unchecked_references"] == 2
+
+
+def test_a_syntax_error_comes_first_in_its_file(tmp_path: Path):
+    dataset = textwrap.dedent(VALID_SPECS["dataset.yaml"]).lstrip("\n").replace("name: chats", "name: other")
+    both = dataset + "  bogus: 1\n---\n" + OVER_INDENTED_FINE_TUNE
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "fine-tune.yaml": both})
+    result = run_tuneops("validate", ".", cwd=repo)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("fine-tune.yaml:")]
+    assert "invalid YAML" in lines[0] and "spec.bogus: unknown field" in lines[1], result.stdout
+
+
+def test_a_syntax_error_shows_its_line_with_a_caret_and_json_keeps_the_position(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "fine-tune.yaml": OVER_INDENTED_FINE_TUNE})
+    lines = run_tuneops("validate", ".", cwd=repo).stdout.splitlines()
+    first = lines.index("fine-tune.yaml:7:5 error: invalid YAML: this line is indented under `baseModel` "
+                        "(line 6), which already has a value (indent it like `baseModel`; or, if the value "
+                        "goes on, quote it)")
+    assert lines[first + 1:first + 3] == ["    7 |     datasets:",
+                                          "      |     ^"]
+    report = json.loads(run_tuneops("validate", ".", "--format", "json", cwd=repo).stdout)
+    [error] = report["errors"]
+    assert (error["line"], error["column"]) == (7, 5) and "source_line" not in error

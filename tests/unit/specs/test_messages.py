@@ -111,3 +111,19 @@ def test_a_default_alias_clash_says_it_is_the_default(tmp_path: Path):
     found = report(tmp_path, {"second.yaml": spec("deployment.yaml").replace("name: bot", "name: bot-2")})
     assert found == ["second.yaml:5:1 error spec: alias 'production' (the default) of registered model "
                      "'sft' is already moved by Deployment/bot (give one of the Deployments another alias)"]
+
+
+def test_the_caret_sits_under_the_column_of_what_is_shown():
+    from reconciler.report import caret_lines
+    from reconciler.specs.problems import Position, Problem, Severity
+
+    def shown(line: str, column: int) -> list[str]:
+        where = Position("f.yaml", 12, column)
+        return caret_lines(Problem(Severity.ERROR, "yaml-syntax", "invalid YAML", where, source_line=line))
+
+    assert shown("    datasets:", 5) == ["    12 |     datasets:", "       |     ^"]
+    assert shown("\tname: x", 2) == ["    12 | \\x09name: x", "       |     ^"]  # escaped, and counted so
+    long = "a: [" + "1, " * 200 + "oops ]"
+    text, caret = shown(long, long.index("oops") + 1)
+    assert len(text) < 130 and text.startswith("    12 | ...")
+    assert text[caret.index("^"):].startswith("oops")

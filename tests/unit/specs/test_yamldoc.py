@@ -73,6 +73,40 @@ def test_bad_yaml_raises_a_positioned_error(text: str, message: str, line: int):
     assert caught.value.line == line
 
 
+@pytest.mark.parametrize("text, line, column, message", [
+    # over-indented under a key that has a value (libyaml stops at the colon)
+    ("spec:\n  baseModel: tiny\n    datasets: x\n", 3, 5, "indented under `baseModel` (line 2)"),
+    ("spec:\n  a: 1\n\n  # note\n    b: 2\n", 5, 5, "indented under `a` (line 2)"),
+    ("spec:\n  - name: a\n      weight: 2\n", 3, 7, "indented under `name` (line 2)"),
+    # one indentation step too few or too many, matching no key above
+    ("spec:\n  adapter:\n    r: 8\n   alpha: 16\n", 4, 4,
+     "indented 3 spaces, between `r` on line 3 (4 spaces) and `adapter` on line 2 (2 spaces)"),
+    ("spec:\n  datasets:\n    - name: a\n   - name: b\n", 4, 4,
+     "between `-` on line 3 (4 spaces) and `datasets` on line 2 (2 spaces)"),
+    ("spec:\n  adapter:\n      r: 8\n    alpha: 16\n", 4, 5, "indented 4 spaces, between `r`"),
+    # a key with no colon: libyaml stops on the next line, the mistake is on this one
+    ("spec:\n  a 1\n  b: 2\n", 2, 3, "no `:` after its key"),
+    ("spec:\n  adapter:\n    r: 8\n    alpha 16\n  training: x\n", 4, 5, "no `:` after its key"),
+    ("spec:\n  adapter:\n    r 8\n    alpha: 16\n", 3, 5, "no `:` after its key"),
+    ("spec:\n  a: 1\n  b 2\n\n  c: 3\n", 3, 3, "no `:` after its key"),
+    ("spec:\n  prompt: |\n    hello\n  world\n", 4, 3, "no `:` after its key"),
+    # a colon inside a one-line value stays where it is
+    ("spec:\n  a: b: c\n", 2, 7, "quote a value"),
+])
+def test_indentation_mistakes_point_at_the_line_to_fix(text: str, line: int, column: int, message: str):
+    with pytest.raises(YamlError) as caught:
+        read_documents(text)
+    assert message in caught.value.message + " " + (caught.value.hint or "")
+    assert (caught.value.line, caught.value.column) == (line, column)
+
+
+def test_positions_of_indentation_mistakes_count_across_documents():
+    with pytest.raises(YamlError) as caught:
+        read_documents("a: 1\n---\nspec:\n  adapter:\n    r: 8\n   alpha: 16\n")
+    assert (caught.value.line, caught.value.column) == (6, 4)
+    assert "between `r` on line 5 (4 spaces) and `adapter` on line 4 (2 spaces)" in caught.value.message
+
+
 def test_depth_limit_applies_to_short_and_long_documents():
     short = "a: " + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5)
     long = short + "\n" + "\n".join(f"k{i}: {i}" for i in range(2000))
