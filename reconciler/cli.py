@@ -725,12 +725,22 @@ def status(ctx: click.Context, path: Path, output_format: str) -> None:
 @click.option("--follow", "-f", is_flag=True,
               help="Keep printing new lines until the job ends (Ctrl-C stops).")
 @click.option("--tail", type=int, default=None, help="Only the last N lines.")
-def logs(resource: str, path: Path | None, path_option: Path | None, follow: bool, tail: int | None) -> None:
-    """Print the log of the newest job or server of a resource (KIND/NAME, e.g. FineTune/support-sft)
-    in the project at PATH (default: the current folder)."""
+@click.option("--version", "version", type=click.IntRange(min=1), default=None, metavar="N",
+              help="The job that built version N of a FineTune, or the Evaluation that scored it. "
+                   "Default: the job at the fingerprint the specs ask for, else the newest.")
+def logs(resource: str, path: Path | None, path_option: Path | None, follow: bool, tail: int | None,
+         version: int | None) -> None:
+    """Print the log of a resource's job or server (KIND/NAME, e.g. FineTune/support-sft) in the
+    project at PATH (default: the current folder).
+
+    Which run: the one at the fingerprint the specs ask for now (after a rollback, the version
+    serving), or with --version N the one of that model version; failing both, the newest. A
+    note on standard error says which it is."""
     from reconciler.backends.base import BackendError
     from reconciler.project import ProjectError, unvalidated_project
     from reconciler.specs.rules import DefinedNames
+    from reconciler.tracking import TrackingUnavailable
+    from reconciler.tracking_store import TrackingError
 
     if path is not None and path_option is not None:
         raise click.UsageError("give the path once: as an argument (--path is its old spelling)")
@@ -739,19 +749,68 @@ def logs(resource: str, path: Path | None, path_option: Path | None, follow: boo
                    f"`tuneops logs {resource} {path_option}`", err=True)
     path = path or path_option or Path(".")
     rid = _resource_id(resource)
+    if version is not None and rid.kind not in ("FineTune", "Evaluation"):
+        raise click.UsageError(f"--version picks a model version: it applies to a FineTune (the version it "
+                               f"built) or an Evaluation (the version it scored), not a {rid.kind}")
     try:
         backend, loaded = unvalidated_project(path)
-        lines = backend.logs(rid.kind, rid.name, tail=tail, follow=follow)
+        defined = loaded.declared | {spec.id for spec in loaded.specs}
+        if rid not in defined:
+            hint = DefinedNames(defined).hint(rid)
+            raise UserError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
+        if version is not None:
+            lines, note = _logs_of_version(backend, loaded, rid, version, tail=tail, follow=follow)
+        else:
+            lines, note = _logs_of_wanted_run(backend, path, rid, tail=tail, follow=follow)
         if lines is None:
-            defined = loaded.declared | {spec.id for spec in loaded.specs}
-            if rid not in defined:
-                hint = DefinedNames(defined).hint(rid)
-                raise UserError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
             raise UserError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
+        if note:
+            click.echo(f"note: {note}", err=True)
         for line in lines:
             click.echo(line, nl=False)
-    except (ProjectError, BackendError) as error:
+    except (ProjectError, BackendError, TrackingUnavailable, TrackingError) as error:
         raise UserError(str(error)) from None
+
+
+def _logs_of_version(backend, loaded, rid, version: int, **how):  # noqa: ANN001, ANN202
+    """(lines, note) of the run of model version `version`, or a UserError that lists the built ones."""
+    from reconciler.project import built_versions
+
+    runs = built_versions(loaded.settings, loaded.root, rid.kind, rid.name)
+    chosen = next((run for run in runs if run.model_version and run.version_number == version), None)
+    what = "built" if rid.kind == "FineTune" else "scored"
+    if chosen is None:
+        numbers = sorted({run.version_number for run in runs if run.model_version})
+        listed = (f"versions {what}: {', '.join(map(str, numbers))}" if numbers
+                  else f"no version {what} yet")
+        raise UserError(f"{rid} has no version {version} ({listed}; see `tuneops status`)")
+    lines = backend.logs(rid.kind, rid.name, fingerprint=chosen.fingerprint, **how)
+    if lines is None:
+        raise UserError(f"no log of {rid} for {chosen.model_version} here: the run that {what} it "
+                        f"(fingerprint {chosen.fingerprint[:12]}) left no log on this backend")
+    return lines, f"{rid}: the run that {what} {chosen.model_version} (fingerprint {chosen.fingerprint[:12]})"
+
+
+def _logs_of_wanted_run(backend, path: Path, rid, **how):  # noqa: ANN001, ANN202
+    """(lines, note): the run at the fingerprint the specs ask for, else the newest run. Specs
+    being edited (not valid now) still get a log: the newest."""
+    from reconciler.project import ProjectError, ProjectInvalid, load_project
+
+    fingerprint = None
+    try:
+        project = load_project(path)
+        if rid in project.inputs:
+            fingerprint = project.fingerprint(rid)
+    except (ProjectInvalid, ProjectError):
+        pass
+    if fingerprint is not None:
+        lines = backend.logs(rid.kind, rid.name, fingerprint=fingerprint, **how)
+        if lines is not None:
+            return lines, f"{rid}: the run at the fingerprint the specs ask for ({fingerprint[:12]})"
+    lines = backend.logs(rid.kind, rid.name, **how)
+    why = ("the specs do not validate now" if fingerprint is None
+           else f"none at the fingerprint the specs ask for ({fingerprint[:12]}) yet")
+    return lines, f"{rid}: the newest run ({why})" if lines is not None else None
 
 
 @cli.command()

@@ -61,6 +61,12 @@ def embedded_tracking_uri(root: Path) -> str:
     return f"sqlite:///{(root / STATE_DIR / 'mlflow.db').absolute()}"
 
 
+def tracking_uri_of(settings, root: Path) -> str:  # noqa: ANN001 - ProjectSettings
+    """Explicit in tuneops.yaml, else MLFLOW_TRACKING_URI, else the embedded database."""
+    return (settings.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            or embedded_tracking_uri(root))
+
+
 @dataclass(frozen=True)
 class Project:
     validation: ValidationResult
@@ -83,8 +89,7 @@ class Project:
 
     @property
     def tracking_uri(self) -> str:
-        return (self.settings.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                or embedded_tracking_uri(self.root))
+        return tracking_uri_of(self.settings, self.root)
 
     @property
     def experiment(self) -> str:
@@ -169,6 +174,19 @@ def unvalidated_project(path: Path):  # noqa: ANN201 - (Backend, LoadResult)
         raise ProjectError(f"{first.position}: {first.path + ': ' if first.path else ''}{first.message}"
                            + (f" ({first.hint})" if first.hint else ""))
     return open_backend(loaded.settings, root / STATE_DIR), loaded
+
+
+def built_versions(settings, root: Path, kind: str, name: str) -> tuple[BuiltRun, ...]:  # noqa: ANN001
+    """A resource's complete runs, newest first, read from MLflow without validating the specs
+    (`tuneops logs --version`): a FineTune's registered versions, an Evaluation's scorings."""
+    from reconciler.backends.base import BackendState
+    from reconciler.tracking_store import open_store
+
+    uri = tracking_uri_of(settings, root)
+    if uri == embedded_tracking_uri(root) and not (root / STATE_DIR / "mlflow.db").exists():
+        return ()  # nothing was ever applied here; opening the database would create it
+    state = read_actual_state(open_store(uri), settings.mlflow.experiment, BackendState((), ()))
+    return state.history.get((kind, name), ())
 
 
 def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201 - Backend

@@ -405,3 +405,14 @@ def test_apply_without_a_terminal_says_to_pass_yes(valid_repo: Path):
                                   "(pass --yes to apply without asking)\n"), result.output
     answered = run_tuneops("apply", cwd=valid_repo, stdin="n\n")
     assert answered.exit_code == 0 and "Nothing applied." in answered.stdout
+
+
+def test_logs_version_applies_to_model_versions_and_says_none_is_built(valid_repo: Path):
+    dataset = run_tuneops("logs", "Dataset/chats", "--version", "1", cwd=valid_repo)
+    assert dataset.exit_code == 2 and "applies to a FineTune" in dataset.stderr, dataset.output
+    before = sorted(valid_repo.rglob("*"))
+    nothing = run_tuneops("logs", "FineTune/sft", "--version", "1", cwd=valid_repo)
+    assert nothing.exit_code == 1
+    assert nothing.stderr == \
+        "error: FineTune/sft has no version 1 (no version built yet; see `tuneops status`)\n"
+    assert sorted(valid_repo.rglob("*")) == before  # asking created no MLflow database

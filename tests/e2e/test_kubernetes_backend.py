@@ -83,6 +83,7 @@ def test_the_quickstart_converges_on_the_fake_cluster(cluster_repo: SpecRepo, fa
                        if p["metadata"]["labels"]["tuneops.dev/kind"] == "Dataset")
     assert logs.exit_code == 0, logs.output
     assert logs.stdout == "".join(fake_api.pod_log(dataset_pod).splitlines(True)[-3:]) != ""
+    assert "the run at the fingerprint the specs ask for" in logs.stderr  # found by its pod's annotation
 
     # Finished Jobs go when their TTL passes: MLflow still says they are built, so still nothing.
     for job in jobs:

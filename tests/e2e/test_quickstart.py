@@ -104,6 +104,16 @@ def test_the_quickstart_goes_from_specs_to_a_served_model_with_no_settings(tmp_p
         assert versions[0] == "fruit-sft/1" and versions[-1] == "fruit-sft/2"
         assert versions == sorted(versions), "fruit-sft/1 answered again after fruit-sft/2 took over"
 
+        # Roll back, then edit one field: the plan compares with version 1, which serves again,
+        # not version 2, the newest, so the reverted epochs are not listed as a change.
+        repo.git("revert", "--no-edit", "HEAD")
+        reverted = repo.tuneops("apply", ".", "--yes")
+        assert reverted.exit_code == 0 and "serving fruit-sft/1" in reverted.stdout, reverted.output
+        repo.edit("fine-tune.yaml", "learningRate: 3.0e-3", "learningRate: 1.0e-3")
+        edited = next(a for a in repo.plan()["actions"] if a["kind"] == "FineTune")
+        assert [change["path"] for change in edited["changes"]] == ["training.learningRate"], edited
+        assert edited["compared_with"] == "fruit-sft/1, serving"
+
         stopped = repo.tuneops("stop", ".")
         assert stopped.exit_code == 0 and "Deployment/fruit-bot: stopped pid" in stopped.stdout
         with pytest.raises(OSError):

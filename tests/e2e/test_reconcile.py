@@ -91,6 +91,20 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     assert "started pid" not in applied.stdout  # no job ran
     assert f"serving {repo.model}/1" in applied.stdout
     assert alias_version(mlflow_server.uri, repo.model) == "1"
+    # Logs follow the version in use: version 1's training log, not version 2's, the newest.
+    version_1_log, version_2_log = sorted((repo.root / ".tuneops" / "logs").glob("finetune-fruit-sft-*.log"),
+                                          key=lambda log: log.stat().st_mtime)
+    assert version_1_log.read_text() != version_2_log.read_text()
+    current = repo.tuneops("logs", "FineTune/fruit-sft")
+    assert current.exit_code == 0 and current.stdout == version_1_log.read_text(), current.stderr
+    assert "the run at the fingerprint the specs ask for" in current.stderr
+    picked = repo.tuneops("logs", "FineTune/fruit-sft", "--version", "2")
+    assert picked.exit_code == 0 and picked.stdout == version_2_log.read_text(), picked.stderr
+    assert f"the run that built {repo.model}/2" in picked.stderr
+    missing = repo.tuneops("logs", "FineTune/fruit-sft", "--version", "7")
+    assert missing.exit_code == 1
+    assert missing.stderr == \
+        "error: FineTune/fruit-sft has no version 7 (versions built: 1, 2; see `tuneops status`)\n"
 
     # An output that MLflow records but that is gone from disk is rebuilt, not trusted.
     shutil.rmtree(repo.root / ".tuneops" / "store" / "datasets")
