@@ -16,6 +16,7 @@ from pathlib import Path
 from reconciler.planner import Architecture
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
+from reconciler.specs.confinement import FileRoots, leads_inside
 from reconciler.specs.sources import parse_source
 from reconciler.specs.specset import SpecSet
 
@@ -84,7 +85,7 @@ def fetch_config(repo: str, revision: str | None) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def architecture_of(base: BaseModelResource, spec_folder: Path, *,
+def architecture_of(base: BaseModelResource, spec_folder: Path, roots: tuple[Path, ...], *,
                     fetch: bool = False) -> Architecture | None:
     block = base.spec.architecture
     if block is not None:
@@ -94,6 +95,8 @@ def architecture_of(base: BaseModelResource, spec_folder: Path, *,
             vocab_size=block.vocab_size, num_key_value_heads=block.num_key_value_heads,
             tie_word_embeddings=block.tie_word_embeddings)
     path = config_path(base, spec_folder)
+    if path is not None and parse_source(base.spec.source).scheme == "file" and not leads_inside(path, roots):
+        path = None  # a folder outside the spec repository is not read (validation says so)
     config = None
     with contextlib.suppress(OSError, ValueError):  # not on disk yet
         config = json.loads(path.read_text()) if path else None
@@ -108,9 +111,10 @@ def architecture_of(base: BaseModelResource, spec_folder: Path, *,
 
 def architectures(specs: SpecSet, *, fetch: bool = False) -> dict[ResourceId, Architecture]:
     found = {}
+    roots = FileRoots.of_project(specs.root, specs.settings.policy.allowed_file_roots).all
     for loaded in specs.of_kind("BaseModel"):
         assert isinstance(loaded.resource, BaseModelResource)
-        architecture = architecture_of(loaded.resource, loaded.path.parent, fetch=fetch)
+        architecture = architecture_of(loaded.resource, loaded.path.parent, roots, fetch=fetch)
         if architecture is not None:
             found[loaded.id] = architecture
     return found

@@ -6,10 +6,11 @@ machinery as specs, so its errors carry file, line and field path too.
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
+from pydantic import AfterValidator, ConfigDict, Field
 from pydantic import BaseModel as PydanticModel
-from pydantic import ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from reconciler.scalars import Bool as _Bool
@@ -18,6 +19,25 @@ from reconciler.scalars import Str as _Str
 
 PROJECT_FILE = "tuneops.yaml"
 STATE_DIR = ".tuneops"
+
+
+def _file_root(value: str) -> str:
+    """An allowed root is a whole folder of this machine named on purpose: absolute, and not `/`
+    (which would allow every file, and is what the setting exists to prevent)."""
+    path = PurePosixPath(value)
+    if not path.is_absolute():
+        raise ValueError("must be an absolute folder, e.g. /data/shared")
+    if "\0" in value:
+        raise ValueError("must not contain a NUL character")
+    if ".." in path.parts:
+        raise ValueError("must not contain '..': name the folder itself")
+    if len(path.parts) < 2:
+        raise ValueError("must be a folder below /: allowing / would let a spec read every file "
+                         "of the machine")
+    return value
+
+
+FileRoot = Annotated[_Str, AfterValidator(_file_root)]
 
 
 class _Settings(PydanticModel):
@@ -103,6 +123,12 @@ class PolicySettings(_Settings):
     strict: _Bool = Field(False, description="Treat warnings as errors, as `--strict` does.")
     allowed_sources: tuple[Literal["hf", "s3", "file"], ...] = Field(
         ("hf", "s3", "file"), description="Source schemes specs may use.")
+    allowed_file_roots: tuple[FileRoot, ...] = Field(
+        (), description="Folders outside the spec repository that file:// paths may name (absolute "
+                        "paths, after following symlinks). By default a file:// path (a Dataset's "
+                        "data, a BaseModel's folder and every file in it, a chat template) must "
+                        "resolve inside the spec repository: the author of a spec is not always the "
+                        "operator of the machine that runs it.", examples=[["/data/shared"]])
     trust_remote_code: Literal["warn", "allow", "deny"] = Field(
         "warn", description="What validation says about `trustRemoteCode: true`.")
     max_gpus_per_fine_tune: _Int | None = Field(

@@ -14,6 +14,7 @@ from pathlib import Path
 from reconciler.estimates import RowCount
 from reconciler.fingerprint import FingerprintInput
 from reconciler.specs.base import ResourceId
+from reconciler.specs.confinement import FileRoots, leads_inside
 from reconciler.specs.dataset import DatasetResource
 from reconciler.specs.sources import parse_source
 from reconciler.specs.specset import SpecSet
@@ -39,11 +40,13 @@ def count_file_rows(path: Path, data_format: str) -> int | None:
     return None
 
 
-def _counted(dataset: DatasetResource, spec_folder: Path) -> RowCount | None:
+def _counted(dataset: DatasetResource, spec_folder: Path, roots: tuple[Path, ...]) -> RowCount | None:
     source = parse_source(dataset.spec.source)
     if source.scheme != "file":
         return None
     path = source.local_path(spec_folder)
+    if not leads_inside(path, roots):  # not read: validation refuses it with its file:line
+        return None
     data_format = dataset.spec.format or path.suffix.lstrip(".").lower()
     try:
         count = count_file_rows(path, data_format) if path.is_file() else None
@@ -60,6 +63,7 @@ def train_rows(specs: SpecSet, inputs: dict[ResourceId, FingerprintInput] | None
                state: ActualState | None = None) -> dict[str, RowCount]:
     """Training rows per Dataset name, where known."""
     found = {}
+    roots = FileRoots.of_project(specs.root, specs.settings.policy.allowed_file_roots).all
     for loaded in specs.of_kind("Dataset"):
         dataset = loaded.resource
         assert isinstance(dataset, DatasetResource)
@@ -75,7 +79,7 @@ def train_rows(specs: SpecSet, inputs: dict[ResourceId, FingerprintInput] | None
                     recorded = RowCount(int(run.metrics[ROWS_METRIC]),
                                         f"recorded by run {run.run_id[:8]}{version}")
                     break
-        counted = recorded or _counted(dataset, loaded.path.parent)
+        counted = recorded or _counted(dataset, loaded.path.parent, roots)
         if counted is not None:
             found[name] = counted
     return found

@@ -19,6 +19,7 @@ from stat import S_ISREG
 from reconciler.fileio import write_text_atomic
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
+from reconciler.specs.confinement import FileRoots, OutsideRoots, resolve_inside
 from reconciler.specs.dataset import DatasetResource
 from reconciler.specs.sources import parse_source
 from reconciler.specs.specset import SpecSet
@@ -114,8 +115,13 @@ def source_digests(specs: SpecSet, cache_dir: Path | None = None) -> dict[tuple[
     """Digests of every local source in the specs; `cache_dir` (the state folder) keeps the
     per-file cache."""
     cache = DigestCache(cache_dir / CACHE_FILE if cache_dir is not None else None)
+    roots = FileRoots.of_project(specs.root, specs.settings.policy.allowed_file_roots)
     digests = {}
     for rid, field, path in local_sources(specs):
+        try:  # validation refused these already; a symlink may have moved since
+            resolve_inside(path, roots.all, roots.describe())
+        except OutsideRoots as error:
+            raise UnreadableSource(f"{field} of {rid}: {error}") from None
         try:
             digests[(rid, field)] = digest_path(path, cache)
         except OSError as error:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +79,21 @@ VALID_SPECS = {
 }
 
 
-def write_repo(root: Path, files: dict[str, str | bytes]) -> Path:
-    """Write `files` (relative path -> text, dedented; or raw bytes) under `root`."""
+@dataclass(frozen=True)
+class Symlink:
+    """A file of a test repository that is a symbolic link to `target`, as Git commits one."""
+
+    target: str
+
+
+def write_repo(root: Path, files: dict[str, str | bytes | Symlink]) -> Path:
+    """Write `files` (relative path -> text, dedented; raw bytes; or a Symlink) under `root`."""
     for name, content in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
+        if isinstance(content, Symlink):
+            path.symlink_to(content.target)
+        elif isinstance(content, bytes):
             path.write_bytes(content)
         else:
             path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
@@ -143,6 +153,23 @@ def file_modes_can_apply(tmp_path_factory: pytest.TempPathFactory) -> None:
         pytest.skip("running as root without CAP_SETPCAP: chmod 000 cannot stop root's reads here")
     if b"PermissionError" not in done.stderr:
         pytest.skip("running as root and chmod 000 does not stop reads even without CAP_DAC_OVERRIDE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jobs_by_hand_may_read_test_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests that start `tuneops run` themselves, not through a backend, say what an operator
+    running a job by hand would: it may read file:// paths in this session's temporary folders
+    and in this repository's examples. A backend sets its own roots over these; the tests of the
+    confinement itself set theirs, or none."""
+    from reconciler.specs.confinement import FILE_ROOTS_ENV
+
+    before = os.environ.get(FILE_ROOTS_ENV)
+    os.environ[FILE_ROOTS_ENV] = os.pathsep.join([str(tmp_path_factory.getbasetemp()), str(REPO_ROOT)])
+    yield
+    if before is None:
+        os.environ.pop(FILE_ROOTS_ENV, None)
+    else:
+        os.environ[FILE_ROOTS_ENV] = before
 
 
 @pytest.fixture

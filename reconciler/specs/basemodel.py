@@ -55,7 +55,8 @@ class ArchitectureSpec(SpecModel):
 class BaseModelSpec(SpecModel):
     source: SourceURI = field(
         doc="Where the weights are: hf://org/name, s3://bucket/prefix or file://path "
-            "(relative to this spec file).",
+            "(relative to this spec file; the folder and every file in it must resolve, symlinks "
+            "followed, inside the spec repository or policy.allowedFileRoots).",
         example="hf://meta-llama/Llama-3.1-8B-Instruct")
     revision: Str | None = field(
         None, "The exact revision: a 40-character commit sha for hf:// sources. Branches and tags "
@@ -63,7 +64,8 @@ class BaseModelSpec(SpecModel):
         example="0e9e39f249a16976918f6564b8830bc894c89659")
     chat_template: ChatTemplate = field(
         "tokenizer", "Chat template used to format conversations: the tokenizer's own, a built-in "
-                     "(`chatml`, `llama3`) or a Jinja file (file://..., relative to this spec).")
+                     "(`chatml`, `llama3`) or a Jinja file (file://..., relative to this spec, inside "
+                     "the spec repository or policy.allowedFileRoots).")
     trust_remote_code: Bool = field(
         False, "Run Python code shipped in the model repository. Off unless you trust the repository.")
     license: Str | None = field(None, "The model's license, recorded on every model built from it.",

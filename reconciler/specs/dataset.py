@@ -98,8 +98,9 @@ class Split(SpecModel):
 
 class DatasetSpec(SpecModel):
     source: SourceURI = field(
-        doc="Where the data is: file://path (relative to this spec file), hf://org/name or "
-            "s3://bucket/key.", example="file://data/support.jsonl")
+        doc="Where the data is: file://path (relative to this spec file; it must resolve, "
+            "symlinks followed, inside the spec repository or policy.allowedFileRoots), "
+            "hf://org/name or s3://bucket/key.", example="file://data/support.jsonl")
     revision: Str | None = field(
         None, "For hf:// sources, the dataset repository's commit sha.",
         example="292c16329d921287c4166934cac1a6ad1e13a6c5")

@@ -154,6 +154,8 @@ CODES: dict[str, str] = {
     "trust-remote-code": "trustRemoteCode is on (warning, or an error under a deny policy).",
     "policy": "A spec breaks a rule set in tuneops.yaml's policy.",
     "missing-file": "A local file a spec names does not exist or cannot be read.",
+    "outside-repository": "A file:// path (or a symlink on its way, or in a model folder) leads "
+                          "outside the spec repository and policy.allowedFileRoots.",
     "does-not-fit": "A FineTune's estimated GPU memory exceeds its declared GPUs' (when the "
                     "architecture and the GPU's memory are known).",
 }

@@ -16,6 +16,7 @@ from typing import Any
 from reconciler.config import ProjectSettings
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
+from reconciler.specs.confinement import SETTING, FileRoots, OutsideRoots, resolve_inside
 from reconciler.specs.dataset import DatasetResource
 from reconciler.specs.dependencies import find_cycles
 from reconciler.specs.deployment import DeploymentResource
@@ -380,15 +381,19 @@ def sources_are_pinned_and_allowed(ctx: RuleContext) -> Iterator[Problem]:
 
 @rule
 def local_files_exist(ctx: RuleContext) -> Iterator[Problem]:
-    """Local data is part of what a spec means, so it must be there. A local *model* folder may
-    not exist yet (a first step can build it), so it is not checked."""
+    """Local data is part of what a spec means, so it must be there, and inside the spec
+    repository (or policy.allowedFileRoots): see specs/confinement.py. A local *model* folder
+    may not exist yet (a first step can build it), so only where it leads is checked."""
+    roots = FileRoots.of_project(ctx.specs.root, ctx.settings.policy.allowed_file_roots)
     for spec in ctx.specs:
         resource = spec.resource
         checks: list[tuple[str, tuple[Any, ...], str]] = []
         if isinstance(resource, DatasetResource):
             checks.append((resource.spec.source, ("spec", "source"), "dataset file"))
-        elif isinstance(resource, BaseModelResource) and resource.spec.chat_template.startswith("file://"):
-            checks.append((resource.spec.chat_template, ("spec", "chatTemplate"), "chat template"))
+        elif isinstance(resource, BaseModelResource):
+            checks.append((resource.spec.source, ("spec", "source"), "model folder"))
+            if resource.spec.chat_template.startswith("file://"):
+                checks.append((resource.spec.chat_template, ("spec", "chatTemplate"), "chat template"))
         for uri, path, what in checks:
             source = parse_source(uri)
             if source.scheme != "file":
@@ -396,9 +401,17 @@ def local_files_exist(ctx: RuleContext) -> Iterator[Problem]:
             local = source.local_path(spec.path.parent)
             try:
                 found = local.exists()
+                resolve_inside(local, roots.all, roots.describe())  # not built yet: where it would be
+            except OutsideRoots as error:
+                yield problem(spec, ERROR, "outside-repository", f"{what} {error}", path, value=uri,
+                              hint=f"keep {what}s in the spec repository, or list the folder in "
+                                   f"{SETTING} of tuneops.yaml")
+                continue
             except (OSError, ValueError) as error:  # a name too long, a NUL byte
                 yield problem(spec, ERROR, "missing-file", f"{what} path is not usable: "
                               f"{getattr(error, 'strerror', None) or error}", path, value=uri)
+                continue
+            if what == "model folder":
                 continue
             if not found:
                 yield problem(spec, ERROR, "missing-file",

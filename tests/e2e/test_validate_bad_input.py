@@ -13,10 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import API, VALID_SPECS, run_tuneops, write_repo
+from tests.conftest import API, VALID_SPECS, Symlink, run_tuneops, write_repo
 
 # The fixture's FineTune up to its adapter block, to which cases append their own lines.
 FT_HEAD = "\n" + textwrap.dedent(VALID_SPECS["fine-tune.yaml"]).lstrip("\n").split("  adapter:")[0]
+
+
+def dataset_source(uri: str) -> str:
+    """The valid Dataset reading `uri` as CSV, its source line marked."""
+    return VALID_SPECS["dataset.yaml"].replace("file://data/chats.jsonl", f"{uri} #!\n          format: csv")
 
 
 def fine_tune(extra: str) -> str:
@@ -120,6 +125,41 @@ CASES = {
     "a key without a colon, before a dedent": (
         {"fine-tune.yaml": fine_tune("  adapter:\n    r: 8\n    alpha 16 #!\n  training:\n    epochs: 2\n")},
         "fine-tune.yaml", "this line has no `:` after its key"),
+    # file:// paths stay inside the spec repository (here the project folder: it is not in Git).
+    "a dataset at an absolute path outside the repository": (
+        {"dataset.yaml": dataset_source("file:///etc/passwd")}, "dataset.yaml",
+        "dataset file /etc/passwd is outside the spec repository"),
+    "a dataset path that climbs out with ..": (
+        {"dataset.yaml": dataset_source("file://../../../../../../etc/passwd")}, "dataset.yaml",
+        "resolves to /etc/passwd, outside the spec repository"),
+    "a committed symlink to a file outside": (
+        {"data/link.csv": Symlink("/etc/passwd"), "dataset.yaml": dataset_source("file://data/link.csv")},
+        "dataset.yaml", "data/link.csv resolves to /etc/passwd, outside the spec repository"),
+    "a committed symlink to a folder outside": (
+        {"system": Symlink("/etc"), "dataset.yaml": dataset_source("file://system/passwd")},
+        "dataset.yaml", "resolves to /etc/passwd, outside the spec repository"),
+    "a chat template outside the repository": (
+        {"base-model.yaml": VALID_SPECS["base-model.yaml"].replace(
+            "file://models/tiny", "file://models/tiny\n          chatTemplate: file:///etc/x.jinja #!")},
+        "base-model.yaml", "chat template /etc/x.jinja is outside the spec repository"),
+    "a model folder that is a symlink to a folder outside": (
+        {"models/tiny": Symlink("/etc"),
+         "base-model.yaml": VALID_SPECS["base-model.yaml"].replace("models/tiny", "models/tiny #!")},
+        "base-model.yaml", "models/tiny resolves to /etc, outside the spec repository"),
+    "a model folder holding a symlink to a file outside": (
+        {"models/tiny/config.json": Symlink("/etc/passwd"),
+         "base-model.yaml": VALID_SPECS["base-model.yaml"].replace("models/tiny", "models/tiny #!")},
+        "base-model.yaml", "config.json resolves to /etc/passwd, outside the spec repository"),
+    "a model folder holding a symlinked folder outside": (
+        {"models/tiny/config.json": "{}", "models/tiny/extra": Symlink("/etc"),
+         "base-model.yaml": VALID_SPECS["base-model.yaml"].replace("models/tiny", "models/tiny #!")},
+        "base-model.yaml", "extra resolves to /etc, outside the spec repository"),
+    "an allowed file root that is relative": (
+        {"tuneops.yaml": "policy:\n  allowedFileRoots: [data] #!\n"}, "tuneops.yaml",
+        "policy.allowedFileRoots[0]: must be an absolute folder"),
+    "an allowed file root of /": (
+        {"tuneops.yaml": "policy:\n  allowedFileRoots: [/] #!\n"}, "tuneops.yaml",
+        "allowing / would let a spec read every file"),
 }
 
 
@@ -268,3 +308,41 @@ def test_a_syntax_error_shows_its_line_with_a_caret_and_json_keeps_the_position(
     report = json.loads(run_tuneops("validate", ".", "--format", "json", cwd=repo).stdout)
     [error] = report["errors"]
     assert (error["line"], error["column"]) == (7, 5) and "source_line" not in error
+
+
+def test_a_symlink_out_of_the_repository_stops_plan_and_render_too(tmp_path: Path):
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "data/link.csv": Symlink("/etc/passwd"),
+                                           "dataset.yaml": dataset_source("file://data/link.csv")})
+    for command in (("plan", "--offline"), ("render", "--out", str(tmp_path / "rendered"))):
+        result = run_tuneops(*command, cwd=repo)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        assert "dataset.yaml:6:11" in result.output, result.output
+        assert "resolves to /etc/passwd" in result.output, result.output
+        assert "root:" not in result.output  # nothing of the file itself
+
+
+def test_paths_inside_the_git_repository_or_an_allowed_root_are_valid(tmp_path: Path):
+    """The repository is the Git root, above the project folder; links inside it are fine, and
+    an absolute path is fine below a root tuneops.yaml allows."""
+    shared = write_repo(tmp_path / "shared", {"chats.jsonl": VALID_SPECS["data/chats.jsonl"]})
+    specs = {name: content for name, content in VALID_SPECS.items() if name != "data/chats.jsonl"}
+    repo = write_repo(tmp_path / "repo", {
+        "data/chats.jsonl": VALID_SPECS["data/chats.jsonl"],
+        "data/latest.jsonl": Symlink("chats.jsonl"),
+        "ml/tuneops.yaml": f"policy:\n  allowedFileRoots: [{shared}]\n",
+        **{f"ml/{name}": content for name, content in specs.items()},
+        "ml/dataset.yaml": VALID_SPECS["dataset.yaml"].replace("file://data/chats.jsonl",
+                                                               "file://../data/latest.jsonl"),
+        "ml/shared.yaml": VALID_SPECS["dataset.yaml"].replace("name: chats", "name: shared").replace(
+            "file://data/chats.jsonl", f"file://{shared}/chats.jsonl"),
+    })
+    (repo / ".git").mkdir()  # where git would find the repository, which is all that is asked of it
+    result = run_tuneops("validate", ".", cwd=repo / "ml")
+    assert result.exit_code == 0, result.output
+
+    (repo / "ml" / "tuneops.yaml").write_text("{}\n")
+    result = run_tuneops("validate", ".", cwd=repo / "ml")
+    assert result.exit_code == 1, result.output
+    assert f"shared.yaml:6:11 error spec.source: dataset file {shared}/chats.jsonl is outside the spec " \
+           f"repository {repo}" in result.stdout, result.stdout
