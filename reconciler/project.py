@@ -208,8 +208,11 @@ def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201
                           if loaded.resource.spec.distributed.launcher}
         return KubernetesBackend(KubeApi(connection), k8s.namespace, specs, launchers=sorted(launchers))
     from reconciler.backends.local import LocalBackend
+    from reconciler.specs.confinement import FileRoots
 
-    return LocalBackend(state_dir)
+    # The state folder is `<project>/.tuneops`: its jobs read file:// paths from the project's repository.
+    roots = FileRoots.of_project(state_dir.parent, settings.policy.allowed_file_roots)
+    return LocalBackend(state_dir, file_roots=roots)
 
 
 def load_project(path: Path, *, strict: bool = False) -> Project:

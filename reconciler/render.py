@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ import yaml
 
 from reconciler.config import KubernetesSettings, ProjectSettings
 from reconciler.crd_schemas import crd_problems, embedded_objects, operator_problems
-from reconciler.jobfile import OUTPUT_FOLDER, JobFile, ServeOptions
+from reconciler.jobfile import OUTPUT_FOLDER, BaseModelRef, JobFile, ServeOptions
 from reconciler.specs.base import ResourceId
+from reconciler.specs.confinement import FILE_ROOTS_ENV
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.finetune import FineTuneResource
 
@@ -195,6 +197,24 @@ def checkout_context(job: JobFile, k8s: KubernetesSettings) -> dict[str, Any] | 
             "command": ["python", "-m", "reconciler", "run", "checkout", "--job", JOB_FILE_PATH]}
 
 
+def reads_spec_files(job: JobFile) -> bool:
+    """Whether the job reads a file:// path a spec named: a Dataset's data, a base model's folder
+    or chat template (a trained model's folder is in storage, which jobs own)."""
+    bases = [job.base_model, job.start_from.base_model if job.start_from else None]
+    for model in (job.model, job.baseline):
+        bases.append(model if isinstance(model, BaseModelRef) else model.base_model if model else None)
+    named = [job.source] + [value for base in bases if base for value in (base.source, base.chat_template)]
+    return any(value and (value.startswith("file://") or value.startswith("/")) for value in named)
+
+
+def _file_roots_env(job: JobFile, settings: ProjectSettings) -> list[tuple[str, str]]:
+    """Where a pod's job may read file:// paths from (specs/confinement.py): the checkout and the
+    allowed roots, set here, in the manifest, rather than trusted from the job file."""
+    if not reads_spec_files(job):
+        return []
+    return [(FILE_ROOTS_ENV, os.pathsep.join([CHECKOUT_MOUNT, *settings.policy.allowed_file_roots]))]
+
+
 def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSettings, *,
                nodes: int = 1, gpus_per_node: int = 0, gpu_product: str | None = None,
                cpu: str | None = None, memory: str | None = None, queue: str | None = None,
@@ -245,7 +265,8 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
         "service_account": k8s.service_account, "node_selector": _node_selector(gpu_product),
         "gpus": gpus_per_node, "image": k8s.image,
         "command": job_command(job, nodes, max(gpus_per_node, 1), job_name, launcher or "indexed-job"),
-        "env": [("PYTHONUNBUFFERED", "1"), ("TOKENIZERS_PARALLELISM", "false")],
+        "env": [("PYTHONUNBUFFERED", "1"), ("TOKENIZERS_PARALLELISM", "false"),
+                *_file_roots_env(job, settings)],
         "secret_env": _secret_env(k8s), "requests": _pairs(requests), "limits": _pairs(limits),
         "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT,
         **scheduling,
@@ -320,7 +341,7 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
         "node_selector": _node_selector(spec.resources.gpu_product), "gpus": spec.resources.gpus,
         "image": image, "command": command, "port": SERVER_PORT,
         "mount_job_file": spec.runtime == "transformers", "checkout": checkout_context(job, k8s),
-        "env": [("HF_HUB_OFFLINE", "0")], "secret_env": _secret_env(k8s)[:1],
+        "env": [("HF_HUB_OFFLINE", "0"), *_file_roots_env(job, settings)], "secret_env": _secret_env(k8s)[:1],
         "requests": _pairs(requests), "limits": _pairs(limits),
         "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT, "job_json": job.to_json(),
     }

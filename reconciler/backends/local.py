@@ -49,6 +49,7 @@ from reconciler.backends.local_table import (
 )
 from reconciler.fileio import write_text_atomic
 from reconciler.jobfile import JobFile, ServeOptions
+from reconciler.specs.confinement import FILE_ROOTS_ENV, FileRoots
 
 DISAPPEARED = "the process disappeared without an exit status (killed?)"
 STOP_GRACE_SECONDS = 20.0
@@ -169,14 +170,17 @@ class LocalBackend:
     """Runs `tuneops run` as supervised processes under `state_dir` (usually `<spec root>/.tuneops`).
 
     `serve_argv` builds a model server's command from its job file; the default is `tuneops run serve`.
+    `file_roots` are the folders its jobs may read file:// paths from (default: the spec repository
+    `state_dir` belongs to); jobs learn them from the environment, not from their job file.
     """
 
     name = "local"
 
     def __init__(self, state_dir: Path, *, python: str = sys.executable,
                  port_range: tuple[int, int] = (8000, 8999),
-                 serve_argv: ArgvForJobFile | None = None) -> None:
+                 serve_argv: ArgvForJobFile | None = None, file_roots: FileRoots | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
+        self.file_roots = file_roots or FileRoots.of_project(self.state_dir.parent)
         self.python = python
         self.port_range = port_range
         self.serve_argv = serve_argv
@@ -205,7 +209,7 @@ class LocalBackend:
             job.kind, job.name, job.fingerprint,
             lambda job_file: job_argv(job, job_file, processes=processes, python=self.python,
                                       master_port=master_port),
-            job_text=job.to_json(), environment=job_environment(job))
+            job_text=job.to_json(), environment=self._job_environment(job))
 
     def start_process(self, kind: str, name: str, fingerprint: str, argv: Sequence[str] | ArgvForJobFile,
                       *, job_text: str | None = None,
@@ -335,8 +339,11 @@ class LocalBackend:
         served = job.model_copy(update={"serve": ServeOptions(host="127.0.0.1", port=port, token=token)})
         argv = self.serve_argv or (lambda job_file: job_argv(served, job_file, python=self.python))
         return self._start(SERVER_KIND, job.name, job.fingerprint, argv, job_text=served.to_json(),
-                           environment=job_environment(served), port=port, url=f"http://127.0.0.1:{port}",
+                           environment=self._job_environment(served), port=port, url=f"http://127.0.0.1:{port}",
                            model_fingerprint=model_fingerprint, model_version=model_version, token=token)
+
+    def _job_environment(self, job: JobFile) -> dict[str, str]:
+        return {**job_environment(job), FILE_ROOTS_ENV: self.file_roots.environment_value()}
 
     def _start_router(self, name: str, port: int, route: Path) -> Row:
         argv = [self.python, "-m", "reconciler.backends.router", "--listen", f"127.0.0.1:{port}",

@@ -196,9 +196,18 @@ def _to_roles(record: Row, where: str, kind: str, columns: dict[str, str]) -> Ro
 
 def _require(record: Row, column: str, role: str, where: str, noun: str = "column") -> None:
     if column not in record:
-        found = ", ".join(sorted(map(str, record))) or "none"
+        found = _names(record)
         raise DatasetError(f"{where}: no {noun} '{column}' for schema role '{role}' ({noun}s found: "
                            f"{found}); map it with schema.columns.{role}")
+
+
+def _names(record: Row, most: int = 20, longest: int = 40) -> str:
+    """The keys of a record, as a message may show them: names, not data. A CSV without a header
+    row makes its first row the names, so each is cut short and only the first few are shown."""
+    names = sorted(map(str, record))
+    shown = [name if len(name) <= longest else f"{name[:longest - 1]}…" for name in names[:most]]
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return (", ".join(shown) or "none") + more
 
 
 def _messages(value: Any, where: str, columns: dict[str, str]) -> list[Row]:

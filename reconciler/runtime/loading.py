@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.jobfile import BaseModelRef, ModelVersionRef
+from reconciler.specs.confinement import OutsideRoots, resolve_for_job
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -28,23 +29,38 @@ class ModelLoadError(RuntimeError):
 
 
 def model_directory(ref: BaseModelRef) -> str:
-    """A local folder (file://, s3:// after download) or a Hub id for `from_pretrained`."""
+    """A local folder (file://, s3:// after download) or a Hub id for `from_pretrained`. A
+    file:// folder is a spec's, so it and every file in it must stay inside the folders the
+    job may read (specs/confinement.py)."""
     scheme, _, location = ref.source.partition("://")
     if scheme == "file":
-        path = Path(location)
-        if not path.is_dir():
-            raise ModelLoadError(f"base model '{ref.name}': {path} is not a directory")
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"base model '{ref.name}': {path} has no config.json")
-        if not any((path / name).is_file() for name in WEIGHT_FILES):
-            raise ModelLoadError(f"base model '{ref.name}': {path} has no weights "
-                                 f"(expected one of {', '.join(WEIGHT_FILES)})")
-        return str(path)
+        written = Path(location)
+        return _checked_folder(ref, written, _confined(ref, written, "model folder"))
     if scheme == "hf":
         return location
     if scheme == "s3":
         return _download_s3(ref)
     raise ModelLoadError(f"base model '{ref.name}': unsupported source {ref.source}")
+
+
+def _confined(ref: BaseModelRef, path: Path, what: str) -> Path:
+    try:
+        return resolve_for_job(path)
+    except OutsideRoots as error:
+        raise ModelLoadError(f"base model '{ref.name}': {what} {error}") from None
+
+
+def _checked_folder(ref: BaseModelRef, written: Path, path: Path) -> str:
+    """`path` (`written` in messages) when it is a model folder with a config and weights, or
+    ModelLoadError saying what is missing."""
+    if not path.is_dir():
+        raise ModelLoadError(f"base model '{ref.name}': {written} is not a directory")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"base model '{ref.name}': {written} has no config.json")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelLoadError(f"base model '{ref.name}': {written} has no weights "
+                             f"(expected one of {', '.join(WEIGHT_FILES)})")
+    return str(path)
 
 
 def _download_s3(ref: BaseModelRef) -> str:
@@ -93,7 +109,7 @@ def chat_template_text(ref: BaseModelRef, tokenizer: Any) -> str | None:
         return CHATML_TEMPLATE
     if ref.chat_template == "llama3":
         return LLAMA3_TEMPLATE
-    path = Path(ref.chat_template.removeprefix("file://"))
+    path = _confined(ref, Path(ref.chat_template.removeprefix("file://")), "chat template")
     try:
         return path.read_text(encoding="utf-8")
     except OSError as error:
@@ -102,7 +118,8 @@ def chat_template_text(ref: BaseModelRef, tokenizer: Any) -> str | None:
 
 
 def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any = None,
-                    device_map: Any = None):  # -> PreTrainedModel
+                    device_map: Any = None, directory: str | None = None):  # -> PreTrainedModel
+    """`directory` is given for a model this project trained (its storage, not a spec's path)."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"trust_remote_code": ref.trust_remote_code, **_revision(ref)}
@@ -112,7 +129,7 @@ def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any =
         kwargs["quantization_config"] = quantization
     if device_map is not None:
         kwargs["device_map"] = device_map
-    directory = model_directory(ref)
+    directory = directory or model_directory(ref)
     try:
         return AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     except OSError as error:
@@ -129,7 +146,7 @@ def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None):
     if not ref.adapter:
         full = BaseModelRef(name=ref.fine_tune, source=f"file://{location}",
                             trust_remote_code=ref.base_model.trust_remote_code)
-        return load_base_model(full, dtype=dtype)
+        return load_base_model(full, dtype=dtype, directory=_checked_folder(full, location, location))
     if not (location / "adapter_config.json").is_file():
         raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': {location} has no adapter_config.json")
     from peft import PeftModel

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from reconciler.specs.confinement import OutsideRoots, resolve_for_job
 from reconciler.specs.dataset import DatasetSpec
 
 Row = dict[str, Any]
@@ -30,11 +31,15 @@ def local_file(scheme: str, location: str) -> Iterator[tuple[Path, str]]:
     """The source as a local file, and how messages name it (the path, or the s3:// URI)."""
     if scheme == "file":
         path = Path(location).absolute()
+        try:  # re-checked here, against the roots the starting process names: see specs/confinement.py
+            resolved = resolve_for_job(path)
+        except OutsideRoots as error:
+            raise DatasetError(str(error)) from None
         if not path.exists():
             raise DatasetError(f"{path} does not exist")
         if not path.is_file():
             raise DatasetError(f"{path} is not a file")
-        yield path, str(path)
+        yield resolved, str(path)
         return
     uri = f"s3://{location}"
     try:

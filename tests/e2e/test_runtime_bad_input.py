@@ -4,11 +4,13 @@ output path that a later run could mistake for a result."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+from reconciler.specs.confinement import FILE_ROOTS_ENV
 from tests.runtime_support import (
     FRUIT_DATA,
     base_model,
@@ -141,4 +143,73 @@ def test_qlora_is_refused_without_cuda(fruit, tiny_model: Path) -> None:  # noqa
         root / "store", uri, "qlora", base_model(tiny_model), [data], {"adapter": {"type": "qlora"}}
     )
     _refused(run_job("finetune", write_job(job, root / "jobs")), "qlora needs a CUDA GPU")
+    _nothing_at(job.output_dir)
+
+
+# --- file:// paths a job reads stay inside the roots the starting process names ------------------
+# A job file is only data: these jobs are told their roots in TUNEOPS_FILE_ROOTS, as a backend
+# does, and the job file is written as someone editing it would.
+
+
+def test_a_job_file_pointing_outside_its_roots_is_refused(local, tmp_path: Path) -> None:  # noqa: ANN001
+    store, uri, jobs = local
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    job = dataset_job(store, uri, "passwd", Path("/etc/passwd"), {**INSTRUCTION, "format": "csv"})
+    result = run_job("dataset", write_job(job, jobs), env={FILE_ROOTS_ENV: str(repo)})
+    _refused(result, "/etc/passwd is outside the folders this job may read", f"{FILE_ROOTS_ENV}={repo}")
+    assert "root:" not in result.output
+    _nothing_at(job.output_dir)
+
+
+def test_a_symlink_swapped_after_validation_is_refused(local, tmp_path: Path) -> None:  # noqa: ANN001
+    store, uri, jobs = local
+    data = tmp_path / "repo" / "data" / "train.csv"
+    data.parent.mkdir(parents=True)
+    data.symlink_to("/etc/passwd")
+    job = dataset_job(store, uri, "swapped", data, INSTRUCTION)
+    result = run_job("dataset", write_job(job, jobs), env={FILE_ROOTS_ENV: str(tmp_path / "repo")})
+    _refused(result, f"{data} resolves to /etc/passwd, outside the folders this job may read")
+    assert "root:" not in result.output
+    _nothing_at(job.output_dir)
+
+
+def test_a_job_started_without_roots_reads_no_file(local) -> None:  # noqa: ANN001
+    store, uri, jobs = local
+    job = dataset_job(store, uri, "fruit", FRUIT_DATA, INSTRUCTION)
+    _refused(run_job("dataset", write_job(job, jobs), env={FILE_ROOTS_ENV: ""}),
+             f"this job was started without {FILE_ROOTS_ENV}")
+    _nothing_at(job.output_dir)
+
+
+def test_a_missing_column_names_columns_not_data(local, tmp_path: Path) -> None:  # noqa: ANN001
+    """A CSV without a header row makes its first row the column names: they are cut short."""
+    store, uri, jobs = local
+    secret = "s3cr3t-" + "x" * 60
+    data = tmp_path / "rows.csv"
+    data.write_text(f"{secret},b\nc,d\n")
+    job = dataset_job(store, uri, "rows", data, INSTRUCTION)
+    result = run_job("dataset", write_job(job, jobs))
+    _refused(result, "no column 'instruction'", "s3cr3t-")
+    assert secret not in result.output
+
+
+def test_a_model_folder_holding_a_symlink_out_is_refused(fruit, tiny_model: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    root, uri, data = fruit
+    folder = tmp_path / "repo" / "models" / "tiny"
+    shutil.copytree(tiny_model, folder)
+    (folder / "extra.json").symlink_to("/etc/passwd")
+    job = finetune_job(root / "store", uri, "linked", base_model(folder), [data], {})
+    result = run_job("finetune", write_job(job, root / "jobs"), env={FILE_ROOTS_ENV: str(tmp_path / "repo")})
+    _refused(result, f"{folder}/extra.json resolves to /etc/passwd, outside the folders this job may read")
+    _nothing_at(job.output_dir)
+
+
+def test_a_chat_template_outside_the_roots_is_refused(fruit, tiny_model: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    root, uri, data = fruit
+    base = base_model(tiny_model).model_copy(update={"chat_template": "/etc/passwd.jinja"})
+    job = finetune_job(root / "store", uri, "template", base, [data], {})
+    roots = f"{tiny_model}{os.pathsep}{tmp_path}"
+    _refused(run_job("finetune", write_job(job, root / "jobs"), env={FILE_ROOTS_ENV: roots}),
+             "chat template /etc/passwd.jinja is outside the folders this job may read")
     _nothing_at(job.output_dir)

@@ -449,3 +449,23 @@ def test_the_fast_schema_check_finds_what_kubernetes_validate_finds(monkeypatch)
 
     monkeypatch.setattr(render, "_openapi_validator", moved)
     assert validate_manifests([*objects, broken], "1.30") == fast
+
+
+def test_a_job_reading_spec_files_is_told_its_roots_in_the_manifest(tmp_path):
+    """The folders a pod's job may read file:// paths from (the checkout and the allowed roots)
+    are set in the Job's environment, not left to its job file; jobs that read none get none."""
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    settings = repo / "tuneops.yaml"
+    allowed = "  trustRemoteCode: deny\n  allowedFileRoots: [/data/shared]"
+    settings.write_text(settings.read_text().replace("  trustRemoteCode: deny", allowed))
+    roots = {}
+    for obj in rendered_objects(repo):
+        if obj["kind"] == "Job":
+            container = obj["spec"]["template"]["spec"]["containers"][0]
+            env = {item["name"]: item.get("value") for item in container.get("env", [])}
+            labels = obj["metadata"]["labels"]
+            resource = f"{labels['tuneops.dev/kind']}/{labels['tuneops.dev/name']}"
+            roots[resource] = env.get("TUNEOPS_FILE_ROOTS")
+    assert roots["Dataset/support-tickets"] == "/workspace/specs:/data/shared"
+    assert roots["Dataset/product-docs"] is None  # an s3:// source

@@ -422,3 +422,22 @@ def test_without_a_free_front_port_nothing_is_started(state_dir: Path, stand_in:
                           health_timeout=30)
     assert backend.observe() == BackendState(jobs=(), servers=())
     assert not list((state_dir / "jobs").glob("deployment-*.json"))
+
+
+def test_a_job_reads_files_only_where_its_backend_says(tmp_path: Path) -> None:
+    """The folders a job may read come from the backend (the repository its state folder is in,
+    and the allowed roots), not from the job file nor from the environment apply runs in."""
+    data = tmp_path / "elsewhere.jsonl"
+    data.write_text('{"text": "a"}\n')
+    project = tmp_path / "project"
+    backend = LocalBackend(project / ".tuneops")
+    tracking = MlflowTarget(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    dataset = JobFile(kind="Dataset", name="chats", fingerprint=FINGERPRINT, spec={
+        "source": "file://elsewhere.jsonl", "schema": {"type": "text"}}, source=f"file://{data}",
+        storage_root=str(tmp_path / "store"), mlflow=tracking)
+    backend.submit(dataset)
+    failed = backend.wait("Dataset", "chats", FINGERPRINT, poll=0.05)
+    log = Path(failed.log).read_text()
+    assert (failed.phase, failed.exit_code) == ("failed", 1), log
+    assert (f"error: dataset 'chats': {data} is outside the folders this job may read "
+            f"(TUNEOPS_FILE_ROOTS={project})\n") in log
