@@ -85,10 +85,11 @@ class JobBuilder:
             return uri
         loaded = self.specs.get(rid)
         assert loaded is not None
-        path = source.local_path(loaded.path.parent).absolute()
+        # Symlinks followed: a pod checks out the file itself, not a link to a path it lacks.
+        path = source.local_path(loaded.path.parent).resolve()
         root, into = self.context.repo_root, self.context.checkout_into
-        if into and root is not None and path.is_relative_to(root.absolute()):
-            return f"file://{into}/{path.relative_to(root.absolute()).as_posix()}"
+        if into and root is not None and path.is_relative_to(root.resolve()):
+            return f"file://{into}/{path.relative_to(root.resolve()).as_posix()}"
         return f"file://{path}"
 
     def base_model(self, rid: ResourceId) -> BaseModelRef:

@@ -64,3 +64,17 @@ def test_a_fine_tune_no_evaluation_generates_text_for_is_told_nothing(tmp_path: 
     edit(root / "evaluation.yaml", "metrics: [perplexity, exact_match]", "metrics: [perplexity]")
     edit(root / "evaluation.yaml", "metric: exact_match\n      min: 0.5", "metric: perplexity\n      max: 50")
     assert builder(root).job(FINE_TUNE).generation is None
+
+
+def test_a_pod_checks_out_the_file_a_symlink_in_the_repository_points_at(tmp_path: Path) -> None:
+    """A link is followed before the checkout paths are chosen: a sparse checkout of the link
+    alone would leave the pod a link to a file it does not have."""
+    root = quickstart(tmp_path)
+    (root / "data" / "latest.jsonl").symlink_to("fruit-colors.jsonl")
+    edit(root / "dataset.yaml", "file://data/fruit-colors.jsonl", "file://data/latest.jsonl")
+    made = builder(root)
+    made.context = JobContext(storage_root=Path("/mnt/tuneops"), mlflow=made.context.mlflow, git=GitOrigin(),
+                              repo_root=root, checkout_into="/workspace/specs")
+    job = made.job(ResourceId("Dataset", "fruit-colors"))
+    assert job.source == "file:///workspace/specs/data/fruit-colors.jsonl"
+    assert job.checkout is not None and job.checkout.paths == ("data/fruit-colors.jsonl",)
