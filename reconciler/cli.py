@@ -758,6 +758,9 @@ def logs(resource: str, path: Path | None, path_option: Path | None, follow: boo
         if rid not in defined:
             hint = DefinedNames(defined).hint(rid)
             raise UserError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
+        if rid.kind == "BaseModel":
+            raise UserError(f"{rid} has no log: a BaseModel is read where it is, by the jobs that use it "
+                            "(see `tuneops logs FineTune/NAME`)")
         if version is not None:
             lines, note = _logs_of_version(backend, loaded, rid, version, tail=tail, follow=follow)
         else:
