@@ -196,11 +196,14 @@ def checkout_context(job: JobFile, k8s: KubernetesSettings) -> dict[str, Any] | 
 
 
 def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSettings, *,
+               spec_annotations: Mapping[str, str] | None = None,
                nodes: int = 1, gpus_per_node: int = 0, gpu_product: str | None = None,
                cpu: str | None = None, memory: str | None = None, queue: str | None = None,
-               priority: str | None = None, launcher: str | None = None) -> Rendered:
+               priority: str | None = None, launcher: str | None = None,
+               processes_per_node: int | None = None) -> Rendered:
     """A job's ConfigMap and workload. `launcher` starts several nodes (indexed-job, jobset,
-    pytorchjob); None is one plain Job."""
+    pytorchjob); None is one plain Job. A node runs one process per GPU unless
+    `processes_per_node` says otherwise (an Evaluation is one process on all its GPUs)."""
     rid = ResourceId(job.kind, job.name)
     k8s = settings.kubernetes
     if not k8s.image:
@@ -210,7 +213,7 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
         raise RenderError(f"unknown launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
     job_name = object_name(rid, job.fingerprint, launcher)
     all_labels = _labels(rid, labels)
-    annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
+    annotations = {**(spec_annotations or {}), FINGERPRINT_ANNOTATION: job.fingerprint}
     if job.git.commit:
         annotations["tuneops.dev/git-commit"] = job.git.commit
     scheduling = _scheduling(k8s, queue)
@@ -224,12 +227,13 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
     limits = {"memory": memory} if memory else {}
     if gpus_per_node:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus_per_node)
+    processes = processes_per_node or max(gpus_per_node, 1)
     context = {
         "job_name": job_name, "namespace": k8s.namespace, "labels": _pairs(all_labels),
         "job_labels": _pairs(job_labels), "pod_labels": _pairs(all_labels),
         "annotations": _pairs(annotations), "pod_annotations": _pairs(pod_annotations),
         "job_json": job.to_json(), "nodes": nodes, "rendezvous_port": RENDEZVOUS_PORT,
-        "launcher": launcher, "processes_per_node_text": str(max(gpus_per_node, 1)),
+        "launcher": launcher, "processes_per_node_text": str(processes),
         "backoff_limit": settings.max_attempts - 1,
         # Kubeflow counts container restarts over every node against runPolicy.backoffLimit and
         # fails the job when they reach it: an attempt that fails restarts each node once.
@@ -244,7 +248,7 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
         "active_deadline_seconds": k8s.active_deadline_seconds, "priority_class": priority,
         "service_account": k8s.service_account, "node_selector": _node_selector(gpu_product),
         "gpus": gpus_per_node, "image": k8s.image,
-        "command": job_command(job, nodes, max(gpus_per_node, 1), job_name, launcher or "indexed-job"),
+        "command": job_command(job, nodes, processes, job_name, launcher or "indexed-job"),
         "env": [("PYTHONUNBUFFERED", "1"), ("TOKENIZERS_PARALLELISM", "false")],
         "secret_env": _secret_env(k8s), "requests": _pairs(requests), "limits": _pairs(limits),
         "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT,
@@ -300,7 +304,7 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
         image, command = k8s.serving_image, _vllm_command(job, spec.merge_adapter, spec.resources.gpus,
                                                           adapter_rank)
     all_labels = _labels(rid, deployment.metadata.labels)
-    annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
+    annotations = {**deployment.metadata.annotations, FINGERPRINT_ANNOTATION: job.fingerprint}
     if model.version:
         annotations[MODEL_VERSION_ANNOTATION] = f"{model.registered_model}/{model.version}"
     if model.fingerprint:

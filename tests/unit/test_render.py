@@ -123,7 +123,7 @@ def _shape(value, path=""):  # noqa: ANN001, ANN202
 
 def _with_values(repo: Path, value: str, launcher: str = "indexed-job") -> Path:
     """The example specs with `value` in free-text fields that reach the manifests: a
-    description, and the names of a data file and a chat template (the files
+    description, an annotation, and the names of a data file and a chat template (the files
     exist), with the two-node fine-tune on `launcher`."""
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
@@ -135,6 +135,8 @@ def _with_values(repo: Path, value: str, launcher: str = "indexed-job") -> Path:
     (repo / "templates" / f"{file_name}.jinja").write_text("{{ messages }}")
     template = yaml_scalar(f"file://templates/{file_name}.jinja")
     base.write_text(text.replace("chatTemplate: chatml", f"chatTemplate: {template}"))
+    sft = repo / "fine-tunes" / "support-sft.yaml"
+    sft.write_text(sft.read_text().replace("cost-center: ml-research", f"cost-center: {quoted}"))
     data = repo / "datasets" / "data"
     shutil.copyfile(data / "support-tickets.jsonl", data / file_name)
     tickets = repo / "datasets" / "support-tickets.yaml"
@@ -148,7 +150,7 @@ def _with_values(repo: Path, value: str, launcher: str = "indexed-job") -> Path:
 @pytest.mark.parametrize("launcher", ["indexed-job", "jobset", "pytorchjob"])
 @pytest.mark.parametrize("payload", INJECTIONS)
 def test_injection_through_string_fields_changes_no_object_and_no_key(tmp_path, payload, launcher):
-    """Free-text fields (descriptions, source and chat-template paths)
+    """Free-text fields (descriptions, annotation values, source and chat-template paths)
     carry the payload into the manifests; the set of objects and the shape of each stay those
     of a benign value, and the payload arrives intact as a value. (Names, labels, GPU products,
     priority classes and queue names cannot carry one: validation holds them to Kubernetes'
@@ -160,7 +162,8 @@ def test_injection_through_string_fields_changes_no_object_and_no_key(tmp_path, 
         assert _shape(new) == _shape(old), new["metadata"]["name"]
     job = next(o for o in after if o["kind"] == "Job"
                and o["metadata"]["labels"]["tuneops.dev/name"] == "support-sft")
-    assert job["metadata"]["name"]
+    assert job["metadata"]["annotations"]["example.com/cost-center"] == payload
+    assert job["spec"]["template"]["metadata"]["annotations"]["example.com/cost-center"] == payload
     assert "Secret" not in {o["kind"] for o in after}
     tickets = next(json.loads(o["data"]["job.json"]) for o in after if o["kind"] == "ConfigMap"
                    and o["metadata"]["labels"]["tuneops.dev/name"] == "support-tickets")
