@@ -40,10 +40,11 @@ GIT_CREDENTIALS_MOUNT = "/etc/tuneops-git"
 RENDEZVOUS_PORT = 29500
 PYTORCHJOB_PORT = 23456  # the training operator's default `pytorchjob-port`
 LAUNCHERS = ("indexed-job", "jobset", "pytorchjob")
-# Name limits that leave room for what the launcher appends: a JobSet's pods are
-# <jobset>-node-<job>-<index>-<5 random> (at most 63, its webhook checks), a PyTorchJob's pods
-# and Services <job>-worker-<index>.
-NAME_LIMIT = {"jobset": 47, "pytorchjob": 50}
+# Name limits that leave room for what the launcher appends: an Indexed Job's pods have the
+# hostname <job>-<index>, a DNS-1123 label (at most 63, for up to 10,000 nodes); a JobSet's pods
+# are <jobset>-node-<job>-<index>-<5 random> (at most 63, its webhook checks), a PyTorchJob's
+# pods and Services <job>-worker-<index>.
+NAME_LIMIT = {"indexed-job": 58, "jobset": 47, "pytorchjob": 50}
 SERVER_PORT = 8000
 SHORT_KIND = {"Dataset": "dataset", "FineTune": "finetune", "Evaluation": "eval", "Deployment": "serve"}
 # Characters YAML treats as line breaks or refuses in a stream, which JSON leaves raw.

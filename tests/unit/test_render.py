@@ -198,6 +198,21 @@ def test_a_two_node_fine_tune_is_an_indexed_job_with_a_headless_service():
     assert command[:3] == ["torchrun", "--nproc_per_node", "8"]
 
 
+def test_an_indexed_jobs_pod_hostnames_fit_a_dns_label_whatever_the_name(tmp_path):
+    """Kubernetes names pod i of an Indexed Job `<job>-<i>` (its hostname, a DNS-1123 label):
+    a long FineTune name leaves room for the index."""
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    spec = repo / "fine-tunes" / "docs-cpt.yaml"
+    long_name = "docs-continued-pretraining-on-the-product-documentation-v2"
+    spec.write_text(spec.read_text().replace("name: docs-cpt", f"name: {long_name}"))
+    job = next(o for o in rendered_objects(repo)
+               if o["kind"] == "Job" and o["metadata"]["labels"]["tuneops.dev/name"] == long_name)
+    last_pod = f"{job['metadata']['name']}-{job['spec']['completions'] - 1}"
+    assert len(last_pod) <= 63, last_pod
+    assert len(f"{job['metadata']['name']}-9999") <= 63
+
+
 def test_rendered_manifests_match_the_golden_files():
     objects = rendered_objects(EXAMPLES)
     text = to_yaml(objects).replace(str(REPO_ROOT), "<repo>")
