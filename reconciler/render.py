@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from reconciler import kubernetes_rules as kube
 from reconciler.config import KubernetesSettings, ProjectSettings
 from reconciler.crd_schemas import crd_problems, embedded_objects, operator_problems
 from reconciler.jobfile import OUTPUT_FOLDER, JobFile, ServeOptions
@@ -418,12 +419,41 @@ def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> li
             problems.append(f"{where}: {error.message}")
 
     for obj in objects:
+        where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
         try:
-            check(obj, f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
+            check(obj, where)
         except VersionNotSupportedError as error:  # one line, not one per object
             return [f"kubernetes.version {version}: {error.message} (newest: "
                     f"{_newest_schema_version()}); set an older one in tuneops.yaml or upgrade it"]
+        problems.extend(f"{where}: {problem}" for problem in metadata_problems(obj))
     return problems
+
+
+def metadata_problems(obj: Mapping[str, Any]) -> list[str]:
+    """What the OpenAPI schemas leave to the API server's ValidateObjectMeta: the syntax of the
+    name (a DNS-1035 label for a Service, a DNS-1123 subdomain otherwise, at most 63 for a Job),
+    namespace, label keys and values and annotation keys. Validation holds specs to these rules
+    first; this is the second line, for whatever reaches a manifest another way."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    found = []
+    if obj.get("kind") == "Service" and not kube.is_dns1035_label(name):
+        found.append(f"metadata.name {name!r}: a Service name must be a DNS-1035 label (start with a letter)")
+    checks = [(kube.check_dns1123_subdomain, "metadata.name", name),
+              (kube.check_dns1123_label, "metadata.namespace", str(meta.get("namespace") or "default"))]
+    if obj.get("kind") == "Job":  # its pods carry it in the label batch.kubernetes.io/job-name
+        checks.append((kube.check_label_value, "metadata.name", name))
+    for key, value in (meta.get("labels") or {}).items():
+        checks += [(kube.check_qualified_name, "metadata.labels key", key),
+                   (kube.check_label_value, f"metadata.labels[{key!r}]", value)]
+    checks += [(kube.check_qualified_name, "metadata.annotations key", key)
+               for key in meta.get("annotations") or {}]
+    for rule, field_name, value in checks:
+        try:
+            rule(value)
+        except kube.KubernetesValueError as error:
+            found.append(f"{field_name} {value!r}: {error}")
+    return found
 
 
 def _newest_schema_version() -> str:

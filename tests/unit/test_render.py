@@ -463,3 +463,20 @@ def test_the_fast_schema_check_finds_what_kubernetes_validate_finds(monkeypatch)
 
     monkeypatch.setattr(render, "_openapi_validator", moved)
     assert validate_manifests([*objects, broken], "1.30") == fast
+
+
+def test_names_and_labels_kubernetes_refuses_are_problems_of_the_rendered_objects_too():
+    """The second line, behind validation: what reaches a manifest another way (a Deployment
+    named 1bot on the local backend, where its Service name is only a warning) stops render."""
+    objects = rendered_objects(EXAMPLES)
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "support-bot")
+    bad = {**service, "metadata": {**service["metadata"], "name": "1bot",
+                                   "labels": {"team\n": "x", "ok": "not ok"}}}
+    problems = validate_manifests([bad], "1.30")
+    assert problems[0] == "Service/1bot: metadata.name '1bot': a Service name must be a DNS-1035 label " \
+                          "(start with a letter)"
+    assert any("metadata.labels key 'team\\n'" in p for p in problems)
+    assert any("metadata.labels['ok'] 'not ok'" in p for p in problems)
+    job = next(o for o in objects if o["kind"] == "Job")
+    long_job = {**job, "metadata": {**job["metadata"], "name": "j" * 64}}
+    assert any("at most 63 characters" in p for p in validate_manifests([long_job], "1.30"))
