@@ -230,3 +230,13 @@ def blast(sock: socket.socket, size: int) -> int:
     except (BrokenPipeError, ConnectionResetError):
         pass
     return sent
+
+
+def test_a_port_that_is_taken_fails_the_start_in_one_line(daemon: RunningDaemon, tmp_path: Path):
+    done = subprocess.run(
+        [sys.executable, "-m", "reconciler", "reconcile", "--repo", str(tmp_path / "nowhere.git"),
+         "--cache-dir", str(tmp_path / "cache"), "--listen", f"127.0.0.1:{daemon.port}"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **CLI_ENV})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cannot listen on 127.0.0.1:{daemon.port}: address already in use" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
