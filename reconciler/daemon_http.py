@@ -312,6 +312,8 @@ class _OneLine(logging.Handler):
         message = record.getMessage()
         if message == "Invalid HTTP request received.":
             return  # the protocol has said why, with the client
+        if message.startswith("No supported WebSocket library"):
+            return  # advice to install what the daemon does not need: it serves no WebSocket
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             message = f"{message}: {type(error).__name__}: {error}"
