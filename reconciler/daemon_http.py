@@ -106,7 +106,7 @@ class RecentDeliveries:
             return False
         for key in keys:
             self._seen[key] = None
-        while len(self._seen) > self.size:
+        while len(self._seen) > 2 * self.size:  # two keys a delivery
             self._seen.popitem(last=False)
         return True
 

@@ -8,14 +8,14 @@ from reconciler.daemon_http import RecentDeliveries, RefusalLog, shown
 
 
 def test_a_delivery_is_a_replay_by_its_id_or_its_body_and_the_oldest_are_forgotten():
-    recent = RecentDeliveries(size=4)
+    recent = RecentDeliveries(size=2)
     assert recent.first_time("id:a", "body:1")
     assert not recent.first_time("id:a", "body:2")  # the same delivery id
     assert not recent.first_time("id:b", "body:1")  # the same body under another id
     assert recent.first_time("", "body:3")  # no delivery id: the body alone
     assert recent.first_time("id:c", "body:4")
     assert recent.first_time("id:d", "body:5")
-    assert recent.first_time("id:a", "body:1")  # forgotten: 4 keys kept, these were the oldest
+    assert recent.first_time("id:a", "body:1")  # forgotten: the oldest of 2 deliveries' keys
 
 
 def test_refusals_past_a_burst_are_counted_not_logged():
