@@ -29,7 +29,8 @@ LAYERS = {
     "reconciler.backends": 4, "reconciler.sources_digest": 4, "reconciler.gitinfo": 4,
     "reconciler.project": 4, "reconciler.lock": 4, "reconciler.dataset_rows": 4,
     "reconciler.manifests": 4, "reconciler.gitbase": 4, "reconciler.sample_request": 4,
-    "reconciler.apply": 5, "reconciler.gitops": 5, "reconciler.daemon": 5, "reconciler.notify": 5,
+    "reconciler.apply": 5, "reconciler.gitops": 5, "reconciler.daemon": 5, "reconciler.daemon_http": 5,
+    "reconciler.notify": 5,
     "reconciler.cli": 6, "reconciler.__main__": 6, "reconciler.runtime": 6,
 }
 PURE = ("reconciler.specs", "reconciler.graph", "reconciler.gates", "reconciler.plan", "reconciler.planner",
