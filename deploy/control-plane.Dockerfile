@@ -12,7 +12,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends git \
 COPY pyproject.toml README.md /src/
 COPY reconciler /src/reconciler
 COPY templates /src/templates
-RUN pip install "/src[kubernetes]" && rm -rf /src
+RUN pip install "/src[kubernetes,daemon]" && rm -rf /src
 
 RUN useradd --create-home --uid 1000 tuneops
 USER 1000

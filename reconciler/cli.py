@@ -758,6 +758,9 @@ def logs(resource: str, path: Path | None, path_option: Path | None, follow: boo
         if rid not in defined:
             hint = DefinedNames(defined).hint(rid)
             raise UserError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
+        if rid.kind == "BaseModel":
+            raise UserError(f"{rid} has no log: a BaseModel is read where it is, by the jobs that use it "
+                            "(see `tuneops logs FineTune/NAME`)")
         if version is not None:
             lines, note = _logs_of_version(backend, loaded, rid, version, tail=tail, follow=follow)
         else:
@@ -892,12 +895,12 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
     """
     import hashlib
     import signal
+    from importlib.util import find_spec
 
-    try:
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        raise UserError("tuneops reconcile needs prometheus-client: pip install 'tuneops[daemon]'") from None
-    from reconciler.daemon import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig
+    missing = [name for name in ("prometheus_client", "uvicorn") if find_spec(name) is None]
+    if missing:
+        raise UserError(f"tuneops reconcile needs {' and '.join(missing)}: pip install 'tuneops[daemon]'")
+    from reconciler.daemon import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig, DaemonError
 
     if hasattr(sys.stdout, "reconfigure"):  # a log read live (kubectl logs, a file): line by line
         sys.stdout.reconfigure(line_buffering=True)
@@ -925,7 +928,7 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
 
     try:
         code = daemon.run()
-    except BackendError as error:  # the Lease's cluster cannot be reached or refuses
+    except (BackendError, DaemonError) as error:  # the Lease's cluster refuses; --listen's port is taken
         raise UserError(str(error)) from None
     ctx.exit(code)
 

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
+from reconciler.kubernetes_rules import ClaimName, Image, Namespace, SecretName, ServiceAccountName
 from reconciler.scalars import Bool as _Bool
 from reconciler.scalars import Int as _Int
 from reconciler.scalars import Str as _Str
@@ -55,14 +56,15 @@ class MlflowSettings(_Settings):
 class SecretSettings(_Settings):
     """Names of Secrets in the namespace; values are only ever referenced (secretKeyRef)."""
 
-    hugging_face: _Str | None = Field(None, description="Secret with key `token`: HF_TOKEN for gated "
-                                                        "models.", examples=["hf-token"])
-    mlflow: _Str | None = Field(None, description="Secret with keys `username` and `password` for "
-                                                  "MLflow's basic auth.", examples=["mlflow-auth"])
-    storage: _Str | None = Field(None, description="Secret with keys `accessKeyId` and `secretAccessKey` "
-                                                   "for an s3:// storage root.",
-                                        examples=["s3-credentials"])
-    git: _Str | None = Field(
+    hugging_face: SecretName | None = Field(
+        None, description="Secret with key `token`: HF_TOKEN for gated models.", examples=["hf-token"])
+    mlflow: SecretName | None = Field(
+        None, description="Secret with keys `username` and `password` for MLflow's basic auth.",
+        examples=["mlflow-auth"])
+    storage: SecretName | None = Field(
+        None, description="Secret with keys `accessKeyId` and `secretAccessKey` for an s3:// storage root.",
+        examples=["s3-credentials"])
+    git: SecretName | None = Field(
         None, description="Secret the spec checkout clones with: keys `username` and `password` (a "
                           "token) for an https remote, or `ssh-privatekey` and `known_hosts` for ssh. "
                           "Only jobs that read files of the spec repository check it out.",
@@ -70,10 +72,11 @@ class SecretSettings(_Settings):
 
 
 class KubernetesSettings(_Settings):
-    namespace: _Str = Field("default", description="Namespace for rendered objects.")
+    namespace: Namespace = Field("default", description="Namespace of every rendered object: the one the "
+                                                       "backend creates and watches them in.")
     context: _Str | None = Field(None, description="kubeconfig context; default: the current one.",
                                  examples=["gpu-cluster"])
-    image: _Str | None = Field(None, description="Trainer image that runs `tuneops run`.",
+    image: Image | None = Field(None, description="Trainer image that runs `tuneops run`.",
                                examples=["registry.example.internal/ml/tuneops-trainer:0.1.0"])
     version: _Str = Field("1.30", description="Kubernetes version manifests are validated against.",
                           pattern=r"^1\.[0-9]+$")
@@ -81,13 +84,13 @@ class KubernetesSettings(_Settings):
         "indexed-job", description="How multi-node fine-tunes start their nodes: an Indexed Job with a "
                                    "headless Service (no operator needed), a JobSet (JobSet installed), "
                                    "or a Kubeflow PyTorchJob (the training operator installed).")
-    serving_image: _Str = Field("vllm/vllm-openai:v0.8.5",
+    serving_image: Image = Field("vllm/vllm-openai:v0.8.5",
                                 description="Image of the model server (vLLM's OpenAI-compatible server).")
-    storage_claim: _Str | None = Field(
+    storage_claim: ClaimName | None = Field(
         None, description="PersistentVolumeClaim that holds the storage root, mounted in every job "
                           "and server at /mnt/tuneops (ReadWriteMany for multi-node jobs).",
         examples=["tuneops-store"])
-    service_account: _Str | None = Field(None, description="ServiceAccount jobs run as.",
+    service_account: ServiceAccountName | None = Field(None, description="ServiceAccount jobs run as.",
                                          examples=["tuneops-trainer"])
     ttl_seconds_after_finished: _Int = Field(
         86400, description="Finished Jobs (and their pods' logs) are removed after this long.", ge=0)

@@ -11,14 +11,13 @@ them, so a restart neither loses nor duplicates work.
 Only one daemon acts per cache folder: an exclusive file lock, held for the daemon's life; a
 second one waits as a standby and takes over when the first dies. A small HTTP server answers
 `/healthz`, `/readyz` (after the first successful sync), Prometheus `/metrics`, and
-`POST /hooks/git` (GitHub's `X-Hub-Signature-256`), which wakes the loop early.
+`POST /hooks/git` (GitHub's `X-Hub-Signature-256`), which wakes the loop early; daemon_http.py
+serves them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import os
 import random
@@ -29,10 +28,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from reconciler.config import STATE_DIR
+from reconciler.daemon_http import Endpoints, HttpServer, ListenError, RefusalLog
 from reconciler.gitinfo import without_credentials
 from reconciler.lock import ApplyLock, Locked
 from reconciler.notify import Notification, Notifier, events_after_apply
@@ -163,10 +162,11 @@ class Metrics:
         self.commit.labels(commit=commit).set(1)
         self.last_sync.set_to_current_time()
 
-    def text(self) -> bytes:
-        from prometheus_client import generate_latest
+    def exposition(self) -> tuple[bytes, str]:
+        """The registry in Prometheus' text format, and its content type."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return generate_latest(self.registry)
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 @dataclass
@@ -189,7 +189,7 @@ class Daemon:
         self.wake = threading.Event()
         self._child: subprocess.Popen | None = None
         self._child_lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._http: HttpServer | None = None
         self._commit: str | None = None
         self._last_error = ""
 
@@ -324,8 +324,8 @@ class Daemon:
             return 1 if leadership.lost else 0
         finally:
             leadership.release()
-            if self._server is not None:
-                self._server.shutdown()
+            if self._http is not None:
+                self._http.stop()
 
     def leading(self, how: str = "") -> None:
         self.metrics.leader.set(1)
@@ -358,16 +358,15 @@ class Daemon:
     def _serve_http(self) -> None:
         if self.config.listen is None:
             return
-        self._server = ThreadingHTTPServer(self.config.listen, _handler(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True, name="tuneops-http").start()
-
-    def verify_signature(self, body: bytes, signature: str | None) -> bool:
-        """GitHub's X-Hub-Signature-256: sha256=HMAC(secret, body), compared in constant time."""
-        if not self.config.webhook_secret or not signature or not signature.startswith("sha256="):
-            return False
-        expected = hmac.new(self.config.webhook_secret, body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(expected, signature.removeprefix("sha256="))
+        refused = RefusalLog(self.say)
+        endpoints = Endpoints(ready=lambda: self.state.ready, metrics=self.metrics.exposition,
+                              wake=self.wake.set, secret=self.config.webhook_secret, say=self.say,
+                              refused=refused)
+        try:
+            self._http = HttpServer(self.config.listen, endpoints, self.say, refused)
+        except ListenError as error:
+            raise DaemonError(str(error)) from None
+        self._http.start()
 
 
 class FileLeadership:
@@ -453,44 +452,6 @@ class LeaseLeadership:
         if not self.lost:
             with contextlib.suppress(Exception):
                 self.lease.release()
-
-
-def _handler(daemon: Daemon) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the base class's name
-            if self.path == "/healthz":
-                self._reply(200, b"ok\n")
-            elif self.path == "/readyz":
-                ready = daemon.state.ready
-                self._reply(200 if ready else 503, b"ready\n" if ready else b"not synced yet\n")
-            elif self.path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST
-
-                self._reply(200, daemon.metrics.text(), CONTENT_TYPE_LATEST)
-            else:
-                self._reply(404, b"not found\n")
-
-        def do_POST(self) -> None:  # noqa: N802
-            if self.path != "/hooks/git":
-                return self._reply(404, b"not found\n")
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(min(length, 25 * 1024 * 1024))
-            if not daemon.verify_signature(body, self.headers.get("X-Hub-Signature-256")):
-                return self._reply(401, b"bad or missing X-Hub-Signature-256\n")
-            daemon.wake.set()
-            return self._reply(202, b"reconciling\n")
-
-        def _reply(self, status: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass  # probes every few seconds would drown the log
-
-    return Handler
 
 
 def _counts(plan: dict) -> str:

@@ -24,6 +24,7 @@ from reconciler.render import (
 )
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
+from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.specset import SpecSet
 from reconciler.state import BuiltRun
@@ -86,14 +87,19 @@ def render_job_file(specs: SpecSet, job: JobFile) -> Rendered:
     if isinstance(resource, DeploymentResource):
         served = specs.resource(ResourceId("FineTune", resource.spec.model.fine_tune), FineTuneResource)
         return render_server(job, resource, settings, served.spec.adapter.r if served else None)
-    labels = dict(resource.metadata.labels)
+    labels, annotations = dict(resource.metadata.labels), dict(resource.metadata.annotations)
     if isinstance(resource, FineTuneResource):
         r = resource.spec.resources
-        return render_job(job, labels, settings, nodes=r.nodes, gpus_per_node=r.gpus_per_node,
-                          gpu_product=r.gpu_product, cpu=r.cpu, memory=r.memory,
+        return render_job(job, labels, settings, spec_annotations=annotations, nodes=r.nodes,
+                          gpus_per_node=r.gpus_per_node, gpu_product=r.gpu_product, cpu=r.cpu,
+                          memory=r.memory,
                           queue=resource.spec.scheduling.queue, priority=resource.spec.scheduling.priority,
                           launcher=launcher_of(specs, rid))
-    return render_job(job, labels, settings)
+    if isinstance(resource, EvaluationResource):
+        e = resource.spec.resources  # one process: the model is scored on all the GPUs at once
+        return render_job(job, labels, settings, spec_annotations=annotations, gpus_per_node=e.gpus,
+                          gpu_product=e.gpu_product, cpu=e.cpu, memory=e.memory, processes_per_node=1)
+    return render_job(job, labels, settings, spec_annotations=annotations)
 
 
 def render_project(specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], context: JobContext,

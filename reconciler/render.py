@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from reconciler import kubernetes_rules as kube
 from reconciler.config import KubernetesSettings, ProjectSettings
 from reconciler.crd_schemas import crd_problems, embedded_objects, operator_problems
 from reconciler.jobfile import OUTPUT_FOLDER, BaseModelRef, JobFile, ServeOptions
@@ -42,10 +43,11 @@ GIT_CREDENTIALS_MOUNT = "/etc/tuneops-git"
 RENDEZVOUS_PORT = 29500
 PYTORCHJOB_PORT = 23456  # the training operator's default `pytorchjob-port`
 LAUNCHERS = ("indexed-job", "jobset", "pytorchjob")
-# Name limits that leave room for what the launcher appends: a JobSet's pods are
-# <jobset>-node-<job>-<index>-<5 random> (at most 63, its webhook checks), a PyTorchJob's pods
-# and Services <job>-worker-<index>.
-NAME_LIMIT = {"jobset": 47, "pytorchjob": 50}
+# Name limits that leave room for what the launcher appends: an Indexed Job's pods have the
+# hostname <job>-<index>, a DNS-1123 label (at most 63, for up to 10,000 nodes); a JobSet's pods
+# are <jobset>-node-<job>-<index>-<5 random> (at most 63, its webhook checks), a PyTorchJob's
+# pods and Services <job>-worker-<index>.
+NAME_LIMIT = {"indexed-job": 58, "jobset": 47, "pytorchjob": 50}
 SERVER_PORT = 8000
 SHORT_KIND = {"Dataset": "dataset", "FineTune": "finetune", "Evaluation": "eval", "Deployment": "serve"}
 # Characters YAML treats as line breaks or refuses in a stream, which JSON leaves raw.
@@ -216,11 +218,14 @@ def _file_roots_env(job: JobFile, settings: ProjectSettings) -> list[tuple[str, 
 
 
 def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSettings, *,
+               spec_annotations: Mapping[str, str] | None = None,
                nodes: int = 1, gpus_per_node: int = 0, gpu_product: str | None = None,
                cpu: str | None = None, memory: str | None = None, queue: str | None = None,
-               priority: str | None = None, launcher: str | None = None) -> Rendered:
+               priority: str | None = None, launcher: str | None = None,
+               processes_per_node: int | None = None) -> Rendered:
     """A job's ConfigMap and workload. `launcher` starts several nodes (indexed-job, jobset,
-    pytorchjob); None is one plain Job."""
+    pytorchjob); None is one plain Job. A node runs one process per GPU unless
+    `processes_per_node` says otherwise (an Evaluation is one process on all its GPUs)."""
     rid = ResourceId(job.kind, job.name)
     k8s = settings.kubernetes
     if not k8s.image:
@@ -230,7 +235,7 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
         raise RenderError(f"unknown launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
     job_name = object_name(rid, job.fingerprint, launcher)
     all_labels = _labels(rid, labels)
-    annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
+    annotations = {**(spec_annotations or {}), FINGERPRINT_ANNOTATION: job.fingerprint}
     if job.git.commit:
         annotations["tuneops.dev/git-commit"] = job.git.commit
     scheduling = _scheduling(k8s, queue)
@@ -244,12 +249,13 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
     limits = {"memory": memory} if memory else {}
     if gpus_per_node:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus_per_node)
+    processes = processes_per_node or max(gpus_per_node, 1)
     context = {
         "job_name": job_name, "namespace": k8s.namespace, "labels": _pairs(all_labels),
         "job_labels": _pairs(job_labels), "pod_labels": _pairs(all_labels),
         "annotations": _pairs(annotations), "pod_annotations": _pairs(pod_annotations),
         "job_json": job.to_json(), "nodes": nodes, "rendezvous_port": RENDEZVOUS_PORT,
-        "launcher": launcher, "processes_per_node_text": str(max(gpus_per_node, 1)),
+        "launcher": launcher, "processes_per_node_text": str(processes),
         "backoff_limit": settings.max_attempts - 1,
         # Kubeflow counts container restarts over every node against runPolicy.backoffLimit and
         # fails the job when they reach it: an attempt that fails restarts each node once.
@@ -264,7 +270,7 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
         "active_deadline_seconds": k8s.active_deadline_seconds, "priority_class": priority,
         "service_account": k8s.service_account, "node_selector": _node_selector(gpu_product),
         "gpus": gpus_per_node, "image": k8s.image,
-        "command": job_command(job, nodes, max(gpus_per_node, 1), job_name, launcher or "indexed-job"),
+        "command": job_command(job, nodes, processes, job_name, launcher or "indexed-job"),
         "env": [("PYTHONUNBUFFERED", "1"), ("TOKENIZERS_PARALLELISM", "false"),
                 *_file_roots_env(job, settings)],
         "secret_env": _secret_env(k8s), "requests": _pairs(requests), "limits": _pairs(limits),
@@ -321,7 +327,7 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
         image, command = k8s.serving_image, _vllm_command(job, spec.merge_adapter, spec.resources.gpus,
                                                           adapter_rank)
     all_labels = _labels(rid, deployment.metadata.labels)
-    annotations = {FINGERPRINT_ANNOTATION: job.fingerprint}
+    annotations = {**deployment.metadata.annotations, FINGERPRINT_ANNOTATION: job.fingerprint}
     if model.version:
         annotations[MODEL_VERSION_ANNOTATION] = f"{model.registered_model}/{model.version}"
     if model.fingerprint:
@@ -434,12 +440,41 @@ def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> li
             problems.append(f"{where}: {error.message}")
 
     for obj in objects:
+        where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
         try:
-            check(obj, f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}")
+            check(obj, where)
         except VersionNotSupportedError as error:  # one line, not one per object
             return [f"kubernetes.version {version}: {error.message} (newest: "
                     f"{_newest_schema_version()}); set an older one in tuneops.yaml or upgrade it"]
+        problems.extend(f"{where}: {problem}" for problem in metadata_problems(obj))
     return problems
+
+
+def metadata_problems(obj: Mapping[str, Any]) -> list[str]:
+    """What the OpenAPI schemas leave to the API server's ValidateObjectMeta: the syntax of the
+    name (a DNS-1035 label for a Service, a DNS-1123 subdomain otherwise, at most 63 for a Job),
+    namespace, label keys and values and annotation keys. Validation holds specs to these rules
+    first; this is the second line, for whatever reaches a manifest another way."""
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    found = []
+    if obj.get("kind") == "Service" and not kube.is_dns1035_label(name):
+        found.append(f"metadata.name {name!r}: a Service name must be a DNS-1035 label (start with a letter)")
+    checks = [(kube.check_dns1123_subdomain, "metadata.name", name),
+              (kube.check_dns1123_label, "metadata.namespace", str(meta.get("namespace") or "default"))]
+    if obj.get("kind") == "Job":  # its pods carry it in the label batch.kubernetes.io/job-name
+        checks.append((kube.check_label_value, "metadata.name", name))
+    for key, value in (meta.get("labels") or {}).items():
+        checks += [(kube.check_qualified_name, "metadata.labels key", key),
+                   (kube.check_label_value, f"metadata.labels[{key!r}]", value)]
+    checks += [(kube.check_qualified_name, "metadata.annotations key", key)
+               for key in meta.get("annotations") or {}]
+    for rule, field_name, value in checks:
+        try:
+            rule(value)
+        except kube.KubernetesValueError as error:
+            found.append(f"{field_name} {value!r}: {error}")
+    return found
 
 
 def _newest_schema_version() -> str:

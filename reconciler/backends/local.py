@@ -242,7 +242,10 @@ class LocalBackend:
         kinds = (SERVER_KIND, ROUTER_KIND) if kind == SERVER_KIND else (kind, kind)  # with its front port
         with self._table() as table:
             live = rows(table, "kind IN (?, ?) AND name = ? AND stopped = 0", (*kinds, name))
-        return self._stop_rows(live)
+        stopped = self._stop_rows(live)
+        if kind == SERVER_KIND:  # its front port is gone: where it forwarded means nothing now
+            (self.state_dir / "routes" / f"{name}.json").unlink(missing_ok=True)
+        return stopped
 
     def log_file(self, kind: str, name: str, fingerprint: str | None = None) -> Path | None:
         if not self._table_exists():

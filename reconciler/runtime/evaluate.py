@@ -136,6 +136,8 @@ def score(
 
     torch.manual_seed(0)
     model = load_model(ref)
+    if torch.cuda.is_available():  # the Job asked for the Evaluation's spec.resources.gpus
+        model = model.to("cuda")
     model.eval()
     tokenizer = load_model_tokenizer(ref)
     metrics: dict[str, float] = {}

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler.jobfile import BaseModelRef, JobFile, ModelVersionRef
 
@@ -25,6 +25,11 @@ from reconciler.jobfile import BaseModelRef, JobFile, ModelVersionRef
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>")
 # The generation_config.json fields a request falls back to, as in vLLM (`--generation-config auto`).
 DEFAULTED_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens")
+# Integer fields are bounded where the model's code would overflow (torch takes a 64-bit seed,
+# a token count is a 32-bit int), so that a value out of range is a 400 that names the field, not
+# a 500 from inside generation. The seed takes vLLM's range, a signed 64-bit integer.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+MAX_COUNT = 2**31 - 1
 
 
 class _Request(BaseModel):
@@ -36,10 +41,10 @@ class _Request(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2, description="When unset: the model's "
                                       "generation_config.json, else 1.0. 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=-1, description="vLLM's extension; 0 or -1: no limit.")
+    top_k: int | None = Field(None, ge=-1, le=MAX_COUNT, description="vLLM's extension; 0 or -1: no limit.")
     stop: str | list[str] | None = None
     n: int | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool | None = None
 
     def sampling(self, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -55,8 +60,21 @@ class _Request(BaseModel):
 
 class CompletionRequest(_Request):
     prompt: str | list[str]
-    max_tokens: int | None = Field(None, ge=1, description="When unset: the model's max_new_tokens, "
-                                                           "else 16.")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT, description="When unset: the model's "
+                                                                         "max_new_tokens, else 16.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompts_have_text(cls, prompt: str | list[str]) -> str | list[str]:
+        """An empty prompt leaves the model nothing to continue (vLLM refuses it too)."""
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not prompts:
+            raise ValueError("must not be empty")
+        empty = [index for index, text in enumerate(prompts) if not text]
+        if empty:
+            where = "" if isinstance(prompt, str) else f" (prompt {empty[0]} is \"\")"
+            raise ValueError(f"must not be an empty string{where}")
+        return prompt
 
 
 class ChatMessage(BaseModel):
@@ -68,8 +86,8 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
 
 
 class ServeError(RuntimeError):
@@ -207,8 +225,6 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
     def completions(request: CompletionRequest):
         check(request)
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
-        if not prompts:
-            raise APIError(400, "prompt must not be empty", param="prompt")
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for index, prompt in enumerate(prompts):
             ids = generator.encode(prompt, chat=False)

@@ -12,10 +12,11 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, field_validator
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
+from reconciler import kubernetes_rules as kube
 from reconciler.scalars import Bool, Float, Int, Str  # noqa: F401 - the kinds import them from here
 
 API_VERSION = "tuneops.dev/v1alpha1"
@@ -70,11 +71,6 @@ def field(
 
 
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-
-
 def require_exactly_one(model: PydanticModel, first: str, second: str) -> None:
     """For 'this or that' fields (baseModel or fromFineTune, fineTune or baseModel)."""
     if (getattr(model, first) is None) == (getattr(model, second) is None):
@@ -92,13 +88,14 @@ def suggest_dns_label(value: str) -> str:
 
 
 def check_dns_label(value: str) -> str:
+    """A spec's name: a DNS-1123 label, as it becomes part of object names and label values."""
     if not value:
         raise SpecValueError("must not be empty")
-    if len(value) > 63:
+    if len(value) > kube.DNS1123_LABEL_MAX:
         raise SpecValueError(
             f"must be at most 63 characters (it has {len(value)}): names become Kubernetes object names"
         )
-    if not _DNS_LABEL.match(value):
+    if not kube.is_dns1123_label(value):
         suggestion = suggest_dns_label(value)
         raise SpecValueError(
             "must be a DNS-1123 label: lowercase letters, digits and '-', "
@@ -108,32 +105,25 @@ def check_dns_label(value: str) -> str:
     return value
 
 
-def check_dns_subdomain(value: str) -> str:
-    if not value or len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
-        raise SpecValueError("must be a DNS-1123 subdomain (lowercase letters, digits, '-' and '.')")
-    return value
+# Keys tuneops sets on every object it renders: a spec's own value would be overwritten.
+RESERVED_LABEL_KEYS = frozenset({"app.kubernetes.io/managed-by", "app.kubernetes.io/name",
+                                 "app.kubernetes.io/component", "kueue.x-k8s.io/queue-name"})
+RESERVED_PREFIX = "tuneops.dev/"
+
+
+def _not_reserved(key: str, reserved: frozenset[str] = frozenset()) -> str:
+    if key.startswith(RESERVED_PREFIX) or key in reserved:
+        raise SpecValueError(f"{key!r} is set by tuneops on the objects it renders",
+                             hint="use a key of your own, e.g. example.com/team")
+    return key
 
 
 def check_label_key(value: str) -> str:
-    """Kubernetes qualified name: optional `prefix/` (a DNS subdomain) and a name of <= 63 chars."""
-    prefix, _, name = value.rpartition("/")
-    if prefix:
-        check_dns_subdomain(prefix)
-    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
-        raise SpecValueError(
-            "must be a Kubernetes qualified name: an optional 'prefix/' and at most 63 letters, "
-            "digits, '-', '_' or '.', starting and ending with a letter or digit"
-        )
-    return value
+    return _not_reserved(kube.check_qualified_name(value), RESERVED_LABEL_KEYS)
 
 
-def check_label_value(value: str) -> str:
-    if value and (len(value) > 63 or not _LABEL_NAME.match(value)):
-        raise SpecValueError(
-            "must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit"
-        )
-    return value
+def check_annotation_key(value: str) -> str:
+    return _not_reserved(kube.check_qualified_name(value))
 
 
 def _number_to_string(value: Any) -> Any:
@@ -142,25 +132,15 @@ def _number_to_string(value: Any) -> Any:
     return value
 
 
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
-
-
-def check_quantity(value: str) -> str:
-    if not _QUANTITY.match(value):
-        raise SpecValueError(
-            "must be a Kubernetes quantity such as 8, 500m, 64Gi or 1.5"
-        )
-    return value
-
-
-Name = Annotated[str, Strict(), AfterValidator(check_dns_label)]
+Name = Annotated[str, Strict(), AfterValidator(check_dns_label), kube.DNS1123_LABEL_SCHEMA]
 LabelKey = Annotated[str, Strict(), AfterValidator(check_label_key)]
-LabelValue = Annotated[str, Strict(), AfterValidator(check_label_value)]
+AnnotationKey = Annotated[str, Strict(), AfterValidator(check_annotation_key)]
+LabelValue = Annotated[str, Strict(), AfterValidator(kube.check_label_value), kube.LABEL_VALUE_SCHEMA]
 Quantity = Annotated[
     str,
     BeforeValidator(_number_to_string, json_schema_input_type=str | int | float),
     Strict(),
-    AfterValidator(check_quantity),
+    AfterValidator(kube.check_quantity),
 ]
 PositiveInt = Annotated[int, Strict(), Field(gt=0)]
 
@@ -185,20 +165,36 @@ class Reference:
 
 
 class Metadata(SpecModel):
+    REFUSED_FIELDS: ClassVar[dict[str, str]] = {
+        "namespace": "metadata.namespace is not supported: a project's objects all go to one namespace, "
+                     "kubernetes.namespace in tuneops.yaml, where its storage claim and Secrets are and "
+                     "where the backend looks for them",
+    }
+
     name: Name = field(doc="The spec's name, unique per kind. Becomes part of Kubernetes object names.",
                        example="support-sft")
-    namespace: Name | None = field(
-        None, "Kubernetes namespace for this resource's objects; defaults to the project's.",
-        example="ml-training", operational=True)
     labels: dict[LabelKey, LabelValue] = field(
-        default_factory=dict, doc="Kubernetes-style labels, copied onto rendered objects.",
+        default_factory=dict, doc="Kubernetes labels, copied onto every rendered object and its pods. "
+                                  "Keys under tuneops.dev/, and those tuneops sets "
+                                  "(app.kubernetes.io/managed-by, name and component, "
+                                  "kueue.x-k8s.io/queue-name), are refused.",
         example={"team": "support"}, operational=True)
-    annotations: dict[LabelKey, Str] = field(
-        default_factory=dict, doc="Free-form annotations, copied onto rendered objects.",
+    annotations: dict[AnnotationKey, Str] = field(
+        default_factory=dict, doc="Kubernetes annotations, copied onto every rendered object and its pods "
+                                  "(at most 256 KiB together). Keys under tuneops.dev/ are refused.",
         example={"owner": "ml-platform"}, operational=True)
     description: Str | None = field(None, "What this resource is for, in a sentence.",
                                     example="Support assistant tuned on resolved tickets.",
                                     operational=True, max_length=4096)
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations_fit(cls, value: dict[str, str]) -> dict[str, str]:
+        size = sum(len(key.encode()) + len(text.encode()) for key, text in value.items())
+        if size > kube.ANNOTATIONS_SIZE_MAX:
+            raise SpecValueError(f"annotations take {size} bytes together; Kubernetes allows "
+                                 f"{kube.ANNOTATIONS_SIZE_MAX} (256 KiB)")
+        return value
 
 
 class Resource(SpecModel):

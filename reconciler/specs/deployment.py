@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Strict, ValidationInfo, field_validator
 
+from reconciler.kubernetes_rules import MetricName, NodeLabelValue
 from reconciler.specs.base import (
     Bool,
     Float,
@@ -18,18 +19,18 @@ from reconciler.specs.base import (
     ResourceId,
     SpecModel,
     SpecValueError,
-    Str,
     field,
 )
 
-_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
-_RESERVED_ALIAS = re.compile(r"^[vV][0-9]+$")
+# Matched whole: `$` also matches before a final newline.
+_ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,254}")
+_RESERVED_ALIAS = re.compile(r"[vV][0-9]+")
 
 
 def check_alias(value: str) -> str:
-    if _RESERVED_ALIAS.match(value):
+    if _RESERVED_ALIAS.fullmatch(value):
         raise SpecValueError("aliases of the form v<number> are reserved by the MLflow registry")
-    if not _ALIAS.match(value):
+    if not _ALIAS.fullmatch(value):
         raise SpecValueError("must start with a letter or '_' and contain only letters, digits, "
                              "'_' and '-'")
     return value
@@ -41,7 +42,8 @@ class DeployedModel(SpecModel):
 
 class ServingResources(SpecModel):
     gpus: Int = field(0, "GPUs per replica.", ge=0, le=64)
-    gpu_product: Str | None = field(None, "GPU model to schedule on.", example="NVIDIA-L40S")
+    gpu_product: NodeLabelValue | None = field(
+        None, "GPU model to schedule on (the node label `nvidia.com/gpu.product`).", example="NVIDIA-L40S")
     cpu: Quantity | None = field(None, "CPU request per replica.", example="8")
     memory: Quantity | None = field(None, "Memory request per replica.", example="48Gi")
 
@@ -53,7 +55,8 @@ class Autoscaling(SpecModel):
 
     max_replicas: Int = field(doc="At most this many replicas; `replicas` is the least.", example=4,
                               ge=1, le=1000)
-    metric: Str = field("vllm:num_requests_waiting", "Per-pod metric the HPA keeps at `target`.")
+    metric: MetricName = field("vllm:num_requests_waiting", "Per-pod metric the HPA keeps at `target`, "
+                                                         "as the metrics adapter names it.")
     target: Float = field(5.0, "Average value of the metric per replica to aim for.", gt=0)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from reconciler.kubernetes_rules import NodeLabelValue
 from reconciler.specs.base import (
     Bool,
     Float,
@@ -17,7 +18,6 @@ from reconciler.specs.base import (
     ResourceId,
     SpecModel,
     SpecValueError,
-    Str,
     field,
     require_exactly_one,
 )
@@ -98,7 +98,8 @@ class Baseline(_FineTuneOrBaseModel):
 
 class EvaluationResources(SpecModel):
     gpus: Int = field(0, "GPUs for the evaluation job.", ge=0, le=64, operational=True)
-    gpu_product: Str | None = field(None, "GPU model to schedule on.", example="NVIDIA-L40S",
+    gpu_product: NodeLabelValue | None = field(
+        None, "GPU model to schedule on (the node label `nvidia.com/gpu.product`).", example="NVIDIA-L40S",
                                     operational=True)
     cpu: Quantity | None = field(None, "CPU request.", example="8", operational=True)
     memory: Quantity | None = field(None, "Memory request.", example="64Gi", operational=True)

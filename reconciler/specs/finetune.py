@@ -7,6 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from reconciler.kubernetes_rules import NodeLabelValue, PriorityClassName
 from reconciler.specs.base import (
     Bool,
     Float,
@@ -32,7 +33,7 @@ Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup",
 Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
                     "adafactor", "sgd"]
 
-_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # matched whole
 
 
 class DatasetInput(SpecModel):
@@ -92,7 +93,7 @@ class Adapter(SpecModel):
             if not value:
                 raise SpecValueError("must name at least one module, or be 'all-linear'")
             for item in value:
-                if not isinstance(item, str) or not _MODULE_NAME.match(item):
+                if not isinstance(item, str) or not _MODULE_NAME.fullmatch(item):
                     raise SpecValueError(f"{item!r} is not a module name such as q_proj")
             return tuple(value)
         raise SpecValueError("must be 'all-linear' or a list of module names")
@@ -160,7 +161,7 @@ class Distributed(SpecModel):
 class Resources(SpecModel):
     nodes: PositiveInt = field(1, "Machines to train on.")
     gpus_per_node: Int = field(0, "GPUs per machine; 0 trains on CPU.", ge=0, le=64)
-    gpu_product: Str | None = field(
+    gpu_product: NodeLabelValue | None = field(
         None, "GPU model to schedule on (the node label `nvidia.com/gpu.product`).",
         example="NVIDIA-H100-80GB-HBM3", operational=True)
     cpu: Quantity | None = field(None, "CPU request per node.", example="16", operational=True)
@@ -207,7 +208,7 @@ class Registration(SpecModel):
 class Scheduling(SpecModel):
     queue: Name | None = field(None, "Kueue LocalQueue or Volcano queue to submit to.",
                                example="gpu-training", operational=True)
-    priority: Str | None = field(None, "Kubernetes PriorityClass name.", example="ml-batch",
+    priority: PriorityClassName | None = field(None, "Kubernetes PriorityClass name.", example="ml-batch",
                                  operational=True)
 
 

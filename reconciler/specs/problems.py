@@ -122,6 +122,7 @@ CODES: dict[str, str] = {
     "unsupported-api-version": "`apiVersion` is not tuneops.dev/v1alpha1.",
     "missing-field": "A required field is absent.",
     "unknown-field": "A field the kind does not have; usually a typo.",
+    "unsupported-field": "A field users may expect that tuneops refuses, with why (metadata.namespace).",
     "wrong-type": "A value of the wrong type, e.g. a string where a number belongs.",
     "out-of-range": "A number outside its allowed range.",
     "invalid-value": "A value of the right type that is still not allowed.",
@@ -148,6 +149,9 @@ CODES: dict[str, str] = {
     "baseline-is-model": "An Evaluation's baseline is the model under evaluation.",
     "gate-for-other-model": "A Deployment requires an Evaluation of a different model.",
     "ungated-deployment": "A Deployment with no gating Evaluation and no allowUngated.",
+    "invalid-kubernetes-name": "A name Kubernetes would refuse for the object it becomes (a Service "
+                               "name starts with a letter); an error on the kubernetes backend, else a "
+                               "warning.",
     "duplicate-alias": "Two Deployments move the same registry alias of the same model.",
     "unpinned-revision": "An hf:// source without a commit-sha revision (warning; an error "
                          "under --strict).",

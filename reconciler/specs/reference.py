@@ -40,9 +40,13 @@ spec:
   ...
 ```
 
-Names are unique per kind across the whole repository, whatever `metadata.namespace` says,
-because specs refer to each other by name. A file may hold several documents separated by
-`---`. `tuneops validate` reads a folder
+Names are unique per kind across the whole repository, because specs refer to each other by
+name; every object of a project goes to one namespace, `kubernetes.namespace` in
+`tuneops.yaml` (`metadata.namespace` is refused). Strings that become parts of Kubernetes
+objects (names, labels, annotations, GPU products, queues, priority classes, quantities) are
+held to the rule Kubernetes applies to the field they become (see docs/kubernetes.md).
+
+A file may hold several documents separated by `---`. `tuneops validate` reads a folder
 recursively (`*.yaml`, `*.yml`), skipping hidden folders, `.tuneops/`, and sub-folders that have
 their own `tuneops.yaml` (separate projects). Field names are camelCase; unknown fields are
 errors. Numbers are not coerced from strings (`r: "8"` is an error), YAML 1.2 scalars are used

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler import kubernetes_rules as kube
 from reconciler.config import ProjectSettings
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
@@ -344,6 +345,26 @@ def deployments_are_gated(ctx: RuleContext) -> Iterator[Problem]:
                               hint="give one of the Deployments another alias")
             else:
                 aliases[slot] = spec
+
+
+@rule
+def service_names_start_with_a_letter(ctx: RuleContext) -> Iterator[Problem]:
+    """A Deployment's Service, and the headless Service of a multi-node FineTune, are named after
+    the spec; Service names are DNS-1035 labels (IsDNS1035Label), which start with a letter."""
+    on_kubernetes = ctx.settings.backend == "kubernetes"  # elsewhere only `tuneops render` meets it
+    for spec in ctx.specs:
+        resource = spec.resource
+        if isinstance(resource, DeploymentResource):
+            service = "its Service"
+        elif isinstance(resource, FineTuneResource) and resource.spec.resources.nodes > 1:
+            service = "the Service that connects its nodes"
+        else:
+            continue
+        if not kube.is_dns1035_label(resource.name):
+            yield problem(spec, ERROR if on_kubernetes else WARNING, "invalid-kubernetes-name",
+                          f"{resource.KIND} names become the name of {service}, which must start with a "
+                          "letter (a DNS-1035 label)", ("metadata", "name"), value=resource.name,
+                          hint="start the name with a letter")
 
 
 @rule

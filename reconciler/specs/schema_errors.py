@@ -16,7 +16,6 @@ from typing import Any
 from pydantic import BaseModel as PydanticModel
 from pydantic import ValidationError
 
-from reconciler.specs.base import SpecValueError
 from reconciler.specs.problems import Position, Problem, Severity, describe_value
 
 Locate = Callable[[tuple[Any, ...], bool], tuple[int, int]]
@@ -95,6 +94,19 @@ def allowed_fields(model: type[PydanticModel], loc: tuple[Any, ...]) -> list[str
     return []
 
 
+def refused_field(model: type[PydanticModel], loc: tuple[Any, ...]) -> str | None:
+    """Why a field that users may expect is refused (a model's REFUSED_FIELDS), or None."""
+    annotation: Any = model
+    for part in loc[:-1]:
+        annotation = _step(annotation, part)
+        if annotation is None:
+            return None
+    for candidate in _unwrap(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, PydanticModel):
+            return getattr(candidate, "REFUSED_FIELDS", {}).get(loc[-1])
+    return None
+
+
 _BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
            "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
 _TYPE_NAMES = {
@@ -117,6 +129,9 @@ def _translate(err: dict[str, Any], model: type[PydanticModel],
     if kind == "missing":
         return "missing-field", "required field is missing", None, False
     if kind == "extra_forbidden":
+        refused = refused_field(model, loc)
+        if refused:
+            return "unsupported-field", refused, None, False
         return "unknown-field", "unknown field", suggest(str(loc[-1]), allowed_fields(model, loc[:-1])), False
     if kind in _BOUNDS:
         key, symbol = _BOUNDS[kind]
@@ -141,7 +156,7 @@ def _translate(err: dict[str, Any], model: type[PydanticModel],
         return "invalid-value", f"must be one of: {', '.join(expected)}", hint, True
     if kind == "value_error":
         error = ctx.get("error")
-        hint = error.hint if isinstance(error, SpecValueError) else None
+        hint = getattr(error, "hint", None)  # SpecValueError, KubernetesValueError
         return "invalid-value", str(error), hint, _is_scalar(given)
     if kind in ("too_short", "too_long"):
         limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
@@ -182,7 +197,7 @@ def problems_from_validation_error(
         loc = tuple(err["loc"])
         written = source_text(loc) if source_text else None
         code, message, hint, show_value = _translate(err, model, written)
-        on_key = code == "unknown-field" or (loc and loc[-1] == "[key]")
+        on_key = code in ("unknown-field", "unsupported-field") or (loc and loc[-1] == "[key]")
         if loc and loc[-1] == "[key]":
             loc = loc[:-1]
             message = f"label or annotation key {message}"

@@ -18,9 +18,10 @@ from reconciler.specs.base import SpecValueError
 Scheme = Literal["hf", "s3", "file"]
 SCHEMES: tuple[str, ...] = ("hf", "s3", "file")
 
-_HF_REPO = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_HF_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# Matched whole: `$` also matches before a final newline.
+_HF_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?")
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_HF_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +55,11 @@ def parse_source(value: str) -> Source:
         if location.startswith("datasets/") and location.count("/") == 2:
             raise SpecValueError("hf:// takes the repository id only",
                                  f"did you mean 'hf://{location.removeprefix('datasets/')}'?")
-        if len(location) > 96 or not _HF_REPO.match(location):
+        if len(location) > 96 or not _HF_REPO.fullmatch(location):
             raise SpecValueError("must name a Hugging Face repository: hf://org/name")
     elif scheme == "s3":
         bucket = location.split("/", 1)[0]
-        if not _S3_BUCKET.match(bucket):
+        if not _S3_BUCKET.fullmatch(bucket):
             raise SpecValueError("must name an S3 bucket: s3://bucket/prefix")
     elif not location:
         raise SpecValueError("file:// needs a path, e.g. file://data/train.jsonl")
@@ -72,7 +73,7 @@ def check_source(value: str) -> str:
 
 def is_pinned_hf_revision(revision: str | None) -> bool:
     """A Hub revision is reproducible only as a full commit sha; branches and tags move."""
-    return bool(revision) and bool(_HF_COMMIT.match(revision or ""))
+    return bool(revision) and bool(_HF_COMMIT.fullmatch(revision or ""))
 
 
 SourceURI = Annotated[str, Strict(), AfterValidator(check_source)]

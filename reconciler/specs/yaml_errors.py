@@ -44,6 +44,16 @@ def locate(error: yaml.MarkedYAMLError, chunk: str, loader: Any, first_line: int
                        "write `key: value`, or indent it further if it is the value of the key above")
     if problem in ("did not find expected key", "did not find expected '-' indicator"):
         return _misindented(mark.line, lines, first_line)
+    if context == "while scanning a quoted scalar" and problem.startswith("found unexpected end of stream") \
+            and error.context_mark is not None:
+        # libyaml reads on to the end of the file looking for the closing quote: the line to fix
+        # is where the quote opened, not the end of the file.
+        opened = error.context_mark
+        quote = lines[opened.line][opened.column] if opened.line < len(lines) \
+            and opened.column < len(lines[opened.line]) else '"'
+        return Located(opened.line, opened.column, f"this {quote} is never closed",
+                       f"end the text with {quote} on this line; inside it, write a {quote} as "
+                       + ('\\"' if quote == '"' else "''"))
     return None
 
 

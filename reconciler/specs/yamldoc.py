@@ -105,9 +105,9 @@ def _resolve_plain(value: str) -> str:
     if value == "<<":
         return MERGE
     if value[0] in "-+.0123456789":
-        if _INT.match(value):
+        if _INT.fullmatch(value):
             return INT
-        if _FLOAT.match(value):
+        if _FLOAT.fullmatch(value):
             return FLOAT
     return STR
 

@@ -408,6 +408,8 @@ def test_apply_without_a_terminal_says_to_pass_yes(valid_repo: Path):
 
 
 def test_logs_version_applies_to_model_versions_and_says_none_is_built(valid_repo: Path):
+    base_model = run_tuneops("logs", "BaseModel/tiny", cwd=valid_repo)
+    assert base_model.exit_code == 1 and "a BaseModel is read where it is" in base_model.stderr
     dataset = run_tuneops("logs", "Dataset/chats", "--version", "1", cwd=valid_repo)
     assert dataset.exit_code == 2 and "applies to a FineTune" in dataset.stderr, dataset.output
     before = sorted(valid_repo.rglob("*"))

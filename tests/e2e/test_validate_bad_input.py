@@ -29,6 +29,22 @@ def fine_tune(extra: str) -> str:
     return FT_HEAD + extra.lstrip("\n")
 
 
+def appended(file: str, extra: str) -> str:
+    """A valid spec file with `extra` lines appended (indented as under `spec:`)."""
+    return textwrap.dedent(VALID_SPECS[file]).lstrip("\n") + extra.lstrip("\n")
+
+
+def with_metadata(file: str, extra: str) -> str:
+    """A valid spec file with `extra` lines added under `metadata:` (after its name)."""
+    text = textwrap.dedent(VALID_SPECS[file]).lstrip("\n")
+    head, name_line, rest = text.partition("\n  name: ")
+    name, _, rest = rest.partition("\n")
+    return f"{head}{name_line}{name}\n{extra.lstrip(chr(10))}{rest}"
+
+
+ON_KUBERNETES = "backend: kubernetes\n"
+
+
 def alias_bomb() -> str:
     lines = [f"{API}", "kind: Dataset", "metadata: {name: bomb}", "spec:",
              '  a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"] #!']
@@ -160,6 +176,104 @@ CASES = {
     "an allowed file root of /": (
         {"tuneops.yaml": "policy:\n  allowedFileRoots: [/] #!\n"}, "tuneops.yaml",
         "allowing / would let a spec read every file"),
+    # Strings that become parts of Kubernetes objects obey the rule of the field they become
+    # (kubernetes_rules); a final newline no longer slips past a `$`.
+    "name with a trailing newline": (
+        {"base-model.yaml": VALID_SPECS["base-model.yaml"].replace("name: tiny", 'name: "tiny\\n" #!')},
+        "base-model.yaml", "DNS-1123"),
+    "reference with a trailing newline": (
+        {"deployment.yaml": VALID_SPECS["deployment.yaml"].replace("fineTune: sft", 'fineTune: "sft\\n" #!')},
+        "deployment.yaml", "DNS-1123"),
+    "label value with a trailing newline": (
+        {"fine-tune.yaml": with_metadata("fine-tune.yaml", '  labels:\n    team: "ml\\n" #!\n')},
+        "fine-tune.yaml", "must be a Kubernetes label value"),
+    "label key with a trailing newline": (
+        {"fine-tune.yaml": with_metadata("fine-tune.yaml", '  labels:\n    "team\\n": ml #!\n')},
+        "fine-tune.yaml", "label or annotation key must be a Kubernetes qualified name"),
+    "label key with an empty prefix": (
+        {"fine-tune.yaml": with_metadata("fine-tune.yaml", "  labels:\n    /team: ml #!\n")},
+        "fine-tune.yaml", "the part before '/' must not be empty"),
+    "label key tuneops sets": (
+        {"fine-tune.yaml": with_metadata("fine-tune.yaml", "  labels:\n    tuneops.dev/kind: x #!\n")},
+        "fine-tune.yaml", "'tuneops.dev/kind' is set by tuneops"),
+    "label value of 64 characters": (
+        {"fine-tune.yaml": with_metadata("fine-tune.yaml", f"  labels:\n    team: {'a' * 64} #!\n")},
+        "fine-tune.yaml", "must be at most 63 characters"),
+    "annotation key tuneops sets": (
+        {"evaluation.yaml": with_metadata("evaluation.yaml",
+                                          "  annotations:\n    tuneops.dev/fingerprint: x #!\n")},
+        "evaluation.yaml", "'tuneops.dev/fingerprint' is set by tuneops"),
+    "annotations over 256 KiB": (
+        {"evaluation.yaml": with_metadata("evaluation.yaml",
+                                          f"  annotations: #!\n    notes: {'a' * 262_144}\n")},
+        "evaluation.yaml", "Kubernetes allows 262144 (256 KiB)"),
+    "metadata.namespace": (
+        {"deployment.yaml": with_metadata("deployment.yaml", "  namespace: ml-serving #!\n")},
+        "deployment.yaml", "metadata.namespace is not supported: a project's objects all go to one"),
+    "queue with a trailing newline": (
+        {"fine-tune.yaml": fine_tune('  scheduling:\n    queue: "gpu\\n" #!\n')},
+        "fine-tune.yaml", "DNS-1123"),
+    "priority class with capitals": (
+        {"fine-tune.yaml": fine_tune("  scheduling:\n    priority: High #!\n")},
+        "fine-tune.yaml", "must be a DNS-1123 subdomain (it becomes a PriorityClass's name)"),
+    "gpuProduct with a space": (
+        {"fine-tune.yaml": fine_tune("  resources:\n    gpuProduct: NVIDIA H100 #!\n")},
+        "fine-tune.yaml", "must be a Kubernetes label value (it becomes a node selector value)"),
+    "evaluation gpuProduct with a trailing newline": (
+        {"evaluation.yaml": appended("evaluation.yaml", '  resources:\n    gpuProduct: "NVIDIA-L4\\n" #!\n')},
+        "evaluation.yaml", "must be a Kubernetes label value"),
+    "deployment gpuProduct with a slash": (
+        {"deployment.yaml": appended("deployment.yaml", "  resources:\n    gpuProduct: nvidia/l4 #!\n")},
+        "deployment.yaml", "must be a Kubernetes label value"),
+    "cpu with a trailing newline": (
+        {"fine-tune.yaml": fine_tune('  resources:\n    cpu: "8\\n" #!\n')},
+        "fine-tune.yaml", "must be a Kubernetes quantity"),
+    "memory in GB": (
+        {"evaluation.yaml": appended("evaluation.yaml", "  resources:\n    memory: 64GB #!\n")},
+        "evaluation.yaml", "binary units are written Ki, Mi, Gi, Ti"),
+    "autoscaling metric with a slash": (
+        {"deployment.yaml": appended("deployment.yaml",
+                                     "  autoscaling:\n    maxReplicas: 2\n    metric: queue/length #!\n")},
+        "deployment.yaml", "may not contain '/' or '%'"),
+    "deployment name that starts with a digit": (
+        {"tuneops.yaml": ON_KUBERNETES,
+         "deployment.yaml": VALID_SPECS["deployment.yaml"].replace("name: bot", "name: 1bot #!")},
+        "deployment.yaml", "must start with a letter (a DNS-1035 label)"),
+    "multi-node fine-tune name that starts with a digit": (
+        {"tuneops.yaml": ON_KUBERNETES,
+         "fine-tune.yaml": VALID_SPECS["fine-tune.yaml"].replace("name: sft", "name: 7b-sft #!").replace(
+             "  adapter:", "  resources: {nodes: 2}\n          adapter:"),
+         "evaluation.yaml": VALID_SPECS["evaluation.yaml"].replace("fineTune: sft", "fineTune: 7b-sft"),
+         "deployment.yaml": VALID_SPECS["deployment.yaml"].replace("fineTune: sft", "fineTune: 7b-sft")},
+        "fine-tune.yaml", "the Service that connects its nodes, which must start with a letter"),
+    "alias with a trailing newline": (
+        {"deployment.yaml": appended("deployment.yaml", '  alias: "production\\n" #!\n')},
+        "deployment.yaml", "must start with a letter or '_'"),
+    "target module with a trailing newline": (
+        {"fine-tune.yaml": fine_tune('  adapter:\n    targetModules: ["q_proj\\n"] #!\n')},
+        "fine-tune.yaml", "is not a module name"),
+    "hf:// repository with a trailing newline": (
+        {"base-model.yaml": VALID_SPECS["base-model.yaml"].replace(
+            "source: file://models/tiny", 'source: "hf://org/model\\n" #!')},
+        "base-model.yaml", "spec.source"),
+    # tuneops.yaml: the settings that name Kubernetes objects.
+    "namespace with capitals": (
+        {"tuneops.yaml": "kubernetes:\n  namespace: ML #!\n"}, "tuneops.yaml",
+        "must be a DNS-1123 label (it becomes a Kubernetes namespace)"),
+    "namespace with a trailing newline": (
+        {"tuneops.yaml": 'kubernetes:\n  namespace: "ml\\n" #!\n'}, "tuneops.yaml", "DNS-1123 label"),
+    "storage claim with an underscore": (
+        {"tuneops.yaml": "kubernetes:\n  storageClaim: tuneops_store #!\n"}, "tuneops.yaml",
+        "it becomes a PersistentVolumeClaim's name"),
+    "service account with a trailing newline": (
+        {"tuneops.yaml": 'kubernetes:\n  serviceAccount: "trainer\\n" #!\n'}, "tuneops.yaml",
+        "it becomes a ServiceAccount's name"),
+    "secret name with capitals": (
+        {"tuneops.yaml": "kubernetes:\n  secrets:\n    huggingFace: HF-Token #!\n"}, "tuneops.yaml",
+        "it becomes a Secret's name"),
+    "image with a trailing space": (
+        {"tuneops.yaml": 'kubernetes:\n  image: "registry.example/trainer:1 " #!\n'}, "tuneops.yaml",
+        "must not have leading or trailing whitespace"),
 }
 
 

@@ -15,7 +15,7 @@ PACKAGE = REPO_ROOT / "reconciler"
 # Module (or package) -> the rank of its layer; a module may import only equal or lower ranks.
 LAYERS = {
     "reconciler.fileio": 0, "reconciler.config": 0, "reconciler.scalars": 0, "reconciler.starter": 0,
-    "reconciler.crd_schemas": 0, "reconciler.state_files": 0,
+    "reconciler.crd_schemas": 0, "reconciler.state_files": 0, "reconciler.kubernetes_rules": 0,
     "reconciler.specs": 1,
     "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.gates": 2,
     # Vocabularies and data formats: no I/O of their own.
@@ -29,7 +29,8 @@ LAYERS = {
     "reconciler.backends": 4, "reconciler.sources_digest": 4, "reconciler.gitinfo": 4,
     "reconciler.project": 4, "reconciler.lock": 4, "reconciler.dataset_rows": 4,
     "reconciler.manifests": 4, "reconciler.gitbase": 4, "reconciler.sample_request": 4,
-    "reconciler.apply": 5, "reconciler.gitops": 5, "reconciler.daemon": 5, "reconciler.notify": 5,
+    "reconciler.apply": 5, "reconciler.gitops": 5, "reconciler.daemon": 5, "reconciler.daemon_http": 5,
+    "reconciler.notify": 5,
     "reconciler.cli": 6, "reconciler.__main__": 6, "reconciler.runtime": 6,
 }
 PURE = ("reconciler.specs", "reconciler.graph", "reconciler.gates", "reconciler.plan", "reconciler.planner",

@@ -123,8 +123,8 @@ def _shape(value, path=""):  # noqa: ANN001, ANN202
 
 def _with_values(repo: Path, value: str, launcher: str = "indexed-job") -> Path:
     """The example specs with `value` in free-text fields that reach the manifests: a
-    description, a GPU product, a priority class, and the names of a data file and a chat
-    template (the files exist), with the two-node fine-tune on `launcher`."""
+    description, an annotation, and the names of a data file and a chat template (the files
+    exist), with the two-node fine-tune on `launcher`."""
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
     quoted = yaml_scalar(value)
@@ -136,8 +136,7 @@ def _with_values(repo: Path, value: str, launcher: str = "indexed-job") -> Path:
     template = yaml_scalar(f"file://templates/{file_name}.jinja")
     base.write_text(text.replace("chatTemplate: chatml", f"chatTemplate: {template}"))
     sft = repo / "fine-tunes" / "support-sft.yaml"
-    text = sft.read_text().replace("gpuProduct: NVIDIA-H100-80GB-HBM3", f"gpuProduct: {quoted}")
-    sft.write_text(text.replace("priority: ml-batch", f"priority: {quoted}"))
+    sft.write_text(sft.read_text().replace("cost-center: ml-research", f"cost-center: {quoted}"))
     data = repo / "datasets" / "data"
     shutil.copyfile(data / "support-tickets.jsonl", data / file_name)
     tickets = repo / "datasets" / "support-tickets.yaml"
@@ -151,10 +150,11 @@ def _with_values(repo: Path, value: str, launcher: str = "indexed-job") -> Path:
 @pytest.mark.parametrize("launcher", ["indexed-job", "jobset", "pytorchjob"])
 @pytest.mark.parametrize("payload", INJECTIONS)
 def test_injection_through_string_fields_changes_no_object_and_no_key(tmp_path, payload, launcher):
-    """Free-text fields (descriptions, GPU product, priority class, source and chat-template
-    paths) carry the payload into the manifests; the set of objects and the shape of each stay
-    those of a benign value, and the payload arrives intact as a value. (Names, labels and
-    queue names cannot carry one: validation holds them to Kubernetes' syntax.)"""
+    """Free-text fields (descriptions, annotation values, source and chat-template paths)
+    carry the payload into the manifests; the set of objects and the shape of each stay those
+    of a benign value, and the payload arrives intact as a value. (Names, labels, GPU products,
+    priority classes and queue names cannot carry one: validation holds them to Kubernetes'
+    syntax.)"""
     before = rendered_objects(_with_values(tmp_path / "benign", "benign", launcher))
     after = rendered_objects(_with_values(tmp_path / "payload", payload, launcher))
     assert [o["kind"] for o in after] == [o["kind"] for o in before]
@@ -162,9 +162,8 @@ def test_injection_through_string_fields_changes_no_object_and_no_key(tmp_path, 
         assert _shape(new) == _shape(old), new["metadata"]["name"]
     job = next(o for o in after if o["kind"] == "Job"
                and o["metadata"]["labels"]["tuneops.dev/name"] == "support-sft")
-    pod = job["spec"]["template"]["spec"]
-    assert pod["priorityClassName"] == payload
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": payload}
+    assert job["metadata"]["annotations"]["example.com/cost-center"] == payload
+    assert job["spec"]["template"]["metadata"]["annotations"]["example.com/cost-center"] == payload
     assert "Secret" not in {o["kind"] for o in after}
     tickets = next(json.loads(o["data"]["job.json"]) for o in after if o["kind"] == "ConfigMap"
                    and o["metadata"]["labels"]["tuneops.dev/name"] == "support-tickets")
@@ -197,6 +196,21 @@ def test_a_two_node_fine_tune_is_an_indexed_job_with_a_headless_service():
     assert [rank for _, rank, _, _ in launched] == ["0", "1"]
     assert {addr for _, _, addr, _ in launched} == {launched[0][0]}  # everyone meets at pod 0
     assert command[:3] == ["torchrun", "--nproc_per_node", "8"]
+
+
+def test_an_indexed_jobs_pod_hostnames_fit_a_dns_label_whatever_the_name(tmp_path):
+    """Kubernetes names pod i of an Indexed Job `<job>-<i>` (its hostname, a DNS-1123 label):
+    a long FineTune name leaves room for the index."""
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    spec = repo / "fine-tunes" / "docs-cpt.yaml"
+    long_name = "docs-continued-pretraining-on-the-product-documentation-v2"
+    spec.write_text(spec.read_text().replace("name: docs-cpt", f"name: {long_name}"))
+    job = next(o for o in rendered_objects(repo)
+               if o["kind"] == "Job" and o["metadata"]["labels"]["tuneops.dev/name"] == long_name)
+    last_pod = f"{job['metadata']['name']}-{job['spec']['completions'] - 1}"
+    assert len(last_pod) <= 63, last_pod
+    assert len(f"{job['metadata']['name']}-9999") <= 63
 
 
 def test_rendered_manifests_match_the_golden_files():
@@ -469,3 +483,20 @@ def test_a_job_reading_spec_files_is_told_its_roots_in_the_manifest(tmp_path):
             roots[resource] = env.get("TUNEOPS_FILE_ROOTS")
     assert roots["Dataset/support-tickets"] == "/workspace/specs:/data/shared"
     assert roots["Dataset/product-docs"] is None  # an s3:// source
+
+
+def test_names_and_labels_kubernetes_refuses_are_problems_of_the_rendered_objects_too():
+    """The second line, behind validation: what reaches a manifest another way (a Deployment
+    named 1bot on the local backend, where its Service name is only a warning) stops render."""
+    objects = rendered_objects(EXAMPLES)
+    service = next(o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "support-bot")
+    bad = {**service, "metadata": {**service["metadata"], "name": "1bot",
+                                   "labels": {"team\n": "x", "ok": "not ok"}}}
+    problems = validate_manifests([bad], "1.30")
+    assert problems[0] == "Service/1bot: metadata.name '1bot': a Service name must be a DNS-1035 label " \
+                          "(start with a letter)"
+    assert any("metadata.labels key 'team\\n'" in p for p in problems)
+    assert any("metadata.labels['ok'] 'not ok'" in p for p in problems)
+    job = next(o for o in objects if o["kind"] == "Job")
+    long_job = {**job, "metadata": {**job["metadata"], "name": "j" * 64}}
+    assert any("at most 63 characters" in p for p in validate_manifests([long_job], "1.30"))

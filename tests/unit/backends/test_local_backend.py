@@ -348,6 +348,9 @@ def test_a_version_switch_loses_no_request_and_then_stops_the_old_version(
 
     current = LocalBackend(state_dir).observe().server("bot")
     assert (current.phase, current.fingerprint, current.url) == ("serving", OTHER_FINGERPRINT, first.url)
+    assert json.loads((state_dir / "routes" / "bot.json").read_text())["version"] == "sft/2"
+    LocalBackend(state_dir).stop("Deployment", "bot")
+    assert not (state_dir / "routes" / "bot.json").exists()  # nothing left that points at a dead server
 
 
 def test_a_new_version_that_fails_to_start_leaves_the_old_one_serving(

@@ -290,6 +290,16 @@ def test_end_of_turn_tokens_stop_even_when_eos_is_another_token(loaded):
     ("/v1/chat/completions", {"model": NAME, "messages": []}, 400, "messages", None),
     ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": [{"type": "image"}]}]},
      400, "messages.0.content", None),
+    # Values the model cannot take are refused, not left to fail inside generation (a 500).
+    ("/v1/completions", {"model": NAME, "prompt": ""}, 400, "prompt", None),
+    ("/v1/completions", {"model": NAME, "prompt": ["a", ""]}, 400, "prompt", None),
+    ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": "a"}],
+                              "seed": 2**64 + 1}, 400, "seed", None),
+    ("/v1/completions", {"model": NAME, "prompt": "a", "seed": -(2**63) - 1}, 400, "seed", None),
+    ("/v1/completions", {"model": NAME, "prompt": "a", "temperature": 0.5, "top_k": 2**70}, 400, "top_k",
+     None),
+    ("/v1/chat/completions", {"model": NAME, "messages": [{"role": "user", "content": "a"}],
+                              "max_completion_tokens": 2**70}, 400, "max_completion_tokens", None),
 ])
 def test_errors_have_openais_shape(client, path, body, status, param, code):
     got, answer = client.call(path, body)

@@ -92,6 +92,9 @@ def test_bad_yaml_raises_a_positioned_error(text: str, message: str, line: int):
     ("spec:\n  prompt: |\n    hello\n  world\n", 4, 3, "no `:` after its key"),
     # a colon inside a one-line value stays where it is
     ("spec:\n  a: b: c\n", 2, 7, "quote a value"),
+    # a quote never closed: libyaml stops at the end of the file, the mistake is where it opened
+    ('metadata:\n  name: "fruit\nspec:\n  source: x\n', 2, 9, 'this " is never closed'),
+    ("metadata:\n  name: 'fruit\nspec:\n  a: 1\n\n", 2, 9, "write a ' as ''"),
 ])
 def test_indentation_mistakes_point_at_the_line_to_fix(text: str, line: int, column: int, message: str):
     with pytest.raises(YamlError) as caught:
