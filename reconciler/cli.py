@@ -955,7 +955,9 @@ def run_job(command: str, job_file: Path) -> None:
         summary = entry.run(command, job_file)
     except entry.user_error_types() as error:
         raise UserError(str(error)) from None
-    click.echo(summary)
+    from reconciler.redaction import redact
+
+    click.echo(redact(summary))
 
 
 def main() -> None:
