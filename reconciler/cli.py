@@ -580,6 +580,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     from reconciler.lock import ApplyLock, Locked
     from reconciler.plan_report import plan_text
     from reconciler.redaction import redact
+    from reconciler.render import RenderError
 
     project = _load(ctx, path)
     lock = ApplyLock(project.state_dir)
@@ -631,7 +632,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
                                 max_attempts=project.settings.max_attempts, stop=stop)
             with reporter:
                 result = executor.run()
-        except (TrackingUnavailable, TrackingError) as error:
+        except (TrackingUnavailable, TrackingError, RenderError) as error:  # RenderError: cluster settings
             raise UserError(str(error)) from None
         done = sum(1 for s in result.steps if s.outcome == "done")
         click.echo(f"\nApplied: {done} done, {len(result.failed)} failed, {len(result.blocked)} blocked or "

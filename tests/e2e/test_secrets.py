@@ -112,3 +112,21 @@ def repo_experiment(repo: SpecRepo) -> str:
     settings = (repo.root / "tuneops.yaml").read_text()
     return next(line.split(":", 1)[1].strip() for line in settings.splitlines()
                 if line.strip().startswith("experiment:"))
+
+
+@pytest.mark.slow
+def test_a_cluster_apply_with_credentials_in_the_tracking_uri_and_no_secret_for_pods_is_refused(
+        cluster_repo: SpecRepo, mlflow_server, fake_api):
+    password = planted_secrets()["tracking password"]
+    host = mlflow_server.uri.removeprefix("http://")
+    settings = cluster_repo.root / "tuneops.yaml"
+    settings.write_text(settings.read_text().replace(mlflow_server.uri, f"http://ci-user:{password}@{host}"))
+    cluster_repo.commit("MLflow asks for a password")
+    refused = cluster_repo.tuneops("apply", ".", "--yes", env={"KUBECONFIG": str(cluster_repo.kubeconfig)},
+                                   timeout=180)
+    assert refused.exit_code == 1, refused.output
+    assert "Traceback" not in refused.output and "internal error" not in refused.output
+    assert f"mlflow.trackingUri (http://ci-user:***@{host}) holds credentials" in refused.stderr
+    assert "name it in kubernetes.secrets.mlflow" in refused.stderr
+    assert password not in refused.output
+    assert fake_api.objects("Job") == [] and fake_api.objects("ConfigMap") == []
