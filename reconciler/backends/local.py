@@ -540,7 +540,7 @@ class LocalBackend:
         return JobObservation(
             kind=row["kind"], name=row["name"], fingerprint=row["fingerprint"], phase=phase,
             attempts=row["attempts"], started_at=row["started_at"], finished_at=row["finished_at"],
-            exit_code=row["exit_code"], message=row["message"], handle=f"pid {row['pid']}",
+            exit_code=row["exit_code"], message=redact(row["message"]), handle=f"pid {row['pid']}",
             log=row["log_path"])
 
     def _server_observation(self, row: Row, router: Row | None, *,
@@ -548,7 +548,7 @@ class LocalBackend:
         """A Deployment's server as clients see it: at its front port's URL (a server started
         before front ports answers on its own), serving once that URL answers as this start."""
         url = router["url"] if router is not None else row["url"]
-        message = row["message"]
+        message = redact(row["message"])  # a row from before messages were redacted, too
         if row["finished_at"] is not None:
             phase, message = "failed", message or f"exited with {row['exit_code']}"
         elif router is not None and router["finished_at"] is not None:
