@@ -403,8 +403,10 @@ def _built_summary(run: BuiltRun) -> str:
 
 def _mlflow_target(project):  # noqa: ANN001, ANN202
     from reconciler.jobfile import MlflowTarget
+    from reconciler.redaction import without_credentials
 
-    return MlflowTarget(tracking_uri=project.tracking_uri, experiment=project.experiment)
+    # Its credentials reach the jobs through their environment (project.open_backend).
+    return MlflowTarget(tracking_uri=without_credentials(project.tracking_uri), experiment=project.experiment)
 
 
 def _repo_root(project):  # noqa: ANN001, ANN202

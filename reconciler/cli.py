@@ -26,7 +26,9 @@ class UserError(click.ClickException):
     exit_code = EXIT_INVALID
 
     def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        click.echo(f"error: {self.format_message()}", err=True)
+        from reconciler.redaction import redact
+
+        click.echo(f"error: {redact(self.format_message())}", err=True)
 
 
 _short_lived = False
@@ -577,6 +579,8 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     from reconciler.gitinfo import git_origin
     from reconciler.lock import ApplyLock, Locked
     from reconciler.plan_report import plan_text
+    from reconciler.redaction import redact
+    from reconciler.render import RenderError
 
     project = _load(ctx, path)
     lock = ApplyLock(project.state_dir)
@@ -628,7 +632,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
                                 max_attempts=project.settings.max_attempts, stop=stop)
             with reporter:
                 result = executor.run()
-        except (TrackingUnavailable, TrackingError) as error:
+        except (TrackingUnavailable, TrackingError, RenderError) as error:  # RenderError: cluster settings
             raise UserError(str(error)) from None
         done = sum(1 for s in result.steps if s.outcome == "done")
         click.echo(f"\nApplied: {done} done, {len(result.failed)} failed, {len(result.blocked)} blocked or "
@@ -636,7 +640,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
         _print_endpoints(project, _state_after_apply(project, store, backend))
         if result.failed:
             for step in result.failed:
-                click.echo(f"error: {step.resource}: {step.message}", err=True)
+                click.echo(f"error: {step.resource}: {redact(step.message)}", err=True)
             ctx.exit(EXIT_INVALID)
     finally:
         lock.release()
@@ -769,7 +773,7 @@ def logs(resource: str, path: Path | None, path_option: Path | None, follow: boo
             raise UserError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
         if note:
             click.echo(f"note: {note}", err=True)
-        for line in lines:
+        for line in lines:  # the backends redact what the job printed (redaction.redact_lines)
             click.echo(line, nl=False)
     except (ProjectError, BackendError, TrackingUnavailable, TrackingError) as error:
         raise UserError(str(error)) from None
@@ -952,7 +956,9 @@ def run_job(command: str, job_file: Path) -> None:
         summary = entry.run(command, job_file)
     except entry.user_error_types() as error:
         raise UserError(str(error)) from None
-    click.echo(summary)
+    from reconciler.redaction import redact
+
+    click.echo(redact(summary))
 
 
 def main() -> None:
@@ -972,11 +978,13 @@ def main() -> None:
     except Exception as error:  # a bug, unless it is about the user's files: say which, briefly
         if os.environ.get("TUNEOPS_DEBUG"):
             raise
+        from reconciler.redaction import redact
+
         problem = _users_problem(error)
         if problem is not None:
-            click.echo(f"error: {problem}", err=True)
+            click.echo(f"error: {redact(problem)}", err=True)
         else:
-            click.echo(f"tuneops: internal error: {type(error).__name__}: {error}\n"
+            click.echo(f"tuneops: internal error: {type(error).__name__}: {redact(str(error))}\n"
                        "This is a bug in tuneops. Rerun with TUNEOPS_DEBUG=1 to see the traceback.",
                        err=True)
         sys.exit(EXIT_INVALID)

@@ -48,7 +48,8 @@ class _Settings(PydanticModel):
 class MlflowSettings(_Settings):
     tracking_uri: _Str | None = Field(
         None, description="MLflow tracking URI. Default: MLFLOW_TRACKING_URI, else "
-                          "sqlite:///<spec root>/.tuneops/mlflow.db.",
+                          "sqlite:///<spec root>/.tuneops/mlflow.db. Credentials in it (user:password@ or "
+                          "a token@) reach jobs only through their environment, never a job file.",
         examples=["http://mlflow.mlops.svc.cluster.local:5000"])
     experiment: _Str = Field("tuneops", description="Experiment that holds every run of this project.")
 

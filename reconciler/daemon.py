@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler import redaction
 from reconciler.config import STATE_DIR
 from reconciler.daemon_http import Endpoints, HttpServer, ListenError, RefusalLog
 from reconciler.gitinfo import without_credentials
@@ -179,11 +180,12 @@ class DaemonState:
 
 class Daemon:
     def __init__(self, config: DaemonConfig, *, say: Callable[[str], None] = print):
-        self.config, self.say = config, say
+        redaction.remember_credentials_of(config.repo)  # a token in the remote is masked in every line
+        self.config, self.say = config, lambda line: say(redaction.redact(line))
         self.mirror = GitMirror(config.repo, config.branch, config.checkout)
         self.metrics = Metrics()
         style = "slack" if config.notify_style == "slack" else "json"
-        self.notifier = Notifier(config.notify_url, style, say)
+        self.notifier = Notifier(config.notify_url, style, self.say)
         self.state = DaemonState()
         self.stopping = threading.Event()
         self.wake = threading.Event()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from reconciler import redaction
 from reconciler.jobfile import GitOrigin
 
 
@@ -35,23 +36,14 @@ def git_origin(path: Path) -> GitOrigin:
         return GitOrigin()
     remote = _git(path, "config", "--get", "remote.origin.url") or _git(path, "rev-parse", "--show-toplevel")
     status = _git(path, "status", "--porcelain", "--untracked-files=normal", "--", ".", ":(exclude).tuneops")
+    redaction.remember_credentials_of(remote)
     return GitOrigin(repo=without_credentials(remote) if remote else None, commit=commit, dirty=bool(status))
 
 
 def without_credentials(remote: str) -> str:
     """A remote URL with any user info dropped: Git tokens often sit in the user name
     (`https://ghp_...@github.com/org/repo.git`), which a password mask would miss."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    if "://" not in remote:
-        return remote  # scp-like `git@host:org/repo.git` carries no secret
-    parts = urlsplit(remote)
-    if not parts.username and not parts.password:
-        return remote
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=host))
+    return redaction.without_credentials(remote)
 
 
 def unpublished(root: Path, paths: tuple[str, ...] | list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from reconciler.fingerprint import FingerprintInput
 from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
 from reconciler.jobs import JobBuilder, JobContext
+from reconciler.redaction import credentials_environment, redact, without_credentials
 from reconciler.render import (
     CHECKOUT_MOUNT,
     STORAGE_MOUNT,
@@ -58,9 +59,14 @@ def cluster_context(specs: SpecSet, git: GitOrigin, repo_root: Path | None = Non
     if not uri or not uri.startswith(("http://", "https://")):
         raise RenderError("jobs in the cluster need an MLflow server: set mlflow.trackingUri to its "
                           "http(s):// URL in tuneops.yaml")
-    return JobContext(storage_root=Path(storage), mlflow=MlflowTarget(tracking_uri=uri,
-                                                                      experiment=settings.mlflow.experiment),
-                      git=git, repo_root=repo_root, checkout_into=CHECKOUT_MOUNT)
+    if credentials_environment(uri) and not settings.kubernetes.secrets.mlflow:
+        raise RenderError(f"mlflow.trackingUri ({redact(uri)}) holds credentials, which a manifest never "
+                          "does: put them in a Secret with keys `username` and `password`, name it in "
+                          "kubernetes.secrets.mlflow in tuneops.yaml, and pods get them from it")
+    # The credentials reach pods from the Secret (render._secret_env), never in the job file.
+    mlflow = MlflowTarget(tracking_uri=without_credentials(uri), experiment=settings.mlflow.experiment)
+    return JobContext(storage_root=Path(storage), mlflow=mlflow, git=git, repo_root=repo_root,
+                      checkout_into=CHECKOUT_MOUNT)
 
 
 def launcher_of(specs: SpecSet, rid: ResourceId) -> str | None:

@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 
-from reconciler import tracking
+from reconciler import redaction, tracking
 from reconciler.config import PROJECT_FILE, STATE_DIR
 from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
 from reconciler.graph import DependencyGraph
@@ -62,9 +62,11 @@ def embedded_tracking_uri(root: Path) -> str:
 
 
 def tracking_uri_of(settings, root: Path) -> str:  # noqa: ANN001 - ProjectSettings
-    """Explicit in tuneops.yaml, else MLFLOW_TRACKING_URI, else the embedded database."""
-    return (settings.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-            or embedded_tracking_uri(root))
+    """Explicit in tuneops.yaml, else MLFLOW_TRACKING_URI, else the embedded database. Its
+    credentials are masked in everything shown from then on."""
+    uri = settings.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(root)
+    redaction.remember_credentials_of(uri)
+    return uri
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,7 @@ def built_versions(settings, root: Path, kind: str, name: str) -> tuple[BuiltRun
 def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201 - Backend
     """The configured backend. Without specs the Kubernetes backend reads, logs and stops but
     cannot start anything (it renders from the specs)."""
+    tracking_uri = tracking_uri_of(settings, state_dir.parent)  # its credentials are masked from now on
     if settings.backend == "kubernetes":
         from reconciler.backends.base import BackendError
         from reconciler.backends.kubeapi import KubeApi, load_connection
@@ -212,7 +215,9 @@ def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201
 
     # The state folder is `<project>/.tuneops`: its jobs read file:// paths from the project's repository.
     roots = FileRoots.of_project(state_dir.parent, settings.policy.allowed_file_roots)
-    return LocalBackend(state_dir, file_roots=roots)
+    # Job files name MLflow without credentials; the jobs get them in their environment.
+    return LocalBackend(state_dir, file_roots=roots,
+                        credentials=redaction.credentials_environment(tracking_uri))
 
 
 def load_project(path: Path, *, strict: bool = False) -> Project:

@@ -82,16 +82,11 @@ def with_retries(call: Callable[[], T], tracking_uri: str, what: str,
 
 
 def redact_uri(uri: str) -> str:
-    """The URI with any password replaced: `http://user:secret@host` -> `http://user:***@host`."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URI as it may be shown: `http://user:secret@host` -> `http://user:***@host`, a token in
+    the user-name position masked too (redaction.redact)."""
+    from reconciler.redaction import redact
 
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    return redact(uri)
 
 
 def _is_connection_error(error: BaseException) -> bool:
@@ -123,5 +118,7 @@ def _is_connection_error(error: BaseException) -> bool:
 
 
 def _short(error: Any, tracking_uri: str) -> str:
+    from reconciler.redaction import redact
+
     text = str(error).splitlines()[0] if error else "unknown error"
-    return text.replace(tracking_uri, redact_uri(tracking_uri))[:300]
+    return redact(text.replace(tracking_uri, redact_uri(tracking_uri)))[:300]

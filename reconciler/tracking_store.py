@@ -134,7 +134,7 @@ class RestTrackingStore:
         self._base = urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": "tuneops"}
-        authorization = _authorization(parts.username, parts.password)
+        authorization = _authorization(uri)
         if authorization:
             self._headers["Authorization"] = authorization
         self._ssl = _ssl_context() if parts.scheme.lower() == "https" else None
@@ -257,17 +257,18 @@ class RestTrackingStore:
                         retryable=error.code == 429 or error.code >= 500)
 
 
-def _authorization(username: str | None, password: str | None) -> str | None:
-    """Like MLflow's client: basic auth from the URI or MLFLOW_TRACKING_USERNAME/PASSWORD, else a
-    bearer MLFLOW_TRACKING_TOKEN."""
-    if username is not None and password is not None:
-        username, password = unquote(username), unquote(password)
-    else:
-        username = os.environ.get("MLFLOW_TRACKING_USERNAME")
-        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+def _authorization(uri: str) -> str | None:
+    """Like MLflow's client, given the job's variables (redaction.credentials_environment): basic
+    auth from the URI's user and password or MLFLOW_TRACKING_USERNAME/PASSWORD, else a bearer token
+    from the URI's user-name position or MLFLOW_TRACKING_TOKEN."""
+    from reconciler.redaction import credentials_environment
+
+    environment = credentials_environment(uri) or os.environ  # the URI's own come first
+    username = environment.get("MLFLOW_TRACKING_USERNAME")
+    password = environment.get("MLFLOW_TRACKING_PASSWORD")
     if username and password:
         return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    token = environment.get("MLFLOW_TRACKING_TOKEN")
     return f"Bearer {token}" if token else None
 
 

@@ -1,11 +1,14 @@
-"""HTTP for tests: a webhook endpoint that keeps the JSON it is sent, and a client that polls a URL
-through a server switch and keeps every failed request."""
+"""HTTP for tests: a webhook endpoint that keeps the JSON it is sent, a client that polls a URL
+through a server switch and keeps every failed request, and a proxy that asks for a password."""
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 
 class Receiver:
@@ -76,3 +79,65 @@ class Poller:
                     self.answers.append(answer)
                 self._answered.notify_all()
             self._stop.wait(self.pause)
+
+
+class BasicAuthProxy:
+    """A server in front of another that answers 401 unless a request carries this user and
+    password (basic auth), as an MLflow behind an authenticating proxy does; it counts both kinds.
+    (`mlflow server --app-name basic-auth` needs the mlflow[auth] extra, which is not installed.)"""
+
+    HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+                  "proxy-authorization", "proxy-authenticate"}
+
+    def __init__(self, upstream: str, username: str, password: str) -> None:
+        self.authorized = 0
+        self.refused: list[str] = []
+        expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        target = urlsplit(upstream)
+        proxy = self
+
+        class Forward(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.headers.get("Authorization") != expected:
+                    proxy.refused.append(f"{self.command} {self.path}")
+                    self._answer(401, {"WWW-Authenticate": 'Basic realm="mlflow"'}, b"")
+                    return
+                proxy.authorized += 1
+                headers = {key: value for key, value in self.headers.items()
+                           if key.lower() not in proxy.HOP_BY_HOP and key.lower() != "host"}
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=120)
+                try:
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    content = response.read()
+                    kept = {key: value for key, value in response.getheaders()
+                            if key.lower() not in proxy.HOP_BY_HOP and key.lower() != "content-length"}
+                    self._answer(response.status, kept, content)
+                finally:
+                    upstream.close()
+
+            def _answer(self, status: int, headers: dict[str, str], content: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward  # noqa: N815
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler.backends.base import JobObservation, JobPhase, ServerObservation
 from reconciler.backends.kubeapi import FIELD_MANAGER
+from reconciler.redaction import redact
 from reconciler.render import (
     AUTOSCALED_ANNOTATION,
     FINGERPRINT_ANNOTATION,
@@ -410,5 +411,6 @@ def _last_line(text: str) -> str:
 
 
 def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
+    """A pod's message as status shows it: one line, credentials masked (it quotes the job's output)."""
+    text = redact(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"

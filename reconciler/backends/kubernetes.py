@@ -46,6 +46,7 @@ from reconciler.backends.kube_health import (
     timestamp,
 )
 from reconciler.backends.kubeapi import KubeApi
+from reconciler.redaction import redact_lines
 from reconciler.render import (
     FINGERPRINT_ANNOTATION,
     KIND_LABEL,
@@ -301,7 +302,8 @@ class KubernetesBackend:
                 -node_rank(pod),
             ),
         )
-        return self.api.pod_log(self.namespace, name_of(newest), tail=tail, follow=follow)
+        lines = self.api.pod_log(self.namespace, name_of(newest), tail=tail, follow=follow)
+        return redact_lines(lines) if lines is not None else None
 
     # -- helpers -----------------------------------------------------------------------------
 

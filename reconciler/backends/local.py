@@ -49,6 +49,7 @@ from reconciler.backends.local_table import (
 )
 from reconciler.fileio import write_text_atomic
 from reconciler.jobfile import JobFile, ServeOptions
+from reconciler.redaction import redact, redact_lines
 from reconciler.specs.confinement import FILE_ROOTS_ENV, FileRoots
 
 DISAPPEARED = "the process disappeared without an exit status (killed?)"
@@ -68,9 +69,12 @@ def job_argv(job: JobFile, job_file: Path, *, processes: int = 1, python: str = 
             "--master_port", str(port), *run]
 
 
-def job_environment(job: JobFile | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Unbuffered logs, quiet tokenizers, and DeepSpeed on CPU for a fine-tune that asks for no GPU."""
-    environment = dict(os.environ if base is None else base)
+def job_environment(job: JobFile | None = None, base: Mapping[str, str] | None = None,
+                    credentials: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Unbuffered logs, quiet tokenizers, and DeepSpeed on CPU for a fine-tune that asks for no GPU.
+    `credentials` (MLflow's variables, redaction.credentials_environment) reach the job here,
+    never through its job file or command line."""
+    environment = {**(os.environ if base is None else base), **(credentials or {})}
     environment.setdefault("PYTHONUNBUFFERED", "1")
     environment.setdefault("TOKENIZERS_PARALLELISM", "false")
     if job is not None and job.kind == "FineTune":
@@ -128,7 +132,8 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 
 
 def last_log_line(path: str | Path | None, limit: int = 200) -> str:
-    """The last non-empty line of a log: usually the `error: ...` a job printed before exiting."""
+    """The last non-empty line of a log, redacted: usually the `error: ...` a job printed before
+    exiting, which failure messages, the process table and `status` repeat."""
     if not path:
         return ""
     try:
@@ -139,7 +144,7 @@ def last_log_line(path: str | Path | None, limit: int = 200) -> str:
     except OSError:
         return ""
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
-    return lines[-1][:limit] if lines else ""
+    return redact(lines[-1])[:limit] if lines else ""
 
 
 def _with_last_line(message: str, log_path: str) -> str:
@@ -172,15 +177,19 @@ class LocalBackend:
     `serve_argv` builds a model server's command from its job file; the default is `tuneops run serve`.
     `file_roots` are the folders its jobs may read file:// paths from (default: the spec repository
     `state_dir` belongs to); jobs learn them from the environment, not from their job file.
+    `credentials`: environment variables every job and server gets (the tracking URI's credentials,
+    which its job file does not hold).
     """
 
     name = "local"
 
     def __init__(self, state_dir: Path, *, python: str = sys.executable,
                  port_range: tuple[int, int] = (8000, 8999),
-                 serve_argv: ArgvForJobFile | None = None, file_roots: FileRoots | None = None) -> None:
+                 serve_argv: ArgvForJobFile | None = None, file_roots: FileRoots | None = None,
+                 credentials: Mapping[str, str] | None = None) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.file_roots = file_roots or FileRoots.of_project(self.state_dir.parent)
+        self.credentials = dict(credentials or {})
         self.python = python
         self.port_range = port_range
         self.serve_argv = serve_argv
@@ -268,11 +277,11 @@ class LocalBackend:
     def _log_lines(self, log: Path, kind: str, name: str, tail: int | None, follow: bool) -> Iterator[str]:
         with log.open("r", encoding="utf-8", errors="replace") as handle:
             lines = handle.readlines()
-            yield from lines[-tail:] if tail else lines
+            yield from redact_lines(lines[-tail:] if tail else lines)
             while follow:
                 line = handle.readline()
                 if line:
-                    yield line
+                    yield redact(line)
                 elif self._running(kind, name):
                     time.sleep(0.5)
                 else:
@@ -342,11 +351,13 @@ class LocalBackend:
         served = job.model_copy(update={"serve": ServeOptions(host="127.0.0.1", port=port, token=token)})
         argv = self.serve_argv or (lambda job_file: job_argv(served, job_file, python=self.python))
         return self._start(SERVER_KIND, job.name, job.fingerprint, argv, job_text=served.to_json(),
-                           environment=self._job_environment(served), port=port, url=f"http://127.0.0.1:{port}",
+                           environment=self._job_environment(served), port=port,
+                           url=f"http://127.0.0.1:{port}",
                            model_fingerprint=model_fingerprint, model_version=model_version, token=token)
 
     def _job_environment(self, job: JobFile) -> dict[str, str]:
-        return {**job_environment(job), FILE_ROOTS_ENV: self.file_roots.environment_value()}
+        return {**job_environment(job, credentials=self.credentials),
+                FILE_ROOTS_ENV: self.file_roots.environment_value()}
 
     def _start_router(self, name: str, port: int, route: Path) -> Row:
         argv = [self.python, "-m", "reconciler.backends.router", "--listen", f"127.0.0.1:{port}",
@@ -432,7 +443,7 @@ class LocalBackend:
             stem = "-".join(part for part in (kind.lower(), name, fingerprint[:16], str(attempt)) if part)
             if job_text is not None:
                 job_file = self.state_dir / "jobs" / f"{stem}.json"
-                write_text_atomic(job_file, job_text)
+                write_text_atomic(job_file, job_text, private=True)
             if callable(argv) and job_file is None:
                 raise ValueError("an argv built from the job file needs job_text or job_file")
             command = [str(part) for part in (argv(job_file) if callable(argv) else argv)]
@@ -443,7 +454,7 @@ class LocalBackend:
             supervised = [self.python, "-m", "reconciler.backends.supervise", "--exit-file", str(exit_file),
                           "--", *command]
             try:
-                with open(log_path, "ab") as log, open(os.devnull, "rb") as nothing:
+                with _private_log(log_path) as log, open(os.devnull, "rb") as nothing:
                     process = subprocess.Popen(
                         supervised, stdin=nothing, stdout=log, stderr=subprocess.STDOUT,
                         cwd=self.state_dir.parent, start_new_session=True,
@@ -537,7 +548,7 @@ class LocalBackend:
         return JobObservation(
             kind=row["kind"], name=row["name"], fingerprint=row["fingerprint"], phase=phase,
             attempts=row["attempts"], started_at=row["started_at"], finished_at=row["finished_at"],
-            exit_code=row["exit_code"], message=row["message"], handle=f"pid {row['pid']}",
+            exit_code=row["exit_code"], message=redact(row["message"]), handle=f"pid {row['pid']}",
             log=row["log_path"])
 
     def _server_observation(self, row: Row, router: Row | None, *,
@@ -545,7 +556,7 @@ class LocalBackend:
         """A Deployment's server as clients see it: at its front port's URL (a server started
         before front ports answers on its own), serving once that URL answers as this start."""
         url = router["url"] if router is not None else row["url"]
-        message = row["message"]
+        message = redact(row["message"])  # a row from before messages were redacted, too
         if row["finished_at"] is not None:
             phase, message = "failed", message or f"exited with {row['exit_code']}"
         elif router is not None and router["finished_at"] is not None:
@@ -573,6 +584,11 @@ class LocalBackend:
 
 
 # -- files ------------------------------------------------------------------------------------------
+
+
+def _private_log(path: Path) -> Any:
+    """A log opened for appending, readable by its owner only: jobs print what they print."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
 
 
 def write_route(route: Path, server: Row) -> None:

@@ -16,6 +16,7 @@ PACKAGE = REPO_ROOT / "reconciler"
 LAYERS = {
     "reconciler.fileio": 0, "reconciler.config": 0, "reconciler.scalars": 0, "reconciler.starter": 0,
     "reconciler.crd_schemas": 0, "reconciler.state_files": 0, "reconciler.kubernetes_rules": 0,
+    "reconciler.redaction": 0,
     "reconciler.specs": 1,
     "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.gates": 2,
     # Vocabularies and data formats: no I/O of their own.

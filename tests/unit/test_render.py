@@ -108,6 +108,39 @@ def test_secrets_are_referenced_never_written():
     assert all("value" not in e for e in env if e["name"] in secret_names)
 
 
+
+def _tracking_uri(tmp_path: Path, uri: str, *, mlflow_secret: bool = True) -> Path:
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    settings = repo / "tuneops.yaml"
+    text = settings.read_text().replace("http://mlflow.mlops.svc.cluster.local:5000", uri)
+    if not mlflow_secret:
+        text = text.replace("    mlflow: mlflow-auth", "")
+    settings.write_text(text)
+    return repo
+
+
+@pytest.mark.parametrize("uri, in_job_files", [
+    ("http://ci:planted-password@mlflow.mlops:5000", "http://mlflow.mlops:5000"),
+    ("https://planted-token-in-user-name@mlflow.mlops", "https://mlflow.mlops"),
+])
+def test_credentials_in_the_tracking_uri_never_reach_a_manifest(tmp_path, uri, in_job_files):
+    objects = rendered_objects(_tracking_uri(tmp_path, uri))
+    text = to_yaml(objects)
+    assert "planted" not in text
+    job_files = [json.loads(obj["data"]["job.json"]) for obj in objects if obj["kind"] == "ConfigMap"]
+    assert job_files and {job["mlflow"]["trackingUri"] for job in job_files} == {in_job_files}
+    assert "MLFLOW_TRACKING_PASSWORD" in text  # from the Secret kubernetes.secrets.mlflow names
+
+
+def test_credentials_in_the_tracking_uri_without_a_secret_for_pods_are_refused(tmp_path):
+    repo = _tracking_uri(tmp_path, "http://ci:planted-password@mlflow.mlops:5000", mlflow_secret=False)
+    with pytest.raises(RenderError, match="name it in kubernetes.secrets.mlflow") as refused:
+        rendered_objects(repo)
+    message = str(refused.value)
+    assert "planted-password" not in message and "http://ci:***@mlflow.mlops:5000" in message
+
+
 INJECTIONS = ['x"\nkind: Secret\n', "{{ 7 * 7 }}", "x\n---\napiVersion: v1\nkind: Secret", "a: b\n  c: d",
               "\u2028kind: Secret", "'; rm -rf /", "${HOME} $(id)"]
 

@@ -320,6 +320,22 @@ def test_a_token_is_sent_as_bearer_and_a_non_json_answer_is_an_error(
     assert store.requests_made == 2  # a 401 is not retried
 
 
+def test_a_token_in_the_user_name_position_is_sent_as_bearer_and_never_shown(
+        scripted: tuple[str, type[_Recorder]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`https://TOKEN@host`: the job gets it as MLFLOW_TRACKING_TOKEN; the reconciler sends it alike."""
+    monkeypatch.setenv("TUNEOPS_MLFLOW_RETRY_DELAYS", "0.01")
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+    address, handler = scripted
+    found = json.dumps({"experiment": {"experiment_id": "7"}})
+    handler.answers += [(200, found), (503, "busy"), (503, "busy")]
+    store = open_store(f"http://t0ken-planted@{address}")
+    assert store.experiment_id("exp") == "7"
+    assert handler.seen[0]["authorization"] == "Bearer t0ken-planted"
+    with pytest.raises(TrackingUnavailable, match=r"at http://\*\*\*@127\.0\.0\.1") as raised:
+        store.experiment_id("exp")
+    assert "t0ken-planted" not in str(raised.value)
+
+
 @pytest.mark.parametrize("failure", [
     urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")),
     urllib.error.URLError(TimeoutError("timed out")),  # socket.timeout is TimeoutError
