@@ -863,8 +863,9 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("--repo", required=True, metavar="URL_OR_PATH",
-              help="The spec repository. Credentials come from the environment (git's credential helpers, "
+@click.option("--repo", required=True, metavar="URL_OR_PATH", envvar="TUNEOPS_SPEC_REPO",
+              help="The spec repository (or TUNEOPS_SPEC_REPO, which keeps a token in the URL off the "
+                   "command line). Credentials come from the environment (git's credential helpers, "
                    "GIT_SSH_COMMAND, a token in the URL) and are never printed.")
 @click.option("--branch", default="main", show_default=True, help="The branch kept converged.")
 @click.option("--path", "spec_path", default=".", show_default=True,

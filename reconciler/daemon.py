@@ -33,7 +33,7 @@ from pathlib import Path
 from reconciler import redaction
 from reconciler.config import STATE_DIR
 from reconciler.daemon_http import Endpoints, HttpServer, ListenError, RefusalLog
-from reconciler.gitinfo import without_credentials
+from reconciler.gitinfo import credential_free_remote, without_credentials
 from reconciler.lock import ApplyLock, Locked
 from reconciler.notify import Notification, Notifier, events_after_apply
 
@@ -76,11 +76,15 @@ class GitMirror:
 
     def __init__(self, repo: str, branch: str, checkout: Path):
         self.repo, self.branch, self.checkout = repo, branch, checkout
+        # A token in the remote travels in git's environment, not its command line or .git/config.
+        self.url, self.environment = credential_free_remote(repo, {**os.environ, "GIT_TERMINAL_PROMPT": "0"})
 
     def sync(self) -> str:
         if not (self.checkout / ".git").is_dir():
             self.checkout.parent.mkdir(parents=True, exist_ok=True)
-            self._git(None, "clone", "--quiet", "--no-checkout", self.repo, str(self.checkout))
+            self._git(None, "clone", "--quiet", "--no-checkout", self.url, str(self.checkout))
+        else:  # a checkout an earlier tuneops cloned kept the token in its config
+            self._git(self.checkout, "remote", "set-url", "origin", self.url)
         self._git(
             self.checkout,
             "fetch",
@@ -104,7 +108,7 @@ class GitMirror:
                 capture_output=True,
                 text=True,
                 timeout=300,
-                env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+                env=self.environment,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise DaemonError(f"git {args[0]} failed: {error}") from None

@@ -6,11 +6,35 @@ the origin is simply unknown and jobs record that.
 
 from __future__ import annotations
 
+import base64
+import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from reconciler import redaction
 from reconciler.jobfile import GitOrigin
+
+
+def credential_free_remote(remote: str,
+                           environment: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
+    """(URL, environment) to run git against an https remote whose URL holds a user and token:
+    the URL without them, and the environment with an Authorization header for that host only
+    (git's GIT_CONFIG_COUNT variables). The token then appears in no command line that `ps` shows,
+    and in no `.git/config` that a clone writes."""
+    base = dict(os.environ if environment is None else environment)
+    user, password = redaction.uri_credentials(remote)
+    parts = urlsplit(remote) if "://" in remote else None
+    if user is None or parts is None or parts.scheme not in ("http", "https"):
+        return remote, base
+    basic = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+    index = int(base.get("GIT_CONFIG_COUNT", "0") or 0)
+    host = parts.netloc.rpartition("@")[2]
+    base.update({"GIT_CONFIG_COUNT": str(index + 1),
+                 f"GIT_CONFIG_KEY_{index}": f"http.{parts.scheme}://{host}/.extraHeader",
+                 f"GIT_CONFIG_VALUE_{index}": f"Authorization: Basic {basic}"})
+    return redaction.without_credentials(remote), base
 
 
 def _git(root: Path, *args: str, strip: bool = True) -> str | None:
