@@ -320,7 +320,25 @@ def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: A
         _, real_state, *_ = _plan(project, offline=False, options=options)
     elif project.settings.backend == "kubernetes":  # the CI dry-run's other half
         _manifests(project, error_prefix="the Kubernetes manifests do not render: ")
-    return against_base(the_plan, base_inputs, project.specs, real_state), real_state, base
+    the_plan = against_base(the_plan, base_inputs, project.specs, real_state)
+    if base_project is not None:
+        the_plan = dataclasses.replace(the_plan, settings_changes=_shown_settings_changes(
+            base_project.settings, project.settings))
+    return the_plan, real_state, base
+
+
+def _shown_settings_changes(before, after):  # noqa: ANN001, ANN202 - ProjectSettings
+    """tuneops.yaml's changed fields with any credential in their values masked."""
+    import dataclasses
+
+    from reconciler.plan import settings_diff
+    from reconciler.redaction import redact
+
+    def masked(value):  # noqa: ANN001, ANN202
+        return redact(value) if isinstance(value, str) else value
+
+    return tuple(dataclasses.replace(change, before=masked(change.before), after=masked(change.after))
+                 for change in settings_diff(before, after))
 
 
 def _manifests(project, wanted=None, *, validate: bool = True,  # noqa: ANN001
@@ -381,7 +399,8 @@ def _plan_header(project, offline: bool) -> str:  # noqa: ANN001
         if origin.commit else "(not in a Git repository)"
     where = "state not read (--offline)" if offline else \
         f"state from MLflow {redact_uri(project.tracking_uri)} and the {project.settings.backend} backend"
-    return f"specs {display_path(project.root)} {commit}; {where}"
+    folder = display_path(project.root).rstrip("/") + "/"  # `specs in specs/`: a folder, not a word
+    return f"specs in {folder} {commit}; {where}"
 
 
 def _estimates(project, the_plan, state=None):  # noqa: ANN001, ANN202

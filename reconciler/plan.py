@@ -100,6 +100,9 @@ class Plan:
     unmanaged: tuple[str, ...] = ()  # live objects without a spec, kept because prune is off
     state_read: bool = True
     options: PlanOptions = field(default_factory=PlanOptions)
+    # tuneops.yaml fields a branch changes (plan --base): policy, storage and credentials' homes
+    # are for the reviewer to see, even where no resource changes.
+    settings_changes: tuple[FieldChange, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -134,6 +137,16 @@ def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any], prefix: str
         elif old != new:
             changes.append(FieldChange(path, old, new))
     return changes
+
+
+def settings_diff(before: Any, after: Any) -> tuple[FieldChange, ...]:
+    """The tuneops.yaml fields that differ between two ProjectSettings, named as written there."""
+    if before is None:
+        return ()
+    def written(settings: Any) -> dict[str, Any]:
+        return settings.model_dump(by_alias=True, mode="json")
+
+    return tuple(diff(written(before), written(after)))
 
 
 class _Planner:

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from reconciler.config import PROJECT_FILE
 from reconciler.estimate_report import estimate_json, plan_line
 from reconciler.estimates import FineTuneEstimate
 from reconciler.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction
@@ -31,6 +32,8 @@ COLORS = {
 MAX_VALUE_CHARS = 120
 COMPARED = frozenset({Action.REBUILD, Action.UPDATE})
 """Actions whose changes are a diff: the report names the version in use they are diffed against."""
+# Why tuneops.yaml changes are shown apart: a pull request can change what the machines allow.
+SETTINGS_NOTE = "review them: they set policy, storage, and where credentials come from"
 
 
 def _value(value: Any) -> str:
@@ -75,6 +78,10 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
     lines = [header, ""] if header else []
     if not plan.state_read:
         lines += ["State was not read (--offline): every resource is shown as if nothing were built.", ""]
+    if plan.settings_changes:
+        lines += [f"{PROJECT_FILE} changes ({SETTINGS_NOTE}):",
+                  *(f"        {change.path}: {_value(change.before)} -> {_value(change.after)}"
+                    for change in plan.settings_changes), ""]
     shown = _shown(plan)
     width = max((len(str(a.resource)) for a in shown), default=0)
     for planned in shown:
@@ -132,6 +139,10 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
     lines = [f"### tuneops plan{': ' + header if header else ''}", "", f"**{summary_line(plan)}**", ""]
     if not plan.state_read:
         lines += ["_State was not read (offline): every resource is shown as if nothing were built._", ""]
+    if plan.settings_changes:
+        lines += [f"**`{PROJECT_FILE}` changes** ({SETTINGS_NOTE}):",
+                  "", *(f"- `{_cell(c.path)}`: `{_cell(_value(c.before))}` → `{_cell(_value(c.after))}`"
+                        for c in plan.settings_changes), ""]
     if shown:
         lines += ["| Action | Resource | Why |", "| --- | --- | --- |"]
         for planned in shown[:rows]:
@@ -210,6 +221,8 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None,
         "actions": [_action_json(a) for a in plan.actions],
         "impact": {str(root): [str(t) for t in targets] for root, targets in plan.impact.items()},
         "unmanaged": list(plan.unmanaged),
+        "settings_changes": [{"path": c.path, "before": c.before, "after": c.after}
+                             for c in plan.settings_changes],
         "estimates": {str(rid): estimate_json(found) for rid, found in (estimates or {}).items()},
         "gpu_hours_at_most": known,
         "fine_tunes_not_estimated": unknown,

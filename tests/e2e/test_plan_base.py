@@ -169,3 +169,23 @@ def test_a_thousand_resource_change_keeps_the_comment_under_githubs_limit(tmp_pa
     assert rows == 1000  # every action fits once the per-resource details are left out, which it says
     assert "The changed fields, the graph and the downstream impact are left out" in result.stdout
     assert "<details>" not in result.stdout
+
+
+def test_a_change_to_tuneops_yaml_is_shown_for_review_with_credentials_masked(pull_request: Path):
+    settings = pull_request / "specs" / "tuneops.yaml"
+    edit(settings, "  experiment: quickstart\n",
+         "  experiment: quickstart\n  trackingUri: http://ci:hunter2secret@mlflow.example.invalid\n")
+    settings.write_text(settings.read_text() + "policy:\n  allowedFileRoots: [/srv/shared]\n")
+    found = plan(pull_request)
+    assert found["changed"] == {}  # no resource changes, and yet the reviewer must see these
+    changes = {change["path"]: (change["before"], change["after"]) for change in found["settings_changes"]}
+    assert changes["policy.allowedFileRoots"] == ([], ["/srv/shared"])
+    assert changes["mlflow.trackingUri"][1] == "http://ci:***@mlflow.example.invalid"
+    comment = run_tuneops("plan", "specs", "--base", "origin/main", "--offline", "--format", "markdown",
+                          cwd=pull_request)
+    assert comment.exit_code == 0, comment.output
+    assert "**`tuneops.yaml` changes**" in comment.stdout
+    assert '`policy.allowedFileRoots`: `[]` → `["/srv/shared"]`' in comment.stdout
+    assert "hunter2secret" not in comment.stdout + comment.stderr
+    text = run_tuneops("plan", "specs", "--base", "origin/main", "--offline", cwd=pull_request).stdout
+    assert "tuneops.yaml changes (review them" in text and "allowedFileRoots" in text
