@@ -366,7 +366,8 @@ def test_a_plan_of_a_fresh_starter_reads_well_and_leaves_the_folder_as_it_was(tm
     assert planned.exit_code == 0, planned.output
     # "nothing runs": and nothing is created, neither MLflow's database nor the process table
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
-    assert planned.stdout.splitlines()[0].startswith("specs in my-specs/ (not in a Git repository); state from ")
+    header = planned.stdout.splitlines()[0]
+    assert header.startswith("specs in my-specs/ (not in a Git repository); state from "), header
     assert "4 create" in planned.stdout
     assert "0.00 GPU-hours" not in planned.stdout
     assert "Training: GPU-hours not estimated for 1 fine-tune (`tuneops estimate` says why)." \
