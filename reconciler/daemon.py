@@ -39,6 +39,8 @@ from reconciler.notify import Notification, Notifier, events_after_apply
 
 DAEMON_LOCK = "daemon.lock"
 WEBHOOK_SECRET_ENV = "TUNEOPS_WEBHOOK_SECRET"
+SPEC_REPO_ENV = "TUNEOPS_SPEC_REPO"  # --repo from the environment (cli.py), off the command line
+DAEMON_ONLY_VARIABLES = frozenset({WEBHOOK_SECRET_ENV, SPEC_REPO_ENV})
 
 
 class DaemonError(RuntimeError):
@@ -313,7 +315,10 @@ class Daemon:
 
     @staticmethod
     def _child_env() -> dict[str, str]:
-        return {**os.environ, "TUNEOPS_PLAIN": "1", "NO_COLOR": "1"}
+        # The applies it starts, and the jobs those start, need neither the webhook's secret nor
+        # the spec repository's URL (which may hold a token): a job's code could print them.
+        kept = {key: value for key, value in os.environ.items() if key not in DAEMON_ONLY_VARIABLES}
+        return {**kept, "TUNEOPS_PLAIN": "1", "NO_COLOR": "1"}
 
     # -- the loop ----------------------------------------------------------------------------
 

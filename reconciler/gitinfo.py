@@ -24,8 +24,8 @@ def credential_free_remote(remote: str,
     (git's GIT_CONFIG_COUNT variables). The token then appears in no command line that `ps` shows,
     and in no `.git/config` that a clone writes."""
     base = dict(os.environ if environment is None else environment)
-    user, password = redaction.uri_credentials(remote)
-    parts = urlsplit(remote) if "://" in remote else None
+    user, password = redaction.uri_credentials(remote)  # None for a malformed URL: git says why
+    parts = urlsplit(remote) if user is not None else None
     if user is None or parts is None or parts.scheme not in ("http", "https"):
         return remote, base
     basic = base64.b64encode(f"{user}:{password or ''}".encode()).decode()

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from reconciler.redaction import redact
+
 Event = Literal["deployed", "gate_failed", "invalid_commit", "reconcile_failed"]
 TIMEOUT_S = 10.0
 
@@ -81,7 +83,7 @@ class Notifier:
         body = notification.slack() if self.style == "slack" else notification.generic()
         request = urllib.request.Request(
             self.url,
-            data=json.dumps(body).encode(),
+            data=redact(json.dumps(body)).encode(),  # an error's text may quote a URL with a token
             method="POST",
             headers={"Content-Type": "application/json", "User-Agent": "tuneops"},
         )

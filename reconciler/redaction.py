@@ -29,14 +29,16 @@ SECRET_QUERY_PARAMETERS = (
     "token", "access_token", "refresh_token", "id_token", "auth", "api_key", "apikey", "key",
     "password", "passwd", "secret", "client_secret", "signature", "sig", "x-amz-signature",
     "x-amz-credential", "x-amz-security-token", "x-goog-signature", "x-goog-credential",
+    "private_token", "x-api-key", "credential", "session_token",
 )
 # Schemes whose user name is a login, never a secret (`ssh://git@host/org/repo.git`).
 LOGIN_SCHEMES = ("ssh", "git+ssh", "ssh+git", "sftp")
 
+# The password runs to the last `@` of the authority: a password may hold an unescaped `@`.
 _USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*)://(?P<user>[^\s/?#@:\"'<>]*)"
-                        r"(?::(?P<password>[^\s/?#@\"'<>]*))?@")
+                        r"(?::(?P<password>[^\s/?#\"'<>]*))?@(?=[^\s/?#@\"'<>]*(?:[\s/?#\"'<>]|$))")
 _SECRET_QUERY = re.compile(
-    r"(?P<name>[?&;](?:" + "|".join(re.escape(name) for name in SECRET_QUERY_PARAMETERS) + r")=)"
+    r"(?P<name>[?&;#](?:" + "|".join(re.escape(name) for name in SECRET_QUERY_PARAMETERS) + r")=)"
     r"(?P<value>[^&#;\s\"'<>]+)", re.IGNORECASE)
 _remembered: set[str] = set()
 
@@ -64,7 +66,10 @@ def without_credentials(uri: str) -> str:
     the job's environment instead. A scp-like Git remote (`git@host:org/repo.git`) holds none."""
     if "://" not in uri:
         return uri
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # malformed (`https://[::1`): shown masked, never a traceback
+        return redact(uri)
     if "@" not in parts.netloc:
         return uri
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

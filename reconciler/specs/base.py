@@ -122,8 +122,21 @@ def check_label_key(value: str) -> str:
     return _not_reserved(kube.check_qualified_name(value), RESERVED_LABEL_KEYS)
 
 
+# Annotation prefixes that Kubernetes and its add-ons act on (AppArmor and seccomp profiles,
+# the autoscaler's eviction rules, ...): spec annotations reach pods, so a pull request could
+# loosen a job's sandbox through them. They are the operator's, set in the cluster, not a spec's.
+SYSTEM_ANNOTATION_DOMAINS = ("kubernetes.io", "k8s.io")
+
+
 def check_annotation_key(value: str) -> str:
-    return _not_reserved(kube.check_qualified_name(value))
+    key = _not_reserved(kube.check_qualified_name(value))
+    prefix = key.partition("/")[0] if "/" in key else ""
+    if any(prefix == domain or prefix.endswith("." + domain) for domain in SYSTEM_ANNOTATION_DOMAINS):
+        raise SpecValueError(f"{key!r} is a Kubernetes system annotation: the cluster acts on it (a pod's "
+                             "sandbox, scheduling, eviction), so specs may not set it",
+                             hint="use a key of your own, e.g. example.com/team; the cluster's policy "
+                                  "sets these")
+    return key
 
 
 def _number_to_string(value: Any) -> Any:

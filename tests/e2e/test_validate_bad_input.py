@@ -203,6 +203,11 @@ CASES = {
         {"evaluation.yaml": with_metadata("evaluation.yaml",
                                           "  annotations:\n    tuneops.dev/fingerprint: x #!\n")},
         "evaluation.yaml", "'tuneops.dev/fingerprint' is set by tuneops"),
+    "annotation the cluster acts on": (
+        {"evaluation.yaml": with_metadata(
+            "evaluation.yaml", "  annotations:\n    container.apparmor.security.beta.kubernetes.io/job: "
+                               "unconfined #!\n")},
+        "evaluation.yaml", "is a Kubernetes system annotation"),
     "annotations over 256 KiB": (
         {"evaluation.yaml": with_metadata("evaluation.yaml",
                                           f"  annotations: #!\n    notes: {'a' * 262_144}\n")},

@@ -106,3 +106,15 @@ def test_the_daemon_takes_the_repository_from_its_environment_off_its_command_li
     assert seen, result.output  # it fetched, with the token, from the repository the variable names
     assert result.exit_code == 0 and f"reconciling {url} (main)" in result.output, result.output
     assert TOKEN not in result.output
+
+
+def test_what_the_daemon_starts_inherits_neither_its_webhook_secret_nor_the_repository_url(
+        monkeypatch: pytest.MonkeyPatch):
+    from reconciler.daemon import Daemon
+
+    monkeypatch.setenv("TUNEOPS_SPEC_REPO", f"https://{TOKEN}@git.example.invalid/specs.git")
+    monkeypatch.setenv("TUNEOPS_WEBHOOK_SECRET", "hook-secret-value")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example.invalid")
+    child = Daemon._child_env()
+    assert "TUNEOPS_SPEC_REPO" not in child and "TUNEOPS_WEBHOOK_SECRET" not in child
+    assert child["MLFLOW_TRACKING_URI"] == "http://mlflow.example.invalid"  # what applies need stays

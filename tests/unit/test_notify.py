@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from reconciler.notify import Notification, Notifier, events_after_apply
 from tests.http_support import Receiver
 
@@ -68,3 +70,14 @@ def test_an_unreachable_webhook_is_a_note_not_a_failure():
         Notification("reconcile_failed", "repo", "main", "b" * 40, "apply exited 1")
     )
     assert said and said[0].startswith("note: could not notify (reconcile_failed):")
+
+
+def test_a_failure_that_quotes_a_url_with_a_token_is_sent_masked():
+    hook = Receiver()
+    try:
+        Notifier(hook.url).send(Notification(
+            "reconcile_failed", "https://git.example/ml/specs.git", "main", "a" * 40,
+            "git fetch of https://oauth2:glpat-notify123@git.example/ml/specs.git failed", None, None))
+    finally:
+        hook.close()
+    assert "glpat-notify123" not in json.dumps(hook.received) and "oauth2:***@" in hook.received[0]["message"]

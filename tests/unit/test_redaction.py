@@ -29,6 +29,10 @@ NO_SECRETS: dict[str, str] = {}
      "https://hub.example.com/api/models?token=***&page=2"),
     ("https://x.blob.core.windows.net/c/f?sv=2024&sig=AbC%3D", "https://x.blob.core.windows.net/c/f?sv=2024&sig=***"),
     ("https://example.com/oauth?access_token=abc", "https://example.com/oauth?access_token=***"),
+    # a password holding an unescaped `@`, a token in the fragment, GitLab's private_token
+    ("https://u:p@ss@host/x", "https://u:***@host/x"),
+    ("https://app.example.com/cb#access_token=SECRETVAL&x=1", "https://app.example.com/cb#access_token=***&x=1"),
+    ("https://gitlab.example.com/api?private_token=glpat-abc", "https://gitlab.example.com/api?private_token=***"),
 ])
 def test_credentials_in_any_position_of_a_uri_are_masked(line: str, shown: str):
     assert redact(line, NO_SECRETS) == shown
