@@ -34,11 +34,14 @@ class OutsideRoots(ValueError):
 
 
 def repository_root(folder: Path) -> Path:
-    """The Git repository `folder` is in (as git finds it: the nearest `.git` up), else `folder`."""
+    """The Git repository `folder` is in (as git finds it: the nearest `.git` up), else `folder`.
+    A repository at the home folder or `/` (dotfiles kept in Git) is not taken: it would let specs
+    read `~/.ssh`; the folder itself is the root then."""
     folder = folder.absolute()
+    too_wide = {Path("/"), Path.home().absolute()}
     for candidate in (folder, *folder.parents):
         if (candidate / ".git").exists():
-            return candidate
+            return folder if candidate in too_wide and candidate != folder else candidate
     return folder
 
 

@@ -45,3 +45,15 @@ def test_a_job_takes_only_absolute_roots_and_refuses_to_guess_without_any() -> N
     assert job_roots({FILE_ROOTS_ENV: "relative:/srv/data:"}) == (Path("/srv/data"),)
     with pytest.raises(OutsideRoots, match=f"started without {FILE_ROOTS_ENV}"):
         job_roots({FILE_ROOTS_ENV: "relative"})
+
+
+def test_a_home_folder_kept_in_git_is_not_the_repository_of_specs_below_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    (home / ".git").mkdir(parents=True)  # dotfiles in Git
+    specs = home / "work" / "specs"
+    specs.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    assert repository_root(specs) == specs  # not home: its ~/.ssh is not the specs' to read
+    (home / "work" / ".git").mkdir()
+    assert repository_root(specs) == home / "work"  # a repository of its own is found as before
