@@ -69,6 +69,17 @@ def tracking_uri_of(settings, root: Path) -> str:  # noqa: ANN001 - ProjectSetti
     return uri
 
 
+def tracking_state_exists(uri: str, root: Path) -> bool:
+    """False only for the embedded database before anything was applied: nothing is built, and
+    opening it (a plan, a status, a log lookup) would create it."""
+    if uri != embedded_tracking_uri(root):
+        return True
+    try:
+        return (root / STATE_DIR / "mlflow.db").exists()
+    except OSError:  # there but unreadable: opening it names the file and what is wrong
+        return True
+
+
 @dataclass(frozen=True)
 class Project:
     validation: ValidationResult
@@ -135,13 +146,7 @@ class Project:
 
     @property
     def tracking_state_exists(self) -> bool:
-        """False only for the embedded database before anything was applied: nothing is built."""
-        if self.tracking_uri != embedded_tracking_uri(self.root):
-            return True
-        try:
-            return (self.state_dir / "mlflow.db").exists()
-        except OSError:  # there but unreadable: opening it names the file and what is wrong
-            return True
+        return tracking_state_exists(self.tracking_uri, self.root)
 
     def read_state(self, store, backend) -> ActualState:  # noqa: ANN001
         """What is built and running; `store` None: nothing is recorded yet. On the local backend
@@ -185,7 +190,7 @@ def built_versions(settings, root: Path, kind: str, name: str) -> tuple[BuiltRun
     from reconciler.tracking_store import open_store
 
     uri = tracking_uri_of(settings, root)
-    if uri == embedded_tracking_uri(root) and not (root / STATE_DIR / "mlflow.db").exists():
+    if not tracking_state_exists(uri, root):
         return ()  # nothing was ever applied here; opening the database would create it
     state = read_actual_state(open_store(uri), settings.mlflow.experiment, BackendState((), ()))
     return state.history.get((kind, name), ())
