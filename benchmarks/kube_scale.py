@@ -106,9 +106,9 @@ def tuneops(*args: str) -> list[str]:
 def deploy_servers(root: Path, fake) -> int:  # noqa: ANN001 - tests.fake_kube.FakeKubeApi
     """Each Deployment's objects as apply renders them for the model version plan_scale built
     (`<fine-tune>/1`), stored in the fake and rolled out."""
-    from reconciler.jobfile import GitOrigin
-    from reconciler.jobs import JobBuilder
-    from reconciler.manifests import cluster_context, render_job_file
+    from reconciler.backends.kubernetes.manifests import cluster_context, render_job_file
+    from reconciler.jobs.builder import JobBuilder
+    from reconciler.jobs.jobfile import GitOrigin
     from reconciler.project import load_project
     from reconciler.state import BuiltRun
 

@@ -5,7 +5,7 @@ checkpoints are), it trains LoRA and full fine-tunes at a few sequence lengths, 
 and with gradient checkpointing on and off. Each case is a whole `tuneops run finetune`
 process on one GPU (`strategy: ddp`, bf16, AdamW) for a few steps. The measured peak is the
 run's own `peak_memory_mb` metric in MLflow, which the runtime takes from
-`torch.cuda.max_memory_allocated()`. The estimate is `reconciler.planner.estimate()` for the
+`torch.cuda.max_memory_allocated()`. The estimate is `reconciler.sizing.memory.estimate()` for the
 same shape: what `tuneops estimate` and `strategy: auto` decide with. The ratio
 measured / estimate is the figure docs/benchmarks.md records (target: within 15%).
 
@@ -145,7 +145,7 @@ class Work:
 def dataset_job(work: Work):  # -> JobFile
     import hashlib
 
-    from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
+    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
 
     spec = {"source": f"file://{work.data.name}", "schema": {"type": "instruction"},
             "split": {"train": 1.0, "validation": 0.0, "test": 0.0}}
@@ -168,7 +168,7 @@ def finetune_spec(case: Case, steps: int) -> dict[str, Any]:
 
 
 def finetune_job(work: Work, data: Any, case: Case):  # -> JobFile
-    from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
+    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
 
     prepared = prepared_dataset(data)
     base = local_base_model("llama-250m", work.model)
@@ -223,8 +223,7 @@ def measured_peak(job: Any, case: Case, steps: int) -> float:
 
 
 def planned(work: Work, case: Case) -> tuple[float, float]:
-    from reconciler import planner
-
+    from reconciler.sizing import memory as planner
     architecture = planner.Architecture.from_config(json.loads((work.model / "config.json").read_text()))
     shape = planner.TrainingShape(architecture, case.adapter, rank=16, sequence_length=case.sequence_length,
                                   micro_batch=case.micro_batch, gradient_checkpointing=case.checkpointing)
@@ -337,8 +336,7 @@ def main() -> None:
         last = results[-1]
         print(f"{case.name}: measured {size(last.measured)} GiB, estimate {size(last.estimate)} GiB "
               f"(ratio {last.ratio:.2f}, {last.process_s:.0f} s)", file=sys.stderr, flush=True)
-    from reconciler import planner
-
+    from reconciler.sizing import memory as planner
     config = json.loads((work.model / "config.json").read_text())
     parameters = planner.Architecture.from_config(config).parameters
     env = environment(cuda)

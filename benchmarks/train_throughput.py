@@ -168,7 +168,7 @@ def generate(work: Work) -> None:
 # --------------------------------------------------------------------------- job files
 
 def dataset_job(work: Work):  # -> JobFile
-    from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
+    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
 
     spec = {"source": f"file://{work.data.name}", "schema": {"type": "instruction"},
             "split": {"train": 1.0, "validation": 0.0, "test": 0.0}}
@@ -198,7 +198,7 @@ def finetune_spec(work: Work, packing: bool) -> dict[str, Any]:
 
 def prepared_dataset(data: Any):  # -> PreparedDataset
     """What a FineTune job file says of a Dataset job's output, read from its manifest."""
-    from reconciler.jobfile import PreparedDataset
+    from reconciler.jobs.jobfile import PreparedDataset
 
     manifest = json.loads((data.output_dir / "manifest.json").read_text())
     return PreparedDataset(name=data.name, location=str(data.output_dir), digest=manifest["digest"],
@@ -206,7 +206,7 @@ def prepared_dataset(data: Any):  # -> PreparedDataset
 
 
 def local_base_model(name: str, folder: Path):  # -> BaseModelRef
-    from reconciler.jobfile import BaseModelRef
+    from reconciler.jobs.jobfile import BaseModelRef
 
     return BaseModelRef(name=name, source=f"file://{folder}", chat_template="chatml",
                         fingerprint=fingerprint("BaseModel", str(folder)))
@@ -214,7 +214,7 @@ def local_base_model(name: str, folder: Path):  # -> BaseModelRef
 
 def finetune_job(work: Work, data: Any, name: str, packing: bool, run_key: str):  # -> JobFile
     """A FineTune job with its own storage root and fingerprint, so that no run resumes another."""
-    from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
+    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
 
     prepared = prepared_dataset(data)
     base = local_base_model("tiny-llama", work.model)
@@ -443,7 +443,7 @@ def child_check(job_path: str, result_path: str) -> None:
     not see a leak."""
     import torch
 
-    from reconciler.jobfile import read_job_file
+    from reconciler.jobs.jobfile import read_job_file
     from reconciler.runtime import loading
     from reconciler.runtime.finetune import build_trainer, peft_config, training_arguments
     from reconciler.runtime.training_data import load_records

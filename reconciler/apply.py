@@ -14,14 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from reconciler import tracking
-from reconciler.backends.base import STOPPED
-from reconciler.jobs import JobBuilder, JobContext
-from reconciler.plan import Action, Plan, PlannedAction
+from reconciler.jobs.builder import JobBuilder, JobContext
+from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.finetune import FineTuneResource
-from reconciler.state import BuiltRun, built_run_from
+from reconciler.state import STOPPED, BuiltRun, built_run_from
+from reconciler.tracking import vocabulary as tracking
 
 PROGRESS_EVERY_S = 10.0  # how often a running fine-tune's progress is read from MLflow
 WORK = frozenset({Action.CREATE, Action.REBUILD, Action.RETRY, Action.WAIT, Action.UPDATE, Action.DELETE})
@@ -175,7 +174,7 @@ class Executor:
         self.stop_event = stop or threading.Event()
         self.experiment_id = store.ensure_experiment(project.experiment)
         if project.settings.backend == "kubernetes":  # paths and URIs as pods see them
-            from reconciler.manifests import cluster_context
+            from reconciler.backends.kubernetes.manifests import cluster_context
 
             context = cluster_context(project.specs, git, _repo_root(project))
         else:
@@ -200,7 +199,7 @@ class Executor:
 
     def _read_progress(self, rid: ResourceId, fingerprint: str) -> str:
         from reconciler.status import progress_text
-        from reconciler.tracking_store import tag_equals
+        from reconciler.tracking.store import tag_equals
 
         query = " and ".join((tag_equals(tracking.TAG_KIND, rid.kind),
                               tag_equals(tracking.TAG_FINGERPRINT, fingerprint)))
@@ -222,7 +221,7 @@ class Executor:
         with self._runs_lock:
             if key in self._runs:
                 return self._runs[key]
-        from reconciler.tracking_store import tag_equals
+        from reconciler.tracking.store import tag_equals
 
         query = " and ".join((tag_equals(tracking.TAG_KIND, kind), tag_equals(tracking.TAG_NAME, name),
                               tag_equals(tracking.TAG_FINGERPRINT, fingerprint),
@@ -370,7 +369,7 @@ class Executor:
         root = self.builder.context.repo_root
         if job.checkout is None or root is None:
             return job
-        from reconciler.gitinfo import unpublished
+        from reconciler.git.info import unpublished
 
         problems = unpublished(root, job.checkout.paths)
         if problems:
@@ -402,7 +401,7 @@ def _built_summary(run: BuiltRun) -> str:
 
 
 def _mlflow_target(project):  # noqa: ANN001, ANN202
-    from reconciler.jobfile import MlflowTarget
+    from reconciler.jobs.jobfile import MlflowTarget
     from reconciler.redaction import without_credentials
 
     # Its credentials reach the jobs through their environment (project.open_backend).
@@ -410,6 +409,6 @@ def _mlflow_target(project):  # noqa: ANN001, ANN202
 
 
 def _repo_root(project):  # noqa: ANN001, ANN202
-    from reconciler.gitinfo import repo_root
+    from reconciler.git.info import repo_root
 
     return repo_root(project.root)

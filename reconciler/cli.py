@@ -89,8 +89,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_f
     when not.
     """
     short_lived()
-    from reconciler.report import validation_json, validation_text
     from reconciler.specs.loader import ScopeError
+    from reconciler.specs.report import validation_json, validation_text
     from reconciler.specs.validate import validate_paths
 
     try:
@@ -116,8 +116,7 @@ def _require_project(result) -> None:  # noqa: ANN001 - ValidationResult, import
 
 def with_capacity_check(result):  # noqa: ANN001, ANN201 - ValidationResult, imported lazily
     """Add the planner's verdict: FineTunes that cannot fit their declared GPUs."""
-    from reconciler import architectures, capacity
-
+    from reconciler.sizing import architectures, capacity
     return result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
 
 
@@ -136,7 +135,7 @@ def graph(ctx: click.Context, path: Path, output_format: str) -> None:
     import json
 
     from reconciler.graph import DependencyGraph
-    from reconciler.report import validation_text
+    from reconciler.specs.report import validation_text
     from reconciler.specs.validate import validate_path
 
     result = validate_path(path)
@@ -244,7 +243,7 @@ def _load(ctx: click.Context, path: Path):  # noqa: ANN202 - Project
     """The validated project, or the validation report and exit 1: invalid specs are never
     planned or applied."""
     from reconciler.project import NoProject, ProjectInvalid, load_project
-    from reconciler.report import validation_text
+    from reconciler.specs.report import validation_text
 
     try:
         return load_project(path)
@@ -260,7 +259,7 @@ def _plan(project, *, offline: bool, options, creating: bool = False):  # noqa: 
     """(plan, state, store, backend) for a project; reading state is the only I/O. Only `apply`
     (`creating`) opens an embedded MLflow database that is not there yet: opening creates it, and
     a plan or a status must leave a folder as it found it."""
-    from reconciler.plan import build_plan
+    from reconciler.plan.plan import build_plan
     from reconciler.state import ActualState
 
     if offline:
@@ -270,8 +269,8 @@ def _plan(project, *, offline: bool, options, creating: bool = False):  # noqa: 
 
     from reconciler.backends.base import BackendError
     from reconciler.project import ProjectError
-    from reconciler.tracking import TrackingUnavailable
-    from reconciler.tracking_store import TrackingError
+    from reconciler.tracking.store import TrackingError
+    from reconciler.tracking.vocabulary import TrackingUnavailable
 
     try:
         store = project.store() if creating or project.tracking_state_exists else None
@@ -291,9 +290,9 @@ def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: A
     import dataclasses
     import tempfile
 
-    from reconciler.base_state import against_base, state_from_base
-    from reconciler.gitbase import BaseRefError, checkout_base
-    from reconciler.plan import build_plan
+    from reconciler.git.ref import BaseRefError, checkout_base
+    from reconciler.plan.base import against_base, state_from_base
+    from reconciler.plan.plan import build_plan
     from reconciler.project import NoProject, ProjectInvalid, load_project
 
     with tempfile.TemporaryDirectory(prefix="tuneops-base-") as folder:
@@ -331,7 +330,7 @@ def _shown_settings_changes(before, after):  # noqa: ANN001, ANN202 - ProjectSet
     """tuneops.yaml's changed fields with any credential in their values masked."""
     import dataclasses
 
-    from reconciler.plan import settings_diff
+    from reconciler.plan.plan import settings_diff
     from reconciler.redaction import redact
 
     def masked(value):  # noqa: ANN001, ANN202
@@ -345,9 +344,9 @@ def _manifests(project, wanted=None, *, validate: bool = True,  # noqa: ANN001
                error_prefix: str = "") -> list[dict]:
     """The project's rendered objects (or those of `wanted`), checked against the Kubernetes
     schemas unless told not to; every problem printed, then one UserError."""
-    from reconciler.gitinfo import git_origin, repo_root
-    from reconciler.manifests import cluster_context, render_project
-    from reconciler.render import RenderError, validate_manifests
+    from reconciler.backends.kubernetes.manifests import cluster_context, render_project
+    from reconciler.backends.kubernetes.render import RenderError, validate_manifests
+    from reconciler.git.info import git_origin, repo_root
 
     try:
         where = cluster_context(project.specs, git_origin(project.root), repo_root(project.root))
@@ -371,13 +370,13 @@ def _manifests(project, wanted=None, *, validate: bool = True,  # noqa: ANN001
 
 
 def _head_commit(project) -> str | None:  # noqa: ANN001
-    from reconciler.gitinfo import git_origin
+    from reconciler.git.info import git_origin
 
     return git_origin(project.root).commit
 
 
 def _plan_options(project, *, prune: bool, retry_failed: bool = False, target=None):  # noqa: ANN001, ANN202
-    from reconciler.plan import PlanOptions
+    from reconciler.plan.plan import PlanOptions
 
     settings = project.settings
     unknown = [str(rid) for rid in target or () if rid not in project.specs]
@@ -390,9 +389,9 @@ def _plan_options(project, *, prune: bool, retry_failed: bool = False, target=No
 
 
 def _plan_header(project, offline: bool) -> str:  # noqa: ANN001
-    from reconciler.gitinfo import git_origin
+    from reconciler.git.info import git_origin
     from reconciler.specs.loader import display_path
-    from reconciler.tracking import redact_uri
+    from reconciler.tracking.vocabulary import redact_uri
 
     origin = git_origin(project.root)
     commit = (f"at commit {origin.commit[:12]}" + (" + uncommitted changes" if origin.dirty else "")) \
@@ -405,10 +404,10 @@ def _plan_header(project, offline: bool) -> str:  # noqa: ANN001
 
 def _estimates(project, the_plan, state=None):  # noqa: ANN001, ANN202
     """The planner's figures for each FineTune the plan would train, by ResourceId."""
-    from reconciler import architectures
-    from reconciler.dataset_rows import train_rows
-    from reconciler.estimates import estimates_for
-    from reconciler.plan import Action
+    from reconciler.plan.plan import Action
+    from reconciler.sizing import architectures
+    from reconciler.sizing.dataset_rows import train_rows
+    from reconciler.sizing.estimates import estimates_for
     from reconciler.specs.base import ResourceId
 
     training = {a.resource.name for a in the_plan.actions if a.resource.kind == "FineTune"
@@ -452,7 +451,7 @@ def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: 
     short_lived()  # read-only: it writes nothing but the digest cache, before it returns
     import json
 
-    from reconciler.plan_report import plan_json, plan_markdown, plan_text
+    from reconciler.plan.report import plan_json, plan_markdown, plan_text
 
     project = _load(ctx, path)
     options = _plan_options(project, prune=prune, target=_targets(targets))
@@ -497,8 +496,8 @@ def render(ctx: click.Context, path: Path, targets: tuple[str, ...], out_dir: Pa
     output location they will have. For review, a pull-request diff, Argo CD or kubectl.
     """
     short_lived()
+    from reconciler.backends.kubernetes.render import to_yaml
     from reconciler.fileio import write_text_atomic
-    from reconciler.render import to_yaml
 
     project = _load(ctx, path)
     wanted = _targets(targets)
@@ -536,13 +535,13 @@ def estimate(ctx: click.Context, fine_tune: str, path: Path, output_format: str,
     short_lived()
     import json
 
-    from reconciler import architectures
-    from reconciler.dataset_rows import train_rows
-    from reconciler.estimate_report import estimate_json, estimate_text
-    from reconciler.estimates import estimate_fine_tune
-    from reconciler.report import validation_text
+    from reconciler.sizing import architectures
+    from reconciler.sizing.dataset_rows import train_rows
+    from reconciler.sizing.estimates import estimate_fine_tune
+    from reconciler.sizing.report import estimate_json, estimate_text
     from reconciler.specs.base import ResourceId
     from reconciler.specs.finetune import FineTuneResource
+    from reconciler.specs.report import validation_text
     from reconciler.specs.validate import validate_path
 
     name = fine_tune.removeprefix("FineTune/")
@@ -595,11 +594,11 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     import threading
 
     from reconciler.apply import Executor, LiveReporter, PruneRefused, Reporter, check_prune
-    from reconciler.gitinfo import git_origin
+    from reconciler.backends.kubernetes.render import RenderError
+    from reconciler.git.info import git_origin
     from reconciler.lock import ApplyLock, Locked
-    from reconciler.plan_report import plan_text
+    from reconciler.plan.report import plan_text
     from reconciler.redaction import redact
-    from reconciler.render import RenderError
 
     project = _load(ctx, path)
     lock = ApplyLock(project.state_dir)
@@ -640,8 +639,8 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
         signal.signal(signal.SIGTERM, interrupted)
         signal.signal(signal.SIGINT, interrupted)
         click.echo("")
-        from reconciler.tracking import TrackingUnavailable
-        from reconciler.tracking_store import TrackingError
+        from reconciler.tracking.store import TrackingError
+        from reconciler.tracking.vocabulary import TrackingUnavailable
 
         reporter = LiveReporter() if sys.stdout.isatty() and not os.environ.get("TUNEOPS_PLAIN") \
             else Reporter(click.echo)
@@ -699,12 +698,12 @@ def _state_after_apply(project, store, backend):  # noqa: ANN001, ANN202 - Actua
 
 def _print_endpoints(project, state) -> None:  # noqa: ANN001 - Project, ActualState
     """Where each Deployment answers, with a request the reader can paste that shows what was
-    trained: a question its Evaluation asked, decoded as it decoded (reconciler/sample_request.py)."""
+    trained: a question its Evaluation asked, decoded as it decoded (tracking/sample_request.py)."""
     if state is None:
         return
-    from reconciler.sample_request import curl, sample_request
     from reconciler.specs.base import ResourceId
     from reconciler.specs.deployment import DeploymentResource
+    from reconciler.tracking.sample_request import curl, sample_request
 
     for server in state.backend.servers:
         deployment = project.specs.resource(ResourceId("Deployment", server.name), DeploymentResource)
@@ -762,8 +761,8 @@ def logs(resource: str, path: Path | None, path_option: Path | None, follow: boo
     from reconciler.backends.base import BackendError
     from reconciler.project import ProjectError, unvalidated_project
     from reconciler.specs.rules import DefinedNames
-    from reconciler.tracking import TrackingUnavailable
-    from reconciler.tracking_store import TrackingError
+    from reconciler.tracking.store import TrackingError
+    from reconciler.tracking.vocabulary import TrackingUnavailable
 
     if path is not None and path_option is not None:
         raise click.UsageError("give the path once: as an argument (--path is its old spelling)")
@@ -924,7 +923,7 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
     missing = [name for name in ("prometheus_client", "uvicorn") if find_spec(name) is None]
     if missing:
         raise UserError(f"tuneops reconcile needs {' and '.join(missing)}: pip install 'tuneops[daemon]'")
-    from reconciler.daemon import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig, DaemonError
+    from reconciler.daemon.loop import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig, DaemonError
 
     if hasattr(sys.stdout, "reconfigure"):  # a log read live (kubectl logs, a file): line by line
         sys.stdout.reconfigure(line_buffering=True)
@@ -1019,8 +1018,8 @@ def _users_problem(error: Exception) -> str | None:
     from reconciler.backends.base import BackendError
     from reconciler.project import ProjectError
     from reconciler.state_files import is_state_database_error, sqlite_cause
-    from reconciler.tracking import TrackingUnavailable
-    from reconciler.tracking_store import TrackingError
+    from reconciler.tracking.store import TrackingError
+    from reconciler.tracking.vocabulary import TrackingUnavailable
 
     if isinstance(error, ProjectError | BackendError | TrackingError | TrackingUnavailable):
         return str(error)

@@ -13,10 +13,10 @@ from pydantic import AfterValidator, ConfigDict, Field
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
-from reconciler.kubernetes_rules import ClaimName, Image, Namespace, SecretName, ServiceAccountName
-from reconciler.scalars import Bool as _Bool
-from reconciler.scalars import Int as _Int
-from reconciler.scalars import Str as _Str
+from reconciler.values.kubernetes import ClaimName, Image, Namespace, SecretName, ServiceAccountName
+from reconciler.values.scalars import Bool as _Bool
+from reconciler.values.scalars import Int as _Int
+from reconciler.values.scalars import Str as _Str
 
 PROJECT_FILE = "tuneops.yaml"
 STATE_DIR = ".tuneops"

@@ -14,13 +14,14 @@ from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 
-from reconciler import redaction, tracking
+from reconciler import redaction
 from reconciler.config import PROJECT_FILE, STATE_DIR
 from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.specs.validate import ValidationResult, validate_path
 from reconciler.state import BUILT_KINDS, ActualState, BuiltRun, RunProgress, built_run_from
-from reconciler.tracking_store import tag_equals
+from reconciler.tracking import vocabulary as tracking
+from reconciler.tracking.store import tag_equals
 
 
 class ProjectInvalid(Exception):
@@ -140,7 +141,7 @@ class Project:
         return open_backend(self.settings, self.state_dir, self.specs)
 
     def store(self):  # noqa: ANN201 - TrackingStore
-        from reconciler.tracking_store import open_store
+        from reconciler.tracking.store import open_store
 
         return open_store(self.tracking_uri)
 
@@ -186,8 +187,8 @@ def unvalidated_project(path: Path):  # noqa: ANN201 - (Backend, LoadResult)
 def built_versions(settings, root: Path, kind: str, name: str) -> tuple[BuiltRun, ...]:  # noqa: ANN001
     """A resource's complete runs, newest first, read from MLflow without validating the specs
     (`tuneops logs --version`): a FineTune's registered versions, an Evaluation's scorings."""
-    from reconciler.backends.base import BackendState
-    from reconciler.tracking_store import open_store
+    from reconciler.state import BackendState
+    from reconciler.tracking.store import open_store
 
     uri = tracking_uri_of(settings, root)
     if not tracking_state_exists(uri, root):
@@ -202,8 +203,8 @@ def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201
     tracking_uri = tracking_uri_of(settings, state_dir.parent)  # its credentials are masked from now on
     if settings.backend == "kubernetes":
         from reconciler.backends.base import BackendError
-        from reconciler.backends.kubeapi import KubeApi, load_connection
-        from reconciler.backends.kubernetes import KubernetesBackend
+        from reconciler.backends.kubernetes.api import KubeApi, load_connection
+        from reconciler.backends.kubernetes.backend import KubernetesBackend
 
         k8s = settings.kubernetes
         try:
@@ -215,7 +216,7 @@ def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201
             launchers |= {loaded.resource.spec.distributed.launcher for loaded in specs.of_kind("FineTune")
                           if loaded.resource.spec.distributed.launcher}
         return KubernetesBackend(KubeApi(connection), k8s.namespace, specs, launchers=sorted(launchers))
-    from reconciler.backends.local import LocalBackend
+    from reconciler.backends.local.backend import LocalBackend
     from reconciler.specs.confinement import FileRoots
 
     # The state folder is `<project>/.tuneops`: its jobs read file:// paths from the project's repository.
@@ -227,8 +228,7 @@ def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201
 
 def load_project(path: Path, *, strict: bool = False) -> Project:
     """Validate the folder; raise ProjectInvalid when any spec has an error."""
-    from reconciler import architectures, capacity
-
+    from reconciler.sizing import architectures, capacity
     result = validate_path(path, strict=strict)
     if not result.is_project:
         raise NoProject(result.specs.root, len(result.files))

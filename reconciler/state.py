@@ -11,10 +11,73 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
-from reconciler import tracking
-from reconciler.backends.base import BackendState, JobObservation, ServerObservation
+from reconciler.tracking import vocabulary as tracking
+
+STOPPED = "stopped by tuneops"
+"""The message of a job or server ended by `tuneops stop` (or a prune): not a failure of its own."""
+
+JobPhase = Literal["pending", "running", "succeeded", "failed"]
+ServerPhase = Literal["starting", "serving", "failed"]
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """The newest attempt of one job: a (kind, name, fingerprint)."""
+
+    kind: str  # "Dataset" | "FineTune" | "Evaluation"
+    name: str
+    fingerprint: str
+    phase: JobPhase
+    attempts: int  # attempts made for this (kind, name, fingerprint), this one included
+    started_at: float  # unix seconds
+    finished_at: float | None
+    exit_code: int | None
+    message: str  # "" or why it failed, one line
+    handle: str  # e.g. "pid 1234"
+    log: str | None  # path of its log file
+
+
+@dataclass(frozen=True)
+class ServerObservation:
+    """The current model server of one Deployment."""
+
+    name: str  # the Deployment's name
+    fingerprint: str  # the Deployment's fingerprint
+    model_fingerprint: str  # the FineTune (or BaseModel) being served
+    model_version: str | None  # "registered-model/version"
+    phase: ServerPhase
+    url: str | None
+    started_at: float
+    message: str
+    handle: str
+    log: str | None
+    # The job file it was started with: its spec and lineage say what a later change changed.
+    job: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    # Changed outside tuneops (e.g. `kubectl edit`): what and by whom, one line; "" when not.
+    drift: str = ""
+
+
+@dataclass(frozen=True)
+class BackendState:
+    """Everything a backend runs or ran, as of one look."""
+
+    jobs: tuple[JobObservation, ...] = ()  # the newest attempt per (kind, name, fingerprint)
+    servers: tuple[ServerObservation, ...] = ()  # the current (not stopped) server per Deployment
+
+    def job(self, kind: str, name: str, fingerprint: str) -> JobObservation | None:
+        for job in self.jobs:
+            if (job.kind, job.name, job.fingerprint) == (kind, name, fingerprint):
+                return job
+        return None
+
+    def server(self, name: str) -> ServerObservation | None:
+        for server in self.servers:
+            if server.name == name:
+                return server
+        return None
+
 
 BUILT_KINDS = ("Dataset", "FineTune", "Evaluation")
 """Kinds whose jobs leave an MLflow run; BaseModels are read, Deployments are served."""

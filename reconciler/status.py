@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import asdict, dataclass
 
-from reconciler.plan import Action, Plan, PlannedAction
+from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.state import ActualState
 
 PHASES = ("Failed", "Blocked", "Running", "Pending", "Suspended", "Ready")

@@ -87,7 +87,7 @@ class SpecRepo:
 
     def stop_servers(self) -> None:
         """Tests leave no server behind."""
-        from reconciler.backends.local import LocalBackend
+        from reconciler.backends.local.backend import LocalBackend
 
         backend = LocalBackend(self.root / ".tuneops")
         for server in backend.observe().servers:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.jobfile import (
+from reconciler.jobs.jobfile import (
     BaseModelRef,
     GitOrigin,
     JobFile,

@@ -1,18 +1,5 @@
-"""Where jobs and model servers run: the protocol (base), this machine (local).
+"""Where jobs and model servers run: the protocol (base), this machine (local/), a cluster (kubernetes/).
 
-Kept light on purpose: the supervisor (`python -m reconciler.backends.supervise`) imports this package
-before every job starts, so only the standard-library protocol is imported here.
+Kept empty on purpose: the supervisor (`python -m reconciler.backends.local.supervise`) imports this
+package before every job starts, so nothing is imported here.
 """
-
-from reconciler.backends.base import (
-    Backend,
-    BackendError,
-    BackendState,
-    JobObservation,
-    JobPhase,
-    ServerObservation,
-    ServerPhase,
-)
-
-__all__ = ["Backend", "BackendError", "BackendState", "JobObservation", "JobPhase", "ServerObservation",
-           "ServerPhase"]

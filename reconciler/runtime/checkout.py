@@ -16,8 +16,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from reconciler.jobfile import JobFile
-from reconciler.render import GIT_CREDENTIALS_MOUNT
+from reconciler.backends.kubernetes.render import GIT_CREDENTIALS_MOUNT
+from reconciler.jobs.jobfile import JobFile
 
 GIT_TIMEOUT_S = 600
 

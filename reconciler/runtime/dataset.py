@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from reconciler.fileio import replace_directory
-from reconciler.jobfile import JobFile
+from reconciler.jobs.jobfile import JobFile
 from reconciler.runtime.readers import (  # DatasetError is part of this module's API
     READERS,
     DatasetError,

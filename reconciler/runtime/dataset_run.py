@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler import tracking
-from reconciler.jobfile import JobFile
+from reconciler.jobs.jobfile import JobFile
 from reconciler.runtime.dataset import prepare_dataset
+from reconciler.tracking import vocabulary as tracking
 
 
 def run_dataset(job: JobFile) -> Path:

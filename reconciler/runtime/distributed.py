@@ -74,7 +74,7 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
         return requested
     if device_bytes is None:
         return "ddp"
-    from reconciler.planner import Architecture, TrainingShape, choose_strategy
+    from reconciler.sizing.memory import Architecture, TrainingShape, choose_strategy
 
     shape = TrainingShape(
         architecture=Architecture.from_config(model_config), adapter=adapter, rank=rank,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.jobfile import COMMAND_BY_KIND, JobFile, JobFileError, read_job_file
+from reconciler.jobs.jobfile import COMMAND_BY_KIND, JobFile, JobFileError, read_job_file
 
 
 class JobRefused(ValueError):
@@ -24,7 +24,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from reconciler.runtime.loading import ModelLoadError
     from reconciler.runtime.serve import ServeError
     from reconciler.runtime.training_data import TrainingDataError
-    from reconciler.tracking import TrackingUnavailable
+    from reconciler.tracking.vocabulary import TrackingUnavailable
 
     return (JobFileError, JobRefused, CheckoutError, DatasetError, EvaluationError, FineTuneError,
             ModelLoadError, ServeError, TrainingDataError, TrackingUnavailable)
@@ -71,7 +71,7 @@ def run(command: str, path: Path) -> str:
         verdict = json.loads((output / "results.json").read_text())["verdict"]
         return f"evaluation {job.name}: {verdict} (report: {output / 'report.md'})"
     if command == "serve":
-        from reconciler.runtime.serve import serve
+        from reconciler.runtime import serve
 
         serve(job)
         return f"deployment {job.name}: stopped"

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler import tracking
 from reconciler.fileio import replace_directory
-from reconciler.gates import Verdict, evaluate_gates
-from reconciler.jobfile import BaseModelRef, JobFile, ModelVersionRef
+from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
+from reconciler.plan.gates import Verdict, evaluate_gates
 from reconciler.specs.evaluation import GENERATION_METRICS, EvaluationSpec
+from reconciler.tracking import vocabulary as tracking
 
 
 class EvaluationError(ValueError):

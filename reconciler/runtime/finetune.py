@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from reconciler.jobfile import JobFile
+from reconciler.jobs.jobfile import JobFile
 from reconciler.runtime.distributed import Processes, deepspeed_config, fsdp_arguments, resolve_strategy
 from reconciler.specs.finetune import FineTuneSpec
 

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler import tracking
 from reconciler.fileio import replace_directory
-from reconciler.jobfile import GenerationDefaults, JobFile
+from reconciler.jobs.jobfile import GenerationDefaults, JobFile
 from reconciler.runtime.distributed import Processes
 from reconciler.runtime.lineage import JobRun, register_model_version
 from reconciler.specs.finetune import FineTuneSpec
+from reconciler.tracking import vocabulary as tracking
 
 
 def flatten(prefix: str, value: Any, into: dict[str, Any]) -> dict[str, Any]:

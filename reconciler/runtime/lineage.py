@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from reconciler import tracking
-from reconciler.jobfile import JobFile
-from reconciler.tracking_store import artifact_location
+from reconciler.jobs.jobfile import JobFile
+from reconciler.tracking import vocabulary as tracking
+from reconciler.tracking.store import artifact_location
 
 
 def _mlflow():

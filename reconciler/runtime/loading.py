@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from reconciler.jobfile import BaseModelRef, ModelVersionRef
+from reconciler.jobs.jobfile import BaseModelRef, ModelVersionRef
 from reconciler.specs.confinement import OutsideRoots, resolve_for_job
 
 LLAMA3_TEMPLATE = (

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reconciler.jobfile import BaseModelRef, JobFile, ModelVersionRef
+from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
 
 # Stop tokens besides the tokenizer's eos: chat models end turns with these.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>")

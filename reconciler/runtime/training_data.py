@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from reconciler.jobfile import PreparedDataset
+from reconciler.jobs.jobfile import PreparedDataset
 
 
 class TrainingDataError(ValueError):

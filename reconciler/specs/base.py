@@ -16,8 +16,8 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict,
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
-from reconciler import kubernetes_rules as kube
-from reconciler.scalars import Bool, Float, Int, Str  # noqa: F401 - the kinds import them from here
+from reconciler.values import kubernetes as kube
+from reconciler.values.scalars import Bool, Float, Int, Str  # noqa: F401 - the kinds import them from here
 
 API_VERSION = "tuneops.dev/v1alpha1"
 """The only apiVersion this release reads."""

@@ -7,7 +7,6 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Strict, ValidationInfo, field_validator
 
-from reconciler.kubernetes_rules import MetricName, NodeLabelValue
 from reconciler.specs.base import (
     Bool,
     Float,
@@ -21,6 +20,7 @@ from reconciler.specs.base import (
     SpecValueError,
     field,
 )
+from reconciler.values.kubernetes import MetricName, NodeLabelValue
 
 # Matched whole: `$` also matches before a final newline.
 _ALIAS = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,254}")

@@ -6,7 +6,6 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from reconciler.kubernetes_rules import NodeLabelValue
 from reconciler.specs.base import (
     Bool,
     Float,
@@ -21,6 +20,7 @@ from reconciler.specs.base import (
     field,
     require_exactly_one,
 )
+from reconciler.values.kubernetes import NodeLabelValue
 
 Metric = Literal["perplexity", "exact_match", "accuracy", "f1", "bleu", "rougeL"]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]

@@ -7,7 +7,6 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from reconciler.kubernetes_rules import NodeLabelValue, PriorityClassName
 from reconciler.specs.base import (
     Bool,
     Float,
@@ -24,6 +23,7 @@ from reconciler.specs.base import (
     field,
     require_exactly_one,
 )
+from reconciler.values.kubernetes import NodeLabelValue, PriorityClassName
 
 Method = Literal["sft", "dpo", "pretrain"]
 Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero3-offload", "fsdp"]

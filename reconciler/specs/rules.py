@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler import kubernetes_rules as kube
 from reconciler.config import ProjectSettings
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
@@ -33,6 +32,7 @@ from reconciler.specs.problems import Problem, Severity, describe_value
 from reconciler.specs.schema_errors import format_path, suggest
 from reconciler.specs.sources import is_pinned_hf_revision, parse_source
 from reconciler.specs.specset import SpecSet
+from reconciler.values import kubernetes as kube
 
 # What each training method reads, in the user's words.
 METHOD_DATA = {

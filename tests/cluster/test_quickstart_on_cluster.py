@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.kubeapi import KubeApi, load_connection
+from reconciler.backends.kubernetes.api import KubeApi, load_connection
 from tests.reconcile_support import CLI_ENV, GIT_ENV, QUICKSTART
 
 NEEDED = (

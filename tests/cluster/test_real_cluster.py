@@ -13,9 +13,9 @@ import uuid
 
 import pytest
 
-from reconciler.backends.kube_health import managed_fields_drift
-from reconciler.backends.kubeapi import KubeApi, load_connection
-from reconciler.render import FINGERPRINT_ANNOTATION
+from reconciler.backends.kubernetes.api import KubeApi, load_connection
+from reconciler.backends.kubernetes.health import managed_fields_drift
+from reconciler.backends.kubernetes.render import FINGERPRINT_ANNOTATION
 
 pytestmark = [
     pytest.mark.cluster,

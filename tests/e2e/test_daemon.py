@@ -173,8 +173,7 @@ def runs_of(tracking_uri: str, experiment: str, fingerprint: str) -> int:
     """Complete or not, every run recorded for that fingerprint in the author's experiment."""
     import mlflow
 
-    from reconciler import tracking
-
+    from reconciler.tracking import vocabulary as tracking
     client = mlflow.MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     assert found is not None
@@ -311,7 +310,7 @@ def test_replicas_in_a_cluster_lead_through_a_lease(tmp_path: Path, mlflow_serve
 
 
 def test_an_invalid_commit_leaves_the_model_serving(tmp_path: Path, mlflow_server):
-    from reconciler.backends.local import LocalBackend
+    from reconciler.backends.local.backend import LocalBackend
 
     names = ("base-model.yaml", "dataset.yaml", "fine-tune.yaml", "evaluation.yaml", "deployment.yaml")
     author = Author(tmp_path, mlflow_server.uri, spec_files=names)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.jobfile import GenerationDefaults
+from reconciler.jobs.jobfile import GenerationDefaults
 from tests.runtime_support import (
     FRUIT_DATA,
     base_model,

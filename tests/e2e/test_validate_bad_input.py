@@ -177,7 +177,7 @@ CASES = {
         {"tuneops.yaml": "policy:\n  allowedFileRoots: [/] #!\n"}, "tuneops.yaml",
         "allowing / would let a spec read every file"),
     # Strings that become parts of Kubernetes objects obey the rule of the field they become
-    # (kubernetes_rules); a final newline no longer slips past a `$`.
+    # (values/kubernetes.py); a final newline no longer slips past a `$`.
     "name with a trailing newline": (
         {"base-model.yaml": VALID_SPECS["base-model.yaml"].replace("name: tiny", 'name: "tiny\\n" #!')},
         "base-model.yaml", "DNS-1123"),

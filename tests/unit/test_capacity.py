@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import architectures, capacity
+from reconciler.sizing import architectures, capacity
 from reconciler.specs.base import ResourceId
 from reconciler.specs.validate import validate_path
 from tests.conftest import REPO_ROOT, VALID_SPECS, run_tuneops, write_repo

@@ -4,7 +4,7 @@ sockets in tests/e2e/test_daemon_bad_input.py."""
 
 from __future__ import annotations
 
-from reconciler.daemon_http import RecentDeliveries, RefusalLog, shown
+from reconciler.daemon.http import RecentDeliveries, RefusalLog, shown
 
 
 def test_a_delivery_is_a_replay_by_its_id_or_its_body_and_the_oldest_are_forgotten():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.daemon import DaemonError, GitMirror
+from reconciler.daemon.loop import DaemonError, GitMirror
 from tests.conftest import run_tuneops
 from tests.reconcile_support import GIT_ENV
 
@@ -110,7 +110,7 @@ def test_the_daemon_takes_the_repository_from_its_environment_off_its_command_li
 
 def test_what_the_daemon_starts_inherits_neither_its_webhook_secret_nor_the_repository_url(
         monkeypatch: pytest.MonkeyPatch):
-    from reconciler.daemon import Daemon
+    from reconciler.daemon.loop import Daemon
 
     monkeypatch.setenv("TUNEOPS_SPEC_REPO", f"https://{TOKEN}@git.example.invalid/specs.git")
     monkeypatch.setenv("TUNEOPS_WEBHOOK_SECRET", "hook-secret-value")

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from reconciler.backends import kubeapi, kubernetes
-from reconciler.render import validate_manifests
+from reconciler.backends.kubernetes import api as kubeapi
+from reconciler.backends.kubernetes import backend as kubernetes
+from reconciler.backends.kubernetes.render import validate_manifests
 from tests.conftest import REPO_ROOT
 
 BASE = REPO_ROOT / "deploy" / "base"

@@ -10,19 +10,18 @@ from types import MappingProxyType
 
 import pytest
 
-from reconciler import architectures
-from reconciler.backends.base import BackendState
 from reconciler.config import PlannerSettings
-from reconciler.dataset_rows import count_file_rows, train_rows
-from reconciler.estimate_report import estimate_json, estimate_text, plan_line
-from reconciler.estimates import RowCount, estimate_fine_tune
 from reconciler.fingerprint import fingerprint_inputs
 from reconciler.graph import DependencyGraph
-from reconciler.planner import assumed_mfu, flops_per_parameter_token, peak_flops
+from reconciler.sizing import architectures
+from reconciler.sizing.dataset_rows import count_file_rows, train_rows
+from reconciler.sizing.estimates import RowCount, estimate_fine_tune
+from reconciler.sizing.memory import assumed_mfu, flops_per_parameter_token, peak_flops
+from reconciler.sizing.report import estimate_json, estimate_text, plan_line
 from reconciler.specs.base import ResourceId
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.validate import validate_path
-from reconciler.state import ActualState, BuiltRun
+from reconciler.state import ActualState, BackendState, BuiltRun
 from tests.conftest import VALID_SPECS, write_repo
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from reconciler.gates import GateResult, Verdict, evaluate_gates
+from reconciler.plan.gates import GateResult, Verdict, evaluate_gates
 from reconciler.specs.evaluation import Gate
 
 NAN = float("nan")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitinfo import git_origin, unpublished, without_credentials
+from reconciler.git.info import git_origin, unpublished, without_credentials
 from tests.reconcile_support import GIT_ENV
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from reconciler.fingerprint import fingerprint_inputs
 from reconciler.graph import DependencyGraph
-from reconciler.jobfile import GitOrigin, MlflowTarget
-from reconciler.jobs import JobBuilder, JobContext
+from reconciler.jobs.builder import JobBuilder, JobContext
+from reconciler.jobs.jobfile import GitOrigin, MlflowTarget
 from reconciler.specs.base import ResourceId
 from reconciler.specs.validate import validate_path
 from reconciler.state import BuiltRun

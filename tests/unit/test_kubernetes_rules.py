@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import kubernetes_rules as kube
 from reconciler.specs.deployment import Autoscaling, ServingResources
 from reconciler.specs.evaluation import EvaluationResources
 from reconciler.specs.finetune import Resources, Scheduling
+from reconciler.values import kubernetes as kube
 
 ACCEPTED = {
     kube.check_dns1123_label: ["a", "0", "a-0", "1-2", "a" * 63],

@@ -1,6 +1,7 @@
-"""The import layers of shared/ARCHITECTURE.md, enforced: nothing imports upward.
+"""The import layers of shared/ARCHITECTURE.md, enforced: nothing imports upward, and no circles.
 
-cli -> apply/daemon/gitops -> plan/report/render/planner -> graph/fingerprint -> specs -> config
+cli -> daemon -> project -> apply -> plan/status/backends -> state/jobs/sizing/tracking/git
+    -> graph/fingerprint -> specs -> config and the small helpers below everything
 """
 
 from __future__ import annotations
@@ -12,30 +13,27 @@ from tests.conftest import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "reconciler"
 
-# Module (or package) -> the rank of its layer; a module may import only equal or lower ranks.
+# Module or package -> the rank of its layer; a module may import only equal or lower ranks.
+# The longest matching prefix wins, so a package can hold a lower-ranked vocabulary module.
 LAYERS = {
-    "reconciler.fileio": 0, "reconciler.config": 0, "reconciler.scalars": 0, "reconciler.starter": 0,
-    "reconciler.crd_schemas": 0, "reconciler.state_files": 0, "reconciler.kubernetes_rules": 0,
-    "reconciler.redaction": 0,
+    # Helpers every layer may use: no reconciler imports of their own beyond this rank.
+    "reconciler.fileio": 0, "reconciler.values": 0, "reconciler.config": 0, "reconciler.redaction": 0,
+    "reconciler.errors": 0, "reconciler.lock": 0, "reconciler.state_files": 0, "reconciler.starter": 0,
     "reconciler.specs": 1,
-    "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.gates": 2,
-    # Vocabularies and data formats: no I/O of their own.
-    "reconciler.tracking": 2, "reconciler.jobfile": 2, "reconciler.backends.base": 2,
-    "reconciler.plan": 3, "reconciler.plan_report": 3, "reconciler.report": 3, "reconciler.render": 3,
-    "reconciler.planner": 3, "reconciler.capacity": 3, "reconciler.state": 3, "reconciler.status": 3,
-    "reconciler.estimates": 3, "reconciler.estimate_report": 3, "reconciler.base_state": 3,
-    "reconciler.in_use": 3,
-    # The edges that read the world: MLflow, the backend, Git, local files.
-    "reconciler.architectures": 4, "reconciler.tracking_store": 4, "reconciler.jobs": 4,
-    "reconciler.backends": 4, "reconciler.sources_digest": 4, "reconciler.gitinfo": 4,
-    "reconciler.project": 4, "reconciler.lock": 4, "reconciler.dataset_rows": 4,
-    "reconciler.manifests": 4, "reconciler.gitbase": 4, "reconciler.sample_request": 4,
-    "reconciler.apply": 5, "reconciler.gitops": 5, "reconciler.daemon": 5, "reconciler.daemon_http": 5,
-    "reconciler.notify": 5,
-    "reconciler.cli": 6, "reconciler.__main__": 6, "reconciler.runtime": 6,
+    "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.sources_digest": 2,
+    # Records and the edges that read the world: MLflow, Git, job files, sizes.
+    "reconciler.state": 3, "reconciler.jobs": 3, "reconciler.sizing": 3, "reconciler.tracking": 3,
+    "reconciler.git": 3,
+    "reconciler.plan": 4, "reconciler.status": 4, "reconciler.backends": 4,
+    "reconciler.apply": 5,
+    "reconciler.project": 6,
+    # Clients of the project façade: the daemon calls it in-process, as the command line does.
+    "reconciler.daemon": 7,
+    "reconciler.cli": 8, "reconciler.__main__": 8, "reconciler.runtime": 8,
 }
-PURE = ("reconciler.specs", "reconciler.graph", "reconciler.gates", "reconciler.plan", "reconciler.planner",
-        "reconciler.fingerprint", "reconciler.estimates", "reconciler.in_use")
+PURE = ("reconciler.specs", "reconciler.graph", "reconciler.fingerprint", "reconciler.plan.plan",
+        "reconciler.plan.gates", "reconciler.plan.in_use", "reconciler.plan.report",
+        "reconciler.sizing.memory", "reconciler.sizing.estimates", "reconciler.state", "reconciler.status")
 IMPURE_LIBRARIES = ("mlflow", "kubernetes", "git", "torch", "transformers", "peft", "trl",
                     "deepspeed", "datasets", "jinja2")
 
@@ -91,3 +89,62 @@ def test_pure_layers_import_no_services():
             offenders += [f"{name} imports {m}" for m in imports_of(path)
                           if m.split(".")[0] in IMPURE_LIBRARIES]
     assert offenders == []
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the reconciler modules it imports (at any depth of the code, lazy imports too)."""
+    names = {name for name, _ in modules()}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules():
+        targets = set()
+        for imported in imports_of(path):
+            # `from reconciler.x import y` may name a module y or a member of module x
+            while imported and imported not in names:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and imported != "reconciler":
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles():
+    assert _cycles(_module_graph()) == []
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from reconciler.notify import Notification, Notifier, events_after_apply
+from reconciler.daemon.notify import Notification, Notifier, events_after_apply
 from tests.http_support import Receiver
 
 

@@ -8,15 +8,14 @@ from types import MappingProxyType
 
 import pytest
 
-from reconciler.backends.base import BackendState, JobObservation, ServerObservation
 from reconciler.fingerprint import fingerprint_inputs, resolved_spec
 from reconciler.graph import DependencyGraph
-from reconciler.plan import Action, PlanOptions, build_plan
-from reconciler.plan_report import plan_json, plan_markdown, plan_text
+from reconciler.plan.plan import Action, PlanOptions, build_plan
+from reconciler.plan.report import plan_json, plan_markdown, plan_text
 from reconciler.sources_digest import source_digests
 from reconciler.specs.base import ResourceId
 from reconciler.specs.validate import validate_path
-from reconciler.state import ActualState, BuiltRun
+from reconciler.state import ActualState, BackendState, BuiltRun, JobObservation, ServerObservation
 from tests.conftest import VALID_SPECS, write_repo
 
 DATASET = ResourceId("Dataset", "chats")

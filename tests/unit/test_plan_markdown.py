@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from markdown_it import MarkdownIt
 
-from reconciler.plan import Action, FieldChange, Plan, PlannedAction
-from reconciler.plan_report import COMMENT_LIMIT, plan_markdown
+from reconciler.plan.plan import Action, FieldChange, Plan, PlannedAction
+from reconciler.plan.report import COMMENT_LIMIT, plan_markdown
 from reconciler.specs.base import ResourceId
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.planner import (
+from reconciler.sizing.memory import (
     Architecture,
     TrainingShape,
     activation_bytes,

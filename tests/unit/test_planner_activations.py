@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import planner
+from reconciler.sizing import memory as planner
 from tests.runtime_support import needs_training
 
 pytestmark = [pytest.mark.slow, needs_training]
@@ -60,7 +60,7 @@ def _saved_bytes(model_dir: Path, spec_body: dict, length: int, micro_batch: int
     storages autograd saved."""
     import torch
 
-    from reconciler.jobfile import BaseModelRef, JobFile, MlflowTarget
+    from reconciler.jobs.jobfile import BaseModelRef, JobFile, MlflowTarget
     from reconciler.runtime import finetune, loading
     from reconciler.specs.finetune import FineTuneSpec
 

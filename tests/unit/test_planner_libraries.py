@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.planner import (
+from reconciler.sizing.memory import (
     ADAM_STATE_BYTES,
     HALF,
     Architecture,

@@ -21,11 +21,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.fingerprint import fingerprint_inputs
-from reconciler.graph import DependencyGraph
-from reconciler.jobfile import GitOrigin
-from reconciler.manifests import cluster_context, render_project
-from reconciler.render import (
+from reconciler.backends.kubernetes.manifests import cluster_context, render_project
+from reconciler.backends.kubernetes.render import (
     FINGERPRINT_ANNOTATION,
     RenderError,
     environment,
@@ -33,6 +30,9 @@ from reconciler.render import (
     validate_manifests,
     yaml_scalar,
 )
+from reconciler.fingerprint import fingerprint_inputs
+from reconciler.graph import DependencyGraph
+from reconciler.jobs.jobfile import GitOrigin
 from reconciler.specs.validate import validate_path
 from tests.conftest import REPO_ROOT
 
@@ -484,8 +484,7 @@ def test_a_kubernetes_version_the_schemas_do_not_cover_is_one_clear_problem():
 def test_the_fast_schema_check_finds_what_kubernetes_validate_finds(monkeypatch):
     """The per-kind compiled check leans on kubernetes-validate's module; where a release differs,
     its own `validate` is used, and reports the same."""
-    from reconciler import render
-
+    from reconciler.backends.kubernetes.backend import render
     objects = rendered_objects(EXAMPLES)
     broken = {**objects[1], "spec": {**objects[1]["spec"], "backoffLimit": "two", "backofLimit": 1}}
     fast = validate_manifests([*objects, broken], "1.30")

@@ -8,12 +8,11 @@ import shlex
 from pathlib import Path
 from types import MappingProxyType
 
-from reconciler.backends.base import BackendState, ServerObservation
-from reconciler.sample_request import GREETING, curl, sample_request
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.validate import validate_path
-from reconciler.state import ActualState, BuiltRun
+from reconciler.state import ActualState, BackendState, BuiltRun, ServerObservation
+from reconciler.tracking.sample_request import GREETING, curl, sample_request
 from tests.conftest import REPO_ROOT
 
 URL = "http://127.0.0.1:8000"

@@ -6,10 +6,9 @@ import time
 from types import MappingProxyType
 
 from reconciler.apply import Reporter, StepResult
-from reconciler.backends.base import BackendState, JobObservation
-from reconciler.plan import Action, Plan, PlannedAction
+from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
-from reconciler.state import ActualState, RunProgress
+from reconciler.state import ActualState, BackendState, JobObservation, RunProgress
 from reconciler.status import progress_text, status_rows, status_text
 
 FINE_TUNE = ResourceId("FineTune", "sft")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.tracking import TrackingUnavailable, redact_uri, with_retries
+from reconciler.tracking.vocabulary import TrackingUnavailable, redact_uri, with_retries
 
 
 @pytest.mark.parametrize("uri, shown", [

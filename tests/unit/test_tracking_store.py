@@ -19,9 +19,8 @@ from typing import Any
 
 import pytest
 
-from reconciler import tracking
-from reconciler.tracking import TrackingUnavailable, with_retries
-from reconciler.tracking_store import (
+from reconciler.tracking import vocabulary as tracking
+from reconciler.tracking.store import (
     ClientTrackingStore,
     RestTrackingStore,
     RunRecord,
@@ -30,6 +29,7 @@ from reconciler.tracking_store import (
     open_store,
     tag_equals,
 )
+from reconciler.tracking.vocabulary import TrackingUnavailable, with_retries
 from tests.conftest import REPO_ROOT
 from tests.runtime_support import free_port
 
@@ -374,7 +374,7 @@ def test_answers_from_the_server_are_not_retried(failure: Exception) -> None:
 def test_reading_a_server_does_not_import_mlflow(rest_world: World) -> None:
     script = (
         "import sys\n"
-        "from reconciler.tracking_store import open_store, tag_equals\n"
+        "from reconciler.tracking.store import open_store, tag_equals\n"
         f"store = open_store({rest_world.uri!r})\n"
         f"experiment = store.experiment_id({rest_world.experiment!r})\n"
         "runs = store.search_runs(experiment, tag_equals('tuneops.kind', 'FineTune'))\n"

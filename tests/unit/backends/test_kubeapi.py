@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.backends.base import BackendError
-from reconciler.backends.kubeapi import KubeApi, KubeApiError, load_connection
-from reconciler.backends.kubernetes import KubernetesBackend
-from reconciler.render import FINGERPRINT_ANNOTATION
+from reconciler.backends.kubernetes.api import KubeApi, KubeApiError, load_connection
+from reconciler.backends.kubernetes.backend import KubernetesBackend
+from reconciler.backends.kubernetes.render import FINGERPRINT_ANNOTATION
 from tests.fake_kube import FakeKubeApi
 
 pytest.importorskip("kubernetes", reason="needs the kubernetes client (the [kubernetes] or [dev] extra)")

@@ -9,14 +9,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from reconciler.backends.kube_health import (
+from reconciler.backends.kubernetes.health import (
     job_observation,
     managed_fields_drift,
     node_rank,
     observe_workload,
     server_observation,
 )
-from reconciler.render import FINGERPRINT_ANNOTATION
+from reconciler.backends.kubernetes.render import FINGERPRINT_ANNOTATION
 from tests.conftest import REPO_ROOT
 
 FP = "a" * 64

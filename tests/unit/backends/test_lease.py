@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.kubeapi import KubeApi, load_connection
-from reconciler.backends.lease import LeaseLock
+from reconciler.backends.kubernetes.api import KubeApi, load_connection
+from reconciler.backends.kubernetes.lease import LeaseLock
 from tests.fake_kube import FakeKubeApi
 
 pytest.importorskip("kubernetes", reason="needs the kubernetes client (the [kubernetes] or [dev] extra)")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.base import BackendError, BackendState
-from reconciler.backends.local import (
+from reconciler.backends.base import BackendError
+from reconciler.backends.local.backend import (
     DISAPPEARED,
     STOPPED,
     LocalBackend,
@@ -34,7 +34,8 @@ from reconciler.backends.local import (
     process_alive,
     start_ticks,
 )
-from reconciler.jobfile import JobFile, MlflowTarget
+from reconciler.jobs.jobfile import JobFile, MlflowTarget
+from reconciler.state import BackendState
 from tests.http_support import Poller
 
 FINGERPRINT = "a" * 64
@@ -155,7 +156,7 @@ def test_a_job_outlives_the_apply_that_started_it(state_dir: Path, tmp_path: Pat
     apply = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from reconciler.backends.local import LocalBackend
+        from reconciler.backends.local.backend import LocalBackend
         job = LocalBackend(Path({str(state_dir)!r})).start_process(
             "FineTune", "sft", {FINGERPRINT!r}, [sys.executable, "-c", {WAIT_FOR_FILE!r}, {str(release)!r}])
         print(job.handle, flush=True)
@@ -240,7 +241,7 @@ def test_a_fine_tune_without_gpus_gets_deepspeed_on_cpu() -> None:
 
 # Stands in for the interpreter: runs the supervisor for real, and for the job prints what it was given.
 STAND_IN_PYTHON = """#!/bin/sh
-if [ "$2" = reconciler.backends.supervise ]; then exec {python} "$@"; fi
+if [ "$2" = reconciler.backends.local.supervise ]; then exec {python} "$@"; fi
 echo "argv: $*"
 echo "DS_ACCELERATOR=$DS_ACCELERATOR"
 echo "error: this python only says what it was asked to run"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.local import LocalBackend
-from reconciler.jobfile import JobFile, MlflowTarget
+from reconciler.backends.local.backend import LocalBackend
+from reconciler.jobs.jobfile import JobFile, MlflowTarget
 from reconciler.project import open_backend
 
 FINGERPRINT = "c" * 64

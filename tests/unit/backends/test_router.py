@@ -1,4 +1,4 @@
-"""A Deployment's front port (reconciler/backends/router.py) as a real process, in front of real
+"""A Deployment's front port (reconciler/backends/local/router.py) as a real process, in front of real
 HTTP servers: it forwards requests as they came, follows its upstream file, and says in OpenAI's
 error shape when no model server answers."""
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.local import free_port
+from reconciler.backends.local.backend import free_port
 from reconciler.fileio import write_text_atomic
 
 
@@ -70,7 +70,7 @@ def call(url: str, body: bytes | None = None) -> tuple[int, dict]:
 
 
 def start_router(port: int, route: Path) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "reconciler.backends.router", "--listen", f"127.0.0.1:{port}",
+    argv = [sys.executable, "-m", "reconciler.backends.local.router", "--listen", f"127.0.0.1:{port}",
             "--upstream-file", str(route)]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})

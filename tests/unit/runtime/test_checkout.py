@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget, SpecCheckout
+from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget, SpecCheckout
 from reconciler.runtime.checkout import (
     CheckoutError,
     check_out,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.jobfile import JobFile, MlflowTarget
+from reconciler.jobs.jobfile import JobFile, MlflowTarget
 from reconciler.runtime.dataset import (
     DatasetError,
     Manifest,

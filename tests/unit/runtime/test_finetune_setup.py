@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.jobfile import JobFile, MlflowTarget
+from reconciler.jobs.jobfile import JobFile, MlflowTarget
 from reconciler.runtime.finetune import FineTuneError, last_complete_checkpoint, training_arguments
 from reconciler.specs.finetune import FineTuneSpec
 

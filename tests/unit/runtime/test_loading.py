@@ -29,7 +29,7 @@ def _hf_cache(tiny_model: Path, root: Path) -> Path:
 
 def _load(cache: Path, revision: str) -> subprocess.CompletedProcess:
     probe = textwrap.dedent(f"""
-        from reconciler.jobfile import BaseModelRef
+        from reconciler.jobs.jobfile import BaseModelRef
         from reconciler.runtime.loading import ModelLoadError, load_base_model, load_tokenizer
         ref = BaseModelRef(name="tiny", source="hf://tuneops-test/tiny-llama", revision={revision!r})
         try:
@@ -60,7 +60,7 @@ def test_hf_revision_missing_from_the_cache_is_a_clear_refusal(tiny_model: Path,
 
 
 def test_file_source_errors_name_the_model_and_what_is_missing(tmp_path: Path) -> None:
-    from reconciler.jobfile import BaseModelRef
+    from reconciler.jobs.jobfile import BaseModelRef
     from reconciler.runtime.loading import ModelLoadError, model_directory
 
     ref = BaseModelRef(name="tiny", source=f"file://{tmp_path / 'absent'}")

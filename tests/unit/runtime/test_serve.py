@@ -28,7 +28,7 @@ pytest.importorskip("torch", reason="the server needs the train extras")
 pytest.importorskip("fastapi", reason="the built-in server needs fastapi")
 pytest.importorskip("uvicorn", reason="the built-in server needs uvicorn")
 
-from reconciler.jobfile import BaseModelRef, JobFile, MlflowTarget, ModelVersionRef, ServeOptions  # noqa: E402
+from reconciler.jobs.jobfile import BaseModelRef, JobFile, MlflowTarget, ModelVersionRef, ServeOptions  # noqa: E402
 from reconciler.runtime.loading import load_model, load_model_tokenizer  # noqa: E402
 from reconciler.runtime.serve import Generator, create_app, load_for_serving  # noqa: E402
 
@@ -366,7 +366,7 @@ def test_serve_runs_in_its_own_process_and_stops_on_sigterm(adapter_ref, tmp_pat
     port = free_port()
     job_path = tmp_path / "job.json"
     job_path.write_text(deployment(adapter_ref, tmp_path, merge=True, port=port).to_json(), encoding="utf-8")
-    code = ("import sys; from pathlib import Path; from reconciler.jobfile import read_job_file; "
+    code = ("import sys; from pathlib import Path; from reconciler.jobs.jobfile import read_job_file; "
             "from reconciler.runtime.serve import serve; serve(read_job_file(Path(sys.argv[1])))")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     process = subprocess.Popen([sys.executable, "-c", code, str(job_path)], env=env, text=True,

@@ -28,7 +28,7 @@ def test_same_arguments_give_the_same_bytes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_the_model_loads_through_the_file_source_path(tmp_path: Path) -> None:
-    from reconciler.jobfile import BaseModelRef
+    from reconciler.jobs.jobfile import BaseModelRef
     from reconciler.runtime.loading import load_base_model, load_tokenizer
     from reconciler.runtime.tiny_model import build
 

@@ -114,8 +114,8 @@ def test_a_default_alias_clash_says_it_is_the_default(tmp_path: Path):
 
 
 def test_the_caret_sits_under_the_column_of_what_is_shown():
-    from reconciler.report import caret_lines
     from reconciler.specs.problems import Position, Problem, Severity
+    from reconciler.specs.report import caret_lines
 
     def shown(line: str, column: int) -> list[str]:
         where = Position("f.yaml", 12, column)

@@ -11,8 +11,8 @@ import csv
 import json
 from pathlib import Path
 
-from reconciler.estimates import RowCount
 from reconciler.fingerprint import FingerprintInput
+from reconciler.sizing.estimates import RowCount
 from reconciler.specs.base import ResourceId
 from reconciler.specs.confinement import FileRoots, leads_inside
 from reconciler.specs.dataset import DatasetResource

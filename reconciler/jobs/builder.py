@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.fingerprint import FingerprintInput, resolved_spec
-from reconciler.jobfile import (
+from reconciler.jobs.jobfile import (
     BaseModelRef,
     GenerationDefaults,
     GitOrigin,

@@ -13,13 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from reconciler.backends.base import BackendState, ServerObservation
 from reconciler.fingerprint import FingerprintInput, resolved_spec
-from reconciler.plan import Action, Plan, PlannedAction
+from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.specset import SpecSet
-from reconciler.state import ActualState, BuiltRun
+from reconciler.state import ActualState, BackendState, BuiltRun, ServerObservation
 
 BASE = "base"  # what stands for a run id, model version or handle of the base
 

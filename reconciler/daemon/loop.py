@@ -32,10 +32,10 @@ from pathlib import Path
 
 from reconciler import redaction
 from reconciler.config import STATE_DIR
-from reconciler.daemon_http import Endpoints, HttpServer, ListenError, RefusalLog
-from reconciler.gitinfo import credential_free_remote, without_credentials
+from reconciler.daemon.http import Endpoints, HttpServer, ListenError, RefusalLog
+from reconciler.daemon.notify import Notification, Notifier, events_after_apply
+from reconciler.git.info import credential_free_remote, without_credentials
 from reconciler.lock import ApplyLock, Locked
-from reconciler.notify import Notification, Notifier, events_after_apply
 
 DAEMON_LOCK = "daemon.lock"
 WEBHOOK_SECRET_ENV = "TUNEOPS_WEBHOOK_SECRET"
@@ -416,8 +416,8 @@ class LeaseLeadership:
     def __init__(self, daemon: Daemon):
         import socket
 
-        from reconciler.backends.kubeapi import KubeApi, load_connection
-        from reconciler.backends.lease import LeaseLock
+        from reconciler.backends.kubernetes.api import KubeApi, load_connection
+        from reconciler.backends.kubernetes.lease import LeaseLock
 
         self.daemon = daemon
         connection = load_connection()

@@ -13,9 +13,9 @@ from typing import Any
 import click
 
 from reconciler.config import PROJECT_FILE
-from reconciler.estimate_report import estimate_json, plan_line
-from reconciler.estimates import FineTuneEstimate
-from reconciler.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction
+from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction
+from reconciler.sizing.estimates import FineTuneEstimate
+from reconciler.sizing.report import estimate_json, plan_line
 from reconciler.specs.base import ResourceId
 
 Estimates = Mapping[ResourceId, FineTuneEstimate]

@@ -1,4 +1,4 @@
-"""`python -m reconciler.backends.supervise --exit-file PATH -- ARGV...`: run ARGV, record how it ended.
+"""`python -m reconciler.backends.local.supervise --exit-file PATH -- ARGV...`: run ARGV, record how it ended.
 
 A job started in its own session outlives the `tuneops apply` that started it, so nobody is left to
 collect its exit status. This small parent waits for it and writes that status to a file, which
@@ -35,7 +35,7 @@ def write_exit_file(path: Path, status: int) -> None:
 
 def _parse(argv: list[str]) -> tuple[Path, list[str]]:
     if len(argv) < 4 or argv[0] != "--exit-file" or argv[2] != "--":
-        raise SystemExit("usage: python -m reconciler.backends.supervise --exit-file PATH -- ARGV...")
+        raise SystemExit("usage: python -m reconciler.backends.local.supervise --exit-file PATH -- ARGV...")
     return Path(argv[1]), argv[3:]
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from reconciler.backends.kubeapi import KubeApi, KubeApiError
+from reconciler.backends.kubernetes.api import KubeApi, KubeApiError
 
 
 def micro_time(seconds: float) -> str:

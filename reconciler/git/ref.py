@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.gitinfo import repo_root
+from reconciler.git.info import repo_root
 
 
 class BaseRefError(RuntimeError):

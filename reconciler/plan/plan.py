@@ -16,14 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reconciler.backends.base import STOPPED
 from reconciler.fingerprint import FingerprintInput, operational_spec, operational_view, produced_view
 from reconciler.graph import DependencyGraph
-from reconciler.in_use import versions_in_use
+from reconciler.plan.in_use import versions_in_use
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.specset import SpecSet
-from reconciler.state import ActualState, BuiltRun
+from reconciler.state import STOPPED, ActualState, BuiltRun
 
 FORMAT_VERSION = 1
 

@@ -1,4 +1,4 @@
-"""`python -m reconciler.backends.router --listen HOST:PORT --upstream-file PATH`: a Deployment's
+"""`python -m reconciler.backends.local.router --listen HOST:PORT --upstream-file PATH`: a Deployment's
 front port on the local backend, forwarding each request to the model server named in PATH.
 
 Why a front port of its own: a version switch must not refuse a single request. The new version
@@ -177,7 +177,7 @@ class FrontServer(ThreadingHTTPServer):
 
 
 def parse(argv: list[str]) -> tuple[str, int, Path]:
-    usage = "usage: python -m reconciler.backends.router --listen HOST:PORT --upstream-file PATH"
+    usage = "usage: python -m reconciler.backends.local.router --listen HOST:PORT --upstream-file PATH"
     if len(argv) != 4 or argv[0] != "--listen" or argv[2] != "--upstream-file":
         raise SystemExit(usage)
     host, _, port = argv[1].rpartition(":")

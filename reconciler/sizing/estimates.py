@@ -13,9 +13,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from reconciler.capacity import base_model_of, training_shape
 from reconciler.config import PlannerSettings
-from reconciler.planner import (
+from reconciler.sizing.capacity import base_model_of, training_shape
+from reconciler.sizing.memory import (
     Architecture,
     Estimate,
     assumed_mfu,

@@ -10,11 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from reconciler.fingerprint import FingerprintInput
-from reconciler.jobfile import GitOrigin, JobFile, MlflowTarget
-from reconciler.jobs import JobBuilder, JobContext
-from reconciler.redaction import credentials_environment, redact, without_credentials
-from reconciler.render import (
+from reconciler.backends.kubernetes.render import (
     CHECKOUT_MOUNT,
     STORAGE_MOUNT,
     Rendered,
@@ -23,6 +19,10 @@ from reconciler.render import (
     render_job,
     render_server,
 )
+from reconciler.fingerprint import FingerprintInput
+from reconciler.jobs.builder import JobBuilder, JobContext
+from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
+from reconciler.redaction import credentials_environment, redact, without_credentials
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.evaluation import EvaluationResource

@@ -22,14 +22,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from reconciler.backends.base import (
-    STOPPED,
-    BackendError,
-    BackendState,
-    JobObservation,
-    ServerObservation,
-)
-from reconciler.backends.kube_health import (
+from reconciler.backends.base import BackendError
+from reconciler.backends.kubernetes.api import KubeApi
+from reconciler.backends.kubernetes.health import (
     POD_OWNER_LABEL,
     annotations_of,
     is_finished,
@@ -45,19 +40,19 @@ from reconciler.backends.kube_health import (
     server_observation,
     timestamp,
 )
-from reconciler.backends.kubeapi import KubeApi
-from reconciler.redaction import redact_lines
-from reconciler.render import (
+from reconciler.backends.kubernetes.render import (
     FINGERPRINT_ANNOTATION,
     KIND_LABEL,
     MANAGED_BY,
     NAME_LABEL,
     object_name,
 )
+from reconciler.redaction import redact_lines
 from reconciler.specs.base import ResourceId
+from reconciler.state import STOPPED, BackendState, JobObservation, ServerObservation
 
 if TYPE_CHECKING:
-    from reconciler.jobfile import JobFile
+    from reconciler.jobs.jobfile import JobFile
     from reconciler.specs.specset import SpecSet
 
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
@@ -126,7 +121,7 @@ class KubernetesBackend:
 
     def _workload(self, kind: str, name: str, fingerprint: str) -> tuple[str, str]:
         """The kind and name of what runs a resource's job at this fingerprint."""
-        from reconciler.manifests import launcher_of
+        from reconciler.backends.kubernetes.manifests import launcher_of
 
         launcher = launcher_of(self.specs, ResourceId(kind, name)) if self.specs is not None else None
         return WORKLOAD_OF_LAUNCHER[launcher], object_name(ResourceId(kind, name), fingerprint, launcher)
@@ -308,7 +303,7 @@ class KubernetesBackend:
     # -- helpers -----------------------------------------------------------------------------
 
     def _render(self, job: JobFile) -> list[dict]:
-        from reconciler.manifests import render_job_file
+        from reconciler.backends.kubernetes.manifests import render_job_file
 
         if self.specs is None:
             raise BackendError("this backend was opened without specs: it can read, log and stop, not start")

@@ -16,10 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from reconciler.backends.base import JobObservation, JobPhase, ServerObservation
-from reconciler.backends.kubeapi import FIELD_MANAGER
-from reconciler.redaction import redact
-from reconciler.render import (
+from reconciler.backends.kubernetes.api import FIELD_MANAGER
+from reconciler.backends.kubernetes.render import (
     AUTOSCALED_ANNOTATION,
     FINGERPRINT_ANNOTATION,
     KIND_LABEL,
@@ -28,6 +26,8 @@ from reconciler.render import (
     MODEL_VERSION_ANNOTATION,
     NAME_LABEL,
 )
+from reconciler.redaction import redact
+from reconciler.state import JobObservation, JobPhase, ServerObservation
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"

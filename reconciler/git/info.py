@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from reconciler import redaction
-from reconciler.jobfile import GitOrigin
+from reconciler.jobs.jobfile import GitOrigin
 
 
 def credential_free_remote(remote: str,

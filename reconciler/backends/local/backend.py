@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reconciler.backends.base import STOPPED, BackendError, BackendState, JobObservation, ServerObservation
-from reconciler.backends.local_table import (
+from reconciler.backends.base import BackendError
+from reconciler.backends.local.table import (
     ROUTER_KIND,
     SERVER_KIND,
     ProcessTable,
@@ -48,9 +48,10 @@ from reconciler.backends.local_table import (
     unfinished_rows,
 )
 from reconciler.fileio import write_text_atomic
-from reconciler.jobfile import JobFile, ServeOptions
+from reconciler.jobs.jobfile import JobFile, ServeOptions
 from reconciler.redaction import redact, redact_lines
 from reconciler.specs.confinement import FILE_ROOTS_ENV, FileRoots
+from reconciler.state import STOPPED, BackendState, JobObservation, ServerObservation
 
 DISAPPEARED = "the process disappeared without an exit status (killed?)"
 STOP_GRACE_SECONDS = 20.0
@@ -360,7 +361,7 @@ class LocalBackend:
                 FILE_ROOTS_ENV: self.file_roots.environment_value()}
 
     def _start_router(self, name: str, port: int, route: Path) -> Row:
-        argv = [self.python, "-m", "reconciler.backends.router", "--listen", f"127.0.0.1:{port}",
+        argv = [self.python, "-m", "reconciler.backends.local.router", "--listen", f"127.0.0.1:{port}",
                 "--upstream-file", str(route)]
         return self._start(ROUTER_KIND, name, "", argv, environment=job_environment(), port=port,
                            url=f"http://127.0.0.1:{port}")
@@ -451,8 +452,8 @@ class LocalBackend:
             exit_file = self.state_dir / "exits" / f"{stem}.exit"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             exit_file.unlink(missing_ok=True)  # left by a table that was deleted since
-            supervised = [self.python, "-m", "reconciler.backends.supervise", "--exit-file", str(exit_file),
-                          "--", *command]
+            supervised = [self.python, "-m", "reconciler.backends.local.supervise",
+                          "--exit-file", str(exit_file), "--", *command]
             try:
                 with _private_log(log_path) as log, open(os.devnull, "rb") as nothing:
                     process = subprocess.Popen(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from reconciler.planner import (
+from reconciler.sizing.memory import (
     AUTO_ORDER,
     SAFETY_MARGIN,
     Architecture,

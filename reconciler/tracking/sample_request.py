@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.backends.base import ServerObservation
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.evaluation import EvaluationSpec
-from reconciler.state import ActualState
+from reconciler.state import ActualState, ServerObservation
 
 
 @dataclass(frozen=True)

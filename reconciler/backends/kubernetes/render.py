@@ -21,14 +21,14 @@ from typing import Any
 
 import yaml
 
-from reconciler import kubernetes_rules as kube
+from reconciler.backends.kubernetes.crd_schemas import crd_problems, embedded_objects, operator_problems
 from reconciler.config import KubernetesSettings, ProjectSettings
-from reconciler.crd_schemas import crd_problems, embedded_objects, operator_problems
-from reconciler.jobfile import OUTPUT_FOLDER, BaseModelRef, JobFile, ServeOptions
+from reconciler.jobs.jobfile import OUTPUT_FOLDER, BaseModelRef, JobFile, ServeOptions
 from reconciler.specs.base import ResourceId
 from reconciler.specs.confinement import FILE_ROOTS_ENV
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.finetune import FineTuneResource
+from reconciler.values import kubernetes as kube
 
 MANAGED_BY = "tuneops"
 FINGERPRINT_ANNOTATION = "tuneops.dev/fingerprint"
@@ -89,8 +89,9 @@ def _finalize(value: Any) -> Any:
 
 def template_dir() -> Path:
     """`templates/` beside the package in a wheel (reconciler/templates), else at the repo root."""
-    packaged = Path(__file__).parent / "templates"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
+    package = Path(__file__).resolve().parents[2]  # reconciler/
+    packaged = package / "templates"
+    return packaged if packaged.is_dir() else package.parent / "templates"
 
 
 @functools.cache

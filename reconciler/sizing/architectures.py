@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from reconciler.planner import Architecture
+from reconciler.sizing.memory import Architecture
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
 from reconciler.specs.confinement import FileRoots, leads_inside

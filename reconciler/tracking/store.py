@@ -23,8 +23,8 @@ from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
-from reconciler import tracking
 from reconciler.state_files import is_state_database_error, looks_damaged, sqlite_cause, sqlite_file_problem
+from reconciler.tracking import vocabulary as tracking
 
 T = TypeVar("T")
 
