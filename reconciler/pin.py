@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ruamel.yaml.nodes import Node
 
 RepoType = Literal["model", "dataset"]
-PINNED_KINDS = {"BaseModel": "model", "Dataset": "dataset"}
+PINNED_KINDS: dict[str, RepoType] = {"BaseModel": "model", "Dataset": "dataset"}
 _NOT_A_STRING = re.compile(r"[0-9]+([eE][0-9]+)?")  # plain, these hex strings would read as numbers
 _SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
 
@@ -240,8 +240,19 @@ class _Target:
         return f"{self.kind}/{self.name}"
 
     @property
+    def key(self) -> str:
+        """The field that pins this source: a file's sha256, else a Hub revision."""
+        return "sha256" if self.source.startswith("file://") else "revision"
+
+    def current(self) -> str | None:
+        node = self.entries.get(self.key, (None, None))[1]
+        return node.value if isinstance(node, ScalarNode) and node.value not in ("", "~", "null") else None
+
+    @property
     def line(self) -> int:
-        return self.entries["source"][1].start_mark.line + 1
+        """Where a finding points: the pin's line when there is one, else the source's."""
+        node = self.entries[self.key][1] if self.current() else None
+        return (node or self.entries["source"][1]).start_mark.line + 1
 
 
 def _targets(text: str) -> list[_Target]:
@@ -279,9 +290,7 @@ def _examine(target: _Target, text: str, file: Path, shown: str, roots: FileRoot
         source = parse_source(target.source)
     except SpecValueError:
         return None  # validate says what is wrong with it
-    node = target.entries.get("sha256" if source.scheme == "file" else "revision", (None, None))[1]
-    current = node.value if isinstance(node, ScalarNode) and node.value not in ("", "~", "null") else None
-    line = node.start_mark.line + 1 if node is not None and current is not None else target.line
+    current, line = target.current(), target.line
     if source.scheme == "file" and target.kind == "Dataset":
         key = "sha256"
         try:
@@ -310,7 +319,7 @@ def _examine(target: _Target, text: str, file: Path, shown: str, roots: FileRoot
     if hub is None:
         return None
     if wanted is None:
-        wanted = hub.commit(PINNED_KINDS[target.kind], source.location, current or "main")  # type: ignore[arg-type]
+        wanted = hub.commit(PINNED_KINDS[target.kind], source.location, current or "main")
         if wanted is None:
             result.left.append(Finding(shown, line, target.resource, field_path, f"'{current or 'main'}' "
                                        f"of {target.source} is not in the Hugging Face cache"))

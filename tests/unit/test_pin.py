@@ -242,7 +242,7 @@ def test_a_revision_the_hub_does_not_have_is_an_error_and_the_file_is_untouched(
     result = pinning.pin(repo)
 
     assert len(result.errors) == 1
-    assert "hub.yaml:5: BaseModel/llama:" in result.errors[0]
+    assert "hub.yaml:6: BaseModel/llama:" in result.errors[0]  # the revision it could not resolve
     assert "has no model meta-llama/Llama-3.1-8B at 'no-such-branch' (HTTP 404)" in result.errors[0]
     assert (repo / "hub.yaml").read_text() == spec
 
