@@ -340,7 +340,8 @@ def _edit(text: str, target: _Target, key: str, value: str) -> _Edit:
             colon = text.index(":", key_node.end_mark.index)
             return _Edit(colon + 1, colon + 1, " " + _scalar(value, ""))
         if node.start_mark.line != node.end_mark.line or text[start] in "|>*&!":
-            raise PinError(f"spec.{key} is not a one-line value: write `{key}: {value}` by hand")
+            raise PinError(f"spec.{key} is not a plain one-line value (a block scalar, an anchor or an "
+                           f"alias): write `{key}: {value}` by hand")
         quote = text[start] if text[start] in "'\"" else ""
         return _Edit(start, end, _scalar(value, quote))
     spec = target.spec

@@ -338,3 +338,15 @@ def test_local_model_folders_and_other_kinds_need_no_pin(tmp_path: Path):
         """
     repo = project(tmp_path / "specs", {"other.yaml": spec})
     assert pinning.check(repo).unpinned == []
+
+
+def test_a_value_pin_cannot_rewrite_alone_is_left_for_a_person(tmp_path: Path, hub_environment: Path):
+    spec = MODEL_HEAD + "  revision: &branch main\n  license: *branch\n"
+    repo = project(tmp_path / "specs", {"hub.yaml": spec})
+    cache_ref(hub_environment, "models--meta-llama--Llama-3.1-8B", MODEL_COMMIT)
+
+    result = pinning.pin(repo)
+
+    [error] = result.errors
+    assert "hub.yaml:6: BaseModel/llama: spec.revision is not a plain one-line value" in error
+    assert (repo / "hub.yaml").read_text() == spec
