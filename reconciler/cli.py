@@ -980,6 +980,51 @@ def run_job(command: str, job_file: Path) -> None:
     click.echo(redact(summary))
 
 
+@cli.command(name="pin")
+@click.argument("path", type=SPEC_PATH, default=".")
+@click.option("--check", "check_only", is_flag=True,
+              help="Write nothing: list every source without its pin, file:line, and exit 1 if any.")
+@click.option("--dry-run", is_flag=True, help="Print the diff pinning would write, and write nothing.")
+@click.option("--offline", is_flag=True,
+              help="Never ask the Hub: pin only the hf:// revisions the local Hugging Face cache knows.")
+def pin_specs(path: Path, check_only: bool, dry_run: bool, offline: bool) -> None:
+    """Write pins into the spec files, changing nothing else in them.
+
+    A local Dataset file gets the `sha256` of its bytes; an hf:// BaseModel or Dataset gets the
+    commit `revision` its branch (default `main`) points at, from the Hugging Face cache or,
+    when HF_ENDPOINT is set, from the Hub. Comments, quoting and layout are kept. In CI,
+    `tuneops pin --check` fails while anything is unpinned.
+    """
+    from reconciler import pin as pinning
+    from reconciler.redaction import redact
+
+    if check_only and (dry_run or offline):
+        raise click.UsageError("--check writes nothing and asks no one: it takes no --dry-run or --offline")
+    result = pinning.check(path) if check_only else pinning.pin(path, offline=offline, dry_run=dry_run)
+    for error in result.errors:
+        click.echo(f"error: {redact(error)}", err=True)
+    if check_only:
+        for finding in result.unpinned:
+            click.echo(finding.text())
+        if result.unpinned:
+            click.echo(f"{len(result.unpinned)} source(s) not pinned: `tuneops pin` writes their pins")
+        elif not result.errors:
+            click.echo("every source is pinned")
+        sys.exit(EXIT_INVALID if result.unpinned or result.errors else 0)
+    if dry_run:
+        click.echo("".join(result.diffs), nl=False)
+    else:
+        for finding in result.pinned:
+            click.echo(f"pinned {finding.text()}")
+    for finding in result.left:
+        click.echo(f"left unpinned {finding.text()}")
+    if not result.pinned and not result.errors:
+        click.echo("nothing to pin" + (" that the Hugging Face cache knows" if result.left else ""))
+    elif not dry_run and result.written:
+        click.echo(f"wrote {len(result.pinned)} pin(s) to {len(result.written)} file(s)")
+    sys.exit(EXIT_INVALID if result.errors else 0)
+
+
 def main() -> None:
     """Console entry point: turns unexpected exceptions into one line unless TUNEOPS_DEBUG is set."""
     try:

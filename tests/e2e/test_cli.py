@@ -190,7 +190,7 @@ def test_examples_point_editors_at_the_schemas():
                                   ["plan", "specs-example/quickstart", "--offline", "--base", "HEAD"],
                                   ["plan", "specs-example", "--offline", "--format", "json"],
                                   ["estimate", "support-sft", "specs-example"],
-                                  ["render", "specs-example"]])
+                                  ["render", "specs-example"], ["pin", "specs-example", "--check"]])
 def test_control_plane_commands_do_not_import_heavy_libraries(args: list[str]):
     needed = ("jinja2",) if args[0] == "render" else ()  # render is templates; still no kubernetes client
     probe = (

@@ -23,7 +23,7 @@ LAYERS = {
     "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.sources_digest": 2,
     # Records and the edges that read the world: MLflow, Git, job files, sizes.
     "reconciler.state": 3, "reconciler.jobs": 3, "reconciler.sizing": 3, "reconciler.tracking": 3,
-    "reconciler.git": 3,
+    "reconciler.git": 3, "reconciler.pin": 3,
     "reconciler.plan": 4, "reconciler.status": 4, "reconciler.backends": 4,
     "reconciler.apply": 5,
     "reconciler.project": 6,
