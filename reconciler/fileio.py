@@ -8,15 +8,18 @@ import tempfile
 from pathlib import Path
 
 
-def write_text_atomic(path: Path, text: str, *, private: bool = False) -> None:
+def write_text_atomic(path: Path, text: str, *, private: bool = False, mode: int | None = None) -> None:
     """Write to a temporary file beside `path`, then rename it into place. `private`: readable by
-    its owner only (0600), for what may say more than others should read (job files)."""
+    its owner only (0600), for what may say more than others should read (job files); `mode`:
+    these permission bits (a user's file edited in place keeps its own)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as out:
             out.write(text)
-        if not private:
+        if mode is not None:
+            os.chmod(temporary, mode)
+        elif not private:
             os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; be an ordinary file
         os.replace(temporary, path)
     except BaseException:

@@ -16,6 +16,7 @@ import difflib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -221,7 +222,7 @@ def _pin_file(file: Path, roots: FileRoots, digests: DigestCache, hub: HubRevisi
         text.splitlines(keepends=True), new_text.splitlines(keepends=True), f"a/{shown}", f"b/{shown}")))
     if not dry_run:
         bom = "\ufeff" if file.read_bytes().startswith(codecs.BOM_UTF8) else ""
-        write_text_atomic(file, bom + new_text)
+        write_text_atomic(file, bom + new_text, mode=stat.S_IMODE(file.stat().st_mode))
         result.written.append(shown)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -350,3 +351,17 @@ def test_a_value_pin_cannot_rewrite_alone_is_left_for_a_person(tmp_path: Path, h
     [error] = result.errors
     assert "hub.yaml:6: BaseModel/llama: spec.revision is not a plain one-line value" in error
     assert (repo / "hub.yaml").read_text() == spec
+
+
+
+def test_a_pinned_file_keeps_its_permissions(tmp_path: Path, hub_environment: Path):
+    """An edit in place is not a new file: a spec someone made unreadable to others stays so."""
+    repo = project(tmp_path / "specs", {"specs.yaml": COMMENTED})
+    cache_ref(hub_environment, "models--meta-llama--Llama-3.1-8B", MODEL_COMMIT)
+    spec = repo / "specs.yaml"
+    spec.chmod(0o640)
+
+    result = pinning.pin(repo)
+
+    assert [Path(file).name for file in result.written] == ["specs.yaml"]
+    assert stat.S_IMODE(spec.stat().st_mode) == 0o640
