@@ -484,7 +484,7 @@ def test_a_kubernetes_version_the_schemas_do_not_cover_is_one_clear_problem():
 def test_the_fast_schema_check_finds_what_kubernetes_validate_finds(monkeypatch):
     """The per-kind compiled check leans on kubernetes-validate's module; where a release differs,
     its own `validate` is used, and reports the same."""
-    from reconciler.backends.kubernetes.backend import render
+    from reconciler.backends.kubernetes import render
     objects = rendered_objects(EXAMPLES)
     broken = {**objects[1], "spec": {**objects[1]["spec"], "backoffLimit": "two", "backofLimit": 1}}
     fast = validate_manifests([*objects, broken], "1.30")
