@@ -282,7 +282,8 @@ def make_built(root: Path, mlflow_uri: str, experiment: str, sleeper_pid: int, h
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     from mlflow import MlflowClient
 
-    from reconciler.backends.local.backend import LocalBackend, start_ticks
+    from reconciler.backends.local.backend import LocalBackend
+    from reconciler.backends.local.processes import start_ticks
     from reconciler.fingerprint import resolved_spec
     from reconciler.project import load_project
     from reconciler.specs.base import ResourceId

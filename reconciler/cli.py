@@ -345,7 +345,8 @@ def _manifests(project, wanted=None, *, validate: bool = True,  # noqa: ANN001
     """The project's rendered objects (or those of `wanted`), checked against the Kubernetes
     schemas unless told not to; every problem printed, then one UserError."""
     from reconciler.backends.kubernetes.manifests import cluster_context, render_project
-    from reconciler.backends.kubernetes.render import RenderError, validate_manifests
+    from reconciler.backends.kubernetes.render import RenderError
+    from reconciler.backends.kubernetes.validate import validate_manifests
     from reconciler.git.info import git_origin, repo_root
 
     try:
@@ -496,7 +497,7 @@ def render(ctx: click.Context, path: Path, targets: tuple[str, ...], out_dir: Pa
     output location they will have. For review, a pull-request diff, Argo CD or kubectl.
     """
     short_lived()
-    from reconciler.backends.kubernetes.render import to_yaml
+    from reconciler.backends.kubernetes.yaml_out import to_yaml
     from reconciler.fileio import write_text_atomic
 
     project = _load(ctx, path)

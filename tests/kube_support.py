@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.backends.kubernetes.render import KIND_LABEL, NAME_LABEL
+from reconciler.backends.kubernetes.labels import KIND_LABEL, NAME_LABEL
 from tests.fake_controllers import JobSetController, PyTorchJobController
 from tests.fake_kube import FakeKubeApi, completion_index
 from tests.reconcile_support import SpecRepo

@@ -25,6 +25,12 @@ COMMAND_BY_KIND: dict[str, str] = {
 OUTPUT_FOLDER = {"Dataset": "datasets", "FineTune": "finetunes", "Evaluation": "evaluations"}
 
 
+def output_dir_of(storage_root: str | Path, kind: str, name: str, fingerprint: str) -> Path:
+    """Where a job's result lands: keyed by fingerprint, so a rebuild never overwrites, and known
+    before it is built (a render gives upstreams not built yet this location)."""
+    return Path(storage_root) / OUTPUT_FOLDER[kind] / name / fingerprint[:16]
+
+
 class JobFileError(ValueError):
     """A job file that cannot be read: the message names the file and the field."""
 
@@ -138,7 +144,7 @@ class JobFile(_JobModel):
     @property
     def output_dir(self) -> Path:
         """Where this job's result lands: keyed by fingerprint, so a rebuild never overwrites."""
-        return Path(self.storage_root) / OUTPUT_FOLDER[self.kind] / self.name / self.fingerprint[:16]
+        return output_dir_of(self.storage_root, self.kind, self.name, self.fingerprint)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json", by_alias=True, exclude_none=True), indent=2,

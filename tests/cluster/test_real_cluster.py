@@ -15,7 +15,7 @@ import pytest
 
 from reconciler.backends.kubernetes.api import KubeApi, load_connection
 from reconciler.backends.kubernetes.health import managed_fields_drift
-from reconciler.backends.kubernetes.render import FINGERPRINT_ANNOTATION
+from reconciler.backends.kubernetes.labels import FINGERPRINT_ANNOTATION
 
 pytestmark = [
     pytest.mark.cluster,

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from reconciler.backends.kubernetes.render import FINGERPRINT_ANNOTATION
+from reconciler.backends.kubernetes.labels import FINGERPRINT_ANNOTATION
 from tests.fake_kube import FakeKubeApi
 from tests.kube_support import HOLD, Fail, FakeKubelet, kubectl, plan, tuneops
 from tests.reconcile_support import CLI_ENV, SpecRepo

@@ -8,7 +8,7 @@ import yaml
 
 from reconciler.backends.kubernetes import api as kubeapi
 from reconciler.backends.kubernetes import backend as kubernetes
-from reconciler.backends.kubernetes.render import validate_manifests
+from reconciler.backends.kubernetes.validate import validate_manifests
 from tests.conftest import REPO_ROOT
 
 BASE = REPO_ROOT / "deploy" / "base"

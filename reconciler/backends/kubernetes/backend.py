@@ -40,7 +40,7 @@ from reconciler.backends.kubernetes.health import (
     server_observation,
     timestamp,
 )
-from reconciler.backends.kubernetes.render import (
+from reconciler.backends.kubernetes.labels import (
     FINGERPRINT_ANNOTATION,
     KIND_LABEL,
     MANAGED_BY,

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.backends.kubernetes.api import FIELD_MANAGER
-from reconciler.backends.kubernetes.render import (
+from reconciler.backends.kubernetes.labels import (
     AUTOSCALED_ANNOTATION,
     FINGERPRINT_ANNOTATION,
     KIND_LABEL,

@@ -15,13 +15,12 @@ from reconciler.backends.kubernetes.render import (
     STORAGE_MOUNT,
     Rendered,
     RenderError,
-    expected_output,
     render_job,
     render_server,
 )
 from reconciler.fingerprint import FingerprintInput
 from reconciler.jobs.builder import JobBuilder, JobContext
-from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
+from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget, output_dir_of
 from reconciler.redaction import credentials_environment, redact, without_credentials
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
@@ -39,7 +38,7 @@ def planned_run(storage_root: str):  # noqa: ANN201 - the lookup JobBuilder take
 
     def lookup(kind: str, name: str, fingerprint: str) -> BuiltRun:
         return BuiltRun(kind, name, fingerprint, run_id="", started_at=0.0,
-                        output=expected_output(storage_root, kind, name, fingerprint),
+                        output=str(output_dir_of(storage_root, kind, name, fingerprint)),
                         dataset_digest=PENDING_DIGEST if kind == "Dataset" else None)
 
     return lookup

@@ -3,39 +3,39 @@
 Every `{{ }}` in a template must pass its value through the `q` filter, which writes one quoted
 JSON scalar (a string is escaped, so `"x\\nkind: Secret"` or `{{ }}` stay inside it); the
 environment's `finalize` refuses any other value, so a template cannot forget. Undefined names
-are errors (StrictUndefined). The rendered YAML is parsed back into objects, and those are
-checked against the Kubernetes OpenAPI schemas for the configured version (kubernetes-validate).
+are errors (StrictUndefined). The rendered YAML is parsed back into objects, which validate.py
+checks against the Kubernetes OpenAPI schemas for the configured version (kubernetes-validate).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from reconciler.backends.kubernetes.crd_schemas import crd_problems, embedded_objects, operator_problems
+from reconciler.backends.kubernetes.labels import (
+    AUTOSCALED_ANNOTATION,
+    FINGERPRINT_ANNOTATION,
+    KIND_LABEL,
+    MODEL_FINGERPRINT_ANNOTATION,
+    MODEL_VERSION_ANNOTATION,
+    NAME_LABEL,
+    object_name,
+    resource_labels,
+)
 from reconciler.config import KubernetesSettings, ProjectSettings
-from reconciler.jobs.jobfile import OUTPUT_FOLDER, BaseModelRef, JobFile, ServeOptions
+from reconciler.jobs.jobfile import BaseModelRef, JobFile, ServeOptions
 from reconciler.specs.base import ResourceId
 from reconciler.specs.confinement import FILE_ROOTS_ENV
 from reconciler.specs.deployment import DeploymentResource
-from reconciler.specs.finetune import FineTuneResource
-from reconciler.values import kubernetes as kube
 
-MANAGED_BY = "tuneops"
-FINGERPRINT_ANNOTATION = "tuneops.dev/fingerprint"
-MODEL_FINGERPRINT_ANNOTATION = "tuneops.dev/model-fingerprint"  # servers: the FineTune they serve
-MODEL_VERSION_ANNOTATION = "tuneops.dev/model-version"
-AUTOSCALED_ANNOTATION = "tuneops.dev/autoscaled"
-KIND_LABEL, NAME_LABEL = "tuneops.dev/kind", "tuneops.dev/name"
 JOB_FILE_PATH = "/etc/tuneops/job.json"
 STORAGE_MOUNT = "/mnt/tuneops"
 CHECKOUT_MOUNT = "/workspace/specs"  # the spec repository at the job's commit (its file:// sources)
@@ -43,13 +43,7 @@ GIT_CREDENTIALS_MOUNT = "/etc/tuneops-git"
 RENDEZVOUS_PORT = 29500
 PYTORCHJOB_PORT = 23456  # the training operator's default `pytorchjob-port`
 LAUNCHERS = ("indexed-job", "jobset", "pytorchjob")
-# Name limits that leave room for what the launcher appends: an Indexed Job's pods have the
-# hostname <job>-<index>, a DNS-1123 label (at most 63, for up to 10,000 nodes); a JobSet's pods
-# are <jobset>-node-<job>-<index>-<5 random> (at most 63, its webhook checks), a PyTorchJob's
-# pods and Services <job>-worker-<index>.
-NAME_LIMIT = {"indexed-job": 58, "jobset": 47, "pytorchjob": 50}
 SERVER_PORT = 8000
-SHORT_KIND = {"Dataset": "dataset", "FineTune": "finetune", "Evaluation": "eval", "Deployment": "serve"}
 # Characters YAML treats as line breaks or refuses in a stream, which JSON leaves raw.
 _YAML_UNSAFE = {0x85, 0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF} | set(range(0x7F, 0xA0))
 
@@ -106,19 +100,6 @@ def environment():  # noqa: ANN201 - jinja2.Environment, imported lazily
     return env
 
 
-def object_name(rid: ResourceId, fingerprint: str, launcher: str | None = None) -> str:
-    """Deterministic and at most 63 characters (fewer for launchers that append to it): a retry
-    of the same fingerprint finds its Job instead of creating a twin. Servers are named after
-    the Deployment alone."""
-    if rid.kind == "Deployment":
-        return rid.name
-    suffix = f"-{SHORT_KIND[rid.kind]}-{fingerprint[:10]}"
-    head = rid.name[:NAME_LIMIT.get(launcher or "", 63) - len(suffix)].rstrip("-")
-    if head != rid.name:  # shortened: keep names of different resources apart
-        head = head[:-7].rstrip("-") + "-" + hashlib.sha256(rid.name.encode()).hexdigest()[:6]
-    return head + suffix
-
-
 @dataclass(frozen=True)
 class Rendered:
     """The manifests of one resource, as parsed objects."""
@@ -129,11 +110,6 @@ class Rendered:
 
 def _pairs(mapping: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return sorted(mapping.items())
-
-
-def _labels(rid: ResourceId, spec_labels: Mapping[str, str]) -> dict[str, str]:
-    return {**spec_labels, "app.kubernetes.io/managed-by": MANAGED_BY, "app.kubernetes.io/name": rid.name,
-            "app.kubernetes.io/component": rid.kind.lower(), KIND_LABEL: rid.kind, NAME_LABEL: rid.name}
 
 
 def _secret_env(k8s: KubernetesSettings) -> list[tuple[str, str, str]]:
@@ -235,7 +211,7 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
     if launcher is not None and launcher not in LAUNCHERS:
         raise RenderError(f"unknown launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
     job_name = object_name(rid, job.fingerprint, launcher)
-    all_labels = _labels(rid, labels)
+    all_labels = resource_labels(rid, labels)
     annotations = {**(spec_annotations or {}), FINGERPRINT_ANNOTATION: job.fingerprint}
     if job.git.commit:
         annotations["tuneops.dev/git-commit"] = job.git.commit
@@ -327,7 +303,7 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
     else:
         image, command = k8s.serving_image, _vllm_command(job, spec.merge_adapter, spec.resources.gpus,
                                                           adapter_rank)
-    all_labels = _labels(rid, deployment.metadata.labels)
+    all_labels = resource_labels(rid, deployment.metadata.labels)
     annotations = {**deployment.metadata.annotations, FINGERPRINT_ANNOTATION: job.fingerprint}
     if model.version:
         annotations[MODEL_VERSION_ANNOTATION] = f"{model.registered_model}/{model.version}"
@@ -405,160 +381,3 @@ def parse(text: str) -> list[dict[str, Any]]:
             raise RenderError(f"a template rendered something that is not an object: {document!r:.80}")
     return documents
 
-
-def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> list[str]:
-    """Problems of each built-in object against Kubernetes `version`'s OpenAPI schemas (strict:
-    unknown fields are problems). Custom resources the bundled schemas lack (PodGroup, JobSet,
-    PyTorchJob) are checked against the structure their CRD publishes (crd_schemas), and the
-    Jobs and pod templates they embed against the OpenAPI schemas again; a kind known to
-    neither is a problem, so nothing reaches a cluster unchecked."""
-    import jsonschema
-    import kubernetes_validate
-    from kubernetes_validate.utils import InvalidSchemaError, SchemaNotFoundError, VersionNotSupportedError
-
-    problems: list[str] = []
-    full_version = version if version.count(".") == 2 else f"{version}.0"
-
-    def check(obj: Mapping[str, Any], where: str) -> None:
-        try:
-            try:
-                validator = _openapi_validator(full_version, str(obj.get("apiVersion")), str(obj.get("kind")))
-            except (AttributeError, ImportError, TypeError):  # a release whose internals differ
-                kubernetes_validate.validate(dict(obj), full_version, strict=True)
-            else:
-                validator.validate(dict(obj))
-        except jsonschema.ValidationError as error:  # kubernetes_validate's own is one too
-            problems.append(f"{where}: {error.message} (at {'.'.join(map(str, error.path)) or 'top level'})")
-        except SchemaNotFoundError:
-            found = crd_problems(dict(obj))
-            if found is None:
-                problems.append(f"{where}: no schema for {obj.get('apiVersion')} {obj.get('kind')}")
-                return
-            problems.extend(f"{where}: {problem}" for problem in found + operator_problems(dict(obj)))
-            for path, embedded in embedded_objects(dict(obj)):
-                check(embedded, f"{where} {path}")
-        except InvalidSchemaError as error:
-            problems.append(f"{where}: {error.message}")
-
-    for obj in objects:
-        where = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
-        try:
-            check(obj, where)
-        except VersionNotSupportedError as error:  # one line, not one per object
-            return [f"kubernetes.version {version}: {error.message} (newest: "
-                    f"{_newest_schema_version()}); set an older one in tuneops.yaml or upgrade it"]
-        problems.extend(f"{where}: {problem}" for problem in metadata_problems(obj))
-    return problems
-
-
-def metadata_problems(obj: Mapping[str, Any]) -> list[str]:
-    """What the OpenAPI schemas leave to the API server's ValidateObjectMeta: the syntax of the
-    name (a DNS-1035 label for a Service, a DNS-1123 subdomain otherwise, at most 63 for a Job),
-    namespace, label keys and values and annotation keys. Validation holds specs to these rules
-    first; this is the second line, for whatever reaches a manifest another way."""
-    meta = obj.get("metadata") or {}
-    name = str(meta.get("name") or "")
-    found = []
-    if obj.get("kind") == "Service" and not kube.is_dns1035_label(name):
-        found.append(f"metadata.name {name!r}: a Service name must be a DNS-1035 label (start with a letter)")
-    checks = [(kube.check_dns1123_subdomain, "metadata.name", name),
-              (kube.check_dns1123_label, "metadata.namespace", str(meta.get("namespace") or "default"))]
-    if obj.get("kind") == "Job":  # its pods carry it in the label batch.kubernetes.io/job-name
-        checks.append((kube.check_label_value, "metadata.name", name))
-    for key, value in (meta.get("labels") or {}).items():
-        checks += [(kube.check_qualified_name, "metadata.labels key", key),
-                   (kube.check_label_value, f"metadata.labels[{key!r}]", value)]
-    checks += [(kube.check_qualified_name, "metadata.annotations key", key)
-               for key in meta.get("annotations") or {}]
-    for rule, field_name, value in checks:
-        try:
-            rule(value)
-        except kube.KubernetesValueError as error:
-            found.append(f"{field_name} {value!r}: {error}")
-    return found
-
-
-def _newest_schema_version() -> str:
-    from kubernetes_validate import utils
-
-    try:
-        return utils.major_minor(utils.latest_version())
-    except AttributeError:
-        return "unknown"
-
-
-@functools.cache
-def _openapi_validator(version: str, api_version: str, kind: str):  # noqa: ANN202 - a jsonschema validator
-    """What kubernetes_validate.validate(obj, version, strict=True) checks, with each kind's
-    schema read and compiled once: it reads and parses the whole definitions file on every
-    call, which made checking a thousand objects take seconds. Raises its SchemaNotFoundError
-    for kinds it has no schema for (custom resources). It reaches into kubernetes-validate's
-    module (`utils`): with a release where that differs, callers fall back to its `validate`."""
-    import re
-
-    import jsonschema
-    from kubernetes_validate import utils
-    from referencing import Registry, Resource
-
-    if utils.major_minor(version) > utils.latest_version():
-        raise utils.VersionNotSupportedError(version=utils.major_minor(version))
-    wanted = utils.major_minor(version)
-    schema_version = [v for v in utils.all_versions() if utils.major_minor(v) <= wanted][-1]
-    # rbac.authorization.k8s.io/v1 -> rbac-v1, as kubernetes-validate names its files
-    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
-    folder = f"kubernetes-json-schema/v{schema_version}-local-strict"
-    try:
-        schema = utils.schema_contents(f"{folder}/{kind.lower()}-{group_version}.json", version)
-    except FileNotFoundError:
-        raise utils.SchemaNotFoundError(version=utils.major_minor(version), kind=kind,
-                                        api_version=api_version) from None
-    registry = Resource.from_contents(_openapi_definitions(folder, version)) @ (
-        Resource.from_contents(schema) @ Registry())
-    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
-
-
-@functools.cache
-def _openapi_definitions(folder: str, version: str) -> Any:
-    from kubernetes_validate import utils
-
-    return utils.schema_contents(f"{folder}/_definitions.json", version)
-
-
-class _ReviewableDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # libyaml's emitter, if built
-    """Multi-line strings (a ConfigMap's job.json) as literal blocks: one line of YAML per
-    line of text, so a pull request's diff shows the field that changed, and the output
-    never depends on where a long line happens to be folded."""
-
-
-_OTHER_LINE_BREAKS = ("\r", "\x85", "\u2028", "\u2029")
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    # PyYAML prints NEL and its kin raw in plain and single-quoted scalars and reads them back as
-    # line breaks; a double-quoted scalar escapes them.
-    if any(brk in value for brk in _OTHER_LINE_BREAKS):
-        style = '"'
-    elif "\n" in value:
-        style = "|"
-    else:
-        style = None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_ReviewableDumper.add_representer(str, _represent_str)
-
-
-def to_yaml(objects: Iterable[Mapping[str, Any]]) -> str:
-    """Multi-document YAML for `tuneops render`, kubectl or Argo CD."""
-    return "".join("---\n" + yaml.dump(dict(obj), Dumper=_ReviewableDumper, sort_keys=False,
-                                        allow_unicode=True, width=1_000_000)
-                   for obj in objects)
-
-
-def expected_output(storage_root: str, kind: str, name: str, fingerprint: str) -> str:
-    """Where an upstream's output will be, before it is built (JobFile.output_dir's layout)."""
-    return f"{storage_root.rstrip('/')}/{OUTPUT_FOLDER[kind]}/{name}/{fingerprint[:16]}"
-
-
-def fine_tune_rank(resource: FineTuneResource | None) -> int | None:
-    return resource.spec.adapter.r if resource is not None else None

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from reconciler.specs.jsonschema import generate_schemas, schema_file_name
-from tests.unit.test_render import EXAMPLES, rendered_objects
+from tests.unit.backends.kubernetes.test_render import EXAMPLES, rendered_objects
 
 # The spec of each rendered kind the walk edits, by file and name.
 RESOURCES = {

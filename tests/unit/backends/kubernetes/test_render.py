@@ -3,7 +3,7 @@ every object validates against the Kubernetes schemas, and the output is pinned 
 
 Regenerate the golden files after an intended change, and review the diff:
 
-    TUNEOPS_UPDATE_GOLDEN=1 python -m pytest tests/unit/test_render.py
+    TUNEOPS_UPDATE_GOLDEN=1 python -m pytest tests/unit/backends/kubernetes/test_render.py
 """
 
 from __future__ import annotations
@@ -21,15 +21,11 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reconciler.backends.kubernetes.labels import FINGERPRINT_ANNOTATION
 from reconciler.backends.kubernetes.manifests import cluster_context, render_project
-from reconciler.backends.kubernetes.render import (
-    FINGERPRINT_ANNOTATION,
-    RenderError,
-    environment,
-    to_yaml,
-    validate_manifests,
-    yaml_scalar,
-)
+from reconciler.backends.kubernetes.render import RenderError, environment, yaml_scalar
+from reconciler.backends.kubernetes.validate import validate_manifests
+from reconciler.backends.kubernetes.yaml_out import to_yaml
 from reconciler.fingerprint import fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.jobs.jobfile import GitOrigin
@@ -484,7 +480,7 @@ def test_a_kubernetes_version_the_schemas_do_not_cover_is_one_clear_problem():
 def test_the_fast_schema_check_finds_what_kubernetes_validate_finds(monkeypatch):
     """The per-kind compiled check leans on kubernetes-validate's module; where a release differs,
     its own `validate` is used, and reports the same."""
-    from reconciler.backends.kubernetes import render
+    from reconciler.backends.kubernetes import validate
     objects = rendered_objects(EXAMPLES)
     broken = {**objects[1], "spec": {**objects[1]["spec"], "backoffLimit": "two", "backofLimit": 1}}
     fast = validate_manifests([*objects, broken], "1.30")
@@ -493,7 +489,7 @@ def test_the_fast_schema_check_finds_what_kubernetes_validate_finds(monkeypatch)
     def moved(*args: object) -> None:
         raise AttributeError("kubernetes_validate.utils has no latest_version")
 
-    monkeypatch.setattr(render, "_openapi_validator", moved)
+    monkeypatch.setattr(validate, "_openapi_validator", moved)
     assert validate_manifests([*objects, broken], "1.30") == fast
 
 

@@ -24,10 +24,9 @@ from pathlib import Path
 import pytest
 
 from reconciler.backends.base import BackendError
-from reconciler.backends.local.backend import (
+from reconciler.backends.local.backend import LocalBackend
+from reconciler.backends.local.processes import (
     DISAPPEARED,
-    STOPPED,
-    LocalBackend,
     free_port,
     job_argv,
     job_environment,
@@ -35,7 +34,7 @@ from reconciler.backends.local.backend import (
     start_ticks,
 )
 from reconciler.jobs.jobfile import JobFile, MlflowTarget
-from reconciler.state import BackendState
+from reconciler.state import STOPPED, BackendState
 from tests.http_support import Poller
 
 FINGERPRINT = "a" * 64

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.backends.local.backend import free_port
+from reconciler.backends.local.processes import free_port
 from reconciler.fileio import write_text_atomic
 
 

@@ -10,7 +10,7 @@ import pytest
 from reconciler.backends.base import BackendError
 from reconciler.backends.kubernetes.api import KubeApi, KubeApiError, load_connection
 from reconciler.backends.kubernetes.backend import KubernetesBackend
-from reconciler.backends.kubernetes.render import FINGERPRINT_ANNOTATION
+from reconciler.backends.kubernetes.labels import FINGERPRINT_ANNOTATION
 from tests.fake_kube import FakeKubeApi
 
 pytest.importorskip("kubernetes", reason="needs the kubernetes client (the [kubernetes] or [dev] extra)")

@@ -16,7 +16,7 @@ from reconciler.backends.kubernetes.health import (
     observe_workload,
     server_observation,
 )
-from reconciler.backends.kubernetes.render import FINGERPRINT_ANNOTATION
+from reconciler.backends.kubernetes.labels import FINGERPRINT_ANNOTATION
 from tests.conftest import REPO_ROOT
 
 FP = "a" * 64
