@@ -242,7 +242,7 @@ class _Planner:
         compared = {"previous": previous.fingerprint, "compared_with": in_use.describe()} \
             if in_use is not None else {}
         job = self.actual.job(rid.kind, rid.name, fp)
-        if job is not None and job.phase in ("running", "pending"):
+        if job is not None and job.is_live:
             return self._base(rid, Action.WAIT, **compared,
                               reason=f"{job.phase} since {_clock(job.started_at)} ({job.handle}, attempt "
                                      f"{job.attempts})")
@@ -306,13 +306,13 @@ class _Planner:
         if failing:
             gates = "; ".join(f"{evaluation}: {summary}" for evaluation, summary in failing)
             kept = (f"; {live.model_version or 'the current version'} keeps serving"
-                    if live is not None and live.phase != "failed" else "")
+                    if live is not None and live.is_live else "")
             return self._base(rid, Action.BLOCKED, previous=live_fp, serve=target,
                               upstream=tuple(ResourceId("Evaluation", e) for e, _ in failing),
                               reason=f"{target.model_version or fine_tune} did not pass {gates}{kept}")
         if live is None:
             return self._base(rid, Action.CREATE, serve=target, reason=f"serve {target.model_version}")
-        if live.phase == "failed":
+        if not live.is_live:
             return self._base(rid, Action.CREATE, previous=live_fp, serve=target,
                               reason=f"the server is not running ({live.message or 'exited'}); "
                                      f"start {target.model_version}")
@@ -383,9 +383,9 @@ class _Planner:
         seen: set[ResourceId] = set()
         live: list[tuple[ResourceId, str, str]] = [
             (ResourceId("Deployment", s.name), s.fingerprint, f"serving {s.model_version} at {s.url}")
-            for s in self.actual.backend.servers if s.phase != "failed"]
+            for s in self.actual.backend.servers if s.is_live]
         live += [(ResourceId(j.kind, j.name), j.fingerprint, f"{j.phase} ({j.handle})")
-                 for j in self.actual.backend.jobs if j.phase in ("running", "pending")]
+                 for j in self.actual.backend.jobs if j.is_live]
         for rid, fp, what in live:
             if rid in self.specs or rid in seen:
                 continue
