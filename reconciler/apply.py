@@ -8,6 +8,7 @@ version already serving keeps serving and the registry alias stays where it is.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable
@@ -35,10 +36,23 @@ class SourcesNotPublished(RuntimeError):
     remote's copy of the commit: it would train on other bytes than the plan fingerprinted."""
 
 
+class Outcome(enum.StrEnum):
+    """How one step of an apply ended; a str, so output and JSON read as before."""
+
+    DONE = "done"
+    FAILED = "failed"
+    BLOCKED = "blocked"  # its gates failed: the version in use keeps serving
+    SKIPPED = "skipped"  # not started (an upstream failed, or the apply was interrupted)
+
+
+NOT_DONE = frozenset({Outcome.FAILED, Outcome.BLOCKED, Outcome.SKIPPED})
+"""Outcomes that stop what depends on the step."""
+
+
 @dataclass
 class StepResult:
     resource: ResourceId
-    outcome: str  # "done" | "failed" | "blocked" | "skipped"
+    outcome: Outcome
     message: str = ""
     url: str | None = None
 
@@ -49,11 +63,11 @@ class ApplyResult:
 
     @property
     def failed(self) -> list[StepResult]:
-        return [s for s in self.steps if s.outcome == "failed"]
+        return [s for s in self.steps if s.outcome == Outcome.FAILED]
 
     @property
     def blocked(self) -> list[StepResult]:
-        return [s for s in self.steps if s.outcome in ("blocked", "skipped")]
+        return [s for s in self.steps if s.outcome in (Outcome.BLOCKED, Outcome.SKIPPED)]
 
 
 class Reporter:
@@ -81,7 +95,7 @@ class Reporter:
     def finished(self, result: StepResult, seconds: float) -> None:
         with self._lock:
             self._running.pop(result.resource, None)
-        mark = "FAILED" if result.outcome == "failed" else result.outcome
+        mark = "FAILED" if result.outcome == Outcome.FAILED else result.outcome
         self.say(f"  {result.resource}: {mark} after {_duration(seconds)}"
                  + (f": {result.message}" if result.message else ""))
 
@@ -242,23 +256,23 @@ class Executor:
         for planned in [a for a in todo.values() if a.action == Action.DELETE]:
             result.steps.append(self._timed(planned, self._delete))
             del todo[planned.resource]
-        outcomes: dict[ResourceId, str] = {}
+        outcomes: dict[ResourceId, Outcome] = {}
         running: dict[Future, ResourceId] = {}
         with ThreadPoolExecutor(self.max_parallel, thread_name_prefix="apply") as pool:
             while todo or running:
                 for rid, planned in list(todo.items()):
                     deps = [d for d in planned.depends_on if d in todo or d in outcomes
                             or any(r == d for r in running.values())]
-                    broken = [d for d in deps if outcomes.get(d) in ("failed", "blocked", "skipped")]
+                    broken = [d for d in deps if outcomes.get(d) in NOT_DONE]
                     if broken:
                         del todo[rid]
-                        step = StepResult(rid, "skipped", f"not started: {', '.join(map(str, broken))} "
+                        step = StepResult(rid, Outcome.SKIPPED, f"not started: {', '.join(map(str, broken))} "
                                                           f"{outcomes[broken[0]]}")
                         self.reporter.finished(step, 0)
                         result.steps.append(step)
-                        outcomes[rid] = "skipped"
+                        outcomes[rid] = Outcome.SKIPPED
                         continue
-                    if all(outcomes.get(d) == "done" for d in deps) and not self.stop_event.is_set():
+                    if all(outcomes.get(d) == Outcome.DONE for d in deps) and not self.stop_event.is_set():
                         del todo[rid]
                         running[pool.submit(self._timed, planned, self._step)] = rid
                 if not running:
@@ -267,7 +281,7 @@ class Executor:
                     why = ("apply was interrupted" if self.stop_event.is_set()
                            else "its dependencies did not finish")
                     for rid in list(todo):
-                        result.steps.append(StepResult(rid, "skipped", why))
+                        result.steps.append(StepResult(rid, Outcome.SKIPPED, why))
                     todo.clear()
                     break
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -283,7 +297,7 @@ class Executor:
         try:
             step = call(planned)
         except Exception as error:  # noqa: BLE001 - one failed step must not sink the others
-            step = StepResult(planned.resource, "failed", f"{type(error).__name__}: {error}"
+            step = StepResult(planned.resource, Outcome.FAILED, f"{type(error).__name__}: {error}"
                               if not isinstance(error, RuntimeError | LookupError | OSError) else str(error))
         self.reporter.finished(step, time.monotonic() - started)
         return step
@@ -315,20 +329,21 @@ class Executor:
                                            f"(log: {observed.log})", fingerprint)
             observed = self.backend.wait(rid.kind, rid.name, fingerprint, stop_event=self.stop_event)
             made += 1
-            if observed.phase in ("running", "pending"):
-                return StepResult(rid, "skipped", "apply was interrupted; the job keeps running and the "
-                                                  "next apply adopts it")
+            if observed.is_live:
+                return StepResult(rid, Outcome.SKIPPED,
+                                  "apply was interrupted; the job keeps running and the next apply adopts it")
             if observed.phase == "failed" and observed.message == STOPPED:
-                return StepResult(rid, "skipped", "stopped by `tuneops stop`; the next apply starts it again")
+                return StepResult(rid, Outcome.SKIPPED,
+                                  "stopped by `tuneops stop`; the next apply starts it again")
             if observed.phase == "succeeded":
                 run = self.lookup(rid.kind, rid.name, fingerprint)
                 if run is None:
-                    return StepResult(rid, "failed", "the job exited 0 but left no complete MLflow run; "
-                                                     f"see {observed.log}")
-                return StepResult(rid, "done", _built_summary(run))
+                    return StepResult(rid, Outcome.FAILED,
+                                      f"the job exited 0 but left no complete MLflow run; see {observed.log}")
+                return StepResult(rid, Outcome.DONE, _built_summary(run))
             if made >= budget or self.stop_event.is_set():
                 why = observed.message or "failed"
-                return StepResult(rid, "failed", f"{why} (log: {observed.log})")
+                return StepResult(rid, Outcome.FAILED, f"{why} (log: {observed.log})")
             self.reporter.say(f"  {rid}: attempt {observed.attempts} failed ({observed.message}); retrying")
             adopt = False
 
@@ -340,28 +355,28 @@ class Executor:
         model_fp = self.project.fingerprint(fine_tune)
         run = self.lookup("FineTune", fine_tune.name, model_fp)
         if run is None:
-            return StepResult(rid, "failed", f"{fine_tune} has no model at its current fingerprint")
+            return StepResult(rid, Outcome.FAILED, f"{fine_tune} has no model at its current fingerprint")
         for evaluation in resource.spec.requires:
             eid = ResourceId("Evaluation", evaluation)
             verdict = self.lookup("Evaluation", evaluation, self.project.fingerprint(eid))
             if verdict is None:
-                return StepResult(rid, "failed", f"{eid} has not scored {run.model_version}")
+                return StepResult(rid, Outcome.FAILED, f"{eid} has not scored {run.model_version}")
             if verdict.verdict != tracking.GATE_PASSED:
                 live = self.backend.observe().server(rid.name)
                 kept = (f"; {live.model_version} keeps serving at {live.url}"
                         if live is not None and live.phase == "serving" else "")
                 summary = (verdict.verdict_summary or "failed").removeprefix("failed: ")
-                return StepResult(rid, "blocked", f"{run.model_version} did not pass {evaluation}: "
+                return StepResult(rid, Outcome.BLOCKED, f"{run.model_version} did not pass {evaluation}: "
                                                   f"{summary}{kept}")
         self.reporter.started(rid, f"starting a server for {run.model_version}")
         job = self._published(self.builder.job(rid, serve_run=run))
         served = self.backend.serve(job, model_fingerprint=model_fp, model_version=run.model_version)
         if served.phase != "serving":
-            return StepResult(rid, "failed", served.message or "the server did not become healthy")
+            return StepResult(rid, Outcome.FAILED, served.message or "the server did not become healthy")
         registered, _, version = (run.model_version or "").rpartition("/")
         if registered and version:
             self.store.set_alias(registered, resource.spec.alias, version)
-        return StepResult(rid, "done", f"serving {run.model_version} at {served.url} "
+        return StepResult(rid, Outcome.DONE, f"serving {run.model_version} at {served.url} "
                                        f"(alias {resource.spec.alias})", url=served.url)
 
     def _published(self, job):  # noqa: ANN001, ANN202 - JobFile
@@ -382,7 +397,7 @@ class Executor:
         rid = planned.resource
         self.reporter.started(rid, "stopping (its spec was removed)")
         stopped = self.backend.stop(rid.kind, rid.name)
-        return StepResult(rid, "done", f"stopped {', '.join(stopped) or 'nothing (already gone)'}")
+        return StepResult(rid, Outcome.DONE, f"stopped {', '.join(stopped) or 'nothing (already gone)'}")
 
 
 def _processes(project, rid: ResourceId) -> int:  # noqa: ANN001

@@ -594,7 +594,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     import signal
     import threading
 
-    from reconciler.apply import Executor, LiveReporter, PruneRefused, Reporter, check_prune
+    from reconciler.apply import Executor, LiveReporter, Outcome, PruneRefused, Reporter, check_prune
     from reconciler.backends.kubernetes.render import RenderError
     from reconciler.git.info import git_origin
     from reconciler.lock import ApplyLock, Locked
@@ -621,8 +621,8 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
             _print_endpoints(project, _state)
             return
         try:
-            live = [s for s in _state.backend.servers if s.phase != "failed"]
-            live += [j for j in _state.backend.jobs if j.phase in ("running", "pending")]
+            live = [s for s in _state.backend.servers if s.is_live]
+            live += [j for j in _state.backend.jobs if j.is_live]
             check_prune(the_plan, project.settings.prune.max_deletes, force, len(live))
         except PruneRefused as error:
             raise UserError(str(error)) from None
@@ -653,7 +653,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
                 result = executor.run()
         except (TrackingUnavailable, TrackingError, RenderError) as error:  # RenderError: cluster settings
             raise UserError(str(error)) from None
-        done = sum(1 for s in result.steps if s.outcome == "done")
+        done = sum(1 for s in result.steps if s.outcome == Outcome.DONE)
         click.echo(f"\nApplied: {done} done, {len(result.failed)} failed, {len(result.blocked)} blocked or "
                    "skipped.")
         _print_endpoints(project, _state_after_apply(project, store, backend))
@@ -862,8 +862,8 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
         raise UserError(str(error)) from None
     except OSError as error:
         raise UserError(f"cannot read the local state: {error}") from None
-    live = {(("Deployment", s.name)) for s in state.servers if s.phase != "failed"}
-    live |= {(j.kind, j.name) for j in state.jobs if j.phase in ("running", "pending")}
+    live = {(("Deployment", s.name)) for s in state.servers if s.is_live}
+    live |= {(j.kind, j.name) for j in state.jobs if j.is_live}
     stopped = 0
     for kind, name in sorted(live):
         if wanted is not None and (kind, name) not in {(t.kind, t.name) for t in wanted}:

@@ -20,6 +20,10 @@ STOPPED = "stopped by tuneops"
 
 JobPhase = Literal["pending", "running", "succeeded", "failed"]
 ServerPhase = Literal["starting", "serving", "failed"]
+LIVE_JOB_PHASES: frozenset[str] = frozenset({"pending", "running"})
+"""A job in one of these is live: it will still finish, so nothing starts another for it."""
+LIVE_SERVER_PHASES: frozenset[str] = frozenset({"starting", "serving"})
+"""A server in one of these is live: it runs (a stopped one is gone, an exited one failed)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ class JobObservation:
     message: str  # "" or why it failed, one line
     handle: str  # e.g. "pid 1234"
     log: str | None  # path of its log file
+
+    @property
+    def is_live(self) -> bool:
+        """Pending or running: not finished, whether it succeeded, failed or was stopped."""
+        return self.phase in LIVE_JOB_PHASES
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,16 @@ class ServerObservation:
     job: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
     # Changed outside tuneops (e.g. `kubectl edit`): what and by whom, one line; "" when not.
     drift: str = ""
+
+    @property
+    def is_live(self) -> bool:
+        """Starting or serving: the process runs (a failed or stopped server does not)."""
+        return self.phase in LIVE_SERVER_PHASES
+
+
+def is_live(observation: JobObservation | ServerObservation) -> bool:
+    """Whether a job or model server still runs: the one test behind prune counts, `stop`, waits."""
+    return observation.is_live
 
 
 @dataclass(frozen=True)

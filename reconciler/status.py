@@ -10,6 +10,7 @@ import datetime
 from dataclasses import asdict, dataclass
 
 from reconciler.plan.plan import Action, Plan, PlannedAction
+from reconciler.plan.report import reason_for_people
 from reconciler.state import ActualState
 
 PHASES = ("Failed", "Blocked", "Running", "Pending", "Suspended", "Ready")
@@ -105,7 +106,8 @@ def status_rows(plan: Plan, state: ActualState, now: float) -> list[StatusRow]:
             elif rid.kind == "Dataset":
                 result = (in_use.dataset_digest or "")[:19]
         if phase != "Ready" and planned.reason:
-            result = planned.reason if not result else f"{result}; {planned.reason}"
+            reason = reason_for_people(planned)
+            result = reason if not result else f"{result}; {reason}"
         rows.append(StatusRow(rid.kind, rid.name, fp[:12], phase, progress, model_version, result,
                               _when(in_use.started_at if in_use else None), url))
     return rows

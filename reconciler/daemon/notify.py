@@ -1,7 +1,8 @@
 """What the reconcile daemon tells people, and how: a webhook in generic JSON or Slack's format.
 
 Events come from the plans before and after an apply (a Deployment now serving a new model
-version; a Deployment held back because its model failed a gate) and from the daemon itself (a
+version; a Deployment held back because its model failed a gate, read from the action's
+structured `blocked_by`, never from its wording) and from the daemon itself (a
 commit that does not validate, a tick that failed). Payloads carry names, commits, model versions
 and one-line reasons, which the plan already keeps free of secrets; the remote URL is shown
 without user info. Delivery never stops the daemon.
@@ -60,13 +61,19 @@ def events_after_apply(
         version = (action.get("serve") or {}).get("model_version")
         if action["action"] == "noop" and earlier is not None and earlier["action"] != "noop":
             found.append(("deployed", resource, f"serving {version or 'a new model version'}", version))
-        elif action["action"] == "blocked" and "did not pass" in action.get("reason", "") and (
+        elif action["action"] == "blocked" and _gate_block(action) is not None and (
             earlier is None
-            or earlier.get("reason") != action.get("reason")
             or earlier["action"] != "blocked"
+            or _gate_block(earlier) != _gate_block(action)
         ):
-            found.append(("gate_failed", resource, action["reason"], version))
+            found.append(("gate_failed", resource, action.get("reason", ""), version))
     return found
+
+
+def _gate_block(action: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The plan's record of a failed gate on this action (`blocked_by` of kind "gate"), or None."""
+    blocked = action.get("blocked_by")
+    return blocked if isinstance(blocked, Mapping) and blocked.get("kind") == "gate" else None
 
 
 class Notifier:

@@ -63,6 +63,13 @@ class GateResult:
     baseline: float | None = None
     max_regression: float = 0.0
 
+    @property
+    def operator(self) -> str:
+        """How the value must compare with `bound` to pass: ">=" or "<="."""
+        if self.kind == "baseline":
+            return "<=" if self.metric in LOWER_IS_BETTER else ">="
+        return ">=" if self.kind == "min" else "<="
+
     def describe(self) -> str:
         """One line for a plan or a log, e.g. "gate rougeL 0.21 < 0.35"."""
         label = "baseline" if self.kind == "baseline" else "gate"
@@ -137,6 +144,23 @@ def _baseline_result(metric: str, value: float, baseline: float, max_regression:
     passed = passed and not math.isnan(value) and not math.isnan(baseline)
     return GateResult(metric, value, bound, "baseline", passed, baseline=baseline,
                       max_regression=max_regression)
+
+
+BASELINE_PREFIX = "baseline_"
+"""An Evaluation's run logs the baseline's metrics beside its own, as `baseline_<metric>`."""
+
+
+def verdict_of_run(metrics: Mapping[str, float], gates: Iterable[Gate],
+                   max_regression: float | None) -> Verdict:
+    """The verdict again from what an Evaluation's run logged, for the checks behind a recorded one.
+
+    `max_regression` is None when the Evaluation has no baseline.
+    """
+    own = {name: value for name, value in metrics.items() if not name.startswith(BASELINE_PREFIX)}
+    baseline = None if max_regression is None else {
+        name.removeprefix(BASELINE_PREFIX): value for name, value in metrics.items()
+        if name.startswith(BASELINE_PREFIX)}
+    return evaluate_gates(own, gates, baseline, max_regression or 0.0)
 
 
 def evaluate_gates(metrics: Mapping[str, float], gates: Iterable[Gate],

@@ -76,7 +76,7 @@ def versions_in_use(graph: DependencyGraph, state: ActualState) -> dict[Resource
 def _served(graph: DependencyGraph, state: ActualState, deployment: ResourceId,
             ) -> tuple[ResourceId, BuiltRun] | None:
     server = state.server(deployment.name)
-    if server is None or server.phase == "failed" or not server.model_fingerprint:
+    if server is None or not server.is_live or not server.model_fingerprint:
         return None
     for dep in graph.depends_on.get(deployment, ()):
         if dep.kind == "FineTune":

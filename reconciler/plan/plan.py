@@ -11,6 +11,7 @@ are used up), suspended.
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,16 @@ from typing import Any
 
 from reconciler.fingerprint import FingerprintInput, operational_spec, operational_view, produced_view
 from reconciler.graph import DependencyGraph
+from reconciler.plan.blocked import (
+    AttemptsBlock,
+    BackendBlock,
+    BlockedBy,
+    FailedEvaluation,
+    GateBlock,
+    UpstreamBlock,
+    UpstreamNotReady,
+)
+from reconciler.plan.gates import GateResult, verdict_of_run
 from reconciler.plan.in_use import versions_in_use
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
@@ -77,6 +88,8 @@ class PlannedAction:
     file: str | None = None
     serve: ServeTarget | None = None
     attempt: int = 0  # for retry: the attempt this apply makes
+    blocked_by: BlockedBy | None = None  # for blocked: what holds it back, as data (the reason says it)
+    reason_time: float | None = None  # unix seconds of the time the reason names (in UTC, as utc_iso writes)
 
     @property
     def is_change(self) -> bool:
@@ -204,17 +217,19 @@ class _Planner:
                 if dep in self.planned and self.planned[dep].action in PENDING]
 
     def _base(self, rid: ResourceId, action: Action, **kwargs: Any) -> PlannedAction:
+        if kwargs.get("blocked_by") is not None:
+            kwargs.setdefault("reason", kwargs["blocked_by"].describe())
         loaded = self.specs.get(rid)
         return PlannedAction(rid, action, self.fingerprint(rid), file=loaded.file if loaded else None,
                              depends_on=self.graph.depends_on.get(rid, ()), **kwargs)
 
     @staticmethod
-    def _blocked_by(unready: list[tuple[ResourceId, PlannedAction]]) -> str:
-        parts = []
-        for dep, planned in unready:
-            state = "suspended" if planned.action == Action.SUSPENDED else "blocked"
-            parts.append(f"{dep} is {state}" + (f" ({planned.reason})" if planned.reason else ""))
-        return "waiting for " + "; ".join(parts)
+    def _upstream_block(unready: list[tuple[ResourceId, PlannedAction]],
+                        current_keeps_serving: bool = False) -> UpstreamBlock:
+        return UpstreamBlock(tuple(
+            UpstreamNotReady(dep, "suspended" if planned.action == Action.SUSPENDED else "blocked",
+                             planned.reason, planned.blocked_by)
+            for dep, planned in unready), current_keeps_serving)
 
     # -- kinds -------------------------------------------------------------------------------
 
@@ -232,34 +247,32 @@ class _Planner:
             return self._base(rid, Action.SUSPENDED, reason="suspend: true (nothing new is started)")
         unready = self._unready_upstream(rid)
         if unready:
-            return self._base(rid, Action.BLOCKED, reason=self._blocked_by(unready),
+            return self._base(rid, Action.BLOCKED, blocked_by=self._upstream_block(unready),
                               upstream=tuple(dep for dep, _ in unready))
         if rid.kind == "FineTune" and resource.spec.resources.nodes > 1 and not self.options.multi_node:
-            return self._base(rid, Action.BLOCKED, reason=f"resources.nodes: {resource.spec.resources.nodes} "
-                              "needs the kubernetes backend (the local backend runs on one machine)")
+            return self._base(rid, Action.BLOCKED, blocked_by=BackendBlock(resource.spec.resources.nodes))
         in_use = self.in_use.get(rid)
         previous = in_use.run if in_use is not None else None
         compared = {"previous": previous.fingerprint, "compared_with": in_use.describe()} \
             if in_use is not None else {}
         job = self.actual.job(rid.kind, rid.name, fp)
-        if job is not None and job.phase in ("running", "pending"):
+        if job is not None and job.is_live:
             return self._base(rid, Action.WAIT, **compared,
-                              reason=f"{job.phase} since {_clock(job.started_at)} ({job.handle}, attempt "
-                                     f"{job.attempts})")
+                              reason=f"{job.phase} since {utc_iso(job.started_at)} ({job.handle}, attempt "
+                                     f"{job.attempts})", reason_time=job.started_at)
         if job is not None and job.phase == "failed" and job.message != STOPPED:
             attempts = 0 if self.options.retry_failed else job.attempts
             if attempts >= self.options.max_attempts:
-                return self._base(rid, Action.BLOCKED, **compared,
-                                  reason=f"failed {job.attempts} of {self.options.max_attempts} attempts: "
-                                         f"{job.message or 'see tuneops logs ' + str(rid)}; fix the cause, "
-                                         "then apply with --retry-failed")
+                block = AttemptsBlock(job.attempts, self.options.max_attempts,
+                                      job.message or f"see tuneops logs {rid}")
+                return self._base(rid, Action.BLOCKED, **compared, blocked_by=block)
             return self._base(rid, Action.RETRY, **compared,
                               reason=f"attempt {attempts + 1} of {self.options.max_attempts}; last: "
                                      f"{job.message or 'failed'}", attempt=attempts + 1)
         if built is not None:  # recorded as built, but its files are gone
             return self._base(rid, Action.REBUILD, previous=fp, compared_with=compared.get("compared_with"),
-                              reason=f"output missing: {built.output} (built {_clock(built.started_at)}); "
-                                     "built again at the same fingerprint")
+                              reason=f"output missing: {built.output} (built {utc_iso(built.started_at)}); "
+                                     "built again at the same fingerprint", reason_time=built.started_at)
         if previous is None:
             return self._base(rid, Action.CREATE)
         reason, changes, upstream = self._why_rebuild(rid, previous)
@@ -286,8 +299,8 @@ class _Planner:
                               reason="suspend: true" + (" (the running server is kept)" if live else ""))
         unready = self._unready_upstream(rid)
         if unready:
-            return self._base(rid, Action.BLOCKED, previous=live_fp, reason=self._blocked_by(unready)
-                              + ("; the current version keeps serving" if live else ""),
+            return self._base(rid, Action.BLOCKED, previous=live_fp,
+                              blocked_by=self._upstream_block(unready, live is not None),
                               upstream=tuple(dep for dep, _ in unready))
         pending = self._pending_upstream(rid)
         if pending:
@@ -304,15 +317,15 @@ class _Planner:
         target = ServeTarget(fine_tune.name, model_fp, built.model_version if built else None)
         failing = self._failing_gates(resource)
         if failing:
-            gates = "; ".join(f"{evaluation}: {summary}" for evaluation, summary in failing)
-            kept = (f"; {live.model_version or 'the current version'} keeps serving"
-                    if live is not None and live.phase != "failed" else "")
-            return self._base(rid, Action.BLOCKED, previous=live_fp, serve=target,
-                              upstream=tuple(ResourceId("Evaluation", e) for e, _ in failing),
-                              reason=f"{target.model_version or fine_tune} did not pass {gates}{kept}")
+            kept = (live.model_version or "the current version") if live is not None and live.is_live \
+                else None
+            block = GateBlock(target.model_version or str(fine_tune), target.model_version, tuple(failing),
+                              kept)
+            return self._base(rid, Action.BLOCKED, previous=live_fp, serve=target, blocked_by=block,
+                              upstream=tuple(failed.resource for failed in failing))
         if live is None:
             return self._base(rid, Action.CREATE, serve=target, reason=f"serve {target.model_version}")
-        if live.phase == "failed":
+        if not live.is_live:
             return self._base(rid, Action.CREATE, previous=live_fp, serve=target,
                               reason=f"the server is not running ({live.message or 'exited'}); "
                                      f"start {target.model_version}")
@@ -339,7 +352,7 @@ class _Planner:
                           reason=f"switch from {live.model_version} to {target.model_version} "
                                  "(already built and passed: nothing is trained)")
 
-    def _failing_gates(self, resource: DeploymentResource) -> list[tuple[str, str]]:
+    def _failing_gates(self, resource: DeploymentResource) -> list[FailedEvaluation]:
         failing = []
         for evaluation in resource.spec.requires:
             rid = ResourceId("Evaluation", evaluation)
@@ -348,8 +361,15 @@ class _Planner:
             run = self.actual.built_run("Evaluation", evaluation, self.inputs[rid].fingerprint)
             if run is not None and run.verdict != "passed":
                 summary = (run.verdict_summary or "failed").removeprefix("failed: ")
-                failing.append((evaluation, summary))
+                failing.append(FailedEvaluation(evaluation, summary, self._failed_checks(rid, run)))
         return failing
+
+    def _failed_checks(self, rid: ResourceId, run: BuiltRun) -> tuple[GateResult, ...]:
+        """The checks behind a recorded failed verdict, from the metrics the run logged and the spec's
+        gates (the same gates: they are part of the fingerprint the run was built at)."""
+        spec = self.specs.get(rid).resource.spec  # type: ignore[union-attr]
+        baseline = spec.baseline.max_regression if spec.baseline is not None else None
+        return verdict_of_run(run.metrics, spec.gates, baseline).failures
 
     # -- whole plan --------------------------------------------------------------------------
 
@@ -383,9 +403,9 @@ class _Planner:
         seen: set[ResourceId] = set()
         live: list[tuple[ResourceId, str, str]] = [
             (ResourceId("Deployment", s.name), s.fingerprint, f"serving {s.model_version} at {s.url}")
-            for s in self.actual.backend.servers if s.phase != "failed"]
+            for s in self.actual.backend.servers if s.is_live]
         live += [(ResourceId(j.kind, j.name), j.fingerprint, f"{j.phase} ({j.handle})")
-                 for j in self.actual.backend.jobs if j.phase in ("running", "pending")]
+                 for j in self.actual.backend.jobs if j.is_live]
         for rid, fp, what in live:
             if rid in self.specs or rid in seen:
                 continue
@@ -412,10 +432,9 @@ def _closure(graph: DependencyGraph, targets: frozenset[ResourceId]) -> set[Reso
     return wanted
 
 
-def _clock(timestamp: float) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+def utc_iso(timestamp: float) -> str:
+    """Unix seconds as a plan writes them, the same on every machine: "2026-12-06T02:05:34Z"."""
+    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def build_plan(specs: SpecSet, graph: DependencyGraph, inputs: Mapping[ResourceId, FingerprintInput],

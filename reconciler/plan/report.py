@@ -1,19 +1,31 @@
 """Plan -> what people and machines read: terminal text, Markdown for pull requests, JSON.
 
 Unchanged resources are counted, not listed; changed fields show before and after, nothing
-else. The JSON form is versioned (`format_version`) and documented in docs/cli.md.
+else. The JSON form is versioned (`format_version`) and documented in docs/cli.md. Times are
+data in UTC in the plan; text and Markdown, read by people, show them in local time.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import click
 
 from reconciler.config import PROJECT_FILE
-from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction
+from reconciler.plan.blocked import (
+    AttemptsBlock,
+    BackendBlock,
+    BlockedBy,
+    FailedEvaluation,
+    GateBlock,
+    UpstreamBlock,
+    UpstreamNotReady,
+)
+from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction, utc_iso
 from reconciler.sizing.estimates import FineTuneEstimate
 from reconciler.sizing.report import estimate_json, plan_line
 from reconciler.specs.base import ResourceId
@@ -39,6 +51,18 @@ SETTINGS_NOTE = "review them: they set policy, storage, and where credentials co
 def _value(value: Any) -> str:
     text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else json.dumps(value)
     return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS - 3] + "..."
+
+
+def local_clock(timestamp: float) -> str:
+    """Unix seconds in this machine's time zone, as people read them: "2026-12-06 03:05:34"."""
+    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def reason_for_people(planned: PlannedAction) -> str:
+    """The action's reason with the time it names (UTC in the plan) in local time."""
+    if planned.reason_time is None:
+        return planned.reason
+    return planned.reason.replace(utc_iso(planned.reason_time), local_clock(planned.reason_time), 1)
 
 
 def summary_line(plan: Plan) -> str:
@@ -88,7 +112,7 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
         label = f"{SYMBOLS[planned.action]:>3} {planned.action:<9}"
         line = f"  {style(label, planned.action, bold=True)} {str(planned.resource):<{width}}"
         if planned.reason:
-            line += f"  {planned.reason}"
+            line += f"  {reason_for_people(planned)}"
         lines.append(line.rstrip())
         if planned.compared_with and planned.action in COMPARED:
             lines.append(f"        compared with {planned.compared_with}")
@@ -146,7 +170,7 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
     if shown:
         lines += ["| Action | Resource | Why |", "| --- | --- | --- |"]
         for planned in shown[:rows]:
-            reason = _cell(planned.reason) or " "
+            reason = _cell(reason_for_people(planned)) or " "
             lines.append(f"| `{planned.action}` | `{planned.resource}` | {reason} |")
         lines.append("")
     if rows < len(shown):
@@ -242,9 +266,47 @@ def _action_json(planned: PlannedAction) -> dict[str, Any]:
         "upstream": [str(r) for r in planned.upstream],
         "depends_on": [str(r) for r in planned.depends_on],
         "file": planned.file,
+        "blocked_by": blocked_by_json(planned.blocked_by),
     }
     if planned.serve is not None:
         serve = planned.serve
         out["serve"] = {"fine_tune": serve.fine_tune, "model_fingerprint": serve.model_fingerprint,
                         "model_version": serve.model_version}
     return out
+
+
+def blocked_by_json(blocked: BlockedBy | None) -> dict[str, Any] | None:
+    """What holds an action back, as the JSON plan writes it: `kind` says which fields follow."""
+    if blocked is None:
+        return None
+    out: dict[str, Any] = {"kind": blocked.kind}
+    if isinstance(blocked, UpstreamBlock):
+        out["upstreams"] = [_upstream_json(upstream) for upstream in blocked.upstreams]
+        out["current_keeps_serving"] = blocked.current_keeps_serving
+    elif isinstance(blocked, GateBlock):
+        out.update(model=blocked.model, model_version=blocked.model_version,
+                   evaluations=[_evaluation_json(failed) for failed in blocked.evaluations],
+                   keeps_serving=blocked.keeps_serving)
+    elif isinstance(blocked, AttemptsBlock):
+        out.update(failed=blocked.failed, max_attempts=blocked.max_attempts, message=blocked.message,
+                   retry_option=blocked.retry_option)
+    elif isinstance(blocked, BackendBlock):
+        out.update(nodes=blocked.nodes, needs=blocked.needs)
+    return out
+
+
+def _upstream_json(upstream: UpstreamNotReady) -> dict[str, Any]:
+    return {"kind": upstream.resource.kind, "name": upstream.resource.name, "state": upstream.state,
+            "reason": upstream.reason, "blocked_by": blocked_by_json(upstream.blocked_by)}
+
+
+def _number(value: float | None) -> float | str | None:
+    """A metric for JSON: NaN and infinities as text, which strict JSON readers accept."""
+    return value if value is None or math.isfinite(value) else str(value)
+
+
+def _evaluation_json(failed: FailedEvaluation) -> dict[str, Any]:
+    return {"evaluation": failed.evaluation, "summary": failed.summary,
+            "failures": [{"metric": check.metric, "check": check.kind, "value": _number(check.value),
+                          "operator": check.operator, "threshold": _number(check.bound),
+                          "baseline": _number(check.baseline)} for check in failed.failures]}

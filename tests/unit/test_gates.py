@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from reconciler.plan.gates import GateResult, Verdict, evaluate_gates
+from reconciler.plan.gates import GateResult, Verdict, evaluate_gates, verdict_of_run
 from reconciler.specs.evaluation import Gate
 
 NAN = float("nan")
@@ -165,3 +165,22 @@ def test_verdict_is_plain_data():
     assert Verdict((result,)) == Verdict((GateResult("f1", 0.5, 0.4, "min", True),))
     with pytest.raises(AttributeError):
         result.passed = False  # type: ignore[misc]
+
+
+def test_each_check_says_how_its_value_must_compare_with_its_bound():
+    checks = evaluate_gates({"rougeL": 0.2, "perplexity": 20.0}, [gate("rougeL", min=0.35),
+                                                                  gate("perplexity", max=10)],
+                            {"rougeL": 0.4, "perplexity": 11.9}, 0.05).failures
+    assert [(c.metric, c.kind, c.operator) for c in checks] == [
+        ("rougeL", "min", ">="), ("perplexity", "max", "<="),
+        ("rougeL", "baseline", ">="), ("perplexity", "baseline", "<=")]
+
+
+def test_a_recorded_verdict_is_checked_again_from_the_run_metrics():
+    logged = {"rougeL": 0.21, "perplexity": 13.0, "baseline_rougeL": 0.2, "baseline_perplexity": 11.9}
+    again = verdict_of_run(logged, [gate("rougeL", min=0.35)], max_regression=0.5)
+    assert [(c.metric, c.kind, c.value, c.bound) for c in again.failures] == [
+        ("rougeL", "min", 0.21, 0.35), ("perplexity", "baseline", 13.0, pytest.approx(12.4))]
+    assert again.summary() == "failed: gate rougeL 0.21 < 0.35; baseline perplexity 13 > 11.9 + 0.5"
+    # Without a baseline in the spec the logged baseline metrics are not compared.
+    assert len(verdict_of_run(logged, [gate("rougeL", min=0.35)], max_regression=None).failures) == 1

@@ -8,13 +8,25 @@ from reconciler.daemon.notify import Notification, Notifier, events_after_apply
 from tests.http_support import Receiver
 
 
-def deployment(action: str, reason: str = "", version: str | None = None) -> dict:
+def deployment(action: str, reason: str = "", version: str | None = None,
+               blocked_by: dict | None = None) -> dict:
     return {
         "kind": "Deployment",
         "name": "bot",
         "action": action,
         "reason": reason,
         "serve": {"fine_tune": "sft", "model_fingerprint": "f" * 64, "model_version": version},
+        "blocked_by": blocked_by,
+    }
+
+
+def gate(value: float = 0.21) -> dict:
+    """A `blocked_by` as the JSON plan writes it for a failed gate."""
+    return {
+        "kind": "gate", "model": "m/5", "model_version": "m/5", "keeps_serving": "m/4",
+        "evaluations": [{"evaluation": "sft-quality", "summary": f"gate exact_match {value} < 0.5",
+                         "failures": [{"metric": "exact_match", "check": "min", "value": value,
+                                       "operator": ">=", "threshold": 0.5, "baseline": None}]}],
     }
 
 
@@ -28,9 +40,24 @@ def test_a_deployment_that_converged_is_a_new_deployment():
 def test_a_gate_failure_is_said_once():
     reason = "m/5 did not pass sft-quality: gate exact_match 0.21 < 0.5; m/4 keeps serving"
     before = {"actions": [deployment("rebuild", "upstream changed")]}
-    after = {"actions": [deployment("blocked", reason, "m/5")]}
+    after = {"actions": [deployment("blocked", reason, "m/5", gate())]}
     assert events_after_apply(before, after) == [("gate_failed", "Deployment/bot", reason, "m/5")]
     assert events_after_apply(after, after) == []
+    rescored = {"actions": [deployment("blocked", reason, "m/5", gate(0.3))]}
+    assert [event for event, *_ in events_after_apply(after, rescored)] == ["gate_failed"]  # a new verdict
+
+
+def test_a_gate_failure_is_read_from_the_record_not_the_wording():
+    reworded = "m/5 was held back by sft-quality (exact_match 0.21, needs 0.5)"
+    before = {"actions": [deployment("rebuild", "upstream changed")]}
+    after = {"actions": [deployment("blocked", reworded, "m/5", gate())]}
+    assert events_after_apply(before, after) == [("gate_failed", "Deployment/bot", reworded, "m/5")]
+    # The same gate block under other words is not news; words alone are not a gate failure.
+    again = {"actions": [deployment("blocked", "m/5 did not pass sft-quality", "m/5", gate())]}
+    assert events_after_apply(after, again) == []
+    upstream = {"kind": "upstream", "upstreams": [], "current_keeps_serving": True}
+    waiting = {"actions": [deployment("blocked", "waiting for a run that did not pass", "m/5", upstream)]}
+    assert events_after_apply(before, waiting) == []
 
 
 def test_payloads_generic_and_slack_reach_the_webhook():

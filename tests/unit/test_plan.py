@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import textwrap
+import time
 from pathlib import Path
 from types import MappingProxyType
 
@@ -10,6 +13,7 @@ import pytest
 
 from reconciler.fingerprint import fingerprint_inputs, resolved_spec
 from reconciler.graph import DependencyGraph
+from reconciler.plan.blocked import AttemptsBlock, GateBlock, UpstreamBlock
 from reconciler.plan.plan import Action, PlanOptions, build_plan
 from reconciler.plan.report import plan_json, plan_markdown, plan_text
 from reconciler.sources_digest import source_digests
@@ -276,3 +280,91 @@ def test_a_built_output_that_is_gone_is_rebuilt_at_the_same_fingerprint(project)
     assert actions(plan)[DATASET] == Action.NOOP and actions(plan)[EVALUATION] == Action.NOOP
     assert actions(plan)[DEPLOYMENT] == Action.REBUILD  # it serves the model built again
     assert plan.impact == {}  # the same fingerprint: nothing downstream changes
+
+
+def test_a_failed_gate_is_recorded_with_its_metric_value_and_threshold(tmp_path, project):
+    old = everything_built(project)
+    changed = Project(tmp_path / "changed", {"fine-tune.yaml": ("learningRate: 2e-4", "learningRate: 1e-4")})
+    failing = everything_built(changed)
+    failing[1] = changed.built(FINE_TUNE, model_version="sft/2")
+    failing[2] = changed.built(EVALUATION, model_version="sft/2", verdict="failed",
+                               verdict_summary="failed: gate rougeL 0.21 < 0.3",
+                               metrics={"rougeL": 0.21, "perplexity": 3.5})
+    deployment = changed.plan(state_of(*failing, *old, servers=[server(project)])).get(DEPLOYMENT)
+    block = deployment.blocked_by
+    assert isinstance(block, GateBlock)
+    assert (block.model_version, block.keeps_serving) == ("sft/2", "sft/1")
+    [evaluation] = block.evaluations
+    assert evaluation.evaluation == "sft-quality" and evaluation.summary == "gate rougeL 0.21 < 0.3"
+    [check] = evaluation.failures
+    assert (check.metric, check.value, check.operator, check.bound, check.kind) == \
+        ("rougeL", 0.21, ">=", 0.3, "min")
+    assert deployment.reason == block.describe() == \
+        "sft/2 did not pass sft-quality: gate rougeL 0.21 < 0.3; sft/1 keeps serving"
+    written = {a["name"]: a for a in plan_json(changed.plan(state_of(*failing, *old,
+                                                                      servers=[server(project)])))["actions"]}
+    assert written["bot"]["blocked_by"] == {
+        "kind": "gate", "model": "sft/2", "model_version": "sft/2", "keeps_serving": "sft/1",
+        "evaluations": [{"evaluation": "sft-quality", "summary": "gate rougeL 0.21 < 0.3",
+                         "failures": [{"metric": "rougeL", "check": "min", "value": 0.21, "operator": ">=",
+                                       "threshold": 0.3, "baseline": None}]}]}
+    assert written["sft"]["blocked_by"] is None  # only blocked actions carry one
+
+
+def test_used_up_attempts_and_the_upstreams_they_block_are_recorded(project):
+    failed = JobObservation("Dataset", "chats", project.fp(DATASET), "failed", 2, 1.0, 2.0, 1,
+                            "exited with 1: bad row", "pid 7", None)
+    plan = project.plan(state_of(jobs=[failed]), max_attempts=2)
+    attempts = plan.get(DATASET).blocked_by
+    assert attempts == AttemptsBlock(failed=2, max_attempts=2, message="exited with 1: bad row")
+    assert plan.get(DATASET).reason == ("failed 2 of 2 attempts: exited with 1: bad row; fix the cause, then "
+                                        "apply with --retry-failed")
+    upstream = plan.get(FINE_TUNE).blocked_by
+    assert isinstance(upstream, UpstreamBlock)
+    assert [(u.resource, u.state, u.blocked_by) for u in upstream.upstreams] == \
+        [(DATASET, "blocked", attempts)]
+    written = {a["name"]: a for a in plan_json(plan)["actions"]}
+    assert written["chats"]["blocked_by"] == {"kind": "attempts", "failed": 2, "max_attempts": 2,
+                                              "message": "exited with 1: bad row",
+                                              "retry_option": "--retry-failed"}
+    [entry] = written["sft"]["blocked_by"]["upstreams"]
+    assert (entry["kind"], entry["name"], entry["state"]) == ("Dataset", "chats", "blocked")
+    assert entry["blocked_by"]["kind"] == "attempts"
+
+
+@pytest.fixture
+def time_zone():
+    """Sets TZ for the test (time.tzset), and puts the machine's back after it."""
+    before = os.environ.get("TZ")
+
+    def use(zone: str) -> None:
+        os.environ["TZ"] = zone
+        time.tzset()
+
+    yield use
+    if before is None:
+        os.environ.pop("TZ", None)
+    else:
+        os.environ["TZ"] = before
+    time.tzset()
+
+
+def test_a_plan_writes_times_in_utc_whatever_the_machine_time_zone(project, time_zone):
+    running = JobObservation("Dataset", "chats", project.fp(DATASET), "running", 1, 1_700_000_000.0, None,
+                             None, "", "pid 42", None)
+    gone = everything_built(project)[:2]
+    gone[1] = project.built(FINE_TUNE, model_version="sft/1", output_missing=True)
+    documents, texts = [], []
+    for zone in ("UTC", "Asia/Tokyo"):
+        time_zone(zone)
+        for state in (state_of(jobs=[running]), state_of(*gone)):
+            plan = project.plan(state)
+            documents.append(json.dumps(plan_json(plan), sort_keys=True))
+            texts.append(plan_text(plan) + plan_markdown(plan))
+    assert documents[:2] == documents[2:]
+    assert "running since 2023-11-14T22:13:20Z (pid 42, attempt 1)" in documents[0]
+    assert "(built 2023-11-14T22:13:20Z)" in documents[1]
+    # People read local time: the text and Markdown reports are the edge where it is formatted.
+    assert "running since 2023-11-14 22:13:20 (pid 42" in texts[0]
+    assert "running since 2023-11-15 07:13:20 (pid 42" in texts[2]
+    assert "(built 2023-11-15 07:13:20)" in texts[3] and "T22:13:20Z" not in texts[3]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from types import MappingProxyType
 
-from reconciler.apply import Reporter, StepResult
+from reconciler.apply import Outcome, Reporter, StepResult
 from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
 from reconciler.state import ActualState, BackendState, JobObservation, RunProgress
@@ -49,7 +49,7 @@ def test_long_steps_get_a_heartbeat_line_with_their_progress():
     with reporter:
         reporter.started(FINE_TUNE, "started pid 3", FP)
         time.sleep(0.3)
-        reporter.finished(StepResult(FINE_TUNE, "done", "registered sft/1"), 0.3)
+        reporter.finished(StepResult(FINE_TUNE, Outcome.DONE, "registered sft/1"), 0.3)
     assert lines[0] == "  FineTune/sft: started pid 3"
     beats = [line for line in lines if "running for" in line]
     assert beats and all(line.endswith("40% (step 4), ETA 6s") for line in beats)

@@ -158,8 +158,8 @@ class LocalBackend:
         state = self.observe()
         if kind == "Deployment":
             server = state.server(name)
-            return server is not None and server.phase != "failed"
-        return any(j.kind == kind and j.name == name and j.phase in ("running", "pending")
+            return server is not None and server.is_live
+        return any(j.kind == kind and j.name == name and j.is_live
                    for j in state.jobs)
 
     # -- model servers -----------------------------------------------------------------------------
