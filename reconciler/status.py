@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import asdict, dataclass
 
-from reconciler.plan.plan import Action, Plan, PlannedAction
+from reconciler.plan.plan import Action, Plan, PlannedAction, utc_iso
 from reconciler.plan.report import reason_for_people
 from reconciler.state import ActualState
 
@@ -25,7 +25,7 @@ class StatusRow:
     progress: str  # "40% (step 12), ETA 1m30s" for a running fine-tune; "" otherwise
     model_version: str
     result: str  # dataset digest, evaluation verdict, or why it is not Ready
-    last_run: str  # when the run in use started (built at this fingerprint, else the one compared with)
+    last_run: str  # UTC ISO-8601: when the run in use started (at this fingerprint, else the one compared)
     url: str
 
     def to_json(self) -> dict:
@@ -33,9 +33,16 @@ class StatusRow:
 
 
 def _when(timestamp: float | None) -> str:
-    if not timestamp:
+    """Data is UTC, the same on every machine (`status --format json`); text shows local time."""
+    return utc_iso(timestamp) if timestamp else ""
+
+
+def _local_minute(when: str) -> str:
+    """A row's UTC time as people at this machine read it: "2026-12-06 03:05"."""
+    if not when:
         return ""
-    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    moment = datetime.datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _duration(seconds: float) -> str:
@@ -125,8 +132,8 @@ def _version_to_score(plan: Plan, evaluation: PlannedAction, state: ActualState)
 
 def status_text(rows: list[StatusRow]) -> str:
     headers = ("RESOURCE", "FINGERPRINT", "PHASE", "PROGRESS", "MODEL VERSION", "LAST RUN", "URL", "DETAIL")
-    table = [(f"{r.kind}/{r.name}", r.fingerprint, r.phase, r.progress, r.model_version, r.last_run, r.url,
-              r.result) for r in rows]
+    table = [(f"{r.kind}/{r.name}", r.fingerprint, r.phase, r.progress, r.model_version,
+              _local_minute(r.last_run), r.url, r.result) for r in rows]
     widths = [max([len(h)] + [len(row[i]) for row in table]) for i, h in enumerate(headers[:-1])]
 
     def line(cells: tuple[str, ...]) -> str:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import textwrap
-import time
 from pathlib import Path
 from types import MappingProxyType
 
@@ -330,23 +328,6 @@ def test_used_up_attempts_and_the_upstreams_they_block_are_recorded(project):
     [entry] = written["sft"]["blocked_by"]["upstreams"]
     assert (entry["kind"], entry["name"], entry["state"]) == ("Dataset", "chats", "blocked")
     assert entry["blocked_by"]["kind"] == "attempts"
-
-
-@pytest.fixture
-def time_zone():
-    """Sets TZ for the test (time.tzset), and puts the machine's back after it."""
-    before = os.environ.get("TZ")
-
-    def use(zone: str) -> None:
-        os.environ["TZ"] = zone
-        time.tzset()
-
-    yield use
-    if before is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = before
-    time.tzset()
 
 
 def test_a_plan_writes_times_in_utc_whatever_the_machine_time_zone(project, time_zone):

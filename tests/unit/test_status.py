@@ -70,3 +70,19 @@ def test_an_evaluation_in_progress_shows_the_version_it_scores_not_the_one_score
     assert "passed" not in rows["Evaluation"].result  # version 1's verdict is not version 2's
     assert (rows["FineTune"].phase, rows["FineTune"].model_version) == ("Ready", "sft/2")
     assert rows["Deployment"].model_version == "sft/1"
+
+
+def test_status_data_is_utc_and_its_table_local_time(tmp_path, time_zone):
+    """`status --format json` is the same on every machine; the table is read by people here."""
+    from tests.unit.test_plan import Project, everything_built, server, state_of
+
+    project = Project(tmp_path / "project")
+    state = state_of(*everything_built(project), servers=[server(project)])  # started 2023-11-14T22:13:20Z
+    rows, tables = [], []
+    for zone in ("UTC", "Asia/Tokyo"):
+        time_zone(zone)
+        found = {row.kind: row for row in status_rows(project.plan(state), state, now=1_700_000_100.0)}
+        rows.append(found["FineTune"].to_json())
+        tables.append(status_text([found["FineTune"]]))
+    assert rows[0] == rows[1] and rows[0]["last_run"] == "2023-11-14T22:13:20Z"
+    assert "2023-11-14 22:13" in tables[0] and "2023-11-15 07:13" in tables[1]
