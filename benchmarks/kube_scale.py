@@ -1,5 +1,5 @@
 """Whole-process benchmarks of the Kubernetes side at 1,000 resources: `tuneops render`, and a
-reconcile with nothing to do against the FAKE API server (tests/fake_kube.py) over HTTP.
+reconcile with nothing to do against the FAKE API server (tests/support/fake_kube.py) over HTTP.
 
 1. Render. The validate benchmark's repository of N resources (N/5 of each kind), configured
    for `backend: kubernetes` (trainer image, storage claim, an http MLflow URI) and committed to
@@ -56,7 +56,7 @@ GIT_ENV = {
     "GIT_COMMITTER_EMAIL": "bench@example.invalid",
 }
 
-sys.path.insert(0, str(PROJECT_ROOT))  # the reconciler and tests.fake_kube, from a checkout
+sys.path.insert(0, str(PROJECT_ROOT))  # the reconciler and tests.support.fake_kube, from a checkout
 
 
 def kubernetes_repo(root: Path, n: int, tracking_uri: str, experiment: str) -> None:
@@ -103,7 +103,7 @@ def tuneops(*args: str) -> list[str]:
 # --------------------------------------------------------------------------- the fake cluster
 
 
-def deploy_servers(root: Path, fake) -> int:  # noqa: ANN001 - tests.fake_kube.FakeKubeApi
+def deploy_servers(root: Path, fake) -> int:  # noqa: ANN001 - tests.support.fake_kube.FakeKubeApi
     """Each Deployment's objects as apply renders them for the model version plan_scale built
     (`<fine-tune>/1`), stored in the fake and rolled out."""
     from reconciler.backends.kubernetes.manifests import cluster_context, render_job_file
@@ -188,7 +188,7 @@ class Result:
 
 
 def measure(size: int, workdir: Path, mlflow: MlflowServer, repeat: int) -> Result:
-    from tests.fake_kube import FakeKubeApi
+    from tests.support.fake_kube import FakeKubeApi
 
     result = Result(size)
     repo = workdir / f"repo-{size}"

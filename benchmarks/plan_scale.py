@@ -85,7 +85,7 @@ def free_port() -> int:
 # --------------------------------------------------------------------------- servers
 
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with SQLite, as tests/runtime_support.py starts it."""
+    """`mlflow server` on 127.0.0.1 with SQLite, as tests/support/runtime_support.py starts it."""
 
     def __init__(self, root: Path):
         self.port = free_port()

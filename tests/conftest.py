@@ -183,7 +183,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny Llama-architecture model, built once per session with the fruit task's words."""
     pytest.importorskip("transformers", reason="needs the [train] extra")
     from reconciler.runtime.tiny_model import build, corpus_from_jsonl
-    from tests.runtime_support import FRUIT_DATA
+    from tests.support.runtime_support import FRUIT_DATA
 
     return build(tmp_path_factory.mktemp("models") / "tiny-llama", corpus=corpus_from_jsonl(FRUIT_DATA))
 
@@ -192,7 +192,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     """A real `mlflow server` on 127.0.0.1 (SQLite, temporary artifacts), shared by the session."""
     pytest.importorskip("mlflow", reason="needs the [train] extra")
-    from tests.runtime_support import MlflowServer
+    from tests.support.runtime_support import MlflowServer
 
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     try:

@@ -11,7 +11,7 @@ over N devices divides what each ZeRO stage partitions:
     ZeRO-3     (2 + 2 + K)Ψ/N          (and parameters, "P_os+g+p")
 
 What a run decides with (`estimate`: `validate`, `strategy: auto`, `tuneops estimate`) is
-DeepSpeed's accounting, checked against its own estimators in tests/unit/test_planner_libraries.py:
+DeepSpeed's accounting, checked against its own estimators in tests/unit/sizing/test_memory_libraries.py:
 its optimizer partition also holds an fp32 copy of the gradients (K = 16), and ZeRO-3 keeps no
 16-bit gradient shard but gathers the largest layer, 4L bytes (2L weights + 2L gradients):
 
@@ -25,7 +25,7 @@ for QLoRA, plus the quantization constants), sharded only by ZeRO-3.
 Activations are counted as the runtime's own training step keeps them (`step_activation_bytes`):
 transformers' SDPA attention, which stores no attention scores; Llama's fp32 RMSNorm; PEFT's
 LoRA path; autocast's 16-bit copies; and trl's fused LM head, which never materializes the
-logits. Each term names the tensor autograd saves, and tests/unit/test_planner_activations.py
+logits. Each term names the tensor autograd saves, and tests/unit/sizing/test_memory_activations.py
 checks the sum against the tensors saved in a real training step. Korthikanti et al. (2022),
 sbh(34 + 5as/h) bytes per layer, 2sbh with full recomputation, plus the logits, is kept as
 `activation_bytes`: it counts attention scores that memory-efficient attention never stores.
@@ -44,7 +44,7 @@ from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 ADAM_STATE_BYTES = 12  # K: fp32 parameter copy, momentum and variance (the ZeRO paper)
 # DeepSpeed's ZeRO optimizer also keeps an fp32 copy of each gradient in its partition, so its
-# own estimators (and its memory) use K = 16; see tests/unit/test_planner_libraries.py.
+# own estimators (and its memory) use K = 16; see tests/unit/sizing/test_memory_libraries.py.
 DEEPSPEED_STATE_BYTES = ADAM_STATE_BYTES + 4
 HALF = 2  # bytes of a 16-bit value
 NF4_BITS = 4

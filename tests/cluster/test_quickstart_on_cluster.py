@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.backends.kubernetes.api import KubeApi, load_connection
-from tests.reconcile_support import CLI_ENV, GIT_ENV, QUICKSTART
+from tests.support.reconcile_support import CLI_ENV, GIT_ENV, QUICKSTART
 
 NEEDED = (
     "TUNEOPS_CLUSTER_IMAGE",

@@ -1,5 +1,5 @@
-"""Fixtures of the end-to-end tests that run on the FAKE Kubernetes API (tests/fake_kube.py) with
-the fake kubelet (tests/kube_support.py)."""
+"""Fixtures of the end-to-end tests that run on the FAKE Kubernetes API (tests/support/fake_kube.py) with
+the fake kubelet (tests/support/kube_support.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_kube import FakeKubeApi
-from tests.kube_support import FakeKubelet
-from tests.reconcile_support import CLI_ENV, SpecRepo
+from tests.support.fake_kube import FakeKubeApi
+from tests.support.kube_support import FakeKubelet
+from tests.support.reconcile_support import CLI_ENV, SpecRepo
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reconcile_support import CLI_ENV, SpecRepo
-from tests.runtime_support import needs_training
+from tests.support.reconcile_support import CLI_ENV, SpecRepo
+from tests.support.runtime_support import needs_training
 
 pytestmark = [needs_training, pytest.mark.slow]
 

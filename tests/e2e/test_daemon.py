@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.http_support import Receiver
-from tests.reconcile_support import CLI_ENV, GIT_ENV, QUICKSTART
-from tests.runtime_support import free_port, needs_training
+from tests.support.http_support import Receiver
+from tests.support.reconcile_support import CLI_ENV, GIT_ENV, QUICKSTART
+from tests.support.runtime_support import free_port, needs_training
 
 pytestmark = [needs_training, pytest.mark.slow]
 SECRET = "webhook-secret-for-tests"
@@ -280,8 +280,8 @@ def test_the_daemon_applies_pushes_skips_invalid_commits_and_survives_a_restart(
 
 
 def test_replicas_in_a_cluster_lead_through_a_lease(tmp_path: Path, mlflow_server):
-    """The Lease lives in a FAKE API server (tests/fake_kube.py); the project runs locally."""
-    from tests.fake_kube import FakeKubeApi
+    """The Lease lives in a FAKE API server (tests/support/fake_kube.py); the project runs locally."""
+    from tests.support.fake_kube import FakeKubeApi
 
     author = Author(tmp_path, mlflow_server.uri, spec_files=("base-model.yaml",))  # nothing to build
     first = author.push("a base model")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reconcile_support import CLI_ENV
-from tests.runtime_support import free_port
+from tests.support.reconcile_support import CLI_ENV
+from tests.support.runtime_support import free_port
 
 pytestmark = pytest.mark.slow
 SECRET = b"webhook-secret-for-tests"

@@ -1,5 +1,5 @@
-"""The Kubernetes backend against a FAKE API server (tests/fake_kube.py, over real HTTP), with a
-fake kubelet that runs each pod's command as a local process (tests/kube_support.py).
+"""The Kubernetes backend against a FAKE API server (tests/support/fake_kube.py, over real HTTP), with a
+fake kubelet that runs each pod's command as a local process (tests/support/kube_support.py).
 
 Everything else is real: the `tuneops` CLI, the kubeconfig loading, the MLflow server, the
 jobs (the tiny model trains), Git. What the fake does not model is listed in its docstring; the
@@ -18,10 +18,10 @@ import time
 import pytest
 
 from reconciler.backends.kubernetes.labels import FINGERPRINT_ANNOTATION
-from tests.fake_kube import FakeKubeApi
-from tests.kube_support import HOLD, Fail, FakeKubelet, kubectl, plan, tuneops
-from tests.reconcile_support import CLI_ENV, SpecRepo
-from tests.runtime_support import needs_training
+from tests.support.fake_kube import FakeKubeApi
+from tests.support.kube_support import HOLD, Fail, FakeKubelet, kubectl, plan, tuneops
+from tests.support.reconcile_support import CLI_ENV, SpecRepo
+from tests.support.runtime_support import needs_training
 
 pytestmark = needs_training
 

@@ -1,6 +1,6 @@
-"""Multi-node fine-tunes on the FAKE cluster (tests/fake_kube.py) under each launcher: an Indexed
+"""Multi-node fine-tunes on the FAKE cluster (tests/support/fake_kube.py) under each launcher: an Indexed
 Job with a headless Service, a JobSet, a Kubeflow PyTorchJob. The JobSet and training-operator
-controllers are fakes too (tests/fake_controllers.py); the training is real: the fake kubelet runs
+controllers are fakes too (tests/support/fake_controllers.py); the training is real: the fake kubelet runs
 both nodes' torchrun at once on this machine, rendezvous mapped to 127.0.0.1, and the tiny model
 trains as one job of two processes.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fake_kube import FakeKubeApi
-from tests.kube_support import Fail, FakeKubelet, plan, tuneops
-from tests.reconcile_support import SpecRepo
-from tests.runtime_support import needs_training
+from tests.support.fake_kube import FakeKubeApi
+from tests.support.kube_support import Fail, FakeKubelet, plan, tuneops
+from tests.support.reconcile_support import SpecRepo
+from tests.support.runtime_support import needs_training
 
 pytestmark = needs_training
 

@@ -13,7 +13,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from tests.conftest import REPO_ROOT, run_tuneops
-from tests.reconcile_support import GIT_ENV
+from tests.support.reconcile_support import GIT_ENV
 
 QUICKSTART = REPO_ROOT / "specs-example" / "quickstart"
 DOWNSTREAM_OF_DATA = {"Dataset/fruit-colors": "rebuild", "FineTune/fruit-sft": "rebuild",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime_support import REPO_ROOT, needs_training
+from tests.support.runtime_support import REPO_ROOT, needs_training
 
 pytestmark = [pytest.mark.slow, needs_training]
 

@@ -13,9 +13,9 @@ import pytest
 
 from reconciler.runtime.metrics import normalise_answer
 from tests.conftest import REPO_ROOT
-from tests.http_support import Poller
-from tests.reconcile_support import SpecRepo, chat
-from tests.runtime_support import needs_training
+from tests.support.http_support import Poller
+from tests.support.reconcile_support import SpecRepo, chat
+from tests.support.runtime_support import needs_training
 
 
 def readme_first_command() -> str:

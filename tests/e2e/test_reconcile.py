@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.reconcile_support import SpecRepo, chat
-from tests.runtime_support import free_port, needs_training
+from tests.support.reconcile_support import SpecRepo, chat
+from tests.support.runtime_support import free_port, needs_training
 
 pytestmark = needs_training
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.specs.confinement import FILE_ROOTS_ENV
-from tests.runtime_support import (
+from tests.support.runtime_support import (
     FRUIT_DATA,
     base_model,
     dataset_job,

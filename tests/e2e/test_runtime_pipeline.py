@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.jobs.jobfile import GenerationDefaults
-from tests.runtime_support import (
+from tests.support.runtime_support import (
     FRUIT_DATA,
     base_model,
     dataset_job,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CliResult
-from tests.http_support import BasicAuthProxy
-from tests.reconcile_support import SpecRepo
-from tests.runtime_support import needs_training
+from tests.support.http_support import BasicAuthProxy
+from tests.support.reconcile_support import SpecRepo
+from tests.support.runtime_support import needs_training
 
 RESOURCES = ("Dataset/fruit-colors", "FineTune/fruit-sft", "Evaluation/fruit-sft-quality",
              "Deployment/fruit-bot")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runtime_support import (
+from tests.support.runtime_support import (
     FRUIT_DATA,
     base_model,
     dataset_job,

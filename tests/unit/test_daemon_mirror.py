@@ -15,7 +15,7 @@ import pytest
 
 from reconciler.daemon.loop import DaemonError, GitMirror
 from tests.conftest import run_tuneops
-from tests.reconcile_support import GIT_ENV
+from tests.support.reconcile_support import GIT_ENV
 
 TOKEN = "ghp_" + "mirrortoken" * 3
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.git.info import git_origin, unpublished, without_credentials
-from tests.reconcile_support import GIT_ENV
+from tests.support.reconcile_support import GIT_ENV
 
 
 @pytest.mark.parametrize(("remote", "recorded"), [

@@ -57,7 +57,7 @@ def test_long_steps_get_a_heartbeat_line_with_their_progress():
 
 
 def test_an_evaluation_in_progress_shows_the_version_it_scores_not_the_one_scored_before(tmp_path):
-    from tests.unit.test_plan import EVALUATION, Project, everything_built, server, state_of
+    from tests.unit.plan.test_plan import EVALUATION, Project, everything_built, server, state_of
 
     first = Project(tmp_path / "v1")
     second = Project(tmp_path / "v2", {"fine-tune.yaml": ("learningRate: 2e-4", "learningRate: 1e-4")})
@@ -74,7 +74,7 @@ def test_an_evaluation_in_progress_shows_the_version_it_scores_not_the_one_score
 
 def test_status_data_is_utc_and_its_table_local_time(tmp_path, time_zone):
     """`status --format json` is the same on every machine; the table is read by people here."""
-    from tests.unit.test_plan import Project, everything_built, server, state_of
+    from tests.unit.plan.test_plan import Project, everything_built, server, state_of
 
     project = Project(tmp_path / "project")
     state = state_of(*everything_built(project), servers=[server(project)])  # started 2023-11-14T22:13:20Z

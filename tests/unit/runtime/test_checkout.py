@@ -19,7 +19,7 @@ from reconciler.runtime.checkout import (
     is_ssh_remote,
 )
 from tests.conftest import run_tuneops
-from tests.reconcile_support import GIT_ENV
+from tests.support.reconcile_support import GIT_ENV
 
 
 def _git(cwd: Path, *args: str) -> str:

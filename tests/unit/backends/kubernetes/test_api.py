@@ -1,4 +1,4 @@
-"""The Kubernetes API client against the FAKE API server (tests/fake_kube.py) over real HTTP:
+"""The Kubernetes API client against the FAKE API server (tests/support/fake_kube.py) over real HTTP:
 credentials from a kubeconfig, paged LISTs, server-side apply, and the errors users meet."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from reconciler.backends.base import BackendError
 from reconciler.backends.kubernetes.api import KubeApi, KubeApiError, load_connection
 from reconciler.backends.kubernetes.backend import KubernetesBackend
 from reconciler.backends.kubernetes.labels import FINGERPRINT_ANNOTATION
-from tests.fake_kube import FakeKubeApi
+from tests.support.fake_kube import FakeKubeApi
 
 pytest.importorskip("kubernetes", reason="needs the kubernetes client (the [kubernetes] or [dev] extra)")
 

@@ -1,4 +1,4 @@
-"""Leader election through a Lease, against the FAKE API server (tests/fake_kube.py) over HTTP,
+"""Leader election through a Lease, against the FAKE API server (tests/support/fake_kube.py) over HTTP,
 with a clock the test moves."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.backends.kubernetes.api import KubeApi, load_connection
 from reconciler.backends.kubernetes.lease import LeaseLock
-from tests.fake_kube import FakeKubeApi
+from tests.support.fake_kube import FakeKubeApi
 
 pytest.importorskip("kubernetes", reason="needs the kubernetes client (the [kubernetes] or [dev] extra)")
 

@@ -35,7 +35,7 @@ from reconciler.backends.local.processes import (
 )
 from reconciler.jobs.jobfile import JobFile, MlflowTarget
 from reconciler.state import STOPPED, BackendState
-from tests.http_support import Poller
+from tests.support.http_support import Poller
 
 FINGERPRINT = "a" * 64
 OTHER_FINGERPRINT = "b" * 64

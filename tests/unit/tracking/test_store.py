@@ -31,7 +31,7 @@ from reconciler.tracking.store import (
 )
 from reconciler.tracking.vocabulary import TrackingUnavailable, with_retries
 from tests.conftest import REPO_ROOT
-from tests.runtime_support import free_port
+from tests.support.runtime_support import free_port
 
 START = 1_700_000_000_000  # ms; explicit start times make "newest first" the same in both stores
 FINE_TUNES = 25

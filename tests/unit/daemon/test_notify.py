@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from reconciler.daemon.notify import Notification, Notifier, events_after_apply
-from tests.http_support import Receiver
+from tests.support.http_support import Receiver
 
 
 def deployment(action: str, reason: str = "", version: str | None = None,

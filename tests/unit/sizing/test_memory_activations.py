@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.sizing import memory as planner
-from tests.runtime_support import needs_training
+from tests.support.runtime_support import needs_training
 
 pytestmark = [pytest.mark.slow, needs_training]
 

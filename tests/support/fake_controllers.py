@@ -1,5 +1,5 @@
 """FAKE controllers for the custom workloads tuneops launches, run against the fake API server
-(tests/fake_kube.py): what the JobSet controller and the Kubeflow training operator would do,
+(tests/support/fake_kube.py): what the JobSet controller and the Kubeflow training operator would do,
 reduced to what the backend reads back.
 
 - JobSet: creates each replicated Job (`<jobset>-<replicatedJob>-<index>`, the template's labels
@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.fake_kube import FakeKubeApi, now
+from tests.support.fake_kube import FakeKubeApi, now
 
 JOBSET_LABELS = (
     "jobset.sigs.k8s.io/jobset-name",

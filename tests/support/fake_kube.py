@@ -31,7 +31,7 @@ It is a fake. It does NOT model:
   no HPA scaling; an Indexed Job runs a pod per index at once, and one that fails for good has its
   other running pods deleted;
 - Kueue, Volcano or any other controller: PodGroups and queue labels are stored, never acted on; the
-  JobSet and Kubeflow training-operator controllers are played by `tests/fake_controllers.py`;
+  JobSet and Kubeflow training-operator controllers are played by `tests/support/fake_controllers.py`;
 - list snapshots: a paged list reads live state, continue tokens never expire (no 410), and the
   `resourceVersion`/`resourceVersionMatch` query parameters are ignored;
 - event objects, conditions beyond those the helpers write, and pod IPs, nodes, images pulled.

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fake_controllers import JobSetController, PyTorchJobController
-from tests.fake_kube import FakeKubeApi
+from tests.support.fake_controllers import JobSetController, PyTorchJobController
+from tests.support.fake_kube import FakeKubeApi
 
 POD_TEMPLATE = {
     "metadata": {"labels": {"app": "x"}},

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.backends.kubernetes.labels import KIND_LABEL, NAME_LABEL
-from tests.fake_controllers import JobSetController, PyTorchJobController
-from tests.fake_kube import FakeKubeApi, completion_index
-from tests.reconcile_support import SpecRepo
+from tests.support.fake_controllers import JobSetController, PyTorchJobController
+from tests.support.fake_kube import FakeKubeApi, completion_index
+from tests.support.reconcile_support import SpecRepo
 
 RENDEZVOUS_ADDRESS_ARGS = ("--master_addr", "--master-addr")
 RENDEZVOUS_PORT_ARGS = ("--master_port", "--master-port")

@@ -1,0 +1,1 @@
+"""What the tests share that is not a test: fakes (each says what it does not model), servers and helpers."""
