@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.daemon.loop import DaemonError, GitMirror
+from reconciler.git.mirror import GitMirror, MirrorError
 from tests.conftest import run_tuneops
 from tests.reconcile_support import GIT_ENV
 
@@ -93,7 +93,7 @@ def test_a_checkout_that_kept_the_token_in_its_config_loses_it_on_the_next_sync(
 def test_without_the_token_the_remote_refuses_and_the_error_names_it_without_credentials(
         tmp_path: Path, token_remote):
     url, _, _ = token_remote
-    with pytest.raises(DaemonError) as refused:
+    with pytest.raises(MirrorError) as refused:
         GitMirror(url, "main", tmp_path / "cache" / "checkout").sync()
     assert f"git clone of {url} (main) failed" in str(refused.value)
 

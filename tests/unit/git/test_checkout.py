@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.git.checkout import CheckoutError, credential_helper, git_environment, is_ssh_remote
 from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget, SpecCheckout
-from reconciler.runtime.checkout import (
-    CheckoutError,
-    check_out,
-    credential_helper,
-    git_environment,
-    is_ssh_remote,
-)
+from reconciler.runtime.checkout import check_out
 from tests.conftest import run_tuneops
 from tests.reconcile_support import GIT_ENV
 
