@@ -69,8 +69,9 @@ def library() -> ModuleType:
     """GitPython, imported on first use; GitUnavailable when it finds no git binary."""
     try:
         import git
-    except ImportError as error:
-        raise GitUnavailable(f"git is not installed or not runnable ({error})") from None
+    except ImportError as error:  # GitPython's own message is a page long: its first line says why
+        why = (str(error).strip().splitlines() or ["no git executable"])[0]
+        raise GitUnavailable(f"git is not installed or not runnable ({why})") from None
     return git
 
 
@@ -93,8 +94,9 @@ def run(cwd: Path | None, *args: str, timeout: float, environment: Mapping[str, 
             stdout_as_string=not binary,
             strip_newline_in_stdout=False,
         )
-    except git.GitCommandNotFound as error:
-        raise GitUnavailable(f"git is not installed or not runnable ({error})") from None
+    except git.GitCommandNotFound:
+        raise GitUnavailable(f"git is not installed or not runnable ({runner.GIT_PYTHON_GIT_EXECUTABLE} "
+                             "not found)") from None
     if status != 0 and time.monotonic() - started >= timeout:
         raise GitTimedOut(f"git {args[0]} took over {timeout:g} s")
     if isinstance(stderr, bytes):
