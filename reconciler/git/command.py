@@ -1,19 +1,24 @@
-"""How every module of reconciler/git runs Git: through GitPython, with one set of rules.
+"""How every module of reconciler/git runs Git, with one set of rules, in two ways.
 
-GitPython runs the `git` binary too, so the rules we keep for our own subprocesses apply here:
-a timeout on every command (GitPython's `kill_after_timeout`), the caller's environment on top of
-ours (never a token on a command line), no terminal prompt, and errors turned into one line that
-carries no credential. We use GitPython's command layer (`Git.execute`) rather than its `Repo`
-and `Remote` objects: those drop `kill_after_timeout` for clones and fetches with progress, and
-wrap git's stderr in their own text, while our messages quote git's last line.
+`run` goes through GitPython, for the daemon's mirror and the pod's checkout. GitPython runs the
+`git` binary too, so the rules we keep apply here: a timeout on every command (GitPython's
+`kill_after_timeout`), the caller's environment on top of ours (never a token on a command line),
+no terminal prompt, and errors turned into one line that carries no credential. We use its
+command layer (`Git.execute`) rather than its `Repo` and `Remote` objects: those drop
+`kill_after_timeout` for clones and fetches with progress, and wrap git's stderr in their own
+text, while our messages quote git's last line. GitPython is imported lazily: it raises
+ImportError at import when no git binary exists, which is `GitUnavailable` here.
 
-GitPython is imported here, lazily: importing it takes tens of milliseconds (it runs `git
-version`), which `tuneops validate` need not pay, and it raises ImportError at import when no git
-binary exists; that is `GitUnavailable`, which each caller reports as it always did.
+`read` is the same command under the same rules as a plain subprocess, for the quick reads of the
+control plane (`plan`, `plan --base`, `render`: the commit specs were read at, a ref's archive).
+GitPython may not be imported there: it costs 40-90 ms and a `git version` at import, and
+tests/e2e/test_cli.py fails any control-plane command that loads it.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -102,3 +107,17 @@ def run(cwd: Path | None, *args: str, timeout: float, environment: Mapping[str, 
     if isinstance(stderr, bytes):
         stderr = stderr.decode(errors="replace")
     return Completed(status, stdout, stderr)
+
+
+def read(cwd: Path | None, *args: str, timeout: float, binary: bool = False) -> Completed:
+    """`git args` in `cwd` like `run`, without loading GitPython (see the module's docstring)."""
+    where = ["-C", str(cwd)] if cwd is not None else []
+    try:  # a plain subprocess: GitPython stays off the control plane, whose import guard forbids it
+        done = subprocess.run(["git", *where, *args], capture_output=True, timeout=timeout,
+                              env={**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **QUIET_ENVIRONMENT})
+    except OSError as error:
+        raise GitUnavailable(f"git is not installed or not runnable ({error})") from None
+    except subprocess.TimeoutExpired:
+        raise GitTimedOut(f"git {args[0]} took over {timeout:g} s") from None
+    stdout = done.stdout if binary else done.stdout.decode(errors="replace")
+    return Completed(done.returncode, stdout, done.stderr.decode(errors="replace"))

@@ -1,7 +1,7 @@
 """Which commit the specs were read at: recorded on every job, run and model version.
 
-Quick reads through GitPython (reconciler/git/command.py); outside a repository, or without git
-installed, the origin is simply unknown and jobs record that.
+Quick reads through reconciler/git/command.py's `read` (the control plane's way: no GitPython);
+outside a repository, or without git installed, the origin is simply unknown and jobs record that.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler import redaction
-from reconciler.git.command import GitTimedOut, GitUnavailable, run
+from reconciler.git.command import GitTimedOut, GitUnavailable, read
 from reconciler.jobs.jobfile import GitOrigin
 
 READ_TIMEOUT_S = 20
@@ -17,7 +17,7 @@ READ_TIMEOUT_S = 20
 
 def _git(root: Path, *args: str, strip: bool = True) -> str | None:
     try:
-        done = run(root, *args, timeout=READ_TIMEOUT_S)
+        done = read(root, *args, timeout=READ_TIMEOUT_S)
     except (GitUnavailable, GitTimedOut):
         return None
     if not done.ok:

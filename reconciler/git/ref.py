@@ -2,8 +2,8 @@
 
 `git archive` writes the spec folder at REF (data files included: their digests are part of
 the fingerprints) into a temporary folder, which is then loaded like any project. Git runs
-through GitPython (reconciler/git/command.py), the archive read from its output into tarfile;
-nothing touches the working tree or the index.
+through reconciler/git/command.py's `read` (`plan` is the control plane: no GitPython), the
+archive read from its output into tarfile; nothing touches the working tree or the index.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.git.command import GitTimedOut, GitUnavailable, run
+from reconciler.git.command import GitTimedOut, GitUnavailable, read
 from reconciler.git.info import repo_root
 
 ARCHIVE_TIMEOUT_S = 120
@@ -51,7 +51,7 @@ def checkout_base(spec_root: Path, ref: str, into: Path) -> BaseCheckout:
 
 def _git(top: Path, *args: str) -> bytes | None:
     try:
-        done = run(top, *args, timeout=ARCHIVE_TIMEOUT_S, binary=True)
+        done = read(top, *args, timeout=ARCHIVE_TIMEOUT_S, binary=True)
     except (GitUnavailable, GitTimedOut) as error:
         raise BaseRefError(f"cannot run git: {error}") from None
     return done.data if done.ok else None

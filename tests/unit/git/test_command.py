@@ -3,19 +3,39 @@ and errors that quote git's last line without credentials."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from reconciler.git.command import QUIET_ENVIRONMENT, Completed, GitTimedOut, run
+from reconciler.git.command import QUIET_ENVIRONMENT, Completed, GitTimedOut, read, run
+from tests.conftest import REPO_ROOT
 
 
-def test_a_command_past_its_timeout_is_killed_and_says_so(tmp_path: Path):
+@pytest.mark.parametrize("how", ["run", "read"])
+def test_a_command_past_its_timeout_is_killed_and_says_so(tmp_path: Path, how: str):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "config", "alias.nap", "!sleep 30"], check=True)
     started = time.monotonic()
     with pytest.raises(GitTimedOut, match=r"git nap took over 1 s"):
-        run(tmp_path, "nap", timeout=1, options=["-c", "alias.nap=!sleep 30"])
+        (run if how == "run" else read)(tmp_path, "nap", timeout=1)
     assert time.monotonic() - started < 20
+
+
+def test_without_a_git_binary_both_ways_say_git_is_not_installed(tmp_path: Path):
+    """GitPython raises ImportError at import when it finds no git: that is GitUnavailable too."""
+    probe = (
+        "from reconciler.git.command import GitUnavailable, read, run\n"
+        "for how in (run, read):\n"
+        "    try:\n        how(None, 'version', timeout=10)\n"
+        "    except GitUnavailable as error:\n        print(str(error).splitlines()[0][:38])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PATH": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)})
+    assert done.stdout == "git is not installed or not runnable (\n" * 2, done.stderr
 
 
 def test_git_never_prompts_and_gets_the_callers_environment_on_top(tmp_path: Path):
