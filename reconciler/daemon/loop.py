@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler import redaction
-from reconciler.config import STATE_DIR
 from reconciler.daemon.http import Endpoints, HttpServer, ListenError, RefusalLog
 from reconciler.daemon.notify import Notification, Notifier, events_after_apply
-from reconciler.git.info import credential_free_remote, without_credentials
+from reconciler.git.mirror import GitMirror, MirrorError
 from reconciler.lock import ApplyLock, Locked
 
 DAEMON_LOCK = "daemon.lock"
@@ -70,58 +69,6 @@ class DaemonConfig:
     @property
     def spec_root(self) -> Path:
         return self.checkout / self.path
-
-
-class GitMirror:
-    """The branch, fetched and reset into a checkout of its own. Untracked files survive a reset
-    except the state folder's siblings: `.tuneops/` (local backend state) is kept."""
-
-    def __init__(self, repo: str, branch: str, checkout: Path):
-        self.repo, self.branch, self.checkout = repo, branch, checkout
-        # A token in the remote travels in git's environment, not its command line or .git/config.
-        self.url, self.environment = credential_free_remote(repo, {**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-
-    def sync(self) -> str:
-        if not (self.checkout / ".git").is_dir():
-            self.checkout.parent.mkdir(parents=True, exist_ok=True)
-            self._git(None, "clone", "--quiet", "--no-checkout", self.url, str(self.checkout))
-        else:  # a checkout an earlier tuneops cloned kept the token in its config
-            self._git(self.checkout, "remote", "set-url", "origin", self.url)
-        self._git(
-            self.checkout,
-            "fetch",
-            "--quiet",
-            "--prune",
-            "origin",
-            f"+refs/heads/{self.branch}:refs/remotes/origin/{self.branch}",
-        )
-        return self.reset(f"origin/{self.branch}")
-
-    def reset(self, commit: str) -> str:
-        self._git(self.checkout, "reset", "--quiet", "--hard", commit)
-        self._git(self.checkout, "clean", "--quiet", "-fd", "-e", STATE_DIR)
-        return self._git(self.checkout, "rev-parse", "HEAD").strip()
-
-    def _git(self, cwd: Path | None, *args: str) -> str:
-        command = ["git", *(["-C", str(cwd)] if cwd else []), *args]
-        try:
-            done = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                env=self.environment,
-            )
-        except (OSError, subprocess.TimeoutExpired) as error:
-            raise DaemonError(f"git {args[0]} failed: {error}") from None
-        if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or ["no message"])[-1].replace(self.repo, self.shown)
-            raise DaemonError(f"git {args[0]} of {self.shown} ({self.branch}) failed: {why}")
-        return done.stdout
-
-    @property
-    def shown(self) -> str:
-        return without_credentials(self.repo)
 
 
 class Metrics:
@@ -208,7 +155,7 @@ class Daemon:
         started = time.monotonic()
         try:
             outcome = self._tick()
-        except DaemonError as error:
+        except (DaemonError, MirrorError) as error:
             self.say(f"error: {error}")
             self._last_error = str(error)
             outcome = "failed"

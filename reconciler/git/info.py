@@ -1,55 +1,38 @@
 """Which commit the specs were read at: recorded on every job, run and model version.
 
-Plain `git` subprocesses (three quick reads); outside a repository, or without git installed,
-the origin is simply unknown and jobs record that.
+Quick reads through reconciler/git/command.py's `read` (the control plane's way: no GitPython);
+outside a repository, or without git installed, the origin is simply unknown and jobs record that.
 """
 
 from __future__ import annotations
 
-import base64
-import os
-import subprocess
-from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from reconciler import redaction
+from reconciler.git.command import GitTimedOut, GitUnavailable, read
 from reconciler.jobs.jobfile import GitOrigin
 
-
-def credential_free_remote(remote: str,
-                           environment: Mapping[str, str] | None = None) -> tuple[str, dict[str, str]]:
-    """(URL, environment) to run git against an https remote whose URL holds a user and token:
-    the URL without them, and the environment with an Authorization header for that host only
-    (git's GIT_CONFIG_COUNT variables). The token then appears in no command line that `ps` shows,
-    and in no `.git/config` that a clone writes."""
-    base = dict(os.environ if environment is None else environment)
-    user, password = redaction.uri_credentials(remote)  # None for a malformed URL: git says why
-    parts = urlsplit(remote) if user is not None else None
-    if user is None or parts is None or parts.scheme not in ("http", "https"):
-        return remote, base
-    basic = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-    index = int(base.get("GIT_CONFIG_COUNT", "0") or 0)
-    host = parts.netloc.rpartition("@")[2]
-    base.update({"GIT_CONFIG_COUNT": str(index + 1),
-                 f"GIT_CONFIG_KEY_{index}": f"http.{parts.scheme}://{host}/.extraHeader",
-                 f"GIT_CONFIG_VALUE_{index}": f"Authorization: Basic {basic}"})
-    return redaction.without_credentials(remote), base
+READ_TIMEOUT_S = 20
 
 
 def _git(root: Path, *args: str, strip: bool = True) -> str | None:
     try:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
+        done = read(root, *args, timeout=READ_TIMEOUT_S)
+    except (GitUnavailable, GitTimedOut):
         return None
-    if done.returncode != 0:
+    if not done.ok:
         return None
-    return done.stdout.strip() if strip else done.stdout
+    return done.text.strip() if strip else done.text
 
 
 def repo_root(path: Path) -> Path | None:
     top = _git(path, "rev-parse", "--show-toplevel")
     return Path(top) if top else None
+
+
+def current_branch(path: Path) -> str | None:
+    """The branch checked out at `path`; None on a detached HEAD or outside a repository."""
+    return _git(path, "symbolic-ref", "--quiet", "--short", "HEAD")
 
 
 def git_origin(path: Path) -> GitOrigin:

@@ -1,19 +1,22 @@
 """The specs as they were at a Git ref, for `tuneops plan --base REF`.
 
 `git archive` writes the spec folder at REF (data files included: their digests are part of
-the fingerprints) into a temporary folder, which is then loaded like any project. Plain git
-subprocesses, as in gitinfo; nothing touches the working tree or the index.
+the fingerprints) into a temporary folder, which is then loaded like any project. Git runs
+through reconciler/git/command.py's `read` (`plan` is the control plane: no GitPython), the
+archive read from its output into tarfile; nothing touches the working tree or the index.
 """
 
 from __future__ import annotations
 
 import io
-import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.git.command import GitTimedOut, GitUnavailable, read
 from reconciler.git.info import repo_root
+
+ARCHIVE_TIMEOUT_S = 120
 
 
 class BaseRefError(RuntimeError):
@@ -48,7 +51,7 @@ def checkout_base(spec_root: Path, ref: str, into: Path) -> BaseCheckout:
 
 def _git(top: Path, *args: str) -> bytes | None:
     try:
-        done = subprocess.run(["git", "-C", str(top), *args], capture_output=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as error:
+        done = read(top, *args, timeout=ARCHIVE_TIMEOUT_S, binary=True)
+    except (GitUnavailable, GitTimedOut) as error:
         raise BaseRefError(f"cannot run git: {error}") from None
-    return done.stdout if done.returncode == 0 else None
+    return done.data if done.ok else None

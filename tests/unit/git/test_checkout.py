@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.git.checkout import CheckoutError, credential_helper, git_environment, is_ssh_remote
 from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget, SpecCheckout
-from reconciler.runtime.checkout import (
-    CheckoutError,
-    check_out,
-    credential_helper,
-    git_environment,
-    is_ssh_remote,
-)
+from reconciler.runtime.checkout import check_out
 from tests.conftest import run_tuneops
 from tests.support.reconcile_support import GIT_ENV
 
@@ -137,3 +132,17 @@ def test_ssh_needs_the_hosts_key_and_gets_a_private_copy_of_the_key(tmp_path: Pa
         in env["GIT_SSH_COMMAND"]
     )
     assert ((tmp_path / "id").stat().st_mode & 0o777) == 0o600  # ssh refuses a key others can read
+
+
+def test_without_git_in_the_image_the_checkout_says_so(remote, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch):
+    from reconciler.git import checkout as git_checkout
+    from reconciler.git.command import GitUnavailable
+
+    def no_git(*args: object, **kwargs: object) -> None:
+        raise GitUnavailable("git is not installed or not runnable (Bad git executable.)")
+
+    monkeypatch.setattr(git_checkout, "run", no_git)
+    bare, first = remote
+    with pytest.raises(CheckoutError, match="git is not installed in this image: the checkout needs it"):
+        check_out(job(str(bare), first, tmp_path / "pod", ("data/train.jsonl",)), tmp_path)

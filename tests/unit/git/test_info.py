@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from reconciler.git.info import git_origin, unpublished, without_credentials
+from reconciler.git.info import current_branch, git_origin, repo_root, unpublished, without_credentials
+from reconciler.jobs.jobfile import GitOrigin
+from tests.conftest import REPO_ROOT
 from tests.support.reconcile_support import GIT_ENV
 
 
@@ -72,3 +76,30 @@ def test_spec_files_are_published_once_committed_and_pushed(tmp_path: Path):
     assert unpublished(repo, paths) == ["data/train.jsonl: uncommitted changes",
                                         "models/tiny/tokenizer.json: not committed",
                                         "models/tiny/model.bin: ignored by .gitignore"]
+
+
+def test_outside_a_repository_the_origin_is_unknown(tmp_path: Path):
+    assert git_origin(tmp_path) == GitOrigin()
+    assert repo_root(tmp_path) is None and current_branch(tmp_path) is None
+    assert git_origin(tmp_path / "missing") == GitOrigin()
+
+
+def test_the_branch_is_named_and_a_detached_head_has_none(tmp_path: Path):
+    (tmp_path / "spec.yaml").write_text("a: 1\n")
+    _git(tmp_path, "init", "-q", "-b", "trunk")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-q", "-m", "specs")
+    assert current_branch(tmp_path) == "trunk" and repo_root(tmp_path / ".") == tmp_path.resolve()
+    _git(tmp_path, "checkout", "-q", "--detach", "HEAD")
+    assert current_branch(tmp_path) is None
+
+
+def test_without_git_installed_the_origin_is_unknown_not_a_traceback(tmp_path: Path):
+    """GitPython raises ImportError when it finds no git binary: that is "git not installed"."""
+    (tmp_path / "bin").mkdir()
+    probe = ("from pathlib import Path; from reconciler.git.info import git_origin, repo_root; "
+             "print(git_origin(Path('.')), repo_root(Path('.')))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PATH": str(tmp_path / "bin"), "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "repo=None commit=None dirty=False None\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.daemon.loop import DaemonError, GitMirror
+from reconciler.git.mirror import GitMirror, MirrorError
 from tests.conftest import run_tuneops
 from tests.support.reconcile_support import GIT_ENV
 
@@ -93,7 +93,7 @@ def test_a_checkout_that_kept_the_token_in_its_config_loses_it_on_the_next_sync(
 def test_without_the_token_the_remote_refuses_and_the_error_names_it_without_credentials(
         tmp_path: Path, token_remote):
     url, _, _ = token_remote
-    with pytest.raises(DaemonError) as refused:
+    with pytest.raises(MirrorError) as refused:
         GitMirror(url, "main", tmp_path / "cache" / "checkout").sync()
     assert f"git clone of {url} (main) failed" in str(refused.value)
 
@@ -118,3 +118,15 @@ def test_what_the_daemon_starts_inherits_neither_its_webhook_secret_nor_the_repo
     child = Daemon._child_env()
     assert "TUNEOPS_SPEC_REPO" not in child and "TUNEOPS_WEBHOOK_SECRET" not in child
     assert child["MLFLOW_TRACKING_URI"] == "http://mlflow.example.invalid"  # what applies need stays
+
+
+def test_without_git_installed_the_mirror_fails_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from reconciler.git import mirror
+    from reconciler.git.command import GitUnavailable
+
+    def no_git(*args: object, **kwargs: object) -> None:
+        raise GitUnavailable("git is not installed or not runnable (Bad git executable.)")
+
+    monkeypatch.setattr(mirror, "run", no_git)
+    with pytest.raises(MirrorError, match=r"^git clone failed: git is not installed or not runnable \(Bad"):
+        GitMirror(f"https://{TOKEN}@git.example.invalid/specs.git", "main", tmp_path / "checkout").sync()
