@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from reconciler.errors import PermanentError
 from reconciler.jobs.builder import JobBuilder, JobContext
 from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
@@ -26,11 +27,11 @@ PROGRESS_EVERY_S = 10.0  # how often a running fine-tune's progress is read from
 WORK = frozenset({Action.CREATE, Action.REBUILD, Action.RETRY, Action.WAIT, Action.UPDATE, Action.DELETE})
 
 
-class PruneRefused(RuntimeError):
+class PruneRefused(PermanentError, RuntimeError):
     """A prune that would delete more than allowed: refused unless forced."""
 
 
-class SourcesNotPublished(RuntimeError):
+class SourcesNotPublished(PermanentError, RuntimeError):
     """A job would check out spec-repository files that differ from, or are missing at, the
     remote's copy of the commit: it would train on other bytes than the plan fingerprinted."""
 

@@ -16,6 +16,7 @@ from types import MappingProxyType
 
 from reconciler import redaction
 from reconciler.config import PROJECT_FILE, STATE_DIR
+from reconciler.errors import PermanentError, TuneopsError
 from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.specs.validate import ValidationResult, validate_path
@@ -24,7 +25,7 @@ from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.store import tag_equals
 
 
-class ProjectInvalid(Exception):
+class ProjectInvalid(PermanentError):
     """The specs do not validate: nothing is planned or applied. Carries the validation result."""
 
     def __init__(self, result: ValidationResult):
@@ -32,7 +33,7 @@ class ProjectInvalid(Exception):
         self.result = result
 
 
-class ProjectError(RuntimeError):
+class ProjectError(TuneopsError, RuntimeError):
     """A project that cannot be worked on as configured (one line for the user)."""
 
 

@@ -34,6 +34,7 @@ from reconciler import redaction
 from reconciler.config import STATE_DIR
 from reconciler.daemon.http import Endpoints, HttpServer, ListenError, RefusalLog
 from reconciler.daemon.notify import Notification, Notifier, events_after_apply
+from reconciler.errors import TuneopsError
 from reconciler.git.info import credential_free_remote, without_credentials
 from reconciler.lock import ApplyLock, Locked
 
@@ -43,7 +44,7 @@ SPEC_REPO_ENV = "TUNEOPS_SPEC_REPO"  # --repo from the environment (cli.py), off
 DAEMON_ONLY_VARIABLES = frozenset({WEBHOOK_SECRET_ENV, SPEC_REPO_ENV})
 
 
-class DaemonError(RuntimeError):
+class DaemonError(TuneopsError, RuntimeError):
     """A setting or a repository the daemon cannot work with (one line)."""
 
 

@@ -13,10 +13,11 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.errors import PermanentError
 from reconciler.git.info import repo_root
 
 
-class BaseRefError(RuntimeError):
+class BaseRefError(PermanentError, RuntimeError):
     """A --base that cannot be read, in one line, with what to do."""
 
 

@@ -15,6 +15,8 @@ from pydantic import BaseModel as PydanticModel
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from reconciler.errors import PermanentError
+
 FORMAT_VERSION = 1
 JobKind = Literal["Dataset", "FineTune", "Evaluation", "Deployment"]
 # `tuneops run <command>` for each kind of resource that runs a job.
@@ -25,7 +27,7 @@ COMMAND_BY_KIND: dict[str, str] = {
 OUTPUT_FOLDER = {"Dataset": "datasets", "FineTune": "finetunes", "Evaluation": "evaluations"}
 
 
-class JobFileError(ValueError):
+class JobFileError(PermanentError, ValueError):
     """A job file that cannot be read: the message names the file and the field."""
 
 

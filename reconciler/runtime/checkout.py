@@ -17,12 +17,13 @@ import tempfile
 from pathlib import Path
 
 from reconciler.backends.kubernetes.render import GIT_CREDENTIALS_MOUNT
+from reconciler.errors import TuneopsError
 from reconciler.jobs.jobfile import JobFile
 
 GIT_TIMEOUT_S = 600
 
 
-class CheckoutError(RuntimeError):
+class CheckoutError(TuneopsError, RuntimeError):
     """The spec repository could not be checked out: the message says what to fix."""
 
 

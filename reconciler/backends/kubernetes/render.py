@@ -23,6 +23,7 @@ import yaml
 
 from reconciler.backends.kubernetes.crd_schemas import crd_problems, embedded_objects, operator_problems
 from reconciler.config import KubernetesSettings, ProjectSettings
+from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import OUTPUT_FOLDER, BaseModelRef, JobFile, ServeOptions
 from reconciler.specs.base import ResourceId
 from reconciler.specs.confinement import FILE_ROOTS_ENV
@@ -54,7 +55,7 @@ SHORT_KIND = {"Dataset": "dataset", "FineTune": "finetune", "Evaluation": "eval"
 _YAML_UNSAFE = {0x85, 0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF} | set(range(0x7F, 0xA0))
 
 
-class RenderError(ValueError):
+class RenderError(PermanentError, ValueError):
     """A template or value that cannot become a manifest (a bug in a template, or a setting)."""
 
 
