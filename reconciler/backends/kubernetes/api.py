@@ -69,7 +69,7 @@ class KubeApiError(BackendError):
 
     @property
     def retryable(self) -> bool:  # type: ignore[override] - throttled (429) or the server's fault (5xx)
-        return self.status == 429 or self.status >= 500
+        return self.status in RETRYABLE
 
 
 @dataclass
