@@ -268,7 +268,8 @@ class Daemon:
         steps = outcome.result.steps
         echo(f"\nApplied: {sum(1 for s in steps if s.outcome == 'done')} done, {len(outcome.result.failed)} "
              f"failed, {len(outcome.result.blocked)} blocked or skipped.")
-        echo("\n".join(endpoint_lines(project.specs, outcome.state_after)))
+        for line in endpoint_lines(project.specs, outcome.state_after):
+            echo(line)
         for step in outcome.result.failed:
             echo(f"error: {step.resource}: {redact(step.message)}")
         return outcome.failed

@@ -72,7 +72,7 @@ def run(command: str, path: Path) -> str:
         verdict = json.loads((output / "results.json").read_text())["verdict"]
         return f"evaluation {job.name}: {verdict} (report: {output / 'report.md'})"
     if command == "serve":
-        from reconciler.runtime import serve
+        from reconciler.runtime.serve import serve
 
         serve(job)
         return f"deployment {job.name}: stopped"
