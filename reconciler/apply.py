@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from reconciler.errors import PermanentError
 from reconciler.jobs.builder import JobBuilder, JobContext
 from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
@@ -27,11 +28,11 @@ PROGRESS_EVERY_S = 10.0  # how often a running fine-tune's progress is read from
 WORK = frozenset({Action.CREATE, Action.REBUILD, Action.RETRY, Action.WAIT, Action.UPDATE, Action.DELETE})
 
 
-class PruneRefused(RuntimeError):
+class PruneRefused(PermanentError, RuntimeError):
     """A prune that would delete more than allowed: refused unless forced."""
 
 
-class SourcesNotPublished(RuntimeError):
+class SourcesNotPublished(PermanentError, RuntimeError):
     """A job would check out spec-repository files that differ from, or are missing at, the
     remote's copy of the commit: it would train on other bytes than the plan fingerprinted."""
 
@@ -68,6 +69,11 @@ class ApplyResult:
     @property
     def blocked(self) -> list[StepResult]:
         return [s for s in self.steps if s.outcome in (Outcome.BLOCKED, Outcome.SKIPPED)]
+
+    def summary(self) -> str:
+        """The line an apply ends with, on the command line and in the daemon's log."""
+        done = sum(1 for s in self.steps if s.outcome == Outcome.DONE)
+        return f"Applied: {done} done, {len(self.failed)} failed, {len(self.blocked)} blocked or skipped."
 
 
 class Reporter:

@@ -16,19 +16,43 @@ from pathlib import Path
 import click
 
 from reconciler import __version__
+from reconciler.errors import EXIT_ERROR, TuneopsError
 
-EXIT_INVALID = 1
+EXIT_INVALID = EXIT_ERROR
 
 
-class UserError(click.ClickException):
+class UserError(TuneopsError, click.ClickException):
     """A mistake the user can fix: printed as one line, no traceback, exit 1."""
 
-    exit_code = EXIT_INVALID
+    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+        _say_error(self)
+
+
+def _say_error(error: TuneopsError) -> None:
+    from reconciler.redaction import redact
+
+    click.echo(f"error: {redact(error.one_line())}", err=True)
+
+
+class _Reported(click.ClickException):
+    """A TuneopsError on its way out through click: one line (and its hint), its exit code."""
+
+    def __init__(self, error: TuneopsError):
+        super().__init__(str(error))
+        self.error, self.exit_code = error, error.exit_code
 
     def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
-        from reconciler.redaction import redact
+        _say_error(self.error)
 
-        click.echo(f"error: {redact(self.format_message())}", err=True)
+
+class _Commands(click.Group):
+    """The one place that turns any TuneopsError a command raises into what the user sees."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except TuneopsError as error:
+            raise _Reported(error) from None
 
 
 _short_lived = False
@@ -58,7 +82,8 @@ SPEC_PATH = click.Path(exists=True, path_type=Path)
 FORMAT_HELP = "Output format."
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=_Commands,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tuneops")
 @click.option("--color/--no-color", default=None,
               help="Force colored output on or off (default: on for a terminal; NO_COLOR is honoured).")
@@ -89,35 +114,19 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_f
     when not.
     """
     short_lived()
+    from reconciler.project import Project
     from reconciler.specs.loader import ScopeError
     from reconciler.specs.report import validation_json, validation_text
-    from reconciler.specs.validate import validate_paths
 
     try:
-        result = validate_paths(list(paths) or [Path(".")], strict=strict)
+        result = Project.check(list(paths) or [Path(".")], strict=strict)
     except ScopeError as error:
         raise click.UsageError(str(error)) from None
-    _require_project(result)
-    result = with_capacity_check(result)
     if output_format == "json":
         click.echo(validation_json(result))
     else:
         click.echo(validation_text(result, color=_use_color(ctx)), color=_use_color(ctx))
     ctx.exit(0 if result.valid else EXIT_INVALID)
-
-
-def _require_project(result) -> None:  # noqa: ANN001 - ValidationResult, imported lazily
-    """One error for a folder that is no spec project, instead of one per unrelated YAML file."""
-    if not result.is_project:
-        from reconciler.project import NoProject
-
-        raise UserError(str(NoProject(result.specs.root, len(result.files))))
-
-
-def with_capacity_check(result):  # noqa: ANN001, ANN201 - ValidationResult, imported lazily
-    """Add the planner's verdict: FineTunes that cannot fit their declared GPUs."""
-    from reconciler.sizing import architectures, capacity
-    return result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
 
 
 @cli.command()
@@ -135,11 +144,10 @@ def graph(ctx: click.Context, path: Path, output_format: str) -> None:
     import json
 
     from reconciler.graph import DependencyGraph
+    from reconciler.project import Project
     from reconciler.specs.report import validation_text
-    from reconciler.specs.validate import validate_path
 
-    result = validate_path(path)
-    _require_project(result)
+    result = Project.check([path], capacity=False)
     if not result.valid:
         click.echo(validation_text(result, color=_use_color(ctx)), err=True)
         ctx.exit(EXIT_INVALID)
@@ -242,183 +250,20 @@ def _targets(values: tuple[str, ...]):  # noqa: ANN202
 def _load(ctx: click.Context, path: Path):  # noqa: ANN202 - Project
     """The validated project, or the validation report and exit 1: invalid specs are never
     planned or applied."""
-    from reconciler.project import NoProject, ProjectInvalid, load_project
+    from reconciler.project import Project, ProjectInvalid
+
+    try:
+        return Project.load(path)
+    except ProjectInvalid as invalid:
+        _invalid(ctx, invalid, "planned")
+
+
+def _invalid(ctx: click.Context, invalid, what: str) -> None:  # noqa: ANN001 - ProjectInvalid
     from reconciler.specs.report import validation_text
 
-    try:
-        return load_project(path)
-    except NoProject as error:
-        raise UserError(str(error)) from None
-    except ProjectInvalid as invalid:
-        click.echo(validation_text(invalid.result, color=_use_color(ctx)), err=True)
-        click.echo("error: the specs are invalid: nothing was planned", err=True)
-        ctx.exit(EXIT_INVALID)
-
-
-def _plan(project, *, offline: bool, options, creating: bool = False):  # noqa: ANN001, ANN202
-    """(plan, state, store, backend) for a project; reading state is the only I/O. Only `apply`
-    (`creating`) opens an embedded MLflow database that is not there yet: opening creates it, and
-    a plan or a status must leave a folder as it found it."""
-    from reconciler.plan.plan import build_plan
-    from reconciler.state import ActualState
-
-    if offline:
-        return build_plan(project.specs, project.graph, project.inputs, ActualState.unknown(), options), \
-            None, None, None
-    import sqlite3
-
-    from reconciler.backends.base import BackendError
-    from reconciler.project import ProjectError
-    from reconciler.tracking.store import TrackingError
-    from reconciler.tracking.vocabulary import TrackingUnavailable
-
-    try:
-        store = project.store() if creating or project.tracking_state_exists else None
-        backend = project.backend()
-        state = project.read_state(store, backend)
-    except (TrackingUnavailable, TrackingError, ProjectError, BackendError) as error:
-        raise UserError(str(error)) from None
-    except (OSError, sqlite3.Error) as error:
-        raise UserError(f"cannot read the local state in {project.state_dir}: {error}") from None
-    return build_plan(project.specs, project.graph, project.inputs, state, options), state, store, backend
-
-
-def _plan_against_base(project, ref: str, *, offline: bool, options):  # noqa: ANN001, ANN202
-    """(plan, state, base checkout): the head planned against the specs at `ref` taken as built
-    and serving; with state, a change back to a built fingerprint is free; with backend
-    kubernetes and --offline, the head's manifests must validate too."""
-    import dataclasses
-    import tempfile
-
-    from reconciler.git.ref import BaseRefError, checkout_base
-    from reconciler.plan.base import against_base, state_from_base
-    from reconciler.plan.plan import build_plan
-    from reconciler.project import NoProject, ProjectInvalid, load_project
-
-    with tempfile.TemporaryDirectory(prefix="tuneops-base-") as folder:
-        try:
-            base = checkout_base(project.root, ref, Path(folder))
-        except BaseRefError as error:
-            raise UserError(str(error)) from None
-        base_project = None
-        if base.root is not None:
-            try:
-                base_project = load_project(base.root)
-            except NoProject:  # no specs yet at the base: everything is new
-                pass
-            except ProjectInvalid as invalid:
-                click.echo(f"warning: the specs at {ref} do not validate ({len(invalid.result.errors)} "
-                           "error(s)): the change is compared with nothing built", err=True)
-        base_inputs = base_project.inputs if base_project is not None else {}
-        base_specs = base_project.specs if base_project is not None else project.specs
-        state = state_from_base(base_specs, base_inputs)
-    the_plan = build_plan(project.specs, project.graph, project.inputs, state,
-                          dataclasses.replace(options, prune=True))
-    real_state = None
-    if not offline:
-        _, real_state, *_ = _plan(project, offline=False, options=options)
-    elif project.settings.backend == "kubernetes":  # the CI dry-run's other half
-        _manifests(project, error_prefix="the Kubernetes manifests do not render: ")
-    the_plan = against_base(the_plan, base_inputs, project.specs, real_state)
-    if base_project is not None:
-        the_plan = dataclasses.replace(the_plan, settings_changes=_shown_settings_changes(
-            base_project.settings, project.settings))
-    return the_plan, real_state, base
-
-
-def _shown_settings_changes(before, after):  # noqa: ANN001, ANN202 - ProjectSettings
-    """tuneops.yaml's changed fields with any credential in their values masked."""
-    import dataclasses
-
-    from reconciler.plan.plan import settings_diff
-    from reconciler.redaction import redact
-
-    def masked(value):  # noqa: ANN001, ANN202
-        return redact(value) if isinstance(value, str) else value
-
-    return tuple(dataclasses.replace(change, before=masked(change.before), after=masked(change.after))
-                 for change in settings_diff(before, after))
-
-
-def _manifests(project, wanted=None, *, validate: bool = True,  # noqa: ANN001
-               error_prefix: str = "") -> list[dict]:
-    """The project's rendered objects (or those of `wanted`), checked against the Kubernetes
-    schemas unless told not to; every problem printed, then one UserError."""
-    from reconciler.backends.kubernetes.manifests import cluster_context, render_project
-    from reconciler.backends.kubernetes.render import RenderError
-    from reconciler.backends.kubernetes.validate import validate_manifests
-    from reconciler.git.info import git_origin, repo_root
-
-    try:
-        where = cluster_context(project.specs, git_origin(project.root), repo_root(project.root))
-        rendered = render_project(project.specs, project.inputs, where, wanted)
-    except RenderError as error:
-        raise UserError(f"{error_prefix}{error}") from None
-    objects = [obj for item in rendered for obj in item.objects]
-    if not validate:
-        return objects
-    try:
-        problems = validate_manifests(objects, project.settings.kubernetes.version)
-    except ImportError:
-        raise UserError("checking manifests needs kubernetes-validate: pip install 'tuneops[kubernetes]'"
-                        + ("" if error_prefix else " (or pass --no-validate)")) from None
-    if problems:
-        for problem in problems:
-            click.echo(f"error: {problem}", err=True)
-        raise UserError(f"{len(problems)} rendered object(s) do not validate against Kubernetes "
-                        f"{project.settings.kubernetes.version}")
-    return objects
-
-
-def _head_commit(project) -> str | None:  # noqa: ANN001
-    from reconciler.git.info import git_origin
-
-    return git_origin(project.root).commit
-
-
-def _plan_options(project, *, prune: bool, retry_failed: bool = False, target=None):  # noqa: ANN001, ANN202
-    from reconciler.plan.plan import PlanOptions
-
-    settings = project.settings
-    unknown = [str(rid) for rid in target or () if rid not in project.specs]
-    if unknown:
-        raise UserError(f"--target {', '.join(unknown)}: no such spec under {project.root} "
-                        "(`tuneops graph` lists them)")
-    return PlanOptions(prune=prune or settings.prune.enabled, max_attempts=settings.max_attempts,
-                       retry_failed=retry_failed, target=target,
-                       multi_node=project.settings.backend == "kubernetes")
-
-
-def _plan_header(project, offline: bool) -> str:  # noqa: ANN001
-    from reconciler.git.info import git_origin
-    from reconciler.specs.loader import display_path
-    from reconciler.tracking.vocabulary import redact_uri
-
-    origin = git_origin(project.root)
-    commit = (f"at commit {origin.commit[:12]}" + (" + uncommitted changes" if origin.dirty else "")) \
-        if origin.commit else "(not in a Git repository)"
-    where = "state not read (--offline)" if offline else \
-        f"state from MLflow {redact_uri(project.tracking_uri)} and the {project.settings.backend} backend"
-    folder = display_path(project.root).rstrip("/") + "/"  # `specs in specs/`: a folder, not a word
-    return f"specs in {folder} {commit}; {where}"
-
-
-def _estimates(project, the_plan, state=None):  # noqa: ANN001, ANN202
-    """The planner's figures for each FineTune the plan would train, by ResourceId."""
-    from reconciler.plan.plan import Action
-    from reconciler.sizing import architectures
-    from reconciler.sizing.dataset_rows import train_rows
-    from reconciler.sizing.estimates import estimates_for
-    from reconciler.specs.base import ResourceId
-
-    training = {a.resource.name for a in the_plan.actions if a.resource.kind == "FineTune"
-                and a.action in (Action.CREATE, Action.REBUILD, Action.RETRY)}
-    if not training:
-        return {}
-    found = estimates_for(project.specs, architectures.architectures(project.specs, fetch=state is not None),
-                          train_rows(project.specs, project.inputs, state), project.settings.planner,
-                          names=training)
-    return {ResourceId("FineTune", name): estimate for name, estimate in found.items()}
+    click.echo(validation_text(invalid.result, color=_use_color(ctx)), err=True)
+    click.echo(f"error: the specs are invalid: nothing was {what}", err=True)
+    ctx.exit(EXIT_INVALID)
 
 
 TARGET_HELP = "Only this resource and what it depends on (KIND/NAME; repeatable)."
@@ -455,27 +300,16 @@ def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: 
     from reconciler.plan.report import plan_json, plan_markdown, plan_text
 
     project = _load(ctx, path)
-    options = _plan_options(project, prune=prune, target=_targets(targets))
-    base = None
-    if base_ref:
-        the_plan, state, base = _plan_against_base(project, base_ref, offline=offline, options=options)
-    else:
-        the_plan, state, *_ = _plan(project, offline=offline, options=options)
-    header = _plan_header(project, offline)
-    if base is not None:
-        header = f"{header}; compared with {base.ref} ({base.commit[:12]})"
-    estimates = _estimates(project, the_plan, state)
+    planned = project.plan(base_ref, offline=offline, targets=_targets(targets), prune=prune,
+                           warn=lambda line: click.echo(line, err=True))
     if output_format == "json":
-        source = {"path": str(project.root), "header": header, "head_commit": _head_commit(project)}
-        if base is not None:
-            source |= {"base_ref": base.ref, "base_commit": base.commit}
-        click.echo(json.dumps(plan_json(the_plan, source, estimates), indent=2))
+        click.echo(json.dumps(plan_json(planned.plan, planned.source(), planned.estimates()), indent=2))
     elif output_format == "markdown":
-        click.echo(plan_markdown(the_plan, header, estimates))
+        click.echo(plan_markdown(planned.plan, planned.header, planned.estimates()))
     else:
-        click.echo(plan_text(the_plan, header, color=_use_color(ctx), estimates=estimates),
-                   color=_use_color(ctx))
-    ctx.exit(2 if detailed_exitcode and the_plan.has_changes else 0)
+        click.echo(plan_text(planned.plan, planned.header, color=_use_color(ctx),
+                             estimates=planned.estimates()), color=_use_color(ctx))
+    ctx.exit(2 if detailed_exitcode and planned.plan.has_changes else 0)
 
 
 @cli.command()
@@ -500,12 +334,7 @@ def render(ctx: click.Context, path: Path, targets: tuple[str, ...], out_dir: Pa
     from reconciler.backends.kubernetes.yaml_out import to_yaml
     from reconciler.fileio import write_text_atomic
 
-    project = _load(ctx, path)
-    wanted = _targets(targets)
-    unknown = [str(rid) for rid in wanted or () if rid not in project.specs]
-    if unknown:
-        raise UserError(f"--target {', '.join(unknown)}: no such spec under {project.root}")
-    objects = _manifests(project, wanted, validate=not no_validate)
+    objects = _load(ctx, path).render(_targets(targets), validate=not no_validate)
     if out_dir is None:
         click.echo(to_yaml(objects), nl=False)
         return
@@ -536,39 +365,15 @@ def estimate(ctx: click.Context, fine_tune: str, path: Path, output_format: str,
     short_lived()
     import json
 
-    from reconciler.sizing import architectures
-    from reconciler.sizing.dataset_rows import train_rows
-    from reconciler.sizing.estimates import estimate_fine_tune
+    from reconciler.project import Project, ProjectInvalid
     from reconciler.sizing.report import estimate_json, estimate_text
-    from reconciler.specs.base import ResourceId
-    from reconciler.specs.finetune import FineTuneResource
-    from reconciler.specs.report import validation_text
-    from reconciler.specs.validate import validate_path
 
-    name = fine_tune.removeprefix("FineTune/")
-    result = validate_path(path)  # without the capacity check: a FineTune that does not fit is shown
-    _require_project(result)
-    if not result.valid:
-        click.echo(validation_text(result, color=_use_color(ctx)), err=True)
-        click.echo("error: the specs are invalid: nothing was estimated", err=True)
-        ctx.exit(EXIT_INVALID)
-    specs = result.specs
-    resource = specs.resource(ResourceId("FineTune", name), FineTuneResource)
-    if resource is None:
-        known = ", ".join(loaded.id.name for loaded in specs.of_kind("FineTune")) or "none"
-        raise UserError(f"no FineTune named '{name}' under {path} (FineTunes: {known})")
-    settings = specs.settings.planner
-    if mfu is not None and resource.spec.resources.gpu_product:
-        product = resource.spec.resources.gpu_product
-        settings = settings.model_copy(update={"mfu": {**settings.mfu, product: mfu}})
-    elif mfu is not None:
-        raise UserError("--mfu needs resources.gpuProduct on the FineTune: GPU-hours are per GPU product")
-    found = estimate_fine_tune(specs, resource, architectures.architectures(specs, fetch=True),
-                               train_rows(specs), settings)
-    if output_format == "json":
-        click.echo(json.dumps(estimate_json(found), indent=2))
-    else:
-        click.echo(estimate_text(found))
+    try:
+        found = Project.estimate(path, fine_tune, mfu=mfu)
+    except ProjectInvalid as invalid:
+        _invalid(ctx, invalid, "estimated")
+    click.echo(json.dumps(estimate_json(found), indent=2) if output_format == "json"
+               else estimate_text(found))
 
 
 @cli.command()
@@ -594,75 +399,54 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     import signal
     import threading
 
-    from reconciler.apply import Executor, LiveReporter, Outcome, PruneRefused, Reporter, check_prune
-    from reconciler.backends.kubernetes.render import RenderError
-    from reconciler.git.info import git_origin
-    from reconciler.lock import ApplyLock, Locked
+    from reconciler.apply import LiveReporter, Reporter
     from reconciler.plan.report import plan_text
     from reconciler.redaction import redact
+    from reconciler.tracking.sample_request import endpoint_lines
 
     project = _load(ctx, path)
-    lock = ApplyLock(project.state_dir)
-    try:
-        lock.acquire()
-    except Locked as error:
-        raise UserError(str(error)) from None
-    except OSError as error:
-        raise UserError(f"cannot lock {lock.path}: {error.strerror or error}") from None
-    try:
-        options = _plan_options(project, prune=prune, retry_failed=retry_failed, target=_targets(targets))
-        the_plan, _state, store, backend = _plan(project, offline=False, options=options, creating=True)
-        click.echo(plan_text(the_plan, _plan_header(project, False), color=_use_color(ctx),
-                             estimates=_estimates(project, the_plan, _state)), color=_use_color(ctx))
-        if not the_plan.has_changes and not any(a.action == "wait" for a in the_plan.actions):
-            blocked = [a for a in the_plan.actions if a.action in ("blocked", "suspended")]
-            click.echo(f"Nothing can be applied: {len(blocked)} blocked or suspended (see above)." if blocked
-                       else "Nothing to do: everything is up to date.")
-            _print_endpoints(project, _state)
-            return
-        try:
-            live = [s for s in _state.backend.servers if s.is_live]
-            live += [j for j in _state.backend.jobs if j.is_live]
-            check_prune(the_plan, project.settings.prune.max_deletes, force, len(live))
-        except PruneRefused as error:
-            raise UserError(str(error)) from None
+    stop = threading.Event()
+
+    def interrupted(signum, frame) -> None:  # noqa: ANN001, ARG001
+        stop.set()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
+        click.echo("stopping after the current steps (Ctrl-C again to quit now): running jobs keep "
+                   "running and the next apply adopts them", err=True)
+
+    def go_ahead(planned) -> bool:  # noqa: ANN001 - PlannedProject
         if not yes and not _confirm("\nApply this plan?"):
             click.echo("Nothing applied.")
-            return
-        stop = threading.Event()
-
-        def interrupted(signum, frame):  # noqa: ANN001, ARG001
-            stop.set()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
-            click.echo("stopping after the current steps (Ctrl-C again to quit now): running jobs keep "
-                       "running and the next apply adopts them", err=True)
-
+            return False
         signal.signal(signal.SIGTERM, interrupted)
         signal.signal(signal.SIGINT, interrupted)
         click.echo("")
-        from reconciler.tracking.store import TrackingError
-        from reconciler.tracking.vocabulary import TrackingUnavailable
+        return True
 
-        reporter = LiveReporter() if sys.stdout.isatty() and not os.environ.get("TUNEOPS_PLAIN") \
-            else Reporter(click.echo)
-        try:
-            executor = Executor(project, the_plan, backend, store, git_origin(project.root), reporter,
-                                max_parallel=_max_parallel(project.settings),
-                                max_attempts=project.settings.max_attempts, stop=stop)
-            with reporter:
-                result = executor.run()
-        except (TrackingUnavailable, TrackingError, RenderError) as error:  # RenderError: cluster settings
-            raise UserError(str(error)) from None
-        done = sum(1 for s in result.steps if s.outcome == Outcome.DONE)
-        click.echo(f"\nApplied: {done} done, {len(result.failed)} failed, {len(result.blocked)} blocked or "
-                   "skipped.")
-        _print_endpoints(project, _state_after_apply(project, store, backend))
-        if result.failed:
-            for step in result.failed:
-                click.echo(f"error: {step.resource}: {redact(step.message)}", err=True)
-            ctx.exit(EXIT_INVALID)
-    finally:
-        lock.release()
+    color = _use_color(ctx)
+    reporter = LiveReporter() if sys.stdout.isatty() and not os.environ.get("TUNEOPS_PLAIN") \
+        else Reporter(click.echo)
+    outcome = project.apply(
+        targets=_targets(targets), prune=prune, force=force, retry_failed=retry_failed, reporter=reporter,
+        stop=stop, go_ahead=go_ahead, shown=lambda planned: click.echo(
+            plan_text(planned.plan, planned.header, color=color, estimates=planned.estimates()), color=color))
+    if outcome.nothing_to_apply:
+        blocked = [a for a in outcome.planned.plan.actions if a.action in ("blocked", "suspended")]
+        click.echo(f"Nothing can be applied: {len(blocked)} blocked or suspended (see above)." if blocked
+                   else "Nothing to do: everything is up to date.")
+        _echo_lines(endpoint_lines(project.specs, outcome.planned.state))
+    if outcome.result is None:
+        return
+    result = outcome.result
+    click.echo("\n" + result.summary())
+    _echo_lines(endpoint_lines(project.specs, outcome.state_after))
+    for step in result.failed:
+        click.echo(f"error: {step.resource}: {redact(step.message)}", err=True)
+    ctx.exit(EXIT_INVALID if result.failed else 0)
+
+
+def _echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
 
 
 def _confirm(question: str) -> bool:
@@ -678,45 +462,6 @@ def _confirm(question: str) -> bool:
                         "(pass --yes to apply without asking)") from None
 
 
-def _max_parallel(settings) -> int:  # noqa: ANN001 - ProjectSettings
-    """Jobs apply runs at once: this machine's share, or what the cluster (and its queues) takes."""
-    if settings.backend == "kubernetes":
-        return settings.kubernetes.max_parallel
-    return settings.local.max_parallel
-
-
-def _state_after_apply(project, store, backend):  # noqa: ANN001, ANN202 - ActualState
-    """What serves now and what scored it; the servers alone when MLflow cannot be read."""
-    if backend is None:
-        return None
-    from reconciler.state import ActualState
-
-    try:
-        return project.read_state(store, backend)
-    except Exception:  # noqa: BLE001 - the endpoints are a courtesy: the apply itself is done
-        return ActualState({}, {}, {}, backend.observe())
-
-
-def _print_endpoints(project, state) -> None:  # noqa: ANN001 - Project, ActualState
-    """Where each Deployment answers, with a request the reader can paste that shows what was
-    trained: a question its Evaluation asked, decoded as it decoded (tracking/sample_request.py)."""
-    if state is None:
-        return
-    from reconciler.specs.base import ResourceId
-    from reconciler.specs.deployment import DeploymentResource
-    from reconciler.tracking.sample_request import curl, sample_request
-
-    for server in state.backend.servers:
-        deployment = project.specs.resource(ResourceId("Deployment", server.name), DeploymentResource)
-        if server.phase != "serving" or deployment is None or server.url is None:
-            continue
-        request = sample_request(deployment, server, state)
-        click.echo(f"{server.name}: serving {server.model_version} at {server.url}")
-        for line in request.note.splitlines():
-            click.echo(f"  # {line}")
-        click.echo(f"  {curl(server.url, server.name, request)}")
-
-
 @cli.command()
 @click.argument("path", type=SPEC_PATH, default=".")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
@@ -726,14 +471,10 @@ def status(ctx: click.Context, path: Path, output_format: str) -> None:
     """Show each resource's phase: Ready, Running (with progress and ETA), Pending, Failed,
     Blocked or Suspended, with its model version, last run and the URL of each Deployment."""
     import json
-    import time
 
-    from reconciler.status import status_rows, status_text
+    from reconciler.status import status_text
 
-    project = _load(ctx, path)
-    the_plan, state, _store, _backend = _plan(project, offline=False,
-                                              options=_plan_options(project, prune=False))
-    rows = status_rows(the_plan, state, time.time())
+    rows = _load(ctx, path).status()
     if output_format == "json":
         click.echo(json.dumps({"version": 1, "resources": [row.to_json() for row in rows]}, indent=2))
     else:
@@ -759,84 +500,23 @@ def logs(resource: str, path: Path | None, path_option: Path | None, follow: boo
     Which run: the one at the fingerprint the specs ask for now (after a rollback, the version
     serving), or with --version N the one of that model version; failing both, the newest. A
     note on standard error says which it is."""
-    from reconciler.backends.base import BackendError
-    from reconciler.project import ProjectError, unvalidated_project
-    from reconciler.specs.rules import DefinedNames
-    from reconciler.tracking.store import TrackingError
-    from reconciler.tracking.vocabulary import TrackingUnavailable
+    from reconciler.project import Project
 
     if path is not None and path_option is not None:
         raise click.UsageError("give the path once: as an argument (--path is its old spelling)")
     if path_option is not None:
         click.echo("note: --path is deprecated: give the path as an argument, "
                    f"`tuneops logs {resource} {path_option}`", err=True)
-    path = path or path_option or Path(".")
     rid = _resource_id(resource)
     if version is not None and rid.kind not in ("FineTune", "Evaluation"):
         raise click.UsageError(f"--version picks a model version: it applies to a FineTune (the version it "
                                f"built) or an Evaluation (the version it scored), not a {rid.kind}")
-    try:
-        backend, loaded = unvalidated_project(path)
-        defined = loaded.declared | {spec.id for spec in loaded.specs}
-        if rid not in defined:
-            hint = DefinedNames(defined).hint(rid)
-            raise UserError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
-        if rid.kind == "BaseModel":
-            raise UserError(f"{rid} has no log: a BaseModel is read where it is, by the jobs that use it "
-                            "(see `tuneops logs FineTune/NAME`)")
-        if version is not None:
-            lines, note = _logs_of_version(backend, loaded, rid, version, tail=tail, follow=follow)
-        else:
-            lines, note = _logs_of_wanted_run(backend, path, rid, tail=tail, follow=follow)
-        if lines is None:
-            raise UserError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
-        if note:
-            click.echo(f"note: {note}", err=True)
-        for line in lines:  # the backends redact what the job printed (redaction.redact_lines)
-            click.echo(line, nl=False)
-    except (ProjectError, BackendError, TrackingUnavailable, TrackingError) as error:
-        raise UserError(str(error)) from None
-
-
-def _logs_of_version(backend, loaded, rid, version: int, **how):  # noqa: ANN001, ANN202
-    """(lines, note) of the run of model version `version`, or a UserError that lists the built ones."""
-    from reconciler.project import built_versions
-
-    runs = built_versions(loaded.settings, loaded.root, rid.kind, rid.name)
-    chosen = next((run for run in runs if run.model_version and run.version_number == version), None)
-    what = "built" if rid.kind == "FineTune" else "scored"
-    if chosen is None:
-        numbers = sorted({run.version_number for run in runs if run.model_version})
-        listed = (f"versions {what}: {', '.join(map(str, numbers))}" if numbers
-                  else f"no version {what} yet")
-        raise UserError(f"{rid} has no version {version} ({listed}; see `tuneops status`)")
-    lines = backend.logs(rid.kind, rid.name, fingerprint=chosen.fingerprint, **how)
-    if lines is None:
-        raise UserError(f"no log of {rid} for {chosen.model_version} here: the run that {what} it "
-                        f"(fingerprint {chosen.fingerprint[:12]}) left no log on this backend")
-    return lines, f"{rid}: the run that {what} {chosen.model_version} (fingerprint {chosen.fingerprint[:12]})"
-
-
-def _logs_of_wanted_run(backend, path: Path, rid, **how):  # noqa: ANN001, ANN202
-    """(lines, note): the run at the fingerprint the specs ask for, else the newest run. Specs
-    being edited (not valid now) still get a log: the newest."""
-    from reconciler.project import ProjectError, ProjectInvalid, load_project
-
-    fingerprint = None
-    try:
-        project = load_project(path)
-        if rid in project.inputs:
-            fingerprint = project.fingerprint(rid)
-    except (ProjectInvalid, ProjectError):
-        pass
-    if fingerprint is not None:
-        lines = backend.logs(rid.kind, rid.name, fingerprint=fingerprint, **how)
-        if lines is not None:
-            return lines, f"{rid}: the run at the fingerprint the specs ask for ({fingerprint[:12]})"
-    lines = backend.logs(rid.kind, rid.name, **how)
-    why = ("the specs do not validate now" if fingerprint is None
-           else f"none at the fingerprint the specs ask for ({fingerprint[:12]}) yet")
-    return lines, f"{rid}: the newest run ({why})" if lines is not None else None
+    lines, note = Project.logs(path or path_option or Path("."), rid, version=version, tail=tail,
+                               follow=follow)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    for line in lines:  # the backends redact what the job printed (redaction.redact_lines)
+        click.echo(line, nl=False)
 
 
 @cli.command()
@@ -850,34 +530,17 @@ def stop(path: Path, targets: tuple[str, ...]) -> None:
     `tuneops apply` starts the servers again (a stopped job resumes from its checkpoint).
     Use `suspend: true` in a spec to keep apply from starting it.
     """
-    from reconciler.project import ProjectError, project_backend
+    from reconciler.project import Project
 
-    wanted = _targets(targets)
-    from reconciler.backends.base import BackendError
-
-    try:
-        backend = project_backend(path)
-        state = backend.observe()
-    except (ProjectError, BackendError) as error:
-        raise UserError(str(error)) from None
-    except OSError as error:
-        raise UserError(f"cannot read the local state: {error}") from None
-    live = {(("Deployment", s.name)) for s in state.servers if s.is_live}
-    live |= {(j.kind, j.name) for j in state.jobs if j.is_live}
+    stopping = Project.stop(path, _targets(targets))
     stopped = 0
-    for kind, name in sorted(live):
-        if wanted is not None and (kind, name) not in {(t.kind, t.name) for t in wanted}:
-            continue
-        try:
-            handles = backend.stop(kind, name)
-        except BackendError as error:
-            raise UserError(f"{kind}/{name}: {error}") from None
+    for kind, name in stopping.chosen():
+        handles = stopping.stop(kind, name)
         stopped += len(handles)
         click.echo(f"{kind}/{name}: stopped {', '.join(handles)}")
-    for target in sorted(wanted or ()):
-        if (target.kind, target.name) not in live:  # a typo, or already stopped: say so, by name
-            click.echo(f"{target}: not running (`tuneops status` lists what runs)")
-    if not stopped and not wanted:
+    for target in stopping.not_running():  # a typo, or already stopped: say so, by name
+        click.echo(f"{target}: not running (`tuneops status` lists what runs)")
+    if not stopped and not stopping.wanted:
         click.echo("nothing is running")
 
 
@@ -924,7 +587,7 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
     missing = [name for name in ("prometheus_client", "uvicorn") if find_spec(name) is None]
     if missing:
         raise UserError(f"tuneops reconcile needs {' and '.join(missing)}: pip install 'tuneops[daemon]'")
-    from reconciler.daemon.loop import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig, DaemonError
+    from reconciler.daemon.loop import WEBHOOK_SECRET_ENV, Daemon, DaemonConfig
 
     if hasattr(sys.stdout, "reconfigure"):  # a log read live (kubectl logs, a file): line by line
         sys.stdout.reconfigure(line_buffering=True)
@@ -948,13 +611,7 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
                     say=lambda line: click.echo(line))
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop())
-    from reconciler.backends.base import BackendError
-
-    try:
-        code = daemon.run()
-    except (BackendError, DaemonError) as error:  # the Lease's cluster refuses; --listen's port is taken
-        raise UserError(str(error)) from None
-    ctx.exit(code)
+    ctx.exit(daemon.run())  # a Lease's cluster that refuses, a --listen port taken: one error line
 
 
 @cli.command(name="run")
@@ -970,15 +627,10 @@ def run_job(command: str, job_file: Path) -> None:
     repository's files the job reads out at the job's commit. Exits 0 when the job is done (an
     evaluation whose gates failed is done: the verdict is recorded), 1 when it could not run.
     """
+    from reconciler.redaction import redact
     from reconciler.runtime import entry
 
-    try:
-        summary = entry.run(command, job_file)
-    except entry.user_error_types() as error:
-        raise UserError(str(error)) from None
-    from reconciler.redaction import redact
-
-    click.echo(redact(summary))
+    click.echo(redact(entry.run(command, job_file)))  # its errors say what to fix, in one line
 
 
 @cli.command(name="pin")
@@ -1058,16 +710,12 @@ def main() -> None:
 def _users_problem(error: Exception) -> str | None:
     """The message for an error that reached `main` but is the user's to fix, or None for a bug:
     a file that cannot be read or written (permissions, a folder where a file belongs), a
-    state database that is damaged or cannot be opened, and the errors of the project, MLflow
-    and the backend that the commands report as one line. Commands catch these where they can
-    say more; this is the net for the places that cannot."""
-    from reconciler.backends.base import BackendError
-    from reconciler.project import ProjectError
+    state database that is damaged or cannot be opened, and any TuneopsError raised outside a
+    command. Commands catch these where they can say more; this is the net for the places that
+    cannot."""
     from reconciler.state_files import is_state_database_error, sqlite_cause
-    from reconciler.tracking.store import TrackingError
-    from reconciler.tracking.vocabulary import TrackingUnavailable
 
-    if isinstance(error, ProjectError | BackendError | TrackingError | TrackingUnavailable):
+    if isinstance(error, TuneopsError):
         return str(error)
     if isinstance(error, OSError) and error.filename is not None:
         target = f"{error.filename} -> {error.filename2}" if error.filename2 else str(error.filename)

@@ -12,10 +12,12 @@ import fcntl
 import os
 from pathlib import Path
 
+from reconciler.errors import TemporaryError
+
 LOCK_FILE = "apply.lock"
 
 
-class Locked(RuntimeError):
+class Locked(TemporaryError, RuntimeError):
     """Another apply holds the lock; the message names its PID and start time."""
 
 

@@ -2,20 +2,26 @@
 
 The edges the reconciler reads from sit here: the spec files, local source digests, the MLflow
 URI (explicit, MLFLOW_TRACKING_URI, or the embedded `sqlite:///<root>/.tuneops/mlflow.db`), the
-storage root and the backend. `plan`, `apply` and `status` all start from `load_project`.
+storage root and the backend. `Project` is also the façade the command line and the daemon call:
+`Project.load(path)`, then `validate()`, `plan(base=)`, `apply()`, `status()`, `render()`, and
+`estimate`, `stop`, `logs` on a path whose specs need not validate.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from reconciler import redaction
 from reconciler.config import PROJECT_FILE, STATE_DIR
+from reconciler.errors import PermanentError, TuneopsError
 from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.specs.validate import ValidationResult, validate_path
@@ -23,8 +29,14 @@ from reconciler.state import BUILT_KINDS, ActualState, BuiltRun, RunProgress, bu
 from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.store import tag_equals
 
+if TYPE_CHECKING:
+    from reconciler.apply import Reporter
+    from reconciler.applying import ApplyOutcome
+    from reconciler.backends.stopping import Stopping
+    from reconciler.plan.planning import PlannedProject
 
-class ProjectInvalid(Exception):
+
+class ProjectInvalid(PermanentError):
     """The specs do not validate: nothing is planned or applied. Carries the validation result."""
 
     def __init__(self, result: ValidationResult):
@@ -32,7 +44,7 @@ class ProjectInvalid(Exception):
         self.result = result
 
 
-class ProjectError(RuntimeError):
+class ProjectError(TuneopsError, RuntimeError):
     """A project that cannot be worked on as configured (one line for the user)."""
 
 
@@ -158,6 +170,151 @@ class Project:
         state = read_actual_state(store, self.experiment, observed)
         return with_missing_outputs(state) if self.settings.backend == "local" else state
 
+    # -- the façade: what the command line and the daemon call ------------------------------
+
+    @classmethod
+    def load(cls, path: Path, *, strict: bool = False) -> Project:
+        """The validated project at `path`: NoProject, or ProjectInvalid with the report."""
+        return load_project(path, strict=strict)
+
+    @staticmethod
+    def check(paths: list[Path], *, strict: bool = False, capacity: bool = True) -> ValidationResult:
+        """The validation of spec folders or files (`tuneops validate`), with the planner's
+        verdict on FineTunes that cannot fit their GPUs unless `capacity` is False; NoProject
+        for a folder that is no spec project."""
+        from reconciler.specs.validate import validate_paths
+
+        result = validate_paths(paths, strict=strict)
+        if not result.is_project:
+            raise NoProject(result.specs.root, len(result.files))
+        return with_capacity_check(result) if capacity else result
+
+    def validate(self) -> ValidationResult:
+        """The verdict this project was loaded with (valid, perhaps with warnings)."""
+        return self.validation
+
+    def plan(self, base: str | None = None, *, offline: bool = False, targets: frozenset | None = None,
+             prune: bool = False, retry_failed: bool = False, creating: bool = False,
+             warn: Callable[[str], None] = lambda line: None) -> PlannedProject:
+        """What apply would do: against the actual state (none `offline`), or with `base` (a Git
+        ref) the change since that ref. `warn` hears that the specs at the base do not validate."""
+        from reconciler.plan.planning import plan_against_base, plan_options, plan_project
+
+        options = plan_options(self, prune=prune, retry_failed=retry_failed, target=targets)
+        if base is None:
+            return plan_project(self, options, offline=offline, creating=creating)
+
+        def load_base(root: Path) -> Project | None:
+            try:
+                return load_project(root)
+            except NoProject:  # no specs yet at the base: everything is new
+                return None
+            except ProjectInvalid as invalid:
+                warn(f"warning: the specs at {base} do not validate ({len(invalid.result.errors)} "
+                     "error(s)): the change is compared with nothing built")
+                return None
+
+        return plan_against_base(self, base, offline=offline, options=options, load_base=load_base)
+
+    def apply(self, *, targets: frozenset | None = None, prune: bool = False, force: bool = False,
+              retry_failed: bool = False, reporter: Reporter, stop: threading.Event | None = None,
+              shown: Callable[[PlannedProject], None] = lambda planned: None,
+              go_ahead: Callable[[PlannedProject], bool] = lambda planned: True) -> ApplyOutcome:
+        """Plan and run the plan's steps under the project's apply lock: `shown` sees the plan,
+        a prune beyond prune.maxDeletes is refused unless `force`, `go_ahead` may decline."""
+        from reconciler.applying import apply_project
+
+        return apply_project(self, targets=targets, prune=prune, force=force, retry_failed=retry_failed,
+                             reporter=reporter, stop=stop, shown=shown, go_ahead=go_ahead)
+
+    def status(self) -> list:
+        """Each resource's phase, progress and model version (status.StatusRow)."""
+        import time
+
+        from reconciler.status import status_rows
+
+        planned = self.plan()
+        return status_rows(planned.plan, planned.state, time.time())
+
+    def render(self, targets: frozenset | None = None, *, validate: bool = True) -> list[dict]:
+        """The Kubernetes manifests of the project (or of `targets`), checked unless told not to."""
+        from reconciler.backends.kubernetes.project_manifests import project_manifests
+
+        unknown = [str(rid) for rid in targets or () if rid not in self.specs]
+        if unknown:
+            raise TuneopsError(f"--target {', '.join(unknown)}: no such spec under {self.root}")
+        return project_manifests(self, targets, validate=validate)
+
+    @staticmethod
+    def estimate(path: Path, fine_tune: str, *, mfu: float | None = None):  # noqa: ANN205 - Estimate
+        """What a FineTune needs before it is scheduled. Its project is validated without the
+        capacity check (a FineTune that does not fit is shown); ProjectInvalid otherwise."""
+        from reconciler.sizing import architectures
+        from reconciler.sizing.dataset_rows import train_rows
+        from reconciler.sizing.estimates import estimate_fine_tune
+        from reconciler.specs.base import ResourceId
+        from reconciler.specs.finetune import FineTuneResource
+
+        result = Project.check([path], capacity=False)
+        if not result.valid:
+            raise ProjectInvalid(result)
+        specs, name = result.specs, fine_tune.removeprefix("FineTune/")
+        resource = specs.resource(ResourceId("FineTune", name), FineTuneResource)
+        if resource is None:
+            known = ", ".join(loaded.id.name for loaded in specs.of_kind("FineTune")) or "none"
+            raise TuneopsError(f"no FineTune named '{name}' under {path} (FineTunes: {known})")
+        settings, product = specs.settings.planner, resource.spec.resources.gpu_product
+        if mfu is not None and product:
+            settings = settings.model_copy(update={"mfu": {**settings.mfu, product: mfu}})
+        elif mfu is not None:
+            raise TuneopsError("--mfu needs resources.gpuProduct on the FineTune: GPU-hours are per GPU "
+                               "product")
+        return estimate_fine_tune(specs, resource, architectures.architectures(specs, fetch=True),
+                                  train_rows(specs), settings)
+
+    @staticmethod
+    def stop(path: Path, targets: frozenset | None = None) -> Stopping:
+        """The live servers and running jobs of the project at `path` (its specs need not
+        validate), ready to be stopped one by one."""
+        from reconciler.backends.stopping import Stopping
+
+        backend = project_backend(path)
+        try:
+            return Stopping.of(backend, targets)
+        except OSError as error:
+            raise TuneopsError(f"cannot read the local state: {error}") from None
+
+    @staticmethod
+    def logs(path: Path, rid, *, version: int | None = None, **how):  # noqa: ANN001, ANN003, ANN205
+        """(lines, note) of a resource's job or server in the project at `path`, whose specs
+        need not validate: the run of model `version`, else the one the specs ask for, else the
+        newest. An error when the resource is not defined there or never ran."""
+        from reconciler.backends.run_logs import logs_of_version, logs_of_wanted_run
+        from reconciler.specs.rules import DefinedNames
+
+        backend, loaded = unvalidated_project(path)
+        defined = loaded.declared | {spec.id for spec in loaded.specs}
+        if rid not in defined:
+            hint = DefinedNames(defined).hint(rid)
+            raise TuneopsError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
+        if rid.kind == "BaseModel":
+            raise TuneopsError(f"{rid} has no log: a BaseModel is read where it is, by the jobs that use it "
+                               "(see `tuneops logs FineTune/NAME`)")
+        if version is not None:
+            runs = built_versions(loaded.settings, loaded.root, rid.kind, rid.name)
+            return logs_of_version(backend, rid, version, runs, **how)
+        fingerprint = None
+        try:
+            project = load_project(path)
+            if rid in project.inputs:
+                fingerprint = project.fingerprint(rid)
+        except (ProjectInvalid, ProjectError):  # specs being edited still get a log: the newest
+            pass
+        lines, note = logs_of_wanted_run(backend, rid, fingerprint, **how)
+        if lines is None:
+            raise TuneopsError(f"no logs for {rid} in {path}: it has not run here (see `tuneops status`)")
+        return lines, note
+
 
 def project_backend(path: Path):  # noqa: ANN201 - Backend
     """The backend of the project at `path` without validating its specs (for `tuneops logs`,
@@ -228,15 +385,21 @@ def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201
 
 def load_project(path: Path, *, strict: bool = False) -> Project:
     """Validate the folder; raise ProjectInvalid when any spec has an error."""
-    from reconciler.sizing import architectures, capacity
     result = validate_path(path, strict=strict)
     if not result.is_project:
         raise NoProject(result.specs.root, len(result.files))
     if result.valid:  # the same verdict as `tuneops validate`: a FineTune that cannot fit is an error
-        result = result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
+        result = with_capacity_check(result)
     if not result.valid:
         raise ProjectInvalid(result)
     return Project(result)
+
+
+def with_capacity_check(result: ValidationResult) -> ValidationResult:
+    """Add the planner's verdict: FineTunes that cannot fit their declared GPUs."""
+    from reconciler.sizing import architectures, capacity
+
+    return result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
 
 
 def with_missing_outputs(state: ActualState) -> ActualState:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from stat import S_ISREG
 
+from reconciler.errors import PermanentError
 from reconciler.fileio import write_text_atomic
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
@@ -106,7 +107,7 @@ def digest_path(path: Path, cache: DigestCache) -> str:
     return f"sha256:{listing.hexdigest()}"
 
 
-class UnreadableSource(Exception):
+class UnreadableSource(PermanentError):
     """A local file a spec names, which the fingerprint needs, cannot be read: said with the
     spec, the field and the file."""
 

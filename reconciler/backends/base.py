@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from reconciler.errors import TuneopsError
 from reconciler.state import BackendState, JobObservation, ServerObservation
 
 if TYPE_CHECKING:
     from reconciler.jobs.jobfile import JobFile
 
-class BackendError(RuntimeError):
+class BackendError(TuneopsError, RuntimeError):
     """A failure a user can act on, in one line: cannot start a process, a port is busy..."""
 
 

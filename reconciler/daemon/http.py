@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
+from reconciler.errors import TuneopsError
+
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
 REQUEST_TIMEOUT = 10.0  # seconds a connection has to send a whole request (headers and body)
@@ -40,7 +42,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
-class ListenError(RuntimeError):
+class ListenError(TuneopsError, RuntimeError):
     """The address cannot be listened on (taken, not ours): one line for the user."""
 
 

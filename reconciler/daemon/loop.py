@@ -1,12 +1,14 @@
 """The reconcile daemon: keep MLflow and the backend converged on a branch (`tuneops reconcile`).
 
-Each tick fetches the branch into a cache folder, validates the specs, and runs `tuneops apply
---yes` on them as a child process (its own memory, its own signal handling, the same output a
-person sees). A commit that does not validate is never applied: the checkout goes back to the
-last good commit, the bad one is reported once, and later ticks skip it until the branch moves.
-Failures back off exponentially with jitter. SIGTERM stops the loop and passes the signal to a
-running apply, which stops after its current steps; jobs keep running and the next apply adopts
-them, so a restart neither loses nor duplicates work.
+Each tick fetches the branch into a cache folder, validates the specs, and plans and applies
+them in-process through the project façade (project.py), as `tuneops apply --yes` would, under
+the project's apply lock; its output goes to the log, redacted, each line after `  | `. An apply
+that fails or crashes is a failed tick, never the daemon's end. A commit that does not validate
+is never applied: the checkout goes back to the last good commit, the bad one is reported once,
+and later ticks skip it until the branch moves. Failures back off exponentially with jitter.
+SIGTERM stops the loop and a running apply after its current steps; jobs keep running and the
+next apply adopts them, so a restart neither loses nor duplicates work. The jobs the backends
+start never inherit the daemon's webhook secret or repository URL (redaction.DAEMON_ONLY_VARIABLES).
 
 Only one daemon acts per cache folder: an exclusive file lock, held for the daemon's life; a
 second one waits as a standby and takes over when the first dies. A small HTTP server answers
@@ -17,32 +19,31 @@ serves them.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from reconciler import redaction
 from reconciler.daemon.http import Endpoints, HttpServer, ListenError, RefusalLog
+from reconciler.daemon.leadership import FileLeadership, LeaseLeadership
+from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.notify import Notification, Notifier, events_after_apply
-from reconciler.git.mirror import GitMirror, MirrorError
-from reconciler.lock import ApplyLock, Locked
+from reconciler.errors import TuneopsError
+from reconciler.git.mirror import GitMirror
 
-DAEMON_LOCK = "daemon.lock"
+if TYPE_CHECKING:
+    from reconciler.project import Project
+
 WEBHOOK_SECRET_ENV = "TUNEOPS_WEBHOOK_SECRET"
 SPEC_REPO_ENV = "TUNEOPS_SPEC_REPO"  # --repo from the environment (cli.py), off the command line
-DAEMON_ONLY_VARIABLES = frozenset({WEBHOOK_SECRET_ENV, SPEC_REPO_ENV})
 
 
-class DaemonError(RuntimeError):
+class DaemonError(TuneopsError, RuntimeError):
     """A setting or a repository the daemon cannot work with (one line)."""
 
 
@@ -71,56 +72,6 @@ class DaemonConfig:
         return self.checkout / self.path
 
 
-class Metrics:
-    """The series docs/daemon.md documents, in a registry of their own."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        self.duration = Histogram(
-            "tuneops_reconcile_duration_seconds",
-            "Duration of one reconcile tick.",
-            registry=self.registry,
-            buckets=(1, 5, 15, 60, 300, 900, 3600, 14400),
-        )
-        self.ticks = Counter(
-            "tuneops_reconcile_total", "Reconcile ticks by outcome.", ["outcome"], registry=self.registry
-        )
-        self.actions = Counter(
-            "tuneops_plan_actions_total",
-            "Planned actions applied, by action.",
-            ["action"],
-            registry=self.registry,
-        )
-        self.failures = Counter(
-            "tuneops_reconcile_failures_total", "Ticks that failed (git, apply).", registry=self.registry
-        )
-        self.last_sync = Gauge(
-            "tuneops_last_sync_timestamp_seconds",
-            "When the last successful sync ended.",
-            registry=self.registry,
-        )
-        self.commit = Gauge(
-            "tuneops_synced_commit_info",
-            "The commit last applied (value 1).",
-            ["commit"],
-            registry=self.registry,
-        )
-        self.leader = Gauge(
-            "tuneops_leader", "1 when this daemon is the one that acts.", registry=self.registry
-        )
-
-    def synced(self, commit: str) -> None:
-        self.commit.clear()
-        self.commit.labels(commit=commit).set(1)
-        self.last_sync.set_to_current_time()
-
-    def exposition(self) -> tuple[bytes, str]:
-        """The registry in Prometheus' text format, and its content type."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 @dataclass
@@ -142,8 +93,6 @@ class Daemon:
         self.state = DaemonState()
         self.stopping = threading.Event()
         self.wake = threading.Event()
-        self._child: subprocess.Popen | None = None
-        self._child_lock = threading.Lock()
         self._http: HttpServer | None = None
         self._commit: str | None = None
         self._last_error = ""
@@ -155,7 +104,7 @@ class Daemon:
         started = time.monotonic()
         try:
             outcome = self._tick()
-        except (DaemonError, MirrorError) as error:
+        except TuneopsError as error:
             self.say(f"error: {error}")
             self._last_error = str(error)
             outcome = "failed"
@@ -176,7 +125,7 @@ class Daemon:
                                         self._commit or "", message, resource, model_version))
 
     def _tick(self) -> str:
-        from reconciler.project import ProjectError, ProjectInvalid, load_project
+        from reconciler.project import Project, ProjectError, ProjectInvalid
 
         self._last_error = ""
         commit = self._commit = self.mirror.sync()
@@ -184,7 +133,7 @@ class Daemon:
             self._back_to_last_good()
             return "invalid"
         try:
-            load_project(self.config.spec_root)
+            project = Project.load(self.config.spec_root)
         except ProjectInvalid as invalid:
             self.state.bad.add(commit)
             errors = invalid.result.errors
@@ -200,20 +149,20 @@ class Daemon:
             return "invalid"
         except (ProjectError, OSError) as error:
             raise DaemonError(f"cannot load {self.config.path} at {commit[:12]}: {error}") from None
-        plan = self._run_json("plan", "--format", "json")
+        plan = self._plan_json(project)
         changes = plan.get("has_changes") or any(a["action"] == "wait" for a in plan.get("actions", []))
         outcome = "noop"
         if changes:
             self.say(f"applying {commit[:12]}: {_counts(plan)}")
-            code = self._run_apply()
+            failed = self._apply(project)
             if self.stopping.is_set():  # stopped mid-apply: not synced; the next daemon adopts the jobs
                 return "interrupted"
-            if code != 0:
-                raise DaemonError(f"apply of {commit[:12]} exited {code} (its output is above)")
+            if failed:
+                raise DaemonError(f"apply of {commit[:12]} exited 1 (its output is above)")
             for action in plan.get("actions", []):
                 if action["action"] != "noop":
                     self.metrics.actions.labels(action=action["action"]).inc()
-            after = self._run_json("plan", "--format", "json")
+            after = self._plan_json(project)
             for event, resource, message, version in events_after_apply(plan, after):
                 self._notify(event, message, resource, version)
             outcome = "applied"
@@ -226,46 +175,49 @@ class Daemon:
         if self.state.last_good:
             self.mirror.reset(self.state.last_good)
 
-    def _command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "reconciler", *args]
+    def _plan_json(self, project: Project) -> dict[str, Any]:
+        """The plan against the actual state, in its JSON form (what notifications compare)."""
+        from reconciler.plan.report import plan_json
 
-    def _run_json(self, *args: str) -> dict:
-        done = subprocess.run(
-            self._command(args[0], str(self.config.spec_root), *args[1:]),
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env=self._child_env(),
-        )
-        if done.returncode != 0:
-            raise DaemonError(f"tuneops {args[0]} failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-        return json.loads(done.stdout)
+        try:
+            return plan_json(project.plan().plan)
+        except TuneopsError as error:
+            raise DaemonError(f"tuneops plan failed: error: {error}") from None
+        except Exception as error:  # noqa: BLE001 - a bug in planning fails the tick, not the daemon
+            raise DaemonError(f"tuneops plan failed: internal error: {type(error).__name__}: "
+                              f"{error}") from None
 
-    def _run_apply(self) -> int:
-        with self._child_lock:
-            if self.stopping.is_set():
-                return 1
-            self._child = subprocess.Popen(
-                self._command("apply", str(self.config.spec_root), "--yes"),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=self._child_env(),
-            )
-        assert self._child.stdout is not None
-        for line in self._child.stdout:
-            self.say(f"  | {line.rstrip()}")
-        code = self._child.wait()
-        with self._child_lock:
-            self._child = None
-        return code
+    def _apply(self, project: Project) -> bool:
+        """`tuneops apply --yes`, in-process, its lines in the log: True when it failed."""
+        from reconciler.apply import Reporter
+        from reconciler.plan.report import plan_text
+        from reconciler.redaction import redact
+        from reconciler.tracking.sample_request import endpoint_lines
 
-    @staticmethod
-    def _child_env() -> dict[str, str]:
-        # The applies it starts, and the jobs those start, need neither the webhook's secret nor
-        # the spec repository's URL (which may hold a token): a job's code could print them.
-        kept = {key: value for key, value in os.environ.items() if key not in DAEMON_ONLY_VARIABLES}
-        return {**kept, "TUNEOPS_PLAIN": "1", "NO_COLOR": "1"}
+        def echo(text: str) -> None:
+            for line in text.splitlines() or [""]:
+                self.say(f"  | {line}")
+
+        def shown(planned: Any) -> None:
+            echo(plan_text(planned.plan, planned.header, color=False, estimates=planned.estimates()))
+            echo("")
+
+        try:
+            outcome = project.apply(reporter=Reporter(echo), stop=self.stopping, shown=shown)
+        except TuneopsError as error:
+            echo(f"error: {error}")
+            return True
+        except Exception as error:  # noqa: BLE001 - an apply that crashes is a failed tick
+            echo(f"tuneops: internal error: {type(error).__name__}: {error}")
+            return True
+        if outcome.result is None:
+            return False
+        echo("\n" + outcome.result.summary())
+        for line in endpoint_lines(project.specs, outcome.state_after):
+            echo(line)
+        for step in outcome.result.failed:
+            echo(f"error: {step.resource}: {redact(step.message)}")
+        return outcome.failed
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -304,12 +256,9 @@ class Daemon:
                 return
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        """Stop after the current step: a running apply gets the signal and stops after its steps."""
+        """Stop after the current step: a running apply stops after its current steps."""
         self.stopping.set()
         self.wake.set()
-        with self._child_lock:
-            if self._child is not None and self._child.poll() is None:
-                self._child.send_signal(signal.SIGTERM)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -325,91 +274,6 @@ class Daemon:
         except ListenError as error:
             raise DaemonError(str(error)) from None
         self._http.start()
-
-
-class FileLeadership:
-    """An exclusive lock on the cache folder: daemons sharing one volume lead one at a time."""
-
-    lost = False
-
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-        self.lock = ApplyLock(daemon.config.cache_dir, DAEMON_LOCK,
-                              busy="another `tuneops reconcile` acts on this cache folder; this one waits")
-
-    def acquire(self) -> None:
-        told = False
-        while not self.daemon.stopping.is_set():
-            try:
-                self.lock.acquire()
-                self.daemon.leading()
-                return
-            except Locked as error:
-                if not told:
-                    self.daemon.say(f"standby: {error}")
-                    told = True
-                self.daemon.stopping.wait(min(self.daemon.config.interval, 5.0))
-        raise SystemExit(0)
-
-    def release(self) -> None:
-        self.lock.release()
-
-
-class LeaseLeadership:
-    """A coordination.k8s.io/v1 Lease: replicas in a cluster lead one at a time. The holder
-    renews it every third of its duration; one that cannot renew for a whole duration stops
-    (exit 1, so Kubernetes restarts it as a standby): another may lead by then."""
-
-    def __init__(self, daemon: Daemon):
-        import socket
-
-        from reconciler.backends.kubernetes.api import KubeApi, load_connection
-        from reconciler.backends.kubernetes.lease import LeaseLock
-
-        self.daemon = daemon
-        connection = load_connection()
-        self.identity = f"{socket.gethostname()}-{os.getpid()}"
-        self.lease = LeaseLock(KubeApi(connection), connection.namespace, daemon.config.lease or "",
-                               self.identity, duration=daemon.config.lease_duration)
-        self.lost = False
-
-    def acquire(self) -> None:
-        told = False
-        while not self.daemon.stopping.is_set():
-            if self._try():
-                self.daemon.leading(f" (Lease {self.lease.namespace}/{self.lease.name} as {self.identity})")
-                threading.Thread(target=self._renew, daemon=True, name="tuneops-lease").start()
-                return
-            if not told and self.lease.holder:
-                self.daemon.say(f"standby: Lease {self.lease.namespace}/{self.lease.name} is held by "
-                                f"{self.lease.holder}")
-                told = True
-            self.daemon.stopping.wait(self.lease.duration / 3)
-        raise SystemExit(0)
-
-    def _try(self) -> bool:
-        try:
-            return self.lease.try_acquire_or_renew()
-        except Exception as error:  # noqa: BLE001 - an API error is a failed attempt, not a crash
-            self.daemon.say(f"lease: {error}")
-            return False
-
-    def _renew(self) -> None:
-        renewed = time.monotonic()
-        while not self.daemon.stopping.wait(self.lease.duration / 3):
-            if self._try():
-                renewed = time.monotonic()
-            elif time.monotonic() - renewed > self.lease.duration:
-                self.lost = True
-                self.daemon.metrics.leader.set(0)
-                self.daemon.say(f"lost the Lease (now held by {self.lease.holder}): stopping")
-                self.daemon.stop()
-                return
-
-    def release(self) -> None:
-        if not self.lost:
-            with contextlib.suppress(Exception):
-                self.lease.release()
 
 
 def _counts(plan: dict) -> str:

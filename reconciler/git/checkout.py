@@ -17,12 +17,13 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from reconciler.errors import TuneopsError
 from reconciler.git.command import Completed, GitTimedOut, GitUnavailable, run
 
 GIT_TIMEOUT_S = 600
 
 
-class CheckoutError(RuntimeError):
+class CheckoutError(TuneopsError, RuntimeError):
     """The spec repository could not be checked out: the message says what to fix."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler import redaction
+from reconciler.errors import PermanentError, TemporaryError
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -34,11 +35,11 @@ if TYPE_CHECKING:
 QUIET_ENVIRONMENT = {"GIT_TERMINAL_PROMPT": "0"}
 
 
-class GitUnavailable(OSError):
+class GitUnavailable(PermanentError, OSError):
     """No git binary: GitPython could not be imported, or the binary vanished since."""
 
 
-class GitTimedOut(TimeoutError):
+class GitTimedOut(TemporaryError, TimeoutError):
     """A git command ran past its timeout and was killed."""
 
 

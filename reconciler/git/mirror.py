@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 
 from reconciler import redaction
 from reconciler.config import STATE_DIR
+from reconciler.errors import TemporaryError
 from reconciler.git.command import GitTimedOut, GitUnavailable, run
 
 MIRROR_TIMEOUT_S = 300
 
 
-class MirrorError(RuntimeError):
+class MirrorError(TemporaryError, RuntimeError):
     """The spec repository could not be cloned, fetched or reset (one line, no credentials)."""
 
 

@@ -13,13 +13,14 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.errors import PermanentError
 from reconciler.git.command import GitTimedOut, GitUnavailable, read
 from reconciler.git.info import repo_root
 
 ARCHIVE_TIMEOUT_S = 120
 
 
-class BaseRefError(RuntimeError):
+class BaseRefError(PermanentError, RuntimeError):
     """A --base that cannot be read, in one line, with what to do."""
 
 

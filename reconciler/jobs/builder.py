@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.errors import TemporaryError
 from reconciler.fingerprint import FingerprintInput, resolved_spec
 from reconciler.jobs.jobfile import (
     BaseModelRef,
@@ -32,7 +33,7 @@ from reconciler.specs.specset import SpecSet
 from reconciler.state import BuiltRun
 
 
-class NotBuiltYet(LookupError):
+class NotBuiltYet(TemporaryError, LookupError):
     """An upstream the job needs has no complete run at its fingerprint."""
 
 

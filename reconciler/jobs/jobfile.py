@@ -15,6 +15,8 @@ from pydantic import BaseModel as PydanticModel
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from reconciler.errors import PermanentError
+
 FORMAT_VERSION = 1
 JobKind = Literal["Dataset", "FineTune", "Evaluation", "Deployment"]
 # `tuneops run <command>` for each kind of resource that runs a job.
@@ -31,7 +33,7 @@ def output_dir_of(storage_root: str | Path, kind: str, name: str, fingerprint: s
     return Path(storage_root) / OUTPUT_FOLDER[kind] / name / fingerprint[:16]
 
 
-class JobFileError(ValueError):
+class JobFileError(PermanentError, ValueError):
     """A job file that cannot be read: the message names the file and the field."""
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import COMMAND_BY_KIND, JobFile, JobFileError, read_job_file
 
 
-class JobRefused(ValueError):
+class JobRefused(PermanentError, ValueError):
     """The job file is for another command."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import PermanentError
 from reconciler.fileio import replace_directory
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
 from reconciler.plan.gates import Verdict, evaluate_gates
@@ -22,7 +23,7 @@ from reconciler.specs.evaluation import GENERATION_METRICS, EvaluationSpec
 from reconciler.tracking import vocabulary as tracking
 
 
-class EvaluationError(ValueError):
+class EvaluationError(PermanentError, ValueError):
     """An evaluation that cannot run as specified."""
 
 

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import JobFile
 from reconciler.runtime.distributed import Processes, deepspeed_config, fsdp_arguments, resolve_strategy
 from reconciler.specs.finetune import FineTuneSpec
@@ -21,7 +22,7 @@ from reconciler.specs.finetune import FineTuneSpec
 OPTIMIZER_NAMES = {"adamw_8bit": "adamw_bnb_8bit"}  # spec name -> transformers' name
 
 
-class FineTuneError(ValueError):
+class FineTuneError(PermanentError, ValueError):
     """A fine-tune that cannot run as specified; the message says why and what to change."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import TuneopsError
 from reconciler.jobs.jobfile import BaseModelRef, ModelVersionRef
 from reconciler.specs.confinement import OutsideRoots, resolve_for_job
 
@@ -24,7 +25,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_mo
                 "pytorch_model.bin.index.json")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(TuneopsError, RuntimeError):
     """A model that cannot be loaded for a reason the user can fix."""
 
 

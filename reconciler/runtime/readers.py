@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from reconciler.errors import PermanentError
 from reconciler.specs.confinement import OutsideRoots, resolve_for_job
 from reconciler.specs.dataset import DatasetSpec
 
@@ -22,7 +23,7 @@ Row = dict[str, Any]
 Located = Iterator[tuple[str, Row]]  # (where the row is, for messages; the raw record)
 
 
-class DatasetError(ValueError):
+class DatasetError(PermanentError, ValueError):
     """A dataset that cannot be prepared for a reason the user can fix; one line naming the file."""
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from reconciler.errors import TuneopsError
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
 
 # Stop tokens besides the tokenizer's eos: chat models end turns with these.
@@ -90,7 +91,7 @@ class ChatCompletionRequest(_Request):
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_COUNT)
 
 
-class ServeError(RuntimeError):
+class ServeError(TuneopsError, RuntimeError):
     """A server that cannot start for a reason the user can fix: its port is taken."""
 
 

@@ -12,10 +12,11 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import PreparedDataset
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(PermanentError, ValueError):
     """Prepared data that cannot be used for the requested method."""
 
 

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict,
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
+from reconciler.errors import PermanentError
 from reconciler.values import kubernetes as kube
 from reconciler.values.scalars import Bool, Float, Int, Str  # noqa: F401 - the kinds import them from here
 
@@ -23,7 +24,7 @@ API_VERSION = "tuneops.dev/v1alpha1"
 """The only apiVersion this release reads."""
 
 
-class SpecValueError(ValueError):
+class SpecValueError(PermanentError, ValueError):
     """A value that parses but means nothing valid; carries an optional fix for the user."""
 
     def __init__(self, message: str, hint: str | None = None):

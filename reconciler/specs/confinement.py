@@ -23,13 +23,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.errors import PermanentError
+
 FILE_ROOTS_ENV = "TUNEOPS_FILE_ROOTS"
 """os.pathsep-separated absolute folders a job may read `file://` paths from."""
 SETTING = "policy.allowedFileRoots"
 _MAX_WALKED = 100_000  # entries of a model folder looked at, at most: more is not a model folder
 
 
-class OutsideRoots(ValueError):
+class OutsideRoots(PermanentError, ValueError):
     """A path resolves outside every folder it may be read from; the message says where it leads."""
 
 

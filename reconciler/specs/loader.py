@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reconciler.config import PROJECT_FILE, STATE_DIR, ProjectSettings
+from reconciler.errors import PermanentError
 from reconciler.specs.base import API_VERSION, Resource, ResourceId
 from reconciler.specs.kinds import KINDS
 from reconciler.specs.problems import Position, Problem, Severity, describe_value
@@ -178,7 +179,7 @@ def _locator(document: Document):
     return lambda path, key: document.position(path, key=key)
 
 
-class ScopeError(ValueError):
+class ScopeError(PermanentError, ValueError):
     """Paths that do not make one project, e.g. files from two different projects."""
 
 

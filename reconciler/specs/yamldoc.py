@@ -27,6 +27,7 @@ import yaml
 from yaml.events import CollectionEndEvent, CollectionStartEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from reconciler.errors import PermanentError
 from reconciler.specs.yaml_errors import locate
 
 MAX_DEPTH = 64
@@ -112,7 +113,7 @@ def _resolve_plain(value: str) -> str:
     return STR
 
 
-class YamlError(Exception):
+class YamlError(PermanentError):
     """A document that cannot be read; carries a 1-based position within the file."""
 
     def __init__(self, message: str, line: int = 1, column: int = 1, hint: str | None = None):

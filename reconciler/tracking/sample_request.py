@@ -88,3 +88,20 @@ def _decoding(spec: Mapping[str, Any] | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return {"maxNewTokens": generation.max_new_tokens, "temperature": generation.temperature}
+
+
+def endpoint_lines(specs: Any, state: ActualState | None) -> list[str]:
+    """Where each Deployment of `specs` (a SpecSet) answers, with a request the reader can paste
+    that shows what was trained: a question its Evaluation asked, decoded as it decoded."""
+    from reconciler.specs.base import ResourceId
+
+    lines: list[str] = []
+    for server in state.backend.servers if state is not None else ():
+        deployment = specs.resource(ResourceId("Deployment", server.name), DeploymentResource)
+        if server.phase != "serving" or deployment is None or server.url is None:
+            continue
+        request = sample_request(deployment, server, state)
+        lines.append(f"{server.name}: serving {server.model_version} at {server.url}")
+        lines += [f"  # {line}" for line in request.note.splitlines()]
+        lines.append(f"  {curl(server.url, server.name, request)}")
+    return lines

@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
+from reconciler.errors import TuneopsError
 from reconciler.state_files import is_state_database_error, looks_damaged, sqlite_cause, sqlite_file_problem
 from reconciler.tracking import vocabulary as tracking
 
@@ -47,7 +48,7 @@ class RunRecord:
     metric_steps: Mapping[str, int] = field(hash=False)  # the step of that latest value
 
 
-class TrackingError(RuntimeError):
+class TrackingError(TuneopsError, RuntimeError):
     """MLflow answered, but refused: the message names the URI (password masked) and MLflow's reason.
 
     `retryable` marks answers worth another try (HTTP 429 and 5xx); `tracking.with_retries`

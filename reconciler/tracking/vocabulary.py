@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from reconciler.errors import TemporaryError
+
 TAG_KIND = "tuneops.kind"
 TAG_NAME = "tuneops.name"
 TAG_FINGERPRINT = "tuneops.fingerprint"
@@ -47,7 +49,7 @@ def dataset_digest_tag(dataset: str) -> str:
     return f"{TAG_DATASET_DIGEST_PREFIX}{dataset}.digest"
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(TemporaryError, RuntimeError):
     """MLflow could not be reached after retrying; the message names the URI."""
 
 

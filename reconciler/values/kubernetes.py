@@ -19,6 +19,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, Strict
 
+from reconciler.errors import PermanentError
+
 DNS1123_LABEL_MAX = 63
 DNS1123_SUBDOMAIN_MAX = 253
 LABEL_VALUE_MAX = 63
@@ -35,7 +37,7 @@ _QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _QUANTITY = re.compile(r"\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?")
 
 
-class KubernetesValueError(ValueError):
+class KubernetesValueError(PermanentError, ValueError):
     """A string Kubernetes would refuse in the field it becomes; `hint` is a likely fix."""
 
     def __init__(self, message: str, hint: str | None = None):

@@ -25,7 +25,7 @@ LAYERS = {
     "reconciler.state": 3, "reconciler.jobs": 3, "reconciler.sizing": 3, "reconciler.tracking": 3,
     "reconciler.git": 3, "reconciler.pin": 3,
     "reconciler.plan": 4, "reconciler.status": 4, "reconciler.backends": 4,
-    "reconciler.apply": 5,
+    "reconciler.apply": 5, "reconciler.applying": 5,
     "reconciler.project": 6,
     # Clients of the project façade: the daemon calls it in-process, as the command line does.
     "reconciler.daemon": 7,

@@ -67,6 +67,10 @@ class KubeApiError(BackendError):
         super().__init__(message)
         self.status, self.reason = status, reason
 
+    @property
+    def retryable(self) -> bool:  # type: ignore[override] - throttled (429) or the server's fault (5xx)
+        return self.status in RETRYABLE
+
 
 @dataclass
 class Connection:

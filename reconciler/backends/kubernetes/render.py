@@ -31,6 +31,7 @@ from reconciler.backends.kubernetes.labels import (
     resource_labels,
 )
 from reconciler.config import KubernetesSettings, ProjectSettings
+from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ServeOptions
 from reconciler.specs.base import ResourceId
 from reconciler.specs.confinement import FILE_ROOTS_ENV
@@ -48,7 +49,7 @@ SERVER_PORT = 8000
 _YAML_UNSAFE = {0x85, 0x2028, 0x2029, 0xFEFF, 0xFFFE, 0xFFFF} | set(range(0x7F, 0xA0))
 
 
-class RenderError(ValueError):
+class RenderError(PermanentError, ValueError):
     """A template or value that cannot become a manifest (a bug in a template, or a setting)."""
 
 

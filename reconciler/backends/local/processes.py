@@ -33,7 +33,7 @@ from reconciler.backends.local.table import (
     transaction,
 )
 from reconciler.fileio import write_text_atomic
-from reconciler.redaction import redact
+from reconciler.redaction import DAEMON_ONLY_VARIABLES, redact
 from reconciler.state import STOPPED
 
 if TYPE_CHECKING:
@@ -59,8 +59,11 @@ def job_environment(job: JobFile | None = None, base: Mapping[str, str] | None =
                     credentials: Mapping[str, str] | None = None) -> dict[str, str]:
     """Unbuffered logs, quiet tokenizers, and DeepSpeed on CPU for a fine-tune that asks for no GPU.
     `credentials` (MLflow's variables, redaction.credentials_environment) reach the job here,
-    never through its job file or command line."""
-    environment = {**(os.environ if base is None else base), **(credentials or {})}
+    never through its job file or command line; what only the reconcile daemon may hold
+    (redaction.DAEMON_ONLY_VARIABLES) never does."""
+    inherited = {key: value for key, value in (os.environ if base is None else base).items()
+                 if key not in DAEMON_ONLY_VARIABLES}
+    environment = {**inherited, **(credentials or {})}
     environment.setdefault("PYTHONUNBUFFERED", "1")
     environment.setdefault("TOKENIZERS_PARALLELISM", "false")
     if job is not None and job.kind == "FineTune":

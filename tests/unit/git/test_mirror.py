@@ -110,12 +110,14 @@ def test_the_daemon_takes_the_repository_from_its_environment_off_its_command_li
 
 def test_what_the_daemon_starts_inherits_neither_its_webhook_secret_nor_the_repository_url(
         monkeypatch: pytest.MonkeyPatch):
-    from reconciler.daemon.loop import Daemon
+    """The daemon applies in-process: the jobs and servers its backend starts get their
+    environment from job_environment, which leaves the daemon's own variables out."""
+    from reconciler.backends.local.backend import job_environment
 
     monkeypatch.setenv("TUNEOPS_SPEC_REPO", f"https://{TOKEN}@git.example.invalid/specs.git")
     monkeypatch.setenv("TUNEOPS_WEBHOOK_SECRET", "hook-secret-value")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example.invalid")
-    child = Daemon._child_env()
+    child = job_environment()
     assert "TUNEOPS_SPEC_REPO" not in child and "TUNEOPS_WEBHOOK_SECRET" not in child
     assert child["MLFLOW_TRACKING_URI"] == "http://mlflow.example.invalid"  # what applies need stays
 

@@ -1,0 +1,106 @@
+"""Applying a project: under its apply lock, plan against the actual state, refuse an unsafe
+prune, then run the plan's steps (apply.Executor) and read back what serves.
+
+The command line and the daemon both come here, in-process; what the user sees (the plan, a
+question, the progress lines) stays with them through the callbacks and the reporter.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import TuneopsError
+
+if TYPE_CHECKING:
+    from reconciler.apply import ApplyResult, Reporter
+    from reconciler.plan.planning import PlannedProject
+    from reconciler.specs.base import ResourceId
+    from reconciler.state import ActualState
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """The plan that was applied and, when its steps ran, their result and the state after."""
+
+    planned: PlannedProject
+    result: ApplyResult | None = None  # None: nothing to apply, or not confirmed
+    state_after: ActualState | None = None
+
+    @property
+    def nothing_to_apply(self) -> bool:
+        return not self.planned.has_work
+
+    @property
+    def failed(self) -> bool:
+        return self.result is not None and bool(self.result.failed)
+
+
+def apply_project(project: Any, *, targets: frozenset[ResourceId] | None = None, prune: bool = False,
+                  force: bool = False, retry_failed: bool = False, reporter: Reporter,
+                  stop: threading.Event | None = None,
+                  shown: Callable[[PlannedProject], None] = lambda planned: None,
+                  go_ahead: Callable[[PlannedProject], bool] = lambda planned: True) -> ApplyOutcome:
+    """One apply of `project` (a `Project`), holding its apply lock throughout."""
+    from reconciler.lock import ApplyLock
+
+    lock = ApplyLock(project.state_dir)
+    try:
+        lock.acquire()
+    except OSError as error:
+        raise TuneopsError(f"cannot lock {lock.path}: {error.strerror or error}") from None
+    try:
+        planned = project.plan(targets=targets, prune=prune, retry_failed=retry_failed, creating=True)
+        shown(planned)
+        if not planned.has_work:
+            return ApplyOutcome(planned)
+        check_prune_of(planned, force)
+        if not go_ahead(planned):
+            return ApplyOutcome(planned)
+        result = run_steps(planned, reporter, stop)
+        return ApplyOutcome(planned, result, state_after(project, planned.store, planned.backend))
+    finally:
+        lock.release()
+
+
+def check_prune_of(planned: PlannedProject, force: bool) -> None:
+    """PruneRefused for a prune that deletes more than prune.maxDeletes, or everything live."""
+    from reconciler.apply import check_prune
+
+    state = planned.state
+    live = [s for s in state.backend.servers if s.is_live]
+    live += [j for j in state.backend.jobs if j.is_live]
+    check_prune(planned.plan, planned.project.settings.prune.max_deletes, force, len(live))
+
+
+def run_steps(planned: PlannedProject, reporter: Reporter, stop: threading.Event | None) -> ApplyResult:
+    from reconciler.apply import Executor
+    from reconciler.git.info import git_origin
+
+    project = planned.project
+    executor = Executor(project, planned.plan, planned.backend, planned.store, git_origin(project.root),
+                        reporter, max_parallel=max_parallel(project.settings),
+                        max_attempts=project.settings.max_attempts, stop=stop)
+    with reporter:
+        return executor.run()
+
+
+def max_parallel(settings: Any) -> int:
+    """Jobs apply runs at once: this machine's share, or what the cluster (and its queues) takes."""
+    if settings.backend == "kubernetes":
+        return settings.kubernetes.max_parallel
+    return settings.local.max_parallel
+
+
+def state_after(project: Any, store: Any, backend: Any) -> ActualState | None:
+    """What serves now and what scored it; the servers alone when MLflow cannot be read."""
+    if backend is None:
+        return None
+    from reconciler.state import ActualState
+
+    try:
+        return project.read_state(store, backend)
+    except Exception:  # noqa: BLE001 - the endpoints are a courtesy: the apply itself is done
+        return ActualState({}, {}, {}, backend.observe())

@@ -1,0 +1,181 @@
+"""Planning a loaded project: the options its settings give, the actual state read (the only
+I/O), a plan against a Git base, and the planner's estimates for what would train.
+
+The plan itself stays pure (plan.py); this module gathers its inputs and hands back one typed
+result, `PlannedProject`, for the command line, the daemon and apply. `project` is the
+`reconciler.project.Project` façade, passed in (a lower layer does not import it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import TuneopsError
+
+if TYPE_CHECKING:
+    from reconciler.git.ref import BaseCheckout
+    from reconciler.plan.plan import FieldChange, Plan, PlanOptions
+    from reconciler.specs.base import ResourceId
+    from reconciler.state import ActualState
+
+
+@dataclass(frozen=True)
+class PlannedProject:
+    """A plan and what it was computed from: `state` (None offline), the tracking store (None
+    before anything was recorded) and the backend it read, and the Git base of `plan --base`."""
+
+    project: Any  # reconciler.project.Project
+    plan: Plan
+    offline: bool
+    state: ActualState | None = None
+    store: Any = None  # TrackingStore
+    backend: Any = None  # Backend
+    base: BaseCheckout | None = None
+    _estimates: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def has_work(self) -> bool:
+        """Something to apply: a change, or a running job to wait for (adopt)."""
+        return self.plan.has_changes or any(a.action == "wait" for a in self.plan.actions)
+
+    @property
+    def header(self) -> str:
+        """The line above a plan: which specs, at which commit, compared with what."""
+        header = plan_header(self.project, self.offline)
+        if self.base is not None:
+            header = f"{header}; compared with {self.base.ref} ({self.base.commit[:12]})"
+        return header
+
+    def estimates(self) -> dict[ResourceId, Any]:
+        """The planner's figures for each FineTune the plan would train (computed once)."""
+        if "found" not in self._estimates:
+            self._estimates["found"] = estimates_of(self.project, self.plan, self.state)
+        return self._estimates["found"]
+
+    def source(self) -> dict[str, Any]:
+        """Where the plan came from, for its JSON form."""
+        from reconciler.git.info import git_origin
+
+        source = {"path": str(self.project.root), "header": self.header,
+                  "head_commit": git_origin(self.project.root).commit}
+        if self.base is not None:
+            source |= {"base_ref": self.base.ref, "base_commit": self.base.commit}
+        return source
+
+
+def plan_options(project: Any, *, prune: bool = False, retry_failed: bool = False,
+                 target: frozenset[ResourceId] | None = None) -> PlanOptions:
+    from reconciler.plan.plan import PlanOptions
+
+    settings = project.settings
+    unknown = [str(rid) for rid in target or () if rid not in project.specs]
+    if unknown:
+        raise TuneopsError(f"--target {', '.join(unknown)}: no such spec under {project.root} "
+                           "(`tuneops graph` lists them)")
+    return PlanOptions(prune=prune or settings.prune.enabled, max_attempts=settings.max_attempts,
+                       retry_failed=retry_failed, target=target,
+                       multi_node=project.settings.backend == "kubernetes")
+
+
+def plan_project(project: Any, options: PlanOptions, *, offline: bool,
+                 creating: bool = False) -> PlannedProject:
+    """The plan against what MLflow and the backend say; reading state is the only I/O. Only
+    an apply (`creating`) opens an embedded MLflow database that is not there yet: opening
+    creates it, and a plan or a status must leave a folder as it found it."""
+    from reconciler.plan.plan import build_plan
+    from reconciler.state import ActualState
+
+    if offline:
+        the_plan = build_plan(project.specs, project.graph, project.inputs, ActualState.unknown(), options)
+        return PlannedProject(project, the_plan, offline=True)
+    import sqlite3
+
+    try:
+        store = project.store() if creating or project.tracking_state_exists else None
+        backend = project.backend()
+        state = project.read_state(store, backend)
+    except (OSError, sqlite3.Error) as error:
+        raise TuneopsError(f"cannot read the local state in {project.state_dir}: {error}") from None
+    the_plan = build_plan(project.specs, project.graph, project.inputs, state, options)
+    return PlannedProject(project, the_plan, offline=False, state=state, store=store, backend=backend)
+
+
+def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOptions,
+                      load_base: Callable[[Path], Any]) -> PlannedProject:
+    """The head planned against the specs at `ref` taken as built and serving; with state, a
+    change back to a built fingerprint is free; with backend kubernetes and --offline, the
+    head's manifests must validate too. `load_base` gives the project at the base's folder, or
+    None when there is none (or it does not validate)."""
+    import tempfile
+
+    from reconciler.git.ref import checkout_base
+    from reconciler.plan.base import against_base, state_from_base
+    from reconciler.plan.plan import build_plan
+
+    with tempfile.TemporaryDirectory(prefix="tuneops-base-") as folder:
+        base = checkout_base(project.root, ref, Path(folder))
+        base_project = load_base(base.root) if base.root is not None else None
+        base_inputs = base_project.inputs if base_project is not None else {}
+        base_specs = base_project.specs if base_project is not None else project.specs
+        state = state_from_base(base_specs, base_inputs)
+    the_plan = build_plan(project.specs, project.graph, project.inputs, state, replace(options, prune=True))
+    real_state = None
+    if not offline:
+        real_state = plan_project(project, options, offline=False).state
+    elif project.settings.backend == "kubernetes":  # the CI dry-run's other half
+        from reconciler.backends.kubernetes.project_manifests import project_manifests
+
+        project_manifests(project, error_prefix="the Kubernetes manifests do not render: ")
+    the_plan = against_base(the_plan, base_inputs, project.specs, real_state)
+    if base_project is not None:
+        the_plan = replace(the_plan, settings_changes=shown_settings_changes(
+            base_project.settings, project.settings))
+    return PlannedProject(project, the_plan, offline=offline, state=real_state, base=base)
+
+
+def shown_settings_changes(before: Any, after: Any) -> tuple[FieldChange, ...]:
+    """tuneops.yaml's changed fields with any credential in their values masked."""
+    from reconciler.plan.plan import settings_diff
+    from reconciler.redaction import redact
+
+    def masked(value: Any) -> Any:
+        return redact(value) if isinstance(value, str) else value
+
+    return tuple(replace(change, before=masked(change.before), after=masked(change.after))
+                 for change in settings_diff(before, after))
+
+
+def plan_header(project: Any, offline: bool) -> str:
+    from reconciler.git.info import git_origin
+    from reconciler.specs.loader import display_path
+    from reconciler.tracking.vocabulary import redact_uri
+
+    origin = git_origin(project.root)
+    commit = (f"at commit {origin.commit[:12]}" + (" + uncommitted changes" if origin.dirty else "")) \
+        if origin.commit else "(not in a Git repository)"
+    where = "state not read (--offline)" if offline else \
+        f"state from MLflow {redact_uri(project.tracking_uri)} and the {project.settings.backend} backend"
+    folder = display_path(project.root).rstrip("/") + "/"  # `specs in specs/`: a folder, not a word
+    return f"specs in {folder} {commit}; {where}"
+
+
+def estimates_of(project: Any, the_plan: Plan, state: ActualState | None = None) -> dict[ResourceId, Any]:
+    """The planner's figures for each FineTune the plan would train, by ResourceId."""
+    from reconciler.plan.plan import Action
+    from reconciler.sizing import architectures
+    from reconciler.sizing.dataset_rows import train_rows
+    from reconciler.sizing.estimates import estimates_for
+    from reconciler.specs.base import ResourceId
+
+    training = {a.resource.name for a in the_plan.actions if a.resource.kind == "FineTune"
+                and a.action in (Action.CREATE, Action.REBUILD, Action.RETRY)}
+    if not training:
+        return {}
+    found = estimates_for(project.specs, architectures.architectures(project.specs, fetch=state is not None),
+                          train_rows(project.specs, project.inputs, state), project.settings.planner,
+                          names=training)
+    return {ResourceId("FineTune", name): estimate for name, estimate in found.items()}
+
