@@ -30,8 +30,8 @@ from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.store import tag_equals
 
 if TYPE_CHECKING:
-    from reconciler.apply import Reporter
-    from reconciler.applying import ApplyOutcome
+    from reconciler.apply.executor import Reporter
+    from reconciler.apply.session import ApplyOutcome
     from reconciler.backends.stopping import Stopping
     from reconciler.plan.planning import PlannedProject
 
@@ -222,7 +222,7 @@ class Project:
               go_ahead: Callable[[PlannedProject], bool] = lambda planned: True) -> ApplyOutcome:
         """Plan and run the plan's steps under the project's apply lock: `shown` sees the plan,
         a prune beyond prune.maxDeletes is refused unless `force`, `go_ahead` may decline."""
-        from reconciler.applying import apply_project
+        from reconciler.apply.session import apply_project
 
         return apply_project(self, targets=targets, prune=prune, force=force, retry_failed=retry_failed,
                              reporter=reporter, stop=stop, shown=shown, go_ahead=go_ahead)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from reconciler.project import Project
 
 WEBHOOK_SECRET_ENV = "TUNEOPS_WEBHOOK_SECRET"
-SPEC_REPO_ENV = "TUNEOPS_SPEC_REPO"  # --repo from the environment (cli.py), off the command line
+SPEC_REPO_ENV = "TUNEOPS_SPEC_REPO"  # --repo from the environment (the cli), off the command line
 
 
 class DaemonError(TuneopsError, RuntimeError):
@@ -189,7 +189,7 @@ class Daemon:
 
     def _apply(self, project: Project) -> bool:
         """`tuneops apply --yes`, in-process, its lines in the log: True when it failed."""
-        from reconciler.apply import Reporter
+        from reconciler.apply.executor import Reporter
         from reconciler.plan.report import plan_text
         from reconciler.redaction import redact
         from reconciler.tracking.sample_request import endpoint_lines

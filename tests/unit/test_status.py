@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from types import MappingProxyType
 
-from reconciler.apply import Outcome, Reporter, StepResult
+from reconciler.apply.executor import Outcome, Reporter, StepResult
 from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
 from reconciler.state import ActualState, BackendState, JobObservation, RunProgress

@@ -24,7 +24,8 @@ def project_manifests(project: Any, wanted: frozenset | None = None, *, validate
     """The rendered objects of `project` (a `Project`; or of `wanted`), checked against the
     Kubernetes schemas unless told not to."""
     from reconciler.backends.kubernetes.manifests import cluster_context, render_project
-    from reconciler.backends.kubernetes.render import RenderError, validate_manifests
+    from reconciler.backends.kubernetes.render import RenderError
+    from reconciler.backends.kubernetes.validate import validate_manifests
     from reconciler.git.info import git_origin, repo_root
 
     try:

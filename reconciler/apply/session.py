@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.errors import TuneopsError
 
 if TYPE_CHECKING:
-    from reconciler.apply import ApplyResult, Reporter
+    from reconciler.apply.executor import ApplyResult, Reporter
     from reconciler.plan.planning import PlannedProject
     from reconciler.specs.base import ResourceId
     from reconciler.state import ActualState
@@ -67,7 +67,7 @@ def apply_project(project: Any, *, targets: frozenset[ResourceId] | None = None,
 
 def check_prune_of(planned: PlannedProject, force: bool) -> None:
     """PruneRefused for a prune that deletes more than prune.maxDeletes, or everything live."""
-    from reconciler.apply import check_prune
+    from reconciler.apply.executor import check_prune
 
     state = planned.state
     live = [s for s in state.backend.servers if s.is_live]
@@ -76,7 +76,7 @@ def check_prune_of(planned: PlannedProject, force: bool) -> None:
 
 
 def run_steps(planned: PlannedProject, reporter: Reporter, stop: threading.Event | None) -> ApplyResult:
-    from reconciler.apply import Executor
+    from reconciler.apply.executor import Executor
     from reconciler.git.info import git_origin
 
     project = planned.project
