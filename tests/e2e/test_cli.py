@@ -398,6 +398,7 @@ def test_logs_takes_the_path_like_every_command(valid_repo: Path):
     assert both.exit_code == 2
 
 
+@pytest.mark.slow  # starts MLflow to plan before it asks
 def test_apply_without_a_terminal_says_to_pass_yes(valid_repo: Path):
     result = run_tuneops("apply", cwd=valid_repo, env={"TUNEOPS_MLFLOW_RETRY_DELAYS": "0"})
     assert result.exit_code == 1, result.output

@@ -189,6 +189,7 @@ def test_a_running_job_deleted_behind_our_back_is_created_again(cluster_repo: Sp
     assert plan(cluster_repo)["by_resource"]["Dataset/fruit-colors"] == "noop"
 
 
+@pytest.mark.slow  # a pod's checkout and a refused job through the fake cluster: ~20 s
 def test_a_job_whose_spec_files_are_not_pushed_is_not_started(cluster_repo: SpecRepo, fake_api: FakeKubeApi):
     # A pod checks the data out from the remote at HEAD: with a row added here and not committed,
     # it would train on other bytes than the plan fingerprinted. Nothing is submitted.

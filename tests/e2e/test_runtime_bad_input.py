@@ -23,7 +23,7 @@ from tests.support.runtime_support import (
     write_job,
 )
 
-pytestmark = needs_training
+pytestmark = [needs_training, pytest.mark.slow]  # every case starts a job that imports torch
 INSTRUCTION = {"schema": {"type": "instruction"}}
 
 

@@ -71,6 +71,7 @@ def test_an_unreadable_settings_file_stops_logs_and_stop(valid_repo: Path):
         assert_users_problem(result, "error: tuneops.yaml:1:1: cannot read file: Permission denied")
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("file_modes_can_apply")
 def test_an_unreadable_state_folder_is_named_at_once(valid_repo: Path):
     (valid_repo / ".tuneops").mkdir()
@@ -83,6 +84,7 @@ def test_an_unreadable_state_folder_is_named_at_once(valid_repo: Path):
         assert_users_problem(result, said, "Permission denied")
 
 
+@pytest.mark.slow  # MLflow opens the database
 @pytest.mark.parametrize("content", [b"garbage, not a database\n", None], ids=["garbage", "a folder"])
 def test_a_damaged_mlflow_database_is_named(valid_repo: Path, content: bytes | None):
     database = valid_repo / ".tuneops" / "mlflow.db"

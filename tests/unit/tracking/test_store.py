@@ -113,6 +113,7 @@ def anonymous(records: list[RunRecord]) -> list[RunRecord]:
     return [dataclasses.replace(record, run_id="") for record in records]
 
 
+@pytest.mark.slow  # imports the MLflow client
 def test_open_store_picks_rest_for_servers_and_the_client_otherwise(rest_world: World,
                                                                      client_world: World) -> None:
     assert isinstance(open_store(rest_world.uri), RestTrackingStore)

@@ -427,6 +427,7 @@ def test_without_a_free_front_port_nothing_is_started(state_dir: Path, stand_in:
     assert not list((state_dir / "jobs").glob("deployment-*.json"))
 
 
+@pytest.mark.slow  # runs a dataset job
 def test_a_job_reads_files_only_where_its_backend_says(tmp_path: Path) -> None:
     """The folders a job may read come from the backend (the repository its state folder is in,
     and the allowed roots), not from the job file nor from the environment apply runs in."""
