@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from reconciler.apply.executor import Reporter
     from reconciler.apply.session import ApplyOutcome
     from reconciler.backends.stopping import Stopping
-    from reconciler.plan.planning import PlannedProject
+    from reconciler.plan.project_plan import PlannedProject
 
 
 class ProjectInvalid(PermanentError):
@@ -198,7 +198,7 @@ class Project:
              warn: Callable[[str], None] = lambda line: None) -> PlannedProject:
         """What apply would do: against the actual state (none `offline`), or with `base` (a Git
         ref) the change since that ref. `warn` hears that the specs at the base do not validate."""
-        from reconciler.plan.planning import plan_against_base, plan_options, plan_project
+        from reconciler.plan.project_plan import plan_against_base, plan_options, plan_project
 
         options = plan_options(self, prune=prune, retry_failed=retry_failed, target=targets)
         if base is None:

@@ -16,7 +16,7 @@ from reconciler.errors import TuneopsError
 
 if TYPE_CHECKING:
     from reconciler.apply.executor import ApplyResult, Reporter
-    from reconciler.plan.planning import PlannedProject
+    from reconciler.plan.project_plan import PlannedProject
     from reconciler.specs.base import ResourceId
     from reconciler.state import ActualState
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import PermanentError, TuneopsError
-from reconciler.plan.planning import PlannedProject
+from reconciler.plan.project_plan import PlannedProject
 from reconciler.project import NoProject, Project, ProjectInvalid
 from reconciler.specs.base import ResourceId
 from tests.conftest import VALID_SPECS, write_repo
