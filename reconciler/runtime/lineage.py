@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.jobs.jobfile import JobFile
 from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.store import artifact_location
+
+Answer = TypeVar("Answer")  # what a retried MLflow call returns
 
 
 def _mlflow():
@@ -68,7 +71,7 @@ class JobRun:
         self.mlflow = _mlflow()
         self.client = self.mlflow.MlflowClient(job.mlflow.tracking_uri)
 
-    def _retry(self, what: str, call):  # noqa: ANN001
+    def _retry(self, what: str, call: Callable[[], Answer]) -> Answer:
         return tracking.with_retries(call, self.job.mlflow.tracking_uri, what)
 
     def log_params(self, params: dict[str, Any]) -> None:
