@@ -18,7 +18,7 @@ from reconciler.specs.finetune import FineTuneSpec
 from reconciler.tracking import vocabulary as tracking
 
 if TYPE_CHECKING:
-    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 
 def flatten(prefix: str, value: Any, into: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +125,7 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _callback_base():
+def _callback_base() -> type[TrainerCallback]:
     from transformers import TrainerCallback
 
     return TrainerCallback

@@ -11,16 +11,19 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.jobs.jobfile import JobFile
 from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.store import artifact_location
 
+if TYPE_CHECKING:
+    from types import ModuleType
+
 Answer = TypeVar("Answer")  # what a retried MLflow call returns
 
 
-def _mlflow():
+def _mlflow() -> ModuleType:
     # MLflow's client retries each request up to 7 times with growing waits (minutes in all);
     # we retry whole operations ourselves, with a short schedule and a clear final message.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
