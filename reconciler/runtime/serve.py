@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from reconciler.errors import TuneopsError
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
 
-if TYPE_CHECKING:  # torch and JSONResponse are imported where they are used
+if TYPE_CHECKING:  # quoted below: this module does not postpone annotations (FastAPI reads them)
     from types import FrameType
 
     from fastapi import FastAPI, Request
@@ -145,8 +145,8 @@ class Generator:
         tokenizer, start = self.tokenizer, len(prompt_ids)
 
         class StopStrings(StoppingCriteria):
-            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor,
-                         **kwargs: object) -> torch.BoolTensor:
+            def __call__(self, input_ids: "torch.LongTensor", scores: "torch.FloatTensor",
+                         **kwargs: object) -> "torch.BoolTensor":
                 text = tokenizer.decode(input_ids[0, start:], skip_special_tokens=True)
                 hit = any(s in text for s in stop)
                 return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
@@ -172,7 +172,7 @@ class Generator:
 
 
 def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | None = None,
-               token: str | None = None) -> FastAPI:
+               token: str | None = None) -> "FastAPI":
     """The routes, on an already loaded model: /health answers only once there is one, with the
     model version and the start's token, so whoever checks it knows which process answered."""
     from fastapi import FastAPI
@@ -187,11 +187,11 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
     app = FastAPI(title=f"tuneops: {served_name}", docs_url=None, redoc_url=None)
 
     @app.exception_handler(APIError)
-    def _api_error(request: Request, error: APIError) -> JSONResponse:
+    def _api_error(request: "Request", error: APIError) -> "JSONResponse":
         return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
-    def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+    def _invalid(request: "Request", error: RequestValidationError) -> "JSONResponse":
         # FastAPI answers 422 with its own shape; OpenAI clients expect 400 and an error object.
         first = error.errors()[0]
         where = [str(part) for part in first.get("loc", ()) if part != "body"]
@@ -199,7 +199,7 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
         return JSONResponse(APIError(400, message, param=".".join(where) or None).body(), status_code=400)
 
     @app.exception_handler(HTTPException)
-    def _http_error(request: Request, error: HTTPException) -> JSONResponse:
+    def _http_error(request: "Request", error: HTTPException) -> "JSONResponse":
         kind = "invalid_request_error" if error.status_code < 500 else "server_error"
         return JSONResponse(APIError(error.status_code, str(error.detail), kind=kind).body(),
                             status_code=error.status_code, headers=getattr(error, "headers", None))
@@ -371,7 +371,7 @@ def serve(job: JobFile) -> None:
           f"(model: {describe(job.model, merged=bool(job.spec.get('mergeAdapter')))})", flush=True)
     on_main = threading.current_thread() is threading.main_thread()  # signals are only set there
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def stop(signum: int, frame: "FrameType | None") -> None:
         server.should_exit = True
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
