@@ -38,10 +38,14 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from common import git_commit, print_table  # benchmarks/common.py, beside this script
 from plan_scale import MlflowServer, make_built
 from validate_scale import CHILD_ENV, generate
+
+if TYPE_CHECKING:
+    from tests.support.fake_kube import FakeKubeApi
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parent
@@ -103,7 +107,7 @@ def tuneops(*args: str) -> list[str]:
 # --------------------------------------------------------------------------- the fake cluster
 
 
-def deploy_servers(root: Path, fake) -> int:  # noqa: ANN001 - tests.support.fake_kube.FakeKubeApi
+def deploy_servers(root: Path, fake: FakeKubeApi) -> int:
     """Each Deployment's objects as apply renders them for the model version plan_scale built
     (`<fine-tune>/1`), stored in the fake and rolled out."""
     from reconciler.backends.kubernetes.manifests import cluster_context, render_job_file
@@ -138,7 +142,7 @@ def deploy_servers(root: Path, fake) -> int:  # noqa: ANN001 - tests.support.fak
     return servers
 
 
-def requests_of(fake, start: int) -> Counter[str]:  # noqa: ANN001
+def requests_of(fake: FakeKubeApi, start: int) -> Counter[str]:
     """`METHOD kind` for every request since `start` (LIST for a collection GET)."""
     counted: Counter[str] = Counter()
     for request in fake.requests[start:]:

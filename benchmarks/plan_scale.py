@@ -52,9 +52,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from common import git_commit, print_table  # benchmarks/common.py, beside this script
 from validate_scale import CHILD_ENV, generate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType, ModuleType
+
+    from reconciler.project import Project
+    from reconciler.specs.base import Resource, ResourceId
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parent
@@ -201,7 +209,7 @@ class CountingServer:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-            def log_message(self, format, *args):  # noqa: A002, ANN001, ANN002 - quiet
+            def log_message(self, format: str, *args: object) -> None:  # quiet
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -250,7 +258,8 @@ class Setup:
     seconds: float = 0.0
 
 
-def _run_tags(project, rid, tracking, resolved_spec) -> dict[str, str]:  # noqa: ANN001
+def _run_tags(project: Project, rid: ResourceId, tracking: ModuleType,
+              resolved_spec: Callable[[Resource], dict]) -> dict[str, str]:
     item = project.inputs[rid]
     fingerprint = item.fingerprint
     spec = resolved_spec(project.specs.get(rid).resource)
@@ -297,7 +306,7 @@ def make_built(root: Path, mlflow_uri: str, experiment: str, sleeper_pid: int, h
     built = [rid for rid in project.graph.order if rid.kind in BUILT_KINDS]
     now_ms = int(time.time() * 1000)
 
-    def create(index_rid) -> None:  # noqa: ANN001
+    def create(index_rid: tuple[int, ResourceId]) -> None:
         index, rid = index_rid
         run = client.create_run(experiment_id, start_time=now_ms - 3_600_000 + index,
                                 tags=_run_tags(project, rid, tracking, resolved_spec), run_name=rid.name)
@@ -462,7 +471,7 @@ def main() -> None:
     if any(size <= 0 or size % 5 for size in sizes):
         parser.error("every size must be a positive multiple of 5")
 
-    def terminated(signum, frame):  # noqa: ANN001, ARG001 - SIGTERM cleans up like Ctrl-C
+    def terminated(signum: int, frame: FrameType | None) -> NoReturn:  # SIGTERM cleans up like Ctrl-C
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminated)

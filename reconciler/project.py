@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,20 +20,25 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from reconciler import redaction
-from reconciler.config import PROJECT_FILE, STATE_DIR
+from reconciler.config import PROJECT_FILE, STATE_DIR, ProjectSettings
 from reconciler.errors import PermanentError, TuneopsError
 from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.specs.validate import ValidationResult, validate_path
-from reconciler.state import BUILT_KINDS, ActualState, BuiltRun, RunProgress, built_run_from
+from reconciler.state import BUILT_KINDS, ActualState, BackendState, BuiltRun, RunProgress, built_run_from
 from reconciler.tracking import vocabulary as tracking
-from reconciler.tracking.store import tag_equals
+from reconciler.tracking.store import TrackingStore, tag_equals
 
 if TYPE_CHECKING:
     from reconciler.apply.executor import Reporter
     from reconciler.apply.session import ApplyOutcome
+    from reconciler.backends.base import Backend
     from reconciler.backends.stopping import Stopping
     from reconciler.plan.project_plan import PlannedProject
+    from reconciler.sizing.estimates import FineTuneEstimate
+    from reconciler.specs.base import ResourceId
+    from reconciler.specs.loader import LoadResult
+    from reconciler.specs.specset import SpecSet
 
 
 class ProjectInvalid(PermanentError):
@@ -74,7 +79,7 @@ def embedded_tracking_uri(root: Path) -> str:
     return f"sqlite:///{(root / STATE_DIR / 'mlflow.db').absolute()}"
 
 
-def tracking_uri_of(settings, root: Path) -> str:  # noqa: ANN001 - ProjectSettings
+def tracking_uri_of(settings: ProjectSettings, root: Path) -> str:
     """Explicit in tuneops.yaml, else MLFLOW_TRACKING_URI, else the embedded database. Its
     credentials are masked in everything shown from then on."""
     uri = settings.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri(root)
@@ -98,7 +103,7 @@ class Project:
     validation: ValidationResult
 
     @property
-    def specs(self):  # noqa: ANN201 - SpecSet
+    def specs(self) -> SpecSet:
         return self.validation.specs
 
     @property
@@ -106,7 +111,7 @@ class Project:
         return self.specs.root
 
     @property
-    def settings(self):  # noqa: ANN201 - ProjectSettings
+    def settings(self) -> ProjectSettings:
         return self.specs.settings
 
     @property
@@ -145,14 +150,14 @@ class Project:
             raise ProjectError(str(error)) from None
         return fingerprint_inputs(self.specs, self.graph, digests)
 
-    def fingerprint(self, rid) -> str:  # noqa: ANN001 - ResourceId
+    def fingerprint(self, rid: ResourceId) -> str:
         item: FingerprintInput = self.inputs[rid]
         return item.fingerprint
 
-    def backend(self):  # noqa: ANN201 - Backend
+    def backend(self) -> Backend:
         return open_backend(self.settings, self.state_dir, self.specs)
 
-    def store(self):  # noqa: ANN201 - TrackingStore
+    def store(self) -> TrackingStore:
         from reconciler.tracking.store import open_store
 
         return open_store(self.tracking_uri)
@@ -161,7 +166,7 @@ class Project:
     def tracking_state_exists(self) -> bool:
         return tracking_state_exists(self.tracking_uri, self.root)
 
-    def read_state(self, store, backend) -> ActualState:  # noqa: ANN001
+    def read_state(self, store: TrackingStore | None, backend: Backend) -> ActualState:
         """What is built and running; `store` None: nothing is recorded yet. On the local backend
         a built output that is gone from disk is marked, so the plan rebuilds it."""
         observed = backend.observe()
@@ -246,7 +251,7 @@ class Project:
         return project_manifests(self, targets, validate=validate)
 
     @staticmethod
-    def estimate(path: Path, fine_tune: str, *, mfu: float | None = None):  # noqa: ANN205 - Estimate
+    def estimate(path: Path, fine_tune: str, *, mfu: float | None = None) -> FineTuneEstimate:
         """What a FineTune needs before it is scheduled. Its project is validated without the
         capacity check (a FineTune that does not fit is shown); ProjectInvalid otherwise."""
         from reconciler.sizing import architectures
@@ -285,7 +290,8 @@ class Project:
             raise TuneopsError(f"cannot read the local state: {error}") from None
 
     @staticmethod
-    def logs(path: Path, rid, *, version: int | None = None, **how):  # noqa: ANN001, ANN003, ANN205
+    def logs(path: Path, rid: ResourceId, *, version: int | None = None,
+             **how: int | bool | None) -> tuple[Iterable[str], str | None]:  # how: Backend.logs' tail, follow
         """(lines, note) of a resource's job or server in the project at `path`, whose specs
         need not validate: the run of model `version`, else the one the specs ask for, else the
         newest. An error when the resource is not defined there or never ran."""
@@ -316,13 +322,13 @@ class Project:
         return lines, note
 
 
-def project_backend(path: Path):  # noqa: ANN201 - Backend
+def project_backend(path: Path) -> Backend:
     """The backend of the project at `path` without validating its specs (for `tuneops logs`,
     which must work while the specs are being edited)."""
     return unvalidated_project(path)[0]
 
 
-def unvalidated_project(path: Path):  # noqa: ANN201 - (Backend, LoadResult)
+def unvalidated_project(path: Path) -> tuple[Backend, LoadResult]:
     """The backend and the specs as read, not validated: `tuneops logs` and `stop` work while
     the specs are being edited, but not on a broken tuneops.yaml (it says which backend)."""
     from reconciler.specs.loader import load, resolve_scope
@@ -341,10 +347,9 @@ def unvalidated_project(path: Path):  # noqa: ANN201 - (Backend, LoadResult)
     return open_backend(loaded.settings, root / STATE_DIR), loaded
 
 
-def built_versions(settings, root: Path, kind: str, name: str) -> tuple[BuiltRun, ...]:  # noqa: ANN001
+def built_versions(settings: ProjectSettings, root: Path, kind: str, name: str) -> tuple[BuiltRun, ...]:
     """A resource's complete runs, newest first, read from MLflow without validating the specs
     (`tuneops logs --version`): a FineTune's registered versions, an Evaluation's scorings."""
-    from reconciler.state import BackendState
     from reconciler.tracking.store import open_store
 
     uri = tracking_uri_of(settings, root)
@@ -354,7 +359,7 @@ def built_versions(settings, root: Path, kind: str, name: str) -> tuple[BuiltRun
     return state.history.get((kind, name), ())
 
 
-def open_backend(settings, state_dir: Path, specs=None):  # noqa: ANN001, ANN201 - Backend
+def open_backend(settings: ProjectSettings, state_dir: Path, specs: SpecSet | None = None) -> Backend:
     """The configured backend. Without specs the Kubernetes backend reads, logs and stops but
     cannot start anything (it renders from the specs)."""
     tracking_uri = tracking_uri_of(settings, state_dir.parent)  # its credentials are masked from now on
@@ -416,7 +421,7 @@ def with_missing_outputs(state: ActualState) -> ActualState:
     return dataclasses.replace(state, built=MappingProxyType(built), history=MappingProxyType(history))
 
 
-def read_actual_state(store, experiment: str, backend_state) -> ActualState:  # noqa: ANN001
+def read_actual_state(store: TrackingStore, experiment: str, backend_state: BackendState) -> ActualState:
     """One paged search per built kind in the project's experiment, plus the backend's view.
 
     `store` is a `tracking_store.TrackingStore`. A missing experiment means nothing is built yet.

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import PermanentError
 from reconciler.jobs.builder import JobBuilder, JobContext
@@ -23,6 +25,11 @@ from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.state import STOPPED, BuiltRun, built_run_from
 from reconciler.tracking import vocabulary as tracking
+
+if TYPE_CHECKING:
+    from reconciler.backends.base import Backend
+    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
+    from reconciler.tracking.store import TrackingStore
 
 PROGRESS_EVERY_S = 10.0  # how often a running fine-tune's progress is read from MLflow
 WORK = frozenset({Action.CREATE, Action.REBUILD, Action.RETRY, Action.WAIT, Action.UPDATE, Action.DELETE})
@@ -185,8 +192,10 @@ def check_prune(plan: Plan, max_deletes: int, force: bool, live_objects: int) ->
 
 
 class Executor:
-    def __init__(self, project, plan: Plan, backend, store, git, reporter: Reporter,  # noqa: ANN001
-                 max_parallel: int = 1, max_attempts: int = 2, stop: threading.Event | None = None):
+    # `project` is a reconciler.project.Project, a layer above this one: typed Any, not imported.
+    def __init__(self, project: Any, plan: Plan, backend: Backend, store: TrackingStore, git: GitOrigin,
+                 reporter: Reporter, max_parallel: int = 1, max_attempts: int = 2,
+                 stop: threading.Event | None = None):
         self.project, self.plan, self.backend, self.store = project, plan, backend, store
         self.reporter = reporter
         self.max_parallel = max(1, max_parallel)
@@ -225,7 +234,7 @@ class Executor:
                               tag_equals(tracking.TAG_FINGERPRINT, fingerprint)))
         try:
             runs = self.store.search_runs(self.experiment_id, query, page_size=5)
-        except Exception:  # noqa: BLE001 - progress is a nicety; the job's outcome is what counts
+        except Exception:  # progress is a nicety; the job's outcome is what counts
             return ""
         for record in runs:
             if record.status == "RUNNING":
@@ -302,7 +311,7 @@ class Executor:
         started = time.monotonic()
         try:
             step = call(planned)
-        except Exception as error:  # noqa: BLE001 - one failed step must not sink the others
+        except Exception as error:  # one failed step must not sink the others
             step = StepResult(planned.resource, Outcome.FAILED, f"{type(error).__name__}: {error}"
                               if not isinstance(error, RuntimeError | LookupError | OSError) else str(error))
         self.reporter.finished(step, time.monotonic() - started)
@@ -385,7 +394,7 @@ class Executor:
         return StepResult(rid, Outcome.DONE, f"serving {run.model_version} at {served.url} "
                                        f"(alias {resource.spec.alias})", url=served.url)
 
-    def _published(self, job):  # noqa: ANN001, ANN202 - JobFile
+    def _published(self, job: JobFile) -> JobFile:
         """The job, once the spec-repository files its pods check out are as committed and pushed."""
         root = self.builder.context.repo_root
         if job.checkout is None or root is None:
@@ -406,7 +415,7 @@ class Executor:
         return StepResult(rid, Outcome.DONE, f"stopped {', '.join(stopped) or 'nothing (already gone)'}")
 
 
-def _processes(project, rid: ResourceId) -> int:  # noqa: ANN001
+def _processes(project: Any, rid: ResourceId) -> int:
     resource = project.specs.resource(rid, FineTuneResource)
     return resource.spec.resources.processes if resource is not None else 1
 
@@ -421,7 +430,7 @@ def _built_summary(run: BuiltRun) -> str:
     return "built"
 
 
-def _mlflow_target(project):  # noqa: ANN001, ANN202
+def _mlflow_target(project: Any) -> MlflowTarget:
     from reconciler.jobs.jobfile import MlflowTarget
     from reconciler.redaction import without_credentials
 
@@ -429,7 +438,7 @@ def _mlflow_target(project):  # noqa: ANN001, ANN202
     return MlflowTarget(tracking_uri=without_credentials(project.tracking_uri), experiment=project.experiment)
 
 
-def _repo_root(project):  # noqa: ANN001, ANN202
+def _repo_root(project: Any) -> Path | None:
     from reconciler.git.info import repo_root
 
     return repo_root(project.root)

@@ -102,5 +102,5 @@ def state_after(project: Any, store: Any, backend: Any) -> ActualState | None:
 
     try:
         return project.read_state(store, backend)
-    except Exception:  # noqa: BLE001 - the endpoints are a courtesy: the apply itself is done
+    except Exception:  # the endpoints are a courtesy: the apply itself is done
         return ActualState({}, {}, {}, backend.observe())

@@ -14,11 +14,16 @@ import gc
 import os
 import sys
 from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from reconciler import __version__
 from reconciler.errors import EXIT_ERROR, TuneopsError
+
+if TYPE_CHECKING:
+    from reconciler.project import Project, ProjectInvalid
+    from reconciler.specs.base import ResourceId
 
 EXIT_INVALID = EXIT_ERROR
 
@@ -26,7 +31,7 @@ EXIT_INVALID = EXIT_ERROR
 class UserError(TuneopsError, click.ClickException):
     """A mistake the user can fix: printed as one line, no traceback, exit 1."""
 
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+    def show(self, file: IO[Any] | None = None) -> None:  # click's signature
         _say_error(self)
 
 
@@ -43,14 +48,14 @@ class _Reported(click.ClickException):
         super().__init__(str(error))
         self.error, self.exit_code = error, error.exit_code
 
-    def show(self, file=None) -> None:  # noqa: ANN001 - click's signature
+    def show(self, file: IO[Any] | None = None) -> None:  # click's signature
         _say_error(self.error)
 
 
 class _Commands(click.Group):
     """The one place that turns any TuneopsError a command raises into what the user sees."""
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+    def invoke(self, ctx: click.Context) -> object:  # whatever the command returns
         try:
             return super().invoke(ctx)
         except TuneopsError as error:
@@ -104,7 +109,7 @@ def cli(ctx: click.Context, color: bool | None) -> None:
     ctx.color = color
 
 
-def resource_id(value: str):  # noqa: ANN202 - ResourceId, imported lazily
+def resource_id(value: str) -> ResourceId:
     from reconciler.specs.base import ResourceId
     from reconciler.specs.kinds import KINDS
 
@@ -118,12 +123,12 @@ def resource_id(value: str):  # noqa: ANN202 - ResourceId, imported lazily
 
 
 
-def targets_of(values: tuple[str, ...]):  # noqa: ANN202
+def targets_of(values: tuple[str, ...]) -> frozenset[ResourceId] | None:
     return frozenset(resource_id(v) for v in values) or None
 
 
 
-def load_project(ctx: click.Context, path: Path):  # noqa: ANN202 - Project
+def load_project(ctx: click.Context, path: Path) -> Project:
     """The validated project, or the validation report and exit 1: invalid specs are never
     planned or applied."""
     from reconciler.project import Project, ProjectInvalid
@@ -135,7 +140,7 @@ def load_project(ctx: click.Context, path: Path):  # noqa: ANN202 - Project
 
 
 
-def exit_invalid(ctx: click.Context, invalid, what: str) -> None:  # noqa: ANN001 - ProjectInvalid
+def exit_invalid(ctx: click.Context, invalid: ProjectInvalid, what: str) -> NoReturn:
     from reconciler.specs.report import validation_text
 
     click.echo(validation_text(invalid.result, color=use_color(ctx)), err=True)

@@ -8,7 +8,7 @@ import sys
 import click
 
 # Importing the command modules is what registers their commands on `cli`.
-from reconciler.cli import base, daemon_commands, operate_commands, plan_commands, spec_commands  # noqa: F401, I001
+from reconciler.cli import base, daemon_commands, operate_commands, plan_commands, spec_commands  # noqa: F401
 from reconciler.cli.base import EXIT_INVALID, cli
 from reconciler.errors import TuneopsError
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -21,6 +22,11 @@ from reconciler.cli.base import (
     targets_of,
     use_color,
 )
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from reconciler.plan.planning import PlannedProject
 
 
 @cli.command()
@@ -54,13 +60,13 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     project = load_project(ctx, path)
     stop = threading.Event()
 
-    def interrupted(signum, frame) -> None:  # noqa: ANN001, ARG001
+    def interrupted(signum: int, frame: FrameType | None) -> None:
         stop.set()
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
         click.echo("stopping after the current steps (Ctrl-C again to quit now): running jobs keep "
                    "running and the next apply adopts them", err=True)
 
-    def go_ahead(planned) -> bool:  # noqa: ANN001 - PlannedProject
+    def go_ahead(planned: PlannedProject) -> bool:
         if not yes and not confirm("\nApply this plan?"):
             click.echo("Nothing applied.")
             return False

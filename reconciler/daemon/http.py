@@ -23,9 +23,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import TuneopsError
+
+if TYPE_CHECKING:
+    import asyncio
 
 MAX_BODY_BYTES = 25 * 1024 * 1024  # GitHub caps webhook payloads at 25 MB
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
@@ -232,7 +235,7 @@ def _guarded_protocol(refused: RefusalLog) -> type:
 
         refusal: h11.RemoteProtocolError | None = None
 
-        def next_event(self):  # noqa: ANN202 - h11's own signature
+        def next_event(self) -> h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]:  # h11's own signature
             try:
                 return super().next_event()
             except h11.RemoteProtocolError as error:
@@ -245,7 +248,7 @@ def _guarded_protocol(refused: RefusalLog) -> type:
             self.conn = ReasonKeepingConnection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
             self._deadline: Any = None
 
-        def connection_made(self, transport: Any) -> None:  # noqa: ANN401
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             address = self.client[0] if self.client else None
             same = sum(1 for other in self.connections if other.client and other.client[0] == address)

@@ -77,7 +77,7 @@ class LeaseLeadership:
     def _try(self) -> bool:
         try:
             return self.lease.try_acquire_or_renew()
-        except Exception as error:  # noqa: BLE001 - an API error is a failed attempt, not a crash
+        except Exception as error:  # an API error is a failed attempt, not a crash
             self.daemon.say(f"lease: {error}")
             return False
 

@@ -183,7 +183,7 @@ class Daemon:
             return plan_json(project.plan().plan)
         except TuneopsError as error:
             raise DaemonError(f"tuneops plan failed: error: {error}") from None
-        except Exception as error:  # noqa: BLE001 - a bug in planning fails the tick, not the daemon
+        except Exception as error:  # a bug in planning fails the tick, not the daemon
             raise DaemonError(f"tuneops plan failed: internal error: {type(error).__name__}: "
                               f"{error}") from None
 
@@ -207,7 +207,7 @@ class Daemon:
         except TuneopsError as error:
             echo(f"error: {error}")
             return True
-        except Exception as error:  # noqa: BLE001 - an apply that crashes is a failed tick
+        except Exception as error:  # an apply that crashes is a failed tick
             echo(f"tuneops: internal error: {type(error).__name__}: {error}")
             return True
         if outcome.result is None:

@@ -7,6 +7,7 @@ Git or MLflow to find its inputs, and the same JobFile runs locally or in a Kube
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ class JobBuilder:
     fresh after each job)."""
 
     def __init__(self, specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], context: JobContext,
-                 lookup):  # noqa: ANN001 - Callable[[str, str, str], BuiltRun | None]
+                 lookup: Callable[[str, str, str], BuiltRun | None]):
         self.specs, self.inputs, self.context, self.lookup = specs, inputs, context, lookup
 
     def fingerprint(self, rid: ResourceId) -> str:

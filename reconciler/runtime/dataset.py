@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
@@ -38,6 +38,9 @@ from reconciler.runtime.readers import (  # DatasetError is part of this module'
     sha256_file,
 )
 from reconciler.specs.dataset import DEFAULT_COLUMNS, FORMAT_BY_EXTENSION, DatasetSpec
+
+if TYPE_CHECKING:
+    import pyarrow
 
 SPLITS = ("train", "validation", "test")
 ROLES: dict[str, tuple[str, ...]] = {
@@ -332,7 +335,7 @@ def _digests(splits: dict[str, list[Row]]) -> tuple[str, dict[str, str]]:
 
 # --- writing -------------------------------------------------------------------------------------
 
-def _arrow_schema(columns: tuple[str, ...]):  # -> pyarrow.Schema
+def _arrow_schema(columns: tuple[str, ...]) -> pyarrow.Schema:
     import pyarrow as pa
 
     if columns == ("messages",):

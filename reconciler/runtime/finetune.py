@@ -12,12 +12,18 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import JobFile
 from reconciler.runtime.distributed import Processes, deepspeed_config, fsdp_arguments, resolve_strategy
 from reconciler.specs.finetune import FineTuneSpec
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+    from trl import DPOTrainer, SFTTrainer
 
 OPTIMIZER_NAMES = {"adamw_8bit": "adamw_bnb_8bit"}  # spec name -> transformers' name
 
@@ -88,7 +94,7 @@ def precision_flags(precision: str, cuda: bool) -> dict[str, bool]:
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def frozen_base_dtype(spec: FineTuneSpec, cuda: bool):  # -> torch.dtype | None
+def frozen_base_dtype(spec: FineTuneSpec, cuda: bool) -> torch.dtype | None:
     """The dtype to load a LoRA or QLoRA base in: the compute dtype, whatever dtype the
     checkpoint is stored in. The frozen base is only read, so 16 bits under bf16 or fp16, as
     the planner counts it (PEFT keeps the adapter itself in fp32); QLoRA computes in bf16.
@@ -111,7 +117,7 @@ def engine_keeps_fp32_masters(strategy: str, spec: FineTuneSpec, cuda: bool) -> 
     return strategy.startswith("zero") and (flags["bf16"] or flags["fp16"])
 
 
-def train_in_fp32(model: Any):  # -> torch.dtype
+def train_in_fp32(model: Any) -> torch.dtype:
     """Upcast a fully fine-tuned model's weights to fp32 and return the dtype they were stored in.
 
     transformers 5 loads a checkpoint in its own dtype, and most published models are stored
@@ -127,7 +133,7 @@ def train_in_fp32(model: Any):  # -> torch.dtype
     return stored
 
 
-def peft_config(spec: FineTuneSpec):  # -> peft.LoraConfig | None
+def peft_config(spec: FineTuneSpec) -> LoraConfig | None:
     if spec.adapter.type == "none":
         return None
     from peft import LoraConfig
@@ -147,7 +153,7 @@ def peft_config(spec: FineTuneSpec):  # -> peft.LoraConfig | None
     )
 
 
-def quantization_config(spec: FineTuneSpec):  # -> transformers.BitsAndBytesConfig | None
+def quantization_config(spec: FineTuneSpec) -> BitsAndBytesConfig | None:
     quantization = spec.adapter.quantization
     if quantization is None:
         return None
@@ -393,7 +399,7 @@ def build_trainer(
     arguments: dict[str, Any],
     train_records: list[dict[str, Any]],
     eval_records: list[dict[str, Any]],
-):
+) -> SFTTrainer | DPOTrainer:
     """The trl trainer for the spec's method (SFTTrainer for sft and pretrain, DPOTrainer for
     dpo); public so that benchmarks and tests inspect exactly the batches training sees."""
     from datasets import Dataset

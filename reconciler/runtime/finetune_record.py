@@ -8,7 +8,7 @@ import json
 import resource
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.fileio import replace_directory
 from reconciler.jobs.jobfile import GenerationDefaults, JobFile
@@ -16,6 +16,9 @@ from reconciler.runtime.distributed import Processes
 from reconciler.runtime.lineage import JobRun, register_model_version
 from reconciler.specs.finetune import FineTuneSpec
 from reconciler.tracking import vocabulary as tracking
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 
 def flatten(prefix: str, value: Any, into: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +125,7 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _callback_base():
+def _callback_base() -> type[TrainerCallback]:
     from transformers import TrainerCallback
 
     return TrainerCallback
@@ -137,15 +140,18 @@ class NoFinalCheckpoint(_callback_base()):
     checkpoint, whichever step that is."""
 
     @staticmethod
-    def _no_save_at_the_end(args, state, control):  # noqa: ANN001, ANN205
+    def _no_save_at_the_end(args: TrainingArguments, state: TrainerState,
+                            control: TrainerControl) -> TrainerControl:
         if args.max_steps > 0 and state.global_step >= args.max_steps:
             control.should_save = False
         return control
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: object) -> TrainerControl:
         return self._no_save_at_the_end(args, state, control)
 
-    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_epoch_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: object) -> TrainerControl:
         return self._no_save_at_the_end(args, state, control)
 
 
@@ -158,11 +164,13 @@ class TrainingLogger(_callback_base()):
         self._last_time: float | None = None
         self._last_tokens = 0
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: object) -> None:
         self._last_time = time.perf_counter()
         self._last_tokens = state.num_input_tokens_seen or 0
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: object) -> None:
         metrics = {
             key: float(value)
             for key, value in (logs or {}).items()

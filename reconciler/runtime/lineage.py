@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.jobs.jobfile import JobFile
 from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.store import artifact_location
 
+if TYPE_CHECKING:
+    from types import ModuleType
 
-def _mlflow():
+Answer = TypeVar("Answer")  # what a retried MLflow call returns
+
+
+def _mlflow() -> ModuleType:
     # MLflow's client retries each request up to 7 times with growing waits (minutes in all);
     # we retry whole operations ourselves, with a short schedule and a clear final message.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -68,7 +74,7 @@ class JobRun:
         self.mlflow = _mlflow()
         self.client = self.mlflow.MlflowClient(job.mlflow.tracking_uri)
 
-    def _retry(self, what: str, call):  # noqa: ANN001
+    def _retry(self, what: str, call: Callable[[], Answer]) -> Answer:
         return tracking.with_retries(call, self.job.mlflow.tracking_uri, what)
 
     def log_params(self, params: dict[str, Any]) -> None:

@@ -9,11 +9,15 @@ Every failure a user can cause (a missing folder, a folder without weights) is a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import TuneopsError
 from reconciler.jobs.jobfile import BaseModelRef, ModelVersionRef
 from reconciler.specs.confinement import OutsideRoots, resolve_for_job
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -85,7 +89,7 @@ def _revision(ref: BaseModelRef) -> dict[str, Any]:
     return {"revision": ref.revision} if ref.revision and ref.source.startswith("hf://") else {}
 
 
-def load_tokenizer(ref: BaseModelRef):  # -> PreTrainedTokenizerBase
+def load_tokenizer(ref: BaseModelRef) -> PreTrainedTokenizerBase:
     """The base model's tokenizer with the spec's chat template applied and a pad token set."""
     from transformers import AutoTokenizer
 
@@ -119,7 +123,7 @@ def chat_template_text(ref: BaseModelRef, tokenizer: Any) -> str | None:
 
 
 def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any = None,
-                    device_map: Any = None, directory: str | None = None):  # -> PreTrainedModel
+                    device_map: Any = None, directory: str | None = None) -> PreTrainedModel:
     """`directory` is given for a model this project trained (its storage, not a spec's path)."""
     from transformers import AutoModelForCausalLM
 
@@ -137,7 +141,7 @@ def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any =
         raise ModelLoadError(f"base model '{ref.name}' ({ref.source}): {_first_line(error)}") from None
 
 
-def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None):
+def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None) -> PreTrainedModel | PeftModel:
     """A base model alone, or a trained model: base plus adapter, or full weights."""
     if isinstance(ref, BaseModelRef):
         return load_base_model(ref, dtype=dtype)
@@ -156,7 +160,7 @@ def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None):
     return PeftModel.from_pretrained(base, str(location))
 
 
-def load_model_tokenizer(ref: ModelVersionRef | BaseModelRef):
+def load_model_tokenizer(ref: ModelVersionRef | BaseModelRef) -> PreTrainedTokenizerBase:
     """A trained model's own tokenizer (saved with it, chat template included) when it has one."""
     if isinstance(ref, ModelVersionRef) and (Path(ref.location) / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer

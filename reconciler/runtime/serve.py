@@ -15,12 +15,17 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler.errors import TuneopsError
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
+
+if TYPE_CHECKING:  # quoted below: this module does not postpone annotations (FastAPI reads them)
+    from types import FrameType
+
+    from fastapi import FastAPI, Request
 
 # Stop tokens besides the tokenizer's eos: chat models end turns with these.
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>")
@@ -140,7 +145,8 @@ class Generator:
         tokenizer, start = self.tokenizer, len(prompt_ids)
 
         class StopStrings(StoppingCriteria):
-            def __call__(self, input_ids, scores, **kwargs):
+            def __call__(self, input_ids: "torch.LongTensor", scores: "torch.FloatTensor",
+                         **kwargs: object) -> "torch.BoolTensor":
                 text = tokenizer.decode(input_ids[0, start:], skip_special_tokens=True)
                 hit = any(s in text for s in stop)
                 return torch.full((input_ids.shape[0],), hit, dtype=torch.bool, device=input_ids.device)
@@ -166,7 +172,7 @@ class Generator:
 
 
 def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | None = None,
-               token: str | None = None):  # -> fastapi.FastAPI
+               token: str | None = None) -> "FastAPI":
     """The routes, on an already loaded model: /health answers only once there is one, with the
     model version and the start's token, so whoever checks it knows which process answered."""
     from fastapi import FastAPI
@@ -181,11 +187,11 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
     app = FastAPI(title=f"tuneops: {served_name}", docs_url=None, redoc_url=None)
 
     @app.exception_handler(APIError)
-    def _api_error(request, error: APIError):
+    def _api_error(request: "Request", error: APIError) -> "JSONResponse":
         return JSONResponse(error.body(), status_code=error.status)
 
     @app.exception_handler(RequestValidationError)
-    def _invalid(request, error: RequestValidationError):
+    def _invalid(request: "Request", error: RequestValidationError) -> "JSONResponse":
         # FastAPI answers 422 with its own shape; OpenAI clients expect 400 and an error object.
         first = error.errors()[0]
         where = [str(part) for part in first.get("loc", ()) if part != "body"]
@@ -193,7 +199,7 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
         return JSONResponse(APIError(400, message, param=".".join(where) or None).body(), status_code=400)
 
     @app.exception_handler(HTTPException)
-    def _http_error(request, error: HTTPException):
+    def _http_error(request: "Request", error: HTTPException) -> "JSONResponse":
         kind = "invalid_request_error" if error.status_code < 500 else "server_error"
         return JSONResponse(APIError(error.status_code, str(error.detail), kind=kind).body(),
                             status_code=error.status_code, headers=getattr(error, "headers", None))
@@ -214,16 +220,16 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
     identity = {key: value for key, value in (("version", version), ("token", token)) if value}
 
     @app.get("/health")
-    def health():
+    def health():  # noqa: ANN202 - FastAPI would take a return type for the response model
         return {"status": "ok", "model": served_name, **identity}
 
     @app.get("/v1/models")
-    def models():
+    def models():  # noqa: ANN202 - as above
         return {"object": "list", "data": [{"id": served_name, "object": "model", "created": created,
                                             "owned_by": "tuneops"}]}
 
     @app.post("/v1/completions")
-    def completions(request: CompletionRequest):
+    def completions(request: CompletionRequest):  # noqa: ANN202 - as above
         check(request)
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
         choices, prompt_tokens, completion_tokens = [], 0, 0
@@ -237,7 +243,7 @@ def create_app(model: Any, tokenizer: Any, served_name: str, *, version: str | N
                 "model": served_name, "choices": choices, "usage": usage(prompt_tokens, completion_tokens)}
 
     @app.post("/v1/chat/completions")
-    def chat_completions(request: ChatCompletionRequest):
+    def chat_completions(request: ChatCompletionRequest):  # noqa: ANN202 - as above
         check(request)
         messages = [{"role": m.role, "content": _text_content(m, i)} for i, m in enumerate(request.messages)]
         try:
@@ -365,7 +371,7 @@ def serve(job: JobFile) -> None:
           f"(model: {describe(job.model, merged=bool(job.spec.get('mergeAdapter')))})", flush=True)
     on_main = threading.current_thread() is threading.main_thread()  # signals are only set there
 
-    def stop(signum, frame) -> None:
+    def stop(signum: int, frame: "FrameType | None") -> None:
         server.should_exit = True
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)} if on_main else {}

@@ -18,6 +18,7 @@ from reconciler.sizing.capacity import base_model_of, training_shape
 from reconciler.sizing.memory import (
     Architecture,
     Estimate,
+    TrainingShape,
     assumed_mfu,
     choose_strategy,
     device_memory,
@@ -155,7 +156,8 @@ def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
         mfu=assumed_mfu(product, settings.mfu) if gpus else None, notes=tuple(notes))
 
 
-def _memory(shape, declared: str, gpus: int, device_bytes: float | None):  # noqa: ANN001, ANN202
+def _memory(shape: TrainingShape, declared: str, gpus: int,
+            device_bytes: float | None) -> tuple[Estimate, bool | None, int | None]:
     """(estimate at the strategy and micro-batch it would run with, fits, largest micro-batch)."""
     if not gpus:
         return estimate(shape, "ddp"), None, None  # the local CPU backend runs plain data parallel

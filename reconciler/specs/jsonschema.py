@@ -29,7 +29,7 @@ def generate_schemas() -> dict[str, str]:
         schema = {"$schema": SCHEMA_DIALECT, **model.model_json_schema(by_alias=True)}
         schema["title"] = kind
         out[schema_file_name(kind)] = _dump(schema)
-    any_kind = TypeAdapter(Annotated[Union[tuple(KINDS.values())], Field(discriminator="kind")])  # noqa: UP007
+    any_kind = TypeAdapter(Annotated[Union[tuple(KINDS.values())], Field(discriminator="kind")])  # noqa: UP007 - a Union of a tuple built at run time
     out["spec.json"] = _dump({"$schema": SCHEMA_DIALECT, "title": "tuneops spec",
                               **any_kind.json_schema(by_alias=True)})
     out["project.json"] = _dump({"$schema": SCHEMA_DIALECT,

@@ -21,7 +21,7 @@ from reconciler.errors import PermanentError
 from reconciler.specs.base import API_VERSION, Resource, ResourceId
 from reconciler.specs.kinds import KINDS
 from reconciler.specs.problems import Position, Problem, Severity, describe_value
-from reconciler.specs.schema_errors import problems_from_validation_error, suggest
+from reconciler.specs.schema_errors import Locate, problems_from_validation_error, suggest
 from reconciler.specs.yamldoc import Document, YamlError, read_documents
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -175,7 +175,7 @@ def load_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | Non
             error, ProjectSettings, shown, locate, source_text=document.source_text), shown
 
 
-def _locator(document: Document):
+def _locator(document: Document) -> Locate:
     return lambda path, key: document.position(path, key=key)
 
 

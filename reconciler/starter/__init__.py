@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.fileio import write_text_atomic
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 def starter_files() -> dict[str, str]:
@@ -14,7 +18,7 @@ def starter_files() -> dict[str, str]:
     root = resources.files(__package__) / "files"
     out: dict[str, str] = {}
 
-    def walk(node, prefix: str) -> None:  # noqa: ANN001 - importlib Traversable
+    def walk(node: Traversable, prefix: str) -> None:
         for child in sorted(node.iterdir(), key=lambda c: c.name):
             if child.is_dir():
                 walk(child, f"{prefix}{child.name}/")

@@ -72,7 +72,7 @@ def with_retries(call: Callable[[], T], tracking_uri: str, what: str,
     for attempt in range(len(delays) + 1):
         try:
             return call()
-        except Exception as error:  # noqa: BLE001 - classified below
+        except Exception as error:  # classified below
             if not _is_connection_error(error):
                 raise
             last = error

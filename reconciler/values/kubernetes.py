@@ -15,6 +15,7 @@ a final newline, which let `name: "a\\n"` through into object names and file pat
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, Strict
@@ -153,7 +154,8 @@ def check_image(value: str) -> str:
     return value
 
 
-def _becomes(check, becomes: str):  # noqa: ANN001, ANN202 - a rule and what its value turns into
+def _becomes(check: Callable[[str, str], str], becomes: str) -> Callable[[str], str]:
+    """The rule `check`, saying what its value turns into (`becomes`) when it refuses one."""
     return lambda value: check(value, becomes)
 
 

@@ -7,7 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -15,9 +17,10 @@ from tests.support.reconcile_support import CLI_ENV, SpecRepo
 from tests.support.runtime_support import needs_training
 
 pytestmark = [needs_training, pytest.mark.slow]
+Found = TypeVar("Found")
 
 
-def wait_for(condition, timeout: float, what: str):  # noqa: ANN001
+def wait_for(condition: Callable[[], Found], timeout: float, what: str) -> Found:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = condition()

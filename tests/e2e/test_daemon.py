@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -152,7 +153,7 @@ class DaemonProcess:
         match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if status == 200 and match else None
 
-    def wait_for(self, what: str, check, timeout: float = 180) -> None:  # noqa: ANN001
+    def wait_for(self, what: str, check: Callable[[], object], timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while not check():
             assert self.process.poll() is None, f"the daemon exited: {self.log.read_text()[-3000:]}"

@@ -35,7 +35,7 @@ class FakeHub:
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            def do_GET(self) -> None:
                 hub.requests.append((self.path, self.headers.get("Authorization")))
                 if self.path != f"/meta-llama/Llama-3.1-8B-Instruct/resolve/{REVISION}/config.json":
                     return self._reply(404, b'{"error": "Entry not found"}')

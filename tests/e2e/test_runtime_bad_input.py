@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from reconciler.specs.confinement import FILE_ROOTS_ENV
+from tests.conftest import CliResult
 from tests.support.runtime_support import (
     FRUIT_DATA,
+    Prepared,
     base_model,
     dataset_job,
     finetune_job,
@@ -25,9 +27,10 @@ from tests.support.runtime_support import (
 
 pytestmark = [needs_training, pytest.mark.slow]  # every case starts a job that imports torch
 INSTRUCTION = {"schema": {"type": "instruction"}}
+Local = tuple[Path, str, Path]  # the store, the MLflow URI, the folder of job files
 
 
-def _refused(result, *phrases: str) -> None:  # noqa: ANN001
+def _refused(result: CliResult, *phrases: str) -> None:
     assert result.exit_code == 1, result.output[-3000:]
     assert "Traceback" not in result.output, result.output[-3000:]
     for phrase in phrases:
@@ -41,18 +44,18 @@ def _nothing_at(output: Path) -> None:
 
 
 @pytest.fixture
-def local(tmp_path: Path):
+def local(tmp_path: Path) -> Local:
     return tmp_path / "store", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "jobs"
 
 
-def test_missing_dataset_file(local, tmp_path: Path) -> None:  # noqa: ANN001
+def test_missing_dataset_file(local: Local, tmp_path: Path) -> None:
     store, uri, jobs = local
     job = dataset_job(store, uri, "gone", tmp_path / "nowhere.jsonl", INSTRUCTION)
     _refused(run_job("dataset", write_job(job, jobs)), "nowhere.jsonl", "does not exist")
     _nothing_at(job.output_dir)
 
 
-def test_malformed_jsonl_line_names_the_line(local, tmp_path: Path) -> None:  # noqa: ANN001
+def test_malformed_jsonl_line_names_the_line(local: Local, tmp_path: Path) -> None:
     store, uri, jobs = local
     data = tmp_path / "broken.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "c", "output": \n')
@@ -61,7 +64,7 @@ def test_malformed_jsonl_line_names_the_line(local, tmp_path: Path) -> None:  # 
     _nothing_at(job.output_dir)
 
 
-def test_missing_column_names_it(local, tmp_path: Path) -> None:  # noqa: ANN001
+def test_missing_column_names_it(local: Local, tmp_path: Path) -> None:
     store, uri, jobs = local
     data = tmp_path / "columns.jsonl"
     data.write_text('{"question": "a", "output": "b"}\n')
@@ -70,7 +73,7 @@ def test_missing_column_names_it(local, tmp_path: Path) -> None:  # noqa: ANN001
     _nothing_at(job.output_dir)
 
 
-def test_empty_split_after_cleaning(local, tmp_path: Path) -> None:  # noqa: ANN001
+def test_empty_split_after_cleaning(local: Local, tmp_path: Path) -> None:
     store, uri, jobs = local
     data = tmp_path / "tiny.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"q{i}", "output": "a"}) + "\n" for i in range(3)))
@@ -81,14 +84,14 @@ def test_empty_split_after_cleaning(local, tmp_path: Path) -> None:  # noqa: ANN
     _nothing_at(job.output_dir)
 
 
-def test_sha256_mismatch(local) -> None:  # noqa: ANN001
+def test_sha256_mismatch(local: Local) -> None:
     store, uri, jobs = local
     job = dataset_job(store, uri, "pinned", FRUIT_DATA, {**INSTRUCTION, "sha256": "0" * 64})
     _refused(run_job("dataset", write_job(job, jobs)), "sha256", "0" * 64)
     _nothing_at(job.output_dir)
 
 
-def test_unreachable_mlflow_is_retried_then_named(local) -> None:  # noqa: ANN001
+def test_unreachable_mlflow_is_retried_then_named(local: Local) -> None:
     store, _, jobs = local
     uri = f"http://127.0.0.1:{free_port()}"
     job = dataset_job(store, uri, "fruit", FRUIT_DATA, INSTRUCTION)
@@ -97,14 +100,14 @@ def test_unreachable_mlflow_is_retried_then_named(local) -> None:  # noqa: ANN00
     _nothing_at(job.output_dir)
 
 
-def test_a_job_file_for_another_command(local) -> None:  # noqa: ANN001
+def test_a_job_file_for_another_command(local: Local) -> None:
     store, uri, jobs = local
     job_file = write_job(dataset_job(store, uri, "fruit", FRUIT_DATA, INSTRUCTION), jobs)
     _refused(run_job("finetune", job_file), "is a Dataset job", f"tuneops run dataset --job {job_file}")
 
 
 @pytest.fixture(scope="module")
-def fruit(tmp_path_factory: pytest.TempPathFactory):
+def fruit(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     root = tmp_path_factory.mktemp("bad-input")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     job = dataset_job(root / "store", uri, "fruit-colors", FRUIT_DATA, INSTRUCTION)
@@ -112,7 +115,7 @@ def fruit(tmp_path_factory: pytest.TempPathFactory):
     return root, uri, prepared(job)
 
 
-def test_base_model_folder_without_weights(fruit, tiny_model: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_base_model_folder_without_weights(fruit: Prepared, tiny_model: Path, tmp_path: Path) -> None:
     root, uri, data = fruit
     hollow = tmp_path / "hollow"
     shutil.copytree(tiny_model, hollow, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -121,7 +124,7 @@ def test_base_model_folder_without_weights(fruit, tiny_model: Path, tmp_path: Pa
     _nothing_at(job.output_dir)
 
 
-def test_adapter_rank_above_hidden_size(fruit, tiny_model: Path) -> None:  # noqa: ANN001
+def test_adapter_rank_above_hidden_size(fruit: Prepared, tiny_model: Path) -> None:
     root, uri, data = fruit
     job = finetune_job(
         root / "store", uri, "huge-rank", base_model(tiny_model), [data], {"adapter": {"r": 128}}
@@ -133,7 +136,7 @@ def test_adapter_rank_above_hidden_size(fruit, tiny_model: Path) -> None:  # noq
     _nothing_at(job.output_dir)
 
 
-def test_qlora_is_refused_without_cuda(fruit, tiny_model: Path) -> None:  # noqa: ANN001
+def test_qlora_is_refused_without_cuda(fruit: Prepared, tiny_model: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
@@ -151,7 +154,7 @@ def test_qlora_is_refused_without_cuda(fruit, tiny_model: Path) -> None:  # noqa
 # does, and the job file is written as someone editing it would.
 
 
-def test_a_job_file_pointing_outside_its_roots_is_refused(local, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_job_file_pointing_outside_its_roots_is_refused(local: Local, tmp_path: Path) -> None:
     store, uri, jobs = local
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -162,7 +165,7 @@ def test_a_job_file_pointing_outside_its_roots_is_refused(local, tmp_path: Path)
     _nothing_at(job.output_dir)
 
 
-def test_a_symlink_swapped_after_validation_is_refused(local, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_symlink_swapped_after_validation_is_refused(local: Local, tmp_path: Path) -> None:
     store, uri, jobs = local
     data = tmp_path / "repo" / "data" / "train.csv"
     data.parent.mkdir(parents=True)
@@ -174,7 +177,7 @@ def test_a_symlink_swapped_after_validation_is_refused(local, tmp_path: Path) ->
     _nothing_at(job.output_dir)
 
 
-def test_a_job_started_without_roots_reads_no_file(local) -> None:  # noqa: ANN001
+def test_a_job_started_without_roots_reads_no_file(local: Local) -> None:
     store, uri, jobs = local
     job = dataset_job(store, uri, "fruit", FRUIT_DATA, INSTRUCTION)
     _refused(run_job("dataset", write_job(job, jobs), env={FILE_ROOTS_ENV: ""}),
@@ -182,7 +185,7 @@ def test_a_job_started_without_roots_reads_no_file(local) -> None:  # noqa: ANN0
     _nothing_at(job.output_dir)
 
 
-def test_a_missing_column_names_columns_not_data(local, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_missing_column_names_columns_not_data(local: Local, tmp_path: Path) -> None:
     """A CSV without a header row makes its first row the column names: they are cut short."""
     store, uri, jobs = local
     secret = "s3cr3t-" + "x" * 60
@@ -194,7 +197,8 @@ def test_a_missing_column_names_columns_not_data(local, tmp_path: Path) -> None:
     assert secret not in result.output
 
 
-def test_a_model_folder_holding_a_symlink_out_is_refused(fruit, tiny_model: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_model_folder_holding_a_symlink_out_is_refused(fruit: Prepared, tiny_model: Path,
+                                                         tmp_path: Path) -> None:
     root, uri, data = fruit
     folder = tmp_path / "repo" / "models" / "tiny"
     shutil.copytree(tiny_model, folder)
@@ -205,7 +209,8 @@ def test_a_model_folder_holding_a_symlink_out_is_refused(fruit, tiny_model: Path
     _nothing_at(job.output_dir)
 
 
-def test_a_chat_template_outside_the_roots_is_refused(fruit, tiny_model: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_a_chat_template_outside_the_roots_is_refused(fruit: Prepared, tiny_model: Path,
+                                                      tmp_path: Path) -> None:
     root, uri, data = fruit
     base = base_model(tiny_model).model_copy(update={"chat_template": "/etc/passwd.jinja"})
     job = finetune_job(root / "store", uri, "template", base, [data], {})

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reconciler.jobs.jobfile import GenerationDefaults
+from tests.conftest import CliResult
 from tests.support.runtime_support import (
     FRUIT_DATA,
+    MlflowServer,
     base_model,
     dataset_job,
     evaluation_job,
@@ -23,6 +26,8 @@ from tests.support.runtime_support import (
 )
 
 pytestmark = [pytest.mark.slow, needs_training]
+# What the module's pipeline built, by name: MLflow's client, job files, runs, scores.
+Pipeline = dict[str, Any]
 
 SCORING = {
     "metrics": ["perplexity", "exact_match"],
@@ -41,12 +46,13 @@ LORA = {
 }
 
 
-def _ok(result) -> None:  # noqa: ANN001
+def _ok(result: CliResult) -> None:
     assert result.exit_code == 0, result.output[-4000:]
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, mlflow_server):  # noqa: ANN001
+def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
+             mlflow_server: MlflowServer) -> Pipeline:
     """One prepared dataset, one LoRA fine-tune, and evaluations of the base and the fine-tune."""
     root = tmp_path_factory.mktemp("pipeline")
     store, jobs, uri = root / "store", root / "jobs", mlflow_server.uri
@@ -86,7 +92,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, mlflow_
     }
 
 
-def test_fine_tune_makes_the_model_measurably_better(pipeline) -> None:  # noqa: ANN001
+def test_fine_tune_makes_the_model_measurably_better(pipeline: Pipeline) -> None:
     base, tuned = pipeline["scores"]["base"]["metrics"], pipeline["scores"]["tuned"]["metrics"]
     assert tuned["perplexity"] <= base["perplexity"] / 2, (base, tuned)
     assert tuned["exact_match"] > base["exact_match"], (base, tuned)
@@ -99,7 +105,7 @@ def test_fine_tune_makes_the_model_measurably_better(pipeline) -> None:  # noqa:
     assert all(s["exactMatch"] == (s["answer"].casefold() == s["reference"].casefold()) for s in samples)
 
 
-def test_fine_tune_output_is_complete(pipeline) -> None:  # noqa: ANN001
+def test_fine_tune_output_is_complete(pipeline: Pipeline) -> None:
     output = pipeline["tune"].output_dir
     for name in (
         "adapter_model.safetensors",
@@ -121,7 +127,7 @@ def test_fine_tune_output_is_complete(pipeline) -> None:  # noqa: ANN001
     assert not output.with_name(output.name + ".checkpoints").exists(), "checkpoints were not cleaned up"
 
 
-def test_lineage_walk_from_a_model_version_with_mlflow_client_only(pipeline) -> None:  # noqa: ANN001
+def test_lineage_walk_from_a_model_version_with_mlflow_client_only(pipeline: Pipeline) -> None:
     client = pipeline["client"]
     version = client.get_model_version("fruit-sft", pipeline["version"].version)
     tune, data = pipeline["tune"], pipeline["data"]
@@ -166,7 +172,7 @@ def test_lineage_walk_from_a_model_version_with_mlflow_client_only(pipeline) -> 
     assert "exact_match" in evaluations[0].data.metrics
 
 
-def test_a_failed_gate_is_a_recorded_result_not_a_crash(pipeline, tiny_model: Path) -> None:  # noqa: ANN001
+def test_a_failed_gate_is_a_recorded_result_not_a_crash(pipeline: Pipeline, tiny_model: Path) -> None:
     model = trained_model(pipeline["tune"], pipeline["version"].version)
     job = evaluation_job(
         pipeline["store"],
@@ -187,7 +193,7 @@ def test_a_failed_gate_is_a_recorded_result_not_a_crash(pipeline, tiny_model: Pa
     assert version.tags["tuneops.gate.fruit-impossible"] == "failed"
 
 
-def test_dpo_runs_and_logs_reward_margins(pipeline, tiny_model: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_dpo_runs_and_logs_reward_margins(pipeline: Pipeline, tiny_model: Path, tmp_path: Path) -> None:
     rows = [
         {"prompt": template.format(fruit), "chosen": color, "rejected": wrong}
         for template in ("What color is a {}?", "Name the color of a {}.", "Color of a {}?")

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.jobs.jobfile import JobFile
 from tests.support.runtime_support import (
     FRUIT_DATA,
+    Prepared,
     base_model,
     dataset_job,
     finetune_job,
@@ -42,7 +44,7 @@ SHORT = {
 
 
 @pytest.fixture(scope="module")
-def prepared_fruit(tmp_path_factory: pytest.TempPathFactory):
+def prepared_fruit(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     root = tmp_path_factory.mktemp("training")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     job = dataset_job(root / "store", uri, "fruit-colors", FRUIT_DATA, {"schema": {"type": "instruction"}})
@@ -51,7 +53,7 @@ def prepared_fruit(tmp_path_factory: pytest.TempPathFactory):
     return root, uri, prepared(job)
 
 
-def _results(job) -> dict:  # noqa: ANN001
+def _results(job: JobFile) -> dict:
     return json.loads((job.output_dir / "training_results.json").read_text())
 
 
@@ -63,7 +65,7 @@ def _runs(uri: str, fingerprint: str, experiment: str = "tuneops-tests") -> list
     return client.search_runs([experiment.experiment_id], f"tags.`tuneops.fingerprint` = '{fingerprint}'")
 
 
-def test_same_seed_gives_the_same_final_loss(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+def test_same_seed_gives_the_same_final_loss(prepared_fruit: Prepared, tiny_model: Path) -> None:
     root, uri, data = prepared_fruit
     losses = []
     for attempt in ("a", "b"):
@@ -79,7 +81,8 @@ def test_same_seed_gives_the_same_final_loss(prepared_fruit, tiny_model: Path) -
     assert _results(job)["train_loss"] != pytest.approx(losses[0], abs=1e-6)  # the seed matters
 
 
-def test_a_killed_job_resumes_from_its_checkpoint_in_the_same_run(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+def test_a_killed_job_resumes_from_its_checkpoint_in_the_same_run(prepared_fruit: Prepared,
+                                                                  tiny_model: Path) -> None:
     root, uri, data = prepared_fruit
     spec = {
         "adapter": {"r": 4},
@@ -132,8 +135,8 @@ def test_a_killed_job_resumes_from_its_checkpoint_in_the_same_run(prepared_fruit
 
 @pytest.mark.parametrize("strategy", ["zero2", "zero3"])
 def test_deepspeed_under_torchrun_with_two_cpu_processes(
-    prepared_fruit,
-    tiny_model: Path,  # noqa: ANN001
+    prepared_fruit: Prepared,
+    tiny_model: Path,
     strategy: str,
 ) -> None:
     root, uri, data = prepared_fruit
@@ -158,7 +161,7 @@ def test_deepspeed_under_torchrun_with_two_cpu_processes(
     assert runs[0].data.params["resolved.strategy"] == strategy
 
 
-def test_two_nodes_of_one_process_each_train_as_one_job(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+def test_two_nodes_of_one_process_each_train_as_one_job(prepared_fruit: Prepared, tiny_model: Path) -> None:
     """Multi-node as the Kubernetes launchers run it: one torchrun per node, node ranks 0 and 1,
     rendezvous at node 0. Here both "nodes" are processes on this machine."""
     root, uri, data = prepared_fruit
@@ -183,7 +186,7 @@ def test_two_nodes_of_one_process_each_train_as_one_job(prepared_fruit, tiny_mod
     assert runs[0].data.params["resolved.processes"] == "2"
 
 
-def test_packing_keeps_attention_within_each_example(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+def test_packing_keeps_attention_within_each_example(prepared_fruit: Prepared, tiny_model: Path) -> None:
     """Each example of a packed row gets the logits it gets alone. A control (the same row
     without position_ids, so one causal sequence) must differ, or the check could not see a leak."""
     import torch
@@ -236,7 +239,7 @@ def _bf16_copy(model: Path, into: Path) -> Path:
     return into
 
 
-def test_weights_train_in_the_precision_the_spec_asks_for(prepared_fruit, tiny_model: Path) -> None:  # noqa: ANN001
+def test_weights_train_in_the_precision_the_spec_asks_for(prepared_fruit: Prepared, tiny_model: Path) -> None:
     """A full fine-tune of a bf16 checkpoint keeps fp32 master weights (pure bf16 Adam rounds
     small updates away) and is saved back in bf16; under DeepSpeed the model is handed over
     in bf16, as loaded. A LoRA base under bf16 is held in bf16 even when stored in fp32, which
@@ -261,12 +264,12 @@ def test_weights_train_in_the_precision_the_spec_asks_for(prepared_fruit, tiny_m
         params = mlflow.MlflowClient(uri).get_run(_runs(uri, job.fingerprint)[0].info.run_id).data.params
         assert (params["resolved.trained_weights_dtype"], params["resolved.frozen_weights_dtype"]) == dtypes
         with safe_open(job.output_dir / f"{weights}.safetensors", "pt") as saved:
-            stored = {str(saved.get_slice(key).get_dtype()) for key in saved.keys()}  # noqa: SIM118
+            stored = {str(saved.get_slice(key).get_dtype()) for key in saved.keys()}  # noqa: SIM118 - safe_open is not iterable
         assert stored == ({"F32"} if name == "lora" else {"BF16"}), stored  # the adapter stays fp32
 
 
-def test_a_job_that_fails_after_training_retrains_exactly_the_same_steps(  # noqa: ANN001
-        prepared_fruit, tiny_model: Path, tmp_path: Path) -> None:
+def test_a_job_that_fails_after_training_retrains_exactly_the_same_steps(
+        prepared_fruit: Prepared, tiny_model: Path, tmp_path: Path) -> None:
     """MLflow refuses the model's upload after the last step. The retry resumes from the
     checkpoint before the end (none is kept at the last step: resuming there would make the
     Trainer take one step too many) and ends with the weights of a run never interrupted."""

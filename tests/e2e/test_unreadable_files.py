@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_tuneops
+from tests.conftest import REPO_ROOT, CliResult, run_tuneops
 
 FAST_MLFLOW = {"TUNEOPS_MLFLOW_RETRY_DELAYS": "0"}
 
 
-def assert_users_problem(result, *said: str) -> None:  # noqa: ANN001 - CliResult
+def assert_users_problem(result: CliResult, *said: str) -> None:
     assert result.exit_code == 1, result.output
     assert "internal error" not in result.output and "Traceback" not in result.output, result.output
     for words in said:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.runtime_support import (
     FRUIT_DATA,
+    Prepared,
     base_model,
     dataset_job,
     finetune_job,
@@ -33,7 +34,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.slow, needs_training,
 
 
 @pytest.fixture(scope="module")
-def fruit(tmp_path_factory: pytest.TempPathFactory):
+def fruit(tmp_path_factory: pytest.TempPathFactory) -> Prepared:
     root = tmp_path_factory.mktemp("gpu")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     job = dataset_job(root / "store", uri, "fruit-colors", FRUIT_DATA, {"schema": {"type": "instruction"}})
@@ -42,7 +43,7 @@ def fruit(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.parametrize("adapter", [{"type": "qlora", "r": 8}, {"type": "lora", "r": 8}])
-def test_bf16_training_on_the_gpu(fruit, tiny_model: Path, adapter: dict) -> None:  # noqa: ANN001
+def test_bf16_training_on_the_gpu(fruit: Prepared, tiny_model: Path, adapter: dict) -> None:
     if adapter["type"] == "qlora":
         pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes")
     root, uri, data = fruit

@@ -114,7 +114,7 @@ class FakeKubelet:
         while not self._stop.wait(0.1):
             try:
                 self._tick()
-            except Exception as error:  # noqa: BLE001 - a test should see it, not a dead thread
+            except Exception as error:  # a test should see it, not a dead thread
                 print(f"fake kubelet: {type(error).__name__}: {error}", file=sys.stderr)
 
     def _tick(self) -> None:

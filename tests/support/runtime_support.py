@@ -27,6 +27,8 @@ from reconciler.jobs.jobfile import (
 from tests.conftest import REPO_ROOT, CliResult
 
 FRUIT_DATA = REPO_ROOT / "specs-example" / "quickstart" / "data" / "fruit-colors.jsonl"
+# A module's prepared fixture: its root folder, the MLflow URI there, a dataset prepared in it.
+Prepared = tuple[Path, str, PreparedDataset]
 GIT = GitOrigin(repo="https://git.example.internal/ml/specs.git", commit="3f2c1a9" + "0" * 33)
 
 needs_training = pytest.mark.skipif(

@@ -180,7 +180,7 @@ def hub_stand_in() -> Iterator[tuple[str, list[tuple[str, str | None]]]]:
                "/api/datasets/openbmb/UltraFeedback/revision/v2": DATASET_COMMIT}
 
     class Hub(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        def do_GET(self) -> None:
             requests.append((self.path, self.headers.get("Authorization")))
             commit = commits.get(self.path)
             body = json.dumps({"sha": commit} if commit else {"error": "Revision Not Found"}).encode()

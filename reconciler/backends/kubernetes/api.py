@@ -15,10 +15,13 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from reconciler.backends.base import BackendError
+
+if TYPE_CHECKING:
+    import urllib3
 
 FIELD_MANAGER = "tuneops"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"  # the body is JSON, which is YAML
@@ -352,7 +355,7 @@ class KubeApi:
         content_type: str | None = None,
         stream: bool = False,
         timeout: float | None = -1.0,
-    ):
+    ) -> urllib3.BaseHTTPResponse:
         import urllib3
 
         url = (

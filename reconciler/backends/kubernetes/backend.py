@@ -274,7 +274,7 @@ class KubernetesBackend:
 
     # -- logs --------------------------------------------------------------------------------
 
-    def log_file(self, kind: str, name: str):  # noqa: ANN201 - logs live in the cluster, not in a file
+    def log_file(self, kind: str, name: str) -> None:  # logs live in the cluster, not in a file
         return None
 
     def logs(

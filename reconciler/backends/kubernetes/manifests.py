@@ -7,7 +7,7 @@ render needs no state and the same specs always render the same manifests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from reconciler.backends.kubernetes.render import (
@@ -33,7 +33,7 @@ RENDERED_KINDS = ("Dataset", "FineTune", "Evaluation", "Deployment")
 PENDING_DIGEST = "pending"  # a Dataset's digest is known once it is built
 
 
-def planned_run(storage_root: str):  # noqa: ANN201 - the lookup JobBuilder takes
+def planned_run(storage_root: str) -> Callable[[str, str, str], BuiltRun]:
     """A lookup that answers every upstream with the run it will have once built."""
 
     def lookup(kind: str, name: str, fingerprint: str) -> BuiltRun:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -35,7 +35,10 @@ from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ServeOptions
 from reconciler.specs.base import ResourceId
 from reconciler.specs.confinement import FILE_ROOTS_ENV
-from reconciler.specs.deployment import DeploymentResource
+from reconciler.specs.deployment import DeploymentResource, DeploymentSpec
+
+if TYPE_CHECKING:
+    import jinja2
 
 JOB_FILE_PATH = "/etc/tuneops/job.json"
 STORAGE_MOUNT = "/mnt/tuneops"
@@ -90,7 +93,7 @@ def template_dir() -> Path:
 
 
 @functools.cache
-def environment():  # noqa: ANN201 - jinja2.Environment, imported lazily
+def environment() -> jinja2.Environment:
     """One environment per process: it compiles each template once and keeps it."""
     import jinja2
 
@@ -355,7 +358,7 @@ def _vllm_command(job: JobFile, merge_adapter: bool, gpus: int, adapter_rank: in
     return command
 
 
-def _autoscaling(spec) -> dict[str, Any] | None:  # noqa: ANN001 - DeploymentSpec
+def _autoscaling(spec: DeploymentSpec) -> dict[str, Any] | None:
     if spec.autoscaling is None:
         return None
     return {"max_replicas": spec.autoscaling.max_replicas, "metric": spec.autoscaling.metric,

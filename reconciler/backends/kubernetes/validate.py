@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.backends.kubernetes.crd_schemas import crd_problems, embedded_objects, operator_problems
 from reconciler.values import kubernetes as kube
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 
 def validate_manifests(objects: Iterable[Mapping[str, Any]], version: str) -> list[str]:
@@ -96,7 +99,7 @@ def _newest_schema_version() -> str:
 
 
 @functools.cache
-def _openapi_validator(version: str, api_version: str, kind: str):  # noqa: ANN202 - a jsonschema validator
+def _openapi_validator(version: str, api_version: str, kind: str) -> Validator:
     """What kubernetes_validate.validate(obj, version, strict=True) checks, with each kind's
     schema read and compiled once: it reads and parses the whole definitions file on every
     call, which made checking a thousand objects take seconds. Raises its SchemaNotFoundError

@@ -103,10 +103,10 @@ class Forward(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     upstream: Upstream  # set on the subclass main() makes
 
-    def do_GET(self) -> None:  # noqa: N802 - the base class's names
+    def do_GET(self) -> None:
         self.forward()
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
     def forward(self) -> None:
         body = self._body()
@@ -167,7 +167,7 @@ class Forward(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass  # a line per request would fill the log with health checks
 
 

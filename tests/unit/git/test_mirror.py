@@ -45,7 +45,7 @@ def token_remote(tmp_path: Path):
     seen: list[str] = []
 
     class TokenRequired(SimpleHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             seen.append(self.headers.get("Authorization") or "")
             if seen[-1] != expected:
                 self.send_response(401)
@@ -55,7 +55,7 @@ def token_remote(tmp_path: Path):
                 return
             super().do_GET()
 
-        def log_message(self, *args) -> None:  # noqa: ANN002
+        def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(TokenRequired, directory=str(served)))

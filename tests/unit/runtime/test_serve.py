@@ -28,9 +28,9 @@ pytest.importorskip("torch", reason="the server needs the train extras")
 pytest.importorskip("fastapi", reason="the built-in server needs fastapi")
 pytest.importorskip("uvicorn", reason="the built-in server needs uvicorn")
 
-from reconciler.jobs.jobfile import BaseModelRef, JobFile, MlflowTarget, ModelVersionRef, ServeOptions  # noqa: E402
-from reconciler.runtime.loading import load_model, load_model_tokenizer  # noqa: E402
-from reconciler.runtime.serve import Generator, create_app, load_for_serving  # noqa: E402
+from reconciler.jobs.jobfile import BaseModelRef, JobFile, MlflowTarget, ModelVersionRef, ServeOptions
+from reconciler.runtime.loading import load_model, load_model_tokenizer
+from reconciler.runtime.serve import Generator, create_app, load_for_serving
 
 NAME = "bot"
 PROMPT = "The quick brown fox"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 
@@ -15,7 +16,7 @@ from reconciler.fingerprint import fingerprint_inputs
 from reconciler.graph import DependencyGraph
 from reconciler.sizing import architectures
 from reconciler.sizing.dataset_rows import count_file_rows, train_rows
-from reconciler.sizing.estimates import RowCount, estimate_fine_tune
+from reconciler.sizing.estimates import FineTuneEstimate, RowCount, estimate_fine_tune
 from reconciler.sizing.memory import assumed_mfu, flops_per_parameter_token, peak_flops
 from reconciler.sizing.report import estimate_json, estimate_text, plan_line
 from reconciler.specs.base import ResourceId
@@ -48,7 +49,8 @@ def repo_with(tmp_path: Path, fine_tune_spec: str, base_extra: str = "", files: 
     return write_repo(tmp_path / "specs", files)
 
 
-def estimate_of(repo: Path, rows=None, settings=None):  # noqa: ANN001, ANN201
+def estimate_of(repo: Path, rows: Mapping[str, RowCount] | None = None,
+                settings: PlannerSettings | None = None) -> FineTuneEstimate:
     result = validate_path(repo)
     assert result.valid, [p.text() for p in result.problems]
     resource = result.specs.resource(ResourceId("FineTune", "sft"), FineTuneResource)

@@ -23,11 +23,15 @@ import json
 import random
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from reconciler.sizing import memory as planner
 from tests.support.runtime_support import needs_training
+
+if TYPE_CHECKING:
+    import torch
 
 pytestmark = [pytest.mark.slow, needs_training]
 
@@ -89,7 +93,7 @@ def _saved_bytes(model_dir: Path, spec_body: dict, length: int, micro_batch: int
     kept: dict[int, int] = {}
     alive = []  # held, so that no storage is freed and its address reused while counting
 
-    def pack(tensor):  # noqa: ANN001, ANN202
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
         alive.append(tensor)
         storage = tensor.untyped_storage()
         kept.setdefault(storage.data_ptr(), storage.nbytes())

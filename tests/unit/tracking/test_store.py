@@ -31,7 +31,7 @@ from reconciler.tracking.store import (
 )
 from reconciler.tracking.vocabulary import TrackingUnavailable, with_retries
 from tests.conftest import REPO_ROOT
-from tests.support.runtime_support import free_port
+from tests.support.runtime_support import MlflowServer, free_port
 
 START = 1_700_000_000_000  # ms; explicit start times make "newest first" the same in both stores
 FINE_TUNES = 25
@@ -92,7 +92,7 @@ def populate(uri: str, suffix: str) -> World:
 
 
 @pytest.fixture(scope="module")
-def rest_world(mlflow_server) -> World:  # noqa: ANN001
+def rest_world(mlflow_server: MlflowServer) -> World:
     return populate(mlflow_server.uri, uuid.uuid4().hex[:8])
 
 

@@ -141,7 +141,7 @@ INJECTIONS = ['x"\nkind: Secret\n', "{{ 7 * 7 }}", "x\n---\napiVersion: v1\nkind
               "\u2028kind: Secret", "'; rm -rf /", "${HOME} $(id)"]
 
 
-def _shape(value, path=""):  # noqa: ANN001, ANN202
+def _shape(value: object, path: str = "") -> set[str]:
     """Every key path in an object, and the length of every list: its shape, without the values."""
     if isinstance(value, dict):
         return {p for key, item in value.items() for p in _shape(item, f"{path}.{key}")} | {path}
