@@ -26,7 +26,7 @@ from reconciler.cli.base import (
 if TYPE_CHECKING:
     from types import FrameType
 
-    from reconciler.plan.planning import PlannedProject
+    from reconciler.plan.project_plan import PlannedProject
 
 
 @cli.command()
