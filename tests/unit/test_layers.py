@@ -72,6 +72,12 @@ def test_every_module_has_a_layer():
     assert [name for name, _ in modules() if layer_of(name) is None and name != "reconciler"] == []
 
 
+def test_every_layer_and_pure_entry_names_a_module_that_exists():
+    """A stale entry (a module renamed or removed) would silently check nothing."""
+    names = {name for name, _ in modules()}
+    assert [entry for entry in (*LAYERS, *PURE) if entry not in names] == []
+
+
 def test_nothing_imports_upward():
     upward = []
     for name, path in modules():
