@@ -41,7 +41,7 @@ class PermanentError(TuneopsError):
 
 
 class TemporaryError(TuneopsError):
-    """May pass on a later try (a service not reachable yet, a rate limit): retry after `delay`."""
+    """May pass on a later try (a service not reachable yet, a rate limit): retry after `delay`
+    when the error knows it (a server's Retry-After), else after the caller's own backoff."""
 
     retryable = True
-    delay: float | None = 60.0

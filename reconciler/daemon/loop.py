@@ -96,17 +96,21 @@ class Daemon:
         self._http: HttpServer | None = None
         self._commit: str | None = None
         self._last_error = ""
+        self._retry_after: float | None = None  # a TemporaryError's own delay, for the next sleep
 
     # -- one tick ----------------------------------------------------------------------------
 
     def tick(self) -> str:
         """Sync, validate, apply: 'applied', 'noop', 'invalid', 'interrupted' or 'failed'."""
         started = time.monotonic()
+        self._retry_after = None
         try:
             outcome = self._tick()
         except TuneopsError as error:
             self.say(f"error: {error}")
             self._last_error = str(error)
+            if self._retry_after is None:  # the plan or apply step may have remembered its cause's
+                self._remember_retry(error)
             outcome = "failed"
         if outcome == "failed" and self._last_error:
             self._notify("reconcile_failed", self._last_error)
@@ -182,6 +186,7 @@ class Daemon:
         try:
             return plan_json(project.plan().plan)
         except TuneopsError as error:
+            self._remember_retry(error)
             raise DaemonError(f"tuneops plan failed: error: {error}") from None
         except Exception as error:  # a bug in planning fails the tick, not the daemon
             raise DaemonError(f"tuneops plan failed: internal error: {type(error).__name__}: "
@@ -206,6 +211,7 @@ class Daemon:
             outcome = project.apply(reporter=Reporter(echo), stop=self.stopping, shown=shown)
         except TuneopsError as error:
             echo(f"error: {error}")
+            self._remember_retry(error)
             return True
         except Exception as error:  # an apply that crashes is a failed tick
             echo(f"tuneops: internal error: {type(error).__name__}: {error}")
@@ -242,9 +248,16 @@ class Daemon:
         self.say(f"leading{how}: reconciling {self.mirror.shown} ({self.config.branch}) every "
                  f"{self.config.interval:g}s")
 
+    def _remember_retry(self, error: TuneopsError) -> None:
+        """A TemporaryError says when trying again may pass (an API's Retry-After, a lock held);
+        the next sleep takes that instead of the blind exponential backoff."""
+        self._retry_after = error.delay if error.retryable and error.delay is not None else None
+
     def _delay(self, outcome: str) -> float:
         if outcome != "failed":
             return self.config.interval
+        if self._retry_after is not None:
+            return min(max(self._retry_after, 1.0), self.config.max_backoff) * random.uniform(1.0, 1.2)
         backoff = min(self.config.interval * 2 ** min(self.state.failures, 16), self.config.max_backoff)
         return backoff * random.uniform(0.8, 1.2)
 

@@ -21,7 +21,7 @@ def test_permanent_errors_are_not_retried_and_temporary_ones_are_after_a_delay()
     assert not PermanentError("bad spec").retryable
     assert TemporaryError("MLflow is not reachable").retryable
     assert TemporaryError("429", delay=5).delay == 5
-    assert TemporaryError("later").delay == 60.0
+    assert TemporaryError("later").delay is None  # the caller's backoff decides
 
 
 def test_existing_errors_keep_their_names_messages_and_builtin_bases():

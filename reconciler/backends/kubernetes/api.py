@@ -389,10 +389,14 @@ class KubeApi:
             if 200 <= response.status < 300:
                 return response
             data = response.data if not stream else response.read()
+            retry_after = response.headers.get("Retry-After")
             if response.status in RETRYABLE and attempt < self.attempts - 1:
-                self.sleep(self._delay(attempt, response.headers.get("Retry-After")))
+                self.sleep(self._delay(attempt, retry_after))
                 continue
-            raise self._error(response.status, data, verb, what)
+            error = self._error(response.status, data, verb, what)
+            if error.retryable and retry_after and retry_after.isdigit():
+                error.delay = float(retry_after)  # the server said when: the daemon waits so long
+            raise error
         raise AssertionError("unreachable")
 
     def _delay(self, attempt: int, retry_after: str | None = None) -> float:

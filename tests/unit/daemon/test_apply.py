@@ -44,6 +44,21 @@ def test_an_apply_refused_says_why_in_one_redacted_line(daemon):
     assert said == ["  | error: MLflow at https://user:***@mlflow.example is not reachable"]
 
 
+def test_the_next_try_waits_as_long_as_a_temporary_error_says_else_backs_off(daemon):
+    from reconciler.errors import PermanentError
+
+    the_daemon, _ = daemon
+    the_daemon.state.failures = 1
+    the_daemon._remember_retry(TemporaryError("throttled", delay=5))
+    assert 5.0 <= the_daemon._delay("failed") <= 6.0
+    the_daemon._remember_retry(TemporaryError("MLflow not reachable"))  # no delay known: back off
+    interval = the_daemon.config.interval
+    assert 0.8 * 2 * interval <= the_daemon._delay("failed") <= 1.2 * 2 * interval
+    the_daemon._remember_retry(PermanentError("bad spec"))
+    assert the_daemon._delay("failed") >= 0.8 * 2 * interval
+    assert the_daemon._delay("applied") == interval
+
+
 def test_a_plan_that_crashes_fails_the_tick_with_a_daemon_error(daemon):
     from reconciler.daemon.loop import DaemonError
 

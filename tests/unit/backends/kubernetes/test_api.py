@@ -79,6 +79,13 @@ def test_throttling_and_server_errors_back_off_then_succeed(fake: FakeKubeApi):
     assert SLEPT == [3.0, 0.5, 1.0]  # Retry-After honoured, then exponential
 
 
+def test_throttling_that_persists_carries_the_servers_retry_after(fake: FakeKubeApi):
+    fake.inject("GET", "/configmaps", 429, times=10, retry_after=42)
+    with pytest.raises(KubeApiError) as error:
+        client(attempts=2).list("ConfigMap", "ml")
+    assert (error.value.retryable, error.value.delay) == (True, 42.0)
+
+
 def test_errors_that_persist_are_reported_with_the_status(fake: FakeKubeApi):
     fake.inject("GET", "/configmaps", 500, times=10, message="etcdserver: request timed out")
     with pytest.raises(KubeApiError, match="500.*etcdserver: request timed out") as error:
