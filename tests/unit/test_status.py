@@ -1,11 +1,9 @@
-"""Status rows and the progress an apply prints for long steps."""
+"""Status rows: phase, progress, the version in use, when it ran."""
 
 from __future__ import annotations
 
-import time
 from types import MappingProxyType
 
-from reconciler.apply.executor import Outcome, Reporter, StepResult
 from reconciler.plan.plan import Action, Plan, PlannedAction
 from reconciler.specs.base import ResourceId
 from reconciler.state import ActualState, BackendState, JobObservation, RunProgress
@@ -40,20 +38,6 @@ def test_a_failed_job_out_of_attempts_reads_failed_not_blocked():
     plan = Plan((PlannedAction(FINE_TUNE, Action.BLOCKED, FP, reason="failed 2 of 2 attempts"),), {})
     [row] = status_rows(plan, state, now=1100.0)
     assert row.phase == "Failed" and "failed 2 of 2 attempts" in row.result
-
-
-def test_long_steps_get_a_heartbeat_line_with_their_progress():
-    lines: list[str] = []
-    reporter = Reporter(lines.append, heartbeat=0.05)
-    reporter.progress_of = lambda rid, fingerprint: "40% (step 4), ETA 6s" if fingerprint == FP else ""
-    with reporter:
-        reporter.started(FINE_TUNE, "started pid 3", FP)
-        time.sleep(0.3)
-        reporter.finished(StepResult(FINE_TUNE, Outcome.DONE, "registered sft/1"), 0.3)
-    assert lines[0] == "  FineTune/sft: started pid 3"
-    beats = [line for line in lines if "running for" in line]
-    assert beats and all(line.endswith("40% (step 4), ETA 6s") for line in beats)
-    assert lines[-1].startswith("  FineTune/sft: done after 0s: registered sft/1")
 
 
 def test_an_evaluation_in_progress_shows_the_version_it_scores_not_the_one_scored_before(tmp_path):
