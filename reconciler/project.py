@@ -290,7 +290,7 @@ class Project:
         need not validate: the run of model `version`, else the one the specs ask for, else the
         newest. An error when the resource is not defined there or never ran."""
         from reconciler.backends.run_logs import logs_of_version, logs_of_wanted_run
-        from reconciler.specs.rules import DefinedNames
+        from reconciler.specs.rules.references import DefinedNames
 
         backend, loaded = unvalidated_project(path)
         defined = loaded.declared | {spec.id for spec in loaded.specs}

@@ -23,7 +23,7 @@ from reconciler.sizing.memory import (
 from reconciler.specs.base import ResourceId
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.problems import Problem, Severity
-from reconciler.specs.rules import problem
+from reconciler.specs.rules.registry import problem
 from reconciler.specs.specset import SpecSet
 
 GB = 1e9
