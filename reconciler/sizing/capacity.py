@@ -9,14 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from reconciler.sizing.memory import (
+from reconciler.sizing.memory import Architecture, TrainingShape, device_memory
+from reconciler.sizing.strategy import (
     AUTO_ORDER,
     SAFETY_MARGIN,
-    Architecture,
     Estimate,
-    TrainingShape,
     choose_strategy,
-    device_memory,
     estimate,
     largest_micro_batch,
 )
