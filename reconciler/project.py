@@ -27,7 +27,7 @@ from reconciler.graph import DependencyGraph
 from reconciler.specs.validate import ValidationResult, validate_path
 from reconciler.state import BUILT_KINDS, ActualState, BuiltRun, RunProgress, built_run_from
 from reconciler.tracking import vocabulary as tracking
-from reconciler.tracking.store import tag_equals
+from reconciler.tracking.filters import tag_equals
 
 if TYPE_CHECKING:
     from reconciler.apply.executor import Reporter

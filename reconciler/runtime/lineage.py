@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler.jobs.jobfile import JobFile
 from reconciler.tracking import vocabulary as tracking
-from reconciler.tracking.store import artifact_location
+from reconciler.tracking.client_store import artifact_location
 
 
 def _mlflow():
