@@ -5,7 +5,7 @@ checkpoints are), it trains LoRA and full fine-tunes at a few sequence lengths, 
 and with gradient checkpointing on and off. Each case is a whole `tuneops run finetune`
 process on one GPU (`strategy: ddp`, bf16, AdamW) for a few steps. The measured peak is the
 run's own `peak_memory_mb` metric in MLflow, which the runtime takes from
-`torch.cuda.max_memory_allocated()`. The estimate is `reconciler.sizing.memory.estimate()` for the
+`torch.cuda.max_memory_allocated()`. The estimate is `reconciler.sizing.strategy.estimate()` for the
 same shape: what `tuneops estimate` and `strategy: auto` decide with. The ratio
 measured / estimate is the figure docs/benchmarks.md records (target: within 15%).
 
@@ -224,10 +224,11 @@ def measured_peak(job: Any, case: Case, steps: int) -> float:
 
 def planned(work: Work, case: Case) -> tuple[float, float]:
     from reconciler.sizing import memory as planner
+    from reconciler.sizing.strategy import estimate
     architecture = planner.Architecture.from_config(json.loads((work.model / "config.json").read_text()))
     shape = planner.TrainingShape(architecture, case.adapter, rank=16, sequence_length=case.sequence_length,
                                   micro_batch=case.micro_batch, gradient_checkpointing=case.checkpointing)
-    found = planner.estimate(shape, "ddp")
+    found = estimate(shape, "ddp")
     return found.states.total, found.activations
 
 

@@ -27,7 +27,8 @@ from reconciler.graph import DependencyGraph
 from reconciler.specs.validate import ValidationResult, validate_path
 from reconciler.state import BUILT_KINDS, ActualState, BackendState, BuiltRun, RunProgress, built_run_from
 from reconciler.tracking import vocabulary as tracking
-from reconciler.tracking.store import TrackingStore, tag_equals
+from reconciler.tracking.filters import tag_equals
+from reconciler.tracking.store import TrackingStore
 
 if TYPE_CHECKING:
     from reconciler.apply.executor import Reporter
@@ -296,7 +297,7 @@ class Project:
         need not validate: the run of model `version`, else the one the specs ask for, else the
         newest. An error when the resource is not defined there or never ran."""
         from reconciler.backends.run_logs import logs_of_version, logs_of_wanted_run
-        from reconciler.specs.rules import DefinedNames
+        from reconciler.specs.rules.references import DefinedNames
 
         backend, loaded = unvalidated_project(path)
         defined = loaded.declared | {spec.id for spec in loaded.specs}

@@ -228,7 +228,7 @@ class Executor:
 
     def _read_progress(self, rid: ResourceId, fingerprint: str) -> str:
         from reconciler.status import progress_text
-        from reconciler.tracking.store import tag_equals
+        from reconciler.tracking.filters import tag_equals
 
         query = " and ".join((tag_equals(tracking.TAG_KIND, rid.kind),
                               tag_equals(tracking.TAG_FINGERPRINT, fingerprint)))
@@ -250,7 +250,7 @@ class Executor:
         with self._runs_lock:
             if key in self._runs:
                 return self._runs[key]
-        from reconciler.tracking.store import tag_equals
+        from reconciler.tracking.filters import tag_equals
 
         query = " and ".join((tag_equals(tracking.TAG_KIND, kind), tag_equals(tracking.TAG_NAME, name),
                               tag_equals(tracking.TAG_FINGERPRINT, fingerprint),

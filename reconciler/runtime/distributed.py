@@ -74,7 +74,8 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
         return requested
     if device_bytes is None:
         return "ddp"
-    from reconciler.sizing.memory import Architecture, TrainingShape, choose_strategy
+    from reconciler.sizing.memory import Architecture, TrainingShape
+    from reconciler.sizing.strategy import choose_strategy
 
     shape = TrainingShape(
         architecture=Architecture.from_config(model_config), adapter=adapter, rank=rank,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.jobs.jobfile import JobFile
 from reconciler.tracking import vocabulary as tracking
-from reconciler.tracking.store import artifact_location
+from reconciler.tracking.client_store import artifact_location
 
 if TYPE_CHECKING:
     from types import ModuleType

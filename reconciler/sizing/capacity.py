@@ -9,21 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from reconciler.sizing.memory import (
+from reconciler.sizing.memory import Architecture, TrainingShape, device_memory
+from reconciler.sizing.strategy import (
     AUTO_ORDER,
     SAFETY_MARGIN,
-    Architecture,
     Estimate,
-    TrainingShape,
     choose_strategy,
-    device_memory,
     estimate,
     largest_micro_batch,
 )
 from reconciler.specs.base import ResourceId
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.problems import Problem, Severity
-from reconciler.specs.rules import problem
+from reconciler.specs.rules.registry import problem
 from reconciler.specs.specset import SpecSet
 
 GB = 1e9

@@ -15,18 +15,9 @@ from dataclasses import dataclass
 
 from reconciler.config import PlannerSettings
 from reconciler.sizing.capacity import base_model_of, training_shape
-from reconciler.sizing.memory import (
-    Architecture,
-    Estimate,
-    TrainingShape,
-    assumed_mfu,
-    choose_strategy,
-    device_memory,
-    estimate,
-    flops_per_parameter_token,
-    largest_micro_batch,
-    peak_flops,
-)
+from reconciler.sizing.memory import Architecture, TrainingShape, device_memory
+from reconciler.sizing.strategy import Estimate, choose_strategy, estimate, largest_micro_batch
+from reconciler.sizing.throughput import assumed_mfu, flops_per_parameter_token, peak_flops
 from reconciler.specs.base import ResourceId
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.specset import SpecSet

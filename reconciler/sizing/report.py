@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.sizing.estimates import FineTuneEstimate
-from reconciler.sizing.memory import SAFETY_MARGIN
+from reconciler.sizing.strategy import SAFETY_MARGIN
 
 GB = 1e9
 ESTIMATE_FORMAT_VERSION = 1

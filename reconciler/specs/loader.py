@@ -1,7 +1,7 @@
 """A spec repository on disk -> validated resources, each knowing its file and positions.
 
 Layers 1 and 2 of validation happen here: reading (size, encoding, YAML syntax) and the
-envelope and schema of each document. Whole-repository rules live in `rules.py`.
+envelope and schema of each document. Whole-repository rules live in `rules/`.
 """
 
 from __future__ import annotations

@@ -34,7 +34,9 @@ LAYERS = {
 }
 PURE = ("reconciler.specs", "reconciler.graph", "reconciler.fingerprint", "reconciler.plan.plan",
         "reconciler.plan.gates", "reconciler.plan.in_use", "reconciler.plan.report",
-        "reconciler.sizing.memory", "reconciler.sizing.estimates", "reconciler.state", "reconciler.status")
+        "reconciler.sizing.memory", "reconciler.sizing.activations", "reconciler.sizing.strategy",
+        "reconciler.sizing.throughput", "reconciler.sizing.estimates", "reconciler.state",
+        "reconciler.status")
 IMPURE_LIBRARIES = ("mlflow", "kubernetes", "git", "torch", "transformers", "peft", "trl",
                     "deepspeed", "datasets", "jinja2")
 

@@ -17,8 +17,8 @@ from reconciler.graph import DependencyGraph
 from reconciler.sizing import architectures
 from reconciler.sizing.dataset_rows import count_file_rows, train_rows
 from reconciler.sizing.estimates import FineTuneEstimate, RowCount, estimate_fine_tune
-from reconciler.sizing.memory import assumed_mfu, flops_per_parameter_token, peak_flops
 from reconciler.sizing.report import estimate_json, estimate_text, plan_line
+from reconciler.sizing.throughput import assumed_mfu, flops_per_parameter_token, peak_flops
 from reconciler.specs.base import ResourceId
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.validate import validate_path

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.sizing.activations import activation_bytes
 from reconciler.sizing.memory import (
     Architecture,
     TrainingShape,
-    activation_bytes,
-    choose_strategy,
-    estimate,
-    largest_micro_batch,
     lora_parameters,
     model_states,
     zero_paper_rounding,
 )
+from reconciler.sizing.strategy import choose_strategy, estimate, largest_micro_batch
 
 GB = 1e9  # the ZeRO paper's GB
 

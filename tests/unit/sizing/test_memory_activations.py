@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from reconciler.sizing import memory as planner
+from reconciler.sizing.activations import activation_bytes, kept_activation_bytes
 from tests.support.runtime_support import needs_training
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def _expected(shape: planner.TrainingShape, micro_batch: int, fp32_weights: bool
     logits is a temporary they do not see)."""
     trained = shape.architecture.linear_parameters if shape.adapter == "none" else shape.trainable
     copies = planner.HALF * trained if fp32_weights and not shape.gradient_checkpointing else 0
-    return planner.kept_activation_bytes(shape, micro_batch, device="cpu", fp32_weights=fp32_weights) + copies
+    return kept_activation_bytes(shape, micro_batch, device="cpu", fp32_weights=fp32_weights) + copies
 
 
 @pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
@@ -173,8 +174,8 @@ def test_gradient_checkpointing_keeps_each_layers_input(models: dict[str, Path],
     assert deeper - measured == tokens * residual * shape.architecture.hidden_size
     plain, plain_deeper = (replace(_shape(models[name], body, length, micro_batch, packing=False),
                                    gradient_checkpointing=False) for name in (model, model + "+1"))
-    recomputed = (planner.kept_activation_bytes(plain_deeper, micro_batch, device="cpu")
-                  - planner.kept_activation_bytes(plain, micro_batch, device="cpu"))
+    recomputed = (kept_activation_bytes(plain_deeper, micro_batch, device="cpu")
+                  - kept_activation_bytes(plain, micro_batch, device="cpu"))
     assert measured == pytest.approx(_expected(shape, micro_batch, True) - recomputed, rel=0.01)
 
 
@@ -185,8 +186,8 @@ def test_the_estimate_no_longer_counts_attention_scores() -> None:
         "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
         "intermediate_size": 14336, "vocab_size": 128256})
     short, long = (planner.TrainingShape(llama, "lora", sequence_length=n) for n in (1024, 4096))
-    runtime = [planner.kept_activation_bytes(s, 1) for s in (short, long)]
-    paper = [planner.activation_bytes(llama, s.sequence_length, 1) for s in (short, long)]
+    runtime = [kept_activation_bytes(s, 1) for s in (short, long)]
+    paper = [activation_bytes(llama, s.sequence_length, 1) for s in (short, long)]
     masks = [32 * planner.HALF * s.sequence_length ** 2 for s in (short, long)]
     assert (runtime[1] - masks[1]) == pytest.approx(4 * (runtime[0] - masks[0]), rel=1e-9)
     assert paper[1] > 5 * paper[0]  # quadratic in the length

@@ -34,10 +34,10 @@ from reconciler.sizing.memory import (
     HALF,
     Architecture,
     TrainingShape,
-    estimate,
     lora_parameters,
     model_states,
 )
+from reconciler.sizing.strategy import estimate
 
 FP32 = 4  # bytes of an fp32 value
 # DeepSpeed's optimizer partition: the paper's K (fp32 parameters, momentum, variance) plus an

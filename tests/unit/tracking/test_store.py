@@ -20,15 +20,11 @@ from typing import Any
 import pytest
 
 from reconciler.tracking import vocabulary as tracking
-from reconciler.tracking.store import (
-    ClientTrackingStore,
-    RestTrackingStore,
-    RunRecord,
-    TrackingError,
-    artifact_location,
-    open_store,
-    tag_equals,
-)
+from reconciler.tracking.client_store import ClientTrackingStore, artifact_location
+from reconciler.tracking.filters import tag_equals
+from reconciler.tracking.records import RunRecord, TrackingError
+from reconciler.tracking.rest_store import RestTrackingStore
+from reconciler.tracking.store import open_store
 from reconciler.tracking.vocabulary import TrackingUnavailable, with_retries
 from tests.conftest import REPO_ROOT
 from tests.support.runtime_support import MlflowServer, free_port
@@ -375,7 +371,8 @@ def test_answers_from_the_server_are_not_retried(failure: Exception) -> None:
 def test_reading_a_server_does_not_import_mlflow(rest_world: World) -> None:
     script = (
         "import sys\n"
-        "from reconciler.tracking.store import open_store, tag_equals\n"
+        "from reconciler.tracking.filters import tag_equals\n"
+        "from reconciler.tracking.store import open_store\n"
         f"store = open_store({rest_world.uri!r})\n"
         f"experiment = store.experiment_id({rest_world.experiment!r})\n"
         "runs = store.search_runs(experiment, tag_equals('tuneops.kind', 'FineTune'))\n"

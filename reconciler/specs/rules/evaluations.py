@@ -1,0 +1,64 @@
+"""Rules on Evaluations: every gate is on a computed metric and can decide, and the data can
+score what is asked of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from reconciler.specs.evaluation import GENERATION_METRICS, LOWER_IS_BETTER, METRIC_RANGES
+from reconciler.specs.problems import Problem
+from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
+
+
+@rule
+def gates_are_computed(ctx: RuleContext) -> Iterator[Problem]:
+    for spec, evaluation in ctx.evaluations():
+        s = evaluation.spec
+        for index, gate in enumerate(s.gates):
+            if gate.metric not in s.metrics:
+                yield problem(spec, ERROR, "gate-metric-not-computed",
+                              f"gate on {gate.metric}, which this Evaluation does not compute",
+                              ("spec", "gates", index, "metric"),
+                              hint=f"add {gate.metric} to metrics")
+            low, high = METRIC_RANGES[gate.metric]
+            for bound_name in ("min", "max"):
+                bound = getattr(gate, bound_name)
+                if bound is not None and not low <= bound <= high:
+                    scale = f"between {low:g} and {high:g}" if high != float("inf") else f"{low:g} or more"
+                    yield problem(spec, ERROR, "gate-out-of-range",
+                                  f"{gate.metric} is reported {scale}, so this gate can never decide "
+                                  "as meant", ("spec", "gates", index, bound_name), value=bound)
+            if gate.metric in LOWER_IS_BETTER and gate.min is not None and gate.max is None:
+                yield problem(spec, WARNING, "gate-direction",
+                              f"{gate.metric} is better when lower; a min gate rejects good models",
+                              ("spec", "gates", index, "min"), key=True, hint="did you mean max?")
+
+
+@rule
+def evaluation_data_fits(ctx: RuleContext) -> Iterator[Problem]:
+    for spec, evaluation in ctx.evaluations():
+        s = evaluation.spec
+        dataset = ctx.dataset(s.dataset.name)
+        if dataset is None:
+            continue
+        schema_type = dataset.spec.data_schema.type
+        for index, metric in enumerate(s.metrics):
+            if metric in GENERATION_METRICS and schema_type not in ("instruction", "chat"):
+                yield problem(spec, ERROR, "metric-needs-reference",
+                              f"{metric} compares generated text with a reference answer, but "
+                              f"Dataset '{s.dataset.name}' has schema type {schema_type}",
+                              ("spec", "metrics", index),
+                              hint="use instruction or chat data, or only perplexity")
+        if dataset.spec.split.ratio(s.dataset.split) == 0:
+            yield problem(spec, ERROR, "empty-split",
+                          f"Dataset '{s.dataset.name}' puts no rows in its {s.dataset.split} split "
+                          f"(split.{s.dataset.split}: 0)", ("spec", "dataset", "split"))
+        if s.dataset.split == "train" and evaluation.spec.is_gating:
+            yield problem(spec, WARNING, "gate-on-training-data",
+                          "gates scored on the training split overstate quality: the model has "
+                          "seen these rows", ("spec", "dataset", "split"), hint="use test")
+        if s.baseline and s.baseline.target == s.model.target:
+            yield problem(spec, ERROR, "baseline-is-model",
+                          "the baseline is the model under evaluation itself", ("spec", "baseline"),
+                          key=True)

@@ -1,0 +1,138 @@
+"""Rules on FineTunes: the method reads the data it is given, the hardware can run the adapter,
+early stopping has something to evaluate, settings apply to the method, registered models are
+written by one FineTune each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from reconciler.specs.loader import LoadedSpec
+from reconciler.specs.problems import Problem
+from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
+
+# What each training method reads, in the user's words.
+METHOD_DATA = {
+    "sft": ("instruction", "chat"),
+    "dpo": ("preference",),
+    "pretrain": ("text",),
+}
+METHOD_FOR_DATA = {"instruction": "sft", "chat": "sft", "preference": "dpo", "text": "pretrain"}
+
+
+@rule
+def method_matches_data(ctx: RuleContext) -> Iterator[Problem]:
+    for spec, fine_tune in ctx.fine_tunes():
+        method = fine_tune.spec.method
+        for index, data in enumerate(fine_tune.spec.datasets):
+            dataset = ctx.dataset(data.name)
+            if dataset is None:
+                continue
+            schema_type = dataset.spec.data_schema.type
+            if schema_type not in METHOD_DATA[method]:
+                wanted = " or ".join(METHOD_DATA[method])
+                yield problem(spec, ERROR, "method-data-mismatch",
+                              f"method {method} needs {wanted} data, but Dataset '{data.name}' has "
+                              f"schema type {schema_type}", ("spec", "datasets", index, "name"),
+                              hint=f"use method: {METHOD_FOR_DATA[schema_type]}, or another dataset")
+
+
+@rule
+def hardware_fits_adapter(ctx: RuleContext) -> Iterator[Problem]:
+    for spec, fine_tune in ctx.fine_tunes():
+        s = fine_tune.spec
+        quantized = s.adapter.quantization is not None
+        if quantized and s.resources.gpus_per_node == 0:
+            qlora = s.adapter.type == "qlora"
+            yield problem(spec, ERROR, "needs-gpu",
+                          f"{'qlora' if qlora else 'a quantized base'} needs a GPU: bitsandbytes "
+                          "4- and 8-bit training runs on CUDA only",
+                          ("spec", "adapter", "type" if qlora else "quantization"),
+                          hint="set resources.gpusPerNode to 1 or more")
+        if quantized and s.distributed.strategy == "fsdp":
+            yield problem(spec, ERROR, "unsupported-combination",
+                          "a quantized base is refused with fsdp: sharding 4-bit weights needs "
+                          "FSDP-QLoRA settings that tuneops does not generate",
+                          ("spec", "distributed", "strategy"), hint="use ddp or zero2")
+        elif quantized and s.distributed.strategy in ("zero3", "zero3-offload"):
+            yield problem(spec, WARNING, "fragile-combination",
+                          f"{s.distributed.strategy} with a quantized base is fragile (ZeRO-3 shards "
+                          "4-bit weights poorly)", ("spec", "distributed", "strategy"),
+                          hint="prefer zero2 or ddp for qlora")
+        if s.training.precision == "fp16" and s.resources.gpus_per_node == 0:
+            yield problem(spec, ERROR, "needs-gpu", "fp16 mixed precision needs a GPU",
+                          ("spec", "training", "precision"), hint="use bf16, fp32 or auto on CPU")
+        limit = ctx.settings.policy.max_gpus_per_fine_tune
+        gpus = s.resources.nodes * s.resources.gpus_per_node
+        if limit is not None and gpus > limit:
+            yield problem(spec, ERROR, "policy", f"asks for {gpus} GPUs; the project allows at most "
+                          f"{limit} (policy.maxGpusPerFineTune)", ("spec", "resources"))
+
+
+@rule
+def early_stopping_has_evaluation(ctx: RuleContext) -> Iterator[Problem]:
+    for spec, fine_tune in ctx.fine_tunes():
+        s = fine_tune.spec
+        validation_rows = any(
+            (d := ctx.dataset(data.name)) is not None and d.spec.split.validation > 0
+            for data in s.datasets)
+        known_datasets = all(ctx.dataset(data.name) is not None for data in s.datasets)
+        if s.evaluation.early_stopping is None:
+            if s.evaluation.every_steps and known_datasets and not validation_rows:
+                yield problem(spec, WARNING, "no-validation-data",
+                              "evaluation.everySteps is set but no dataset has a validation split",
+                              ("spec", "evaluation", "everySteps"),
+                              hint="give a dataset split.validation > 0")
+            continue
+        path = ("spec", "evaluation", "earlyStopping")
+        every = s.evaluation.every_steps
+        if every is None:
+            yield problem(spec, ERROR, "early-stopping-needs-evaluation",
+                          "early stopping needs evaluation.everySteps", path, key=True)
+            continue
+        if known_datasets and not validation_rows:
+            yield problem(spec, ERROR, "early-stopping-needs-evaluation",
+                          "early stopping needs validation data, but no dataset has a validation "
+                          "split", path, key=True, hint="give a dataset split.validation > 0")
+        saving = s.checkpoint.every_steps
+        if saving is None or saving % every:
+            yield problem(spec, ERROR, "early-stopping-needs-evaluation",
+                          f"with early stopping, checkpoint.everySteps must be a multiple of "
+                          f"evaluation.everySteps ({every}) so the best checkpoint can be kept",
+                          ("spec", "checkpoint", "everySteps") if saving else path, key=saving is None,
+                          value=saving)
+
+
+@rule
+def method_specific_settings(ctx: RuleContext) -> Iterator[Problem]:
+    for spec, fine_tune in ctx.fine_tunes():
+        s = fine_tune.spec
+        if s.method != "dpo" and "dpo_beta" in s.training.model_fields_set:
+            yield problem(spec, WARNING, "ignored-setting", "dpoBeta only applies to method dpo",
+                          ("spec", "training", "dpoBeta"), key=True)
+        if s.adapter.type == "none":
+            ignored = sorted(s.adapter.model_fields_set & {"r", "alpha", "dropout", "target_modules"})
+            if ignored:
+                yield problem(spec, WARNING, "ignored-setting",
+                              "adapter settings have no effect with full fine-tuning (type: none)",
+                              ("spec", "adapter", "type"))
+        if s.method == "dpo" and s.training.packing:
+            yield problem(spec, WARNING, "ignored-setting",
+                          "packing does not apply to dpo (pairs are scored whole)",
+                          ("spec", "training", "packing"), key=True)
+
+
+@rule
+def registered_models_unique(ctx: RuleContext) -> Iterator[Problem]:
+    owners: dict[str, LoadedSpec] = {}
+    for spec, fine_tune in ctx.fine_tunes():
+        name = fine_tune.registered_model
+        if name in owners:
+            yield problem(spec, ERROR, "duplicate-registered-model",
+                          f"registered model '{name}' is already written by "
+                          f"{owners[name].id} ({owners[name].position()})",
+                          ("spec", "register", "model") if fine_tune.spec.registration.model
+                          else ("metadata", "name"),
+                          hint="give each FineTune its own register.model")
+        else:
+            owners[name] = spec

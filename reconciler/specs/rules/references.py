@@ -1,0 +1,54 @@
+"""Rules on references between specs: each names a spec that is defined, and none go round in
+a circle. DefinedNames also gives `tuneops logs` its hint for a name that is not defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from reconciler.specs.base import ResourceId
+from reconciler.specs.dependencies import find_cycles
+from reconciler.specs.problems import Problem
+from reconciler.specs.rules.registry import ERROR, RuleContext, problem, rule
+from reconciler.specs.schema_errors import suggest
+
+
+class DefinedNames:
+    """The names defined per kind, to say why one is not: `tuneops logs` and the reference rule
+    give the same hint."""
+
+    def __init__(self, defined: Iterable[ResourceId]):
+        self.names_by_kind: dict[str, list[str]] = {}
+        self.kinds_by_name: dict[str, list[str]] = {}
+        for rid in sorted(defined):
+            self.names_by_kind.setdefault(rid.kind, []).append(rid.name)
+            self.kinds_by_name.setdefault(rid.name, []).append(rid.kind)
+
+    def hint(self, target: ResourceId) -> str | None:
+        other = self.kinds_by_name.get(target.name)
+        if other:  # the name exists, as another kind: that says more than a near spelling
+            return f"'{target.name}' is a {other[0]}, not a {target.kind}"
+        return suggest(target.name, self.names_by_kind.get(target.kind, []))
+
+
+@rule
+def references_exist(ctx: RuleContext) -> Iterator[Problem]:
+    defined: DefinedNames | None = None  # built on the first miss only
+    for spec in ctx.specs:
+        for ref in spec.resource.references():
+            if ref.target in ctx.specs or ref.target in ctx.declared:
+                continue
+            if defined is None:
+                defined = DefinedNames(ctx.declared | set(ctx.specs.by_id))
+            yield problem(spec, ERROR, "missing-reference",
+                          f"{ref.role} refers to {ref.target.kind} '{ref.target.name}', "
+                          "which is not defined", ref.path, hint=defined.hint(ref.target))
+
+
+@rule
+def no_cycles(ctx: RuleContext) -> Iterator[Problem]:
+    for cycle in find_cycles(ctx.specs.depends_on()):
+        first = ctx.specs.by_id[cycle[0]]
+        ref = next(r for r in first.resource.references() if r.target == cycle[1])
+        yield problem(first, ERROR, "dependency-cycle",
+                      "dependency cycle: " + " -> ".join(str(node) for node in cycle), ref.path)
