@@ -20,6 +20,7 @@ from reconciler.tracking.records import (
     NOT_FOUND,
     ORDER_NEWEST_FIRST,
     TIMEOUT_S,
+    ExperimentsByName,
     RunRecord,
     TrackingError,
     frozen_mapping,
@@ -43,7 +44,7 @@ def artifact_location(tracking_uri: str) -> str | None:
     return (database.parent / "artifacts").as_uri()
 
 
-class ClientTrackingStore:
+class ClientTrackingStore(ExperimentsByName):
     """MLflow's own client, for URIs with no server (the embedded `sqlite:///` database)."""
 
     def __init__(self, uri: str):
@@ -83,21 +84,12 @@ class ClientTrackingStore:
         found = self._call("look up the experiment", lambda: self._client.get_experiment_by_name(name))
         return None if found is None else str(found.experiment_id)
 
-    def ensure_experiment(self, name: str) -> str:
-        existing = self.experiment_id(name)
-        if existing is not None:
-            return existing
+    def _create_experiment(self, name: str) -> str | None:
         created = self._call(
             "create the experiment",
             lambda: self._client.create_experiment(name, artifact_location=artifact_location(self.uri)),
             missing={ALREADY_EXISTS})
-        if created is not None:
-            return str(created)
-        again = self.experiment_id(name)
-        if again is None:
-            raise TrackingError(f"MLflow at {tracking.redact_uri(self.uri)} says experiment {name!r} "
-                                "exists but cannot find it", error_code=ALREADY_EXISTS)
-        return again
+        return None if created is None else str(created)
 
     def search_runs(self, experiment_id: str, filter_string: str, *,
                     page_size: int = 1000) -> list[RunRecord]:

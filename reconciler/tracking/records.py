@@ -67,3 +67,30 @@ def refused_error(uri: str, what: str, code: str, reason: str, **details: Any) -
     if reason:
         message += f": {reason}"
     return TrackingError(message, error_code=code, reason=reason, **details)
+
+
+class ExperimentsByName:
+    """How both stores make sure an experiment exists, over their own calls: look it up, create
+    it, and when creating says it already exists (another apply won the race), look again."""
+
+    uri: str
+
+    def experiment_id(self, name: str) -> str | None:
+        raise NotImplementedError
+
+    def _create_experiment(self, name: str) -> str | None:
+        """The new experiment's id, or None when one of that name exists already."""
+        raise NotImplementedError
+
+    def ensure_experiment(self, name: str) -> str:
+        existing = self.experiment_id(name)
+        if existing is not None:
+            return existing
+        created = self._create_experiment(name)
+        if created is not None:
+            return created
+        again = self.experiment_id(name)  # created meanwhile by someone else
+        if again is None:
+            raise TrackingError(f"MLflow at {tracking.redact_uri(self.uri)} says experiment {name!r} "
+                                "exists but cannot find it", error_code=ALREADY_EXISTS)
+        return again

@@ -21,6 +21,7 @@ from reconciler.tracking.records import (
     NOT_FOUND,
     ORDER_NEWEST_FIRST,
     TIMEOUT_S,
+    ExperimentsByName,
     RunRecord,
     TrackingError,
     frozen_mapping,
@@ -30,7 +31,7 @@ from reconciler.tracking.records import (
 )
 
 
-class RestTrackingStore:
+class RestTrackingStore(ExperimentsByName):
     """MLflow's REST API over urllib: a plan that reads a server never imports mlflow."""
 
     def __init__(self, uri: str, *, timeout: float = TIMEOUT_S):
@@ -54,19 +55,10 @@ class RestTrackingStore:
                            query={"experiment_name": name}, missing={NOT_FOUND})
         return None if found is None else str(found["experiment"]["experiment_id"])
 
-    def ensure_experiment(self, name: str) -> str:
-        existing = self.experiment_id(name)
-        if existing is not None:
-            return existing
+    def _create_experiment(self, name: str) -> str | None:
         created = self._call("POST", "experiments/create", "create the experiment", body={"name": name},
                              missing={ALREADY_EXISTS})
-        if created is not None:
-            return str(created["experiment_id"])
-        again = self.experiment_id(name)  # created meanwhile by someone else
-        if again is None:
-            raise TrackingError(f"MLflow at {tracking.redact_uri(self.uri)} says experiment {name!r} "
-                                "exists but cannot find it", error_code=ALREADY_EXISTS)
-        return again
+        return None if created is None else str(created["experiment_id"])
 
     def search_runs(self, experiment_id: str, filter_string: str, *,
                     page_size: int = 1000) -> list[RunRecord]:
