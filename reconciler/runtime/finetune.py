@@ -170,6 +170,22 @@ def quantization_config(spec: FineTuneSpec) -> BitsAndBytesConfig | None:
     )
 
 
+def warmup_arguments(ratio: float) -> dict[str, Any]:
+    """The warm-up as a share of the optimizer steps, on every transformers the project allows.
+
+    transformers 4 has `warmup_ratio` (a share) and `warmup_steps` (an int: steps); transformers 5
+    dropped `warmup_ratio` and reads a `warmup_steps` below 1 as the share. Passing the ratio as
+    `warmup_steps` on 4.x meant a warm-up of one step. Both readings give ceil(ratio x total steps).
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    if "warmup_ratio" in {f.name for f in dataclasses.fields(TrainingArguments)}:
+        return {"warmup_ratio": ratio, "warmup_steps": 0}
+    return {"warmup_steps": ratio}
+
+
 def training_arguments(
     job: JobFile, spec: FineTuneSpec, *, strategy: str, cuda: bool, has_validation: bool, world_size: int = 1
 ) -> dict[str, Any]:
@@ -184,7 +200,7 @@ def training_arguments(
         "per_device_eval_batch_size": t.micro_batch_size,
         "gradient_accumulation_steps": t.gradient_accumulation,
         "lr_scheduler_type": t.scheduler,
-        "warmup_steps": t.warmup_ratio,
+        **warmup_arguments(t.warmup_ratio),
         "weight_decay": t.weight_decay,
         "max_grad_norm": t.max_grad_norm,
         "optim": OPTIMIZER_NAMES.get(t.optimizer, t.optimizer),

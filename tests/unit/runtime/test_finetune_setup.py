@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,8 @@ def test_the_spec_becomes_trainer_arguments() -> None:
                       "checkpoint": {"everySteps": 50, "keep": 3}})
     args = training_arguments(job, spec, strategy="zero3", cuda=False, has_validation=True, world_size=2)
     assert args["learning_rate"] == 1e-4 and args["per_device_train_batch_size"] == 2
-    assert args["gradient_accumulation_steps"] == 8 and args["warmup_steps"] == 0.05
+    assert args["gradient_accumulation_steps"] == 8
+    assert args.get("warmup_ratio", args["warmup_steps"]) == 0.05
     assert args["optim"] == "adamw_bnb_8bit"
     assert (args["save_strategy"], args["save_steps"], args["save_total_limit"]) == ("steps", 50, 3)
     assert args["deepspeed"]["zero_optimization"]["stage"] == 3
@@ -64,3 +67,39 @@ def test_early_stopping_keeps_checkpoints_and_evaluations_aligned() -> None:
     assert (args["eval_steps"], args["save_steps"]) == (20, 20)
     with pytest.raises(FineTuneError, match="needs a validation split"):
         training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+
+
+@dataclasses.dataclass
+class _TrainingArguments4:
+    """transformers 4.46's warm-up fields and how its Trainer reads them (`get_warmup_steps`)."""
+
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+
+    def get_warmup_steps(self, num_training_steps: int) -> int:
+        ratio = self.warmup_ratio
+        return self.warmup_steps if self.warmup_steps > 0 else math.ceil(num_training_steps * ratio)
+
+
+def _warmup_steps(arguments: type, args: dict, total_steps: int) -> int:
+    names = {f.name for f in dataclasses.fields(arguments)}
+    kept = {key: value for key, value in args.items() if key in names and key.startswith("warmup")}
+    return arguments(**kept).get_warmup_steps(total_steps) if kept else 0
+
+
+@pytest.mark.parametrize("version", ["4.46", "installed"])
+def test_the_warmup_ratio_is_a_share_of_the_steps_on_every_transformers(version, monkeypatch) -> None:
+    # 0.05 x 200 steps is 10 warm-up steps on transformers 4 (warmup_ratio) and 5 (warmup_steps < 1);
+    # passing the ratio as warmup_steps warmed up for one step on 4.x.
+    import transformers
+
+    if version == "4.46":
+        monkeypatch.setattr(transformers, "TrainingArguments", _TrainingArguments4)
+    arguments = transformers.TrainingArguments
+    job, spec = _job({"training": {"warmupRatio": 0.05}})
+    args = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+    if version == "installed":
+        built = arguments(**args)
+        assert built.get_warmup_steps(200) == 10
+    else:
+        assert _warmup_steps(arguments, args, 200) == 10
