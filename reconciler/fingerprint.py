@@ -22,10 +22,29 @@ from reconciler.specs.base import Resource, ResourceId
 from reconciler.specs.specset import SpecSet
 
 RECIPE_VERSIONS: dict[str, int] = {
-    "Dataset": 1, "BaseModel": 1, "FineTune": 1, "Evaluation": 1, "Deployment": 1,
+    "Dataset": 1, "BaseModel": 1, "FineTune": 2, "Evaluation": 1, "Deployment": 1,
 }
 """Bump a kind's number when the runtime changes what the same spec produces (a new split rule,
-a different default in training): every resource of that kind is then rebuilt once."""
+a different default in training): every resource of that kind is then rebuilt once. Say what
+changed, and how to keep the old behaviour, in RECIPE_CHANGES and docs/release-notes.md."""
+
+RECIPE_CHANGES: dict[str, dict[int, tuple[str, ...]]] = {
+    "FineTune": {
+        2: ("chat SFT now trains every assistant turn, not only the last (set training.trainOn: "
+            "lastAssistantTurn to keep the old behaviour)",
+            "training.warmupRatio is now a share of the optimizer steps on transformers 4 too, where "
+            "it warmed up for a single step (set training.warmupRatio: 0 for no warm-up; on "
+            "transformers 5 the warm-up is unchanged)"),
+    },
+}
+"""What each recipe version changed, in a user's words: kind -> {version: changes since the one
+before}. The plan names them when it rebuilds a resource built under an older recipe."""
+
+
+def recipe_changes(kind: str, before: int, after: int) -> tuple[str, ...]:
+    """What changed for `kind` from recipe `before` to `after` (nothing when going back)."""
+    notes = RECIPE_CHANGES.get(kind, {})
+    return tuple(note for version in range(before + 1, after + 1) for note in notes.get(version, ()))
 
 SourceDigests = Mapping[tuple[ResourceId, str], str]
 """(resource, field path such as "spec.source") -> "sha256:..." of a local file or folder."""

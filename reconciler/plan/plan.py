@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reconciler.fingerprint import FingerprintInput, operational_spec, operational_view, produced_view
+from reconciler.fingerprint import (
+    FingerprintInput,
+    operational_spec,
+    operational_view,
+    produced_view,
+    recipe_changes,
+)
 from reconciler.graph import DependencyGraph
 from reconciler.plan.blocked import (
     AttemptsBlock,
@@ -200,8 +206,12 @@ class _Planner:
             for path, digest in current.sources.items():
                 if old_sources.get(path) != digest:
                     reasons.append(f"{path} content changed")
-            if lineage.get("recipe") not in (None, current.recipe):
-                reasons.append(f"runtime recipe {lineage.get('recipe')} -> {current.recipe}")
+            recipe = lineage.get("recipe")
+            if recipe not in (None, current.recipe):
+                known = str(recipe).isdigit()
+                changed = recipe_changes(rid.kind, int(recipe), current.recipe) if known else ()
+                reasons.append(f"runtime recipe {recipe} -> {current.recipe}"
+                               + (": " + "; ".join(changed) if changed else ""))
         if upstream:
             reasons.append("upstream changed: " + ", ".join(map(str, upstream)))
         if not reasons:

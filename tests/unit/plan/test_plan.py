@@ -349,3 +349,31 @@ def test_a_plan_writes_times_in_utc_whatever_the_machine_time_zone(project, time
     assert "running since 2023-11-14 22:13:20 (pid 42" in texts[0]
     assert "running since 2023-11-15 07:13:20 (pid 42" in texts[2]
     assert "(built 2023-11-15 07:13:20)" in texts[3] and "T22:13:20Z" not in texts[3]
+
+
+def test_a_run_built_under_an_older_recipe_names_the_default_changes_and_how_to_keep_them(
+        tmp_path, monkeypatch):
+    # An upgrade that changes a default rebuilds; the plan says what changed, in words, and how to
+    # keep the old behaviour, not only the recipe numbers.
+    from reconciler import fingerprint
+
+    current = fingerprint.RECIPE_VERSIONS["FineTune"]
+    monkeypatch.setitem(fingerprint.RECIPE_VERSIONS, "FineTune", 1)
+    before = Project(tmp_path / "before")
+    monkeypatch.setitem(fingerprint.RECIPE_VERSIONS, "FineTune", current)
+    plan = Project(tmp_path / "after").plan(state_of(*everything_built(before), servers=[server(before)]))
+    assert actions(plan)[FINE_TUNE] == Action.REBUILD and actions(plan)[DATASET] == Action.NOOP
+    reason = plan.get(FINE_TUNE).reason
+    assert f"runtime recipe 1 -> {current}: chat SFT now trains every assistant turn" in reason
+    assert "set training.trainOn: lastAssistantTurn to keep the old behaviour" in reason
+    assert "warmupRatio is now a share of the optimizer steps on transformers 4" in reason
+    shown = plan_text(plan) + plan_markdown(plan) + json.dumps(plan_json(plan))
+    assert shown.count("training.trainOn: lastAssistantTurn") == 3
+
+
+def test_every_recipe_bump_says_what_changed() -> None:
+    from reconciler.fingerprint import RECIPE_CHANGES, RECIPE_VERSIONS
+
+    for kind, version in RECIPE_VERSIONS.items():
+        for bump in range(2, version + 1):
+            assert RECIPE_CHANGES.get(kind, {}).get(bump), f"{kind} recipe {bump} has no note"
