@@ -199,6 +199,15 @@ class Project:
         """The verdict this project was loaded with (valid, perhaps with warnings)."""
         return self.validation
 
+    def check_fetched_modules(self) -> None:
+        """Target modules of base models whose config only the Hub has: validation cannot check
+        them offline; a plan that reads state can (ProjectInvalid with file:line problems)."""
+        from reconciler.sizing import modules
+
+        problems = list(modules.check(self.specs, fetch=True))
+        if problems:
+            raise ProjectInvalid(self.validation.adding(problems))
+
     def plan(self, base: str | None = None, *, offline: bool = False, targets: frozenset | None = None,
              prune: bool = False, retry_failed: bool = False, creating: bool = False,
              warn: Callable[[str], None] = lambda line: None) -> PlannedProject:
@@ -207,6 +216,8 @@ class Project:
         from reconciler.plan.project_plan import plan_against_base, plan_options, plan_project
 
         options = plan_options(self, prune=prune, retry_failed=retry_failed, target=targets)
+        if not offline:
+            self.check_fetched_modules()
         if base is None:
             return plan_project(self, options, offline=offline, creating=creating)
 
@@ -402,10 +413,12 @@ def load_project(path: Path, *, strict: bool = False) -> Project:
 
 
 def with_capacity_check(result: ValidationResult) -> ValidationResult:
-    """Add the planner's verdict: FineTunes that cannot fit their declared GPUs."""
-    from reconciler.sizing import architectures, capacity
+    """Add the checks that read the base model: target modules it lacks, FineTunes that cannot
+    fit their declared GPUs."""
+    from reconciler.sizing import architectures, capacity, modules
 
-    return result.adding(list(capacity.check(result.specs, architectures.architectures(result.specs))))
+    return result.adding([*modules.check(result.specs),
+                          *capacity.check(result.specs, architectures.architectures(result.specs))])
 
 
 def with_missing_outputs(state: ActualState) -> ActualState:

@@ -59,6 +59,10 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except TuneopsError as error:
+            from reconciler.project import ProjectInvalid
+
+            if isinstance(error, ProjectInvalid):  # found past loading (a plan fetching a config)
+                exit_invalid(ctx, error, "planned")
             raise _Reported(error) from None
 
 

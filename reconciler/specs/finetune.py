@@ -57,7 +57,8 @@ class Adapter(SpecModel):
     alpha: Int | None = field(None, "LoRA scaling numerator; defaults to 2 x r.", gt=0, example=32)
     dropout: Float = field(0.05, "Dropout on the adapter input.", ge=0, lt=1)
     target_modules: Str | tuple[Str, ...] = field(
-        "all-linear", "Modules to adapt: `all-linear` or a list of module names.",
+        "all-linear", "Modules to adapt: `all-linear` (or `all`) for every linear layer, or a list of "
+                     "module names, checked against the base model's weights or config when known.",
         example=["q_proj", "k_proj", "v_proj", "o_proj"])
     modules_to_save: tuple[Str, ...] = field(
         (), "Modules trained in full alongside the adapter (e.g. `lm_head`, `embed_tokens` when "
@@ -84,6 +85,10 @@ class Adapter(SpecModel):
     @field_validator("target_modules", mode="before")
     @classmethod
     def _target_modules_shape(cls, value: Any) -> Any:
+        # `all` (LLaMA-Factory's `lora_target: all`) means every linear layer: one spelling, so
+        # `[all]` and `all-linear` have one fingerprint and the runtime and planner see all-linear.
+        if value in ("all", ["all"], ("all",), ["all-linear"], ("all-linear",)):
+            return "all-linear"
         if isinstance(value, str):
             if value != "all-linear":
                 raise SpecValueError("must be 'all-linear' or a list of module names",

@@ -162,5 +162,7 @@ CODES: dict[str, str] = {
                           "outside the spec repository and policy.allowedFileRoots.",
     "does-not-fit": "A FineTune's estimated GPU memory exceeds its declared GPUs' (when the "
                     "architecture and the GPU's memory are known).",
+    "unknown-module": "adapter.targetModules names a module the base model does not have (checked "
+                      "when its weights or config are known; fetched from the Hub only at plan time).",
 }
 """Every problem code, with what it means. docs/specs.md is generated from this table."""
