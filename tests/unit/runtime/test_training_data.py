@@ -1,0 +1,60 @@
+"""Which tokens chat SFT trains: the labels the runtime's own trainer sees, on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl", reason="needs the [train] extra")
+
+from reconciler.runtime import loading  # noqa: E402
+from reconciler.runtime.dataset import prepare_dataset  # noqa: E402
+from reconciler.runtime.finetune import build_trainer, training_arguments  # noqa: E402
+from reconciler.runtime.training_data import load_records  # noqa: E402
+from reconciler.specs.finetune import FineTuneSpec  # noqa: E402
+from tests.support.runtime_support import base_model, dataset_job, finetune_job, prepared  # noqa: E402
+
+CHAT = [{"role": "system", "content": "Answer with a color."},
+        {"role": "user", "content": "What is the color of the sky?"},
+        {"role": "assistant", "content": "blue"},
+        {"role": "user", "content": "And of a lemon?"},
+        {"role": "assistant", "content": "yellow"}]
+
+
+def _trained_text(tiny_model: Path, tmp_path: Path, training: dict) -> list[str]:
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": CHAT}) + "\n")
+    dataset = dataset_job(tmp_path / "store", "sqlite:///unused.db", "chats", data,
+                          {"schema": {"type": "chat"}, "split": {"train": 1, "validation": 0, "test": 0}})
+    prepare_dataset(dataset)
+    ref = base_model(tiny_model)
+    job = finetune_job(tmp_path / "store", "sqlite:///unused.db", "ft", ref, [prepared(dataset)],
+                       {"adapter": {"type": "lora", "r": 2}, "training": {"maxSteps": 1, **training}})
+    spec = FineTuneSpec.model_validate(job.spec)
+    tokenizer = loading.load_tokenizer(ref)
+    records = load_records(job.datasets, "train", "sft", 0, tokenizer, spec.training.train_on)
+    arguments = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+    trainer = build_trainer(spec, loading.load_base_model(ref), tokenizer, None, arguments, records, [])
+    [example] = trainer.train_dataset
+    assert tokenizer.decode(example["input_ids"]) == tokenizer.apply_chat_template(CHAT, tokenize=False)
+    runs, current = [], []
+    for token, label in zip(example["input_ids"], example["labels"], strict=True):
+        if label != -100:
+            assert label == token
+            current.append(token)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    return [*runs, tokenizer.decode(current)] if current else runs
+
+
+def test_chat_sft_trains_every_assistant_turn_by_default(tiny_model: Path, tmp_path: Path) -> None:
+    """The reply and its end-of-turn token of both turns; never the role header or the prompts."""
+    assert _trained_text(tiny_model, tmp_path, {}) == ["blue<|im_end|>\n", "yellow<|im_end|>\n"]
+
+
+def test_last_assistant_turn_trains_only_the_last(tiny_model: Path, tmp_path: Path) -> None:
+    trained = _trained_text(tiny_model, tmp_path, {"trainOn": "lastAssistantTurn"})
+    assert trained == ["yellow<|im_end|>\n"]
