@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("trl", reason="needs the [train] extra")
 
+from reconciler.jobs.jobfile import PreparedDataset  # noqa: E402
 from reconciler.runtime import loading  # noqa: E402
 from reconciler.runtime.dataset import prepare_dataset  # noqa: E402
 from reconciler.runtime.finetune import build_trainer, training_arguments  # noqa: E402
@@ -58,3 +59,27 @@ def test_chat_sft_trains_every_assistant_turn_by_default(tiny_model: Path, tmp_p
 def test_last_assistant_turn_trains_only_the_last(tiny_model: Path, tmp_path: Path) -> None:
     trained = _trained_text(tiny_model, tmp_path, {"trainOn": "lastAssistantTurn"})
     assert trained == ["yellow<|im_end|>\n"]
+
+
+def test_instruction_rows_mixed_with_chats_train_as_trl_would_have(tiny_model: Path, tmp_path: Path) -> None:
+    """Mixed with chat data, instruction rows are tokenized here too (one column layout); their
+    tokens and labels are the ones trl's prompt/completion path gives."""
+    from reconciler.runtime.training_data import sft_records, to_record
+
+    rows = [{"instruction": f"What color is fruit {i}?", "input": "", "output": f"Fruit {i} is red."}
+            for i in range(3)]
+    ref = base_model(tiny_model)
+    unread = PreparedDataset(name="fruit", location=str(tmp_path), digest="sha256:0",
+                             schema_type="instruction",
+                             fingerprint="0" * 64)
+    job = finetune_job(tmp_path, "sqlite:///unused.db", "ft", ref, [unread], {"training": {"maxSteps": 1}})
+    spec = FineTuneSpec.model_validate(job.spec)
+    tokenizer, model = loading.load_tokenizer(ref), loading.load_base_model(ref)
+    arguments = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+
+    def prepared_rows(records: list[dict]) -> list[tuple[list[int], list[int]]]:
+        trainer = build_trainer(spec, model, tokenizer, None, arguments, records, [])
+        return [(example["input_ids"], example["labels"]) for example in trainer.train_dataset]
+
+    by_trl = prepared_rows([to_record(row, "instruction", "sft") for row in rows])
+    assert prepared_rows(sft_records(rows, "instruction", tokenizer, "allAssistantTurns")) == by_trl
