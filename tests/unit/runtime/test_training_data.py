@@ -83,3 +83,52 @@ def test_instruction_rows_mixed_with_chats_train_as_trl_would_have(tiny_model: P
 
     by_trl = prepared_rows([to_record(row, "instruction", "sft") for row in rows])
     assert prepared_rows(sft_records(rows, "instruction", tokenizer, "allAssistantTurns")) == by_trl
+
+
+def _runs(tokenizer: object, encoded: dict[str, list[int]]) -> list[str]:
+    """The decoded stretches of trained tokens."""
+    runs, current = [], []
+    for token, bit in zip(encoded["input_ids"], encoded["completion_mask"], strict=True):
+        if bit:
+            current.append(token)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    return [*runs, tokenizer.decode(current)] if current else runs
+
+
+class _SlowTokenizer:
+    """The tiny tokenizer without offsets, as a slow (Python) tokenizer is."""
+
+    is_fast = False
+
+    def __init__(self, fast: object) -> None:
+        self.fast = fast
+
+    def apply_chat_template(self, *args: object, **kwargs: object) -> object:
+        return self.fast.apply_chat_template(*args, **kwargs)
+
+    def __call__(self, text: str, add_special_tokens: bool) -> dict[str, list[int]]:
+        return {"input_ids": self.fast(text, add_special_tokens=add_special_tokens)["input_ids"]}
+
+
+def test_a_tokenizer_without_offsets_masks_the_same_turns(tiny_model: Path) -> None:
+    from reconciler.runtime.training_data import tokenize_chat, trained_turns
+
+    tokenizer = loading.load_tokenizer(base_model(tiny_model))
+    encoded = tokenize_chat(_SlowTokenizer(tokenizer), CHAT, trained_turns(CHAT, "allAssistantTurns"))
+    assert _runs(tokenizer, encoded) == ["blue<|im_end|>\n", "yellow<|im_end|>\n"]
+
+
+def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_way_out(tiny_model: Path) -> None:
+    from reconciler.runtime.training_data import TrainingDataError, tokenize_chat
+
+    tokenizer = loading.load_tokenizer(base_model(tiny_model))
+    tokenizer.chat_template = (  # shows only the last reply in full, as templates that drop reasoning do
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' }}"
+        "{% if m['role'] == 'assistant' and not loop.last %}...{% else %}{{ m['content'] }}{% endif %}"
+        "{{ '<|im_end|>\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+    with pytest.raises(TrainingDataError, match="set training.trainOn: lastAssistantTurn"):
+        tokenize_chat(tokenizer, CHAT, [2, 4])
+    assert _runs(tokenizer, tokenize_chat(tokenizer, CHAT, [4])) == ["yellow<|im_end|>\n"]
