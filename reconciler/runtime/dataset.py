@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -48,7 +49,13 @@ ROLES: dict[str, tuple[str, ...]] = {
     "preference": ("prompt", "chosen", "rejected"),
 }
 OPTIONAL_ROLES = frozenset({"input"})
-DROP_RULES = ("empty", "duplicate", "too_short", "too_long")
+DROP_RULES = ("empty", "duplicate", "too_short", "too_long", "no_assistant_turn")
+# Drops that mean a row cannot be used (as opposed to the filters a spec chooses: dedup and the
+# length bounds); more of them than clean.maxDroppedFraction fails the job.
+UNUSABLE = {"empty": "empty after cleaning",
+            "no_assistant_turn": "a chat with no assistant reply after its first message"}
+WHY_DROPPED = {**UNUSABLE, "duplicate": "a duplicate of an earlier row",
+               "too_short": "shorter than clean.minChars", "too_long": "longer than clean.maxChars"}
 
 
 class Manifest(BaseModel):
@@ -158,6 +165,7 @@ def _prepare(job: JobFile) -> Manifest:
         reasons = ", ".join(f"{rule} {n}" for rule, n in dropped.items() if n)
         raise DatasetError(f"no rows left after cleaning ({count} read; dropped: {reasons}); "
                            "check the schema's columns and the clean settings")
+    _check_dropped(dropped, count, spec)
     for split in SPLITS:
         if spec.split.ratio(split) > 0 and not splits[split]:
             fix = "add rows" if split == "train" else f"add rows or set split.{split}: 0"
@@ -176,12 +184,41 @@ def _prepare(job: JobFile) -> Manifest:
 
 
 
+def dropped_summary(manifest: Manifest) -> str:
+    """'N of M rows kept; dropped: 3 empty (empty after cleaning), ...' for the job's log."""
+    kept = sum(manifest.rows.values())
+    drops = [f"{n} {rule} ({WHY_DROPPED.get(rule, rule)})" for rule, n in manifest.dropped.items() if n]
+    return f"{kept} of {manifest.source_rows} rows kept" + (f"; dropped: {', '.join(drops)}" if drops else "")
+
+
+def _check_dropped(dropped: dict[str, int], count: int, spec: DatasetSpec) -> None:
+    unusable = {rule: dropped[rule] for rule in UNUSABLE if dropped.get(rule)}
+    total = sum(unusable.values())
+    limit = spec.clean.max_dropped_fraction
+    if total / count <= limit:
+        return
+    reasons = ", ".join(f"{n} {UNUSABLE[rule]} ({rule})" for rule, n in unusable.items())
+    fix = "fix the data or the schema"
+    if spec.data_schema.type == "chat" and "no_assistant_turn" in unusable:
+        mapping = spec.data_schema.role_mapping()
+        fix += (f" (a reply is a message whose role is {' or '.join(mapping.get('assistant', ()))}; "
+                "if yours are called otherwise, set schema.roles or schema.layout)")
+    raise DatasetError(f"{total} of {count} rows ({total / count:.0%}) were dropped as unusable: {reasons}; "
+                       f"more than clean.maxDroppedFraction {limit:g} allows: {fix}, or raise "
+                       f"clean.maxDroppedFraction to {_ceiling(total / count)} to keep the rest")
+
+
+def _ceiling(fraction: float) -> str:
+    return f"{math.ceil(fraction * 100) / 100:g}"
+
+
 # --- mapping, cleaning, splitting ----------------------------------------------------------------
 
-def _to_roles(record: Row, where: str, kind: str, columns: dict[str, str]) -> Row:
+def _to_roles(record: Row, where: str, kind: str, columns: dict[str, str],
+              roles: dict[str, tuple[str, ...]] | None = None) -> Row:
     if kind == "chat":
         _require(record, columns["messages"], "messages", where)
-        return {"messages": _messages(record[columns["messages"]], where, columns)}
+        return {"messages": _messages(record[columns["messages"]], where, columns, roles or {})}
     row: Row = {}
     for role in ROLES[kind]:
         column = columns[role]
@@ -213,7 +250,8 @@ def _names(record: Row, most: int = 20, longest: int = 40) -> str:
     return (", ".join(shown) or "none") + more
 
 
-def _messages(value: Any, where: str, columns: dict[str, str]) -> list[Row]:
+def _messages(value: Any, where: str, columns: dict[str, str],
+              roles: dict[str, tuple[str, ...]]) -> list[Row]:
     if isinstance(value, str):  # CSV cells hold the list as JSON text
         with suppress(json.JSONDecodeError):
             value = json.loads(value) if value.strip() else []
@@ -233,7 +271,31 @@ def _messages(value: Any, where: str, columns: dict[str, str]) -> list[Row]:
             _require(message, role_key, "role", at, "key")
             _require(message, content_key, "content", at, "key")
             raise DatasetError(f"{at}: '{role_key}' and '{content_key}' must be text, got {error}") from None
+    if roles:
+        role_of = {value: role for role, values in roles.items() for value in values}
+        for number, message in enumerate(messages, 1):
+            role = role_of.get(message["role"])
+            if role is None:
+                raise DatasetError(_unknown_role(where, number, message["role"], role_key, roles))
+            message["role"] = role
     return messages
+
+
+_ROLE_GUESS = {"gpt": "assistant", "bot": "assistant", "model": "assistant", "ai": "assistant",
+               "chatgpt": "assistant", "function_call": "assistant", "human": "user", "prompter": "user",
+               "observation": "tool", "function": "tool", "ipython": "tool"}
+
+
+def _unknown_role(where: str, number: int, value: str, key: str, roles: dict[str, tuple[str, ...]]) -> str:
+    """The message for a role value the mapping lacks: the row, the value, and the mapping with
+    the value added under the role it most likely plays."""
+    guess = _ROLE_GUESS.get(value.casefold(), "user")
+    fixed = {**roles, guess: (*roles.get(guess, ()), value or '""')}
+    mapping = ", ".join(f"{role}: [{', '.join(values)}]" for role, values in fixed.items())
+    return (f"{where}: message {number}: role value {value!r} (key '{key}') is not mapped to a role; "
+            f"add it to schema.roles under the role it plays, e.g. roles: {{{mapping}}}"
+            + ("" if "gpt" in roles.get("assistant", ())
+               else " (for ShareGPT data: schema.layout: sharegpt)"))
 
 
 class _NotText(TypeError):
@@ -279,10 +341,13 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",
 
 
 def _clean_and_split(records: Located, spec: DatasetSpec) -> tuple[dict[str, list[Row]], dict[str, int], int]:
-    """Rules apply in order empty, too_short, too_long, duplicate: a row counts once, under the
-    first rule that drops it. A row's split depends only on its normalised content and the seed."""
+    """Rules apply in order empty, no_assistant_turn (chat), too_short, too_long, duplicate: a row
+    counts once, under the first rule that drops it. Chat roles are mapped to system, user,
+    assistant and tool by the schema's roles; a role value it does not map fails the job. A
+    row's split depends only on its normalised content and the seed."""
     clean, seed, kind = spec.clean, spec.split.seed, spec.data_schema.type
     columns = {role: spec.data_schema.column(role) for role in DEFAULT_COLUMNS[kind]}
+    roles = spec.data_schema.role_mapping() if kind == "chat" else None
     bounds, total = [], 0.0
     for split in SPLITS:
         if spec.split.ratio(split) > 0:
@@ -295,10 +360,12 @@ def _clean_and_split(records: Located, spec: DatasetSpec) -> tuple[dict[str, lis
     count = 0
     for where, record in records:
         count += 1
-        row = _to_roles(record, where, kind, columns)
+        row = _to_roles(record, where, kind, columns, roles)
         size = _chars(row)
         if clean.drop_empty and _is_empty(row):
             dropped["empty"] += 1
+        elif kind == "chat" and not any(m["role"] == "assistant" for m in row["messages"][1:]):
+            dropped["no_assistant_turn"] += 1
         elif size < clean.min_chars:
             dropped["too_short"] += 1
         elif clean.max_chars is not None and size > clean.max_chars:

@@ -22,7 +22,8 @@ def run_dataset(job: JobFile) -> Path:
         run.log_params({"source": manifest.source, "schemaType": manifest.schema_type,
                         **{f"split.{name}": rows for name, rows in manifest.rows.items()}})
         run.log_metrics({**{f"rows_{name}": rows for name, rows in manifest.rows.items()},
-                         **{f"dropped_{rule}": count for rule, count in manifest.dropped.items()}})
+                         **{f"dropped_{rule}": count for rule, count in manifest.dropped.items()},
+                         "dropped_rows": sum(manifest.dropped.values())})
         for split, context in (("train", "training"), ("validation", "validation"), ("test", "test")):
             if manifest.rows.get(split):
                 run.log_dataset(job.name, digest=manifest.digest, source=str(output / f"{split}.parquet"),

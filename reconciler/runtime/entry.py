@@ -50,9 +50,11 @@ def run(command: str, path: Path) -> str:
                 f"into {into}")
     job = load(command, path)
     if command == "dataset":
+        from reconciler.runtime.dataset import dropped_summary, read_manifest
         from reconciler.runtime.dataset_run import run_dataset
 
-        return f"dataset {job.name}: prepared in {run_dataset(job)}"
+        output = run_dataset(job)
+        return f"dataset {job.name}: prepared in {output} ({dropped_summary(read_manifest(output))})"
     if command == "finetune":
         import os
 

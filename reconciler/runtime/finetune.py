@@ -296,8 +296,9 @@ def run_finetune(job: JobFile) -> Path:
         model = PeftModel.from_pretrained(model, job.start_from.location, is_trainable=True)
         adapter_config = None  # keep training the adapter we start from
 
-    train_records = load_records(job.datasets, "train", spec.method, spec.training.seed)
-    eval_records = load_records(job.datasets, "validation", spec.method, spec.training.seed)
+    t = spec.training
+    train_records = load_records(job.datasets, "train", spec.method, t.seed, tokenizer, t.train_on)
+    eval_records = load_records(job.datasets, "validation", spec.method, t.seed, tokenizer, t.train_on)
     if not train_records:
         raise FineTuneError(
             f"no training rows for method {spec.method} in {', '.join(d.name for d in job.datasets)}"

@@ -1,9 +1,14 @@
 """Prepared dataset rows -> the records TRL's trainers take, mixed by the spec's weights.
 
 Instruction rows become a conversational prompt/completion pair (so the loss falls on the
-completion only unless `trainOnInputs`); chat rows are split before their last assistant turn;
-preference rows become prompt/chosen/rejected; text rows stay text. Rows come from the Dataset
-job's parquet splits: a fine-tune never re-reads or re-cleans the source.
+completion only unless `trainOnInputs`); preference rows become prompt/chosen/rejected; text rows
+stay text. Chat rows train on every assistant turn (`training.trainOn: allAssistantTurns`): the
+chat template renders the conversation, each assistant turn's span is found in that rendering (from
+the end of the rendering up to the turn with a generation prompt, to the end of the rendering
+through the turn), and the tokens in those spans are the ones trained: the role header a template
+adds is context, the reply and its end-of-turn token are trained. With `lastAssistantTurn`, a chat is
+split before its last assistant turn into a prompt/completion pair, as an instruction row is. Rows
+come from the Dataset job's parquet splits: a fine-tune never re-reads or re-cleans the source.
 """
 
 from __future__ import annotations
@@ -55,6 +60,67 @@ def to_record(row: dict[str, Any], schema_type: str, method: str) -> dict[str, A
     return {"prompt": prompt, "completion": completion}
 
 
+def trained_turns(messages: Sequence[dict[str, Any]], train_on: str) -> list[int]:
+    """The indexes of the assistant turns the loss falls on. A turn that opens the conversation
+    has nothing that prompts it and stays context, as it did when only the last turn trained."""
+    turns = [i for i, m in enumerate(messages) if m.get("role") == "assistant" and i > 0]
+    return turns[-1:] if train_on == "lastAssistantTurn" else turns
+
+
+def _render(tokenizer: Any, messages: Sequence[dict[str, Any]], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=generation_prompt)
+
+
+def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, Any]],
+                    trained: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+    """The chat template's rendering of `messages` through the last trained turn, and the
+    character spans of the trained turns in it: from where the rendering of the turns before one
+    with a generation prompt ends (so the role header is not trained) to where the rendering
+    through the turn ends (so its end-of-turn token is). A template that renders earlier turns
+    differently once later turns follow (some drop earlier reasoning) cannot be masked this way."""
+    text = _render(tokenizer, messages[: trained[-1] + 1], False)
+    spans = []
+    for index in trained:
+        through = _render(tokenizer, messages[: index + 1], False)
+        prompt = _render(tokenizer, messages[:index], True)
+        if not text.startswith(through):
+            raise TrainingDataError(
+                "the chat template renders an earlier assistant turn differently once later turns "
+                "follow, so every assistant turn cannot be trained on the same rendering; set "
+                "training.trainOn: lastAssistantTurn")
+        start = 0
+        for a, b in zip(prompt, through, strict=False):  # the generation prompt, when it matches
+            if a != b:
+                break
+            start += 1
+        spans.append((start, len(through)))
+    return text, spans
+
+
+def tokenize_chat(tokenizer: Any, messages: Sequence[dict[str, Any]],
+                  trained: Sequence[int]) -> dict[str, list[int]]:
+    """`input_ids` of the rendered conversation and a `completion_mask` that is 1 on the tokens of
+    the trained assistant turns (trl builds the labels from it, and truncates and packs it)."""
+    text, spans = assistant_spans(tokenizer, messages, trained)
+    if getattr(tokenizer, "is_fast", False):
+        encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        mask = [int(any(end > first and begin < last for first, last in spans))
+                for begin, end in encoded["offset_mapping"]]
+        return {"input_ids": list(encoded["input_ids"]), "completion_mask": mask}
+    ids: list[int] = []  # a slow tokenizer has no offsets: tokenize the pieces in turn
+    mask = []
+    cursor = 0
+    for first, last in [*spans, (len(text), len(text))]:
+        for piece, bit in ((text[cursor:first], 0), (text[first:last], 1)):
+            if piece:
+                piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+                ids.extend(piece_ids)
+                mask.extend([bit] * len(piece_ids))
+        cursor = last
+    return {"input_ids": ids, "completion_mask": mask}
+
+
 def mix(parts: Sequence[tuple[list[dict[str, Any]], float]], seed: int) -> list[dict[str, Any]]:
     """Draw from several datasets by weight: dataset i contributes round(total x w_i / sum(w))
     rows, where total is the sum of their sizes; a dataset asked for more rows than it has is
@@ -78,15 +144,43 @@ def mix(parts: Sequence[tuple[list[dict[str, Any]], float]], seed: int) -> list[
     return mixed
 
 
-def load_records(datasets: Sequence[PreparedDataset], split: str, method: str,
-                 seed: int) -> list[dict[str, Any]]:
-    """The records of one split of every dataset, mixed by weight (validation: unweighted)."""
+def sft_records(rows: Sequence[dict[str, Any]], schema_type: str, tokenizer: Any,
+                train_on: str) -> list[dict[str, Any]]:
+    """SFT records already tokenized with their loss mask: chat rows on their trained assistant
+    turns, instruction rows on their completion (so they mix with chat rows)."""
+    records = []
+    for row in rows:
+        if schema_type == "chat":
+            messages = [dict(message) for message in row["messages"]]
+            trained = trained_turns(messages, train_on)
+        else:
+            record = to_record(row, schema_type, "sft")
+            if record is None:
+                continue
+            messages = [*record["prompt"], *record["completion"]]
+            trained = [len(messages) - 1]
+        if trained:
+            records.append(tokenize_chat(tokenizer, messages, trained))
+    return records
+
+
+def load_records(datasets: Sequence[PreparedDataset], split: str, method: str, seed: int,
+                 tokenizer: Any = None, train_on: str = "allAssistantTurns") -> list[dict[str, Any]]:
+    """The records of one split of every dataset, mixed by weight (validation: unweighted).
+    With a tokenizer, SFT on chat data trains every assistant turn (`train_on`): its records are
+    tokenized here, and so are the instruction records mixed with them."""
     from reconciler.runtime.dataset import load_split
 
+    tokenized = (tokenizer is not None and method == "sft" and train_on == "allAssistantTurns"
+                 and any(dataset.schema_type == "chat" for dataset in datasets))
     parts = []
     for dataset in datasets:
-        records = [record for row in load_split(dataset.location, split)
-                   if (record := to_record(row, dataset.schema_type, method)) is not None]
+        rows = load_split(dataset.location, split)
+        if tokenized:
+            records = sft_records(rows, dataset.schema_type, tokenizer, train_on)
+        else:
+            records = [record for row in rows
+                       if (record := to_record(row, dataset.schema_type, method)) is not None]
         parts.append((records, dataset.weight if split == "train" else 1.0))
     if split != "train":
         return [record for records, _ in parts for record in records]

@@ -22,6 +22,18 @@ DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "preference": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
 }
 
+ChatRole = Literal["system", "user", "assistant", "tool"]
+ChatLayout = Literal["messages", "sharegpt"]
+
+# What each chat layout implies: the column names (over DEFAULT_COLUMNS) and which role values in
+# the data stand for which role. `schema.columns` and `schema.roles` override them.
+LAYOUTS: dict[str, tuple[dict[str, str], dict[str, tuple[str, ...]]]] = {
+    "messages": ({}, {"system": ("system",), "user": ("user",), "assistant": ("assistant",),
+                      "tool": ("tool",)}),
+    "sharegpt": ({"messages": "conversations", "role": "from", "content": "value"},
+                 {"system": ("system",), "user": ("human", "user"), "assistant": ("gpt", "assistant")}),
+}
+
 FORMAT_BY_EXTENSION = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
                        ".parquet": "parquet", ".pq": "parquet"}
 
@@ -29,6 +41,12 @@ FORMAT_BY_EXTENSION = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", "
 class DataSchema(SpecModel):
     type: SchemaType = field("text", "What one row is: plain `text`, an `instruction`/`input`/"
                                      "`output` triple, a `chat` of messages, or a `preference` pair.")
+    layout: ChatLayout = field(
+        "messages", "For chat data, the shape its rows follow: `messages` (OpenAI style: a `messages` "
+                    "list of `role`/`content`, roles system, user, assistant, tool) or `sharegpt` (a "
+                    "`conversations` list of `from`/`value`, roles human, gpt, system). A layout names "
+                    "both the columns and the role values, so one line reads a ShareGPT file; "
+                    "`columns` and `roles` override either.", example="sharegpt")
     columns: dict[Str, Str] = field(
         default_factory=dict,
         doc="Maps this schema's roles to your column names, when they differ from the defaults "
@@ -52,8 +70,46 @@ class DataSchema(SpecModel):
                     f"(roles: {', '.join(allowed)})", suggest(role, allowed))
         return columns
 
+    roles: dict[ChatRole, tuple[Str, ...]] = field(
+        default_factory=dict,
+        doc="For chat data, which role values in the rows stand for each role, when the layout's "
+            "do not fit; replaces the layout's whole mapping. A message whose role is not listed "
+            "fails the dataset job with its row.",
+        example={"user": ["human", "user"], "assistant": ["gpt", "assistant"], "system": ["system"]})
+
+    @field_validator("layout")
+    @classmethod
+    def _layout_is_for_chat(cls, layout: str, info: ValidationInfo) -> str:
+        if layout != "messages" and info.data.get("type") not in (None, "chat"):
+            raise SpecValueError(f"layout {layout} is for chat data (schema type is "
+                                 f"{info.data.get('type')})", "set type: chat, or remove layout")
+        return layout
+
+    @field_validator("roles")
+    @classmethod
+    def _roles_are_distinct(cls, roles: dict[str, tuple[str, ...]],
+                            info: ValidationInfo) -> dict[str, tuple[str, ...]]:
+        if roles and info.data.get("type") not in (None, "chat"):
+            raise SpecValueError(f"roles map chat messages' roles (schema type is {info.data.get('type')})",
+                                 "set type: chat, or remove roles")
+        seen: dict[str, str] = {}
+        for role, values in roles.items():
+            if not values:
+                raise SpecValueError(f"roles.{role} lists no value", f"e.g. {role}: [{role}]")
+            for value in values:
+                if value in seen and seen[value] != role:
+                    raise SpecValueError(
+                        f"role value '{value}' is listed under both {seen[value]} and {role}")
+                seen[value] = role
+        return roles
+
     def column(self, role: str) -> str:
-        return self.columns.get(role, DEFAULT_COLUMNS[self.type][role])
+        layout_columns = LAYOUTS[self.layout][0] if self.type == "chat" else {}
+        return self.columns.get(role, layout_columns.get(role, DEFAULT_COLUMNS[self.type][role]))
+
+    def role_mapping(self) -> dict[str, tuple[str, ...]]:
+        """Role -> the values in the data that stand for it (chat data)."""
+        return dict(self.roles) if self.roles else dict(LAYOUTS[self.layout][1])
 
 
 class Cleaning(SpecModel):
@@ -64,6 +120,12 @@ class Cleaning(SpecModel):
                            unit="characters", ge=0)
     max_chars: Int | None = field(None, "Drop rows longer than this.", unit="characters", gt=0,
                                   example=8000)
+    max_dropped_fraction: Float = field(
+        0.1, "Fail the dataset job when more than this share of the rows read are dropped as "
+             "unusable (empty, or a chat with no assistant reply), which usually means the schema "
+             "does not fit the data. Rows dropped by dedup, minChars and maxChars do not count: "
+             "those are filters you chose. All drops are counted per reason in the log and in "
+             "MLflow either way.", unit="ratio", ge=0, le=1, operational=True)
 
     @field_validator("max_chars")
     @classmethod

@@ -33,6 +33,8 @@ Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup",
 Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_adamw_8bit",
                     "adafactor", "sgd"]
 
+TrainOn = Literal["allAssistantTurns", "lastAssistantTurn"]
+
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # matched whole
 
 
@@ -132,6 +134,11 @@ class Training(SpecModel):
                                  "one, whose attention mask takes (microBatchSize x maxSeqLength)^2 "
                                  "16-bit values per layer; `tuneops estimate` counts it.")
     train_on_inputs: Bool = field(False, "Also compute the loss on prompts, not only on completions.")
+    train_on: TrainOn = field(
+        "allAssistantTurns", "Which assistant turns of a chat the loss falls on: every one "
+                             "(`allAssistantTurns`, as axolotl and LLaMA-Factory do) or only the last "
+                             "(`lastAssistantTurn`, earlier turns are context). Role headers a chat "
+                             "template adds are never trained; the reply and its end-of-turn token are.")
     scheduler: Scheduler = field("cosine", "Learning-rate schedule.")
     warmup_ratio: Float = field(0.03, "Share of steps spent warming up the learning rate.",
                                 unit="ratio", ge=0, lt=1)

@@ -248,3 +248,30 @@ def test_dpo_runs_and_logs_reward_margins(pipeline: Pipeline, tiny_model: Path, 
     margins = client.get_metric_history(run.info.run_id, "rewards/margins")
     assert len(margins) >= 4
     assert run.data.params["method"] == "dpo" and run.data.params["training.dpoBeta"] == "0.1"
+
+
+def test_a_sharegpt_file_prepares_whole_and_trains_on_every_reply(pipeline: Pipeline, tiny_model: Path,
+                                                                  tmp_path: Path) -> None:
+    rows = [{"conversations": [{"from": "human", "value": f"What color is a {fruit}?"},
+                               {"from": "gpt", "value": color},
+                               {"from": "human", "value": "Are you sure?"},
+                               {"from": "gpt", "value": f"Yes, {color}."}]}
+            for fruit, color in [("banana", "yellow"), ("cherry", "red"), ("lime", "green"),
+                                 ("plum", "purple"), ("blueberry", "blue"), ("orange", "orange")]]
+    data_file = tmp_path / "sharegpt.jsonl"
+    data_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    chats = dataset_job(pipeline["store"], pipeline["uri"], "fruit-sharegpt", data_file,
+                        {"schema": {"type": "chat", "layout": "sharegpt"},
+                         "split": {"train": 1.0, "validation": 0.0, "test": 0.0}})
+    result = run_job("dataset", write_job(chats, pipeline["jobs"]))
+    _ok(result)
+    assert "(6 of 6 rows kept)" in result.output
+    data = prepared(chats)
+    [run] = pipeline["client"].search_runs(
+        [pipeline["client"].get_experiment_by_name("tuneops-tests").experiment_id],
+        f"tags.`tuneops.dataset.digest` = '{data.digest}'")
+    assert run.data.metrics["rows_train"] == 6 and run.data.metrics["dropped_rows"] == 0
+    job = finetune_job(pipeline["store"], pipeline["uri"], "fruit-chat", base_model(tiny_model), [data],
+                       {"adapter": {"r": 4}, "training": {"maxSteps": 2, "microBatchSize": 4,
+                                                          "maxSeqLength": 64, "precision": "fp32"}})
+    _ok(run_job("finetune", write_job(job, pipeline["jobs"])))

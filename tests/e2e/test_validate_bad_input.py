@@ -122,6 +122,10 @@ CASES = {
         {"dataset.yaml": textwrap.dedent(VALID_SPECS["dataset.yaml"])
          + "  split: #!\n    train: 0.8\n    validation: 0.05\n    test: 0.05\n"},
         "dataset.yaml", "must sum to 1 (they sum to 0.9)"),
+    "a chat role value under two roles": (
+        {"dataset.yaml": textwrap.dedent(VALID_SPECS["dataset.yaml"])
+         + "    roles: #!\n      user: [human]\n      assistant: [gpt, human]\n"},
+        "dataset.yaml", "role value 'human' is listed under both user and assistant"),
     "string where a number is expected": (
         {"fine-tune.yaml": fine_tune("  training:\n    epochs: \"three\" #!\n")},
         "fine-tune.yaml", "spec.training.epochs: must be a number (got 'three')"),

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -179,9 +180,11 @@ def test_cleaning_counts_each_rule(tmp_path: Path):
         {"instruction": "Name a yellow fruit", "output": "Banana"},    # kept
     ]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    job = make_job(tmp_path, data, split=ALL_TRAIN, clean={"minChars": 10, "maxChars": 60})
+    job = make_job(tmp_path, data, split=ALL_TRAIN, clean={"minChars": 10, "maxChars": 60,
+                                                              "maxDroppedFraction": 0.5})
     manifest = prepare_dataset(job)
-    assert manifest.dropped == {"empty": 2, "duplicate": 1, "too_short": 1, "too_long": 1}
+    assert manifest.dropped == {"empty": 2, "duplicate": 1, "too_short": 1, "too_long": 1,
+                                "no_assistant_turn": 0}
     assert [row["output"] for row in load_split(job.output_dir, "train")] == ["Apple", "Banana"]
     assert manifest.source_rows == 7
 
@@ -193,7 +196,8 @@ def test_cleaning_can_keep_empty_rows_and_duplicates(tmp_path: Path):
     job = make_job(tmp_path, data, split=ALL_TRAIN, clean={"dropEmpty": False, "dedup": "none"})
     manifest = prepare_dataset(job)
     assert manifest.rows["train"] == 4
-    assert manifest.dropped == {"empty": 0, "duplicate": 0, "too_short": 0, "too_long": 0}
+    assert manifest.dropped == {"empty": 0, "duplicate": 0, "too_short": 0, "too_long": 0,
+                                "no_assistant_turn": 0}
 
 
 def test_dedup_normalises_case_and_whitespace_only(tmp_path: Path):
@@ -212,7 +216,8 @@ def test_a_chat_with_an_empty_message_is_empty(tmp_path: Path):
             {"messages": []},
             {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
     data = write_jsonl(tmp_path / "d.jsonl", rows)
-    job = make_job(tmp_path, data, schema={"type": "chat"}, split=ALL_TRAIN)
+    job = make_job(tmp_path, data, schema={"type": "chat"}, split=ALL_TRAIN,
+                   clean={"maxDroppedFraction": 1})
     manifest = prepare_dataset(job)
     assert manifest.dropped["empty"] == 2
     assert manifest.rows["train"] == 1
@@ -487,3 +492,96 @@ def test_reading_what_is_not_a_dataset(tmp_path: Path):
         load_split(tmp_path, "dev")
     with pytest.raises(DatasetError, match="train.parquet does not exist"):
         load_split(tmp_path, "train")
+
+
+# --- chat layouts, roles and dropped rows --------------------------------------------------------
+
+def sharegpt(count: int) -> list[dict[str, Any]]:
+    return [{"conversations": [{"from": "system", "value": "Answer with a color."},
+                               {"from": "human", "value": f"What colour is fruit number {i}?"},
+                               {"from": "gpt", "value": f"Fruit {i} is green."}]}
+            for i in range(count)]
+
+
+def test_a_sharegpt_file_prepares_with_every_row_kept(tmp_path: Path):
+    data = write_jsonl(tmp_path / "d.jsonl", sharegpt(10))
+    job = make_job(tmp_path, data, schema={"type": "chat", "layout": "sharegpt"}, split=ALL_TRAIN)
+    manifest = prepare_dataset(job)
+    assert manifest.rows["train"] == 10 and not any(manifest.dropped.values())
+    [first, *_] = load_split(job.output_dir, "train")
+    assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
+
+
+def test_roles_map_the_values_a_file_uses(tmp_path: Path):
+    rows = [{"dialog": [{"speaker": "customer", "text": "hi"}, {"speaker": "agent", "text": f"hello {i}"}]}
+            for i in range(3)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    schema = {"type": "chat", "columns": {"messages": "dialog", "role": "speaker", "content": "text"},
+              "roles": {"user": ["customer"], "assistant": ["agent"]}}
+    job = make_job(tmp_path, data, schema=schema, split=ALL_TRAIN)
+    assert prepare_dataset(job).rows["train"] == 3
+    assert {m["role"] for row in load_split(job.output_dir, "train") for m in row["messages"]} == {
+        "user", "assistant"}
+
+
+def test_a_role_value_the_mapping_lacks_names_the_row_and_the_mapping_to_add(tmp_path: Path):
+    rows = sharegpt(3)
+    rows[1]["conversations"].append({"from": "bot", "value": "Anything else?"})
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    message = failure(make_job(tmp_path, data, schema={"type": "chat", "layout": "sharegpt"}))
+    assert (f"{data}:2: message 4: role value 'bot' (key 'from') is not mapped to a role; add it to "
+            "schema.roles under the role it plays, e.g. roles: {system: [system], user: [human, user], "
+            "assistant: [gpt, assistant, bot]}") in message
+
+
+def test_sharegpt_columns_without_its_roles_fail_instead_of_dropping_every_row(tmp_path: Path):
+    data = write_jsonl(tmp_path / "d.jsonl", sharegpt(3))
+    schema = {"type": "chat", "columns": {"messages": "conversations", "role": "from", "content": "value"}}
+    message = failure(make_job(tmp_path, data, schema=schema))
+    assert f"{data}:1: message 1: role value 'system' is not" not in message  # system maps as is
+    assert f"{data}:1: message 2: role value 'human' (key 'from') is not mapped to a role" in message
+    assert message.endswith("(for ShareGPT data: schema.layout: sharegpt)")
+
+
+def test_a_dataset_that_drops_half_its_chats_fails_with_the_count(tmp_path: Path):
+    rows = [{"messages": [{"role": "user", "content": f"Question {i}?"},
+                          *([{"role": "assistant", "content": f"Answer {i}."}] if i % 2 else [])]}
+            for i in range(10)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    message = failure(make_job(tmp_path, data, schema={"type": "chat"}, split=ALL_TRAIN))
+    assert message == (
+        "dataset 'fruit': 5 of 10 rows (50%) were dropped as unusable: 5 a chat with no assistant reply "
+        "after its first message (no_assistant_turn); more than clean.maxDroppedFraction 0.1 allows: fix "
+        "the data or the schema (a reply is a message whose role is assistant; if yours are called "
+        "otherwise, set schema.roles or schema.layout), or raise clean.maxDroppedFraction to 0.5 to "
+        "keep the rest")
+    job = make_job(tmp_path, data, schema={"type": "chat"}, split=ALL_TRAIN,
+                   clean={"maxDroppedFraction": 0.5})
+    manifest = prepare_dataset(job)
+    assert manifest.rows["train"] == 5 and manifest.dropped["no_assistant_turn"] == 5
+    from reconciler.runtime.dataset import dropped_summary
+
+    assert dropped_summary(manifest) == ("5 of 10 rows kept; dropped: 5 no_assistant_turn "
+                                         "(a chat with no assistant reply after its first message)")
+
+
+def test_filters_the_spec_chooses_do_not_count_towards_the_limit(tmp_path: Path):
+    rows = instructions(4) + instructions(4)  # half are duplicates
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    manifest = prepare_dataset(make_job(tmp_path, data, split=ALL_TRAIN))
+    assert manifest.dropped["duplicate"] == 4 and manifest.rows["train"] == 4
+
+
+@pytest.mark.parametrize(("schema", "expected"), [
+    ({"type": "instruction", "layout": "sharegpt"}, "layout sharegpt is for chat data"),
+    ({"type": "text", "roles": {"user": ["human"]}}, "roles map chat messages' roles"),
+    ({"type": "chat", "roles": {"user": []}}, "roles.user lists no value"),
+    ({"type": "chat", "roles": {"speaker": ["x"]}}, "roles.speaker"),
+])
+def test_the_schema_refuses_roles_that_cannot_apply(schema: dict, expected: str):
+    from pydantic import ValidationError
+
+    from reconciler.specs.dataset import DatasetSpec
+
+    with pytest.raises(ValidationError, match=re.escape(expected)):
+        DatasetSpec.model_validate({"source": "file://d.jsonl", "schema": schema})
