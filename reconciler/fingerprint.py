@@ -60,6 +60,17 @@ def _is_operational(model: type[PydanticModel], name: str) -> bool:
     return isinstance(extra, dict) and bool(extra.get("x-operational"))
 
 
+def _left_out_at_default(model: PydanticModel, name: str) -> bool:
+    """A field added after resources were built with what its default does: at that default it
+    is not part of the fingerprint, so a release that adds it rebuilds nothing."""
+    info = type(model).model_fields[name]
+    extra = info.json_schema_extra
+    if not (isinstance(extra, dict) and extra.get("x-fingerprint-omits-default")):
+        return False
+    default = info.get_default(call_default_factory=True)
+    return getattr(model, name) == default
+
+
 def _split(model: PydanticModel, dumped: Any, keep_operational: bool) -> Any:
     """The dumped model with operational fields dropped (or, with keep_operational, only those)."""
     if not isinstance(model, PydanticModel) or not isinstance(dumped, dict):
@@ -80,7 +91,7 @@ def _split(model: PydanticModel, dumped: Any, keep_operational: bool) -> Any:
                 if inner:
                     out[key] = inner
             continue
-        if operational:
+        if operational or _left_out_at_default(model, name):
             continue
         if isinstance(value, PydanticModel):
             out[key] = _split(value, dumped[key], False)

@@ -50,17 +50,22 @@ def field(
     unit: str | None = None,
     example: Any = None,
     operational: bool = False,
+    added_later: bool = False,
     alias: str | None = None,
     default_factory: Any = None,
     **constraints: Any,
 ) -> Any:
     """A documented field. `operational` marks fields that do not change what is produced
-    (so a change to them never retrains anything); docs and fingerprints read the marker."""
+    (so a change to them never retrains anything); docs and fingerprints read the marker.
+    `added_later` marks a field added after resources were built with what its default does:
+    at the default it stays out of fingerprints, so upgrading rebuilds nothing."""
     extra: dict[str, Any] = {}
     if unit:
         extra["x-unit"] = unit
     if operational:
         extra["x-operational"] = True
+    if added_later:
+        extra["x-fingerprint-omits-default"] = True
     kwargs: dict[str, Any] = dict(description=doc, json_schema_extra=extra or None, **constraints)
     if example is not None:
         kwargs["examples"] = [example]

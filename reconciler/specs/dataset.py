@@ -46,7 +46,7 @@ class DataSchema(SpecModel):
                     "list of `role`/`content`, roles system, user, assistant, tool) or `sharegpt` (a "
                     "`conversations` list of `from`/`value`, roles human, gpt, system). A layout names "
                     "both the columns and the role values, so one line reads a ShareGPT file; "
-                    "`columns` and `roles` override either.", example="sharegpt")
+                    "`columns` and `roles` override either.", example="sharegpt", added_later=True)
     columns: dict[Str, Str] = field(
         default_factory=dict,
         doc="Maps this schema's roles to your column names, when they differ from the defaults "
@@ -75,7 +75,8 @@ class DataSchema(SpecModel):
         doc="For chat data, which role values in the rows stand for each role, when the layout's "
             "do not fit; replaces the layout's whole mapping. A message whose role is not listed "
             "fails the dataset job with its row.",
-        example={"user": ["human", "user"], "assistant": ["gpt", "assistant"], "system": ["system"]})
+        example={"user": ["human", "user"], "assistant": ["gpt", "assistant"], "system": ["system"]},
+        added_later=True)
 
     @field_validator("layout")
     @classmethod

@@ -138,7 +138,8 @@ class Training(SpecModel):
         "allAssistantTurns", "Which assistant turns of a chat the loss falls on: every one "
                              "(`allAssistantTurns`, as axolotl and LLaMA-Factory do) or only the last "
                              "(`lastAssistantTurn`, earlier turns are context). Role headers a chat "
-                             "template adds are never trained; the reply and its end-of-turn token are.")
+                             "template adds are never trained; the reply and its end-of-turn token are.",
+        added_later=True)
     scheduler: Scheduler = field("cosine", "Learning-rate schedule.")
     warmup_ratio: Float = field(0.03, "Share of steps spent warming up the learning rate.",
                                 unit="ratio", ge=0, lt=1)

@@ -77,6 +77,28 @@ def test_a_hyperparameter_changes_the_fine_tune_and_everything_downstream(tmp_pa
     assert changed(original, after) == {FINE_TUNE, EVALUATION, DEPLOYMENT}
 
 
+def test_fields_added_later_change_nothing_at_their_default_and_count_otherwise(tmp_path, original):
+    """Upgrading to a release that adds a field rebuilds nothing: at its default (what specs built
+    before it already got) the field stays out of the fingerprint; another value is a change."""
+    from reconciler.fingerprint import produced_spec
+    from reconciler.specs.validate import validate_path as load
+
+    specs = load(write_repo(tmp_path / "read", VALID_SPECS)).specs
+    dataset = produced_spec(specs.get(DATASET).resource)
+    fine_tune = produced_spec(specs.get(FINE_TUNE).resource)
+    assert "layout" not in dataset["schema"] and "roles" not in dataset["schema"]
+    assert "trainOn" not in fine_tune["training"]
+    written_out = edited(tmp_path, "defaults", "dataset.yaml", "    type: chat\n",
+                         "    type: chat\n    layout: messages\n")
+    assert written_out == original
+    sharegpt = edited(tmp_path, "sharegpt", "dataset.yaml", "    type: chat\n",
+                      "    type: chat\n    layout: sharegpt\n")
+    assert changed(original, sharegpt) == {DATASET, FINE_TUNE, EVALUATION, DEPLOYMENT}
+    last_turn = edited(tmp_path, "last-turn", "fine-tune.yaml", "learningRate: 2e-4",
+                       "learningRate: 2e-4\n    trainOn: lastAssistantTurn")
+    assert changed(original, last_turn) == {FINE_TUNE, EVALUATION, DEPLOYMENT}
+
+
 def test_a_default_written_out_is_the_same_spec(tmp_path, original):
     # 2e-4 is 0.0002, and the default epochs (3.0) written as the integer 3 is the same value
     after = edited(tmp_path, "explicit", "fine-tune.yaml", "learningRate: 2e-4",
