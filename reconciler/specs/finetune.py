@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -23,6 +24,7 @@ from reconciler.specs.base import (
     field,
     require_exactly_one,
 )
+from reconciler.specs.schema_errors import suggest
 from reconciler.values.kubernetes import NodeLabelValue, PriorityClassName
 
 Method = Literal["sft", "dpo", "pretrain"]
@@ -34,6 +36,16 @@ Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_ada
                     "adafactor", "sgd"]
 
 TrainOn = Literal["allAssistantTurns", "lastAssistantTurn"]
+OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
+# transformers' `optim` names (which axolotl and LLaMA-Factory pass through) for the optimizers we
+# plan for: each names the same update as ours, so it is normalised to ours and shares its fingerprint.
+OPTIMIZER_SYNONYMS = {"adamw_bnb_8bit": "adamw_8bit"}
+# transformers optimizers the planner does not size; the way to what we have instead.
+_UNSUPPORTED_OPTIMIZERS = {
+    "paged_adamw_32bit": "use adamw_torch (the same fp32 states, not paged) or paged_adamw_8bit",
+    "adamw_torch_8bit": "use adamw_8bit (bitsandbytes' 8-bit AdamW)",
+    "adamw_torch_4bit": "use adamw_8bit (bitsandbytes' 8-bit AdamW)",
+}
 
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # matched whole
 
@@ -145,13 +157,29 @@ class Training(SpecModel):
                                 unit="ratio", ge=0, lt=1)
     weight_decay: Float = field(0.0, "AdamW weight decay.", ge=0)
     max_grad_norm: Float = field(1.0, "Gradient clipping norm; 0 disables clipping.", ge=0)
-    optimizer: Optimizer = field("adamw_torch", "Optimizer.")
+    optimizer: Optimizer = field(
+        "adamw_torch", "Optimizer. transformers' `adamw_bnb_8bit` (as axolotl and LLaMA-Factory "
+                       "write it) is accepted as `adamw_8bit`.")
     precision: Precision = field(
         "auto", "Compute precision. `auto` is bf16 on GPUs that support it, fp32 on CPU.")
     gradient_checkpointing: Bool = field(False, "Recompute activations in the backward pass: "
                                                 "less memory, about 30% more compute.")
     seed: Int = field(42, "Seed for initialisation, shuffling and dropout.", ge=0, le=2**32 - 1)
     dpo_beta: Float = field(0.1, "DPO's KL penalty strength (method dpo only).", gt=0)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_spelling(cls, value: Any) -> Any:
+        if not isinstance(value, str) or value in OPTIMIZERS:
+            return value
+        if value in OPTIMIZER_SYNONYMS:
+            return OPTIMIZER_SYNONYMS[value]
+        choices = ", ".join(OPTIMIZERS)
+        if value in _UNSUPPORTED_OPTIMIZERS:
+            raise SpecValueError(f"{value!r} is not an optimizer tuneops plans for (one of: {choices})",
+                                 _UNSUPPORTED_OPTIMIZERS[value])
+        # a near miss of ours or of a synonym (`adamw_bnb_8bt`) gets a did-you-mean
+        raise SpecValueError(f"must be one of: {choices}", suggest(value, (*OPTIMIZERS, *OPTIMIZER_SYNONYMS)))
 
     @model_validator(mode="after")
     def _epochs_or_steps(self) -> Training:

@@ -1,0 +1,58 @@
+"""training: optimizer spellings users bring from axolotl/LLaMA-Factory, beta for preference methods."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from reconciler.fingerprint import fingerprint_inputs
+from reconciler.graph import DependencyGraph
+from reconciler.sources_digest import source_digests
+from reconciler.specs.base import ResourceId
+from reconciler.specs.validate import validate_path
+from tests.conftest import VALID_SPECS, write_repo
+
+FINE_TUNE = ResourceId("FineTune", "sft")
+
+
+def with_training(lines: str) -> dict[str, str]:
+    fine_tune = textwrap.dedent(VALID_SPECS["fine-tune.yaml"]).lstrip("\n")
+    return {**VALID_SPECS, "fine-tune.yaml": fine_tune.replace(
+        "    learningRate: 2e-4\n",
+        "    learningRate: 2e-4\n" + "".join(f"    {line}\n" for line in lines.split(";")))}
+
+
+def validated(root: Path, lines: str):  # noqa: ANN201
+    return validate_path(write_repo(root, with_training(lines)))
+
+
+def fine_tune_fingerprint(root: Path, lines: str) -> str:
+    result = validated(root, lines)
+    assert result.valid, [p.text() for p in result.problems]
+    graph = DependencyGraph.from_specs(result.specs)
+    return fingerprint_inputs(result.specs, graph, source_digests(result.specs))[FINE_TUNE].fingerprint
+
+
+def errors(root: Path, lines: str) -> list[str]:
+    result = validated(root, lines)
+    return [p.text() for p in result.problems if p.severity.name == "ERROR"]
+
+
+def test_transformers_spelling_of_an_optimizer_is_ours_with_the_same_fingerprint(tmp_path: Path) -> None:
+    ours = fine_tune_fingerprint(tmp_path / "ours", "optimizer: adamw_8bit")
+    theirs = fine_tune_fingerprint(tmp_path / "theirs", "optimizer: adamw_bnb_8bit")
+    assert ours == theirs
+    assert fine_tune_fingerprint(tmp_path / "fused", "optimizer: adamw_torch_fused") != ours
+
+
+def test_an_optimizer_typo_is_a_file_line_error_with_a_did_you_mean(tmp_path: Path) -> None:
+    found = errors(tmp_path / "typo", "optimizer: adamw_bnb_8bt")
+    assert any(line.endswith("?)") and "fine-tune.yaml:13:16 error" in line
+               and "spec.training.optimizer" in line and "did you mean 'adamw_bnb_8bit'" in line
+               for line in found), found
+
+
+def test_an_optimizer_we_do_not_plan_for_says_what_to_use(tmp_path: Path) -> None:
+    found = errors(tmp_path / "paged", "optimizer: paged_adamw_32bit")
+    assert any("spec.training.optimizer" in line and "not an optimizer tuneops plans for" in line
+               and "adamw_torch" in line for line in found), found
