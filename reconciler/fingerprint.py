@@ -78,7 +78,7 @@ def _split(model: PydanticModel, dumped: Any, keep_operational: bool) -> Any:
     cls = type(model)
     out: dict[str, Any] = {}
     for name, info in cls.model_fields.items():
-        key = info.alias or name
+        key = info.serialization_alias or info.alias or name  # the key model_dump wrote
         if key not in dumped:
             continue
         operational = _is_operational(cls, name)

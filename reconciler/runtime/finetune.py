@@ -68,6 +68,9 @@ def check_hardware(spec: FineTuneSpec, cuda: bool) -> None:
         )
     if spec.adapter.quantization is not None and not cuda:
         raise FineTuneError("adapter.quantization needs a CUDA GPU (bitsandbytes); this machine has none")
+    if spec.training.attention == "flash_attention_2" and not cuda:
+        raise FineTuneError("training.attention flash_attention_2 needs a CUDA GPU; this machine has "
+                            "none. Use attention: auto (sdpa on CPU) or sdpa")
     if spec.training.precision == "fp16" and not cuda:
         raise FineTuneError("training.precision fp16 needs a GPU; use fp32 or bf16 on CPU")
     if spec.distributed.strategy == "zero3-offload" and spec.adapter.type == "qlora":
@@ -284,10 +287,12 @@ def run_finetune(job: JobFile) -> Path:
         loading.load_model_tokenizer(job.start_from) if job.start_from else loading.load_tokenizer(base_ref)
     )
     dtype = frozen_base_dtype(spec, cuda)
-    if job.start_from is not None and not job.start_from.adapter:
-        model = loading.load_model(job.start_from, dtype=dtype)  # the earlier fine-tune's full weights
+    attention = loading.attention_implementation(spec.training.attention, cuda)
+    if job.start_from is not None and not job.start_from.adapter:  # the earlier fine-tune's full weights
+        model = loading.load_model(job.start_from, dtype=dtype, attention=attention)
     else:
-        model = loading.load_base_model(base_ref, quantization=quantization_config(spec), dtype=dtype)
+        model = loading.load_base_model(base_ref, quantization=quantization_config(spec), dtype=dtype,
+                                        attention=attention)
     check_adapter_fits(spec, model.config)
     adapter_config = peft_config(spec)
     if job.start_from is not None and job.start_from.adapter:
@@ -435,7 +440,7 @@ def build_trainer(
     if spec.method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        return DPOTrainer(args=DPOConfig(**arguments, beta=t.dpo_beta, max_length=t.max_seq_length), **shared)
+        return DPOTrainer(args=DPOConfig(**arguments, beta=t.beta, max_length=t.max_seq_length), **shared)
     from trl import SFTConfig, SFTTrainer
 
     config = SFTConfig(

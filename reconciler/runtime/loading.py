@@ -122,12 +122,26 @@ def chat_template_text(ref: BaseModelRef, tokenizer: Any) -> str | None:
                              f"({error.strerror})") from None
 
 
+def attention_implementation(choice: str, cuda: bool) -> str:
+    """training.attention -> transformers' `attn_implementation`: `auto` is flash_attention_2 where
+    it can run (a CUDA GPU and the flash_attn package), else sdpa; the others pass through."""
+    if choice != "auto":
+        return choice
+    import importlib.util
+
+    return "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") is not None else "sdpa"
+
+
 def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any = None,
-                    device_map: Any = None, directory: str | None = None) -> PreTrainedModel:
-    """`directory` is given for a model this project trained (its storage, not a spec's path)."""
+                    device_map: Any = None, directory: str | None = None,
+                    attention: str | None = None) -> PreTrainedModel:
+    """`directory` is given for a model this project trained (its storage, not a spec's path);
+    `attention` is an `attn_implementation` (see attention_implementation), else transformers'."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"trust_remote_code": ref.trust_remote_code, **_revision(ref)}
+    if attention is not None:
+        kwargs["attn_implementation"] = attention
     if dtype is not None:
         kwargs["dtype"] = dtype
     if quantization is not None:
@@ -141,22 +155,24 @@ def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any =
         raise ModelLoadError(f"base model '{ref.name}' ({ref.source}): {_first_line(error)}") from None
 
 
-def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None) -> PreTrainedModel | PeftModel:
+def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None,
+               attention: str | None = None) -> PreTrainedModel | PeftModel:
     """A base model alone, or a trained model: base plus adapter, or full weights."""
     if isinstance(ref, BaseModelRef):
-        return load_base_model(ref, dtype=dtype)
+        return load_base_model(ref, dtype=dtype, attention=attention)
     location = Path(ref.location)
     if not location.is_dir():
         raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': {location} is not a directory")
     if not ref.adapter:
         full = BaseModelRef(name=ref.fine_tune, source=f"file://{location}",
                             trust_remote_code=ref.base_model.trust_remote_code)
-        return load_base_model(full, dtype=dtype, directory=_checked_folder(full, location, location))
+        return load_base_model(full, dtype=dtype, directory=_checked_folder(full, location, location),
+                               attention=attention)
     if not (location / "adapter_config.json").is_file():
         raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': {location} has no adapter_config.json")
     from peft import PeftModel
 
-    base = load_base_model(ref.base_model, dtype=dtype)
+    base = load_base_model(ref.base_model, dtype=dtype, attention=attention)
     return PeftModel.from_pretrained(base, str(location))
 
 

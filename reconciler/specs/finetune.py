@@ -6,7 +6,7 @@ import re
 import typing
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from reconciler.specs.base import (
     Bool,
@@ -36,6 +36,7 @@ Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_ada
                     "adafactor", "sgd"]
 
 TrainOn = Literal["allAssistantTurns", "lastAssistantTurn"]
+Attention = Literal["auto", "sdpa", "flash_attention_2", "eager"]
 OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
 # transformers' `optim` names (which axolotl and LLaMA-Factory pass through) for the optimizers we
 # plan for: each names the same update as ours, so it is normalised to ours and shares its fingerprint.
@@ -128,7 +129,15 @@ class Adapter(SpecModel):
         return self
 
 
+def _older_names_in_schema(schema: dict[str, Any]) -> None:
+    # editors that check specs against schemas/ keep accepting dpoBeta, marked deprecated
+    schema["properties"]["dpoBeta"] = {**schema["properties"]["beta"], "deprecated": True,
+                                       "description": "Older name of `beta`; set one of them."}
+
+
 class Training(SpecModel):
+    model_config = ConfigDict(**SpecModel.model_config, json_schema_extra=_older_names_in_schema)
+
     epochs: Float = field(3.0, "Passes over the training data. Ignored when maxSteps is set.",
                           unit="epochs", gt=0)
     max_steps: Int | None = field(None, "Stop after this many optimizer steps instead of epochs.",
@@ -162,10 +171,31 @@ class Training(SpecModel):
                        "write it) is accepted as `adamw_8bit`.")
     precision: Precision = field(
         "auto", "Compute precision. `auto` is bf16 on GPUs that support it, fp32 on CPU.")
+    attention: Attention = field(
+        "auto", "Attention kernel the model is loaded with (transformers' `attn_implementation`): "
+                "`auto` is `flash_attention_2` on a CUDA GPU where the `flash_attn` package is "
+                "installed, else `sdpa` (PyTorch's fused attention); `eager` is the plain "
+                "implementation. `flash_attention_2` needs a CUDA GPU. `tuneops estimate` counts the "
+                "same memory for every choice.", added_later=True)
     gradient_checkpointing: Bool = field(False, "Recompute activations in the backward pass: "
                                                 "less memory, about 30% more compute.")
     seed: Int = field(42, "Seed for initialisation, shuffling and dropout.", ge=0, le=2**32 - 1)
-    dpo_beta: Float = field(0.1, "DPO's KL penalty strength (method dpo only).", gt=0)
+    beta: Float = field(
+        0.1, "Preference methods' KL penalty strength (β; method dpo only for now). `dpoBeta`, its "
+             "older name, is read the same; set one of them.", gt=0,
+        # specs resolved, recorded and fingerprinted before the rename say dpoBeta: so do ours
+        serialization_alias="dpoBeta")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _beta_older_name(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "dpoBeta" not in data:
+            return data
+        if "beta" in data:
+            raise SpecValueError("set beta or dpoBeta (its older name), not both", "keep beta")
+        data = dict(data)
+        data["beta"] = data.pop("dpoBeta")
+        return data
 
     @field_validator("optimizer", mode="before")
     @classmethod

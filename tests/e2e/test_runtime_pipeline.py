@@ -231,7 +231,7 @@ def test_dpo_runs_and_logs_reward_margins(pipeline: Pipeline, tiny_model: Path, 
                 "microBatchSize": 4,
                 "maxSeqLength": 64,
                 "precision": "fp32",
-                "dpoBeta": 0.1,
+                "beta": 0.2,  # spelled the method-neutral way; params keep the recorded key
             },
         },
     )
@@ -247,7 +247,7 @@ def test_dpo_runs_and_logs_reward_margins(pipeline: Pipeline, tiny_model: Path, 
     run = client.get_run(version.run_id)
     margins = client.get_metric_history(run.info.run_id, "rewards/margins")
     assert len(margins) >= 4
-    assert run.data.params["method"] == "dpo" and run.data.params["training.dpoBeta"] == "0.1"
+    assert run.data.params["method"] == "dpo" and run.data.params["training.dpoBeta"] == "0.2"
 
 
 def test_a_sharegpt_file_prepares_whole_and_trains_on_every_reply(pipeline: Pipeline, tiny_model: Path,

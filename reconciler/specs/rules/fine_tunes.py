@@ -62,6 +62,12 @@ def hardware_fits_adapter(ctx: RuleContext) -> Iterator[Problem]:
         if s.training.precision == "fp16" and s.resources.gpus_per_node == 0:
             yield problem(spec, ERROR, "needs-gpu", "fp16 mixed precision needs a GPU",
                           ("spec", "training", "precision"), hint="use bf16, fp32 or auto on CPU")
+        if s.training.attention == "flash_attention_2" and s.resources.gpus_per_node == 0:
+            # a warning, not an error: the job refuses it at start on a machine without CUDA
+            yield problem(spec, WARNING, "needs-gpu", "flash_attention_2 needs a CUDA GPU; this spec "
+                          "asks for none, so the job will refuse to start",
+                          ("spec", "training", "attention"),
+                          hint="set resources.gpusPerNode to 1 or more, or use attention: auto")
         limit = ctx.settings.policy.max_gpus_per_fine_tune
         gpus = s.resources.nodes * s.resources.gpus_per_node
         if limit is not None and gpus > limit:
@@ -107,9 +113,11 @@ def early_stopping_has_evaluation(ctx: RuleContext) -> Iterator[Problem]:
 def method_specific_settings(ctx: RuleContext) -> Iterator[Problem]:
     for spec, fine_tune in ctx.fine_tunes():
         s = fine_tune.spec
-        if s.method != "dpo" and "dpo_beta" in s.training.model_fields_set:
-            yield problem(spec, WARNING, "ignored-setting", "dpoBeta only applies to method dpo",
-                          ("spec", "training", "dpoBeta"), key=True)
+        if s.method != "dpo" and "beta" in s.training.model_fields_set:
+            written = spec.document.data.get("spec", {}).get("training", {})
+            key = "beta" if "beta" in written else "dpoBeta"
+            yield problem(spec, WARNING, "ignored-setting", f"{key} only applies to method dpo",
+                          ("spec", "training", key), key=True)
         if s.adapter.type == "none":
             ignored = sorted(s.adapter.model_fields_set & {"r", "alpha", "dropout", "target_modules"})
             if ignored:

@@ -56,3 +56,50 @@ def test_an_optimizer_we_do_not_plan_for_says_what_to_use(tmp_path: Path) -> Non
     found = errors(tmp_path / "paged", "optimizer: paged_adamw_32bit")
     assert any("spec.training.optimizer" in line and "not an optimizer tuneops plans for" in line
                and "adamw_torch" in line for line in found), found
+
+
+def test_beta_is_dpo_beta_with_the_same_fingerprint(tmp_path: Path) -> None:
+    # method-neutral `beta`; `dpoBeta`, its older name, still reads the same
+    neutral = fine_tune_fingerprint(tmp_path / "beta", "beta: 0.3")
+    assert neutral == fine_tune_fingerprint(tmp_path / "dpoBeta", "dpoBeta: 0.3")
+    assert neutral != fine_tune_fingerprint(tmp_path / "other", "beta: 0.2")
+
+
+def test_beta_at_its_default_keeps_the_fingerprint_specs_had(tmp_path: Path) -> None:
+    assert (fine_tune_fingerprint(tmp_path / "unset", "seed: 42")
+            == fine_tune_fingerprint(tmp_path / "old", "dpoBeta: 0.1")
+            == fine_tune_fingerprint(tmp_path / "new", "beta: 0.1"))
+
+
+def test_beta_and_dpo_beta_together_is_a_file_line_error(tmp_path: Path) -> None:
+    found = errors(tmp_path / "both", "beta: 0.3;dpoBeta: 0.3")
+    assert any("fine-tune.yaml:" in line and "spec.training" in line
+               and "set beta or dpoBeta (its older name), not both" in line for line in found), found
+
+
+def test_beta_without_dpo_is_a_warning_at_the_key_written(tmp_path: Path) -> None:
+    for key in ("beta", "dpoBeta"):
+        result = validated(tmp_path / key, f"{key}: 0.2")
+        warnings = [p.text() for p in result.problems if p.code == "ignored-setting"]
+        expected = f"fine-tune.yaml:13:5 warning spec.training.{key}: {key} only applies to method dpo"
+        assert any(expected in line for line in warnings), warnings
+
+
+def test_the_schema_still_accepts_dpo_beta_as_deprecated() -> None:
+    from reconciler.specs.finetune import Training
+
+    properties = Training.model_json_schema()["properties"]
+    assert "beta" in properties and properties["dpoBeta"]["deprecated"] is True
+
+
+def test_flash_attention_with_no_gpus_is_a_validation_warning(tmp_path: Path) -> None:
+    result = validated(tmp_path / "flash", "attention: flash_attention_2")
+    assert result.valid, [p.text() for p in result.problems]
+    assert any(p.code == "needs-gpu" and "spec.training.attention" in p.text()
+               and "fine-tune.yaml:13:16 warning" in p.text() for p in result.problems), result.problems
+
+
+def test_attention_at_its_default_keeps_the_fingerprint_specs_had(tmp_path: Path) -> None:
+    default = fine_tune_fingerprint(tmp_path / "unset", "seed: 42")
+    assert default == fine_tune_fingerprint(tmp_path / "auto", "attention: auto")
+    assert default != fine_tune_fingerprint(tmp_path / "eager", "attention: eager")
