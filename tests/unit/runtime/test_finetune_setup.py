@@ -62,6 +62,10 @@ def test_per_epoch_evaluates_and_saves_at_the_end_of_each_epoch() -> None:
     assert "eval_steps" not in args and "save_steps" not in args
     without_validation = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
     assert "eval_strategy" not in without_validation  # as with everySteps: nothing to evaluate on
+    job, stopping = _job({"evaluation": {"perEpoch": True, "earlyStopping": {"patience": 2}}})
+    args = training_arguments(job, stopping, strategy="ddp", cuda=False, has_validation=True)
+    assert (args["eval_strategy"], args["save_strategy"]) == ("epoch", "epoch")
+    assert args["load_best_model_at_end"] is True
     _, default = _job({})
     assert "eval_strategy" not in training_arguments(job, default, strategy="ddp", cuda=False,
                                                      has_validation=True)
