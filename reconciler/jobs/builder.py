@@ -125,14 +125,14 @@ class JobBuilder:
                                registered_model=registered or resource.registered_model,
                                version=version or None, fingerprint=run.fingerprint)
 
-    def prepared(self, name: str, weight: float = 1.0) -> PreparedDataset:
+    def prepared(self, name: str, weight: float = 1.0, max_samples: int | None = None) -> PreparedDataset:
         rid = ResourceId("Dataset", name)
         resource = self.specs.resource(rid, DatasetResource)
         assert resource is not None, rid
         run = self.built(rid)
         return PreparedDataset(name=name, location=run.output or "", digest=run.dataset_digest or "",
                                schema_type=resource.spec.data_schema.type, fingerprint=run.fingerprint,
-                               weight=weight)
+                               weight=weight, max_samples=max_samples)
 
     def judging_decoding(self, fine_tune: ResourceId) -> GenerationDefaults | None:
         """The decoding a FineTune's versions are judged with: that of the first Evaluation of it
@@ -179,7 +179,7 @@ class JobBuilder:
                 fields["base_model"] = self.base_model(ResourceId("BaseModel", spec.base_model))
             else:
                 fields["start_from"] = self.model_version(ResourceId("FineTune", spec.from_fine_tune or ""))
-            fields["datasets"] = tuple(self.prepared(d.name, d.weight) for d in spec.datasets)
+            fields["datasets"] = tuple(self.prepared(d.name, d.weight, d.max_samples) for d in spec.datasets)
             fields["generation"] = self.judging_decoding(rid)
         elif isinstance(resource, EvaluationResource):
             spec = resource.spec

@@ -73,6 +73,7 @@ class PreparedDataset(_JobModel):
     schema_type: Literal["text", "instruction", "chat", "preference"]
     fingerprint: str | None = None
     weight: float = 1.0
+    max_samples: int | None = None  # the first N training rows only
 
 
 class ModelVersionRef(_JobModel):

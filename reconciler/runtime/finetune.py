@@ -229,7 +229,7 @@ def training_arguments(
     evaluation = spec.evaluation
     if has_validation and evaluation.every_steps:
         args.update(eval_strategy="steps", eval_steps=evaluation.every_steps)
-    elif has_validation and evaluation.early_stopping:
+    elif has_validation and (evaluation.per_epoch or evaluation.early_stopping):
         args["eval_strategy"] = "epoch"
     if evaluation.early_stopping:
         if not has_validation:

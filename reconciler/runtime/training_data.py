@@ -176,6 +176,8 @@ def load_records(datasets: Sequence[PreparedDataset], split: str, method: str, s
     parts = []
     for dataset in datasets:
         rows = load_split(dataset.location, split)
+        if split == "train" and dataset.max_samples is not None:
+            rows = rows[: dataset.max_samples]  # the first N, in the split's (stable) order
         if tokenized:
             records = sft_records(rows, dataset.schema_type, tokenizer, train_on)
         else:

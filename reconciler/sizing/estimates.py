@@ -19,7 +19,7 @@ from reconciler.sizing.memory import Architecture, TrainingShape, device_memory
 from reconciler.sizing.strategy import Estimate, choose_strategy, estimate, largest_micro_batch
 from reconciler.sizing.throughput import assumed_mfu, flops_per_parameter_token, peak_flops
 from reconciler.specs.base import ResourceId
-from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.finetune import DatasetInput, FineTuneResource
 from reconciler.specs.specset import SpecSet
 
 LARGEST_RECOMMENDED_MICRO_BATCH = 64
@@ -77,6 +77,16 @@ class FineTuneEstimate:
         return hours / self.gpus if hours is not None and self.gpus else None
 
 
+def _capped(dataset: DatasetInput, count: RowCount | None) -> RowCount | None:
+    """A dataset's training rows under its maxSamples (the cap alone bounds an unknown count)."""
+    cap = dataset.max_samples
+    if cap is None or (count is not None and count.rows <= cap):
+        return count
+    if count is None:
+        return RowCount(cap, "maxSamples (rows not known yet)")
+    return RowCount(cap, f"maxSamples of {count.rows:,} {count.origin}")
+
+
 def workload(fine_tune: FineTuneResource, rows: Mapping[str, RowCount]) -> Workload:
     s = fine_tune.spec
     t = s.training
@@ -87,14 +97,15 @@ def workload(fine_tune: FineTuneResource, rows: Mapping[str, RowCount]) -> Workl
         examples = t.max_steps * global_batch
         steps = t.max_steps
     else:
-        missing = [d.name for d in s.datasets if d.name not in rows]
+        counted = {d.name: _capped(d, rows.get(d.name)) for d in s.datasets}
+        missing = [name for name, count in counted.items() if count is None]
         if missing:
             return Workload(
                 f"training rows of Dataset {', '.join(missing)} unknown: build it (a plan then reads "
                 "the recorded count) or set training.maxSteps", global_batch)
-        per_epoch = sum(rows[d.name].rows for d in s.datasets)  # mixing keeps the total
-        origins = "; ".join(f"{d.name}: {rows[d.name].rows:,} rows, {rows[d.name].origin}"
-                            for d in s.datasets)
+        known = {name: count for name, count in counted.items() if count is not None}
+        per_epoch = sum(count.rows for count in known.values())  # mixing keeps the total
+        origins = "; ".join(f"{name}: {count.rows:,} rows, {count.origin}" for name, count in known.items())
         basis = f"{t.epochs:g} epochs of {per_epoch:,} training rows ({origins})"
         examples = math.ceil(t.epochs * per_epoch)
         steps = math.ceil(t.epochs * math.ceil(per_epoch / global_batch))

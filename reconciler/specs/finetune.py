@@ -56,6 +56,10 @@ class DatasetInput(SpecModel):
     weight: Float = field(
         1.0, "Relative share of training examples drawn from this dataset when mixing several; "
              "weights are normalised, so [1, 1] is an even mix and [3, 1] is 75%/25%.", gt=0)
+    max_samples: Int | None = field(
+        None, "Train on the first N rows of this dataset's training split only (in the split's order); "
+              "by default all of them. Weights then mix the capped rows.", unit="rows", gt=0,
+        example=10000, added_later=True)
 
 
 class Quantization(SpecModel):
@@ -248,11 +252,21 @@ class Checkpointing(SpecModel):
     every_steps: Int | None = field(None, "Save a checkpoint every N optimizer steps "
                                           "(default: at the end of each epoch).", unit="steps", gt=0,
                                   example=200)
+    per_epoch: Bool = field(False, "Save a checkpoint at the end of each epoch (what happens when "
+                                   "everySteps is not set); set it or everySteps, not both.",
+                            added_later=True)
     keep: Int = field(2, "Checkpoints kept on disk; older ones are deleted.", gt=0,
                       operational=True)
     resume: Literal["auto", "never"] = field(
         "auto", "`auto`: a restarted job continues from its last checkpoint and MLflow run.",
         operational=True)
+
+    @model_validator(mode="after")
+    def _one_cadence(self) -> Checkpointing:
+        if self.per_epoch and self.every_steps is not None:
+            raise SpecValueError("perEpoch and everySteps both set a cadence: pick one",
+                                 "drop perEpoch to use everySteps, or drop everySteps")
+        return self
 
 
 class EarlyStopping(SpecModel):
@@ -267,7 +281,16 @@ class EarlyStopping(SpecModel):
 class InTrainingEvaluation(SpecModel):
     every_steps: Int | None = field(None, "Evaluate on the validation split every N steps.",
                                     unit="steps", gt=0, example=100)
+    per_epoch: Bool = field(False, "Evaluate on the validation split at the end of each epoch; set it or "
+                                   "everySteps, not both.", added_later=True)
     early_stopping: EarlyStopping | None = field(None, "Stop when the validation metric stalls.")
+
+    @model_validator(mode="after")
+    def _one_cadence(self) -> InTrainingEvaluation:
+        if self.per_epoch and self.every_steps is not None:
+            raise SpecValueError("perEpoch and everySteps both set a cadence: pick one",
+                                 "drop perEpoch to use everySteps, or drop everySteps")
+        return self
 
 
 class Registration(SpecModel):

@@ -135,9 +135,9 @@ CODES: dict[str, str] = {
     "needs-gpu": "A setting that only works on a GPU, on a FineTune with gpusPerNode 0.",
     "unsupported-combination": "Settings that cannot work together.",
     "fragile-combination": "Settings that work together badly (warning).",
-    "early-stopping-needs-evaluation": "Early stopping without step evaluations, validation data "
-                                       "or aligned checkpoints.",
-    "no-validation-data": "Step evaluations without any validation split (warning).",
+    "early-stopping-needs-evaluation": "Early stopping without evaluations (everySteps or perEpoch), "
+                                       "validation data or aligned checkpoints.",
+    "no-validation-data": "Evaluations during training without any validation split (warning).",
     "ignored-setting": "A setting that has no effect with the chosen method (warning).",
     "duplicate-registered-model": "Two FineTunes register the same model name.",
     "gate-metric-not-computed": "A gate names a metric the Evaluation does not compute.",

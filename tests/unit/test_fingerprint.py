@@ -164,3 +164,11 @@ def test_a_recipe_bump_changes_only_that_kind_and_its_dependents(tmp_path, origi
 
 def test_canonical_json_is_one_spelling_per_meaning():
     assert canonical_json({"b": 1, "a": [1.0, "é"]}) == '{"a":[1.0,"é"],"b":1}'
+
+
+@pytest.mark.parametrize("new", ["- name: chats\n      maxSamples: 100",
+                                 "- name: chats\n  evaluation: {perEpoch: true}"])
+def test_a_row_cap_and_a_per_epoch_cadence_are_part_of_the_fine_tune(tmp_path, original, new):
+    """Added later: specs without them keep their fingerprints; set, they change what is trained."""
+    after = edited(tmp_path, "knob", "fine-tune.yaml", "- name: chats", new)
+    assert changed(original, after) == {FINE_TUNE, EVALUATION, DEPLOYMENT}

@@ -83,24 +83,32 @@ def early_stopping_has_evaluation(ctx: RuleContext) -> Iterator[Problem]:
             (d := ctx.dataset(data.name)) is not None and d.spec.split.validation > 0
             for data in s.datasets)
         known_datasets = all(ctx.dataset(data.name) is not None for data in s.datasets)
+        cadence = "everySteps" if s.evaluation.every_steps else "perEpoch" if s.evaluation.per_epoch else None
         if s.evaluation.early_stopping is None:
-            if s.evaluation.every_steps and known_datasets and not validation_rows:
+            if cadence and known_datasets and not validation_rows:
                 yield problem(spec, WARNING, "no-validation-data",
-                              "evaluation.everySteps is set but no dataset has a validation split",
-                              ("spec", "evaluation", "everySteps"),
+                              f"evaluation.{cadence} is set but no dataset has a validation split",
+                              ("spec", "evaluation", cadence),
                               hint="give a dataset split.validation > 0")
             continue
         path = ("spec", "evaluation", "earlyStopping")
         every = s.evaluation.every_steps
-        if every is None:
+        if cadence is None:
             yield problem(spec, ERROR, "early-stopping-needs-evaluation",
-                          "early stopping needs evaluation.everySteps", path, key=True)
+                          "early stopping needs evaluation.everySteps or evaluation.perEpoch", path, key=True)
             continue
         if known_datasets and not validation_rows:
             yield problem(spec, ERROR, "early-stopping-needs-evaluation",
                           "early stopping needs validation data, but no dataset has a validation "
                           "split", path, key=True, hint="give a dataset split.validation > 0")
         saving = s.checkpoint.every_steps
+        if every is None:  # per epoch: the best checkpoint is one of those saved at each epoch's end
+            if saving is not None:
+                yield problem(spec, ERROR, "early-stopping-needs-evaluation",
+                              "with early stopping and evaluation.perEpoch, checkpoints are saved at the "
+                              "end of each epoch too", ("spec", "checkpoint", "everySteps"), value=saving,
+                              hint="drop checkpoint.everySteps")
+            continue
         if saving is None or saving % every:
             yield problem(spec, ERROR, "early-stopping-needs-evaluation",
                           f"with early stopping, checkpoint.everySteps must be a multiple of "

@@ -1,4 +1,4 @@
-"""Job files built from the quickstart's specs: what a FineTune job is told about decoding."""
+"""Job files built from the quickstart's specs: what a FineTune job is told about decoding and data."""
 
 from __future__ import annotations
 
@@ -78,3 +78,12 @@ def test_a_pod_checks_out_the_file_a_symlink_in_the_repository_points_at(tmp_pat
     job = made.job(ResourceId("Dataset", "fruit-colors"))
     assert job.source == "file:///workspace/specs/data/fruit-colors.jsonl"
     assert job.checkout is not None and job.checkout.paths == ("data/fruit-colors.jsonl",)
+
+
+def test_a_fine_tune_job_carries_each_datasets_row_cap(tmp_path: Path) -> None:
+    root = quickstart(tmp_path)
+    assert builder(root).job(FINE_TUNE).datasets[0].max_samples is None
+    assert "maxSamples" not in builder(root).job(FINE_TUNE).to_json()
+    edit(root / "fine-tune.yaml", "- name: fruit-colors", "- name: fruit-colors\n      maxSamples: 3")
+    job = builder(root).job(FINE_TUNE)
+    assert job.datasets[0].max_samples == 3 and '"maxSamples": 3' in job.to_json()

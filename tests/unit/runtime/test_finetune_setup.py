@@ -55,6 +55,22 @@ def test_the_spec_becomes_trainer_arguments() -> None:
     assert args["output_dir"] == "/store/finetunes/ft/aaaaaaaaaaaaaaaa.checkpoints"
 
 
+def test_per_epoch_evaluates_and_saves_at_the_end_of_each_epoch() -> None:
+    job, spec = _job({"evaluation": {"perEpoch": True}, "checkpoint": {"perEpoch": True}})
+    args = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=True)
+    assert (args["eval_strategy"], args["save_strategy"]) == ("epoch", "epoch")
+    assert "eval_steps" not in args and "save_steps" not in args
+    without_validation = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+    assert "eval_strategy" not in without_validation  # as with everySteps: nothing to evaluate on
+    job, stopping = _job({"evaluation": {"perEpoch": True, "earlyStopping": {"patience": 2}}})
+    args = training_arguments(job, stopping, strategy="ddp", cuda=False, has_validation=True)
+    assert (args["eval_strategy"], args["save_strategy"]) == ("epoch", "epoch")
+    assert args["load_best_model_at_end"] is True
+    _, default = _job({})
+    assert "eval_strategy" not in training_arguments(job, default, strategy="ddp", cuda=False,
+                                                     has_validation=True)
+
+
 def test_early_stopping_keeps_checkpoints_and_evaluations_aligned() -> None:
     job, spec = _job({"evaluation": {"everySteps": 20, "earlyStopping": {"metric": "eval_loss"}},
                       "checkpoint": {"everySteps": 30}})

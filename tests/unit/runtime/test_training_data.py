@@ -132,3 +132,26 @@ def test_a_template_that_rewrites_earlier_turns_is_refused_with_the_way_out(tiny
     with pytest.raises(TrainingDataError, match="set training.trainOn: lastAssistantTurn"):
         tokenize_chat(tokenizer, CHAT, [2, 4])
     assert _runs(tokenizer, tokenize_chat(tokenizer, CHAT, [4])) == ["yellow<|im_end|>\n"]
+
+
+def test_max_samples_trains_on_the_first_rows_of_the_split(tmp_path: Path) -> None:
+    """The cap takes the first N rows in the split's stored order (stable from run to run), before
+    mixing; validation rows are not capped."""
+    from reconciler.runtime.dataset import load_split
+
+    data = tmp_path / "fruit.jsonl"
+    rows = [{"instruction": f"Color of fruit {i}?", "output": f"Color {i}."} for i in range(20)]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = dataset_job(tmp_path / "store", "sqlite:///unused.db", "fruit", data,
+                          {"schema": {"type": "instruction"},
+                           "split": {"train": 0.8, "validation": 0.2, "test": 0}})
+    prepare_dataset(dataset)
+    capped = prepared(dataset).model_copy(update={"max_samples": 5})
+    first = [row["instruction"] for row in load_split(capped.location, "train")[:5]]
+    records = load_records([capped], "train", "sft", 0)
+    assert [record["prompt"][-1]["content"] for record in records] == first
+    validation = load_split(capped.location, "validation")
+    assert len(load_records([capped], "validation", "sft", 0)) == len(validation) > 5
+    other = prepared(dataset, weight=1.0).model_copy(update={"name": "other"})
+    mixed = load_records([capped, other], "train", "sft", 0)
+    assert len(mixed) == 5 + len(load_split(capped.location, "train"))  # mixing keeps the capped total

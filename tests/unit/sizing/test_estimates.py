@@ -212,3 +212,20 @@ def test_a_recorded_row_count_is_preferred_to_counting_the_file(tmp_path):
     older = train_rows(specs, inputs, state_with("an-earlier-fingerprint"))["chats"]
     assert older.rows == 87 and "an earlier version of the spec" in older.origin
     assert train_rows(specs, inputs, ActualState.unknown())["chats"].rows == 90
+
+
+def test_a_row_cap_bounds_the_rows_an_estimate_trains_on(tmp_path):
+    repo = repo_with(tmp_path, """
+        training: {epochs: 2, microBatchSize: 4, gradientAccumulation: 2, maxSeqLength: 512}
+        resources: {gpusPerNode: 1, gpuProduct: NVIDIA-H100-80GB-HBM3}
+        """, architecture_block(4096, 32, 32, 8, 14336, 128256))
+    fine_tune = repo / "fine-tune.yaml"
+    fine_tune.write_text(fine_tune.read_text().replace("- name: chats",
+                                                       "- name: chats\n      maxSamples: 100"))
+    capped = estimate_of(repo, rows={"chats": RowCount(1000, "test")}).workload
+    assert capped.sequences == 2 * 100 and capped.steps == 2 * 13  # ceil(100 / 8) per epoch
+    assert "chats: 100 rows, maxSamples of 1,000 test" in capped.basis
+    below = estimate_of(repo, rows={"chats": RowCount(40, "test")}).workload
+    assert below.sequences == 2 * 40
+    unknown = estimate_of(repo, rows={}).workload  # the cap alone is an upper bound
+    assert unknown.sequences == 2 * 100 and "maxSamples (rows not known yet)" in unknown.basis

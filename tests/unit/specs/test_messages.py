@@ -127,3 +127,18 @@ def test_the_caret_sits_under_the_column_of_what_is_shown():
     text, caret = shown(long, long.index("oops") + 1)
     assert len(text) < 130 and text.startswith("    12 | ...")
     assert text[caret.index("^"):].startswith("oops")
+
+
+def test_a_row_cap_of_zero_is_refused_at_its_line(tmp_path: Path):
+    found = report(tmp_path, {"fine-tune.yaml": spec("fine-tune.yaml").replace(
+        "- name: chats", "- name: chats\n      maxSamples: 0")})
+    assert any(line.startswith("fine-tune.yaml:9:19 error spec.datasets[0].maxSamples:")
+               for line in found), found
+
+
+@pytest.mark.parametrize("block", ["evaluation", "checkpoint"])
+def test_per_epoch_and_every_steps_together_say_to_pick_one(tmp_path: Path, block: str):
+    fine_tune = spec("fine-tune.yaml") + f"  {block}:\n    perEpoch: true\n    everySteps: 10\n"
+    found = report(tmp_path, {"fine-tune.yaml": fine_tune})
+    assert any(line.startswith(f"fine-tune.yaml:13:3 error spec.{block}: perEpoch and everySteps both "
+                               "set a cadence: pick one") for line in found), found

@@ -97,6 +97,24 @@ def test_early_stopping_with_aligned_checkpoints_is_fine(tmp_path: Path):
     assert problems(tmp_path, {"fine-tune.yaml": spec_text("fine-tune.yaml") + extra}) == []
 
 
+def test_early_stopping_on_per_epoch_evaluations_keeps_per_epoch_checkpoints(tmp_path: Path):
+    extra = "  evaluation:\n    perEpoch: true\n    earlyStopping: {patience: 2}\n"
+    assert problems(tmp_path, {"fine-tune.yaml": spec_text("fine-tune.yaml") + extra}) == []
+    extra += "  checkpoint:\n    everySteps: 100\n"
+    found = only(problems(tmp_path, {"fine-tune.yaml": spec_text("fine-tune.yaml") + extra}),
+                 "early-stopping-needs-evaluation")
+    assert found.path == "spec.checkpoint.everySteps" and found.hint == "drop checkpoint.everySteps"
+
+
+@pytest.mark.parametrize("cadence", ["everySteps: 50", "perEpoch: true"])
+def test_evaluations_without_validation_rows_are_a_warning(tmp_path: Path, cadence: str):
+    dataset = spec_text("dataset.yaml") + "  split: {train: 0.9, validation: 0, test: 0.1}\n"
+    fine_tune = spec_text("fine-tune.yaml") + f"  evaluation:\n    {cadence}\n"
+    found = only(problems(tmp_path, {"fine-tune.yaml": fine_tune, "dataset.yaml": dataset}),
+                 "no-validation-data")
+    assert found.path == f"spec.evaluation.{cadence.split(':')[0]}"
+
+
 def test_early_stopping_needs_validation_rows(tmp_path: Path):
     extra = ("  evaluation:\n    everySteps: 50\n    earlyStopping: {patience: 2}\n"
              "  checkpoint:\n    everySteps: 100\n")
