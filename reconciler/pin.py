@@ -27,7 +27,7 @@ from ruamel.yaml.nodes import MappingNode, ScalarNode
 
 from reconciler.config import STATE_DIR
 from reconciler.fileio import write_text_atomic
-from reconciler.sizing.architectures import HUB_TIMEOUT_S, hub_cache
+from reconciler.sizing.architectures import HUB_TIMEOUT_S, hub_cache, read_hub_answer
 from reconciler.sources_digest import CACHE_FILE, DigestCache
 from reconciler.specs.base import SpecValueError
 from reconciler.specs.confinement import FileRoots, OutsideRoots, resolve_inside
@@ -137,7 +137,7 @@ class HubRevisions:
         try:
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
                                         timeout=HUB_TIMEOUT_S) as answer:
-                commit = json.loads(answer.read().decode("utf-8")).get("sha")
+                commit = json.loads(read_hub_answer(answer)).get("sha")
         except urllib.error.HTTPError as error:
             if error.code in (401, 403):
                 raise PinError(f"{self.endpoint} refused {repo_type} {repo} (HTTP {error.code}): a gated or "

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from reconciler.sizing.memory import Architecture
 from reconciler.specs.base import ResourceId
@@ -39,6 +40,17 @@ def config_path(base: BaseModelResource, spec_folder: Path) -> Path | None:
 
 
 HUB_TIMEOUT_S = 5.0
+HUB_ANSWER_LIMIT = 4 * 1024 * 1024
+"""Bytes read from a Hub answer (a config.json, a revision's metadata): a peer that sends more is
+not read further, so a hostile or broken endpoint cannot fill memory."""
+
+
+def read_hub_answer(answer: Any) -> str:
+    """The body of a Hub answer as text, refusing one longer than HUB_ANSWER_LIMIT."""
+    body = answer.read(HUB_ANSWER_LIMIT + 1)
+    if len(body) > HUB_ANSWER_LIMIT:
+        raise ValueError(f"the answer is larger than {HUB_ANSWER_LIMIT // (1024 * 1024)} MiB")
+    return body.decode("utf-8")
 
 
 def hub_endpoint() -> str:
@@ -75,7 +87,7 @@ def fetch_config(repo: str, revision: str | None) -> dict | None:
     try:
         request = urllib.request.Request(url, headers=headers)
         with urllib.request.urlopen(request, timeout=HUB_TIMEOUT_S) as answer:
-            text = answer.read().decode("utf-8")
+            text = read_hub_answer(answer)
         config = json.loads(text)
     except (OSError, ValueError, urllib.error.URLError):
         return None

@@ -46,7 +46,7 @@ MODULES_BY_MODEL_TYPE: dict[str, tuple[str, ...]] = {
 }
 """model_type -> names of its linear (and embedding) modules, as peft matches them."""
 
-_HEADER_LIMIT = 100_000_000  # a safetensors JSON header larger than this is not a model we read
+_HEADER_LIMIT = 16 * 1024 * 1024  # a safetensors JSON header larger than this is not a model we read
 
 
 def _tensor_names(folder: Path) -> list[str] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import stat
@@ -365,3 +366,34 @@ def test_a_pinned_file_keeps_its_permissions(tmp_path: Path, hub_environment: Pa
 
     assert [Path(file).name for file in result.written] == ["specs.yaml"]
     assert stat.S_IMODE(spec.stat().st_mode) == 0o640
+
+
+def test_an_endpoint_that_answers_without_end_is_not_read_into_memory(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """A hostile or broken HF_ENDPOINT: the answer is read up to a limit, then refused."""
+    from reconciler.sizing.architectures import HUB_ANSWER_LIMIT
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            chunk = b" " * 65536
+            with contextlib.suppress(OSError):
+                for _ in range(HUB_ANSWER_LIMIT // len(chunk) + 64):
+                    self.wfile.write(chunk)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        spec = MODEL_HEAD
+        repo = project(tmp_path / "specs", {"hub.yaml": spec})
+        result = pinning.pin(repo)
+    finally:
+        server.shutdown()
+    assert len(result.errors) == 1 and "larger than 4 MiB" in result.errors[0]
+    assert (repo / "hub.yaml").read_text() == spec
