@@ -31,10 +31,14 @@ class Processes:
         return self.rank == 0
 
 
-def deepspeed_config(strategy: str, *, pin_memory: bool) -> dict[str, Any] | None:
-    """The DeepSpeed config for a ZeRO strategy; None for DDP and FSDP."""
+def deepspeed_config(strategy: str, *, pin_memory: bool, offload_parameters: bool = False,
+                     offload_optimizer: bool = False) -> dict[str, Any] | None:
+    """The DeepSpeed config for a ZeRO strategy (with the spec's `distributed.offload`); None for
+    DDP and FSDP. `zero3-offload` is zero3 with both offloads."""
     if strategy not in ("zero2", "zero3", "zero3-offload"):
         return None
+    if strategy == "zero3-offload":
+        offload_parameters = offload_optimizer = True
     zero: dict[str, Any] = {"stage": 2 if strategy == "zero2" else 3, "overlap_comm": True,
                             "contiguous_gradients": True, "reduce_bucket_size": "auto"}
     if strategy == "zero2":
@@ -43,8 +47,9 @@ def deepspeed_config(strategy: str, *, pin_memory: bool) -> dict[str, Any] | Non
         zero.update({"stage3_prefetch_bucket_size": "auto",
                      "stage3_param_persistence_threshold": "auto",
                      "stage3_gather_16bit_weights_on_model_save": True})
-    if strategy == "zero3-offload":
+    if offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": pin_memory}
+    if offload_parameters and strategy != "zero2":  # validation refuses it for zero2
         zero["offload_param"] = {"device": "cpu", "pin_memory": pin_memory}
     return {
         "train_micro_batch_size_per_gpu": "auto",
@@ -57,9 +62,10 @@ def deepspeed_config(strategy: str, *, pin_memory: bool) -> dict[str, Any] | Non
     }
 
 
-def fsdp_arguments(adapter: str) -> dict[str, Any]:
-    """Trainer arguments for FSDP: full sharding, one wrap unit per decoder layer."""
-    return {"fsdp": "full_shard auto_wrap",
+def fsdp_arguments(adapter: str, *, offload: bool = False) -> dict[str, Any]:
+    """Trainer arguments for FSDP: full sharding, one wrap unit per decoder layer; `offload` is
+    PyTorch's CPU offload (parameters, gradients and the optimizer step on the CPU)."""
+    return {"fsdp": "full_shard auto_wrap offload" if offload else "full_shard auto_wrap",
             "fsdp_config": {"auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
                             "use_orig_params": adapter != "none", "sync_module_states": True}}
 
@@ -68,7 +74,8 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
                      target_modules: str | tuple[str, ...], sequence_length: int, micro_batch: int,
                      gradient_checkpointing: bool, world_size: int, device_bytes: float | None,
                      lora_dropout: float = 0.05, packing: bool = False,
-                     optimizer: str = "adamw_torch") -> str:
+                     optimizer: str = "adamw_torch", attention: str = "sdpa",
+                     kernels: str = "none") -> str:
     """`auto` becomes the cheapest strategy the planner says fits the GPU; on CPU, DDP."""
     if requested != "auto":
         return requested
@@ -81,6 +88,6 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
         architecture=Architecture.from_config(model_config), adapter=adapter, rank=rank,
         target_modules=target_modules, sequence_length=sequence_length, micro_batch=micro_batch,
         devices=world_size, gradient_checkpointing=gradient_checkpointing, lora_dropout=lora_dropout,
-        packing=packing, optimizer=optimizer)
+        packing=packing, optimizer=optimizer, attention=attention, kernels=kernels)
     found = choose_strategy(shape, device_bytes)
     return found.strategy if found else "zero3-offload"

@@ -9,7 +9,9 @@ MLflow run.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,8 @@ from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import JobFile
 from reconciler.runtime.distributed import Processes, deepspeed_config, fsdp_arguments, resolve_strategy
 from reconciler.specs.finetune import FineTuneSpec
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -71,12 +75,30 @@ def check_hardware(spec: FineTuneSpec, cuda: bool) -> None:
     if spec.training.attention == "flash_attention_2" and not cuda:
         raise FineTuneError("training.attention flash_attention_2 needs a CUDA GPU; this machine has "
                             "none. Use attention: auto (sdpa on CPU) or sdpa")
+    if spec.training.kernels == "liger":
+        if not cuda:
+            raise FineTuneError("training.kernels liger needs a CUDA GPU (the Liger kernels are Triton "
+                                "kernels); this machine has none. Use kernels: none on CPU")
+        if importlib.util.find_spec("liger_kernel") is None:
+            raise FineTuneError("training.kernels liger needs the liger-kernel package in the training "
+                                "image: pip install liger-kernel")
     if spec.training.precision == "fp16" and not cuda:
         raise FineTuneError("training.precision fp16 needs a GPU; use fp32 or bf16 on CPU")
     if spec.distributed.strategy == "zero3-offload" and spec.adapter.type == "qlora":
         raise FineTuneError(
             "QLoRA cannot be combined with ZeRO-3 (quantized weights cannot be partitioned); use ddp or fsdp"
         )
+
+
+def tf32_available(cuda: bool) -> bool:
+    """Whether this machine has TF32 tensor cores (a CUDA GPU of compute capability 8.0 or newer);
+    `training.tf32` elsewhere changes nothing, and the log says so."""
+    import torch
+
+    available = cuda and torch.cuda.get_device_capability()[0] >= 8
+    if not available:
+        log.warning("training.tf32 has no effect here: TF32 needs an Ampere or newer CUDA GPU")
+    return available
 
 
 def check_adapter_fits(spec: FineTuneSpec, config: Any) -> None:
@@ -217,11 +239,15 @@ def training_arguments(
         "save_total_limit": spec.checkpoint.keep,
         "use_cpu": not cuda,
         "include_num_input_tokens_seen": "all",
-        "dataloader_num_workers": 0,
+        "dataloader_num_workers": t.dataloader_workers,
         **precision_flags(t.precision, cuda),
     }
     if t.gradient_checkpointing:
         args["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if t.kernels == "liger":
+        args["use_liger_kernel"] = True
+    if t.tf32 and tf32_available(cuda):
+        args["tf32"] = True
     if spec.checkpoint.every_steps:
         args.update(save_strategy="steps", save_steps=spec.checkpoint.every_steps)
     else:
@@ -253,11 +279,13 @@ def training_arguments(
             args["save_strategy"] = "epoch"
     if not cuda and world_size > 1:
         args["ddp_backend"] = "gloo"
-    ds = deepspeed_config(strategy, pin_memory=cuda)
+    offload = spec.distributed.offload
+    ds = deepspeed_config(strategy, pin_memory=cuda, offload_parameters=bool(offload and offload.parameters),
+                          offload_optimizer=bool(offload and offload.optimizer))
     if ds is not None:
         args["deepspeed"] = ds
     elif strategy == "fsdp":
-        args.update(fsdp_arguments(spec.adapter.type))
+        args.update(fsdp_arguments(spec.adapter.type, offload=offload is not None))
     return args
 
 
@@ -321,6 +349,8 @@ def run_finetune(job: JobFile) -> Path:
         lora_dropout=spec.adapter.dropout,
         packing=spec.training.packing,
         optimizer=spec.training.optimizer,
+        attention=attention,
+        kernels=spec.training.kernels,
         world_size=processes.world_size,
         device_bytes=device_bytes,
     )

@@ -59,11 +59,16 @@ def kept_activation_bytes(shape: TrainingShape, micro_batch: int, *, device: str
     in the runtime's training step (16-bit autocast; see the module docstring). Per token and
     layer (h hidden, f MLP width, a heads):
 
-    - attention: query, key, value (keys and values repeated to every head) and output in 16
-      bits, 8h, plus SDPA's fp32 log-sum-exp, 4a; per layer also the attention mask, which
-      transformers hands SDPA as a 16-bit (rows x length x length) tensor. A batch without
-      padding needs no mask, so there the count is high;
-    - MLP: the gate, up and SiLU outputs, 6f;
+    - attention (`attention_bytes`): query, key, value (keys and values repeated to every head)
+      and output in 16 bits, 8h, plus SDPA's fp32 log-sum-exp, 4a; per layer also the attention
+      mask, which transformers hands SDPA as a 16-bit (rows x length x length) tensor. A batch
+      without padding needs no mask, so there the count is high. flash-attention keeps keys and
+      values at their own (grouped) width and needs no mask: a packed batch goes in as one
+      sequence with position ids (padding-free). `eager` keeps the scores, softmaxed in fp32 and
+      cast back to 16 bits, 6 x heads x length^2 per row, but no log-sum-exp and no mask (it is
+      added to the scores); its output is kept only where the output projection is trained in
+      full (8h, else 6h);
+    - MLP: the gate, up and SiLU outputs, 6f (Liger's SwiGLU recomputes the SiLU: 4f);
     - full fine-tuning with fp32 weights under autocast (`ddp`): the residual stream
       is fp32. Each RMSNorm keeps its fp32 input and normalized output, 8h; each linear its own
       16-bit copy of its input, 10h + 2f;
@@ -73,43 +78,67 @@ def kept_activation_bytes(shape: TrainingShape, micro_batch: int, *, device: str
     - LoRA: the residual stream is 16-bit. Each RMSNorm keeps its fp32 copy, 4h; the frozen
       linears keep nothing, the adapters what `_adapter_input_bytes` says. QLoRA's 4-bit
       linears also keep their 16-bit inputs, 4h + 2f (bitsandbytes; not measured here);
+    - Liger's RMSNorm keeps only its input, in the residual stream's own dtype (and its fp32
+      reciprocal root);
     - with gradient checkpointing, only each layer's input is kept, and one layer is
       recomputed at a time.
 
     After the last layer: the final norm, the fused head's input and `HEAD_PER_TOKEN` bytes.
     Packing joins a micro-batch's rows into one row of `micro_batch x length` tokens."""
     arch = shape.architecture
-    h, f, a = arch.hidden_size, arch.intermediate_size, arch.num_attention_heads
+    h, f = arch.hidden_size, arch.intermediate_size
     tokens = shape.sequence_length * micro_batch
-    rows, length = (1, tokens) if shape.packing else (micro_batch, shape.sequence_length)
-    mask = HALF * rows * length * length
-    attention = 8 * h + 4 * a
+    attention, per_layer = attention_bytes(shape, micro_batch)
     norm_scale = 2 * FP32  # each RMSNorm's fp32 reciprocal root, one per token
+    liger = shape.kernels == "liger"
+    mlp = (4 if liger else 6) * f
     first_layer_saving = 0.0
     if shape.adapter == "none" and fp32_weights:
-        layer = 2 * 8 * h + 10 * h + 2 * f + attention + 6 * f + norm_scale
-        residual, head_input, final_norm = FP32, FP32, 8 * h + FP32
+        residual, head_input, norm = FP32, FP32, 8 * h
+        layer_linears = 10 * h + 2 * f
     elif shape.adapter == "none":
-        layer = 2 * 6 * h + 4 * h + 2 * f + attention + 6 * f + norm_scale
-        residual, head_input, final_norm = HALF, HALF, 6 * h + FP32
+        residual, head_input, norm = HALF, HALF, 6 * h
+        layer_linears = 4 * h + 2 * f
     else:
+        residual, head_input, norm = HALF, HALF, 4 * h
+        layer_linears = 0
+    if liger:
+        norm = residual * h
+    final_norm = norm + FP32
+    layer = 2 * norm + layer_linears + attention + mlp + norm_scale
+    if shape.adapter != "none":
         mask_bytes = CUDA_DROPOUT_MASK_BYTES if device == "cuda" else FP32 if fp32_weights else HALF
-        layer = 2 * 4 * h + attention + 6 * f + norm_scale + _adapter_input_bytes(shape, mask_bytes)
+        layer += _adapter_input_bytes(shape, mask_bytes)
         if shape.adapter == "qlora":
             layer += 4 * h + 2 * f
-        residual, head_input, final_norm = HALF, HALF, 4 * h + FP32
         # The frozen embeddings need no gradient, so the first layer's input norm and the
         # dropouts on its query, key and value inputs keep nothing.
         targets = shape.architecture.linear_shapes() if shape.target_modules == "all-linear" \
             else shape.target_modules
         dropped = sum(1 for name in ("q_proj", "k_proj", "v_proj") if name in targets)
-        first_layer_saving = 4 * h + FP32 + (dropped * mask_bytes * h if shape.lora_dropout > 0 else 0)
-    one_layer = tokens * layer + mask
+        first_layer_saving = norm + FP32 + (dropped * mask_bytes * h if shape.lora_dropout > 0 else 0)
+    one_layer = tokens * layer + per_layer
     if shape.gradient_checkpointing:
         layers = arch.num_layers * tokens * residual * h + one_layer
     else:
         layers = arch.num_layers * one_layer - tokens * first_layer_saving
     return layers + tokens * (final_norm + head_input * h + HEAD_PER_TOKEN)
+
+
+def attention_bytes(shape: TrainingShape, micro_batch: int) -> tuple[float, float]:
+    """(bytes per token, bytes per layer beside them) that one layer's attention keeps, for the
+    shape's kernel; see `kept_activation_bytes`. Packing joins a micro-batch's rows into one."""
+    arch = shape.architecture
+    h, a = arch.hidden_size, arch.num_attention_heads
+    rows, length = (1, shape.sequence_length * micro_batch) if shape.packing \
+        else (micro_batch, shape.sequence_length)
+    if shape.attention == "flash_attention_2":
+        return HALF * (2 * h + 2 * arch.kv_size) + FP32 * a, 0.0
+    if shape.attention == "eager":  # the mask is added to the scores, which keeps nothing
+        # no log-sum-exp; the output is kept only by a trained output projection
+        per_token = 8 * h if shape.adapter == "none" else 6 * h
+        return per_token, (FP32 + HALF) * a * rows * length * length
+    return 8 * h + 4 * a, HALF * rows * length * length
 
 
 def step_buffer_bytes(shape: TrainingShape, micro_batch: int, *, fp32_weights: bool = True) -> float:

@@ -49,7 +49,14 @@ def training_shape(fine_tune: FineTuneResource, architecture: Architecture) -> T
         sequence_length=s.training.max_seq_length, micro_batch=s.training.micro_batch_size,
         devices=s.resources.nodes * s.resources.gpus_per_node,
         gradient_checkpointing=s.training.gradient_checkpointing, lora_dropout=s.adapter.dropout,
-        packing=s.training.packing, optimizer=s.training.optimizer)
+        packing=s.training.packing, optimizer=s.training.optimizer,
+        attention=planned_attention(s.training.attention), kernels=s.training.kernels)
+
+
+def planned_attention(choice: str) -> str:
+    """The attention kernel the planner sizes: `auto` picks flash-attention only where the job's
+    image has it, which a plan cannot know, so it is sized as SDPA (the larger of the two)."""
+    return "sdpa" if choice == "auto" else choice
 
 
 def _describe(found: Estimate) -> str:
@@ -97,8 +104,7 @@ def check(specs: SpecSet, architectures: dict[ResourceId, Architecture]) -> Iter
                               f"fits no strategy: {_describe(smallest)}; {usable}",
                               ("spec", "resources"), key=True, hint=nearest_fit(shape, device_bytes))
             continue
-        strategy = "zero3" if s.distributed.strategy == "fsdp" else s.distributed.strategy
-        found = estimate(shape, strategy)
+        found = estimate(shape, s.distributed.planned_strategy)
         if not found.fits(device_bytes):
             yield problem(loaded, Severity.ERROR, "does-not-fit",
                           f"needs {_describe(found)}; {usable}", ("spec", "distributed", "strategy"),

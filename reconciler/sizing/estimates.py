@@ -139,7 +139,7 @@ def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
         return FineTuneEstimate(**common, notes=(f"adapter.targetModules: {error}",))
     notes: list[str] = []
     device_bytes = device_memory(product) if gpus else None
-    memory, fits, largest = _memory(shape, s.distributed.strategy, gpus, device_bytes)
+    memory, fits, largest = _memory(shape, s.distributed.planned_strategy, gpus, device_bytes)
     if gpus and device_bytes is None:
         notes.append("memory of this GPU unknown: set resources.gpuProduct to a label with the "
                      "size in it (NVIDIA-A100-SXM4-80GB) to check the fit")
@@ -163,7 +163,7 @@ def _memory(shape: TrainingShape, declared: str, gpus: int,
     """(estimate at the strategy and micro-batch it would run with, fits, largest micro-batch)."""
     if not gpus:
         return estimate(shape, "ddp"), None, None  # the local CPU backend runs plain data parallel
-    strategy = "zero3" if declared == "fsdp" else declared
+    strategy = declared  # the planner's name: fsdp as zero3, offloads as strategies of their own
     if strategy == "auto":
         if device_bytes is None:
             return estimate(shape, "ddp"), None, None  # what auto starts from

@@ -43,7 +43,10 @@ DOUBLE_QUANT_BITS = 8 / 64 + 32 / (64 * 256)  # 8-bit absmax per 64 weights, fp3
 QLORA_BYTES = (NF4_BITS + DOUBLE_QUANT_BITS) / 8
 FP32 = 4
 
-STRATEGIES = ("ddp", "zero1", "zero2", "zero3", "zero3-offload")
+STRATEGIES = ("ddp", "zero1", "zero2", "zero2-offload", "zero3", "zero3-offload-optimizer",
+              "zero3-offload-parameters", "zero3-offload")
+"""The planner's strategies: a spec's `distributed.strategy` with its `offload`
+(Distributed.planned_strategy); `fsdp` is sized as ZeRO-3 with the same offloads."""
 
 # Memory of GPUs whose Kubernetes product label (nvidia.com/gpu.product) does not say it.
 DEVICE_MEMORY_GB = {"NVIDIA-L40S": 48, "NVIDIA-L40": 48, "NVIDIA-L4": 24, "NVIDIA-A10G": 24,
@@ -162,8 +165,17 @@ def model_states(trainable: float, strategy: str, devices: int, *, frozen_bytes:
         return ModelStates(HALF * psi, HALF * psi, k * psi / n, frozen_bytes)
     if strategy == "zero2":
         return ModelStates(HALF * psi, HALF * psi / n, k * psi / n, frozen_bytes)
+    if strategy == "zero2-offload":
+        # optimizer states, fp32 masters and the reduced gradients live in CPU memory; the
+        # step runs there. The GPU keeps every 16-bit parameter, as ZeRO-2 does.
+        return ModelStates(HALF * psi, 0.0, 0.0, frozen_bytes, cpu=k * psi / n)
     if strategy == "zero3":
         return ModelStates(HALF * psi / n, HALF * psi / n, k * psi / n, frozen_bytes / n)
+    if strategy == "zero3-offload-optimizer":
+        return ModelStates(HALF * psi / n, HALF * psi / n, 0.0, frozen_bytes / n, cpu=k * psi / n)
+    if strategy == "zero3-offload-parameters":
+        return ModelStates(0.0, HALF * psi / n, k * psi / n, 0.0,
+                           cpu=HALF * psi / n + frozen_bytes / n)
     # zero3-offload: optimizer states and parameters live in CPU memory, sharded over devices;
     # each device holds its gradient shard and gathers one layer's parameters at a time.
     return ModelStates(0.0, HALF * psi / n, 0.0, 0.0,
@@ -185,6 +197,8 @@ class TrainingShape:
     lora_dropout: float = 0.05
     packing: bool = False
     optimizer: str = "adamw_torch"
+    attention: str = "sdpa"  # transformers' attn_implementation: sdpa, flash_attention_2 or eager
+    kernels: str = "none"  # "liger": Liger's RMSNorm and SwiGLU keep less
 
     @property
     def trainable(self) -> int:
@@ -211,8 +225,10 @@ def deepspeed_model_states(trainable: float, strategy: str, devices: int, *,
         return model_states(trainable, strategy, devices, frozen_bytes=frozen_bytes)
     states = model_states(trainable, strategy, devices, frozen_bytes=frozen_bytes,
                           k=DEEPSPEED_STATE_BYTES)
-    if strategy in ("zero3", "zero3-offload"):
+    if strategy.startswith("zero3"):
         return replace(states, gradients=0.0, gathered=2 * HALF * largest_layer)
+    if strategy == "zero2-offload":  # DeepSpeed's estimator: 2 bytes per parameter on the GPU
+        return replace(states, gradients=0.0)
     return states
 
 

@@ -37,6 +37,7 @@ Optimizer = Literal["adamw_torch", "adamw_torch_fused", "adamw_8bit", "paged_ada
 
 TrainOn = Literal["allAssistantTurns", "lastAssistantTurn"]
 Attention = Literal["auto", "sdpa", "flash_attention_2", "eager"]
+Kernels = Literal["none", "liger"]
 OPTIMIZERS: tuple[str, ...] = typing.get_args(Optimizer)
 # transformers' `optim` names (which axolotl and LLaMA-Factory pass through) for the optimizers we
 # plan for: each names the same update as ours, so it is normalised to ours and shares its fingerprint.
@@ -155,9 +156,11 @@ class Training(SpecModel):
     max_seq_length: Int = field(2048, "Sequences are truncated to this many tokens.",
                                 unit="tokens", gt=0)
     packing: Bool = field(False, "Pack several short examples into one sequence (with attention "
-                                 "kept within each example). A micro-batch's rows are joined into "
-                                 "one, whose attention mask takes (microBatchSize x maxSeqLength)^2 "
-                                 "16-bit values per layer; `tuneops estimate` counts it.")
+                                 "kept within each example: position ids restart at each, so no "
+                                 "padding is computed). A micro-batch's rows are joined into one; "
+                                 "with `sdpa` attention its mask takes (microBatchSize x "
+                                 "maxSeqLength)^2 16-bit values per layer, with `flash_attention_2` "
+                                 "none. `tuneops estimate` counts it.")
     train_on_inputs: Bool = field(False, "Also compute the loss on prompts, not only on completions.")
     train_on: TrainOn = field(
         "allAssistantTurns", "Which assistant turns of a chat the loss falls on: every one "
@@ -179,10 +182,24 @@ class Training(SpecModel):
         "auto", "Attention kernel the model is loaded with (transformers' `attn_implementation`): "
                 "`auto` is `flash_attention_2` on a CUDA GPU where the `flash_attn` package is "
                 "installed, else `sdpa` (PyTorch's fused attention); `eager` is the plain "
-                "implementation. `flash_attention_2` needs a CUDA GPU. `tuneops estimate` counts the "
-                "same memory for every choice.", added_later=True)
+                "implementation. `flash_attention_2` needs a CUDA GPU. `tuneops estimate` counts each "
+                "kernel's memory (no attention mask with flash-attention, the scores with eager) "
+                "and sizes `auto` as `sdpa`.", added_later=True)
     gradient_checkpointing: Bool = field(False, "Recompute activations in the backward pass: "
                                                 "less memory, about 30% more compute.")
+    kernels: Kernels = field(
+        "none", "`liger` swaps in the Liger kernels (the `liger-kernel` package: fused RMSNorm, RoPE, "
+                "SwiGLU and linear cross-entropy), which keep fewer activations and run faster on CUDA "
+                "GPUs; it needs a CUDA GPU. `tuneops estimate` counts the smaller MLP activations.",
+        added_later=True)
+    tf32: Bool = field(
+        False, "Let fp32 matrix multiplications use TF32 tensor cores (Ampere GPUs and newer): faster, "
+               "with a 10-bit mantissa. No effect on CPU or older GPUs (the job log says so).",
+        added_later=True)
+    dataloader_workers: Int = field(
+        0, "Processes that prepare batches beside training (the Trainer's "
+           "`dataloader_num_workers`); 0 prepares them in the training process. Batches are the same "
+           "either way.", ge=0, le=64, operational=True)
     seed: Int = field(42, "Seed for initialisation, shuffling and dropout.", ge=0, le=2**32 - 1)
     beta: Float = field(
         0.1, "Preference methods' KL penalty strength (β; method dpo only for now). `dpoBeta`, its "
@@ -222,15 +239,67 @@ class Training(SpecModel):
         return self
 
 
+class Offload(SpecModel):
+    parameters: Bool = field(
+        False, "Keep the (sharded) parameters in CPU memory; each layer is gathered onto the GPU when "
+               "it runs. ZeRO-3 and FSDP.")
+    optimizer: Bool = field(
+        False, "Keep the optimizer states (and fp32 master weights) in CPU memory and run the optimizer "
+               "step on the CPU. ZeRO-2, ZeRO-3 and FSDP.")
+
+
 class Distributed(SpecModel):
     strategy: Strategy = field(
         "auto", "How training is spread over processes: `ddp`; DeepSpeed ZeRO stage 2 or 3 "
-                "(`zero3-offload` moves optimizer states and parameters to CPU memory); `fsdp`; "
-                "or `auto` to let the planner choose.")
+                "(`zero3-offload` is `zero3` with both offloads); `fsdp`; or `auto` to let the "
+                "planner choose.")
+    offload: Offload | None = field(
+        None, "What moves to CPU memory, for models that do not fit the GPUs otherwise: `zero2` "
+              "offloads optimizer states only; `zero3` either or both; `fsdp` both together "
+              "(PyTorch's CPU offload moves parameters, gradients and the optimizer step at once). "
+              "`tuneops estimate` counts each.", example={"optimizer": True}, added_later=True)
     launcher: Literal["indexed-job", "jobset", "pytorchjob"] | None = field(
         None, "On Kubernetes with nodes > 1: how nodes are started. Defaults to the project's "
               "setting (an Indexed Job with a headless Service).", example="jobset",
         operational=True)
+
+    @model_validator(mode="after")
+    def _offload_fits_strategy(self) -> Distributed:
+        offload = self.offload
+        if offload is None:
+            return self
+        if not (offload.parameters or offload.optimizer):
+            raise SpecValueError("offload moves nothing: set parameters, optimizer or both to true",
+                                 "or remove offload")
+        strategy = self.strategy
+        if strategy in ("auto", "ddp"):
+            raise SpecValueError(f"offload needs a sharded strategy (zero2, zero3 or fsdp), not {strategy}",
+                                 "set strategy: zero3")
+        if strategy == "zero3-offload":
+            raise SpecValueError("zero3-offload already offloads parameters and optimizer states",
+                                 "use strategy: zero3 with this offload, or drop offload")
+        if strategy == "zero2" and offload.parameters:
+            raise SpecValueError("ZeRO-2 keeps every parameter on each GPU and cannot offload them",
+                                 "use strategy: zero3, or offload only the optimizer")
+        if strategy == "fsdp" and offload.parameters != offload.optimizer:
+            raise SpecValueError("FSDP offloads parameters and optimizer states together "
+                                 "(its CPU offload also moves gradients and the optimizer step)",
+                                 "set both parameters and optimizer to true, or use zero3")
+        return self
+
+    @property
+    def planned_strategy(self) -> str:
+        """The planner's name for strategy plus offload (sizing/memory.py STRATEGIES): FSDP is
+        sized as ZeRO-3, and an offload is a strategy of its own there."""
+        strategy = "zero3" if self.strategy == "fsdp" else self.strategy
+        offload = self.offload
+        if offload is None or strategy not in ("zero2", "zero3"):
+            return strategy
+        if strategy == "zero2":
+            return "zero2-offload"
+        if offload.parameters and offload.optimizer:
+            return "zero3-offload"
+        return "zero3-offload-parameters" if offload.parameters else "zero3-offload-optimizer"
 
 
 class Resources(SpecModel):

@@ -133,6 +133,7 @@ CODES: dict[str, str] = {
     "dependency-cycle": "Specs depend on each other in a circle.",
     "method-data-mismatch": "The training method does not fit the dataset's schema type.",
     "needs-gpu": "A setting that only works on a GPU, on a FineTune with gpusPerNode 0.",
+    "offload-without-gpus": "distributed.offload on a FineTune that trains on CPU (warning).",
     "unsupported-combination": "Settings that cannot work together.",
     "fragile-combination": "Settings that work together badly (warning).",
     "early-stopping-needs-evaluation": "Early stopping without evaluations (everySteps or perEpoch), "

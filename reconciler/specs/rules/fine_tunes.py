@@ -68,6 +68,17 @@ def hardware_fits_adapter(ctx: RuleContext) -> Iterator[Problem]:
                           "asks for none, so the job will refuse to start",
                           ("spec", "training", "attention"),
                           hint="set resources.gpusPerNode to 1 or more, or use attention: auto")
+        if s.training.kernels == "liger" and s.resources.gpus_per_node == 0:
+            yield problem(spec, WARNING, "needs-gpu", "the Liger kernels need a CUDA GPU; this spec "
+                          "asks for none, so the job will refuse to start",
+                          ("spec", "training", "kernels"),
+                          hint="set resources.gpusPerNode to 1 or more, or use kernels: none")
+        offload = s.distributed.offload
+        if offload is not None and s.resources.gpus_per_node == 0:
+            yield problem(spec, WARNING, "offload-without-gpus", "offload moves GPU memory to the CPU; "
+                          "this spec trains on CPU (gpusPerNode: 0), where it only costs time",
+                          ("spec", "distributed", "offload"),
+                          hint="set resources.gpusPerNode, or remove offload")
         limit = ctx.settings.policy.max_gpus_per_fine_tune
         gpus = s.resources.nodes * s.resources.gpus_per_node
         if limit is not None and gpus > limit:

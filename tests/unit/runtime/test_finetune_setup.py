@@ -119,3 +119,50 @@ def test_the_warmup_ratio_is_a_share_of_the_steps_on_every_transformers(version,
         assert built.get_warmup_steps(200) == 10
     else:
         assert _warmup_steps(arguments, args, 200) == 10
+
+
+def test_offload_becomes_deepspeed_and_fsdp_settings() -> None:
+    def zero(distributed: dict) -> dict:
+        job, spec = _job({"distributed": distributed, "resources": {"gpusPerNode": 1}})
+        args = training_arguments(job, spec, strategy=distributed["strategy"], cuda=False,
+                                  has_validation=False)
+        return args["deepspeed"]["zero_optimization"]
+
+    optimizer_only = zero({"strategy": "zero3", "offload": {"optimizer": True}})
+    assert optimizer_only["offload_optimizer"]["device"] == "cpu" and "offload_param" not in optimizer_only
+    parameters_only = zero({"strategy": "zero3", "offload": {"parameters": True}})
+    assert parameters_only["offload_param"]["device"] == "cpu" and "offload_optimizer" not in parameters_only
+    both = zero({"strategy": "zero3-offload"})
+    assert "offload_param" in both and "offload_optimizer" in both
+    zero2 = zero({"strategy": "zero2", "offload": {"optimizer": True}})
+    assert zero2["stage"] == 2 and "offload_optimizer" in zero2 and "offload_param" not in zero2
+    assert "offload_optimizer" not in zero({"strategy": "zero3"})
+
+    both_offloads = {"parameters": True, "optimizer": True}
+    job, spec = _job({"distributed": {"strategy": "fsdp", "offload": both_offloads}})
+    args = training_arguments(job, spec, strategy="fsdp", cuda=False, has_validation=False)
+    assert args["fsdp"] == "full_shard auto_wrap offload"
+    job, spec = _job({"distributed": {"strategy": "fsdp"}})
+    assert training_arguments(job, spec, strategy="fsdp", cuda=False, has_validation=False)["fsdp"] \
+        == "full_shard auto_wrap"
+
+
+def test_speed_switches_become_trainer_arguments(caplog: pytest.LogCaptureFixture) -> None:
+    job, spec = _job({"training": {"dataloaderWorkers": 3, "kernels": "liger", "tf32": True}})
+    with caplog.at_level("WARNING"):
+        args = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+    assert args["dataloader_num_workers"] == 3
+    assert args["use_liger_kernel"] is True
+    assert "tf32" not in args  # no TF32 tensor cores on a CPU: transformers would refuse the flag
+    assert "training.tf32 has no effect here" in caplog.text
+    job, spec = _job({})
+    args = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
+    assert args["dataloader_num_workers"] == 0 and "use_liger_kernel" not in args
+
+
+def test_liger_on_a_machine_without_cuda_is_refused_before_loading() -> None:
+    from reconciler.runtime.finetune import check_hardware
+
+    _, spec = _job({"training": {"kernels": "liger"}})
+    with pytest.raises(FineTuneError, match="kernels liger needs a CUDA GPU"):
+        check_hardware(spec, cuda=False)

@@ -148,3 +148,24 @@ def test_the_optimizer_step_buffer_counts_only_when_it_outgrows_the_activations(
     assert estimate(shape, "zero2").optimizer_step == 0
     long = estimate(replace(shape, sequence_length=8192, gradient_checkpointing=False), "ddp")
     assert long.activations > long.optimizer_step and long.peak == long.states.total + long.activations
+
+
+def test_liger_kernels_keep_less_per_layer() -> None:
+    """Liger's SwiGLU keeps the gate and up outputs and recomputes the SiLU (4f, not 6f); its
+    RMSNorm keeps its 16-bit input where transformers' keeps an fp32 copy (2h, not 4h). Counted
+    from Liger's kernels (ops/swiglu.py, ops/rms_norm.py save_for_backward); they run on CUDA only,
+    so this is arithmetic, not a measurement."""
+    from dataclasses import replace
+
+    from reconciler.sizing.activations import kept_activation_bytes
+
+    llama = Architecture.from_config({
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "intermediate_size": 14336, "vocab_size": 128256})
+    plain = TrainingShape(llama, "lora", sequence_length=2048, micro_batch=2)
+    liger = replace(plain, kernels="liger")
+    tokens = 2048 * 2
+    saved = kept_activation_bytes(plain, 2) - kept_activation_bytes(liger, 2)
+    assert saved == pytest.approx(32 * tokens * (2 * 2 * 4096 + 2 * 14336))
+    full = replace(plain, adapter="none")
+    assert kept_activation_bytes(full, 2) > kept_activation_bytes(replace(full, kernels="liger"), 2)

@@ -60,7 +60,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _saved_bytes(model_dir: Path, spec_body: dict, length: int, micro_batch: int, padded: bool,
-                 work: Path, fp32_weights: bool) -> float:
+                 work: Path, fp32_weights: bool, attention: str | None = None) -> float:
     """Train one step as the runtime would; return the bytes of the distinct non-parameter
     storages autograd saved."""
     import torch
@@ -76,7 +76,8 @@ def _saved_bytes(model_dir: Path, spec_body: dict, length: int, micro_batch: int
     job = JobFile(kind="FineTune", name="probe", fingerprint="b" * 64, spec=body, storage_root=str(work),
                   mlflow=MlflowTarget(tracking_uri=f"sqlite:///{work / 'unused.db'}"))
     ref = BaseModelRef(name="tiny", source=f"file://{model_dir}")
-    model = loading.load_base_model(ref, dtype=finetune.frozen_base_dtype(spec, cuda=False))
+    model = loading.load_base_model(ref, dtype=finetune.frozen_base_dtype(spec, cuda=False),
+                                    attention=attention)
     if spec.adapter.type == "none" and fp32_weights:
         finetune.train_in_fp32(model)
     arguments = finetune.training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=False)
@@ -117,14 +118,15 @@ CASES = {
 
 
 def _shape(model_dir: Path, body: dict, length: int, micro_batch: int,
-           packing: bool) -> planner.TrainingShape:
+           packing: bool, attention: str = "sdpa") -> planner.TrainingShape:
     config = json.loads((model_dir / "config.json").read_text())
     adapter = body["adapter"]
     targets = adapter.get("targetModules", "all-linear")
     return planner.TrainingShape(
         planner.Architecture.from_config(config), adapter["type"], rank=adapter.get("r", 16),
         target_modules=targets if isinstance(targets, str) else tuple(targets), sequence_length=length,
-        micro_batch=micro_batch, lora_dropout=adapter.get("dropout", 0.05), packing=packing)
+        micro_batch=micro_batch, lora_dropout=adapter.get("dropout", 0.05), packing=packing,
+        attention=attention)
 
 
 def _expected(shape: planner.TrainingShape, micro_batch: int, fp32_weights: bool) -> float:
@@ -177,6 +179,45 @@ def test_gradient_checkpointing_keeps_each_layers_input(models: dict[str, Path],
     recomputed = (kept_activation_bytes(plain_deeper, micro_batch, device="cpu")
                   - kept_activation_bytes(plain, micro_batch, device="cpu"))
     assert measured == pytest.approx(_expected(shape, micro_batch, True) - recomputed, rel=0.01)
+
+
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("case", ["lora-all-linear-dropout", "full", "full-16bit"])
+def test_eager_attention_keeps_the_scores(models: dict[str, Path], tmp_path: Path, case: str,
+                                          packing: bool) -> None:
+    """`training.attention: eager` keeps each layer's softmaxed scores (fp32, and the 16-bit copy
+    the values are multiplied with), which SDPA never stores; the planner counts them."""
+    length, micro_batch, model = 64, 3, "gqa"
+    body = {**CASES[case], "training": {"packing": packing, "attention": "eager"}}
+    fp32_weights = not case.endswith("-16bit")
+    measured, deeper = (_saved_bytes(models[name], body, length, micro_batch, padded=not packing,
+                                     work=tmp_path / name, fp32_weights=fp32_weights, attention="eager")
+                        for name in (model, model + "+1"))
+    shape, deeper_shape = (_shape(models[name], body, length, micro_batch, packing, attention="eager")
+                           for name in (model, model + "+1"))
+    one_layer = (_expected(deeper_shape, micro_batch, fp32_weights)
+                 - _expected(shape, micro_batch, fp32_weights))
+    assert deeper - measured == pytest.approx(one_layer, rel=1e-3), (deeper - measured, one_layer)
+    assert measured == pytest.approx(_expected(shape, micro_batch, fp32_weights), rel=0.01)
+    sdpa = replace(shape, attention="sdpa")
+    assert _expected(shape, micro_batch, fp32_weights) > _expected(sdpa, micro_batch, fp32_weights)
+
+
+def test_flash_attention_keeps_no_mask_and_grouped_keys() -> None:
+    """flash-attention (which cannot run on this CPU) takes a packed batch as one sequence with
+    position ids: no (rows x length)^2 mask, and keys and values at their grouped width."""
+    llama = planner.Architecture.from_config({
+        "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "intermediate_size": 14336, "vocab_size": 128256})
+    packed = planner.TrainingShape(llama, "lora", sequence_length=4096, micro_batch=4, packing=True)
+    flash = replace(packed, attention="flash_attention_2")
+    tokens = 4096 * 4
+    mask = 32 * planner.HALF * tokens ** 2
+    # SDPA's 8h bytes per token and layer against query, key, value and output at their widths
+    per_token_saving = 32 * (8 * 4096 - planner.HALF * (2 * 4096 + 2 * 1024))
+    assert kept_activation_bytes(packed, 4) - kept_activation_bytes(flash, 4) == pytest.approx(
+        mask + tokens * per_token_saving)
+    assert mask == 16 * 2**30  # the mask alone is 16 GiB at this size
 
 
 def test_the_estimate_no_longer_counts_attention_scores() -> None:

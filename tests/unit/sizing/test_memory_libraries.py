@@ -15,7 +15,8 @@ What the GPU figures compare (Ψ parameters, N GPUs in all, L parameters in the 
     figure                            DeepSpeed 0.19          planner (K = 12)
     ZeRO-2                            2Ψ + 18Ψ/N              2Ψ + 14Ψ/N
     ZeRO-3                            18Ψ/N + 4L              16Ψ/N
-    ZeRO-3, optimizer offloaded       2Ψ/N + 4L on the GPU    (no such strategy)
+    ZeRO-2, optimizer offloaded       2Ψ on the GPU           2Ψ (deepspeed_model_states)
+    ZeRO-3, optimizer offloaded       2Ψ/N + 4L on the GPU    the same (deepspeed_model_states)
     ZeRO-3, all offloaded, CPU/node   18Ψ/nodes               (2 + K)Ψ/N per GPU
 
 The additional_buffer_factor (1.5 by default) scales only DeepSpeed's CPU figures. It is set to
@@ -34,6 +35,7 @@ from reconciler.sizing.memory import (
     HALF,
     Architecture,
     TrainingShape,
+    deepspeed_model_states,
     lora_parameters,
     model_states,
 )
@@ -234,6 +236,53 @@ def test_zero3_offload_cpu_memory_matches_deepspeed_when_k_counts_the_fp32_gradi
     assert planned.cpu * gpus == pytest.approx(cpu, abs=gpus * BYTE)
     default = model_states(psi, "zero3-offload", devices)
     assert (cpu - default.cpu * gpus) / gpus == pytest.approx(FP32 * psi / devices, abs=BYTE)
+
+
+@pytest.mark.parametrize("psi, layer, gpus, nodes", CASES, ids=IDS)
+def test_zero3_optimizer_offload_matches_deepspeed(zero3, psi, layer, gpus, nodes):
+    """`offload: {optimizer: true}` under zero3: DeepSpeed keeps the 16-bit weight shard and the
+    gathered largest layer on the GPU, 2Ψ/N + 4L, and 16Ψ per node's CPU (zero_init, buffer
+    factor 1.0); the planner's GPU figure is DeepSpeed's, and its CPU figure per GPU adds up to
+    the node's."""
+    cpu, gpu, _ = zero3(psi, layer, num_gpus_per_node=gpus, num_nodes=nodes, cpu_offload=True,
+                        cpu_offload_params=False, zero_init=True, additional_buffer_factor=1.0)
+    devices = gpus * nodes
+    planned = deepspeed_model_states(psi, "zero3-offload-optimizer", devices, largest_layer=layer)
+    assert planned.total == pytest.approx(gpu, abs=BYTE)
+    assert planned.cpu * gpus == pytest.approx(cpu, abs=gpus * BYTE)
+
+
+@pytest.mark.parametrize("psi, layer, gpus, nodes", CASES, ids=IDS)
+def test_zero3_full_offload_gpu_figure_matches_deepspeed(zero3, psi, layer, gpus, nodes):
+    """Parameters and optimizer offloaded: DeepSpeed keeps only the gathered largest layer, 4L."""
+    _, gpu, _ = zero3(psi, layer, num_gpus_per_node=gpus, num_nodes=nodes, cpu_offload=True,
+                      cpu_offload_params=True, zero_init=True, additional_buffer_factor=1.0)
+    planned = deepspeed_model_states(psi, "zero3-offload", gpus * nodes, largest_layer=layer)
+    assert planned.total == pytest.approx(gpu, abs=BYTE)
+
+
+@pytest.mark.parametrize("psi, layer, gpus, nodes", CASES, ids=IDS)
+def test_zero2_optimizer_offload_matches_deepspeed(zero2, psi, layer, gpus, nodes):
+    """`offload: {optimizer: true}` under zero2: every 16-bit weight stays on each GPU, 2Ψ; the
+    optimizer partition, 16Ψ/N per GPU, is in CPU memory (DeepSpeed's per-node figure is
+    max(4N, 16)Ψ, its pinned buffers for many GPUs; the planner counts the partitions)."""
+    cpu, gpu = zero2(psi, num_gpus_per_node=gpus, num_nodes=nodes, cpu_offload=True,
+                     additional_buffer_factor=1.0)
+    devices = gpus * nodes
+    planned = deepspeed_model_states(psi, "zero2-offload", devices)
+    assert planned.total == pytest.approx(gpu, abs=BYTE)
+    assert planned.cpu * devices == pytest.approx(DEEPSPEED_K * psi, rel=1e-9)
+    assert planned.cpu * gpus <= cpu + BYTE
+
+
+def test_parameter_offload_alone_moves_the_weight_shard_only():
+    """`offload: {parameters: true}` under zero3 (DeepSpeed has no estimator for it): the
+    optimizer partition stays on the GPU, the 16-bit weight shard goes to CPU memory."""
+    psi, layer, devices = LLAMA2_7B.parameters, LLAMA2_7B.largest_layer, 8
+    on_gpu = deepspeed_model_states(psi, "zero3", devices, largest_layer=layer)
+    moved = deepspeed_model_states(psi, "zero3-offload-parameters", devices, largest_layer=layer)
+    assert on_gpu.total - moved.total == pytest.approx(HALF * psi / devices)
+    assert moved.cpu == pytest.approx(HALF * psi / devices)
 
 
 # --- Tensors of a tiny Llama ----------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""training: optimizer spellings users bring from axolotl/LLaMA-Factory, beta for preference methods."""
+"""training and distributed knobs real configs rely on: optimizer spellings users bring from
+axolotl/LLaMA-Factory, beta for preference methods, kernels, tf32, data loader workers, offload."""
 
 from __future__ import annotations
 
@@ -103,3 +104,79 @@ def test_attention_at_its_default_keeps_the_fingerprint_specs_had(tmp_path: Path
     default = fine_tune_fingerprint(tmp_path / "unset", "seed: 42")
     assert default == fine_tune_fingerprint(tmp_path / "auto", "attention: auto")
     assert default != fine_tune_fingerprint(tmp_path / "eager", "attention: eager")
+
+
+def with_distributed(lines: str, gpus: int = 2) -> dict[str, str]:
+    fine_tune = textwrap.dedent(VALID_SPECS["fine-tune.yaml"]).lstrip("\n")
+    block = "  distributed:\n" + "".join(f"    {line}\n" for line in lines.split(";"))
+    return {**VALID_SPECS, "fine-tune.yaml": fine_tune + block
+            + f"  resources:\n    gpusPerNode: {gpus}\n    gpuProduct: NVIDIA-H100-80GB-HBM3\n"}
+
+
+def distributed_problems(root: Path, lines: str, gpus: int = 2) -> list[str]:
+    result = validate_path(write_repo(root, with_distributed(lines, gpus)))
+    return [p.text() for p in result.problems]
+
+
+def test_offload_that_the_strategy_supports_validates(tmp_path: Path) -> None:
+    for index, lines in enumerate(["strategy: zero3;offload: {optimizer: true}",
+                                   "strategy: zero3;offload: {parameters: true}",
+                                   "strategy: zero3;offload: {parameters: true, optimizer: true}",
+                                   "strategy: zero2;offload: {optimizer: true}",
+                                   "strategy: fsdp;offload: {parameters: true, optimizer: true}"]):
+        found = distributed_problems(tmp_path / str(index), lines)
+        assert not [line for line in found if " error " in line], (lines, found)
+
+
+def test_offload_the_strategy_cannot_do_is_a_file_line_error_saying_what_to_do(tmp_path: Path) -> None:
+    cases = {
+        "strategy: ddp;offload: {optimizer: true}": "needs a sharded strategy",
+        "strategy: auto;offload: {optimizer: true}": "needs a sharded strategy",
+        "strategy: zero2;offload: {parameters: true}": "ZeRO-2 keeps every parameter",
+        "strategy: fsdp;offload: {optimizer: true}": "FSDP offloads parameters and optimizer states together",
+        "strategy: zero3-offload;offload: {optimizer: true}": "already offloads",
+        "strategy: zero3;offload: {}": "offload moves nothing",
+    }
+    for index, (lines, message) in enumerate(cases.items()):
+        found = [line for line in distributed_problems(tmp_path / str(index), lines) if " error " in line]
+        assert any(message in line and "fine-tune.yaml:" in line and "spec.distributed" in line
+                   for line in found), (lines, found)
+
+
+def test_offload_changes_the_fingerprint_only_when_set(tmp_path: Path) -> None:
+    def fingerprint(root: Path, lines: str) -> str:
+        result = validate_path(write_repo(root, with_distributed(lines)))
+        assert result.valid, [p.text() for p in result.problems]
+        graph = DependencyGraph.from_specs(result.specs)
+        return fingerprint_inputs(result.specs, graph, source_digests(result.specs))[FINE_TUNE].fingerprint
+
+    plain = fingerprint(tmp_path / "plain", "strategy: zero3")
+    assert plain != fingerprint(tmp_path / "offload", "strategy: zero3;offload: {optimizer: true}")
+
+
+def test_planned_strategy_names_the_offload() -> None:
+    from reconciler.specs.finetune import Distributed
+
+    def planned(body: dict) -> str:
+        return Distributed.model_validate(body).planned_strategy
+
+    assert planned({"strategy": "fsdp"}) == "zero3"
+    both = {"parameters": True, "optimizer": True}
+    assert planned({"strategy": "fsdp", "offload": both}) == "zero3-offload"
+    assert planned({"strategy": "zero2", "offload": {"optimizer": True}}) == "zero2-offload"
+    assert planned({"strategy": "zero3", "offload": {"optimizer": True}}) == "zero3-offload-optimizer"
+    assert planned({"strategy": "zero3", "offload": {"parameters": True}}) == "zero3-offload-parameters"
+    assert planned({"strategy": "zero3-offload"}) == "zero3-offload"
+
+
+def test_kernels_tf32_and_workers(tmp_path: Path) -> None:
+    default = fine_tune_fingerprint(tmp_path / "unset", "seed: 42")
+    # batches are the same however many workers prepare them: nothing to rebuild
+    assert default == fine_tune_fingerprint(tmp_path / "workers", "dataloaderWorkers: 4")
+    assert default == fine_tune_fingerprint(tmp_path / "none", "kernels: none")
+    assert default == fine_tune_fingerprint(tmp_path / "no-tf32", "tf32: false")
+    assert default != fine_tune_fingerprint(tmp_path / "tf32", "tf32: true")
+    liger = validated(tmp_path / "liger", "kernels: liger")
+    assert any(p.code == "needs-gpu" and "spec.training.kernels" in p.text() for p in liger.problems)
+    found = errors(tmp_path / "typo", "kernels: ligr")
+    assert any("spec.training.kernels" in line and "liger" in line for line in found), found
