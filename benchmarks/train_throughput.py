@@ -25,6 +25,7 @@ script exits non-zero. It never asserts on time.
     python benchmarks/train_throughput.py                    # the defaults (see --help), 3 rounds
     python benchmarks/train_throughput.py --repeat 1 --rows 300
     python benchmarks/train_throughput.py --with-unpacked    # also the runtime with packing off
+    python benchmarks/train_throughput.py --dataloader-workers 2   # also with training.dataloaderWorkers 2
     python benchmarks/train_throughput.py --markdown         # the table for docs/benchmarks.md
 
 Needs the project's [train] extra (torch, transformers, peft, trl, datasets, mlflow). Works
@@ -180,7 +181,7 @@ def dataset_job(work: Work):  # -> JobFile
                    mlflow=MlflowTarget(tracking_uri=work.tracking_uri, experiment="train-throughput"))
 
 
-def finetune_spec(work: Work, packing: bool) -> dict[str, Any]:
+def finetune_spec(work: Work, packing: bool, workers: int = 0) -> dict[str, Any]:
     t = TRAINING
     return {
         "method": "sft",
@@ -191,7 +192,8 @@ def finetune_spec(work: Work, packing: bool) -> dict[str, Any]:
                      "gradientAccumulation": 1, "maxSeqLength": MAX_SEQ_LENGTH, "packing": packing,
                      "scheduler": t["scheduler"], "warmupRatio": t["warmup_ratio"],
                      "weightDecay": t["weight_decay"], "maxGradNorm": t["max_grad_norm"],
-                     "optimizer": t["optimizer"], "precision": "fp32", "seed": t["seed"]},
+                     "optimizer": t["optimizer"], "precision": "fp32", "seed": t["seed"],
+                     "dataloaderWorkers": workers},
         "distributed": {"strategy": "ddp"},
     }
 
@@ -212,14 +214,15 @@ def local_base_model(name: str, folder: Path):  # -> BaseModelRef
                         fingerprint=fingerprint("BaseModel", str(folder)))
 
 
-def finetune_job(work: Work, data: Any, name: str, packing: bool, run_key: str):  # -> JobFile
+def finetune_job(work: Work, data: Any, name: str, packing: bool, run_key: str,
+                 workers: int = 0):  # -> JobFile
     """A FineTune job with its own storage root and fingerprint, so that no run resumes another."""
     from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
 
     prepared = prepared_dataset(data)
     base = local_base_model("tiny-llama", work.model)
     spec = {"baseModel": base.name, "datasets": [{"name": prepared.name, "weight": 1.0}],
-            **finetune_spec(work, packing)}
+            **finetune_spec(work, packing, workers)}
     return JobFile(kind="FineTune", name=name,
                    fingerprint=fingerprint("FineTune", name, spec, str(work.model), work.session, run_key),
                    spec=spec, spec_path=f"finetunes/{name}.yaml", git=GitOrigin(),
@@ -305,9 +308,11 @@ class Case:
         return statistics.median(getattr(m, attribute) for m in self.measures)
 
 
-def run_runtime(work: Work, data: Any, tuneops: list[str], packing: bool, key: str) -> Measure:
+def run_runtime(work: Work, data: Any, tuneops: list[str], packing: bool, key: str,
+                workers: int = 0) -> Measure:
     name = "throughput-packed" if packing else "throughput-unpacked"
-    job = finetune_job(work, data, name, packing, key)
+    name += f"-workers{workers}" if workers else ""
+    job = finetune_job(work, data, name, packing, key, workers)
     shutil.rmtree(job.storage_root, ignore_errors=True)
     job_file = write_job(job, work.root / "jobs")
     done = run_process([*tuneops, "run", "finetune", "--job", str(job_file)],
@@ -607,6 +612,8 @@ def main() -> None:
                         help="torch threads per training process, as OMP_NUM_THREADS (default: %(default)s)")
     parser.add_argument("--with-unpacked", action="store_true",
                         help="also time `tuneops run finetune` with packing off, to separate packing's gain")
+    parser.add_argument("--dataloader-workers", type=int, default=0, metavar="N",
+                        help="also time the runtime (packing) with training.dataloaderWorkers N")
     parser.add_argument("--markdown", action="store_true", help="print the results for docs/benchmarks.md")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                         help="where everything is written (default: benchmarks/.work/train-throughput)")
@@ -619,6 +626,8 @@ def main() -> None:
         return child_check(*args.paths)
     if args.paths:
         parser.error(f"unexpected arguments: {' '.join(args.paths)}")
+    if args.dataloader_workers < 0:
+        parser.error("--dataloader-workers must be 0 or more")
     if args.repeat < 1 or args.rows < 10 or args.hidden < 64 or args.hidden % 64:
         parser.error("--repeat must be at least 1, --rows at least 10, --hidden a multiple of 64")
 
@@ -646,13 +655,17 @@ def main() -> None:
     baseline = Case(f"plain `Trainer`, padded to longest, {work.baseline_batch} examples/step")
     runtime = Case(f"`tuneops run finetune`, packing, {work.micro_batch} x {MAX_SEQ_LENGTH} tokens/step")
     unpacked = Case(f"`tuneops run finetune`, no packing, {work.baseline_batch} examples/step")
-    cases = [baseline, runtime, *([unpacked] if args.with_unpacked else [])]
+    workers = Case(f"`tuneops run finetune`, packing, dataloaderWorkers {args.dataloader_workers}")
+    cases = [baseline, runtime, *([unpacked] if args.with_unpacked else []),
+             *([workers] if args.dataloader_workers else [])]
     for index in range(args.repeat):
         key = f"r{index + 1}"
         # Alternate which side goes first, so that drift in the machine's speed spreads over both.
         for case in (cases[1:] + cases[:1]) if index % 2 == 0 else cases:
             if case is baseline:
                 case.measures.append(run_baseline(work, data, key))
+            elif case is workers:
+                case.measures.append(run_runtime(work, data, tuneops, True, key, args.dataloader_workers))
             else:
                 case.measures.append(run_runtime(work, data, tuneops, case is runtime, key))
         print(f"round {index + 1}/{args.repeat}: "

@@ -55,3 +55,32 @@ def test_bf16_training_on_the_gpu(fruit: Prepared, tiny_model: Path, adapter: di
     config = json.loads((job.output_dir / "tuneops_config.json").read_text())
     assert config["trainingArguments"]["bf16"] is True
     assert (job.output_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("switches", [
+    pytest.param({"kernels": "liger"}, id="liger"),
+    pytest.param({"tf32": True, "precision": "fp32"}, id="tf32"),
+    pytest.param({"attention": "flash_attention_2", "packing": True}, id="flash-attention-packed"),
+])
+def test_speed_switches_train_on_the_gpu(fruit: Prepared, tiny_model: Path, switches: dict) -> None:
+    """The GPU-only speed switches: each trains and lands in the Trainer's arguments. liger needs
+    the liger-kernel package and flash-attention the flash_attn package in the environment."""
+    if switches.get("kernels") == "liger":
+        pytest.importorskip("liger_kernel", reason="needs the liger-kernel package")
+    if switches.get("attention") == "flash_attention_2":
+        pytest.importorskip("flash_attn", reason="needs the flash_attn package")
+    root, uri, data = fruit
+    training = {"maxSteps": 10, "learningRate": 1e-2, "microBatchSize": 8, "maxSeqLength": 64,
+                "precision": "bf16", **switches}
+    name = "gpu-" + "-".join(sorted(switches))
+    job = finetune_job(root / "store", uri, name.lower(), base_model(tiny_model), [data],
+                       {"adapter": {"type": "lora", "r": 8}, "training": training})
+    result = run_job("finetune", write_job(job, root / "jobs"))
+    assert result.exit_code == 0, result.output[-4000:]
+    arguments = json.loads((job.output_dir / "tuneops_config.json").read_text())["trainingArguments"]
+    if "kernels" in switches:
+        assert arguments["use_liger_kernel"] is True
+    if "tf32" in switches:
+        import torch
+
+        assert arguments.get("tf32") is (True if torch.cuda.get_device_capability()[0] >= 8 else None)
