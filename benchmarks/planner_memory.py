@@ -320,6 +320,7 @@ def main() -> None:
     shape = QUICK_SHAPE if args.quick else GPU_SHAPE
     longest = max(case.sequence_length for case in cases)
     root = args.workdir.resolve() / ("quick" if args.quick else "gpu")
+    CHILD_ENV["TUNEOPS_FILE_ROOTS"] = str(root)  # the jobs' file:// model and data live here
     start = time.perf_counter()
     work = Work(root, build_model(root / "model", shape, max_positions=longest),
                 write_data(root / "data" / "long-answers.jsonl", rows=64, words=longest + 200),

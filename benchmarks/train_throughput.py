@@ -636,6 +636,9 @@ def main() -> None:
     work = Work(args.workdir.resolve(), args.rows, args.lengths, model_shape(args.hidden, args.layers),
                 args.micro_batch, args.baseline_batch)
     work.root.mkdir(parents=True, exist_ok=True)
+    # the jobs read the model and data from file:// paths under the work folder, as `tuneops
+    # apply` would let them read the spec repository
+    CHILD_ENV["TUNEOPS_FILE_ROOTS"] = str(work.root)
     tuneops = tuneops_command()
     start = time.perf_counter()
     generate(work)

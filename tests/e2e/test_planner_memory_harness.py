@@ -18,7 +18,9 @@ pytestmark = [pytest.mark.slow, needs_training]
 
 def test_the_harness_trains_each_case_and_reports_it(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "NO_COLOR": "1"}
+    # without the roots the test session sets for its own jobs: the harness must set them itself
+    env = {key: value for key, value in os.environ.items() if key != "TUNEOPS_FILE_ROOTS"}
+    env.update(CUDA_VISIBLE_DEVICES="", NO_COLOR="1")
     done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "planner_memory.py"), "--quick",
                            "--steps", "2", "--workdir", str(tmp_path / "work"), "--json", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
