@@ -19,12 +19,6 @@ if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-LLAMA3_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] "
-    "+ '<|eot_id|>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -104,16 +98,15 @@ def load_tokenizer(ref: BaseModelRef) -> PreTrainedTokenizerBase:
 
 
 def chat_template_text(ref: BaseModelRef, tokenizer: Any) -> str | None:
-    from reconciler.runtime.tiny_model import CHATML_TEMPLATE
+    """The Jinja text to set on the tokenizer, or None to keep its own."""
+    from reconciler.runtime.chat_templates import CHATML, TEMPLATES
 
     if ref.chat_template == "tokenizer":
         if not tokenizer.chat_template:
-            return CHATML_TEMPLATE  # a base model without one: ChatML is the common default
+            return CHATML  # a base model without one: ChatML is the common default
         return None
-    if ref.chat_template == "chatml":
-        return CHATML_TEMPLATE
-    if ref.chat_template == "llama3":
-        return LLAMA3_TEMPLATE
+    if ref.chat_template in TEMPLATES:
+        return TEMPLATES[ref.chat_template]
     path = _confined(ref, Path(ref.chat_template.removeprefix("file://")), "chat template")
     try:
         return path.read_text(encoding="utf-8")
