@@ -58,7 +58,7 @@ def check_chat_template(value: str) -> str:
             raise SpecValueError("a chat template file must be a Jinja file (.jinja)")
         return value
     choices = ", ".join(BUILTIN_CHAT_TEMPLATES)
-    raise SpecValueError(f"must be one of {choices}, or file://path/to/template.jinja (got {value!r})",
+    raise SpecValueError(f"must be one of {choices}, or file://path/to/template.jinja",
                          hint=suggest_chat_template(value))
 
 
@@ -85,12 +85,18 @@ class TokensSpec(SpecModel):
     `tokens`). A token not yet in the vocabulary is added, and the model's embeddings grow to hold
     it: a FineTune with an adapter then trains them too (`adapter.modulesToSave`)."""
 
-    pad: Str | None = field(None, "The padding token.", min_length=1, example="<|pad|>")
-    eos: Str | None = field(None, "The end-of-sequence token: generation stops at it.", min_length=1,
-                            example="<|im_end|>")
-    bos: Str | None = field(None, "The beginning-of-sequence token.", min_length=1, example="<s>")
+    pad: Str | None = field(None, "The padding token.", example="<|pad|>")
+    eos: Str | None = field(None, "The end-of-sequence token: generation stops at it.", example="<|im_end|>")
+    bos: Str | None = field(None, "The beginning-of-sequence token.", example="<s>")
     add: tuple[Str, ...] = field((), "Tokens added to the vocabulary, each kept whole by the tokenizer.",
                                  example=["<tool_call>", "</tool_call>"])
+
+    @field_validator("pad", "eos", "bos")
+    @classmethod
+    def _not_empty(cls, token: str | None) -> str | None:
+        if token == "":
+            raise SpecValueError("a token must not be empty")
+        return token
 
     @field_validator("add")
     @classmethod
