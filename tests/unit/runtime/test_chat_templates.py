@@ -58,7 +58,8 @@ LLAMA3_HISTORY = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n
                   "<|start_header_id|>user<|end_header_id|>\n\nWhat color is the sky?<|eot_id|>"
                   "<|start_header_id|>assistant<|end_header_id|>\n\nBlue.<|eot_id|>"
                   "<|start_header_id|>user<|end_header_id|>\n\nAnd grass?<|eot_id|>")
-MISTRAL_HISTORY = "<s>[INST] What color is the sky?[/INST] Blue.</s>[INST] You are terse.\n\nAnd grass?[/INST]"
+MISTRAL_HISTORY = ("<s>[INST] What color is the sky?[/INST] Blue.</s>"
+                   "[INST] You are terse.\n\nAnd grass?[/INST]")
 GEMMA_HISTORY = ("<bos><start_of_turn>user\nYou are terse.\n\nWhat color is the sky?<end_of_turn>\n"
                  "<start_of_turn>model\nBlue.<end_of_turn>\n"
                  "<start_of_turn>user\nAnd grass?<end_of_turn>\n")
@@ -106,10 +107,10 @@ def family_tokenizer(name: str) -> Any:
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     model.train_from_iterator([m["content"] for m in CHAT], trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, bos_token=bos, eos_token=eos, unk_token="<unk>",
-                                        additional_special_tokens=list(others))
-    tokenizer.chat_template = chat_template_text(BaseModelRef(name="m", source="hf://m/m", chat_template=name),
-                                                 tokenizer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=model, bos_token=bos, eos_token=eos,
+                                        unk_token="<unk>", additional_special_tokens=list(others))
+    ref = BaseModelRef(name="m", source="hf://m/m", chat_template=name)
+    tokenizer.chat_template = chat_template_text(ref, tokenizer)
     return tokenizer
 
 
@@ -179,13 +180,12 @@ def test_mistral_trains_every_turn_of_a_conversation_without_system_message() ->
     assert [text[start:end] for start, end in spans] == [" Blue.</s>", " Green.</s>"]
 
 
-@pytest.mark.parametrize("name, messages", [("qwen3", CHAT), ("qwen3-no-thinking", CHAT), ("mistral", CHAT)])
-def test_templates_that_rewrite_earlier_turns_ask_for_the_last_turn_only(name: str,
-                                                                         messages: list[dict[str, Any]]) -> None:
+@pytest.mark.parametrize("name", ["qwen3", "qwen3-no-thinking", "mistral"])
+def test_templates_that_rewrite_earlier_turns_ask_for_the_last_turn_only(name: str) -> None:
     """Qwen3 drops the think block of replies once a question follows; Mistral moves the system
     message to the last question: no single rendering holds every turn as it was generated."""
     with pytest.raises(TrainingDataError, match="trainOn: lastAssistantTurn"):
-        assistant_spans(family_tokenizer(name), messages, [2, 4])
+        assistant_spans(family_tokenizer(name), CHAT, [2, 4])
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -300,7 +300,8 @@ def test_dataset_helpers_resolve_columns_and_format():
 
 
 def with_tokens(tokens: str, modules: str | None = None) -> dict[str, str]:
-    files = edit("base-model.yaml", "  source: file://models/tiny", f"  source: file://models/tiny\n  tokens: {tokens}")
+    files = edit("base-model.yaml", "  source: file://models/tiny",
+                 f"  source: file://models/tiny\n  tokens: {tokens}")
     if modules is not None:
         files |= edit("fine-tune.yaml", "    r: 8", f"    r: 8\n    modulesToSave: {modules}")
     return files
@@ -326,7 +327,8 @@ def test_added_tokens_with_embeddings_trained_are_fine(tmp_path: Path, modules: 
 
 
 def test_special_tokens_that_may_be_new_are_a_warning(tmp_path: Path):
-    found = only(problems(tmp_path, with_tokens("{pad: '<|pad|>', eos: '<|im_end|>'}")), "untrained-new-tokens")
+    found = only(problems(tmp_path, with_tokens("{pad: '<|pad|>', eos: '<|im_end|>'}")),
+                 "untrained-new-tokens")
     assert found.severity == "warning" and "sets pad, eos tokens; if any is new" in found.message
 
 
@@ -338,6 +340,7 @@ def test_full_fine_tuning_trains_every_embedding(tmp_path: Path):
 def test_added_tokens_are_checked_through_from_fine_tune(tmp_path: Path):
     second = spec_text("fine-tune.yaml").replace("name: sft", "name: sft-2").replace(
         "baseModel: tiny", "fromFineTune: sft").replace("    r: 8", "    r: 8\n    modulesToSave: [lm_head]")
-    found = problems(tmp_path, with_tokens("{add: ['<x>']}", "[embed_tokens, lm_head]") | {"second.yaml": second})
+    files = with_tokens("{add: ['<x>']}", "[embed_tokens, lm_head]") | {"second.yaml": second}
+    found = problems(tmp_path, files)
     problem = only(found, "untrained-new-tokens")
     assert problem.resource == "FineTune/sft-2" and "does not train the embedding that" in problem.message
