@@ -155,8 +155,8 @@ def test_per_epoch_and_every_steps_together_say_to_pick_one(tmp_path: Path, bloc
 def test_a_chat_template_named_another_way_gets_the_name_it_means(tmp_path: Path, written: str,
                                                                    meant: str):
     found = report(tmp_path, {"base-model.yaml": spec("base-model.yaml") + f"  chatTemplate: {written}\n"})
-    assert found == [f"base-model.yaml:7:17 error spec.chatTemplate: must be one of tokenizer, chatml, llama3, "
-                     f"qwen2.5, qwen3, qwen3-no-thinking, mistral, gemma, phi3, phi4, or "
+    assert found == [f"base-model.yaml:7:17 error spec.chatTemplate: must be one of tokenizer, chatml, "
+                     f"llama3, qwen2.5, qwen3, qwen3-no-thinking, mistral, gemma, phi3, phi4, or "
                      f"file://path/to/template.jinja (got {written!r}) (did you mean {meant!r}?)"]
 
 
