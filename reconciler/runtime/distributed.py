@@ -68,7 +68,7 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
                      target_modules: str | tuple[str, ...], sequence_length: int, micro_batch: int,
                      gradient_checkpointing: bool, world_size: int, device_bytes: float | None,
                      lora_dropout: float = 0.05, packing: bool = False,
-                     optimizer: str = "adamw_torch") -> str:
+                     optimizer: str = "adamw_torch", modules_to_save: tuple[str, ...] = ()) -> str:
     """`auto` becomes the cheapest strategy the planner says fits the GPU; on CPU, DDP."""
     if requested != "auto":
         return requested
@@ -81,6 +81,6 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
         architecture=Architecture.from_config(model_config), adapter=adapter, rank=rank,
         target_modules=target_modules, sequence_length=sequence_length, micro_batch=micro_batch,
         devices=world_size, gradient_checkpointing=gradient_checkpointing, lora_dropout=lora_dropout,
-        packing=packing, optimizer=optimizer)
+        packing=packing, optimizer=optimizer, modules_to_save=modules_to_save)
     found = choose_strategy(shape, device_bytes)
     return found.strategy if found else "zero3-offload"

@@ -49,7 +49,8 @@ def training_shape(fine_tune: FineTuneResource, architecture: Architecture) -> T
         sequence_length=s.training.max_seq_length, micro_batch=s.training.micro_batch_size,
         devices=s.resources.nodes * s.resources.gpus_per_node,
         gradient_checkpointing=s.training.gradient_checkpointing, lora_dropout=s.adapter.dropout,
-        packing=s.training.packing, optimizer=s.training.optimizer)
+        packing=s.training.packing, optimizer=s.training.optimizer,
+        modules_to_save=tuple(s.adapter.modules_to_save))
 
 
 def _describe(found: Estimate) -> str:
