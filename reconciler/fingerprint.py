@@ -34,7 +34,11 @@ RECIPE_CHANGES: dict[str, dict[int, tuple[str, ...]]] = {
             "lastAssistantTurn to keep the old behaviour)",
             "training.warmupRatio is now a share of the optimizer steps on transformers 4 too, where "
             "it warmed up for a single step (set training.warmupRatio: 0 for no warm-up; on "
-            "transformers 5 the warm-up is unchanged)"),
+            "transformers 5 the warm-up is unchanged)",
+            "on a model whose output head shares the embedding weights, adapter.modulesToSave keeps "
+            "the two tied (one trained copy, as the planner counts), where it trained two copies",
+            "the llama3 chat template trims message contents, as Meta's does (no change for contents "
+            "without leading or trailing whitespace)"),
     },
 }
 """What each recipe version changed, in a user's words: kind -> {version: changes since the one

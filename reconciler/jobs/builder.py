@@ -22,6 +22,7 @@ from reconciler.jobs.jobfile import (
     ModelVersionRef,
     PreparedDataset,
     SpecCheckout,
+    Tokens,
 )
 from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
@@ -97,12 +98,13 @@ class JobBuilder:
     def base_model(self, rid: ResourceId) -> BaseModelRef:
         resource = self.specs.resource(rid, BaseModelResource)
         assert resource is not None, rid
-        template = resource.spec.chat_template
+        template, tokens = resource.spec.chat_template, resource.spec.tokens
         if template.startswith("file://"):
             template = self._absolute(rid, template).removeprefix("file://")
         return BaseModelRef(name=rid.name, source=self._absolute(rid, resource.spec.source),
                             revision=resource.spec.revision, chat_template=template,
                             trust_remote_code=resource.spec.trust_remote_code,
+                            tokens=Tokens.model_validate(tokens.model_dump()) if tokens else None,
                             fingerprint=self.fingerprint(rid))
 
     def base_of(self, fine_tune: ResourceId) -> BaseModelRef:

@@ -53,6 +53,16 @@ class MlflowTarget(_JobModel):
     experiment: str = "tuneops"
 
 
+class Tokens(_JobModel):
+    """The BaseModel's `tokens`: special tokens to set and tokens to add before training, and
+    again before a trained adapter is loaded on the base (its embeddings have the grown size)."""
+
+    pad: str | None = None
+    eos: str | None = None
+    bos: str | None = None
+    add: tuple[str, ...] = ()
+
+
 class BaseModelRef(_JobModel):
     """A BaseModel with its source made absolute (file:// paths no longer depend on the spec)."""
 
@@ -61,6 +71,7 @@ class BaseModelRef(_JobModel):
     revision: str | None = None
     chat_template: str = "tokenizer"  # a built-in name or an absolute path to a .jinja file
     trust_remote_code: bool = False
+    tokens: Tokens | None = None
     fingerprint: str | None = None
 
 

@@ -75,7 +75,7 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
                      gradient_checkpointing: bool, world_size: int, device_bytes: float | None,
                      lora_dropout: float = 0.05, packing: bool = False,
                      optimizer: str = "adamw_torch", attention: str = "sdpa",
-                     kernels: str = "none") -> str:
+                     kernels: str = "none", modules_to_save: tuple[str, ...] = ()) -> str:
     """`auto` becomes the cheapest strategy the planner says fits the GPU; on CPU, DDP."""
     if requested != "auto":
         return requested
@@ -88,6 +88,7 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
         architecture=Architecture.from_config(model_config), adapter=adapter, rank=rank,
         target_modules=target_modules, sequence_length=sequence_length, micro_batch=micro_batch,
         devices=world_size, gradient_checkpointing=gradient_checkpointing, lora_dropout=lora_dropout,
-        packing=packing, optimizer=optimizer, attention=attention, kernels=kernels)
+        packing=packing, optimizer=optimizer, attention=attention, kernels=kernels,
+        modules_to_save=modules_to_save)
     found = choose_strategy(shape, device_bytes)
     return found.strategy if found else "zero3-offload"

@@ -19,6 +19,7 @@ from reconciler.errors import PermanentError
 from reconciler.fileio import replace_directory
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
 from reconciler.plan.gates import Verdict, evaluate_gates
+from reconciler.runtime.chat_templates import END_OF_TURN_TOKENS
 from reconciler.specs.evaluation import GENERATION_METRICS, EvaluationSpec
 from reconciler.tracking import vocabulary as tracking
 
@@ -53,7 +54,7 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     """The ids generation stops at: EOS and the chat templates' end-of-turn tokens."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     vocabulary = tokenizer.get_vocab()
-    for token in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>"):
+    for token in END_OF_TURN_TOKENS:
         if token in vocabulary:
             ids.add(vocabulary[token])
     return sorted(ids)

@@ -158,7 +158,9 @@ def train_in_fp32(model: Any) -> torch.dtype:
     return stored
 
 
-def peft_config(spec: FineTuneSpec) -> LoraConfig | None:
+def peft_config(spec: FineTuneSpec, *, tied_embeddings: bool = False) -> LoraConfig | None:
+    """The adapter's LoRA settings. On a model whose output head shares the embedding weights,
+    modulesToSave trains one copy of them, still shared (as the planner counts it), not two."""
     if spec.adapter.type == "none":
         return None
     from peft import LoraConfig
@@ -173,6 +175,7 @@ def peft_config(spec: FineTuneSpec) -> LoraConfig | None:
         lora_dropout=adapter.dropout,
         target_modules=targets,
         modules_to_save=list(adapter.modules_to_save) or None,
+        ensure_weight_tying=tied_embeddings and bool(adapter.modules_to_save),
         task_type="CAUSAL_LM",
         bias="none",
     )
@@ -322,7 +325,8 @@ def run_finetune(job: JobFile) -> Path:
         model = loading.load_base_model(base_ref, quantization=quantization_config(spec), dtype=dtype,
                                         attention=attention)
     check_adapter_fits(spec, model.config)
-    adapter_config = peft_config(spec)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    adapter_config = peft_config(spec, tied_embeddings=tied)
     if job.start_from is not None and job.start_from.adapter:
         from peft import PeftModel
 
@@ -351,6 +355,7 @@ def run_finetune(job: JobFile) -> Path:
         optimizer=spec.training.optimizer,
         attention=attention,
         kernels=spec.training.kernels,
+        modules_to_save=tuple(spec.adapter.modules_to_save),
         world_size=processes.world_size,
         device_bytes=device_bytes,
     )

@@ -12,19 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import TuneopsError
-from reconciler.jobs.jobfile import BaseModelRef, ModelVersionRef
+from reconciler.jobs.jobfile import BaseModelRef, ModelVersionRef, Tokens
 from reconciler.specs.confinement import OutsideRoots, resolve_for_job
 
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-LLAMA3_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] "
-    "+ '<|eot_id|>' }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -98,22 +92,61 @@ def load_tokenizer(ref: BaseModelRef) -> PreTrainedTokenizerBase:
     template = chat_template_text(ref, tokenizer)
     if template is not None:
         tokenizer.chat_template = template
+    apply_tokens(tokenizer, ref.tokens)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
+def apply_tokens(tokenizer: Any, tokens: Tokens | None) -> None:
+    """The BaseModel's `tokens`: pad, eos and bos set (added to the vocabulary when new), and the
+    `add` tokens added as ordinary tokens (kept whole, and shown when decoded)."""
+    if tokens is None:
+        return
+    special = {f"{role}_token": value for role in ("pad", "eos", "bos")
+               if (value := getattr(tokens, role)) is not None}
+    if special:
+        tokenizer.add_special_tokens(special)
+    if tokens.add:
+        tokenizer.add_tokens(list(tokens.add))
+
+
+def fit_to_tokens(model: Any, ref: BaseModelRef) -> None:
+    """Grow the embeddings (and output head) to the vocabulary after the BaseModel's `tokens`, and
+    point the model's pad/eos/bos ids at the tokens set. Every load of the base for a model built
+    on it does this, before an adapter is applied: its saved embeddings have the grown size. The
+    new rows start near the mean of the others (transformers' mean resizing), drawn from a fixed
+    seed so that each load starts them alike. A model whose embedding matrix already has spare
+    rows (Qwen's are padded) is not resized."""
+    if ref.tokens is None:
+        return
+    import torch
+
+    tokenizer = load_tokenizer(ref)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+            torch.manual_seed(0)
+            model.resize_token_embeddings(len(tokenizer))
+    generation = getattr(model, "generation_config", None)
+    for role in ("pad", "eos", "bos"):
+        if getattr(ref.tokens, role) is None:
+            continue
+        token_id = getattr(tokenizer, f"{role}_token_id")
+        setattr(model.config, f"{role}_token_id", token_id)
+        if generation is not None:
+            setattr(generation, f"{role}_token_id", token_id)
+
+
 def chat_template_text(ref: BaseModelRef, tokenizer: Any) -> str | None:
-    from reconciler.runtime.tiny_model import CHATML_TEMPLATE
+    """The Jinja text to set on the tokenizer, or None to keep its own."""
+    from reconciler.runtime.chat_templates import CHATML, TEMPLATES
 
     if ref.chat_template == "tokenizer":
         if not tokenizer.chat_template:
-            return CHATML_TEMPLATE  # a base model without one: ChatML is the common default
+            return CHATML  # a base model without one: ChatML is the common default
         return None
-    if ref.chat_template == "chatml":
-        return CHATML_TEMPLATE
-    if ref.chat_template == "llama3":
-        return LLAMA3_TEMPLATE
+    if ref.chat_template in TEMPLATES:
+        return TEMPLATES[ref.chat_template]
     path = _confined(ref, Path(ref.chat_template.removeprefix("file://")), "chat template")
     try:
         return path.read_text(encoding="utf-8")
@@ -136,7 +169,8 @@ def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any =
                     device_map: Any = None, directory: str | None = None,
                     attention: str | None = None) -> PreTrainedModel:
     """`directory` is given for a model this project trained (its storage, not a spec's path);
-    `attention` is an `attn_implementation` (see attention_implementation), else transformers'."""
+    `attention` is an `attn_implementation` (see attention_implementation), else transformers'.
+    The BaseModel's `tokens` are applied (fit_to_tokens)."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"trust_remote_code": ref.trust_remote_code, **_revision(ref)}
@@ -150,9 +184,11 @@ def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any =
         kwargs["device_map"] = device_map
     directory = directory or model_directory(ref)
     try:
-        return AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
     except OSError as error:
         raise ModelLoadError(f"base model '{ref.name}' ({ref.source}): {_first_line(error)}") from None
+    fit_to_tokens(model, ref)
+    return model
 
 
 def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None,

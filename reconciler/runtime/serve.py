@@ -21,14 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler.errors import TuneopsError
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
+from reconciler.runtime.chat_templates import END_OF_TURN_TOKENS
 
 if TYPE_CHECKING:  # quoted below: this module does not postpone annotations (FastAPI reads them)
     from types import FrameType
 
     from fastapi import FastAPI, Request
 
-# Stop tokens besides the tokenizer's eos: chat models end turns with these.
-END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>")
 # The generation_config.json fields a request falls back to, as in vLLM (`--generation-config auto`).
 DEFAULTED_FIELDS = ("temperature", "top_p", "top_k", "max_new_tokens")
 # Integer fields are bounded where the model's code would overflow (torch takes a 64-bit seed,

@@ -18,13 +18,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler.fileio import replace_directory
+from reconciler.runtime.chat_templates import CHATML
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+CHATML_TEMPLATE = CHATML
 SPECIAL_TOKENS = ["<unk>", "<s>", "<|im_end|>", "<pad>", "<|im_start|>"]
 
 # A little English, so that the tokenizer has merges for ordinary words too.

@@ -77,25 +77,49 @@ def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, Any]],
     """The chat template's rendering of `messages` through the last trained turn, and the
     character spans of the trained turns in it: from where the rendering of the turns before one
     with a generation prompt ends (so the role header is not trained) to where the rendering
-    through the turn ends (so its end-of-turn token is). A template that renders earlier turns
-    differently once later turns follow (some drop earlier reasoning) cannot be masked this way."""
+    through the turn ends (so its end-of-turn token is). Some templates close a conversation with
+    a trailer that a following turn replaces (Phi-3 writes its eos token unless a generation
+    prompt follows): an earlier turn ends where its rendering and the same with a generation prompt
+    part. A template that renders earlier turns differently once later turns follow (Qwen3 drops
+    their reasoning, Mistral moves the system message to the last user turn) cannot be masked
+    this way."""
     text = _render(tokenizer, messages[: trained[-1] + 1], False)
+    specials = _special_token_texts(tokenizer)
     spans = []
     for index in trained:
         through = _render(tokenizer, messages[: index + 1], False)
-        prompt = _render(tokenizer, messages[:index], True)
+        if not text.startswith(through):
+            continued = _render(tokenizer, messages[: index + 1], True)
+            through = through[:_agreeing_length(through, continued, specials)]
         if not text.startswith(through):
             raise TrainingDataError(
                 "the chat template renders an earlier assistant turn differently once later turns "
                 "follow, so every assistant turn cannot be trained on the same rendering; set "
                 "training.trainOn: lastAssistantTurn")
-        start = 0
-        for a, b in zip(prompt, through, strict=False):  # the generation prompt, when it matches
-            if a != b:
-                break
-            start += 1
+        prompt = _render(tokenizer, messages[:index], True)
+        start = _agreeing_length(prompt, through, ())  # the generation prompt, when it matches
         spans.append((start, len(through)))
     return text, spans
+
+
+def _special_token_texts(tokenizer: Any) -> tuple[str, ...]:
+    added = getattr(tokenizer, "get_added_vocab", dict)()
+    return tuple({*getattr(tokenizer, "all_special_tokens", ()), *added})
+
+
+def _agreeing_length(first: str, second: str, specials: Sequence[str]) -> int:
+    """How many leading characters `first` and `second` share, not counting a special token of
+    `first` that they share only the start of (`<|end` of `<|endoftext|>` and `<|end|>`)."""
+    length = 0
+    for a, b in zip(first, second, strict=False):
+        if a != b:
+            break
+        length += 1
+    for token in specials:
+        start = first.find(token, max(0, length - len(token) + 1))
+        if 0 <= start < length < start + len(token):
+            length = start
+    return length
 
 
 def tokenize_chat(tokenizer: Any, messages: Sequence[dict[str, Any]],

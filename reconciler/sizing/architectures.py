@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,11 @@ def architectures(specs: SpecSet, *, fetch: bool = False) -> dict[ResourceId, Ar
     for loaded in specs.of_kind("BaseModel"):
         assert isinstance(loaded.resource, BaseModelResource)
         architecture = architecture_of(loaded.resource, loaded.path.parent, roots, fetch=fetch)
+        tokens = loaded.resource.spec.tokens
+        if architecture is not None and tokens is not None and tokens.add:
+            # what is trained: the vocabulary grown by the added tokens (at most: some may be
+            # in it already, or fit spare embedding rows)
+            architecture = replace(architecture, vocab_size=architecture.vocab_size + len(tokens.add))
         if architecture is not None:
             found[loaded.id] = architecture
     return found

@@ -50,7 +50,8 @@ def training_shape(fine_tune: FineTuneResource, architecture: Architecture) -> T
         devices=s.resources.nodes * s.resources.gpus_per_node,
         gradient_checkpointing=s.training.gradient_checkpointing, lora_dropout=s.adapter.dropout,
         packing=s.training.packing, optimizer=s.training.optimizer,
-        attention=planned_attention(s.training.attention), kernels=s.training.kernels)
+        attention=planned_attention(s.training.attention), kernels=s.training.kernels,
+        modules_to_save=tuple(s.adapter.modules_to_save))
 
 
 def planned_attention(choice: str) -> str:

@@ -136,7 +136,8 @@ def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
     try:
         trainable = shape.trainable
     except ValueError as error:
-        return FineTuneEstimate(**common, notes=(f"adapter.targetModules: {error}",))
+        field = "modulesToSave" if "to save" in str(error) else "targetModules"
+        return FineTuneEstimate(**common, notes=(f"adapter.{field}: {error}",))
     notes: list[str] = []
     device_bytes = device_memory(product) if gpus else None
     memory, fits, largest = _memory(shape, s.distributed.planned_strategy, gpus, device_bytes)

@@ -134,6 +134,27 @@ def lora_parameters(architecture: Architecture, rank: int,
     return architecture.num_layers * sum(rank * (shapes[n][0] + shapes[n][1]) for n in names)
 
 
+EMBEDDING_NAMES = ("embed_tokens", "wte", "embed_in", "word_embeddings", "tok_embeddings")
+HEAD_NAMES = ("lm_head", "embed_out", "output")
+
+
+def saved_module_parameters(architecture: Architecture, modules: Iterable[str]) -> int:
+    """Parameters of `adapter.modulesToSave`, trained in full beside the adapter: the embedding
+    and the output head are vocab x hidden each (once when tied: PEFT keeps a tied pair tied),
+    a block linear counts in every layer."""
+    shapes = architecture.linear_shapes()
+    embedding = architecture.vocab_size * architecture.hidden_size
+    names = {name.rpartition(".")[2] for name in modules}
+    unknown = sorted(names - {*EMBEDDING_NAMES, *HEAD_NAMES, *shapes})
+    if unknown:
+        raise ValueError(f"unknown modules to save for this architecture: {', '.join(unknown)}")
+    saves_embedding, saves_head = bool(names & set(EMBEDDING_NAMES)), bool(names & set(HEAD_NAMES))
+    tied_pair = architecture.tie_word_embeddings and saves_embedding and saves_head
+    vocabulary = embedding * (saves_embedding + saves_head - tied_pair)
+    return vocabulary + architecture.num_layers * sum(
+        shapes[name][0] * shapes[name][1] for name in names if name in shapes)
+
+
 @dataclass(frozen=True)
 class ModelStates:
     """Bytes per device (and per node's CPU memory, for offload)."""
@@ -199,12 +220,14 @@ class TrainingShape:
     optimizer: str = "adamw_torch"
     attention: str = "sdpa"  # transformers' attn_implementation: sdpa, flash_attention_2 or eager
     kernels: str = "none"  # "liger": Liger's RMSNorm and SwiGLU keep less
+    modules_to_save: tuple[str, ...] = ()
 
     @property
     def trainable(self) -> int:
         if self.adapter == "none":
             return self.architecture.parameters
-        return lora_parameters(self.architecture, self.rank, self.target_modules)
+        return (lora_parameters(self.architecture, self.rank, self.target_modules)
+                + saved_module_parameters(self.architecture, self.modules_to_save))
 
     @property
     def frozen_bytes(self) -> float:

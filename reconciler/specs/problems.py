@@ -141,6 +141,9 @@ CODES: dict[str, str] = {
     "no-validation-data": "Evaluations during training without any validation split (warning).",
     "ignored-setting": "A setting that has no effect with the chosen method (warning).",
     "duplicate-registered-model": "Two FineTunes register the same model name.",
+    "untrained-new-tokens": "An adapter on a base model that adds tokens does not train the embeddings "
+                            "and output head (adapter.modulesToSave); a warning when it only sets "
+                            "pad, eos or bos, which may already be in the vocabulary.",
     "gate-metric-not-computed": "A gate names a metric the Evaluation does not compute.",
     "gate-direction": "A min gate on a lower-is-better metric (warning).",
     "gate-out-of-range": "A gate bound outside the metric's scale (text metrics are 0 to 1).",

@@ -1,6 +1,6 @@
 """Rules on FineTunes: the method reads the data it is given, the hardware can run the adapter,
 early stopping has something to evaluate, settings apply to the method, registered models are
-written by one FineTune each.
+written by one FineTune each, an adapter trains the embeddings of tokens its base model adds.
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ METHOD_DATA = {
     "pretrain": ("text",),
 }
 METHOD_FOR_DATA = {"instruction": "sft", "chat": "sft", "preference": "dpo", "text": "pretrain"}
+# What the input embedding and the output head are called in common architectures (Llama-like,
+# GPT-2, GPT-NeoX, Falcon, Llama's original code).
+EMBEDDING_MODULES = ("embed_tokens", "wte", "embed_in", "word_embeddings", "tok_embeddings")
+HEAD_MODULES = ("lm_head", "embed_out", "output")
 
 
 @rule
@@ -163,3 +167,36 @@ def registered_models_unique(ctx: RuleContext) -> Iterator[Problem]:
                           hint="give each FineTune its own register.model")
         else:
             owners[name] = spec
+
+
+@rule
+def added_tokens_are_trained(ctx: RuleContext) -> Iterator[Problem]:
+    """A token new to the vocabulary starts with an untrained embedding row and output-head row;
+    an adapter trains neither unless they are in `modulesToSave`, so the model could not learn
+    to read or write it. Whether pad/eos/bos are new cannot be known offline: a warning."""
+    for spec, fine_tune in ctx.fine_tunes():
+        adapter = fine_tune.spec.adapter
+        base = ctx.base_model_of(fine_tune)
+        tokens = base.spec.tokens if base is not None else None
+        if adapter.type == "none" or base is None or tokens is None:
+            continue
+        saved = {name.rpartition(".")[2] for name in adapter.modules_to_save}
+        missing = [kind for kind, names in (("embedding", EMBEDDING_MODULES), ("output head", HEAD_MODULES))
+                   if saved.isdisjoint(names)]
+        if not missing:
+            continue
+        fix = "add them to adapter.modulesToSave: [embed_tokens, lm_head]"
+        path = ("spec", "adapter", "modulesToSave") if adapter.modules_to_save else ("spec", "adapter")
+        what = " and ".join(missing)
+        if tokens.add:
+            yield problem(spec, ERROR, "untrained-new-tokens",
+                          f"BaseModel '{base.metadata.name}' adds tokens ({', '.join(tokens.add)}), but "
+                          f"this {adapter.type} adapter does not train the {what} that hold them",
+                          path, key=not adapter.modules_to_save, hint=fix)
+        elif tokens.special():
+            roles = ", ".join(role.removesuffix("_token") for role in tokens.special())
+            yield problem(spec, WARNING, "untrained-new-tokens",
+                          f"BaseModel '{base.metadata.name}' sets {roles} tokens; if any is new to its "
+                          f"vocabulary, this {adapter.type} adapter does not train the {what} that "
+                          "hold it", path, key=not adapter.modules_to_save,
+                          hint=f"{fix}, unless the tokens are already in the vocabulary")

@@ -10,6 +10,7 @@ from typing import Any
 
 from reconciler.config import ProjectSettings
 from reconciler.specs.base import ResourceId
+from reconciler.specs.basemodel import BaseModelResource
 from reconciler.specs.dataset import DatasetResource
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.evaluation import EvaluationResource
@@ -43,6 +44,19 @@ class RuleContext:
 
     def dataset(self, name: str) -> DatasetResource | None:
         return self.specs.resource(ResourceId("Dataset", name), DatasetResource)
+
+    def base_model_of(self, fine_tune: FineTuneResource) -> BaseModelResource | None:
+        """The BaseModel under a FineTune, following fromFineTune (None where a link is missing
+        or the chain loops: the reference rules report those)."""
+        seen: set[str] = set()
+        while fine_tune.spec.base_model is None:
+            parent = fine_tune.spec.from_fine_tune or ""
+            found = self.specs.resource(ResourceId("FineTune", parent), FineTuneResource)
+            if found is None or parent in seen:
+                return None
+            seen.add(parent)
+            fine_tune = found
+        return self.specs.resource(ResourceId("BaseModel", fine_tune.spec.base_model), BaseModelResource)
 
 
 def problem(spec: LoadedSpec, severity: Severity, code: str, message: str,

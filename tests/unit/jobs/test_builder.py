@@ -87,3 +87,23 @@ def test_a_fine_tune_job_carries_each_datasets_row_cap(tmp_path: Path) -> None:
     edit(root / "fine-tune.yaml", "- name: fruit-colors", "- name: fruit-colors\n      maxSamples: 3")
     job = builder(root).job(FINE_TUNE)
     assert job.datasets[0].max_samples == 3 and '"maxSamples": 3' in job.to_json()
+
+
+def test_every_job_on_a_base_model_carries_its_tokens(tmp_path: Path) -> None:
+    """The fine-tune adds them, and the evaluation and deployment that load its adapter on the base
+    grow the base alike first; a BaseModel without tokens keeps its job files (and fingerprints)."""
+    root = quickstart(tmp_path)
+    before = builder(root)
+    assert "tokens" not in before.job(FINE_TUNE).to_json()
+    edit(root / "base-model.yaml", "chatTemplate: chatml",
+         "chatTemplate: chatml\n  tokens: {pad: '<|pad|>', add: ['<tool_call>']}")
+    after = builder(root)
+    fine_tune = after.job(FINE_TUNE)
+    assert fine_tune.base_model is not None and fine_tune.base_model.tokens is not None
+    assert (fine_tune.base_model.tokens.pad, fine_tune.base_model.tokens.add) == ("<|pad|>", ("<tool_call>",))
+    assert '"tokens": {\n      "add": [\n        "<tool_call>"\n      ],\n      "pad": "<|pad|>"' in (
+        fine_tune.to_json())
+    for kind, name in (("Evaluation", "fruit-sft-quality"), ("Deployment", "fruit-bot")):
+        model = after.job(ResourceId(kind, name)).model
+        assert model is not None and model.base_model.tokens == fine_tune.base_model.tokens, kind
+    assert fine_tune.fingerprint != before.job(FINE_TUNE).fingerprint  # a new vocabulary retrains

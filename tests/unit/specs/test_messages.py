@@ -142,3 +142,36 @@ def test_per_epoch_and_every_steps_together_say_to_pick_one(tmp_path: Path, bloc
     found = report(tmp_path, {"fine-tune.yaml": fine_tune})
     assert any(line.startswith(f"fine-tune.yaml:13:3 error spec.{block}: perEpoch and everySteps both "
                                "set a cadence: pick one") for line in found), found
+
+
+@pytest.mark.parametrize("written, meant", [
+    ("qwen2_5", "qwen2.5"), ("qwen25", "qwen2.5"), ("llama-3", "llama3"), ("Gemma", "gemma"),
+    # axolotl's chat_template names
+    ("qwen_25", "qwen2.5"), ("phi_3", "phi3"), ("phi_35", "phi3"), ("mistral_v3", "mistral"),
+    ("gemma3", "gemma"), ("chatml_", "chatml"),
+    # LLaMA-Factory's template names
+    ("qwen", "qwen2.5"), ("qwen3_nothink", "qwen3-no-thinking"), ("phi", "phi3"),
+])
+def test_a_chat_template_named_another_way_gets_the_name_it_means(tmp_path: Path, written: str,
+                                                                   meant: str):
+    found = report(tmp_path, {"base-model.yaml": spec("base-model.yaml") + f"  chatTemplate: {written}\n"})
+    assert found == [f"base-model.yaml:7:17 error spec.chatTemplate: must be one of tokenizer, chatml, "
+                     f"llama3, qwen2.5, qwen3, qwen3-no-thinking, mistral, gemma, phi3, phi4, or "
+                     f"file://path/to/template.jinja (got {written!r}) (did you mean {meant!r}?)"]
+
+
+@pytest.mark.parametrize("name", ["tokenizer", "chatml", "llama3", "qwen2.5", "qwen3", "qwen3-no-thinking",
+                                  "mistral", "gemma", "phi3", "phi4"])
+def test_every_built_in_chat_template_name_is_accepted(tmp_path: Path, name: str):
+    assert report(tmp_path, {"base-model.yaml": spec("base-model.yaml") + f"  chatTemplate: {name}\n"}) == []
+
+
+@pytest.mark.parametrize("tokens, message", [
+    ("{pad: ''}", "spec.tokens.pad: a token must not be empty"),
+    ("{add: ['<x>', '']}", "spec.tokens.add: a token must not be empty"),
+    ("{add: ['<x>', '<x>']}", "spec.tokens.add: '<x>' listed more than once"),
+    ("{unk: '<u>'}", "spec.tokens.unk: unknown field"),
+])
+def test_tokens_are_checked(tmp_path: Path, tokens: str, message: str):
+    [found] = report(tmp_path, {"base-model.yaml": spec("base-model.yaml") + f"  tokens: {tokens}\n"})
+    assert message in found and found.startswith("base-model.yaml:7:")

@@ -297,3 +297,50 @@ def test_dataset_helpers_resolve_columns_and_format():
     spec = DatasetSpec.model_validate({"source": "file://data/rows.ndjson"})
     assert spec.resolved_format == "jsonl"
     assert DatasetSpec.model_validate({"source": "hf://org/data"}).resolved_format is None
+
+
+def with_tokens(tokens: str, modules: str | None = None) -> dict[str, str]:
+    files = edit("base-model.yaml", "  source: file://models/tiny",
+                 f"  source: file://models/tiny\n  tokens: {tokens}")
+    if modules is not None:
+        files |= edit("fine-tune.yaml", "    r: 8", f"    r: 8\n    modulesToSave: {modules}")
+    return files
+
+
+def test_added_tokens_need_the_embeddings_trained(tmp_path: Path):
+    found = only(problems(tmp_path, with_tokens("{add: ['<tool_call>']}")), "untrained-new-tokens")
+    assert found.severity == "error" and found.path == "spec.adapter" and found.position.line == 9
+    assert found.message == ("BaseModel 'tiny' adds tokens (<tool_call>), but this lora adapter does not "
+                             "train the embedding and output head that hold them")
+    assert found.hint == "add them to adapter.modulesToSave: [embed_tokens, lm_head]"
+
+
+def test_added_tokens_need_the_head_trained_too(tmp_path: Path):
+    found = only(problems(tmp_path, with_tokens("{add: ['<x>']}", "[embed_tokens]")), "untrained-new-tokens")
+    assert found.path == "spec.adapter.modulesToSave" and "does not train the output head" in found.message
+
+
+@pytest.mark.parametrize("modules", ["[embed_tokens, lm_head]", "[model.embed_tokens, lm_head]",
+                                     "[wte, lm_head]", "[embed_in, embed_out]"])
+def test_added_tokens_with_embeddings_trained_are_fine(tmp_path: Path, modules: str):
+    assert problems(tmp_path, with_tokens("{add: ['<x>'], pad: '<pad>'}", modules)) == []
+
+
+def test_special_tokens_that_may_be_new_are_a_warning(tmp_path: Path):
+    found = only(problems(tmp_path, with_tokens("{pad: '<|pad|>', eos: '<|im_end|>'}")),
+                 "untrained-new-tokens")
+    assert found.severity == "warning" and "sets pad, eos tokens; if any is new" in found.message
+
+
+def test_full_fine_tuning_trains_every_embedding(tmp_path: Path):
+    files = with_tokens("{add: ['<x>']}") | edit("fine-tune.yaml", "    r: 8", "    type: none")
+    assert problems(tmp_path, files) == []
+
+
+def test_added_tokens_are_checked_through_from_fine_tune(tmp_path: Path):
+    second = spec_text("fine-tune.yaml").replace("name: sft", "name: sft-2").replace(
+        "baseModel: tiny", "fromFineTune: sft").replace("    r: 8", "    r: 8\n    modulesToSave: [lm_head]")
+    files = with_tokens("{add: ['<x>']}", "[embed_tokens, lm_head]") | {"second.yaml": second}
+    found = problems(tmp_path, files)
+    problem = only(found, "untrained-new-tokens")
+    assert problem.resource == "FineTune/sft-2" and "does not train the embedding that" in problem.message
