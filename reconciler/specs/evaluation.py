@@ -17,6 +17,7 @@ from reconciler.specs.base import (
     ResourceId,
     SpecModel,
     SpecValueError,
+    Str,
     field,
     require_exactly_one,
 )
@@ -32,6 +33,12 @@ METRIC_RANGES: dict[str, tuple[float, float]] = {
 }
 # Metrics that compare generated text with a reference answer.
 GENERATION_METRICS = frozenset({"exact_match", "accuracy", "f1", "bleu", "rougeL"})
+# Metrics whose per-row score is 0 or 1: a paired comparison also reports McNemar's exact test.
+BINARY_METRICS = frozenset({"exact_match", "accuracy"})
+# A gate's metric: one of `metrics`, a named benchmark's (`task/<task>/<metric>`, lm-evaluation-
+# harness) or the judge's (`judge/<metric>`).
+GATE_METRIC_PATTERN = r"^(?:[A-Za-z][A-Za-z0-9_]*|task/[A-Za-z0-9_.-]+/[A-Za-z0-9_.,-]+|judge/[a-z_]+)$"
+Champion = Literal["serving", "baseline"]
 
 
 class _FineTuneOrBaseModel(SpecModel):
@@ -73,17 +80,42 @@ class Generation(SpecModel):
 
 
 class Gate(SpecModel):
-    metric: Metric = field(doc="A metric listed in `metrics`.")
+    metric: Str = field(
+        doc="A metric listed in `metrics`, a named benchmark's metric (`task/<task>/<metric>`) or "
+            "the judge's (`judge/<metric>`).", example="exact_match", pattern=GATE_METRIC_PATTERN)
     min: Float | None = field(None, "The metric must be at least this.")
     max: Float | None = field(None, "The metric must be at most this.")
+    not_worse_than: Champion | None = field(
+        None, "Compare with the champion on the same rows: `serving` (the version the Deployment "
+              "that requires this Evaluation serves now) or `baseline` (this Evaluation's "
+              "`baseline`). Passes when the lower end of the paired confidence interval of "
+              "(this model - champion) is above -margin (direction-aware: for perplexity, lower "
+              "is better). Skipped, and said so, while no version serves.",
+        example="serving", added_later=True)
+    margin: Float = field(
+        0.0, "How much worse than the champion is tolerated, in the metric's own units; "
+             "`tuneops plan` warns when it is below what the split can detect.", ge=0,
+        example=0.02, added_later=True)
+    confidence: Float = field(
+        0.95, "Confidence level of the paired interval (paired bootstrap, fixed seed).",
+        gt=0.5, lt=1, added_later=True)
 
     @model_validator(mode="after")
     def _has_bound(self) -> Gate:
-        if self.min is None and self.max is None:
-            raise SpecValueError("a gate needs min or max")
+        if self.min is None and self.max is None and self.not_worse_than is None:
+            raise SpecValueError("a gate needs min, max or notWorseThan")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise SpecValueError(f"min ({self.min}) is above max ({self.max})")
+        if self.not_worse_than is None:
+            for name in ("margin", "confidence"):
+                if name in self.model_fields_set:
+                    raise SpecValueError(f"{name} only applies to a comparison gate",
+                                         "add notWorseThan: serving (or baseline)")
         return self
+
+    @property
+    def compares(self) -> bool:
+        return self.not_worse_than is not None
 
 
 class Baseline(_FineTuneOrBaseModel):

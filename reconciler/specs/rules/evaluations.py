@@ -16,11 +16,15 @@ def gates_are_computed(ctx: RuleContext) -> Iterator[Problem]:
     for spec, evaluation in ctx.evaluations():
         s = evaluation.spec
         for index, gate in enumerate(s.gates):
+            if "/" in gate.metric:  # a named benchmark's or the judge's: their own rules check them
+                continue
             if gate.metric not in s.metrics:
                 yield problem(spec, ERROR, "gate-metric-not-computed",
                               f"gate on {gate.metric}, which this Evaluation does not compute",
                               ("spec", "gates", index, "metric"),
-                              hint=f"add {gate.metric} to metrics")
+                              hint=f"add {gate.metric} to metrics" if gate.metric in METRIC_RANGES
+                              else f"one of: {', '.join(METRIC_RANGES)}")
+                continue
             low, high = METRIC_RANGES[gate.metric]
             for bound_name in ("min", "max"):
                 bound = getattr(gate, bound_name)
@@ -62,3 +66,28 @@ def evaluation_data_fits(ctx: RuleContext) -> Iterator[Problem]:
             yield problem(spec, ERROR, "baseline-is-model",
                           "the baseline is the model under evaluation itself", ("spec", "baseline"),
                           key=True)
+
+
+@rule
+def comparison_gates_have_a_champion(ctx: RuleContext) -> Iterator[Problem]:
+    """`notWorseThan: serving` needs a Deployment that requires this Evaluation (what it serves is
+    the champion); `notWorseThan: baseline` needs a `baseline`."""
+    required_by: dict[str, list[str]] = {}
+    for _, deployment in ctx.deployments():
+        for name in deployment.spec.requires:
+            required_by.setdefault(name, []).append(deployment.metadata.name)
+    for spec, evaluation in ctx.evaluations():
+        s = evaluation.spec
+        for index, gate in enumerate(s.gates):
+            if gate.not_worse_than == "serving" and evaluation.metadata.name not in required_by:
+                yield problem(spec, ERROR, "no-champion",
+                              "notWorseThan: serving compares with what the Deployment that requires "
+                              "this Evaluation serves, and no Deployment requires it",
+                              ("spec", "gates", index, "notWorseThan"),
+                              hint=f"add {evaluation.metadata.name} to a Deployment's requires, or "
+                                   "compare with a baseline")
+            elif gate.not_worse_than == "baseline" and s.baseline is None:
+                yield problem(spec, ERROR, "no-champion",
+                              "notWorseThan: baseline needs this Evaluation's baseline",
+                              ("spec", "gates", index, "notWorseThan"),
+                              hint="add baseline: {fineTune: NAME} or {baseModel: NAME}")
