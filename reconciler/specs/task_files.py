@@ -60,6 +60,12 @@ class TaskFile:
         return tuple(item for item in self.files if not item.value.endswith((".yaml", ".yml")))
 
 
+def task_file_path(spec_folder: Path, written: str) -> Path:
+    """Where a `{path: ...}` task's YAML is: relative to the folder of the spec that names it."""
+    path = Path(written)
+    return (path if path.is_absolute() else spec_folder / path).absolute()
+
+
 def read_task_file(path: Path) -> TaskFile:
     """The task YAML at `path` with the files it includes; TaskFileError for what lm-eval
     could not read either (a missing file, bad YAML, no `task`)."""

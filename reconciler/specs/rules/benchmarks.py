@@ -19,18 +19,12 @@ from reconciler.specs.problems import Position, Problem, Severity
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
 from reconciler.specs.schema_errors import format_path, suggest
 from reconciler.specs.specset import SpecSet
-from reconciler.specs.task_files import Located, TaskFile, TaskFileError, read_task_file
-
-
-def task_file_path(spec: LoadedSpec, task: BenchmarkTask) -> Path:
-    """Where a `{path: ...}` task's YAML is: relative to the spec file's folder."""
-    written = Path(task.path or "")
-    return (written if written.is_absolute() else spec.path.parent / written).absolute()
+from reconciler.specs.task_files import Located, TaskFile, TaskFileError, read_task_file, task_file_path
 
 
 def _readable_task_file(spec: LoadedSpec, task: BenchmarkTask) -> TaskFile | None:
     try:
-        return read_task_file(task_file_path(spec, task))
+        return read_task_file(task_file_path(spec.path.parent, task.path or ''))
     except (TaskFileError, OSError):
         return None  # task_files_are_readable says why
 
@@ -55,7 +49,7 @@ def task_yaml_files(specs: SpecSet) -> set[str]:
         for task in spec.resource.spec.tasks:
             if task.path is None:
                 continue
-            found.add(display_path(task_file_path(spec, task)))
+            found.add(display_path(task_file_path(spec.path.parent, task.path or '')))
             if (read := _readable_task_file(spec, task)) is not None:
                 found |= {display_path(item.local_path().absolute()) for item in read.files
                           if item.value.endswith((".yaml", ".yml"))}
@@ -98,7 +92,7 @@ def task_files_are_readable(ctx: RuleContext) -> Iterator[Problem]:
             if task.path is None:
                 continue
             where = ("spec", "tasks", index, "path")
-            path = task_file_path(spec, task)
+            path = task_file_path(spec.path.parent, task.path or '')
             try:
                 resolve_inside(path, roots.all, roots.describe())
             except OutsideRoots as error:
