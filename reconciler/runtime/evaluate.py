@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler.errors import PermanentError
 from reconciler.fileio import replace_directory
-from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
+from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef, TaskFileRef
 from reconciler.plan.gates import Verdict, evaluate_gates
 from reconciler.runtime.chat_templates import END_OF_TURN_TOKENS
 from reconciler.specs.evaluation import GENERATION_METRICS, EvaluationSpec
@@ -128,9 +128,11 @@ def generate(
 
 
 def score(
-    ref: ModelVersionRef | BaseModelRef, spec: EvaluationSpec, examples: list[Example]
+    ref: ModelVersionRef | BaseModelRef, spec: EvaluationSpec, examples: list[Example],
+    task_files: tuple[TaskFileRef, ...] = (),
 ) -> tuple[dict[str, float], list[str]]:
-    """The requested metrics of one model, and its answers (empty without text metrics)."""
+    """The requested metrics of one model, and its answers (empty without text metrics);
+    named benchmarks (`spec.tasks`) add theirs as `task/<task>/<metric>`."""
     import torch
 
     from reconciler.runtime.loading import load_model, load_model_tokenizer
@@ -152,6 +154,10 @@ def score(
             model, tokenizer, examples, spec.generation.max_new_tokens, spec.generation.temperature
         )
         metrics.update(compute_text_metrics(wanted, answers, [e.reference for e in examples]))
+    if spec.tasks:  # named benchmarks, by lm-evaluation-harness (runtime/benchmark_tasks.py)
+        from reconciler.runtime.benchmark_tasks import run_tasks
+
+        metrics.update(run_tasks(model, tokenizer, spec.tasks, task_files).metrics)
     return metrics, answers
 
 
@@ -177,10 +183,10 @@ def run_evaluate(job: JobFile) -> Path:
 
     run = open_run(job)
     try:
-        metrics, answers = score(job.model, spec, examples)
+        metrics, answers = score(job.model, spec, examples, job.task_files or ())
         baseline_metrics = None
         if job.baseline is not None:
-            baseline_metrics, _ = score(job.baseline, spec, examples)
+            baseline_metrics, _ = score(job.baseline, spec, examples, job.task_files or ())
         verdict = evaluate_gates(
             metrics, spec.gates, baseline_metrics, spec.baseline.max_regression if spec.baseline else 0.0
         )

@@ -25,7 +25,22 @@ from reconciler.values.kubernetes import NodeLabelValue
 
 Metric = Literal["perplexity", "exact_match", "accuracy", "f1", "bleu", "rougeL"]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
-LOWER_IS_BETTER = frozenset({"perplexity"})
+# lm-evaluation-harness metrics that are better when lower; the rest of its metrics are not.
+TASK_LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte",
+                                  "ter", "brier_score"})
+
+
+class _LowerIsBetter(frozenset):
+    """Metric names that are better when lower: ours, and a named benchmark's
+    `task/<task>/<metric>[.<filter>]` when its metric is one of TASK_LOWER_IS_BETTER."""
+
+    def __contains__(self, metric: object) -> bool:
+        if isinstance(metric, str) and metric.startswith("task/"):
+            return metric.rpartition("/")[2].partition(".")[0] in TASK_LOWER_IS_BETTER
+        return super().__contains__(metric)
+
+
+LOWER_IS_BETTER = _LowerIsBetter({"perplexity"})
 # The range each metric is reported in: text metrics as fractions (BLEU too, not 0-100).
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     "perplexity": (1.0, float("inf")), "exact_match": (0.0, 1.0), "accuracy": (0.0, 1.0),
