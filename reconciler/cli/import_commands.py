@@ -18,18 +18,42 @@ if TYPE_CHECKING:
 @cli.command(name="import")
 @click.argument("tool", type=click.Choice(["axolotl", "llamafactory"]))
 @click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Folder to write the specs into.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to write the specs into.",
+)
 @click.option("--name", default=None, help="The FineTune's name (default: from the config file's name).")
-@click.option("--run-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="The folder the tool ran in: data and DeepSpeed paths in the config are resolved from "
-                   "it, as the tool does (default: the current folder).")
+@click.option(
+    "--run-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="The folder the tool ran in: data and DeepSpeed paths in the config are resolved from "
+    "it, as the tool does (default: the current folder).",
+)
 @click.option("--force", is_flag=True, help="Overwrite spec files that already exist.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help=FORMAT_HELP)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help=FORMAT_HELP,
+)
 @click.pass_context
-def import_command(ctx: click.Context, tool: str, config: Path, out_dir: Path, name: str | None,
-                   run_dir: Path | None, force: bool, output_format: str) -> None:
+def import_command(
+    ctx: click.Context,
+    tool: str,
+    config: Path,
+    out_dir: Path,
+    name: str | None,
+    run_dir: Path | None,
+    force: bool,
+    output_format: str,
+) -> None:
     """Write Dataset, BaseModel and FineTune specs (and an Evaluation for held-out data) from an
     axolotl or LLaMA-Factory CONFIG.
 
@@ -51,8 +75,10 @@ def import_command(ctx: click.Context, tool: str, config: Path, out_dir: Path, n
     result = import_config(tool, config, out_dir, name=name, cwd=run_dir)
     existing = existing_files(result, out_dir)
     if existing and not force:
-        raise UserError("these files already exist: " + ", ".join(map(str, existing)),
-                        hint="pass --force to overwrite them, or --out another folder")
+        raise UserError(
+            "these files already exist: " + ", ".join(map(str, existing)),
+            hint="pass --force to overwrite them, or --out another folder",
+        )
     try:
         written = write_result(result, out_dir, force=force)
     except OSError as error:
@@ -78,8 +104,7 @@ def _untranslated_lines(result: ImportResult) -> list[str]:
     grouped = result.by_category()
     total = sum(len(items) for items in grouped.values())
     lines.append("")
-    lines.append(f"{len(result.mapped)} key(s) translated; {total} not translated"
-                 + (":" if total else ""))
+    lines.append(f"{len(result.mapped)} key(s) translated; {total} not translated" + (":" if total else ""))
     for category, items in grouped.items():
         if items:
             lines.append(f"  {CATEGORY_TITLES[category]}:")

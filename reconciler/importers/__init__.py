@@ -17,15 +17,21 @@ TOOLS = ("axolotl", "llamafactory")
 TOOL_NAMES = {"axolotl": "axolotl", "llamafactory": "LLaMA-Factory"}
 
 
-def import_config(tool: str, config_path: Path, out_dir: Path, *, name: str | None = None,
-                  cwd: Path | None = None) -> ImportResult:
+def import_config(
+    tool: str, config_path: Path, out_dir: Path, *, name: str | None = None, cwd: Path | None = None
+) -> ImportResult:
     """Translate a config; nothing is written. `cwd` is where the tool would have run (data and
     DeepSpeed paths are resolved from it); default: the current folder."""
     if tool not in TOOLS:
         raise ImportError_(f"unknown tool {tool!r}: one of {', '.join(TOOLS)}")
     config = read_config(config_path)
-    ctx = Context(TOOL_NAMES[tool], config_path, (cwd or Path.cwd()).absolute(), out_dir.absolute(),
-                  ImportResult(TOOL_NAMES[tool], str(config_path)))
+    ctx = Context(
+        TOOL_NAMES[tool],
+        config_path,
+        (cwd or Path.cwd()).absolute(),
+        out_dir.absolute(),
+        ImportResult(TOOL_NAMES[tool], str(config_path)),
+    )
     if tool == "axolotl":
         from reconciler.importers.axolotl import import_axolotl
 

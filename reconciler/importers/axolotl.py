@@ -7,152 +7,21 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.importers import common
+from reconciler.importers.axolotl_keys import (
+    ASSISTANT_ONLY,
+    DEFAULT_ROLES,
+    DPO_COLUMNS,
+    IGNORED,
+    LIGER_FLAGS,
+    LIGER_PLUGIN,
+    OPTIMIZERS,
+    SCHEDULERS,
+    UNSUPPORTED,
+)
 from reconciler.importers.common import Context, as_int, as_list, as_number
 from reconciler.importers.result import ImportResult, SpecDraft
 
 TOOL = "axolotl"
-
-IGNORED = {
-    **dict.fromkeys(("output_dir",), "outputs go to tuneops' storage root; the model is registered in MLflow"),
-    **dict.fromkeys(("wandb_project", "wandb_entity", "wandb_watch", "wandb_name", "wandb_run_id",
-                     "wandb_log_model", "wandb_mode", "use_wandb", "use_tensorboard", "comet_api_key",
-                     "comet_workspace", "comet_project_name", "comet_experiment_key", "comet_mode",
-                     "comet_online", "comet_experiment_config", "logging_steps",
-                     "include_tokens_per_second", "profiler_steps", "log_with", "use_mlflow",
-                     "mlflow_tracking_uri", "mlflow_experiment_name", "mlflow_run_name",
-                     "hf_mlflow_log_artifacts"),
-                    "logging: tuneops logs every run to MLflow (tuneops.yaml mlflow.trackingUri, experiment)"),
-    **dict.fromkeys(("hub_model_id", "hub_strategy", "hub_revision", "push_dataset_to_hub",
-                     "hf_use_auth_token", "push_to_hub", "hub_private_repo"),
-                    "hub publishing: tuneops registers models in MLflow; a Deployment serves them"),
-    **dict.fromkeys(("dataset_prepared_path", "dataset_processes", "dataset_keep_in_memory",
-                     "skip_prepare_dataset", "is_preprocess", "preprocess_iterable", "dataset_num_proc"),
-                    "preprocessing cache: tuneops prepares each Dataset in its own job, cached by fingerprint"),
-    **dict.fromkeys(("strict", "debug", "axolotl_config_path"), "axolotl's own checks and debugging"),
-    **dict.fromkeys(("is_llama_derived_model", "is_mistral_derived_model", "is_qwen_derived_model",
-                     "is_falcon_derived_model", "model_type", "tokenizer_type", "tokenizer_use_fast",
-                     "tokenizer_legacy"),
-                    "tuneops loads the model and tokenizer with transformers' Auto classes from its config"),
-    **dict.fromkeys(("local_rank", "world_size", "ddp_timeout", "ddp_bucket_cap_mb",
-                     "ddp_broadcast_buffers", "ddp_find_unused_parameters", "ddp", "device", "device_map"),
-                    "launcher settings: tuneops starts the processes (resources, distributed.strategy)"),
-    **dict.fromkeys(("sample_packing_eff_est", "total_num_tokens", "total_supervised_tokens",
-                     "sample_packing_group_size", "sample_packing_bin_size", "sample_packing_sequentially",
-                     "multipack_real_batches"),
-                    "packing internals: tuneops packs each micro-batch's rows into one sequence"),
-    "pad_to_sequence_len": "padding: tuneops pads each batch as needed (with packing, nothing is padded)",
-    "save_safetensors": "tuneops always saves safetensors",
-    "dataloader_pin_memory": "data loader tuning that tuneops sets itself",
-    "dataloader_prefetch_factor": "data loader tuning that tuneops sets itself",
-    "dataloader_drop_last": "data loader tuning that tuneops sets itself",
-    "gc_steps": "memory housekeeping that tuneops does not expose",
-    "low_cpu_mem_usage": "loading detail: tuneops loads weights as transformers does",
-}
-
-UNSUPPORTED = {
-    "lora_fan_in_fan_out": "fan-in/fan-out LoRA (GPT-2 style Conv1D layers) is not offered",
-    "peft_use_dora": "DoRA is not offered (adapter types: lora, qlora, none)",
-    "peft_use_rslora": "rank-stabilised LoRA scaling is not offered (alpha / r is used)",
-    "peft_layers_to_transform": "LoRA on a subset of layers is not offered",
-    "lora_model_dir": "starting from an existing adapter folder is not offered: import its FineTune and "
-                      "use fromFineTune",
-    "loraplus_lr_ratio": "LoRA+ learning rates are not offered",
-    "loraplus_lr_embedding": "LoRA+ learning rates are not offered",
-    "gptq": "GPTQ-quantized base models are not offered (bitsandbytes 4/8-bit are)",
-    "neftune_noise_alpha": "NEFTune embedding noise is not offered",
-    "torch_compile": "torch.compile is not offered",
-    "torch_compile_backend": "torch.compile is not offered",
-    "torch_compile_mode": "torch.compile is not offered",
-    "unfrozen_parameters": "training a chosen subset of parameters is not offered (adapter or full)",
-    "adam_beta1": "the optimizer's betas and epsilon are its defaults",
-    "adam_beta2": "the optimizer's betas and epsilon are its defaults",
-    "adam_epsilon": "the optimizer's betas and epsilon are its defaults",
-    "optim_args": "optimizer arguments are not offered",
-    "optim_target_modules": "optimizer target modules are not offered",
-    "lr_scheduler_kwargs": "scheduler arguments are not offered (the schedule's defaults are used)",
-    "cosine_min_lr_ratio": "a cosine floor is not offered (cosine decays to 0)",
-    "cosine_constant_lr_ratio": "a constant phase in cosine is not offered",
-    "lr_quadratic_warmup": "quadratic warmup is not offered (linear)",
-    "lr_div_factor": "one-cycle schedules are not offered",
-    "embedding_lr": "per-module learning rates are not offered",
-    "embedding_lr_scale": "per-module learning rates are not offered",
-    "lr_groups": "per-module learning rates are not offered",
-    "eval_batch_size": "evaluation uses training.microBatchSize",
-    "eval_sample_packing": "evaluation batches are not packed",
-    "eval_max_new_tokens": "generation during training is not offered: put text metrics in an Evaluation",
-    "do_causal_lm_eval": "generation during training is not offered: put text metrics in an Evaluation",
-    "eval_causal_lm_metrics": "generation during training is not offered: put text metrics in an Evaluation",
-    "eval_table_size": "prediction tables during training are not offered",
-    "do_bench_eval": "benchmarks during training are not offered: use an Evaluation",
-    "group_by_length": "length-grouped batches are not offered",
-    "resume_from_checkpoint": "a fixed checkpoint path: tuneops resumes a restarted job from its own last "
-                              "checkpoint (checkpoint.resume: auto)",
-    "default_system_message": "a default system message is not offered: put it in the data or the template",
-    "flash_attn_cross_entropy": "flash-attn's fused kernels are not offered (kernels: liger is)",
-    "flash_attn_rms_norm": "flash-attn's fused kernels are not offered (kernels: liger is)",
-    "flash_attn_fuse_qkv": "flash-attn's fused kernels are not offered (kernels: liger is)",
-    "flash_attn_fuse_mlp": "flash-attn's fused kernels are not offered (kernels: liger is)",
-    "xformers_attention": "xformers attention is not offered (attention: sdpa, flash_attention_2, eager)",
-    "s2_attention": "shifted-sparse attention is not offered",
-    "flex_attention": "flex attention is not offered (attention: sdpa, flash_attention_2, eager)",
-    "sequence_parallel_degree": "sequence parallelism is not offered",
-    "pretraining_dataset": "streamed pretraining datasets are not offered: use a Dataset file with method pretrain",
-    "fix_untrained_tokens": "re-initialising untrained tokens is not offered",
-    "added_tokens_overrides": "overriding existing tokens is not offered (tokens.add adds new ones)",
-    "resize_token_embeddings_to_32x": "padding the vocabulary is not offered",
-    "mean_resizing_embeddings": "mean-initialised new embeddings are not offered",
-    "shrink_embeddings": "shrinking embeddings is not offered",
-    "max_memory": "per-device memory limits are not offered",
-    "gpu_memory_limit": "per-device memory limits are not offered",
-    "load_best_model_at_end": "keeping the best checkpoint is done by evaluation.earlyStopping",
-    "metric_for_best_model": "early stopping watches evaluation.earlyStopping.metric (eval_loss by default)",
-    "greater_is_better": "early stopping's direction is evaluation.earlyStopping.greaterIsBetter",
-    "loss_watchdog_threshold": "a loss watchdog is not offered",
-    "loss_watchdog_patience": "a loss watchdog is not offered",
-    "save_only_model": "checkpoints hold what resuming needs",
-    "auto_find_batch_size": "tuneops sizes batches before the job (`tuneops estimate`), not by trial",
-    "accelerator_config": "accelerate settings are tuneops'",
-    "chat_template_kwargs": "template arguments are not offered",
-    "trl": "TRL settings beyond DPO's beta are not offered",
-    "vllm": "vLLM-served RL generation is not offered",
-    "orpo_alpha": "ORPO is not offered (methods: sft, dpo, pretrain)",
-    "rpo_alpha": "RPO is not offered (methods: sft, dpo, pretrain)",
-    "simpo_gamma": "SimPO is not offered (methods: sft, dpo, pretrain)",
-    "cpo_alpha": "CPO is not offered (methods: sft, dpo, pretrain)",
-    "kto_desirable_weight": "KTO is not offered (methods: sft, dpo, pretrain)",
-    "kto_undesirable_weight": "KTO is not offered (methods: sft, dpo, pretrain)",
-    "dpo_use_weighting": "weighted DPO is not offered",
-    "dpo_label_smoothing": "DPO label smoothing is not offered",
-    "reward_model": "reward model training is not offered",
-    "process_reward_model": "reward model training is not offered",
-    **dict.fromkeys(("processor_type", "image_size", "image_resize_algorithm", "skip_prepare_dataset_mm"),
-                    "multimodal training is not offered (text models only)"),
-    **dict.fromkeys(("unsloth_cross_entropy_loss", "unsloth_lora_mlp", "unsloth_lora_qkv", "unsloth_lora_o",
-                     "unsloth_rms_norm", "unsloth_rope", "lora_mlp_kernel", "lora_qkv_kernel",
-                     "lora_o_kernel"), "Unsloth / LoRA kernels are not offered (kernels: liger is)"),
-    "relora_steps": "ReLoRA is not offered",
-    "relora_warmup_steps": "ReLoRA is not offered",
-    "relora_anneal_steps": "ReLoRA is not offered",
-    "relora_cpu_offload": "ReLoRA is not offered",
-    "fp8": "fp8 training is not offered (precision: bf16, fp16, fp32, auto)",
-    "bfloat16": "pure (non-mixed) bf16 weights are not offered: precision is mixed",
-    "float16": "pure (non-mixed) fp16 weights are not offered: precision is mixed",
-    "float32": "precision: fp32 is tuneops' name for it when bf16 and fp16 are off",
-}
-
-SCHEDULERS = {"cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"}
-OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
-              "adafactor", "sgd"}
-LIGER_FLAGS = ("liger_rope", "liger_rms_norm", "liger_glu_activation", "liger_layer_norm",
-               "liger_fused_linear_cross_entropy", "liger_cross_entropy", "liger_swiglu")
-LIGER_PLUGIN = "axolotl.integrations.liger.LigerPlugin"
-# DPO dataset types: the suffix after the template names the row's columns.
-DPO_COLUMNS = {"intel": {"prompt": "question"}, "prompt_pairs": {},
-               "argilla": {"prompt": "instruction", "chosen": "chosen_response",
-                           "rejected": "rejected_response"}}
-DEFAULT_ROLES = {"user": ["human", "user"], "assistant": ["gpt", "assistant"], "system": ["system"],
-                 "tool": ["tool"]}
-ASSISTANT_ONLY = ({"assistant"}, {"gpt"}, {"assistant", "gpt"})
 
 
 def import_axolotl(config: dict[str, Any], ctx: Context, name: str | None) -> ImportResult:
@@ -166,26 +35,42 @@ def import_axolotl(config: dict[str, Any], ctx: Context, name: str | None) -> Im
 
     fine_tune_name = name or common.name_from(ctx.config_path.name, "fine-tune")
     base = _base_model(config, ctx)
-    fine_tune = SpecDraft("FineTune", fine_tune_name,
-                          header=common.header(ctx, "Unset fields take tuneops' defaults (docs/specs.md)."))
+    fine_tune = SpecDraft(
+        "FineTune",
+        fine_tune_name,
+        header=common.header(ctx, "Unset fields take tuneops' defaults (docs/specs.md)."),
+    )
     fine_tune.set("baseModel", base.name)
     method = _method(config, ctx, fine_tune)
     val_share = _validation_share(config, ctx)
     datasets, held_out = _datasets(config, ctx, method, val_share)
-    fine_tune.set("datasets", [{"name": d.name} for d in datasets if d not in held_out["eval_only"]],
-                  ctx.says("datasets"))
+    fine_tune.set(
+        "datasets",
+        [{"name": d.name} for d in datasets if d not in held_out["eval_only"]],
+        ctx.says("datasets"),
+    )
     if len(fine_tune.get("datasets")) > 1:
-        result.note("datasets: axolotl concatenates its datasets; tuneops mixes them by weight (1 each here: "
-                    "equal shares). For axolotl's mix, set each weight to its dataset's row count")
-    fine_tune.set("method", method, ctx.says("rl") if method == "dpo" else
-                  ("text datasets (completion): continued pretraining" if method == "pretrain" else None))
+        result.note(
+            "datasets: axolotl concatenates its datasets; tuneops mixes them by weight (1 each here: "
+            "equal shares). For axolotl's mix, set each weight to its dataset's row count"
+        )
+    fine_tune.set(
+        "method",
+        method,
+        ctx.says("rl")
+        if method == "dpo"
+        else ("text datasets (completion): continued pretraining" if method == "pretrain" else None),
+    )
     _adapter(config, ctx, fine_tune)
     _training(config, ctx, fine_tune)
     _distributed(config, ctx, fine_tune)
     _cadence(config, ctx, fine_tune)
     _tokens(config, ctx, base, fine_tune)
-    fine_tune.set("resources.gpusPerNode", 1, "not in the config: axolotl trains on the GPUs it is launched "
-                                              "with; set how many")
+    fine_tune.set(
+        "resources.gpusPerNode",
+        1,
+        "not in the config: axolotl trains on the GPUs it is launched with; set how many",
+    )
     result.note("resources.gpusPerNode: 1 was written; set the GPUs (and nodes) the config ran on")
     evaluation_drafts = common.evaluations(ctx, fine_tune, held_out["sets"])
     result.report_unread(config)
@@ -194,24 +79,31 @@ def import_axolotl(config: dict[str, Any], ctx: Context, name: str | None) -> Im
 
 def _base_model(config: dict[str, Any], ctx: Context) -> SpecDraft:
     model = config.get("base_model")
-    base = SpecDraft("BaseModel", common.name_from(str(model or "base-model"), "model"),
-                     header=common.header(ctx, "Pin `revision` (`tuneops pin`) so the spec always means "
-                                               "the same weights."))
+    base = SpecDraft(
+        "BaseModel",
+        common.name_from(str(model or "base-model"), "model"),
+        header=common.header(
+            ctx, "Pin `revision` (`tuneops pin`) so the spec always means the same weights."
+        ),
+    )
     common.model_source(ctx, base, "base_model", model)
     for key in ("base_model_config", "tokenizer_config"):
         if key in config:
             if config[key] == model:
                 ctx.result.report(key, "ignored", "the same as base_model")
             else:
-                ctx.result.report(key, "unsupported", "a config or tokenizer from elsewhere than the model "
-                                                      "is not offered")
+                ctx.result.report(
+                    key, "unsupported", "a config or tokenizer from elsewhere than the model is not offered"
+                )
     if "revision_of_model" in config:
         base.set("revision", str(config["revision_of_model"]), ctx.says("revision_of_model"))
         ctx.result.map("revision_of_model", "BaseModel.spec.revision")
     if "trust_remote_code" in config:
         base.set("trustRemoteCode", bool(config["trust_remote_code"]), ctx.says("trust_remote_code"))
         ctx.result.map("trust_remote_code", "BaseModel.spec.trustRemoteCode")
-    if config.get("chat_template") == "jinja" or ("chat_template_jinja" in config and not config.get("chat_template")):
+    if config.get("chat_template") == "jinja" or (
+        "chat_template_jinja" in config and not config.get("chat_template")
+    ):
         _jinja_template(config, ctx, base)
     elif "chat_template" in config and config["chat_template"] is not None:
         common.chat_template(ctx, base, "chat_template", config["chat_template"])
@@ -235,9 +127,14 @@ def _jinja_template(config: dict[str, Any], ctx: Context, base: SpecDraft) -> No
             return
         base.set("chatTemplate", uri, ctx.says("chat_template_jinja"))
     else:
-        ctx.result.extra_files["chat-template.jinja"] = template if template.endswith("\n") else template + "\n"
-        base.set("chatTemplate", "file://chat-template.jinja", ctx.says("chat_template_jinja", "written inline "
-                                                                                              "to this file"))
+        ctx.result.extra_files["chat-template.jinja"] = (
+            template if template.endswith("\n") else template + "\n"
+        )
+        base.set(
+            "chatTemplate",
+            "file://chat-template.jinja",
+            ctx.says("chat_template_jinja", "written inline to this file"),
+        )
     ctx.result.map("chat_template_jinja", "BaseModel.spec.chatTemplate")
 
 
@@ -246,9 +143,13 @@ def _method(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> str:
     if rl in (None, False, ""):
         if "rl" in config:
             ctx.result.map("rl", "FineTune.spec.method")
-        datasets = config.get("datasets") or []
-        types = {d.get("type") for d in datasets if isinstance(d, dict)}
-        return "pretrain" if types == {"completion"} else "sft"
+        datasets = config.get("datasets")
+        types = (
+            {repr(d.get("type")) for d in datasets if isinstance(d, dict)}
+            if isinstance(datasets, list)
+            else set()
+        )
+        return "pretrain" if types == {repr("completion")} else "sft"
     if rl == "dpo":
         ctx.result.map("rl", "FineTune.spec.method")
         for key in ("rl_beta", "dpo_beta"):
@@ -256,8 +157,12 @@ def _method(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> str:
                 fine_tune.set("training.beta", as_number(config[key]), ctx.says(key))
                 ctx.result.map(key, "FineTune.spec.training.beta")
         return "dpo"
-    ctx.result.report("rl", "unsupported", f"rl: {rl} is not offered (methods: sft, dpo, pretrain); this "
-                                           "FineTune was written as sft and needs review")
+    ctx.result.report(
+        "rl",
+        "unsupported",
+        f"rl: {rl} is not offered (methods: sft, dpo, pretrain); this "
+        "FineTune was written as sft and needs review",
+    )
     for key in ("rl_beta", "dpo_beta"):
         if key in config:
             ctx.result.report(key, "unsupported", f"a setting of rl: {rl}")
@@ -272,8 +177,12 @@ def _validation_share(config: dict[str, Any], ctx: Context) -> float:
         ctx.result.report("val_set_size", "unsupported", f"not a share of rows: {config['val_set_size']!r}")
         return 0.0
     if value >= 1:
-        ctx.result.report("val_set_size", "unsupported", f"{value} rows: tuneops holds out a share, not a "
-                                                         "count; set split.validation to rows held out / rows")
+        ctx.result.report(
+            "val_set_size",
+            "unsupported",
+            f"{value} rows: tuneops holds out a share, not a "
+            "count; set split.validation to rows held out / rows",
+        )
         return 0.0
     if value > 0:
         ctx.result.map("val_set_size", "Dataset.spec.split.validation")
@@ -282,8 +191,9 @@ def _validation_share(config: dict[str, Any], ctx: Context) -> float:
     return float(value)
 
 
-def _datasets(config: dict[str, Any], ctx: Context, method: str,
-              val_share: float) -> tuple[list[SpecDraft], dict[str, Any]]:
+def _datasets(
+    config: dict[str, Any], ctx: Context, method: str, val_share: float
+) -> tuple[list[SpecDraft], dict[str, Any]]:
     drafts: list[SpecDraft] = []
     held_out: dict[str, Any] = {"sets": [], "eval_only": []}
     taken: set[str] = set()
@@ -307,7 +217,9 @@ def _datasets(config: dict[str, Any], ctx: Context, method: str,
             held_out["sets"].append((draft, "validation", "val_set_size"))
     if "shuffle_merged_datasets" in config:
         if config["shuffle_merged_datasets"] is False:
-            ctx.result.report("shuffle_merged_datasets", "unsupported", "tuneops always shuffles the mixed rows")
+            ctx.result.report(
+                "shuffle_merged_datasets", "unsupported", "tuneops always shuffles the mixed rows"
+            )
         else:
             ctx.result.report("shuffle_merged_datasets", "ignored", "tuneops always shuffles the mixed rows")
     for index, entry in enumerate(config.get("test_datasets") or []):
@@ -319,8 +231,10 @@ def _datasets(config: dict[str, Any], ctx: Context, method: str,
         drafts.append(draft)
         held_out["eval_only"].append(draft)
         held_out["sets"].append((draft, "train", f"test_datasets[{index}]"))
-        ctx.result.note(f"test_datasets[{index}]: scored after training by an Evaluation; during training "
-                        "tuneops evaluates on the training datasets' validation split only")
+        ctx.result.note(
+            f"test_datasets[{index}]: scored after training by an Evaluation; during training "
+            "tuneops evaluates on the training datasets' validation split only"
+        )
     if "test_datasets" in config and not isinstance(config["test_datasets"], list):
         ctx.result.report("test_datasets", "unsupported", "not a list of datasets")
     if not [d for d in drafts if d not in held_out["eval_only"]]:
@@ -350,16 +264,30 @@ def _dataset(entry: Any, key: str, ctx: Context, method: str, taken: set[str]) -
     if not isinstance(path, str) or not path:
         result.report(key, "unsupported", "a dataset without a path")
         return None
-    draft = SpecDraft("Dataset", common.unique(common.name_from(path, "data"), taken),
-                      header=common.header(ctx, "Paths in file:// are relative to this file."))
+    draft = SpecDraft(
+        "Dataset",
+        common.unique(common.name_from(path, "data"), taken),
+        header=common.header(ctx, "Paths in file:// are relative to this file."),
+    )
     if not _dataset_source(entry, key, ctx, draft):
         taken.discard(draft.name)
         return None
     _dataset_schema(entry, key, ctx, draft, method)
-    for field_key in ("shards", "shards_idx", "preprocess_shards", "input_transform", "logprobs_field",
-                      "temperature", "field_thinking", "template_thinking_key", "split_thinking",
-                      "message_field_training", "message_field_training_detail", "field_tools",
-                      "drop_system_message"):
+    for field_key in (
+        "shards",
+        "shards_idx",
+        "preprocess_shards",
+        "input_transform",
+        "logprobs_field",
+        "temperature",
+        "field_thinking",
+        "template_thinking_key",
+        "split_thinking",
+        "message_field_training",
+        "message_field_training_detail",
+        "field_tools",
+        "drop_system_message",
+    ):
         if field_key in entry:
             result.report(f"{key}.{field_key}", "unsupported", "not offered for a Dataset")
     if "trust_remote_code" in entry:
@@ -376,7 +304,9 @@ def _dataset_source(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDr
         if ds_type in ("json", "csv", "parquet"):
             result.map(f"{key}.ds_type", "Dataset.spec.format")
         else:
-            result.report(f"{key}.ds_type", "unsupported", f"{ds_type} files are not read (jsonl, json, csv, parquet)")
+            result.report(
+                f"{key}.ds_type", "unsupported", f"{ds_type} files are not read (jsonl, json, csv, parquet)"
+            )
             return False
     local = ctx.local(path)
     if path in ("json", "csv", "parquet") and local is None and data_files:
@@ -390,8 +320,11 @@ def _dataset_source(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDr
         result.map(f"{key}.path", "Dataset.spec.format")
         path_key = f"{key}.data_files"
     elif data_files is not None:
-        result.report(f"{key}.data_files", "unsupported", "picking files inside a dataset is not offered: a "
-                                                          "Dataset reads one file or one Hub dataset")
+        result.report(
+            f"{key}.data_files",
+            "unsupported",
+            "picking files inside a dataset is not offered: a Dataset reads one file or one Hub dataset",
+        )
         path_key = f"{key}.path"
     else:
         path_key = f"{key}.path"
@@ -406,8 +339,11 @@ def _dataset_source(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDr
             if ds_type == "json" and file.suffix.lower() in (".jsonl", ".ndjson"):
                 draft.set("format", "jsonl", ctx.says(f"{key}.ds_type", "json lines, by the file name"))
             else:
-                draft.set("format", "jsonl" if ds_type == "json" and file.suffix.lower() != ".json"
-                          else ds_type, ctx.says(f"{key}.ds_type"))
+                draft.set(
+                    "format",
+                    "jsonl" if ds_type == "json" and file.suffix.lower() != ".json" else ds_type,
+                    ctx.says(f"{key}.ds_type"),
+                )
         if "split" in entry:
             if entry["split"] == "train":
                 result.report(f"{key}.split", "ignored", "a local file has one split, train")
@@ -420,12 +356,18 @@ def _dataset_source(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDr
     if path.startswith("s3://"):
         draft.set("source", path, ctx.says(path_key))
         result.map(path_key, "Dataset.spec.source")
-    elif common.is_hub_id(path) and not any(path.endswith(ext) for ext in (".jsonl", ".json", ".csv", ".parquet")):
-        draft.set("source", f"hf://{path}", ctx.says(path_key, "a Hub dataset; `tuneops pin` pins its revision"))
+    elif common.is_hub_id(path) and not any(
+        path.endswith(ext) for ext in (".jsonl", ".json", ".csv", ".parquet")
+    ):
+        draft.set(
+            "source", f"hf://{path}", ctx.says(path_key, "a Hub dataset; `tuneops pin` pins its revision")
+        )
         result.map(path_key, "Dataset.spec.source")
         result.note(f"{path_key}: hf://{path} is not pinned to a commit: run `tuneops pin`")
     else:
-        result.report(path_key, "unsupported", f"{path!r} was not found from {ctx.cwd} and is not a Hub dataset id")
+        result.report(
+            path_key, "unsupported", f"{path!r} was not found from {ctx.cwd} and is not a Hub dataset id"
+        )
         return False
     for hub_key, field_name in (("name", "subset"), ("split", "sourceSplit"), ("revision", "revision")):
         if hub_key in entry:
@@ -444,15 +386,19 @@ def _dataset_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDr
     if isinstance(kind, dict):
         draft.set("schema.type", "instruction", ctx.says(type_key, "a custom instruction format"))
         result.map(type_key, "Dataset.spec.schema")
-        for column, role in (("field_instruction", "instruction"), ("field_input", "input"),
-                             ("field_output", "output")):
+        for column, role in (
+            ("field_instruction", "instruction"),
+            ("field_input", "input"),
+            ("field_output", "output"),
+        ):
             if column in kind:
                 draft.set(f"schema.columns.{role}", str(kind[column]), ctx.says(f"{type_key}.{column}"))
                 result.map(f"{type_key}.{column}", f"Dataset.spec.schema.columns.{role}")
         for other in kind:
             if other not in ("field_instruction", "field_input", "field_output"):
-                result.report(f"{type_key}.{other}", "unsupported", "prompt formats are the chat template's "
-                                                                    "in tuneops")
+                result.report(
+                    f"{type_key}.{other}", "unsupported", "prompt formats are the chat template's in tuneops"
+                )
         return
     if kind in ("chat_template",) or (isinstance(kind, str) and kind.startswith("sharegpt")):
         _chat_schema(entry, key, ctx, draft, sharegpt=kind != "chat_template")
@@ -461,8 +407,10 @@ def _dataset_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDr
         draft.set("schema.type", "instruction", ctx.says(type_key, "instruction, input, output"))
         result.map(type_key, "Dataset.spec.schema.type")
         if kind != "alpaca":
-            result.note(f"{type_key}: {kind} formats prompts its own way; tuneops formats instruction rows "
-                        "with the base model's chat template")
+            result.note(
+                f"{type_key}: {kind} formats prompts its own way; tuneops formats instruction rows "
+                "with the base model's chat template"
+            )
         return
     if kind == "completion":
         draft.set("schema.type", "text", ctx.says(type_key))
@@ -471,8 +419,12 @@ def _dataset_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDr
             draft.set("schema.columns.text", str(entry["field"]), ctx.says(f"{key}.field"))
             result.map(f"{key}.field", "Dataset.spec.schema.columns.text")
         return
-    result.report(type_key, "unsupported", f"dataset type {kind!r} is not translated (chat_template, alpaca, "
-                                           "completion and custom instruction formats are)")
+    result.report(
+        type_key,
+        "unsupported",
+        f"dataset type {kind!r} is not translated (chat_template, alpaca, "
+        "completion and custom instruction formats are)",
+    )
     draft.set("schema.type", "chat", "the dataset type was not translated: check the schema")
 
 
@@ -493,29 +445,51 @@ def _chat_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDraft
         mappings.setdefault("content", "value")
     role, content = str(mappings.pop("role", "role")), str(mappings.pop("content", "content"))
     for extra in mappings:
-        result.report(f"{key}.message_property_mappings.{extra}", "unsupported",
-                      "messages carry a role and a content only")
+        result.report(
+            f"{key}.message_property_mappings.{extra}",
+            "unsupported",
+            "messages carry a role and a content only",
+        )
     if "message_property_mappings" in entry:
         for mapped_key in ("role", "content"):
             if mapped_key in (entry.get("message_property_mappings") or {}):
-                result.map(f"{key}.message_property_mappings.{mapped_key}", f"Dataset.spec.schema.columns.{mapped_key}")
+                result.map(
+                    f"{key}.message_property_mappings.{mapped_key}",
+                    f"Dataset.spec.schema.columns.{mapped_key}",
+                )
     if (messages, role, content) == ("conversations", "from", "value"):
-        draft.set("schema.layout", "sharegpt", ctx.says(f"{key}.field_messages" if "field_messages" in entry
-                                                        else f"{key}.type", "conversations of from/value"))
+        draft.set(
+            "schema.layout",
+            "sharegpt",
+            ctx.says(
+                f"{key}.field_messages" if "field_messages" in entry else f"{key}.type",
+                "conversations of from/value",
+            ),
+        )
     else:
-        for column, value, source in (("messages", messages, "field_messages"), ("role", role, None),
-                                      ("content", content, None)):
+        for column, value, source in (
+            ("messages", messages, "field_messages"),
+            ("role", role, None),
+            ("content", content, None),
+        ):
             if value != column:
-                draft.set(f"schema.columns.{column}", value,
-                          ctx.says(f"{key}.{source}" if source else f"{key}.message_property_mappings.{column}"))
+                draft.set(
+                    f"schema.columns.{column}",
+                    value,
+                    ctx.says(f"{key}.{source}" if source else f"{key}.message_property_mappings.{column}"),
+                )
     if "field_messages" in entry:
         result.map(f"{key}.field_messages", "Dataset.spec.schema.columns.messages")
     roles = entry.get("roles")
     if roles is not None:
-        ours = {r: as_list(v) for r, v in roles.items() if r in DEFAULT_ROLES} if isinstance(roles, dict) else {}
-        for other in (roles if isinstance(roles, dict) else {}):
+        ours = (
+            {r: as_list(v) for r, v in roles.items() if r in DEFAULT_ROLES} if isinstance(roles, dict) else {}
+        )
+        for other in roles if isinstance(roles, dict) else {}:
             if other not in DEFAULT_ROLES:
-                result.report(f"{key}.roles.{other}", "unsupported", "roles are system, user, assistant and tool")
+                result.report(
+                    f"{key}.roles.{other}", "unsupported", "roles are system, user, assistant and tool"
+                )
         if ours:
             draft.set("schema.roles", {r: v for r, v in ours.items()}, ctx.says(f"{key}.roles"))
             result.map(f"{key}.roles", "Dataset.spec.schema.roles")
@@ -526,22 +500,33 @@ def _chat_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDraft
         if set(as_list(train)) in ASSISTANT_ONLY:
             result.map(f"{key}.roles_to_train", "FineTune.spec.training.trainOn")
         else:
-            result.report(f"{key}.roles_to_train", "unsupported", "tuneops trains on assistant turns only "
-                                                                  "(or every token: trainOnInputs)")
+            result.report(
+                f"{key}.roles_to_train",
+                "unsupported",
+                "tuneops trains on assistant turns only (or every token: trainOnInputs)",
+            )
     eos = entry.get("train_on_eos")
     if eos is not None:
         if eos == "turn":
             result.map(f"{key}.train_on_eos", "FineTune.spec.training.trainOn")
         else:
-            result.report(f"{key}.train_on_eos", "unsupported", "tuneops trains each trained turn's end token "
-                                                                "(train_on_eos: turn)")
+            result.report(
+                f"{key}.train_on_eos",
+                "unsupported",
+                "tuneops trains each trained turn's end token (train_on_eos: turn)",
+            )
     template = entry.get("chat_template") or entry.get("conversation")
     if template is not None:
         source = "chat_template" if "chat_template" in entry else "conversation"
-        result.report(f"{key}.{source}", "unsupported", "a chat template per dataset is not offered: the "
-                                                        "BaseModel's chatTemplate formats every dataset")
+        result.report(
+            f"{key}.{source}",
+            "unsupported",
+            "a chat template per dataset is not offered: the BaseModel's chatTemplate formats every dataset",
+        )
     if "chat_template_jinja" in entry:
-        result.report(f"{key}.chat_template_jinja", "unsupported", "a chat template per dataset is not offered")
+        result.report(
+            f"{key}.chat_template_jinja", "unsupported", "a chat template per dataset is not offered"
+        )
     for legacy in ("field_human", "field_model"):
         if legacy in entry:
             result.report(f"{key}.{legacy}", "unsupported", "use roles to map role values")
@@ -554,7 +539,11 @@ def _preference_schema(entry: dict[str, Any], key: str, ctx: Context, draft: Spe
     draft.set("schema.type", "preference", ctx.says(type_key, "rl: dpo"))
     if isinstance(kind, dict):
         result.map(type_key, "Dataset.spec.schema")
-        for column, role in (("field_prompt", "prompt"), ("field_chosen", "chosen"), ("field_rejected", "rejected")):
+        for column, role in (
+            ("field_prompt", "prompt"),
+            ("field_chosen", "chosen"),
+            ("field_rejected", "rejected"),
+        ):
             if column in kind:
                 draft.set(f"schema.columns.{role}", str(kind[column]), ctx.says(f"{type_key}.{column}"))
                 result.map(f"{type_key}.{column}", f"Dataset.spec.schema.columns.{role}")
@@ -568,8 +557,12 @@ def _preference_schema(entry: dict[str, Any], key: str, ctx: Context, draft: Spe
         for role, column in DPO_COLUMNS[suffix].items():
             draft.set(f"schema.columns.{role}", column, ctx.says(type_key, f"{kind} reads {column}"))
         return
-    result.report(type_key, "unsupported", f"DPO dataset type {kind!r} is not translated (*.intel, "
-                                           "*.prompt_pairs, *.argilla and custom field_* types are)")
+    result.report(
+        type_key,
+        "unsupported",
+        f"DPO dataset type {kind!r} is not translated (*.intel, "
+        "*.prompt_pairs, *.argilla and custom field_* types are)",
+    )
 
 
 def _adapter(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None:
@@ -594,8 +587,11 @@ def _adapter(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None
         return
     result.map("adapter", "FineTune.spec.adapter.type")
     if adapter == "qlora" or four:
-        fine_tune.set("adapter.type", "qlora", ctx.says("adapter" if adapter == "qlora" else "load_in_4bit",
-                                                        "LoRA on a 4-bit base"))
+        fine_tune.set(
+            "adapter.type",
+            "qlora",
+            ctx.says("adapter" if adapter == "qlora" else "load_in_4bit", "LoRA on a 4-bit base"),
+        )
     else:
         fine_tune.set("adapter.type", "lora", ctx.says("adapter"))
     for key in ("load_in_4bit", "load_in_8bit"):
@@ -631,8 +627,11 @@ def _adapter(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None
         if "lora_target_linear" in config:
             result.map("lora_target_linear", "FineTune.spec.adapter.targetModules")
     else:
-        result.report("lora_target_modules", "unsupported", "neither lora_target_modules nor lora_target_linear: "
-                                                            "targetModules is left at all-linear")
+        result.report(
+            "lora_target_modules",
+            "unsupported",
+            "neither lora_target_modules nor lora_target_linear: targetModules is left at all-linear",
+        )
     saved = as_list(config.get("lora_modules_to_save"))
     if saved:
         fine_tune.set("adapter.modulesToSave", saved, ctx.says("lora_modules_to_save"))
@@ -664,7 +663,9 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> Non
         fine_tune.set("training.maxSteps", steps, ctx.says("max_steps"))
         result.map("max_steps", "FineTune.spec.training.maxSteps")
         if "num_epochs" in config:
-            result.report("num_epochs", "ignored", "max_steps is set, which ends training first (as in axolotl)")
+            result.report(
+                "num_epochs", "ignored", "max_steps is set, which ends training first (as in axolotl)"
+            )
     elif as_number(config.get("num_epochs")) is not None:
         fine_tune.set("training.epochs", as_number(config["num_epochs"]), ctx.says("num_epochs"))
         result.map("num_epochs", "FineTune.spec.training.epochs")
@@ -672,11 +673,16 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> Non
             result.map("max_steps", "FineTune.spec.training.maxSteps")
     else:
         common.set_default(ctx, fine_tune, "training.epochs", 1, "num_epochs")
-    simple = (("learning_rate", "learningRate", as_number), ("micro_batch_size", "microBatchSize", as_int),
-              ("gradient_accumulation_steps", "gradientAccumulation", as_int),
-              ("sequence_len", "maxSeqLength", as_int), ("weight_decay", "weightDecay", as_number),
-              ("max_grad_norm", "maxGradNorm", as_number), ("seed", "seed", as_int),
-              ("dataloader_num_workers", "dataloaderWorkers", as_int))
+    simple = (
+        ("learning_rate", "learningRate", as_number),
+        ("micro_batch_size", "microBatchSize", as_int),
+        ("gradient_accumulation_steps", "gradientAccumulation", as_int),
+        ("sequence_len", "maxSeqLength", as_int),
+        ("weight_decay", "weightDecay", as_number),
+        ("max_grad_norm", "maxGradNorm", as_number),
+        ("seed", "seed", as_int),
+        ("dataloader_num_workers", "dataloaderWorkers", as_int),
+    )
     for key, name, convert in simple:
         if key not in config:
             continue
@@ -685,8 +691,11 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> Non
             result.report(key, "unsupported", f"not a number: {config[key]!r}")
             continue
         how = "a string in YAML 1.1, read as a number as axolotl does" if isinstance(config[key], str) else ""
-        fine_tune.set(f"training.{name}", float(value) if name in ("learningRate", "weightDecay", "maxGradNorm")
-                      else value, ctx.says(key, how))
+        fine_tune.set(
+            f"training.{name}",
+            float(value) if name in ("learningRate", "weightDecay", "maxGradNorm") else value,
+            ctx.says(key, how),
+        )
         result.map(key, f"FineTune.spec.training.{name}")
     if "micro_batch_size" not in config:
         common.set_default(ctx, fine_tune, "training.microBatchSize", 1, "micro_batch_size")
@@ -694,13 +703,21 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> Non
         common.set_default(ctx, fine_tune, "training.maxSeqLength", 512, "sequence_len")
     if "batch_size" in config:
         if "micro_batch_size" in config and "gradient_accumulation_steps" in config:
-            result.report("batch_size", "ignored", "micro_batch_size x gradient_accumulation_steps x GPUs is it")
+            result.report(
+                "batch_size", "ignored", "micro_batch_size x gradient_accumulation_steps x GPUs is it"
+            )
         else:
-            result.report("batch_size", "unsupported", "a global batch needs the GPU count to become "
-                                                       "gradientAccumulation: set it by hand")
+            result.report(
+                "batch_size",
+                "unsupported",
+                "a global batch needs the GPU count to become gradientAccumulation: set it by hand",
+            )
     if "sample_packing" in config:
-        fine_tune.set("training.packing", bool(config["sample_packing"]),
-                      ctx.says("sample_packing", "attention stays within each packed example"))
+        fine_tune.set(
+            "training.packing",
+            bool(config["sample_packing"]),
+            ctx.says("sample_packing", "attention stays within each packed example"),
+        )
         result.map("sample_packing", "FineTune.spec.training.packing")
     if "train_on_inputs" in config:
         fine_tune.set("training.trainOnInputs", bool(config["train_on_inputs"]), ctx.says("train_on_inputs"))
@@ -714,12 +731,20 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> Non
             fine_tune.set("training.gradientCheckpointing", checkpointing, ctx.says("gradient_checkpointing"))
             result.map("gradient_checkpointing", "FineTune.spec.training.gradientCheckpointing")
         else:
-            fine_tune.set("training.gradientCheckpointing", True,
-                          ctx.says("gradient_checkpointing", f"{checkpointing}: plain recomputation"))
-            result.report("gradient_checkpointing", "unsupported", f"{checkpointing} checkpointing is not offered; "
-                                                                   "plain gradient checkpointing was written")
+            fine_tune.set(
+                "training.gradientCheckpointing",
+                True,
+                ctx.says("gradient_checkpointing", f"{checkpointing}: plain recomputation"),
+            )
+            result.report(
+                "gradient_checkpointing",
+                "unsupported",
+                f"{checkpointing} checkpointing is not offered; plain gradient checkpointing was written",
+            )
     if "gradient_checkpointing_kwargs" in config:
-        result.report("gradient_checkpointing_kwargs", "ignored", "tuneops checkpoints without re-entrant autograd")
+        result.report(
+            "gradient_checkpointing_kwargs", "ignored", "tuneops checkpoints without re-entrant autograd"
+        )
 
 
 def _schedule(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, steps: int | None) -> None:
@@ -730,14 +755,18 @@ def _schedule(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, steps:
             fine_tune.set("training.scheduler", scheduler, ctx.says("lr_scheduler"))
             result.map("lr_scheduler", "FineTune.spec.training.scheduler")
         else:
-            result.report("lr_scheduler", "unsupported", f"{scheduler} is not offered ({', '.join(sorted(SCHEDULERS))})")
+            result.report(
+                "lr_scheduler", "unsupported", f"{scheduler} is not offered ({', '.join(sorted(SCHEDULERS))})"
+            )
     optimizer = config.get("optimizer")
     if optimizer is not None:
         if optimizer in OPTIMIZERS:
             fine_tune.set("training.optimizer", optimizer, ctx.says("optimizer"))
             result.map("optimizer", "FineTune.spec.training.optimizer")
         else:
-            result.report("optimizer", "unsupported", f"{optimizer} is not offered ({', '.join(sorted(OPTIMIZERS))})")
+            result.report(
+                "optimizer", "unsupported", f"{optimizer} is not offered ({', '.join(sorted(OPTIMIZERS))})"
+            )
     else:
         common.set_default(ctx, fine_tune, "training.optimizer", "adamw_torch_fused", "optimizer")
     ratio = as_number(config.get("warmup_ratio"))
@@ -752,13 +781,20 @@ def _schedule(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, steps:
             fine_tune.set("training.warmupRatio", 0.0, ctx.says("warmup_steps"))
             result.map("warmup_steps", "FineTune.spec.training.warmupRatio")
         elif steps:
-            fine_tune.set("training.warmupRatio", round(warmup_steps / steps, 6),
-                          ctx.says("warmup_steps", f"{warmup_steps} of max_steps {steps}"))
+            fine_tune.set(
+                "training.warmupRatio",
+                round(warmup_steps / steps, 6),
+                ctx.says("warmup_steps", f"{warmup_steps} of max_steps {steps}"),
+            )
             result.map("warmup_steps", "FineTune.spec.training.warmupRatio")
         else:
-            result.report("warmup_steps", "unsupported", f"{warmup_steps} steps: tuneops warms up for a share of "
-                                                         "the steps (warmupRatio), and the total is not known "
-                                                         "before the data is; set warmupRatio by hand")
+            result.report(
+                "warmup_steps",
+                "unsupported",
+                f"{warmup_steps} steps: tuneops warms up for a share of "
+                "the steps (warmupRatio), and the total is not known "
+                "before the data is; set warmupRatio by hand",
+            )
             common.set_default(ctx, fine_tune, "training.warmupRatio", 0.0, "warmup_ratio")
     else:
         common.set_default(ctx, fine_tune, "training.warmupRatio", 0.0, "warmup_ratio")
@@ -785,8 +821,11 @@ def _precision(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> No
 
 
 def _attention(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None:
-    for key, ours in (("flash_attention", "flash_attention_2"), ("sdp_attention", "sdpa"),
-                      ("eager_attention", "eager")):
+    for key, ours in (
+        ("flash_attention", "flash_attention_2"),
+        ("sdp_attention", "sdpa"),
+        ("eager_attention", "eager"),
+    ):
         if key in config:
             ctx.result.map(key, "FineTune.spec.training.attention")
             if config[key]:
@@ -795,20 +834,30 @@ def _attention(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> No
     liger = LIGER_PLUGIN in plugins
     for plugin in plugins:
         if plugin != LIGER_PLUGIN:
-            ctx.result.report(f"plugins: {plugin}", "unsupported", "only the Liger plugin is translated "
-                                                                   "(training.kernels: liger)")
+            ctx.result.report(
+                f"plugins: {plugin}",
+                "unsupported",
+                "only the Liger plugin is translated (training.kernels: liger)",
+            )
     if "plugins" in config:
         ctx.result.map("plugins", "FineTune.spec.training.kernels")
     flags = [key for key in LIGER_FLAGS if key in config]
     for key in flags:
         ctx.result.map(key, "FineTune.spec.training.kernels")
     if liger and any(config[key] for key in flags):
-        fine_tune.set("training.kernels", "liger", ctx.says("plugins", "LigerPlugin with " +
-                                                            ", ".join(k for k in flags if config[k])))
+        fine_tune.set(
+            "training.kernels",
+            "liger",
+            ctx.says("plugins", "LigerPlugin with " + ", ".join(k for k in flags if config[k])),
+        )
         if not all(config[key] for key in flags):
-            ctx.result.note("liger_*: tuneops applies every Liger kernel the model supports, not a chosen few")
+            ctx.result.note(
+                "liger_*: tuneops applies every Liger kernel the model supports, not a chosen few"
+            )
     elif flags and not liger:
-        ctx.result.note("liger_* settings without the LigerPlugin have no effect in axolotl; none were written")
+        ctx.result.note(
+            "liger_* settings without the LigerPlugin have no effect in axolotl; none were written"
+        )
 
 
 def _distributed(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None:
@@ -839,8 +888,11 @@ def _distributed(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> 
             if name in ("fsdp_offload_params", "offload_params"):
                 if value:
                     fine_tune.set("distributed.offload.parameters", True, ctx.says(key))
-                    fine_tune.set("distributed.offload.optimizer", True,
-                                  ctx.says(key, "FSDP's CPU offload moves the optimizer step too"))
+                    fine_tune.set(
+                        "distributed.offload.optimizer",
+                        True,
+                        ctx.says(key, "FSDP's CPU offload moves the optimizer step too"),
+                    )
                 result.map(key, "FineTune.spec.distributed.offload")
             elif name in ("fsdp_activation_checkpointing", "activation_checkpointing"):
                 fine_tune.set("training.gradientCheckpointing", bool(value), ctx.says(key))
@@ -878,14 +930,24 @@ def _cadence(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None
             fine_tune.set("evaluation.earlyStopping.patience", patience, ctx.says("early_stopping_patience"))
             ctx.result.map("early_stopping_patience", "FineTune.spec.evaluation.earlyStopping.patience")
         else:
-            ctx.result.report("early_stopping_patience", "unsupported", "early stopping needs an evaluation "
-                                                                        "cadence (eval_steps or evals_per_epoch: 1)")
+            ctx.result.report(
+                "early_stopping_patience",
+                "unsupported",
+                "early stopping needs an evaluation cadence (eval_steps or evals_per_epoch: 1)",
+            )
     elif "early_stopping_patience" in config:
         ctx.result.map("early_stopping_patience", "FineTune.spec.evaluation.earlyStopping")
 
 
-def _one_cadence(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, section: str,
-                 steps_key: str, per_epoch_key: str, strategy_key: str) -> None:
+def _one_cadence(
+    config: dict[str, Any],
+    ctx: Context,
+    fine_tune: SpecDraft,
+    section: str,
+    steps_key: str,
+    per_epoch_key: str,
+    strategy_key: str,
+) -> None:
     result = ctx.result
     strategy = config.get(strategy_key)
     steps = config.get(steps_key)
@@ -908,15 +970,23 @@ def _one_cadence(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, sec
         if per_epoch_key in config:
             result.report(per_epoch_key, "ignored", f"{steps_key} is set beside it")
     elif steps is not None:
-        result.report(steps_key, "unsupported", f"{steps} is a share of all steps: tuneops takes a step count, "
-                                                "and the total is not known before the data is")
+        result.report(
+            steps_key,
+            "unsupported",
+            f"{steps} is a share of all steps: tuneops takes a step count, "
+            "and the total is not known before the data is",
+        )
     elif per_epoch == 1 or (strategy == "epoch" and per_epoch is None):
         fine_tune.set(f"{section}.perEpoch", True, ctx.says(per_epoch_key if per_epoch else strategy_key))
         result.map(per_epoch_key if per_epoch else strategy_key, f"FineTune.spec.{section}.perEpoch")
     elif per_epoch is not None:
-        result.report(per_epoch_key, "unsupported", f"{per_epoch} per epoch: tuneops takes a step count "
-                                                     "(everySteps), and steps per epoch are not known before "
-                                                     "the data is")
+        result.report(
+            per_epoch_key,
+            "unsupported",
+            f"{per_epoch} per epoch: tuneops takes a step count "
+            "(everySteps), and steps per epoch are not known before "
+            "the data is",
+        )
 
 
 def _tokens(config: dict[str, Any], ctx: Context, base: SpecDraft, fine_tune: SpecDraft) -> None:

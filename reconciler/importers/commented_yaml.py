@@ -45,8 +45,11 @@ def _flow(values: list[Any]) -> str:
 def _line(text: str, comment: str | None) -> str:
     if not comment:
         return text
-    return f"{text.ljust(_COMMENT_COLUMN - 1)} # {comment}" if len(text) < _COMMENT_COLUMN - 1 \
+    return (
+        f"{text.ljust(_COMMENT_COLUMN - 1)} # {comment}"
+        if len(text) < _COMMENT_COLUMN - 1
         else f"{text}  # {comment}"
+    )
 
 
 def _unwrap(value: Any) -> tuple[Any, str | None]:
@@ -54,8 +57,9 @@ def _unwrap(value: Any) -> tuple[Any, str | None]:
 
 
 def _is_scalar_list(value: Any) -> bool:
-    return isinstance(value, list | tuple) and all(not isinstance(_unwrap(v)[0], dict | list | tuple)
-                                                   for v in value)
+    return isinstance(value, list | tuple) and all(
+        not isinstance(_unwrap(v)[0], dict | list | tuple) for v in value
+    )
 
 
 def _mapping(mapping: dict[str, Any], indent: str, first_prefix: str | None = None) -> list[str]:

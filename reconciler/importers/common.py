@@ -57,9 +57,11 @@ class Context:
         inside = _is_within(target.resolve(), root.resolve())
         if not inside and str(target) not in self.warned_outside:
             self.warned_outside.add(str(target))
-            self.result.note(f"{key}: {target} is outside the spec repository {root}: validation refuses "
-                             "file:// paths there; move the data into the repository, or add its folder "
-                             "to policy.allowedFileRoots in tuneops.yaml")
+            self.result.note(
+                f"{key}: {target} is outside the spec repository {root}: validation refuses "
+                "file:// paths there; move the data into the repository, or add its folder "
+                "to policy.allowedFileRoots in tuneops.yaml"
+            )
         return f"file://{relative}"
 
 
@@ -165,17 +167,23 @@ def model_source(ctx: Context, draft: SpecDraft, key: str, value: Any) -> None:
         draft.set("source", value, ctx.says(key))
     elif is_hub_id(value):
         draft.set("source", f"hf://{value}", ctx.says(key, "a Hub id; `tuneops pin` pins its revision"))
-        ctx.result.note(f"{key}: hf://{value} is not pinned to a commit: run `tuneops pin` to write its "
-                        "revision (validation warns until then)")
+        ctx.result.note(
+            f"{key}: hf://{value} is not pinned to a commit: run `tuneops pin` to write its "
+            "revision (validation warns until then)"
+        )
     else:
-        ctx.result.report(key, "unsupported", f"{value!r} is neither a local folder (from {ctx.cwd}) nor "
-                                              "a Hugging Face model id")
+        ctx.result.report(
+            key,
+            "unsupported",
+            f"{value!r} is neither a local folder (from {ctx.cwd}) nor a Hugging Face model id",
+        )
         draft.set("source", "hf://set-me/model", ctx.says(key, "not found: name the model"))
         return
     ctx.result.map(key, "BaseModel.spec.source")
 
 
 # --- distributed training --------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Strategy:
@@ -232,8 +240,9 @@ def _zero_from_name(name: str) -> Strategy | str:
     everything = "offload_all" in lowered or (stage == 3 and "offload" in lowered and "param" not in lowered)
     parameters = everything or "offload_param" in lowered
     optimizer = everything or (stage == 2 and "offload" in lowered)
-    return _strategy(stage, parameters, optimizer, f"ZeRO stage {stage}, from the file name {name}: "
-                                                   "not found here")
+    return _strategy(
+        stage, parameters, optimizer, f"ZeRO stage {stage}, from the file name {name}: not found here"
+    )
 
 
 def _strategy(stage: int | None, parameters: bool, optimizer: bool, how: str) -> Strategy | str:
@@ -267,12 +276,32 @@ def set_strategy(ctx: Context, fine_tune: SpecDraft, key: str, strategy: Strateg
 
 # Other tools' template names -> the built-in template that renders the same (BaseModel.chatTemplate).
 CHAT_TEMPLATES = {
-    "axolotl": {"chatml": "chatml", "llama3": "llama3", "qwen_25": "qwen2.5", "qwen3": "qwen3",
-                "mistral_v2v3": "mistral", "gemma": "gemma", "gemma3": "gemma", "phi_3": "phi3",
-                "phi_35": "phi3", "phi_4": "phi4", "tokenizer_default": "tokenizer"},
-    "LLaMA-Factory": {"chatml": "chatml", "llama3": "llama3", "qwen": "qwen2.5", "qwen3": "qwen3",
-                      "qwen3_nothink": "qwen3-no-thinking", "mistral": "mistral", "gemma": "gemma",
-                      "gemma2": "gemma", "gemma3": "gemma", "phi": "phi3", "phi4": "phi4"},
+    "axolotl": {
+        "chatml": "chatml",
+        "llama3": "llama3",
+        "qwen_25": "qwen2.5",
+        "qwen3": "qwen3",
+        "mistral_v2v3": "mistral",
+        "gemma": "gemma",
+        "gemma3": "gemma",
+        "phi_3": "phi3",
+        "phi_35": "phi3",
+        "phi_4": "phi4",
+        "tokenizer_default": "tokenizer",
+    },
+    "LLaMA-Factory": {
+        "chatml": "chatml",
+        "llama3": "llama3",
+        "qwen": "qwen2.5",
+        "qwen3": "qwen3",
+        "qwen3_nothink": "qwen3-no-thinking",
+        "mistral": "mistral",
+        "gemma": "gemma",
+        "gemma2": "gemma",
+        "gemma3": "gemma",
+        "phi": "phi3",
+        "phi4": "phi4",
+    },
 }
 
 
@@ -281,17 +310,24 @@ def chat_template(ctx: Context, base: SpecDraft, key: str, value: Any) -> None:
     ours = CHAT_TEMPLATES[ctx.tool].get(name)
     if ours is None and name.startswith("tokenizer_default_fallback_"):
         ours = "tokenizer"
-        ctx.result.note(f"{key}: {name} falls back to another template when the tokenizer has none; "
-                        "tuneops uses the tokenizer's own (set chatTemplate if it has none)")
+        ctx.result.note(
+            f"{key}: {name} falls back to another template when the tokenizer has none; "
+            "tuneops uses the tokenizer's own (set chatTemplate if it has none)"
+        )
     if ours is None:
         known = ", ".join(sorted(CHAT_TEMPLATES[ctx.tool]))
-        ctx.result.report(key, "unsupported", f"template {name!r} has no built-in equivalent (mapped: {known}); "
-                                              "give its Jinja file as chatTemplate: file://...")
+        ctx.result.report(
+            key,
+            "unsupported",
+            f"template {name!r} has no built-in equivalent (mapped: {known}); "
+            "give its Jinja file as chatTemplate: file://...",
+        )
         return
     previous = base.get("chatTemplate")
     if previous is not None and previous != ours:
-        ctx.result.report(key, "unsupported", f"a second chat template ({name}) beside {previous}: a base "
-                                              "model has one")
+        ctx.result.report(
+            key, "unsupported", f"a second chat template ({name}) beside {previous}: a base model has one"
+        )
         return
     base.set("chatTemplate", ours, ctx.says(key) if ours == name else ctx.says(key, name))
     ctx.result.map(key, "BaseModel.spec.chatTemplate")
@@ -299,19 +335,33 @@ def chat_template(ctx: Context, base: SpecDraft, key: str, value: Any) -> None:
 
 # --- evaluations -------------------------------------------------------------------------------
 
-def evaluations(ctx: Context, fine_tune: SpecDraft, held_out: list[tuple[SpecDraft, str, str]]) -> list[SpecDraft]:
+
+def evaluations(
+    ctx: Context, fine_tune: SpecDraft, held_out: list[tuple[SpecDraft, str, str]]
+) -> list[SpecDraft]:
     """An Evaluation per held-out set, scoring perplexity (what eval loss measures) on it:
     (dataset, split, the config keys that held it out)."""
     drafts: list[SpecDraft] = []
     taken: set[str] = set()
     gpus = fine_tune.get("resources.gpusPerNode") or 0
     for dataset, split, keys in held_out:
-        name = unique(f"{fine_tune.name}-eval"[:63] if len(held_out) == 1
-                      else f"{fine_tune.name}-{dataset.name}"[:58].rstrip("-") + "-eval", taken)
-        draft = SpecDraft("Evaluation", name, header=header(ctx, "Scores the fine-tune on the data the "
-                                                                  "config held out, with perplexity "
-                                                                  "(exp of eval loss). Add gates to block "
-                                                                  "worse models from deployment."))
+        name = unique(
+            f"{fine_tune.name}-eval"[:63]
+            if len(held_out) == 1
+            else f"{fine_tune.name}-{dataset.name}"[:58].rstrip("-") + "-eval",
+            taken,
+        )
+        draft = SpecDraft(
+            "Evaluation",
+            name,
+            header=header(
+                ctx,
+                "Scores the fine-tune on the data the "
+                "config held out, with perplexity "
+                "(exp of eval loss). Add gates to block "
+                "worse models from deployment.",
+            ),
+        )
         draft.set("model.fineTune", fine_tune.name)
         draft.set("dataset.name", dataset.name)
         draft.set("dataset.split", split, ctx.says(keys))
@@ -326,13 +376,20 @@ def header(ctx: Context, purpose: str) -> list[str]:
     """The comment lines a file opens with: where it came from, and what it is for."""
     import textwrap
 
-    text = (f"Imported from {ctx.config_path.name} ({ctx.tool}) by `tuneops import`: the comment beside "
-            f"each value names the config key it came from. {purpose}")
+    text = (
+        f"Imported from {ctx.config_path.name} ({ctx.tool}) by `tuneops import`: the comment beside "
+        f"each value names the config key it came from. {purpose}"
+    )
     return textwrap.wrap(text, 96)
 
 
-def package(ctx: Context, base: SpecDraft, datasets: list[SpecDraft], fine_tune: SpecDraft,
-            evaluation_drafts: list[SpecDraft]) -> ImportResult:
+def package(
+    ctx: Context,
+    base: SpecDraft,
+    datasets: list[SpecDraft],
+    fine_tune: SpecDraft,
+    evaluation_drafts: list[SpecDraft],
+) -> ImportResult:
     result = ctx.result
     result.files["base-model.yaml"] = [base]
     result.files["datasets.yaml"] = datasets
@@ -344,6 +401,7 @@ def package(ctx: Context, base: SpecDraft, datasets: list[SpecDraft], fine_tune:
 
 # --- datasets ----------------------------------------------------------------------------------
 
+
 def data_file(ctx: Context, key: str, path: Path) -> Path | None:
     """A local data path -> the one file a Dataset reads: the file itself, or the only data file
     in a folder; None (reported) when there is no single file."""
@@ -351,10 +409,16 @@ def data_file(ctx: Context, key: str, path: Path) -> Path | None:
         return path
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMAT_BY_EXTENSION)
     if len(files) == 1:
-        ctx.result.note(f"{key}: the folder {path.name} holds one data file, {files[0].name}: the Dataset reads it")
+        ctx.result.note(
+            f"{key}: the folder {path.name} holds one data file, {files[0].name}: the Dataset reads it"
+        )
         return files[0]
-    ctx.result.report(key, "unsupported", f"the folder {path} holds {len(files)} data files: a Dataset reads "
-                                          "one file; make one Dataset per file (weights mix them)")
+    ctx.result.report(
+        key,
+        "unsupported",
+        f"the folder {path} holds {len(files)} data files: a Dataset reads "
+        "one file; make one Dataset per file (weights mix them)",
+    )
     return None
 
 
@@ -371,8 +435,15 @@ def split_for(ctx: Context, draft: SpecDraft, validation: float, key: str | None
 
 
 def evaluation_only_split(ctx: Context, draft: SpecDraft, key: str) -> None:
-    draft.set("split.train", 1.0, ctx.says(key, "evaluation data: every row in one split, which the "
-                                                "Evaluation scores; the fine-tune does not train on it"))
+    draft.set(
+        "split.train",
+        1.0,
+        ctx.says(
+            key,
+            "evaluation data: every row in one split, which the "
+            "Evaluation scores; the fine-tune does not train on it",
+        ),
+    )
     draft.set("split.validation", 0.0)
     draft.set("split.test", 0.0)
 

@@ -13,133 +13,19 @@ from typing import Any
 
 from reconciler.importers import common
 from reconciler.importers.common import Context, as_int, as_list, as_number
+from reconciler.importers.llamafactory_keys import (
+    ATTENTION,
+    FORMATS,
+    IGNORED,
+    OPTIMIZERS,
+    SCHEDULERS,
+    STAGES,
+    UNSUPPORTED,
+)
 from reconciler.importers.result import ImportResult, SpecDraft
 
 TOOL = "LLaMA-Factory"
 ONLINE = "ONLINE"
-
-IGNORED = {
-    **dict.fromkeys(("output_dir", "overwrite_output_dir", "logging_dir"),
-                    "outputs go to tuneops' storage root; the model is registered in MLflow"),
-    **dict.fromkeys(("logging_steps", "logging_strategy", "logging_first_step", "plot_loss", "report_to",
-                     "run_name", "include_num_input_tokens_seen", "include_effective_tokens_per_second",
-                     "include_tokens_per_second", "use_swanlab", "swanlab_project", "swanlab_workspace",
-                     "swanlab_run_name", "swanlab_mode", "swanlab_api_key", "swanlab_logdir",
-                     "print_param_status", "disable_tqdm"),
-                    "logging: tuneops logs every run to MLflow (tuneops.yaml mlflow.trackingUri, experiment)"),
-    **dict.fromkeys(("push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo",
-                     "hf_hub_token", "ms_hub_token", "om_hub_token", "export_dir", "export_size",
-                     "export_device", "export_legacy_format", "export_hub_model_id"),
-                    "hub publishing and export: tuneops registers models in MLflow; a Deployment serves them"),
-    **dict.fromkeys(("overwrite_cache", "preprocessing_num_workers", "preprocessing_batch_size",
-                     "tokenized_path", "cache_dir", "dataloader_pin_memory", "dataloader_persistent_workers",
-                     "dataloader_prefetch_factor"),
-                    "preprocessing and loading: tuneops prepares each Dataset in its own job, cached by fingerprint"),
-    **dict.fromkeys(("do_train",), "a FineTune always trains"),
-    **dict.fromkeys(("ddp_timeout", "ddp_find_unused_parameters", "ddp_backend", "local_rank",
-                     "quantization_device_map", "low_cpu_mem_usage", "use_fast_tokenizer",
-                     "infer_backend", "infer_dtype", "use_cache", "use_kv_cache", "offload_folder"),
-                    "launch and loading details that tuneops sets itself"),
-    "save_only_model": "checkpoints hold what resuming needs",
-    "resize_vocab": "the vocabulary grows when tokens are added (BaseModel tokens.add)",
-    "save_safetensors": "tuneops always saves safetensors",
-    "do_eval": "evaluation during training follows eval_strategy; held-out data gets an Evaluation",
-}
-
-UNSUPPORTED = {
-    "adapter_name_or_path": "starting from an existing adapter is not offered: import its FineTune and use "
-                            "fromFineTune",
-    "adapter_folder": "starting from an existing adapter is not offered",
-    "rope_scaling": "RoPE scaling is not offered",
-    "shift_attn": "shifted-sparse attention is not offered",
-    "mixture_of_depths": "mixture-of-depths is not offered",
-    "use_unsloth": "Unsloth is not offered (kernels: liger is)",
-    "use_unsloth_gc": "Unsloth's gradient checkpointing is not offered",
-    "moe_aux_loss_coef": "the MoE router loss coefficient is the model's",
-    "use_reentrant_gc": "tuneops checkpoints without re-entrant autograd",
-    "upcast_layernorm": "upcasting layer norms is not offered",
-    "upcast_lmhead_output": "upcasting the output head is not offered",
-    "train_from_scratch": "training from random weights is not offered",
-    "split_special_tokens": "splitting special tokens is not offered",
-    "new_special_tokens_config": "token descriptions for initialisation are not offered (tokens.add is)",
-    "init_special_tokens": "token initialisation methods are not offered",
-    "use_v1_kernels": "LLaMA-Factory's kernels are not offered (kernels: liger is)",
-    "fp8": "fp8 training is not offered (precision: bf16, fp16, fp32, auto)",
-    "fp8_backend": "fp8 training is not offered",
-    "pure_bf16": "pure (non-mixed) bf16 is not offered: precision is mixed",
-    "use_llama_pro": "LLaMA Pro block expansion is not offered",
-    "use_adam_mini": "Adam-mini is not offered",
-    "use_muon": "Muon is not offered",
-    "use_galore": "GaLore is not offered",
-    "use_apollo": "APOLLO is not offered",
-    "use_badam": "BAdam is not offered",
-    "use_dora": "DoRA is not offered (adapter types: lora, qlora, none)",
-    "use_rslora": "rank-stabilised LoRA scaling is not offered",
-    "pissa_init": "PiSSA initialisation is not offered",
-    "pissa_iter": "PiSSA initialisation is not offered",
-    "pissa_convert": "PiSSA initialisation is not offered",
-    "loraplus_lr_ratio": "LoRA+ learning rates are not offered",
-    "loraplus_lr_embedding": "LoRA+ learning rates are not offered",
-    "create_new_adapter": "stacking adapters is not offered",
-    "pref_ftx": "an SFT loss beside DPO is not offered",
-    "pref_bco_weight": "BCO is not offered",
-    "dpo_label_smoothing": "DPO label smoothing is not offered",
-    "simpo_gamma": "SimPO is not offered",
-    "kto_chosen_weight": "KTO is not offered",
-    "kto_rejected_weight": "KTO is not offered",
-    "ref_model": "a separate reference model is not offered (DPO's reference is the starting model)",
-    "ref_model_adapters": "a separate reference model is not offered",
-    "ref_model_quantization_bit": "a separate reference model is not offered",
-    "reward_model": "reward models are not offered",
-    "reward_model_adapters": "reward models are not offered",
-    "reward_model_quantization_bit": "reward models are not offered",
-    "reward_model_type": "reward models are not offered",
-    "ld_alpha": "LD-DPO is not offered",
-    "streaming": "streamed datasets are not offered: a Dataset is prepared before training",
-    "buffer_size": "streamed datasets are not offered",
-    "eval_num_beams": "generation during training is not offered: put text metrics in an Evaluation",
-    "predict_with_generate": "generation during training is not offered: put text metrics in an Evaluation",
-    "do_predict": "prediction runs are an Evaluation's job",
-    "compute_accuracy": "token accuracy during training is not offered",
-    "eval_on_each_dataset": "evaluation during training uses the mixed validation rows; an Evaluation per "
-                            "dataset scores each",
-    "tool_format": "tool-call formats are not offered",
-    "media_dir": "multimodal training is not offered (text models only)",
-    "freeze_vision_tower": "multimodal training is not offered (text models only)",
-    "freeze_multi_modal_projector": "multimodal training is not offered (text models only)",
-    "freeze_language_model": "multimodal training is not offered (text models only)",
-    "image_max_pixels": "multimodal training is not offered (text models only)",
-    "image_min_pixels": "multimodal training is not offered (text models only)",
-    "video_max_pixels": "multimodal training is not offered (text models only)",
-    "video_min_pixels": "multimodal training is not offered (text models only)",
-    "video_fps": "multimodal training is not offered (text models only)",
-    "video_maxlen": "multimodal training is not offered (text models only)",
-    "disable_shuffling": "tuneops always shuffles the training rows",
-    "per_device_eval_batch_size": "evaluation uses training.microBatchSize",
-    "eval_accumulation_steps": "evaluation uses training.microBatchSize",
-    "adam_beta1": "the optimizer's betas and epsilon are its defaults",
-    "adam_beta2": "the optimizer's betas and epsilon are its defaults",
-    "adam_epsilon": "the optimizer's betas and epsilon are its defaults",
-    "lr_scheduler_kwargs": "scheduler arguments are not offered (the schedule's defaults are used)",
-    "resume_from_checkpoint": "a fixed checkpoint path: tuneops resumes a restarted job from its own last "
-                              "checkpoint (checkpoint.resume: auto)",
-    "load_best_model_at_end": "keeping the best checkpoint is done by evaluation.earlyStopping",
-    "metric_for_best_model": "early stopping watches evaluation.earlyStopping.metric (eval_loss by default)",
-    "greater_is_better": "early stopping's direction is evaluation.earlyStopping.greaterIsBetter",
-    "neftune_noise_alpha": "NEFTune embedding noise is not offered",
-    "torch_compile": "torch.compile is not offered",
-    "group_by_length": "length-grouped batches are not offered",
-    "freeze_trainable_layers": "freeze (partial) fine-tuning is not offered",
-    "freeze_trainable_modules": "freeze (partial) fine-tuning is not offered",
-    "freeze_extra_modules": "freeze (partial) fine-tuning is not offered",
-}
-
-SCHEDULERS = {"cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"}
-OPTIMIZERS = {"adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
-              "adafactor", "sgd"}
-STAGES = {"sft": "sft", "pt": "pretrain", "dpo": "dpo"}
-ATTENTION = {"auto": "auto", "fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager"}
-FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
 def import_llamafactory(config: dict[str, Any], ctx: Context, name: str | None) -> ImportResult:
@@ -154,8 +40,11 @@ def import_llamafactory(config: dict[str, Any], ctx: Context, name: str | None) 
             result.report(key, "ignored", "off, as tuneops has it")
     fine_tune_name = name or common.name_from(ctx.config_path.name, "fine-tune")
     base = _base_model(config, ctx)
-    fine_tune = SpecDraft("FineTune", fine_tune_name,
-                          header=common.header(ctx, "Unset fields take tuneops' defaults (docs/specs.md)."))
+    fine_tune = SpecDraft(
+        "FineTune",
+        fine_tune_name,
+        header=common.header(ctx, "Unset fields take tuneops' defaults (docs/specs.md)."),
+    )
     fine_tune.set("baseModel", base.name)
     method = _method(config, ctx, fine_tune)
     datasets, training_sets, held_out, info_used = _datasets(config, ctx, method)
@@ -167,23 +56,29 @@ def import_llamafactory(config: dict[str, Any], ctx: Context, name: str | None) 
         if weights:
             entry["weight"] = common_commented(weights[index], ctx.says("interleave_probs"))
         if samples:
-            entry["maxSamples"] = common_commented(samples, ctx.says("max_samples", "LLaMA-Factory takes them "
-                                                                                   "before holding out val_size"))
+            entry["maxSamples"] = common_commented(
+                samples, ctx.says("max_samples", "LLaMA-Factory takes them before holding out val_size")
+            )
         entries.append(entry)
     if samples:
         result.map("max_samples", "FineTune.spec.datasets[].maxSamples")
     fine_tune.set("datasets", entries, ctx.says("dataset"))
     if len(training_sets) > 1 and not weights:
-        result.note("dataset: LLaMA-Factory concatenates its datasets (mix_strategy: concat); tuneops mixes them "
-                    "by weight (1 each here: equal shares). For the same mix, set each weight to its row count")
+        result.note(
+            "dataset: LLaMA-Factory concatenates its datasets (mix_strategy: concat); tuneops mixes them "
+            "by weight (1 each here: equal shares). For the same mix, set each weight to its row count"
+        )
     fine_tune.set("method", method, ctx.says("stage") if "stage" in config else None)
     _adapter(config, ctx, fine_tune)
     _training(config, ctx, fine_tune, method)
     _distributed(config, ctx, fine_tune)
     _cadence(config, ctx, fine_tune)
     _tokens(config, ctx, base)
-    fine_tune.set("resources.gpusPerNode", 1, "not in the config: LLaMA-Factory trains on the GPUs it is "
-                                              "launched with; set how many")
+    fine_tune.set(
+        "resources.gpusPerNode",
+        1,
+        "not in the config: LLaMA-Factory trains on the GPUs it is launched with; set how many",
+    )
     result.note("resources.gpusPerNode: 1 was written; set the GPUs (and nodes) the config ran on")
     evaluation_drafts = common.evaluations(ctx, fine_tune, held_out)
     result.report_unread(config)
@@ -199,15 +94,20 @@ def common_commented(value: Any, comment: str) -> Any:
 
 def _base_model(config: dict[str, Any], ctx: Context) -> SpecDraft:
     model = config.get("model_name_or_path")
-    base = SpecDraft("BaseModel", common.name_from(str(model or "base-model"), "model"),
-                     header=common.header(ctx, "Pin `revision` (`tuneops pin`) so the spec always means "
-                                               "the same weights."))
+    base = SpecDraft(
+        "BaseModel",
+        common.name_from(str(model or "base-model"), "model"),
+        header=common.header(
+            ctx, "Pin `revision` (`tuneops pin`) so the spec always means the same weights."
+        ),
+    )
     common.model_source(ctx, base, "model_name_or_path", model)
     revision = config.get("model_revision")
     if revision is not None:
         if revision == "main":
-            ctx.result.report("model_revision", "ignored", "main is the default branch; `tuneops pin` writes "
-                                                           "its commit")
+            ctx.result.report(
+                "model_revision", "ignored", "main is the default branch; `tuneops pin` writes its commit"
+            )
         else:
             base.set("revision", str(revision), ctx.says("model_revision"))
             ctx.result.map("model_revision", "BaseModel.spec.revision")
@@ -228,8 +128,11 @@ def _method(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> str:
             ctx.result.map("stage", "FineTune.spec.method")
         method = STAGES[stage]
     else:
-        ctx.result.report("stage", "unsupported", f"stage {stage} is not offered (sft, pt, dpo); this FineTune "
-                                                  "was written as sft and needs review")
+        ctx.result.report(
+            "stage",
+            "unsupported",
+            f"stage {stage} is not offered (sft, pt, dpo); this FineTune was written as sft and needs review",
+        )
         method = "sft"
     if method == "dpo":
         beta = as_number(config.get("pref_beta"))
@@ -241,7 +144,9 @@ def _method(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> str:
             if "pref_loss" in config:
                 ctx.result.map("pref_loss", "FineTune.spec.method")
         else:
-            ctx.result.report("pref_loss", "unsupported", f"{loss} loss is not offered (DPO's sigmoid loss is)")
+            ctx.result.report(
+                "pref_loss", "unsupported", f"{loss} loss is not offered (DPO's sigmoid loss is)"
+            )
     else:
         for key in ("pref_beta", "pref_loss"):
             if key in config:
@@ -267,8 +172,9 @@ def _dataset_info(config: dict[str, Any], ctx: Context) -> tuple[dict[str, Any] 
     return (info if isinstance(info, dict) else {}), directory
 
 
-def _datasets(config: dict[str, Any], ctx: Context, method: str) -> tuple[
-        list[SpecDraft], list[SpecDraft], list[tuple[SpecDraft, str, str]], dict[str, Any]]:
+def _datasets(
+    config: dict[str, Any], ctx: Context, method: str
+) -> tuple[list[SpecDraft], list[SpecDraft], list[tuple[SpecDraft, str, str]], dict[str, Any]]:
     result = ctx.result
     info, directory = _dataset_info(config, ctx)
     taken: set[str] = set()
@@ -293,14 +199,18 @@ def _datasets(config: dict[str, Any], ctx: Context, method: str) -> tuple[
             else:
                 common.evaluation_only_split(ctx, draft, f"eval_dataset: {name}")
                 held_out.append((draft, "train", f"eval_dataset: {name}"))
-                result.note(f"eval_dataset {name}: scored after training by an Evaluation; during training "
-                            "tuneops evaluates on the training datasets' validation split only")
+                result.note(
+                    f"eval_dataset {name}: scored after training by an Evaluation; during training "
+                    "tuneops evaluates on the training datasets' validation split only"
+                )
             common.no_dedup(ctx, draft)
             drafts.append(draft)
     if not training:
         if "dataset" not in config:
             result.report("dataset", "unsupported", "no dataset named: the FineTune needs at least one")
-        placeholder = SpecDraft("Dataset", common.unique("training-data", taken), header=common.header(ctx, ""))
+        placeholder = SpecDraft(
+            "Dataset", common.unique("training-data", taken), header=common.header(ctx, "")
+        )
         placeholder.set("source", "file://data/train.jsonl", "no dataset could be translated: name the data")
         drafts.insert(0, placeholder)
         training.append(placeholder)
@@ -315,19 +225,34 @@ def _validation_share(config: dict[str, Any], ctx: Context) -> float:
         ctx.result.report("val_size", "unsupported", f"not a share of rows: {config['val_size']!r}")
         return 0.0
     if value >= 1:
-        ctx.result.report("val_size", "unsupported", f"{value} rows: tuneops holds out a share, not a count; "
-                                                     "set split.validation to rows held out / rows")
+        ctx.result.report(
+            "val_size",
+            "unsupported",
+            f"{value} rows: tuneops holds out a share, not a count; "
+            "set split.validation to rows held out / rows",
+        )
         return 0.0
     ctx.result.map("val_size", "Dataset.spec.split.validation")
     return float(value)
 
 
-def _dataset(name: str, group: str, ctx: Context, info: dict[str, Any] | None, directory: Path | None,
-             info_used: dict[str, Any], method: str, taken: set[str]) -> SpecDraft | None:
+def _dataset(
+    name: str,
+    group: str,
+    ctx: Context,
+    info: dict[str, Any] | None,
+    directory: Path | None,
+    info_used: dict[str, Any],
+    method: str,
+    taken: set[str],
+) -> SpecDraft | None:
     result = ctx.result
     where = f"{group}: {name}"
-    draft = SpecDraft("Dataset", common.unique(common.name_from(name, "data"), taken),
-                      header=common.header(ctx, "Paths in file:// are relative to this file."))
+    draft = SpecDraft(
+        "Dataset",
+        common.unique(common.name_from(name, "data"), taken),
+        header=common.header(ctx, "Paths in file:// are relative to this file."),
+    )
     if info is None:  # dataset_dir: ONLINE, the names are Hub ids
         if not common.is_hub_id(name):
             result.report(where, "unsupported", "not a Hub dataset id (dataset_dir: ONLINE)")
@@ -337,8 +262,9 @@ def _dataset(name: str, group: str, ctx: Context, info: dict[str, Any] | None, d
         return draft
     entry = info.get(name)
     if not isinstance(entry, dict):
-        result.report(where, "unsupported", f"not described in {directory or 'data'}/dataset_info.json "
-                                            f"(from {ctx.cwd})")
+        result.report(
+            where, "unsupported", f"not described in {directory or 'data'}/dataset_info.json (from {ctx.cwd})"
+        )
         taken.discard(draft.name)
         return None
     info_used[name] = entry
@@ -351,16 +277,23 @@ def _dataset(name: str, group: str, ctx: Context, info: dict[str, Any] | None, d
         if key in entry and f"{prefix}.{key}" not in result.accounted():
             result.report(f"{prefix}.{key}", "unsupported", "sources are local files, hf:// or s3://")
     if "num_samples" in entry:
-        result.report(f"{prefix}.num_samples", "unsupported", "LLaMA-Factory samples N rows at random; "
-                                                              "datasets[].maxSamples takes the first N")
+        result.report(
+            f"{prefix}.num_samples",
+            "unsupported",
+            "LLaMA-Factory samples N rows at random; datasets[].maxSamples takes the first N",
+        )
     return draft
 
 
-def _source(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, directory: Path | None) -> bool:
+def _source(
+    ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, directory: Path | None
+) -> bool:
     result = ctx.result
     if entry.get("hf_hub_url"):
         hub = str(entry["hf_hub_url"])
-        draft.set("source", f"hf://{hub}", ctx.says(f"{prefix}.hf_hub_url", "`tuneops pin` pins its revision"))
+        draft.set(
+            "source", f"hf://{hub}", ctx.says(f"{prefix}.hf_hub_url", "`tuneops pin` pins its revision")
+        )
         result.map(f"{prefix}.hf_hub_url", "Dataset.spec.source")
         result.note(f"{prefix}.hf_hub_url: hf://{hub} is not pinned to a commit: run `tuneops pin`")
         for key, field_name in (("subset", "subset"), ("split", "sourceSplit")):
@@ -374,7 +307,9 @@ def _source(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, 
         return True
     file_name = entry.get("file_name")
     if not isinstance(file_name, str) or directory is None:
-        result.report(prefix, "unsupported", "neither a local file_name, an hf_hub_url nor an s3:// cloud_file_name")
+        result.report(
+            prefix, "unsupported", "neither a local file_name, an hf_hub_url nor an s3:// cloud_file_name"
+        )
         return False
     path = directory / file_name
     if not path.exists():
@@ -384,16 +319,25 @@ def _source(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, 
     if file is None:
         return False
     if file.suffix.lower() not in FORMATS:
-        result.report(f"{prefix}.file_name", "unsupported", f"{file.suffix} files are not read (json, jsonl, csv, "
-                                                            "parquet)")
+        result.report(
+            f"{prefix}.file_name",
+            "unsupported",
+            f"{file.suffix} files are not read (json, jsonl, csv, parquet)",
+        )
         return False
-    draft.set("source", ctx.file_uri(file, f"{prefix}.file_name"),
-              ctx.says(f"{prefix}.file_name", "in dataset_dir, from the working directory"))
+    draft.set(
+        "source",
+        ctx.file_uri(file, f"{prefix}.file_name"),
+        ctx.says(f"{prefix}.file_name", "in dataset_dir, from the working directory"),
+    )
     result.map(f"{prefix}.file_name", "Dataset.spec.source")
     for key in ("subset", "split"):
         if key in entry:
-            result.report(f"{prefix}.{key}", "ignored" if entry[key] == "train" else "unsupported",
-                          "a local file has one split")
+            result.report(
+                f"{prefix}.{key}",
+                "ignored" if entry[key] == "train" else "unsupported",
+                "a local file has one split",
+            )
     return True
 
 
@@ -414,16 +358,29 @@ def _schema(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, 
             result.report(f"{prefix}.columns.{column}", "unsupported", "multimodal training is not offered")
     for column in ("system", "tools", "history", "kto_tag"):
         if column in columns:
-            result.report(f"{prefix}.columns.{column}", "unsupported",
-                          "a separate column for it is not read: tuneops reads system turns inside the messages"
-                          if column == "system" else "not read by tuneops")
+            result.report(
+                f"{prefix}.columns.{column}",
+                "unsupported",
+                "a separate column for it is not read: tuneops reads system turns inside the messages"
+                if column == "system"
+                else "not read by tuneops",
+            )
     if ranking or method == "dpo":
         draft.set("schema.type", "preference", ctx.says(f"{prefix}.ranking", "preference pairs"))
         if formatting == "sharegpt":
-            result.report(f"{prefix}.formatting", "unsupported", "preference pairs as conversations are not read: "
-                                                                 "a prompt, chosen and rejected column are")
-        _columns(ctx, draft, columns, prefix, {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
-                 {"prompt": "instruction"})
+            result.report(
+                f"{prefix}.formatting",
+                "unsupported",
+                "preference pairs as conversations are not read: a prompt, chosen and rejected column are",
+            )
+        _columns(
+            ctx,
+            draft,
+            columns,
+            prefix,
+            {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
+            {"prompt": "instruction"},
+        )
         if "query" in columns:
             result.report(f"{prefix}.columns.query", "unsupported", "a preference row has one prompt column")
         return
@@ -432,16 +389,33 @@ def _schema(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, 
             draft.set("schema.type", "text", ctx.says("stage", "pt reads the prompt column as text"))
             _columns(ctx, draft, columns, prefix, {"prompt": "text"}, {"text": "instruction"})
         else:
-            draft.set("schema.type", "instruction", ctx.says(f"{prefix}.formatting", "alpaca")
-                      if "formatting" in entry else "LLaMA-Factory's default formatting: alpaca")
-            _columns(ctx, draft, columns, prefix,
-                     {"prompt": "instruction", "query": "input", "response": "output"}, {})
+            draft.set(
+                "schema.type",
+                "instruction",
+                ctx.says(f"{prefix}.formatting", "alpaca")
+                if "formatting" in entry
+                else "LLaMA-Factory's default formatting: alpaca",
+            )
+            _columns(
+                ctx,
+                draft,
+                columns,
+                prefix,
+                {"prompt": "instruction", "query": "input", "response": "output"},
+                {},
+            )
         return
     _chat(ctx, draft, entry, columns, prefix)
 
 
-def _columns(ctx: Context, draft: SpecDraft, columns: dict[str, Any], prefix: str, roles: dict[str, str],
-             defaults: dict[str, str]) -> None:
+def _columns(
+    ctx: Context,
+    draft: SpecDraft,
+    columns: dict[str, Any],
+    prefix: str,
+    roles: dict[str, str],
+    defaults: dict[str, str],
+) -> None:
     """LLaMA-Factory's column keys -> our column roles; a role whose LLaMA-Factory default differs
     from ours is written even when the config leaves it out."""
     for theirs, ours in roles.items():
@@ -455,7 +429,9 @@ def _columns(ctx: Context, draft: SpecDraft, columns: dict[str, Any], prefix: st
             draft.set(f"schema.columns.{ours}", defaults[ours], f"LLaMA-Factory's default ({key} not set)")
 
 
-def _chat(ctx: Context, draft: SpecDraft, entry: dict[str, Any], columns: dict[str, Any], prefix: str) -> None:
+def _chat(
+    ctx: Context, draft: SpecDraft, entry: dict[str, Any], columns: dict[str, Any], prefix: str
+) -> None:
     result = ctx.result
     tags = entry.get("tags") or {}
     draft.set("schema.type", "chat", ctx.says(f"{prefix}.formatting", "sharegpt"))
@@ -467,12 +443,22 @@ def _chat(ctx: Context, draft: SpecDraft, entry: dict[str, Any], columns: dict[s
         if key in tags:
             result.map(f"{prefix}.tags.{key}", f"Dataset.spec.schema.columns.{key.removesuffix('_tag')}")
     if (messages, role, content) == ("conversations", "from", "value"):
-        draft.set("schema.layout", "sharegpt", ctx.says(f"{prefix}.formatting", "conversations of from/value"))
+        draft.set(
+            "schema.layout", "sharegpt", ctx.says(f"{prefix}.formatting", "conversations of from/value")
+        )
     elif (messages, role, content) != ("messages", "role", "content"):
-        for column, value, source in (("messages", messages, "columns.messages"), ("role", role, "tags.role_tag"),
-                                      ("content", content, "tags.content_tag")):
+        for column, value, source in (
+            ("messages", messages, "columns.messages"),
+            ("role", role, "tags.role_tag"),
+            ("content", content, "tags.content_tag"),
+        ):
             draft.set(f"schema.columns.{column}", value, ctx.says(f"{prefix}.{source}"))
-    role_tags = {"user": "user_tag", "assistant": "assistant_tag", "system": "system_tag", "tool": "observation_tag"}
+    role_tags = {
+        "user": "user_tag",
+        "assistant": "assistant_tag",
+        "system": "system_tag",
+        "tool": "observation_tag",
+    }
     defaults = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
     if any(tag in tags for tag in role_tags.values()):
         roles = {ours: [str(tags.get(tag, defaults[ours]))] for ours, tag in role_tags.items()}
@@ -503,8 +489,10 @@ def _weights(config: dict[str, Any], ctx: Context, count: int) -> list[float] | 
     ctx.result.map("interleave_probs", "FineTune.spec.datasets[].weight")
     if "mix_strategy" in config:
         ctx.result.map("mix_strategy", "FineTune.spec.datasets[].weight")
-        ctx.result.note("mix_strategy: tuneops draws each dataset's share of the total rows, repeating rows "
-                        "where a share exceeds a dataset (as interleave_over does)")
+        ctx.result.note(
+            "mix_strategy: tuneops draws each dataset's share of the total rows, repeating rows "
+            "where a share exceeds a dataset (as interleave_over does)"
+        )
     return [float(p) for p in probabilities if p is not None]
 
 
@@ -519,20 +507,29 @@ def _adapter(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None
         if method == "bnb":
             result.map("quantization_method", "FineTune.spec.adapter.quantization")
         else:
-            result.report("quantization_method", "unsupported", f"{method} quantization is not offered (bitsandbytes)")
+            result.report(
+                "quantization_method", "unsupported", f"{method} quantization is not offered (bitsandbytes)"
+            )
             bits = None
     if kind == "full":
         fine_tune.set("adapter.type", "none", ctx.says("finetuning_type", "full fine-tuning"))
         for key in ("quantization_bit", "quantization_type", "double_quantization"):
             if key in config:
-                result.report(key, "unsupported" if config[key] and key == "quantization_bit" else "ignored",
-                              "full fine-tuning trains unquantized weights")
+                result.report(
+                    key,
+                    "unsupported" if config[key] and key == "quantization_bit" else "ignored",
+                    "full fine-tuning trains unquantized weights",
+                )
         for key in (k for k in config if k.startswith("lora_") or k == "additional_target"):
             result.report(key, "ignored", "a LoRA setting; finetuning_type is full")
         return
     if kind != "lora":
-        result.report("finetuning_type", "unsupported", f"{kind} fine-tuning is not offered (lora, full); the "
-                                                        "FineTune was written as full fine-tuning and needs review")
+        result.report(
+            "finetuning_type",
+            "unsupported",
+            f"{kind} fine-tuning is not offered (lora, full); the "
+            "FineTune was written as full fine-tuning and needs review",
+        )
         fine_tune.set("adapter.type", "none", ctx.says("finetuning_type", f"{kind} is not offered: review"))
         return
     if bits == 4:
@@ -543,12 +540,20 @@ def _adapter(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None
             fine_tune.set("adapter.quantization.quantType", quant_type, ctx.says("quantization_type"))
             result.map("quantization_type", "FineTune.spec.adapter.quantization.quantType")
         if isinstance(config.get("double_quantization"), bool):
-            fine_tune.set("adapter.quantization.doubleQuant", config["double_quantization"],
-                          ctx.says("double_quantization"))
+            fine_tune.set(
+                "adapter.quantization.doubleQuant",
+                config["double_quantization"],
+                ctx.says("double_quantization"),
+            )
             result.map("double_quantization", "FineTune.spec.adapter.quantization.doubleQuant")
     else:
-        fine_tune.set("adapter.type", "lora", ctx.says("finetuning_type") if "finetuning_type" in config
-                      else "LLaMA-Factory's default (finetuning_type not set)")
+        fine_tune.set(
+            "adapter.type",
+            "lora",
+            ctx.says("finetuning_type")
+            if "finetuning_type" in config
+            else "LLaMA-Factory's default (finetuning_type not set)",
+        )
         if bits == 8:
             fine_tune.set("adapter.quantization.bits", 8, ctx.says("quantization_bit"))
             result.map("quantization_bit", "FineTune.spec.adapter.quantization.bits")
@@ -580,8 +585,13 @@ def _lora(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None:
         common.set_default(ctx, fine_tune, "adapter.dropout", 0.0, "lora_dropout")
     targets = as_list(config.get("lora_target", "all"))
     if targets in (["all"], []):
-        fine_tune.set("adapter.targetModules", "all-linear", ctx.says("lora_target", "all") if "lora_target"
-                      in config else "LLaMA-Factory's default (lora_target not set: all)")
+        fine_tune.set(
+            "adapter.targetModules",
+            "all-linear",
+            ctx.says("lora_target", "all")
+            if "lora_target" in config
+            else "LLaMA-Factory's default (lora_target not set: all)",
+        )
     else:
         fine_tune.set("adapter.targetModules", targets, ctx.says("lora_target"))
     if "lora_target" in config:
@@ -607,12 +617,16 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, method
         if epochs is not None:
             fine_tune.set("training.epochs", epochs, ctx.says("num_train_epochs"))
             result.map("num_train_epochs", "FineTune.spec.training.epochs")
-    simple = (("learning_rate", "learningRate", as_number, 5e-5),
-              ("per_device_train_batch_size", "microBatchSize", as_int, 8),
-              ("gradient_accumulation_steps", "gradientAccumulation", as_int, None),
-              ("cutoff_len", "maxSeqLength", as_int, None), ("weight_decay", "weightDecay", as_number, None),
-              ("max_grad_norm", "maxGradNorm", as_number, None), ("seed", "seed", as_int, None),
-              ("dataloader_num_workers", "dataloaderWorkers", as_int, None))
+    simple = (
+        ("learning_rate", "learningRate", as_number, 5e-5),
+        ("per_device_train_batch_size", "microBatchSize", as_int, 8),
+        ("gradient_accumulation_steps", "gradientAccumulation", as_int, None),
+        ("cutoff_len", "maxSeqLength", as_int, None),
+        ("weight_decay", "weightDecay", as_number, None),
+        ("max_grad_norm", "maxGradNorm", as_number, None),
+        ("seed", "seed", as_int, None),
+        ("dataloader_num_workers", "dataloaderWorkers", as_int, None),
+    )
     for key, name, convert, default in simple:
         if key not in config:
             if default is not None:
@@ -622,13 +636,23 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, method
         if value is None:
             result.report(key, "unsupported", f"not a number: {config[key]!r}")
             continue
-        fine_tune.set(f"training.{name}", float(value) if name in ("learningRate", "weightDecay", "maxGradNorm")
-                      else value, ctx.says(key))
+        fine_tune.set(
+            f"training.{name}",
+            float(value) if name in ("learningRate", "weightDecay", "maxGradNorm") else value,
+            ctx.says(key),
+        )
         result.map(key, f"FineTune.spec.training.{name}")
-    if config.get("packing") or config.get("neat_packing") or (method == "pretrain" and "packing" not in config):
+    if (
+        config.get("packing")
+        or config.get("neat_packing")
+        or (method == "pretrain" and "packing" not in config)
+    ):
         source = "neat_packing" if config.get("neat_packing") else "packing"
-        how = ("attention stays within each example" if source == "neat_packing" else
-               "tuneops keeps attention within each example, as neat_packing does")
+        how = (
+            "attention stays within each example"
+            if source == "neat_packing"
+            else "tuneops keeps attention within each example, as neat_packing does"
+        )
         if method == "pretrain" and "packing" not in config and not config.get("neat_packing"):
             fine_tune.set("training.packing", True, "LLaMA-Factory packs for stage pt (packing not set)")
         else:
@@ -652,7 +676,9 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, method
                 fine_tune.set("training.attention", ATTENTION[attention], ctx.says("flash_attn", attention))
             result.map("flash_attn", "FineTune.spec.training.attention")
         else:
-            result.report("flash_attn", "unsupported", f"{attention} is not offered (auto, sdpa, fa2, disabled)")
+            result.report(
+                "flash_attn", "unsupported", f"{attention} is not offered (auto, sdpa, fa2, disabled)"
+            )
     if "enable_liger_kernel" in config:
         if config["enable_liger_kernel"]:
             fine_tune.set("training.kernels", "liger", ctx.says("enable_liger_kernel"))
@@ -662,9 +688,13 @@ def _training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, method
         result.map("disable_gradient_checkpointing", "FineTune.spec.training.gradientCheckpointing")
     if "gradient_checkpointing" in config:
         result.map("gradient_checkpointing", "FineTune.spec.training.gradientCheckpointing")
-    fine_tune.set("training.gradientCheckpointing", not disabled,
-                  ctx.says("disable_gradient_checkpointing") if "disable_gradient_checkpointing" in config
-                  else "LLaMA-Factory turns it on unless disable_gradient_checkpointing")
+    fine_tune.set(
+        "training.gradientCheckpointing",
+        not disabled,
+        ctx.says("disable_gradient_checkpointing")
+        if "disable_gradient_checkpointing" in config
+        else "LLaMA-Factory turns it on unless disable_gradient_checkpointing",
+    )
 
 
 def _schedule(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, steps: int | None) -> None:
@@ -676,25 +706,38 @@ def _schedule(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, steps:
         fine_tune.set("training.scheduler", scheduler, ctx.says("lr_scheduler_type"))
         result.map("lr_scheduler_type", "FineTune.spec.training.scheduler")
     else:
-        result.report("lr_scheduler_type", "unsupported", f"{scheduler} is not offered ({', '.join(sorted(SCHEDULERS))})")
+        result.report(
+            "lr_scheduler_type",
+            "unsupported",
+            f"{scheduler} is not offered ({', '.join(sorted(SCHEDULERS))})",
+        )
     optimizer = config.get("optim")
     if optimizer is not None:
         if optimizer in OPTIMIZERS:
             fine_tune.set("training.optimizer", optimizer, ctx.says("optim"))
             result.map("optim", "FineTune.spec.training.optimizer")
         else:
-            result.report("optim", "unsupported", f"{optimizer} is not offered ({', '.join(sorted(OPTIMIZERS))})")
+            result.report(
+                "optim", "unsupported", f"{optimizer} is not offered ({', '.join(sorted(OPTIMIZERS))})"
+            )
     ratio = as_number(config.get("warmup_ratio"))
     warmup_steps = as_int(config.get("warmup_steps"))
     if warmup_steps:
         if steps:
-            fine_tune.set("training.warmupRatio", round(warmup_steps / steps, 6),
-                          ctx.says("warmup_steps", f"{warmup_steps} of max_steps {steps}"))
+            fine_tune.set(
+                "training.warmupRatio",
+                round(warmup_steps / steps, 6),
+                ctx.says("warmup_steps", f"{warmup_steps} of max_steps {steps}"),
+            )
             result.map("warmup_steps", "FineTune.spec.training.warmupRatio")
         else:
-            result.report("warmup_steps", "unsupported", f"{warmup_steps} steps: tuneops warms up for a share of "
-                                                         "the steps (warmupRatio), and the total is not known "
-                                                         "before the data is; set warmupRatio by hand")
+            result.report(
+                "warmup_steps",
+                "unsupported",
+                f"{warmup_steps} steps: tuneops warms up for a share of "
+                "the steps (warmupRatio), and the total is not known "
+                "before the data is; set warmupRatio by hand",
+            )
         if "warmup_ratio" in config:
             result.report("warmup_ratio", "ignored", "warmup_steps overrides it (as in transformers)")
     elif ratio is not None:
@@ -747,16 +790,22 @@ def _distributed(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> 
     elif "fsdp" in config or "fsdp_config" in config:
         for key in ("fsdp", "fsdp_config"):
             if key in config:
-                result.report(key, "ignored" if not fsdp else "unsupported",
-                              "FSDP is not on" if not fsdp else "both deepspeed and fsdp: deepspeed was translated")
+                result.report(
+                    key,
+                    "ignored" if not fsdp else "unsupported",
+                    "FSDP is not on" if not fsdp else "both deepspeed and fsdp: deepspeed was translated",
+                )
 
 
 def _cadence(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None:
     result = ctx.result
     for section, strategy_key, steps_key, default in (
-            ("evaluation", "eval_strategy", "eval_steps", "no"), ("checkpoint", "save_strategy", "save_steps", "steps")):
-        strategy = config.get(strategy_key, config.get("evaluation_strategy", default)
-                              if section == "evaluation" else default)
+        ("evaluation", "eval_strategy", "eval_steps", "no"),
+        ("checkpoint", "save_strategy", "save_steps", "steps"),
+    ):
+        strategy = config.get(
+            strategy_key, config.get("evaluation_strategy", default) if section == "evaluation" else default
+        )
         for key in (strategy_key, "evaluation_strategy" if section == "evaluation" else strategy_key):
             if key in config:
                 result.map(key, f"FineTune.spec.{section}")
@@ -767,10 +816,15 @@ def _cadence(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None
                     fine_tune.set(f"{section}.everySteps", int(steps), ctx.says(steps_key))
                     result.map(steps_key, f"FineTune.spec.{section}.everySteps")
                 else:
-                    fine_tune.set(f"{section}.everySteps", 500, f"transformers' default ({steps_key} not set)")
+                    fine_tune.set(
+                        f"{section}.everySteps", 500, f"transformers' default ({steps_key} not set)"
+                    )
             elif steps_key in config:
-                result.report(steps_key, "unsupported", f"{config[steps_key]} is a share of all steps: tuneops "
-                                                        "takes a step count")
+                result.report(
+                    steps_key,
+                    "unsupported",
+                    f"{config[steps_key]} is a share of all steps: tuneops takes a step count",
+                )
         elif strategy == "epoch":
             fine_tune.set(f"{section}.perEpoch", True, ctx.says(strategy_key))
             if steps_key in config:
@@ -796,5 +850,7 @@ def _tokens(config: dict[str, Any], ctx: Context, base: SpecDraft) -> None:
             added += [token for token in tokens if token not in added]
             ctx.result.map(key, "BaseModel.spec.tokens.add")
     if added:
-        keys = ", ".join(k for k in ("new_special_tokens", "add_special_tokens", "add_tokens") if config.get(k))
+        keys = ", ".join(
+            k for k in ("new_special_tokens", "add_special_tokens", "add_tokens") if config.get(k)
+        )
         base.set("tokens.add", added, ctx.says(keys))

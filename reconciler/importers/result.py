@@ -122,8 +122,11 @@ class ImportResult:
 
 
 def _has_children(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) or (
-        isinstance(value, list) and any(isinstance(item, dict) for item in value))
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        or (isinstance(value, list) and any(isinstance(item, dict) for item in value))
+    )
 
 
 def _children(data: Any, prefix: str) -> list[tuple[str | None, str, Any]]:
