@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @cli.command(name="import")
 @click.argument("tool", type=click.Choice(["axolotl", "llamafactory"]))
-@click.argument("config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("config", type=click.Path(exists=True, dir_okay=False, readable=False, path_type=Path))
 @click.option(
     "--out",
     "out_dir",

@@ -11,7 +11,10 @@ from typing import Any
 
 import yaml
 
-CHATS = '{"messages": [{"role": "user", "content": "Where is my order?"}, {"role": "assistant", "content": "It ships today."}]}\n'
+CHATS = (
+    '{"messages": [{"role": "user", "content": "Where is my order?"}, '
+    '{"role": "assistant", "content": "It ships today."}]}\n'
+)
 SHAREGPT = '{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"}]}\n'
 ALPACA = '{"instruction": "Add", "input": "2 and 3", "output": "5"}\n'
 QA = '{"question": "Capital of France?", "context": "", "answer": "Paris"}\n'
@@ -167,17 +170,36 @@ output_dir: ./out
 strict: false
 """
 
-ZERO3 = {"bf16": {"enabled": "auto"}, "zero_optimization": {
-    "stage": 3, "overlap_comm": True, "stage3_gather_16bit_weights_on_model_save": True}}
+ZERO3 = {
+    "bf16": {"enabled": "auto"},
+    "zero_optimization": {
+        "stage": 3,
+        "overlap_comm": True,
+        "stage3_gather_16bit_weights_on_model_save": True,
+    },
+}
 
 DATASET_INFO = {
-    "support_chats": {"file_name": "support.json", "formatting": "sharegpt",
-                      "columns": {"messages": "messages"},
-                      "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                               "assistant_tag": "assistant", "system_tag": "system"}},
-    "qa": {"file_name": "qa.jsonl", "columns": {"prompt": "question", "query": "context", "response": "answer"}},
-    "qa_holdout": {"file_name": "qa-holdout.jsonl",
-                   "columns": {"prompt": "question", "query": "context", "response": "answer"}},
+    "support_chats": {
+        "file_name": "support.json",
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages"},
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        },
+    },
+    "qa": {
+        "file_name": "qa.jsonl",
+        "columns": {"prompt": "question", "query": "context", "response": "answer"},
+    },
+    "qa_holdout": {
+        "file_name": "qa-holdout.jsonl",
+        "columns": {"prompt": "question", "query": "context", "response": "answer"},
+    },
     "legacy_chats": {"file_name": "legacy.json", "formatting": "sharegpt"},
 }
 
@@ -292,8 +314,11 @@ run_name: mistral-full
 """
 
 CONFIGS = {
-    ("axolotl", "lora"): AXOLOTL_LORA, ("axolotl", "qlora"): AXOLOTL_QLORA, ("axolotl", "full"): AXOLOTL_FULL,
-    ("llamafactory", "lora"): LLAMAFACTORY_LORA, ("llamafactory", "qlora"): LLAMAFACTORY_QLORA,
+    ("axolotl", "lora"): AXOLOTL_LORA,
+    ("axolotl", "qlora"): AXOLOTL_QLORA,
+    ("axolotl", "full"): AXOLOTL_FULL,
+    ("llamafactory", "lora"): LLAMAFACTORY_LORA,
+    ("llamafactory", "qlora"): LLAMAFACTORY_QLORA,
     ("llamafactory", "full"): LLAMAFACTORY_FULL,
 }
 
@@ -330,8 +355,12 @@ def config_keys(tool: str, shape: str, extra: str = "") -> list[str]:
     config = yaml.safe_load(textwrap.dedent(CONFIGS[(tool, shape)]) + extra)
     keys = leaves(config, "")
     if tool == "llamafactory":
-        names = [n.strip() for group in ("dataset", "eval_dataset") for n in str(config.get(group) or "").split(",")
-                 if n.strip()]
+        names = [
+            n.strip()
+            for group in ("dataset", "eval_dataset")
+            for n in str(config.get(group) or "").split(",")
+            if n.strip()
+        ]
         keys += leaves({name: DATASET_INFO[name] for name in names}, "dataset_info")
     return keys
 
@@ -341,7 +370,8 @@ def leaves(data: Any, prefix: str) -> list[str]:
     items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else []
     for key, value in items:
         path = f"{prefix}[{key}]" if isinstance(key, int) else (f"{prefix}.{key}" if prefix else str(key))
-        nested = (isinstance(value, dict) and value) or (isinstance(value, list)
-                                                         and any(isinstance(v, dict) for v in value))
+        nested = (isinstance(value, dict) and value) or (
+            isinstance(value, list) and any(isinstance(v, dict) for v in value)
+        )
         out += leaves(value, path) if nested else [path]
     return out

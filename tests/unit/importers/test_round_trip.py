@@ -64,8 +64,14 @@ def test_every_key_is_mapped_or_reported(tmp_path, tool, shape):
     assert [key for key in keys if not is_covered(key, accounted)] == []
     # and nothing is claimed that the config does not have (a key, or a mapping or list holding keys)
     prefixes = {key[:i] for key in keys for i in range(1, len(key) + 1)}
-    assert sorted(k for k in accounted if k not in prefixes and not k.startswith(("plugins: ", "dataset: ",
-                                                                                  "eval_dataset: "))) == []
+    assert (
+        sorted(
+            k
+            for k in accounted
+            if k not in prefixes and not k.startswith(("plugins: ", "dataset: ", "eval_dataset: "))
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize(("tool", "shape"), sorted(CONFIGS))
@@ -79,14 +85,30 @@ def test_an_unknown_key_is_reported_not_dropped(tmp_path, tool, shape):
 def test_axolotl_lora_sft_fields_and_comments(tmp_path):
     result, out, _ = imported(tmp_path, "axolotl", "lora")
     fine_tune = spec(out, "fine-tune.yaml")
-    assert fine_tune["adapter"] == {"type": "lora", "r": 32, "alpha": 64, "dropout": 0.05,
-                                    "targetModules": "all-linear"}
+    assert fine_tune["adapter"] == {
+        "type": "lora",
+        "r": 32,
+        "alpha": 64,
+        "dropout": 0.05,
+        "targetModules": "all-linear",
+    }
     training = fine_tune["training"]
     assert training["learningRate"] == 2e-4  # a string to PyYAML, a number to axolotl
-    assert (training["packing"], training["attention"], training["kernels"]) == (True, "flash_attention_2", "liger")
-    assert (training["maxSeqLength"], training["microBatchSize"], training["gradientAccumulation"]) == (4096, 2, 4)
+    assert (training["packing"], training["attention"], training["kernels"]) == (
+        True,
+        "flash_attention_2",
+        "liger",
+    )
+    assert (training["maxSeqLength"], training["microBatchSize"], training["gradientAccumulation"]) == (
+        4096,
+        2,
+        4,
+    )
     assert training["optimizer"] == "adamw_bnb_8bit" and training["tf32"] is True
-    assert fine_tune["evaluation"] == {"perEpoch": True} and fine_tune["checkpoint"] == {"perEpoch": True, "keep": 3}
+    assert fine_tune["evaluation"] == {"perEpoch": True} and fine_tune["checkpoint"] == {
+        "perEpoch": True,
+        "keep": 3,
+    }
     assert "# axolotl: lora_r" in line_of(out, "fine-tune.yaml", "r: 32")
     assert "# axolotl: sample_packing" in line_of(out, "fine-tune.yaml", "packing: true")
     assert "# axolotl: flash_attention" in line_of(out, "fine-tune.yaml", "attention:")
@@ -118,9 +140,14 @@ def test_axolotl_qlora_fields(tmp_path):
     assert fine_tune["training"]["attention"] == "sdpa"
     assert fine_tune["evaluation"] == {"everySteps": 100} and fine_tune["checkpoint"] == {"everySteps": 200}
     datasets = {d["metadata"]["name"]: d["spec"] for d in documents(out, "datasets.yaml")}
-    assert datasets["qa"]["schema"] == {"type": "instruction", "columns": {
-        "instruction": "question", "input": "context", "output": "answer"}}
-    assert datasets["alpaca"]["source"] == "hf://tatsu-lab/alpaca" and datasets["alpaca"]["sourceSplit"] == "train"
+    assert datasets["qa"]["schema"] == {
+        "type": "instruction",
+        "columns": {"instruction": "question", "input": "context", "output": "answer"},
+    }
+    assert (
+        datasets["alpaca"]["source"] == "hf://tatsu-lab/alpaca"
+        and datasets["alpaca"]["sourceSplit"] == "train"
+    )
     assert datasets["qa-holdout"]["split"]["train"] == 1.0  # evaluation-only data
     assert [d["name"] for d in fine_tune["datasets"]] == ["qa", "alpaca"]
     evaluation = spec(out, "evaluations.yaml")
@@ -139,8 +166,11 @@ def test_axolotl_full_fine_tune_with_zero3(tmp_path):
     assert fine_tune["training"]["precision"] == "bf16" and fine_tune["training"]["seed"] == 7
     assert fine_tune["evaluation"] == {"perEpoch": True, "earlyStopping": {"patience": 3}}
     dataset = spec(out, "datasets.yaml")
-    assert dataset["schema"] == {"type": "chat", "layout": "sharegpt", "roles": {"user": ["human"],
-                                                                                 "assistant": ["gpt"]}}
+    assert dataset["schema"] == {
+        "type": "chat",
+        "layout": "sharegpt",
+        "roles": {"user": ["human"], "assistant": ["gpt"]},
+    }
     assert dataset["clean"] == {"dedup": "exact"}
     base = spec(out, "base-model.yaml")
     assert base["chatTemplate"] == "mistral" and base["tokens"] == {"add": ["<tool_call>", "</tool_call>"]}
@@ -150,11 +180,20 @@ def test_axolotl_full_fine_tune_with_zero3(tmp_path):
 def test_llamafactory_lora_sft_fields_and_comments(tmp_path):
     result, out, _ = imported(tmp_path, "llamafactory", "lora")
     fine_tune = spec(out, "fine-tune.yaml")
-    assert fine_tune["adapter"] == {"type": "lora", "r": 16, "alpha": 32, "dropout": 0.0,
-                                    "targetModules": "all-linear"}
+    assert fine_tune["adapter"] == {
+        "type": "lora",
+        "r": 16,
+        "alpha": 32,
+        "dropout": 0.0,
+        "targetModules": "all-linear",
+    }
     assert "LLaMA-Factory's default (lora_dropout not set)" in line_of(out, "fine-tune.yaml", "dropout:")
     training = fine_tune["training"]
-    assert (training["packing"], training["attention"], training["kernels"]) == (True, "flash_attention_2", "liger")
+    assert (training["packing"], training["attention"], training["kernels"]) == (
+        True,
+        "flash_attention_2",
+        "liger",
+    )
     assert training["learningRate"] == 1e-4 and training["maxSeqLength"] == 4096
     assert training["gradientCheckpointing"] is True  # LLaMA-Factory's default, unlike tuneops'
     assert fine_tune["datasets"] == [{"name": "support-chats", "maxSamples": 5000}]
@@ -175,7 +214,10 @@ def test_llamafactory_qlora_fields(tmp_path):
     assert fine_tune["adapter"]["type"] == "qlora"
     assert fine_tune["adapter"]["r"] == 8 and fine_tune["adapter"]["targetModules"] == ["q_proj", "v_proj"]
     assert fine_tune["adapter"]["modulesToSave"] == ["embed_tokens", "lm_head"]
-    assert fine_tune["training"]["warmupRatio"] == 0.05 and fine_tune["training"]["optimizer"] == "paged_adamw_8bit"
+    assert (
+        fine_tune["training"]["warmupRatio"] == 0.05
+        and fine_tune["training"]["optimizer"] == "paged_adamw_8bit"
+    )
     assert fine_tune["training"]["precision"] == "fp16" and fine_tune["training"]["scheduler"] == "linear"
     assert fine_tune["checkpoint"] == {"everySteps": 250, "keep": 2}
     assert spec(out, "base-model.yaml")["tokens"] == {"add": ["<think>", "</think>"]}
@@ -200,8 +242,10 @@ def test_llamafactory_full_fine_tune_with_zero3_offload_by_name(tmp_path):
 def test_a_validation_set_the_config_does_not_hold_out_trains_on_every_row(tmp_path):
     root = write_project(tmp_path / "project")
     config = root / "cfg.yml"
-    config.write_text("base_model: org/model\ndatasets:\n  - path: data/support.jsonl\n    type: chat_template\n"
-                      "learning_rate: 0.0001\nmicro_batch_size: 1\ngradient_accumulation_steps: 1\n")
+    config.write_text(
+        "base_model: org/model\ndatasets:\n  - path: data/support.jsonl\n    type: chat_template\n"
+        "learning_rate: 0.0001\nmicro_batch_size: 1\ngradient_accumulation_steps: 1\n"
+    )
     result = import_config("axolotl", config, root / "specs", cwd=root)
     assert "evaluations.yaml" not in result.files
     text = result.texts()["datasets.yaml"]
@@ -226,8 +270,10 @@ def test_data_outside_the_spec_repository_is_named(tmp_path):
 def test_steps_that_need_the_total_are_reported_not_guessed(tmp_path):
     root = write_project(tmp_path / "project")
     config = root / "cfg.yml"
-    config.write_text("base_model: org/model\ndatasets:\n  - path: data/support.jsonl\n    type: chat_template\n"
-                      "learning_rate: 0.0001\nwarmup_steps: 20\nevals_per_epoch: 4\nval_set_size: 100\n")
+    config.write_text(
+        "base_model: org/model\ndatasets:\n  - path: data/support.jsonl\n    type: chat_template\n"
+        "learning_rate: 0.0001\nwarmup_steps: 20\nevals_per_epoch: 4\nval_set_size: 100\n"
+    )
     result = import_config("axolotl", config, root / "specs", cwd=root)
     reported = {u.key: u.reason for u in result.untranslated}
     assert "warmupRatio" in reported["warmup_steps"]
