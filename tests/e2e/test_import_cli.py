@@ -81,7 +81,7 @@ def test_existing_files_are_not_overwritten_without_force(tmp_path):
     assert "kind: FineTune" in (root / "specs" / "fine-tune.yaml").read_text()
 
 
-def test_specs_that_do_not_validate_exit_1_with_the_reason(tmp_path):
+def test_an_unsupported_method_is_reported_for_review(tmp_path):
     root = write_project(tmp_path / "project")
     config = root / "rl.yml"
     config.write_text(
@@ -89,9 +89,27 @@ def test_specs_that_do_not_validate_exit_1_with_the_reason(tmp_path):
         "    type: chat_template\nlearning_rate: 0.0001\n"
     )
     result = run_tuneops("import", "axolotl", str(config), "--out", "specs", cwd=root, env=no_hub(tmp_path))
-    assert "rl: rl: kto is not offered" in result.stdout
-    assert result.exit_code == 0  # reported; the SFT spec it wrote is still a valid spec to review
-    assert "needs review" in result.stdout
+    assert result.exit_code == 0  # reported, not fatal: the SFT spec it wrote is valid, to be reviewed
+    assert "rl: rl: kto is not offered" in result.stdout and "needs review" in result.stdout
+
+
+def test_specs_that_do_not_validate_exit_1_with_the_reason(tmp_path):
+    """Data outside the repository the specs are written into: validation refuses it, and the
+    notes say what to do."""
+    root = write_project(tmp_path / "project")
+    config = write_config(root, "axolotl", "lora")
+    (tmp_path / "specs-repo" / ".git").mkdir(parents=True)
+    result = run_tuneops(
+        "import",
+        "axolotl",
+        str(config),
+        "--out",
+        str(tmp_path / "specs-repo"),
+        cwd=root,
+        env=no_hub(tmp_path),
+    )
+    assert result.exit_code == 1
+    assert "outside" in result.stdout and "policy.allowedFileRoots" in result.stdout
 
 
 @pytest.mark.parametrize(
