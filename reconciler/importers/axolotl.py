@@ -238,14 +238,12 @@ def _datasets(
     if "test_datasets" in config and not isinstance(config["test_datasets"], list):
         ctx.result.report("test_datasets", "unsupported", "not a list of datasets")
     if not [d for d in drafts if d not in held_out["eval_only"]]:
-        placeholder = SpecDraft("Dataset", unique_name("training-data", taken), header=common.header(ctx, ""))
+        placeholder = SpecDraft(
+            "Dataset", common.unique("training-data", taken), header=common.header(ctx, "")
+        )
         placeholder.set("source", "file://data/train.jsonl", "no dataset could be translated: name the data")
         drafts.insert(0, placeholder)
     return drafts, held_out
-
-
-def unique_name(name: str, taken: set[str]) -> str:
-    return common.unique(name, taken)
 
 
 def _dedup(ctx: Context, draft: SpecDraft, dedup: Any) -> None:

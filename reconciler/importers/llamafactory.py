@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.importers import common
+from reconciler.importers.commented_yaml import Commented
 from reconciler.importers.common import Context, as_int, as_list, as_number
 from reconciler.importers.llamafactory_keys import (
     ATTENTION,
@@ -54,9 +55,9 @@ def import_llamafactory(config: dict[str, Any], ctx: Context, name: str | None) 
     for index, draft in enumerate(training_sets):
         entry: dict[str, Any] = {"name": draft.name}
         if weights:
-            entry["weight"] = common_commented(weights[index], ctx.says("interleave_probs"))
+            entry["weight"] = Commented(weights[index], ctx.says("interleave_probs"))
         if samples:
-            entry["maxSamples"] = common_commented(
+            entry["maxSamples"] = Commented(
                 samples, ctx.says("max_samples", "LLaMA-Factory takes them before holding out val_size")
             )
         entries.append(entry)
@@ -84,12 +85,6 @@ def import_llamafactory(config: dict[str, Any], ctx: Context, name: str | None) 
     result.report_unread(config)
     result.report_unread(info_used, "dataset_info")
     return common.package(ctx, base, datasets, fine_tune, evaluation_drafts)
-
-
-def common_commented(value: Any, comment: str) -> Any:
-    from reconciler.importers.commented_yaml import Commented
-
-    return Commented(value, comment)
 
 
 def _base_model(config: dict[str, Any], ctx: Context) -> SpecDraft:
