@@ -125,6 +125,7 @@ class PairedResult:
     high: float
     confidence: float
     p_value: float | None = None
+    difference_sd: float | None = None  # of the per-row differences: the plan's detectable effect
 
     @property
     def difference(self) -> float:
@@ -155,7 +156,7 @@ def comparison_result(gate: Gate, paired: PairedResult | None, skipped: str = ""
 
 COMPARE_PREFIX = "compare/"
 """A comparison gate's figures on the Evaluation's run: `compare/<champion>/<metric>/<figure>`."""
-_FIGURES = ("rows", "candidate", "champion", "low", "high", "confidence", "p_value")
+_FIGURES = ("rows", "candidate", "champion", "low", "high", "confidence", "p_value", "difference_sd")
 SKIPPED_FIGURE = "skipped"  # 1.0 when nothing served: the plan re-derives "not compared"
 
 
@@ -172,10 +173,10 @@ def _paired_from_run(metrics: Mapping[str, float], champion: str, metric: str) -
     prefix = f"{COMPARE_PREFIX}{champion}/{metric}/"
     if prefix + "rows" not in metrics:
         return None
-    p_value = metrics.get(prefix + "p_value")
     return PairedResult(int(metrics[prefix + "rows"]), metrics[prefix + "candidate"],
                         metrics[prefix + "champion"], metrics[prefix + "low"], metrics[prefix + "high"],
-                        metrics[prefix + "confidence"], p_value)
+                        metrics[prefix + "confidence"], metrics.get(prefix + "p_value"),
+                        metrics.get(prefix + "difference_sd"))
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,8 @@ class Plan:
     # tuneops.yaml fields a branch changes (plan --base): policy, storage and credentials' homes
     # are for the reviewer to see, even where no resource changes.
     settings_changes: tuple[FieldChange, ...] = ()
+    # what a reviewer should know that is no error: "file:line:col warning path: message (hint)"
+    warnings: tuple[str, ...] = ()
 
     @property
     def has_changes(self) -> bool:

@@ -131,6 +131,7 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
         lines.append(f"not in Git (kept; prune is off): {item}")
     if plan.unmanaged:
         lines.append("")
+    lines += [*plan.warnings, ""] if plan.warnings else []
     lines.append(summary_line(plan))
     if _gpu_hours_line(estimates):
         lines.append(_gpu_hours_line(estimates))
@@ -191,6 +192,8 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
                 lines += [f"- {change.path}: {_value(change.before)}",
                           f"+ {change.path}: {_value(change.after)}"]
             lines += ["```", "", "</details>", ""]
+    if plan.warnings:
+        lines += ["**Warnings**", "", *(f"- {_cell(warning)}" for warning in plan.warnings), ""]
     if estimates:
         lines += ["**Training estimates**", "", "| Fine-tune | Estimate |", "| --- | --- |"]
         lines += [f"| `{rid}` | {_cell(plan_line(found))} |" for rid, found in estimates.items()]
@@ -247,6 +250,7 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None,
         "unmanaged": list(plan.unmanaged),
         "settings_changes": [{"path": c.path, "before": c.before, "after": c.after}
                              for c in plan.settings_changes],
+        "warnings": list(plan.warnings),
         "estimates": {str(rid): estimate_json(found) for rid, found in (estimates or {}).items()},
         "gpu_hours_at_most": known,
         "fine_tunes_not_estimated": unknown,

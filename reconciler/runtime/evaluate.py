@@ -211,7 +211,7 @@ def compare_with_champions(spec: EvaluationSpec, scored: Scored, champions: dict
         if gate.metric in BINARY_METRICS:
             p_value = mcnemar_exact(mine.stats[:, 0], theirs.stats[:, 0])
         found[key] = (PairedResult(compared.rows, compared.candidate, compared.champion, compared.low,
-                                   compared.high, compared.confidence, p_value), "")
+                                   compared.high, compared.confidence, p_value, compared.difference_sd), "")
     return found
 
 
