@@ -25,6 +25,7 @@ from reconciler.plan.blocked import (
     UpstreamBlock,
     UpstreamNotReady,
 )
+from reconciler.plan.gates import GateResult
 from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction, utc_iso
 from reconciler.sizing.estimates import FineTuneEstimate
 from reconciler.sizing.report import estimate_json, plan_line
@@ -311,6 +312,19 @@ def _number(value: float | None) -> float | str | None:
 
 def _evaluation_json(failed: FailedEvaluation) -> dict[str, Any]:
     return {"evaluation": failed.evaluation, "summary": failed.summary,
-            "failures": [{"metric": check.metric, "check": check.kind, "value": _number(check.value),
-                          "operator": check.operator, "threshold": _number(check.bound),
-                          "baseline": _number(check.baseline)} for check in failed.failures]}
+            "failures": [_check_json(check) for check in failed.failures]}
+
+
+def _check_json(check: GateResult) -> dict[str, Any]:
+    found = {"metric": check.metric, "check": check.kind, "value": _number(check.value),
+             "operator": check.operator, "threshold": _number(check.bound),
+             "baseline": _number(check.baseline), "description": check.describe()}
+    paired = check.comparison
+    if check.kind == "compare":
+        found["champion"] = check.champion
+        if paired is not None:  # the interval it was decided on: value is candidate - champion
+            found["comparison"] = {"rows": paired.rows, "candidate": _number(paired.candidate),
+                                   "champion": _number(paired.champion), "low": _number(paired.low),
+                                   "high": _number(paired.high), "confidence": paired.confidence,
+                                   "p_value": _number(paired.p_value)}
+    return found
