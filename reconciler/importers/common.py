@@ -1,10 +1,11 @@
 """What both importers share: where a path in a config points (resolved from the working
 directory, as axolotl and LLaMA-Factory resolve it, and written relative to the output folder),
-spec names, DeepSpeed configs, chat template names, and the Evaluations for held-out data."""
+spec names, the BaseModel and Dataset drafts, and the Evaluations for held-out data. Chat
+template names are chat_templates.py's, DeepSpeed configs deepspeed.py's, FineTune settings
+fine_tune.py's."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import PermanentError
-from reconciler.importers.result import ImportResult, SpecDraft
+from reconciler.importers.result import Category, ImportResult, SpecDraft
 from reconciler.specs.base import suggest_dns_label
 from reconciler.specs.confinement import repository_root
 from reconciler.specs.dataset import FORMAT_BY_EXTENSION
@@ -96,6 +97,13 @@ def read_config(path: Path) -> dict[str, Any]:
         shape = "empty" if data is None else f"a {type(data).__name__}"
         raise ImportError_(f"{path} is {shape}, not a mapping of settings: is it a training config?")
     return {str(key): value for key, value in data.items()}
+
+
+def report_present(ctx: Context, config: dict[str, Any], reasons: dict[str, str], category: Category) -> None:
+    """Report each key of a tool's list (ignored by design, or unsupported) that the config sets."""
+    for key, reason in reasons.items():
+        if key in config:
+            ctx.result.report(key, category, reason)
 
 
 def name_from(value: str, fallback: str) -> str:
@@ -182,155 +190,21 @@ def model_source(ctx: Context, draft: SpecDraft, key: str, value: Any) -> None:
     ctx.result.map(key, "BaseModel.spec.source")
 
 
-# --- distributed training --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Strategy:
-    strategy: str  # ddp | zero2 | zero3 | zero3-offload
-    offload_parameters: bool = False
-    offload_optimizer: bool = False
-    how: str = ""
-
-
-_STAGE_IN_NAME = re.compile(r"(?:zero|ds_z|z)([0-3])")
-
-
-def deepspeed_strategy(ctx: Context, key: str, value: Any) -> Strategy | str:
-    """A DeepSpeed config (a path, or inline) -> the strategy, or why not. The JSON is read when
-    it exists (from the working directory); else the well-known names of axolotl's
-    deepspeed_configs/ and LLaMA-Factory's examples/deepspeed/ tell the stage and offload."""
-    if isinstance(value, dict):
-        return _zero_from_json(value, "inline")
-    if not isinstance(value, str):
-        return "not a path to a DeepSpeed JSON config"
-    local = ctx.local(value)
-    if local is not None and local.is_file():
-        try:
-            config = json.loads(local.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as error:
-            ctx.result.note(f"{key}: {value} could not be read as JSON ({error}); its name was used")
-        else:
-            if isinstance(config, dict):
-                return _zero_from_json(config, f"read from {value}")
-    return _zero_from_name(Path(value).name)
-
-
-def _device(section: Any) -> str:
-    return str(section.get("device", "none")).lower() if isinstance(section, dict) else "none"
-
-
-def _zero_from_json(config: dict[str, Any], source: str) -> Strategy | str:
-    zero = config.get("zero_optimization") or {}
-    if not isinstance(zero, dict):
-        return f"zero_optimization is not a mapping ({source})"
-    stage = as_int(zero.get("stage", 0))
-    optimizer, parameters = _device(zero.get("offload_optimizer")), _device(zero.get("offload_param"))
-    if "nvme" in (optimizer, parameters):
-        return "offload to NVMe is not supported (tuneops offloads to CPU memory)"
-    return _strategy(stage, parameters == "cpu", optimizer == "cpu", f"ZeRO stage {stage}, {source}")
-
-
-def _zero_from_name(name: str) -> Strategy | str:
-    match = _STAGE_IN_NAME.search(name.lower())
-    if match is None:
-        return f"{name} does not exist here and its name does not tell the ZeRO stage"
-    stage = int(match.group(1))
-    lowered = name.lower()
-    everything = "offload_all" in lowered or (stage == 3 and "offload" in lowered and "param" not in lowered)
-    parameters = everything or "offload_param" in lowered
-    optimizer = everything or (stage == 2 and "offload" in lowered)
-    return _strategy(
-        stage, parameters, optimizer, f"ZeRO stage {stage}, from the file name {name}: not found here"
+def base_model_draft(ctx: Context, key: str, model: Any) -> SpecDraft:
+    """The BaseModel, named after the model the config's `key` names, with its source."""
+    base = SpecDraft(
+        "BaseModel",
+        name_from(str(model or "base-model"), "model"),
+        header=header(ctx, "Pin `revision` (`tuneops pin`) so the spec always means the same weights."),
     )
+    model_source(ctx, base, key, model)
+    return base
 
 
-def _strategy(stage: int | None, parameters: bool, optimizer: bool, how: str) -> Strategy | str:
-    if stage == 0:
-        return Strategy("ddp", how=how)
-    if stage == 1:
-        return "ZeRO stage 1 is not offered (zero2 shards optimizer states and gradients: the nearest)"
-    if stage == 2:
-        if parameters:
-            return "ZeRO-2 cannot offload parameters"
-        return Strategy("zero2", False, optimizer, how)
-    if stage == 3:
-        if parameters and optimizer:
-            return Strategy("zero3-offload", False, False, how)
-        return Strategy("zero3", parameters, optimizer, how)
-    return f"ZeRO stage {stage} is not one DeepSpeed has"
-
-
-def set_strategy(ctx: Context, fine_tune: SpecDraft, key: str, strategy: Strategy) -> None:
-    fine_tune.set("distributed.strategy", strategy.strategy, ctx.says(key, strategy.how))
-    ctx.result.map(key, "FineTune.spec.distributed.strategy")
-    if strategy.offload_parameters or strategy.offload_optimizer:
-        if strategy.offload_parameters:
-            fine_tune.set("distributed.offload.parameters", True, ctx.says(key, "offload_param: cpu"))
-        if strategy.offload_optimizer:
-            fine_tune.set("distributed.offload.optimizer", True, ctx.says(key, "offload_optimizer: cpu"))
-        ctx.result.map(key, "FineTune.spec.distributed.offload")
-
-
-# --- chat templates ---------------------------------------------------------------------------
-
-# Other tools' template names -> the built-in template that renders the same (BaseModel.chatTemplate).
-CHAT_TEMPLATES = {
-    "axolotl": {
-        "chatml": "chatml",
-        "llama3": "llama3",
-        "qwen_25": "qwen2.5",
-        "qwen3": "qwen3",
-        "mistral_v2v3": "mistral",
-        "gemma": "gemma",
-        "gemma3": "gemma",
-        "phi_3": "phi3",
-        "phi_35": "phi3",
-        "phi_4": "phi4",
-        "tokenizer_default": "tokenizer",
-    },
-    "LLaMA-Factory": {
-        "chatml": "chatml",
-        "llama3": "llama3",
-        "qwen": "qwen2.5",
-        "qwen3": "qwen3",
-        "qwen3_nothink": "qwen3-no-thinking",
-        "mistral": "mistral",
-        "gemma": "gemma",
-        "gemma2": "gemma",
-        "gemma3": "gemma",
-        "phi": "phi3",
-        "phi4": "phi4",
-    },
-}
-
-
-def chat_template(ctx: Context, base: SpecDraft, key: str, value: Any) -> None:
-    name = str(value)
-    ours = CHAT_TEMPLATES[ctx.tool].get(name)
-    if ours is None and name.startswith("tokenizer_default_fallback_"):
-        ours = "tokenizer"
-        ctx.result.note(
-            f"{key}: {name} falls back to another template when the tokenizer has none; "
-            "tuneops uses the tokenizer's own (set chatTemplate if it has none)"
-        )
-    if ours is None:
-        known = ", ".join(sorted(CHAT_TEMPLATES[ctx.tool]))
-        ctx.result.report(
-            key,
-            "unsupported",
-            f"template {name!r} has no built-in equivalent (mapped: {known}); "
-            "give its Jinja file as chatTemplate: file://...",
-        )
-        return
-    previous = base.get("chatTemplate")
-    if previous is not None and previous != ours:
-        ctx.result.report(
-            key, "unsupported", f"a second chat template ({name}) beside {previous}: a base model has one"
-        )
-        return
-    base.set("chatTemplate", ours, ctx.says(key) if ours == name else ctx.says(key, name))
-    ctx.result.map(key, "BaseModel.spec.chatTemplate")
+def trust_remote_code(ctx: Context, base: SpecDraft, config: dict[str, Any]) -> None:
+    if "trust_remote_code" in config:
+        base.set("trustRemoteCode", bool(config["trust_remote_code"]), ctx.says("trust_remote_code"))
+        ctx.result.map("trust_remote_code", "BaseModel.spec.trustRemoteCode")
 
 
 # --- evaluations -------------------------------------------------------------------------------
@@ -402,6 +276,51 @@ def package(
 # --- datasets ----------------------------------------------------------------------------------
 
 
+def dataset_draft(ctx: Context, name: str, taken: set[str]) -> SpecDraft:
+    """A Dataset named after its path or name, unique among the `taken` names."""
+    return SpecDraft(
+        "Dataset",
+        unique(name_from(name, "data"), taken),
+        header=header(ctx, "Paths in file:// are relative to this file."),
+    )
+
+
+def placeholder_dataset(ctx: Context, name: str, why: str) -> SpecDraft:
+    """A Dataset to fill in by hand, where the config names no data that could be translated."""
+    placeholder = SpecDraft("Dataset", name, header=header(ctx, ""))
+    placeholder.set("source", "file://data/train.jsonl", why)
+    return placeholder
+
+
+def hub_dataset(ctx: Context, draft: SpecDraft, key: str, dataset_id: str, how: str) -> None:
+    draft.set("source", f"hf://{dataset_id}", ctx.says(key, how))
+    ctx.result.map(key, "Dataset.spec.source")
+    ctx.result.note(f"{key}: hf://{dataset_id} is not pinned to a commit: run `tuneops pin`")
+
+
+def validation_share(
+    ctx: Context, config: dict[str, Any], key: str, zero_maps_to: str = "Dataset.spec.split.validation"
+) -> float:
+    """The share of rows the config holds out for validation (`val_set_size`, `val_size`); the
+    tools also take a row count, which tuneops does not."""
+    if key not in config:
+        return 0.0
+    value = as_number(config[key])
+    if value is None or value < 0:
+        ctx.result.report(key, "unsupported", f"not a share of rows: {config[key]!r}")
+        return 0.0
+    if value >= 1:
+        ctx.result.report(
+            key,
+            "unsupported",
+            f"{value} rows: tuneops holds out a share, not a count; "
+            "set split.validation to rows held out / rows",
+        )
+        return 0.0
+    ctx.result.map(key, "Dataset.spec.split.validation" if value > 0 else zero_maps_to)
+    return float(value)
+
+
 def data_file(ctx: Context, key: str, path: Path) -> Path | None:
     """A local data path -> the one file a Dataset reads: the file itself, or the only data file
     in a folder; None (reported) when there is no single file."""
@@ -434,7 +353,8 @@ def split_for(ctx: Context, draft: SpecDraft, validation: float, key: str | None
     draft.set("split.test", 0.0)
 
 
-def evaluation_only_split(ctx: Context, draft: SpecDraft, key: str) -> None:
+def evaluation_only_split(ctx: Context, draft: SpecDraft, key: str, label: str) -> None:
+    """Data the config holds out for evaluation only (`label` names it in the note)."""
     draft.set(
         "split.train",
         1.0,
@@ -446,6 +366,10 @@ def evaluation_only_split(ctx: Context, draft: SpecDraft, key: str) -> None:
     )
     draft.set("split.validation", 0.0)
     draft.set("split.test", 0.0)
+    ctx.result.note(
+        f"{label}: scored after training by an Evaluation; during training "
+        "tuneops evaluates on the training datasets' validation split only"
+    )
 
 
 def no_dedup(ctx: Context, draft: SpecDraft) -> None:

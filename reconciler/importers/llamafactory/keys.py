@@ -175,16 +175,6 @@ UNSUPPORTED = {
     "freeze_extra_modules": "freeze (partial) fine-tuning is not offered",
 }
 
-SCHEDULERS = {"cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"}
-OPTIMIZERS = {
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adamw_8bit",
-    "adamw_bnb_8bit",
-    "paged_adamw_8bit",
-    "adafactor",
-    "sgd",
-}
 STAGES = {"sft": "sft", "pt": "pretrain", "dpo": "dpo"}
 ATTENTION = {"auto": "auto", "fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager"}
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}

@@ -216,16 +216,6 @@ UNSUPPORTED = {
     "float32": "precision: fp32 is tuneops' name for it when bf16 and fp16 are off",
 }
 
-SCHEDULERS = {"cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"}
-OPTIMIZERS = {
-    "adamw_torch",
-    "adamw_torch_fused",
-    "adamw_8bit",
-    "adamw_bnb_8bit",
-    "paged_adamw_8bit",
-    "adafactor",
-    "sgd",
-}
 LIGER_FLAGS = (
     "liger_rope",
     "liger_rms_norm",
