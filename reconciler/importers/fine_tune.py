@@ -43,7 +43,7 @@ def set_choice(
     ctx: Context, fine_tune: SpecDraft, key: str, value: Any, path: str, offered: Collection[str]
 ) -> None:
     """A name from a fixed set (a scheduler, an optimizer): written, or reported with the set."""
-    if value in offered:
+    if isinstance(value, str) and value in offered:
         fine_tune.set(path, value, ctx.says(key))
         ctx.result.map(key, f"FineTune.spec.{path}")
     else:

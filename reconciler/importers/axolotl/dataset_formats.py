@@ -62,7 +62,8 @@ def _chat_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDraft
     result.map(f"{key}.type", "Dataset.spec.schema.type")
     draft.set("schema.type", "chat", ctx.says(f"{key}.type"))
     messages = entry.get("field_messages", "conversations" if sharegpt else "messages")
-    mappings = dict(entry.get("message_property_mappings") or {})
+    raw = entry.get("message_property_mappings")
+    mappings = dict(raw) if isinstance(raw, dict) else {}
     if "message_field_role" in entry:
         mappings.setdefault("role", entry["message_field_role"])
         result.map(f"{key}.message_field_role", "Dataset.spec.schema.columns.role")
@@ -79,9 +80,11 @@ def _chat_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDraft
             "unsupported",
             "messages carry a role and a content only",
         )
-    if "message_property_mappings" in entry:
+    if "message_property_mappings" in entry and not isinstance(raw, dict):
+        result.report(f"{key}.message_property_mappings", "unsupported", "not a mapping of message keys")
+    elif "message_property_mappings" in entry:
         for mapped_key in ("role", "content"):
-            if mapped_key in (entry.get("message_property_mappings") or {}):
+            if mapped_key in raw:
                 result.map(
                     f"{key}.message_property_mappings.{mapped_key}",
                     f"Dataset.spec.schema.columns.{mapped_key}",

@@ -49,7 +49,8 @@ def dataset_specs(
             )
         else:
             ctx.result.report("shuffle_merged_datasets", "ignored", "tuneops always shuffles the mixed rows")
-    for index, entry in enumerate(config.get("test_datasets") or []):
+    test_sets = config.get("test_datasets")
+    for index, entry in enumerate(test_sets if isinstance(test_sets, list) else []):
         draft = _dataset(entry, f"test_datasets[{index}]", ctx, method, taken)
         if draft is None:
             continue

@@ -15,7 +15,7 @@ from reconciler.importers.result import SpecDraft
 
 def method(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> str:
     stage = config.get("stage", "sft")
-    if stage in STAGES:
+    if isinstance(stage, str) and stage in STAGES:
         if "stage" in config:
             ctx.result.map("stage", "FineTune.spec.method")
         method = STAGES[stage]
@@ -106,7 +106,7 @@ def training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, method:
     _precision(config, ctx, fine_tune)
     attention = config.get("flash_attn")
     if attention is not None:
-        if attention in ATTENTION:
+        if isinstance(attention, str) and attention in ATTENTION:
             if attention != "auto":
                 fine_tune.set("training.attention", ATTENTION[attention], ctx.says("flash_attn", attention))
             result.map("flash_attn", "FineTune.spec.training.attention")
