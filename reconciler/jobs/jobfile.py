@@ -154,6 +154,11 @@ class JobFile(_JobModel):
     baseline: ModelVersionRef | BaseModelRef | None = None
     task_files: tuple[TaskFileRef, ...] | None = Field(
         None, description="Evaluations: the task YAMLs its tasks name (none: no such task).")
+    champion: ModelVersionRef | None = Field(
+        None, description="Evaluations with a `notWorseThan: serving` gate: the model version the "
+                          "Deployment that requires them serves now (none while nothing serves).")
+    champion_source: str | None = Field(
+        None, description="Where the champion was found, for the results: e.g. \"Deployment/support\".")
     serve: ServeOptions = Field(default_factory=ServeOptions)
     checkout: SpecCheckout | None = Field(
         None, description="Kubernetes: the spec repository's files to check out before the job runs.")

@@ -90,7 +90,7 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
 
     if offline:
         the_plan = build_plan(project.specs, project.graph, project.inputs, ActualState.unknown(), options)
-        return PlannedProject(project, the_plan, offline=True)
+        return PlannedProject(project, with_warnings(the_plan, project, None), offline=True)
     import sqlite3
 
     try:
@@ -100,7 +100,17 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
     except (OSError, sqlite3.Error) as error:
         raise TuneopsError(f"cannot read the local state in {project.state_dir}: {error}") from None
     the_plan = build_plan(project.specs, project.graph, project.inputs, state, options)
-    return PlannedProject(project, the_plan, offline=False, state=state, store=store, backend=backend)
+    return PlannedProject(project, with_warnings(the_plan, project, state), offline=False, state=state,
+                          store=store, backend=backend)
+
+
+def with_warnings(the_plan: Plan, project: Any, state: ActualState | None) -> Plan:
+    """The plan with what a reviewer should know that is no error: comparison gates whose margin
+    is below what their split can detect."""
+    from reconciler.plan.detectable import margin_warnings
+
+    found = tuple(problem.text() for problem in margin_warnings(project.specs, state))
+    return replace(the_plan, warnings=the_plan.warnings + found) if found else the_plan
 
 
 def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOptions,

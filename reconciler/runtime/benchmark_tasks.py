@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.jobs.jobfile import TaskFileRef
 from reconciler.runtime.evaluate import EvaluationError
@@ -29,6 +29,9 @@ from reconciler.specs.confinement import OutsideRoots, resolve_for_job
 from reconciler.specs.evaluation import TASK_METRIC_PREFIX, BenchmarkTask
 from reconciler.specs.schema_errors import suggest
 from reconciler.specs.task_files import TaskFileError, read_task_file
+
+if TYPE_CHECKING:
+    from reconciler.runtime.paired import RowScores
 
 BATCH_SIZE = 8  # fixed, not "auto": the same model gives the same numbers on any machine
 SEED = 1234
@@ -47,6 +50,22 @@ class BenchmarkResults:
 
     metrics: dict[str, float] = field(default_factory=dict)
     samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def row_scores(self) -> dict[str, RowScores]:
+        """Per-document scores for paired comparisons, of the metrics that are the mean of them
+        (acc, acc_norm, exact_match...); a corpus-level metric (BLEU, a perplexity) is left out,
+        and a comparison gate on it fails as not computed per row."""
+        import numpy as np
+
+        from reconciler.runtime.paired import RowScores, mean_of_rows
+
+        found = {}
+        for name, values in self.samples.items():
+            value = self.metrics.get(name)
+            if values and value is not None and math.isclose(sum(values) / len(values), value,
+                                                             rel_tol=1e-9, abs_tol=1e-12):
+                found[name] = RowScores(name, np.asarray(values, dtype=np.float64)[:, None], mean_of_rows)
+        return found
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,8 @@ CODES: dict[str, str] = {
     "missing-reference": "A spec names another spec that does not exist.",
     "dependency-cycle": "Specs depend on each other in a circle.",
     "method-data-mismatch": "The training method does not fit the dataset's schema type.",
+    "margin-below-detectable": "A comparison gate's margin is below the smallest effect its split can "
+                               "detect at 80% power (a plan warning).",
     "no-champion": "A comparison gate (notWorseThan) with nothing to compare with.",
     "needs-gpu": "A setting that only works on a GPU, on a FineTune with gpusPerNode 0.",
     "offload-without-gpus": "distributed.offload on a FineTune that trains on CPU (warning).",
