@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import TaskFileRef
-from reconciler.runtime.evaluate import EvaluationError
 from reconciler.specs.confinement import OutsideRoots, resolve_for_job
 from reconciler.specs.evaluation import TASK_METRIC_PREFIX, BenchmarkTask
 from reconciler.specs.schema_errors import suggest
@@ -39,8 +39,9 @@ BOOTSTRAP_ITERATIONS = 1000  # lm-eval's standard errors of non-mean metrics; un
 _QUIET_LOGGERS = ("lm_eval", "lm-eval", "datasets", "transformers", "accelerate", "evaluate")
 
 
-class BenchmarkError(EvaluationError):
-    """A named benchmark that cannot run as specified; the message names the task and the fix."""
+class BenchmarkError(PermanentError, ValueError):
+    """A named benchmark that cannot run as specified (as evaluate.EvaluationError, which cannot be
+    imported here without a circle): the message names the task and the fix."""
 
 
 @dataclass(frozen=True)

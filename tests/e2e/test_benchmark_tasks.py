@@ -188,8 +188,10 @@ def test_a_benchmark_gate_decides_what_is_deployed(repo: SpecRepo, mlflow_server
     write_fruit_task(repo.root / "evals")
     repo.edit("evaluation.yaml", "  metrics: [perplexity, exact_match]\n",
               "  metrics: []\n  tasks:\n    - path: evals/fruit-mc.yaml\n")
-    repo.edit("evaluation.yaml", "    - metric: exact_match\n      min: 0.5\n",
-              "    - metric: task/fruit_mc/acc\n      min: 0.5\n")
+    text = (repo.root / "evaluation.yaml").read_text()
+    (repo.root / "evaluation.yaml").write_text(text[:text.index("  gates:\n")] + (
+        "  gates:\n    - metric: task/fruit_mc/acc\n      min: 0.5\n"
+        "    - metric: task/fruit_mc/acc\n      notWorseThan: serving\n      margin: 0.1\n"))
     repo.commit("gate on a named benchmark")
     validated = repo.tuneops("validate", ".")
     assert validated.exit_code == 0 and "5 valid specs" in validated.stdout, validated.output
@@ -220,4 +222,18 @@ def test_a_benchmark_gate_decides_what_is_deployed(repo: SpecRepo, mlflow_server
     assert applied.exit_code == 0, applied.output
     assert "Deployment/fruit-bot: blocked" in applied.stdout
     assert f"{repo.model}/2 did not pass fruit-sft-quality: gate task/fruit_mc/acc" in applied.stdout
+    # Compared with the version serving on the same documents: lm-eval's per-document scores.
+    (_, comparison), = (item for item in _evaluations(applied, repo) if item[0] == "2")
+    assert comparison["metric"] == "task/fruit_mc/acc" and comparison["rows"] == 15, comparison
+    assert comparison["high"] < -0.1, comparison
     assert str(client.get_model_version_by_alias(repo.model, "production").version) == "1"
+
+
+def _evaluations(applied: CliResult, repo: SpecRepo) -> list[tuple[str, dict]]:
+    """(model version scored, its comparison with the serving version) of each evaluation run."""
+    found = []
+    for results in (repo.root / ".tuneops/store/evaluations/fruit-sft-quality").glob("*/results.json"):
+        document = json.loads(results.read_text())
+        for comparison in document.get("comparisons") or ():
+            found.append((str(document["model"]["version"]), comparison))
+    return found

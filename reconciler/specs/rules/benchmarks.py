@@ -10,7 +10,6 @@ the control plane does not import lm-eval.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 from reconciler.specs.confinement import SETTING, FileRoots, OutsideRoots, resolve_inside
 from reconciler.specs.evaluation import TASK_METRIC_PREFIX, BenchmarkTask, EvaluationResource
@@ -24,7 +23,7 @@ from reconciler.specs.task_files import Located, TaskFile, TaskFileError, read_t
 
 def _readable_task_file(spec: LoadedSpec, task: BenchmarkTask) -> TaskFile | None:
     try:
-        return read_task_file(task_file_path(spec.path.parent, task.path or ''))
+        return read_task_file(task_file_path(spec.path.parent, task.path or ""))
     except (TaskFileError, OSError):
         return None  # task_files_are_readable says why
 
@@ -49,7 +48,7 @@ def task_yaml_files(specs: SpecSet) -> set[str]:
         for task in spec.resource.spec.tasks:
             if task.path is None:
                 continue
-            found.add(display_path(task_file_path(spec.path.parent, task.path or '')))
+            found.add(display_path(task_file_path(spec.path.parent, task.path or "")))
             if (read := _readable_task_file(spec, task)) is not None:
                 found |= {display_path(item.local_path().absolute()) for item in read.files
                           if item.value.endswith((".yaml", ".yml"))}
@@ -92,7 +91,7 @@ def task_files_are_readable(ctx: RuleContext) -> Iterator[Problem]:
             if task.path is None:
                 continue
             where = ("spec", "tasks", index, "path")
-            path = task_file_path(spec.path.parent, task.path or '')
+            path = task_file_path(spec.path.parent, task.path or "")
             try:
                 resolve_inside(path, roots.all, roots.describe())
             except OutsideRoots as error:
@@ -107,8 +106,8 @@ def task_files_are_readable(ctx: RuleContext) -> Iterator[Problem]:
             try:
                 read = read_task_file(path)
             except TaskFileError as error:
-                yield _in_task_file(spec, index, error.file, error.line, error.column, "task-file",
-                                    error.message)
+                yield _in_task_file(spec, ERROR, "task-file", error.message, index,
+                                    Position(display_path(error.file), error.line, error.column))
                 continue
             yield from _files_of(ctx, spec, index, read, roots)
 
@@ -120,36 +119,36 @@ def _files_of(ctx: RuleContext, spec: LoadedSpec, index: int, read: TaskFile,
         try:
             resolve_inside(local, roots.all, roots.describe())
         except OutsideRoots as error:
-            yield _at(spec, index, item, "outside-repository", f"{item.value}: {error}",
-                      hint=f"keep task data in the spec repository, or list the folder in {SETTING}")
+            yield _in_task_file(spec, ERROR, "outside-repository", f"{item.value}: {error}", index,
+                                _where(item), hint=f"keep task data in the spec repository, or list "
+                                                   f"the folder in {SETTING}")
             continue
         except (OSError, ValueError) as error:
-            yield _at(spec, index, item, "missing-file", f"{item.value} is not a usable path ({error})")
+            yield _in_task_file(spec, ERROR, "missing-file", f"{item.value} is not a usable path ({error})",
+                                index, _where(item))
             continue
         if not local.exists():
-            yield _at(spec, index, item, "missing-file", f"not found: {local}",
-                      hint="paths in a task YAML are relative to the folder of the task YAML that "
-                           "the Evaluation names")
+            yield _in_task_file(spec, ERROR, "missing-file", f"not found: {local}", index, _where(item),
+                                hint="paths in a task YAML are relative to the folder of the task YAML "
+                                     "that the Evaluation names")
     setting = ctx.settings.policy.trust_remote_code
     if setting == "allow":
         return
+    severity = ERROR if setting == "deny" else WARNING
     for item in read.functions:
-        yield _at(spec, index, item, "trust-remote-code",
-                  f"!function {item.value} runs Python from the repository in the evaluation job",
-                  severity=ERROR if setting == "deny" else WARNING,
-                  hint="allow it for the project with policy.trustRemoteCode: allow"
-                  if setting == "warn" else "the project policy denies it")
+        yield _in_task_file(spec, severity, "trust-remote-code",
+                            f"!function {item.value} runs Python from the repository in the evaluation job",
+                            index, _where(item),
+                            hint="allow it for the project with policy.trustRemoteCode: allow"
+                            if setting == "warn" else "the project policy denies it")
 
 
-def _at(spec: LoadedSpec, index: int, item: Located, code: str, message: str, *,
-        severity: Severity = ERROR, hint: str | None = None) -> Problem:
-    return _in_task_file(spec, index, item.file, item.line, item.column, code, message,
-                         severity=severity, hint=hint)
+def _where(item: Located) -> Position:
+    return Position(display_path(item.file), item.line, item.column)
 
 
-def _in_task_file(spec: LoadedSpec, index: int, file: Path, line: int, column: int, code: str,
-                  message: str, *, severity: Severity = ERROR, hint: str | None = None) -> Problem:
+def _in_task_file(spec: LoadedSpec, severity: Severity, code: str, message: str, index: int,
+                  position: Position, *, hint: str | None = None) -> Problem:
     """A problem inside a task YAML: its own file:line, and the spec field that names it."""
-    return Problem(severity=severity, code=code, message=message,
-                   position=Position(display_path(file), line, column),
+    return Problem(severity=severity, code=code, message=message, position=position,
                    path=format_path(("spec", "tasks", index, "path")), hint=hint, resource=str(spec.id))
