@@ -154,8 +154,8 @@ class BenchmarkTask(SpecModel):
     path: Str | None = field(None, "A task YAML of lm-evaluation-harness in the spec repository, "
                                    "relative to this spec file; its local `data_files` are relative "
                                    "to the YAML.", example="evals/support-mc.yaml")
-    limit: Int | None = field(None, "Score at most this many documents of each split (the first N).",
-                              gt=0, example=500)
+    limit: Int | None = field(None, "Score at most this many documents: the first N of the split "
+                                    "the task is scored on.", gt=0, example=500)
     num_fewshot: Int | None = field(None, "Examples in each prompt; default: the task's own.", ge=0,
                                     example=0)
 
