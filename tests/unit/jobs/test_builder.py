@@ -63,7 +63,8 @@ def test_a_fine_tune_no_evaluation_generates_text_for_is_told_nothing(tmp_path: 
     root = quickstart(tmp_path)
     edit(root / "evaluation.yaml", "metrics: [perplexity, exact_match]", "metrics: [perplexity]")
     edit(root / "evaluation.yaml", "metric: exact_match\n      min: 0.5", "metric: perplexity\n      max: 50")
-    edit(root / "evaluation.yaml", "metric: exact_match\n      notWorseThan", "metric: perplexity\n      notWorseThan")
+    edit(root / "evaluation.yaml", "metric: exact_match\n      notWorseThan",
+         "metric: perplexity\n      notWorseThan")
     assert builder(root).job(FINE_TUNE).generation is None
 
 
