@@ -144,6 +144,10 @@ class JobFile(_JobModel):
     model: ModelVersionRef | BaseModelRef | None = Field(
         None, description="Evaluations and Deployments: the model scored or served.")
     baseline: ModelVersionRef | BaseModelRef | None = None
+    training_datasets: tuple[PreparedDataset, ...] = Field(
+        (), description="Evaluations of a FineTune: the datasets it trained on, along its "
+                        "fromFineTune chain (their train splits, maxSamples as trained), for the "
+                        "contamination check.")
     serve: ServeOptions = Field(default_factory=ServeOptions)
     checkout: SpecCheckout | None = Field(
         None, description="Kubernetes: the spec repository's files to check out before the job runs.")

@@ -103,6 +103,24 @@ class PlannedAction:
 
 
 @dataclass(frozen=True)
+class PlanWarning:
+    """Something a reviewer should know that does not change what apply does."""
+
+    resource: ResourceId
+    message: str
+    file: str | None = None
+    line: int | None = None
+    hint: str = ""
+
+    @property
+    def where(self) -> str:
+        """`specs/eval.yaml:7` (or the resource, when the spec's file is not known)."""
+        if self.file is None:
+            return str(self.resource)
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
 class PlanOptions:
     prune: bool = False
     max_attempts: int = 2
@@ -121,6 +139,8 @@ class Plan:
     # tuneops.yaml fields a branch changes (plan --base): policy, storage and credentials' homes
     # are for the reviewer to see, even where no resource changes.
     settings_changes: tuple[FieldChange, ...] = ()
+    # What a reviewer should know that changes no action (an evaluation scored on training data).
+    warnings: tuple[PlanWarning, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -379,7 +399,8 @@ class _Planner:
         gates (the same gates: they are part of the fingerprint the run was built at)."""
         spec = self.specs.get(rid).resource.spec  # type: ignore[union-attr]
         baseline = spec.baseline.max_regression if spec.baseline is not None else None
-        return verdict_of_run(run.metrics, spec.gates, baseline).failures
+        contamination = spec.dataset.split if spec.fail_on_contamination else None
+        return verdict_of_run(run.metrics, spec.gates, baseline, contamination).failures
 
     # -- whole plan --------------------------------------------------------------------------
 

@@ -131,6 +131,13 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
         lines.append(f"not in Git (kept; prune is off): {item}")
     if plan.unmanaged:
         lines.append("")
+    for warning in plan.warnings:
+        lines.append(f"{warning.where}: {click.style('warning', fg='yellow') if color else 'warning'} "
+                     f"{warning.resource}: {warning.message}")
+        if warning.hint:
+            lines.append(f"        hint: {warning.hint}")
+    if plan.warnings:
+        lines.append("")
     lines.append(summary_line(plan))
     if _gpu_hours_line(estimates):
         lines.append(_gpu_hours_line(estimates))
@@ -167,6 +174,11 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
         lines += [f"**`{PROJECT_FILE}` changes** ({SETTINGS_NOTE}):",
                   "", *(f"- `{_cell(c.path)}`: `{_cell(_value(c.before))}` → `{_cell(_value(c.after))}`"
                         for c in plan.settings_changes), ""]
+    if plan.warnings:  # above the table: a cut-short comment must still show them
+        lines += [f"**Warnings** ({len(plan.warnings)})", ""]
+        lines += [f"- ⚠️ `{_cell(w.where)}` `{w.resource}`: {_cell(w.message)}"
+                  + (f" — {_cell(w.hint)}" if w.hint else "") for w in plan.warnings]
+        lines.append("")
     if shown:
         lines += ["| Action | Resource | Why |", "| --- | --- | --- |"]
         for planned in shown[:rows]:
@@ -245,6 +257,8 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None,
         "actions": [_action_json(a) for a in plan.actions],
         "impact": {str(root): [str(t) for t in targets] for root, targets in plan.impact.items()},
         "unmanaged": list(plan.unmanaged),
+        "warnings": [{"kind": w.resource.kind, "name": w.resource.name, "file": w.file, "line": w.line,
+                      "message": w.message, "hint": w.hint} for w in plan.warnings],
         "settings_changes": [{"path": c.path, "before": c.before, "after": c.after}
                              for c in plan.settings_changes],
         "estimates": {str(rid): estimate_json(found) for rid, found in (estimates or {}).items()},

@@ -20,6 +20,7 @@ from reconciler.fileio import replace_directory
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
 from reconciler.plan.gates import Verdict, evaluate_gates
 from reconciler.runtime.chat_templates import END_OF_TURN_TOKENS
+from reconciler.runtime.contamination import check_contamination
 from reconciler.specs.evaluation import GENERATION_METRICS, EvaluationSpec
 from reconciler.tracking import vocabulary as tracking
 
@@ -184,7 +185,9 @@ def run_evaluate(job: JobFile) -> Path:
         verdict = evaluate_gates(
             metrics, spec.gates, baseline_metrics, spec.baseline.max_regression if spec.baseline else 0.0
         )
+        verdict, contamination = check_contamination(job, spec, rows, run, verdict)
         results = results_document(job, spec, metrics, baseline_metrics, verdict, examples, answers)
+        results["contamination"] = contamination
         output = _write_outputs(job, results, report_markdown(job, results, verdict))
         record(run, job, metrics, baseline_metrics, verdict, output)
     except BaseException:

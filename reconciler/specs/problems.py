@@ -133,6 +133,8 @@ CODES: dict[str, str] = {
     "dependency-cycle": "Specs depend on each other in a circle.",
     "method-data-mismatch": "The training method does not fit the dataset's schema type.",
     "no-champion": "A comparison gate (notWorseThan) with nothing to compare with.",
+    "contamination-of-base-model": "failOnContamination on a base model, whose training data "
+                                   "tuneops does not know.",
     "needs-gpu": "A setting that only works on a GPU, on a FineTune with gpusPerNode 0.",
     "offload-without-gpus": "distributed.offload on a FineTune that trains on CPU (warning).",
     "unsupported-combination": "Settings that cannot work together.",
