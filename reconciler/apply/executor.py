@@ -211,7 +211,7 @@ class Executor:
                                  mlflow=_mlflow_target(project), git=git, repo_root=_repo_root(project))
         self._runs: dict[tuple[str, str, str], BuiltRun] = {}
         self._runs_lock = threading.Lock()
-        self.builder = JobBuilder(project.specs, project.inputs, context, self.lookup)
+        self.builder = JobBuilder(project.specs, project.inputs, context, self.lookup, self.serving)
         self._progress: dict[str, tuple[float, str]] = {}
         reporter.progress_of = self.progress_of
 
@@ -261,6 +261,33 @@ class Executor:
                 with self._runs_lock:
                     self._runs[key] = run
                 return run
+        return None
+
+    def serving(self, evaluation: str) -> tuple[str, BuiltRun] | None:
+        """The Deployment that requires `evaluation` and the FineTune run of the version it serves
+        now: the champion of a `notWorseThan: serving` gate. None while nothing serves."""
+        from reconciler.tracking.filters import tag_equals
+
+        servers = None
+        for name in sorted(self.project.specs.names("Deployment")):
+            deployment = self.project.specs.resource(ResourceId("Deployment", name), DeploymentResource)
+            if deployment is None or evaluation not in deployment.spec.requires:
+                continue
+            fine_tune = deployment.spec.model.fine_tune
+            if self.project.specs.resource(ResourceId("FineTune", fine_tune), FineTuneResource) is None:
+                continue
+            servers = servers or self.backend.observe()
+            live = servers.server(name)
+            if live is None or live.phase != "serving" or not live.model_version:
+                continue
+            query = " and ".join((tag_equals(tracking.TAG_KIND, "FineTune"),
+                                  tag_equals(tracking.TAG_NAME, fine_tune),
+                                  tag_equals(tracking.TAG_REGISTERED_VERSION, live.model_version),
+                                  tag_equals(tracking.TAG_STATUS, tracking.STATUS_COMPLETE)))
+            for record in self.store.search_runs(self.experiment_id, query, page_size=5):
+                run = built_run_from(record)
+                if run is not None:
+                    return name, run
         return None
 
     # -- scheduling --------------------------------------------------------------------------

@@ -8,7 +8,14 @@ import sys
 import click
 
 # Importing the command modules is what registers their commands on `cli`.
-from reconciler.cli import base, daemon_commands, operate_commands, plan_commands, spec_commands  # noqa: F401
+from reconciler.cli import (  # noqa: F401
+    base,
+    daemon_commands,
+    import_commands,
+    operate_commands,
+    plan_commands,
+    spec_commands,
+)
 from reconciler.cli.base import EXIT_INVALID, cli
 from reconciler.errors import TuneopsError
 

@@ -59,8 +59,13 @@ class JobBuilder:
     fresh after each job)."""
 
     def __init__(self, specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], context: JobContext,
-                 lookup: Callable[[str, str, str], BuiltRun | None]):
+                 lookup: Callable[[str, str, str], BuiltRun | None],
+                 serving: Callable[[str], tuple[str, BuiltRun] | None] | None = None):
+        """`serving(evaluation)` is the Deployment that requires that Evaluation and the FineTune
+        run of the version it serves now (None when nothing serves): the champion a `notWorseThan:
+        serving` gate compares with. Without it (a render), no champion is named."""
         self.specs, self.inputs, self.context, self.lookup = specs, inputs, context, lookup
+        self.serving = serving
 
     def fingerprint(self, rid: ResourceId) -> str:
         return self.inputs[rid].fingerprint
@@ -211,6 +216,12 @@ class JobBuilder:
                 fields["training_datasets"] = self.trained_on(ResourceId("FineTune", spec.model.fine_tune))
             if spec.baseline is not None:
                 fields["baseline"] = self._model_or_base(spec.baseline.target)
+            served = (self.serving(rid.name) if self.serving is not None
+                      and any(gate.not_worse_than == "serving" for gate in spec.gates) else None)
+            if served is not None:
+                deployment, run = served
+                fields["champion"] = self.model_version(ResourceId("FineTune", run.name), run)
+                fields["champion_source"] = f"Deployment/{deployment}"
         elif isinstance(resource, DeploymentResource):
             served = ResourceId("FineTune", resource.spec.model.fine_tune)
             fields["model"] = self.model_version(served, serve_run)

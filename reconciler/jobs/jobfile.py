@@ -144,10 +144,15 @@ class JobFile(_JobModel):
     model: ModelVersionRef | BaseModelRef | None = Field(
         None, description="Evaluations and Deployments: the model scored or served.")
     baseline: ModelVersionRef | BaseModelRef | None = None
-    training_datasets: tuple[PreparedDataset, ...] = Field(
-        (), description="Evaluations of a FineTune: the datasets it trained on, along its "
+    training_datasets: tuple[PreparedDataset, ...] | None = Field(
+        None, description="Evaluations of a FineTune: the datasets it trained on, along its "
                         "fromFineTune chain (their train splits, maxSamples as trained), for the "
-                        "contamination check.")
+                        "contamination check; absent for a base model.")
+    champion: ModelVersionRef | None = Field(
+        None, description="Evaluations with a `notWorseThan: serving` gate: the model version the "
+                          "Deployment that requires them serves now (none while nothing serves).")
+    champion_source: str | None = Field(
+        None, description="Where the champion was found, for the results: e.g. \"Deployment/support\".")
     serve: ServeOptions = Field(default_factory=ServeOptions)
     checkout: SpecCheckout | None = Field(
         None, description="Kubernetes: the spec repository's files to check out before the job runs.")

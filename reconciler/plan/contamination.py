@@ -10,15 +10,16 @@ the function that reads those hashes, so this module does no I/O of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from reconciler.contamination import exact_overlap
 from reconciler.fingerprint import FingerprintInput
 from reconciler.plan.gates import CONTAMINATED_ROWS, CONTAMINATION_CHECKED_ROWS
-from reconciler.plan.plan import PlanWarning
 from reconciler.specs.base import ResourceId
 from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.problems import Problem, Severity
+from reconciler.specs.rules.registry import problem
 from reconciler.specs.specset import SpecSet
 from reconciler.state import ActualState
 
@@ -82,11 +83,11 @@ def _from_hashes(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput], 
 
 
 def contamination_warnings(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput],
-                           actual: ActualState, read_hashes: ReadHashes) -> tuple[PlanWarning, ...]:
-    """One warning per Evaluation of a FineTune whose scored rows are known to be in its training data."""
+                           actual: ActualState, read_hashes: ReadHashes) -> Iterator[Problem]:
+    """A warning at `spec.dataset` of each Evaluation of a FineTune whose scored rows are known to
+    be in its training data."""
     if not actual.read:
-        return ()
-    warnings = []
+        return
     for loaded in specs.of_kind("Evaluation"):
         evaluation = loaded.resource
         assert isinstance(evaluation, EvaluationResource)
@@ -104,10 +105,9 @@ def contamination_warnings(specs: SpecSet, inputs: Mapping[ResourceId, Fingerpri
                    f"'{spec.model.fine_tune}' ({how})")
         hint = f"deduplicate: remove those rows from '{spec.dataset.name}' or from the training data"
         if not at_least:
-            hint += " (the evaluation's results.json and its MLflow run list examples)"
+            hint += "; the evaluation's results.json and its MLflow run list examples"
         hint += ("; failOnContamination is on: the evaluation fails while they remain"
                  if spec.fail_on_contamination else
-                 ", or set failOnContamination: true to block deployment while they remain")
-        position = loaded.position(("spec", "dataset"), key=True)
-        warnings.append(PlanWarning(loaded.id, message, position.file, position.line, hint))
-    return tuple(warnings)
+                 "; or set failOnContamination: true to block deployment while they remain")
+        yield problem(loaded, Severity.WARNING, "contamination", message, ("spec", "dataset"), key=True,
+                      hint=hint)

@@ -58,17 +58,20 @@ class GateResult:
     metric: str
     value: float | None
     bound: float
-    kind: Literal["min", "max", "baseline", "contamination"]
+    kind: Literal["min", "max", "baseline", "compare", "contamination"]
     passed: bool
     baseline: float | None = None
     max_regression: float = 0.0
-    checked_rows: int | None = None  # contamination: the rows compared with the training data
-    split: str | None = None  # contamination: the split they come from
+    comparison: PairedResult | None = None  # kind "compare": the paired interval it was decided on
+    champion: str = ""  # kind "compare": "serving" or "baseline"
+    skipped: str = ""  # kind "compare": why nothing was compared (no version serves yet)
+    checked_rows: int | None = None  # kind "contamination": the rows compared with the training data
+    split: str | None = None  # kind "contamination": the split they come from
 
     @property
     def operator(self) -> str:
         """How the value must compare with `bound` to pass: ">=" or "<="."""
-        if self.kind == "baseline":
+        if self.kind in ("baseline", "compare"):
             return "<=" if self.metric in LOWER_IS_BETTER else ">="
         return ">=" if self.kind == "min" else "<="
 
@@ -83,6 +86,8 @@ class GateResult:
         """One line for a plan or a log, e.g. "gate rougeL 0.21 < 0.35"."""
         if self.kind == "contamination":
             return self._describe_contamination()
+        if self.kind == "compare":
+            return self._describe_comparison()
         label = "baseline" if self.kind == "baseline" else "gate"
         if self.value is None:
             return f"{label} {self.metric}: not computed"
@@ -103,6 +108,86 @@ class GateResult:
             sign = "+" if lower_is_better else "-"
             reference += f" {sign} {_fmt(self.max_regression, digits)}"
         return f"baseline {self.metric} {value} {relation} {reference}"
+
+    def _describe_comparison(self) -> str:
+        """E.g. "exact_match 0.81 vs serving 0.78: +0.03 [-0.02, +0.08] (n=200, 95%) passes
+        notWorseThan -0.02"; the bound is -margin (+margin where lower is better)."""
+        if self.skipped:
+            return f"{self.metric} vs {self.champion}: not compared, {self.skipped}"
+        c = self.comparison
+        if c is None or any(math.isnan(x) for x in (c.candidate, c.champion, c.low, c.high)):
+            return f"{self.metric} vs {self.champion}: not computed"
+        verb = "passes" if self.passed else "fails"
+        p_value = f", McNemar p={c.p_value:.2g}" if c.p_value is not None else ""
+        return (f"{self.metric} {_fmt(c.candidate)} vs {self.champion} {_fmt(c.champion)}: "
+                f"{_signed(c.difference)} [{_signed(c.low)}, {_signed(c.high)}] "
+                f"(n={c.rows}, {c.confidence:.0%}{p_value}) {verb} notWorseThan {_signed(self.bound)}")
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """What a comparison gate was decided on: candidate - champion on the same rows, its
+    confidence interval and, for 0/1 metrics, McNemar's exact p-value."""
+
+    rows: int
+    candidate: float
+    champion: float
+    low: float
+    high: float
+    confidence: float
+    p_value: float | None = None
+    difference_sd: float | None = None  # of the per-row differences: the plan's detectable effect
+
+    @property
+    def difference(self) -> float:
+        return self.candidate - self.champion
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3g}" if value else "0"
+
+
+def comparison_result(gate: Gate, paired: PairedResult | None, skipped: str = "") -> GateResult:
+    """A comparison gate's verdict: the candidate may be worse than the champion by at most
+    `margin`, at the gate's confidence. It passes when the interval's worse end is within that
+    (for a higher-is-better metric, low >= -margin; for perplexity, high <= +margin); a
+    comparison that could not be made because nothing serves yet passes, and says so."""
+    champion = gate.not_worse_than or ""
+    lower_is_better = gate.metric in LOWER_IS_BETTER
+    bound = gate.margin if lower_is_better else -gate.margin
+    if paired is None:
+        return GateResult(gate.metric, None, bound, "compare", bool(skipped), champion=champion,
+                          skipped=skipped)
+    worst = paired.high if lower_is_better else paired.low
+    within = _at_most(worst, bound) if lower_is_better else _at_least(worst, bound)
+    passed = not math.isnan(worst) and within
+    return GateResult(gate.metric, paired.difference, bound, "compare", passed, comparison=paired,
+                      champion=champion)
+
+
+COMPARE_PREFIX = "compare/"
+"""A comparison gate's figures on the Evaluation's run: `compare/<champion>/<metric>/<figure>`."""
+_FIGURES = ("rows", "candidate", "champion", "low", "high", "confidence", "p_value", "difference_sd")
+SKIPPED_FIGURE = "skipped"  # 1.0 when nothing served: the plan re-derives "not compared"
+
+
+def comparison_metrics(champion: str, metric: str, paired: PairedResult | None) -> dict[str, float]:
+    """The run metrics a comparison gate is re-derived from (`verdict_of_run`)."""
+    prefix = f"{COMPARE_PREFIX}{champion}/{metric}/"
+    if paired is None:
+        return {prefix + SKIPPED_FIGURE: 1.0}
+    figures = {name: getattr(paired, name) for name in _FIGURES}
+    return {prefix + name: float(value) for name, value in figures.items() if value is not None}
+
+
+def _paired_from_run(metrics: Mapping[str, float], champion: str, metric: str) -> PairedResult | None:
+    prefix = f"{COMPARE_PREFIX}{champion}/{metric}/"
+    if prefix + "rows" not in metrics:
+        return None
+    return PairedResult(int(metrics[prefix + "rows"]), metrics[prefix + "candidate"],
+                        metrics[prefix + "champion"], metrics[prefix + "low"], metrics[prefix + "high"],
+                        metrics[prefix + "confidence"], metrics.get(prefix + "p_value"),
+                        metrics.get(prefix + "difference_sd"))
 
 
 @dataclass(frozen=True)
@@ -132,7 +217,9 @@ class Verdict:
             counts.append(f"{baseline} baseline metric{'' if baseline == 1 else 's'}")
         if any(result.kind == "contamination" for result in self.results):
             counts.append("no contamination")
-        return f"passed ({', '.join(counts)})"
+        # a comparison is worth reading even when it passes: the interval says how sure it is
+        compared = [result.describe() for result in self.results if result.kind == "compare"]
+        return f"passed ({'; '.join([', '.join(counts), *compared])})"
 
 
 def _gate_results(metrics: Mapping[str, float], gate: Gate) -> list[GateResult]:
@@ -182,11 +269,21 @@ def verdict_of_run(metrics: Mapping[str, float], gates: Iterable[Gate],
     `max_regression` is None when the Evaluation has no baseline; `contamination_split` is the
     split scored when the Evaluation fails on contamination, else None.
     """
-    own = {name: value for name, value in metrics.items() if not name.startswith(BASELINE_PREFIX)}
+    gates = tuple(gates)
+    own = {name: value for name, value in metrics.items()
+           if not name.startswith((BASELINE_PREFIX, COMPARE_PREFIX))}
     baseline = None if max_regression is None else {
         name.removeprefix(BASELINE_PREFIX): value for name, value in metrics.items()
         if name.startswith(BASELINE_PREFIX)}
-    verdict = evaluate_gates(own, gates, baseline, max_regression or 0.0)
+    compared = {}
+    for gate in gates:
+        if gate.compares:
+            champion = gate.not_worse_than or ""
+            skipped = metrics.get(f"{COMPARE_PREFIX}{champion}/{gate.metric}/{SKIPPED_FIGURE}")
+            compared[(champion, gate.metric)] = (
+                _paired_from_run(metrics, champion, gate.metric),
+                NOTHING_SERVES if skipped else "")
+    verdict = evaluate_gates(own, gates, baseline, max_regression or 0.0, compared)
     if contamination_split is None:
         return verdict
     checked = metrics.get(CONTAMINATION_CHECKED_ROWS)
@@ -195,21 +292,31 @@ def verdict_of_run(metrics: Mapping[str, float], gates: Iterable[Gate],
     return Verdict((*verdict.results, result))
 
 
+NOTHING_SERVES = "no version serves yet"
+
+
 def evaluate_gates(metrics: Mapping[str, float], gates: Iterable[Gate],
                    baseline_metrics: Mapping[str, float] | None = None,
-                   max_regression: float = 0.0) -> Verdict:
+                   max_regression: float = 0.0,
+                   compared: Mapping[tuple[str, str], tuple[PairedResult | None, str]] | None = None,
+                   ) -> Verdict:
     """Check `metrics` against each gate bound and, when given, against the baseline's metrics.
 
     A gated metric that is missing or NaN fails: a gate must never pass for want of a number. The
     baseline is compared on every metric both sides computed; the model may be worse by at most
     `max_regression` in the metric's own direction (for perplexity, higher is worse). A NaN on either
-    side of that comparison fails too.
+    side of that comparison fails too. A comparison gate (`notWorseThan`) is decided on its paired
+    interval in `compared`, by (champion, metric): (interval, why it is missing); missing without a
+    reason, it fails as not computed.
     """
     max_regression = float(max_regression)
     if math.isnan(max_regression) or max_regression < 0:
         raise ValueError(f"max_regression must be 0 or more, not {max_regression}")
     results: list[GateResult] = []
     for gate in gates:
+        if gate.compares:
+            paired, skipped = (compared or {}).get((gate.not_worse_than or "", gate.metric), (None, ""))
+            results.append(comparison_result(gate, paired, skipped))
         results += _gate_results(metrics, gate)
     if baseline_metrics is not None:
         for metric, raw in metrics.items():

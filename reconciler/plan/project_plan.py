@@ -90,7 +90,7 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
 
     if offline:
         the_plan = build_plan(project.specs, project.graph, project.inputs, ActualState.unknown(), options)
-        return PlannedProject(project, the_plan, offline=True)
+        return PlannedProject(project, with_warnings(the_plan, project, None), offline=True)
     import sqlite3
 
     try:
@@ -99,21 +99,32 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
         state = project.read_state(store, backend)
     except (OSError, sqlite3.Error) as error:
         raise TuneopsError(f"cannot read the local state in {project.state_dir}: {error}") from None
-    the_plan = with_warnings(build_plan(project.specs, project.graph, project.inputs, state, options),
-                             project, state)
-    return PlannedProject(project, the_plan, offline=False, state=state, store=store, backend=backend)
+    the_plan = build_plan(project.specs, project.graph, project.inputs, state, options)
+    return PlannedProject(project, with_warnings(the_plan, project, state), offline=False, state=state,
+                          store=store, backend=backend)
 
 
 def with_warnings(the_plan: Plan, project: Any, state: ActualState | None) -> Plan:
-    """The plan with what a reviewer should know beside it: contamination known from the
-    Evaluations' runs or the prepared datasets' row hashes (read here: the plan does no I/O)."""
+    """The plan with what a reviewer should know that is no error: comparison gates whose margin
+    is below what their split can detect, and Evaluations whose rows are in the training data
+    (known from their runs, or from the prepared datasets' row hashes, read here: the plan does
+    no I/O)."""
+    from reconciler.plan.detectable import margin_warnings
+
+    found = tuple(problem.text() for problem in margin_warnings(project.specs, state))
+    found += contamination_texts(project, state)
+    return replace(the_plan, warnings=the_plan.warnings + found) if found else the_plan
+
+
+def contamination_texts(project: Any, state: ActualState | None) -> tuple[str, ...]:
+    """The contamination warnings, once state was read (`plan/contamination.py`)."""
     if state is None:
-        return the_plan
+        return ()
     from reconciler.contamination import read_row_hashes
     from reconciler.plan.contamination import contamination_warnings
 
-    warnings = contamination_warnings(project.specs, project.inputs, state, read_row_hashes)
-    return replace(the_plan, warnings=the_plan.warnings + warnings) if warnings else the_plan
+    return tuple(problem.text() for problem in
+                 contamination_warnings(project.specs, project.inputs, state, read_row_hashes))
 
 
 def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOptions,
@@ -142,8 +153,10 @@ def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOpt
         from reconciler.backends.kubernetes.project_manifests import project_manifests
 
         project_manifests(project, error_prefix="the Kubernetes manifests do not render: ")
-    the_plan = with_warnings(against_base(the_plan, base_inputs, project.specs, real_state), project,
-                             real_state)
+    the_plan = against_base(the_plan, base_inputs, project.specs, real_state)
+    found = contamination_texts(project, real_state)
+    if found:
+        the_plan = replace(the_plan, warnings=the_plan.warnings + found)
     if base_project is not None:
         the_plan = replace(the_plan, settings_changes=shown_settings_changes(
             base_project.settings, project.settings))

@@ -25,6 +25,7 @@ from reconciler.plan.blocked import (
     UpstreamBlock,
     UpstreamNotReady,
 )
+from reconciler.plan.gates import GateResult
 from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction, utc_iso
 from reconciler.sizing.estimates import FineTuneEstimate
 from reconciler.sizing.report import estimate_json, plan_line
@@ -131,13 +132,7 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
         lines.append(f"not in Git (kept; prune is off): {item}")
     if plan.unmanaged:
         lines.append("")
-    for warning in plan.warnings:
-        lines.append(f"{warning.where}: {click.style('warning', fg='yellow') if color else 'warning'} "
-                     f"{warning.resource}: {warning.message}")
-        if warning.hint:
-            lines.append(f"        hint: {warning.hint}")
-    if plan.warnings:
-        lines.append("")
+    lines += [*plan.warnings, ""] if plan.warnings else []
     lines.append(summary_line(plan))
     if _gpu_hours_line(estimates):
         lines.append(_gpu_hours_line(estimates))
@@ -174,11 +169,6 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
         lines += [f"**`{PROJECT_FILE}` changes** ({SETTINGS_NOTE}):",
                   "", *(f"- `{_cell(c.path)}`: `{_cell(_value(c.before))}` → `{_cell(_value(c.after))}`"
                         for c in plan.settings_changes), ""]
-    if plan.warnings:  # above the table: a cut-short comment must still show them
-        lines += [f"**Warnings** ({len(plan.warnings)})", ""]
-        lines += [f"- ⚠️ `{_cell(w.where)}` `{w.resource}`: {_cell(w.message)}"
-                  + (f" — {_cell(w.hint)}" if w.hint else "") for w in plan.warnings]
-        lines.append("")
     if shown:
         lines += ["| Action | Resource | Why |", "| --- | --- | --- |"]
         for planned in shown[:rows]:
@@ -203,6 +193,8 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
                 lines += [f"- {change.path}: {_value(change.before)}",
                           f"+ {change.path}: {_value(change.after)}"]
             lines += ["```", "", "</details>", ""]
+    if plan.warnings:
+        lines += ["**Warnings**", "", *(f"- {_cell(warning)}" for warning in plan.warnings), ""]
     if estimates:
         lines += ["**Training estimates**", "", "| Fine-tune | Estimate |", "| --- | --- |"]
         lines += [f"| `{rid}` | {_cell(plan_line(found))} |" for rid, found in estimates.items()]
@@ -257,10 +249,9 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None,
         "actions": [_action_json(a) for a in plan.actions],
         "impact": {str(root): [str(t) for t in targets] for root, targets in plan.impact.items()},
         "unmanaged": list(plan.unmanaged),
-        "warnings": [{"kind": w.resource.kind, "name": w.resource.name, "file": w.file, "line": w.line,
-                      "message": w.message, "hint": w.hint} for w in plan.warnings],
         "settings_changes": [{"path": c.path, "before": c.before, "after": c.after}
                              for c in plan.settings_changes],
+        "warnings": list(plan.warnings),
         "estimates": {str(rid): estimate_json(found) for rid, found in (estimates or {}).items()},
         "gpu_hours_at_most": known,
         "fine_tunes_not_estimated": unknown,
@@ -321,6 +312,19 @@ def _number(value: float | None) -> float | str | None:
 
 def _evaluation_json(failed: FailedEvaluation) -> dict[str, Any]:
     return {"evaluation": failed.evaluation, "summary": failed.summary,
-            "failures": [{"metric": check.metric, "check": check.kind, "value": _number(check.value),
-                          "operator": check.operator, "threshold": _number(check.bound),
-                          "baseline": _number(check.baseline)} for check in failed.failures]}
+            "failures": [_check_json(check) for check in failed.failures]}
+
+
+def _check_json(check: GateResult) -> dict[str, Any]:
+    found = {"metric": check.metric, "check": check.kind, "value": _number(check.value),
+             "operator": check.operator, "threshold": _number(check.bound),
+             "baseline": _number(check.baseline), "description": check.describe()}
+    paired = check.comparison
+    if check.kind == "compare":
+        found["champion"] = check.champion
+        if paired is not None:  # the interval it was decided on: value is candidate - champion
+            found["comparison"] = {"rows": paired.rows, "candidate": _number(paired.candidate),
+                                   "champion": _number(paired.champion), "low": _number(paired.low),
+                                   "high": _number(paired.high), "confidence": paired.confidence,
+                                   "p_value": _number(paired.p_value)}
+    return found

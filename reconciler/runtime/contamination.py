@@ -43,7 +43,7 @@ def count_contamination(job: JobFile, spec: EvaluationSpec,
     if not job.training_datasets:
         return not_checked(split, len(rows), "the job file lists no training datasets")
     training = ((dataset.name, dataset.schema_type, _train_rows(dataset))
-                for dataset in job.training_datasets)
+                for dataset in job.training_datasets or ())
     return find_contamination(rows, job.datasets[0].schema_type, split, training)
 
 

@@ -18,11 +18,21 @@ from typing import Any
 from reconciler.errors import PermanentError
 from reconciler.fileio import replace_directory
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
-from reconciler.plan.gates import Verdict, evaluate_gates
+from reconciler.plan.gates import (
+    NOTHING_SERVES,
+    PairedResult,
+    Verdict,
+    comparison_metrics,
+    evaluate_gates,
+)
 from reconciler.runtime.chat_templates import END_OF_TURN_TOKENS
 from reconciler.runtime.contamination import check_contamination
-from reconciler.specs.evaluation import GENERATION_METRICS, EvaluationSpec
+from reconciler.runtime.paired import RowScores
+from reconciler.specs.evaluation import BINARY_METRICS, GENERATION_METRICS, EvaluationSpec
 from reconciler.tracking import vocabulary as tracking
+
+PREDICTIONS_FILE = "predictions.jsonl"  # each row: id, prompt, reference, prediction, scores
+PREDICTIONS_TABLE = "predictions_table.json"  # the same as an MLflow table
 
 
 class EvaluationError(PermanentError, ValueError):
@@ -71,9 +81,20 @@ def _prompt_ids(tokenizer: Any, example: Example) -> list[int]:
 
 def perplexity(model: Any, tokenizer: Any, examples: list[Example], max_length: int = 2048) -> float:
     """exp(mean NLL) over the answer tokens (the whole text for text rows); prompts are context."""
+    rows = perplexity_rows(model, tokenizer, examples, max_length)
+    total_nll, total_tokens = sum(nll for nll, _ in rows), sum(tokens for _, tokens in rows)
+    if total_tokens == 0:
+        raise EvaluationError("no tokens to score for perplexity")
+    return math.exp(total_nll / total_tokens)
+
+
+def perplexity_rows(model: Any, tokenizer: Any, examples: list[Example],
+                    max_length: int = 2048) -> list[tuple[float, int]]:
+    """Each row's summed NLL over its answer tokens and their count ((0, 0) for a row too short
+    to score): perplexity is exp(sum NLL / sum tokens), weighted by tokens."""
     import torch
 
-    total_nll, total_tokens = 0.0, 0
+    rows: list[tuple[float, int]] = []
     for example in examples:
         if example.prompt is None:
             ids = tokenizer(example.reference, truncation=True, max_length=max_length)["input_ids"]
@@ -87,6 +108,7 @@ def perplexity(model: Any, tokenizer: Any, examples: list[Example], max_length: 
             ids = ids[:max_length]
             context = min(len(context_ids), len(ids) - 1)
         if len(ids) < 2:
+            rows.append((0.0, 0))
             continue
         inputs = torch.tensor([ids], device=model.device)
         labels = inputs.clone()
@@ -94,11 +116,8 @@ def perplexity(model: Any, tokenizer: Any, examples: list[Example], max_length: 
         with torch.inference_mode():
             loss = model(input_ids=inputs, labels=labels).loss
         scored = int((labels[0, 1:] != -100).sum())
-        total_nll += float(loss) * scored
-        total_tokens += scored
-    if total_tokens == 0:
-        raise EvaluationError("no tokens to score for perplexity")
-    return math.exp(total_nll / total_tokens)
+        rows.append((float(loss) * scored if scored else 0.0, scored))
+    return rows
 
 
 def generate(
@@ -128,14 +147,22 @@ def generate(
     return answers
 
 
-def score(
-    ref: ModelVersionRef | BaseModelRef, spec: EvaluationSpec, examples: list[Example]
-) -> tuple[dict[str, float], list[str]]:
-    """The requested metrics of one model, and its answers (empty without text metrics)."""
+@dataclass(frozen=True)
+class Scored:
+    """One model's metrics on the rows, each metric per row too, and its answers (empty without
+    text metrics)."""
+
+    metrics: dict[str, float]
+    rows: dict[str, RowScores]
+    answers: list[str]
+
+
+def score(ref: ModelVersionRef | BaseModelRef, spec: EvaluationSpec, examples: list[Example]) -> Scored:
+    """The requested metrics of one model, per row and over the rows."""
     import torch
 
     from reconciler.runtime.loading import load_model, load_model_tokenizer
-    from reconciler.runtime.metrics import compute_text_metrics
+    from reconciler.runtime.row_scores import perplexity_row_scores, text_row_scores
 
     torch.manual_seed(0)
     model = load_model(ref)
@@ -143,17 +170,50 @@ def score(
         model = model.to("cuda")
     model.eval()
     tokenizer = load_model_tokenizer(ref)
-    metrics: dict[str, float] = {}
+    rows: dict[str, RowScores] = {}
     if "perplexity" in spec.metrics:
-        metrics["perplexity"] = perplexity(model, tokenizer, examples)
+        per_row = perplexity_rows(model, tokenizer, examples)
+        if not any(tokens for _, tokens in per_row):
+            raise EvaluationError("no tokens to score for perplexity")
+        rows["perplexity"] = perplexity_row_scores(per_row)
     answers: list[str] = []
     wanted = [name for name in spec.metrics if name in GENERATION_METRICS]
     if wanted:
         answers = generate(
             model, tokenizer, examples, spec.generation.max_new_tokens, spec.generation.temperature
         )
-        metrics.update(compute_text_metrics(wanted, answers, [e.reference for e in examples]))
-    return metrics, answers
+        references = [e.reference for e in examples]
+        rows.update({name: text_row_scores(name, answers, references) for name in wanted})
+    metrics = {name: rows[name].value for name in spec.metrics if name in rows}
+    return Scored(metrics, rows, answers)
+
+
+def compare_with_champions(spec: EvaluationSpec, scored: Scored, champions: dict[str, Scored | None],
+                           ) -> dict[tuple[str, str], tuple[PairedResult | None, str]]:
+    """Each comparison gate's paired interval, by (champion, metric): `champions` maps "serving"
+    and "baseline" to the champion scored on the same rows (None: nothing to compare with)."""
+    from reconciler.runtime.paired import mcnemar_exact, paired_bootstrap
+
+    found: dict[tuple[str, str], tuple[PairedResult | None, str]] = {}
+    for gate in spec.gates:
+        key = (gate.not_worse_than or "", gate.metric)
+        if not gate.compares or key in found:
+            continue
+        champion = champions.get(key[0])
+        if champion is None:
+            found[key] = (None, NOTHING_SERVES if key[0] == "serving" else "no baseline was scored")
+            continue
+        mine, theirs = scored.rows.get(gate.metric), champion.rows.get(gate.metric)
+        if mine is None or theirs is None:
+            found[key] = (None, "")  # not computed per row: fails as not computed
+            continue
+        compared = paired_bootstrap(mine, theirs, confidence=gate.confidence)
+        p_value = None
+        if gate.metric in BINARY_METRICS:
+            p_value = mcnemar_exact(mine.stats[:, 0], theirs.stats[:, 0])
+        found[key] = (PairedResult(compared.rows, compared.candidate, compared.champion, compared.low,
+                                   compared.high, compared.confidence, p_value, compared.difference_sd), "")
+    return found
 
 
 def run_evaluate(job: JobFile) -> Path:
@@ -178,22 +238,84 @@ def run_evaluate(job: JobFile) -> Path:
 
     run = open_run(job)
     try:
-        metrics, answers = score(job.model, spec, examples)
-        baseline_metrics = None
-        if job.baseline is not None:
-            baseline_metrics, _ = score(job.baseline, spec, examples)
+        scored = score(job.model, spec, examples)
+        baseline = score(job.baseline, spec, examples) if job.baseline is not None else None
+        serving = None
+        if job.champion is not None and any(g.not_worse_than == "serving" for g in spec.gates):
+            serving = score(job.champion, spec, examples)  # on the same rows, with the same code
+        compared = compare_with_champions(spec, scored, {"serving": serving, "baseline": baseline})
         verdict = evaluate_gates(
-            metrics, spec.gates, baseline_metrics, spec.baseline.max_regression if spec.baseline else 0.0
+            scored.metrics, spec.gates, baseline.metrics if baseline else None,
+            spec.baseline.max_regression if spec.baseline else 0.0, compared,
         )
         verdict, contamination = check_contamination(job, spec, rows, run, verdict)
-        results = results_document(job, spec, metrics, baseline_metrics, verdict, examples, answers)
+        results = results_document(job, spec, scored.metrics, baseline.metrics if baseline else None,
+                                   verdict, examples, scored.answers)
+        results["comparisons"] = _comparisons_document(job, compared, serving is not None)
         results["contamination"] = contamination
-        output = _write_outputs(job, results, report_markdown(job, results, verdict))
-        record(run, job, metrics, baseline_metrics, verdict, output)
+        predictions = prediction_rows(examples, scored, serving or baseline)
+        output = _write_outputs(job, results, report_markdown(job, results, verdict), predictions)
+        comparison = {name: value for (champion, metric), (paired, _) in compared.items()
+                      for name, value in comparison_metrics(champion, metric, paired).items()}
+        record(run, job, {**scored.metrics, **comparison}, baseline.metrics if baseline else None,
+               verdict, output)
     except BaseException:
         run.finish("FAILED")
         raise
     return output
+
+
+def row_id(example: Example) -> str:
+    """A stable id of a row: the hash of what is asked and the reference answer, so the same row
+    is the same id in every evaluation of every model."""
+    import hashlib
+
+    content = json.dumps([example.prompt, example.reference], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:16]
+
+
+def prediction_rows(examples: list[Example], scored: Scored, champion: Scored | None) -> list[dict[str, Any]]:
+    """predictions.jsonl: each row's id, prompt, reference, prediction and per-row scores, and the
+    champion's beside them when one was scored on the same rows."""
+    per_row = {name: rows.per_row() for name, rows in scored.rows.items()}
+    theirs = {name: rows.per_row() for name, rows in champion.rows.items()} if champion else {}
+    out = []
+    for index, example in enumerate(examples):
+        row: dict[str, Any] = {
+            "id": row_id(example),
+            "prompt": example.prompt,
+            "reference": example.reference,
+            "prediction": scored.answers[index] if scored.answers else None,
+            "scores": {name: values[index] for name, values in per_row.items()},
+        }
+        if "perplexity" in scored.rows:
+            nll, tokens = scored.rows["perplexity"].stats[index]
+            row["nll"], row["tokens"] = float(nll), int(tokens)
+        if champion is not None:
+            row["champion"] = {"prediction": champion.answers[index] if champion.answers else None,
+                               "scores": {name: values[index] for name, values in theirs.items()}}
+        out.append(row)
+    return out
+
+
+def _comparisons_document(job: JobFile, compared: dict[tuple[str, str], tuple[PairedResult | None, str]],
+                          served: bool) -> list[dict[str, Any]]:
+    found = []
+    for (champion, metric), (paired, skipped) in compared.items():
+        entry: dict[str, Any] = {"champion": champion, "metric": metric}
+        if champion == "serving" and served and job.champion is not None:
+            entry["championModel"] = _describe_model(job.champion)
+            entry["championSource"] = job.champion_source
+        elif champion == "baseline":
+            entry["championModel"] = _describe_model(job.baseline)
+        if paired is None:
+            entry["skipped"] = skipped or "not computed per row"
+        else:
+            entry.update(rows=paired.rows, candidate=paired.candidate, championValue=paired.champion,
+                         difference=paired.difference, low=paired.low, high=paired.high,
+                         confidence=paired.confidence, pValue=paired.p_value)
+        found.append(entry)
+    return found
 
 
 def results_document(
@@ -301,17 +423,43 @@ def report_markdown(job: JobFile, results: dict[str, Any], verdict: Verdict) -> 
     return "\n".join(lines) + "\n"
 
 
+def _log_predictions_table(run: Any, path: Path) -> None:
+    """The per-row results as an MLflow table (the run's Evaluation tab can browse it): id, prompt,
+    reference, prediction and each score, with the champion's prediction and scores beside them."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    if not rows:
+        return
+    table: dict[str, list[Any]] = {"id": [], "prompt": [], "reference": [], "prediction": []}
+    for row in rows:
+        prompt = row["prompt"][-1]["content"] if row["prompt"] else None
+        for key, value in (("id", row["id"]), ("prompt", prompt), ("reference", row["reference"]),
+                           ("prediction", row["prediction"])):
+            table[key].append(value)
+        for name, value in row["scores"].items():
+            table.setdefault(name, []).append(value)
+        if "champion" in row:
+            table.setdefault("champion_prediction", []).append(row["champion"]["prediction"])
+            for name, value in row["champion"]["scores"].items():
+                table.setdefault(f"champion_{name}", []).append(value)
+    run._retry("log the predictions table",
+               lambda: run.client.log_table(run.run_id, data=table, artifact_file=PREDICTIONS_TABLE))
+
+
 def _cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")[:120]
 
 
-def _write_outputs(job: JobFile, results: dict[str, Any], report: str) -> Path:
+def _write_outputs(job: JobFile, results: dict[str, Any], report: str,
+                   predictions: list[dict[str, Any]]) -> Path:
     output = job.output_dir
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         (staging / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         (staging / "report.md").write_text(report)
+        with (staging / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
+            for row in predictions:
+                handle.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
         replace_directory(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -348,6 +496,8 @@ def record(
     )
     run.log_artifact(output / "results.json")
     run.log_artifact(output / "report.md")
+    run.log_artifact(output / PREDICTIONS_FILE)
+    _log_predictions_table(run, output / PREDICTIONS_FILE)
     outcome = tracking.GATE_PASSED if verdict.passed else tracking.GATE_FAILED
     tags = {tracking.gate_tag(job.name): outcome, tracking.TAG_GATE_SUMMARY: verdict.summary()[:5000]}
     model = job.model

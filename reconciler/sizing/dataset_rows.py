@@ -40,7 +40,9 @@ def count_file_rows(path: Path, data_format: str) -> int | None:
     return None
 
 
-def _counted(dataset: DatasetResource, spec_folder: Path, roots: tuple[Path, ...]) -> RowCount | None:
+def _file_rows(dataset: DatasetResource, spec_folder: Path, roots: tuple[Path, ...]) -> int | None:
+    """Rows of a Dataset's local source file, before cleaning and splitting; None when it is not
+    a local file of a format counted here (or may not be read)."""
     source = parse_source(dataset.spec.source)
     if source.scheme != "file":
         return None
@@ -49,11 +51,22 @@ def _counted(dataset: DatasetResource, spec_folder: Path, roots: tuple[Path, ...
         return None
     data_format = dataset.spec.format or path.suffix.lstrip(".").lower()
     try:
-        count = count_file_rows(path, data_format) if path.is_file() else None
+        return count_file_rows(path, data_format) if path.is_file() else None
     except (OSError, ValueError, csv.Error):
         return None
+
+
+def local_rows(dataset: DatasetResource, spec_folder: Path, specs: SpecSet) -> int | None:
+    """Rows of a Dataset's local source file, before cleaning and splitting."""
+    roots = FileRoots.of_project(specs.root, specs.settings.policy.allowed_file_roots).all
+    return _file_rows(dataset, spec_folder, roots)
+
+
+def _counted(dataset: DatasetResource, spec_folder: Path, roots: tuple[Path, ...]) -> RowCount | None:
+    count = _file_rows(dataset, spec_folder, roots)
     if count is None:
         return None
+    source = parse_source(dataset.spec.source)
     share = dataset.spec.split.train
     return RowCount(int(count * share), f"counted in {source.location} x split.train {share:g}, "
                                         "before cleaning")

@@ -132,7 +132,11 @@ CODES: dict[str, str] = {
     "missing-reference": "A spec names another spec that does not exist.",
     "dependency-cycle": "Specs depend on each other in a circle.",
     "method-data-mismatch": "The training method does not fit the dataset's schema type.",
+    "margin-below-detectable": "A comparison gate's margin is below the smallest effect its split can "
+                               "detect at 80% power (a plan warning).",
     "no-champion": "A comparison gate (notWorseThan) with nothing to compare with.",
+    "contamination": "Rows an Evaluation scores appear in the training data of the FineTune it "
+                     "scores (a plan warning).",
     "contamination-of-base-model": "failOnContamination on a base model, whose training data "
                                    "tuneops does not know.",
     "needs-gpu": "A setting that only works on a GPU, on a FineTune with gpusPerNode 0.",

@@ -61,12 +61,13 @@ def test_plan_warns_of_evaluation_rows_found_in_the_training_data(tmp_path: Path
 
     planned = repo.tuneops("plan", ".")
     assert planned.exit_code == 0, planned.output
-    line = next(line for line in planned.stdout.splitlines() if "warning" in line)
-    assert line.startswith("exam.yaml:21: warning Evaluation/fruit-exam-quality: contamination: "
-                           "at least 2 of 3 train rows of Dataset 'fruit-exam' appear in the training data "
-                           "of FineTune 'fruit-sft'"), planned.stdout
-    assert "hint: deduplicate" in planned.stdout and "failOnContamination: true" in planned.stdout
+    line = next(line for line in planned.stdout.splitlines() if "contamination" in line)
+    assert line.startswith("exam.yaml:21:3 warning spec.dataset: contamination: at least 2 of 3 train "
+                           "rows of Dataset 'fruit-exam' appear in the training data of FineTune "
+                           "'fruit-sft' (exact prompt matches in the prepared datasets) (deduplicate"), \
+        planned.stdout
+    assert "failOnContamination: true" in line
     (warning,) = repo.plan()["warnings"]
-    assert (warning["name"], warning["file"], warning["line"]) == ("fruit-exam-quality", "exam.yaml", 21)
+    assert warning == line
     markdown = repo.tuneops("plan", ".", "--format", "markdown")
-    assert "**Warnings** (1)" in markdown.stdout
+    assert "**Warnings**" in markdown.stdout and "at least 2 of 3 train rows" in markdown.stdout

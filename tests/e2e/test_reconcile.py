@@ -4,6 +4,7 @@ real jobs (the tiny model trains for real), a real model server, and real Git hi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,12 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     assert applied.exit_code == 0, applied.output
     assert f"serving {repo.model}/2" in applied.stdout
     assert alias_version(mlflow_server.uri, repo.model) == "2"
+    # version 2 was compared with version 1, which served, on the same 36 rows
+    compared = r"exact_match [0-9.]+ vs serving [0-9.]+: \S+ \[\S+, \S+\] \(n=\d+, 95%"
+    assert re.search(compared, applied.stdout), applied.stdout
+    status = json.loads(repo.tuneops("status", ".", "--format", "json").stdout)
+    quality = {r["name"]: r for r in status["resources"]}["fruit-sft-quality"]
+    assert "vs serving" in quality["result"] and "notWorseThan -0.1" in quality["result"], quality
     repo.git("revert", "--no-edit", "HEAD")
     reverted = repo.plan()
     assert reverted["by_resource"] == {**EVERYTHING_BUILT, "Deployment/fruit-bot": "update"}
@@ -138,6 +145,10 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     assert deployment["action"] == "blocked"
     assert "gate exact_match" in deployment["reason"]
     assert f"{repo.model}/1 keeps serving" in deployment["reason"]
+    # the pull-request comment shows the interval the comparison with version 1 failed on
+    comment = repo.tuneops("plan", ".", "--format", "markdown").stdout
+    assert re.search(r"exact_match [0-9.]+ vs serving [0-9.]+: \S+ \[\S+, \S+\] \(n=\d+, 95%.*\) fails "
+                     r"notWorseThan -0\.1", comment), comment
     status = json.loads(repo.tuneops("status", ".", "--format", "json").stdout)
     rows = {r["name"]: r for r in status["resources"]}
     assert rows["fruit-bot"]["phase"] == "Blocked" and rows["fruit-bot"]["model_version"] == f"{repo.model}/1"
@@ -146,6 +157,10 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     # Pruning: a removed Deployment keeps serving until prune is asked for, and a prune that
     # would stop everything is refused unless forced.
     (repo.root / "deployment.yaml").unlink()
+    # with no Deployment requiring it, a comparison with the serving version is an error: drop it
+    evaluation = (repo.root / "evaluation.yaml").read_text()
+    gate = evaluation.index("    # A new version must not be measurably worse")
+    (repo.root / "evaluation.yaml").write_text(evaluation[:gate])
     repo.commit("retire the bot")
     kept = repo.plan()
     assert kept["unmanaged"] and "Deployment/fruit-bot" in kept["unmanaged"][0]

@@ -23,6 +23,8 @@ LAYERS = {
     "reconciler.specs": 1,
     "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.sources_digest": 2,
     "reconciler.contamination": 2,
+    # Other tools' configs -> specs: builds spec documents, below anything that reads the world.
+    "reconciler.importers": 2,
     # Records and the edges that read the world: MLflow, Git, job files, sizes.
     "reconciler.state": 3, "reconciler.jobs": 3, "reconciler.sizing": 3, "reconciler.tracking": 3,
     "reconciler.git": 3, "reconciler.pin": 3,
@@ -33,8 +35,8 @@ LAYERS = {
     "reconciler.daemon": 7,
     "reconciler.cli": 8, "reconciler.__main__": 8, "reconciler.runtime": 8,
 }
-PURE = ("reconciler.specs", "reconciler.graph", "reconciler.fingerprint", "reconciler.plan.plan",
-        "reconciler.contamination", "reconciler.plan.contamination",
+PURE = ("reconciler.specs", "reconciler.importers", "reconciler.graph", "reconciler.fingerprint",
+        "reconciler.plan.plan", "reconciler.contamination", "reconciler.plan.contamination",
         "reconciler.plan.gates", "reconciler.plan.in_use", "reconciler.plan.report",
         "reconciler.sizing.memory", "reconciler.sizing.activations", "reconciler.sizing.strategy",
         "reconciler.sizing.throughput", "reconciler.sizing.estimates", "reconciler.state",

@@ -63,6 +63,7 @@ def test_a_fine_tune_no_evaluation_generates_text_for_is_told_nothing(tmp_path: 
     root = quickstart(tmp_path)
     edit(root / "evaluation.yaml", "metrics: [perplexity, exact_match]", "metrics: [perplexity]")
     edit(root / "evaluation.yaml", "metric: exact_match\n      min: 0.5", "metric: perplexity\n      max: 50")
+    edit(root / "evaluation.yaml", "metric: exact_match\n      notWorseThan", "metric: perplexity\n      notWorseThan")
     assert builder(root).job(FINE_TUNE).generation is None
 
 
@@ -127,4 +128,4 @@ def test_an_evaluation_job_lists_what_the_fine_tune_and_its_start_trained_on(tmp
     assert [(d.name, d.location, d.max_samples) for d in job.training_datasets] == [
         ("more-fruit", "/store/more-fruit", 40), ("fruit-colors", "/store/fruit-colors", None)]
     assert '"trainingDatasets": [' in job.to_json()
-    assert jobs.job(ResourceId("Evaluation", "base-quality")).training_datasets == ()
+    assert jobs.job(ResourceId("Evaluation", "base-quality")).training_datasets is None

@@ -38,14 +38,16 @@ def test_a_counted_contamination_is_a_warning_at_the_evaluations_dataset_line(tm
     project = Project(tmp_path / "specs")
     state = state_of(*_counted(project, 3.0))
     (warning,) = contamination_warnings(project.specs, project.inputs, state, read_row_hashes)
-    assert warning.resource == EVALUATION
-    assert warning.where.endswith("evaluation.yaml:8")  # `dataset:` under spec
-    assert warning.message == ("contamination: 3 of 36 test rows of Dataset 'chats' appear in the training "
-                               "data of FineTune 'sft' (counted by its run a1b2c3d4)")
-    assert "failOnContamination: true" in warning.hint and "deduplicate" in warning.hint
+    assert warning.resource == str(EVALUATION) and warning.code == "contamination"
+    assert (warning.position.file.endswith("evaluation.yaml"), warning.position.line) == (True, 8)
+    assert warning.text().endswith(
+        "evaluation.yaml:8:3 warning spec.dataset: contamination: 3 of 36 test rows of Dataset 'chats' "
+        "appear in the training data of FineTune 'sft' (counted by its run a1b2c3d4) (deduplicate: remove "
+        "those rows from 'chats' or from the training data; the evaluation's results.json and its MLflow "
+        "run list examples; or set failOnContamination: true to block deployment while they remain)")
 
-    assert contamination_warnings(project.specs, project.inputs, state_of(*_counted(project, 0.0)),
-                                  read_row_hashes) == ()
+    assert list(contamination_warnings(project.specs, project.inputs, state_of(*_counted(project, 0.0)),
+                                       read_row_hashes)) == []
 
 
 def test_before_evaluating_exact_prompts_are_found_in_the_prepared_row_hashes(tmp_path: Path) -> None:
@@ -64,21 +66,19 @@ def test_before_evaluating_exact_prompts_are_found_in_the_prepared_row_hashes(tm
 
     # Prepared before row hashes existed: nothing is known, nothing is said.
     (prepared / ROW_HASHES_FILE).unlink()
-    assert contamination_warnings(project.specs, project.inputs, state, read_row_hashes) == ()
+    assert list(contamination_warnings(project.specs, project.inputs, state, read_row_hashes)) == []
 
 
 def test_the_plan_shows_the_warning_in_every_format(tmp_path: Path) -> None:
     project = Project(tmp_path / "specs")
     state = state_of(*_counted(project, 3.0), servers=[server(project)])
     warnings = contamination_warnings(project.specs, project.inputs, state, read_row_hashes)
-    plan = replace(project.plan(state), warnings=warnings)
-    text = plan_text(plan)
-    assert "evaluation.yaml:8: warning Evaluation/sft-quality: contamination: 3 of 36 test rows" in text
-    assert "        hint: deduplicate" in text
+    plan = replace(project.plan(state), warnings=tuple(warning.text() for warning in warnings))
+    assert "evaluation.yaml:8:3 warning spec.dataset: contamination: 3 of 36 test rows" in plan_text(plan)
     markdown = plan_markdown(plan)
-    assert "**Warnings** (1)" in markdown and "3 of 36 test rows" in markdown
+    assert "**Warnings**" in markdown and "3 of 36 test rows" in markdown
     (shown,) = plan_json(plan)["warnings"]
-    assert (shown["kind"], shown["name"], shown["line"]) == ("Evaluation", "sft-quality", 8)
+    assert "evaluation.yaml:8:3 warning spec.dataset: contamination: 3 of 36" in shown
 
 
 def test_fail_on_contamination_explains_the_blocked_deployment(tmp_path: Path) -> None:

@@ -305,7 +305,8 @@ def test_a_failed_gate_is_recorded_with_its_metric_value_and_threshold(tmp_path,
         "kind": "gate", "model": "sft/2", "model_version": "sft/2", "keeps_serving": "sft/1",
         "evaluations": [{"evaluation": "sft-quality", "summary": "gate rougeL 0.21 < 0.3",
                          "failures": [{"metric": "rougeL", "check": "min", "value": 0.21, "operator": ">=",
-                                       "threshold": 0.3, "baseline": None}]}]}
+                                       "threshold": 0.3, "baseline": None,
+                                       "description": "gate rougeL 0.21 < 0.3"}]}]}
     assert written["sft"]["blocked_by"] is None  # only blocked actions carry one
 
 
