@@ -144,6 +144,10 @@ class JobFile(_JobModel):
     model: ModelVersionRef | BaseModelRef | None = Field(
         None, description="Evaluations and Deployments: the model scored or served.")
     baseline: ModelVersionRef | BaseModelRef | None = None
+    training_datasets: tuple[PreparedDataset, ...] | None = Field(
+        None, description="Evaluations of a FineTune: the datasets it trained on, along its "
+                        "fromFineTune chain (their train splits, maxSamples as trained), for the "
+                        "contamination check; absent for a base model.")
     champion: ModelVersionRef | None = Field(
         None, description="Evaluations with a `notWorseThan: serving` gate: the model version the "
                           "Deployment that requires them serves now (none while nothing serves).")
