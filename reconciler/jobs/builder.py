@@ -143,6 +143,26 @@ class JobBuilder:
                                schema_type=resource.spec.data_schema.type, fingerprint=run.fingerprint,
                                weight=weight, max_samples=max_samples)
 
+    def trained_on(self, fine_tune: ResourceId) -> tuple[PreparedDataset, ...]:
+        """The datasets a FineTune's model learned from: its own, then those of the fine-tune it
+        starts from, and so on (each once, with the rows it trained on)."""
+        found: dict[str, PreparedDataset] = {}
+        seen: set[str] = set()
+        current: str | None = fine_tune.name
+        while current and current not in seen:
+            seen.add(current)
+            resource = self.specs.resource(ResourceId("FineTune", current), FineTuneResource)
+            if resource is None:
+                break
+            for dataset in resource.spec.datasets:
+                earlier = found.get(dataset.name)
+                rows = dataset.max_samples
+                if earlier is not None:  # trained on by two fine-tunes: the more rows of the two
+                    rows = None if None in (rows, earlier.max_samples) else max(rows, earlier.max_samples)
+                found[dataset.name] = self.prepared(dataset.name, max_samples=rows)
+            current = resource.spec.from_fine_tune
+        return tuple(found.values())
+
     def judging_decoding(self, fine_tune: ResourceId) -> GenerationDefaults | None:
         """The decoding a FineTune's versions are judged with: that of the first Evaluation of it
         that scores generated text, among those its Deployments require, then among its other
@@ -212,6 +232,8 @@ class JobBuilder:
             spec = resource.spec
             fields["model"] = self._model_or_base(spec.model.target)
             fields["datasets"] = (self.prepared(spec.dataset.name),)
+            if spec.model.fine_tune:
+                fields["training_datasets"] = self.trained_on(ResourceId("FineTune", spec.model.fine_tune))
             if spec.baseline is not None:
                 fields["baseline"] = self._model_or_base(spec.baseline.target)
             fields["task_files"] = self.task_files(rid) or None

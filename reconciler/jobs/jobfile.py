@@ -154,6 +154,10 @@ class JobFile(_JobModel):
     baseline: ModelVersionRef | BaseModelRef | None = None
     task_files: tuple[TaskFileRef, ...] | None = Field(
         None, description="Evaluations: the task YAMLs its tasks name (none: no such task).")
+    training_datasets: tuple[PreparedDataset, ...] | None = Field(
+        None, description="Evaluations of a FineTune: the datasets it trained on, along its "
+                        "fromFineTune chain (their train splits, maxSamples as trained), for the "
+                        "contamination check; absent for a base model.")
     champion: ModelVersionRef | None = Field(
         None, description="Evaluations with a `notWorseThan: serving` gate: the model version the "
                           "Deployment that requires them serves now (none while nothing serves).")

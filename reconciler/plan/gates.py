@@ -58,13 +58,15 @@ class GateResult:
     metric: str
     value: float | None
     bound: float
-    kind: Literal["min", "max", "baseline", "compare"]
+    kind: Literal["min", "max", "baseline", "compare", "contamination"]
     passed: bool
     baseline: float | None = None
     max_regression: float = 0.0
     comparison: PairedResult | None = None  # kind "compare": the paired interval it was decided on
     champion: str = ""  # kind "compare": "serving" or "baseline"
     skipped: str = ""  # kind "compare": why nothing was compared (no version serves yet)
+    checked_rows: int | None = None  # kind "contamination": the rows compared with the training data
+    split: str | None = None  # kind "contamination": the split they come from
 
     @property
     def operator(self) -> str:
@@ -73,8 +75,17 @@ class GateResult:
             return "<=" if self.metric in LOWER_IS_BETTER else ">="
         return ">=" if self.kind == "min" else "<="
 
+    def _describe_contamination(self) -> str:
+        if self.value is None or math.isnan(self.value):
+            return "contamination: not counted"
+        rows = f" of {self.checked_rows}" if self.checked_rows is not None else ""
+        split = f" {self.split}" if self.split else ""
+        return f"contamination: {int(self.value)}{rows}{split} rows appear in training data"
+
     def describe(self) -> str:
         """One line for a plan or a log, e.g. "gate rougeL 0.21 < 0.35"."""
+        if self.kind == "contamination":
+            return self._describe_contamination()
         if self.kind == "compare":
             return self._describe_comparison()
         label = "baseline" if self.kind == "baseline" else "gate"
@@ -204,6 +215,8 @@ class Verdict:
         counts = [f"{gates} gate{'' if gates == 1 else 's'}"]
         if baseline:
             counts.append(f"{baseline} baseline metric{'' if baseline == 1 else 's'}")
+        if any(result.kind == "contamination" for result in self.results):
+            counts.append("no contamination")
         # a comparison is worth reading even when it passes: the interval says how sure it is
         compared = [result.describe() for result in self.results if result.kind == "compare"]
         return f"passed ({'; '.join([', '.join(counts), *compared])})"
@@ -235,13 +248,26 @@ def _baseline_result(metric: str, value: float, baseline: float, max_regression:
 
 BASELINE_PREFIX = "baseline_"
 """An Evaluation's run logs the baseline's metrics beside its own, as `baseline_<metric>`."""
+CONTAMINATED_ROWS = "contaminated_rows"
+CONTAMINATED_FRACTION = "contaminated_fraction"
+CONTAMINATION_CHECKED_ROWS = "contamination_checked_rows"
+"""What an Evaluation's run logs of its contamination check (reconciler/contamination.py)."""
+
+
+def contamination_result(contaminated: float | None, checked_rows: int | None, split: str) -> GateResult:
+    """failOnContamination as a check: no scored row may appear in the training data. A count
+    that is missing (never computed) fails, as a missing gated metric does."""
+    passed = contaminated is not None and not math.isnan(contaminated) and contaminated == 0
+    return GateResult(CONTAMINATED_ROWS, contaminated, 0.0, "contamination", passed,
+                      checked_rows=checked_rows, split=split)
 
 
 def verdict_of_run(metrics: Mapping[str, float], gates: Iterable[Gate],
-                   max_regression: float | None) -> Verdict:
+                   max_regression: float | None, contamination_split: str | None = None) -> Verdict:
     """The verdict again from what an Evaluation's run logged, for the checks behind a recorded one.
 
-    `max_regression` is None when the Evaluation has no baseline.
+    `max_regression` is None when the Evaluation has no baseline; `contamination_split` is the
+    split scored when the Evaluation fails on contamination, else None.
     """
     gates = tuple(gates)
     own = {name: value for name, value in metrics.items()
@@ -257,7 +283,13 @@ def verdict_of_run(metrics: Mapping[str, float], gates: Iterable[Gate],
             compared[(champion, gate.metric)] = (
                 _paired_from_run(metrics, champion, gate.metric),
                 NOTHING_SERVES if skipped else "")
-    return evaluate_gates(own, gates, baseline, max_regression or 0.0, compared)
+    verdict = evaluate_gates(own, gates, baseline, max_regression or 0.0, compared)
+    if contamination_split is None:
+        return verdict
+    checked = metrics.get(CONTAMINATION_CHECKED_ROWS)
+    result = contamination_result(metrics.get(CONTAMINATED_ROWS),
+                                  None if checked is None else int(checked), contamination_split)
+    return Verdict((*verdict.results, result))
 
 
 NOTHING_SERVES = "no version serves yet"

@@ -398,7 +398,8 @@ class _Planner:
         gates (the same gates: they are part of the fingerprint the run was built at)."""
         spec = self.specs.get(rid).resource.spec  # type: ignore[union-attr]
         baseline = spec.baseline.max_regression if spec.baseline is not None else None
-        return verdict_of_run(run.metrics, spec.gates, baseline).failures
+        contamination = spec.dataset.split if spec.fail_on_contamination else None
+        return verdict_of_run(run.metrics, spec.gates, baseline, contamination).failures
 
     # -- whole plan --------------------------------------------------------------------------
 

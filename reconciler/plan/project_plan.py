@@ -106,11 +106,25 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
 
 def with_warnings(the_plan: Plan, project: Any, state: ActualState | None) -> Plan:
     """The plan with what a reviewer should know that is no error: comparison gates whose margin
-    is below what their split can detect."""
+    is below what their split can detect, and Evaluations whose rows are in the training data
+    (known from their runs, or from the prepared datasets' row hashes, read here: the plan does
+    no I/O)."""
     from reconciler.plan.detectable import margin_warnings
 
     found = tuple(problem.text() for problem in margin_warnings(project.specs, state))
+    found += contamination_texts(project, state)
     return replace(the_plan, warnings=the_plan.warnings + found) if found else the_plan
+
+
+def contamination_texts(project: Any, state: ActualState | None) -> tuple[str, ...]:
+    """The contamination warnings, once state was read (`plan/contamination.py`)."""
+    if state is None:
+        return ()
+    from reconciler.contamination import read_row_hashes
+    from reconciler.plan.contamination import contamination_warnings
+
+    return tuple(problem.text() for problem in
+                 contamination_warnings(project.specs, project.inputs, state, read_row_hashes))
 
 
 def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOptions,
@@ -140,6 +154,9 @@ def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOpt
 
         project_manifests(project, error_prefix="the Kubernetes manifests do not render: ")
     the_plan = against_base(the_plan, base_inputs, project.specs, real_state)
+    found = contamination_texts(project, real_state)
+    if found:
+        the_plan = replace(the_plan, warnings=the_plan.warnings + found)
     if base_project is not None:
         the_plan = replace(the_plan, settings_changes=shown_settings_changes(
             base_project.settings, project.settings))

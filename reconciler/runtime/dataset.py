@@ -1,8 +1,10 @@
 """`tuneops run dataset`: read a Dataset's source, map it to the schema's roles, clean, split, write.
 
-The output folder (`job.output_dir`) holds `train.parquet`, `validation.parquet`, `test.parquet`
-and `manifest.json`. All three splits are always written, an empty one where the spec's ratio is 0,
-so that readers never need to ask whether a file exists. Rows are stored under the schema's role
+The output folder (`job.output_dir`) holds `train.parquet`, `validation.parquet`, `test.parquet`,
+`manifest.json` and `row_hashes.json` (each row's normalised prompt hashed, for the planner's
+contamination warning before anything is evaluated: `reconciler/contamination.py`). All three
+splits are always written, an empty one where the spec's ratio is 0, so that readers never need
+to ask whether a file exists. Rows are stored under the schema's role
 names (text: text; instruction: instruction, input, output; chat: messages of {role, content};
 preference: prompt, chosen, rejected), so later jobs never need the spec's column mapping.
 
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
+from reconciler.contamination import ROW_HASHES_FILE, row_hashes_document
 from reconciler.fileio import replace_directory
 from reconciler.jobs.jobfile import JobFile
 from reconciler.runtime.readers import (  # DatasetError is part of this module's API
@@ -422,6 +425,8 @@ def _write(output: Path, manifest: Manifest, splits: dict[str, list[Row]]) -> No
         for split in SPLITS:
             pq.write_table(pa.Table.from_pylist(splits[split], schema=schema), temporary / f"{split}.parquet")
         (temporary / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+        (temporary / ROW_HASHES_FILE).write_text(row_hashes_document(splits, manifest.schema_type),
+                                                 encoding="utf-8")
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o777 & ~umask)  # mkdtemp makes 0700; be an ordinary folder

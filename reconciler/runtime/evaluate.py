@@ -26,6 +26,7 @@ from reconciler.plan.gates import (
     evaluate_gates,
 )
 from reconciler.runtime.chat_templates import END_OF_TURN_TOKENS
+from reconciler.runtime.contamination import check_contamination
 from reconciler.runtime.paired import RowScores
 from reconciler.specs.evaluation import BINARY_METRICS, GENERATION_METRICS, EvaluationSpec
 from reconciler.tracking import vocabulary as tracking
@@ -258,9 +259,11 @@ def run_evaluate(job: JobFile) -> Path:
             scored.metrics, spec.gates, baseline.metrics if baseline else None,
             spec.baseline.max_regression if spec.baseline else 0.0, compared,
         )
+        verdict, contamination = check_contamination(job, spec, rows, run, verdict)
         results = results_document(job, spec, scored.metrics, baseline.metrics if baseline else None,
                                    verdict, examples, scored.answers)
         results["comparisons"] = _comparisons_document(job, compared, serving is not None)
+        results["contamination"] = contamination
         predictions = prediction_rows(examples, scored, serving or baseline)
         output = _write_outputs(job, results, report_markdown(job, results, verdict), predictions)
         comparison = {name: value for (champion, metric), (paired, _) in compared.items()

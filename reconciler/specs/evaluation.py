@@ -186,6 +186,11 @@ class EvaluationSpec(SpecModel):
                                    doc="Decoding settings for text metrics.")
     gates: tuple[Gate, ...] = field((), "Thresholds the model must meet to be deployable.")
     baseline: Baseline | None = field(None, "A model this one must not fall behind.")
+    fail_on_contamination: Bool = field(
+        False, "Fail the verdict when any scored row appears in the training data of the "
+               "FineTune scored (its prompt, normalised, equals a training row's, or 13 words in a "
+               "row overlap training text). Contamination is counted and reported either way.",
+        example=True, added_later=True)
     resources: EvaluationResources = field(default_factory=EvaluationResources,
                                            doc="Compute for the job.", operational=True)
     suspend: Bool = field(False, "Keep the spec but start nothing new for it.", operational=True)
@@ -214,7 +219,7 @@ class EvaluationSpec(SpecModel):
 
     @property
     def is_gating(self) -> bool:
-        return bool(self.gates) or self.baseline is not None
+        return bool(self.gates) or self.baseline is not None or self.fail_on_contamination
 
     @property
     def scores_generated_text(self) -> bool:

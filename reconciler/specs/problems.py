@@ -135,6 +135,10 @@ CODES: dict[str, str] = {
     "margin-below-detectable": "A comparison gate's margin is below the smallest effect its split can "
                                "detect at 80% power (a plan warning).",
     "no-champion": "A comparison gate (notWorseThan) with nothing to compare with.",
+    "contamination": "Rows an Evaluation scores appear in the training data of the FineTune it "
+                     "scores (a plan warning).",
+    "contamination-of-base-model": "failOnContamination on a base model, whose training data "
+                                   "tuneops does not know.",
     "needs-gpu": "A setting that only works on a GPU, on a FineTune with gpusPerNode 0.",
     "offload-without-gpus": "distributed.offload on a FineTune that trains on CPU (warning).",
     "unsupported-combination": "Settings that cannot work together.",

@@ -104,10 +104,14 @@ def test_reformatting_and_reordering_keys_is_no_change(pull_request: Path):
 def test_added_and_removed_specs_are_creates_and_deletes(pull_request: Path):
     specs = pull_request / "specs"
     (specs / "deployment.yaml").unlink()
+    # with no Deployment left to require it, the comparison with the serving version goes too
+    evaluation = (specs / "evaluation.yaml").read_text()
+    (specs / "evaluation.yaml").write_text(evaluation[:evaluation.index("    # A new version must not")])
     shutil.copy(specs / "evaluation.yaml", specs / "evaluation-2.yaml")
     edit(specs / "evaluation-2.yaml", "name: fruit-sft-quality", "name: fruit-sft-quality-2")
     found = plan(pull_request)
-    assert found["changed"] == {"Deployment/fruit-bot": "delete", "Evaluation/fruit-sft-quality-2": "create"}
+    assert found["changed"] == {"Deployment/fruit-bot": "delete", "Evaluation/fruit-sft-quality-2": "create",
+                                "Evaluation/fruit-sft-quality": "rebuild"}
 
 
 def test_the_pull_request_comment_is_valid_markdown_with_a_graph(pull_request: Path):

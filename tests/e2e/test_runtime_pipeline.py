@@ -275,3 +275,84 @@ def test_a_sharegpt_file_prepares_whole_and_trains_on_every_reply(pipeline: Pipe
                        {"adapter": {"r": 4}, "training": {"maxSteps": 2, "microBatchSize": 4,
                                                           "maxSeqLength": 64, "precision": "fp32"}})
     _ok(run_job("finetune", write_job(job, pipeline["jobs"])))
+
+
+FACTS = [
+    {"instruction": "Describe the mangosteen.", "input": "",
+     "output": "The mangosteen is a tropical fruit with a thick purple rind and sweet white segments "
+               "that taste of peach, strawberry and vanilla all at once."},
+    {"instruction": "Describe the durian.", "input": "",
+     "output": "The durian is a large spiky fruit from Southeast Asia whose smell is so strong that "
+               "many hotels and trains forbid it."},
+]
+
+
+def test_a_contaminated_row_is_counted_in_results_and_recorded_in_mlflow(pipeline: Pipeline,
+                                                                        tmp_path: Path) -> None:
+    """Scored rows found in the training data: one asked again in other case and punctuation
+    (exact), one quoting a training answer under a new question (13-gram), one short and new."""
+    from reconciler.runtime.dataset import load_split
+
+    store, uri, jobs = pipeline["store"], pipeline["uri"], pipeline["jobs"]
+    trained = load_split(pipeline["data"].location, "train")
+    facts_file = tmp_path / "fruit-facts.jsonl"
+    facts_file.write_text("".join(json.dumps(row) + "\n" for row in FACTS))
+    facts_job = dataset_job(store, uri, "fruit-facts", facts_file,
+                            {"schema": {"type": "instruction"}, "split": {"train": 1.0, "validation": 0.0,
+                                                                           "test": 0.0}})
+    _ok(run_job("dataset", write_job(facts_job, jobs)))
+    assert (facts_job.output_dir / "row_hashes.json").is_file()
+    exam = [
+        {"instruction": trained[0]["instruction"].upper().replace(":", " -") + "!!", "input": "",
+         "output": trained[0]["output"]},
+        {"instruction": "Which fruit is this?", "input": "A tropical fruit with a thick purple rind and "
+                                                         "sweet white segments that taste of peach.",
+         "output": "mangosteen"},
+        {"instruction": "What color is a dragonfruit?", "input": "", "output": "pink"},
+    ]
+    exam_file = tmp_path / "fruit-exam.jsonl"
+    exam_file.write_text("".join(json.dumps(row) + "\n" for row in exam))
+    # Every row in one split (a split's share must be above 0 for train): the exam's own train
+    # split, which nothing trains on.
+    exam_job = dataset_job(store, uri, "fruit-exam", exam_file,
+                           {"schema": {"type": "instruction"}, "split": {"train": 1.0, "validation": 0.0,
+                                                                          "test": 0.0}})
+    _ok(run_job("dataset", write_job(exam_job, jobs)))
+    model = trained_model(pipeline["tune"], pipeline["version"].version)
+    training = (pipeline["data"], prepared(facts_job))
+    outcomes = {}
+    for name, fail in (("fruit-exam-check", False), ("fruit-exam-gate", True)):
+        spec = {"metrics": ["perplexity"], "dataset": {"name": "fruit-exam", "split": "train"},
+                "failOnContamination": fail}
+        job = evaluation_job(store, uri, name, model, prepared(exam_job), spec)
+        job = job.model_copy(update={"training_datasets": training})
+        result = run_job("evaluate", write_job(job, jobs))
+        _ok(result)
+        outcomes[name] = (result, json.loads((job.output_dir / "results.json").read_text()))
+
+    _, counted = outcomes["fruit-exam-check"]
+    found = counted["contamination"]
+    assert (found["checkedRows"], found["contaminatedRows"], found["exact"], found["ngram"]) == (3, 2, 1, 1)
+    assert found["trainingDatasets"] == ["fruit-colors", "fruit-facts"]
+    assert [(s["row"], s["match"], s["dataset"]) for s in found["samples"]] == [
+        (0, "exact", "fruit-colors"), (1, "13-gram", "fruit-facts")]
+    assert found["samples"][0]["trainingRow"] == 0
+    assert found["samples"][1]["ngram"].startswith("a tropical fruit with a thick purple rind")
+    assert counted["verdict"] == "passed"  # counted and reported, not a gate unless asked
+
+    client = pipeline["client"]
+    experiment = client.get_run(pipeline["version"].run_id).info.experiment_id
+    (run,) = client.search_runs([experiment], "tags.`tuneops.name` = 'fruit-exam-check'")
+    assert run.data.metrics["contaminated_rows"] == 2.0
+    assert run.data.metrics["contamination_checked_rows"] == 3.0
+    assert abs(run.data.metrics["contaminated_fraction"] - 2 / 3) < 1e-9
+    artifact = Path(client.download_artifacts(run.info.run_id, "contamination.json", str(tmp_path)))
+    assert json.loads(artifact.read_text())["samples"][1]["dataset"] == "fruit-facts"
+
+    result, gated = outcomes["fruit-exam-gate"]
+    assert gated["verdict"] == "failed"
+    assert gated["gates"][-1]["description"] == "contamination: 2 of 3 train rows appear in training data"
+    assert "evaluation fruit-exam-gate: failed" in result.stdout
+    (gate_run,) = client.search_runs([experiment], "tags.`tuneops.name` = 'fruit-exam-gate'")
+    assert gate_run.data.tags["tuneops.verdict"] == (
+        "failed: contamination: 2 of 3 train rows appear in training data")

@@ -22,6 +22,7 @@ LAYERS = {
     "reconciler.errors": 0, "reconciler.lock": 0, "reconciler.state_files": 0, "reconciler.starter": 0,
     "reconciler.specs": 1,
     "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.sources_digest": 2,
+    "reconciler.contamination": 2,
     # Other tools' configs -> specs: builds spec documents, below anything that reads the world.
     "reconciler.importers": 2,
     # Records and the edges that read the world: MLflow, Git, job files, sizes.
@@ -35,7 +36,7 @@ LAYERS = {
     "reconciler.cli": 8, "reconciler.__main__": 8, "reconciler.runtime": 8,
 }
 PURE = ("reconciler.specs", "reconciler.importers", "reconciler.graph", "reconciler.fingerprint",
-        "reconciler.plan.plan",
+        "reconciler.plan.plan", "reconciler.contamination", "reconciler.plan.contamination",
         "reconciler.plan.gates", "reconciler.plan.in_use", "reconciler.plan.report",
         "reconciler.sizing.memory", "reconciler.sizing.activations", "reconciler.sizing.strategy",
         "reconciler.sizing.throughput", "reconciler.sizing.estimates", "reconciler.state",

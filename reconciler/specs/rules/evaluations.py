@@ -62,6 +62,12 @@ def evaluation_data_fits(ctx: RuleContext) -> Iterator[Problem]:
             yield problem(spec, WARNING, "gate-on-training-data",
                           "gates scored on the training split overstate quality: the model has "
                           "seen these rows", ("spec", "dataset", "split"), hint="use test")
+        if s.fail_on_contamination and s.model.base_model:
+            yield problem(spec, ERROR, "contamination-of-base-model",
+                          "failOnContamination compares the rows with the training data of the "
+                          "FineTune scored; tuneops does not know a base model's",
+                          ("spec", "failOnContamination"),
+                          hint="score a FineTune (model.fineTune), or remove failOnContamination")
         if s.baseline and s.baseline.target == s.model.target:
             yield problem(spec, ERROR, "baseline-is-model",
                           "the baseline is the model under evaluation itself", ("spec", "baseline"),

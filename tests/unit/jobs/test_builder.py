@@ -111,6 +111,27 @@ def test_every_job_on_a_base_model_carries_its_tokens(tmp_path: Path) -> None:
     assert fine_tune.fingerprint != before.job(FINE_TUNE).fingerprint  # a new vocabulary retrains
 
 
+def test_an_evaluation_job_lists_what_the_fine_tune_and_its_start_trained_on(tmp_path: Path) -> None:
+    root = quickstart(tmp_path)
+    (root / "second.yaml").write_text(
+        "apiVersion: tuneops.dev/v1alpha1\nkind: Dataset\nmetadata:\n  name: more-fruit\nspec:\n"
+        "  source: file://data/fruit-colors.jsonl\n  schema:\n    type: instruction\n---\n"
+        "apiVersion: tuneops.dev/v1alpha1\nkind: FineTune\nmetadata:\n  name: fruit-more\nspec:\n"
+        "  fromFineTune: fruit-sft\n  datasets:\n    - name: more-fruit\n      maxSamples: 40\n"
+        "  adapter:\n    type: none\n  resources:\n    gpusPerNode: 0\n")
+    scored = (("fruit-more-quality", "fineTune: fruit-more"), ("base-quality", "baseModel: tiny-llama"))
+    for name, model in scored:
+        (root / f"{name}.yaml").write_text(
+            f"apiVersion: tuneops.dev/v1alpha1\nkind: Evaluation\nmetadata:\n  name: {name}\nspec:\n"
+            f"  model:\n    {model}\n  dataset:\n    name: fruit-colors\n")
+    jobs = builder(root)
+    job = jobs.job(ResourceId("Evaluation", "fruit-more-quality"))
+    assert [(d.name, d.location, d.max_samples) for d in job.training_datasets] == [
+        ("more-fruit", "/store/more-fruit", 40), ("fruit-colors", "/store/fruit-colors", None)]
+    assert '"trainingDatasets": [' in job.to_json()
+    assert jobs.job(ResourceId("Evaluation", "base-quality")).training_datasets is None
+
+
 def test_an_evaluation_job_says_where_its_task_yamls_and_their_data_are(tmp_path: Path) -> None:
     """Locally the absolute paths; in a pod, inside the checkout, which then holds the task YAML
     and the data it reads. An Evaluation without task YAMLs keeps its job file."""

@@ -184,3 +184,28 @@ def test_a_recorded_verdict_is_checked_again_from_the_run_metrics():
     assert again.summary() == "failed: gate rougeL 0.21 < 0.35; baseline perplexity 13 > 11.9 + 0.5"
     # Without a baseline in the spec the logged baseline metrics are not compared.
     assert len(verdict_of_run(logged, [gate("rougeL", min=0.35)], max_regression=None).failures) == 1
+
+
+def test_fail_on_contamination_fails_a_verdict_and_says_how_many_rows():
+    from reconciler.plan.gates import contamination_result
+
+    clean = Verdict((contamination_result(0.0, 36, "test"),))
+    assert clean.passed and clean.summary() == "passed (0 gates, no contamination)"
+    dirty = Verdict((*evaluate_gates({"rougeL": 0.5}, [gate("rougeL", min=0.35)]).results,
+                     contamination_result(3.0, 36, "test")))
+    assert not dirty.passed
+    assert dirty.summary() == "failed: contamination: 3 of 36 test rows appear in training data"
+    assert dirty.failures[0].operator == "<="
+    # Never counted (a run that logged no count) fails: a gate never passes for want of a number.
+    assert not contamination_result(None, None, "test").passed
+    assert contamination_result(None, None, "test").describe() == "contamination: not counted"
+
+
+def test_the_contamination_check_is_replayed_from_the_logged_metrics():
+    logged = {"rougeL": 0.5, "contaminated_rows": 3.0, "contaminated_fraction": 3 / 36,
+              "contamination_checked_rows": 36.0}
+    assert verdict_of_run(logged, [gate("rougeL", min=0.35)], None).passed  # failOnContamination off
+    replayed = verdict_of_run(logged, [gate("rougeL", min=0.35)], None, contamination_split="test")
+    assert [r.describe() for r in replayed.failures] == [
+        "contamination: 3 of 36 test rows appear in training data"]
+    assert verdict_of_run({**logged, "contaminated_rows": 0.0}, [], None, "test").passed

@@ -446,7 +446,14 @@ def test_manifest_round_trips_and_is_camel_case(tmp_path: Path):
     assert written["sourceSha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     assert Manifest.model_validate_json(manifest.to_json()) == manifest
     assert sorted(p.name for p in job.output_dir.iterdir()) == [
-        "manifest.json", "test.parquet", "train.parquet", "validation.parquet"]
+        "manifest.json", "row_hashes.json", "test.parquet", "train.parquet", "validation.parquet"]
+    # One prompt hash per row of each split, in row order, for the plan's contamination warning.
+    from reconciler.contamination import read_row_hashes, row_hashes
+    from reconciler.runtime.dataset import load_split
+
+    hashes = read_row_hashes(job.output_dir)
+    assert {split: len(found) for split, found in hashes.items()} == manifest.rows
+    assert hashes["test"] == row_hashes(load_split(job.output_dir, "test"), "instruction")
 
 
 def test_a_zero_ratio_split_is_written_empty(tmp_path: Path):

@@ -344,3 +344,12 @@ def test_added_tokens_are_checked_through_from_fine_tune(tmp_path: Path):
     found = problems(tmp_path, files)
     problem = only(found, "untrained-new-tokens")
     assert problem.resource == "FineTune/sft-2" and "does not train the embedding that" in problem.message
+
+
+def test_fail_on_contamination_needs_a_fine_tune_whose_training_data_is_known(tmp_path: Path):
+    text = spec_text("evaluation.yaml").replace("fineTune: sft", "baseModel: tiny").replace(
+        "name: chats", "name: chats\n  failOnContamination: true").replace("sft-quality", "base-quality")
+    found = only(problems(tmp_path, {"base-evaluation.yaml": text}), "contamination-of-base-model")
+    assert found.severity == "error" and "base model" in found.message
+    fixed = text.replace("baseModel: tiny", "fineTune: sft")
+    assert [p.code for p in problems(tmp_path / "fixed", {"base-evaluation.yaml": fixed})] == []
