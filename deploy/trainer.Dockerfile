@@ -18,7 +18,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends git \
 COPY pyproject.toml README.md /src/
 COPY reconciler /src/reconciler
 COPY templates /src/templates
-RUN pip install "/src[train]" && rm -rf /src
+RUN pip install "/src[train,eval]" && rm -rf /src
 
 # Jobs run as an unprivileged user; the storage claim must be writable by its group.
 RUN useradd --create-home --uid 1000 --gid 0 tuneops

@@ -1,8 +1,9 @@
 """Content digests of local `file://` sources, the one input to fingerprints that lives on disk.
 
-A data file, a model folder or a chat template changes what is built even when no spec changes,
-so its bytes are part of the fingerprint. Hashing a model folder of many gigabytes on every plan
-would be slow, so digests are cached per file by (size, mtime, inode), as Git does for its index.
+A data file, a model folder, a chat template or a benchmark's task YAML changes what is built
+even when no spec changes, so its bytes are part of the fingerprint. Hashing a model folder of
+many gigabytes on every plan would be slow, so digests are cached per file by (size, mtime,
+inode), as Git does for its index.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from reconciler.specs.base import ResourceId
 from reconciler.specs.basemodel import BaseModelResource
 from reconciler.specs.confinement import FileRoots, OutsideRoots, resolve_inside
 from reconciler.specs.dataset import DatasetResource
+from reconciler.specs.evaluation import EvaluationResource
+from reconciler.specs.loader import LoadedSpec
 from reconciler.specs.sources import parse_source
 from reconciler.specs.specset import SpecSet
+from reconciler.specs.task_files import TaskFileError, read_task_file, task_file_path
 
 MISSING = "missing"
 """The digest of a local source that is not there (a model folder a first step will build)."""
@@ -46,6 +50,24 @@ def local_sources(specs: SpecSet) -> Iterator[tuple[ResourceId, str, Path]]:
             source = parse_source(uri)
             if source.scheme == "file":
                 yield resource.id, path, source.local_path(loaded.path.parent).absolute()
+        if isinstance(resource, EvaluationResource):
+            yield from _task_files(loaded, resource)
+
+
+def _task_files(loaded: LoadedSpec, evaluation: EvaluationResource) -> Iterator[tuple[ResourceId, str, Path]]:
+    """An Evaluation's task YAMLs and every file they read (includes, local data): editing one
+    changes what is scored. A YAML that cannot be read is digested alone (validation says why)."""
+    for index, task in enumerate(evaluation.spec.tasks):
+        if task.path is None:
+            continue
+        path = task_file_path(loaded.path.parent, task.path)
+        yield evaluation.id, f"spec.tasks[{index}].path", path
+        try:
+            read = read_task_file(path)
+        except TaskFileError:
+            continue
+        for item in read.files:
+            yield evaluation.id, f"spec.tasks[{index}].path:{item.value}", item.local_path().absolute()
 
 
 class DigestCache:

@@ -22,6 +22,7 @@ from reconciler.jobs.jobfile import (
     ModelVersionRef,
     PreparedDataset,
     SpecCheckout,
+    TaskFileRef,
     Tokens,
 )
 from reconciler.specs.base import ResourceId
@@ -32,6 +33,7 @@ from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.sources import parse_source
 from reconciler.specs.specset import SpecSet
+from reconciler.specs.task_files import TaskFileError, read_task_file, task_file_path
 from reconciler.state import BuiltRun
 
 
@@ -182,6 +184,24 @@ class JobBuilder:
                                       temperature=generation.temperature)
         return None
 
+    def task_files(self, rid: ResourceId) -> tuple[TaskFileRef, ...]:
+        """An Evaluation's task YAMLs and the files they read, where the job sees them."""
+        loaded = self.specs.get(rid)
+        assert loaded is not None and isinstance(loaded.resource, EvaluationResource), rid
+        refs = []
+        for task in loaded.resource.spec.tasks:
+            if task.path is None:
+                continue
+            path = task_file_path(loaded.path.parent, task.path)
+            try:
+                files = tuple(self._absolute(rid, f"file://{item.local_path().absolute()}")
+                              for item in read_task_file(path).files)
+            except TaskFileError:  # validation refused it; the job says so again
+                files = ()
+            refs.append(TaskFileRef(path=task.path, location=self._absolute(rid, f"file://{path}"),
+                                    files=files))
+        return tuple(refs)
+
     def _model_or_base(self, target: ResourceId) -> ModelVersionRef | BaseModelRef:
         return self.model_version(target) if target.kind == "FineTune" else self.base_model(target)
 
@@ -216,6 +236,7 @@ class JobBuilder:
                 fields["training_datasets"] = self.trained_on(ResourceId("FineTune", spec.model.fine_tune))
             if spec.baseline is not None:
                 fields["baseline"] = self._model_or_base(spec.baseline.target)
+            fields["task_files"] = self.task_files(rid) or None
             served = (self.serving(rid.name) if self.serving is not None
                       and any(gate.not_worse_than == "serving" for gate in spec.gates) else None)
             if served is not None:

@@ -124,6 +124,14 @@ class SpecCheckout(_JobModel):
     paths: tuple[str, ...] = Field(description="Repository-relative files and folders to check out.")
 
 
+class TaskFileRef(_JobModel):
+    """An Evaluation's task YAML (`tasks[].path`) where the job reads it, with the files it reads."""
+
+    path: str = Field(description="As the spec writes it.")
+    location: str = Field(description="file:// the YAML, absolute where the job runs.")
+    files: tuple[str, ...] = Field((), description="file:// the files it includes and reads data from.")
+
+
 class JobFile(_JobModel):
     format_version: Literal[1] = FORMAT_VERSION
     kind: JobKind
@@ -144,6 +152,8 @@ class JobFile(_JobModel):
     model: ModelVersionRef | BaseModelRef | None = Field(
         None, description="Evaluations and Deployments: the model scored or served.")
     baseline: ModelVersionRef | BaseModelRef | None = None
+    task_files: tuple[TaskFileRef, ...] | None = Field(
+        None, description="Evaluations: the task YAMLs its tasks name (none: no such task).")
     training_datasets: tuple[PreparedDataset, ...] | None = Field(
         None, description="Evaluations of a FineTune: the datasets it trained on, along its "
                         "fromFineTune chain (their train splits, maxSamples as trained), for the "

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from statistics import NormalDist
 
 from reconciler.plan.gates import COMPARE_PREFIX
-from reconciler.specs.evaluation import METRIC_RANGES, EvaluationResource
+from reconciler.specs.evaluation import METRIC_RANGES, TASK_METRIC_PREFIX, EvaluationResource
 from reconciler.specs.problems import Problem, Severity
 from reconciler.specs.rules.registry import problem
 from reconciler.specs.specset import SpecSet
@@ -95,8 +95,8 @@ def margin_warnings(specs: SpecSet, state: ActualState | None) -> Iterator[Probl
         n = min(counted[0], s.dataset.max_samples or counted[0])
         spreads = recorded_spreads(state, evaluation.metadata.name)
         for index, gate in enumerate(s.gates):
-            if not gate.compares:
-                continue
+            if not gate.compares or gate.metric.startswith(TASK_METRIC_PREFIX):
+                continue  # a named benchmark scores its own documents, not this split's rows
             recorded = spreads.get(f"{COMPARE_PREFIX}{gate.not_worse_than}/{gate.metric}/{SPREAD_FIGURE}")
             low, high = METRIC_RANGES.get(gate.metric, (-math.inf, math.inf))
             if recorded is None and (low, high) != (0.0, 1.0):

@@ -11,13 +11,13 @@ import json
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler.errors import PermanentError
 from reconciler.fileio import replace_directory
-from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef
+from reconciler.jobs.jobfile import BaseModelRef, JobFile, ModelVersionRef, TaskFileRef
 from reconciler.plan.gates import (
     NOTHING_SERVES,
     PairedResult,
@@ -150,15 +150,19 @@ def generate(
 @dataclass(frozen=True)
 class Scored:
     """One model's metrics on the rows, each metric per row too, and its answers (empty without
-    text metrics)."""
+    text metrics). Named benchmarks score their own documents: their per-document scores are kept
+    apart (`task_rows`, by `task/<task>/<metric>`), for comparison gates on them."""
 
     metrics: dict[str, float]
     rows: dict[str, RowScores]
     answers: list[str]
+    task_rows: dict[str, RowScores] = field(default_factory=dict)
 
 
-def score(ref: ModelVersionRef | BaseModelRef, spec: EvaluationSpec, examples: list[Example]) -> Scored:
-    """The requested metrics of one model, per row and over the rows."""
+def score(ref: ModelVersionRef | BaseModelRef, spec: EvaluationSpec, examples: list[Example],
+          task_files: tuple[TaskFileRef, ...] = ()) -> Scored:
+    """The requested metrics of one model, per row and over the rows; named benchmarks
+    (`spec.tasks`, where `task_files` says their YAMLs are) add theirs."""
     import torch
 
     from reconciler.runtime.loading import load_model, load_model_tokenizer
@@ -185,7 +189,12 @@ def score(ref: ModelVersionRef | BaseModelRef, spec: EvaluationSpec, examples: l
         references = [e.reference for e in examples]
         rows.update({name: text_row_scores(name, answers, references) for name in wanted})
     metrics = {name: rows[name].value for name in spec.metrics if name in rows}
-    return Scored(metrics, rows, answers)
+    if not spec.tasks:
+        return Scored(metrics, rows, answers)
+    from reconciler.runtime.benchmark_tasks import run_tasks  # lm-evaluation-harness
+
+    benchmarks = run_tasks(model, tokenizer, spec.tasks, task_files)
+    return Scored({**metrics, **benchmarks.metrics}, rows, answers, benchmarks.row_scores())
 
 
 def compare_with_champions(spec: EvaluationSpec, scored: Scored, champions: dict[str, Scored | None],
@@ -203,7 +212,8 @@ def compare_with_champions(spec: EvaluationSpec, scored: Scored, champions: dict
         if champion is None:
             found[key] = (None, NOTHING_SERVES if key[0] == "serving" else "no baseline was scored")
             continue
-        mine, theirs = scored.rows.get(gate.metric), champion.rows.get(gate.metric)
+        mine = scored.rows.get(gate.metric) or scored.task_rows.get(gate.metric)
+        theirs = champion.rows.get(gate.metric) or champion.task_rows.get(gate.metric)
         if mine is None or theirs is None:
             found[key] = (None, "")  # not computed per row: fails as not computed
             continue
@@ -238,11 +248,12 @@ def run_evaluate(job: JobFile) -> Path:
 
     run = open_run(job)
     try:
-        scored = score(job.model, spec, examples)
-        baseline = score(job.baseline, spec, examples) if job.baseline is not None else None
+        tasks = job.task_files or ()  # named benchmarks' YAMLs, where this job reads them
+        scored = score(job.model, spec, examples, tasks)
+        baseline = score(job.baseline, spec, examples, tasks) if job.baseline is not None else None
         serving = None
         if job.champion is not None and any(g.not_worse_than == "serving" for g in spec.gates):
-            serving = score(job.champion, spec, examples)  # on the same rows, with the same code
+            serving = score(job.champion, spec, examples, tasks)  # on the same rows, with the same code
         compared = compare_with_champions(spec, scored, {"serving": serving, "baseline": baseline})
         verdict = evaluate_gates(
             scored.metrics, spec.gates, baseline.metrics if baseline else None,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
 from reconciler.specs.base import (
     Bool,
@@ -25,7 +25,22 @@ from reconciler.values.kubernetes import NodeLabelValue
 
 Metric = Literal["perplexity", "exact_match", "accuracy", "f1", "bleu", "rougeL"]
 METRICS: tuple[str, ...] = Metric.__args__  # type: ignore[attr-defined]
-LOWER_IS_BETTER = frozenset({"perplexity"})
+# lm-evaluation-harness metrics that are better when lower; the rest of its metrics are not.
+TASK_LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte",
+                                  "ter", "brier_score"})
+
+
+class _LowerIsBetter(frozenset):
+    """Metric names that are better when lower: ours, and a named benchmark's
+    `task/<task>/<metric>[.<filter>]` when its metric is one of TASK_LOWER_IS_BETTER."""
+
+    def __contains__(self, metric: object) -> bool:
+        if isinstance(metric, str) and metric.startswith("task/"):
+            return metric.rpartition("/")[2].partition(".")[0] in TASK_LOWER_IS_BETTER
+        return super().__contains__(metric)
+
+
+LOWER_IS_BETTER = _LowerIsBetter({"perplexity"})
 # The range each metric is reported in: text metrics as fractions (BLEU too, not 0-100).
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     "perplexity": (1.0, float("inf")), "exact_match": (0.0, 1.0), "accuracy": (0.0, 1.0),
@@ -38,6 +53,8 @@ BINARY_METRICS = frozenset({"exact_match", "accuracy"})
 # A gate's metric: one of `metrics`, a named benchmark's (`task/<task>/<metric>`, lm-evaluation-
 # harness) or the judge's (`judge/<metric>`).
 GATE_METRIC_PATTERN = r"^(?:[A-Za-z][A-Za-z0-9_]*|task/[A-Za-z0-9_.-]+/[A-Za-z0-9_.,-]+|judge/[a-z_]+)$"
+TASK_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+TASK_METRIC_PREFIX = "task/"
 Champion = Literal["serving", "baseline"]
 
 
@@ -128,6 +145,26 @@ class Baseline(_FineTuneOrBaseModel):
              "(direction-aware: for perplexity, higher is worse).", ge=0)
 
 
+class BenchmarkTask(SpecModel):
+    """A named benchmark, scored by lm-evaluation-harness with the metrics its task defines."""
+
+    name: Str | None = field(None, "An lm-evaluation-harness task (or group) by name; offline, its "
+                                   "dataset must be in the Hugging Face cache.",
+                             example="hellaswag", pattern=TASK_NAME_PATTERN)
+    path: Str | None = field(None, "A task YAML of lm-evaluation-harness in the spec repository, "
+                                   "relative to this spec file; its local `data_files` are relative "
+                                   "to the YAML.", example="evals/support-mc.yaml")
+    limit: Int | None = field(None, "Score at most this many documents: the first N of the split "
+                                    "the task is scored on.", gt=0, example=500)
+    num_fewshot: Int | None = field(None, "Examples in each prompt; default: the task's own.", ge=0,
+                                    example=0)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BenchmarkTask:
+        require_exactly_one(self, "name", "path")
+        return self
+
+
 class EvaluationResources(SpecModel):
     gpus: Int = field(0, "GPUs for the evaluation job.", ge=0, le=64, operational=True)
     gpu_product: NodeLabelValue | None = field(
@@ -140,9 +177,10 @@ class EvaluationResources(SpecModel):
 class EvaluationSpec(SpecModel):
     model: ModelUnderTest = field(doc="What is scored.")
     dataset: EvaluationData = field(doc="What it is scored on.")
-    metrics: Annotated[tuple[Metric, ...], Field(min_length=1)] = field(
+    metrics: tuple[Metric, ...] = field(
         ("perplexity",), "Metrics to compute. Text metrics (exact_match, accuracy, f1, bleu, "
-                         "rougeL) are reported between 0 and 1; perplexity is 1 or more.",
+                         "rougeL) are reported between 0 and 1; perplexity is 1 or more. May be "
+                         "empty when `tasks` lists benchmarks.",
         example=["perplexity", "rougeL"])
     generation: Generation = field(default_factory=Generation,
                                    doc="Decoding settings for text metrics.")
@@ -156,14 +194,27 @@ class EvaluationSpec(SpecModel):
     resources: EvaluationResources = field(default_factory=EvaluationResources,
                                            doc="Compute for the job.", operational=True)
     suspend: Bool = field(False, "Keep the spec but start nothing new for it.", operational=True)
+    tasks: tuple[BenchmarkTask, ...] = field(
+        (), "Named benchmarks run through lm-evaluation-harness on the model under test; each "
+            "metric is recorded (and gateable) as `task/<task>/<metric>`.",
+        example=[{"name": "hellaswag", "limit": 500, "numFewshot": 0}], added_later=True)
 
     @model_validator(mode="after")
     def _metrics_unique(self) -> EvaluationSpec:
+        if not self.metrics and not self.tasks:
+            raise SpecValueError("nothing to score: metrics is empty and no tasks are listed",
+                                 "list a metric, or a benchmark under tasks")
         seen: set[str] = set()
         for metric in self.metrics:
             if metric in seen:
                 raise SpecValueError(f"metric '{metric}' is listed twice")
             seen.add(metric)
+        listed: set[str] = set()
+        for task in self.tasks:
+            key = task.name or task.path or ""
+            if key in listed:
+                raise SpecValueError(f"task '{key}' is listed twice")
+            listed.add(key)
         return self
 
     @property

@@ -152,6 +152,8 @@ CODES: dict[str, str] = {
                             "and output head (adapter.modulesToSave); a warning when it only sets "
                             "pad, eos or bos, which may already be in the vocabulary.",
     "gate-metric-not-computed": "A gate names a metric the Evaluation does not compute.",
+    "task-file": "A benchmark's task YAML (Evaluation tasks[].path) that lm-evaluation-harness could "
+                 "not read either: not YAML, no `task:`, a missing include.",
     "gate-direction": "A min gate on a lower-is-better metric (warning).",
     "gate-out-of-range": "A gate bound outside the metric's scale (text metrics are 0 to 1).",
     "gate-on-training-data": "Gates scored on the training split (warning).",
@@ -166,7 +168,8 @@ CODES: dict[str, str] = {
     "duplicate-alias": "Two Deployments move the same registry alias of the same model.",
     "unpinned-revision": "An hf:// source without a commit-sha revision (warning; an error "
                          "under --strict).",
-    "trust-remote-code": "trustRemoteCode is on (warning, or an error under a deny policy).",
+    "trust-remote-code": "trustRemoteCode is on, or a benchmark's task YAML runs Python (`!function`) "
+                         "(warning, or an error under a deny policy).",
     "policy": "A spec breaks a rule set in tuneops.yaml's policy.",
     "missing-file": "A local file a spec names does not exist or cannot be read.",
     "outside-repository": "A file:// path (or a symlink on its way, or in a model folder) leads "

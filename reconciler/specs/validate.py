@@ -16,6 +16,7 @@ from reconciler.specs import loader, rules
 from reconciler.specs.base import ResourceId
 from reconciler.specs.loader import UNPARSED_CODES, LoadedSpec
 from reconciler.specs.problems import Problem, Severity
+from reconciler.specs.rules.benchmarks import task_yaml_files
 from reconciler.specs.specset import SpecSet
 
 
@@ -106,8 +107,12 @@ def validate_paths(paths: list[Path], *, strict: bool = False) -> ValidationResu
 def _validate(root: Path, requested: list[Path] | None, strict: bool) -> ValidationResult:
     loaded = loader.load(root, also=requested or ())
     by_id, problems = rules.find_duplicates(loaded.specs)
-    problems = loaded.problems + problems
     specs = SpecSet(loaded.root, loaded.settings, by_id)
+    # Task YAMLs an Evaluation names are lm-eval's files, not specs: their own rule reads them.
+    task_yamls = task_yaml_files(specs)
+    loaded.files = [file for file in loaded.files if file not in task_yamls]
+    loaded.unparsed = {file: text for file, text in loaded.unparsed.items() if file not in task_yamls}
+    problems = [p for p in loaded.problems if p.position.file not in task_yamls] + problems
     unchecked = list(_unchecked_references(specs, loaded.declared, loaded.unparsed))
     problems += rules.check(specs, loaded.declared | {ref.target for ref in unchecked})
     strict = strict or loaded.settings.policy.strict

@@ -23,7 +23,7 @@ from packaging.version import Version
 
 from tests.conftest import REPO_ROOT
 
-EXTRAS = ("train", "kubernetes", "daemon")
+EXTRAS = ("train", "kubernetes", "daemon", "eval")
 
 pytestmark = pytest.mark.slow
 

@@ -172,3 +172,18 @@ def test_a_row_cap_and_a_per_epoch_cadence_are_part_of_the_fine_tune(tmp_path, o
     """Added later: specs without them keep their fingerprints; set, they change what is trained."""
     after = edited(tmp_path, "knob", "fine-tune.yaml", "- name: chats", new)
     assert changed(original, after) == {FINE_TUNE, EVALUATION, DEPLOYMENT}
+
+
+def test_a_task_yaml_and_the_data_it_reads_are_part_of_the_evaluation(tmp_path, original):
+    """Editing a benchmark's task YAML, or its local data, re-evaluates; nothing upstream changes."""
+    evaluation = textwrap.dedent(VALID_SPECS["evaluation.yaml"]) + "  tasks:\n    - path: evals/mc.yaml\n"
+    task = "task: mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: mc.jsonl\n"
+    root = write_repo(tmp_path / "tasks", {**VALID_SPECS, "evaluation.yaml": evaluation,
+                                           "evals/mc.yaml": task, "evals/mc.jsonl": '{"q": 1}\n'})
+    first = fingerprints_of(root)
+    assert changed(original, first) == {EVALUATION, DEPLOYMENT}
+    (root / "evals/mc.yaml").write_text(task + "num_fewshot: 2\n")
+    second = fingerprints_of(root)
+    assert changed(first, second) == {EVALUATION, DEPLOYMENT}
+    (root / "evals/mc.jsonl").write_text('{"q": 2}\n')
+    assert changed(second, fingerprints_of(root)) == {EVALUATION, DEPLOYMENT}

@@ -16,7 +16,7 @@ def gates_are_computed(ctx: RuleContext) -> Iterator[Problem]:
     for spec, evaluation in ctx.evaluations():
         s = evaluation.spec
         for index, gate in enumerate(s.gates):
-            if "/" in gate.metric:  # a named benchmark's or the judge's: their own rules check them
+            if "/" in gate.metric:  # a named benchmark's (rules/benchmarks.py) or the judge's
                 continue
             if gate.metric not in s.metrics:
                 yield problem(spec, ERROR, "gate-metric-not-computed",

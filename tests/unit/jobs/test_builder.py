@@ -130,3 +130,26 @@ def test_an_evaluation_job_lists_what_the_fine_tune_and_its_start_trained_on(tmp
         ("more-fruit", "/store/more-fruit", 40), ("fruit-colors", "/store/fruit-colors", None)]
     assert '"trainingDatasets": [' in job.to_json()
     assert jobs.job(ResourceId("Evaluation", "base-quality")).training_datasets is None
+
+
+def test_an_evaluation_job_says_where_its_task_yamls_and_their_data_are(tmp_path: Path) -> None:
+    """Locally the absolute paths; in a pod, inside the checkout, which then holds the task YAML
+    and the data it reads. An Evaluation without task YAMLs keeps its job file."""
+    root = quickstart(tmp_path)
+    evaluation = ResourceId("Evaluation", "fruit-sft-quality")
+    assert "taskFiles" not in builder(root).job(evaluation).to_json()
+    (root / "evals").mkdir()
+    (root / "evals" / "mc.yaml").write_text("task: mc\ndataset_path: json\ndataset_kwargs:\n"
+                                            "  data_files: {test: mc.jsonl}\n")
+    (root / "evals" / "mc.jsonl").write_text('{"q": 1}\n')
+    with (root / "evaluation.yaml").open("a") as spec:
+        spec.write("  tasks:\n    - path: evals/mc.yaml\n    - name: hellaswag\n")
+    (local,) = builder(root).job(evaluation).task_files
+    assert (local.path, local.location) == ("evals/mc.yaml", f"file://{(root / 'evals/mc.yaml').resolve()}")
+    assert local.files == (f"file://{(root / 'evals/mc.jsonl').resolve()}",)
+    made = builder(root)
+    made.context = JobContext(storage_root=Path("/mnt/tuneops"), mlflow=made.context.mlflow, git=GitOrigin(),
+                              repo_root=root, checkout_into="/workspace/specs")
+    job = made.job(evaluation)
+    assert job.task_files[0].location == "file:///workspace/specs/evals/mc.yaml"
+    assert job.checkout is not None and set(job.checkout.paths) >= {"evals/mc.yaml", "evals/mc.jsonl"}
