@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from reconciler.specs.evaluation import LOWER_IS_BETTER
+from reconciler.specs.evaluation import lower_is_better
 
 if TYPE_CHECKING:
     from reconciler.specs.evaluation import Gate
@@ -72,7 +72,7 @@ class GateResult:
     def operator(self) -> str:
         """How the value must compare with `bound` to pass: ">=" or "<="."""
         if self.kind in ("baseline", "compare"):
-            return "<=" if self.metric in LOWER_IS_BETTER else ">="
+            return "<=" if lower_is_better(self.metric) else ">="
         return ">=" if self.kind == "min" else "<="
 
     def _describe_contamination(self) -> str:
@@ -101,11 +101,11 @@ class GateResult:
             return f"gate {self.metric} {value} {'>=' if self.passed else '<'} {_fmt(self.bound, digits)}"
         if self.kind == "max":
             return f"gate {self.metric} {value} {'<=' if self.passed else '>'} {_fmt(self.bound, digits)}"
-        lower_is_better = self.metric in LOWER_IS_BETTER
-        relation = ("<=" if self.passed else ">") if lower_is_better else (">=" if self.passed else "<")
+        lower = lower_is_better(self.metric)
+        relation = ("<=" if self.passed else ">") if lower else (">=" if self.passed else "<")
         reference = _fmt(self.baseline if self.baseline is not None else self.bound, digits)
         if self.max_regression:
-            sign = "+" if lower_is_better else "-"
+            sign = "+" if lower else "-"
             reference += f" {sign} {_fmt(self.max_regression, digits)}"
         return f"baseline {self.metric} {value} {relation} {reference}"
 
@@ -153,13 +153,13 @@ def comparison_result(gate: Gate, paired: PairedResult | None, skipped: str = ""
     (for a higher-is-better metric, low >= -margin; for perplexity, high <= +margin); a
     comparison that could not be made because nothing serves yet passes, and says so."""
     champion = gate.not_worse_than or ""
-    lower_is_better = gate.metric in LOWER_IS_BETTER
-    bound = gate.margin if lower_is_better else -gate.margin
+    lower = lower_is_better(gate.metric)
+    bound = gate.margin if lower else -gate.margin
     if paired is None:
         return GateResult(gate.metric, None, bound, "compare", bool(skipped), champion=champion,
                           skipped=skipped)
-    worst = paired.high if lower_is_better else paired.low
-    within = _at_most(worst, bound) if lower_is_better else _at_least(worst, bound)
+    worst = paired.high if lower else paired.low
+    within = _at_most(worst, bound) if lower else _at_least(worst, bound)
     passed = not math.isnan(worst) and within
     return GateResult(gate.metric, paired.difference, bound, "compare", passed, comparison=paired,
                       champion=champion)
@@ -235,7 +235,7 @@ def _gate_results(metrics: Mapping[str, float], gate: Gate) -> list[GateResult]:
 
 
 def _baseline_result(metric: str, value: float, baseline: float, max_regression: float) -> GateResult:
-    if metric in LOWER_IS_BETTER:
+    if lower_is_better(metric):
         bound = baseline + max_regression
         passed = _at_most(value, bound)
     else:

@@ -30,17 +30,15 @@ TASK_LOWER_IS_BETTER = frozenset({"perplexity", "word_perplexity", "byte_perplex
                                   "ter", "brier_score"})
 
 
-class _LowerIsBetter(frozenset):
-    """Metric names that are better when lower: ours, and a named benchmark's
-    `task/<task>/<metric>[.<filter>]` when its metric is one of TASK_LOWER_IS_BETTER."""
-
-    def __contains__(self, metric: object) -> bool:
-        if isinstance(metric, str) and metric.startswith("task/"):
-            return metric.rpartition("/")[2].partition(".")[0] in TASK_LOWER_IS_BETTER
-        return super().__contains__(metric)
+LOWER_IS_BETTER = frozenset({"perplexity"})
 
 
-LOWER_IS_BETTER = _LowerIsBetter({"perplexity"})
+def lower_is_better(metric: str) -> bool:
+    """Whether a gate's metric is better when lower: perplexity, and a named benchmark's
+    `task/<task>/<metric>[.<filter>]` whose metric is one of TASK_LOWER_IS_BETTER."""
+    if metric.startswith(TASK_METRIC_PREFIX):
+        return metric.rpartition("/")[2].partition(".")[0] in TASK_LOWER_IS_BETTER
+    return metric in LOWER_IS_BETTER
 # The range each metric is reported in: text metrics as fractions (BLEU too, not 0-100).
 METRIC_RANGES: dict[str, tuple[float, float]] = {
     "perplexity": (1.0, float("inf")), "exact_match": (0.0, 1.0), "accuracy": (0.0, 1.0),

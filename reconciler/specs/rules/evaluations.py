@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from reconciler.specs.evaluation import GENERATION_METRICS, LOWER_IS_BETTER, METRIC_RANGES
+from reconciler.specs.evaluation import GENERATION_METRICS, METRIC_RANGES, lower_is_better
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
 
@@ -33,7 +33,7 @@ def gates_are_computed(ctx: RuleContext) -> Iterator[Problem]:
                     yield problem(spec, ERROR, "gate-out-of-range",
                                   f"{gate.metric} is reported {scale}, so this gate can never decide "
                                   "as meant", ("spec", "gates", index, bound_name), value=bound)
-            if gate.metric in LOWER_IS_BETTER and gate.min is not None and gate.max is None:
+            if lower_is_better(gate.metric) and gate.min is not None and gate.max is None:
                 yield problem(spec, WARNING, "gate-direction",
                               f"{gate.metric} is better when lower; a min gate rejects good models",
                               ("spec", "gates", index, "min"), key=True, hint="did you mean max?")

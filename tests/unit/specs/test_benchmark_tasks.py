@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.specs.evaluation import LOWER_IS_BETTER
+from reconciler.specs.evaluation import lower_is_better
 from reconciler.specs.problems import Problem
 from reconciler.specs.task_files import TaskFileError, read_task_file
 from reconciler.specs.validate import validate_path
@@ -161,6 +161,6 @@ def test_a_groups_name_and_its_tasks_are_what_gates_may_name(tmp_path):
 
 
 def test_lower_is_better_knows_lm_evals_perplexities():
-    assert "task/wikitext/word_perplexity" in LOWER_IS_BETTER
-    assert "task/wikitext/bits_per_byte.none" in LOWER_IS_BETTER
-    assert "task/hellaswag/acc" not in LOWER_IS_BETTER and "perplexity" in LOWER_IS_BETTER
+    assert lower_is_better("task/wikitext/word_perplexity")
+    assert lower_is_better("task/wikitext/bits_per_byte.none")
+    assert not lower_is_better("task/hellaswag/acc") and lower_is_better("perplexity")
