@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
+from reconciler.redaction import DAEMON_ONLY_VARIABLES, SECRET_ENVIRONMENT
 from reconciler.specs.base import (
     Bool,
     Float,
@@ -54,6 +55,9 @@ GATE_METRIC_PATTERN = r"^(?:[A-Za-z][A-Za-z0-9_]*|task/[A-Za-z0-9_.-]+/[A-Za-z0-
 TASK_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 TASK_METRIC_PREFIX = "task/"
 Champion = Literal["serving", "baseline"]
+# A judge's rubric is sent with every row: longer than this (about 8k tokens) leaves no room for
+# the question and answers in most judges' context.
+RUBRIC_MAX_CHARS = 32_000
 
 
 class _FineTuneOrBaseModel(SpecModel):
@@ -172,6 +176,47 @@ class EvaluationResources(SpecModel):
     memory: Quantity | None = field(None, "Memory request.", example="64Gi", operational=True)
 
 
+class JudgeEndpoint(SpecModel):
+    deployment: Name | None = field(
+        None, "A Deployment of this repository: the judge is the model its server serves when the "
+              "job starts (it must be serving by then).", example="judge-llm")
+    url: Str | None = field(
+        None, "Base URL of an OpenAI-compatible API, as OpenAI clients take it: the job POSTs to "
+              "`<url>/chat/completions`.", example="https://api.openai.com/v1",
+        pattern=r"^https?://[^\s@]+$")
+    api_key_secret: Str | None = field(
+        None, "The environment variable that holds the API key (never the key itself): locally "
+              "read from tuneops' environment, on Kubernetes from the Secret "
+              "`kubernetes.secrets.judge`, key of the same name. Sent as a bearer token.",
+        example="JUDGE_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> JudgeEndpoint:
+        require_exactly_one(self, "deployment", "url")
+        if self.api_key_secret is not None:
+            if self.deployment is not None:
+                raise SpecValueError("apiKeySecret goes with url: the project's own server needs no key")
+            if self.api_key_secret in SECRET_ENVIRONMENT or self.api_key_secret in DAEMON_ONLY_VARIABLES:
+                raise SpecValueError(f"{self.api_key_secret} holds one of tuneops' own credentials, "
+                                     "never sent to a judge",
+                                     "name a variable of its own, e.g. JUDGE_API_KEY")
+        return self
+
+
+class Judge(SpecModel):
+    endpoint: JudgeEndpoint = field(doc="Where the judge is: `deployment` or `url` (+ `apiKeySecret`).")
+    model: Str | None = field(None, "The model name sent to the endpoint; default: the first "
+                                    "model its /models lists.", example="gpt-4o-mini")
+    rubric: Str = field(doc=f"What a good answer is, in the judge's words; at most "
+                            f"{RUBRIC_MAX_CHARS:,} characters.",
+                        example="Prefer answers that are correct, concise and polite.",
+                        min_length=1, max_length=RUBRIC_MAX_CHARS)
+    mode: Literal["pairwise", "score"] = field(
+        "score", "`score`: grade each answer 1-10 (`judge/score`). `pairwise`: compare each answer "
+                 "with the champion's (the version serving, else the baseline), in both orders "
+                 "(`judge/win_rate`, ties 0.5).")
+
+
 class EvaluationSpec(SpecModel):
     model: ModelUnderTest = field(doc="What is scored.")
     dataset: EvaluationData = field(doc="What it is scored on.")
@@ -196,6 +241,8 @@ class EvaluationSpec(SpecModel):
         (), "Named benchmarks run through lm-evaluation-harness on the model under test; each "
             "metric is recorded (and gateable) as `task/<task>/<metric>`.",
         example=[{"name": "hellaswag", "limit": 500, "numFewshot": 0}], added_later=True)
+    judge: Judge | None = field(None, "An LLM that grades the answers; gate on `judge/<metric>`.",
+                                added_later=True)
 
     @model_validator(mode="after")
     def _metrics_unique(self) -> EvaluationSpec:
@@ -222,7 +269,11 @@ class EvaluationSpec(SpecModel):
     @property
     def scores_generated_text(self) -> bool:
         """The model answers and its answers are scored, decoded as `generation` says."""
-        return not GENERATION_METRICS.isdisjoint(self.metrics)
+        return not GENERATION_METRICS.isdisjoint(self.metrics) or self.judge is not None
+
+    @property
+    def judges_pairwise(self) -> bool:
+        return self.judge is not None and self.judge.mode == "pairwise"
 
 
 class EvaluationResource(Resource):

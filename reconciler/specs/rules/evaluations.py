@@ -97,3 +97,36 @@ def comparison_gates_have_a_champion(ctx: RuleContext) -> Iterator[Problem]:
                               "notWorseThan: baseline needs this Evaluation's baseline",
                               ("spec", "gates", index, "notWorseThan"),
                               hint="add baseline: {fineTune: NAME} or {baseModel: NAME}")
+
+
+@rule
+def judges_can_judge(ctx: RuleContext) -> Iterator[Problem]:
+    """A judge on a Deployment needs that Deployment; a pairwise judge needs a champion (the
+    version a requiring Deployment serves, or the baseline); any judge needs prompts to ask."""
+    required_by = {name for _, deployment in ctx.deployments() for name in deployment.spec.requires}
+    deployments = set(ctx.specs.names("Deployment"))
+    for spec, evaluation in ctx.evaluations():
+        s = evaluation.spec
+        if s.judge is None:
+            continue
+        endpoint = s.judge.endpoint
+        if endpoint.deployment is not None and endpoint.deployment not in deployments:
+            yield problem(spec, ERROR, "judge-endpoint-unknown",
+                          f"the judge's endpoint names Deployment '{endpoint.deployment}', which "
+                          "does not exist", ("spec", "judge", "endpoint", "deployment"),
+                          hint=f"one of: {', '.join(sorted(deployments))}" if deployments
+                          else "define the Deployment, or give the endpoint a url")
+        if (s.judge.mode == "pairwise" and s.baseline is None
+                and evaluation.metadata.name not in required_by):
+            yield problem(spec, ERROR, "judge-needs-champion",
+                          "a pairwise judge compares with the version serving (no Deployment "
+                          "requires this Evaluation) or with the baseline (none is set)",
+                          ("spec", "judge", "mode"),
+                          hint="add a baseline, require this Evaluation in a Deployment, or use "
+                               "mode: score")
+        dataset = ctx.dataset(s.dataset.name)
+        if dataset is not None and dataset.spec.data_schema.type not in ("instruction", "chat"):
+            yield problem(spec, ERROR, "judge-needs-prompts",
+                          f"the judge grades answers to prompts, and Dataset '{s.dataset.name}' has "
+                          f"schema type {dataset.spec.data_schema.type}", ("spec", "judge"), key=True,
+                          hint="use instruction or chat data")
