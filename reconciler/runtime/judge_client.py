@@ -45,7 +45,8 @@ class JudgeClient:
     retries_made: int = 0  # over the client's life: reported in results.json
 
     def __post_init__(self) -> None:
-        self.base_url = self.base_url.rstrip("/")
+        # The spec refuses user-info in a judge's URL (the key goes in apiKeySecret); never send it.
+        self.base_url = redaction.without_credentials(self.base_url).rstrip("/")
         if self.api_key:
             redaction.remember_secret(self.api_key)
 
