@@ -17,11 +17,10 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler.jobs.jobfile import JobFile
 from reconciler.plan.gates import JUDGE_SKIPPED, NO_CHAMPION_TO_JUDGE
-from reconciler.runtime.evaluate import EvaluationError, Example, row_id
 from reconciler.runtime.judge_client import JudgeClient, JudgeError
 from reconciler.runtime.judge_replies import (
     PAIRWISE_MAX_TOKENS,
@@ -40,6 +39,16 @@ UNPARSED_SAMPLES = 5  # unreadable replies quoted in results.json
 _OUTCOME = {"win": 1.0, "loss": 0.0, "tie": 0.5}
 
 
+class Example(Protocol):
+    """A row as evaluate.Example has it (not imported: evaluate calls this module)."""
+
+    @property
+    def prompt(self) -> list[dict[str, str]] | None: ...
+
+    @property
+    def reference(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Judged:
     """The judge's metrics (run metrics and gate inputs), its section of results.json, and each
@@ -55,6 +64,9 @@ class Judged:
             results["judge"] = self.document
         for row, verdict in zip(predictions, self.rows, strict=False):
             row["judge"] = verdict
+        for sample in (self.document or {}).get("unparsedSamples", []):
+            if sample.get("row", len(predictions)) < len(predictions):
+                sample["id"] = predictions[sample["row"]]["id"]  # the row's id in predictions.jsonl
 
 
 def judge_scored(job: JobFile, spec: EvaluationSpec, examples: Sequence[Example], scored: Any,
@@ -73,14 +85,14 @@ def client_for(job: JobFile, judge: Judge) -> JudgeClient:
     endpoint = judge.endpoint
     if endpoint.deployment is not None:
         if not job.judge_url:
-            raise EvaluationError(f"the judge is Deployment/{endpoint.deployment}, and the job file "
+            raise JudgeError(f"the judge is Deployment/{endpoint.deployment}, and the job file "
                                   "names no URL for it (it was built without a serving server)")
         return JudgeClient(job.judge_url)
     key = None
     if endpoint.api_key_secret:
         key = os.environ.get(endpoint.api_key_secret)
         if not key:
-            raise EvaluationError(f"the judge's API key is missing: environment variable "
+            raise JudgeError(f"the judge's API key is missing: environment variable "
                                   f"{endpoint.api_key_secret} (judge.endpoint.apiKeySecret) is not "
                                   "set in the job's environment")
     return JudgeClient(endpoint.url or "", key)
@@ -98,17 +110,15 @@ def judge_answers(job: JobFile, spec: EvaluationSpec, examples: Sequence[Example
         if which is None:
             return Judged({JUDGE_SKIPPED: 1.0}, {"mode": "pairwise", "skipped": NO_CHAMPION_TO_JUDGE})
     client = client or client_for(job, judge)
-    try:
-        model = judge.model or client.first_model()
-        if judge.mode == "pairwise":
-            judged = _pairwise(client, model, judge.rubric, examples, answers, champions[which] or [])
-            judged.document["champion"] = which
-            if which == "serving" and job.champion_source:
-                judged.document["championSource"] = job.champion_source
-        else:
-            judged = _scores(client, model, judge.rubric, examples, answers)
-    except JudgeError as error:
-        raise EvaluationError(str(error)) from None
+    model = judge.model or client.first_model()
+    if judge.mode == "pairwise":
+        judged = _pairwise(client, model, judge.rubric, examples, answers, champions[which] or [])
+        judged.document["champion"] = which
+        if which == "serving" and job.champion_source:
+            judged.document["championSource"] = job.champion_source
+    else:
+        judged = _scores(client, model, judge.rubric, examples, answers)
+    assert judged.document is not None
     judged.document.update(endpoint=client.shown_url, model=model, retries=client.retries_made)
     return judged
 
@@ -133,12 +143,12 @@ def _pairwise(client: JudgeClient, model: str, rubric: str, examples: Sequence[E
         questions.append(pairwise_messages(rubric, example.prompt, example.reference, champion, mine))
     replies = _ask_all(client, model, questions, PAIRWISE_MAX_TOKENS)
     values, rows, unparsed = [], [], []
-    for index, example in enumerate(examples):
+    for index in range(len(examples)):
         first, second = replies[2 * index], replies[2 * index + 1]
         verdicts = (parse_preference(first), parse_preference(second))
         for reply, verdict in zip((first, second), verdicts, strict=True):
             if verdict is None:
-                unparsed.append({"id": row_id(example), "reply": reply[:300]})
+                unparsed.append({"row": index, "reply": reply[:300]})
         orders = (_candidate_outcome(verdicts[0], "A"), _candidate_outcome(verdicts[1], "B"))
         outcome = orders[0] if orders[0] == orders[1] and orders[0] != "tie" else "tie"
         values.append(_OUTCOME[outcome])
@@ -164,11 +174,11 @@ def _scores(client: JudgeClient, model: str, rubric: str, examples: Sequence[Exa
                  for example, answer in zip(examples, answers, strict=True)]
     replies = _ask_all(client, model, questions, SCORE_MAX_TOKENS)
     grades, rows, unparsed = [], [], []
-    for example, reply in zip(examples, replies, strict=True):
+    for index, reply in enumerate(replies):
         grade = parse_score(reply)
         rows.append({"score": grade})
         if grade is None:
-            unparsed.append({"id": row_id(example), "reply": reply[:300]})
+            unparsed.append({"row": index, "reply": reply[:300]})
         else:
             grades.append(grade)
     metrics = {"judge/unparsed": float(len(unparsed)), "judge/rows": float(len(grades))}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import re
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import AfterValidator, Field, Strict, model_validator
 
 from reconciler.redaction import DAEMON_ONLY_VARIABLES, SECRET_ENVIRONMENT
 from reconciler.specs.base import (
@@ -19,6 +20,7 @@ from reconciler.specs.base import (
     SpecModel,
     SpecValueError,
     Str,
+    ValueHiddenError,
     field,
     require_exactly_one,
 )
@@ -176,30 +178,52 @@ class EvaluationResources(SpecModel):
     memory: Quantity | None = field(None, "Memory request.", example="64Gi", operational=True)
 
 
+_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_HTTP_URL = re.compile(r"https?://[^\s@/]+(/[^\s]*)?")
+
+
+def _variable_name(value: str) -> str:
+    if not _VARIABLE_NAME.fullmatch(value):
+        raise ValueHiddenError("must be the name of an environment variable (A-Z, 0-9, _), "
+                               "never the key itself", "e.g. JUDGE_API_KEY")
+    if value in SECRET_ENVIRONMENT or value in DAEMON_ONLY_VARIABLES:
+        raise SpecValueError(f"{value} holds one of tuneops' own credentials, never sent to a judge",
+                             "name a variable of its own, e.g. JUDGE_API_KEY")
+    return value
+
+
+def _judge_url(value: str) -> str:
+    if not _HTTP_URL.fullmatch(value):
+        raise ValueHiddenError("must be an http(s) URL without user name or password",
+                               "the key goes in an environment variable that apiKeySecret names")
+    return value
+
+
+VariableName = Annotated[str, Strict(), AfterValidator(_variable_name),
+                         Field(json_schema_extra={"pattern": f"^{_VARIABLE_NAME.pattern}$"})]
+JudgeUrl = Annotated[str, Strict(), AfterValidator(_judge_url),
+                     Field(json_schema_extra={"pattern": f"^{_HTTP_URL.pattern}$"})]
+
+
 class JudgeEndpoint(SpecModel):
     deployment: Name | None = field(
         None, "A Deployment of this repository: the judge is the model its server serves when the "
               "job starts (it must be serving by then).", example="judge-llm")
-    url: Str | None = field(
+    url: JudgeUrl | None = field(
         None, "Base URL of an OpenAI-compatible API, as OpenAI clients take it: the job POSTs to "
               "`<url>/chat/completions`.", example="https://api.openai.com/v1",
         pattern=r"^https?://[^\s@]+$")
-    api_key_secret: Str | None = field(
+    api_key_secret: VariableName | None = field(
         None, "The environment variable that holds the API key (never the key itself): locally "
               "read from tuneops' environment, on Kubernetes from the Secret "
               "`kubernetes.secrets.judge`, key of the same name. Sent as a bearer token.",
-        example="JUDGE_API_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+        example="JUDGE_API_KEY")
 
     @model_validator(mode="after")
     def _one_endpoint(self) -> JudgeEndpoint:
         require_exactly_one(self, "deployment", "url")
-        if self.api_key_secret is not None:
-            if self.deployment is not None:
-                raise SpecValueError("apiKeySecret goes with url: the project's own server needs no key")
-            if self.api_key_secret in SECRET_ENVIRONMENT or self.api_key_secret in DAEMON_ONLY_VARIABLES:
-                raise SpecValueError(f"{self.api_key_secret} holds one of tuneops' own credentials, "
-                                     "never sent to a judge",
-                                     "name a variable of its own, e.g. JUDGE_API_KEY")
+        if self.api_key_secret is not None and self.deployment is not None:
+            raise SpecValueError("apiKeySecret goes with url: the project's own server needs no key")
         return self
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.jobs.jobfile import JobFile, MlflowTarget
 from reconciler.plan.gates import evaluate_gates, verdict_of_run
-from reconciler.runtime.evaluate import EvaluationError, Example
+from reconciler.runtime.evaluate import Example
 from reconciler.runtime.judge import judge_answers
 from reconciler.runtime.judge_client import JudgeClient, JudgeError
 from reconciler.runtime.judge_replies import parse_preference, parse_score
@@ -114,7 +114,8 @@ def test_unreadable_scores_are_left_out_of_the_mean_and_counted():
     assert metrics["judge/unparsed"] == 2 and metrics["judge/rows"] == 4
     assert metrics["judge/score"] == pytest.approx((8 + 6 + 10 + 7) / 4)
     assert [row["score"] for row in judged.rows] == [8.0, 6.0, None, 10.0, 7.0, None]
-    assert [sample["reply"] for sample in judged.document["unparsedSamples"]] == ["no idea", "Rating: 99"]
+    assert judged.document["unparsedSamples"] == [{"row": 2, "reply": "no idea"},
+                                                  {"row": 5, "reply": "Rating: 99"}]
 
 
 def test_no_readable_score_fails_its_gate_as_not_computed():
@@ -148,12 +149,12 @@ def test_the_key_travels_as_a_bearer_token_from_the_named_variable_only(monkeypa
 
 def test_a_missing_or_wrong_key_is_one_line_naming_the_variable(monkeypatch):
     monkeypatch.delenv("JUDGE_API_KEY", raising=False)
-    with pytest.raises(EvaluationError, match=r"^the judge's API key is missing: environment variable "
+    with pytest.raises(JudgeError, match=r"^the judge's API key is missing: environment variable "
                                               r"JUDGE_API_KEY \(judge.endpoint.apiKeySecret\) is not set"):
         judge_answers(_job(), _spec("http://127.0.0.1:9/v1", key_variable="JUDGE_API_KEY"), EXAMPLES,
                       ["a"] * 6, {})
     monkeypatch.setenv("JUDGE_API_KEY", "sk-wrong-key-123456")
-    with ScriptedJudge(api_key=KEY) as judge, pytest.raises(EvaluationError) as raised:
+    with ScriptedJudge(api_key=KEY) as judge, pytest.raises(JudgeError) as raised:
         judge_answers(_job(), _spec(judge.url, key_variable="JUDGE_API_KEY"), EXAMPLES, ["a"] * 6, {})
     message = str(raised.value)
     assert message == (f"the judge at {judge.url} refused the request (HTTP 401: Incorrect API key "
@@ -181,7 +182,7 @@ def test_a_refused_connection_is_retried_then_one_line_naming_the_url_without_cr
 
 
 def test_a_refused_connection_in_a_job_is_an_evaluation_error_not_a_traceback():
-    with pytest.raises(EvaluationError, match=r"^the judge at http://127\.0\.0\.1:\d+/v1 cannot be reached"):
+    with pytest.raises(JudgeError, match=r"^the judge at http://127\.0\.0\.1:\d+/v1 cannot be reached"):
         spec = _spec(_refusing_url().replace("user:s3cret-password@", ""))
         judge_answers(_job(), spec, EXAMPLES[:1], ["a"], {},
                       client=JudgeClient(spec.judge.endpoint.url or "", attempts=2, sleep=lambda s: None))
@@ -213,7 +214,7 @@ def test_retries_are_bounded_and_a_prompt_over_the_context_is_named():
 
 def test_a_prompt_the_endpoint_finds_too_long_is_one_line_saying_so():
     too_long = "This model's maximum context length is 4096 tokens. However, you requested 9000 tokens."
-    with ScriptedJudge(failures=[(400, {}, too_long)]) as judge, pytest.raises(EvaluationError) as raised:
+    with ScriptedJudge(failures=[(400, {}, too_long)]) as judge, pytest.raises(JudgeError) as raised:
         judge_answers(_job(), _spec(judge.url), EXAMPLES[:1], ["a"], {})
     assert str(raised.value) == (f"the judge at {judge.url} refused the request (HTTP 400: {too_long}): "
                                  "the prompt is over the judge's context (shorten the rubric or "
