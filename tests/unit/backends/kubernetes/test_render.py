@@ -540,8 +540,8 @@ def _judged_examples(tmp_path: Path, *, judge_secret: bool) -> Path:
         "    rubric: Prefer correct answers.\n", 1))
     if judge_secret:
         settings = repo / "tuneops.yaml"
-        settings.write_text(settings.read_text().replace("    mlflow: mlflow-auth", "    mlflow: mlflow-auth\n"
-                                                         "    judge: judge-keys"))
+        text = settings.read_text()
+        settings.write_text(text.replace("    mlflow: mlflow-auth", "    mlflow: mlflow-auth\n    judge: judge-keys"))
     return repo
 
 
