@@ -541,7 +541,8 @@ def _judged_examples(tmp_path: Path, *, judge_secret: bool) -> Path:
     if judge_secret:
         settings = repo / "tuneops.yaml"
         text = settings.read_text()
-        settings.write_text(text.replace("    mlflow: mlflow-auth", "    mlflow: mlflow-auth\n    judge: judge-keys"))
+        secrets = "    mlflow: mlflow-auth\n    judge: judge-keys"
+        settings.write_text(text.replace("    mlflow: mlflow-auth", secrets))
     return repo
 
 
