@@ -30,7 +30,8 @@ KEY = "sk-judge-planted-9f8e7d6c5b4a"
 def fruit(tmp_path_factory: pytest.TempPathFactory, mlflow_server: MlflowServer):
     root = tmp_path_factory.mktemp("judged")
     job = dataset_job(root / "store", mlflow_server.uri, "fruit-colors", FRUIT_DATA,
-                      {"schema": {"type": "instruction"}, "split": {"train": 0.8, "validation": 0.1, "test": 0.1}})
+                      {"schema": {"type": "instruction"},
+                       "split": {"train": 0.8, "validation": 0.1, "test": 0.1}})
     assert run_job("dataset", write_job(job, root / "jobs")).exit_code == 0
     return root, prepared(job)
 
@@ -65,7 +66,8 @@ def test_a_scored_judge_gates_the_model_and_its_key_stays_in_the_environment(
     assert (section["mode"], section["rows"], section["unparsed"], section["retries"]) == ("score", 5, 0, 1)
     assert section["endpoint"] == judge.url and section["model"] == "scripted-judge"
     assert 1 <= results["metrics"]["judge/score"] <= 10
-    predictions = [json.loads(line) for line in (job.output_dir / "predictions.jsonl").read_text().splitlines()]
+    lines = (job.output_dir / "predictions.jsonl").read_text().splitlines()
+    predictions = [json.loads(line) for line in lines]
     assert len(predictions) == 5 and all(1 <= row["judge"]["score"] <= 10 for row in predictions)
     # The key: in the job's environment only.
     assert KEY not in job_file.read_text() and KEY not in _everything_written(job.output_dir, result)
