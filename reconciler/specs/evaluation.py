@@ -231,8 +231,8 @@ class Judge(SpecModel):
     endpoint: JudgeEndpoint = field(doc="Where the judge is: `deployment` or `url` (+ `apiKeySecret`).")
     model: Str | None = field(None, "The model name sent to the endpoint; default: the first "
                                     "model its /models lists.", example="gpt-4o-mini")
-    rubric: Str = field(doc=f"What a good answer is, in the judge's words; at most "
-                            f"{RUBRIC_MAX_CHARS:,} characters.",
+    rubric: Str = field(doc="What a good answer is, in the judge's words; sent with every row, so "
+                            "a long rubric leaves less of the judge's context for the answers.",
                         example="Prefer answers that are correct, concise and polite.",
                         min_length=1, max_length=RUBRIC_MAX_CHARS)
     mode: Literal["pairwise", "score"] = field(
