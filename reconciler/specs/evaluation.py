@@ -60,6 +60,11 @@ Champion = Literal["serving", "baseline"]
 # A judge's rubric is sent with every row: longer than this (about 8k tokens) leaves no room for
 # the question and answers in most judges' context.
 RUBRIC_MAX_CHARS = 32_000
+# What each judge mode logs, as `judge/<name>` (reconciler/runtime/judge.py).
+JUDGE_METRICS = {
+    "score": ("score", "score_low", "score_high", "unparsed", "rows"),
+    "pairwise": ("win_rate", "win_rate_low", "win_rate_high", "wins", "losses", "ties", "unparsed", "rows"),
+}
 
 
 class _FineTuneOrBaseModel(SpecModel):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from reconciler.specs.evaluation import GENERATION_METRICS, METRIC_RANGES, lower_is_better
+from reconciler.specs.evaluation import GENERATION_METRICS, JUDGE_METRICS, METRIC_RANGES, lower_is_better
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
 
@@ -107,6 +107,18 @@ def judges_can_judge(ctx: RuleContext) -> Iterator[Problem]:
     deployments = set(ctx.specs.names("Deployment"))
     for spec, evaluation in ctx.evaluations():
         s = evaluation.spec
+        for index, gate in enumerate(s.gates):
+            if not gate.metric.startswith("judge/"):
+                continue
+            mode = s.judge.mode if s.judge is not None else None
+            logged = JUDGE_METRICS.get(mode or "", ())
+            if gate.metric.removeprefix("judge/") not in logged:
+                why = (f"the {mode} judge logs judge/{', judge/'.join(logged)}" if mode
+                       else "this Evaluation has no judge")
+                yield problem(spec, ERROR, "gate-metric-not-computed",
+                              f"gate on {gate.metric}, which is never logged: {why}",
+                              ("spec", "gates", index, "metric"),
+                              hint="add judge: {endpoint, rubric, mode}" if mode is None else None)
         if s.judge is None:
             continue
         endpoint = s.judge.endpoint

@@ -15,7 +15,7 @@ from reconciler.runtime.evaluate import Example
 from reconciler.runtime.judge import judge_answers
 from reconciler.runtime.judge_client import JudgeClient, JudgeError
 from reconciler.runtime.judge_replies import parse_preference, parse_score
-from reconciler.specs.evaluation import EvaluationSpec
+from reconciler.specs.evaluation import JUDGE_METRICS, EvaluationSpec
 from tests.support.judge_server import ScriptedJudge, always, prefers_longer
 
 KEY = "sk-judge-0123456789abcdef"
@@ -76,6 +76,7 @@ def test_a_win_in_both_orders_is_a_win_with_its_interval():
     with ScriptedJudge(prefers_longer) as judge:
         judged = judge_answers(_job(), _spec(judge.url, "pairwise"), EXAMPLES, answers,
                                {"serving": None, "baseline": ["medium answer"] * 6})
+    assert set(judged.metrics) == {f"judge/{name}" for name in JUDGE_METRICS["pairwise"]}  # as validated
     assert judged.metrics["judge/wins"] == 4 and judged.metrics["judge/losses"] == 2
     assert judged.metrics["judge/win_rate"] == pytest.approx(4 / 6)
     assert 0 <= judged.metrics["judge/win_rate_low"] < 4 / 6 < judged.metrics["judge/win_rate_high"] <= 1
@@ -111,6 +112,7 @@ def test_unreadable_scores_are_left_out_of_the_mean_and_counted():
     with ScriptedJudge(grade) as judge:
         judged = judge_answers(_job(), _spec(judge.url), EXAMPLES, list(grades), {})
     metrics = judged.metrics
+    assert set(metrics) == {f"judge/{name}" for name in JUDGE_METRICS["score"]}  # as validated
     assert metrics["judge/unparsed"] == 2 and metrics["judge/rows"] == 4
     assert metrics["judge/score"] == pytest.approx((8 + 6 + 10 + 7) / 4)
     assert [row["score"] for row in judged.rows] == [8.0, 6.0, None, 10.0, 7.0, None]

@@ -84,3 +84,19 @@ def test_a_judge_needs_data_with_prompts(tmp_path: Path) -> None:
     found = _errors(tmp_path, JUDGE_ON_URL.format(mode="score"), extra={"dataset.yaml": text_data})
     assert any("judge-needs-prompts" in line or "the judge grades answers to prompts" in line
                for line in found), found
+
+
+def test_a_gate_on_a_judge_metric_that_is_never_logged_is_a_file_line_error(tmp_path: Path) -> None:
+    gate = "  gates:\n    - metric: rougeL\n      min: 0.3\n"
+    evaluation = textwrap.dedent(VALID_SPECS["evaluation.yaml"]).lstrip("\n")
+    without = evaluation.replace(gate, "  gates:\n    - metric: judge/score\n      min: 5\n")
+    found = _errors(tmp_path / "b", "", extra={"evaluation.yaml": without})
+    assert any("evaluation.yaml:12:15 error spec.gates[0].metric: gate on judge/score, which is never "
+               "logged: this Evaluation has no judge" in line for line in found), found
+    wrong_mode = without.replace("min: 5", "min: 0.5").replace("judge/score", "judge/win_rate")
+    scored = wrong_mode + JUDGE_ON_URL.format(mode="score")
+    found = _errors(tmp_path / "c", "", extra={"evaluation.yaml": scored})
+    assert any("gate on judge/win_rate, which is never logged: the score judge logs judge/score, "
+               "judge/score_low" in line for line in found), found
+    assert _errors(tmp_path / "d", "", extra={
+        "evaluation.yaml": wrong_mode + JUDGE_ON_URL.format(mode="pairwise")}) == []
