@@ -65,6 +65,10 @@ class SecretSettings(_Settings):
     storage: SecretName | None = Field(
         None, description="Secret with keys `accessKeyId` and `secretAccessKey` for an s3:// storage root.",
         examples=["s3-credentials"])
+    judge: SecretName | None = Field(
+        None, description="Secret with the API keys of Evaluations' judges: one key per variable a "
+                          "judge's `endpoint.apiKeySecret` names (e.g. `JUDGE_API_KEY`), set in the "
+                          "Evaluation's pod from it.", examples=["judge-keys"])
     git: SecretName | None = Field(
         None, description="Secret the spec checkout clones with: keys `username` and `password` (a "
                           "token) for an https remote, or `ssh-privatekey` and `known_hosts` for ssh. "

@@ -406,7 +406,17 @@ def load_project(path: Path, *, strict: bool = False) -> Project:
         result = with_capacity_check(result)
     if not result.valid:
         raise ProjectInvalid(result)
+    _remember_judge_keys(result.specs)
     return Project(result)
+
+
+def _remember_judge_keys(specs: SpecSet) -> None:
+    """The API keys Evaluations' judges read from this environment (the local backend's jobs
+    inherit them): masked in everything shown, as HF_TOKEN is."""
+    for loaded in specs.of_kind("Evaluation"):
+        judge = getattr(loaded.resource.spec, "judge", None)
+        if judge is not None and judge.endpoint.api_key_secret:
+            redaction.remember_secret(os.environ.get(judge.endpoint.api_key_secret))
 
 
 def with_capacity_check(result: ValidationResult) -> ValidationResult:

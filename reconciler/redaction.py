@@ -116,6 +116,13 @@ def remember_credentials_of(uri: str | None) -> None:
             _remembered.add(value)
 
 
+def remember_secret(value: str | None) -> None:
+    """Mask this value wherever it appears later (a judge's API key, read from the variable its
+    spec names): a secret tuneops knows by where it came from, not by a fixed variable name."""
+    if value and len(value) >= MIN_SECRET_LENGTH:
+        _remembered.add(value)
+
+
 def _secret_values(environ: Mapping[str, str] | None) -> set[str]:
     environ = os.environ if environ is None else environ
     values = {environ.get(name, "") for name in SECRET_ENVIRONMENT} | _remembered

@@ -211,7 +211,8 @@ class Executor:
                                  mlflow=_mlflow_target(project), git=git, repo_root=_repo_root(project))
         self._runs: dict[tuple[str, str, str], BuiltRun] = {}
         self._runs_lock = threading.Lock()
-        self.builder = JobBuilder(project.specs, project.inputs, context, self.lookup, self.serving)
+        self.builder = JobBuilder(project.specs, project.inputs, context, self.lookup, self.serving,
+                                  self.server_url)
         self._progress: dict[str, tuple[float, str]] = {}
         reporter.progress_of = self.progress_of
 
@@ -289,6 +290,11 @@ class Executor:
                 if run is not None:
                     return name, run
         return None
+
+    def server_url(self, deployment: str) -> str | None:
+        """Where a Deployment's server answers now (None while it serves nothing): a judge's."""
+        live = self.backend.observe().server(deployment)
+        return live.url if live is not None and live.phase == "serving" else None
 
     # -- scheduling --------------------------------------------------------------------------
 

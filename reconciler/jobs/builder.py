@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.errors import TemporaryError
+from reconciler.errors import PermanentError, TemporaryError
 from reconciler.fingerprint import FingerprintInput, resolved_spec
 from reconciler.jobs.jobfile import (
     BaseModelRef,
@@ -41,6 +41,10 @@ class NotBuiltYet(TemporaryError, LookupError):
     """An upstream the job needs has no complete run at its fingerprint."""
 
 
+class JudgeNotServing(PermanentError, LookupError):
+    """An Evaluation's judge is a Deployment that serves nothing now."""
+
+
 @dataclass(frozen=True)
 class JobContext:
     """Project-wide facts every job file carries."""
@@ -62,12 +66,15 @@ class JobBuilder:
 
     def __init__(self, specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], context: JobContext,
                  lookup: Callable[[str, str, str], BuiltRun | None],
-                 serving: Callable[[str], tuple[str, BuiltRun] | None] | None = None):
+                 serving: Callable[[str], tuple[str, BuiltRun] | None] | None = None,
+                 server_url: Callable[[str], str | None] | None = None):
         """`serving(evaluation)` is the Deployment that requires that Evaluation and the FineTune
         run of the version it serves now (None when nothing serves): the champion a `notWorseThan:
-        serving` gate compares with. Without it (a render), no champion is named."""
+        serving` gate or a pairwise judge compares with. `server_url(deployment)` is where that
+        Deployment's server answers now (None: not serving), for a judge on it. Without them (a
+        render), no champion and no judge URL are named."""
         self.specs, self.inputs, self.context, self.lookup = specs, inputs, context, lookup
-        self.serving = serving
+        self.serving, self.server_url = serving, server_url
 
     def fingerprint(self, rid: ResourceId) -> str:
         return self.inputs[rid].fingerprint
@@ -163,6 +170,14 @@ class JobBuilder:
             current = resource.spec.from_fine_tune
         return tuple(found.values())
 
+    def _judge_url(self, rid: ResourceId, deployment: str) -> str:
+        assert self.server_url is not None
+        url = self.server_url(deployment)
+        if not url:
+            raise JudgeNotServing(f"{rid}'s judge is Deployment/{deployment}, which serves nothing "
+                                  "now: apply it first, or give the judge's endpoint a url")
+        return url.rstrip("/") + "/v1"
+
     def judging_decoding(self, fine_tune: ResourceId) -> GenerationDefaults | None:
         """The decoding a FineTune's versions are judged with: that of the first Evaluation of it
         that scores generated text, among those its Deployments require, then among its other
@@ -237,12 +252,16 @@ class JobBuilder:
             if spec.baseline is not None:
                 fields["baseline"] = self._model_or_base(spec.baseline.target)
             fields["task_files"] = self.task_files(rid) or None
-            served = (self.serving(rid.name) if self.serving is not None
-                      and any(gate.not_worse_than == "serving" for gate in spec.gates) else None)
+            compares_with_serving = spec.judges_pairwise or any(
+                gate.not_worse_than == "serving" for gate in spec.gates)
+            served = (self.serving(rid.name) if self.serving is not None and compares_with_serving
+                      else None)
             if served is not None:
                 deployment, run = served
                 fields["champion"] = self.model_version(ResourceId("FineTune", run.name), run)
                 fields["champion_source"] = f"Deployment/{deployment}"
+            if spec.judge is not None and spec.judge.endpoint.deployment and self.server_url is not None:
+                fields["judge_url"] = self._judge_url(rid, spec.judge.endpoint.deployment)
         elif isinstance(resource, DeploymentResource):
             served = ResourceId("FineTune", resource.spec.model.fine_tune)
             fields["model"] = self.model_version(served, serve_run)

@@ -159,10 +159,14 @@ class JobFile(_JobModel):
                         "fromFineTune chain (their train splits, maxSamples as trained), for the "
                         "contamination check; absent for a base model.")
     champion: ModelVersionRef | None = Field(
-        None, description="Evaluations with a `notWorseThan: serving` gate: the model version the "
-                          "Deployment that requires them serves now (none while nothing serves).")
+        None, description="Evaluations with a `notWorseThan: serving` gate or a pairwise judge: the "
+                          "model version the Deployment that requires them serves now (none while "
+                          "nothing serves).")
     champion_source: str | None = Field(
         None, description="Where the champion was found, for the results: e.g. \"Deployment/support\".")
+    judge_url: str | None = Field(
+        None, description="Evaluations whose judge is a Deployment: the URL its server answered at "
+                          "when the job was built (a judge with a `url` reads it from the spec).")
     serve: ServeOptions = Field(default_factory=ServeOptions)
     checkout: SpecCheckout | None = Field(
         None, description="Kubernetes: the spec repository's files to check out before the job runs.")

@@ -64,7 +64,7 @@ class GateResult:
     max_regression: float = 0.0
     comparison: PairedResult | None = None  # kind "compare": the paired interval it was decided on
     champion: str = ""  # kind "compare": "serving" or "baseline"
-    skipped: str = ""  # kind "compare": why nothing was compared (no version serves yet)
+    skipped: str = ""  # why nothing was compared or judged (no version serves yet): passes
     checked_rows: int | None = None  # kind "contamination": the rows compared with the training data
     split: str | None = None  # kind "contamination": the split they come from
 
@@ -89,6 +89,8 @@ class GateResult:
         if self.kind == "compare":
             return self._describe_comparison()
         label = "baseline" if self.kind == "baseline" else "gate"
+        if self.skipped:
+            return f"gate {self.metric}: not judged, {self.skipped}"
         if self.value is None:
             return f"{label} {self.metric}: not computed"
         if math.isnan(self.value):
@@ -218,16 +220,28 @@ class Verdict:
         if any(result.kind == "contamination" for result in self.results):
             counts.append("no contamination")
         # a comparison is worth reading even when it passes: the interval says how sure it is
-        compared = [result.describe() for result in self.results if result.kind == "compare"]
+        compared = [result.describe() for result in self.results
+                    if result.kind == "compare" or result.skipped]
         return f"passed ({'; '.join([', '.join(counts), *compared])})"
+
+
+JUDGE_PREFIX = "judge/"
+JUDGE_SKIPPED = "judge/skipped"
+"""Logged 1.0 by a pairwise judge that had no champion to compare with: its gates pass, saying so."""
+NO_CHAMPION_TO_JUDGE = "no champion to compare with (no version serves yet and no baseline)"
 
 
 def _gate_results(metrics: Mapping[str, float], gate: Gate) -> list[GateResult]:
     raw = metrics.get(gate.metric)
     value = None if raw is None else float(raw)
+    skipped = gate.metric.startswith(JUDGE_PREFIX) and bool(metrics.get(JUDGE_SKIPPED))
     results = []
     for kind, bound, within in (("min", gate.min, _at_least), ("max", gate.max, _at_most)):
         if bound is None:
+            continue
+        if skipped:  # like a comparison gate while nothing serves: nothing to judge against yet
+            results.append(GateResult(gate.metric, None, float(bound), kind, True,
+                                      skipped=NO_CHAMPION_TO_JUDGE))
             continue
         passed = value is not None and not math.isnan(value) and within(value, float(bound))
         results.append(GateResult(gate.metric, value, float(bound), kind, passed))

@@ -22,13 +22,14 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from reconciler.runtime.dataset import DatasetError
     from reconciler.runtime.evaluate import EvaluationError
     from reconciler.runtime.finetune import FineTuneError
+    from reconciler.runtime.judge_client import JudgeError
     from reconciler.runtime.loading import ModelLoadError
     from reconciler.runtime.serve import ServeError
     from reconciler.runtime.training_data import TrainingDataError
     from reconciler.tracking.vocabulary import TrackingUnavailable
 
     return (JobFileError, JobRefused, CheckoutError, DatasetError, EvaluationError, FineTuneError,
-            ModelLoadError, ServeError, TrainingDataError, TrackingUnavailable)
+            ModelLoadError, ServeError, TrainingDataError, TrackingUnavailable, JudgeError)
 
 
 def load(command: str, path: Path) -> JobFile:

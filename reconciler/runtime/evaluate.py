@@ -182,7 +182,7 @@ def score(ref: ModelVersionRef | BaseModelRef, spec: EvaluationSpec, examples: l
         rows["perplexity"] = perplexity_row_scores(per_row)
     answers: list[str] = []
     wanted = [name for name in spec.metrics if name in GENERATION_METRICS]
-    if wanted:
+    if spec.scores_generated_text:  # text metrics, or a judge reading the answers
         answers = generate(
             model, tokenizer, examples, spec.generation.max_new_tokens, spec.generation.temperature
         )
@@ -252,23 +252,29 @@ def run_evaluate(job: JobFile) -> Path:
         scored = score(job.model, spec, examples, tasks)
         baseline = score(job.baseline, spec, examples, tasks) if job.baseline is not None else None
         serving = None
-        if job.champion is not None and any(g.not_worse_than == "serving" for g in spec.gates):
+        if job.champion is not None and (spec.judges_pairwise
+                                         or any(g.not_worse_than == "serving" for g in spec.gates)):
             serving = score(job.champion, spec, examples, tasks)  # on the same rows, with the same code
         compared = compare_with_champions(spec, scored, {"serving": serving, "baseline": baseline})
+        from reconciler.runtime.judge import judge_scored
+
+        judged = judge_scored(job, spec, examples, scored, {"serving": serving, "baseline": baseline})
+        metrics = {**scored.metrics, **judged.metrics}
         verdict = evaluate_gates(
-            scored.metrics, spec.gates, baseline.metrics if baseline else None,
+            metrics, spec.gates, baseline.metrics if baseline else None,
             spec.baseline.max_regression if spec.baseline else 0.0, compared,
         )
         verdict, contamination = check_contamination(job, spec, rows, run, verdict)
-        results = results_document(job, spec, scored.metrics, baseline.metrics if baseline else None,
+        results = results_document(job, spec, metrics, baseline.metrics if baseline else None,
                                    verdict, examples, scored.answers)
         results["comparisons"] = _comparisons_document(job, compared, serving is not None)
         results["contamination"] = contamination
         predictions = prediction_rows(examples, scored, serving or baseline)
+        judged.annotate(results, predictions)
         output = _write_outputs(job, results, report_markdown(job, results, verdict), predictions)
         comparison = {name: value for (champion, metric), (paired, _) in compared.items()
                       for name, value in comparison_metrics(champion, metric, paired).items()}
-        record(run, job, {**scored.metrics, **comparison}, baseline.metrics if baseline else None,
+        record(run, job, {**metrics, **comparison}, baseline.metrics if baseline else None,
                verdict, output)
     except BaseException:
         run.finish("FAILED")

@@ -77,6 +77,13 @@ def field(
 
 
 
+class ValueHiddenError(SpecValueError):
+    """A mistake whose value may be a credential (a key pasted where its variable's name goes):
+    reported without echoing the value."""
+
+    hides_value = True
+
+
 def require_exactly_one(model: PydanticModel, first: str, second: str) -> None:
     """For 'this or that' fields (baseModel or fromFineTune, fineTune or baseModel)."""
     if (getattr(model, first) is None) == (getattr(model, second) is None):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import re
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import AfterValidator, Field, Strict, model_validator
 
+from reconciler.redaction import DAEMON_ONLY_VARIABLES, SECRET_ENVIRONMENT
 from reconciler.specs.base import (
     Bool,
     Float,
@@ -18,6 +20,7 @@ from reconciler.specs.base import (
     SpecModel,
     SpecValueError,
     Str,
+    ValueHiddenError,
     field,
     require_exactly_one,
 )
@@ -54,6 +57,14 @@ GATE_METRIC_PATTERN = r"^(?:[A-Za-z][A-Za-z0-9_]*|task/[A-Za-z0-9_.-]+/[A-Za-z0-
 TASK_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 TASK_METRIC_PREFIX = "task/"
 Champion = Literal["serving", "baseline"]
+# A judge's rubric is sent with every row: longer than this (about 8k tokens) leaves no room for
+# the question and answers in most judges' context.
+RUBRIC_MAX_CHARS = 32_000
+# What each judge mode logs, as `judge/<name>` (reconciler/runtime/judge.py).
+JUDGE_METRICS = {
+    "score": ("score", "score_low", "score_high", "unparsed", "rows"),
+    "pairwise": ("win_rate", "win_rate_low", "win_rate_high", "wins", "losses", "ties", "unparsed", "rows"),
+}
 
 
 class _FineTuneOrBaseModel(SpecModel):
@@ -172,6 +183,69 @@ class EvaluationResources(SpecModel):
     memory: Quantity | None = field(None, "Memory request.", example="64Gi", operational=True)
 
 
+_VARIABLE_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+_HTTP_URL = re.compile(r"https?://[^\s@/]+(/[^\s]*)?")
+
+
+def _variable_name(value: str) -> str:
+    if not _VARIABLE_NAME.fullmatch(value):
+        raise ValueHiddenError("must be the name of an environment variable (A-Z, 0-9, _), "
+                               "never the key itself", "e.g. JUDGE_API_KEY")
+    if value in SECRET_ENVIRONMENT or value in DAEMON_ONLY_VARIABLES:
+        raise SpecValueError(f"{value} holds one of tuneops' own credentials, never sent to a judge",
+                             "name a variable of its own, e.g. JUDGE_API_KEY")
+    return value
+
+
+def _judge_url(value: str) -> str:
+    if not _HTTP_URL.fullmatch(value):
+        raise ValueHiddenError("must be an http(s) URL without user name or password",
+                               "the key goes in an environment variable that apiKeySecret names")
+    return value
+
+
+VariableName = Annotated[str, Strict(), AfterValidator(_variable_name),
+                         Field(json_schema_extra={"pattern": f"^{_VARIABLE_NAME.pattern}$"})]
+JudgeUrl = Annotated[str, Strict(), AfterValidator(_judge_url),
+                     Field(json_schema_extra={"pattern": f"^{_HTTP_URL.pattern}$"})]
+
+
+class JudgeEndpoint(SpecModel):
+    deployment: Name | None = field(
+        None, "A Deployment of this repository: the judge is the model its server serves when the "
+              "job starts (it must be serving by then).", example="judge-llm")
+    url: JudgeUrl | None = field(
+        None, "Base URL of an OpenAI-compatible API, as OpenAI clients take it: the job POSTs to "
+              "`<url>/chat/completions`.", example="https://api.openai.com/v1",
+        pattern=r"^https?://[^\s@]+$")
+    api_key_secret: VariableName | None = field(
+        None, "The environment variable that holds the API key (never the key itself): locally "
+              "read from tuneops' environment, on Kubernetes from the Secret "
+              "`kubernetes.secrets.judge`, key of the same name. Sent as a bearer token.",
+        example="JUDGE_API_KEY")
+
+    @model_validator(mode="after")
+    def _one_endpoint(self) -> JudgeEndpoint:
+        require_exactly_one(self, "deployment", "url")
+        if self.api_key_secret is not None and self.deployment is not None:
+            raise SpecValueError("apiKeySecret goes with url: the project's own server needs no key")
+        return self
+
+
+class Judge(SpecModel):
+    endpoint: JudgeEndpoint = field(doc="Where the judge is: `deployment` or `url` (+ `apiKeySecret`).")
+    model: Str | None = field(None, "The model name sent to the endpoint; default: the first "
+                                    "model its /models lists.", example="gpt-4o-mini")
+    rubric: Str = field(doc="What a good answer is, in the judge's words; sent with every row, so "
+                            "a long rubric leaves less of the judge's context for the answers.",
+                        example="Prefer answers that are correct, concise and polite.",
+                        min_length=1, max_length=RUBRIC_MAX_CHARS)
+    mode: Literal["pairwise", "score"] = field(
+        "score", "`score`: grade each answer 1-10 (`judge/score`). `pairwise`: compare each answer "
+                 "with the champion's (the version serving, else the baseline), in both orders "
+                 "(`judge/win_rate`, ties 0.5).")
+
+
 class EvaluationSpec(SpecModel):
     model: ModelUnderTest = field(doc="What is scored.")
     dataset: EvaluationData = field(doc="What it is scored on.")
@@ -196,6 +270,8 @@ class EvaluationSpec(SpecModel):
         (), "Named benchmarks run through lm-evaluation-harness on the model under test; each "
             "metric is recorded (and gateable) as `task/<task>/<metric>`.",
         example=[{"name": "hellaswag", "limit": 500, "numFewshot": 0}], added_later=True)
+    judge: Judge | None = field(None, "An LLM that grades the answers; gate on `judge/<metric>`.",
+                                added_later=True)
 
     @model_validator(mode="after")
     def _metrics_unique(self) -> EvaluationSpec:
@@ -222,7 +298,11 @@ class EvaluationSpec(SpecModel):
     @property
     def scores_generated_text(self) -> bool:
         """The model answers and its answers are scored, decoded as `generation` says."""
-        return not GENERATION_METRICS.isdisjoint(self.metrics)
+        return not GENERATION_METRICS.isdisjoint(self.metrics) or self.judge is not None
+
+    @property
+    def judges_pairwise(self) -> bool:
+        return self.judge is not None and self.judge.mode == "pairwise"
 
 
 class EvaluationResource(Resource):

@@ -159,6 +159,10 @@ CODES: dict[str, str] = {
     "gate-on-training-data": "Gates scored on the training split (warning).",
     "metric-needs-reference": "A text metric on data that has no reference answers.",
     "empty-split": "An Evaluation reads a split the dataset leaves empty.",
+    "judge-endpoint-unknown": "A judge's endpoint names a Deployment that does not exist.",
+    "judge-needs-champion": "A pairwise judge with neither a Deployment that requires the Evaluation "
+                            "nor a baseline to compare with.",
+    "judge-needs-prompts": "A judge on data without prompts (text or preference rows).",
     "baseline-is-model": "An Evaluation's baseline is the model under evaluation.",
     "gate-for-other-model": "A Deployment requires an Evaluation of a different model.",
     "ungated-deployment": "A Deployment with no gating Evaluation and no allowUngated.",

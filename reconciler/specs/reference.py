@@ -88,8 +88,11 @@ def _constraints(info: FieldInfo) -> str:
         for cls, (attr, symbol) in symbols.items():
             if isinstance(item, cls):
                 out.append(f"{symbol} {getattr(item, attr)}")
+        unit = "character(s)" if info.annotation is str else "item(s)"
         if isinstance(item, annotated_types.MinLen) and item.min_length:
-            out.append(f"at least {item.min_length} item(s)")
+            out.append(f"at least {item.min_length} {unit}")
+        if isinstance(item, annotated_types.MaxLen):
+            out.append(f"at most {item.max_length:,} {unit}")
     return ", ".join(out)
 
 

@@ -157,7 +157,8 @@ def _translate(err: dict[str, Any], model: type[PydanticModel],
     if kind == "value_error":
         error = ctx.get("error")
         hint = getattr(error, "hint", None)  # SpecValueError, KubernetesValueError
-        return "invalid-value", str(error), hint, _is_scalar(given)
+        shown = _is_scalar(given) and not getattr(error, "hides_value", False)  # ValueHiddenError
+        return "invalid-value", str(error), hint, shown
     if kind in ("too_short", "too_long"):
         limit = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
         word = "at least" if kind == "too_short" else "at most"

@@ -102,3 +102,19 @@ def test_check_reports_the_specs_without_raising_for_errors(committed: Path):
     (committed / "dataset.yaml").write_text(VALID_SPECS["dataset.yaml"].replace("type: chat", "type: nope"))
     result = Project.check([committed])
     assert not result.valid and result.is_project
+
+
+def test_a_judge_key_from_the_environment_is_masked_in_everything_shown(tmp_path: Path, monkeypatch):
+    import textwrap
+
+    from reconciler import redaction
+
+    key = "sk-judge-in-the-environment-42"
+    monkeypatch.setenv("MY_JUDGE_KEY", key)
+    evaluation = textwrap.dedent(VALID_SPECS["evaluation.yaml"]).lstrip("\n") + (
+        "  judge:\n    endpoint:\n      url: https://judge.example.com/v1\n      apiKeySecret: MY_JUDGE_KEY\n"
+        "    rubric: Be right.\n")
+    root = write_repo(tmp_path / "specs", {**VALID_SPECS, "evaluation.yaml": evaluation})
+    assert redaction.redact(f"401: bad key {key}") == f"401: bad key {key}"  # not known yet
+    Project.load(root)
+    assert redaction.redact(f"401: bad key {key}") == "401: bad key ***"

@@ -130,6 +130,19 @@ def _secret_env(k8s: KubernetesSettings) -> list[tuple[str, str, str]]:
     return found
 
 
+def _judge_key_env(job: JobFile, k8s: KubernetesSettings) -> list[tuple[str, str, str]]:
+    """An Evaluation's judge key: the variable its spec names, from `kubernetes.secrets.judge`."""
+    endpoint = ((job.spec.get("judge") or {}).get("endpoint") or {}) if job.kind == "Evaluation" else {}
+    variable = endpoint.get("apiKeySecret")
+    if not variable:
+        return []
+    if not k8s.secrets.judge:
+        raise RenderError(f"{job.kind}/{job.name}'s judge reads its API key from {variable}: put the key "
+                          f"in a Secret under the key {variable} and name the Secret in "
+                          "kubernetes.secrets.judge in tuneops.yaml")
+    return [(variable, k8s.secrets.judge, variable)]
+
+
 def _node_selector(gpu_product: str | None) -> list[tuple[str, str]]:
     return [("nvidia.com/gpu.product", gpu_product)] if gpu_product else []
 
@@ -254,7 +267,8 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
         "command": job_command(job, nodes, processes, job_name, launcher or "indexed-job"),
         "env": [("PYTHONUNBUFFERED", "1"), ("TOKENIZERS_PARALLELISM", "false"),
                 *_file_roots_env(job, settings)],
-        "secret_env": _secret_env(k8s), "requests": _pairs(requests), "limits": _pairs(limits),
+        "secret_env": [*_secret_env(k8s), *_judge_key_env(job, k8s)], "requests": _pairs(requests),
+        "limits": _pairs(limits),
         "storage_claim": k8s.storage_claim, "storage_mount": STORAGE_MOUNT,
         **scheduling,
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from reconciler.specs.evaluation import GENERATION_METRICS, METRIC_RANGES, lower_is_better
+from reconciler.specs.evaluation import GENERATION_METRICS, JUDGE_METRICS, METRIC_RANGES, lower_is_better
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
 
@@ -97,3 +97,48 @@ def comparison_gates_have_a_champion(ctx: RuleContext) -> Iterator[Problem]:
                               "notWorseThan: baseline needs this Evaluation's baseline",
                               ("spec", "gates", index, "notWorseThan"),
                               hint="add baseline: {fineTune: NAME} or {baseModel: NAME}")
+
+
+@rule
+def judges_can_judge(ctx: RuleContext) -> Iterator[Problem]:
+    """A judge on a Deployment needs that Deployment; a pairwise judge needs a champion (the
+    version a requiring Deployment serves, or the baseline); any judge needs prompts to ask."""
+    required_by = {name for _, deployment in ctx.deployments() for name in deployment.spec.requires}
+    deployments = set(ctx.specs.names("Deployment"))
+    for spec, evaluation in ctx.evaluations():
+        s = evaluation.spec
+        for index, gate in enumerate(s.gates):
+            if not gate.metric.startswith("judge/"):
+                continue
+            mode = s.judge.mode if s.judge is not None else None
+            logged = JUDGE_METRICS.get(mode or "", ())
+            if gate.metric.removeprefix("judge/") not in logged:
+                why = (f"the {mode} judge logs judge/{', judge/'.join(logged)}" if mode
+                       else "this Evaluation has no judge")
+                yield problem(spec, ERROR, "gate-metric-not-computed",
+                              f"gate on {gate.metric}, which is never logged: {why}",
+                              ("spec", "gates", index, "metric"),
+                              hint="add judge: {endpoint, rubric, mode}" if mode is None else None)
+        if s.judge is None:
+            continue
+        endpoint = s.judge.endpoint
+        if endpoint.deployment is not None and endpoint.deployment not in deployments:
+            yield problem(spec, ERROR, "judge-endpoint-unknown",
+                          f"the judge's endpoint names Deployment '{endpoint.deployment}', which "
+                          "does not exist", ("spec", "judge", "endpoint", "deployment"),
+                          hint=f"one of: {', '.join(sorted(deployments))}" if deployments
+                          else "define the Deployment, or give the endpoint a url")
+        if (s.judge.mode == "pairwise" and s.baseline is None
+                and evaluation.metadata.name not in required_by):
+            yield problem(spec, ERROR, "judge-needs-champion",
+                          "a pairwise judge compares with the version serving (no Deployment "
+                          "requires this Evaluation) or with the baseline (none is set)",
+                          ("spec", "judge", "mode"),
+                          hint="add a baseline, require this Evaluation in a Deployment, or use "
+                               "mode: score")
+        dataset = ctx.dataset(s.dataset.name)
+        if dataset is not None and dataset.spec.data_schema.type not in ("instruction", "chat"):
+            yield problem(spec, ERROR, "judge-needs-prompts",
+                          f"the judge grades answers to prompts, and Dataset '{s.dataset.name}' has "
+                          f"schema type {dataset.spec.data_schema.type}", ("spec", "judge"), key=True,
+                          hint="use instruction or chat data")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from reconciler.fingerprint import fingerprint_inputs
 from reconciler.graph import DependencyGraph
-from reconciler.jobs.builder import JobBuilder, JobContext
+from reconciler.jobs.builder import JobBuilder, JobContext, JudgeNotServing
 from reconciler.jobs.jobfile import GitOrigin, MlflowTarget
 from reconciler.specs.base import ResourceId
 from reconciler.specs.validate import validate_path
@@ -153,3 +153,42 @@ def test_an_evaluation_job_says_where_its_task_yamls_and_their_data_are(tmp_path
     job = made.job(evaluation)
     assert job.task_files[0].location == "file:///workspace/specs/evals/mc.yaml"
     assert job.checkout is not None and set(job.checkout.paths) >= {"evals/mc.yaml", "evals/mc.jsonl"}
+
+
+EVALUATION = ResourceId("Evaluation", "fruit-sft-quality")
+
+
+def _with_judge(root: Path, endpoint: str, mode: str = "score") -> None:
+    edit(root / "evaluation.yaml", "  gates:\n", f"  judge:\n    endpoint:\n{endpoint}    rubric: Be right.\n"
+                                               f"    mode: {mode}\n  gates:\n")
+
+
+def test_a_judge_on_a_deployment_is_given_its_server_url_when_the_job_is_built(tmp_path: Path) -> None:
+    root = quickstart(tmp_path)
+    _with_judge(root, "      deployment: fruit-bot\n")
+    made = builder(root)
+    made.server_url = {"fruit-bot": "http://127.0.0.1:8123/"}.get
+    assert made.job(EVALUATION).judge_url == "http://127.0.0.1:8123/v1"
+    made.server_url = lambda name: None
+    try:
+        made.job(EVALUATION)
+    except JudgeNotServing as error:
+        assert str(error) == ("Evaluation/fruit-sft-quality's judge is Deployment/fruit-bot, which serves "
+                              "nothing now: apply it first, or give the judge's endpoint a url")
+    else:
+        raise AssertionError("built a judge job without a URL to judge with")
+
+
+def test_a_pairwise_judge_is_given_the_serving_champion_and_the_key_stays_out(tmp_path: Path) -> None:
+    root = quickstart(tmp_path)
+    edit(root / "evaluation.yaml", "      notWorseThan: serving\n      margin: 0.1\n", "      min: 0.5\n")
+    _with_judge(root, "      url: https://judge.example.com/v1\n      apiKeySecret: JUDGE_API_KEY\n",
+                "pairwise")
+    made = builder(root)
+    served = BuiltRun("FineTune", "fruit-sft", "f" * 64, "run", 0.0, output="/store/old",
+                      model_version="fruit-sft/3")
+    made.serving = lambda evaluation: ("fruit-bot", served)
+    job = made.job(EVALUATION)
+    assert job.champion is not None and job.champion.version == "3"
+    assert job.champion_source == "Deployment/fruit-bot" and job.judge_url is None
+    assert '"apiKeySecret": "JUDGE_API_KEY"' in job.to_json()  # the variable's name, never its value

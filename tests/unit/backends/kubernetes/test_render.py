@@ -528,3 +528,38 @@ def test_names_and_labels_kubernetes_refuses_are_problems_of_the_rendered_object
     job = next(o for o in objects if o["kind"] == "Job")
     long_job = {**job, "metadata": {**job["metadata"], "name": "j" * 64}}
     assert any("at most 63 characters" in p for p in validate_manifests([long_job], "1.30"))
+
+
+def _judged_examples(tmp_path: Path, *, judge_secret: bool) -> Path:
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    evaluation = repo / "evaluations" / "support-quality.yaml"
+    evaluation.write_text(evaluation.read_text().replace(
+        "    maxRegression: 0.0\n", "    maxRegression: 0.0\n  judge:\n    endpoint:\n"
+        "      url: https://judge.example.com/v1\n      apiKeySecret: JUDGE_API_KEY\n"
+        "    rubric: Prefer correct answers.\n", 1))
+    if judge_secret:
+        settings = repo / "tuneops.yaml"
+        text = settings.read_text()
+        secrets = "    mlflow: mlflow-auth\n    judge: judge-keys"
+        settings.write_text(text.replace("    mlflow: mlflow-auth", secrets))
+    return repo
+
+
+def test_a_judge_key_reaches_the_evaluation_pod_from_its_secret_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_API_KEY", "sk-planted-judge-key")
+    objects = rendered_objects(_judged_examples(tmp_path, judge_secret=True))
+    assert "sk-planted" not in to_yaml(objects)
+    env = {obj["metadata"]["name"]: obj["spec"]["template"]["spec"]["containers"][0]["env"]
+           for obj in objects if obj["kind"] == "Job"}
+    judged = [name for name, entries in env.items() if any(e["name"] == "JUDGE_API_KEY" for e in entries)]
+    assert len(judged) == 1 and "support-sft-quality" in judged[0], judged
+    [entry] = [e for e in env[judged[0]] if e["name"] == "JUDGE_API_KEY"]
+    assert entry == {"name": "JUDGE_API_KEY",
+                     "valueFrom": {"secretKeyRef": {"name": "judge-keys", "key": "JUDGE_API_KEY"}}}
+
+
+def test_a_judge_key_without_a_secret_for_pods_is_refused_naming_the_fix(tmp_path):
+    with pytest.raises(RenderError, match=r"^Evaluation/support-sft-quality's judge reads its API key from "
+                                          r"JUDGE_API_KEY: .* kubernetes.secrets.judge in tuneops.yaml$"):
+        rendered_objects(_judged_examples(tmp_path, judge_secret=False))
