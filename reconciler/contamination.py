@@ -231,11 +231,17 @@ def row_hashes_document(splits: Mapping[str, Iterable[Mapping[str, Any]]], schem
     return json.dumps(document, separators=(",", ":")) + "\n"
 
 
+ROW_HASHES_LIMIT = 256 * 1024 * 1024  # about 13 million rows of 64-bit hashes; larger: not read at plan time
+
+
 def read_row_hashes(folder: str | Path) -> dict[str, list[str]] | None:
     """A prepared dataset's prompt hashes per split; None when it has none (prepared before this
     file existed, or not readable from here, as a cluster's storage may not be)."""
     path = Path(str(folder).removeprefix("file://")) / ROW_HASHES_FILE
     try:
+        # the folder comes from an MLflow record: read only a regular file of a bounded size
+        if not path.is_file() or path.stat().st_size > ROW_HASHES_LIMIT:
+            return None
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None

@@ -87,7 +87,7 @@ class JudgeClient:
                                              method=method)
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
-                    return _json_of(response.read(), self.shown_url)
+                    return _json_of(_bounded(response, ANSWER_LIMIT, self.shown_url), self.shown_url)
             except urllib.error.HTTPError as error:
                 detail = _error_detail(error)
                 if error.code not in RETRIED_STATUSES or attempt == self.attempts:
@@ -116,6 +116,18 @@ class JudgeClient:
                                 f"{': ' + detail if detail else ''}){after}{hint}")
 
 
+ANSWER_LIMIT = 4 * 1024 * 1024  # a chat completion is kilobytes; an endpoint that answers without end
+ERROR_DETAIL_LIMIT = 64 * 1024  # of an error body: only its first line is shown
+
+
+def _bounded(response: Any, limit: int, url: str) -> bytes:
+    """At most `limit` bytes of an answer: a peer that sends without end cannot fill memory."""
+    body = response.read(limit + 1)
+    if len(body) > limit:
+        raise JudgeError(f"the judge at {url} answered more than {limit // (1024 * 1024)} MiB")
+    return body
+
+
 def _json_of(raw: bytes, url: str) -> Any:
     try:
         return json.loads(raw)
@@ -126,7 +138,7 @@ def _json_of(raw: bytes, url: str) -> Any:
 def _error_detail(error: urllib.error.HTTPError) -> str:
     """The endpoint's own message ({"error": {"message": ...}} in OpenAI's format), one line."""
     try:
-        raw = error.read().decode("utf-8", "replace")
+        raw = error.read(ERROR_DETAIL_LIMIT).decode("utf-8", "replace")
     except OSError:
         return ""
     try:

@@ -142,3 +142,11 @@ def test_row_hashes_are_stable_and_find_exact_prompts(tmp_path: Path) -> None:
     assert read_row_hashes(tmp_path / "missing") is None
     (tmp_path / ROW_HASHES_FILE).write_text('{"formatVersion": 99}')
     assert read_row_hashes(tmp_path) is None
+
+
+def test_row_hashes_that_are_no_regular_file_are_not_read(tmp_path) -> None:  # noqa: ANN001
+    """The folder comes from an MLflow record: a link to a device must not be read without end."""
+    from reconciler.contamination import ROW_HASHES_FILE, read_row_hashes
+
+    (tmp_path / ROW_HASHES_FILE).symlink_to("/dev/zero")
+    assert read_row_hashes(tmp_path) is None

@@ -221,3 +221,30 @@ def test_a_prompt_the_endpoint_finds_too_long_is_one_line_saying_so():
     assert str(raised.value) == (f"the judge at {judge.url} refused the request (HTTP 400: {too_long}): "
                                  "the prompt is over the judge's context (shorten the rubric or "
                                  "generation.maxNewTokens)")
+
+
+def test_an_endpoint_that_answers_without_end_is_refused_not_read_into_memory() -> None:
+    """A hostile or broken peer: 5 MiB of a never-closing JSON string is cut at the 4 MiB bound."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"choices": "' + b"x" * (5 * 1024 * 1024))
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = JudgeClient(f"http://127.0.0.1:{server.server_address[1]}/v1", attempts=1)
+        with pytest.raises(JudgeError, match="answered more than 4 MiB"):
+            client.complete("judge", [{"role": "user", "content": "hi"}], 8)
+    finally:
+        server.shutdown()
+        server.server_close()
