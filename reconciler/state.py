@@ -145,6 +145,36 @@ class RunProgress:
     step: int | None
 
 
+TrialState = Literal["running", "complete", "pruned", "failed"]
+TRIAL_DONE: frozenset[str] = frozenset({"complete", "pruned", "failed"})
+"""Trial states that will not change: a running trial is resumed, these are only read."""
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial of a Sweep as apply recorded it in its MLflow child run: the parameters Optuna
+    suggested, and how it ended. The study is rebuilt from these; nothing else keeps it."""
+
+    sweep: str
+    number: int
+    run_id: str
+    fine_tune: str  # the trial's FineTune name: "<sweep>-<digest>"
+    fingerprint: str  # that FineTune's fingerprint when it was suggested
+    params: Mapping[str, Any]  # dotted path -> value
+    distributions: Mapping[str, str]  # dotted path -> Optuna's distribution JSON
+    state: str  # TrialState
+    value: float | None = None  # the objective, once complete
+    message: str = ""  # why it was pruned or failed
+    started_at: float = 0.0
+    finished_at: float | None = None
+    system_attrs: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)  # the sampler's own state
+    gpu_hours: float | None = None  # the planner's estimate when suggested (None on CPU)
+
+    @property
+    def done(self) -> bool:
+        return self.state in TRIAL_DONE
+
+
 @dataclass(frozen=True)
 class ActualState:
     built: Mapping[tuple[str, str, str], BuiltRun]  # (kind, name, fingerprint) -> newest complete run
@@ -153,6 +183,8 @@ class ActualState:
     backend: BackendState
     tracking_uri: str | None = None
     read: bool = True  # False for an offline plan: nothing was read
+    # Sweep name -> its recorded trials, by number.
+    trials: Mapping[str, tuple[TrialRecord, ...]] = field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def unknown(cls) -> ActualState:
@@ -171,6 +203,9 @@ class ActualState:
 
     def server(self, name: str) -> ServerObservation | None:
         return self.backend.server(name)
+
+    def trials_of(self, sweep: str) -> tuple[TrialRecord, ...]:
+        return self.trials.get(sweep, ())
 
     def evaluation_of(self, evaluation: str, model_version: str) -> BuiltRun | None:
         """The newest complete run of an Evaluation that scored this model version."""
@@ -215,3 +250,44 @@ def built_run_from(record: Any) -> BuiltRun | None:
         verdict_summary=tags.get(tracking.TAG_GATE_SUMMARY),
         metrics=MappingProxyType(dict(record.metrics)),
     )
+
+
+def trial_from(record: Any) -> TrialRecord | None:
+    """A tracking-store RunRecord of a trial -> TrialRecord, or None for one that cannot be read
+    (written by something else, or damaged): it is left out of the study, not guessed at."""
+    tags = record.tags
+    try:
+        number = int(tags[tracking.TAG_TRIAL_NUMBER])
+        params = json.loads(tags[tracking.TAG_TRIAL_PARAMS])
+        distributions = json.loads(tags[tracking.TAG_TRIAL_DISTRIBUTIONS])
+    except (KeyError, ValueError):
+        return None
+    if not isinstance(params, dict) or not isinstance(distributions, dict):
+        return None
+    state = tags.get(tracking.TAG_TRIAL_STATE, "running")
+    if state not in ("running", "complete", "pruned", "failed"):
+        return None
+    system = "".join(tags[key] for key in sorted(
+        (k for k in tags if k.startswith(tracking.TAG_TRIAL_SYSTEM_PREFIX)),
+        key=lambda k: int(k.removeprefix(tracking.TAG_TRIAL_SYSTEM_PREFIX) or 0)))
+    try:
+        system_attrs = json.loads(system) if system else {}
+    except ValueError:
+        system_attrs = {}
+    return TrialRecord(
+        sweep=tags.get(tracking.TAG_NAME, ""), number=number, run_id=record.run_id,
+        fine_tune=tags.get(tracking.TAG_TRIAL_FINE_TUNE, ""),
+        fingerprint=tags.get(tracking.TAG_FINGERPRINT, ""),
+        params=MappingProxyType(params), distributions=MappingProxyType(distributions), state=state,
+        value=_float(tags.get(tracking.TAG_TRIAL_VALUE)), message=tags.get(tracking.TAG_TRIAL_MESSAGE, ""),
+        started_at=record.start_time / 1000,
+        finished_at=record.end_time / 1000 if record.end_time else None,
+        system_attrs=MappingProxyType(system_attrs if isinstance(system_attrs, dict) else {}),
+        gpu_hours=_float(tags.get(tracking.TAG_TRIAL_GPU_HOURS)))
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None

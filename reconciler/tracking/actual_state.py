@@ -8,7 +8,16 @@ import dataclasses
 from pathlib import Path
 from types import MappingProxyType
 
-from reconciler.state import BUILT_KINDS, ActualState, BackendState, BuiltRun, RunProgress, built_run_from
+from reconciler.state import (
+    BUILT_KINDS,
+    ActualState,
+    BackendState,
+    BuiltRun,
+    RunProgress,
+    TrialRecord,
+    built_run_from,
+    trial_from,
+)
 from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.filters import tag_equals
 from reconciler.tracking.store import TrackingStore
@@ -37,6 +46,7 @@ def read_actual_state(store: TrackingStore, experiment: str, backend_state: Back
     history: dict[tuple[str, str], list[BuiltRun]] = {}
     unfinished: dict[tuple[str, str, str], RunProgress] = {}
     experiment_id = store.experiment_id(experiment)
+    trials: dict[str, tuple[TrialRecord, ...]] = {}
     if experiment_id is not None:
         for kind in BUILT_KINDS:
             for record in store.search_runs(experiment_id, tag_equals(tracking.TAG_KIND, kind)):
@@ -52,10 +62,26 @@ def read_actual_state(store: TrackingStore, experiment: str, backend_state: Back
                     unfinished[key] = RunProgress(kind, key[1], key[2], record.run_id,
                                                   record.start_time / 1000, progress,
                                                   record.metric_steps.get("progress"))
+        trials = read_trials(store, experiment_id)
     return ActualState(
+        trials=MappingProxyType(trials) if experiment_id is not None else MappingProxyType({}),
         built=MappingProxyType(built),
         history=MappingProxyType({key: tuple(runs) for key, runs in history.items()}),
         unfinished=MappingProxyType(unfinished),
         backend=backend_state,
         tracking_uri=store.uri,
     )
+
+
+def read_trials(store: TrackingStore, experiment_id: str, sweep: str | None = None,
+                ) -> dict[str, tuple[TrialRecord, ...]]:
+    """Every sweep's recorded trials (or one sweep's), by trial number; one paged search."""
+    query = tag_equals(tracking.TAG_KIND, tracking.KIND_TRIAL)
+    if sweep is not None:
+        query += " and " + tag_equals(tracking.TAG_NAME, sweep)
+    found: dict[str, dict[int, TrialRecord]] = {}
+    for record in store.search_runs(experiment_id, query):  # newest first: the first per number wins
+        trial = trial_from(record)
+        if trial is not None:
+            found.setdefault(trial.sweep, {}).setdefault(trial.number, trial)
+    return {name: tuple(by_number[n] for n in sorted(by_number)) for name, by_number in found.items()}

@@ -129,6 +129,27 @@ class ClientTrackingStore(ExperimentsByName):
             if not token:
                 return sorted_versions(versions)
 
+    def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+        run = self._call("create a run", lambda: self._client.create_run(experiment_id, tags=dict(tags),
+                                                                         run_name=run_name))
+        return str(run.info.run_id)  # type: ignore[union-attr]
+
+    def log_batch(self, run_id: str, *, tags: Mapping[str, str] | None = None,
+                  metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None,
+                  step: int = 0) -> None:
+        import time
+
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        self._call("record a run's values", lambda: self._client.log_batch(
+            run_id, metrics=[Metric(key, value, now, step) for key, value in (metrics or {}).items()],
+            params=[Param(key, value) for key, value in (params or {}).items()],
+            tags=[RunTag(key, value) for key, value in (tags or {}).items()]))
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self._call("end a run", lambda: self._client.set_terminated(run_id, status))
+
     def _call(self, what: str, call: Callable[[], T], *, missing: Collection[str] = ()) -> T | None:
         """One client call, retried like the REST store's; MLflow's exceptions become TrackingError."""
 

@@ -107,6 +107,27 @@ class RestTrackingStore(ExperimentsByName):
             if not token:
                 return sorted_versions(versions)
 
+    def create_run(self, experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
+        created = self._call("POST", "runs/create", "create a run", body={
+            "experiment_id": experiment_id, "run_name": run_name, "start_time": _now_ms(),
+            "tags": [{"key": key, "value": value} for key, value in tags.items()]})
+        return str(created["run"]["info"]["run_id"])
+
+    def log_batch(self, run_id: str, *, tags: Mapping[str, str] | None = None,
+                  metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None,
+                  step: int = 0) -> None:
+        now = _now_ms()
+        self._call("POST", "runs/log-batch", "record a run's values", body={
+            "run_id": run_id,
+            "tags": [{"key": key, "value": value} for key, value in (tags or {}).items()],
+            "params": [{"key": key, "value": value} for key, value in (params or {}).items()],
+            "metrics": [{"key": key, "value": value, "timestamp": now, "step": step}
+                        for key, value in (metrics or {}).items()]})
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self._call("POST", "runs/update", "end a run", body={"run_id": run_id, "status": status,
+                                                             "end_time": _now_ms()})
+
     # -- HTTP -------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, what: str, *, query: Mapping[str, str] | None = None,
@@ -155,6 +176,12 @@ class RestTrackingStore(ExperimentsByName):
             code, reason = f"HTTP {error.code}", str(error.reason or "")
         return refused_error(self.uri, what, code, reason, status=error.code,
                         retryable=error.code == 429 or error.code >= 500)
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
 
 
 def _authorization(uri: str) -> str | None:

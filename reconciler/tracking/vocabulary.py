@@ -35,6 +35,20 @@ TAG_LINEAGE = "tuneops.lineage"  # the fingerprint's other inputs: upstream fing
 TAG_DATASET_DIGEST = "tuneops.dataset.digest"  # on dataset runs: the full-content digest
 TAG_ADAPTER = "tuneops.adapter"  # on model versions: "true" for adapter weights
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
+# Sweeps: a parent run per Sweep (TAG_KIND "Sweep") and a child run per trial ("SweepTrial", its
+# TAG_NAME the sweep's name, MLflow's parent tag on it), written by apply, read back by the plan.
+KIND_SWEEP = "Sweep"
+KIND_TRIAL = "SweepTrial"
+TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own nesting tag: the UI shows trials under the sweep
+TAG_TRIAL_NUMBER = "tuneops.trial.number"
+TAG_TRIAL_FINE_TUNE = "tuneops.trial.fine_tune"  # the trial's FineTune name
+TAG_TRIAL_PARAMS = "tuneops.trial.params"  # JSON: dotted path -> value
+TAG_TRIAL_DISTRIBUTIONS = "tuneops.trial.distributions"  # JSON: dotted path -> Optuna distribution JSON
+TAG_TRIAL_STATE = "tuneops.trial.state"  # running | complete | pruned | failed
+TAG_TRIAL_VALUE = "tuneops.trial.value"  # the objective, repr of a float
+TAG_TRIAL_MESSAGE = "tuneops.trial.message"  # why it was pruned or failed, one line
+TAG_TRIAL_SYSTEM_PREFIX = "tuneops.trial.system."  # + chunk number: the sampler's JSON state
+TAG_TRIAL_GPU_HOURS = "tuneops.trial.gpu_hours"  # the planner's estimate when it was suggested
 
 STATUS_COMPLETE = "complete"
 GATE_PASSED = "passed"
