@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reconciler import redaction
 from reconciler.config import PROJECT_FILE, STATE_DIR, ProjectSettings
@@ -249,6 +249,26 @@ class Project:
 
         planned = self.plan()
         return status_rows(planned.plan, planned.state, time.time())
+
+    def sweep(self, name: str) -> tuple[Any, dict[str, float]]:
+        """A Sweep's trials as the plan sees them (plan/sweeps.SweepView), and Optuna's parameter
+        importances over its complete trials ({} with fewer than three)."""
+        from reconciler.plan.sweeps import sweep_view
+        from reconciler.specs.base import ResourceId
+        from reconciler.specs.sweep import SweepResource
+
+        sweep = self.specs.resource(ResourceId("Sweep", name), SweepResource)
+        if sweep is None:
+            known = ", ".join(sorted(self.specs.names("Sweep"))) or "none"
+            raise TuneopsError(f"no Sweep named {name!r} under {self.root} (Sweeps: {known})")
+        state = self.plan().state
+        view = sweep_view(self.specs, self.inputs, sweep, state.trials_of(name), state.built_run)
+        importances: dict[str, float] = {}
+        if sum(1 for t in view.valid if t.state == "complete") >= 3:
+            from reconciler.sweeps.study import importances as parameter_importances
+
+            importances = parameter_importances(sweep.spec, [t.record for t in view.valid])
+        return view, importances
 
     def render(self, targets: frozenset | None = None, *, validate: bool = True) -> list[dict]:
         """The Kubernetes manifests of the project (or of `targets`), checked unless told not to."""

@@ -104,6 +104,12 @@ def status_rows(plan: Plan, state: ActualState, now: float) -> list[StatusRow]:
                 model_version, url = server.model_version or "", server.url or ""
                 if server.phase != "serving":
                     result = f"server {server.phase}: {server.message}".rstrip(": ")
+        elif rid.kind == "Sweep" and planned.sweep is not None:
+            best = planned.sweep.best()
+            model_version = (best.model_version or "") if best is not None else ""
+            result = planned.sweep.summary()
+            if phase == "Pending" and planned.sweep.count("running"):
+                phase = "Running"
         elif rid.kind == "Evaluation" and built is None:
             model_version = _version_to_score(plan, planned, state)  # not the one scored before
         elif in_use is not None:

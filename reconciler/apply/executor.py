@@ -28,6 +28,8 @@ from reconciler.tracking import vocabulary as tracking
 
 if TYPE_CHECKING:
     from reconciler.backends.base import Backend
+    from reconciler.state import ActualState
+    from reconciler.sweeps.trials import TrialResources
     from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
     from reconciler.tracking.store import TrackingStore
 
@@ -195,8 +197,9 @@ class Executor:
     # `project` is a reconciler.project.Project, a layer above this one: typed Any, not imported.
     def __init__(self, project: Any, plan: Plan, backend: Backend, store: TrackingStore, git: GitOrigin,
                  reporter: Reporter, max_parallel: int = 1, max_attempts: int = 2,
-                 stop: threading.Event | None = None):
+                 stop: threading.Event | None = None, state: ActualState | None = None):
         self.project, self.plan, self.backend, self.store = project, plan, backend, store
+        self.state = state  # what the plan read: the planner's row counts for a sweep's budget
         self.reporter = reporter
         self.max_parallel = max(1, max_parallel)
         self.max_attempts = max_attempts
@@ -213,6 +216,8 @@ class Executor:
         self._runs_lock = threading.Lock()
         self.builder = JobBuilder(project.specs, project.inputs, context, self.lookup, self.serving,
                                   self.server_url)
+        self._trials: dict[str, TrialResources] = {}  # every sweep trial this apply materialized
+        self._sizing: tuple[Any, Any] | None = None
         self._progress: dict[str, tuple[float, str]] = {}
         reporter.progress_of = self.progress_of
 
@@ -353,12 +358,72 @@ class Executor:
     def _step(self, planned: PlannedAction) -> StepResult:
         if planned.resource.kind == "Deployment":
             return self._deploy(planned)
+        if planned.resource.kind == "Sweep":
+            from reconciler.apply.sweep import SweepRunner
+            from reconciler.specs.sweep import SweepResource
+
+            sweep = self.project.specs.resource(planned.resource, SweepResource)
+            assert sweep is not None
+            return SweepRunner(self, planned, sweep).run()
         return self._job(planned)
+
+    # -- sweep trials ------------------------------------------------------------------------
+
+    def with_trials(self, trials: list[TrialResources]) -> JobBuilder:
+        """A job builder that also knows these sweep trials' FineTunes and Evaluations."""
+        from reconciler.sweeps.trials import with_trials
+
+        with self._runs_lock:
+            for trial in trials:
+                self._trials[trial.fine_tune_id.name] = trial
+            known = list(self._trials.values())
+        specs, inputs = with_trials(self.project.specs, self.project.inputs, known)
+        return JobBuilder(specs, inputs, self.builder.context, self.lookup, self.serving, self.server_url)
+
+    def build_step(self, rid: ResourceId, fingerprint: str, builder: JobBuilder,
+                   prepare: Callable[[JobFile], JobFile] | None = None) -> StepResult:
+        """Build one resource the plan did not list (a sweep trial's), as the plan would have:
+        read back when built, adopted while its job runs, retried while attempts are left."""
+        if self.lookup(rid.kind, rid.name, fingerprint) is not None:
+            return StepResult(rid, Outcome.DONE, "built before")
+        observed = self.backend.observe().job(rid.kind, rid.name, fingerprint)
+        action, attempt = Action.CREATE, 0
+        if observed is not None and observed.is_live:
+            action = Action.WAIT
+        elif observed is not None and observed.phase == "failed" and observed.message != STOPPED:
+            if observed.attempts >= self.max_attempts:
+                return StepResult(rid, Outcome.FAILED, f"failed {observed.attempts} attempts: "
+                                                      f"{observed.message or 'see its log'}")
+            action, attempt = Action.RETRY, observed.attempts + 1
+        planned = PlannedAction(rid, action, fingerprint, attempt=attempt)
+        return self._timed(planned, lambda p: self._job(p, builder=builder, prepare=prepare))
+
+    def estimate(self, trial: TrialResources) -> Any:
+        """The planner's estimate of a trial's FineTune (None when it cannot be made)."""
+        from reconciler.sizing import architectures
+        from reconciler.sizing.dataset_rows import train_rows
+        from reconciler.sizing.estimates import estimate_fine_tune
+
+        if self._sizing is None:
+            specs = self.project.specs
+            self._sizing = (architectures.architectures(specs, fetch=self.state is not None),
+                            train_rows(specs, self.project.inputs, self.state))
+        found_architectures, rows = self._sizing
+        specs, _ = self._trial_specs([trial])
+        resource = trial.fine_tune.resource
+        return estimate_fine_tune(specs, resource, found_architectures, rows, self.project.settings.planner)
+
+    def _trial_specs(self, trials: list[TrialResources]) -> tuple[Any, Any]:
+        from reconciler.sweeps.trials import with_trials
+
+        return with_trials(self.project.specs, self.project.inputs, trials)
 
     # -- steps -------------------------------------------------------------------------------
 
-    def _job(self, planned: PlannedAction) -> StepResult:
+    def _job(self, planned: PlannedAction, builder: JobBuilder | None = None,
+             prepare: Callable[[JobFile], JobFile] | None = None) -> StepResult:
         rid = planned.resource
+        builder = builder or self.builder
         fingerprint = planned.fingerprint or ""
         adopt = planned.action == Action.WAIT
         # Attempts this apply may still make: a retry continues the count the plan showed (reset
@@ -371,8 +436,10 @@ class Executor:
             if adopt:
                 self.reporter.started(rid, "already running: waiting for it", fingerprint)
             else:
-                job = self._published(self.builder.job(rid))
-                observed = self.backend.submit(job, processes=_processes(self.project, rid))
+                job = self._published(builder.job(rid))
+                if prepare is not None:
+                    job = prepare(job)
+                observed = self.backend.submit(job, processes=_processes(builder.specs, rid))
                 self.reporter.started(rid, f"started {observed.handle}, attempt {observed.attempts} "
                                            f"(log: {observed.log})", fingerprint)
             observed = self.backend.wait(rid.kind, rid.name, fingerprint, stop_event=self.stop_event)
@@ -448,8 +515,8 @@ class Executor:
         return StepResult(rid, Outcome.DONE, f"stopped {', '.join(stopped) or 'nothing (already gone)'}")
 
 
-def _processes(project: Any, rid: ResourceId) -> int:
-    resource = project.specs.resource(rid, FineTuneResource)
+def _processes(specs: Any, rid: ResourceId) -> int:
+    resource = specs.resource(rid, FineTuneResource)
     return resource.spec.resources.processes if resource is not None else 1
 
 

@@ -82,7 +82,7 @@ def run_steps(planned: PlannedProject, reporter: Reporter, stop: threading.Event
     project = planned.project
     executor = Executor(project, planned.plan, planned.backend, planned.store, git_origin(project.root),
                         reporter, max_parallel=max_parallel(project.settings),
-                        max_attempts=project.settings.max_attempts, stop=stop)
+                        max_attempts=project.settings.max_attempts, stop=stop, state=planned.state)
     with reporter:
         return executor.run()
 

@@ -15,6 +15,7 @@ from reconciler.cli import (  # noqa: F401
     operate_commands,
     plan_commands,
     spec_commands,
+    sweep_commands,
 )
 from reconciler.cli.base import EXIT_INVALID, cli
 from reconciler.errors import TuneopsError

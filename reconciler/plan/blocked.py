@@ -100,4 +100,22 @@ class BackendBlock:
                 "(the local backend runs on one machine)")
 
 
-BlockedBy = UpstreamBlock | GateBlock | AttemptsBlock | BackendBlock
+@dataclass(frozen=True)
+class NoTrialPassed:
+    """A Deployment of a sweep with no complete trial that passes the Deployment's gates."""
+
+    kind: ClassVar[str] = "sweep"
+    sweep: str
+    requires: tuple[str, ...]
+    trials: int  # valid trials recorded
+    best_trial: int | None  # the best-scoring complete trial, passing or not
+    why: str  # in words: "the best, trial 3, did not pass fruit-sft-quality"
+    keeps_serving: str | None = None
+
+    def describe(self) -> str:
+        kept = f"; {self.keeps_serving} keeps serving" if self.keeps_serving else ""
+        gates = ", ".join(self.requires) or "its gates"
+        return f"no trial of Sweep/{self.sweep} passes {gates} ({self.trials} trials; {self.why}){kept}"
+
+
+BlockedBy = UpstreamBlock | GateBlock | AttemptsBlock | BackendBlock | NoTrialPassed

@@ -31,14 +31,19 @@ from reconciler.plan.blocked import (
     BlockedBy,
     FailedEvaluation,
     GateBlock,
+    NoTrialPassed,
     UpstreamBlock,
     UpstreamNotReady,
 )
 from reconciler.plan.gates import GateResult, verdict_of_run
 from reconciler.plan.in_use import versions_in_use
+from reconciler.plan.sweeps import SweepEstimate, SweepView, sweep_view
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.specset import SpecSet
+from reconciler.specs.sweep import SweepResource
+from reconciler.sweeps.limits import trial_limit
+from reconciler.sweeps.trials import sweep_evaluations
 from reconciler.state import STOPPED, ActualState, BuiltRun
 
 FORMAT_VERSION = 1
@@ -96,6 +101,8 @@ class PlannedAction:
     attempt: int = 0  # for retry: the attempt this apply makes
     blocked_by: BlockedBy | None = None  # for blocked: what holds it back, as data (the reason says it)
     reason_time: float | None = None  # unix seconds of the time the reason names (in UTC, as utc_iso writes)
+    sweep: SweepView | None = field(default=None, compare=False)  # Sweeps: the trials, for reports
+    sweep_estimate: SweepEstimate | None = field(default=None, compare=False)  # set by project_plan
 
     @property
     def is_change(self) -> bool:
@@ -175,6 +182,7 @@ class _Planner:
         self.specs, self.graph, self.inputs, self.actual, self.options = specs, graph, inputs, actual, options
         self.planned: dict[ResourceId, PlannedAction] = {}
         self.in_use = versions_in_use(graph, actual)  # what a change is compared with
+        self._sweep_views: dict[str, SweepView] = {}
 
     # -- shared ------------------------------------------------------------------------------
 
@@ -226,7 +234,8 @@ class _Planner:
 
     def _pending_upstream(self, rid: ResourceId) -> list[ResourceId]:
         return [dep for dep in self.graph.depends_on.get(rid, ())
-                if dep in self.planned and self.planned[dep].action in PENDING]
+                if dep in self.planned and (self.planned[dep].action in PENDING or (
+                    dep.kind == "Sweep" and self.planned[dep].action == Action.UPDATE))]
 
     def _base(self, rid: ResourceId, action: Action, **kwargs: Any) -> PlannedAction:
         if kwargs.get("blocked_by") is not None:
@@ -304,7 +313,9 @@ class _Planner:
         fp = self.fingerprint(rid)
         live = self.actual.server(rid.name)
         live_fp = live.fingerprint if live is not None else None
-        fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune)
+        if resource.spec.model.sweep:
+            return self._plan_sweep_deployment(rid, resource)
+        fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune or "")
         model_fp = self.inputs[fine_tune].fingerprint if fine_tune in self.inputs else ""
         if resource.spec.suspend:
             return self._base(rid, Action.SUSPENDED, previous=live_fp,
@@ -327,7 +338,17 @@ class _Planner:
                                      "one passes its gates")
         built = self.actual.built_run("FineTune", fine_tune.name, model_fp)
         target = ServeTarget(fine_tune.name, model_fp, built.model_version if built else None)
-        failing = self._failing_gates(resource)
+        return self._serve(rid, resource, target, self._failing_gates(resource), self._compared(resource))
+
+    def _serve(self, rid: ResourceId, resource: DeploymentResource, target: ServeTarget,
+               failing: list[FailedEvaluation], compared: str) -> PlannedAction:
+        """A Deployment whose model version is known: blocked by its gates, started, switched,
+        updated in place, or left serving."""
+        fp = self.fingerprint(rid)
+        live = self.actual.server(rid.name)
+        live_fp = live.fingerprint if live is not None else None
+        fine_tune = ResourceId("FineTune", target.fine_tune)
+        model_fp = target.model_fingerprint
         if failing:
             kept = (live.model_version or "the current version") if live is not None and live.is_live \
                 else None
@@ -336,8 +357,7 @@ class _Planner:
             return self._base(rid, Action.BLOCKED, previous=live_fp, serve=target, blocked_by=block,
                               upstream=tuple(failed.resource for failed in failing))
         if live is None:
-            return self._base(rid, Action.CREATE, serve=target,
-                              reason=f"serve {target.model_version}{self._compared(resource)}")
+            return self._base(rid, Action.CREATE, serve=target, reason=f"serve {target.model_version}{compared}")
         if not live.is_live:
             return self._base(rid, Action.CREATE, previous=live_fp, serve=target,
                               reason=f"the server is not running ({live.message or 'exited'}); "
@@ -363,7 +383,7 @@ class _Planner:
                               reason=f"{target.model_version} still passes the changed evaluations")
         return self._base(rid, Action.UPDATE, previous=live_fp, serve=target, upstream=upstream,
                           reason=f"switch from {live.model_version} to {target.model_version} "
-                                 f"(already built and passed: nothing is trained){self._compared(resource)}")
+                                 f"(already built and passed: nothing is trained){compared}")
 
     def _failing_gates(self, resource: DeploymentResource) -> list[FailedEvaluation]:
         failing = []
@@ -401,6 +421,100 @@ class _Planner:
         contamination = spec.dataset.split if spec.fail_on_contamination else None
         return verdict_of_run(run.metrics, spec.gates, baseline, contamination).failures
 
+    # -- sweeps ------------------------------------------------------------------------------
+
+    def sweep_view(self, name: str) -> SweepView:
+        if name not in self._sweep_views:
+            sweep = self.specs.resource(ResourceId("Sweep", name), SweepResource)
+            assert sweep is not None, name
+            self._sweep_views[name] = sweep_view(self.specs, self.inputs, sweep, self.actual.trials_of(name),
+                                                 self.actual.built_run)
+        return self._sweep_views[name]
+
+    def plan_sweep(self, rid: ResourceId) -> PlannedAction:
+        """More trials to run (create, update), trials made stale by a changed template or search
+        space (rebuild), trials still running (wait), or nothing left (noop)."""
+        sweep = self.specs.resource(rid, SweepResource)
+        assert sweep is not None
+        spec = sweep.spec
+        view = self.sweep_view(rid.name)
+        limit = trial_limit(spec)
+        if spec.suspend:
+            return self._base(rid, Action.SUSPENDED, reason="suspend: true (no trial is started)"
+                              + (f"; {view.summary()}" if view.trials else ""), sweep=view)
+        unready = self._unready_upstream(rid)
+        if unready:
+            return self._base(rid, Action.BLOCKED, blocked_by=self._upstream_block(unready),
+                              upstream=tuple(dep for dep, _ in unready), sweep=view)
+        how = f"{spec.parallel_trials} at a time, {spec.algorithm}, seed {spec.seed}"
+        if not self.actual.read:
+            return self._base(rid, Action.CREATE, sweep=view,
+                              reason=f"{limit} trials to run ({how}); state not read")
+        evaluations = sweep_evaluations(self.specs, sweep)
+        unscored = view.unscored(evaluations)
+        running = view.count("running")
+        work = []
+        if view.left:
+            work.append(f"{view.left} more trial{'s' if view.left != 1 else ''} to run ({how})")
+        if running:
+            work.append(f"{running} running trial{'s' if running != 1 else ''} to resume")
+        if unscored:
+            missing = sorted({name for trial in unscored for name in trial.unscored(evaluations)})
+            work.append(f"{len(unscored)} finished trial(s) to score with {', '.join(missing)}")
+        if view.stale:
+            kept = [str(t.number) for t in view.valid]
+            gone = "; ".join(f"trial {t.number}: {t.stale}" for t in view.stale)
+            reason = (f"trials {', '.join(kept)} remain valid (same fingerprint)" if kept
+                      else "no recorded trial remains valid") + f"; no longer counted: {gone}"
+            if work:
+                return self._base(rid, Action.REBUILD, sweep=view, reason=f"{reason}; " + "; ".join(work))
+        if not work:
+            return self._base(rid, Action.NOOP, sweep=view, reason=view.summary())
+        if not view.valid:
+            return self._base(rid, Action.CREATE, sweep=view, reason="; ".join(work))
+        if not view.left and not unscored:
+            return self._base(rid, Action.WAIT, sweep=view, reason=f"{view.summary()}; resumed by apply")
+        return self._base(rid, Action.UPDATE, sweep=view, reason=f"{view.summary()}; " + "; ".join(work))
+
+    def _plan_sweep_deployment(self, rid: ResourceId, resource: DeploymentResource) -> PlannedAction:
+        """Serve the best trial of the sweep that passes the Deployment's gates; switch only when
+        a better one passes (ties go to the earlier trial)."""
+        name = resource.spec.model.sweep or ""
+        live = self.actual.server(rid.name)
+        live_fp = live.fingerprint if live is not None else None
+        if resource.spec.suspend:
+            return self._base(rid, Action.SUSPENDED, previous=live_fp,
+                              reason="suspend: true" + (" (the running server is kept)" if live else ""))
+        unready = self._unready_upstream(rid)
+        if unready:
+            return self._base(rid, Action.BLOCKED, previous=live_fp,
+                              blocked_by=self._upstream_block(unready, live is not None),
+                              upstream=tuple(dep for dep, _ in unready))
+        pending = self._pending_upstream(rid)
+        view = self.sweep_view(name)
+        best = view.best(tuple(resource.spec.requires))
+        if pending and (best is None or live is None):
+            target = ServeTarget(f"Sweep/{name}", "", None)
+            action = Action.CREATE if live is None else Action.REBUILD
+            return self._base(rid, action, previous=live_fp, serve=target, upstream=tuple(pending),
+                              reason=f"serves the best trial of Sweep/{name} that passes "
+                                     f"{', '.join(resource.spec.requires) or 'its gates'} once its trials finish")
+        if best is None or best.resources is None:
+            block = NoTrialPassed(name, tuple(resource.spec.requires), len(view.valid),
+                                  view.best().record.number if view.best() else None,
+                                  _failed_summary(view, tuple(resource.spec.requires)),
+                                  live.model_version if live is not None and live.is_live else None)
+            return self._base(rid, Action.BLOCKED, previous=live_fp, blocked_by=block,
+                              upstream=(ResourceId("Sweep", name),))
+        target = ServeTarget(best.resources.fine_tune_id.name, best.resources.fingerprint, best.model_version)
+        note = (f" (trial {best.number} of Sweep/{name}, {view.resource.spec.objective.metric} "
+                f"{best.value:.4g}: {best.params_text()})")
+        planned = self._serve(rid, resource, target, [], note)
+        if pending:
+            return replace(planned, reason=planned.reason + f"; Sweep/{name} has more trials to run: "
+                                                             "a better one is served once it passes")
+        return planned
+
     # -- whole plan --------------------------------------------------------------------------
 
     def build(self) -> Plan:
@@ -412,6 +526,8 @@ class _Planner:
                 self.planned[rid] = self.plan_base_model(rid)
             elif rid.kind == "Deployment":
                 self.planned[rid] = self.plan_deployment(rid)
+            elif rid.kind == "Sweep":
+                self.planned[rid] = self.plan_sweep(rid)
             else:
                 self.planned[rid] = self.plan_job(rid)
         deletes, unmanaged = self._orphans() if wanted is None else ([], [])
@@ -447,6 +563,15 @@ class _Planner:
             else:
                 unmanaged.append(f"{rid}: {what}")
         return deletes, unmanaged
+
+
+def _failed_summary(view: SweepView, requires: tuple[str, ...]) -> str:
+    """Why the best-scoring trial is not served, for a blocked Deployment's reason."""
+    best = view.best()
+    if best is None:
+        return "no trial has completed"
+    failed = [name for name in requires if (best.verdicts or {}).get(name) != "passed"]
+    return f"the best, trial {best.number}, did not pass {', '.join(failed) or 'its gates'}"
 
 
 def _closure(graph: DependencyGraph, targets: frozenset[ResourceId]) -> set[ResourceId]:

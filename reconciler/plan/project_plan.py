@@ -111,9 +111,41 @@ def with_warnings(the_plan: Plan, project: Any, state: ActualState | None) -> Pl
     no I/O)."""
     from reconciler.plan.detectable import margin_warnings
 
+    the_plan = with_sweep_estimates(the_plan, project, state)
     found = tuple(problem.text() for problem in margin_warnings(project.specs, state))
     found += contamination_texts(project, state)
     return replace(the_plan, warnings=the_plan.warnings + found) if found else the_plan
+
+
+def with_sweep_estimates(the_plan: Plan, project: Any, state: ActualState | None) -> Plan:
+    """Each sweep with trials left gets the planner's GPU-hours for them, at the template's
+    values, and what its budget still covers."""
+    from reconciler.plan.sweeps import SweepEstimate
+    from reconciler.sizing import architectures
+    from reconciler.sizing.dataset_rows import train_rows
+    from reconciler.sizing.estimates import estimate_fine_tune
+    from reconciler.specs.base import ResourceId as Rid
+    from reconciler.specs.finetune import FineTuneResource
+
+    actions = list(the_plan.actions)
+    found_architectures = rows = None
+    for index, planned in enumerate(actions):
+        view = planned.sweep
+        if view is None or not view.left or planned.action in ("noop", "suspended"):
+            continue
+        spec = view.resource.spec
+        template = project.specs.resource(Rid("FineTune", spec.fine_tune), FineTuneResource)
+        if template is None:
+            continue
+        if found_architectures is None:
+            found_architectures = architectures.architectures(project.specs, fetch=state is not None)
+            rows = train_rows(project.specs, project.inputs, state)
+        hours = estimate_fine_tune(project.specs, template, found_architectures, rows or {},
+                                   project.settings.planner).gpu_hours
+        spent = sum(t.record.gpu_hours or 0.0 for t in view.valid)
+        budget = spec.budget.gpu_hours if spec.budget is not None else None
+        actions[index] = replace(planned, sweep_estimate=SweepEstimate(view.left, hours, budget, spent))
+    return replace(the_plan, actions=tuple(actions))
 
 
 def contamination_texts(project: Any, state: ActualState | None) -> tuple[str, ...]:

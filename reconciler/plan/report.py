@@ -22,9 +22,11 @@ from reconciler.plan.blocked import (
     BlockedBy,
     FailedEvaluation,
     GateBlock,
+    NoTrialPassed,
     UpstreamBlock,
     UpstreamNotReady,
 )
+from reconciler.plan.sweeps import sweep_json
 from reconciler.plan.gates import GateResult
 from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction, utc_iso
 from reconciler.sizing.estimates import FineTuneEstimate
@@ -121,6 +123,7 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
             lines.append(f"        {change.path}: {_value(change.before)} -> {_value(change.after)}")
         if estimates and planned.resource in estimates:
             lines.append(f"        estimate: {plan_line(estimates[planned.resource])}")
+        lines += _sweep_lines(planned)
     if shown:
         lines.append("")
     for root, reached in plan.impact.items():
@@ -258,6 +261,19 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None,
     }
 
 
+def _sweep_lines(planned: PlannedAction) -> list[str]:
+    """Under a sweep's line: each trial a change touches (new, stale), and the estimate."""
+    lines = []
+    if planned.sweep is not None and planned.action != Action.NOOP:
+        for trial in planned.sweep.trials:
+            state = f"no longer counted: {trial.stale}" if trial.stale else trial.state
+            value = f" {trial.value:.4g}" if trial.value is not None and not trial.stale else ""
+            lines.append(f"        trial {trial.number} {state}{value}: {trial.params_text()}")
+    if planned.sweep_estimate is not None and planned.sweep_estimate.remaining:
+        lines.append(f"        estimate: {planned.sweep_estimate.line()}")
+    return lines
+
+
 def _action_json(planned: PlannedAction) -> dict[str, Any]:
     out: dict[str, Any] = {
         "kind": planned.resource.kind,
@@ -273,6 +289,10 @@ def _action_json(planned: PlannedAction) -> dict[str, Any]:
         "file": planned.file,
         "blocked_by": blocked_by_json(planned.blocked_by),
     }
+    if planned.sweep is not None:
+        out["sweep"] = sweep_json(planned.sweep)
+        if planned.sweep_estimate is not None:
+            out["sweep"]["estimate"] = planned.sweep_estimate.to_json()
     if planned.serve is not None:
         serve = planned.serve
         out["serve"] = {"fine_tune": serve.fine_tune, "model_fingerprint": serve.model_fingerprint,
@@ -297,6 +317,9 @@ def blocked_by_json(blocked: BlockedBy | None) -> dict[str, Any] | None:
                    retry_option=blocked.retry_option)
     elif isinstance(blocked, BackendBlock):
         out.update(nodes=blocked.nodes, needs=blocked.needs)
+    elif isinstance(blocked, NoTrialPassed):
+        out.update(sweep=blocked.sweep, requires=list(blocked.requires), trials=blocked.trials,
+                   best_trial=blocked.best_trial, why=blocked.why, keeps_serving=blocked.keeps_serving)
     return out
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +16,7 @@ from reconciler.fingerprint import FingerprintInput
 from reconciler.specs.base import ResourceId
 from reconciler.specs.specset import SpecSet
 from reconciler.specs.sweep import SweepResource
-from reconciler.state import ActualState, BuiltRun, TrialRecord
+from reconciler.state import BuiltRun, TrialRecord
 from reconciler.sweeps.trials import TrialResources, materialize
 from reconciler.tracking import vocabulary as tracking
 
@@ -116,14 +116,19 @@ def _value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 
-def sweep_view(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput], actual: ActualState,
-               sweep: SweepResource) -> SweepView:
-    """The sweep's recorded trials checked against the current specs and scored from the state."""
+BuiltLookup = Callable[[str, str, str], "BuiltRun | None"]
+"""(kind, name, fingerprint) -> the complete run: ActualState.built_run in a plan, a fresh
+MLflow read in apply."""
+
+
+def sweep_view(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput], sweep: SweepResource,
+               trials: Iterable[TrialRecord], built_run: BuiltLookup) -> SweepView:
+    """The sweep's recorded trials checked against the current specs and scored from their runs."""
     from reconciler.sweeps.limits import in_space
 
     views = []
     template = ResourceId("FineTune", sweep.spec.fine_tune)
-    for record in actual.trials_of(sweep.name):
+    for record in trials:
         why = in_space(sweep.spec, record)
         if why or template not in inputs:
             views.append(TrialView(record, None, why or "its template is gone"))
@@ -136,17 +141,17 @@ def sweep_view(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput], ac
         if resources.fine_tune.resource.name != record.fine_tune:
             views.append(TrialView(record, resources, "the template FineTune changed since it ran"))
             continue
-        views.append(_scored(actual, sweep, record, resources))
+        views.append(_scored(built_run, sweep, record, resources))
     return SweepView(sweep.name, sweep, tuple(views))
 
 
-def _scored(actual: ActualState, sweep: SweepResource, record: TrialRecord,
+def _scored(built_run: BuiltLookup, sweep: SweepResource, record: TrialRecord,
             resources: TrialResources) -> TrialView:
-    built: BuiltRun | None = actual.built_run("FineTune", resources.fine_tune_id.name, resources.fingerprint)
+    built = built_run("FineTune", resources.fine_tune_id.name, resources.fingerprint)
     verdicts: dict[str, str] = {}
     value = record.value
     for evaluation, copy in resources.evaluations.items():
-        run = actual.built_run("Evaluation", copy.id.name, resources.evaluation_fingerprint(evaluation))
+        run = built_run("Evaluation", copy.id.name, resources.evaluation_fingerprint(evaluation))
         if run is None:
             continue
         verdicts[evaluation] = run.verdict or tracking.GATE_FAILED
@@ -154,3 +159,61 @@ def _scored(actual: ActualState, sweep: SweepResource, record: TrialRecord,
             value = run.metrics.get(sweep.spec.objective.metric, value)
     return TrialView(record, resources, value=value, verdicts=verdicts,
                      model_version=built.model_version if built is not None else None)
+
+
+@dataclass(frozen=True)
+class SweepEstimate:
+    """The planner's GPU-hours for a sweep's remaining trials, at the template's values (apply
+    checks each suggested trial's own figure against the budget)."""
+
+    remaining: int
+    per_trial: float | None  # None on CPU, or when the template cannot be estimated
+    budget: float | None = None
+    spent: float = 0.0  # what the recorded trials were estimated at
+
+    @property
+    def total(self) -> float | None:
+        return self.per_trial * self.remaining if self.per_trial is not None else None
+
+    @property
+    def fit(self) -> int | None:
+        """How many remaining trials the budget still covers (None without a budget or figure)."""
+        if self.budget is None or not self.per_trial:
+            return None
+        return max(0, min(self.remaining, math.floor((self.budget - self.spent) / self.per_trial + 1e-9)))
+
+    def line(self) -> str:
+        if self.per_trial is None:
+            text = f"{self.remaining} trials left; GPU-hours not estimated (CPU, or see `tuneops estimate`)"
+        else:
+            text = (f"{self.remaining} trials left x {self.per_trial:,.2f} GPU-hours = "
+                    f"{self.total:,.2f} GPU-hours (at the template's values)")
+        if self.budget is not None:
+            fit = self.fit
+            text += f"; budget {self.budget:g} GPU-hours, {self.spent:,.2f} spent"
+            if fit is not None and fit < self.remaining:
+                text += f": {fit} of {self.remaining} trials fit, apply stops there"
+            elif fit is not None:
+                text += ": all fit"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        return {"remaining": self.remaining, "gpu_hours_per_trial": self.per_trial,
+                "gpu_hours": self.total, "budget_gpu_hours": self.budget, "spent_gpu_hours": self.spent,
+                "trials_within_budget": self.fit}
+
+
+def sweep_json(view: SweepView) -> dict[str, Any]:
+    """The trials as the JSON plan and `tuneops sweep show --format json` write them."""
+    best = view.best()
+    return {
+        "trials": [{"number": t.number, "fine_tune": t.record.fine_tune, "state": t.state,
+                    "params": dict(t.record.params), "value": t.value, "valid": not t.stale,
+                    "stale": t.stale or None, "verdicts": dict(t.verdicts or {}),
+                    "model_version": t.model_version, "message": t.record.message or None,
+                    "run_id": t.record.run_id} for t in view.trials],
+        "counts": {state: view.count(state) for state in ("complete", "pruned", "failed", "running")},
+        "left": view.left,
+        "best": None if best is None else {"number": best.number, "value": best.value,
+                                           "params": dict(best.record.params)},
+    }

@@ -1,0 +1,287 @@
+"""One Sweep step of an apply: suggest trials with Optuna, train and score each as an ordinary
+FineTune and Evaluations, record each in MLflow, until maxTrials, the budget, or an interrupt.
+
+Every trial is recorded (a child run of the sweep's run, with its parameters) before its job
+starts, and its result when it ends, so an apply killed at any point resumes: recorded running
+trials are run again with their recorded parameters (their jobs adopted if they still run,
+their outputs reused if they finished), and new ones are suggested from the recorded ones
+(sweeps/study.py). A trial whose FineTune or Evaluations were built before is not trained again:
+its resources are named and fingerprinted by what they train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+from reconciler.plan.plan import PlannedAction
+from reconciler.specs.sweep import SweepResource
+from reconciler.state import TrialRecord
+from reconciler.sweeps.limits import in_space, trial_limit
+from reconciler.sweeps.trials import TrialResources, materialize
+from reconciler.tracking import vocabulary as tracking
+
+if TYPE_CHECKING:
+    from reconciler.apply.executor import Executor, StepResult
+
+SYSTEM_CHUNK = 7000  # characters of the sampler's state per tag (MLflow keeps 8000 per value)
+
+
+class SweepRunner:
+    def __init__(self, executor: Executor, planned: PlannedAction, sweep: SweepResource):
+        self.executor, self.planned, self.sweep = executor, planned, sweep
+        self.spec = sweep.spec
+        self.store, self.experiment_id = executor.store, executor.experiment_id
+        self.project = executor.project
+        self.rid = planned.resource
+        self._lock = threading.Lock()
+        self._parent: str | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> StepResult:
+        from reconciler.apply.executor import Outcome, StepResult
+        from reconciler.sweeps.study import ready, suggest
+
+        recorded = self._read_trials()
+        trials = {t.number: t for t in recorded if self._valid(t)}
+        next_number = max((t.number for t in recorded), default=-1) + 1
+        limit, parallel = trial_limit(self.spec), self.spec.parallel_trials
+        spent = sum(t.gpu_hours or 0.0 for t in trials.values())
+        budget = self.spec.budget.gpu_hours if self.spec.budget is not None else None
+        stopped_by = ""
+        resume = sorted((t for t in trials.values() if not t.done), key=lambda t: t.number)
+        in_flight: dict[Future, int] = {}
+        started = len(resume)
+        self.executor.reporter.say(f"  {self.rid}: {len(trials)} of {limit} trials recorded"
+                                   + (f", {len(resume)} to resume" if resume else ""))
+        with ThreadPoolExecutor(parallel, thread_name_prefix=f"sweep-{self.sweep.name}") as pool:
+            while True:
+                while resume and len(in_flight) < parallel and not self.executor.stop_event.is_set():
+                    trial = resume.pop(0)
+                    in_flight[pool.submit(self._run_trial, trial)] = trial.number
+                asking = (not stopped_by and not resume and len(trials) < limit and len(in_flight) < parallel
+                          and not self.executor.stop_event.is_set())
+                if asking and ready(sorted(trials.values(), key=lambda t: t.number), next_number, parallel):
+                    ordered = sorted(trials.values(), key=lambda t: t.number)
+                    suggestion = suggest(self.spec, next_number, ordered)
+                    resources = materialize(self.project.specs, self.project.inputs, self.sweep,
+                                            suggestion.params, next_number)
+                    hours = self._gpu_hours(resources)
+                    if budget is not None and hours is not None and spent + hours > budget:
+                        stopped_by = (f"budget: trial {next_number} would take the estimate to "
+                                      f"{spent + hours:.1f} of {budget:g} GPU-hours")
+                        self.executor.reporter.say(f"  {self.rid}: stopping before {stopped_by}")
+                        continue
+                    spent += hours or 0.0
+                    trial = self._record_new(next_number, suggestion, resources, hours)
+                    trials[trial.number] = trial
+                    next_number += 1
+                    started += 1
+                    in_flight[pool.submit(self._run_trial, trial)] = trial.number
+                    continue
+                if not in_flight:
+                    break
+                done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for future in done:
+                    in_flight.pop(future)
+                    finished = future.result()
+                    trials[finished.number] = finished
+        self._finish_parent(trials)
+        ordered = sorted(trials.values(), key=lambda t: t.number)
+        counts = {state: sum(1 for t in ordered if t.state == state)
+                  for state in ("complete", "pruned", "failed", "running")}
+        text = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        best = self._best(ordered)
+        best_text = (f"; best {self.spec.objective.metric} {best.value:.4g} (trial {best.number})"
+                     if best is not None and best.value is not None else "")
+        summary = f"{len(ordered)} of {limit} trials ({text or 'none'}){best_text}"
+        if stopped_by:
+            summary += f"; stopped by the {stopped_by}"
+        if self.executor.stop_event.is_set() or counts["running"]:
+            return StepResult(self.rid, Outcome.SKIPPED, f"apply was interrupted: {summary}; the next "
+                                                          "apply resumes the sweep")
+        if not counts["complete"]:
+            return StepResult(self.rid, Outcome.FAILED, f"no trial completed: {summary}")
+        return StepResult(self.rid, Outcome.DONE, summary)
+
+    def _best(self, trials: list[TrialRecord]) -> TrialRecord | None:
+        scored = [t for t in trials if t.state == "complete" and t.value is not None and math.isfinite(t.value)]
+        if not scored:
+            return None
+        sign = -1.0 if self.spec.objective.direction == "maximize" else 1.0
+        return min(scored, key=lambda t: (sign * (t.value or 0.0), t.number))
+
+    def _valid(self, trial: TrialRecord) -> bool:
+        """In the current search space, on the current template (else it is left out)."""
+        if in_space(self.spec, trial):
+            return False
+        try:
+            resources = materialize(self.project.specs, self.project.inputs, self.sweep, trial.params)
+        except ValueError:
+            return False
+        return resources.fine_tune.resource.name == trial.fine_tune
+
+    # -- one trial --------------------------------------------------------------------------
+
+    def _run_trial(self, trial: TrialRecord) -> TrialRecord:
+        from reconciler.apply.executor import Outcome
+
+        try:
+            resources = materialize(self.project.specs, self.project.inputs, self.sweep, trial.params,
+                                    trial.number)
+            builder = self.executor.with_trials([resources])
+            label = f"trial {trial.number} ({', '.join(f'{k}={v}' for k, v in sorted(trial.params.items()))})"
+            self.executor.reporter.say(f"  {self.rid}: {label} as {resources.fine_tune_id}")
+            fine_tune = resources.fine_tune_id
+            pruned = self._pruned_run(fine_tune.name, resources.fingerprint)
+            if pruned is not None:
+                return self._finish(trial, "pruned", message=pruned)
+            step = self.executor.build_step(fine_tune, resources.fingerprint, builder,
+                                            prepare=lambda job: self._with_pruning(job, trial))
+            if step.outcome != Outcome.DONE:
+                pruned = self._pruned_run(fine_tune.name, resources.fingerprint)
+                if pruned is not None:
+                    return self._finish(trial, "pruned", message=pruned)
+                if step.outcome == Outcome.SKIPPED:
+                    return trial  # interrupted: still running, resumed by the next apply
+                return self._finish(trial, "failed", message=step.message)
+            value: float | None = None
+            for evaluation in resources.evaluations:
+                eid = resources.evaluation_id(evaluation)
+                scored = self.executor.build_step(eid, resources.evaluation_fingerprint(evaluation), builder)
+                if scored.outcome == Outcome.SKIPPED:
+                    return trial
+                if scored.outcome != Outcome.DONE:
+                    return self._finish(trial, "failed", message=f"{evaluation}: {scored.message}")
+                if evaluation == self.spec.objective.evaluation:
+                    run = self.executor.lookup("Evaluation", eid.name, resources.evaluation_fingerprint(evaluation))
+                    value = run.metrics.get(self.spec.objective.metric) if run is not None else None
+            if value is None:
+                return self._finish(trial, "failed", message=f"{self.spec.objective.evaluation} recorded no "
+                                                             f"{self.spec.objective.metric}")
+            return self._finish(trial, "complete", value=value)
+        except Exception as error:  # noqa: BLE001 - one trial's failure must not end the others
+            return self._finish(trial, "failed", message=f"{type(error).__name__}: {error}")
+
+    def _with_pruning(self, job: Any, trial: TrialRecord) -> Any:
+        """The trial's job file with median pruning against the trials complete so far."""
+        pruning = self.spec.pruning
+        if pruning is None:
+            return job
+        from reconciler.jobs.jobfile import PruningJob
+
+        curves = tuple(curve for curve in (self._curve(t) for t in self._complete_trials()) if curve)
+        return job.model_copy(update={"pruning": PruningJob(
+            metric=pruning.metric, direction=pruning.direction, min_steps=pruning.min_steps,
+            min_trials=pruning.min_trials, history=curves, trial=f"{self.sweep.name} #{trial.number}")})
+
+    def _complete_trials(self) -> list[TrialRecord]:
+        return [t for t in self._read_trials() if t.state == "complete" and self._valid(t)]
+
+    def _curve(self, trial: TrialRecord) -> tuple[tuple[int, float], ...]:
+        for record in self._fine_tune_runs(trial.fine_tune, trial.fingerprint):
+            if record.tags.get(tracking.TAG_STATUS) != tracking.STATUS_COMPLETE:
+                continue
+            try:
+                points = json.loads(record.tags.get(tracking.TAG_TRIAL_CURVE, "[]"))
+                return tuple((int(step), float(value)) for step, value in points)
+            except (ValueError, TypeError):
+                return ()
+        return ()
+
+    def _pruned_run(self, name: str, fingerprint: str) -> str | None:
+        """The reason a pruned run of this FineTune fingerprint gave, if one was pruned."""
+        for record in self._fine_tune_runs(name, fingerprint):
+            if record.tags.get(tracking.TAG_STATUS) == tracking.STATUS_PRUNED:
+                return record.tags.get(tracking.TAG_PRUNED_REASON) or "pruned"
+        return None
+
+    def _fine_tune_runs(self, name: str, fingerprint: str) -> list[Any]:
+        from reconciler.tracking.filters import tag_equals
+
+        query = " and ".join((tag_equals(tracking.TAG_KIND, "FineTune"), tag_equals(tracking.TAG_NAME, name),
+                              tag_equals(tracking.TAG_FINGERPRINT, fingerprint)))
+        return self.store.search_runs(self.experiment_id, query, page_size=20)
+
+    def _gpu_hours(self, resources: TrialResources) -> float | None:
+        """The planner's GPU-hours for this trial (None on CPU, or when it cannot tell)."""
+        estimate = self.executor.estimate(resources)
+        return estimate.gpu_hours if estimate is not None else None
+
+    # -- MLflow records -----------------------------------------------------------------------
+
+    def _read_trials(self) -> list[TrialRecord]:
+        from reconciler.tracking.actual_state import read_trials
+
+        return list(read_trials(self.store, self.experiment_id, self.sweep.name).get(self.sweep.name, ()))
+
+    def _parent_run(self) -> str:
+        with self._lock:
+            if self._parent is not None:
+                return self._parent
+            from reconciler.tracking.filters import tag_equals
+
+            query = " and ".join((tag_equals(tracking.TAG_KIND, tracking.KIND_SWEEP),
+                                  tag_equals(tracking.TAG_NAME, self.sweep.name)))
+            found = self.store.search_runs(self.experiment_id, query, page_size=1)
+            self._parent = found[0].run_id if found else self.store.create_run(
+                self.experiment_id, self.sweep.name,
+                {tracking.TAG_KIND: tracking.KIND_SWEEP, tracking.TAG_NAME: self.sweep.name,
+                 "mlflow.runName": self.sweep.name})
+            return self._parent
+
+    def _record_new(self, number: int, suggestion: Any, resources: TrialResources,
+                    gpu_hours: float | None) -> TrialRecord:
+        parent = self._parent_run()
+        system = json.dumps(suggestion.system_attrs, sort_keys=True, separators=(",", ":"))
+        tags = {tracking.TAG_KIND: tracking.KIND_TRIAL, tracking.TAG_NAME: self.sweep.name,
+                tracking.TAG_PARENT_RUN: parent, tracking.TAG_TRIAL_NUMBER: str(number),
+                tracking.TAG_TRIAL_FINE_TUNE: resources.fine_tune_id.name,
+                tracking.TAG_FINGERPRINT: resources.fingerprint,
+                tracking.TAG_TRIAL_PARAMS: json.dumps(suggestion.params, sort_keys=True),
+                tracking.TAG_TRIAL_DISTRIBUTIONS: json.dumps(suggestion.distributions, sort_keys=True),
+                tracking.TAG_TRIAL_STATE: "running"}
+        if gpu_hours is not None:
+            tags[tracking.TAG_TRIAL_GPU_HOURS] = repr(gpu_hours)
+        if system != "{}":
+            for index in range(0, len(system), SYSTEM_CHUNK):
+                tags[f"{tracking.TAG_TRIAL_SYSTEM_PREFIX}{index // SYSTEM_CHUNK}"] = \
+                    system[index:index + SYSTEM_CHUNK]
+        run_id = self.store.create_run(self.experiment_id, f"{self.sweep.name}-trial-{number}", tags)
+        self.store.log_batch(run_id, params={path: json.dumps(value) if isinstance(value, str) else str(value)
+                                             for path, value in suggestion.params.items()})
+        return TrialRecord(self.sweep.name, number, run_id, resources.fine_tune_id.name, resources.fingerprint,
+                           suggestion.params, suggestion.distributions, "running", started_at=time.time(),
+                           system_attrs=suggestion.system_attrs, gpu_hours=gpu_hours)
+
+    def _finish(self, trial: TrialRecord, state: str, *, value: float | None = None,
+                message: str = "") -> TrialRecord:
+        tags = {tracking.TAG_TRIAL_STATE: state, tracking.TAG_TRIAL_MESSAGE: message[:500]}
+        metrics = {}
+        if value is not None:
+            tags[tracking.TAG_TRIAL_VALUE] = repr(value)
+            metrics = {"objective": value, self.spec.objective.metric: value}
+        self.store.log_batch(trial.run_id, tags=tags, metrics=metrics)
+        self.store.end_run(trial.run_id, {"complete": "FINISHED", "pruned": "KILLED"}.get(state, "FAILED"))
+        shown = f"{self.spec.objective.metric} {value:.4g}" if value is not None else message
+        self.executor.reporter.say(f"  {self.rid}: trial {trial.number} {state}" + (f": {shown}" if shown else ""))
+        return dataclasses.replace(trial, state=state, value=value, message=message, finished_at=time.time())
+
+    def _finish_parent(self, trials: dict[int, TrialRecord]) -> None:
+        if self._parent is None and not trials:
+            return
+        best = self._best(sorted(trials.values(), key=lambda t: t.number))
+        parent = self._parent_run()
+        metrics = {f"best_{self.spec.objective.metric}": best.value} \
+            if best is not None and best.value is not None else {}
+        tags = {"tuneops.sweep.best_trial": str(best.number)} if best is not None else {}
+        self.store.log_batch(parent, tags=tags, metrics=metrics)
+        if all(t.done for t in trials.values()):
+            self.store.end_run(parent, "FINISHED")
+
