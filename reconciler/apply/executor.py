@@ -274,20 +274,27 @@ class Executor:
         now: the champion of a `notWorseThan: serving` gate. None while nothing serves."""
         from reconciler.tracking.filters import tag_equals
 
+        with self._runs_lock:  # a sweep trial's copy of an Evaluation stands for the original
+            for trial in self._trials.values():
+                for original, copy in trial.evaluations.items():
+                    if copy.id.name == evaluation:
+                        evaluation = original
         servers = None
         for name in sorted(self.project.specs.names("Deployment")):
             deployment = self.project.specs.resource(ResourceId("Deployment", name), DeploymentResource)
             if deployment is None or evaluation not in deployment.spec.requires:
                 continue
             fine_tune = deployment.spec.model.fine_tune
-            if self.project.specs.resource(ResourceId("FineTune", fine_tune), FineTuneResource) is None:
+            if fine_tune is not None and self.project.specs.resource(
+                    ResourceId("FineTune", fine_tune), FineTuneResource) is None:
                 continue
             servers = servers or self.backend.observe()
             live = servers.server(name)
             if live is None or live.phase != "serving" or not live.model_version:
                 continue
+            # A sweep serves one of its trials' FineTunes: the registered version names it alone.
             query = " and ".join((tag_equals(tracking.TAG_KIND, "FineTune"),
-                                  tag_equals(tracking.TAG_NAME, fine_tune),
+                                  *([tag_equals(tracking.TAG_NAME, fine_tune)] if fine_tune else []),
                                   tag_equals(tracking.TAG_REGISTERED_VERSION, live.model_version),
                                   tag_equals(tracking.TAG_STATUS, tracking.STATUS_COMPLETE)))
             for record in self.store.search_runs(self.experiment_id, query, page_size=5):
@@ -466,12 +473,21 @@ class Executor:
         rid = planned.resource
         resource = self.project.specs.resource(rid, DeploymentResource)
         assert resource is not None
-        fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune)
-        model_fp = self.project.fingerprint(fine_tune)
-        run = self.lookup("FineTune", fine_tune.name, model_fp)
-        if run is None:
-            return StepResult(rid, Outcome.FAILED, f"{fine_tune} has no model at its current fingerprint")
-        for evaluation in resource.spec.requires:
+        builder = self.builder
+        if resource.spec.model.sweep:
+            chosen = self._sweep_choice(rid, resource)
+            if isinstance(chosen, StepResult):
+                return chosen
+            run, model_fp, builder = chosen
+            requires: tuple[str, ...] = ()  # the trial passed its copies of them
+        else:
+            fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune or "")
+            model_fp = self.project.fingerprint(fine_tune)
+            found = self.lookup("FineTune", fine_tune.name, model_fp)
+            if found is None:
+                return StepResult(rid, Outcome.FAILED, f"{fine_tune} has no model at its current fingerprint")
+            run, requires = found, tuple(resource.spec.requires)
+        for evaluation in requires:
             eid = ResourceId("Evaluation", evaluation)
             verdict = self.lookup("Evaluation", evaluation, self.project.fingerprint(eid))
             if verdict is None:
@@ -484,7 +500,7 @@ class Executor:
                 return StepResult(rid, Outcome.BLOCKED, f"{run.model_version} did not pass {evaluation}: "
                                                   f"{summary}{kept}")
         self.reporter.started(rid, f"starting a server for {run.model_version}")
-        job = self._published(self.builder.job(rid, serve_run=run))
+        job = self._published(builder.job(rid, serve_run=run))
         served = self.backend.serve(job, model_fingerprint=model_fp, model_version=run.model_version)
         if served.phase != "serving":
             return StepResult(rid, Outcome.FAILED, served.message or "the server did not become healthy")
@@ -493,6 +509,31 @@ class Executor:
             self.store.set_alias(registered, resource.spec.alias, version)
         return StepResult(rid, Outcome.DONE, f"serving {run.model_version} at {served.url} "
                                        f"(alias {resource.spec.alias})", url=served.url)
+
+    def _sweep_choice(self, rid: ResourceId, resource: DeploymentResource,
+                      ) -> StepResult | tuple[BuiltRun, str, JobBuilder]:
+        """The best trial of the served sweep that passes the Deployment's gates, read fresh: its
+        FineTune run, fingerprint, and a builder that knows it. A StepResult when there is none."""
+        from reconciler.plan.sweeps import sweep_view
+        from reconciler.specs.sweep import SweepResource
+        from reconciler.tracking.actual_state import read_trials
+
+        name = resource.spec.model.sweep or ""
+        sweep = self.project.specs.resource(ResourceId("Sweep", name), SweepResource)
+        assert sweep is not None, name
+        trials = read_trials(self.store, self.experiment_id, name).get(name, ())
+        view = sweep_view(self.project.specs, self.project.inputs, sweep, trials, self.lookup)
+        best = view.best(tuple(resource.spec.requires))
+        if best is None or best.resources is None:
+            live = self.backend.observe().server(rid.name)
+            kept = (f"; {live.model_version} keeps serving at {live.url}"
+                    if live is not None and live.phase == "serving" else "")
+            return StepResult(rid, Outcome.BLOCKED, f"no trial of Sweep/{name} passes "
+                                                    f"{', '.join(resource.spec.requires)}{kept}")
+        run = self.lookup("FineTune", best.resources.fine_tune_id.name, best.resources.fingerprint)
+        if run is None:
+            return StepResult(rid, Outcome.FAILED, f"trial {best.number} of Sweep/{name} has no model")
+        return run, best.resources.fingerprint, self.with_trials([best.resources])
 
     def _published(self, job: JobFile) -> JobFile:
         """The job, once the spec-repository files its pods check out are as committed and pushed."""

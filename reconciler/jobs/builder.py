@@ -263,7 +263,9 @@ class JobBuilder:
             if spec.judge is not None and spec.judge.endpoint.deployment and self.server_url is not None:
                 fields["judge_url"] = self._judge_url(rid, spec.judge.endpoint.deployment)
         elif isinstance(resource, DeploymentResource):
-            served = ResourceId("FineTune", resource.spec.model.fine_tune)
+            # A sweep's Deployment serves one of its trials: the run names the FineTune.
+            served = ResourceId("FineTune", serve_run.name if serve_run is not None
+                                else resource.spec.model.fine_tune or "")
             fields["model"] = self.model_version(served, serve_run)
         job = JobFile(**fields)
         if self.context.checkout_into:
