@@ -141,11 +141,12 @@ class MedianPruning(_callback_base()):
         value = float(logs[metric])
         step = state.global_step
         self.curve.append((step, value))
-        judged = value
+        judged, label = value, metric
         if math.isfinite(value):
             finite = [v for _, v in self.curve if math.isfinite(v)]
-            judged = min(finite) if self.pruning.direction == "minimize" else max(finite)
-        label = metric if judged == value else f"best {metric}"
+            best = min(finite) if self.pruning.direction == "minimize" else max(finite)
+            if best != value:
+                judged, label = best, f"best {metric}"
         reason = should_prune(step, judged, self.pruning.history, self.pruning.direction,
                               self.pruning.min_steps, self.pruning.min_trials, metric=label)
         if not _agreed(reason is not None, args):

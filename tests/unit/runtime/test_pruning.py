@@ -99,3 +99,47 @@ def test_a_long_curve_is_thinned_evenly_and_keeps_its_ends() -> None:
     assert len(points) > 300, "thinned far more than the limit needs"
     gaps = {b[0] - a[0] for a, b in zip(points, points[1:], strict=False)}
     assert max(gaps) - min(gaps) <= 1, "not evenly spaced"
+
+
+def _trainer_objects(step: int, log_history: list[dict] | None = None):  # noqa: ANN202
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    state = TrainerState(global_step=step, log_history=log_history or [])
+    return TrainingArguments(output_dir="unused", use_cpu=True, report_to="none"), state, TrainerControl()
+
+
+def test_the_callback_stops_training_and_remembers_why() -> None:
+    from reconciler.jobs.jobfile import PruningJob
+    from reconciler.runtime.pruning import MedianPruning
+
+    pruning = MedianPruning(PruningJob(metric="loss", min_steps=2, history=FINISHED))
+    args, state, control = _trainer_objects(0)
+    pruning.on_train_begin(args, state, control)
+    # Step 1 is before min_steps; at step 3 the loss 2.5 is behind the median 1.9, but the best so
+    # far, 1.8, is not: Optuna's MedianPruner judges the best, so one noisy step prunes nothing.
+    for step, loss in ((1, 9.0), (2, 1.8), (3, 2.5)):
+        state.global_step = step
+        pruning.on_log(args, state, control, logs={"loss": loss, "learning_rate": 1e-3})
+        pruning.on_log(args, state, control, logs={"grad_norm": 1.0})  # other logs are not the metric
+    assert not pruning.pruned and not control.should_training_stop
+    state.global_step = 4
+    pruning.on_log(args, state, control, logs={"loss": 1.9})  # best 1.8 > the median 1.6 at step 4
+    assert control.should_training_stop and not control.should_save
+    assert pruning.reason == "best loss 1.8 at step 4 is worse than the median 1.6 of 3 finished trials"
+    assert (pruning.step, pruning.value) == (4, 1.8)
+    assert pruning.curve == [(1, 9.0), (2, 1.8), (3, 2.5), (4, 1.9)]
+    state.global_step = 5
+    pruning.on_log(args, state, control, logs={"loss": 0.1})  # after the decision nothing changes
+    assert pruning.step == 4 and len(pruning.curve) == 4
+
+
+def test_a_resumed_trial_keeps_the_points_logged_before_its_checkpoint() -> None:
+    from reconciler.jobs.jobfile import PruningJob
+    from reconciler.runtime.pruning import MedianPruning
+
+    restored = [{"loss": 3.0, "step": 1}, {"eval_loss": 2.0, "step": 2}, {"loss": 2.5, "step": 2},
+                {"train_runtime": 1.0, "step": 2}]
+    pruning = MedianPruning(PruningJob(metric="loss"))
+    args, state, control = _trainer_objects(2, restored)
+    pruning.on_train_begin(args, state, control)
+    assert pruning.curve == [(1, 3.0), (2, 2.5)]
