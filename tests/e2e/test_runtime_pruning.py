@@ -124,7 +124,8 @@ def test_a_trial_behind_the_finished_ones_is_pruned_once_min_steps_is_reached(pr
     run = _assert_pruned_and_nothing_kept(job, result.output)
     tags = run.data.tags
     assert tags[tracking.TAG_PRUNED_STEP] == "4"
-    assert tags[tracking.TAG_PRUNED_REASON].endswith("at step 4 is worse than the median 0 of 3 finished trials")
+    assert tags[tracking.TAG_PRUNED_REASON].endswith(
+        "at step 4 is worse than the median 0 of 3 finished trials")
     assert [point[0] for point in json.loads(tags[tracking.TAG_TRIAL_CURVE])] == [1, 2, 3, 4]
 
 
