@@ -65,12 +65,16 @@ def _trial(prepared_fruit: Prepared, tiny_model: Path, name: str, spec: dict[str
     return job.model_copy(update={"pruning": pruning})
 
 
-def _run(job: JobFile) -> Any:
+def _runs(job: JobFile) -> list:
     import mlflow
 
     client = mlflow.MlflowClient(job.mlflow.tracking_uri)
     experiment = client.get_experiment_by_name(job.mlflow.experiment)
-    runs = client.search_runs([experiment.experiment_id], f"tags.`tuneops.fingerprint` = '{job.fingerprint}'")
+    return client.search_runs([experiment.experiment_id], f"tags.`tuneops.fingerprint` = '{job.fingerprint}'")
+
+
+def _run(job: JobFile) -> Any:
+    runs = _runs(job)
     assert len(runs) == 1
     return runs[0]
 
@@ -127,6 +131,12 @@ def test_a_trial_behind_the_finished_ones_is_pruned_once_min_steps_is_reached(pr
     assert tags[tracking.TAG_PRUNED_REASON].endswith(
         "at step 4 is worse than the median 0 of 3 finished trials")
     assert [point[0] for point in json.loads(tags[tracking.TAG_TRIAL_CURVE])] == [1, 2, 3, 4]
+
+    again = run_job("finetune", write_job(job, prepared_fruit[0] / "jobs"))  # the verdict is final
+    assert again.exit_code == 0, again.output[-3000:]
+    runs = _runs(job)
+    assert len(runs) == 2, "the pruned run was reopened instead of a new one started"
+    assert {r.data.tags[tracking.TAG_STATUS] for r in runs} == {tracking.STATUS_PRUNED}
 
 
 def test_a_trial_ahead_of_the_finished_ones_finishes_and_records_its_curve(prepared_fruit: Prepared,
