@@ -108,6 +108,22 @@ class GenerationDefaults(_JobModel):
     temperature: float = Field(description="0 is greedy.")
 
 
+class PruningJob(_JobModel):
+    """Median pruning of a sweep trial: stop training when the metric is worse than the median
+    of finished trials at the same step."""
+
+    metric: str = Field(description="A key of the Trainer's logs: \"loss\" (every step), \"eval_loss\" "
+                                    "(at each evaluation), ...")
+    direction: Literal["minimize", "maximize"] = "minimize"
+    min_steps: int = Field(0, ge=0, description="No pruning before this optimizer step (divergence "
+                                                "stops a trial at any step).")
+    min_trials: int = Field(2, ge=0, description="Finished trials needed before the median rule applies "
+                                                 "(at least one always is).")
+    history: tuple[tuple[tuple[int, float], ...], ...] = Field(
+        (), description="Each finished trial's curve of the metric: (step, value) pairs, steps ascending.")
+    trial: str | None = Field(None, description="The trial's name for messages: \"fruit-lr #3\".")
+
+
 class ServeOptions(_JobModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -149,6 +165,9 @@ class JobFile(_JobModel):
         None, description="FineTunes: the decoding written into the saved model's generation_config.json. "
                           "Not part of the fingerprint: changing an Evaluation's decoding retrains nothing.")
     datasets: tuple[PreparedDataset, ...] = ()
+    pruning: PruningJob | None = Field(
+        None, description="FineTunes run as a sweep trial: when to stop training early. Not part of "
+                          "the fingerprint: the sweep driver fills it after the fingerprint is computed.")
     model: ModelVersionRef | BaseModelRef | None = Field(
         None, description="Evaluations and Deployments: the model scored or served.")
     baseline: ModelVersionRef | BaseModelRef | None = None

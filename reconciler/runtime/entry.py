@@ -1,6 +1,7 @@
 """`tuneops run KIND --job FILE`: read the job file, run the job, turn user errors into one line.
 
-Exit codes: 0 done (an evaluation whose gates failed is done too: the verdict is a result),
+Exit codes: 0 done (an evaluation whose gates failed is done too: the verdict is a result, and so
+is a sweep trial that pruning stopped),
 1 the job could not run (the message says why), 130 interrupted.
 """
 
@@ -60,11 +61,15 @@ def run(command: str, path: Path) -> str:
         import os
 
         from reconciler.runtime.finetune import run_finetune
+        from reconciler.runtime.pruning import TrialPruned
 
         output = run_finetune(job)
         rank = os.environ.get("RANK", "0")
         if rank != "0":  # rank 0 moves the output into place and says where
             return f"fine-tune {job.name}: rank {rank} done"
+        if isinstance(output, TrialPruned):  # a sweep's verdict on this trial, not a failure
+            trial = f" (trial {job.pruning.trial})" if job.pruning and job.pruning.trial else ""
+            return f"fine-tune {job.name}{trial}: pruned: {output.reason}"
         return f"fine-tune {job.name}: saved to {output}"
     if command == "evaluate":
         import json

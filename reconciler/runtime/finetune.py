@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from transformers import BitsAndBytesConfig
     from trl import DPOTrainer, SFTTrainer
 
+    from reconciler.runtime.lineage import JobRun
+    from reconciler.runtime.pruning import MedianPruning, TrialPruned
+
 OPTIMIZER_NAMES = {"adamw_8bit": "adamw_bnb_8bit"}  # spec name -> transformers' name
 
 
@@ -280,6 +283,17 @@ def training_arguments(
             args.update(save_strategy="steps", save_steps=every)
         else:
             args["save_strategy"] = "epoch"
+    if job.pruning is not None:
+        # A diverged step must log nan: the Trainer's default filter logs the running average
+        # instead (0.0 when the first steps are nan), which would make it look like the best trial.
+        # `loss` is logged every step already (logging_steps 1), `eval_loss` at each evaluation.
+        args["logging_nan_inf_filter"] = False
+        if job.pruning.metric.startswith("eval_") and args.get("eval_strategy") not in ("steps", "epoch"):
+            raise FineTuneError(
+                f"pruning.metric {job.pruning.metric} is logged only at evaluations during training, "
+                "and this fine-tune has none: give it a validation split and evaluation.everySteps, "
+                "or prune on loss"
+            )
     if not cuda and world_size > 1:
         args["ddp_backend"] = "gloo"
     offload = spec.distributed.offload
@@ -292,9 +306,10 @@ def training_arguments(
     return args
 
 
-def run_finetune(job: JobFile) -> Path:
+def run_finetune(job: JobFile) -> Path | TrialPruned:
     """Train, then save the adapter (or weights), tokenizer, configs and model card; return the
-    output folder. Raises FineTuneError (and the loaders' errors) for what a user must fix."""
+    output folder, or, for a sweep trial that pruning stopped, why (nothing is saved then).
+    Raises FineTuneError (and the loaders' errors) for what a user must fix."""
     import torch
 
     from reconciler.runtime import loading
@@ -379,6 +394,12 @@ def run_finetune(job: JobFile) -> Path:
         from reconciler.runtime.finetune_record import NoFinalCheckpoint
 
         trainer.add_callback(NoFinalCheckpoint())
+    pruning = None
+    if job.pruning is not None:
+        from reconciler.runtime.pruning import MedianPruning
+
+        pruning = MedianPruning(job.pruning)
+        trainer.add_callback(pruning)
     trainer.accelerator.wait_for_everyone()  # rank 0 may have cleared old checkpoints
     run = None
     if processes.is_main:  # opened only now, so a refused setup never leaves a run behind
@@ -408,6 +429,12 @@ def run_finetune(job: JobFile) -> Path:
         if run is not None:
             run.finish("FAILED")
         raise
+    if pruning is not None and pruning.pruned:
+        return _record_pruned(job, run, pruning, trainer, checkpoints)
+    if run is not None and pruning is not None:
+        from reconciler.tracking import vocabulary as tracking
+
+        run.set_tags({tracking.TAG_TRIAL_CURVE: pruning.curve_tag(tracking.MAX_TAG_LENGTH)})
     final_metrics = {"train_loss": result.training_loss, "global_step": result.global_step}
     if eval_records:
         final_metrics.update(trainer.evaluate())
@@ -440,6 +467,30 @@ def run_finetune(job: JobFile) -> Path:
         raise
     shutil.rmtree(checkpoints, ignore_errors=True)
     return job.output_dir
+
+
+def _record_pruned(job: JobFile, run: JobRun | None, pruning: MedianPruning, trainer: Any,
+                   checkpoints: Path) -> TrialPruned:
+    """A pruned trial is a result, not a failure: its run says where and why it stopped and ends
+    KILLED, and nothing is saved or registered (a sweep keeps only its finished trials)."""
+    from reconciler.runtime.pruning import TrialPruned
+    from reconciler.tracking import vocabulary as tracking
+
+    assert pruning.reason is not None and pruning.step is not None and pruning.value is not None
+    pruned = TrialPruned(reason=pruning.reason, step=pruning.step, value=pruning.value)
+    trainer.accelerator.wait_for_everyone()  # every rank stopped at the same step
+    if run is None:
+        return pruned
+    run.set_tags({
+        tracking.TAG_STATUS: tracking.STATUS_PRUNED,
+        tracking.TAG_PRUNED_STEP: str(pruned.step),
+        tracking.TAG_PRUNED_VALUE: repr(pruned.value),
+        tracking.TAG_PRUNED_REASON: pruned.reason,
+        tracking.TAG_TRIAL_CURVE: pruning.curve_tag(tracking.MAX_TAG_LENGTH),
+    })
+    run.finish("KILLED")
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return pruned
 
 
 def _generation_defaults(model: Any) -> dict[str, Any]:

@@ -193,8 +193,8 @@ def unfinished_run(job: JobFile, experiment_id: str) -> str | None:
         lambda: client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
                                    max_results=20),
         job.mlflow.tracking_uri, "look for the run to resume")
-    for run in runs:
-        if run.data.tags.get(tracking.TAG_STATUS) != tracking.STATUS_COMPLETE:
+    for run in runs:  # a pruned trial is final too: running it again starts a new run
+        if run.data.tags.get(tracking.TAG_STATUS) not in (tracking.STATUS_COMPLETE, tracking.STATUS_PRUNED):
             return run.info.run_id
     return None
 

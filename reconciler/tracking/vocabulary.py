@@ -21,7 +21,7 @@ TAG_GIT_REPO = "tuneops.git.repo"
 TAG_GIT_COMMIT = "tuneops.git.commit"
 TAG_GIT_DIRTY = "tuneops.git.dirty"
 TAG_SPEC_PATH = "tuneops.spec.path"
-TAG_STATUS = "tuneops.status"  # "complete" once the outputs are in place
+TAG_STATUS = "tuneops.status"  # "complete" once the outputs are in place; "pruned": a trial stopped early
 TAG_OUTPUT = "tuneops.output"  # where the outputs are (a path or URI)
 TAG_BASE_SOURCE = "tuneops.base_model.source"
 TAG_BASE_REVISION = "tuneops.base_model.revision"
@@ -34,6 +34,12 @@ TAG_SPEC = "tuneops.spec"  # the resolved spec the job ran, compact JSON
 TAG_LINEAGE = "tuneops.lineage"  # the fingerprint's other inputs: upstream fingerprints, source digests
 TAG_DATASET_DIGEST = "tuneops.dataset.digest"  # on dataset runs: the full-content digest
 TAG_ADAPTER = "tuneops.adapter"  # on model versions: "true" for adapter weights
+# On a sweep trial's fine-tune run (see runtime/pruning.py): where and why median pruning stopped it,
+# and the pruning metric's curve as logged, compact JSON [[step, value], ...] (thinned to fit a tag).
+TAG_PRUNED_STEP = "tuneops.pruned.step"
+TAG_PRUNED_VALUE = "tuneops.pruned.value"
+TAG_PRUNED_REASON = "tuneops.pruned.reason"  # one line: "loss is nan at step 12: diverged"
+TAG_TRIAL_CURVE = "tuneops.trial.curve"
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
 # Sweeps: a parent run per Sweep (TAG_KIND "Sweep") and a child run per trial ("SweepTrial", its
 # TAG_NAME the sweep's name, MLflow's parent tag on it), written by apply, read back by the plan.
@@ -51,6 +57,7 @@ TAG_TRIAL_SYSTEM_PREFIX = "tuneops.trial.system."  # + chunk number: the sampler
 TAG_TRIAL_GPU_HOURS = "tuneops.trial.gpu_hours"  # the planner's estimate when it was suggested
 
 STATUS_COMPLETE = "complete"
+STATUS_PRUNED = "pruned"  # final, like complete, but nothing was saved or registered
 GATE_PASSED = "passed"
 GATE_FAILED = "failed"
 

@@ -166,3 +166,20 @@ def test_liger_on_a_machine_without_cuda_is_refused_before_loading() -> None:
     _, spec = _job({"training": {"kernels": "liger"}})
     with pytest.raises(FineTuneError, match="kernels liger needs a CUDA GPU"):
         check_hardware(spec, cuda=False)
+
+
+def test_a_pruned_trial_logs_its_metric_unfiltered_and_where_it_can_be_judged() -> None:
+    from reconciler.jobs.jobfile import PruningJob
+
+    job, spec = _job({"evaluation": {"everySteps": 10}})
+    plain = training_arguments(job, spec, strategy="ddp", cuda=False, has_validation=True)
+    assert plain["logging_steps"] == 1 and "logging_nan_inf_filter" not in plain
+    trial = job.model_copy(update={"pruning": PruningJob(metric="eval_loss")})
+    args = training_arguments(trial, spec, strategy="ddp", cuda=False, has_validation=True)
+    assert args["logging_nan_inf_filter"] is False  # a diverged step logs nan, not a made-up average
+    assert (args["logging_steps"], args["eval_strategy"], args["eval_steps"]) == (1, "steps", 10)
+    with pytest.raises(FineTuneError, match="pruning.metric eval_loss is logged only at evaluations"):
+        training_arguments(trial, spec, strategy="ddp", cuda=False, has_validation=False)
+    on_loss = job.model_copy(update={"pruning": PruningJob(metric="loss")})
+    assert training_arguments(on_loss, spec, strategy="ddp", cuda=False, has_validation=False)[
+        "logging_nan_inf_filter"] is False
