@@ -552,8 +552,9 @@ class _Planner:
             for s in self.actual.backend.servers if s.is_live]
         live += [(ResourceId(j.kind, j.name), j.fingerprint, f"{j.phase} ({j.handle})")
                  for j in self.actual.backend.jobs if j.is_live]
+        sweeps = self.specs.names("Sweep")
         for rid, fp, what in live:
-            if rid in self.specs or rid in seen:
+            if rid in self.specs or rid in seen or is_trial_of(rid.name, sweeps):
                 continue
             seen.add(rid)
             if self.options.prune:
@@ -563,6 +564,14 @@ class _Planner:
             else:
                 unmanaged.append(f"{rid}: {what}")
         return deletes, unmanaged
+
+
+def is_trial_of(name: str, sweeps: list[str]) -> bool:
+    """Whether a FineTune or Evaluation name is a trial's (`<sweep>-<10 hex>`, and `-<4 hex>` for
+    its Evaluations) of one of these sweeps: its jobs belong to the Sweep, not to a removed spec."""
+    import re
+
+    return any(re.fullmatch(re.escape(sweep) + r"-[0-9a-f]{10}(-[0-9a-f]{4})?", name) for sweep in sweeps)
 
 
 def _failed_summary(view: SweepView, requires: tuple[str, ...]) -> str:
