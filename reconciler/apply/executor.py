@@ -275,6 +275,8 @@ class Executor:
             if deployment is None or evaluation not in deployment.spec.requires:
                 continue
             fine_tune = deployment.spec.model.fine_tune
+            if fine_tune is None:  # sweep: the champion of a Deployment of a Sweep is the engine's
+                continue
             if self.project.specs.resource(ResourceId("FineTune", fine_tune), FineTuneResource) is None:
                 continue
             servers = servers or self.backend.observe()
@@ -399,6 +401,9 @@ class Executor:
         rid = planned.resource
         resource = self.project.specs.resource(rid, DeploymentResource)
         assert resource is not None
+        if resource.spec.model.fine_tune is None:  # sweep: the sweep engine serves a Sweep's trial
+            return StepResult(rid, Outcome.SKIPPED, f"serving {resource.spec.model.source} needs the "
+                                                    "sweep engine")
         fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune)
         model_fp = self.project.fingerprint(fine_tune)
         run = self.lookup("FineTune", fine_tune.name, model_fp)

@@ -185,6 +185,7 @@ class JobBuilder:
         required: list[str] = []
         for name in sorted(self.specs.names("Deployment")):
             deployment = self.specs.resource(ResourceId("Deployment", name), DeploymentResource)
+            # sweep: a trial of a Sweep is judged like its template; the engine passes that on
             if deployment is not None and deployment.spec.model.fine_tune == fine_tune.name:
                 required += deployment.spec.requires
         others = sorted(name for name in self.specs.names("Evaluation") if name not in required)
@@ -263,6 +264,9 @@ class JobBuilder:
             if spec.judge is not None and spec.judge.endpoint.deployment and self.server_url is not None:
                 fields["judge_url"] = self._judge_url(rid, spec.judge.endpoint.deployment)
         elif isinstance(resource, DeploymentResource):
+            if resource.spec.model.fine_tune is None:  # sweep: the engine builds a trial's server job
+                raise PermanentError(f"{rid} serves {resource.spec.model.source}: serving a Sweep's trial "
+                                     "needs the sweep engine")
             served = ResourceId("FineTune", resource.spec.model.fine_tune)
             fields["model"] = self.model_version(served, serve_run)
         job = JobFile(**fields)

@@ -291,6 +291,14 @@ class _Planner:
         return self._base(rid, Action.REBUILD, reason=reason, changes=changes, upstream=upstream,
                           **compared)
 
+    def plan_sweep(self, rid: ResourceId) -> PlannedAction:
+        """A Sweep runs no job of its own; its trials are FineTunes the sweep engine proposes."""
+        # sweep: a placeholder until the sweep engine plans trials (create, wait, done, best)
+        resource = self.specs.get(rid).resource  # type: ignore[union-attr]
+        if getattr(resource.spec, "suspend", False):
+            return self._base(rid, Action.SUSPENDED, reason="suspend: true (nothing new is started)")
+        return self._base(rid, Action.NOOP, reason="sweep engine pending")
+
     def plan_deployment(self, rid: ResourceId) -> PlannedAction:
         planned = self._plan_deployment(rid)
         live = self.actual.server(rid.name)
@@ -304,7 +312,7 @@ class _Planner:
         fp = self.fingerprint(rid)
         live = self.actual.server(rid.name)
         live_fp = live.fingerprint if live is not None else None
-        fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune)
+        fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune or "")
         model_fp = self.inputs[fine_tune].fingerprint if fine_tune in self.inputs else ""
         if resource.spec.suspend:
             return self._base(rid, Action.SUSPENDED, previous=live_fp,
@@ -314,6 +322,11 @@ class _Planner:
             return self._base(rid, Action.BLOCKED, previous=live_fp,
                               blocked_by=self._upstream_block(unready, live is not None),
                               upstream=tuple(dep for dep, _ in unready))
+        if resource.spec.model.sweep is not None:
+            # sweep: which trial a Deployment of a Sweep serves is the sweep engine's to plan
+            return self._base(rid, Action.NOOP, previous=live_fp,
+                              reason=f"serves the best passing trial of {resource.spec.model.source}: "
+                                     "sweep engine pending")
         pending = self._pending_upstream(rid)
         if pending:
             target = ServeTarget(fine_tune.name, model_fp, None)
@@ -412,6 +425,8 @@ class _Planner:
                 self.planned[rid] = self.plan_base_model(rid)
             elif rid.kind == "Deployment":
                 self.planned[rid] = self.plan_deployment(rid)
+            elif rid.kind == "Sweep":
+                self.planned[rid] = self.plan_sweep(rid)
             else:
                 self.planned[rid] = self.plan_job(rid)
         deletes, unmanaged = self._orphans() if wanted is None else ([], [])
