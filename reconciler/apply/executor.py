@@ -355,6 +355,8 @@ class Executor:
     def _step(self, planned: PlannedAction) -> StepResult:
         if planned.resource.kind == "Deployment":
             return self._deploy(planned)
+        if planned.resource.kind == "Sweep":  # sweep: its trials are the engine's to start
+            return StepResult(planned.resource, Outcome.SKIPPED, "Sweeps run with the sweep engine")
         return self._job(planned)
 
     # -- steps -------------------------------------------------------------------------------
