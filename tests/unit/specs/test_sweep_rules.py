@@ -236,3 +236,20 @@ def test_values_to_check_and_kind():
         {"logUniform": [1e-4, 1e-2]}, {"uniform": [0, 1]}, {"intRange": [1, 2]}, {"choice": [1]})] == [
         "logUniform", "uniform", "intRange", "choice"]
     assert trial_name("fruit-lr", "abcdef0123456789") == "fruit-lr-abcdef0123"
+
+
+def test_how_much_of_a_sweep_runs_is_left_out_of_its_fingerprint():
+    import yaml
+
+    from reconciler.fingerprint import produced_spec
+    from reconciler.specs.deployment import DeploymentResource
+    from reconciler.specs.sweep import SweepResource
+
+    def produced(extra: str) -> dict:
+        return produced_spec(SweepResource.model_validate(yaml.safe_load(SWEEP + extra)))
+
+    assert produced("") == produced("  maxTrials: 50\n  parallelTrials: 4\n  budget: {gpuHours: 5}\n"
+                                    "  suspend: true\n")
+    assert produced("") != produced("  seed: 1\n") and produced("") != produced("  algorithm: random\n")
+    served = yaml.safe_load(VALID_SPECS["deployment.yaml"].replace("        ", ""))
+    assert "sweep" not in produced_spec(DeploymentResource.model_validate(served))["model"]
