@@ -22,7 +22,7 @@ from reconciler.specs.base import Resource, ResourceId
 from reconciler.specs.specset import SpecSet
 
 RECIPE_VERSIONS: dict[str, int] = {
-    "Dataset": 1, "BaseModel": 1, "FineTune": 2, "Evaluation": 1, "Deployment": 1,
+    "Dataset": 1, "BaseModel": 1, "FineTune": 2, "Evaluation": 1, "Sweep": 1, "Deployment": 1,
 }
 """Bump a kind's number when the runtime changes what the same spec produces (a new split rule,
 a different default in training): every resource of that kind is then rebuilt once. Say what

@@ -1,4 +1,5 @@
-"""The dependency graph: datasets and base models -> fine-tunes -> evaluations -> deployments.
+"""The dependency graph: datasets and base models -> fine-tunes -> evaluations -> sweeps ->
+deployments.
 
 Pure: built from a SpecSet, no I/O. The reconciler walks it in topological order and uses
 `downstream` to say what a change reaches; `tuneops graph` prints it.
@@ -87,6 +88,7 @@ _MERMAID_STYLES = {
     "BaseModel": "fill:#f0f0f0,stroke:#57606a",
     "FineTune": "fill:#fff4e5,stroke:#bc4c00",
     "Evaluation": "fill:#f3e8fd,stroke:#8250df",
+    "Sweep": "fill:#fdf2f8,stroke:#bf3989",
     "Deployment": "fill:#e6f6ea,stroke:#1a7f37",
 }
 

@@ -28,9 +28,9 @@ from reconciler.tracking import vocabulary as tracking
 
 if TYPE_CHECKING:
     from reconciler.backends.base import Backend
+    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
     from reconciler.state import ActualState
     from reconciler.sweeps.trials import TrialResources
-    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
     from reconciler.tracking.store import TrackingStore
 
 PROGRESS_EVERY_S = 10.0  # how often a running fine-tune's progress is read from MLflow

@@ -111,7 +111,8 @@ class SweepRunner:
         return StepResult(self.rid, Outcome.DONE, summary)
 
     def _best(self, trials: list[TrialRecord]) -> TrialRecord | None:
-        scored = [t for t in trials if t.state == "complete" and t.value is not None and math.isfinite(t.value)]
+        scored = [t for t in trials
+                  if t.state == "complete" and t.value is not None and math.isfinite(t.value)]
         if not scored:
             return None
         sign = -1.0 if self.spec.objective.direction == "maximize" else 1.0
@@ -160,7 +161,8 @@ class SweepRunner:
                 if scored.outcome != Outcome.DONE:
                     return self._finish(trial, "failed", message=f"{evaluation}: {scored.message}")
                 if evaluation == self.spec.objective.evaluation:
-                    run = self.executor.lookup("Evaluation", eid.name, resources.evaluation_fingerprint(evaluation))
+                    run = self.executor.lookup("Evaluation", eid.name,
+                                               resources.evaluation_fingerprint(evaluation))
                     value = run.metrics.get(self.spec.objective.metric) if run is not None else None
             if value is None:
                 return self._finish(trial, "failed", message=f"{self.spec.objective.evaluation} recorded no "
@@ -256,9 +258,9 @@ class SweepRunner:
         run_id = self.store.create_run(self.experiment_id, f"{self.sweep.name}-trial-{number}", tags)
         self.store.log_batch(run_id, params={path: json.dumps(value) if isinstance(value, str) else str(value)
                                              for path, value in suggestion.params.items()})
-        return TrialRecord(self.sweep.name, number, run_id, resources.fine_tune_id.name, resources.fingerprint,
-                           suggestion.params, suggestion.distributions, "running", started_at=time.time(),
-                           system_attrs=suggestion.system_attrs, gpu_hours=gpu_hours)
+        return TrialRecord(self.sweep.name, number, run_id, resources.fine_tune_id.name,
+                           resources.fingerprint, suggestion.params, suggestion.distributions, "running",
+                           started_at=time.time(), system_attrs=suggestion.system_attrs, gpu_hours=gpu_hours)
 
     def _finish(self, trial: TrialRecord, state: str, *, value: float | None = None,
                 message: str = "") -> TrialRecord:
@@ -270,7 +272,8 @@ class SweepRunner:
         self.store.log_batch(trial.run_id, tags=tags, metrics=metrics)
         self.store.end_run(trial.run_id, {"complete": "FINISHED", "pruned": "KILLED"}.get(state, "FAILED"))
         shown = f"{self.spec.objective.metric} {value:.4g}" if value is not None else message
-        self.executor.reporter.say(f"  {self.rid}: trial {trial.number} {state}" + (f": {shown}" if shown else ""))
+        self.executor.reporter.say(f"  {self.rid}: trial {trial.number} {state}"
+                                   + (f": {shown}" if shown else ""))
         return dataclasses.replace(trial, state=state, value=value, message=message, finished_at=time.time())
 
     def _finish_parent(self, trials: dict[int, TrialRecord]) -> None:

@@ -83,9 +83,15 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
         stop=stop, go_ahead=go_ahead, shown=lambda planned: click.echo(
             plan_text(planned.plan, planned.header, color=color, estimates=planned.estimates()), color=color))
     if outcome.nothing_to_apply:
-        blocked = [a for a in outcome.planned.plan.actions if a.action in ("blocked", "suspended")]
-        click.echo(f"Nothing can be applied: {len(blocked)} blocked or suspended (see above)." if blocked
-                   else "Nothing to do: everything is up to date.")
+        actions = outcome.planned.plan.actions
+        blocked = [a for a in actions if a.action in ("blocked", "suspended")]
+        suspended = [a for a in blocked if a.action == "suspended"]
+        if len(suspended) < len(blocked):
+            click.echo(f"Nothing can be applied: {len(blocked)} blocked or suspended (see above).")
+        elif suspended:  # suspended on purpose (the quickstart's Sweep): nothing is wrong
+            click.echo(f"Nothing to do: {len(suspended)} suspended (see above), the rest is up to date.")
+        else:
+            click.echo("Nothing to do: everything is up to date.")
         echo_lines(endpoint_lines(project.specs, outcome.planned.state))
     if outcome.result is None:
         return

@@ -185,6 +185,7 @@ class JobBuilder:
         required: list[str] = []
         for name in sorted(self.specs.names("Deployment")):
             deployment = self.specs.resource(ResourceId("Deployment", name), DeploymentResource)
+            # sweep: a trial of a Sweep is judged like its template; the engine passes that on
             if deployment is not None and deployment.spec.model.fine_tune == fine_tune.name:
                 required += deployment.spec.requires
         others = sorted(name for name in self.specs.names("Evaluation") if name not in required)

@@ -38,11 +38,14 @@ def state_from_base(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput
                 model_version=f"{rid.name}@{BASE}" if rid.kind == "FineTune" else None,
                 verdict="passed" if rid.kind == "Evaluation" else None)
         elif rid.kind == "Deployment" and isinstance(loaded.resource, DeploymentResource):
-            served = inputs.get(ResourceId("FineTune", loaded.resource.spec.model.fine_tune))
+            # sweep: a Deployment of a Sweep is taken to serve the sweep itself at the base; which
+            # trial it served there is the sweep engine's to say
+            source = loaded.resource.spec.model.source
+            served = inputs.get(source)
             servers.append(ServerObservation(
                 name=rid.name, fingerprint=item.fingerprint,
                 model_fingerprint=served.fingerprint if served else "",
-                model_version=f"{loaded.resource.spec.model.fine_tune}@{BASE}", phase="serving", url=None,
+                model_version=f"{source.name}@{BASE}", phase="serving", url=None,
                 started_at=0.0, message="", handle=BASE, log=None,
                 job={"spec": loaded.resource.spec.model_dump(mode="json", by_alias=True),
                      "lineage": lineage}))

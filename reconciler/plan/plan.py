@@ -41,10 +41,10 @@ from reconciler.plan.sweeps import SweepEstimate, SweepView, sweep_view
 from reconciler.specs.base import ResourceId
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.specset import SpecSet
-from reconciler.specs.sweep import SweepResource
+from reconciler.specs.sweep import SweepResource, is_trial_name
+from reconciler.state import STOPPED, ActualState, BuiltRun
 from reconciler.sweeps.limits import trial_limit
 from reconciler.sweeps.trials import sweep_evaluations
-from reconciler.state import STOPPED, ActualState, BuiltRun
 
 FORMAT_VERSION = 1
 
@@ -310,7 +310,6 @@ class _Planner:
     def _plan_deployment(self, rid: ResourceId) -> PlannedAction:
         resource = self.specs.get(rid).resource  # type: ignore[union-attr]
         assert isinstance(resource, DeploymentResource)
-        fp = self.fingerprint(rid)
         live = self.actual.server(rid.name)
         live_fp = live.fingerprint if live is not None else None
         if resource.spec.model.sweep:
@@ -357,7 +356,8 @@ class _Planner:
             return self._base(rid, Action.BLOCKED, previous=live_fp, serve=target, blocked_by=block,
                               upstream=tuple(failed.resource for failed in failing))
         if live is None:
-            return self._base(rid, Action.CREATE, serve=target, reason=f"serve {target.model_version}{compared}")
+            return self._base(rid, Action.CREATE, serve=target,
+                              reason=f"serve {target.model_version}{compared}")
         if not live.is_live:
             return self._base(rid, Action.CREATE, previous=live_fp, serve=target,
                               reason=f"the server is not running ({live.message or 'exited'}); "
@@ -498,7 +498,8 @@ class _Planner:
             action = Action.CREATE if live is None else Action.REBUILD
             return self._base(rid, action, previous=live_fp, serve=target, upstream=tuple(pending),
                               reason=f"serves the best trial of Sweep/{name} that passes "
-                                     f"{', '.join(resource.spec.requires) or 'its gates'} once its trials finish")
+                                     f"{', '.join(resource.spec.requires) or 'its gates'} once its "
+                                     "trials finish")
         if best is None or best.resources is None:
             block = NoTrialPassed(name, tuple(resource.spec.requires), len(view.valid),
                                   view.best().record.number if view.best() else None,
@@ -567,11 +568,9 @@ class _Planner:
 
 
 def is_trial_of(name: str, sweeps: list[str]) -> bool:
-    """Whether a FineTune or Evaluation name is a trial's (`<sweep>-<10 hex>`, and `-<4 hex>` for
-    its Evaluations) of one of these sweeps: its jobs belong to the Sweep, not to a removed spec."""
-    import re
-
-    return any(re.fullmatch(re.escape(sweep) + r"-[0-9a-f]{10}(-[0-9a-f]{4})?", name) for sweep in sweeps)
+    """Whether a FineTune or Evaluation name is a trial's of one of these sweeps: its jobs belong
+    to the Sweep, not to a removed spec."""
+    return any(is_trial_name(name, sweep) for sweep in sweeps)
 
 
 def _failed_summary(view: SweepView, requires: tuple[str, ...]) -> str:

@@ -26,9 +26,9 @@ from reconciler.plan.blocked import (
     UpstreamBlock,
     UpstreamNotReady,
 )
-from reconciler.plan.sweeps import sweep_json
 from reconciler.plan.gates import GateResult
 from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction, utc_iso
+from reconciler.plan.sweeps import sweep_json
 from reconciler.sizing.estimates import FineTuneEstimate
 from reconciler.sizing.report import estimate_json, plan_line
 from reconciler.specs.base import ResourceId

@@ -1,4 +1,4 @@
-"""The envelope every spec shares, and the field vocabulary the five kinds are built from.
+"""The envelope every spec shares, and the field vocabulary the kinds are built from.
 
 Models are pydantic v2, immutable, camelCase on the wire, and refuse unknown fields. Scalars
 are strict: YAML `r: "8"` is a string, and a string where a number belongs is a mistake we

@@ -1,7 +1,8 @@
-"""Graph algorithms over "depends on" edges: cycles and a stable topological order.
+"""Graph algorithms over "depends on" edges: cycles and a stable topological order; and the
+edges no single spec names (implied_dependencies).
 
-Pure and generic (nodes are any hashable, sortable values) so the validation rules and the
-dependency graph share one implementation.
+The algorithms are pure and generic (nodes are any hashable, sortable values) so the validation
+rules and the dependency graph share one implementation.
 """
 
 from __future__ import annotations
@@ -9,7 +10,22 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TypeVar
 
+from reconciler.specs.base import Resource, ResourceId
+from reconciler.specs.deployment import DeploymentResource
+
 Node = TypeVar("Node", bound=Hashable)
+
+
+def implied_dependencies(resources: Iterable[Resource]) -> dict[ResourceId, set[ResourceId]]:
+    """Edges that come from another spec than the dependent's: a Sweep depends on every
+    Evaluation a Deployment serving it requires, because its trials are scored by them to
+    choose the one served."""
+    implied: dict[ResourceId, set[ResourceId]] = {}
+    for resource in resources:
+        if isinstance(resource, DeploymentResource) and resource.spec.model.sweep is not None:
+            implied.setdefault(resource.spec.model.source, set()).update(
+                ResourceId("Evaluation", name) for name in resource.spec.requires)
+    return implied
 
 
 def find_cycles(depends_on: Mapping[Node, Iterable[Node]]) -> list[list[Node]]:

@@ -1,11 +1,12 @@
-"""`Deployment`: serve the newest model version of a FineTune that passed its gates."""
+"""`Deployment`: serve the newest model version of a FineTune (or a Sweep's best trial) that
+passed its gates."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Strict, ValidationInfo, field_validator
+from pydantic import AfterValidator, Strict, ValidationInfo, field_validator, model_validator
 
 from reconciler.specs.base import (
     Bool,
@@ -19,6 +20,7 @@ from reconciler.specs.base import (
     SpecModel,
     SpecValueError,
     field,
+    require_exactly_one,
 )
 from reconciler.values.kubernetes import MetricName, NodeLabelValue
 
@@ -37,7 +39,22 @@ def check_alias(value: str) -> str:
 
 
 class DeployedModel(SpecModel):
-    fine_tune: Name = field(doc="The FineTune whose model versions are served.", example="support-sft")
+    fine_tune: Name | None = field(None, "The FineTune whose model versions are served.",
+                                   example="support-sft")
+    sweep: Name | None = field(None, "A Sweep: its best trial that passes `requires` is served.",
+                               example="support-lr", added_later=True)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DeployedModel:
+        require_exactly_one(self, "fine_tune", "sweep")
+        return self
+
+    @property
+    def source(self) -> ResourceId:
+        """What the served versions come from: a FineTune, or a Sweep's trials."""
+        if self.sweep is not None:
+            return ResourceId("Sweep", self.sweep)
+        return ResourceId("FineTune", self.fine_tune or "")
 
 
 class ServingResources(SpecModel):
@@ -63,7 +80,8 @@ class Autoscaling(SpecModel):
 class DeploymentSpec(SpecModel):
     model: DeployedModel = field(doc="What is served.")
     requires: tuple[Name, ...] = field(
-        (), "Evaluations of that FineTune whose gates a model version must pass to be served.",
+        (), "Evaluations of that FineTune (of a Sweep's template FineTune) whose gates a model "
+           "version must pass to be served.",
         example=["support-sft-quality"])
     @field_validator("requires")
     @classmethod
@@ -109,8 +127,9 @@ class DeploymentResource(Resource):
     spec: DeploymentSpec = field(doc="What is served and what it must pass first.")
 
     def references(self) -> list[Reference]:
-        refs = [Reference(ResourceId("FineTune", self.spec.model.fine_tune),
-                          ("spec", "model", "fineTune"), "served fine-tune")]
+        model = self.spec.model
+        refs = [Reference(model.source, ("spec", "model", "sweep" if model.sweep else "fineTune"),
+                          "served sweep" if model.sweep else "served fine-tune")]
         for index, evaluation in enumerate(self.spec.requires):
             refs.append(Reference(ResourceId("Evaluation", evaluation), ("spec", "requires", index),
                                   "required evaluation"))

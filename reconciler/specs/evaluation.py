@@ -305,6 +305,26 @@ class EvaluationSpec(SpecModel):
         return self.judge is not None and self.judge.mode == "pairwise"
 
 
+def computed_metrics(spec: EvaluationSpec) -> tuple[str, ...]:
+    """The metric names an Evaluation records, as gates and a Sweep's objective name them:
+    `metrics`, the judge's `judge/<metric>`, and for each named benchmark
+    `task/<task>/<metric>`, whose metric names lm-eval knows only when it runs (a task file
+    appears as `task/<file>/...` here; rules/benchmarks.py reads its task names)."""
+    names = list(spec.metrics)
+    if spec.judge is not None:
+        names += [f"judge/{name}" for name in JUDGE_METRICS[spec.judge.mode]]
+    names += [f"{TASK_METRIC_PREFIX}{task.name or task.path}/<metric>" for task in spec.tasks]
+    return tuple(names)
+
+
+def computes_metric(spec: EvaluationSpec, metric: str) -> bool:
+    """Whether `metric` is one an Evaluation records (computed_metrics); any `task/<task>/<metric>`
+    is accepted while it lists benchmarks, whose metrics are known only when they run."""
+    if metric.startswith(TASK_METRIC_PREFIX):
+        return bool(spec.tasks) and metric.count("/") >= 2
+    return metric in computed_metrics(spec)
+
+
 class EvaluationResource(Resource):
     """A scored evaluation whose gates decide what may be deployed."""
 

@@ -1,4 +1,4 @@
-"""The registry of spec kinds: one place that knows all five."""
+"""The registry of spec kinds: one place that knows them all."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from reconciler.specs.dataset import DatasetResource
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.sweep import SweepResource
 
 KINDS: dict[str, type[Resource]] = {
     cls.KIND: cls
     for cls in (DatasetResource, BaseModelResource, FineTuneResource, EvaluationResource,
-                DeploymentResource)
+                SweepResource, DeploymentResource)
 }
 """Kind name -> model, in dependency order (what a kind may depend on comes before it)."""

@@ -118,7 +118,7 @@ CODES: dict[str, str] = {
     "no-specs": "The folder holds no spec files at all (warning): usually a wrong path.",
     # One document (layer 2)
     "not-a-mapping": "A document is a list or a scalar instead of a mapping.",
-    "unknown-kind": "`kind` is not one of the five tuneops kinds.",
+    "unknown-kind": "`kind` is not one of the tuneops kinds.",
     "unsupported-api-version": "`apiVersion` is not tuneops.dev/v1alpha1.",
     "missing-field": "A required field is absent.",
     "unknown-field": "A field the kind does not have; usually a typo.",
@@ -164,7 +164,22 @@ CODES: dict[str, str] = {
                             "nor a baseline to compare with.",
     "judge-needs-prompts": "A judge on data without prompts (text or preference rows).",
     "baseline-is-model": "An Evaluation's baseline is the model under evaluation.",
-    "gate-for-other-model": "A Deployment requires an Evaluation of a different model.",
+    "gate-for-other-model": "A Deployment requires an Evaluation of a different model (for a Deployment "
+                            "of a Sweep: of another model than the Sweep's template FineTune).",
+    "objective-for-other-model": "A Sweep's objective names an Evaluation that does not score its "
+                                 "template FineTune.",
+    "objective-metric-not-computed": "A Sweep's objective metric is not one its Evaluation computes.",
+    "unknown-parameter": "A Sweep parameter is a path that does not exist in FineTune.spec.",
+    "parameter-not-searchable": "A Sweep parameter names a field a trial may not change: a mapping "
+                                "or list, an operational field, or one that says what the template "
+                                "is (baseModel, fromFineTune, datasets, method, register).",
+    "parameter-value-refused": "A value a Sweep parameter may take (a range's end, a choice) that "
+                               "the template FineTune refuses.",
+    "grid-needs-finite-values": "algorithm: grid with a logUniform or uniform parameter.",
+    "pruning-metric-not-logged": "A Sweep prunes on a metric the trainer does not log while training "
+                                 "(eval_loss needs evaluations on a validation split).",
+    "sweep-name-too-long": "A Sweep's name leaves no room for its trials' suffix (-<10 hex digits>).",
+    "trial-name-taken": "A spec is named like a trial of a Sweep (<sweep>-<10 hex digits>).",
     "ungated-deployment": "A Deployment with no gating Evaluation and no allowUngated.",
     "invalid-kubernetes-name": "A name Kubernetes would refuse for the object it becomes (a Service "
                                "name starts with a letter); an error on the kubernetes backend, else a "

@@ -52,22 +52,22 @@ def suggest(word: str, choices: typing.Iterable[str]) -> str | None:
     return f"did you mean {close[0]!r}?" if close else None
 
 
-def _unwrap(annotation: Any) -> list[Any]:
+def concrete_types(annotation: Any) -> list[Any]:
     """The concrete types an annotation may hold: Annotated and Optional/Union peeled off."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _unwrap(typing.get_args(annotation)[0])
+        return concrete_types(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         out = []
         for arg in typing.get_args(annotation):
             if arg is not type(None):
-                out.extend(_unwrap(arg))
+                out.extend(concrete_types(arg))
         return out
     return [annotation]
 
 
 def _step(annotation: Any, part: Any) -> Any:
-    for candidate in _unwrap(annotation):
+    for candidate in concrete_types(annotation):
         origin = typing.get_origin(candidate)
         args = typing.get_args(candidate)
         if isinstance(candidate, type) and issubclass(candidate, PydanticModel) and isinstance(part, str):
@@ -88,7 +88,7 @@ def allowed_fields(model: type[PydanticModel], loc: tuple[Any, ...]) -> list[str
         annotation = _step(annotation, part)
         if annotation is None:
             return []
-    for candidate in _unwrap(annotation):
+    for candidate in concrete_types(annotation):
         if isinstance(candidate, type) and issubclass(candidate, PydanticModel):
             return [info.alias or name for name, info in candidate.model_fields.items()]
     return []
@@ -101,7 +101,7 @@ def refused_field(model: type[PydanticModel], loc: tuple[Any, ...]) -> str | Non
         annotation = _step(annotation, part)
         if annotation is None:
             return None
-    for candidate in _unwrap(annotation):
+    for candidate in concrete_types(annotation):
         if isinstance(candidate, type) and issubclass(candidate, PydanticModel):
             return getattr(candidate, "REFUSED_FIELDS", {}).get(loc[-1])
     return None

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from reconciler.config import ProjectSettings
 from reconciler.specs.base import Resource, ResourceId
+from reconciler.specs.dependencies import implied_dependencies
 from reconciler.specs.loader import LoadedSpec
 
 R = TypeVar("R", bound=Resource)
@@ -56,8 +57,12 @@ class SpecSet:
         return [spec.resource.name for spec in self.of_kind(kind)]
 
     def depends_on(self) -> dict[ResourceId, list[ResourceId]]:
-        """Resource -> the resources it references that exist in this set."""
-        return {
-            resource_id: [ref.target for ref in spec.resource.references() if ref.target in self.by_id]
-            for resource_id, spec in self.by_id.items()
-        }
+        """Resource -> the resources it references that exist in this set, and those another
+        spec makes it depend on (specs/dependencies.py implied_dependencies)."""
+        implied = implied_dependencies(spec.resource for spec in self.by_id.values())
+        out: dict[ResourceId, list[ResourceId]] = {}
+        for resource_id, spec in self.by_id.items():
+            targets = [ref.target for ref in spec.resource.references()]
+            targets += sorted(target for target in implied.get(resource_id, ()) if target not in targets)
+            out[resource_id] = [target for target in targets if target in self.by_id]
+        return out

@@ -28,7 +28,7 @@ from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.loader import LoadedSpec
 from reconciler.specs.specset import SpecSet
-from reconciler.specs.sweep import SweepResource, trial_name
+from reconciler.specs.sweep import SweepResource, trial_evaluation_name, trial_name
 
 
 @dataclass(frozen=True)
@@ -85,11 +85,6 @@ def trial_digest(template_fingerprint: str, params: Mapping[str, Any]) -> str:
                           .encode("utf-8")).hexdigest()
 
 
-def evaluation_name(trial: str, evaluation: str) -> str:
-    """The trial's copy of an Evaluation: the trial's name and four hex digits of the Evaluation's."""
-    return f"{trial}-{hashlib.sha256(evaluation.encode()).hexdigest()[:4]}"
-
-
 def _copy(loaded: LoadedSpec, kind: type, name: str, spec: Mapping[str, Any]) -> LoadedSpec:
     """A copy of a spec under another name: its labels and annotations kept (they reach the
     trial's Kubernetes objects), its file and positions those of the spec it copies."""
@@ -125,7 +120,7 @@ def materialize(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput], s
         loaded = specs.get(eid)
         if loaded is None or eid not in inputs:
             continue
-        copy_name = evaluation_name(name, evaluation)
+        copy_name = trial_evaluation_name(name, evaluation)
         copy = _copy(loaded, EvaluationResource, copy_name,
                      with_path(resolved_spec(loaded.resource), "model", {"fineTune": name}))
         original = inputs[eid]

@@ -94,7 +94,8 @@ def test_the_quickstart_trains_evaluates_and_serves_on_a_real_cluster(tmp_path: 
 
         planned = tuneops(root, "plan", ".", "--format", "json")
         assert planned.returncode == 0, planned.stderr
-        assert {action["action"] for action in json.loads(planned.stdout)["actions"]} == {"noop"}
+        # nothing left to do; the quickstart's Sweep stays suspended
+        assert {action["action"] for action in json.loads(planned.stdout)["actions"]} == {"noop", "suspended"}
 
         # The server answers through the API server's service proxy.
         api = KubeApi(load_connection(namespace=NAMESPACE))

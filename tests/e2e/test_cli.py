@@ -25,6 +25,23 @@ def test_examples_validate_with_no_warnings(example: str):
     assert report["specs"] >= 5
 
 
+def test_the_quickstart_serves_its_sweep_by_editing_only_the_deployment(tmp_path: Path):
+    """What sweep.yaml's comment tells a user to do: `fineTune: fruit-sft` -> `sweep: fruit-lr`."""
+    import shutil
+
+    repo = tmp_path / "quickstart"
+    shutil.copytree(REPO_ROOT / "specs-example" / "quickstart", repo)
+    deployment = repo / "deployment.yaml"
+    assert "    fineTune: fruit-sft\n" in deployment.read_text()
+    served = deployment.read_text().replace("    fineTune: fruit-sft\n", "    sweep: fruit-lr\n")
+    deployment.write_text(served)
+    result = run_tuneops("validate", ".", "--strict", "--format", "json", cwd=repo)
+    assert result.exit_code == 0, result.output
+    graph = json.loads(run_tuneops("graph", ".", "--format", "json", cwd=repo).stdout)
+    assert {"from": "Sweep/fruit-lr", "to": "Deployment/fruit-bot"} in graph["edges"]
+    assert {"from": "FineTune/fruit-sft", "to": "Deployment/fruit-bot"} not in graph["edges"]
+
+
 def test_the_example_uses_every_kind():
     result = run_tuneops("graph", "specs-example", "--format", "json", cwd=REPO_ROOT)
     kinds = {node["kind"] for node in json.loads(result.stdout)["nodes"]}

@@ -53,8 +53,11 @@ def plan(clone: Path, *args: str) -> dict:
                          cwd=clone)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
+    # the quickstart's Sweep is suspended in every plan: what a change does is the rest
     document["changed"] = {f"{a['kind']}/{a['name']}": a["action"] for a in document["actions"]
-                           if a["action"] != "noop"}
+                           if a["action"] not in ("noop", "suspended")}
+    document["suspended"] = {f"{a['kind']}/{a['name']}" for a in document["actions"]
+                             if a["action"] == "suspended"}
     return document
 
 
@@ -69,7 +72,7 @@ def test_a_dataset_change_lists_that_dataset_and_exactly_its_downstream(pull_req
          "train: 0.7\n    validation: 0.2")
     git(pull_request, "commit", "-q", "-am", "more validation data")
     found = plan(pull_request)
-    assert found["changed"] == DOWNSTREAM_OF_DATA
+    assert found["changed"] == DOWNSTREAM_OF_DATA and found["suspended"] == {"Sweep/fruit-lr"}
     dataset = next(a for a in found["actions"] if a["kind"] == "Dataset")
     assert {(c["path"], c["before"], c["after"]) for c in dataset["changes"]} == {
         ("split.train", 0.8, 0.7), ("split.validation", 0.1, 0.2)}
@@ -124,7 +127,8 @@ def test_the_pull_request_comment_is_valid_markdown_with_a_graph(pull_request: P
     cells = [t.content for t in tokens if t.type == "inline"]
     assert "`Dataset/fruit-colors`" in cells and "spec changed" in cells
     fences = {t.info: t.content for t in tokens if t.type == "fence"}
-    assert fences["mermaid"].startswith("flowchart LR\n") and fences["mermaid"].count(" --> ") == 5
+    # the quickstart's 5 edges, and the suspended Sweep's 2 (from its FineTune and Evaluation)
+    assert fences["mermaid"].startswith("flowchart LR\n") and fences["mermaid"].count(" --> ") == 7
     assert "- split.train: 0.8\n+ split.train: 0.7" in fences["diff"]
 
 

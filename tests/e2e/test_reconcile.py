@@ -17,8 +17,10 @@ pytestmark = needs_training
 
 RESOURCES = ("BaseModel/tiny-llama", "Dataset/fruit-colors", "FineTune/fruit-sft",
              "Evaluation/fruit-sft-quality", "Deployment/fruit-bot")
-EVERYTHING_BUILT = dict.fromkeys(RESOURCES, "noop")
-DOWNSTREAM_OF_DATA = ["FineTune/fruit-sft", "Evaluation/fruit-sft-quality", "Deployment/fruit-bot"]
+# The quickstart's Sweep is suspended (sweep.yaml): in every plan, and downstream of its template.
+SWEEP = "Sweep/fruit-lr"
+EVERYTHING_BUILT = {**dict.fromkeys(RESOURCES, "noop"), SWEEP: "suspended"}
+DOWNSTREAM_OF_DATA = ["FineTune/fruit-sft", "Evaluation/fruit-sft-quality", "Deployment/fruit-bot", SWEEP]
 
 
 @pytest.fixture
@@ -70,7 +72,8 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
         row = {"instruction": "What color is a plum?", "input": "", "output": "purple"}
         data.write(json.dumps(row) + "\n")
     appended = repo.plan()
-    assert appended["by_resource"] == {**dict.fromkeys(RESOURCES, "rebuild"), "BaseModel/tiny-llama": "noop"}
+    assert appended["by_resource"] == {**dict.fromkeys(RESOURCES, "rebuild"), "BaseModel/tiny-llama": "noop",
+                                       SWEEP: "suspended"}
     dataset = next(a for a in appended["actions"] if a["name"] == "fruit-colors")
     assert "spec.source content changed" in dataset["reason"]
     assert appended["impact"]["Dataset/fruit-colors"] == DOWNSTREAM_OF_DATA

@@ -42,6 +42,33 @@ def with_metadata(file: str, extra: str) -> str:
     return f"{head}{name_line}{name}\n{extra.lstrip(chr(10))}{rest}"
 
 
+SWEEP = f"""
+{API}
+kind: Sweep
+metadata:
+  name: sft-lr
+spec:
+  fineTune: sft
+  objective:
+    evaluation: sft-quality
+    metric: rougeL
+  parameters:
+    training.learningRate: {{logUniform: [1.0e-5, 1.0e-3]}}
+"""
+
+
+def sweep(old: str = "", new: str = "", extra: str = "") -> str:
+    """The valid Sweep over the fixture's FineTune, with `old` replaced by `new` and `extra` lines
+    appended (indented as under `spec:`)."""
+    assert old in SWEEP
+    return SWEEP.replace(old, new, 1) + extra
+
+
+def sweep_parameter(line: str) -> str:
+    """The valid Sweep searching only `line` (a parameter, marked)."""
+    return sweep("    training.learningRate: {logUniform: [1.0e-5, 1.0e-3]}", f"    {line} #!")
+
+
 ON_KUBERNETES = "backend: kubernetes\n"
 
 
@@ -265,6 +292,71 @@ CASES = {
         {"base-model.yaml": VALID_SPECS["base-model.yaml"].replace(
             "source: file://models/tiny", 'source: "hf://org/model\\n" #!')},
         "base-model.yaml", "spec.source"),
+    # Sweeps (specs/rules/sweeps.py) and Deployments that serve one.
+    "sweep of a FineTune that does not exist": (
+        {"sweep.yaml": sweep("fineTune: sft", "fineTune: sfx #!")}, "sweep.yaml",
+        "template fine-tune refers to FineTune 'sfx', which is not defined"),
+    "sweep objective that is no Evaluation": (
+        {"sweep.yaml": sweep("evaluation: sft-quality", "evaluation: quality #!")}, "sweep.yaml",
+        "objective evaluation refers to Evaluation 'quality', which is not defined"),
+    "sweep objective that scores another model": (
+        {"sweep.yaml": sweep("evaluation: sft-quality", "evaluation: other-quality #!"),
+         "other.yaml": VALID_SPECS["evaluation.yaml"].replace("name: sft-quality", "name: other-quality")
+         .replace("fineTune: sft", "baseModel: tiny")},
+        "sweep.yaml", "scores BaseModel/tiny, not the template FineTune/sft"),
+    "sweep objective metric the Evaluation does not compute": (
+        {"sweep.yaml": sweep("metric: rougeL", "metric: exact_match #!")}, "sweep.yaml",
+        "does not compute exact_match; it computes perplexity, rougeL"),
+    "sweep parameter that is no field": (
+        {"sweep.yaml": sweep_parameter("training.learnRate: {uniform: [0.1, 0.2]}")}, "sweep.yaml",
+        "has no field 'learnRate' (did you mean 'learningRate'?)"),
+    "sweep parameter that is a mapping": (
+        {"sweep.yaml": sweep_parameter("adapter: {choice: [lora]}")}, "sweep.yaml",
+        "holds a mapping or a list"),
+    "sweep parameter that is operational": (
+        {"sweep.yaml": sweep_parameter("checkpoint.keep: {intRange: [1, 3]}")}, "sweep.yaml",
+        "checkpoint.keep is operational"),
+    "sweep parameter that is the template's identity": (
+        {"sweep.yaml": sweep_parameter("baseModel: {choice: [tiny]}")}, "sweep.yaml",
+        "baseModel is what the template starts from"),
+    "sweep value the FineTune refuses": (
+        {"sweep.yaml": sweep_parameter("adapter.r: {choice: [8, -4]}")}, "sweep.yaml",
+        "refuses adapter.r = -4 (adapter.r: must be > 0)"),
+    "sweep of floats on an integer field": (
+        {"sweep.yaml": sweep_parameter("adapter.r: {uniform: [4, 64]}")}, "sweep.yaml",
+        "adapter.r: must be an integer"),
+    "sweep distribution with two shapes": (
+        {"sweep.yaml": sweep_parameter("adapter.r: {choice: [8], intRange: [4, 8]}")}, "sweep.yaml",
+        "set exactly one of logUniform, uniform, intRange or choice"),
+    "grid sweep over a continuous range": (
+        {"sweep.yaml": sweep("    training.learningRate: {logUniform: [1.0e-5, 1.0e-3]}",
+                             "    training.learningRate: {logUniform: [1.0e-5, 1.0e-3]} #!",
+                             "  algorithm: grid\n")},
+        "sweep.yaml", "algorithm grid tries every combination"),
+    "sweep pruning on eval_loss without evaluations": (
+        {"sweep.yaml": sweep(extra="  pruning: {metric: eval_loss} #!\n")}, "sweep.yaml",
+        "eval_loss is logged only while FineTune 'sft' evaluates a validation split"),
+    "sweep name without room for its trials": (
+        {"sweep.yaml": sweep("name: sft-lr", f"name: {'s' * 53} #!")}, "sweep.yaml",
+        "a Sweep's name is at most 52 characters"),
+    "spec named like a sweep's trial": (
+        {"sweep.yaml": SWEEP, "trial.yaml": VALID_SPECS["fine-tune.yaml"].replace(
+            "name: sft", "name: sft-lr-0123abcdef #!")},
+        "trial.yaml", "is named like a trial of Sweep 'sft-lr'"),
+    "deployment of a sweep that does not exist": (
+        {"deployment.yaml": VALID_SPECS["deployment.yaml"].replace("fineTune: sft", "sweep: sft-lr #!")},
+        "deployment.yaml", "served sweep refers to Sweep 'sft-lr', which is not defined"),
+    "deployment of a fine-tune and a sweep": (
+        {"sweep.yaml": SWEEP, "deployment.yaml": VALID_SPECS["deployment.yaml"].replace(
+            "model:\n            fineTune: sft", "model: {fineTune: sft, sweep: sft-lr} #!")},
+        "deployment.yaml", "set exactly one of fineTune or sweep"),
+    "deployment of a sweep requiring another model's evaluation": (
+        {"sweep.yaml": SWEEP,
+         "other.yaml": VALID_SPECS["evaluation.yaml"].replace("name: sft-quality", "name: other-quality")
+         .replace("fineTune: sft", "baseModel: tiny"),
+         "deployment.yaml": VALID_SPECS["deployment.yaml"].replace("fineTune: sft", "sweep: sft-lr").replace(
+             "requires: [sft-quality]", "requires: [sft-quality, other-quality] #!")},
+        "deployment.yaml", "the template of the served Sweep 'sft-lr'"),
     # tuneops.yaml: the settings that name Kubernetes objects.
     "namespace with capitals": (
         {"tuneops.yaml": "kubernetes:\n  namespace: ML #!\n"}, "tuneops.yaml",

@@ -90,7 +90,7 @@ def render_job_file(specs: SpecSet, job: JobFile) -> Rendered:
     assert loaded is not None, rid
     resource = loaded.resource
     if isinstance(resource, DeploymentResource):
-        served = specs.resource(ResourceId("FineTune", resource.spec.model.fine_tune), FineTuneResource)
+        served = specs.resource(ResourceId("FineTune", resource.spec.model.fine_tune or ""), FineTuneResource)
         return render_server(job, resource, settings, served.spec.adapter.r if served else None)
     labels, annotations = dict(resource.metadata.labels), dict(resource.metadata.annotations)
     if isinstance(resource, FineTuneResource):
@@ -113,4 +113,12 @@ def render_project(specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], c
     builder = JobBuilder(specs, inputs, context, planned_run(str(context.storage_root)))
     wanted = set(only) if only is not None else None
     return [render_resource(specs, builder, rid) for rid in inputs
-            if rid.kind in RENDERED_KINDS and (wanted is None or rid in wanted)]
+            if rid.kind in RENDERED_KINDS and (wanted is None or rid in wanted)
+            and not _serves_a_sweep(specs, rid)]
+
+
+def _serves_a_sweep(specs: SpecSet, rid: ResourceId) -> bool:
+    """A Deployment of a Sweep serves a trial only the sweep engine knows: not rendered here."""
+    # sweep: the engine renders the server of the trial it chose
+    deployment = specs.resource(rid, DeploymentResource)
+    return deployment is not None and deployment.spec.model.sweep is not None

@@ -14,12 +14,20 @@ from __future__ import annotations
 from reconciler.specs.base import ResourceId
 from reconciler.specs.loader import LoadedSpec
 from reconciler.specs.problems import Problem
-from reconciler.specs.rules import benchmarks, deployments, evaluations, fine_tunes, references, sources
+from reconciler.specs.rules import (
+    benchmarks,
+    deployments,
+    evaluations,
+    fine_tunes,
+    references,
+    sources,
+    sweeps,
+)
 from reconciler.specs.rules.registry import ERROR, RULES, RuleContext, problem
 from reconciler.specs.specset import SpecSet
 
 # Importing a family registers its rules; this names them all, so none is left out by mistake.
-FAMILIES = (references, fine_tunes, evaluations, benchmarks, deployments, sources)
+FAMILIES = (references, fine_tunes, evaluations, benchmarks, sweeps, deployments, sources)
 
 
 def check(specs: SpecSet, declared: set[ResourceId]) -> list[Problem]:

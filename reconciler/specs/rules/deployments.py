@@ -13,6 +13,7 @@ from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.loader import LoadedSpec
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
+from reconciler.specs.sweep import SweepResource
 from reconciler.values import kubernetes as kube
 
 
@@ -21,7 +22,9 @@ def deployments_are_gated(ctx: RuleContext) -> Iterator[Problem]:
     aliases: dict[tuple[str, str], LoadedSpec] = {}
     for spec, deployment in ctx.deployments():
         s = deployment.spec
-        served = ResourceId("FineTune", s.model.fine_tune)
+        served = _served_fine_tune(ctx, s.model.source)
+        if served is None:  # a Sweep that is not defined: references_exist says so
+            continue
         resolved = True
         gating = False
         for index, name in enumerate(s.requires):
@@ -30,9 +33,11 @@ def deployments_are_gated(ctx: RuleContext) -> Iterator[Problem]:
                 resolved = False
                 continue
             if evaluation.spec.model.target != served:
+                what = f"the served {served}" if s.model.sweep is None else \
+                    f"{served}, the template of the served Sweep '{s.model.sweep}'"
                 yield problem(spec, ERROR, "gate-for-other-model",
                               f"Evaluation '{name}' scores {evaluation.spec.model.target}, not "
-                              f"the served {served}", ("spec", "requires", index))
+                              f"{what}", ("spec", "requires", index))
             elif evaluation.spec.is_gating:
                 gating = True
         if resolved and not gating and not s.allow_ungated:
@@ -48,7 +53,8 @@ def deployments_are_gated(ctx: RuleContext) -> Iterator[Problem]:
             yield problem(spec, WARNING, "needs-gpu",
                           "vLLM on Kubernetes expects a GPU per replica, and resources.gpus is 0",
                           ("spec", "runtime"), hint="set resources.gpus, or use runtime: transformers")
-        fine_tune = ctx.specs.resource(served, FineTuneResource)
+        # a Sweep's trials register where the sweep engine says; their aliases are its to check
+        fine_tune = ctx.specs.resource(served, FineTuneResource) if s.model.sweep is None else None
         if fine_tune is not None:
             slot = (fine_tune.registered_model, s.alias)
             if slot in aliases:
@@ -60,6 +66,15 @@ def deployments_are_gated(ctx: RuleContext) -> Iterator[Problem]:
                               hint="give one of the Deployments another alias")
             else:
                 aliases[slot] = spec
+
+
+def _served_fine_tune(ctx: RuleContext, source: ResourceId) -> ResourceId | None:
+    """The FineTune whose versions a Deployment serves: its own, or its Sweep's template (None
+    when the Sweep is not defined)."""
+    if source.kind != "Sweep":
+        return source
+    sweep = ctx.specs.resource(source, SweepResource)
+    return ResourceId("FineTune", sweep.spec.fine_tune) if sweep is not None else None
 
 
 @rule

@@ -49,6 +49,8 @@ def references_exist(ctx: RuleContext) -> Iterator[Problem]:
 def no_cycles(ctx: RuleContext) -> Iterator[Problem]:
     for cycle in find_cycles(ctx.specs.depends_on()):
         first = ctx.specs.by_id[cycle[0]]
-        ref = next(r for r in first.resource.references() if r.target == cycle[1])
+        ref = next((r for r in first.resource.references() if r.target == cycle[1]), None)
+        # an implied edge (a Sweep on the Evaluations its Deployments require) has no field
         yield problem(first, ERROR, "dependency-cycle",
-                      "dependency cycle: " + " -> ".join(str(node) for node in cycle), ref.path)
+                      "dependency cycle: " + " -> ".join(str(node) for node in cycle),
+                      ref.path if ref else ("spec",), key=ref is None)

@@ -65,6 +65,8 @@ def test_a_fine_tune_no_evaluation_generates_text_for_is_told_nothing(tmp_path: 
     edit(root / "evaluation.yaml", "metric: exact_match\n      min: 0.5", "metric: perplexity\n      max: 50")
     edit(root / "evaluation.yaml", "metric: exact_match\n      notWorseThan",
          "metric: perplexity\n      notWorseThan")
+    edit(root / "sweep.yaml", "metric: exact_match\n    direction: maximize",
+         "metric: perplexity\n    direction: minimize")
     assert builder(root).job(FINE_TUNE).generation is None
 
 
