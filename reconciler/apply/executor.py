@@ -8,15 +8,14 @@ version already serving keeps serving and the registry alias stays where it is.
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler.apply.results import NOT_DONE, ApplyResult, Outcome, StepResult
 from reconciler.errors import PermanentError
 from reconciler.jobs.builder import JobBuilder, JobContext
 from reconciler.plan.plan import Action, Plan, PlannedAction
@@ -44,45 +43,6 @@ class PruneRefused(PermanentError, RuntimeError):
 class SourcesNotPublished(PermanentError, RuntimeError):
     """A job would check out spec-repository files that differ from, or are missing at, the
     remote's copy of the commit: it would train on other bytes than the plan fingerprinted."""
-
-
-class Outcome(enum.StrEnum):
-    """How one step of an apply ended; a str, so output and JSON read as before."""
-
-    DONE = "done"
-    FAILED = "failed"
-    BLOCKED = "blocked"  # its gates failed: the version in use keeps serving
-    SKIPPED = "skipped"  # not started (an upstream failed, or the apply was interrupted)
-
-
-NOT_DONE = frozenset({Outcome.FAILED, Outcome.BLOCKED, Outcome.SKIPPED})
-"""Outcomes that stop what depends on the step."""
-
-
-@dataclass
-class StepResult:
-    resource: ResourceId
-    outcome: Outcome
-    message: str = ""
-    url: str | None = None
-
-
-@dataclass
-class ApplyResult:
-    steps: list[StepResult] = field(default_factory=list)
-
-    @property
-    def failed(self) -> list[StepResult]:
-        return [s for s in self.steps if s.outcome == Outcome.FAILED]
-
-    @property
-    def blocked(self) -> list[StepResult]:
-        return [s for s in self.steps if s.outcome in (Outcome.BLOCKED, Outcome.SKIPPED)]
-
-    def summary(self) -> str:
-        """The line an apply ends with, on the command line and in the daemon's log."""
-        done = sum(1 for s in self.steps if s.outcome == Outcome.DONE)
-        return f"Applied: {done} done, {len(self.failed)} failed, {len(self.blocked)} blocked or skipped."
 
 
 class Reporter:

@@ -17,8 +17,9 @@ import math
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from reconciler.apply.results import Outcome, StepResult
 from reconciler.plan.plan import PlannedAction
 from reconciler.specs.sweep import SweepResource
 from reconciler.state import TrialRecord
@@ -26,14 +27,13 @@ from reconciler.sweeps.limits import in_space, trial_limit
 from reconciler.sweeps.trials import TrialResources, materialize
 from reconciler.tracking import vocabulary as tracking
 
-if TYPE_CHECKING:
-    from reconciler.apply.executor import Executor, StepResult
 
 SYSTEM_CHUNK = 7000  # characters of the sampler's state per tag (MLflow keeps 8000 per value)
 
 
 class SweepRunner:
-    def __init__(self, executor: Executor, planned: PlannedAction, sweep: SweepResource):
+    # `executor` is the apply.executor.Executor that runs this step (it imports this module: Any).
+    def __init__(self, executor: Any, planned: PlannedAction, sweep: SweepResource):
         self.executor, self.planned, self.sweep = executor, planned, sweep
         self.spec = sweep.spec
         self.store, self.experiment_id = executor.store, executor.experiment_id
@@ -45,7 +45,6 @@ class SweepRunner:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> StepResult:
-        from reconciler.apply.executor import Outcome, StepResult
         from reconciler.sweeps.study import ready, suggest
 
         recorded = self._read_trials()
@@ -131,8 +130,6 @@ class SweepRunner:
     # -- one trial --------------------------------------------------------------------------
 
     def _run_trial(self, trial: TrialRecord) -> TrialRecord:
-        from reconciler.apply.executor import Outcome
-
         try:
             resources = materialize(self.project.specs, self.project.inputs, self.sweep, trial.params,
                                     trial.number)

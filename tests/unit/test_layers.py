@@ -28,6 +28,8 @@ LAYERS = {
     # Records and the edges that read the world: MLflow, Git, job files, sizes.
     "reconciler.state": 3, "reconciler.jobs": 3, "reconciler.sizing": 3, "reconciler.tracking": 3,
     "reconciler.git": 3, "reconciler.pin": 3,
+    # Sweeps: trials as resources (pure) and Optuna's suggestions, read by plan and apply.
+    "reconciler.sweeps": 3,
     "reconciler.plan": 4, "reconciler.status": 4, "reconciler.backends": 4,
     "reconciler.apply": 5,
     "reconciler.project": 6,
@@ -40,7 +42,7 @@ PURE = ("reconciler.specs", "reconciler.importers", "reconciler.graph", "reconci
         "reconciler.plan.gates", "reconciler.plan.in_use", "reconciler.plan.report",
         "reconciler.sizing.memory", "reconciler.sizing.activations", "reconciler.sizing.strategy",
         "reconciler.sizing.throughput", "reconciler.sizing.estimates", "reconciler.state",
-        "reconciler.status")
+        "reconciler.status", "reconciler.plan.sweeps", "reconciler.sweeps.trials", "reconciler.sweeps.limits")
 IMPURE_LIBRARIES = ("mlflow", "kubernetes", "git", "torch", "transformers", "peft", "trl",
                     "deepspeed", "datasets", "jinja2")
 

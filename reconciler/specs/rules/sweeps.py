@@ -227,8 +227,8 @@ def trial_names_fit_and_are_free(ctx: RuleContext) -> Iterator[Problem]:
         if len(sweep.name) > limit:
             yield problem(spec, ERROR, "sweep-name-too-long",
                           f"a Sweep's name is at most {limit} characters (it has {len(sweep.name)}): its "
-                          f"trials are named <sweep>-<10 hex digits>-<4 hex digits> (their Evaluations), at most "
-                          f"{DNS1123_LABEL_MAX}",
+                          "trials are named <sweep>-<10 hex digits>, their Evaluations that and "
+                          f"-<4 hex digits>, at most {DNS1123_LABEL_MAX}",
                           ("metadata", "name"), value=sweep.name)
         for other in ctx.specs:
             if is_trial_name(other.resource.name, sweep.name):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.specs.problems import Problem
-from reconciler.specs.sweep import TRIAL_SUFFIX_LENGTH, Distribution, trial_name
+from reconciler.specs.sweep import TRIAL_SUFFIX_LENGTH, Distribution, trial_evaluation_name, trial_name
 from reconciler.specs.validate import validate_path
 from tests.conftest import API, VALID_SPECS, write_repo
 
@@ -166,7 +166,7 @@ def test_a_sweep_name_leaves_room_for_the_trial_suffix(tmp_path: Path):
     found = only(problems(tmp_path, {"sweep.yaml": sweep(**{"name: sft-lr": f"name: {longest}s"})}),
                  "sweep-name-too-long")
     assert found.path == "metadata.name" and found.position.line == 4
-    assert len(trial_name(longest, "0123456789abcdef")) == 63
+    assert len(trial_evaluation_name(trial_name(longest, "0123456789abcdef"), "quality")) == 63
 
 
 def test_a_spec_named_like_a_trial_is_an_error(tmp_path: Path):
