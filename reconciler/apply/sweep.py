@@ -27,7 +27,6 @@ from reconciler.sweeps.limits import in_space, trial_limit
 from reconciler.sweeps.trials import TrialResources, materialize
 from reconciler.tracking import vocabulary as tracking
 
-
 SYSTEM_CHUNK = 7000  # characters of the sampler's state per tag (MLflow keeps 8000 per value)
 
 
