@@ -490,7 +490,8 @@ class _Planner:
             return self._base(rid, Action.BLOCKED, previous=live_fp,
                               blocked_by=self._upstream_block(unready, live is not None),
                               upstream=tuple(dep for dep, _ in unready))
-        pending = self._pending_upstream(rid)
+        # The sweep's trials are what it serves; its template's own builds do not hold it back.
+        pending = [dep for dep in self._pending_upstream(rid) if dep.kind == "Sweep"]
         view = self.sweep_view(name)
         best = view.best(tuple(resource.spec.requires))
         if pending and (best is None or live is None):

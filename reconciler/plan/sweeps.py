@@ -110,6 +110,12 @@ class SweepView:
         return text
 
 
+def _hours(value: float | None) -> str:
+    if not value:
+        return "0"
+    return f"{value:,.2f}" if value >= 0.01 else f"{value:.2g}"
+
+
 def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -186,11 +192,11 @@ class SweepEstimate:
         if self.per_trial is None:
             text = f"{self.remaining} trials left; GPU-hours not estimated (CPU, or see `tuneops estimate`)"
         else:
-            text = (f"{self.remaining} trials left x {self.per_trial:,.2f} GPU-hours = "
-                    f"{self.total:,.2f} GPU-hours (at the template's values)")
+            text = (f"{self.remaining} trials left x {_hours(self.per_trial)} GPU-hours = "
+                    f"{_hours(self.total)} GPU-hours (at the template's values)")
         if self.budget is not None:
             fit = self.fit
-            text += f"; budget {self.budget:g} GPU-hours, {self.spent:,.2f} spent"
+            text += f"; budget {self.budget:g} GPU-hours, {_hours(self.spent)} spent"
             if fit is not None and fit < self.remaining:
                 text += f": {fit} of {self.remaining} trials fit, apply stops there"
             elif fit is not None:
