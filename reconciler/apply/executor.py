@@ -229,6 +229,20 @@ class Executor:
                 return run
         return None
 
+    def pruned(self, rid: ResourceId, fingerprint: str) -> str | None:
+        """Why a sweep trial's fine-tune at this fingerprint was pruned, if it was."""
+        if rid.kind != "FineTune":
+            return None
+        from reconciler.tracking.filters import tag_equals
+
+        query = " and ".join((tag_equals(tracking.TAG_KIND, rid.kind),
+                              tag_equals(tracking.TAG_NAME, rid.name),
+                              tag_equals(tracking.TAG_FINGERPRINT, fingerprint),
+                              tag_equals(tracking.TAG_STATUS, tracking.STATUS_PRUNED)))
+        for record in self.store.search_runs(self.experiment_id, query, page_size=1):
+            return record.tags.get(tracking.TAG_PRUNED_REASON) or "pruned"
+        return None
+
     def serving(self, evaluation: str) -> tuple[str, BuiltRun] | None:
         """The Deployment that requires `evaluation` and the FineTune run of the version it serves
         now: the champion of a `notWorseThan: serving` gate. None while nothing serves."""
@@ -419,6 +433,9 @@ class Executor:
                                   "stopped by `tuneops stop`; the next apply starts it again")
             if observed.phase == "succeeded":
                 run = self.lookup(rid.kind, rid.name, fingerprint)
+                pruned = self.pruned(rid, fingerprint) if run is None else None
+                if pruned is not None:
+                    return StepResult(rid, Outcome.PRUNED, pruned)
                 if run is None:
                     return StepResult(rid, Outcome.FAILED,
                                       f"the job exited 0 but left no complete MLflow run; see {observed.log}")

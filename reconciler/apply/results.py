@@ -16,9 +16,10 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     BLOCKED = "blocked"  # its gates failed: the version in use keeps serving
     SKIPPED = "skipped"  # not started (an upstream failed, or the apply was interrupted)
+    PRUNED = "pruned"  # a sweep trial's fine-tune stopped early by the sweep's pruning rule
 
 
-NOT_DONE = frozenset({Outcome.FAILED, Outcome.BLOCKED, Outcome.SKIPPED})
+NOT_DONE = frozenset({Outcome.FAILED, Outcome.BLOCKED, Outcome.SKIPPED, Outcome.PRUNED})
 """Outcomes that stop what depends on the step."""
 
 

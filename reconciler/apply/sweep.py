@@ -136,15 +136,14 @@ class SweepRunner:
             label = f"trial {trial.number} ({', '.join(f'{k}={v}' for k, v in sorted(trial.params.items()))})"
             self.executor.reporter.say(f"  {self.rid}: {label} as {resources.fine_tune_id}")
             fine_tune = resources.fine_tune_id
-            pruned = self._pruned_run(fine_tune.name, resources.fingerprint)
+            pruned = self.executor.pruned(fine_tune, resources.fingerprint)  # before an interruption
             if pruned is not None:
                 return self._finish(trial, "pruned", message=pruned)
             step = self.executor.build_step(fine_tune, resources.fingerprint, builder,
                                             prepare=lambda job: self._with_pruning(job, trial))
+            if step.outcome == Outcome.PRUNED:
+                return self._finish(trial, "pruned", message=step.message)
             if step.outcome != Outcome.DONE:
-                pruned = self._pruned_run(fine_tune.name, resources.fingerprint)
-                if pruned is not None:
-                    return self._finish(trial, "pruned", message=pruned)
                 if step.outcome == Outcome.SKIPPED:
                     return trial  # interrupted: still running, resumed by the next apply
                 return self._finish(trial, "failed", message=step.message)
@@ -192,13 +191,6 @@ class SweepRunner:
             except (ValueError, TypeError):
                 return ()
         return ()
-
-    def _pruned_run(self, name: str, fingerprint: str) -> str | None:
-        """The reason a pruned run of this FineTune fingerprint gave, if one was pruned."""
-        for record in self._fine_tune_runs(name, fingerprint):
-            if record.tags.get(tracking.TAG_STATUS) == tracking.STATUS_PRUNED:
-                return record.tags.get(tracking.TAG_PRUNED_REASON) or "pruned"
-        return None
 
     def _fine_tune_runs(self, name: str, fingerprint: str) -> list[Any]:
         from reconciler.tracking.filters import tag_equals

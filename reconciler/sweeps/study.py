@@ -79,8 +79,10 @@ def _sampler(spec: SweepSpec, number: int) -> Any:
     if spec.algorithm == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.algorithm == "grid":
+        # The sweep's own seed: it shuffles the grid's order once, and each trial then takes the
+        # point of its position (a per-trial seed would shuffle the grid differently every time).
         return optuna.samplers.GridSampler(
-            {path: finite_values(dist) for path, dist in spec.parameters.items()}, seed=seed)
+            {path: finite_values(dist) for path, dist in spec.parameters.items()}, seed=spec.seed)
     if spec.algorithm == "cmaes":
         try:
             import cmaes  # noqa: F401 - Optuna's CMA-ES sampler needs it

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,44 @@ def test_raising_max_trials_trains_exactly_the_new_trials(swept):
     new = sorted(set(trainings(repo)) - set(before))
     assert len(new) == 2, new
     assert all(any(name.startswith(f"finetune-{t.fine_tune}-") for name in new) for t in trials[6:])
+
+
+DIVERGING = """\
+apiVersion: tuneops.dev/v1alpha1
+kind: Sweep
+metadata:
+  name: fruit-decay
+spec:
+  fineTune: fruit-sft
+  objective: {evaluation: fruit-sft-quality, metric: exact_match}
+  parameters:
+    # A weight decay of a million wipes the weights out at the first step: the loss goes nan.
+    training.weightDecay: {choice: [0.0, 1.0e+6]}
+  algorithm: grid
+  maxTrials: 2
+  pruning: {metric: loss}
+"""
+
+
+def test_a_diverging_trial_is_pruned_before_it_finishes(tmp_path: Path, mlflow_server):
+    repo = SpecRepo(tmp_path / "specs", mlflow_server.uri)
+    repo.tracking_uri, repo.experiment = mlflow_server.uri, _experiment(repo)
+    (repo.root / "sweep.yaml").write_text(DIVERGING)
+    repo.commit("a sweep over weight decay")
+    applied = repo.tuneops("apply", ".", "--yes", "--target", "Sweep/fruit-decay")
+    assert applied.exit_code == 0, applied.output
+    from reconciler.tracking.actual_state import read_trials
+    from reconciler.tracking.store import open_store
+
+    store = open_store(repo.tracking_uri)
+    trials = read_trials(store, store.experiment_id(repo.experiment), "fruit-decay")["fruit-decay"]
+    by_decay = {t.params["training.weightDecay"]: t for t in trials}
+    assert by_decay[0.0].state == "complete"
+    pruned = by_decay[1.0e6]
+    assert pruned.state == "pruned", (pruned.state, pruned.message)
+    assert "diverged" in pruned.message
+    step = int(pruned.message.split(" at step ")[1].split(":")[0])
+    assert step < 15  # 3 epochs of 40 training rows at 8 a step: it stopped well before its end
+    assert "trial 1 pruned" in applied.stdout or "trial 0 pruned" in applied.stdout
+    plan = repo.plan()
+    assert plan["by_resource"]["Sweep/fruit-decay"] == "noop"  # pruned counts as done, not failed

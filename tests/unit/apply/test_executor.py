@@ -58,7 +58,7 @@ def test_the_summary_counts_done_failed_and_blocked_or_skipped():
 
 
 def test_outcomes_read_as_the_words_users_see():
-    assert [str(o) for o in Outcome] == ["done", "failed", "blocked", "skipped"]
+    assert [str(o) for o in Outcome] == ["done", "failed", "blocked", "skipped", "pruned"]
     assert Outcome.DONE == "done"  # JSON and text output compare as before
 
 
