@@ -28,7 +28,13 @@ from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.loader import LoadedSpec
 from reconciler.specs.specset import SpecSet
-from reconciler.specs.sweep import SweepResource, trial_evaluation_name, trial_name
+from reconciler.specs.sweep import (
+    TRIAL_DIGEST_LENGTH,
+    SweepResource,
+    is_trial_name,
+    trial_evaluation_name,
+    trial_name,
+)
 
 
 @dataclass(frozen=True)
@@ -144,3 +150,31 @@ def with_trials(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput],
             by_id[copy.id] = copy
         all_inputs.update(trial.inputs)
     return replace(specs, by_id=by_id), all_inputs
+
+
+def trial_origin(specs: SpecSet, rid: ResourceId) -> ResourceId | None:
+    """The spec a sweep trial's FineTune or Evaluation copies (its template, or the Evaluation it
+    scores with), for what only the spec says: labels, resources, scheduling. None otherwise."""
+    for loaded in specs.of_kind("Sweep"):
+        sweep = loaded.resource
+        if not isinstance(sweep, SweepResource) or not is_trial_name(rid.name, sweep.name):
+            continue
+        if rid.kind == "FineTune":
+            return ResourceId("FineTune", sweep.spec.fine_tune)
+        trial = rid.name[:len(sweep.name) + 1 + TRIAL_DIGEST_LENGTH]
+        for evaluation in sweep_evaluations(specs, sweep):
+            if trial_evaluation_name(trial, evaluation) == rid.name:
+                return ResourceId("Evaluation", evaluation)
+    return None
+
+
+def largest_rank(specs: SpecSet, sweep: SweepResource) -> int | None:
+    """The largest LoRA rank a sweep's trials can have: what a server of any of them must allow."""
+    template = specs.resource(ResourceId("FineTune", sweep.spec.fine_tune), FineTuneResource)
+    if template is None:
+        return None
+    ranks = [template.spec.adapter.r]
+    searched = sweep.spec.parameters.get("adapter.r")
+    if searched is not None:
+        ranks += [int(value) for value in searched.values_to_check() if isinstance(value, int)]
+    return max(ranks)

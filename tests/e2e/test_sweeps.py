@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -190,10 +189,9 @@ spec:
 """
 
 
-def test_a_diverging_trial_is_pruned_before_it_finishes(tmp_path: Path, mlflow_server):
-    repo = SpecRepo(tmp_path / "specs", mlflow_server.uri)
-    repo.tracking_uri, repo.experiment = mlflow_server.uri, _experiment(repo)
-    (repo.root / "sweep.yaml").write_text(DIVERGING)
+def test_a_diverging_trial_is_pruned_before_it_finishes(swept):
+    repo, *_ = swept  # its template FineTune is built: only the trials train
+    (repo.root / "decay.yaml").write_text(DIVERGING)
     repo.commit("a sweep over weight decay")
     applied = repo.tuneops("apply", ".", "--yes", "--target", "Sweep/fruit-decay")
     assert applied.exit_code == 0, applied.output

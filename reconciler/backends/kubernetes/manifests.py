@@ -27,7 +27,9 @@ from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.specset import SpecSet
+from reconciler.specs.sweep import SweepResource
 from reconciler.state import BuiltRun
+from reconciler.sweeps.trials import largest_rank, trial_origin
 
 RENDERED_KINDS = ("Dataset", "FineTune", "Evaluation", "Deployment")
 PENDING_DIGEST = "pending"  # a Dataset's digest is known once it is built
@@ -86,10 +88,13 @@ def render_job_file(specs: SpecSet, job: JobFile) -> Rendered:
     and scheduling: what the Kubernetes backend applies."""
     settings = specs.settings
     rid = ResourceId(job.kind, job.name)
-    loaded = specs.get(rid)
+    loaded = specs.get(rid) or specs.get(trial_origin(specs, rid) or rid)  # a sweep trial: its template's
     assert loaded is not None, rid
     resource = loaded.resource
     if isinstance(resource, DeploymentResource):
+        if resource.spec.model.sweep is not None:
+            sweep = specs.resource(ResourceId("Sweep", resource.spec.model.sweep), SweepResource)
+            return render_server(job, resource, settings, largest_rank(specs, sweep) if sweep else None)
         served = specs.resource(ResourceId("FineTune", resource.spec.model.fine_tune or ""), FineTuneResource)
         return render_server(job, resource, settings, served.spec.adapter.r if served else None)
     labels, annotations = dict(resource.metadata.labels), dict(resource.metadata.annotations)
@@ -99,7 +104,7 @@ def render_job_file(specs: SpecSet, job: JobFile) -> Rendered:
                           gpus_per_node=r.gpus_per_node, gpu_product=r.gpu_product, cpu=r.cpu,
                           memory=r.memory,
                           queue=resource.spec.scheduling.queue, priority=resource.spec.scheduling.priority,
-                          launcher=launcher_of(specs, rid))
+                          launcher=launcher_of(specs, loaded.id))
     if isinstance(resource, EvaluationResource):
         e = resource.spec.resources  # one process: the model is scored on all the GPUs at once
         return render_job(job, labels, settings, spec_annotations=annotations, gpus_per_node=e.gpus,
@@ -118,7 +123,6 @@ def render_project(specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], c
 
 
 def _serves_a_sweep(specs: SpecSet, rid: ResourceId) -> bool:
-    """A Deployment of a Sweep serves a trial only the sweep engine knows: not rendered here."""
-    # sweep: the engine renders the server of the trial it chose
+    """A Deployment of a Sweep serves the trial apply chooses: rendered when apply serves it."""
     deployment = specs.resource(rid, DeploymentResource)
     return deployment is not None and deployment.spec.model.sweep is not None

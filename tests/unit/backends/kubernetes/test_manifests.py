@@ -176,3 +176,57 @@ def test_jobs_in_the_cluster_need_storage_a_pod_reaches(tmp_path):
     root = tiny_project(tmp_path / "specs", SETTINGS.replace("      storageClaim: tuneops-store\n", ""))
     with pytest.raises(RenderError, match="shared storage"):
         rendered(root)
+
+
+SWEEP = """\
+    apiVersion: tuneops.dev/v1alpha1
+    kind: Sweep
+    metadata:
+      name: docs-lr
+    spec:
+      fineTune: docs-lora
+      objective: {evaluation: docs-quality, metric: rougeL}
+      parameters:
+        training.learningRate: {logUniform: [1.0e-5, 1.0e-3]}
+        adapter.r: {choice: [8, 32]}
+"""
+EVALUATION = """\
+    apiVersion: tuneops.dev/v1alpha1
+    kind: Evaluation
+    metadata:
+      name: docs-quality
+    spec:
+      model: {fineTune: docs-lora}
+      dataset: {name: docs, split: validation}
+      metrics: [rougeL]
+"""
+
+
+def test_a_sweep_trial_renders_with_its_templates_labels_and_resources(tmp_path):
+    from reconciler.backends.kubernetes.manifests import planned_run, render_job_file
+    from reconciler.jobs.builder import JobBuilder
+    from reconciler.specs.sweep import SweepResource
+    from reconciler.sweeps.trials import materialize, with_trials
+
+    root = tiny_project(tmp_path / "specs")
+    (root / "sweep.yaml").write_text(textwrap.dedent(SWEEP))
+    (root / "evaluation.yaml").write_text(textwrap.dedent(EVALUATION))
+    result = validate_path(root)
+    assert result.valid, [problem.text() for problem in result.problems]
+    specs = result.specs
+    inputs = fingerprint_inputs(specs, DependencyGraph.from_specs(specs), {})
+    sweep = specs.resource(ResourceId("Sweep", "docs-lr"), SweepResource)
+    trial = materialize(specs, inputs, sweep, {"training.learningRate": 1e-4, "adapter.r": 32})
+    trial_specs, trial_inputs = with_trials(specs, inputs, [trial])
+    context = cluster_context(specs, GIT, root)
+    builder = JobBuilder(trial_specs, trial_inputs, context, planned_run(str(context.storage_root)))
+    for rid in (trial.fine_tune_id, trial.evaluation_id("docs-quality")):
+        objects = list(render_job_file(specs, builder.job(rid)).objects)  # the backend knows no trials
+        assert validate_manifests(objects, "1.30") == []
+        job, spec = only(objects, "Job"), job_file(objects)
+        assert spec["name"] == rid.name and job["metadata"]["labels"][NAME_LABEL] == rid.name
+    assert spec["model"]["fineTune"] == trial.fine_tune_id.name
+    fine_tune = only(list(render_job_file(specs, builder.job(trial.fine_tune_id)).objects), "Job")
+    assert fine_tune["metadata"]["labels"]["team"] == "docs"  # the template's labels
+    assert job_file([only(list(render_job_file(specs, builder.job(trial.fine_tune_id)).objects),
+                          "ConfigMap")])["spec"]["adapter"]["r"] == 32
