@@ -37,7 +37,26 @@ def load(command: str, path: Path) -> JobFile:
     job = read_job_file(path)
     if job.command != command:
         raise JobRefused(f"{path} is a {job.kind} job: run it with `tuneops run {job.command} --job {path}`")
+    check_spec(job, path)
     return job
+
+
+def check_spec(job: JobFile, path: Path) -> None:
+    """The job's spec validates as its kind's: a job file written by hand, or by another release,
+    fails here in one line naming the field, not later with a traceback."""
+    from pydantic import ValidationError
+
+    from reconciler.specs.kinds import KINDS
+
+    model = KINDS[job.kind].model_fields["spec"].annotation
+    try:
+        model.model_validate(job.spec)  # type: ignore[union-attr]
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in ("spec", *first["loc"]))
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise JobRefused(f"{path}: the {job.kind} spec in it does not validate: {where}: "
+                         f"{first['msg']}{more}") from None
 
 
 def run(command: str, path: Path) -> str:

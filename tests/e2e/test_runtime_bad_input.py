@@ -218,3 +218,16 @@ def test_a_chat_template_outside_the_roots_is_refused(fruit: Prepared, tiny_mode
     _refused(run_job("finetune", write_job(job, root / "jobs"), env={FILE_ROOTS_ENV: roots}),
              "chat template /etc/passwd.jinja is outside the folders this job may read")
     _nothing_at(job.output_dir)
+
+
+def test_a_job_whose_spec_does_not_validate_names_the_field(local: Local) -> None:
+    from reconciler.jobs.jobfile import BaseModelRef, PreparedDataset
+
+    store, uri, jobs = local
+    data = PreparedDataset(name="d", location="/nowhere", digest="sha256:0", schema_type="instruction")
+    job = finetune_job(store, uri, "steep", BaseModelRef(name="tiny", source="file:///nowhere"), [data],
+                       {"training": {"learningRate": 5.0}})
+    result = run_job("finetune", write_job(job, jobs))
+    _refused(result, "the FineTune spec in it does not validate: spec.training.learningRate")
+    assert "internal error" not in result.output
+    _nothing_at(job.output_dir)
