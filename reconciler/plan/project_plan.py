@@ -117,6 +117,19 @@ def with_warnings(the_plan: Plan, project: Any, state: ActualState | None) -> Pl
     return replace(the_plan, warnings=the_plan.warnings + found) if found else the_plan
 
 
+def with_recorded_trials(state: ActualState, real: ActualState | None, specs: Any) -> ActualState:
+    """The base's state with the sweeps' trials as MLflow recorded them, and their runs: a pull
+    request that changes a search space shows which finished trials remain valid."""
+    if real is None or not real.trials:
+        return state
+    from reconciler.specs.sweep import is_trial_name
+
+    sweeps = specs.names("Sweep")
+    trial_runs = {key: run for key, run in real.built.items()
+                  if any(is_trial_name(key[1], sweep) for sweep in sweeps)}
+    return replace(state, built={**state.built, **trial_runs}, trials=real.trials)
+
+
 def with_sweep_estimates(the_plan: Plan, project: Any, state: ActualState | None) -> Plan:
     """Each sweep with trials left gets the planner's GPU-hours for them, at the template's
     values, and what its budget still covers."""
@@ -177,15 +190,17 @@ def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOpt
         base_inputs = base_project.inputs if base_project is not None else {}
         base_specs = base_project.specs if base_project is not None else project.specs
         state = state_from_base(base_specs, base_inputs)
-    the_plan = build_plan(project.specs, project.graph, project.inputs, state, replace(options, prune=True))
     real_state = None
     if not offline:
         real_state = plan_project(project, options, offline=False).state
+        state = with_recorded_trials(state, real_state, project.specs)
     elif project.settings.backend == "kubernetes":  # the CI dry-run's other half
         from reconciler.backends.kubernetes.project_manifests import project_manifests
 
         project_manifests(project, error_prefix="the Kubernetes manifests do not render: ")
-    the_plan = against_base(the_plan, base_inputs, project.specs, real_state)
+    the_plan = build_plan(project.specs, project.graph, project.inputs, state, replace(options, prune=True))
+    the_plan = against_base(with_sweep_estimates(the_plan, project, real_state), base_inputs, project.specs,
+                            real_state)
     found = contamination_texts(project, real_state)
     if found:
         the_plan = replace(the_plan, warnings=the_plan.warnings + found)

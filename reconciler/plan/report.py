@@ -266,7 +266,7 @@ def _sweep_lines(planned: PlannedAction) -> list[str]:
     lines = []
     if planned.sweep is not None and planned.action != Action.NOOP:
         for trial in planned.sweep.trials:
-            state = f"no longer counted: {trial.stale}" if trial.stale else trial.state
+            state = "no longer counted" if trial.stale else trial.state  # why: on the line above
             value = f" {trial.value:.4g}" if trial.value is not None and not trial.stale else ""
             lines.append(f"        trial {trial.number} {state}{value}: {trial.params_text()}")
     if planned.sweep_estimate is not None and planned.sweep_estimate.remaining:

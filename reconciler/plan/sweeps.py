@@ -110,6 +110,10 @@ class SweepView:
         return text
 
 
+def _trials(count: int) -> str:
+    return f"{count} trial{'' if count == 1 else 's'}"
+
+
 def _hours(value: float | None) -> str:
     if not value:
         return "0"
@@ -190,9 +194,9 @@ class SweepEstimate:
 
     def line(self) -> str:
         if self.per_trial is None:
-            text = f"{self.remaining} trials left; GPU-hours not estimated (CPU, or see `tuneops estimate`)"
+            text = f"{_trials(self.remaining)} left; GPU-hours not estimated (CPU, or see `tuneops estimate`)"
         else:
-            text = (f"{self.remaining} trials left x {_hours(self.per_trial)} GPU-hours = "
+            text = (f"{_trials(self.remaining)} left x {_hours(self.per_trial)} GPU-hours = "
                     f"{_hours(self.total)} GPU-hours (at the template's values)")
         if self.budget is not None:
             fit = self.fit
