@@ -113,3 +113,14 @@ def test_a_trial_is_named_by_what_it_trains_whatever_order_its_parameters_come_i
     assert evaluation.spec.model.fine_tune == one.fine_tune_id.name
     changed = trial({"training.learningRate": 0.005, "training.epochs": 2})
     assert changed.fine_tune_id != one.fine_tune_id
+
+
+def test_cma_es_keeps_its_state_in_the_trial_records():
+    """CMA-ES's optimizer lives in the trials' sampler state, which the records carry: rebuilt
+    from them, it continues the same way whichever trial finished first."""
+    pytest.importorskip("cmaes")
+    spec = sweep_spec(algorithm="cmaes", maxTrials=12, parameters={
+        "training.learningRate": {"logUniform": [1.0e-4, 1.0e-2]}, "training.epochs": {"intRange": [1, 9]}})
+    first = run_sequence(spec, finish_order_reversed=False)
+    assert run_sequence(spec, finish_order_reversed=True) == first
+    assert len({str(p) for p in first}) == 12
