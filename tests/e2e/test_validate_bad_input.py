@@ -337,8 +337,8 @@ CASES = {
         {"sweep.yaml": sweep(extra="  pruning: {metric: eval_loss} #!\n")}, "sweep.yaml",
         "eval_loss is logged only while FineTune 'sft' evaluates a validation split"),
     "sweep name without room for its trials": (
-        {"sweep.yaml": sweep("name: sft-lr", f"name: {'s' * 53} #!")}, "sweep.yaml",
-        "a Sweep's name is at most 52 characters"),
+        {"sweep.yaml": sweep("name: sft-lr", f"name: {'s' * 48} #!")}, "sweep.yaml",
+        "a Sweep's name is at most 47 characters"),
     "spec named like a sweep's trial": (
         {"sweep.yaml": SWEEP, "trial.yaml": VALID_SPECS["fine-tune.yaml"].replace(
             "name: sft", "name: sft-lr-0123abcdef #!")},
