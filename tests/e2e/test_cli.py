@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import API, REPO_ROOT, VALID_SPECS, run_tuneops, write_repo
 
 HEAVY_MODULES = ("torch", "transformers", "peft", "trl", "deepspeed", "mlflow", "kubernetes",
-                 "datasets", "jinja2", "git", "lm_eval")
+                 "datasets", "jinja2", "git", "lm_eval", "optuna")
 
 
 @pytest.mark.parametrize("example", ["specs-example", "specs-example/quickstart"])
