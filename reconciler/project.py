@@ -328,8 +328,12 @@ class Project:
         from reconciler.specs.rules.references import DefinedNames
 
         backend, loaded = unvalidated_project(path)
+        from reconciler.specs.sweep import is_trial_name
+
         defined = loaded.declared | {spec.id for spec in loaded.specs}
-        if rid not in defined:
+        sweeps = [d.name for d in defined if d.kind == "Sweep"]
+        trial = rid.kind in ("FineTune", "Evaluation") and any(is_trial_name(rid.name, s) for s in sweeps)
+        if rid not in defined and not trial:  # a sweep's trials have logs, as `sweep show` names them
             hint = DefinedNames(defined).hint(rid)
             raise TuneopsError(f"{rid} is not defined in {path}" + (f" ({hint})" if hint else ""))
         if rid.kind == "BaseModel":

@@ -23,7 +23,7 @@ from reconciler.apply.results import Outcome, StepResult
 from reconciler.plan.plan import PlannedAction
 from reconciler.specs.sweep import SweepResource
 from reconciler.state import TrialRecord
-from reconciler.sweeps.limits import in_space, trial_limit
+from reconciler.sweeps.limits import in_space, refused_by_template, trial_limit
 from reconciler.sweeps.trials import TrialResources, materialize
 from reconciler.tracking import vocabulary as tracking
 
@@ -68,8 +68,15 @@ class SweepRunner:
                 if asking and ready(sorted(trials.values(), key=lambda t: t.number), next_number, parallel):
                     ordered = sorted(trials.values(), key=lambda t: t.number)
                     suggestion = suggest(self.spec, next_number, ordered)
-                    resources = materialize(self.project.specs, self.project.inputs, self.sweep,
-                                            suggestion.params, next_number)
+                    try:
+                        resources = materialize(self.project.specs, self.project.inputs, self.sweep,
+                                                suggestion.params, next_number)
+                    except ValueError as error:  # values each valid alone, refused together
+                        refused = self._record_new(next_number, suggestion, None, None)
+                        trials[refused.number] = self._finish(
+                            refused, "failed", message=f"the template refuses these values: {_first(error)}")
+                        next_number += 1
+                        continue
                     hours = self._gpu_hours(resources)
                     if budget is not None and hours is not None and spent + hours > budget:
                         stopped_by = (f"budget: trial {next_number} would take the estimate to "
@@ -120,6 +127,8 @@ class SweepRunner:
         """In the current search space, on the current template (else it is left out)."""
         if in_space(self.spec, trial):
             return False
+        if refused_by_template(trial):
+            return True
         try:
             resources = materialize(self.project.specs, self.project.inputs, self.sweep, trial.params)
         except ValueError:
@@ -226,14 +235,14 @@ class SweepRunner:
                  "mlflow.runName": self.sweep.name})
             return self._parent
 
-    def _record_new(self, number: int, suggestion: Any, resources: TrialResources,
+    def _record_new(self, number: int, suggestion: Any, resources: TrialResources | None,
                     gpu_hours: float | None) -> TrialRecord:
         parent = self._parent_run()
         system = json.dumps(suggestion.system_attrs, sort_keys=True, separators=(",", ":"))
         tags = {tracking.TAG_KIND: tracking.KIND_TRIAL, tracking.TAG_NAME: self.sweep.name,
                 tracking.TAG_PARENT_RUN: parent, tracking.TAG_TRIAL_NUMBER: str(number),
-                tracking.TAG_TRIAL_FINE_TUNE: resources.fine_tune_id.name,
-                tracking.TAG_FINGERPRINT: resources.fingerprint,
+                tracking.TAG_TRIAL_FINE_TUNE: resources.fine_tune_id.name if resources else "",
+                tracking.TAG_FINGERPRINT: resources.fingerprint if resources else "",
                 tracking.TAG_TRIAL_PARAMS: json.dumps(suggestion.params, sort_keys=True),
                 tracking.TAG_TRIAL_DISTRIBUTIONS: json.dumps(suggestion.distributions, sort_keys=True),
                 tracking.TAG_TRIAL_STATE: "running"}
@@ -246,9 +255,10 @@ class SweepRunner:
         run_id = self.store.create_run(self.experiment_id, f"{self.sweep.name}-trial-{number}", tags)
         self.store.log_batch(run_id, params={path: json.dumps(value) if isinstance(value, str) else str(value)
                                              for path, value in suggestion.params.items()})
-        return TrialRecord(self.sweep.name, number, run_id, resources.fine_tune_id.name,
-                           resources.fingerprint, suggestion.params, suggestion.distributions, "running",
-                           started_at=time.time(), system_attrs=suggestion.system_attrs, gpu_hours=gpu_hours)
+        name, fingerprint = (resources.fine_tune_id.name, resources.fingerprint) if resources else ("", "")
+        return TrialRecord(self.sweep.name, number, run_id, name, fingerprint, suggestion.params,
+                           suggestion.distributions, "running", started_at=time.time(),
+                           system_attrs=suggestion.system_attrs, gpu_hours=gpu_hours)
 
     def _finish(self, trial: TrialRecord, state: str, *, value: float | None = None,
                 message: str = "") -> TrialRecord:
@@ -276,3 +286,9 @@ class SweepRunner:
         if all(t.done for t in trials.values()):
             self.store.end_run(parent, "FINISHED")
 
+
+
+def _first(error: ValueError) -> str:
+    """A validation error's first problem, on one line (pydantic's text puts it on lines 2-3)."""
+    lines = [line.strip() for line in str(error).splitlines()]
+    return " ".join(lines[1:3]) if len(lines) > 2 else " ".join(lines)

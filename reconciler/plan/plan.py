@@ -316,14 +316,9 @@ class _Planner:
             return self._plan_sweep_deployment(rid, resource)
         fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune or "")
         model_fp = self.inputs[fine_tune].fingerprint if fine_tune in self.inputs else ""
-        if resource.spec.suspend:
-            return self._base(rid, Action.SUSPENDED, previous=live_fp,
-                              reason="suspend: true" + (" (the running server is kept)" if live else ""))
-        unready = self._unready_upstream(rid)
-        if unready:
-            return self._base(rid, Action.BLOCKED, previous=live_fp,
-                              blocked_by=self._upstream_block(unready, live is not None),
-                              upstream=tuple(dep for dep, _ in unready))
+        held = self._held_back(rid, resource)
+        if held is not None:
+            return held
         pending = self._pending_upstream(rid)
         if pending:
             target = ServeTarget(fine_tune.name, model_fp, None)
@@ -476,10 +471,8 @@ class _Planner:
             return self._base(rid, Action.WAIT, sweep=view, reason=f"{view.summary()}; resumed by apply")
         return self._base(rid, Action.UPDATE, sweep=view, reason=f"{view.summary()}; " + "; ".join(work))
 
-    def _plan_sweep_deployment(self, rid: ResourceId, resource: DeploymentResource) -> PlannedAction:
-        """Serve the best trial of the sweep that passes the Deployment's gates; switch only when
-        a better one passes (ties go to the earlier trial)."""
-        name = resource.spec.model.sweep or ""
+    def _held_back(self, rid: ResourceId, resource: DeploymentResource) -> PlannedAction | None:
+        """A Deployment that is suspended, or waits for a blocked upstream: what serves, stays."""
         live = self.actual.server(rid.name)
         live_fp = live.fingerprint if live is not None else None
         if resource.spec.suspend:
@@ -490,6 +483,17 @@ class _Planner:
             return self._base(rid, Action.BLOCKED, previous=live_fp,
                               blocked_by=self._upstream_block(unready, live is not None),
                               upstream=tuple(dep for dep, _ in unready))
+        return None
+
+    def _plan_sweep_deployment(self, rid: ResourceId, resource: DeploymentResource) -> PlannedAction:
+        """Serve the best trial of the sweep that passes the Deployment's gates; switch only when
+        a better one passes (ties go to the earlier trial)."""
+        name = resource.spec.model.sweep or ""
+        live = self.actual.server(rid.name)
+        live_fp = live.fingerprint if live is not None else None
+        held = self._held_back(rid, resource)
+        if held is not None:
+            return held
         # The sweep's trials are what it serves; its template's own builds do not hold it back.
         pending = [dep for dep in self._pending_upstream(rid) if dep.kind == "Sweep"]
         view = self.sweep_view(name)

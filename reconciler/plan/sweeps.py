@@ -134,12 +134,15 @@ MLflow read in apply."""
 def sweep_view(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput], sweep: SweepResource,
                trials: Iterable[TrialRecord], built_run: BuiltLookup) -> SweepView:
     """The sweep's recorded trials checked against the current specs and scored from their runs."""
-    from reconciler.sweeps.limits import in_space
+    from reconciler.sweeps.limits import in_space, refused_by_template
 
     views = []
     template = ResourceId("FineTune", sweep.spec.fine_tune)
     for record in trials:
         why = in_space(sweep.spec, record)
+        if not why and refused_by_template(record):
+            views.append(TrialView(record, None))
+            continue
         if why or template not in inputs:
             views.append(TrialView(record, None, why or "its template is gone"))
             continue

@@ -62,3 +62,9 @@ def in_space(spec: SweepSpec, trial: TrialRecord) -> str:
     if outside:
         return "outside the search space: " + ", ".join(f"{path}={trial.params[path]!r}" for path in outside)
     return ""
+
+
+def refused_by_template(trial: TrialRecord) -> bool:
+    """A trial whose parameters, each allowed alone, the template refused together: recorded as
+    failed with no FineTune, and counted, so that the search moves on rather than asking again."""
+    return trial.state == "failed" and not trial.fine_tune

@@ -158,3 +158,18 @@ def test_raising_max_trials_adds_exactly_the_new_trials(tmp_path: Path):
     after = [(t.number, dict(t.params)) for t in recorded(raised)]
     assert after[:4] == before and len(after) == 6
     assert len(executor.trained) == 2
+
+
+def test_values_the_template_refuses_together_fail_their_trial_and_the_search_moves_on(tmp_path: Path):
+    project = project_with(tmp_path, max_trials=3)
+    fine_tune = project.root / "fine-tune.yaml"
+    fine_tune.write_text(fine_tune.read_text().replace("    epochs: 3\n", ""))
+    sweep = project.root / "sweep.yaml"  # each valid alone; together "set either epochs or maxSteps"
+    sweep.write_text(sweep.read_text().replace("training.learningRate: {logUniform: [1.0e-4, 1.0e-2]}",
+                                               "training.maxSteps: {intRange: [5, 9]}"))
+    result, executor = run(Project.load(project.root))
+    trials = recorded(project)
+    assert [t.state for t in trials] == ["failed"] * 3 and executor.trained == []
+    assert all("the template refuses these values" in t.message and "epochs or maxSteps" in t.message
+               for t in trials), [t.message for t in trials]
+    assert result.outcome == Outcome.FAILED and "no trial completed" in result.message
