@@ -162,6 +162,7 @@ class Executor:
         self.state = state  # what the plan read: the planner's row counts for a sweep's budget
         self.reporter = reporter
         self.max_parallel = max(1, max_parallel)
+        self._slots = threading.Semaphore(self.max_parallel)  # jobs at once, trials included
         self.max_attempts = max_attempts
         self.stop_event = stop or threading.Event()
         self.experiment_id = store.ensure_experiment(project.experiment)
@@ -292,7 +293,9 @@ class Executor:
             del todo[planned.resource]
         outcomes: dict[ResourceId, Outcome] = {}
         running: dict[Future, ResourceId] = {}
-        with ThreadPoolExecutor(self.max_parallel, thread_name_prefix="apply") as pool:
+        # A Sweep's step only schedules its trials, which take job slots: it takes no slot itself.
+        sweeps = sum(1 for planned in todo.values() if planned.resource.kind == "Sweep")
+        with ThreadPoolExecutor(self.max_parallel + sweeps, thread_name_prefix="apply") as pool:
             while todo or running:
                 for rid, planned in list(todo.items()):
                     deps = [d for d in planned.depends_on if d in todo or d in outcomes
@@ -403,6 +406,22 @@ class Executor:
 
     def _job(self, planned: PlannedAction, builder: JobBuilder | None = None,
              prepare: Callable[[JobFile], JobFile] | None = None) -> StepResult:
+        """One job, once one of the `max_parallel` job slots is free: the apply's own steps and a
+        sweep's trials share them, so maxParallel caps the processes whatever starts them."""
+        if not self._slots.acquire(blocking=False):
+            self.reporter.say(f"  {planned.resource}: waiting for one of the {self.max_parallel} job slots")
+            while not self._slots.acquire(timeout=1.0):
+                if self.stop_event.is_set():
+                    return StepResult(planned.resource, Outcome.SKIPPED, "apply was interrupted")
+        try:
+            if self.stop_event.is_set():
+                return StepResult(planned.resource, Outcome.SKIPPED, "apply was interrupted")
+            return self._run_job(planned, builder, prepare)
+        finally:
+            self._slots.release()
+
+    def _run_job(self, planned: PlannedAction, builder: JobBuilder | None,
+                 prepare: Callable[[JobFile], JobFile] | None) -> StepResult:
         rid = planned.resource
         builder = builder or self.builder
         fingerprint = planned.fingerprint or ""

@@ -61,6 +61,8 @@ def swept(tmp_path_factory: pytest.TempPathFactory, mlflow_server):
     repo = SpecRepo(tmp_path_factory.mktemp("sweep") / "specs", mlflow_server.uri)
     repo.tracking_uri, repo.experiment = mlflow_server.uri, _experiment(repo)
     (repo.root / "sweep.yaml").write_text(SWEEP)
+    with (repo.root / "tuneops.yaml").open("a") as settings:
+        settings.write("local:\n  maxParallel: 2\n")  # two trials at once: jobs share these slots
     repo.edit("deployment.yaml", "fineTune: fruit-sft", "sweep: fruit-lr")
     repo.commit("serve the best trial of a learning-rate sweep")
     env = {**os.environ, **CLI_ENV}
