@@ -74,3 +74,50 @@ def test_long_steps_get_a_heartbeat_line_with_their_progress():
     beats = [line for line in lines if "running for" in line]
     assert beats and all(line.endswith("40% (step 4), ETA 6s") for line in beats)
     assert lines[-1].startswith("  FineTune/sft: done after 0s: registered sft/1")
+
+
+def test_jobs_at_once_never_exceed_max_parallel_whoever_starts_them(tmp_path):
+    """The apply's own steps and a sweep's trials take the same job slots. The backend here is a
+    stand-in that counts the jobs it runs at once; the slots are the executor's own."""
+    import shutil
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from reconciler.apply.executor import Executor
+    from reconciler.jobs.jobfile import GitOrigin
+    from reconciler.project import Project
+    from reconciler.state import BuiltRun, JobObservation
+    from tests.support.reconcile_support import QUICKSTART
+
+    shutil.copytree(QUICKSTART, tmp_path / "specs", ignore=shutil.ignore_patterns(".tuneops"))
+    project = Project.load(tmp_path / "specs")
+
+    class CountingBackend:
+        def __init__(self):
+            self.running = self.most = 0
+            self.lock = threading.Lock()
+
+        def submit(self, job, processes=1):
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            return SimpleNamespace(handle="pid 1", attempts=1, log="log")
+
+        def wait(self, kind, name, fingerprint, stop_event=None):
+            time.sleep(0.1)
+            with self.lock:
+                self.running -= 1
+            return JobObservation(kind, name, fingerprint, "succeeded", 1, 0.0, 1.0, 0, "", "pid 1", None)
+
+    backend = CountingBackend()
+    store = SimpleNamespace(ensure_experiment=lambda name: "1")
+    executor = Executor(project, Plan((), {}), backend, store, GitOrigin(), Reporter(lambda line: None),
+                        max_parallel=2)
+    executor.lookup = lambda kind, name, fp: BuiltRun(kind, name, fp, "run", 0.0)
+    builder = SimpleNamespace(job=lambda rid: SimpleNamespace(checkout=None), specs=project.specs)
+    steps = [PlannedAction(ResourceId("FineTune", f"trial-{i}"), Action.CREATE, FP) for i in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(lambda step: executor._job(step, builder=builder), steps))
+    assert [r.outcome for r in results] == [Outcome.DONE] * 6
+    assert backend.most == 2
