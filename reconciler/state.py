@@ -185,6 +185,8 @@ class ActualState:
     read: bool = True  # False for an offline plan: nothing was read
     # Sweep name -> its recorded trials, by number.
     trials: Mapping[str, tuple[TrialRecord, ...]] = field(default_factory=lambda: _EMPTY)
+    # Sweep name -> (why the budget stopped it, the budget it stopped at), as its last apply said.
+    sweep_stops: Mapping[str, tuple[str, float]] = field(default_factory=lambda: _EMPTY)
 
     @classmethod
     def unknown(cls) -> ActualState:

@@ -179,6 +179,7 @@ class Executor:
                                   self.server_url)
         self._trials: dict[str, TrialResources] = {}  # every sweep trial this apply materialized
         self._sizing: tuple[Any, Any] | None = None
+        self._build_locks: dict[tuple[str, str, str], threading.Lock] = {}
         self._progress: dict[str, tuple[float, str]] = {}
         reporter.progress_of = self.progress_of
 
@@ -365,9 +366,18 @@ class Executor:
         return JobBuilder(specs, inputs, self.builder.context, self.lookup, self.serving, self.server_url)
 
     def build_step(self, rid: ResourceId, fingerprint: str, builder: JobBuilder,
-                   prepare: Callable[[JobFile], JobFile] | None = None) -> StepResult:
+                   prepare: Callable[[JobFile], JobFile] | None = None, retry_failed: bool = False,
+                   ) -> StepResult:
         """Build one resource the plan did not list (a sweep trial's), as the plan would have:
-        read back when built, adopted while its job runs, retried while attempts are left."""
+        read back when built, adopted while its job runs, retried while attempts are left. One
+        at a time per resource: two trials that drew the same parameters train it once."""
+        with self._runs_lock:
+            lock = self._build_locks.setdefault((rid.kind, rid.name, fingerprint), threading.Lock())
+        with lock:
+            return self._build_step(rid, fingerprint, builder, prepare, retry_failed)
+
+    def _build_step(self, rid: ResourceId, fingerprint: str, builder: JobBuilder,
+                    prepare: Callable[[JobFile], JobFile] | None, retry_failed: bool) -> StepResult:
         if self.lookup(rid.kind, rid.name, fingerprint) is not None:
             return StepResult(rid, Outcome.DONE, "built before")
         observed = self.backend.observe().job(rid.kind, rid.name, fingerprint)
@@ -375,7 +385,9 @@ class Executor:
         if observed is not None and observed.is_live:
             action = Action.WAIT
         elif observed is not None and observed.phase == "failed" and observed.message != STOPPED:
-            if observed.attempts >= self.max_attempts:
+            if retry_failed:
+                action, attempt = Action.RETRY, 1
+            elif observed.attempts >= self.max_attempts:
                 return StepResult(rid, Outcome.FAILED, f"failed {observed.attempts} attempts: "
                                                       f"{observed.message or 'see its log'}")
             action, attempt = Action.RETRY, observed.attempts + 1

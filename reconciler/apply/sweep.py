@@ -20,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from reconciler.apply.results import Outcome, StepResult
+from reconciler.errors import TuneopsError
 from reconciler.plan.plan import PlannedAction
 from reconciler.specs.sweep import SweepResource
 from reconciler.state import TrialRecord
@@ -28,6 +29,8 @@ from reconciler.sweeps.trials import TrialResources, materialize
 from reconciler.tracking import vocabulary as tracking
 
 SYSTEM_CHUNK = 7000  # characters of the sampler's state per tag (MLflow keeps 8000 per value)
+PARAM_LENGTH = 6000  # MLflow's limit on a param value
+FAILED_IN_A_ROW = 3  # trials failing one after another: the cause is not the parameters; stop
 
 
 class SweepRunner:
@@ -52,52 +55,63 @@ class SweepRunner:
         limit, parallel = trial_limit(self.spec), self.spec.parallel_trials
         spent = sum(t.gpu_hours or 0.0 for t in trials.values())
         budget = self.spec.budget.gpu_hours if self.spec.budget is not None else None
-        stopped_by = ""
-        resume = sorted((t for t in trials.values() if not t.done), key=lambda t: t.number)
+        retry = bool(getattr(self.executor.plan.options, "retry_failed", False))
+        stopped_by, error = "", ""
+        # Taken up first, in number order: trials an interrupted apply left running, failed ones
+        # when told to retry them, and complete ones an Evaluation added since has not scored.
+        resume = sorted((t for t in trials.values() if not t.done
+                         or (retry and t.state == "failed" and t.fine_tune)
+                         or (t.state == "complete" and self._unscored(t))), key=lambda t: t.number)
         in_flight: dict[Future, int] = {}
-        started = len(resume)
+        failed_in_a_row = 0
         self.executor.reporter.say(f"  {self.rid}: {len(trials)} of {limit} trials recorded"
-                                   + (f", {len(resume)} to resume" if resume else ""))
+                                   + (f", {len(resume)} to take up" if resume else ""))
         with ThreadPoolExecutor(parallel, thread_name_prefix=f"sweep-{self.sweep.name}") as pool:
             while True:
-                while resume and len(in_flight) < parallel and not self.executor.stop_event.is_set():
+                stopping = bool(error) or self.executor.stop_event.is_set()
+                while resume and len(in_flight) < parallel and not stopping:
                     trial = resume.pop(0)
-                    in_flight[pool.submit(self._run_trial, trial)] = trial.number
-                asking = (not stopped_by and not resume and len(trials) < limit and len(in_flight) < parallel
-                          and not self.executor.stop_event.is_set())
+                    in_flight[pool.submit(self._run_trial, trial, retry)] = trial.number
+                asking = (not stopped_by and not stopping and not resume and len(trials) < limit
+                          and len(in_flight) < parallel)
                 if asking and ready(sorted(trials.values(), key=lambda t: t.number), next_number, parallel):
                     ordered = sorted(trials.values(), key=lambda t: t.number)
                     suggestion = suggest(self.spec, next_number, ordered)
                     try:
                         resources = materialize(self.project.specs, self.project.inputs, self.sweep,
                                                 suggestion.params, next_number)
-                    except ValueError as error:  # values each valid alone, refused together
+                    except ValueError as refusal:  # values each valid alone, refused together
                         refused = self._record_new(next_number, suggestion, None, None)
-                        trials[refused.number] = self._finish(
-                            refused, "failed", message=f"the template refuses these values: {_first(error)}")
+                        why = f"the template refuses these values: {_first(refusal)}"
+                        trials[refused.number] = self._finish(refused, "failed", message=why)
                         next_number += 1
                         continue
                     hours = self._gpu_hours(resources)
                     if budget is not None and hours is not None and spent + hours > budget:
-                        stopped_by = (f"budget: trial {next_number} would take the estimate to "
-                                      f"{spent + hours:.1f} of {budget:g} GPU-hours")
+                        stopped_by = (f"the budget: trial {next_number} would take the estimate to "
+                                      f"{spent + hours:.3g} of {budget:g} GPU-hours")
                         self.executor.reporter.say(f"  {self.rid}: stopping before {stopped_by}")
                         continue
                     spent += hours or 0.0
                     trial = self._record_new(next_number, suggestion, resources, hours)
                     trials[trial.number] = trial
                     next_number += 1
-                    started += 1
-                    in_flight[pool.submit(self._run_trial, trial)] = trial.number
+                    in_flight[pool.submit(self._run_trial, trial, False)] = trial.number
                     continue
                 if not in_flight:
                     break
                 done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
                 for future in done:
                     in_flight.pop(future)
-                    finished = future.result()
+                    finished, problem = future.result()
                     trials[finished.number] = finished
-        self._finish_parent(trials)
+                    error = error or problem
+                    failed_in_a_row = failed_in_a_row + 1 if finished.state == "failed" else 0
+                    if failed_in_a_row >= FAILED_IN_A_ROW and not stopped_by:
+                        stopped_by = (f"{failed_in_a_row} trials failing in a row (last: "
+                                      f"{finished.message}); fix the cause, then apply with --retry-failed")
+        self._finish_parent(trials, stopped_by.removeprefix("the ") if stopped_by.startswith("the budget")
+                            else "", budget)
         ordered = sorted(trials.values(), key=lambda t: t.number)
         counts = {state: sum(1 for t in ordered if t.state == state)
                   for state in ("complete", "pruned", "failed", "running")}
@@ -107,12 +121,16 @@ class SweepRunner:
                      if best is not None and best.value is not None else "")
         summary = f"{len(ordered)} of {limit} trials ({text or 'none'}){best_text}"
         if stopped_by:
-            summary += f"; stopped by the {stopped_by}"
+            summary += f"; stopped by {stopped_by}"
+        if error:
+            return StepResult(self.rid, Outcome.FAILED, f"{error}; {summary}; the next apply takes the "
+                                                         "unfinished trials up again")
         if self.executor.stop_event.is_set() or counts["running"]:
             return StepResult(self.rid, Outcome.SKIPPED, f"apply was interrupted: {summary}; the next "
                                                           "apply resumes the sweep")
-        if not counts["complete"]:
-            return StepResult(self.rid, Outcome.FAILED, f"no trial completed: {summary}")
+        if not counts["complete"] or stopped_by.startswith(f"{FAILED_IN_A_ROW} trials"):
+            return StepResult(self.rid, Outcome.FAILED, f"no trial completed: {summary}"
+                              if not counts["complete"] else summary)
         return StepResult(self.rid, Outcome.DONE, summary)
 
     def _best(self, trials: list[TrialRecord]) -> TrialRecord | None:
@@ -137,43 +155,58 @@ class SweepRunner:
 
     # -- one trial --------------------------------------------------------------------------
 
-    def _run_trial(self, trial: TrialRecord) -> TrialRecord:
+    def _unscored(self, trial: TrialRecord) -> list[str]:
+        """The sweep's Evaluations a complete trial has no run of (one added since it ran)."""
+        resources = materialize(self.project.specs, self.project.inputs, self.sweep, trial.params)
+        return [name for name in resources.evaluations
+                if self.executor.lookup("Evaluation", resources.evaluation_id(name).name,
+                                        resources.evaluation_fingerprint(name)) is None]
+
+    def _run_trial(self, trial: TrialRecord, retry: bool) -> tuple[TrialRecord, str]:
+        """(the trial as it ended, "" or a problem of the apply rather than of the trial). A job
+        that ran and failed fails its trial; anything else (MLflow away, files not pushed)
+        leaves it running for the next apply, so a broken setup does not use the trials up."""
         try:
-            resources = materialize(self.project.specs, self.project.inputs, self.sweep, trial.params,
-                                    trial.number)
-            builder = self.executor.with_trials([resources])
-            label = f"trial {trial.number} ({', '.join(f'{k}={v}' for k, v in sorted(trial.params.items()))})"
-            self.executor.reporter.say(f"  {self.rid}: {label} as {resources.fine_tune_id}")
-            fine_tune = resources.fine_tune_id
-            pruned = self.executor.pruned(fine_tune, resources.fingerprint)  # before an interruption
-            if pruned is not None:
-                return self._finish(trial, "pruned", message=pruned)
-            step = self.executor.build_step(fine_tune, resources.fingerprint, builder,
-                                            prepare=lambda job: self._with_pruning(job, trial))
-            if step.outcome == Outcome.PRUNED:
-                return self._finish(trial, "pruned", message=step.message)
-            if step.outcome != Outcome.DONE:
-                if step.outcome == Outcome.SKIPPED:
-                    return trial  # interrupted: still running, resumed by the next apply
-                return self._finish(trial, "failed", message=step.message)
-            value: float | None = None
-            for evaluation in resources.evaluations:
-                eid = resources.evaluation_id(evaluation)
-                scored = self.executor.build_step(eid, resources.evaluation_fingerprint(evaluation), builder)
-                if scored.outcome == Outcome.SKIPPED:
-                    return trial
-                if scored.outcome != Outcome.DONE:
-                    return self._finish(trial, "failed", message=f"{evaluation}: {scored.message}")
-                if evaluation == self.spec.objective.evaluation:
-                    run = self.executor.lookup("Evaluation", eid.name,
-                                               resources.evaluation_fingerprint(evaluation))
-                    value = run.metrics.get(self.spec.objective.metric) if run is not None else None
-            if value is None:
-                return self._finish(trial, "failed", message=f"{self.spec.objective.evaluation} recorded no "
-                                                             f"{self.spec.objective.metric}")
-            return self._finish(trial, "complete", value=value)
-        except Exception as error:  # noqa: BLE001 - one trial's failure must not end the others
-            return self._finish(trial, "failed", message=f"{type(error).__name__}: {error}")
+            return self._train_and_score(trial, retry), ""
+        except Exception as error:  # noqa: BLE001 - reported as the step's failure, trial kept
+            return trial, f"trial {trial.number}: {error}" if isinstance(error, TuneopsError) \
+                else f"trial {trial.number}: {type(error).__name__}: {error}"
+
+    def _train_and_score(self, trial: TrialRecord, retry: bool) -> TrialRecord:
+        resources = materialize(self.project.specs, self.project.inputs, self.sweep, trial.params,
+                                trial.number)
+        builder = self.executor.with_trials([resources])
+        label = f"trial {trial.number} ({', '.join(f'{k}={v}' for k, v in sorted(trial.params.items()))})"
+        self.executor.reporter.say(f"  {self.rid}: {label} as {resources.fine_tune_id}")
+        fine_tune = resources.fine_tune_id
+        pruned = self.executor.pruned(fine_tune, resources.fingerprint)  # before an interruption
+        if pruned is not None:
+            return self._finish(trial, "pruned", message=pruned)
+        step = self.executor.build_step(fine_tune, resources.fingerprint, builder, retry_failed=retry,
+                                        prepare=lambda job: self._with_pruning(job, trial))
+        if step.outcome == Outcome.PRUNED:
+            return self._finish(trial, "pruned", message=step.message)
+        if step.outcome == Outcome.SKIPPED:
+            return trial  # interrupted: still running, resumed by the next apply
+        if step.outcome != Outcome.DONE:
+            return self._finish(trial, "failed", message=step.message)
+        value: float | None = None
+        for evaluation in resources.evaluations:
+            eid = resources.evaluation_id(evaluation)
+            scored = self.executor.build_step(eid, resources.evaluation_fingerprint(evaluation), builder,
+                                              retry_failed=retry)
+            if scored.outcome == Outcome.SKIPPED:
+                return trial
+            if scored.outcome != Outcome.DONE:
+                return self._finish(trial, "failed", message=f"{evaluation}: {scored.message}")
+            if evaluation == self.spec.objective.evaluation:
+                fingerprint = resources.evaluation_fingerprint(evaluation)
+                run = self.executor.lookup("Evaluation", eid.name, fingerprint)
+                value = run.metrics.get(self.spec.objective.metric) if run is not None else None
+        if value is None:
+            return self._finish(trial, "failed", message=f"{self.spec.objective.evaluation} recorded no "
+                                                         f"{self.spec.objective.metric}")
+        return self._finish(trial, "complete", value=value)
 
     def _with_pruning(self, job: Any, trial: TrialRecord) -> Any:
         """The trial's job file with median pruning against the trials complete so far."""
@@ -253,8 +286,9 @@ class SweepRunner:
                 tags[f"{tracking.TAG_TRIAL_SYSTEM_PREFIX}{index // SYSTEM_CHUNK}"] = \
                     system[index:index + SYSTEM_CHUNK]
         run_id = self.store.create_run(self.experiment_id, f"{self.sweep.name}-trial-{number}", tags)
-        self.store.log_batch(run_id, params={path: json.dumps(value) if isinstance(value, str) else str(value)
-                                             for path, value in suggestion.params.items()})
+        self.store.log_batch(run_id, params={
+            path: (json.dumps(value) if isinstance(value, str) else str(value))[:PARAM_LENGTH]
+            for path, value in suggestion.params.items()})
         name, fingerprint = (resources.fine_tune_id.name, resources.fingerprint) if resources else ("", "")
         return TrialRecord(self.sweep.name, number, run_id, name, fingerprint, suggestion.params,
                            suggestion.distributions, "running", started_at=time.time(),
@@ -274,7 +308,9 @@ class SweepRunner:
                                    + (f": {shown}" if shown else ""))
         return dataclasses.replace(trial, state=state, value=value, message=message, finished_at=time.time())
 
-    def _finish_parent(self, trials: dict[int, TrialRecord]) -> None:
+    def _finish_parent(self, trials: dict[int, TrialRecord], budget_stop: str, budget: float | None) -> None:
+        """The sweep's run: its best trial, and whether the budget stopped it (the plan reads that,
+        so a sweep the budget stopped is up to date until the budget changes)."""
         if self._parent is None and not trials:
             return
         best = self._best(sorted(trials.values(), key=lambda t: t.number))
@@ -282,6 +318,8 @@ class SweepRunner:
         metrics = {f"best_{self.spec.objective.metric}": best.value} \
             if best is not None and best.value is not None else {}
         tags = {"tuneops.sweep.best_trial": str(best.number)} if best is not None else {}
+        tags[tracking.TAG_SWEEP_STOPPED] = budget_stop
+        tags[tracking.TAG_SWEEP_BUDGET] = repr(budget) if budget_stop and budget is not None else ""
         self.store.log_batch(parent, tags=tags, metrics=metrics)
         if all(t.done for t in trials.values()):
             self.store.end_run(parent, "FINISHED")

@@ -463,6 +463,12 @@ class _Planner:
                       else "no recorded trial remains valid") + f"; no longer counted: {gone}"
             if work:
                 return self._base(rid, Action.REBUILD, sweep=view, reason=f"{reason}; " + "; ".join(work))
+        stop = self.actual.sweep_stops.get(rid.name)
+        if (stop is not None and spec.budget is not None and stop[1] == spec.budget.gpu_hours
+                and work and not running and not unscored):
+            return self._base(rid, Action.NOOP, sweep=view,
+                              reason=f"{view.summary()}; stopped by the {stop[0]} (raise budget.gpuHours "
+                                     f"to run the {view.left} left)")
         if not work:
             return self._base(rid, Action.NOOP, sweep=view, reason=view.summary())
         if not view.valid:

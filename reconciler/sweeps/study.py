@@ -126,11 +126,26 @@ def suggest(spec: SweepSpec, number: int, trials: Sequence[TrialRecord]) -> Sugg
         study.add_trial(create_trial(
             state=state, value=value, params=dict(trial.params), distributions=space,
             system_attrs=dict(trial.system_attrs) if state != TrialState.RUNNING else {}))
+    if spec.algorithm == "grid":
+        _enqueue_unvisited(study, spec, trials, number)
     asked = study.ask(fixed_distributions=space)
     params = {path: _plain(asked.params[path]) for path in space}
     system = study._storage.get_trial(asked._trial_id).system_attrs
     return Suggestion(params, {path: distribution_to_json(dist) for path, dist in space.items()},
                       json.loads(json.dumps(system, default=str)))
+
+
+def _enqueue_unvisited(study: Any, spec: SweepSpec, trials: Sequence[TrialRecord], number: int) -> None:
+    """A grid's next point: the first, in Optuna's seeded grid order, that no earlier trial took.
+    Optuna's GridSampler tells visited points by the grid it recorded them under, so after the
+    grid changed (a value added) it would offer points the recorded trials already cover."""
+    sampler = study.sampler
+    names = list(sampler._param_names)  # Optuna's shuffled grid and its parameter order
+    taken = {tuple(t.params.get(name) for name in names) for t in trials if t.number < number}
+    for point in sampler._all_grids:
+        if tuple(point) not in taken:
+            study.enqueue_trial(dict(zip(names, point, strict=True)))
+            return
 
 
 def _plain(value: Any) -> Any:

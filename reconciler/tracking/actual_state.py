@@ -47,6 +47,7 @@ def read_actual_state(store: TrackingStore, experiment: str, backend_state: Back
     unfinished: dict[tuple[str, str, str], RunProgress] = {}
     experiment_id = store.experiment_id(experiment)
     trials: dict[str, tuple[TrialRecord, ...]] = {}
+    stops: dict[str, tuple[str, float]] = {}
     if experiment_id is not None:
         for kind in BUILT_KINDS:
             for record in store.search_runs(experiment_id, tag_equals(tracking.TAG_KIND, kind)):
@@ -63,7 +64,9 @@ def read_actual_state(store: TrackingStore, experiment: str, backend_state: Back
                                                   record.start_time / 1000, progress,
                                                   record.metric_steps.get("progress"))
         trials = read_trials(store, experiment_id)
+        stops = read_sweep_stops(store, experiment_id)
     return ActualState(
+        sweep_stops=MappingProxyType(stops),
         trials=MappingProxyType(trials) if experiment_id is not None else MappingProxyType({}),
         built=MappingProxyType(built),
         history=MappingProxyType({key: tuple(runs) for key, runs in history.items()}),
@@ -85,3 +88,18 @@ def read_trials(store: TrackingStore, experiment_id: str, sweep: str | None = No
         if trial is not None:
             found.setdefault(trial.sweep, {}).setdefault(trial.number, trial)
     return {name: tuple(by_number[n] for n in sorted(by_number)) for name, by_number in found.items()}
+
+
+def read_sweep_stops(store: TrackingStore, experiment_id: str) -> dict[str, tuple[str, float]]:
+    """Sweeps whose last apply the budget stopped: name -> (why, the budget then)."""
+    stops: dict[str, tuple[str, float]] = {}
+    for record in store.search_runs(experiment_id, tag_equals(tracking.TAG_KIND, tracking.KIND_SWEEP)):
+        reason = record.tags.get(tracking.TAG_SWEEP_STOPPED, "")
+        name = record.tags.get(tracking.TAG_NAME, "")
+        try:
+            budget = float(record.tags.get(tracking.TAG_SWEEP_BUDGET, ""))
+        except ValueError:
+            continue
+        if reason and name not in stops:
+            stops[name] = (reason, budget)
+    return stops

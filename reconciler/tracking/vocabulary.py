@@ -55,6 +55,8 @@ TAG_TRIAL_VALUE = "tuneops.trial.value"  # the objective, repr of a float
 TAG_TRIAL_MESSAGE = "tuneops.trial.message"  # why it was pruned or failed, one line
 TAG_TRIAL_SYSTEM_PREFIX = "tuneops.trial.system."  # + chunk number: the sampler's JSON state
 TAG_TRIAL_GPU_HOURS = "tuneops.trial.gpu_hours"  # the planner's estimate when it was suggested
+TAG_SWEEP_STOPPED = "tuneops.sweep.stopped"  # on the sweep's run: "budget: ..." when the budget stopped it
+TAG_SWEEP_BUDGET = "tuneops.sweep.budget"  # the budget (GPU-hours) it stopped at
 
 STATUS_COMPLETE = "complete"
 STATUS_PRUNED = "pruned"  # final, like complete, but nothing was saved or registered

@@ -54,7 +54,8 @@ def objective(params: dict[str, Any]) -> float:
 class ScriptedExecutor:
     """What SweepRunner asks of the executor, with every job answered at once from `objective`."""
 
-    def __init__(self, project: Project, *, stop_after: int | None = None, gpu_hours: float | None = None):
+    def __init__(self, project: Project, *, stop_after: int | None = None, gpu_hours: float | None = None,
+                 built: dict[str, dict[str, Any]] | None = None):
         from reconciler.tracking.store import open_store
 
         self.project = project
@@ -63,7 +64,11 @@ class ScriptedExecutor:
         self.reporter = SimpleNamespace(say=lambda line: None)
         self.stop_event = threading.Event()
         self.stop_after, self.gpu_hours = stop_after, gpu_hours
+        self.plan = SimpleNamespace(options=SimpleNamespace(retry_failed=False))
+        self.broken: Exception | None = None  # raised by every job: the apply's setup is broken
+        self.jobs_fail = False  # every fine-tune's job runs and fails
         self.params: dict[str, dict[str, Any]] = {}  # trial resource name -> its parameters
+        self.built = {} if built is None else built  # what earlier applies built: name -> parameters
         self.trained: list[str] = []
         self._lock = threading.Lock()
 
@@ -73,7 +78,12 @@ class ScriptedExecutor:
             for copy in trial.evaluations.values():
                 self.params[copy.id.name] = dict(trial.params)
 
-    def build_step(self, rid: ResourceId, fingerprint: str, builder: Any, prepare: Any = None) -> StepResult:
+    def build_step(self, rid: ResourceId, fingerprint: str, builder: Any, prepare: Any = None,
+                   retry_failed: bool = False) -> StepResult:
+        if self.broken is not None:
+            raise self.broken
+        if self.jobs_fail and rid.kind == "FineTune":
+            return StepResult(rid, Outcome.FAILED, "CUDA out of memory (log: x.log)")
         with self._lock:
             if self.stop_event.is_set():
                 return StepResult(rid, Outcome.SKIPPED, "apply was interrupted")
@@ -82,10 +92,13 @@ class ScriptedExecutor:
                 if self.stop_after is not None and len(self.trained) > self.stop_after:
                     self.stop_event.set()
                     return StepResult(rid, Outcome.SKIPPED, "apply was interrupted")
+        self.built[rid.name] = self.params[rid.name]
         return StepResult(rid, Outcome.DONE, "built")
 
-    def lookup(self, kind: str, name: str, fingerprint: str) -> BuiltRun:
-        value = objective(self.params[name])
+    def lookup(self, kind: str, name: str, fingerprint: str) -> BuiltRun | None:
+        if name not in self.built:
+            return None
+        value = objective(self.built[name])
         return BuiltRun(kind, name, fingerprint, "run", 0.0, metrics={"exact_match": value},
                         verdict="passed", model_version=f"{name}/1")
 
@@ -104,8 +117,10 @@ def project_with(tmp_path: Path, max_trials: int = 6, budget: str = "") -> Proje
     return Project.load(root)
 
 
-def run(project: Project, **options: Any) -> tuple[StepResult, ScriptedExecutor]:
+def run(project: Project, broken: Exception | None = None, jobs_fail: bool = False,
+        **options: Any) -> tuple[StepResult, ScriptedExecutor]:
     executor = ScriptedExecutor(project, **options)
+    executor.broken, executor.jobs_fail = broken, jobs_fail
     rid = ResourceId("Sweep", "fruit-lr")
     sweep = project.specs.resource(rid, SweepResource)
     result = SweepRunner(executor, PlannedAction(rid, Action.CREATE, "0" * 64), sweep).run()
@@ -128,11 +143,12 @@ def test_an_interrupted_sweep_resumes_with_the_suggestions_of_an_uninterrupted_o
     assert len({str(p) for _, p, _ in uninterrupted}) == 6
 
     halves = project_with(tmp_path / "halves")
-    first, executor = run(halves, stop_after=3)
+    built: dict = {}
+    first, executor = run(halves, stop_after=3, built=built)
     assert first.outcome == Outcome.SKIPPED and "resumes" in first.message
     done_first = {t.number for t in recorded(halves) if t.done}
     assert len(done_first) == 3
-    second, resumed = run(Project.load(halves.root))
+    second, resumed = run(Project.load(halves.root), built=built)
     assert second.outcome == Outcome.DONE, second.message
     assert [(t.number, dict(t.params), t.state) for t in recorded(halves)] == uninterrupted
     # Only the trials that had not finished were run again.
@@ -142,18 +158,28 @@ def test_an_interrupted_sweep_resumes_with_the_suggestions_of_an_uninterrupted_o
 
 def test_the_budget_stops_suggesting_before_it_would_be_exceeded(tmp_path: Path):
     project = project_with(tmp_path, budget="  budget: {gpuHours: 25}\n")
-    result, executor = run(project, gpu_hours=10.0)
+    built: dict = {}
+    result, executor = run(project, gpu_hours=10.0, built=built)
     assert result.outcome == Outcome.DONE
     assert len(recorded(project)) == 2
-    assert "stopped by the budget: trial 2 would take the estimate to 30.0 of 25 GPU-hours" in result.message
+    assert "stopped by the budget: trial 2 would take the estimate to 30 of 25 GPU-hours" in result.message
+    again, executor = run(Project.load(project.root), gpu_hours=10.0, built=built)
+    assert again.outcome == Outcome.DONE and len(recorded(project)) == 2 and executor.trained == []
+    from reconciler.tracking.actual_state import read_sweep_stops
+    from reconciler.tracking.store import open_store
+
+    store = open_store(project.tracking_uri)
+    stops = read_sweep_stops(store, store.ensure_experiment(project.experiment))
+    assert stops == {"fruit-lr": ("budget: trial 2 would take the estimate to 30 of 25 GPU-hours", 25.0)}
 
 
 def test_raising_max_trials_adds_exactly_the_new_trials(tmp_path: Path):
     project = project_with(tmp_path, max_trials=4)
-    run(project)
+    built: dict = {}
+    run(project, built=built)
     before = [(t.number, dict(t.params)) for t in recorded(project)]
     raised = project_with(tmp_path, max_trials=6)
-    result, executor = run(raised)
+    result, executor = run(raised, built=built)
     assert result.outcome == Outcome.DONE
     after = [(t.number, dict(t.params)) for t in recorded(raised)]
     assert after[:4] == before and len(after) == 6
@@ -173,3 +199,26 @@ def test_values_the_template_refuses_together_fail_their_trial_and_the_search_mo
     assert all("the template refuses these values" in t.message and "epochs or maxSteps" in t.message
                for t in trials), [t.message for t in trials]
     assert result.outcome == Outcome.FAILED and "no trial completed" in result.message
+
+
+def test_a_broken_setup_fails_the_step_and_leaves_the_trials_for_the_next_apply(tmp_path: Path):
+    from reconciler.apply.executor import SourcesNotPublished
+
+    project = project_with(tmp_path)
+    broken = SourcesNotPublished("its pods check out data.jsonl, but it is not pushed: commit and push")
+    result, _ = run(project, broken=broken)
+    assert result.outcome == Outcome.FAILED and "commit and push" in result.message
+    trials = recorded(project)
+    assert 1 <= len(trials) <= 2 and {t.state for t in trials} == {"running"}  # none burned
+    again, executor = run(Project.load(project.root))
+    assert again.outcome == Outcome.DONE, again.message
+    assert [t.state for t in recorded(project)] == ["complete"] * 6
+
+
+def test_trials_failing_in_a_row_stop_the_search(tmp_path: Path):
+    project = project_with(tmp_path)
+    result, _ = run(project, jobs_fail=True)
+    assert result.outcome == Outcome.FAILED
+    assert "3 trials failing in a row (last: CUDA out of memory (log: x.log))" in result.message
+    assert "--retry-failed" in result.message
+    assert 3 <= len(recorded(project)) <= 4  # the ones in flight when the third failed

@@ -155,3 +155,39 @@ def test_the_plan_says_how_many_trials_the_budget_covers(tmp_path: Path, budget_
     else:
         assert ": all fit" in line
 
+
+
+def test_a_sweep_the_budget_stopped_is_up_to_date_until_the_budget_changes(tmp_path: Path):
+    from dataclasses import replace
+
+    project = quickstart(tmp_path, max_trials=4)
+    sweep = project.root / "sweep.yaml"
+    sweep.write_text(sweep.read_text() + "  budget: {gpuHours: 25}\n")
+    project = Project.load(project.root)
+    trials = Trials(project)
+    trials.add(0.002, value=0.6)
+    stopped = replace(trials.state(), sweep_stops={"fruit-lr": ("budget: trial 1 would take 30 of 25", 25.0)})
+    planned = plan_of(project, stopped).get(SWEEP_ID)
+    assert planned.action == Action.NOOP
+    assert "stopped by the budget: trial 1 would take 30 of 25 (raise budget.gpuHours to run the 3 left)" \
+        in planned.reason
+    assert plan_of(project, stopped).get(DEPLOYMENT).serve.fine_tune == trials.records[0].fine_tune
+    sweep.write_text(sweep.read_text().replace("gpuHours: 25", "gpuHours: 40"))
+    raised = Project.load(project.root)
+    assert plan_of(raised, stopped).get(SWEEP_ID).action == Action.UPDATE
+
+
+def test_finished_trials_are_scored_with_an_evaluation_added_since(tmp_path: Path):
+    project = quickstart(tmp_path, max_trials=1)
+    trials = Trials(project)
+    trials.add(0.002, value=0.6)
+    assert plan_of(project, trials.state()).get(SWEEP_ID).action == Action.NOOP
+    evaluation = project.root / "evaluation.yaml"
+    extra = evaluation.read_text().replace("name: fruit-sft-quality", "name: fruit-sft-strict")
+    (project.root / "strict.yaml").write_text(extra)
+    deployment = project.root / "deployment.yaml"
+    deployment.write_text(deployment.read_text().replace("requires: [fruit-sft-quality]",
+                                                         "requires: [fruit-sft-quality, fruit-sft-strict]"))
+    planned = plan_of(Project.load(project.root), trials.state()).get(SWEEP_ID)
+    assert planned.action == Action.UPDATE
+    assert "1 finished trial(s) to score with fruit-sft-strict" in planned.reason

@@ -124,3 +124,14 @@ def test_cma_es_keeps_its_state_in_the_trial_records():
     first = run_sequence(spec, finish_order_reversed=False)
     assert run_sequence(spec, finish_order_reversed=True) == first
     assert len({str(p) for p in first}) == 12
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_widened_grid_takes_the_new_point_not_one_already_trained(seed: int):
+    small = sweep_spec(algorithm="grid", seed=seed, parameters={"adapter.r": {"choice": [8, 16]}},
+                       maxTrials=3)
+    first = record(0, suggest(small, 0, []).params)
+    second = record(1, suggest(small, 1, [first]).params)
+    wider = sweep_spec(algorithm="grid", seed=seed, parameters={"adapter.r": {"choice": [8, 16, 32]}},
+                       maxTrials=3)
+    assert suggest(wider, 2, [first, second]).params == {"adapter.r": 32}
