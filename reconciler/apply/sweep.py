@@ -277,7 +277,8 @@ class SweepRunner:
                 tracking.TAG_TRIAL_FINE_TUNE: resources.fine_tune_id.name if resources else "",
                 tracking.TAG_FINGERPRINT: resources.fingerprint if resources else "",
                 tracking.TAG_TRIAL_PARAMS: json.dumps(suggestion.params, sort_keys=True),
-                tracking.TAG_TRIAL_DISTRIBUTIONS: json.dumps(suggestion.distributions, sort_keys=True),
+                tracking.TAG_TRIAL_DISTRIBUTIONS: _within_a_tag(json.dumps(suggestion.distributions,
+                                                                           sort_keys=True)),
                 tracking.TAG_TRIAL_STATE: "running"}
         if gpu_hours is not None:
             tags[tracking.TAG_TRIAL_GPU_HOURS] = repr(gpu_hours)
@@ -330,3 +331,9 @@ def _first(error: ValueError) -> str:
     """A validation error's first problem, on one line (pydantic's text puts it on lines 2-3)."""
     lines = [line.strip() for line in str(error).splitlines()]
     return " ".join(lines[1:3]) if len(lines) > 2 else " ".join(lines)
+
+
+def _within_a_tag(text: str) -> str:
+    """The search space as the trial saw it, for people reading the run; the study is rebuilt
+    from the current spec's, so a space too long for one tag is left out ("{}")."""
+    return text if len(text) <= tracking.MAX_TAG_LENGTH else "{}"

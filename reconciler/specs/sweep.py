@@ -55,6 +55,10 @@ def is_trial_name(name: str, sweep: str) -> bool:
     return re.fullmatch(pattern, name) is not None
 
 
+# A trial's parameters are recorded as one MLflow tag (8,000 characters at most): these bound it.
+MAX_PARAMETERS = 32
+MAX_CHOICES = 64
+MAX_CHOICE_LENGTH = 100
 ChoiceValue = Bool | Int | Float | Str
 DistributionKind = Literal["logUniform", "uniform", "intRange", "choice"]
 
@@ -78,8 +82,9 @@ class Distribution(SpecModel):
                                                 example=[0.0, 0.1])
     int_range: tuple[Int, Int] | None = field(None, "`[low, high]`, low <= high: an integer, both "
                                                     "ends included.", example=[1, 4])
-    choice: Annotated[tuple[ChoiceValue, ...], Field(min_length=1)] | None = field(
-        None, "One of these values (true/false, numbers or strings, each listed once).",
+    choice: Annotated[tuple[ChoiceValue, ...], Field(min_length=1, max_length=MAX_CHOICES)] | None = field(
+        None, f"One of these values (true/false, numbers or strings of at most {MAX_CHOICE_LENGTH} "
+              f"characters, each listed once; at most {MAX_CHOICES}).",
         example=[8, 16, 32])
 
     @field_validator("choice")
@@ -89,6 +94,9 @@ class Distribution(SpecModel):
             return value
         seen: set[tuple[str, Any]] = set()
         for item in value:
+            if isinstance(item, str) and len(item) > MAX_CHOICE_LENGTH:
+                raise SpecValueError(f"a choice is at most {MAX_CHOICE_LENGTH} characters (one has "
+                                     f"{len(item)}): each trial's values are recorded in MLflow tags")
             key = _distinct_key(item)
             if key in seen:
                 raise SpecValueError(f"lists {item!r} more than once")
@@ -176,7 +184,8 @@ class SweepSpec(SpecModel):
     fine_tune: Name = field(doc="The template: every trial is this FineTune with `parameters` changed.",
                             example="support-sft")
     objective: Objective = field(doc="How trials are scored.")
-    parameters: Annotated[dict[ParameterPath, Distribution], Field(min_length=1)] = field(
+    parameters: Annotated[dict[ParameterPath, Distribution],
+                          Field(min_length=1, max_length=MAX_PARAMETERS)] = field(
         doc="What is searched: dotted camelCase paths into the FineTune's spec, each with where its "
             "values come from.",
         example={"training.learningRate": {"logUniform": [1.0e-4, 1.0e-2]},

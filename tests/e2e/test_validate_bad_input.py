@@ -310,6 +310,9 @@ CASES = {
     "sweep parameter that is no field": (
         {"sweep.yaml": sweep_parameter("training.learnRate: {uniform: [0.1, 0.2]}")}, "sweep.yaml",
         "has no field 'learnRate' (did you mean 'learningRate'?)"),
+    "sweep choice too long to record": (
+        {"sweep.yaml": sweep_parameter("adapter.targetModules: {choice: [" + "q" * 101 + "]}")},
+        "sweep.yaml", "a choice is at most 100 characters"),
     "sweep parameter that is a mapping": (
         {"sweep.yaml": sweep_parameter("adapter: {choice: [lora]}")}, "sweep.yaml",
         "holds a mapping or a list"),
