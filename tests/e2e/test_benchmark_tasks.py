@@ -192,6 +192,7 @@ def test_a_benchmark_gate_decides_what_is_deployed(repo: SpecRepo, mlflow_server
     (repo.root / "evaluation.yaml").write_text(text[:text.index("  gates:\n")] + (
         "  gates:\n    - metric: task/fruit_mc/acc\n      min: 0.5\n"
         "    - metric: task/fruit_mc/acc\n      notWorseThan: serving\n      margin: 0.1\n"))
+    (repo.root / "sweep.yaml").unlink()  # its objective, exact_match, is no longer computed
     repo.commit("gate on a named benchmark")
     validated = repo.tuneops("validate", ".")
     assert validated.exit_code == 0 and "5 valid specs" in validated.stdout, validated.output
