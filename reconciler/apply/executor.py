@@ -27,7 +27,7 @@ from reconciler.tracking import vocabulary as tracking
 
 if TYPE_CHECKING:
     from reconciler.backends.base import Backend
-    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget
+    from reconciler.jobs.jobfile import GitOrigin, JobFile, MlflowTarget, ModelVersionRef
     from reconciler.state import ActualState
     from reconciler.sweeps.trials import TrialResources
     from reconciler.tracking.store import TrackingStore
@@ -245,22 +245,34 @@ class Executor:
             return record.tags.get(tracking.TAG_PRUNED_REASON) or "pruned"
         return None
 
-    def serving(self, evaluation: str) -> tuple[str, BuiltRun] | None:
-        """The Deployment that requires `evaluation` and the FineTune run of the version it serves
-        now: the champion of a `notWorseThan: serving` gate. None while nothing serves."""
+    def serving(self, evaluation: str) -> tuple[str, ModelVersionRef] | None:
+        """The champion of a `notWorseThan: serving` gate or a pairwise judge: the Deployment that
+        requires `evaluation` and could serve what it scores, and the version it serves now. A
+        sweep trial's copy of an Evaluation compares with what the Deployments of that sweep serve,
+        the original with what those of its FineTune serve. None while nothing serves."""
+        from reconciler.specs.evaluation import EvaluationResource
         from reconciler.tracking.filters import tag_equals
 
+        sweep = None
         with self._runs_lock:  # a sweep trial's copy of an Evaluation stands for the original
             for trial in self._trials.values():
                 for original, copy in trial.evaluations.items():
                     if copy.id.name == evaluation:
-                        evaluation = original
+                        evaluation, sweep = original, self._sweep_of(trial.fine_tune_id.name)
+        scored = self.project.specs.resource(ResourceId("Evaluation", evaluation), EvaluationResource)
         servers = None
         for name in sorted(self.project.specs.names("Deployment")):
             deployment = self.project.specs.resource(ResourceId("Deployment", name), DeploymentResource)
             if deployment is None or evaluation not in deployment.spec.requires:
                 continue
-            fine_tune = deployment.spec.model.fine_tune
+            model = deployment.spec.model
+            if sweep is not None or model.sweep is not None:
+                could_serve = model.sweep == sweep
+            else:
+                could_serve = scored is None or model.fine_tune == scored.spec.model.fine_tune
+            if not could_serve:  # what it serves is not what this Evaluation scores
+                continue
+            fine_tune = model.fine_tune
             if fine_tune is not None and self.project.specs.resource(
                     ResourceId("FineTune", fine_tune), FineTuneResource) is None:
                 continue
@@ -276,8 +288,34 @@ class Executor:
             for record in self.store.search_runs(self.experiment_id, query, page_size=5):
                 run = built_run_from(record)
                 if run is not None:
-                    return name, run
+                    return name, self._served_model(run, model.sweep)
         return None
+
+    def _sweep_of(self, trial: str) -> str | None:
+        from reconciler.specs.sweep import is_trial_name
+
+        return next((name for name in self.project.specs.names("Sweep") if is_trial_name(trial, name)), None)
+
+    def _served_model(self, run: BuiltRun, sweep: str | None) -> ModelVersionRef:
+        """The served FineTune run as a job names its model. A sweep's trial is no spec: its
+        FineTune is rebuilt from the parameters its sweep recorded for it (the template may have
+        changed since it trained, so its name stays the run's)."""
+        fine_tune = ResourceId("FineTune", run.name)
+        if sweep is None or self.project.specs.get(fine_tune) is not None:
+            return self.builder.model_version(fine_tune, run)
+        from reconciler.specs.sweep import SweepResource
+        from reconciler.sweeps.trials import materialize
+        from reconciler.tracking.actual_state import read_trials
+
+        resource = self.project.specs.resource(ResourceId("Sweep", sweep), SweepResource)
+        assert resource is not None, sweep
+        record = next((t for t in read_trials(self.store, self.experiment_id, sweep).get(sweep, ())
+                       if t.fine_tune == run.name), None)
+        if record is None:
+            raise LookupError(f"Deployment serves {run.name}, which Sweep/{sweep} has no trial record of")
+        trial = materialize(self.project.specs, self.project.inputs, resource, record.params)
+        served = self.with_trials([trial]).model_version(trial.fine_tune_id, run)
+        return served.model_copy(update={"fine_tune": run.name})
 
     def server_url(self, deployment: str) -> str | None:
         """Where a Deployment's server answers now (None while it serves nothing): a judge's."""

@@ -66,11 +66,11 @@ class JobBuilder:
 
     def __init__(self, specs: SpecSet, inputs: dict[ResourceId, FingerprintInput], context: JobContext,
                  lookup: Callable[[str, str, str], BuiltRun | None],
-                 serving: Callable[[str], tuple[str, BuiltRun] | None] | None = None,
+                 serving: Callable[[str], tuple[str, ModelVersionRef] | None] | None = None,
                  server_url: Callable[[str], str | None] | None = None):
-        """`serving(evaluation)` is the Deployment that requires that Evaluation and the FineTune
-        run of the version it serves now (None when nothing serves): the champion a `notWorseThan:
-        serving` gate or a pairwise judge compares with. `server_url(deployment)` is where that
+        """`serving(evaluation)` is the Deployment that requires that Evaluation and the model
+        version it serves now (None when nothing serves): the champion a `notWorseThan: serving`
+        gate or a pairwise judge compares with. `server_url(deployment)` is where that
         Deployment's server answers now (None: not serving), for a judge on it. Without them (a
         render), no champion and no judge URL are named."""
         self.specs, self.inputs, self.context, self.lookup = specs, inputs, context, lookup
@@ -258,8 +258,7 @@ class JobBuilder:
             served = (self.serving(rid.name) if self.serving is not None and compares_with_serving
                       else None)
             if served is not None:
-                deployment, run = served
-                fields["champion"] = self.model_version(ResourceId("FineTune", run.name), run)
+                deployment, fields["champion"] = served
                 fields["champion_source"] = f"Deployment/{deployment}"
             if spec.judge is not None and spec.judge.endpoint.deployment and self.server_url is not None:
                 fields["judge_url"] = self._judge_url(rid, spec.judge.endpoint.deployment)

@@ -89,6 +89,18 @@ def swept(tmp_path_factory: pytest.TempPathFactory, mlflow_server):
     repo.stop_servers()
 
 
+def _evaluation_metrics(repo: SpecRepo, trial_fine_tune: str) -> list[str]:
+    """The metric names of the newest Evaluation run of a trial."""
+    from reconciler.tracking.store import open_store
+
+    store = open_store(repo.tracking_uri)
+    runs = [run for run in store.search_runs(store.experiment_id(repo.experiment),
+                                             "tags.`tuneops.kind` = 'Evaluation'")
+            if run.tags.get("tuneops.name", "").startswith(f"{trial_fine_tune}-")]
+    assert runs, trial_fine_tune
+    return sorted(runs[0].metrics)
+
+
 def _experiment(repo: SpecRepo) -> str:
     for line in (repo.root / "tuneops.yaml").read_text().splitlines():
         if line.strip().startswith("experiment:"):
@@ -169,6 +181,12 @@ def test_raising_max_trials_trains_exactly_the_new_trials(swept):
     assert applied.exit_code == 0, applied.output
     trials = trials_of(repo)
     assert [t.number for t in trials] == list(range(8))
+    # Scored too, each against the trial the Deployment serves now (its notWorseThan: serving gate).
+    assert all(t.state == "complete" and t.value is not None for t in trials[6:]), \
+        [(t.number, t.state, t.message) for t in trials[6:]]
+    compared = [name for name in _evaluation_metrics(repo, trials[6].fine_tune)
+                if name.startswith("compare/serving/exact_match/")]
+    assert compared and not any(name.endswith("/skipped") for name in compared), compared
     new = sorted(set(trainings(repo)) - set(before))
     assert len(new) == 2, new
     assert all(any(name.startswith(f"finetune-{t.fine_tune}-") for name in new) for t in trials[6:])

@@ -189,7 +189,8 @@ def test_a_pairwise_judge_is_given_the_serving_champion_and_the_key_stays_out(tm
     made = builder(root)
     served = BuiltRun("FineTune", "fruit-sft", "f" * 64, "run", 0.0, output="/store/old",
                       model_version="fruit-sft/3")
-    made.serving = lambda evaluation: ("fruit-bot", served)
+    champion = made.model_version(ResourceId("FineTune", "fruit-sft"), served)
+    made.serving = lambda evaluation: ("fruit-bot", champion)
     job = made.job(EVALUATION)
     assert job.champion is not None and job.champion.version == "3"
     assert job.champion_source == "Deployment/fruit-bot" and job.judge_url is None
