@@ -233,13 +233,16 @@ class Project:
     def apply(self, *, targets: frozenset | None = None, prune: bool = False, force: bool = False,
               retry_failed: bool = False, reporter: Reporter, stop: threading.Event | None = None,
               shown: Callable[[PlannedProject], None] = lambda planned: None,
-              go_ahead: Callable[[PlannedProject], bool] = lambda planned: True) -> ApplyOutcome:
+              go_ahead: Callable[[PlannedProject], bool] = lambda planned: True,
+              applied_by: str | None = None) -> ApplyOutcome:
         """Plan and run the plan's steps under the project's apply lock: `shown` sees the plan,
-        a prune beyond prune.maxDeletes is refused unless `force`, `go_ahead` may decline."""
+        a prune beyond prune.maxDeletes is refused unless `force`, `go_ahead` may decline.
+        `applied_by` is who the audit trail says switched a Deployment (default: this user)."""
         from reconciler.apply.session import apply_project
 
         return apply_project(self, targets=targets, prune=prune, force=force, retry_failed=retry_failed,
-                             reporter=reporter, stop=stop, shown=shown, go_ahead=go_ahead)
+                             reporter=reporter, stop=stop, shown=shown, go_ahead=go_ahead,
+                             applied_by=applied_by)
 
     def status(self) -> list:
         """Each resource's phase, progress and model version (status.StatusRow)."""
@@ -269,6 +272,18 @@ class Project:
 
             importances = parameter_importances(sweep.spec, [t.record for t in view.valid])
         return view, importances
+
+    def history(self, deployment: str | None = None, since: float | None = None) -> list:
+        """Every recorded switch of what a Deployment served (tracking.switches.Switch), oldest
+        first: of `deployment` alone when given, since the epoch second `since` when given.
+        Read from MLflow only, so a Deployment whose spec is gone still has its history."""
+        from reconciler.tracking.switches import read_switches
+
+        if not self.tracking_state_exists:  # nothing applied yet: create no database to say so
+            return []
+        store = self.store()
+        experiment = store.experiment_id(self.experiment)
+        return [] if experiment is None else read_switches(store, experiment, deployment, since)
 
     def render(self, targets: frozenset | None = None, *, validate: bool = True) -> list[dict]:
         """The Kubernetes manifests of the project (or of `targets`), checked unless told not to."""

@@ -157,8 +157,10 @@ class Executor:
     # `project` is a reconciler.project.Project, a layer above this one: typed Any, not imported.
     def __init__(self, project: Any, plan: Plan, backend: Backend, store: TrackingStore, git: GitOrigin,
                  reporter: Reporter, max_parallel: int = 1, max_attempts: int = 2,
-                 stop: threading.Event | None = None, state: ActualState | None = None):
+                 stop: threading.Event | None = None, state: ActualState | None = None,
+                 applied_by: str | None = None):
         self.project, self.plan, self.backend, self.store = project, plan, backend, store
+        self.git, self.applied_by = git, applied_by or who_applies()
         self.state = state  # what the plan read: the planner's row counts for a sweep's budget
         self.reporter = reporter
         self.max_parallel = max(1, max_parallel)
@@ -524,7 +526,7 @@ class Executor:
             chosen = self._sweep_choice(rid, resource)
             if isinstance(chosen, StepResult):
                 return chosen
-            run, model_fp, builder = chosen
+            run, model_fp, builder, gates = chosen
             requires: tuple[str, ...] = ()  # the trial passed its copies of them
         else:
             fine_tune = ResourceId("FineTune", resource.spec.model.fine_tune or "")
@@ -532,7 +534,7 @@ class Executor:
             found = self.lookup("FineTune", fine_tune.name, model_fp)
             if found is None:
                 return StepResult(rid, Outcome.FAILED, f"{fine_tune} has no model at its current fingerprint")
-            run, requires = found, tuple(resource.spec.requires)
+            run, requires, gates = found, tuple(resource.spec.requires), {}
         for evaluation in requires:
             eid = ResourceId("Evaluation", evaluation)
             verdict = self.lookup("Evaluation", evaluation, self.project.fingerprint(eid))
@@ -545,9 +547,12 @@ class Executor:
                 summary = (verdict.verdict_summary or "failed").removeprefix("failed: ")
                 return StepResult(rid, Outcome.BLOCKED, f"{run.model_version} did not pass {evaluation}: "
                                                   f"{summary}{kept}")
+            gates[evaluation] = verdict.verdict_summary or verdict.verdict
         self.reporter.started(rid, f"starting a server for {run.model_version}")
         job = self._published(builder.job(rid, serve_run=run))
+        switch = self._begin_switch(planned, run.model_version, gates)
         served = self.backend.serve(job, model_fingerprint=model_fp, model_version=run.model_version)
+        self._end_switch(switch, served.phase == "serving")
         if served.phase != "serving":
             return StepResult(rid, Outcome.FAILED, served.message or "the server did not become healthy")
         registered, _, version = (run.model_version or "").rpartition("/")
@@ -557,9 +562,10 @@ class Executor:
                                        f"(alias {resource.spec.alias})", url=served.url)
 
     def _sweep_choice(self, rid: ResourceId, resource: DeploymentResource,
-                      ) -> StepResult | tuple[BuiltRun, str, JobBuilder]:
+                      ) -> StepResult | tuple[BuiltRun, str, JobBuilder, dict[str, str]]:
         """The best trial of the served sweep that passes the Deployment's gates, read fresh: its
-        FineTune run, fingerprint, and a builder that knows it. A StepResult when there is none."""
+        FineTune run, fingerprint, a builder that knows it, and its gate results (by the
+        Evaluation the trial's copy stands for). A StepResult when there is none."""
         from reconciler.plan.sweeps import sweep_view
         from reconciler.specs.sweep import SweepResource
         from reconciler.tracking.actual_state import read_trials
@@ -579,7 +585,42 @@ class Executor:
         run = self.lookup("FineTune", best.resources.fine_tune_id.name, best.resources.fingerprint)
         if run is None:
             return StepResult(rid, Outcome.FAILED, f"trial {best.number} of Sweep/{name} has no model")
-        return run, best.resources.fingerprint, self.with_trials([best.resources])
+        gates = {}
+        for evaluation in resource.spec.requires:
+            verdict = self.lookup("Evaluation", best.resources.evaluation_id(evaluation).name,
+                                  best.resources.evaluation_fingerprint(evaluation))
+            if verdict is not None:
+                gates[evaluation] = f"trial {best.number}: {verdict.verdict_summary or verdict.verdict}"
+        return run, best.resources.fingerprint, self.with_trials([best.resources]), gates
+
+    # -- the audit trail -------------------------------------------------------------------------
+
+    def _begin_switch(self, planned: PlannedAction, version: str | None,
+                      gates: dict[str, str | None]) -> str | None:
+        """Record in MLflow, before it happens, that a Deployment switches what it serves (None
+        when it serves that already). Unrecorded, it does not switch: the error stops the step."""
+        from reconciler.git.info import commit_details
+        from reconciler.tracking.switches import Switch, begin_switch, is_rollback, read_switches
+
+        rid = planned.resource
+        live = self.backend.observe().server(rid.name)
+        previous = live.model_version if live is not None and live.phase == "serving" else None
+        if previous == version:
+            return None
+        earlier = read_switches(self.store, self.experiment_id, rid.name)
+        author, subject = commit_details(self.project.root, self.git.commit)
+        switch = Switch(deployment=rid.name, version=version, previous=previous, commit=self.git.commit,
+                        dirty=self.git.dirty, author=author, subject=subject,
+                        gates={name: summary or "" for name, summary in gates.items()},
+                        applied_by=self.applied_by, reason=planned.reason,
+                        rollback=is_rollback(version, previous, earlier))
+        return begin_switch(self.store, self.experiment_id, switch)
+
+    def _end_switch(self, run_id: str | None, switched: bool) -> None:
+        if run_id is not None:
+            from reconciler.tracking.switches import end_switch
+
+            end_switch(self.store, run_id, switched)
 
     def _published(self, job: JobFile) -> JobFile:
         """The job, once the spec-repository files its pods check out are as committed and pushed."""
@@ -598,8 +639,27 @@ class Executor:
     def _delete(self, planned: PlannedAction) -> StepResult:
         rid = planned.resource
         self.reporter.started(rid, "stopping (its spec was removed)")
+        switch = self._begin_switch(planned, None, {}) if rid.kind == "Deployment" else None
         stopped = self.backend.stop(rid.kind, rid.name)
+        self._end_switch(switch, True)
         return StepResult(rid, Outcome.DONE, f"stopped {', '.join(stopped) or 'nothing (already gone)'}")
+
+
+def who_applies() -> str:
+    """Who an apply's audit records name: TUNEOPS_APPLIED_BY, else the CI's actor, else the user
+    and machine this runs as."""
+    import getpass
+    import os
+    import socket
+
+    named = os.environ.get("TUNEOPS_APPLIED_BY") or os.environ.get("GITHUB_ACTOR")
+    if named:
+        return named
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in a container
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 def _processes(specs: Any, rid: ResourceId) -> int:

@@ -42,7 +42,8 @@ def apply_project(project: Any, *, targets: frozenset[ResourceId] | None = None,
                   force: bool = False, retry_failed: bool = False, reporter: Reporter,
                   stop: threading.Event | None = None,
                   shown: Callable[[PlannedProject], None] = lambda planned: None,
-                  go_ahead: Callable[[PlannedProject], bool] = lambda planned: True) -> ApplyOutcome:
+                  go_ahead: Callable[[PlannedProject], bool] = lambda planned: True,
+                  applied_by: str | None = None) -> ApplyOutcome:
     """One apply of `project` (a `Project`), holding its apply lock throughout."""
     from reconciler.lock import ApplyLock
 
@@ -59,7 +60,7 @@ def apply_project(project: Any, *, targets: frozenset[ResourceId] | None = None,
         check_prune_of(planned, force)
         if not go_ahead(planned):
             return ApplyOutcome(planned)
-        result = run_steps(planned, reporter, stop)
+        result = run_steps(planned, reporter, stop, applied_by)
         return ApplyOutcome(planned, result, state_after(project, planned.store, planned.backend))
     finally:
         lock.release()
@@ -75,14 +76,16 @@ def check_prune_of(planned: PlannedProject, force: bool) -> None:
     check_prune(planned.plan, planned.project.settings.prune.max_deletes, force, len(live))
 
 
-def run_steps(planned: PlannedProject, reporter: Reporter, stop: threading.Event | None) -> ApplyResult:
+def run_steps(planned: PlannedProject, reporter: Reporter, stop: threading.Event | None,
+              applied_by: str | None = None) -> ApplyResult:
     from reconciler.apply.executor import Executor
     from reconciler.git.info import git_origin
 
     project = planned.project
     executor = Executor(project, planned.plan, planned.backend, planned.store, git_origin(project.root),
                         reporter, max_parallel=max_parallel(project.settings),
-                        max_attempts=project.settings.max_attempts, stop=stop, state=planned.state)
+                        max_attempts=project.settings.max_attempts, stop=stop, state=planned.state,
+                        applied_by=applied_by)
     with reporter:
         return executor.run()
 

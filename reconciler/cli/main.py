@@ -11,6 +11,7 @@ import click
 from reconciler.cli import (  # noqa: F401
     base,
     daemon_commands,
+    history_commands,
     import_commands,
     operate_commands,
     plan_commands,

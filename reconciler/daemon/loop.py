@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -208,7 +209,8 @@ class Daemon:
             echo("")
 
         try:
-            outcome = project.apply(reporter=Reporter(echo), stop=self.stopping, shown=shown)
+            outcome = project.apply(reporter=Reporter(echo), stop=self.stopping, shown=shown,
+                                    applied_by=f"tuneops daemon on {socket.gethostname()}")
         except TuneopsError as error:
             echo(f"error: {error}")
             self._remember_retry(error)

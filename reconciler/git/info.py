@@ -47,6 +47,15 @@ def git_origin(path: Path) -> GitOrigin:
     return GitOrigin(repo=without_credentials(remote) if remote else None, commit=commit, dirty=bool(status))
 
 
+def commit_details(path: Path, commit: str | None) -> tuple[str, str]:
+    """A commit's author ("Name <email>") and subject line; empty when git cannot say."""
+    if not commit:
+        return "", ""
+    shown = _git(path, "show", "-s", "--format=%an <%ae>%x00%s", commit)
+    author, _, subject = (shown or "").partition("\x00")
+    return author, subject
+
+
 def without_credentials(remote: str) -> str:
     """A remote URL with any user info dropped: Git tokens often sit in the user name
     (`https://ghp_...@github.com/org/repo.git`), which a password mask would miss."""

@@ -57,6 +57,20 @@ TAG_TRIAL_SYSTEM_PREFIX = "tuneops.trial.system."  # + chunk number: the sampler
 TAG_TRIAL_GPU_HOURS = "tuneops.trial.gpu_hours"  # the planner's estimate when it was suggested
 TAG_SWEEP_STOPPED = "tuneops.sweep.stopped"  # on the sweep's run: "budget: ..." when the budget stopped it
 TAG_SWEEP_BUDGET = "tuneops.sweep.budget"  # the budget (GPU-hours) it stopped at
+# The audit trail: one run per switch of a Deployment's served version (TAG_KIND "DeploymentSwitch",
+# TAG_NAME the Deployment), created before the switch and ended FINISHED once it serves, FAILED
+# when it did not; never edited after. See tracking/switches.py.
+KIND_SWITCH = "DeploymentSwitch"
+TAG_SWITCH_VERSION = "tuneops.switch.version"  # "name/N" now served; "" when it stopped serving
+TAG_SWITCH_PREVIOUS = "tuneops.switch.previous"  # "name/N" served before; "" when none
+TAG_SWITCH_ROLLBACK = "tuneops.switch.rollback"  # "true" when it goes back to an earlier version
+TAG_SWITCH_COMMIT = "tuneops.switch.commit"  # the spec repository's commit that asked for it
+TAG_SWITCH_DIRTY = "tuneops.switch.dirty"  # "true" when the specs had uncommitted changes
+TAG_SWITCH_AUTHOR = "tuneops.switch.author"  # that commit's author, "Name <email>"
+TAG_SWITCH_SUBJECT = "tuneops.switch.subject"  # that commit's subject line
+TAG_SWITCH_GATES = "tuneops.switch.gates"  # JSON: Evaluation -> its verdict summary
+TAG_SWITCH_BY = "tuneops.switch.by"  # who applied it: the user, or the daemon
+TAG_SWITCH_REASON = "tuneops.switch.reason"  # why, as the plan said it
 
 STATUS_COMPLETE = "complete"
 STATUS_PRUNED = "pruned"  # final, like complete, but nothing was saved or registered

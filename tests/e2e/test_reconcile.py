@@ -43,6 +43,7 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     assert first["by_resource"] == {**EVERYTHING_BUILT, "Dataset/fruit-colors": "create",
                                     "FineTune/fruit-sft": "create", "Evaluation/fruit-sft-quality": "create",
                                     "Deployment/fruit-bot": "create"}
+    first_commit = repo.git("rev-parse", "HEAD")
     applied = repo.tuneops("apply", ".", "--yes")
     assert applied.exit_code == 0, applied.output
     assert "Deployment/fruit-bot: done" in applied.stdout
@@ -81,7 +82,7 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
 
     # 5. A hyperparameter change trains version 2; `git revert` serves version 1 again, untrained.
     repo.edit("fine-tune.yaml", "epochs: 3", "epochs: 4")
-    repo.commit("train a little longer")
+    longer = repo.commit("train a little longer")
     applied = repo.tuneops("apply", ".", "--yes")
     assert applied.exit_code == 0, applied.output
     assert f"serving {repo.model}/2" in applied.stdout
@@ -93,6 +94,7 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     quality = {r["name"]: r for r in status["resources"]}["fruit-sft-quality"]
     assert "vs serving" in quality["result"] and "notWorseThan -0.1" in quality["result"], quality
     repo.git("revert", "--no-edit", "HEAD")
+    revert = repo.git("rev-parse", "HEAD")
     reverted = repo.plan()
     assert reverted["by_resource"] == {**EVERYTHING_BUILT, "Deployment/fruit-bot": "update"}
     assert reverted["counts"]["create"] == reverted["counts"]["rebuild"] == 0
@@ -173,6 +175,34 @@ def test_the_gitops_workflow_from_empty_to_rollback(repo: SpecRepo, mlflow_serve
     assert pruned.exit_code == 0, pruned.output
     assert "Deployment/fruit-bot: done" in pruned.stdout
     assert repo.plan()["unmanaged"] == []
+    retired = repo.git("rev-parse", "HEAD")
+
+    # The audit trail: each switch of what fruit-bot served, as recorded when it happened (the
+    # blocked version 3 and the re-applies that served the same version are no switches). It
+    # outlives the commits: the branch is reset and its old commits collected first.
+    repo.git("reset", "-q", "--hard", first_commit)
+    repo.git("reflog", "expire", "--expire=now", "--all")
+    repo.git("gc", "-q", "--prune=now")
+    shown = repo.tuneops("history", "Deployment/fruit-bot", "--format", "json")
+    assert shown.exit_code == 0, shown.output
+    switches = json.loads(shown.stdout)["switches"]
+    model = repo.model
+    assert [(s["change"], s["previous"], s["version"], s["commit"]) for s in switches] == [
+        ("deploy", None, f"{model}/1", first_commit),
+        ("switch", f"{model}/1", f"{model}/2", longer),
+        ("rollback", f"{model}/2", f"{model}/1", revert),
+        ("stopped", f"{model}/1", None, retired)], switches
+    assert [s["subject"] for s in switches] == ["the quickstart", "train a little longer",
+                                                'Revert "train a little longer"', "retire the bot"]
+    assert all(s["author"] and s["applied_by"] and s["status"] == "FINISHED" for s in switches)
+    assert switches[1]["gates"]["fruit-sft-quality"].startswith("passed"), switches[1]
+    assert "vs serving" in switches[1]["gates"]["fruit-sft-quality"], switches[1]
+    assert [s["at"] for s in switches] == sorted(s["at"] for s in switches)
+    text = repo.tuneops("history", "Deployment/fruit-bot").stdout
+    assert f"rollback  {model}/2 -> {model}/1" in text, text
+    assert f'commit {revert[:12]} "Revert "train a little longer""' in text, text
+    since = repo.tuneops("history", "--since", "2999-01-01", "--format", "json")
+    assert since.exit_code == 0 and json.loads(since.stdout)["switches"] == [], since.output
 
 
 def test_mlflow_unreachable_is_a_clear_error_naming_the_uri(tmp_path: Path):

@@ -1,0 +1,118 @@
+"""`tuneops history`: what each Deployment served when, from the audit trail apply records."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.cli.base import FORMAT_HELP, cli, load_project, resource_id
+
+TARGET = re.compile(r"^[A-Za-z]+/[^/]+$")
+AGO = re.compile(r"^(\d+)([mhdw])$")
+AGO_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+@cli.command()
+@click.argument("resource", metavar="[KIND/NAME]", required=False)
+@click.argument("path", required=False)
+@click.option("--since", metavar="DATE", help="Only switches from DATE on: 2026-12-01, 2026-12-01T09:30 "
+              "(UTC unless it names a zone), or a span back from now: 30m, 12h, 7d, 2w.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help=FORMAT_HELP)
+@click.pass_context
+def history(ctx: click.Context, resource: str | None, path: str | None, since: str | None,
+            output_format: str) -> None:
+    """Every switch of what a Deployment served, oldest first: when, from which version to which,
+    the commit (sha, author, subject) that asked for it, the gate results that let it through,
+    who applied it, and each rollback and stop. KIND/NAME picks one Deployment (default: all) of
+    the project at PATH (default: the current folder).
+
+    Apply records each switch in MLflow as it happens and never edits it, so this is the record
+    of what served, not a reconstruction from today's specs."""
+    if resource is not None and path is None and not TARGET.match(resource):
+        resource, path = None, resource  # `tuneops history specs/`: a path, not a target
+    deployment = None
+    if resource is not None:
+        rid = resource_id(resource)
+        if rid.kind != "Deployment":
+            raise click.BadParameter(f"history is kept for Deployments (what they served when), "
+                                     f"not for a {rid.kind}", param_hint="KIND/NAME")
+        deployment = rid.name
+    folder = Path(path or ".")
+    if not folder.is_dir():
+        raise click.BadParameter(f"{folder} is not a folder", param_hint="PATH")
+    project = load_project(ctx, folder)
+    switches = project.history(deployment, parse_since(since) if since else None)
+    if output_format == "json":
+        click.echo(json.dumps({"version": 1, "switches": [switch_json(s) for s in switches]}, indent=2))
+        return
+    if not switches:
+        which = f"Deployment/{deployment}" if deployment else "any Deployment"
+        from reconciler.tracking.vocabulary import redact_uri
+
+        click.echo(f"no switch of {which} recorded{' since ' + since if since else ''} "
+                   f"(MLflow {redact_uri(project.tracking_uri)}, experiment {project.experiment})")
+        return
+    click.echo(history_text(switches))
+
+
+def parse_since(value: str) -> float:
+    """DATE as epoch seconds: an ISO date or date-time (UTC unless zoned), or a span back from now."""
+    ago = AGO.match(value.strip())
+    if ago:
+        span = timedelta(**{AGO_UNITS[ago.group(2)]: int(ago.group(1))})
+        return (datetime.now(UTC) - span).timestamp()
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is neither a date (2026-12-01, 2026-12-01T09:30) nor a "
+                                 "span back from now (30m, 12h, 7d, 2w)", param_hint="--since") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def change(switch: Any) -> str:
+    return "failed" if switch.status == "FAILED" else (
+        "switching" if switch.status == "RUNNING" else switch.what)
+
+
+def switch_json(switch: Any) -> dict:
+    return {"deployment": switch.deployment, "at": datetime.fromtimestamp(switch.at, UTC).isoformat(),
+            "change": change(switch), "version": switch.version, "previous": switch.previous,
+            "rollback": switch.rollback, "commit": switch.commit, "dirty": switch.dirty,
+            "author": switch.author, "subject": switch.subject, "gates": dict(switch.gates),
+            "applied_by": switch.applied_by, "reason": switch.reason, "status": switch.status,
+            "run_id": switch.run_id}
+
+
+def history_text(switches: list) -> str:
+    lines: list[str] = []
+    for switch in switches:
+        moved = (f"{switch.previous} -> {switch.version}" if switch.previous and switch.version
+                 else switch.version or f"{switch.previous or 'nothing'} -> nothing")
+        kind = change(switch)
+        note = {"failed": "  (the new version did not serve; the old one kept serving)",
+                "switching": "  (in progress, or the apply stopped mid-switch)"}.get(kind, "")
+        lines.append(f"{_when(switch.at)}  Deployment/{switch.deployment}  {kind:<9} {moved}{note}")
+        commit = (switch.commit or "")[:12] or "no commit"
+        if switch.dirty:
+            commit += " (with uncommitted changes)"
+        subject = f' "{switch.subject}"' if switch.subject else ""
+        author = f" by {switch.author}" if switch.author else ""
+        lines.append(f"    commit {commit}{subject}{author}")
+        lines.append(f"    applied by {switch.applied_by or 'unknown'}" +
+                     (f": {switch.reason}" if switch.reason else ""))
+        for evaluation, summary in sorted(switch.gates.items()):
+            lines.append(f"    gate {evaluation}: {summary}")
+        if switch.version and not switch.gates:
+            lines.append("    gates: none (it required no Evaluation)")
+        lines.append("")
+    return "\n".join(lines).rstrip()
