@@ -154,6 +154,31 @@ class PlannerSettings(_Settings):
                         "know or to correct it.", examples=[{"NVIDIA-A10G": 70}])
 
 
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class GpuPrice(_Settings):
+    on_demand: Price = Field(description="Dollars per GPU-hour at the on-demand rate.", examples=[4.0])
+    spot: Price | None = Field(None, description="Dollars per GPU-hour on spot (preemptible) "
+                                                 "capacity; shown beside the on-demand figure.",
+                               examples=[1.6])
+
+
+class PricingSettings(_Settings):
+    default: GpuPrice | None = Field(None, description="The price of a GPU product not listed in "
+                                                       "gpuProducts. Without it, such GPUs are not priced.")
+    gpu_products: dict[_Str, GpuPrice] = Field(
+        {}, description="Price per GPU product (the node label nvidia.com/gpu.product, as a FineTune's "
+                        "resources.gpuProduct names it).",
+        examples=[{"NVIDIA-H100-80GB-HBM3": {"onDemand": 4.0, "spot": 1.6}}])
+
+    def price_of(self, gpu_product: str | None) -> GpuPrice | None:
+        """What a GPU-hour of this product costs; None when it is not priced."""
+        if gpu_product is not None and gpu_product in self.gpu_products:
+            return self.gpu_products[gpu_product]
+        return self.default
+
+
 class ProjectSettings(_Settings):
     backend: Literal["local", "kubernetes"] = Field("local", description="Where jobs run.")
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
@@ -166,6 +191,8 @@ class ProjectSettings(_Settings):
     prune: PruneSettings = Field(default_factory=PruneSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
+    pricing: PricingSettings = Field(default_factory=PricingSettings,
+                                     description="Dollars per GPU-hour, for the plan's cost estimates.")
     exclude: tuple[_Str, ...] = Field(
         (), description="Glob patterns (relative to the spec root) of YAML files that are not "
                         "specs.", examples=[["ci/**", "kustomize/*.yaml"]])

@@ -300,7 +300,7 @@ class Project:
         capacity check (a FineTune that does not fit is shown); ProjectInvalid otherwise."""
         from reconciler.sizing import architectures
         from reconciler.sizing.dataset_rows import train_rows
-        from reconciler.sizing.estimates import estimate_fine_tune
+        from reconciler.sizing.estimates import estimate_fine_tune, priced
         from reconciler.specs.base import ResourceId
         from reconciler.specs.finetune import FineTuneResource
 
@@ -318,8 +318,9 @@ class Project:
         elif mfu is not None:
             raise TuneopsError("--mfu needs resources.gpuProduct on the FineTune: GPU-hours are per GPU "
                                "product")
-        return estimate_fine_tune(specs, resource, architectures.architectures(specs, fetch=True),
-                                  train_rows(specs), settings)
+        found = estimate_fine_tune(specs, resource, architectures.architectures(specs, fetch=True),
+                                   train_rows(specs), settings)
+        return priced(found, specs.settings.pricing)
 
     @staticmethod
     def stop(path: Path, targets: frozenset | None = None) -> Stopping:

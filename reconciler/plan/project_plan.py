@@ -241,7 +241,7 @@ def estimates_of(project: Any, the_plan: Plan, state: ActualState | None = None)
     from reconciler.plan.plan import Action
     from reconciler.sizing import architectures
     from reconciler.sizing.dataset_rows import train_rows
-    from reconciler.sizing.estimates import estimates_for
+    from reconciler.sizing.estimates import estimates_for, priced
     from reconciler.specs.base import ResourceId
 
     training = {a.resource.name for a in the_plan.actions if a.resource.kind == "FineTune"
@@ -251,5 +251,6 @@ def estimates_of(project: Any, the_plan: Plan, state: ActualState | None = None)
     found = estimates_for(project.specs, architectures.architectures(project.specs, fetch=state is not None),
                           train_rows(project.specs, project.inputs, state), project.settings.planner,
                           names=training)
-    return {ResourceId("FineTune", name): estimate for name, estimate in found.items()}
+    pricing = project.settings.pricing
+    return {ResourceId("FineTune", name): priced(estimate, pricing) for name, estimate in found.items()}
 

@@ -30,7 +30,7 @@ from reconciler.plan.gates import GateResult
 from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, PlannedAction, utc_iso
 from reconciler.plan.sweeps import sweep_json
 from reconciler.sizing.estimates import FineTuneEstimate
-from reconciler.sizing.report import estimate_json, plan_line
+from reconciler.sizing.report import dollars_text, estimate_json, plan_line
 from reconciler.specs.base import ResourceId
 
 Estimates = Mapping[ResourceId, FineTuneEstimate]
@@ -87,6 +87,16 @@ def total_gpu_hours(estimates: Estimates | None) -> tuple[float, int]:
     return sum(h for h in hours if h is not None), sum(1 for h in hours if h is None)
 
 
+def total_dollars(estimates: Estimates | None) -> tuple[float, float | None, int]:
+    """(on demand, spot, how many fine-tunes with GPU-hours have no price) over the estimates;
+    spot is None unless every priced fine-tune has a spot price."""
+    estimated = [found for found in (estimates or {}).values() if found.gpus and found.gpu_hours is not None]
+    priced = [found.dollars for found in estimated if found.dollars is not None]
+    spots = [each[1] for each in priced if each[1] is not None]
+    spot = sum(spots) if priced and len(spots) == len(priced) else None
+    return sum(each[0] for each in priced), spot, len(estimated) - len(priced)
+
+
 def _gpu_hours_line(estimates: Estimates | None) -> str:
     known, unknown = total_gpu_hours(estimates)
     if not estimates or (not known and not unknown):
@@ -95,7 +105,13 @@ def _gpu_hours_line(estimates: Estimates | None) -> str:
     if not known:
         return f"Training: GPU-hours not estimated for {missing} (`tuneops estimate` says why)."
     more = f", and {missing} not estimated" if unknown else ""
-    return f"Training: at most {known:,.2f} GPU-hours{more}."
+    on_demand, spot, unpriced = total_dollars(estimates)
+    cost = ""
+    if unpriced < sum(1 for found in estimates.values() if found.gpus and found.gpu_hours is not None):
+        cost = f", {dollars_text(on_demand, spot)}"
+        if unpriced:
+            cost += f" ({unpriced} not priced)"
+    return f"Training: at most {known:,.2f} GPU-hours{cost}{more}."
 
 
 def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Estimates | None = None) -> str:
@@ -258,7 +274,16 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None,
         "estimates": {str(rid): estimate_json(found) for rid, found in (estimates or {}).items()},
         "gpu_hours_at_most": known,
         "fine_tunes_not_estimated": unknown,
+        "dollars_at_most": _dollars_json(estimates),
     }
+
+
+def _dollars_json(estimates: Estimates | None) -> dict[str, Any] | None:
+    """The plan's cost: null when nothing it trains is priced."""
+    on_demand, spot, unpriced = total_dollars(estimates)
+    if not any(found.dollars is not None for found in (estimates or {}).values()):
+        return None
+    return {"on_demand": on_demand, "spot": spot, "fine_tunes_not_priced": unpriced}
 
 
 def _sweep_lines(planned: PlannedAction) -> list[str]:

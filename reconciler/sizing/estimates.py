@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from reconciler.config import PlannerSettings
+from reconciler.config import GpuPrice, PlannerSettings, PricingSettings
 from reconciler.sizing.capacity import base_model_of, training_shape
 from reconciler.sizing.memory import Architecture, TrainingShape, device_memory
 from reconciler.sizing.strategy import Estimate, choose_strategy, estimate, largest_micro_batch
@@ -63,6 +63,16 @@ class FineTuneEstimate:
     peak_flops: float | None = None  # per GPU
     mfu: float | None = None
     notes: tuple[str, ...] = ()
+    price: GpuPrice | None = None  # a GPU-hour of gpu_product, from tuneops.yaml's pricing
+
+    @property
+    def dollars(self) -> tuple[float, float | None] | None:
+        """(on demand, spot or None) for its GPU-hours; None when those or the price are unknown."""
+        hours = self.gpu_hours
+        if hours is None or self.price is None:
+            return None
+        spot = self.price.spot
+        return hours * self.price.on_demand, (hours * spot if spot is not None else None)
 
     @property
     def gpu_hours(self) -> float | None:
@@ -179,6 +189,11 @@ def _memory(shape: TrainingShape, declared: str, gpus: int,
         return found, None, None
     largest = largest_micro_batch(shape, strategy, device_bytes, limit=LARGEST_RECOMMENDED_MICRO_BATCH)
     return found, found.fits(device_bytes), largest.micro_batch if largest else None
+
+
+def priced(found: FineTuneEstimate, pricing: PricingSettings) -> FineTuneEstimate:
+    """The estimate with what a GPU-hour of its GPU product costs (none on CPU)."""
+    return replace(found, price=pricing.price_of(found.gpu_product) if found.gpus else None)
 
 
 def estimates_for(specs: SpecSet, architectures: Mapping[ResourceId, Architecture],

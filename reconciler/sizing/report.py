@@ -53,10 +53,22 @@ def plan_line(found: FineTuneEstimate) -> str:
     if found.gpus:
         hours = found.gpu_hours
         parts.append(f"at most {_hours(hours)} GPU-hours on {found.gpus} x {found.gpu_product}"
-                     if hours is not None else "GPU-hours unknown")
+                     f"{_dollars_suffix(found)}" if hours is not None else "GPU-hours unknown")
     if not parts:
         return found.notes[0] if found.notes else "no estimate"
     return "; ".join(parts)
+
+
+def dollars_text(on_demand: float, spot: float | None) -> str:
+    """"$12.40 on demand ($4.96 spot)"."""
+    return f"${on_demand:,.2f} on demand" + (f" (${spot:,.2f} spot)" if spot is not None else "")
+
+
+def _dollars_suffix(found: FineTuneEstimate) -> str:
+    dollars = found.dollars
+    if dollars is None:
+        return ", not priced (no pricing for this GPU in tuneops.yaml)" if found.gpu_hours else ""
+    return f", {dollars_text(*dollars)}"
 
 
 def estimate_text(found: FineTuneEstimate) -> str:
@@ -103,6 +115,10 @@ def estimate_text(found: FineTuneEstimate) -> str:
         if found.mfu is not None:
             rows.append(("assumed MFU", f"{found.mfu:g}"))
         rows.append(("GPU-hours (at most)", _hours(found.gpu_hours)))
+        if found.dollars is not None:
+            rows.append(("cost (at most)", dollars_text(*found.dollars)))
+        elif found.gpu_hours is not None:
+            rows.append(("cost", "not priced (add this GPU, or a default, to pricing in tuneops.yaml)"))
         if found.wall_hours is not None:
             rows.append((f"hours on {found.gpus} GPUs", _hours(found.wall_hours)))
     width = max(len(label) for label, _ in rows)
@@ -146,5 +162,7 @@ def estimate_json(found: FineTuneEstimate) -> dict[str, Any]:
         "mfu": found.mfu,
         "gpu_hours_at_most": found.gpu_hours,
         "wall_hours_at_most": found.wall_hours,
+        "dollars_at_most": ({"on_demand": found.dollars[0], "spot": found.dollars[1]}
+                            if found.dollars is not None else None),
         "notes": list(found.notes),
     }

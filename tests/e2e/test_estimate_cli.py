@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO_ROOT, run_tuneops
 
 EXAMPLES = REPO_ROOT / "specs-example"
@@ -18,7 +20,7 @@ def test_estimate_prints_the_breakdown_of_an_example_fine_tune():
     assert "4 x NVIDIA-H100-80GB-HBM3" in out
     assert "parameters                     8.03B" in out  # Llama 3.1 8B, from the architecture block
     for row in ("frozen weights", "optimizer states", "activations", "peak per GPU", "fits",
-                "largest micro-batch that fits", "assumed MFU", "GPU-hours (at most)"):
+                "largest micro-batch that fits", "assumed MFU", "GPU-hours (at most)", "cost (at most)"):
         assert row in out, row
 
 
@@ -67,5 +69,35 @@ def test_offline_plan_shows_memory_and_gpu_hours_per_fine_tune_it_would_train():
     assert set(data["estimates"]) == {"FineTune/support-sft", "FineTune/support-dpo"}  # docs-cpt is suspended
     total = sum(e["gpu_hours_at_most"] for e in data["estimates"].values())
     assert data["gpu_hours_at_most"] == total
+    # priced from tuneops.yaml's pricing: $4.00 an H100-hour on demand, $1.60 on spot
+    for estimate in data["estimates"].values():
+        assert estimate["dollars_at_most"] == pytest.approx(
+            {"on_demand": estimate["gpu_hours_at_most"] * 4.0, "spot": estimate["gpu_hours_at_most"] * 1.6})
+    assert data["dollars_at_most"] == pytest.approx({"on_demand": total * 4.0, "spot": total * 1.6,
+                                                     "fine_tunes_not_priced": 0})
+    assert f"GPU-hours, ${total * 4.0:,.2f} on demand (${total * 1.6:,.2f} spot)." in text.stdout
     markdown = run_tuneops("plan", str(EXAMPLES), "--offline", "--format", "markdown").stdout
     assert "**Training estimates**" in markdown and "| `FineTune/support-dpo` | peak" in markdown
+
+
+def test_a_gpu_without_a_price_is_said_to_be_unpriced_not_counted_as_free(tmp_path: Path):
+    import shutil
+
+    repo = tmp_path / "specs"
+    shutil.copytree(EXAMPLES, repo, ignore=shutil.ignore_patterns("quickstart", ".tuneops"))
+    settings = repo / "tuneops.yaml"
+    text = settings.read_text()
+    settings.write_text(text.replace("  default: {onDemand: 2.50}\n", "").replace(
+        "NVIDIA-H100-80GB-HBM3: {onDemand: 4.00, spot: 1.60}", "NVIDIA-A100-SXM4-80GB: {onDemand: 2.00}"))
+    plan = run_tuneops("plan", str(repo), "--offline")
+    assert plan.exit_code == 0, plan.output
+    assert "not priced (no pricing for this GPU in tuneops.yaml)" in plan.stdout
+    data = json.loads(run_tuneops("plan", str(repo), "--offline", "--format", "json").stdout)
+    assert data["dollars_at_most"] is None
+    assert all(e["dollars_at_most"] is None for e in data["estimates"].values())
+    estimate = run_tuneops("estimate", "support-sft", str(repo))
+    assert "cost                           not priced" in estimate.stdout, estimate.stdout
+    settings.write_text(text.replace("onDemand: 2.50", "onDemand: -1"))
+    refused = run_tuneops("validate", str(repo))
+    assert refused.exit_code == 1 and "tuneops.yaml:" in refused.output and "onDemand" in refused.output, \
+        refused.output
