@@ -22,6 +22,7 @@ from reconciler.config import PROJECT_FILE, STATE_DIR, ProjectSettings
 from reconciler.errors import PermanentError, TuneopsError
 from reconciler.fingerprint import FingerprintInput, fingerprint_inputs
 from reconciler.graph import DependencyGraph
+from reconciler.specs.policy import NO_APPROVAL, Approval
 from reconciler.specs.validate import ValidationResult, validate_path
 from reconciler.state import ActualState, BackendState, BuiltRun
 from reconciler.tracking.actual_state import read_actual_state, with_missing_outputs
@@ -99,6 +100,7 @@ def tracking_state_exists(uri: str, root: Path) -> bool:
 @dataclass(frozen=True)
 class Project:
     validation: ValidationResult
+    approval: Approval = NO_APPROVAL  # policies whose violations the command line let through
 
     @property
     def specs(self) -> SpecSet:
@@ -176,18 +178,20 @@ class Project:
     # -- the façade: what the command line and the daemon call ------------------------------
 
     @classmethod
-    def load(cls, path: Path, *, strict: bool = False) -> Project:
-        """The validated project at `path`: NoProject, or ProjectInvalid with the report."""
-        return load_project(path, strict=strict)
+    def load(cls, path: Path, *, strict: bool = False, approval: Approval | None = None) -> Project:
+        """The validated project at `path`: NoProject, or ProjectInvalid with the report.
+        `approval` lets through violations of the policies it names (`--approve`)."""
+        return load_project(path, strict=strict, approval=approval)
 
     @staticmethod
-    def check(paths: list[Path], *, strict: bool = False, capacity: bool = True) -> ValidationResult:
+    def check(paths: list[Path], *, strict: bool = False, capacity: bool = True,
+              approval: Approval | None = None) -> ValidationResult:
         """The validation of spec folders or files (`tuneops validate`), with the planner's
         verdict on FineTunes that cannot fit their GPUs unless `capacity` is False; NoProject
         for a folder that is no spec project."""
         from reconciler.specs.validate import validate_paths
 
-        result = validate_paths(paths, strict=strict)
+        result = validate_paths(paths, strict=strict, approval=approval or NO_APPROVAL)
         if not result.is_project:
             raise NoProject(result.specs.root, len(result.files))
         return with_capacity_check(result) if capacity else result
@@ -273,17 +277,26 @@ class Project:
             importances = parameter_importances(sweep.spec, [t.record for t in view.valid])
         return view, importances
 
-    def history(self, deployment: str | None = None, since: float | None = None) -> list:
-        """Every recorded switch of what a Deployment served (tracking.switches.Switch), oldest
-        first: of `deployment` alone when given, since the epoch second `since` when given.
-        Read from MLflow only, so a Deployment whose spec is gone still has its history."""
-        from reconciler.tracking.switches import read_switches
+    @staticmethod
+    def audit_trail(path: Path) -> AuditTrail:
+        """What apply recorded of the project at `path`, whose specs need not validate (the
+        record of what served must be readable while they are being fixed)."""
+        from reconciler.specs.loader import load, resolve_scope
 
-        if not self.tracking_state_exists:  # nothing applied yet: create no database to say so
-            return []
-        store = self.store()
-        experiment = store.experiment_id(self.experiment)
-        return [] if experiment is None else read_switches(store, experiment, deployment, since)
+        root, _ = resolve_scope([path])
+        loaded = load(root)
+        if not loaded.is_project:
+            raise NoProject(root, len(loaded.files))
+        return AuditTrail(tracking_uri_of(loaded.settings, root), loaded.settings.mlflow.experiment, root)
+
+    def approved_violations(self) -> list:
+        """The policy violations let through, by `--approve` or by the specs' annotations
+        (specs/rules/policies.Violation), for apply to record."""
+        from reconciler.specs.rules.policies import violations
+        from reconciler.specs.rules.registry import RuleContext
+
+        ctx = RuleContext(self.specs, frozenset(self.specs.by_id), self.specs.settings, self.approval)
+        return [found for found in violations(ctx) if found.approval is not None]
 
     def render(self, targets: frozenset | None = None, *, validate: bool = True) -> list[dict]:
         """The Kubernetes manifests of the project (or of `targets`), checked unless told not to."""
@@ -377,6 +390,40 @@ def project_backend(path: Path) -> Backend:
     return unvalidated_project(path)[0]
 
 
+@dataclass(frozen=True)
+class AuditTrail:
+    """The switches of what Deployments served and the policy overrides, as MLflow holds them."""
+
+    tracking_uri: str
+    experiment: str
+    root: Path
+
+    def _experiment_id(self) -> tuple[TrackingStore, str] | None:
+        from reconciler.tracking.store import open_store
+
+        if not tracking_state_exists(self.tracking_uri, self.root):
+            return None  # nothing was ever applied here; opening the database would create it
+        store = open_store(self.tracking_uri)
+        experiment = store.experiment_id(self.experiment)
+        return None if experiment is None else (store, experiment)
+
+    def switches(self, deployment: str | None = None, since: float | None = None) -> list:
+        """Every recorded switch of what a Deployment served (tracking.switches.Switch), oldest
+        first: of `deployment` alone when given, since the epoch second `since` when given."""
+        from reconciler.tracking.switches import read_switches
+
+        opened = self._experiment_id()
+        return [] if opened is None else read_switches(*opened, deployment, since)
+
+    def overrides(self, policy: str | None = None, since: float | None = None) -> list:
+        """Every recorded override of a policy (tracking.overrides.Override), oldest first."""
+        from reconciler.tracking.overrides import read_overrides
+
+        opened = self._experiment_id()
+        found = [] if opened is None else read_overrides(*opened, policy)
+        return [o for o in found if since is None or o.at >= since]
+
+
 def unvalidated_project(path: Path) -> tuple[Backend, LoadResult]:
     """The backend and the specs as read, not validated: `tuneops logs` and `stop` work while
     the specs are being edited, but not on a broken tuneops.yaml (it says which backend)."""
@@ -437,9 +484,9 @@ def open_backend(settings: ProjectSettings, state_dir: Path, specs: SpecSet | No
                         credentials=redaction.credentials_environment(tracking_uri))
 
 
-def load_project(path: Path, *, strict: bool = False) -> Project:
+def load_project(path: Path, *, strict: bool = False, approval: Approval | None = None) -> Project:
     """Validate the folder; raise ProjectInvalid when any spec has an error."""
-    result = validate_path(path, strict=strict)
+    result = validate_path(path, strict=strict, approval=approval or NO_APPROVAL)
     if not result.is_project:
         raise NoProject(result.specs.root, len(result.files))
     if result.valid:  # the same verdict as `tuneops validate`: a FineTune that cannot fit is an error
@@ -447,7 +494,7 @@ def load_project(path: Path, *, strict: bool = False) -> Project:
     if not result.valid:
         raise ProjectInvalid(result)
     _remember_judge_keys(result.specs)
-    return Project(result)
+    return Project(result, approval or NO_APPROVAL)
 
 
 def _remember_judge_keys(specs: SpecSet) -> None:

@@ -15,6 +15,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reconciler.actor import who_applies
 from reconciler.apply.results import NOT_DONE, ApplyResult, Outcome, StepResult
 from reconciler.errors import PermanentError
 from reconciler.jobs.builder import JobBuilder, JobContext
@@ -643,23 +644,6 @@ class Executor:
         stopped = self.backend.stop(rid.kind, rid.name)
         self._end_switch(switch, True)
         return StepResult(rid, Outcome.DONE, f"stopped {', '.join(stopped) or 'nothing (already gone)'}")
-
-
-def who_applies() -> str:
-    """Who an apply's audit records name: TUNEOPS_APPLIED_BY, else the CI's actor, else the user
-    and machine this runs as."""
-    import getpass
-    import os
-    import socket
-
-    named = os.environ.get("TUNEOPS_APPLIED_BY") or os.environ.get("GITHUB_ACTOR")
-    if named:
-        return named
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry in a container
-        user = f"uid {os.getuid()}"
-    return f"{user}@{socket.gethostname()}"
 
 
 def _processes(specs: Any, rid: ResourceId) -> int:

@@ -60,6 +60,7 @@ def apply_project(project: Any, *, targets: frozenset[ResourceId] | None = None,
         check_prune_of(planned, force)
         if not go_ahead(planned):
             return ApplyOutcome(planned)
+        record_overrides(planned, applied_by)
         result = run_steps(planned, reporter, stop, applied_by)
         return ApplyOutcome(planned, result, state_after(project, planned.store, planned.backend))
     finally:
@@ -74,6 +75,33 @@ def check_prune_of(planned: PlannedProject, force: bool) -> None:
     live = [s for s in state.backend.servers if s.is_live]
     live += [j for j in state.backend.jobs if j.is_live]
     check_prune(planned.plan, planned.project.settings.prune.max_deletes, force, len(live))
+
+
+def record_overrides(planned: PlannedProject, applied_by: str | None) -> None:
+    """Write to MLflow each policy violation let through for a resource this apply changes,
+    before it changes it (once per policy, resource and commit)."""
+    from reconciler.actor import who_applies
+    from reconciler.apply.executor import WORK
+    from reconciler.git.info import git_origin
+    from reconciler.tracking.overrides import Override, read_overrides, record_override
+
+    project = planned.project
+    changed = {str(action.resource) for action in planned.plan.actions if action.action in WORK}
+    found = [v for v in project.approved_violations() if str(v.target.id) in changed]
+    if not found or planned.store is None:
+        return
+    commit = git_origin(project.root).commit
+    experiment = planned.store.ensure_experiment(project.experiment)
+    recorded = {(o.policy, o.resource, o.commit) for o in read_overrides(planned.store, experiment)}
+    for violation in found:
+        approval = violation.approval
+        override = Override(policy=violation.policy.resource.name, resource=str(violation.target.id),
+                            where=f"{violation.target.file}:{violation.target.position(violation.path).line}",
+                            approved_by=approval.by, reason=approval.reason, commit=commit,
+                            applied_by=applied_by or who_applies())
+        if (override.policy, override.resource, override.commit) not in recorded:
+            record_override(planned.store, experiment, override)
+            recorded.add((override.policy, override.resource, override.commit))
 
 
 def run_steps(planned: PlannedProject, reporter: Reporter, stop: threading.Event | None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
@@ -24,6 +25,7 @@ from reconciler.errors import EXIT_ERROR, TuneopsError
 if TYPE_CHECKING:
     from reconciler.project import Project, ProjectInvalid
     from reconciler.specs.base import ResourceId
+    from reconciler.specs.policy import Approval
 
 EXIT_INVALID = EXIT_ERROR
 
@@ -132,15 +134,41 @@ def targets_of(values: tuple[str, ...]) -> frozenset[ResourceId] | None:
 
 
 
-def load_project(ctx: click.Context, path: Path) -> Project:
+def load_project(ctx: click.Context, path: Path, approval: Approval | None = None) -> Project:
     """The validated project, or the validation report and exit 1: invalid specs are never
-    planned or applied."""
+    planned or applied. `approval` lets through violations of the policies it names."""
     from reconciler.project import Project, ProjectInvalid
 
     try:
-        return Project.load(path)
+        return Project.load(path, approval=approval)
     except ProjectInvalid as invalid:
         exit_invalid(ctx, invalid, "planned")
+
+
+APPROVE_HELP = ("Let violations of this Policy through (repeatable), as a pull-request label would; "
+                "needs --reason. Shown in the plan, and recorded in MLflow when applied.")
+REASON_HELP = "Why the --approve'd violations are acceptable: recorded with who approved them."
+
+
+def approval_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--approve POLICY` (repeatable) and `--reason TEXT`, for validate, plan and apply."""
+    command = click.option("--reason", "approval_reason", metavar="TEXT", help=REASON_HELP)(command)
+    return click.option("--approve", "approved", multiple=True, metavar="POLICY", help=APPROVE_HELP)(command)
+
+
+def approval_of(approved: tuple[str, ...], reason: str | None) -> Approval | None:
+    """The command line's approval; a usage error when it does not say why."""
+    from reconciler.actor import who_applies
+    from reconciler.specs.policy import Approval
+
+    if not approved:
+        if reason:
+            raise click.UsageError("--reason explains an --approve: name the Policy it approves")
+        return None
+    if not (reason or "").strip():
+        raise click.UsageError("--approve needs --reason: say why the violation is acceptable "
+                               "(it is recorded with who approved it)")
+    return Approval(frozenset(approved), " ".join((reason or "").split()), f"{who_applies()} (--approve)")
 
 
 

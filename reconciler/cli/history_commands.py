@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from reconciler.cli.base import FORMAT_HELP, cli, load_project, resource_id
+from reconciler.cli.base import FORMAT_HELP, cli, resource_id
 
 TARGET = re.compile(r"^[A-Za-z]+/[^/]+$")
 AGO = re.compile(r"^(\d+)([mhdw])$")
@@ -24,13 +24,13 @@ AGO_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
               "(UTC unless it names a zone), or a span back from now: 30m, 12h, 7d, 2w.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help=FORMAT_HELP)
-@click.pass_context
-def history(ctx: click.Context, resource: str | None, path: str | None, since: str | None,
+def history(resource: str | None, path: str | None, since: str | None,
             output_format: str) -> None:
     """Every switch of what a Deployment served, oldest first: when, from which version to which,
     the commit (sha, author, subject) that asked for it, the gate results that let it through,
     who applied it, and each rollback and stop. KIND/NAME picks one Deployment (default: all) of
-    the project at PATH (default: the current folder).
+    the project at PATH (default: the current folder); Policy/NAME lists the violations of that
+    policy an apply let through, with who approved them and why.
 
     Apply records each switch in MLflow as it happens and never edits it, so this is the record
     of what served, not a reconstruction from today's specs."""
@@ -39,15 +39,27 @@ def history(ctx: click.Context, resource: str | None, path: str | None, since: s
     deployment = None
     if resource is not None:
         rid = resource_id(resource)
-        if rid.kind != "Deployment":
-            raise click.BadParameter(f"history is kept for Deployments (what they served when), "
-                                     f"not for a {rid.kind}", param_hint="KIND/NAME")
+        if rid.kind not in ("Deployment", "Policy"):
+            raise click.BadParameter(f"history is kept for Deployments (what they served when) and "
+                                     f"Policies (their overrides), not for a {rid.kind}",
+                                     param_hint="KIND/NAME")
         deployment = rid.name
     folder = Path(path or ".")
     if not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder", param_hint="PATH")
-    project = load_project(ctx, folder)
-    switches = project.history(deployment, parse_since(since) if since else None)
+    from reconciler.project import Project
+
+    trail = Project.audit_trail(folder)
+    if resource is not None and rid.kind == "Policy":
+        overrides = trail.overrides(rid.name, parse_since(since) if since else None)
+        if output_format == "json":
+            click.echo(json.dumps({"version": 1, "overrides": [override_json(o) for o in overrides]},
+                                  indent=2))
+        else:
+            click.echo(overrides_text(overrides) if overrides else
+                       f"no override of Policy/{rid.name} recorded{' since ' + since if since else ''}")
+        return
+    switches = trail.switches(deployment, parse_since(since) if since else None)
     if output_format == "json":
         click.echo(json.dumps({"version": 1, "switches": [switch_json(s) for s in switches]}, indent=2))
         return
@@ -56,7 +68,7 @@ def history(ctx: click.Context, resource: str | None, path: str | None, since: s
         from reconciler.tracking.vocabulary import redact_uri
 
         click.echo(f"no switch of {which} recorded{' since ' + since if since else ''} "
-                   f"(MLflow {redact_uri(project.tracking_uri)}, experiment {project.experiment})")
+                   f"(MLflow {redact_uri(trail.tracking_uri)}, experiment {trail.experiment})")
         return
     click.echo(history_text(switches))
 
@@ -114,5 +126,24 @@ def history_text(switches: list) -> str:
             lines.append(f"    gate {evaluation}: {summary}")
         if switch.version and not switch.gates:
             lines.append("    gates: none (it required no Evaluation)")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def override_json(override: Any) -> dict:
+    return {"policy": override.policy, "at": datetime.fromtimestamp(override.at, UTC).isoformat(),
+            "resource": override.resource, "where": override.where, "approved_by": override.approved_by,
+            "reason": override.reason, "commit": override.commit, "applied_by": override.applied_by,
+            "run_id": override.run_id}
+
+
+def overrides_text(overrides: list) -> str:
+    lines = []
+    for override in overrides:
+        lines.append(f"{_when(override.at)}  Policy/{override.policy}  overridden for {override.resource} "
+                     f"({override.where})")
+        lines.append(f"    approved by {override.approved_by}: {override.reason}")
+        lines.append(f"    commit {(override.commit or '')[:12] or 'no commit'}, applied by "
+                     f"{override.applied_by or 'unknown'}")
         lines.append("")
     return "\n".join(lines).rstrip()

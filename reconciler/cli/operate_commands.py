@@ -14,6 +14,8 @@ from reconciler.cli.base import (
     FORMAT_HELP,
     SPEC_PATH,
     TARGET_HELP,
+    approval_of,
+    approval_options,
     cli,
     confirm,
     echo_lines,
@@ -38,9 +40,10 @@ if TYPE_CHECKING:
 @click.option("--force", is_flag=True, help="Prune even beyond prune.maxDeletes, or everything.")
 @click.option("--retry-failed", is_flag=True,
               help="Give jobs that used up their attempts a fresh set (after fixing the cause).")
+@approval_options
 @click.pass_context
 def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], prune: bool, force: bool,
-          retry_failed: bool) -> None:
+          retry_failed: bool, approved: tuple[str, ...], approval_reason: str | None) -> None:
     """Make the actual state match the specs under PATH: build what is missing, in order.
 
     Shows the plan, asks (unless --yes; without a terminal, pass --yes), then runs jobs in
@@ -57,7 +60,7 @@ def apply(ctx: click.Context, path: Path, yes: bool, targets: tuple[str, ...], p
     from reconciler.redaction import redact
     from reconciler.tracking.sample_request import endpoint_lines
 
-    project = load_project(ctx, path)
+    project = load_project(ctx, path, approval_of(approved, approval_reason))
     stop = threading.Event()
 
     def interrupted(signum: int, frame: FrameType | None) -> None:

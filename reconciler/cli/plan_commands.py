@@ -10,6 +10,8 @@ from reconciler.cli.base import (
     FORMAT_HELP,
     SPEC_PATH,
     TARGET_HELP,
+    approval_of,
+    approval_options,
     cli,
     exit_invalid,
     load_project,
@@ -35,9 +37,11 @@ from reconciler.cli.base import (
                    "taken as built and serving, so only what the change touches is listed. With --offline "
                    "(the CI dry-run) nothing else is read, and with backend kubernetes the rendered "
                    "manifests are validated too.")
+@approval_options
 @click.pass_context
 def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: bool, offline: bool,
-         targets: tuple[str, ...], prune: bool, base_ref: str | None) -> None:
+         targets: tuple[str, ...], prune: bool, base_ref: str | None, approved: tuple[str, ...],
+         approval_reason: str | None) -> None:
     """Show what apply would do to make the actual state match the specs under PATH.
 
     Compares each resource's fingerprint with what MLflow says is built and what the backend
@@ -49,7 +53,7 @@ def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: 
 
     from reconciler.plan.report import plan_json, plan_markdown, plan_text
 
-    project = load_project(ctx, path)
+    project = load_project(ctx, path, approval_of(approved, approval_reason))
     planned = project.plan(base_ref, offline=offline, targets=targets_of(targets), prune=prune,
                            warn=lambda line: click.echo(line, err=True))
     if output_format == "json":

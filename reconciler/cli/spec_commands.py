@@ -12,6 +12,8 @@ from reconciler.cli.base import (
     FORMAT_HELP,
     SPEC_PATH,
     UserError,
+    approval_of,
+    approval_options,
     cli,
     short_lived,
     use_color,
@@ -23,8 +25,10 @@ from reconciler.cli.base import (
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help=FORMAT_HELP)
+@approval_options
 @click.pass_context
-def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_format: str) -> None:
+def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_format: str,
+             approved: tuple[str, ...], approval_reason: str | None) -> None:
     """Check the specs in PATHS without touching any service.
 
     PATHS is one folder (default: the current one), and its whole project is checked (the
@@ -40,7 +44,8 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_f
     from reconciler.specs.report import validation_json, validation_text
 
     try:
-        result = Project.check(list(paths) or [Path(".")], strict=strict)
+        result = Project.check(list(paths) or [Path(".")], strict=strict,
+                               approval=approval_of(approved, approval_reason))
     except ScopeError as error:
         raise click.UsageError(str(error)) from None
     if output_format == "json":

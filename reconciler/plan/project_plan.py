@@ -112,9 +112,18 @@ def with_warnings(the_plan: Plan, project: Any, state: ActualState | None) -> Pl
     from reconciler.plan.detectable import margin_warnings
 
     the_plan = with_sweep_estimates(the_plan, project, state)
-    found = tuple(problem.text() for problem in margin_warnings(project.specs, state))
+    found = policy_texts(project)
+    found += tuple(problem.text() for problem in margin_warnings(project.specs, state))
     found += contamination_texts(project, state)
     return replace(the_plan, warnings=the_plan.warnings + found) if found else the_plan
+
+
+def policy_texts(project: Any) -> tuple[str, ...]:
+    """The policy violations a reviewer must see though they do not stop the plan: approved
+    ones (with who approved them and why) and those of warning-severity policies."""
+    from reconciler.specs.rules.policies import POLICY_CODES
+
+    return tuple(problem.text() for problem in project.validation.problems if problem.code in POLICY_CODES)
 
 
 def with_recorded_trials(state: ActualState, real: ActualState | None, specs: Any) -> ActualState:

@@ -141,7 +141,14 @@ def check_label_key(value: str) -> str:
 SYSTEM_ANNOTATION_DOMAINS = ("kubernetes.io", "k8s.io")
 
 
+# The annotations that approve a spec's policy violations (specs/policy.py): tuneops reads them.
+APPROVED_BY = "tuneops.dev/approved-by"  # comma-separated policy names
+APPROVAL_REASON = "tuneops.dev/approval-reason"  # why: required with APPROVED_BY
+
+
 def check_annotation_key(value: str) -> str:
+    if value in (APPROVED_BY, APPROVAL_REASON):
+        return value
     key = _not_reserved(kube.check_qualified_name(value))
     prefix = key.partition("/")[0] if "/" in key else ""
     if any(prefix == domain or prefix.endswith("." + domain) for domain in SYSTEM_ANNOTATION_DOMAINS):
@@ -207,7 +214,9 @@ class Metadata(SpecModel):
         example={"team": "support"}, operational=True)
     annotations: dict[AnnotationKey, Str] = field(
         default_factory=dict, doc="Kubernetes annotations, copied onto every rendered object and its pods "
-                                  "(at most 256 KiB together). Keys under tuneops.dev/ are refused.",
+                                  "(at most 256 KiB together). Keys under tuneops.dev/ are refused, "
+                                  "but for tuneops.dev/approved-by and tuneops.dev/approval-reason, "
+                                  "which approve policy violations.",
         example={"owner": "ml-platform"}, operational=True)
     description: Str | None = field(None, "What this resource is for, in a sentence.",
                                     example="Support assistant tuned on resolved tickets.",

@@ -173,6 +173,15 @@ CODES: dict[str, str] = {
     "parameter-not-searchable": "A Sweep parameter names a field a trial may not change: a mapping "
                                 "or list, an operational field, or one that says what the template "
                                 "is (baseModel, fromFineTune, datasets, method, register).",
+    "policy-violated": "A spec that breaks a Policy's rule (an error or a warning, as the Policy says).",
+    "policy-approved": "A Policy violation let through by --approve or the spec's approval annotations: "
+                       "shown, with who approved it and why, and never an error.",
+    "policy-rule-invalid": "A Policy rule that does not compile, or reads a variable a rule does not have.",
+    "policy-unknown-field": "A Policy rule that names a field no kind it matches has.",
+    "policy-rule-failed": "A Policy rule that failed on a spec it matches, or gave something other than "
+                          "true or false.",
+    "approval-without-reason": "A tuneops.dev/approved-by annotation without tuneops.dev/approval-reason.",
+    "approval-of-unknown-policy": "A tuneops.dev/approved-by annotation naming a Policy that is not defined.",
     "parameter-value-refused": "A value a Sweep parameter may take (a range's end, a choice) that "
                                "the template FineTune refuses.",
     "grid-needs-finite-values": "algorithm: grid with a logUniform or uniform parameter.",

@@ -15,6 +15,7 @@ from typing import TypeVar
 from reconciler.config import ProjectSettings
 from reconciler.specs.base import Resource, ResourceId
 from reconciler.specs.dependencies import implied_dependencies
+from reconciler.specs.kinds import RULE_KINDS
 from reconciler.specs.loader import LoadedSpec
 
 R = TypeVar("R", bound=Resource)
@@ -62,6 +63,8 @@ class SpecSet:
         implied = implied_dependencies(spec.resource for spec in self.by_id.values())
         out: dict[ResourceId, list[ResourceId]] = {}
         for resource_id, spec in self.by_id.items():
+            if resource_id.kind in RULE_KINDS:  # a Policy is a check on the others, not a build
+                continue
             targets = [ref.target for ref in spec.resource.references()]
             targets += sorted(target for target in implied.get(resource_id, ()) if target not in targets)
             out[resource_id] = [target for target in targets if target in self.by_id]

@@ -15,8 +15,10 @@ from pathlib import Path
 from reconciler.specs import loader, rules
 from reconciler.specs.base import ResourceId
 from reconciler.specs.loader import UNPARSED_CODES, LoadedSpec
+from reconciler.specs.policy import NO_APPROVAL, Approval
 from reconciler.specs.problems import Problem, Severity
 from reconciler.specs.rules.benchmarks import task_yaml_files
+from reconciler.specs.rules.policies import APPROVED
 from reconciler.specs.specset import SpecSet
 
 
@@ -85,11 +87,12 @@ def reading_order(problems: Iterable[Problem]) -> tuple[Problem, ...]:
                                                  p.code not in UNPARSED_CODES, *p.sort_key()[1:])))
 
 
-def validate_path(path: Path, *, strict: bool = False) -> ValidationResult:
-    return validate_paths([path], strict=strict)
+def validate_path(path: Path, *, strict: bool = False, approval: Approval = NO_APPROVAL) -> ValidationResult:
+    return validate_paths([path], strict=strict, approval=approval)
 
 
-def validate_paths(paths: list[Path], *, strict: bool = False) -> ValidationResult:
+def validate_paths(paths: list[Path], *, strict: bool = False,
+                   approval: Approval = NO_APPROVAL) -> ValidationResult:
     """Validate one project folder, or files within their project. Raises loader.ScopeError
     for paths that are not one project."""
     root, requested = loader.resolve_scope(paths)
@@ -98,13 +101,13 @@ def validate_paths(paths: list[Path], *, strict: bool = False) -> ValidationResu
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _validate(root, requested, strict)
+        return _validate(root, requested, strict, approval)
     finally:
         if collecting:
             gc.enable()
 
 
-def _validate(root: Path, requested: list[Path] | None, strict: bool) -> ValidationResult:
+def _validate(root: Path, requested: list[Path] | None, strict: bool, approval: Approval) -> ValidationResult:
     loaded = loader.load(root, also=requested or ())
     by_id, problems = rules.find_duplicates(loaded.specs)
     specs = SpecSet(loaded.root, loaded.settings, by_id)
@@ -114,10 +117,10 @@ def _validate(root: Path, requested: list[Path] | None, strict: bool) -> Validat
     loaded.unparsed = {file: text for file, text in loaded.unparsed.items() if file not in task_yamls}
     problems = [p for p in loaded.problems if p.position.file not in task_yamls] + problems
     unchecked = list(_unchecked_references(specs, loaded.declared, loaded.unparsed))
-    problems += rules.check(specs, loaded.declared | {ref.target for ref in unchecked})
+    problems += rules.check(specs, loaded.declared | {ref.target for ref in unchecked}, approval)
     strict = strict or loaded.settings.policy.strict
-    if strict:
-        problems = [p.as_error() for p in problems]
+    if strict:  # an approved policy violation stays a warning: approving it is what lets it through
+        problems = [p if p.code == APPROVED else p.as_error() for p in problems]
     files = tuple(loaded.files)
     checked = len(specs)
     if requested is not None:

@@ -158,6 +158,18 @@ class Document:
         mark = target.start_mark
         return mark.line + self.line_offset + 1, mark.column + 1
 
+    def has(self, path: tuple[Any, ...]) -> bool:
+        """Whether the document writes the value at `path` (defaults are not written)."""
+        node: Node = self.root
+        for part in path:
+            if isinstance(node, MappingNode) and isinstance(part, str) and part in self._entries(node):
+                node = self._entries(node)[part][1]
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+            else:
+                return False
+        return True
+
     def source_text(self, path: tuple[Any, ...]) -> str | None:
         """The scalar at `path` as written in the file (`1.30`, not the parsed 1.3)."""
         node: Node = self.root

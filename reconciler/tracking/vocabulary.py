@@ -71,6 +71,15 @@ TAG_SWITCH_SUBJECT = "tuneops.switch.subject"  # that commit's subject line
 TAG_SWITCH_GATES = "tuneops.switch.gates"  # JSON: Evaluation -> its verdict summary
 TAG_SWITCH_BY = "tuneops.switch.by"  # who applied it: the user, or the daemon
 TAG_SWITCH_REASON = "tuneops.switch.reason"  # why, as the plan said it
+# Policy overrides: one run per violation an apply let through (TAG_KIND "PolicyOverride",
+# TAG_NAME the Policy). See tracking/overrides.py.
+KIND_OVERRIDE = "PolicyOverride"
+TAG_OVERRIDE_RESOURCE = "tuneops.override.resource"  # the spec that violates it: "Deployment/bot"
+TAG_OVERRIDE_WHERE = "tuneops.override.where"  # its file and line
+TAG_OVERRIDE_APPROVED_BY = "tuneops.override.approved_by"  # who approved it (or which annotation)
+TAG_OVERRIDE_REASON = "tuneops.override.reason"  # why
+TAG_OVERRIDE_COMMIT = "tuneops.override.commit"  # the spec repository's commit applied
+TAG_OVERRIDE_APPLIED_BY = "tuneops.override.applied_by"  # who ran the apply
 
 STATUS_COMPLETE = "complete"
 STATUS_PRUNED = "pruned"  # final, like complete, but nothing was saved or registered

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from reconciler.specs.base import ResourceId
 from reconciler.specs.loader import LoadedSpec
+from reconciler.specs.policy import NO_APPROVAL, Approval
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules import (
     benchmarks,
     deployments,
     evaluations,
     fine_tunes,
+    policies,
     references,
     sources,
     sweeps,
@@ -27,11 +29,11 @@ from reconciler.specs.rules.registry import ERROR, RULES, RuleContext, problem
 from reconciler.specs.specset import SpecSet
 
 # Importing a family registers its rules; this names them all, so none is left out by mistake.
-FAMILIES = (references, fine_tunes, evaluations, benchmarks, sweeps, deployments, sources)
+FAMILIES = (references, fine_tunes, evaluations, benchmarks, sweeps, deployments, sources, policies)
 
 
-def check(specs: SpecSet, declared: set[ResourceId]) -> list[Problem]:
-    ctx = RuleContext(specs, frozenset(declared), specs.settings)
+def check(specs: SpecSet, declared: set[ResourceId], approval: Approval = NO_APPROVAL) -> list[Problem]:
+    ctx = RuleContext(specs, frozenset(declared), specs.settings, approval)
     return [found for check_rule in RULES for found in check_rule(ctx)]
 
 

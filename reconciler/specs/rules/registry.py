@@ -16,6 +16,7 @@ from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.loader import LoadedSpec
+from reconciler.specs.policy import NO_APPROVAL, Approval
 from reconciler.specs.problems import Problem, Severity, describe_value
 from reconciler.specs.schema_errors import format_path
 from reconciler.specs.specset import SpecSet
@@ -26,6 +27,7 @@ class RuleContext:
     specs: SpecSet
     declared: frozenset[ResourceId]
     settings: ProjectSettings
+    approval: Approval = NO_APPROVAL  # policies whose violations the command line approves
 
     def fine_tunes(self) -> Iterator[tuple[LoadedSpec, FineTuneResource]]:
         for spec in self.specs.of_kind("FineTune"):

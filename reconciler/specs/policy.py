@@ -1,0 +1,96 @@
+"""`Policy`: a rule every matching spec must satisfy, written in CEL (the language of
+Kubernetes' ValidatingAdmissionPolicy), checked by `validate` and so by every plan, every CI run
+and the daemon before it applies.
+
+Only the spec lives here (pure): what a policy matches, its rule, its message and severity, and
+how a violation is approved. The rule is compiled and evaluated by specs/rules/policies.py.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from reconciler.specs.base import (
+    APPROVAL_REASON,
+    APPROVED_BY,
+    Resource,
+    SpecModel,
+    SpecValueError,
+    Str,
+    field,
+)
+
+POLICY_KIND = "Policy"
+# The kinds a policy may match: every spec kind but Policy itself.
+MATCHABLE_KINDS = ("Dataset", "BaseModel", "FineTune", "Evaluation", "Sweep", "Deployment")
+# metadata.annotations on a spec that approve its violations, reviewed in Git like any change.
+APPROVAL_ANNOTATIONS = (APPROVED_BY, APPROVAL_REASON)
+MAX_RULE_LENGTH = 4096
+
+
+MatchableKind = Literal["Dataset", "BaseModel", "FineTune", "Evaluation", "Sweep", "Deployment"]
+
+
+class PolicyMatch(SpecModel):
+    kinds: tuple[MatchableKind, ...] = field(
+        MATCHABLE_KINDS, "The kinds of spec the rule applies to (default: all).",
+        example=["Deployment"])
+    names: tuple[Annotated[Str, Field(min_length=1, max_length=253)], ...] = field(
+        ("*",), "Glob patterns of the names it applies to (default: every name).",
+        example=["support-*"])
+    teams: tuple[Annotated[Str, Field(min_length=1, max_length=63)], ...] = field(
+        ("*",), "The teams it applies to. Only `*` (every spec) until teams are defined in tuneops.yaml.",
+        example=["*"])
+
+    @field_validator("teams")
+    @classmethod
+    def _every_team(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(team != "*" for team in value):
+            raise SpecValueError("this project defines no teams (no `teams:` in tuneops.yaml): match "
+                                 "every spec with `*`, or leave teams out")
+        return value
+
+    def matches(self, kind: str, name: str) -> bool:
+        return kind in self.kinds and any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names)
+
+
+class PolicySpec(SpecModel):
+    match: PolicyMatch = field(default_factory=PolicyMatch,
+                               doc="Which specs the rule applies to (default: every spec).")
+    rule: Annotated[Str, Field(min_length=1, max_length=MAX_RULE_LENGTH)] = field(
+        doc="A CEL expression that is true for a spec that complies. It sees `spec` (the spec with "
+            "its defaults, fields as written: camelCase), `metadata`, `kind`, `name` and `team`.",
+        example="spec.alias != 'production' || (spec.requires.size() > 0 && spec.replicas >= 2)")
+    message: Annotated[Str, Field(min_length=1, max_length=1024)] = field(
+        doc="What a violation means and what to do, shown with the spec's file and line.",
+        example="production deployments need two replicas and a gating evaluation")
+    severity: Literal["error", "warning"] = field(
+        "error", "`error` fails validate, plan and apply; `warning` is shown and passes.")
+
+
+class PolicyResource(Resource):
+    """A rule in CEL that the specs it matches must satisfy."""
+
+    KIND: ClassVar[str] = POLICY_KIND
+    kind: Literal["Policy"] = field(doc="`Policy`.")
+    spec: PolicySpec = field(doc="What it matches, the rule, and what a violation says.")
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Violations of these policies let through by the command line (`--approve POLICY`, as a
+    pull-request label would ask), with who approved them and why."""
+
+    policies: frozenset[str] = frozenset()
+    reason: str = ""
+    by: str = ""
+
+    def covers(self, policy: str) -> bool:
+        return policy in self.policies
+
+
+NO_APPROVAL = Approval()

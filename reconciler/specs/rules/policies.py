@@ -1,0 +1,242 @@
+"""Policies: each Policy's CEL rule checked against every spec it matches.
+
+A violation is reported at the violating spec's file and line (the line of the first field the
+rule names that the spec writes), with the policy's message and severity. It is let through,
+as a warning that stays visible, when approved: on the command line (`--approve POLICY
+--reason ...`, as CI does for a pull-request label) or in Git, by the spec's annotations
+`tuneops.dev/approved-by: POLICY` and `tuneops.dev/approval-reason: ...`.
+
+A rule that does not compile, reads a variable or a field that does not exist, fails on a spec
+or gives something other than true or false is an error at the policy's own line: never a
+silent pass.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pydantic import BaseModel as PydanticModel
+
+from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, Metadata
+from reconciler.specs.cel import CelError, CompiledRule, compile_rule, evaluate
+from reconciler.specs.kinds import KINDS
+from reconciler.specs.loader import LoadedSpec
+from reconciler.specs.policy import Approval, PolicyResource
+from reconciler.specs.problems import Problem
+from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
+
+VARIABLES = ("spec", "metadata", "kind", "name", "team")
+APPROVED = "policy-approved"  # the code of an approved violation: a warning, even under --strict
+VIOLATED = "policy-violated"
+POLICY_CODES = (APPROVED, VIOLATED)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A spec that breaks a policy, and the approval that lets it through (None: not approved)."""
+
+    policy: LoadedSpec
+    target: LoadedSpec
+    path: tuple[str, ...]  # where in the target the violation is shown
+    approval: Approval | None
+
+
+@rule
+def policies_hold(ctx: RuleContext) -> Iterator[Problem]:
+    checked = list(_checked_policies(ctx))
+    for violation in violations(ctx, checked):
+        policy = violation.policy.resource
+        assert isinstance(policy, PolicyResource)
+        text = f"violates Policy '{policy.name}': {policy.spec.message}"
+        approval = violation.approval
+        if approval is not None:
+            yield problem(violation.target, WARNING, "policy-approved",
+                          f"{text}; approved by {approval.by}: {approval.reason}", violation.path)
+            continue
+        rule_line = violation.policy.position(("spec", "rule")).line
+        found = problem(violation.target, ERROR, "policy-violated", text, violation.path,
+                      hint=f"rule at {violation.policy.file}:{rule_line}: `{_one_line(policy.spec.rule)}`; "
+                           f"to let this through, approve it: --approve {policy.name} --reason '...', "
+                           f"or the annotations {APPROVED_BY}: {policy.name} and {APPROVAL_REASON}")
+        yield found if policy.spec.severity == "error" else replace(found, severity=WARNING)
+    yield from _checked_problems(ctx, checked)
+
+
+def violations(ctx: RuleContext, checked: list[tuple[LoadedSpec, CompiledRule | Problem]] | None = None,
+               ) -> Iterator[Violation]:
+    """Each spec that breaks a policy whose rule is sound, in the order policies and specs load."""
+    for policy_spec, compiled in checked if checked is not None else _checked_policies(ctx):
+        if isinstance(compiled, Problem):
+            continue
+        policy = policy_spec.resource
+        assert isinstance(policy, PolicyResource)
+        for target in _targets(ctx, policy):
+            try:
+                complies = evaluate(compiled, policy_variables(target))
+            except CelError:
+                break  # _checked_problems reports it
+            if not complies:
+                yield Violation(policy_spec, target, _shown_path(target, compiled),
+                                _approval(ctx, policy.name, target))
+
+
+def _checked_policies(ctx: RuleContext) -> Iterator[tuple[LoadedSpec, CompiledRule | Problem]]:
+    """Each policy with its compiled rule, or the problem that makes it unusable."""
+    for spec in ctx.specs.of_kind("Policy"):
+        policy = spec.resource
+        assert isinstance(policy, PolicyResource)
+        try:
+            compiled = compile_rule(policy.spec.rule)
+        except CelError as error:
+            yield spec, problem(spec, ERROR, "policy-rule-invalid", f"the rule does not compile: {error}",
+                                ("spec", "rule"))
+            continue
+        unknown = sorted(compiled.variables - set(VARIABLES))
+        if unknown:
+            plan = " (rules over the whole plan are not supported yet)" if "plan" in unknown else ""
+            yield spec, problem(spec, ERROR, "policy-rule-invalid",
+                                f"the rule reads {', '.join(unknown)}, which is not defined{plan}: a rule "
+                                f"sees {', '.join(VARIABLES)}", ("spec", "rule"))
+            continue
+        missing = next((found for path in compiled.paths for found in _missing_field(policy, path)), None)
+        if missing is not None:
+            yield spec, problem(spec, ERROR, "policy-unknown-field", missing, ("spec", "rule"))
+            continue
+        yield spec, compiled
+
+
+def _checked_problems(ctx: RuleContext, checked: list[tuple[LoadedSpec, CompiledRule | Problem]],
+                      ) -> Iterator[Problem]:
+    """The policies that cannot be used, and those whose rule fails on a spec (the first one)."""
+    for policy_spec, compiled in checked:
+        if isinstance(compiled, Problem):
+            yield compiled
+            continue
+        policy = policy_spec.resource
+        assert isinstance(policy, PolicyResource)
+        for target in _targets(ctx, policy):
+            try:
+                evaluate(compiled, policy_variables(target))
+            except CelError as error:
+                line = target.position(("metadata", "name")).line
+                yield problem(policy_spec, ERROR, "policy-rule-failed",
+                              f"the rule failed on {target.id} ({target.file}:{line}): {error}",
+                              ("spec", "rule"), hint="a rule must give true or false for every spec it "
+                                                     "matches: narrow spec.match, or guard with has()")
+                break
+
+
+def _targets(ctx: RuleContext, policy: PolicyResource) -> Iterator[LoadedSpec]:
+    for kind in policy.spec.match.kinds:
+        for spec in ctx.specs.of_kind(kind):
+            if policy.spec.match.matches(kind, spec.resource.name):
+                yield spec
+
+
+def policy_variables(target: LoadedSpec) -> dict[str, Any]:
+    """What a rule sees of a spec: its spec with every default, fields named as written."""
+    resource = target.resource
+    spec = getattr(resource, "spec", None)
+    return {
+        "spec": spec.model_dump(mode="json", by_alias=True) if spec is not None else {},
+        "metadata": resource.metadata.model_dump(mode="json", by_alias=True),
+        "kind": resource.KIND, "name": resource.name, "team": None,
+    }
+
+
+def _shown_path(target: LoadedSpec, compiled: CompiledRule) -> tuple[str, ...]:
+    """The first field the rule names that the spec writes; else the spec's name."""
+    for path in compiled.paths:
+        if path[0] in ("spec", "metadata") and target.document.has(path):
+            return path
+    return ("metadata", "name")
+
+
+def _approval(ctx: RuleContext, policy: str, target: LoadedSpec) -> Approval | None:
+    if ctx.approval.covers(policy):
+        return ctx.approval
+    annotations = target.resource.metadata.annotations
+    approved = {name.strip() for name in annotations.get(APPROVED_BY, "").split(",")}
+    reason = annotations.get(APPROVAL_REASON, "").strip()
+    if policy in approved and reason:
+        return Approval(frozenset({policy}), reason, f"the annotation {APPROVED_BY} in {target.file}")
+    return None
+
+
+@rule
+def approvals_are_explained(ctx: RuleContext) -> Iterator[Problem]:
+    """An approval in Git says why, and names policies that exist."""
+    policies = set(ctx.specs.names("Policy"))
+    for spec in ctx.specs:
+        annotations = spec.resource.metadata.annotations
+        if APPROVED_BY not in annotations:
+            continue
+        path = ("metadata", "annotations", APPROVED_BY)
+        if not annotations.get(APPROVAL_REASON, "").strip():
+            yield problem(spec, ERROR, "approval-without-reason",
+                          f"{APPROVED_BY} approves a violation without saying why", path,
+                          hint=f"add {APPROVAL_REASON}: <why this exception is acceptable>")
+        for name in sorted({n.strip() for n in annotations[APPROVED_BY].split(",")} - policies):
+            yield problem(spec, WARNING, "approval-of-unknown-policy",
+                          f"{APPROVED_BY} names Policy '{name}', which is not defined", path,
+                          hint=_did_you_mean(name, sorted(policies)))
+
+
+def _missing_field(policy: PolicyResource, path: tuple[str, ...]) -> Iterator[str]:
+    """A message when `path` (spec.x.y or metadata.x) names a field that no kind the policy
+    matches has; free-form maps (labels, annotations) are not checked below their name."""
+    root = path[0]
+    if root not in ("spec", "metadata"):
+        return
+    missing: list[str] = []
+    for kind in policy.spec.match.kinds:
+        model: Any = Metadata if root == "metadata" else KINDS[kind].model_fields["spec"].annotation
+        found = _walk(model, path[1:])
+        if found is None:
+            return
+        missing = found
+    part, *fields = missing
+    kinds = " or ".join(policy.spec.match.kinds)
+    yield f"the rule names {'.'.join(path)}, which no {kinds} has ({_did_you_mean(part, fields)})"
+
+
+def _walk(model: Any, parts: tuple[str, ...]) -> list[str] | None:
+    """None when the path exists in the model (or leaves it for a free-form value); else
+    [the missing part, then the fields that were there to choose from]."""
+    current = model
+    for part in parts:
+        current = _model_class(current)
+        if current is None:
+            return None  # a map, a list or a scalar: not checked further
+        fields = {info.alias or name: info for name, info in current.model_fields.items()}
+        if part not in fields:
+            return [part, *sorted(fields)]
+        current = fields[part].annotation
+    return None
+
+
+def _model_class(annotation: Any) -> type[PydanticModel] | None:
+    """The pydantic model an annotation holds (through Optional and Annotated), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, PydanticModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _model_class(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        models = [m for m in (_model_class(a) for a in typing.get_args(annotation)) if m is not None]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"did you mean {close[0]!r}?" if close else (f"fields: {', '.join(options)}" if options else "")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
