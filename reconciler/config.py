@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field
+from pydantic import AfterValidator, AllowInfNan, ConfigDict, Field, Strict
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
@@ -154,7 +154,8 @@ class PlannerSettings(_Settings):
                         "know or to correct it.", examples=[{"NVIDIA-A10G": 70}])
 
 
-Price = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Dollars per GPU-hour: a number (not `true`, not "4"), and at most 10,000, which no GPU costs.
+Price = Annotated[float, Strict(), AllowInfNan(False), Field(ge=0, le=10_000)]
 
 
 class GpuPrice(_Settings):

@@ -287,6 +287,7 @@ class Project:
         loaded = load(root)
         if not loaded.is_project:
             raise NoProject(root, len(loaded.files))
+        refuse_broken_settings(loaded)  # else it would read the default MLflow, and find nothing
         return AuditTrail(tracking_uri_of(loaded.settings, root), loaded.settings.mlflow.experiment, root)
 
     def approved_violations(self) -> list:
@@ -428,19 +429,25 @@ def unvalidated_project(path: Path) -> tuple[Backend, LoadResult]:
     """The backend and the specs as read, not validated: `tuneops logs` and `stop` work while
     the specs are being edited, but not on a broken tuneops.yaml (it says which backend)."""
     from reconciler.specs.loader import load, resolve_scope
-    from reconciler.specs.problems import Severity
 
     root, _ = resolve_scope([path])
     loaded = load(root)
     if not loaded.is_project:
         raise NoProject(root, len(loaded.files))
+    refuse_broken_settings(loaded)  # which backend to ask is not known
+    return open_backend(loaded.settings, root / STATE_DIR), loaded
+
+
+def refuse_broken_settings(loaded: LoadResult) -> None:
+    """ProjectError for the first error in tuneops.yaml: what it configures is not known."""
+    from reconciler.specs.problems import Severity
+
     broken = [p for p in loaded.problems
               if p.severity == Severity.ERROR and p.position.file == loaded.settings_file]
-    if broken:  # which backend to ask is not known
+    if broken:
         first = broken[0]
         raise ProjectError(f"{first.position}: {first.path + ': ' if first.path else ''}{first.message}"
                            + (f" ({first.hint})" if first.hint else ""))
-    return open_backend(loaded.settings, root / STATE_DIR), loaded
 
 
 def built_versions(settings: ProjectSettings, root: Path, kind: str, name: str) -> tuple[BuiltRun, ...]:

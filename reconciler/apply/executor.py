@@ -258,10 +258,11 @@ class Executor:
 
         sweep = None
         with self._runs_lock:  # a sweep trial's copy of an Evaluation stands for the original
-            for trial in self._trials.values():
-                for original, copy in trial.evaluations.items():
-                    if copy.id.name == evaluation:
-                        evaluation, sweep = original, self._sweep_of(trial.fine_tune_id.name)
+            copies = {copy.id.name: (original, trial.fine_tune_id.name) for trial in self._trials.values()
+                      for original, copy in trial.evaluations.items()}
+        if evaluation in copies:
+            evaluation, trial_name = copies[evaluation]
+            sweep = self._sweep_of(trial_name)
         scored = self.project.specs.resource(ResourceId("Evaluation", evaluation), EvaluationResource)
         servers = None
         for name in sorted(self.project.specs.names("Deployment")):
@@ -291,7 +292,7 @@ class Executor:
             for record in self.store.search_runs(self.experiment_id, query, page_size=5):
                 run = built_run_from(record)
                 if run is not None:
-                    return name, self._served_model(run, model.sweep)
+                    return name, self._served_model(name, run, model.sweep)
         return None
 
     def _sweep_of(self, trial: str) -> str | None:
@@ -299,7 +300,7 @@ class Executor:
 
         return next((name for name in self.project.specs.names("Sweep") if is_trial_name(trial, name)), None)
 
-    def _served_model(self, run: BuiltRun, sweep: str | None) -> ModelVersionRef:
+    def _served_model(self, deployment: str, run: BuiltRun, sweep: str | None) -> ModelVersionRef:
         """The served FineTune run as a job names its model. A sweep's trial is no spec: its
         FineTune is rebuilt from the parameters its sweep recorded for it (the template may have
         changed since it trained, so its name stays the run's)."""
@@ -315,7 +316,8 @@ class Executor:
         record = next((t for t in read_trials(self.store, self.experiment_id, sweep).get(sweep, ())
                        if t.fine_tune == run.name), None)
         if record is None:
-            raise LookupError(f"Deployment serves {run.name}, which Sweep/{sweep} has no trial record of")
+            raise LookupError(f"Deployment/{deployment} serves {run.name}, of which Sweep/{sweep} has no "
+                              "trial record in MLflow: it cannot be compared with")
         trial = materialize(self.project.specs, self.project.inputs, resource, record.params)
         served = self.with_trials([trial]).model_version(trial.fine_tune_id, run)
         return served.model_copy(update={"fine_tune": run.name})
@@ -552,7 +554,11 @@ class Executor:
         self.reporter.started(rid, f"starting a server for {run.model_version}")
         job = self._published(builder.job(rid, serve_run=run))
         switch = self._begin_switch(planned, run.model_version, gates)
-        served = self.backend.serve(job, model_fingerprint=model_fp, model_version=run.model_version)
+        try:
+            served = self.backend.serve(job, model_fingerprint=model_fp, model_version=run.model_version)
+        except BaseException:
+            self._end_switch(switch, False)
+            raise
         self._end_switch(switch, served.phase == "serving")
         if served.phase != "serving":
             return StepResult(rid, Outcome.FAILED, served.message or "the server did not become healthy")
@@ -641,7 +647,11 @@ class Executor:
         rid = planned.resource
         self.reporter.started(rid, "stopping (its spec was removed)")
         switch = self._begin_switch(planned, None, {}) if rid.kind == "Deployment" else None
-        stopped = self.backend.stop(rid.kind, rid.name)
+        try:
+            stopped = self.backend.stop(rid.kind, rid.name)
+        except BaseException:
+            self._end_switch(switch, False)
+            raise
         self._end_switch(switch, True)
         return StepResult(rid, Outcome.DONE, f"stopped {', '.join(stopped) or 'nothing (already gone)'}")
 

@@ -79,29 +79,31 @@ def check_prune_of(planned: PlannedProject, force: bool) -> None:
 
 def record_overrides(planned: PlannedProject, applied_by: str | None) -> None:
     """Write to MLflow each policy violation let through for a resource this apply changes,
-    before it changes it (once per policy, resource and commit)."""
+    before it changes it: once per policy, spec content, commit, approver and reason."""
     from reconciler.actor import who_applies
     from reconciler.apply.executor import WORK
     from reconciler.git.info import git_origin
-    from reconciler.tracking.overrides import Override, read_overrides, record_override
+    from reconciler.tracking.overrides import Override, override_key, read_overrides, record_override
 
     project = planned.project
-    changed = {str(action.resource) for action in planned.plan.actions if action.action in WORK}
-    found = [v for v in project.approved_violations() if str(v.target.id) in changed]
+    changed = {action.resource for action in planned.plan.actions if action.action in WORK}
+    found = [v for v in project.approved_violations() if v.target.id in changed]
     if not found or planned.store is None:
         return
     commit = git_origin(project.root).commit
     experiment = planned.store.ensure_experiment(project.experiment)
-    recorded = {(o.policy, o.resource, o.commit) for o in read_overrides(planned.store, experiment)}
+    recorded = {override_key(o) for o in read_overrides(planned.store, experiment)}
     for violation in found:
-        approval = violation.approval
-        override = Override(policy=violation.policy.resource.name, resource=str(violation.target.id),
-                            where=f"{violation.target.file}:{violation.target.position(violation.path).line}",
-                            approved_by=approval.by, reason=approval.reason, commit=commit,
-                            applied_by=applied_by or who_applies())
-        if (override.policy, override.resource, override.commit) not in recorded:
+        target = violation.target
+        built = project.inputs.get(target.id)
+        override = Override(policy=violation.policy.resource.name, resource=str(target.id),
+                            where=f"{target.file}:{target.position(violation.path).line}",
+                            approved_by=violation.approval.by, reason=violation.approval.reason,
+                            commit=commit, applied_by=applied_by or who_applies(),
+                            fingerprint=built.fingerprint if built is not None else "")
+        if override_key(override) not in recorded:
             record_override(planned.store, experiment, override)
-            recorded.add((override.policy, override.resource, override.commit))
+            recorded.add(override_key(override))
 
 
 def run_steps(planned: PlannedProject, reporter: Reporter, stop: threading.Event | None,

@@ -140,9 +140,26 @@ def load_project(ctx: click.Context, path: Path, approval: Approval | None = Non
     from reconciler.project import Project, ProjectInvalid
 
     try:
-        return Project.load(path, approval=approval)
+        project = Project.load(path, approval=approval)
     except ProjectInvalid as invalid:
+        refuse_unknown_approvals(approval, invalid.result.specs)
         exit_invalid(ctx, invalid, "planned")
+    refuse_unknown_approvals(approval, project.specs)
+    return project
+
+
+def refuse_unknown_approvals(approval: Approval | None, specs: Any) -> None:
+    """A usage error for `--approve` of a policy that is not defined (a typo approves nothing)."""
+    import difflib
+
+    if approval is None:
+        return
+    defined = sorted(specs.names("Policy"))
+    for name in sorted(approval.policies - set(defined)):
+        close = difflib.get_close_matches(name, defined, n=1)
+        known = f"did you mean {close[0]!r}?" if close else (
+            f"policies: {', '.join(defined)}" if defined else "no Policy is defined")
+        raise click.UsageError(f"--approve {name}: no Policy named {name!r} ({known})")
 
 
 APPROVE_HELP = ("Let violations of this Policy through (repeatable), as a pull-request label would; "
@@ -165,10 +182,13 @@ def approval_of(approved: tuple[str, ...], reason: str | None) -> Approval | Non
         if reason:
             raise click.UsageError("--reason explains an --approve: name the Policy it approves")
         return None
+    if any(not name.strip() for name in approved):
+        raise click.UsageError("--approve takes a Policy's name")
     if not (reason or "").strip():
         raise click.UsageError("--approve needs --reason: say why the violation is acceptable "
                                "(it is recorded with who approved it)")
-    return Approval(frozenset(approved), " ".join((reason or "").split()), f"{who_applies()} (--approve)")
+    return Approval(frozenset(name.strip() for name in approved), " ".join((reason or "").split()),
+                    f"{who_applies()} (--approve)")
 
 
 

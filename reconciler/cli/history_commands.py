@@ -20,7 +20,7 @@ AGO_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 @cli.command()
 @click.argument("resource", metavar="[KIND/NAME]", required=False)
 @click.argument("path", required=False)
-@click.option("--since", metavar="DATE", help="Only switches from DATE on: 2026-12-01, 2026-12-01T09:30 "
+@click.option("--since", metavar="DATE", help="Only what happened from DATE on: 2026-12-01, 2026-12-01T09:30 "
               "(UTC unless it names a zone), or a span back from now: 30m, 12h, 7d, 2w.")
 @click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help=FORMAT_HELP)
@@ -36,41 +36,32 @@ def history(resource: str | None, path: str | None, since: str | None,
     of what served, not a reconstruction from today's specs."""
     if resource is not None and path is None and not TARGET.match(resource):
         resource, path = None, resource  # `tuneops history specs/`: a path, not a target
-    deployment = None
-    if resource is not None:
-        rid = resource_id(resource)
-        if rid.kind not in ("Deployment", "Policy"):
-            raise click.BadParameter(f"history is kept for Deployments (what they served when) and "
-                                     f"Policies (their overrides), not for a {rid.kind}",
-                                     param_hint="KIND/NAME")
-        deployment = rid.name
+    rid = resource_id(resource) if resource is not None else None
+    if rid is not None and rid.kind not in ("Deployment", "Policy"):
+        raise click.BadParameter(f"history is kept for Deployments (what they served when) and "
+                                 f"Policies (their overrides), not for a {rid.kind}", param_hint="KIND/NAME")
     folder = Path(path or ".")
     if not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder", param_hint="PATH")
     from reconciler.project import Project
+    from reconciler.tracking.vocabulary import redact_uri
 
     trail = Project.audit_trail(folder)
-    if resource is not None and rid.kind == "Policy":
-        overrides = trail.overrides(rid.name, parse_since(since) if since else None)
+    where = f"(MLflow {redact_uri(trail.tracking_uri)}, experiment {trail.experiment})"
+    when = f" since {since}" if since else ""
+    if rid is not None and rid.kind == "Policy":
+        overrides = trail.overrides(rid.name, _since(since))
         if output_format == "json":
             click.echo(json.dumps({"version": 1, "overrides": [override_json(o) for o in overrides]},
                                   indent=2))
         else:
-            click.echo(overrides_text(overrides) if overrides else
-                       f"no override of Policy/{rid.name} recorded{' since ' + since if since else ''}")
+            click.echo(overrides_text(overrides) or f"no override of {rid} recorded{when} {where}")
         return
-    switches = trail.switches(deployment, parse_since(since) if since else None)
+    switches = trail.switches(rid.name if rid is not None else None, _since(since))
     if output_format == "json":
         click.echo(json.dumps({"version": 1, "switches": [switch_json(s) for s in switches]}, indent=2))
-        return
-    if not switches:
-        which = f"Deployment/{deployment}" if deployment else "any Deployment"
-        from reconciler.tracking.vocabulary import redact_uri
-
-        click.echo(f"no switch of {which} recorded{' since ' + since if since else ''} "
-                   f"(MLflow {redact_uri(trail.tracking_uri)}, experiment {trail.experiment})")
-        return
-    click.echo(history_text(switches))
+    else:
+        click.echo(history_text(switches) or f"no switch of {rid or 'any Deployment'} recorded{when} {where}")
 
 
 def parse_since(value: str) -> float:
@@ -85,6 +76,16 @@ def parse_since(value: str) -> float:
         raise click.BadParameter(f"'{value}' is neither a date (2026-12-01, 2026-12-01T09:30) nor a "
                                  "span back from now (30m, 12h, 7d, 2w)", param_hint="--since") from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except (OverflowError, ValueError):  # a span further back than dates go
+        raise click.BadParameter(f"'{value}' reaches back further than dates go",
+                                 param_hint="--since") from None
 
 
 def _when(at: float) -> str:

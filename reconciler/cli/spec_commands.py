@@ -15,6 +15,7 @@ from reconciler.cli.base import (
     approval_of,
     approval_options,
     cli,
+    refuse_unknown_approvals,
     short_lived,
     use_color,
 )
@@ -43,11 +44,12 @@ def validate(ctx: click.Context, paths: tuple[Path, ...], strict: bool, output_f
     from reconciler.specs.loader import ScopeError
     from reconciler.specs.report import validation_json, validation_text
 
+    approval = approval_of(approved, approval_reason)
     try:
-        result = Project.check(list(paths) or [Path(".")], strict=strict,
-                               approval=approval_of(approved, approval_reason))
+        result = Project.check(list(paths) or [Path(".")], strict=strict, approval=approval)
     except ScopeError as error:
         raise click.UsageError(str(error)) from None
+    refuse_unknown_approvals(approval, result.specs)
     if output_format == "json":
         click.echo(validation_json(result))
     else:

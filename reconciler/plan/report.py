@@ -252,8 +252,9 @@ MERMAID_STYLES = {
 
 
 def _cell(text: str) -> str:
-    """Text for one Markdown table cell: pipes escaped, line breaks flattened."""
-    return " ".join(text.split()).replace("|", "\\|")
+    """Text for one Markdown table cell or list item: pipes escaped, line breaks flattened, and
+    HTML (`<!--` would hide the rest of the comment) shown as text."""
+    return " ".join(text.split()).replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|")
 
 
 def plan_json(plan: Plan, source: dict[str, Any] | None = None,

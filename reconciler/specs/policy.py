@@ -9,14 +9,13 @@ how a violation is approved. The rule is compiled and evaluated by specs/rules/p
 from __future__ import annotations
 
 import fnmatch
+import typing
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from reconciler.specs.base import (
-    APPROVAL_REASON,
-    APPROVED_BY,
     Resource,
     SpecModel,
     SpecValueError,
@@ -25,26 +24,24 @@ from reconciler.specs.base import (
 )
 
 POLICY_KIND = "Policy"
-# The kinds a policy may match: every spec kind but Policy itself.
-MATCHABLE_KINDS = ("Dataset", "BaseModel", "FineTune", "Evaluation", "Sweep", "Deployment")
-# metadata.annotations on a spec that approve its violations, reviewed in Git like any change.
-APPROVAL_ANNOTATIONS = (APPROVED_BY, APPROVAL_REASON)
 MAX_RULE_LENGTH = 4096
 
 
+# The kinds a policy may match: every spec kind but Policy itself.
 MatchableKind = Literal["Dataset", "BaseModel", "FineTune", "Evaluation", "Sweep", "Deployment"]
+MATCHABLE_KINDS: tuple[str, ...] = typing.get_args(MatchableKind)
 
 
 class PolicyMatch(SpecModel):
     kinds: tuple[MatchableKind, ...] = field(
         MATCHABLE_KINDS, "The kinds of spec the rule applies to (default: all).",
-        example=["Deployment"])
+        example=["Deployment"], min_length=1)
     names: tuple[Annotated[Str, Field(min_length=1, max_length=253)], ...] = field(
         ("*",), "Glob patterns of the names it applies to (default: every name).",
-        example=["support-*"])
+        example=["support-*"], min_length=1)
     teams: tuple[Annotated[Str, Field(min_length=1, max_length=63)], ...] = field(
         ("*",), "The teams it applies to. Only `*` (every spec) until teams are defined in tuneops.yaml.",
-        example=["*"])
+        example=["*"], min_length=1)
 
     @field_validator("teams")
     @classmethod

@@ -20,6 +20,7 @@ class Override:
     approved_by: str
     reason: str
     commit: str | None = None
+    fingerprint: str = ""  # the violating spec's, so an edit without a commit is a new override
     applied_by: str = ""
     at: float = 0.0  # epoch seconds, read back
     run_id: str = ""
@@ -34,6 +35,7 @@ def record_override(store: Any, experiment_id: str, override: Override) -> str:
         tracking.TAG_OVERRIDE_APPROVED_BY: override.approved_by,
         tracking.TAG_OVERRIDE_REASON: override.reason,
         tracking.TAG_OVERRIDE_COMMIT: override.commit or "",
+        tracking.TAG_FINGERPRINT: override.fingerprint,
         tracking.TAG_OVERRIDE_APPLIED_BY: override.applied_by,
     }
     run_id = store.create_run(experiment_id, f"override {override.policy}: {override.resource}",
@@ -59,4 +61,11 @@ def _override(tags: Mapping[str, str], at: float, run_id: str) -> Override:
                     approved_by=tags.get(tracking.TAG_OVERRIDE_APPROVED_BY, ""),
                     reason=tags.get(tracking.TAG_OVERRIDE_REASON, ""),
                     commit=tags.get(tracking.TAG_OVERRIDE_COMMIT) or None,
+                    fingerprint=tags.get(tracking.TAG_FINGERPRINT, ""),
                     applied_by=tags.get(tracking.TAG_OVERRIDE_APPLIED_BY, ""), at=at, run_id=run_id)
+
+
+def override_key(override: Override) -> tuple[str, ...]:
+    """What makes an override new: the policy, the spec as it is, the commit, who and why."""
+    return (override.policy, override.resource, override.fingerprint, override.commit or "",
+            override.approved_by, override.reason)

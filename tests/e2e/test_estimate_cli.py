@@ -97,7 +97,8 @@ def test_a_gpu_without_a_price_is_said_to_be_unpriced_not_counted_as_free(tmp_pa
     assert all(e["dollars_at_most"] is None for e in data["estimates"].values())
     estimate = run_tuneops("estimate", "support-sft", str(repo))
     assert "cost                           not priced" in estimate.stdout, estimate.stdout
-    settings.write_text(text.replace("onDemand: 2.50", "onDemand: -1"))
-    refused = run_tuneops("validate", str(repo))
-    assert refused.exit_code == 1 and "tuneops.yaml:" in refused.output and "onDemand" in refused.output, \
-        refused.output
+    for price in ("-1", "true", "'4'", "1.0e+308", ".nan"):
+        settings.write_text(text.replace("onDemand: 2.50", f"onDemand: {price}"))
+        refused = run_tuneops("validate", str(repo))
+        assert refused.exit_code == 1, (price, refused.output)
+        assert "tuneops.yaml:" in refused.output and "onDemand" in refused.output, (price, refused.output)

@@ -54,3 +54,14 @@ def test_bad_arguments_are_usage_errors_that_say_what_is_wanted(project: Path):
     assert since.exit_code == 2 and "30m, 12h, 7d, 2w" in since.output
     missing = history("Deployment/fruit-bot", str(project / "nowhere"))
     assert missing.exit_code == 2 and "is not a folder" in missing.output
+    far = history("Deployment/fruit-bot", str(project), "--since", "99999999d")
+    assert far.exit_code == 2 and "reaches back further than dates go" in far.output
+
+
+def test_a_broken_tuneops_yaml_is_an_error_not_an_empty_history(project: Path):
+    """Else it would read the default MLflow, find nothing, and say nothing happened."""
+    settings = project / "tuneops.yaml"
+    settings.write_text(settings.read_text() + "bogus: 1\n")
+    shown = history("Deployment/fruit-bot", str(project))
+    assert shown.exit_code == 1 and "tuneops.yaml" in shown.output and "bogus" in shown.output, shown.output
+    assert "no switch" not in shown.output

@@ -46,93 +46,95 @@ class Violation:
     approval: Approval | None
 
 
+@dataclass(frozen=True)
+class Checked:
+    """One policy checked against the specs it matches: each rule is run once per spec."""
+
+    policy: LoadedSpec
+    problem: Problem | None  # the rule is unusable, or failed on a spec (the first one)
+    violations: tuple[Violation, ...] = ()
+
+
 @rule
 def policies_hold(ctx: RuleContext) -> Iterator[Problem]:
-    checked = list(_checked_policies(ctx))
-    for violation in violations(ctx, checked):
-        policy = violation.policy.resource
-        assert isinstance(policy, PolicyResource)
-        text = f"violates Policy '{policy.name}': {policy.spec.message}"
-        approval = violation.approval
-        if approval is not None:
-            yield problem(violation.target, WARNING, "policy-approved",
-                          f"{text}; approved by {approval.by}: {approval.reason}", violation.path)
-            continue
-        rule_line = violation.policy.position(("spec", "rule")).line
-        found = problem(violation.target, ERROR, "policy-violated", text, violation.path,
-                      hint=f"rule at {violation.policy.file}:{rule_line}: `{_one_line(policy.spec.rule)}`; "
-                           f"to let this through, approve it: --approve {policy.name} --reason '...', "
-                           f"or the annotations {APPROVED_BY}: {policy.name} and {APPROVAL_REASON}")
-        yield found if policy.spec.severity == "error" else replace(found, severity=WARNING)
-    yield from _checked_problems(ctx, checked)
+    for checked in checked_policies(ctx):
+        if checked.problem is not None:
+            yield checked.problem
+        for violation in checked.violations:
+            yield _reported(violation)
 
 
-def violations(ctx: RuleContext, checked: list[tuple[LoadedSpec, CompiledRule | Problem]] | None = None,
-               ) -> Iterator[Violation]:
+def violations(ctx: RuleContext) -> list[Violation]:
     """Each spec that breaks a policy whose rule is sound, in the order policies and specs load."""
-    for policy_spec, compiled in checked if checked is not None else _checked_policies(ctx):
-        if isinstance(compiled, Problem):
-            continue
-        policy = policy_spec.resource
-        assert isinstance(policy, PolicyResource)
-        for target in _targets(ctx, policy):
-            try:
-                complies = evaluate(compiled, policy_variables(target))
-            except CelError:
-                break  # _checked_problems reports it
-            if not complies:
-                yield Violation(policy_spec, target, _shown_path(target, compiled),
-                                _approval(ctx, policy.name, target))
+    return [violation for checked in checked_policies(ctx) for violation in checked.violations]
 
 
-def _checked_policies(ctx: RuleContext) -> Iterator[tuple[LoadedSpec, CompiledRule | Problem]]:
-    """Each policy with its compiled rule, or the problem that makes it unusable."""
+def checked_policies(ctx: RuleContext) -> Iterator[Checked]:
     for spec in ctx.specs.of_kind("Policy"):
         policy = spec.resource
         assert isinstance(policy, PolicyResource)
-        try:
-            compiled = compile_rule(policy.spec.rule)
-        except CelError as error:
-            yield spec, problem(spec, ERROR, "policy-rule-invalid", f"the rule does not compile: {error}",
-                                ("spec", "rule"))
-            continue
-        unknown = sorted(compiled.variables - set(VARIABLES))
-        if unknown:
-            plan = " (rules over the whole plan are not supported yet)" if "plan" in unknown else ""
-            yield spec, problem(spec, ERROR, "policy-rule-invalid",
-                                f"the rule reads {', '.join(unknown)}, which is not defined{plan}: a rule "
-                                f"sees {', '.join(VARIABLES)}", ("spec", "rule"))
-            continue
-        missing = next((found for path in compiled.paths for found in _missing_field(policy, path)), None)
-        if missing is not None:
-            yield spec, problem(spec, ERROR, "policy-unknown-field", missing, ("spec", "rule"))
-            continue
-        yield spec, compiled
-
-
-def _checked_problems(ctx: RuleContext, checked: list[tuple[LoadedSpec, CompiledRule | Problem]],
-                      ) -> Iterator[Problem]:
-    """The policies that cannot be used, and those whose rule fails on a spec (the first one)."""
-    for policy_spec, compiled in checked:
+        compiled = _compiled(spec, policy)
         if isinstance(compiled, Problem):
-            yield compiled
+            yield Checked(spec, compiled)
             continue
-        policy = policy_spec.resource
-        assert isinstance(policy, PolicyResource)
+        found: list[Violation] = []
+        failed = None
         for target in _targets(ctx, policy):
             try:
-                evaluate(compiled, policy_variables(target))
+                complies = evaluate(compiled, policy_variables(target))
             except CelError as error:
                 line = target.position(("metadata", "name")).line
-                yield problem(policy_spec, ERROR, "policy-rule-failed",
-                              f"the rule failed on {target.id} ({target.file}:{line}): {error}",
-                              ("spec", "rule"), hint="a rule must give true or false for every spec it "
-                                                     "matches: narrow spec.match, or guard with has()")
+                failed = problem(spec, ERROR, "policy-rule-failed",
+                                 f"the rule failed on {target.id} ({target.file}:{line}): {error}",
+                                 ("spec", "rule"), hint="a rule must give true or false for every spec it "
+                                                        "matches: narrow spec.match, or guard the field "
+                                                        "(an unset optional field is null: x == null || ...; "
+                                                        "a map key: 'k' in m)")
                 break
+            if not complies:
+                found.append(Violation(spec, target, _shown_path(target, compiled),
+                                       _approval(ctx, policy.name, target)))
+        yield Checked(spec, failed, tuple(found) if failed is None else ())
+
+
+def _compiled(spec: LoadedSpec, policy: PolicyResource) -> CompiledRule | Problem:
+    """The policy's compiled rule, or the problem that makes it unusable."""
+    try:
+        compiled = compile_rule(policy.spec.rule)
+    except CelError as error:
+        return problem(spec, ERROR, "policy-rule-invalid", f"the rule does not compile: {error}",
+                       ("spec", "rule"))
+    unknown = sorted(compiled.variables - set(VARIABLES))
+    if unknown:
+        plan = " (rules over the whole plan are not supported yet)" if "plan" in unknown else ""
+        return problem(spec, ERROR, "policy-rule-invalid",
+                       f"the rule reads {', '.join(unknown)}, which is not defined{plan}: a rule "
+                       f"sees {', '.join(VARIABLES)}", ("spec", "rule"))
+    for path in compiled.paths:
+        missing = _missing_field(policy, path)
+        if missing is not None:
+            return problem(spec, ERROR, "policy-unknown-field", missing, ("spec", "rule"))
+    return compiled
+
+
+def _reported(violation: Violation) -> Problem:
+    policy = violation.policy.resource
+    assert isinstance(policy, PolicyResource)
+    text = f"violates Policy '{policy.name}': {policy.spec.message}"
+    approval = violation.approval
+    if approval is not None:
+        return problem(violation.target, WARNING, "policy-approved",
+                       f"{text}; approved by {approval.by}: {approval.reason}", violation.path)
+    rule_line = violation.policy.position(("spec", "rule")).line
+    found = problem(violation.target, ERROR, "policy-violated", text, violation.path,
+                    hint=f"rule at {violation.policy.file}:{rule_line}: `{_short(policy.spec.rule)}`; "
+                         f"to let this through, approve it: --approve {policy.name} --reason '...', "
+                         f"or the annotations {APPROVED_BY}: {policy.name} and {APPROVAL_REASON}")
+    return found if policy.spec.severity == "error" else replace(found, severity=WARNING)
 
 
 def _targets(ctx: RuleContext, policy: PolicyResource) -> Iterator[LoadedSpec]:
-    for kind in policy.spec.match.kinds:
+    for kind in dict.fromkeys(policy.spec.match.kinds):  # a kind listed twice is checked once
         for spec in ctx.specs.of_kind(kind):
             if policy.spec.match.matches(kind, spec.resource.name):
                 yield spec
@@ -181,28 +183,35 @@ def approvals_are_explained(ctx: RuleContext) -> Iterator[Problem]:
             yield problem(spec, ERROR, "approval-without-reason",
                           f"{APPROVED_BY} approves a violation without saying why", path,
                           hint=f"add {APPROVAL_REASON}: <why this exception is acceptable>")
-        for name in sorted({n.strip() for n in annotations[APPROVED_BY].split(",")} - policies):
+        named = [n.strip() for n in annotations[APPROVED_BY].split(",")]
+        if not any(named):
+            choices = ", ".join(sorted(policies))
+            yield problem(spec, ERROR, "approval-of-unknown-policy", f"{APPROVED_BY} names no Policy", path,
+                          hint=f"name the policies it approves, comma-separated: {choices}" if policies
+                          else "no Policy is defined: remove the annotation")
+            continue
+        for name in sorted(set(named) - policies - {""}):
             yield problem(spec, WARNING, "approval-of-unknown-policy",
                           f"{APPROVED_BY} names Policy '{name}', which is not defined", path,
-                          hint=_did_you_mean(name, sorted(policies)))
+                          hint=_did_you_mean(name, sorted(policies), "policies"))
 
 
-def _missing_field(policy: PolicyResource, path: tuple[str, ...]) -> Iterator[str]:
-    """A message when `path` (spec.x.y or metadata.x) names a field that no kind the policy
+def _missing_field(policy: PolicyResource, path: tuple[str, ...]) -> str | None:
+    """What is wrong when `path` (spec.x.y or metadata.x) names a field that no kind the policy
     matches has; free-form maps (labels, annotations) are not checked below their name."""
     root = path[0]
     if root not in ("spec", "metadata"):
-        return
+        return None
     missing: list[str] = []
     for kind in policy.spec.match.kinds:
         model: Any = Metadata if root == "metadata" else KINDS[kind].model_fields["spec"].annotation
         found = _walk(model, path[1:])
         if found is None:
-            return
+            return None
         missing = found
     part, *fields = missing
-    kinds = " or ".join(policy.spec.match.kinds)
-    yield f"the rule names {'.'.join(path)}, which no {kinds} has ({_did_you_mean(part, fields)})"
+    kinds = " or ".join(dict.fromkeys(policy.spec.match.kinds))
+    return f"the rule names {'.'.join(path)}, which no {kinds} has ({_did_you_mean(part, fields, 'fields')})"
 
 
 def _walk(model: Any, parts: tuple[str, ...]) -> list[str] | None:
@@ -233,10 +242,14 @@ def _model_class(annotation: Any) -> type[PydanticModel] | None:
     return None
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
+def _did_you_mean(word: str, options: list[str], what: str) -> str:
     close = difflib.get_close_matches(word, options, n=1)
-    return f"did you mean {close[0]!r}?" if close else (f"fields: {', '.join(options)}" if options else "")
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"{what}: {', '.join(options)}" if options else f"no {what} are defined"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _short(text: str, limit: int = 160) -> str:
+    """The rule on one line, cut to what a hint can show."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

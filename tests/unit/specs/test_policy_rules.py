@@ -118,11 +118,25 @@ def test_an_approval_in_git_needs_a_reason_and_a_policy_that_exists(tmp_path: Pa
     ("spec.replicas", "policy-rule-failed", "the rule gave 1, not true or false"),
     ("spec.replicas / 0 == 1", "policy-rule-failed", "failed on Deployment/bot"),
     ("'a' + 1 == 'a1'", "policy-rule-failed", "CEL does not coerce between types"),
+    # what a comment or a string holds is not read as a field, and does not hide one
+    ("kind == 'Deployment' // don't\n || spec.replica == 3 // it's", "policy-unknown-field",
+     "names spec.replica"),
+    ("spec.replicas >= 2 // spec.foo.bar is not read", "policy-violated", "violates Policy"),
+    ("r'\\' == 'x' || spec.replica == 1", "policy-unknown-field", "names spec.replica"),
+    # a macro's variable is bound inside its parentheses only
+    ("spec.requires.exists(plan, plan == 'x') || plan.gpuHours < 10.0", "policy-rule-invalid",
+     "reads plan, which is not defined"),
+    ("[1, 2].all(a, [3].all(b, [4].all(c, a + b + c > 0)))", "policy-rule-invalid", "loops nest 3 deep"),
+    (" && ".join(["spec.alias != 'x'"] * 40) + " && spec.replicas >", "policy-rule-invalid",
+     "Syntax error: mismatched input '<EOF>'"),
 ])
 def test_a_broken_rule_is_an_error_at_the_policys_line(tmp_path: Path, rule: str, code: str, message: str):
     text = policy(**{"\"spec.alias != 'production' || (spec.requires.size() > 0 && spec.replicas >= 2)\"":
                      json.dumps(rule)})
     found = only(check(tmp_path, {"p.yaml": text}), code)
+    if code == "policy-violated":  # a sound rule: the violation is the spec's
+        assert found.resource == "Deployment/bot"
+        return
     assert found.severity == "error" and found.resource == "Policy/gated-production"
     assert (Path(found.position.file).name, found.position.line) == ("p.yaml", 6)
     assert message in found.message, found.message
@@ -141,3 +155,32 @@ def test_a_policy_is_checked_not_built(tmp_path: Path):
     result = validate_path(repo)
     assert result.valid
     assert all(rid.kind != "Policy" for rid in DependencyGraph.from_specs(result.specs).order)
+
+
+@pytest.mark.parametrize("match, field", [("kinds: [], teams: ['*']", "kinds"),
+                                          ("kinds: [Deployment], names: []", "names")])
+def test_a_match_that_matches_nothing_is_refused(tmp_path: Path, match: str, field: str):
+    found = check(tmp_path, {"p.yaml": policy(**{'kinds: [Deployment], teams: ["*"]': match})})
+    assert len(found) == 1 and found[0].severity == "error", [p.text() for p in found]
+    assert found[0].path == f"spec.match.{field}"
+
+
+def test_a_kind_listed_twice_reports_each_violation_once(tmp_path: Path):
+    twice = policy(**{"kinds: [Deployment]": "kinds: [Deployment, Deployment]"})
+    assert only(check(tmp_path, {"p.yaml": twice}), "policy-violated")
+
+
+def test_an_approval_of_an_undefined_policy_on_the_command_line_is_a_usage_error(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from reconciler.cli.main import cli
+
+    repo = write_repo(tmp_path / "specs", {**VALID_SPECS, "p.yaml": PRODUCTION})
+    typo = CliRunner().invoke(cli, ["validate", str(repo), "--approve", "gated-productio", "--reason", "x"])
+    assert typo.exit_code == 2 and "no Policy named 'gated-productio' (did you mean 'gated-production'?)" \
+        in typo.output
+    unexplained = CliRunner().invoke(cli, ["validate", str(repo), "--approve", "gated-production"])
+    assert unexplained.exit_code == 2 and "--approve needs --reason" in unexplained.output
+    approved = CliRunner().invoke(cli, ["validate", str(repo), "--approve", "gated-production",
+                                        "--reason", "x"])
+    assert approved.exit_code == 0, approved.output
