@@ -223,8 +223,8 @@ class Project:
             return plan_project(self, options, offline=offline, creating=creating)
 
         def load_base(root: Path) -> Project | None:
-            try:
-                return load_project(root)
+            try:  # what --approve lets through at the head, it lets through at the base
+                return load_project(root, approval=self.approval)
             except NoProject:  # no specs yet at the base: everything is new
                 return None
             except ProjectInvalid as invalid:

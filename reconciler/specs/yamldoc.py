@@ -160,18 +160,15 @@ class Document:
 
     def has(self, path: tuple[Any, ...]) -> bool:
         """Whether the document writes the value at `path` (defaults are not written)."""
-        node: Node = self.root
-        for part in path:
-            if isinstance(node, MappingNode) and isinstance(part, str) and part in self._entries(node):
-                node = self._entries(node)[part][1]
-            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-                node = node.value[part]
-            else:
-                return False
-        return True
+        return self._node_at(path) is not None
 
     def source_text(self, path: tuple[Any, ...]) -> str | None:
         """The scalar at `path` as written in the file (`1.30`, not the parsed 1.3)."""
+        node = self._node_at(path)
+        return node.value if isinstance(node, ScalarNode) else None
+
+    def _node_at(self, path: tuple[Any, ...]) -> Node | None:
+        """The node at `path`; None when the document does not write it."""
         node: Node = self.root
         for part in path:
             if isinstance(node, MappingNode) and isinstance(part, str) and part in self._entries(node):
@@ -180,7 +177,7 @@ class Document:
                 node = node.value[part]
             else:
                 return None
-        return node.value if isinstance(node, ScalarNode) else None
+        return node
 
     def _entries(self, node: MappingNode) -> dict[str, tuple[Node, Node]]:
         cached = self._key_cache.get(id(node))
