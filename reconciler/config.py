@@ -112,7 +112,9 @@ class KubernetesSettings(_Settings):
 
 
 class LocalSettings(_Settings):
-    max_parallel: _Int = Field(1, description="Jobs the local backend runs at once.", gt=0)
+    max_parallel: _Int = Field(1, description="Jobs the local backend runs at once. Each gets its share "
+                                              "of the machine's cores for its compute threads "
+                                              "(OMP_NUM_THREADS, unless set).", gt=0)
 
 
 class StorageSettings(_Settings):

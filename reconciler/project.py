@@ -488,7 +488,8 @@ def open_backend(settings: ProjectSettings, state_dir: Path, specs: SpecSet | No
     roots = FileRoots.of_project(state_dir.parent, settings.policy.allowed_file_roots)
     # Job files name MLflow without credentials; the jobs get them in their environment.
     return LocalBackend(state_dir, file_roots=roots,
-                        credentials=redaction.credentials_environment(tracking_uri))
+                        credentials=redaction.credentials_environment(tracking_uri),
+                        jobs_at_once=settings.local.max_parallel)
 
 
 def load_project(path: Path, *, strict: bool = False, approval: Approval | None = None) -> Project:

@@ -15,6 +15,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# The tiny models the tests train gain nothing from a second compute thread per process, and on
+# a 2-core CI machine the jobs, servers and MLflow of one test share the cores: one thread each
+# (set before torch is imported, so the test process and every job it starts inherit it).
+# Users' jobs keep torch's default, or their share of the cores with local.maxParallel > 1.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 API = "apiVersion: tuneops.dev/v1alpha1"
 
 # A small valid repository, written per test and then broken in one place.

@@ -55,8 +55,9 @@ class LocalBackend:
     def __init__(self, state_dir: Path, *, python: str = sys.executable,
                  port_range: tuple[int, int] = (8000, 8999),
                  serve_argv: ArgvForJobFile | None = None, file_roots: FileRoots | None = None,
-                 credentials: Mapping[str, str] | None = None) -> None:
+                 credentials: Mapping[str, str] | None = None, jobs_at_once: int = 1) -> None:
         self.state_dir = Path(state_dir).resolve()
+        self.jobs_at_once = max(1, jobs_at_once)  # local.maxParallel: the jobs sharing this machine's cores
         self.file_roots = file_roots or FileRoots.of_project(self.state_dir.parent)
         self.credentials = dict(credentials or {})
         self.python = python
@@ -172,7 +173,7 @@ class LocalBackend:
                                   health_timeout=health_timeout)
 
     def _job_environment(self, job: JobFile) -> dict[str, str]:
-        return {**job_environment(job, credentials=self.credentials),
+        return {**job_environment(job, credentials=self.credentials, jobs_at_once=self.jobs_at_once),
                 FILE_ROOTS_ENV: self.file_roots.environment_value()}
 
     # -- observations ------------------------------------------------------------------------------

@@ -56,16 +56,20 @@ def job_argv(job: JobFile, job_file: Path, *, processes: int = 1, python: str = 
 
 
 def job_environment(job: JobFile | None = None, base: Mapping[str, str] | None = None,
-                    credentials: Mapping[str, str] | None = None) -> dict[str, str]:
+                    credentials: Mapping[str, str] | None = None, jobs_at_once: int = 1) -> dict[str, str]:
     """Unbuffered logs, quiet tokenizers, and DeepSpeed on CPU for a fine-tune that asks for no GPU.
     `credentials` (MLflow's variables, redaction.credentials_environment) reach the job here,
     never through its job file or command line; what only the reconcile daemon may hold
-    (redaction.DAEMON_ONLY_VARIABLES) never does."""
+    (redaction.DAEMON_ONLY_VARIABLES) never does. With `jobs_at_once` jobs sharing the machine,
+    each gets its share of the cores for its compute threads (OMP_NUM_THREADS, unless set):
+    each taking them all would make them fight over every core."""
     inherited = {key: value for key, value in (os.environ if base is None else base).items()
                  if key not in DAEMON_ONLY_VARIABLES}
     environment = {**inherited, **(credentials or {})}
     environment.setdefault("PYTHONUNBUFFERED", "1")
     environment.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if jobs_at_once > 1:
+        environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs_at_once)))
     if job is not None and job.kind == "FineTune":
         resources = job.spec.get("resources") or {}
         if not resources.get("gpusPerNode"):

@@ -238,6 +238,15 @@ def test_a_fine_tune_without_gpus_gets_deepspeed_on_cpu() -> None:
     assert job_environment(job(), base={"DS_ACCELERATOR": "cuda"})["DS_ACCELERATOR"] == "cuda"
 
 
+def test_jobs_that_share_the_machine_share_its_cores(monkeypatch) -> None:
+    """Two jobs at once each taking every core make both slower: each gets its share."""
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert "OMP_NUM_THREADS" not in job_environment(job(), base={})  # alone: torch's default
+    assert job_environment(job(), base={}, jobs_at_once=4)["OMP_NUM_THREADS"] == "4"
+    assert job_environment(job(), base={}, jobs_at_once=32)["OMP_NUM_THREADS"] == "1"
+    assert job_environment(job(), base={"OMP_NUM_THREADS": "8"}, jobs_at_once=4)["OMP_NUM_THREADS"] == "8"
+
+
 # Stands in for the interpreter: runs the supervisor for real, and for the job prints what it was given.
 STAND_IN_PYTHON = """#!/bin/sh
 if [ "$2" = reconciler.backends.local.supervise ]; then exec {python} "$@"; fi
