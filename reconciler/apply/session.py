@@ -7,6 +7,8 @@ question, the progress lines) stays with them through the callbacks and the repo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +40,13 @@ class ApplyOutcome:
         return self.result is not None and bool(self.result.failed)
 
 
+class PolicyRefused(TuneopsError):
+    """The plan breaks a plan-level policy that nobody approved: nothing is applied."""
+
+    def __init__(self, errors: tuple[str, ...]):
+        super().__init__("the plan violates a policy, so nothing was applied: " + "; ".join(errors))
+
+
 def apply_project(project: Any, *, targets: frozenset[ResourceId] | None = None, prune: bool = False,
                   force: bool = False, retry_failed: bool = False, reporter: Reporter,
                   stop: threading.Event | None = None,
@@ -57,6 +66,8 @@ def apply_project(project: Any, *, targets: frozenset[ResourceId] | None = None,
         shown(planned)
         if not planned.has_work:
             return ApplyOutcome(planned)
+        if planned.plan.policy_errors:
+            raise PolicyRefused(planned.plan.policy_errors)
         check_prune_of(planned, force)
         if not go_ahead(planned):
             return ApplyOutcome(planned)
@@ -86,21 +97,33 @@ def record_overrides(planned: PlannedProject, applied_by: str | None) -> None:
     from reconciler.tracking.overrides import Override, override_key, read_overrides, record_override
 
     project = planned.project
-    changed = {action.resource for action in planned.plan.actions if action.action in WORK}
-    found = [v for v in project.approved_violations() if v.target.id in changed]
-    if not found or planned.store is None:
+    work = [action for action in planned.plan.actions if action.action in WORK]
+    changed = {action.resource for action in work}
+    commit, by = git_origin(project.root).commit, applied_by or who_applies()
+    overrides = []
+    for violation in project.approved_violations():
+        target = violation.target
+        if target.id not in changed:
+            continue
+        built = project.inputs.get(target.id)
+        overrides.append(Override(policy=violation.policy.resource.name, resource=str(target.id),
+                                  where=f"{target.file}:{target.position(violation.path).line}",
+                                  approved_by=violation.approval.by, reason=violation.approval.reason,
+                                  commit=commit, applied_by=by,
+                                  fingerprint=built.fingerprint if built is not None else ""))
+    # a plan-level policy's override is of this plan: what it would do, as its fingerprint
+    plan_digest = hashlib.sha256(json.dumps(sorted((str(a.resource), str(a.action), a.fingerprint or "")
+                                                   for a in work)).encode()).hexdigest()
+    for result in planned.plan.policy_results:
+        if result.approval is not None:
+            overrides.append(Override(policy=result.policy, resource="plan", where=result.where,
+                                      approved_by=result.approval.by, reason=result.approval.reason,
+                                      commit=commit, applied_by=by, fingerprint=plan_digest))
+    if not overrides or planned.store is None:
         return
-    commit = git_origin(project.root).commit
     experiment = planned.store.ensure_experiment(project.experiment)
     recorded = {override_key(o) for o in read_overrides(planned.store, experiment)}
-    for violation in found:
-        target = violation.target
-        built = project.inputs.get(target.id)
-        override = Override(policy=violation.policy.resource.name, resource=str(target.id),
-                            where=f"{target.file}:{target.position(violation.path).line}",
-                            approved_by=violation.approval.by, reason=violation.approval.reason,
-                            commit=commit, applied_by=applied_by or who_applies(),
-                            fingerprint=built.fingerprint if built is not None else "")
+    for override in overrides:
         if override_key(override) not in recorded:
             record_override(planned.store, experiment, override)
             recorded.add(override_key(override))

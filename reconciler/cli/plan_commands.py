@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from reconciler.cli.base import (
+    EXIT_INVALID,
     FORMAT_HELP,
     SPEC_PATH,
     TARGET_HELP,
@@ -63,6 +64,10 @@ def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: 
     else:
         click.echo(plan_text(planned.plan, planned.header, color=use_color(ctx),
                              estimates=planned.estimates()), color=use_color(ctx))
+    if planned.plan.policy_errors:  # shown in the plan; the exit status is what CI reads
+        click.echo(f"error: the plan violates {len(planned.plan.policy_errors)} "
+                   f"polic{'y' if len(planned.plan.policy_errors) == 1 else 'ies'}", err=True)
+        ctx.exit(EXIT_INVALID)
     ctx.exit(2 if detailed_exitcode and planned.plan.has_changes else 0)
 
 

@@ -130,6 +130,12 @@ class Plan:
     settings_changes: tuple[FieldChange, ...] = ()
     # what a reviewer should know that is no error: "file:line:col warning path: message (hint)"
     warnings: tuple[str, ...] = ()
+    # plan-level policies it breaks (plan/policies.py): an unapproved `error` one stops the apply
+    policy_results: tuple[Any, ...] = ()
+
+    @property
+    def policy_errors(self) -> tuple[str, ...]:
+        return tuple(result.text() for result in self.policy_results if result.stops_apply)
 
     @property
     def has_changes(self) -> bool:

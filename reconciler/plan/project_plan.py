@@ -90,7 +90,8 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
 
     if offline:
         the_plan = build_plan(project.specs, project.graph, project.inputs, ActualState.unknown(), options)
-        return PlannedProject(project, with_warnings(the_plan, project, None), offline=True)
+        planned = PlannedProject(project, with_warnings(the_plan, project, None), offline=True)
+        return with_plan_policies(planned)
     import sqlite3
 
     try:
@@ -100,8 +101,24 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
     except (OSError, sqlite3.Error) as error:
         raise TuneopsError(f"cannot read the local state in {project.state_dir}: {error}") from None
     the_plan = build_plan(project.specs, project.graph, project.inputs, state, options)
-    return PlannedProject(project, with_warnings(the_plan, project, state), offline=False, state=state,
-                          store=store, backend=backend)
+    return with_plan_policies(PlannedProject(project, with_warnings(the_plan, project, state), offline=False,
+                                             state=state, store=store, backend=backend))
+
+
+def with_plan_policies(planned: PlannedProject) -> PlannedProject:
+    """The plan with the plan-level policies it breaks (plan/policies.py): approved ones and
+    warnings among its warnings, all of them in `policy_results`."""
+    project = planned.project
+    if not project.specs.of_kind("Policy"):
+        return planned
+    from reconciler.plan.policies import check_plan_policies
+
+    results = check_plan_policies(project.specs, project.approval, planned.plan, planned.estimates())
+    if not results:
+        return planned
+    shown = tuple(result.text() for result in results if not result.stops_apply)
+    the_plan = replace(planned.plan, policy_results=results, warnings=planned.plan.warnings + shown)
+    return replace(planned, plan=the_plan)
 
 
 def with_warnings(the_plan: Plan, project: Any, state: ActualState | None) -> Plan:
@@ -216,7 +233,7 @@ def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOpt
     if base_project is not None:
         the_plan = replace(the_plan, settings_changes=shown_settings_changes(
             base_project.settings, project.settings))
-    return PlannedProject(project, the_plan, offline=offline, state=real_state, base=base)
+    return with_plan_policies(PlannedProject(project, the_plan, offline=offline, state=real_state, base=base))
 
 
 def shown_settings_changes(before: Any, after: Any) -> tuple[FieldChange, ...]:

@@ -97,6 +97,9 @@ def total_dollars(estimates: Estimates | None) -> tuple[float, float | None, int
     return sum(each[0] for each in priced), spot, len(estimated) - len(priced)
 
 
+POLICY_STOP = "The plan violates a policy: apply will refuse it until it is fixed or approved."
+
+
 def _gpu_hours_line(estimates: Estimates | None) -> str:
     known, unknown = total_gpu_hours(estimates)
     if not estimates or (not known and not unknown):
@@ -152,9 +155,12 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
     if plan.unmanaged:
         lines.append("")
     lines += [*plan.warnings, ""] if plan.warnings else []
+    lines += [*plan.policy_errors, ""] if plan.policy_errors else []
     lines.append(summary_line(plan))
     if _gpu_hours_line(estimates):
         lines.append(_gpu_hours_line(estimates))
+    if plan.policy_errors:
+        lines.append(POLICY_STOP)
     return "\n".join(lines)
 
 
@@ -212,6 +218,9 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
                 lines += [f"- {change.path}: {_value(change.before)}",
                           f"+ {change.path}: {_value(change.after)}"]
             lines += ["```", "", "</details>", ""]
+    if plan.policy_errors:
+        lines += ["**Policy violations** (apply is refused until they are fixed or approved)", "",
+                  *(f"- {_cell(error)}" for error in plan.policy_errors), ""]
     if plan.warnings:
         lines += ["**Warnings**", "", *(f"- {_cell(warning)}" for warning in plan.warnings), ""]
     if estimates:
@@ -272,6 +281,7 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None,
         "settings_changes": [{"path": c.path, "before": c.before, "after": c.after}
                              for c in plan.settings_changes],
         "warnings": list(plan.warnings),
+        "policy_errors": list(plan.policy_errors),
         "estimates": {str(rid): estimate_json(found) for rid, found in (estimates or {}).items()},
         "gpu_hours_at_most": known,
         "fine_tunes_not_estimated": unknown,

@@ -60,3 +60,43 @@ def test_a_violation_is_refused_then_approved_and_the_override_recorded(tmp_path
     assert (override["approved_by"], override["reason"], override["commit"], override["applied_by"]) == \
         ("ada (--approve)", why, commit, "ada")
     assert "approved by ada (--approve): 36 rows" in repo.tuneops("history", "Policy/enough-test-rows").stdout
+
+
+SMALL_PLANS = """\
+apiVersion: tuneops.dev/v1alpha1
+kind: Policy
+metadata:
+  name: small-plans
+spec:
+  rule: >-
+    plan.actions.filter(a, a.action == 'create').size() <= 3
+    && (plan.dollars == null || plan.dollars < 100.0)
+  message: "a change creates at most 3 things"
+"""
+
+
+def test_a_rule_about_the_whole_plan_stops_the_apply_until_approved(tmp_path):
+    repo = SpecRepo(tmp_path / "specs", None)
+    (repo.root / "policies").mkdir()
+    (repo.root / "policies" / "small.yaml").write_text(SMALL_PLANS)
+    repo.commit("policy: small plans")
+    assert repo.tuneops("validate", ".").exit_code == 0  # no spec breaks it: the plan does
+
+    planned = repo.tuneops("plan", ".", "--offline")
+    assert planned.exit_code == 1, planned.output
+    assert "policies/small.yaml:6 error: the plan violates Policy 'small-plans': a change creates at most " \
+           "3 things (to let this through: --approve small-plans --reason '...')" in planned.stdout
+    assert "apply will refuse it" in planned.stdout and "violates 1 policy" in planned.stderr
+    document = json.loads(repo.tuneops("plan", ".", "--offline", "--format", "json").stdout)
+    assert len(document["policy_errors"]) == 1 and document["actions"]  # the plan is still shown
+    comment = repo.tuneops("plan", ".", "--offline", "--format", "markdown").stdout
+    assert "**Policy violations**" in comment
+
+    refused = repo.tuneops("apply", ".", "--yes")
+    assert refused.exit_code == 1 and "the plan violates a policy, so nothing was applied" in refused.stderr
+    assert not list(repo.root.glob(".tuneops/logs/*.log"))  # no job started
+    approved = repo.tuneops("plan", ".", "--offline", "--approve", "small-plans", "--reason", "first build",
+                            env={"TUNEOPS_APPLIED_BY": "ada"})
+    assert approved.exit_code == 0, approved.output
+    assert "policies/small.yaml:6 warning: the plan violates Policy 'small-plans': a change creates at " \
+           "most 3 things; approved by ada (--approve): first build" in approved.stdout

@@ -30,7 +30,11 @@ from reconciler.specs.policy import Approval, PolicyResource
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
 
-VARIABLES = ("spec", "metadata", "kind", "name", "team")
+VARIABLES = ("spec", "metadata", "kind", "name", "team")  # what a rule about one spec sees
+# What a rule about the whole plan sees: `plan`, checked by every plan (plan/policies.py).
+PLAN_VARIABLES = ("plan",)
+PLAN_FIELDS = ("actions", "gpuHours", "dollars", "team")
+PLAN_ACTION_FIELDS = ("kind", "name", "action", "reason", "gpuHours", "dollars")
 APPROVED = "policy-approved"  # the code of an approved violation: a warning, even under --strict
 VIOLATED = "policy-violated"
 POLICY_CODES = (APPROVED, VIOLATED)
@@ -77,6 +81,9 @@ def checked_policies(ctx: RuleContext) -> Iterator[Checked]:
         if isinstance(compiled, Problem):
             yield Checked(spec, compiled)
             continue
+        if is_plan_rule(compiled):  # checked against each plan, not against the specs
+            yield Checked(spec, None)
+            continue
         found: list[Violation] = []
         failed = None
         for target in _targets(ctx, policy):
@@ -104,17 +111,33 @@ def _compiled(spec: LoadedSpec, policy: PolicyResource) -> CompiledRule | Proble
     except CelError as error:
         return problem(spec, ERROR, "policy-rule-invalid", f"the rule does not compile: {error}",
                        ("spec", "rule"))
-    unknown = sorted(compiled.variables - set(VARIABLES))
+    unknown = sorted(compiled.variables - set(VARIABLES) - set(PLAN_VARIABLES))
     if unknown:
-        plan = " (rules over the whole plan are not supported yet)" if "plan" in unknown else ""
         return problem(spec, ERROR, "policy-rule-invalid",
-                       f"the rule reads {', '.join(unknown)}, which is not defined{plan}: a rule "
-                       f"sees {', '.join(VARIABLES)}", ("spec", "rule"))
+                       f"the rule reads {', '.join(unknown)}, which is not defined: a rule about a spec "
+                       f"sees {', '.join(VARIABLES)}; a rule about the plan sees plan", ("spec", "rule"))
+    if is_plan_rule(compiled) and compiled.variables - set(PLAN_VARIABLES) - {"team"}:
+        both = ", ".join(sorted(compiled.variables - {"team"}))
+        return problem(spec, ERROR, "policy-rule-invalid",
+                       f"the rule reads {both}: a rule is about the whole plan (plan) or about one spec "
+                       f"({', '.join(VARIABLES)}), not both", ("spec", "rule"))
     for path in compiled.paths:
-        missing = _missing_field(policy, path)
+        missing = _missing_plan_field(path) if path[0] == "plan" else _missing_field(policy, path)
         if missing is not None:
             return problem(spec, ERROR, "policy-unknown-field", missing, ("spec", "rule"))
     return compiled
+
+
+def is_plan_rule(compiled: CompiledRule) -> bool:
+    return "plan" in compiled.variables
+
+
+def _missing_plan_field(path: tuple[str, ...]) -> str | None:
+    if len(path) > 1 and path[1] not in PLAN_FIELDS:
+        return (f"the rule names {'.'.join(path)}, which the plan does not have "
+                f"({_did_you_mean(path[1], list(PLAN_FIELDS), 'fields')}; each of plan.actions has "
+                f"{', '.join(PLAN_ACTION_FIELDS)})")
+    return None
 
 
 def _reported(violation: Violation) -> Problem:

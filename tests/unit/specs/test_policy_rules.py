@@ -111,7 +111,10 @@ def test_an_approval_in_git_needs_a_reason_and_a_policy_that_exists(tmp_path: Pa
 
 @pytest.mark.parametrize("rule, code, message", [
     ("spec.alias == ", "policy-rule-invalid", "the rule does not compile: "),
-    ("plan.gpuHours < 10.0", "policy-rule-invalid", "reads plan, which is not defined (rules over the whole"),
+    ("plan.gpuHours < 10.0 || spec.replicas > 1", "policy-rule-invalid", "reads plan, spec: a rule is about"),
+    ("plan.gpuHour < 10.0", "policy-unknown-field", "names plan.gpuHour, which the plan does not have "
+                                                    "(did you mean 'gpuHours'?"),
+    ("nope == 1", "policy-rule-invalid", "reads nope, which is not defined"),
     ("spec.replica >= 2", "policy-unknown-field",
      "names spec.replica, which no Deployment has (did you mean 'replicas'?)"),
     ("metadata.labels.team == 'nlp'", "policy-rule-failed", "deployment.yaml:4): no such key 'team'"),
@@ -125,7 +128,7 @@ def test_an_approval_in_git_needs_a_reason_and_a_policy_that_exists(tmp_path: Pa
     ("r'\\' == 'x' || spec.replica == 1", "policy-unknown-field", "names spec.replica"),
     # a macro's variable is bound inside its parentheses only
     ("spec.requires.exists(plan, plan == 'x') || plan.gpuHours < 10.0", "policy-rule-invalid",
-     "reads plan, which is not defined"),
+     "reads plan, spec: a rule is about the whole plan (plan) or about one spec"),
     ("[1, 2].all(a, [3].all(b, [4].all(c, a + b + c > 0)))", "policy-rule-invalid", "loops nest 3 deep"),
     (" && ".join(["spec.alias != 'x'"] * 40) + " && spec.replicas >", "policy-rule-invalid",
      "Syntax error: mismatched input '<EOF>'"),
@@ -184,3 +187,10 @@ def test_an_approval_of_an_undefined_policy_on_the_command_line_is_a_usage_error
     approved = CliRunner().invoke(cli, ["validate", str(repo), "--approve", "gated-production",
                                         "--reason", "x"])
     assert approved.exit_code == 0, approved.output
+
+
+def test_a_rule_about_the_plan_is_checked_by_the_plan_not_against_the_specs(tmp_path: Path):
+    rule = "spec.alias != 'production' || (spec.requires.size() > 0 && spec.replicas >= 2)"
+    plan_rule = "plan.gpuHours < 1.0 && plan.actions.all(a, a.kind != 'Sweep')"
+    about_the_plan = policy(**{json.dumps(rule): json.dumps(plan_rule)})
+    assert check(tmp_path, {"p.yaml": about_the_plan}) == []
