@@ -44,7 +44,9 @@ class PolicyRefused(TuneopsError):
     """The plan breaks a plan-level policy that nobody approved: nothing is applied."""
 
     def __init__(self, errors: tuple[str, ...]):
-        super().__init__("the plan violates a policy, so nothing was applied: " + "; ".join(errors))
+        count = f"{len(errors)} polic{'y' if len(errors) == 1 else 'ies'}"
+        super().__init__(f"the plan breaks {count} (shown above), so nothing was applied: fix it, or "
+                         "approve it with --approve POLICY --reason TEXT")
 
 
 def apply_project(project: Any, *, targets: frozenset[ResourceId] | None = None, prune: bool = False,

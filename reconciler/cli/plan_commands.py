@@ -65,8 +65,9 @@ def plan(ctx: click.Context, path: Path, output_format: str, detailed_exitcode: 
         click.echo(plan_text(planned.plan, planned.header, color=use_color(ctx),
                              estimates=planned.estimates()), color=use_color(ctx))
     if planned.plan.policy_errors:  # shown in the plan; the exit status is what CI reads
-        click.echo(f"error: the plan violates {len(planned.plan.policy_errors)} "
-                   f"polic{'y' if len(planned.plan.policy_errors) == 1 else 'ies'}", err=True)
+        count = len(planned.plan.policy_errors)
+        click.echo(f"error: the plan breaks {count} polic{'y' if count == 1 else 'ies'} (shown above): "
+                   "apply will refuse it", err=True)
         ctx.exit(EXIT_INVALID)
     ctx.exit(2 if detailed_exitcode and planned.plan.has_changes else 0)
 

@@ -10,23 +10,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.config import PricingSettings
 from reconciler.plan.plan import Action, Plan
-from reconciler.specs.base import ResourceId
+from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, ResourceId
 from reconciler.specs.cel import CelError, compile_rule, evaluate
+from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.policy import Approval, PolicyResource
 from reconciler.specs.rules.policies import is_plan_rule
 from reconciler.specs.specset import SpecSet
+from reconciler.specs.sweep import SweepResource
+
+# CEL's words when a value in an operation is null (or of another type).
+_NO_OVERLOAD = "No such overload"
 
 
 @dataclass(frozen=True)
 class PlanPolicyResult:
-    """A plan-level policy the plan breaks (or that failed on it), and what lets it through."""
+    """A plan-level policy the plan breaks, or whose rule failed on it, and what lets it through."""
 
     policy: str
     where: str  # the policy's rule: "policies/budget.yaml:7"
     message: str
-    severity: str  # "error" | "warning"
+    severity: str  # "error" | "warning", the policy's
     approval: Approval | None = None
+    failed: bool = False  # the rule itself failed: only fixing it helps, no approval
 
     @property
     def stops_apply(self) -> bool:
@@ -36,22 +43,26 @@ class PlanPolicyResult:
         said = f"{self.where} {self.severity if self.approval is None else 'warning'}: {self.message}"
         if self.approval is not None:
             said += f"; approved by {self.approval.by}: {self.approval.reason}"
+        elif self.failed:
+            said += " (fix the rule: it must give true or false for every plan)"
         elif self.severity == "error":
-            said += f" (to let this through: --approve {self.policy} --reason '...')"
-        return said
+            said += (f" (to let this through: --approve {self.policy} --reason '...', or the annotations "
+                     f"{APPROVED_BY}: {self.policy} and {APPROVAL_REASON} on a spec the plan changes)")
+        return " ".join(said.split())
 
 
-def plan_variable(plan: Plan, estimates: Mapping[ResourceId, Any]) -> dict[str, Any]:
+def plan_variable(specs: SpecSet, plan: Plan, estimates: Mapping[ResourceId, Any],
+                  pricing: PricingSettings) -> dict[str, Any]:
     """What a plan-level rule sees: the actions that do something, each with the planner's
-    GPU-hours and on-demand dollars where known (null otherwise), and the totals."""
+    GPU-hours and on-demand dollars where known (null otherwise: `unestimated` counts the
+    trainings without a figure), and the totals. A Sweep counts its remaining trials."""
     actions = []
-    hours_total, dollars_total, priced = 0.0, 0.0, False
+    hours_total, dollars_total, priced, unestimated = 0.0, 0.0, False, 0
     for planned in plan.actions:
         if planned.action == Action.NOOP:
             continue
-        found = estimates.get(planned.resource)
-        hours = found.gpu_hours if found is not None and found.gpus else None
-        dollars = found.dollars[0] if found is not None and found.dollars is not None else None
+        hours, dollars, trains = _cost(specs, planned, estimates, pricing)
+        unestimated += trains and hours is None
         hours_total += hours or 0.0
         if dollars is not None:
             dollars_total, priced = dollars_total + dollars, True
@@ -59,12 +70,36 @@ def plan_variable(plan: Plan, estimates: Mapping[ResourceId, Any]) -> dict[str, 
                         "action": str(planned.action), "reason": planned.reason,
                         "gpuHours": hours, "dollars": dollars})
     return {"actions": actions, "gpuHours": hours_total, "dollars": dollars_total if priced else None,
-            "team": None}
+            "unestimated": unestimated, "team": None}
 
 
-def check_plan_policies(specs: SpecSet, approval: Approval, plan: Plan,
-                        estimates: Mapping[ResourceId, Any]) -> tuple[PlanPolicyResult, ...]:
-    """The plan-level policies this plan breaks, or whose rule failed on it (an error)."""
+def _cost(specs: SpecSet, planned: Any, estimates: Mapping[ResourceId, Any],
+          pricing: PricingSettings) -> tuple[float | None, float | None, bool]:
+    """(GPU-hours, on-demand dollars, whether it trains) of one action."""
+    if planned.resource.kind == "Sweep" and planned.action not in (Action.SUSPENDED, Action.BLOCKED):
+        estimate = planned.sweep_estimate
+        if estimate is None or not estimate.remaining:
+            return None, None, False
+        hours = estimate.total
+        sweep = specs.resource(planned.resource, SweepResource)
+        template = (specs.resource(ResourceId("FineTune", sweep.spec.fine_tune), FineTuneResource)
+                    if sweep is not None else None)
+        gpus = template is not None and template.spec.resources.gpus_per_node > 0
+        price = pricing.price_of(template.spec.resources.gpu_product) if gpus and template else None
+        return hours, (hours * price.on_demand if hours is not None and price is not None else None), True
+    found = estimates.get(planned.resource)
+    if found is None:
+        return None, None, False
+    hours = found.gpu_hours if found.gpus else None
+    return hours, (found.dollars[0] if found.dollars is not None else None), bool(found.gpus)
+
+
+def check_plan_policies(specs: SpecSet, approval: Approval, plan: Plan, estimates: Mapping[ResourceId, Any],
+                        ) -> tuple[PlanPolicyResult, ...]:
+    """The plan-level policies this plan breaks, or whose rule failed on it. A plan that does
+    nothing is not checked: there is nothing to let through."""
+    if not plan.has_changes and not any(a.action == Action.WAIT for a in plan.actions):
+        return ()
     found = []
     variables: dict[str, Any] | None = None
     for loaded in specs.of_kind("Policy"):
@@ -76,16 +111,38 @@ def check_plan_policies(specs: SpecSet, approval: Approval, plan: Plan,
             continue  # validation reported it, and the plan was not made
         if not is_plan_rule(compiled):
             continue
-        variables = variables or {"plan": plan_variable(plan, estimates), "team": None}
+        variables = variables or {"plan": plan_variable(specs, plan, estimates, specs.settings.pricing),
+                                  "team": None}
         where = f"{loaded.file}:{loaded.position(('spec', 'rule')).line}"
         try:
             complies = evaluate(compiled, variables)
         except CelError as error:
+            why = str(error)
+            if _NO_OVERLOAD in why:
+                why = ("a value it compares is null or of another type (plan.dollars is null when nothing "
+                       "is priced, an action's gpuHours and dollars when it trains nothing: test for null "
+                       "first)")
             found.append(PlanPolicyResult(policy.name, where, f"Policy '{policy.name}' failed on the plan: "
-                                          f"{error}", "error"))
+                                          f"{why}", policy.spec.severity, failed=True))
             continue
         if not complies:
-            approved = approval if approval.covers(policy.name) else None
             found.append(PlanPolicyResult(policy.name, where, f"the plan violates Policy '{policy.name}': "
-                                          f"{policy.spec.message}", policy.spec.severity, approved))
+                                          f"{policy.spec.message}", policy.spec.severity,
+                                          _approval(specs, approval, policy.name, plan)))
     return tuple(found)
+
+
+def _approval(specs: SpecSet, approval: Approval, policy: str, plan: Plan) -> Approval | None:
+    """The command line's approval, else the annotations of a spec this plan changes."""
+    if approval.covers(policy):
+        return approval
+    for planned in plan.actions:
+        if not planned.is_change:
+            continue
+        loaded = specs.get(planned.resource)
+        annotations = loaded.resource.metadata.annotations if loaded is not None else {}
+        named = {name.strip() for name in annotations.get(APPROVED_BY, "").split(",")}
+        reason = annotations.get(APPROVAL_REASON, "").strip()
+        if policy in named and reason:
+            return Approval(frozenset({policy}), reason, f"the annotation {APPROVED_BY} in {loaded.file}")
+    return None

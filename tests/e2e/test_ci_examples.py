@@ -47,6 +47,7 @@ def test_every_tuneops_command_of_the_ci_example_works_on_a_pull_request(tmp_pat
     clone = clone_on_a_branch(tmp_path, QUICKSTART)
     edit(clone / "specs" / "evaluation.yaml", "maxNewTokens: 8", "maxNewTokens: 12")
     for command in commands:
+        command = command.split(" || ")[0]  # what the job does when the plan fails: not tuneops
         argv, _, redirect = command.partition(" > ")
         done = subprocess.run([sys.executable, "-m", "reconciler", *shlex.split(argv)[1:]], cwd=clone,
                               capture_output=True, text=True, timeout=120)

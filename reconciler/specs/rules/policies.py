@@ -82,7 +82,12 @@ def checked_policies(ctx: RuleContext) -> Iterator[Checked]:
             yield Checked(spec, compiled)
             continue
         if is_plan_rule(compiled):  # checked against each plan, not against the specs
-            yield Checked(spec, None)
+            ignored = None
+            if "match" in policy.spec.model_fields_set:
+                ignored = problem(spec, WARNING, "policy-rule-invalid",
+                                  "spec.match does not apply to a rule about the whole plan: it is checked "
+                                  "once per plan", ("spec", "match"), key=True)
+            yield Checked(spec, ignored)
             continue
         found: list[Violation] = []
         failed = None

@@ -193,4 +193,8 @@ def test_a_rule_about_the_plan_is_checked_by_the_plan_not_against_the_specs(tmp_
     rule = "spec.alias != 'production' || (spec.requires.size() > 0 && spec.replicas >= 2)"
     plan_rule = "plan.gpuHours < 1.0 && plan.actions.all(a, a.kind != 'Sweep')"
     about_the_plan = policy(**{json.dumps(rule): json.dumps(plan_rule)})
-    assert check(tmp_path, {"p.yaml": about_the_plan}) == []
+    matched = only(check(tmp_path, {"p.yaml": about_the_plan}), "policy-rule-invalid")
+    assert matched.severity == "warning" and "spec.match does not apply" in matched.message
+    unmatched = about_the_plan.replace('  match: {kinds: [Deployment], teams: ["*"]}\n', "")
+    assert unmatched != about_the_plan
+    assert check(tmp_path / "b", {"p.yaml": unmatched}) == []
