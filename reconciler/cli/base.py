@@ -150,14 +150,13 @@ def load_project(ctx: click.Context, path: Path, approval: Approval | None = Non
 
 def refuse_unknown_approvals(approval: Approval | None, specs: Any) -> None:
     """A usage error for `--approve` of a policy that is not defined (a typo approves nothing)."""
-    import difflib
+    from reconciler.specs.schema_errors import suggest
 
     if approval is None:
         return
     defined = sorted(specs.names("Policy"))
     for name in sorted(approval.policies - set(defined)):
-        close = difflib.get_close_matches(name, defined, n=1)
-        known = f"did you mean {close[0]!r}?" if close else (
+        known = suggest(name, defined) or (
             f"policies: {', '.join(defined)}" if defined else "no Policy is defined")
         raise click.UsageError(f"--approve {name}: no Policy named {name!r} ({known})")
 

@@ -15,7 +15,7 @@ from reconciler.plan.plan import Action, Plan
 from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, ResourceId
 from reconciler.specs.cel import CelError, compile_rule, evaluate
 from reconciler.specs.finetune import FineTuneResource
-from reconciler.specs.policy import Approval, PolicyResource
+from reconciler.specs.policy import Approval, PolicyResource, annotated_approval
 from reconciler.specs.rules.policies import is_plan_rule
 from reconciler.specs.specset import SpecSet
 from reconciler.specs.sweep import SweepResource
@@ -140,9 +140,8 @@ def _approval(specs: SpecSet, approval: Approval, policy: str, plan: Plan) -> Ap
         if not planned.is_change:
             continue
         loaded = specs.get(planned.resource)
-        annotations = loaded.resource.metadata.annotations if loaded is not None else {}
-        named = {name.strip() for name in annotations.get(APPROVED_BY, "").split(",")}
-        reason = annotations.get(APPROVAL_REASON, "").strip()
-        if policy in named and reason:
-            return Approval(frozenset({policy}), reason, f"the annotation {APPROVED_BY} in {loaded.file}")
+        found = (annotated_approval(policy, loaded.resource.metadata.annotations, loaded.file)
+                 if loaded is not None else None)
+        if found is not None:
+            return found
     return None

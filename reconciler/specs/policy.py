@@ -16,6 +16,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from reconciler.specs.base import (
+    APPROVAL_REASON,
+    APPROVED_BY,
     Resource,
     SpecModel,
     SpecValueError,
@@ -91,3 +93,13 @@ class Approval:
 
 
 NO_APPROVAL = Approval()
+
+
+def annotated_approval(policy: str, annotations: dict[str, str], file: str) -> Approval | None:
+    """The approval a spec's annotations give `policy` (tuneops.dev/approved-by naming it, with
+    tuneops.dev/approval-reason saying why), else None: an approval without a reason is none."""
+    named = {name.strip() for name in annotations.get(APPROVED_BY, "").split(",")}
+    reason = annotations.get(APPROVAL_REASON, "").strip()
+    if policy in named and reason:
+        return Approval(frozenset({policy}), reason, f"the annotation {APPROVED_BY} in {file}")
+    return None

@@ -13,7 +13,6 @@ silent pass.
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from collections.abc import Iterator
@@ -26,9 +25,10 @@ from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, Metadata
 from reconciler.specs.cel import CelError, CompiledRule, compile_rule, evaluate
 from reconciler.specs.kinds import KINDS
 from reconciler.specs.loader import LoadedSpec
-from reconciler.specs.policy import Approval, PolicyResource
+from reconciler.specs.policy import Approval, PolicyResource, annotated_approval
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
+from reconciler.specs.schema_errors import suggest
 
 VARIABLES = ("spec", "metadata", "kind", "name", "team")  # what a rule about one spec sees
 # What a rule about the whole plan sees: `plan`, checked by every plan (plan/policies.py).
@@ -190,12 +190,7 @@ def _shown_path(target: LoadedSpec, compiled: CompiledRule) -> tuple[str, ...]:
 def _approval(ctx: RuleContext, policy: str, target: LoadedSpec) -> Approval | None:
     if ctx.approval.covers(policy):
         return ctx.approval
-    annotations = target.resource.metadata.annotations
-    approved = {name.strip() for name in annotations.get(APPROVED_BY, "").split(",")}
-    reason = annotations.get(APPROVAL_REASON, "").strip()
-    if policy in approved and reason:
-        return Approval(frozenset({policy}), reason, f"the annotation {APPROVED_BY} in {target.file}")
-    return None
+    return annotated_approval(policy, target.resource.metadata.annotations, target.file)
 
 
 @rule
@@ -271,10 +266,8 @@ def _model_class(annotation: Any) -> type[PydanticModel] | None:
 
 
 def _did_you_mean(word: str, options: list[str], what: str) -> str:
-    close = difflib.get_close_matches(word, options, n=1)
-    if close:
-        return f"did you mean {close[0]!r}?"
-    return f"{what}: {', '.join(options)}" if options else f"no {what} are defined"
+    listed = f"{what}: {', '.join(options)}" if options else f"no {what} are defined"
+    return suggest(word, options) or listed
 
 
 def _short(text: str, limit: int = 160) -> str:
