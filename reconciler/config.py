@@ -13,7 +13,14 @@ from pydantic import AfterValidator, AllowInfNan, ConfigDict, Field, Strict
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
-from reconciler.values.kubernetes import ClaimName, Image, Namespace, SecretName, ServiceAccountName
+from reconciler.values.kubernetes import (
+    ClaimName,
+    Image,
+    Namespace,
+    SecretName,
+    ServiceAccountName,
+    check_quantity,
+)
 from reconciler.values.scalars import Bool as _Bool
 from reconciler.values.scalars import Int as _Int
 from reconciler.values.scalars import Str as _Str
@@ -95,6 +102,9 @@ class KubernetesSettings(_Settings):
         None, description="PersistentVolumeClaim that holds the storage root, mounted in every job "
                           "and server at /mnt/tuneops (ReadWriteMany for multi-node jobs).",
         examples=["tuneops-store"])
+    daemon_service_account: ServiceAccountName = Field(
+        "tuneops", description="The daemon's ServiceAccount (in `namespace`): each team namespace's "
+                               "rendered RoleBinding grants it what it needs there, and no more.")
     service_account: ServiceAccountName | None = Field(None, description="ServiceAccount jobs run as.",
                                          examples=["tuneops-trainer"])
     ttl_seconds_after_finished: _Int = Field(
@@ -182,6 +192,76 @@ class PricingSettings(_Settings):
         return self.default
 
 
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _team_path(value: str) -> str:
+    """A folder or glob relative to the spec root, as `exclude` takes them."""
+    if not value or value.startswith("/") or "\0" in value:
+        raise ValueError("must be a folder or glob relative to the spec root, e.g. teams/nlp/**")
+    if ".." in PurePosixPath(value).parts:
+        raise ValueError("must not contain '..': a team's specs are inside the spec repository")
+    return value
+
+
+TeamPath = Annotated[_Str, AfterValidator(_team_path)]
+Quantity = Annotated[_Str, AfterValidator(check_quantity)]
+
+
+def _export(value: str) -> str:
+    kind, separator, name = value.partition("/")
+    if not separator or not kind or not name or "/" in name:
+        raise ValueError("must be KIND/NAME, a spec of this team, e.g. Dataset/support-chats")
+    return value
+
+
+Export = Annotated[_Str, AfterValidator(_export)]
+
+
+class TeamQuota(_Settings):
+    gpus: _Int = Field(description="GPUs the team's Kueue ClusterQueue may use at once (its nominal "
+                                   "quota of nvidia.com/gpu).", ge=0, examples=[16])
+    cpu: Quantity | None = Field(None, description="CPU nominal quota (a Kubernetes quantity); default "
+                                                   "1000, so that only GPUs bind.", examples=["256"])
+    memory: Quantity | None = Field(None, description="Memory nominal quota (a Kubernetes quantity); "
+                                                      "default 64Ti, so that only GPUs bind.",
+                                    examples=["2Ti"])
+
+
+class TeamBudget(_Settings):
+    gpu_hours_per_month: Annotated[float, Strict(), AllowInfNan(False), Field(ge=0)] | None = Field(
+        None, description="GPU-hours the team's runs may use per calendar month (UTC).", examples=[800])
+    dollars_per_month: Annotated[float, Strict(), AllowInfNan(False), Field(ge=0)] | None = Field(
+        None, description="Dollars per calendar month (UTC), at the prices of `pricing`.",
+        examples=[5000])
+
+
+class TeamSettings(_Settings):
+    paths: tuple[TeamPath, ...] = Field(
+        description="Folders or globs (relative to the spec root) whose specs belong to the team.",
+        min_length=1, examples=[["teams/nlp/**"]])
+    namespace: Namespace | None = Field(
+        None, description="Kubernetes namespace of the team's jobs and servers; default: "
+                          "kubernetes.namespace.", examples=["nlp-train"])
+    queue: _Str | None = Field(
+        None, description="Kueue LocalQueue (or Volcano queue) the team's jobs go to, unless a "
+                          "FineTune names its own.", examples=["nlp"], pattern=_DNS_LABEL, max_length=63)
+    owners: tuple[_Str, ...] = Field(
+        (), description="Code owners of the team's folders (GitHub users or @org/team), shown in "
+                        "plan comments and written to CODEOWNERS by `tuneops codeowners`.",
+        examples=[["@org/nlp-ml"]])
+    quota: TeamQuota | None = Field(None, description="Rendered as the team's Kueue ClusterQueue quota.")
+    budget: TeamBudget | None = Field(
+        None, description="Spend per calendar month; a plan that would go over it marks the "
+                          "actions `blocked: budget`.")
+    exports: tuple[Export, ...] = Field(
+        (), description="This team's specs other teams may name (KIND/NAME), as `team.name`.",
+        examples=[["Dataset/support-chats"]])
+
+
+TeamName = Annotated[_Str, Field(pattern=_DNS_LABEL, max_length=30)]
+
+
 class ProjectSettings(_Settings):
     backend: Literal["local", "kubernetes"] = Field("local", description="Where jobs run.")
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
@@ -196,6 +276,19 @@ class ProjectSettings(_Settings):
     planner: PlannerSettings = Field(default_factory=PlannerSettings)
     pricing: PricingSettings = Field(default_factory=PricingSettings,
                                      description="Dollars per GPU-hour, for the plan's cost estimates.")
+    teams: dict[TeamName, TeamSettings] = Field(
+        {}, description="Teams sharing this repository and cluster: each spec belongs to the one "
+                        "team whose paths hold its file, and its names are the team's own.",
+        examples=[{"nlp": {"paths": ["teams/nlp/**"], "namespace": "nlp-train", "queue": "nlp"}}])
     exclude: tuple[_Str, ...] = Field(
         (), description="Glob patterns (relative to the spec root) of YAML files that are not "
                         "specs.", examples=[["ci/**", "kustomize/*.yaml"]])
+
+    def namespace_of(self, team: str | None) -> str:
+        """Where a team's jobs and servers run: its namespace, else the project's."""
+        chosen = self.teams.get(team) if team else None
+        return (chosen.namespace if chosen else None) or self.kubernetes.namespace
+
+    def queue_of(self, team: str | None) -> str | None:
+        chosen = self.teams.get(team) if team else None
+        return chosen.queue if chosen else None

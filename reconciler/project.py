@@ -480,7 +480,9 @@ def open_backend(settings: ProjectSettings, state_dir: Path, specs: SpecSet | No
         if specs is not None:
             launchers |= {loaded.resource.spec.distributed.launcher for loaded in specs.of_kind("FineTune")
                           if loaded.resource.spec.distributed.launcher}
-        return KubernetesBackend(KubeApi(connection), k8s.namespace, specs, launchers=sorted(launchers))
+        team_namespaces = {team: settings.namespace_of(team) for team in settings.teams}
+        return KubernetesBackend(KubeApi(connection), k8s.namespace, specs, launchers=sorted(launchers),
+                                 team_namespaces=team_namespaces)
     from reconciler.backends.local.backend import LocalBackend
     from reconciler.specs.confinement import FileRoots
 

@@ -14,6 +14,7 @@ from reconciler.fileio import replace_directory
 from reconciler.jobs.jobfile import GenerationDefaults, JobFile
 from reconciler.runtime.distributed import Processes
 from reconciler.runtime.lineage import JobRun, register_model_version
+from reconciler.specs.base import team_of
 from reconciler.specs.finetune import FineTuneSpec
 from reconciler.tracking import vocabulary as tracking
 
@@ -292,6 +293,8 @@ def finish_outputs(
         tracking.TAG_OUTPUT: str(output),
         tracking.TAG_ADAPTER: str(spec.adapter.type != "none").lower(),
     }
+    if team_of(job.name):
+        tags[tracking.TAG_TEAM] = team_of(job.name) or ""
     tags.update({tracking.dataset_digest_tag(d.name): d.digest for d in job.datasets})
     name = spec.registration.model or job.name
     version = register_model_version(

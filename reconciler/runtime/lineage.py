@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler.jobs.jobfile import JobFile
+from reconciler.specs.base import team_of
 from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.client_store import artifact_location
 
@@ -50,6 +51,8 @@ def lineage_tags(job: JobFile) -> dict[str, str]:
     }
     if job.git.dirty:
         tags[tracking.TAG_GIT_DIRTY] = "true"
+    if team_of(job.name):
+        tags[tracking.TAG_TEAM] = team_of(job.name) or ""
     # The spec and the fingerprint's other inputs, so a later plan can say which fields or
     # upstreams changed. MLflow caps a tag at 8,000 characters; a longer one is left out.
     for key, value in ((tracking.TAG_SPEC, job.spec), (tracking.TAG_LINEAGE, job.lineage)):
@@ -132,13 +135,46 @@ class JobRun:
                     lambda: self.client.log_inputs(self.run_id, datasets=[DatasetInput(dataset, tags)]))
 
     def finish(self, status: str = "FINISHED") -> None:
+        tags = self._gpu_hours_tags()  # a failed run used its GPUs too: every end is counted
         if status == "FINISHED":
-            self.set_tags({tracking.TAG_STATUS: tracking.STATUS_COMPLETE})
+            tags[tracking.TAG_STATUS] = tracking.STATUS_COMPLETE
+        if tags:
+            self.set_tags(tags)
         self._retry("close the run", lambda: self.client.set_terminated(self.run_id, status))
+
+    def _gpu_hours_tags(self) -> dict[str, str]:
+        """What a team's month-to-date spend is read from (tracking/spend.py): the GPUs the job
+        asked for times the run's wall-clock hours since it started (a resumed run's included)."""
+        import time
+
+        gpus, product = job_gpus(self.job)
+        if gpus is None:
+            return {}
+        started = self._retry("read the run", lambda: self.client.get_run(self.run_id).info.start_time)
+        hours = gpus * max(time.time() - (started or 0) / 1000, 0.0) / 3600 if started else 0.0
+        tags = {tracking.TAG_GPU_HOURS: repr(round(hours, 6))}
+        if product:
+            tags[tracking.TAG_GPU_PRODUCT] = product
+        return tags
 
     @property
     def artifact_uri(self) -> str:
         return self._retry("read the run", lambda: self.client.get_run(self.run_id).info.artifact_uri)
+
+
+def job_gpus(job: JobFile) -> tuple[int | None, str | None]:
+    """(GPUs a FineTune or Evaluation job holds, the product it asked for); (None, None) for
+    the kinds that use no GPU."""
+    from reconciler.specs.evaluation import EvaluationSpec
+    from reconciler.specs.finetune import FineTuneSpec
+
+    if job.kind == "FineTune":
+        resources = FineTuneSpec.model_validate(job.spec).resources
+        return resources.nodes * resources.gpus_per_node, resources.gpu_product
+    if job.kind == "Evaluation":
+        evaluation = EvaluationSpec.model_validate(job.spec).resources
+        return evaluation.gpus, evaluation.gpu_product
+    return None, None
 
 
 def ensure_experiment(job: JobFile) -> str:

@@ -12,7 +12,15 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
@@ -118,6 +126,75 @@ def check_dns_label(value: str) -> str:
     return value
 
 
+TEAM_SEPARATOR = "."
+"""Between a team and a spec's name: `nlp.support-sft` is team nlp's `support-sft`. A spec's own
+name (a DNS-1123 label) has no dot, so a qualified name parses back without ambiguity."""
+
+
+def qualified_name(team: str | None, name: str) -> str:
+    """The name a spec of `team` is known by everywhere (graph, state, MLflow, objects)."""
+    return f"{team}{TEAM_SEPARATOR}{name}" if team else name
+
+
+def team_of(name: str) -> str | None:
+    """The team part of a qualified name; None for a project without teams."""
+    team, separator, _ = name.partition(TEAM_SEPARATOR)
+    return team if separator else None
+
+
+def bare_name(name: str) -> str:
+    """A qualified name without its team: what the spec's author wrote in metadata.name."""
+    return name.rpartition(TEAM_SEPARATOR)[2]
+
+
+def kubernetes_name(name: str) -> str:
+    """A qualified name as a DNS-1123 label (a server's Service and Deployment name)."""
+    return name.replace(TEAM_SEPARATOR, "-")
+
+
+def _fits_label(name: str) -> str:
+    if len(name) > kube.DNS1123_LABEL_MAX:
+        raise SpecValueError(
+            f"with its team, the name {name!r} has {len(name)} characters; at most 63 fit, as it "
+            "becomes a Kubernetes label value", hint="shorten the spec's name or the team's")
+    return name
+
+
+def _team_context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context if isinstance(info.context, dict) else {}
+
+
+def check_spec_name(value: str, info: ValidationInfo) -> str:
+    """metadata.name: a DNS-1123 label as written; qualified with the team of the file it is in
+    (validation context `team`). A spec already qualified (a sweep trial's copy) is read back
+    with context `qualified`."""
+    context = _team_context(info)
+    if context.get("qualified") and team_of(value):
+        team, _, name = value.partition(TEAM_SEPARATOR)
+        check_dns_label(team)
+        check_dns_label(name)
+        return _fits_label(value)
+    check_dns_label(value)
+    return _fits_label(qualified_name(context.get("team"), value))
+
+
+def check_reference_name(value: str, info: ValidationInfo) -> str:
+    """A field naming another spec: `name` is a spec of the same team, `team.name` another
+    team's (which must export it; specs/rules/teams.py)."""
+    team, separator, name = value.rpartition(TEAM_SEPARATOR) if isinstance(value, str) else ("", "", value)
+    if separator:
+        if not team or TEAM_SEPARATOR in team:
+            raise SpecValueError("must be a spec's name, or `team.name` for another team's spec")
+        check_dns_label(team)
+        check_dns_label(name)
+        return _fits_label(value)
+    check_dns_label(value)
+    return _fits_label(qualified_name(_team_context(info).get("team"), value))
+
+
+_QUALIFIED_PATTERN = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
 # Keys tuneops sets on every object it renders: a spec's own value would be overwritten.
 RESERVED_LABEL_KEYS = frozenset({"app.kubernetes.io/managed-by", "app.kubernetes.io/name",
                                  "app.kubernetes.io/component", "kueue.x-k8s.io/queue-name"})
@@ -166,6 +243,10 @@ def _number_to_string(value: Any) -> Any:
 
 
 Name = Annotated[str, Strict(), AfterValidator(check_dns_label), kube.DNS1123_LABEL_SCHEMA]
+SpecName = Annotated[str, Strict(), AfterValidator(check_spec_name), kube.DNS1123_LABEL_SCHEMA]
+ReferenceName = Annotated[str, Strict(), AfterValidator(check_reference_name),
+                          kube.json_schema(_QUALIFIED_PATTERN, kube.DNS1123_LABEL_MAX)]
+"""Another spec's name: `support-chats`, or `nlp.support-chats` for a spec team nlp exports."""
 LabelKey = Annotated[str, Strict(), AfterValidator(check_label_key)]
 AnnotationKey = Annotated[str, Strict(), AfterValidator(check_annotation_key)]
 LabelValue = Annotated[str, Strict(), AfterValidator(kube.check_label_value), kube.LABEL_VALUE_SCHEMA]
@@ -204,7 +285,8 @@ class Metadata(SpecModel):
                      "where the backend looks for them",
     }
 
-    name: Name = field(doc="The spec's name, unique per kind. Becomes part of Kubernetes object names.",
+    name: SpecName = field(doc="The spec's name, unique per kind (per team, where tuneops.yaml has "
+                               "teams). Becomes part of Kubernetes object names.",
                        example="support-sft")
     labels: dict[LabelKey, LabelValue] = field(
         default_factory=dict, doc="Kubernetes labels, copied onto every rendered object and its pods. "

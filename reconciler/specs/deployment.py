@@ -12,9 +12,9 @@ from reconciler.specs.base import (
     Bool,
     Float,
     Int,
-    Name,
     Quantity,
     Reference,
+    ReferenceName,
     Resource,
     ResourceId,
     SpecModel,
@@ -39,9 +39,11 @@ def check_alias(value: str) -> str:
 
 
 class DeployedModel(SpecModel):
-    fine_tune: Name | None = field(None, "The FineTune whose model versions are served.",
+    fine_tune: ReferenceName | None = field(
+        None, "The FineTune whose model versions are served.",
                                    example="support-sft")
-    sweep: Name | None = field(None, "A Sweep: its best trial that passes `requires` is served.",
+    sweep: ReferenceName | None = field(
+        None, "A Sweep: its best trial that passes `requires` is served.",
                                example="support-lr", added_later=True)
 
     @model_validator(mode="after")
@@ -79,7 +81,7 @@ class Autoscaling(SpecModel):
 
 class DeploymentSpec(SpecModel):
     model: DeployedModel = field(doc="What is served.")
-    requires: tuple[Name, ...] = field(
+    requires: tuple[ReferenceName, ...] = field(
         (), "Evaluations of that FineTune (of a Sweep's template FineTune) whose gates a model "
            "version must pass to be served.",
         example=["support-sft-quality"])

@@ -12,9 +12,9 @@ from reconciler.specs.base import (
     Bool,
     Float,
     Int,
-    Name,
     Quantity,
     Reference,
+    ReferenceName,
     Resource,
     ResourceId,
     SpecModel,
@@ -70,8 +70,8 @@ JUDGE_METRICS = {
 class _FineTuneOrBaseModel(SpecModel):
     """A model named either as a FineTune (its newest version) or as a BaseModel."""
 
-    fine_tune: Name | None
-    base_model: Name | None
+    fine_tune: ReferenceName | None
+    base_model: ReferenceName | None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> _FineTuneOrBaseModel:
@@ -86,14 +86,17 @@ class _FineTuneOrBaseModel(SpecModel):
 
 
 class ModelUnderTest(_FineTuneOrBaseModel):
-    fine_tune: Name | None = field(None, "A FineTune spec's name: its newest model version is scored.",
+    fine_tune: ReferenceName | None = field(
+        None, "A FineTune spec's name: its newest model version is scored.",
                                    example="support-sft")
-    base_model: Name | None = field(None, "A BaseModel spec's name: the base model is scored as is.",
+    base_model: ReferenceName | None = field(
+        None, "A BaseModel spec's name: the base model is scored as is.",
                                     example="llama-3-1-8b-instruct")
 
 
 class EvaluationData(SpecModel):
-    name: Name = field(doc="A Dataset spec's name.", example="support-chats")
+    name: ReferenceName = field(
+        doc="A Dataset spec's name.", example="support-chats")
     split: Literal["test", "validation", "train"] = field("test", "Which split to score on.")
     max_samples: Int | None = field(None, "Score at most this many rows (the first N by split "
                                           "order, so the sample is stable).", gt=0, example=500)
@@ -145,9 +148,11 @@ class Gate(SpecModel):
 
 
 class Baseline(_FineTuneOrBaseModel):
-    base_model: Name | None = field(None, "Compare with this BaseModel.",
+    base_model: ReferenceName | None = field(
+        None, "Compare with this BaseModel.",
                                     example="llama-3-1-8b-instruct")
-    fine_tune: Name | None = field(None, "Compare with this FineTune's newest passing version.",
+    fine_tune: ReferenceName | None = field(
+        None, "Compare with this FineTune's newest passing version.",
                                    example="support-sft")
     max_regression: Float = field(
         0.0, "How much worse than the baseline each metric may be, in the metric's own units "
@@ -211,7 +216,7 @@ JudgeUrl = Annotated[str, Strict(), AfterValidator(_judge_url),
 
 
 class JudgeEndpoint(SpecModel):
-    deployment: Name | None = field(
+    deployment: ReferenceName | None = field(
         None, "A Deployment of this repository: the judge is the model its server serves when the "
               "job starts (it must be serving by then).", example="judge-llm")
     url: JudgeUrl | None = field(

@@ -6,7 +6,7 @@ import re
 import typing
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from reconciler.specs.base import (
     Bool,
@@ -16,12 +16,14 @@ from reconciler.specs.base import (
     PositiveInt,
     Quantity,
     Reference,
+    ReferenceName,
     Resource,
     ResourceId,
     SpecModel,
     SpecValueError,
     Str,
     field,
+    qualified_name,
     require_exactly_one,
 )
 from reconciler.specs.schema_errors import suggest
@@ -53,7 +55,8 @@ _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")  # matched whole
 
 
 class DatasetInput(SpecModel):
-    name: Name = field(doc="A Dataset spec's name.", example="support-chats")
+    name: ReferenceName = field(
+        doc="A Dataset spec's name.", example="support-chats")
     weight: Float = field(
         1.0, "Relative share of training examples drawn from this dataset when mixing several; "
              "weights are normalised, so [1, 1] is an even mix and [3, 1] is 75%/25%.", gt=0)
@@ -367,6 +370,14 @@ class Registration(SpecModel):
         None, "Registered model name in the MLflow registry; defaults to the FineTune's name.",
         example="support-assistant", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
+    @field_validator("model")
+    @classmethod
+    def _of_the_team(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Two teams may both name their model `support-assistant`: the registry holds each
+        under its team's prefix, as the FineTune's own name is."""
+        team = info.context.get("team") if isinstance(info.context, dict) else None
+        return qualified_name(team, value) if value else value
+
 
 class Scheduling(SpecModel):
     queue: Name | None = field(None, "Kueue LocalQueue or Volcano queue to submit to.",
@@ -376,8 +387,9 @@ class Scheduling(SpecModel):
 
 
 class FineTuneSpec(SpecModel):
-    base_model: Name | None = field(None, "The BaseModel spec to start from.", example="llama-3-8b")
-    from_fine_tune: Name | None = field(
+    base_model: ReferenceName | None = field(
+        None, "The BaseModel spec to start from.", example="llama-3-8b")
+    from_fine_tune: ReferenceName | None = field(
         None, "Start from another FineTune's result instead (e.g. DPO after SFT); its base model "
               "is inherited.", example="support-sft")
     datasets: Annotated[tuple[DatasetInput, ...], Field(min_length=1)] = field(

@@ -18,10 +18,11 @@ from pydantic import ValidationError
 
 from reconciler.config import PROJECT_FILE, STATE_DIR, ProjectSettings
 from reconciler.errors import PermanentError
-from reconciler.specs.base import API_VERSION, Resource, ResourceId
-from reconciler.specs.kinds import KINDS
+from reconciler.specs.base import API_VERSION, Resource, ResourceId, qualified_name
+from reconciler.specs.kinds import KINDS, RULE_KINDS
 from reconciler.specs.problems import Position, Problem, Severity, describe_value
 from reconciler.specs.schema_errors import Locate, problems_from_validation_error, suggest
+from reconciler.specs.teams import teams_of_file
 from reconciler.specs.yamldoc import Document, YamlError, read_documents
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -285,12 +286,39 @@ def load(root: Path, also: list[Path] | tuple[Path, ...] = ()) -> LoadResult:
                 Severity.ERROR, "empty-file",
                 "no spec documents: the file is empty or holds only comments",
                 Position(shown, 1, 1), hint=_EXCLUDE_HINT))
+        teams = teams_of_file(_relative_to(file_path, root), settings.teams) if settings.teams else []
         for document in documents:
-            _load_document(document, file_path, shown, result)
+            _load_document(document, file_path, shown, result, teams)
     return result
 
 
-def _load_document(document: Document, file_path: Path, shown: str, result: LoadResult) -> None:
+def _team_of_document(kind: object, teams: list[str], result: LoadResult, where: Position) -> str | None:
+    """The team a spec's names are qualified with. A project with teams reports a spec in no
+    team's paths, or in two, once per document, and loads it under its bare name."""
+    if not result.settings.teams or not isinstance(kind, str) or kind not in KINDS or kind in RULE_KINDS:
+        return None
+    if len(teams) == 1:
+        return teams[0]
+    if teams:
+        result.problems.append(Problem(
+            Severity.ERROR, "team-ambiguous",
+            f"this file is in the paths of {len(teams)} teams ({', '.join(teams)}); a spec belongs to one",
+            where, hint=f"narrow the teams' paths in {PROJECT_FILE} so that only one holds it"))
+        return None
+    configured = "; ".join(f"{team}: {', '.join(s.paths)}" for team, s in result.settings.teams.items())
+    result.problems.append(Problem(
+        Severity.ERROR, "team-unknown",
+        f"this file is in no team's paths; with teams in {PROJECT_FILE}, every spec belongs to one",
+        where, hint=f"move it into a team's folder, or add its folder to a team's paths ({configured})"))
+    return None
+
+
+def _relative_to(path: Path, root: Path) -> str | None:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else None
+
+
+def _load_document(document: Document, file_path: Path, shown: str, result: LoadResult,
+                   teams: list[str]) -> None:
     data = document.data
 
     def here(path: tuple[Any, ...] = (), key: bool = False) -> Position:
@@ -310,8 +338,10 @@ def _load_document(document: Document, file_path: Path, shown: str, result: Load
     metadata = data.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     kind = data.get("kind")
+    named_at = here(("metadata", "name")) if isinstance(name, str) else here()
+    team = _team_of_document(kind, teams, result, named_at)
     if isinstance(kind, str) and kind in KINDS and isinstance(name, str):
-        result.declared.add(ResourceId(kind, name))
+        result.declared.add(ResourceId(kind, qualified_name(team, name)))
     api_version = data.get("apiVersion")
     if _is_tuneops_document(api_version, kind):
         result.tuneops_documents += 1
@@ -346,7 +376,7 @@ def _load_document(document: Document, file_path: Path, shown: str, result: Load
     model = KINDS[kind]
     label = f"{kind}/{name}" if isinstance(name, str) else kind
     try:
-        resource = model.model_validate(data)
+        resource = model.model_validate(data, context={"team": team})
     except ValidationError as validation_error:
         result.problems.extend(problems_from_validation_error(
             validation_error, model, shown, _locator(document), label,

@@ -13,16 +13,17 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from reconciler.specs.base import (
     APPROVAL_REASON,
     APPROVED_BY,
     Resource,
     SpecModel,
-    SpecValueError,
     Str,
+    bare_name,
     field,
+    team_of,
 )
 
 POLICY_KIND = "Policy"
@@ -42,19 +43,19 @@ class PolicyMatch(SpecModel):
         ("*",), "Glob patterns of the names it applies to (default: every name).",
         example=["support-*"], min_length=1)
     teams: tuple[Annotated[Str, Field(min_length=1, max_length=63)], ...] = field(
-        ("*",), "The teams it applies to. Only `*` (every spec) until teams are defined in tuneops.yaml.",
+        ("*",), "The teams (of tuneops.yaml) whose specs it applies to; `*`: every spec.",
         example=["*"], min_length=1)
 
-    @field_validator("teams")
-    @classmethod
-    def _every_team(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if any(team != "*" for team in value):
-            raise SpecValueError("this project defines no teams (no `teams:` in tuneops.yaml): match "
-                                 "every spec with `*`, or leave teams out")
-        return value
-
     def matches(self, kind: str, name: str) -> bool:
-        return kind in self.kinds and any(fnmatch.fnmatchcase(name, pattern) for pattern in self.names)
+        """Names are matched as written (`support-*`) and with their team (`nlp.*`)."""
+        if kind not in self.kinds:
+            return False
+        team, bare = team_of(name), bare_name(name)
+        return (("*" in self.teams or team in self.teams)
+                and any(fnmatch.fnmatchcase(bare, p) or fnmatch.fnmatchcase(name, p) for p in self.names))
+
+    def covers_team(self, team: str | None) -> bool:
+        return "*" in self.teams or team in self.teams
 
 
 class PolicySpec(SpecModel):

@@ -173,6 +173,11 @@ CODES: dict[str, str] = {
     "parameter-not-searchable": "A Sweep parameter names a field a trial may not change: a mapping "
                                 "or list, an operational field, or one that says what the template "
                                 "is (baseModel, fromFineTune, datasets, method, register).",
+    "team-unknown": "With teams in tuneops.yaml, a spec whose file is in no team's paths.",
+    "team-ambiguous": "A spec whose file is in the paths of two teams.",
+    "team-not-exported": "A spec naming another team's spec (`team.name`) that team does not export.",
+    "team-name-collision": "Two teams' Deployments that would take the same server name in one namespace.",
+    "policy-unknown-team": "A Policy matching a team tuneops.yaml does not define.",
     "policy-violated": "A spec that breaks a Policy's rule (an error or a warning, as the Policy says).",
     "policy-approved": "A Policy violation let through by --approve or the spec's approval annotations: "
                        "shown, with who approved it and why, and never an error.",

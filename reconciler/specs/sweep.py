@@ -17,8 +17,8 @@ from reconciler.specs.base import (
     Bool,
     Float,
     Int,
-    Name,
     Reference,
+    ReferenceName,
     Resource,
     ResourceId,
     SpecModel,
@@ -157,7 +157,8 @@ ParameterPath = Annotated[Str, Field(pattern=PARAMETER_PATH_PATTERN)]
 
 
 class Objective(SpecModel):
-    evaluation: Name = field(doc="An Evaluation of the template FineTune: each trial is scored by it.",
+    evaluation: ReferenceName = field(
+        doc="An Evaluation of the template FineTune: each trial is scored by it.",
                              example="support-sft-quality")
     metric: Str = field(doc="The metric of that Evaluation to optimise.", example="exact_match")
     direction: Literal["maximize", "minimize"] = field("maximize", "Whether higher or lower is better.")
@@ -181,7 +182,8 @@ class SweepBudget(SpecModel):
 
 
 class SweepSpec(SpecModel):
-    fine_tune: Name = field(doc="The template: every trial is this FineTune with `parameters` changed.",
+    fine_tune: ReferenceName = field(
+        doc="The template: every trial is this FineTune with `parameters` changed.",
                             example="support-sft")
     objective: Objective = field(doc="How trials are scored.")
     parameters: Annotated[dict[ParameterPath, Distribution],

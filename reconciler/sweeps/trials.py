@@ -99,7 +99,7 @@ def _copy(loaded: LoadedSpec, kind: type, name: str, spec: Mapping[str, Any]) ->
                 "metadata": {"name": name, "labels": dict(metadata.labels),
                              "annotations": dict(metadata.annotations)},
                 "spec": dict(spec)}
-    return replace(loaded, resource=kind.model_validate(document))
+    return replace(loaded, resource=kind.model_validate(document, context={"qualified": True}))
 
 
 def materialize(specs: SpecSet, inputs: Mapping[ResourceId, FingerprintInput], sweep: SweepResource,

@@ -16,6 +16,9 @@ from reconciler.errors import TemporaryError
 
 TAG_KIND = "tuneops.kind"
 TAG_NAME = "tuneops.name"
+TAG_GPU_HOURS = "tuneops.gpu_hours"  # when a FineTune's or Evaluation's run ends: GPUs x wall-clock hours
+TAG_GPU_PRODUCT = "tuneops.gpu_product"  # the GPU product it asked for, when it named one (for pricing)
+TAG_TEAM = "tuneops.team"  # the team of a team's runs and model versions (its name is team-qualified too)
 TAG_FINGERPRINT = "tuneops.fingerprint"
 TAG_GIT_REPO = "tuneops.git.repo"
 TAG_GIT_COMMIT = "tuneops.git.commit"

@@ -48,7 +48,7 @@ from reconciler.backends.kubernetes.labels import (
     object_name,
 )
 from reconciler.redaction import redact_lines
-from reconciler.specs.base import ResourceId
+from reconciler.specs.base import ResourceId, team_of
 from reconciler.state import STOPPED, BackendState, JobObservation, ServerObservation
 
 if TYPE_CHECKING:
@@ -67,7 +67,8 @@ JOB_KINDS = ("Job", *CUSTOM_WORKLOADS, *JOB_COMPANIONS)
 
 
 class KubernetesBackend:
-    """Jobs and servers in one namespace of one cluster."""
+    """Jobs and servers of one project in one cluster: in the project's namespace, and in each
+    team's own (`team_namespaces`, from tuneops.yaml's teams)."""
 
     name = "kubernetes"
     retries_jobs = True  # a Job's pods are retried by Kubernetes up to backoffLimit
@@ -80,8 +81,11 @@ class KubernetesBackend:
         *,
         delete_timeout: float = 120.0,
         launchers: Sequence[str] = (),
+        team_namespaces: Mapping[str, str] | None = None,
     ):
         self.api, self.namespace, self.specs = api, namespace, specs
+        self.team_namespaces = dict(team_namespaces or {})
+        self.namespaces = sorted({namespace, *self.team_namespaces.values()})
         self.delete_timeout = delete_timeout
         # Custom workloads the project starts (from its settings and specs): their kinds are listed
         # even when no pod of theirs runs (a JobSet waiting in a queue, one that finished).
@@ -89,35 +93,40 @@ class KubernetesBackend:
 
     # -- reading -----------------------------------------------------------------------------
 
+    def namespace_of(self, name: str) -> str:
+        """Where a resource's objects are: its team's namespace, else the project's."""
+        team = team_of(name)
+        return self.team_namespaces.get(team, self.namespace) if team else self.namespace
+
     def observe(self) -> BackendState:
-        pods = self.api.list("Pod", self.namespace, MANAGED_SELECTOR)
-        jobs = self.api.list("Job", self.namespace, MANAGED_SELECTOR)
-        deployments = self.api.list("Deployment", self.namespace, MANAGED_SELECTOR)
-        config_maps = self.api.list(
-            "ConfigMap", self.namespace, f"{MANAGED_SELECTOR},{KIND_LABEL}=Deployment"
-        )
-        observed_jobs = [
-            observe_workload(workload, pods_of_workload(pods, workload))
-            for workload in [*jobs, *self._custom_workloads(pods, MANAGED_SELECTOR)]
-        ]
-        job_files = {name_of(cm): cm for cm in config_maps}
-        servers = [
-            server_observation(d, pods_of_server(pods, d), job_files.get(name_of(d)), self.namespace)
-            for d in deployments
-        ]
+        observed_jobs: list[JobObservation | None] = []
+        servers: list[ServerObservation | None] = []
+        for namespace in self.namespaces:
+            pods = self.api.list("Pod", namespace, MANAGED_SELECTOR)
+            jobs = self.api.list("Job", namespace, MANAGED_SELECTOR)
+            deployments = self.api.list("Deployment", namespace, MANAGED_SELECTOR)
+            config_maps = self.api.list("ConfigMap", namespace, f"{MANAGED_SELECTOR},{KIND_LABEL}=Deployment")
+            observed_jobs += [
+                observe_workload(workload, pods_of_workload(pods, workload))
+                for workload in [*jobs, *self._custom_workloads(pods, MANAGED_SELECTOR, namespace)]
+            ]
+            job_files = {name_of(cm): cm for cm in config_maps}
+            servers += [server_observation(d, pods_of_server(pods, d), job_files.get(name_of(d)), namespace)
+                        for d in deployments]
         return BackendState(
             jobs=tuple(newest(j for j in observed_jobs if j is not None)),
             servers=tuple(s for s in servers if s is not None),
         )
 
-    def _custom_workloads(self, pods: Sequence[Mapping[str, Any]], selector: str) -> list[dict]:
+    def _custom_workloads(self, pods: Sequence[Mapping[str, Any]], selector: str,
+                          namespace: str) -> list[dict]:
         """JobSets and PyTorchJobs matching `selector`: of the kinds the project starts, or whose
         pods run (a launcher changed since). A kind the cluster does not serve has none."""
         kinds = set(self.custom_kinds)
         kinds |= {kind for kind in CUSTOM_WORKLOADS for pod in pods
                   if POD_OWNER_LABEL[kind] in labels_of(pod)}
         return [obj for kind in CUSTOM_WORKLOADS if kind in kinds
-                for obj in self.api.list(kind, self.namespace, selector, missing_ok=True)]
+                for obj in self.api.list(kind, namespace, selector, missing_ok=True)]
 
     def _workload(self, kind: str, name: str, fingerprint: str) -> tuple[str, str]:
         """The kind and name of what runs a resource's job at this fingerprint."""
@@ -128,10 +137,11 @@ class KubernetesBackend:
 
     def _job(self, kind: str, name: str, fingerprint: str) -> JobObservation | None:
         workload_kind, workload_name = self._workload(kind, name, fingerprint)
-        workload = self.api.get(workload_kind, self.namespace, workload_name)
+        namespace = self.namespace_of(name)
+        workload = self.api.get(workload_kind, namespace, workload_name)
         if workload is None:
             return None
-        pods = self.api.list("Pod", self.namespace, f"{POD_OWNER_LABEL[workload_kind]}={workload_name}")
+        pods = self.api.list("Pod", namespace, f"{POD_OWNER_LABEL[workload_kind]}={workload_name}")
         return observe_workload(workload, pods)
 
     # -- jobs --------------------------------------------------------------------------------
@@ -143,10 +153,11 @@ class KubernetesBackend:
         objects = self._render(job)
         workload = next(obj for obj in objects if obj["kind"] in POD_OWNER_LABEL)
         kind, name = workload["kind"], workload["metadata"]["name"]
-        existing = self.api.get(kind, self.namespace, name)
+        namespace = workload["metadata"]["namespace"]
+        existing = self.api.get(kind, namespace, name)
         if existing is not None and is_finished(existing):
-            self.api.delete(kind, self.namespace, name)
-            self._await_gone(kind, name)
+            self.api.delete(kind, namespace, name)
+            self._await_gone(kind, namespace, name)
         for obj in objects:
             self.api.apply(obj)
         observed = self._job(job.kind, job.name, job.fingerprint)
@@ -224,19 +235,19 @@ class KubernetesBackend:
     def _remove_leftovers(self, name: str, rendered: set[tuple[str, str]]) -> None:
         """Objects of this server that the specs no longer render (autoscaling turned off)."""
         selector = f"{MANAGED_SELECTOR},{KIND_LABEL}=Deployment,{NAME_LABEL}={name}"
+        namespace = self.namespace_of(name)
         for kind in SERVER_KINDS:
-            for obj in self.api.list(kind, self.namespace, selector):
+            for obj in self.api.list(kind, namespace, selector):
                 if is_ours(obj) and (kind, name_of(obj)) not in rendered:
-                    self.api.delete(kind, self.namespace, name_of(obj))
+                    self.api.delete(kind, namespace, name_of(obj))
 
     def observe_server(self, name: str) -> ServerObservation | None:
-        deployment = self.api.get("Deployment", self.namespace, name)
+        server, namespace = object_name(ResourceId("Deployment", name), ""), self.namespace_of(name)
+        deployment = self.api.get("Deployment", namespace, server)
         if deployment is None or not is_ours(deployment):
             return None
-        pods = self.api.list("Pod", self.namespace, f"{KIND_LABEL}=Deployment,{NAME_LABEL}={name}")
-        return server_observation(
-            deployment, pods, self.api.get("ConfigMap", self.namespace, name), self.namespace
-        )
+        pods = self.api.list("Pod", namespace, f"{KIND_LABEL}=Deployment,{NAME_LABEL}={name}")
+        return server_observation(deployment, pods, self.api.get("ConfigMap", namespace, server), namespace)
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -246,28 +257,31 @@ class KubernetesBackend:
         annotation are touched; finished ones stay (their verdict is state) until their TTL
         removes them."""
         selector = f"{MANAGED_SELECTOR},{KIND_LABEL}={kind},{NAME_LABEL}={name}"
+        namespace = self.namespace_of(name)
         stopped = []
         if kind == "Deployment":
             for object_kind in SERVER_KINDS:
-                for obj in self.api.list(object_kind, self.namespace, selector):
-                    if is_ours(obj) and self.api.delete(object_kind, self.namespace, name_of(obj)):
+                for obj in self.api.list(object_kind, namespace, selector):
+                    if is_ours(obj) and self.api.delete(object_kind, namespace, name_of(obj)):
                         stopped.append(f"{object_kind.lower()}/{name_of(obj)}")
             return stopped
-        pods = self.api.list("Pod", self.namespace, selector)
-        workloads = [*self.api.list("Job", self.namespace, selector), *self._custom_workloads(pods, selector)]
+        pods = self.api.list("Pod", namespace, selector)
+        workloads = [*self.api.list("Job", namespace, selector),
+                     *self._custom_workloads(pods, selector, namespace)]
         for workload in workloads:
             if not is_ours(workload) or is_finished(workload) or launched_by_jobset(workload):
                 continue
             workload_kind = workload["kind"]
             for object_kind in (workload_kind, *JOB_COMPANIONS):
-                ours = object_kind == workload_kind or self._ours_by_name(object_kind, name_of(workload))
-                if ours and self.api.delete(object_kind, self.namespace, name_of(workload)):
+                ours = object_kind == workload_kind or self._ours_by_name(object_kind, namespace,
+                                                                          name_of(workload))
+                if ours and self.api.delete(object_kind, namespace, name_of(workload)):
                     stopped.append(f"{object_kind.lower()}/{name_of(workload)}")
         return stopped
 
-    def _ours_by_name(self, kind: str, name: str) -> bool:
+    def _ours_by_name(self, kind: str, namespace: str, name: str) -> bool:
         try:
-            obj = self.api.get(kind, self.namespace, name)
+            obj = self.api.get(kind, namespace, name)
         except BackendError:  # e.g. the PodGroup kind is not installed: nothing of ours there
             return False
         return obj is not None and is_ours(obj)
@@ -283,9 +297,8 @@ class KubernetesBackend:
     ) -> Iterator[str] | None:
         """The newest pod's log of that resource, or of its job at `fingerprint` (node 0 of a
         multi-node job)."""
-        pods = self.api.list(
-            "Pod", self.namespace, f"{MANAGED_SELECTOR},{KIND_LABEL}={kind},{NAME_LABEL}={name}"
-        )
+        namespace = self.namespace_of(name)
+        pods = self.api.list("Pod", namespace, f"{MANAGED_SELECTOR},{KIND_LABEL}={kind},{NAME_LABEL}={name}")
         if fingerprint is not None:
             pods = [pod for pod in pods if annotations_of(pod).get(FINGERPRINT_ANNOTATION) == fingerprint]
         if not pods:
@@ -297,7 +310,7 @@ class KubernetesBackend:
                 -node_rank(pod),
             ),
         )
-        lines = self.api.pod_log(self.namespace, name_of(newest), tail=tail, follow=follow)
+        lines = self.api.pod_log(namespace, name_of(newest), tail=tail, follow=follow)
         return redact_lines(lines) if lines is not None else None
 
     # -- helpers -----------------------------------------------------------------------------
@@ -311,9 +324,9 @@ class KubernetesBackend:
         order = {kind: index for index, kind in enumerate(APPLY_ORDER)}
         return sorted(rendered.objects, key=lambda obj: order.get(obj["kind"], len(order)))
 
-    def _await_gone(self, kind: str, name: str) -> None:
+    def _await_gone(self, kind: str, namespace: str, name: str) -> None:
         deadline = time.monotonic() + self.delete_timeout
-        while self.api.get(kind, self.namespace, name) is not None:
+        while self.api.get(kind, namespace, name) is not None:
             if time.monotonic() >= deadline:
                 raise BackendError(
                     f"{kind} {name} is still being deleted after {self.delete_timeout:.0f}s; "

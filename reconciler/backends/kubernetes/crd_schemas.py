@@ -8,6 +8,16 @@ breaks one fails `tuneops render` and CI instead of a cluster's admission.
   (api/jobset/v1alpha2/jobset_types.go)
 - PyTorchJob: kubeflow/training-operator, manifests/base/crds/kubeflow.org_pytorchjobs.yaml
   (pkg/apis/kubeflow.org/v1/pytorch_types.go, common_types.go)
+- ClusterQueue, LocalQueue, ResourceFlavor (kueue.x-k8s.io/v1beta1): kubernetes-sigs/kueue,
+  config/components/crd/bases/kueue.x-k8s.io_clusterqueues.yaml, kueue.x-k8s.io_localqueues.yaml,
+  kueue.x-k8s.io_resourceflavors.yaml (apis/kueue/v1beta1/clusterqueue_types.go,
+  localqueue_types.go, resourceflavor_types.go; pkg/webhooks/clusterqueue_webhook.go), as of
+  v0.19.2, the same since v0.14 (v0.13 and older allow 16, not 64, coveredResources, flavors and
+  resources). Kueue serves v1beta1 next to v1beta2 since v0.15. ClusterQueue and ResourceFlavor
+  are cluster-scoped: their metadata has no namespace.
+
+The rules a CRD states as CEL (x-kubernetes-validations) or its project's admission webhook
+enforces, which a structural schema cannot say, are checked by `operator_problems`.
 
 The built-in objects a custom resource embeds (a JobSet's Job templates, a PyTorchJob's pod
 templates) are left open here and handed back by `embedded_objects`, to be checked against the
@@ -16,6 +26,7 @@ Kubernetes OpenAPI schemas like any Job or PodTemplate.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
@@ -51,6 +62,80 @@ _REPLICA_SPEC = {  # PyTorchJob's ReplicaSpec
     },
     "additionalProperties": False,
 }
+
+# Kueue (kueue.x-k8s.io/v1beta1)
+_DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_CLUSTER_METADATA = {  # a cluster-scoped object's: no namespace
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": _DNS1123_SUBDOMAIN, "maxLength": 253},
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+    },
+    "additionalProperties": False,
+}
+# A ClusterQueue, ResourceFlavor or cohort, as another object names it.
+_KUEUE_REFERENCE = {"type": "string", "pattern": _DNS1123_SUBDOMAIN, "maxLength": 253}
+_KUEUE_QUANTITY = {**_QUANTITY, "pattern": (  # resource.Quantity's, as the CRD states it
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|"
+    r"(\.[0-9]+))))?$")}
+_STOP_POLICY = {"enum": ["None", "Hold", "HoldAndDrain"]}
+_LABEL_SELECTOR = {  # metav1.LabelSelector
+    "type": "object",
+    "properties": {
+        "matchLabels": _STRING_MAP,
+        "matchExpressions": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    # The CRD says string; the webhook's ValidateLabelSelector takes only these.
+                    "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+_RESOURCE_QUOTA = {
+    "type": "object",
+    "required": ["name", "nominalQuota"],
+    "properties": {
+        "name": {"type": "string"},
+        "nominalQuota": _KUEUE_QUANTITY,
+        "borrowingLimit": _KUEUE_QUANTITY,
+        "lendingLimit": _KUEUE_QUANTITY,
+    },
+    "additionalProperties": False,
+}
+_RESOURCE_GROUP = {  # a ClusterQueue's
+    "type": "object",
+    "required": ["coveredResources", "flavors"],
+    "properties": {
+        "coveredResources": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string"}},
+        "flavors": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 64,
+            "items": {
+                "type": "object",
+                "required": ["name", "resources"],
+                "properties": {
+                    "name": _KUEUE_REFERENCE,
+                    "resources": {"type": "array", "minItems": 1, "maxItems": 64, "items": _RESOURCE_QUOTA},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+_TAINT_EFFECT = {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]}  # the CRD's CEL rule
 
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("scheduling.volcano.sh/v1beta1", "PodGroup"): {
@@ -197,6 +282,108 @@ CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
         },
         "additionalProperties": False,
     },
+    ("kueue.x-k8s.io/v1beta1", "ClusterQueue"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "kueue.x-k8s.io/v1beta1"},
+            "kind": {"const": "ClusterQueue"},
+            "metadata": _CLUSTER_METADATA,
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "namespaceSelector": _LABEL_SELECTOR,
+                    "resourceGroups": {"type": "array", "maxItems": 16, "items": _RESOURCE_GROUP},
+                    "cohort": _KUEUE_REFERENCE,
+                    "queueingStrategy": {"enum": ["StrictFIFO", "BestEffortFIFO"]},
+                    "preemption": {
+                        "type": "object",
+                        "properties": {
+                            "borrowWithinCohort": {
+                                "type": "object",
+                                "properties": {
+                                    "policy": {"enum": ["Never", "LowerPriority"]},
+                                    "maxPriorityThreshold": _INT32,
+                                },
+                                "additionalProperties": False,
+                            },
+                            "reclaimWithinCohort": {"enum": ["Never", "LowerPriority", "Any"]},
+                            "withinClusterQueue": {
+                                "enum": ["Never", "LowerPriority", "LowerOrNewerEqualPriority"]},
+                        },
+                        "additionalProperties": False,
+                    },
+                    "stopPolicy": _STOP_POLICY,
+                },
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
+    ("kueue.x-k8s.io/v1beta1", "LocalQueue"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "kueue.x-k8s.io/v1beta1"},
+            "kind": {"const": "LocalQueue"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                # The CRD leaves clusterQueue optional (a LocalQueue without one admits nothing).
+                "properties": {"clusterQueue": _KUEUE_REFERENCE, "stopPolicy": _STOP_POLICY},
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
+    ("kueue.x-k8s.io/v1beta1", "ResourceFlavor"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata"],  # a flavor that only names itself has no spec
+        "properties": {
+            "apiVersion": {"const": "kueue.x-k8s.io/v1beta1"},
+            "kind": {"const": "ResourceFlavor"},
+            "metadata": _CLUSTER_METADATA,
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "nodeLabels": {**_STRING_MAP, "maxProperties": 8},
+                    "nodeTaints": {
+                        "type": "array",
+                        "maxItems": 8,
+                        "items": {
+                            "type": "object",
+                            "required": ["key", "effect"],
+                            "properties": {
+                                "key": {"type": "string"},
+                                "value": {"type": "string"},
+                                "effect": _TAINT_EFFECT,
+                                "timeAdded": {"type": "string"},
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
+                    "tolerations": {
+                        "type": "array",
+                        "maxItems": 8,
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "key": {"type": "string"},
+                                "operator": {"enum": ["Equal", "Exists"]},  # the CRD's CEL rule
+                                "value": {"type": "string"},
+                                "effect": _TAINT_EFFECT,
+                                "tolerationSeconds": {"type": "integer"},
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
+                    "topologyName": _KUEUE_REFERENCE,
+                },
+                "additionalProperties": False,
+            },
+        },
+        "additionalProperties": False,
+    },
 }
 
 
@@ -227,7 +414,8 @@ def embedded_objects(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def operator_problems(obj: dict[str, Any]) -> list[str]:
-    """What a custom resource's controller refuses beyond its structure."""
+    """What a custom resource's controller refuses beyond its structure: its CRD's CEL rules and
+    its webhook's checks."""
     problems = []
     if obj.get("kind") == "PyTorchJob":
         for replica, replica_spec in ((obj.get("spec") or {}).get("pytorchReplicaSpecs") or {}).items():
@@ -235,6 +423,91 @@ def operator_problems(obj: dict[str, Any]) -> list[str]:
             if not any(container.get("name") == "pytorch" for container in containers):
                 problems.append(f"the training operator needs a container named 'pytorch' (at "
                                 f"spec.pytorchReplicaSpecs.{replica}.template.spec.containers)")
+    elif obj.get("kind") == "ClusterQueue" and obj.get("apiVersion") == "kueue.x-k8s.io/v1beta1":
+        problems += _cluster_queue_problems(obj.get("spec"))
+    elif obj.get("kind") == "ResourceFlavor" and obj.get("apiVersion") == "kueue.x-k8s.io/v1beta1":
+        problems += _resource_flavor_problems(obj.get("spec"))
+    return problems
+
+
+def _dicts(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a list, with their index; nothing when it is not one (the structural
+    schema reports that)."""
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _negative(quantity: Any) -> bool:
+    if isinstance(quantity, int):
+        return quantity < 0
+    mantissa = re.match(r"-([0-9.]*)", str(quantity).strip())
+    return bool(mantissa and mantissa.group(1).strip("0."))
+
+
+def _cluster_queue_problems(spec: Any) -> list[str]:
+    """A ClusterQueue's CEL rules (its CRD) and what Kueue's webhook refuses
+    (pkg/webhooks/clusterqueue_webhook.go), in their words."""
+    if not isinstance(spec, dict):
+        return []
+    problems: list[str] = []
+    has_cohort = bool(spec.get("cohort"))
+    seen_resources: set[str] = set()
+    seen_flavors: set[str] = set()
+    for i, group in _dicts(spec.get("resourceGroups")):
+        covered = group.get("coveredResources") if isinstance(group.get("coveredResources"), list) else []
+        for j, name in enumerate(covered):
+            if isinstance(name, str) and name in seen_resources:
+                problems.append(f"Duplicate value: {name!r} "
+                                f"(at spec.resourceGroups.{i}.coveredResources.{j})")
+            seen_resources.add(str(name))
+        flavors = _dicts(group.get("flavors"))
+        if any(isinstance(flavor.get("resources"), list) and len(flavor["resources"]) != len(covered)
+               for _, flavor in flavors):
+            problems.append("flavors must have the same number of resources as the coveredResources "
+                            f"(at spec.resourceGroups.{i})")
+        for j, flavor in flavors:
+            where = f"spec.resourceGroups.{i}.flavors.{j}"
+            name = flavor.get("name")
+            if isinstance(name, str) and name in seen_flavors:
+                problems.append(f"Duplicate value: {name!r} (at {where}.name)")
+            seen_flavors.add(str(name))
+            for k, quota in _dicts(flavor.get("resources")):
+                if k < len(covered) and quota.get("name") != covered[k]:
+                    problems.append(f"{quota.get('name')!r} must match the name in coveredResources "
+                                    f"(at {where}.resources.{k}.name)")
+                for field in ("nominalQuota", "borrowingLimit", "lendingLimit"):
+                    if field in quota and _negative(quota[field]):
+                        problems.append(f"{quota[field]!r} must be greater than or equal to 0 "
+                                        f"(at {where}.resources.{k}.{field})")
+                for field in ("borrowingLimit", "lendingLimit"):
+                    if field in quota and not has_cohort:
+                        problems.append(f"{field} must be nil when cohort is empty "
+                                        f"(at {where}.resources.{k}.{field})")
+    preemption = spec.get("preemption")
+    if isinstance(preemption, dict) and isinstance(preemption.get("borrowWithinCohort"), dict) and \
+            preemption.get("reclaimWithinCohort", "Never") == "Never" and \
+            preemption["borrowWithinCohort"].get("policy", "Never") != "Never":
+        problems.append("reclaimWithinCohort=Never and borrowWithinCohort.Policy!=Never (at spec.preemption)")
+    return problems
+
+
+def _resource_flavor_problems(spec: Any) -> list[str]:
+    """A ResourceFlavor's CEL rules (its CRD), in their words."""
+    if not isinstance(spec, dict):
+        return []
+    problems: list[str] = []
+    if spec.get("topologyName") and not spec.get("nodeLabels"):
+        problems.append("at least one nodeLabel is required when topology is set (at spec)")
+    for i, toleration in _dicts(spec.get("tolerations")):
+        where = f"spec.tolerations.{i}"
+        if "key" not in toleration and toleration.get("operator") != "Exists":
+            problems.append("operator must be Exists when 'key' is empty, which means 'match all values and "
+                            f"all keys' (at {where}.operator)")
+        if "tolerationSeconds" in toleration and toleration.get("effect") != "NoExecute":
+            problems.append(f"effect must be 'NoExecute' when 'tolerationSeconds' is set (at {where}.effect)")
+        if toleration.get("operator") == "Exists" and "value" in toleration:
+            problems.append(f"a value must be empty when 'operator' is 'Exists' (at {where}.value)")
     return problems
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from reconciler.specs.base import ResourceId
+from reconciler.specs.base import ResourceId, kubernetes_name
 
 MANAGED_BY = "tuneops"
 FINGERPRINT_ANNOTATION = "tuneops.dev/fingerprint"
@@ -28,11 +28,12 @@ def object_name(rid: ResourceId, fingerprint: str, launcher: str | None = None) 
     """Deterministic and at most 63 characters (fewer for launchers that append to it): a retry
     of the same fingerprint finds its Job instead of creating a twin. Servers are named after
     the Deployment alone."""
+    name = kubernetes_name(rid.name)  # a team's `nlp.support-sft` is `nlp-support-sft`
     if rid.kind == "Deployment":
-        return rid.name
+        return name
     suffix = f"-{SHORT_KIND[rid.kind]}-{fingerprint[:10]}"
-    head = rid.name[:NAME_LIMIT.get(launcher or "", 63) - len(suffix)].rstrip("-")
-    if head != rid.name:  # shortened: keep names of different resources apart
+    head = name[:NAME_LIMIT.get(launcher or "", 63) - len(suffix)].rstrip("-")
+    if head != name:  # shortened: keep names of different resources apart
         head = head[:-7].rstrip("-") + "-" + hashlib.sha256(rid.name.encode()).hexdigest()[:6]
     return head + suffix
 

@@ -22,9 +22,11 @@ class ManifestsInvalid(PermanentError):
 def project_manifests(project: Any, wanted: frozenset | None = None, *, validate: bool = True,
                       error_prefix: str = "") -> list[dict]:
     """The rendered objects of `project` (a `Project`; or of `wanted`), checked against the
-    Kubernetes schemas unless told not to."""
+    Kubernetes schemas unless told not to. The whole project's begin with its teams' objects
+    (backends/kubernetes/teams.py)."""
     from reconciler.backends.kubernetes.manifests import cluster_context, render_project
     from reconciler.backends.kubernetes.render import RenderError
+    from reconciler.backends.kubernetes.teams import team_objects
     from reconciler.backends.kubernetes.validate import validate_manifests
     from reconciler.git.info import git_origin, repo_root
 
@@ -34,6 +36,8 @@ def project_manifests(project: Any, wanted: frozenset | None = None, *, validate
     except RenderError as error:
         raise RenderError(f"{error_prefix}{error}") from None
     objects = [obj for item in rendered for obj in item.objects]
+    if wanted is None:  # the whole project: each team's namespace, access and queues come first
+        objects = [*team_objects(project.settings), *objects]
     if not validate:
         return objects
     version = project.settings.kubernetes.version

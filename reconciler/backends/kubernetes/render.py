@@ -33,7 +33,7 @@ from reconciler.backends.kubernetes.labels import (
 from reconciler.config import KubernetesSettings, ProjectSettings
 from reconciler.errors import PermanentError
 from reconciler.jobs.jobfile import BaseModelRef, JobFile, ServeOptions
-from reconciler.specs.base import ResourceId
+from reconciler.specs.base import ResourceId, team_of
 from reconciler.specs.confinement import FILE_ROOTS_ENV
 from reconciler.specs.deployment import DeploymentResource, DeploymentSpec
 
@@ -228,6 +228,8 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
     if launcher is not None and launcher not in LAUNCHERS:
         raise RenderError(f"unknown launcher {launcher!r}: use one of {', '.join(LAUNCHERS)}")
     job_name = object_name(rid, job.fingerprint, launcher)
+    team = team_of(job.name)
+    namespace, queue = settings.namespace_of(team), queue or settings.queue_of(team)
     all_labels = resource_labels(rid, labels)
     annotations = {**(spec_annotations or {}), FINGERPRINT_ANNOTATION: job.fingerprint}
     if job.git.commit:
@@ -245,7 +247,7 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(gpus_per_node)
     processes = processes_per_node or max(gpus_per_node, 1)
     context = {
-        "job_name": job_name, "namespace": k8s.namespace, "labels": _pairs(all_labels),
+        "job_name": job_name, "namespace": namespace, "labels": _pairs(all_labels),
         "job_labels": _pairs(job_labels), "pod_labels": _pairs(all_labels),
         "annotations": _pairs(annotations), "pod_annotations": _pairs(pod_annotations),
         "job_json": job.to_json(), "nodes": nodes, "rendezvous_port": RENDEZVOUS_PORT,
@@ -279,7 +281,7 @@ def render_job(job: JobFile, labels: Mapping[str, str], settings: ProjectSetting
                                                   "priority_class": priority})
     objects = parse(environment().get_template("job.yaml.j2").render(context))
     if scheduling["scheduler_name"] == "volcano" and launcher != "pytorchjob":
-        objects.append(pod_group(job_name, k8s.namespace, all_labels, annotations, nodes, queue, priority))
+        objects.append(pod_group(job_name, namespace, all_labels, annotations, nodes, queue, priority))
     return Rendered(rid, tuple(objects))
 
 
@@ -335,7 +337,8 @@ def render_server(job: JobFile, deployment: DeploymentResource, settings: Projec
     if spec.resources.gpus:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = str(spec.resources.gpus)
     context = {
-        "server_name": object_name(rid, job.fingerprint), "namespace": k8s.namespace,
+        "server_name": object_name(rid, job.fingerprint),
+        "namespace": settings.namespace_of(team_of(job.name)),
         "labels": _pairs(all_labels), "annotations": _pairs(annotations),
         "selector": [(KIND_LABEL, "Deployment"), (NAME_LABEL, rid.name)],
         "replicas": spec.replicas, "priority_class": None, "autoscaling": _autoscaling(spec),

@@ -24,12 +24,14 @@ from reconciler.specs.rules import (
     references,
     sources,
     sweeps,
+    teams,
 )
 from reconciler.specs.rules.registry import ERROR, RULES, RuleContext, problem
 from reconciler.specs.specset import SpecSet
 
 # Importing a family registers its rules; this names them all, so none is left out by mistake.
-FAMILIES = (references, fine_tunes, evaluations, benchmarks, sweeps, deployments, sources, policies)
+FAMILIES = (references, fine_tunes, evaluations, benchmarks, sweeps, deployments, sources, policies,
+            teams)
 
 
 def check(specs: SpecSet, declared: set[ResourceId], approval: Approval = NO_APPROVAL) -> list[Problem]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from reconciler.specs.base import ResourceId
+from reconciler.specs.base import ResourceId, kubernetes_name
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.evaluation import EvaluationResource
 from reconciler.specs.finetune import FineTuneResource
@@ -90,8 +90,10 @@ def service_names_start_with_a_letter(ctx: RuleContext) -> Iterator[Problem]:
             service = "the Service that connects its nodes"
         else:
             continue
-        if not kube.is_dns1035_label(resource.name):
+        name = kubernetes_name(resource.name)  # a team's spec: `<team>-<name>`
+        if not kube.is_dns1035_label(name):
             yield problem(spec, ERROR if on_kubernetes else WARNING, "invalid-kubernetes-name",
                           f"{resource.KIND} names become the name of {service}, which must start with a "
-                          "letter (a DNS-1035 label)", ("metadata", "name"), value=resource.name,
-                          hint="start the name with a letter")
+                          "letter (a DNS-1035 label)", ("metadata", "name"), value=name,
+                          hint="start the name with a letter" if name == resource.name
+                          else "start the team's name with a letter")

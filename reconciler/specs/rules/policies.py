@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel as PydanticModel
 
-from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, Metadata
+from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, Metadata, bare_name, team_of
 from reconciler.specs.cel import CelError, CompiledRule, compile_rule, evaluate
 from reconciler.specs.kinds import KINDS
 from reconciler.specs.loader import LoadedSpec
@@ -29,6 +29,7 @@ from reconciler.specs.policy import Approval, PolicyResource, annotated_approval
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
 from reconciler.specs.schema_errors import suggest
+from reconciler.specs.specset import SpecSet
 
 VARIABLES = ("spec", "metadata", "kind", "name", "team")  # what a rule about one spec sees
 # What a rule about the whole plan sees: `plan`, checked by every plan (plan/policies.py).
@@ -172,10 +173,12 @@ def policy_variables(target: LoadedSpec) -> dict[str, Any]:
     """What a rule sees of a spec: its spec with every default, fields named as written."""
     resource = target.resource
     spec = getattr(resource, "spec", None)
+    metadata = resource.metadata.model_dump(mode="json", by_alias=True)
+    metadata["name"] = bare_name(resource.name)  # as written; the team is `team`
     return {
         "spec": spec.model_dump(mode="json", by_alias=True) if spec is not None else {},
-        "metadata": resource.metadata.model_dump(mode="json", by_alias=True),
-        "kind": resource.KIND, "name": resource.name, "team": None,
+        "metadata": metadata, "kind": resource.KIND, "name": metadata["name"],
+        "team": team_of(resource.name),
     }
 
 
@@ -193,10 +196,20 @@ def _approval(ctx: RuleContext, policy: str, target: LoadedSpec) -> Approval | N
     return annotated_approval(policy, target.resource.metadata.annotations, target.file)
 
 
+BUDGET = "budget"  # a team budget is approved as a policy of this name (plan/costs.py)
+
+
+def approvable(specs: SpecSet) -> set[str]:
+    """What `--approve` and tuneops.dev/approved-by may name: the Policies, and `budget` where a
+    team has one."""
+    budgets = any(team.budget is not None for team in specs.settings.teams.values())
+    return set(specs.names("Policy")) | ({BUDGET} if budgets else set())
+
+
 @rule
 def approvals_are_explained(ctx: RuleContext) -> Iterator[Problem]:
     """An approval in Git says why, and names policies that exist."""
-    policies = set(ctx.specs.names("Policy"))
+    policies = approvable(ctx.specs)
     for spec in ctx.specs:
         annotations = spec.resource.metadata.annotations
         if APPROVED_BY not in annotations:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from reconciler.specs.base import ResourceId
+from reconciler.specs.base import ResourceId, bare_name, team_of
 from reconciler.specs.dependencies import find_cycles
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, RuleContext, problem, rule
@@ -28,7 +28,15 @@ class DefinedNames:
         other = self.kinds_by_name.get(target.name)
         if other:  # the name exists, as another kind: that says more than a near spelling
             return f"'{target.name}' is a {other[0]}, not a {target.kind}"
-        return suggest(target.name, self.names_by_kind.get(target.kind, []))
+        same = self.names_by_kind.get(target.kind, [])
+        written = bare_name(target.name)
+        elsewhere = [name for name in same if bare_name(name) == written and name != target.name]
+        if elsewhere:  # another team's: say how to name it across teams
+            return (f"{target.kind} '{written}' is defined by another team: name it "
+                    f"'{elsewhere[0]}' (its team must export it)")
+        if team_of(target.name) and not any(team_of(name) for name in same):
+            return "a name with '.' names another team's spec, and this project defines no teams"
+        return suggest(target.name, same)
 
 
 @rule

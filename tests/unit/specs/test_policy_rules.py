@@ -148,7 +148,8 @@ def test_a_broken_rule_is_an_error_at_the_policys_line(tmp_path: Path, rule: str
 
 def test_match_teams_other_than_every_team_is_refused_until_teams_exist(tmp_path: Path):
     found = check(tmp_path, {"p.yaml": policy(**{'teams: ["*"]': "teams: [nlp]"})})
-    assert len(found) == 1 and "this project defines no teams" in found[0].message, [p.text() for p in found]
+    assert [p.code for p in found] == ["policy-unknown-team"], [p.text() for p in found]
+    assert "no team 'nlp'" in found[0].message and "defines no teams" in (found[0].hint or "")
     assert found[0].severity == "error" and found[0].path.startswith("spec.match.teams")
 
 

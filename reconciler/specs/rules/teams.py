@@ -1,0 +1,75 @@
+"""Rules of a project with teams: a spec names another team's spec only when that team exports
+it, Policies match teams that exist, and two teams' servers sharing a namespace do not take the
+same Kubernetes name. (Which team a file belongs to is the loader's: specs/teams.py.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from reconciler.config import PROJECT_FILE
+from reconciler.specs.base import bare_name, kubernetes_name, team_of
+from reconciler.specs.policy import PolicyResource
+from reconciler.specs.problems import Problem
+from reconciler.specs.rules.registry import ERROR, RuleContext, problem, rule
+from reconciler.specs.schema_errors import suggest
+
+
+@rule
+def cross_team_references_are_exported(ctx: RuleContext) -> Iterator[Problem]:
+    teams = ctx.settings.teams
+    for spec in ctx.specs:
+        own = team_of(spec.resource.name)
+        for ref in spec.resource.references():
+            other = team_of(ref.target.name)
+            if other is None or other == own or ref.target not in ctx.specs:
+                continue  # a name that is not defined is the reference rule's
+            exported = f"{ref.target.kind}/{bare_name(ref.target.name)}"
+            if other not in teams:
+                yield problem(spec, ERROR, "team-not-exported",
+                              f"{ref.role} names '{ref.target.name}' of team '{other}', which {PROJECT_FILE} "
+                              "does not define", ref.path, hint=suggest(other, list(teams)))
+            elif exported not in teams[other].exports:
+                yield problem(spec, ERROR, "team-not-exported",
+                              f"{ref.role} names {ref.target.kind} '{ref.target.name}' of team '{other}', "
+                              f"which team '{other}' does not export", ref.path,
+                              hint=f"team '{other}' may share it: add {exported} to teams.{other}.exports in "
+                                   f"{PROJECT_FILE}")
+
+
+@rule
+def policies_match_known_teams(ctx: RuleContext) -> Iterator[Problem]:
+    teams = list(ctx.settings.teams)
+    for spec in ctx.specs.of_kind("Policy"):
+        policy = spec.resource
+        assert isinstance(policy, PolicyResource)
+        for index, team in enumerate(policy.spec.match.teams):
+            if team == "*" or team in teams:
+                continue
+            if teams:
+                hint = suggest(team, teams) or f"its teams: {', '.join(teams)}"
+            else:
+                hint = ("this project defines no teams (no `teams:` in tuneops.yaml): match every "
+                        "spec with *")
+            yield problem(spec, ERROR, "policy-unknown-team", f"no team '{team}' in {PROJECT_FILE}",
+                          ("spec", "match", "teams", index), value=team, hint=hint)
+
+
+@rule
+def servers_have_distinct_names(ctx: RuleContext) -> Iterator[Problem]:
+    """`a.b-c` and `a-b.c` both become the server `a-b-c`: refused where they share a namespace."""
+    if not ctx.settings.teams:
+        return
+    taken: dict[tuple[str, str], str] = {}
+    for spec in ctx.specs.of_kind("Deployment"):
+        name = spec.resource.name
+        team = team_of(name)
+        settings = ctx.settings.teams.get(team or "")
+        namespace = (settings.namespace if settings else None) or ctx.settings.kubernetes.namespace
+        key = (namespace, kubernetes_name(name))
+        if key in taken:
+            yield problem(spec, ERROR, "team-name-collision",
+                          f"Deployment '{name}' and Deployment '{taken[key]}' would both be served as "
+                          f"'{key[1]}' in namespace {namespace}", ("metadata", "name"),
+                          hint="rename one, or give the teams their own namespaces")
+        else:
+            taken[key] = name
