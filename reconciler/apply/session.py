@@ -121,6 +121,12 @@ def record_overrides(planned: PlannedProject, applied_by: str | None) -> None:
             overrides.append(Override(policy=result.policy, resource="plan", where=result.where,
                                       approved_by=result.approval.by, reason=result.approval.reason,
                                       commit=commit, applied_by=by, fingerprint=plan_digest))
+    for cost in planned.plan.teams:  # a team let over its budget: per team and plan
+        if cost.over_budget and cost.approval is not None and changed & set(cost.costly):
+            overrides.append(Override(policy="budget", resource=f"team {cost.team}",
+                                      where=f"tuneops.yaml: teams.{cost.team}.budget",
+                                      approved_by=cost.approval.by, reason=cost.approval.reason,
+                                      commit=commit, applied_by=by, fingerprint=plan_digest))
     if not overrides or planned.store is None:
         return
     experiment = planned.store.ensure_experiment(project.experiment)

@@ -150,11 +150,12 @@ def load_project(ctx: click.Context, path: Path, approval: Approval | None = Non
 
 def refuse_unknown_approvals(approval: Approval | None, specs: Any) -> None:
     """A usage error for `--approve` of a policy that is not defined (a typo approves nothing)."""
+    from reconciler.specs.rules.policies import approvable
     from reconciler.specs.schema_errors import suggest
 
     if approval is None:
         return
-    defined = sorted(specs.names("Policy"))
+    defined = sorted(approvable(specs))
     for name in sorted(approval.policies - set(defined)):
         known = suggest(name, defined) or (
             f"policies: {', '.join(defined)}" if defined else "no Policy is defined")

@@ -118,4 +118,18 @@ class NoTrialPassed:
         return f"no trial of Sweep/{self.sweep} passes {gates} ({self.trials} trials; {self.why}){kept}"
 
 
-BlockedBy = UpstreamBlock | GateBlock | AttemptsBlock | BackendBlock | NoTrialPassed
+@dataclass(frozen=True)
+class BudgetBlock:
+    """A training that would take its team over its monthly budget (plan/costs.py)."""
+
+    kind: ClassVar[str] = "budget"
+    team: str
+    why: str  # "team a's budget: 120.00 GPU-hours this month (...) > its 100.00"
+    approve_with: str = "budget"
+
+    def describe(self) -> str:
+        return (f"{self.why}; to let it through: --approve {self.approve_with} --reason '...', or the "
+                f"annotations tuneops.dev/approved-by: {self.approve_with} and tuneops.dev/approval-reason")
+
+
+BlockedBy = UpstreamBlock | GateBlock | AttemptsBlock | BackendBlock | NoTrialPassed | BudgetBlock

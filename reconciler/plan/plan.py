@@ -116,6 +116,8 @@ class PlanOptions:
     retry_failed: bool = False  # give failed jobs a fresh set of attempts
     target: frozenset[ResourceId] | None = None  # only these and what they depend on
     multi_node: bool = False  # the backend can start a fine-tune on several machines
+    # trainings a team budget holds back (plan/costs.py budget_blocks): resource -> BudgetBlock
+    over_budget: tuple[tuple[ResourceId, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     # plan-level policies it breaks (plan/policies.py): an unapproved `error` one stops the apply
     policy_results: tuple[Any, ...] = ()
+    # each team's share of the plan, spend and budget (plan/costs.py TeamCost); () without teams
+    teams: tuple[Any, ...] = ()
 
     @property
     def policy_errors(self) -> tuple[str, ...]:
@@ -287,6 +291,9 @@ class _Planner:
             return self._base(rid, Action.WAIT, **compared,
                               reason=f"{job.phase} since {utc_iso(job.started_at)} ({job.handle}, attempt "
                                      f"{job.attempts})", reason_time=job.started_at)
+        budget = dict(self.options.over_budget).get(rid)
+        if budget is not None:  # a running job goes on; nothing new starts
+            return self._base(rid, Action.BLOCKED, **compared, blocked_by=budget)
         if job is not None and job.phase == "failed" and job.message != STOPPED:
             attempts = 0 if self.options.retry_failed else job.attempts
             if attempts >= self.options.max_attempts:
@@ -447,6 +454,9 @@ class _Planner:
         if unready:
             return self._base(rid, Action.BLOCKED, blocked_by=self._upstream_block(unready),
                               upstream=tuple(dep for dep, _ in unready), sweep=view)
+        budget = dict(self.options.over_budget).get(rid)
+        if budget is not None:
+            return self._base(rid, Action.BLOCKED, blocked_by=budget, sweep=view)
         how = f"{spec.parallel_trials} at a time, {spec.algorithm}, seed {spec.seed}"
         if not self.actual.read:
             return self._base(rid, Action.CREATE, sweep=view,

@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.config import PricingSettings
+from reconciler.plan.costs import action_cost
 from reconciler.plan.plan import Action, Plan
-from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, ResourceId
+from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, ResourceId, team_of
 from reconciler.specs.cel import CelError, compile_rule, evaluate
-from reconciler.specs.finetune import FineTuneResource
 from reconciler.specs.policy import Approval, PolicyResource, annotated_approval
 from reconciler.specs.rules.policies import is_plan_rule
 from reconciler.specs.specset import SpecSet
-from reconciler.specs.sweep import SweepResource
 
 # CEL's words when a value in an operation is null (or of another type).
 _NO_OVERLOAD = "No such overload"
@@ -52,16 +51,17 @@ class PlanPolicyResult:
 
 
 def plan_variable(specs: SpecSet, plan: Plan, estimates: Mapping[ResourceId, Any],
-                  pricing: PricingSettings) -> dict[str, Any]:
+                  pricing: PricingSettings, team: str | None = None) -> dict[str, Any]:
     """What a plan-level rule sees: the actions that do something, each with the planner's
     GPU-hours and on-demand dollars where known (null otherwise: `unestimated` counts the
-    trainings without a figure), and the totals. A Sweep counts its remaining trials."""
+    trainings without a figure), and the totals. A Sweep counts its remaining trials. In a
+    project with teams, a rule is checked once per team, on that team's share of the plan."""
     actions = []
     hours_total, dollars_total, priced, unestimated = 0.0, 0.0, False, 0
     for planned in plan.actions:
-        if planned.action == Action.NOOP:
+        if planned.action == Action.NOOP or (team is not None and team_of(planned.resource.name) != team):
             continue
-        hours, dollars, trains = _cost(specs, planned, estimates, pricing)
+        hours, dollars, trains = action_cost(specs, planned, estimates, pricing)
         unestimated += trains and hours is None
         hours_total += hours or 0.0
         if dollars is not None:
@@ -70,28 +70,7 @@ def plan_variable(specs: SpecSet, plan: Plan, estimates: Mapping[ResourceId, Any
                         "action": str(planned.action), "reason": planned.reason,
                         "gpuHours": hours, "dollars": dollars})
     return {"actions": actions, "gpuHours": hours_total, "dollars": dollars_total if priced else None,
-            "unestimated": unestimated, "team": None}
-
-
-def _cost(specs: SpecSet, planned: Any, estimates: Mapping[ResourceId, Any],
-          pricing: PricingSettings) -> tuple[float | None, float | None, bool]:
-    """(GPU-hours, on-demand dollars, whether it trains) of one action."""
-    if planned.resource.kind == "Sweep" and planned.action not in (Action.SUSPENDED, Action.BLOCKED):
-        estimate = planned.sweep_estimate
-        if estimate is None or not estimate.remaining:
-            return None, None, False
-        hours = estimate.total
-        sweep = specs.resource(planned.resource, SweepResource)
-        template = (specs.resource(ResourceId("FineTune", sweep.spec.fine_tune), FineTuneResource)
-                    if sweep is not None else None)
-        gpus = template is not None and template.spec.resources.gpus_per_node > 0
-        price = pricing.price_of(template.spec.resources.gpu_product) if gpus and template else None
-        return hours, (hours * price.on_demand if hours is not None and price is not None else None), True
-    found = estimates.get(planned.resource)
-    if found is None:
-        return None, None, False
-    hours = found.gpu_hours if found.gpus else None
-    return hours, (found.dollars[0] if found.dollars is not None else None), bool(found.gpus)
+            "unestimated": unestimated, "team": team}
 
 
 def check_plan_policies(specs: SpecSet, approval: Approval, plan: Plan, estimates: Mapping[ResourceId, Any],
@@ -101,7 +80,8 @@ def check_plan_policies(specs: SpecSet, approval: Approval, plan: Plan, estimate
     if not plan.has_changes and not any(a.action == Action.WAIT for a in plan.actions):
         return ()
     found = []
-    variables: dict[str, Any] | None = None
+    teams: list[str | None] = list(specs.settings.teams) or [None]
+    variables: dict[str | None, dict[str, Any]] = {}
     for loaded in specs.of_kind("Policy"):
         policy = loaded.resource
         assert isinstance(policy, PolicyResource)
@@ -111,25 +91,38 @@ def check_plan_policies(specs: SpecSet, approval: Approval, plan: Plan, estimate
             continue  # validation reported it, and the plan was not made
         if not is_plan_rule(compiled):
             continue
-        variables = variables or {"plan": plan_variable(specs, plan, estimates, specs.settings.pricing),
-                                  "team": None}
-        where = f"{loaded.file}:{loaded.position(('spec', 'rule')).line}"
-        try:
-            complies = evaluate(compiled, variables)
-        except CelError as error:
-            why = str(error)
-            if _NO_OVERLOAD in why:
-                why = ("a value it compares is null or of another type (plan.dollars is null when nothing "
-                       "is priced, an action's gpuHours and dollars when it trains nothing: test for null "
-                       "first)")
-            found.append(PlanPolicyResult(policy.name, where, f"Policy '{policy.name}' failed on the plan: "
-                                          f"{why}", policy.spec.severity, failed=True))
-            continue
-        if not complies:
-            found.append(PlanPolicyResult(policy.name, where, f"the plan violates Policy '{policy.name}': "
-                                          f"{policy.spec.message}", policy.spec.severity,
-                                          _approval(specs, approval, policy.name, plan)))
+        for team in teams:
+            if team is not None and not policy.spec.match.covers_team(team):
+                continue
+            if team not in variables:
+                share = plan_variable(specs, plan, estimates, specs.settings.pricing, team)
+                variables[team] = {"plan": share, "team": team}
+            result = _checked(loaded, policy, compiled, variables[team], team, specs, approval, plan)
+            if result is not None:
+                found.append(result)
     return tuple(found)
+
+
+def _checked(loaded: Any, policy: PolicyResource, compiled: Any, variables: dict[str, Any], team: str | None,
+             specs: SpecSet, approval: Approval, plan: Plan) -> PlanPolicyResult | None:
+    """The result of one plan-level rule on the plan (or one team's share): None when it holds."""
+    where = f"{loaded.file}:{loaded.position(('spec', 'rule')).line}"
+    of = f" (team {team}'s share)" if team is not None else ""
+    try:
+        complies = evaluate(compiled, variables)
+    except CelError as error:
+        why = str(error)
+        if _NO_OVERLOAD in why:
+            why = ("a value it compares is null or of another type (plan.dollars is null when nothing "
+                   "is priced, an action's gpuHours and dollars when it trains nothing: test for null "
+                   "first)")
+        return PlanPolicyResult(policy.name, where, f"Policy '{policy.name}' failed on the plan{of}: {why}",
+                                policy.spec.severity, failed=True)
+    if complies:
+        return None
+    return PlanPolicyResult(policy.name, where, f"the plan{of} violates Policy '{policy.name}': "
+                            f"{policy.spec.message}", policy.spec.severity,
+                            _approval(specs, approval, policy.name, plan))
 
 
 def _approval(specs: SpecSet, approval: Approval, policy: str, plan: Plan) -> Approval | None:

@@ -89,9 +89,13 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
     from reconciler.state import ActualState
 
     if offline:
-        the_plan = build_plan(project.specs, project.graph, project.inputs, ActualState.unknown(), options)
-        planned = PlannedProject(project, with_warnings(the_plan, project, None), offline=True)
-        return with_plan_policies(planned)
+        def offline_plan(options: PlanOptions) -> Plan:
+            unknown = ActualState.unknown()
+            return with_warnings(build_plan(project.specs, project.graph, project.inputs, unknown, options),
+                                 project, None)
+
+        planned = PlannedProject(project, offline_plan(options), offline=True)
+        return with_plan_policies(with_team_costs(planned, options, offline_plan))
     import sqlite3
 
     try:
@@ -100,9 +104,42 @@ def plan_project(project: Any, options: PlanOptions, *, offline: bool,
         state = project.read_state(store, backend)
     except (OSError, sqlite3.Error) as error:
         raise TuneopsError(f"cannot read the local state in {project.state_dir}: {error}") from None
-    the_plan = build_plan(project.specs, project.graph, project.inputs, state, options)
-    return with_plan_policies(PlannedProject(project, with_warnings(the_plan, project, state), offline=False,
-                                             state=state, store=store, backend=backend))
+
+    def planned_with(options: PlanOptions) -> Plan:
+        the_plan = build_plan(project.specs, project.graph, project.inputs, state, options)
+        return with_warnings(the_plan, project, state)
+
+    planned = PlannedProject(project, planned_with(options), offline=False, state=state, store=store,
+                             backend=backend)
+    return with_plan_policies(with_team_costs(planned, options, planned_with))
+
+
+def with_team_costs(planned: PlannedProject, options: PlanOptions,
+                    replan: Callable[[PlanOptions], Plan]) -> PlannedProject:
+    """Each team's share of the plan, what it spent this month (read from MLflow unless
+    offline), and its budget: a team the plan would take over budget, unapproved, has its
+    trainings planned again as `blocked: budget` (by `replan`, with those blocks). An approved
+    one is shown among the warnings; apply records it (apply/session.py)."""
+    project = planned.project
+    if not project.settings.teams:
+        return planned
+    import time
+
+    from reconciler.plan.costs import budget_blocks, team_costs
+    from reconciler.tracking.spend import month_to_date
+
+    spent = None
+    if not planned.offline:
+        experiment = planned.store.experiment_id(project.settings.mlflow.experiment) \
+            if planned.store is not None else None
+        spent = month_to_date(planned.store, experiment, project.settings.pricing, time.time())
+    estimates = planned.estimates()  # of what the plan asks for, blocked or not: shown either way
+    costs = team_costs(project.specs, planned.plan, estimates, spent, project.approval)
+    blocks = budget_blocks(costs)
+    the_plan = replan(replace(options, over_budget=tuple(blocks.items()))) if blocks else planned.plan
+    approved = tuple(cost.line() for cost in costs if cost.over_budget and cost.approval is not None)
+    the_plan = replace(the_plan, teams=costs, warnings=the_plan.warnings + approved)
+    return replace(planned, plan=the_plan, _estimates={"found": estimates})
 
 
 def with_plan_policies(planned: PlannedProject) -> PlannedProject:
@@ -216,24 +253,32 @@ def plan_against_base(project: Any, ref: str, *, offline: bool, options: PlanOpt
         base_inputs = base_project.inputs if base_project is not None else {}
         base_specs = base_project.specs if base_project is not None else project.specs
         state = state_from_base(base_specs, base_inputs)
-    real_state = None
+    real_state = real_store = None
     if not offline:
-        real_state = plan_project(project, options, offline=False).state
+        real = plan_project(project, options, offline=False)
+        real_state, real_store = real.state, real.store
         state = with_recorded_trials(state, real_state, project.specs)
     elif project.settings.backend == "kubernetes":  # the CI dry-run's other half
         from reconciler.backends.kubernetes.project_manifests import project_manifests
 
         project_manifests(project, error_prefix="the Kubernetes manifests do not render: ")
-    the_plan = build_plan(project.specs, project.graph, project.inputs, state, replace(options, prune=True))
-    the_plan = against_base(with_sweep_estimates(the_plan, project, real_state), base_inputs, project.specs,
-                            real_state)
-    found = contamination_texts(project, real_state)
-    if found:
-        the_plan = replace(the_plan, warnings=the_plan.warnings + found)
-    if base_project is not None:
-        the_plan = replace(the_plan, settings_changes=shown_settings_changes(
-            base_project.settings, project.settings))
-    return with_plan_policies(PlannedProject(project, the_plan, offline=offline, state=real_state, base=base))
+
+    def planned_with(options: PlanOptions) -> Plan:
+        specs = project.specs
+        the_plan = build_plan(specs, project.graph, project.inputs, state, replace(options, prune=True))
+        the_plan = with_sweep_estimates(the_plan, project, real_state)
+        the_plan = against_base(the_plan, base_inputs, specs, real_state)
+        found = contamination_texts(project, real_state)
+        if found:
+            the_plan = replace(the_plan, warnings=the_plan.warnings + found)
+        if base_project is not None:
+            the_plan = replace(the_plan, settings_changes=shown_settings_changes(
+                base_project.settings, project.settings))
+        return the_plan
+
+    planned = PlannedProject(project, planned_with(options), offline=offline, state=real_state, base=base,
+                             store=real_store)
+    return with_plan_policies(with_team_costs(planned, options, planned_with))
 
 
 def shown_settings_changes(before: Any, after: Any) -> tuple[FieldChange, ...]:

@@ -20,6 +20,7 @@ from reconciler.plan.blocked import (
     AttemptsBlock,
     BackendBlock,
     BlockedBy,
+    BudgetBlock,
     FailedEvaluation,
     GateBlock,
     NoTrialPassed,
@@ -31,7 +32,7 @@ from reconciler.plan.plan import ACTION_ORDER, FORMAT_VERSION, Action, Plan, Pla
 from reconciler.plan.sweeps import sweep_json
 from reconciler.sizing.estimates import FineTuneEstimate
 from reconciler.sizing.report import dollars_text, estimate_json, plan_line
-from reconciler.specs.base import ResourceId
+from reconciler.specs.base import ResourceId, team_of
 
 Estimates = Mapping[ResourceId, FineTuneEstimate]
 
@@ -159,9 +160,15 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
     lines.append(summary_line(plan))
     if _gpu_hours_line(estimates):
         lines.append(_gpu_hours_line(estimates))
+    lines += [f"  {cost.line()}" for cost in _teams_shown(plan)]
     if plan.policy_errors:
         lines.append(POLICY_STOP)
     return "\n".join(lines)
+
+
+def _teams_shown(plan: Plan) -> list[Any]:
+    """The teams a plan trains for, and any it takes over budget."""
+    return [cost for cost in plan.teams if cost.costly or cost.over_budget]
 
 
 COMMENT_LIMIT = 65_536  # GitHub refuses longer pull-request comments
@@ -227,12 +234,24 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
         lines += ["**Training estimates**", "", "| Fine-tune | Estimate |", "| --- | --- |"]
         lines += [f"| `{rid}` | {_cell(plan_line(found))} |" for rid, found in estimates.items()]
         lines += ["", _gpu_hours_line(estimates), ""] if _gpu_hours_line(estimates) else [""]
+    teams = _teams_shown(plan)
+    if teams:
+        lines += ["**Teams**", "", "| Team | Owners | This plan | Spent this month | Budget a month |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [_team_row(cost) for cost in teams]
+        lines.append("")
     reached = [(root, targets) for root, targets in plan.impact.items() if targets]
     if reached and extras:
         lines += ["**Downstream impact**", ""]
         lines += [f"- `{root}` reaches {', '.join(f'`{t}`' for t in targets)}" for root, targets in reached]
         lines.append("")
     return "\n".join(lines)
+
+
+def _team_row(cost: Any) -> str:
+    verdict = f" **{cost.verdict()}**" if cost.verdict() else ""
+    return (f"| `{cost.team}` | {_cell(', '.join(cost.owners)) or ' '} | {_cell(cost.plan_text())} | "
+            f"{_cell(cost.spent_text())} | {_cell(cost.budget_text() or 'none')}{_cell(verdict)} |")
 
 
 def mermaid_graph(plan: Plan, shown: list[PlannedAction]) -> list[str]:
@@ -286,6 +305,7 @@ def plan_json(plan: Plan, source: dict[str, Any] | None = None,
         "gpu_hours_at_most": known,
         "fine_tunes_not_estimated": unknown,
         "dollars_at_most": _dollars_json(estimates),
+        "teams": {cost.team: cost.to_json() for cost in plan.teams},
     }
 
 
@@ -314,6 +334,7 @@ def _action_json(planned: PlannedAction) -> dict[str, Any]:
     out: dict[str, Any] = {
         "kind": planned.resource.kind,
         "name": planned.resource.name,
+        "team": team_of(planned.resource.name),
         "action": str(planned.action),
         "fingerprint": planned.fingerprint,
         "previous_fingerprint": planned.previous,
@@ -351,6 +372,8 @@ def blocked_by_json(blocked: BlockedBy | None) -> dict[str, Any] | None:
     elif isinstance(blocked, AttemptsBlock):
         out.update(failed=blocked.failed, max_attempts=blocked.max_attempts, message=blocked.message,
                    retry_option=blocked.retry_option)
+    elif isinstance(blocked, BudgetBlock):
+        out.update(team=blocked.team, why=blocked.why, approve_with=blocked.approve_with)
     elif isinstance(blocked, BackendBlock):
         out.update(nodes=blocked.nodes, needs=blocked.needs)
     elif isinstance(blocked, NoTrialPassed):
