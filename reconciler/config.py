@@ -201,11 +201,17 @@ def _team_path(value: str) -> str:
         raise ValueError("must be a folder or glob relative to the spec root, e.g. teams/nlp/**")
     if ".." in PurePosixPath(value).parts:
         raise ValueError("must not contain '..': a team's specs are inside the spec repository")
+    if any(character.isspace() or not character.isprintable() or character in "#!\\" for character in value):
+        raise ValueError("must not contain spaces, control characters, '#', '!' or '\\': it becomes a "
+                         "CODEOWNERS pattern too")
     return value
 
 
 TeamPath = Annotated[_Str, AfterValidator(_team_path)]
 Quantity = Annotated[_Str, AfterValidator(check_quantity)]
+_OWNER = r"^(@[A-Za-z0-9][-A-Za-z0-9_.]*(/[-A-Za-z0-9_.]+)?|[^@\s]+@[^@\s]+\.[^@\s]+)$"
+Owner = Annotated[_Str, Field(pattern=_OWNER, max_length=200)]
+"""A GitHub user (`@ada`), team (`@org/nlp-ml`) or an e-mail address, as CODEOWNERS takes them."""
 
 
 def _export(value: str) -> str:
@@ -246,7 +252,7 @@ class TeamSettings(_Settings):
     queue: _Str | None = Field(
         None, description="Kueue LocalQueue (or Volcano queue) the team's jobs go to, unless a "
                           "FineTune names its own.", examples=["nlp"], pattern=_DNS_LABEL, max_length=63)
-    owners: tuple[_Str, ...] = Field(
+    owners: tuple[Owner, ...] = Field(
         (), description="Code owners of the team's folders (GitHub users or @org/team), shown in "
                         "plan comments and written to CODEOWNERS by `tuneops codeowners`.",
         examples=[["@org/nlp-ml"]])

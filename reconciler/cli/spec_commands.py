@@ -206,3 +206,49 @@ def pin_specs(path: Path, check_only: bool, dry_run: bool, offline: bool) -> Non
         click.echo(f"wrote {len(result.pinned)} pin(s) to {len(result.written)} file(s)")
     sys.exit(EXIT_INVALID if result.errors else 0)
 
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--write", is_flag=True, help="Write the block into the repository's CODEOWNERS (.github/, the "
+              "root or docs/, wherever it is; else .github/CODEOWNERS), keeping its other lines.")
+@click.option("--check", is_flag=True, help="Exit 1 when the CODEOWNERS file's block is not what the teams "
+              "say (for CI).")
+def codeowners(path: Path | None, write: bool, check: bool) -> None:
+    """CODEOWNERS lines that give each team's folders to its owners (teams in tuneops.yaml), so a
+    pull request changing a team's specs asks that team to review it. Prints the block unless
+    --write or --check."""
+    from reconciler.codeowners import LOCATIONS, block, merged
+    from reconciler.fileio import write_text_atomic
+    from reconciler.git.info import repo_root
+    from reconciler.specs.loader import load_settings, project_root
+
+    if write and check:
+        raise click.UsageError("--write and --check: give one")
+    root = project_root((path or Path(".")).resolve())
+    settings, problems, _ = load_settings(root)
+    if any(problem.severity == "error" for problem in problems):
+        raise UserError("\n".join(problem.text() for problem in problems if problem.severity == "error"))
+    if not settings.teams:
+        raise UserError(f"{root / 'tuneops.yaml'} defines no teams: add `teams:` (docs/teams.md)")
+    top = repo_root(root) or root
+    prefix = root.relative_to(top).as_posix() if root != top else ""
+    lines = block(settings, "" if prefix == "." else prefix)
+    if not write and not check:
+        click.echo("\n".join(lines))
+        return
+    target = next((top / where for where in LOCATIONS if (top / where).is_file()), top / LOCATIONS[0])
+    existing = target.read_text(encoding="utf-8") if target.is_file() else ""
+    wanted = merged(existing, lines)
+    if check:
+        if existing != wanted:
+            raise UserError(f"{target} is out of date with the teams in tuneops.yaml: run "
+                            "`tuneops codeowners --write`")
+        click.echo(f"{target}: up to date")
+        return
+    if existing == wanted:
+        click.echo(f"{target}: up to date")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(target, wanted)
+    click.echo(f"wrote {target}")

@@ -71,6 +71,7 @@ class TeamCost:
     spent: Spend | None  # None: not read (offline, or nothing recorded yet)
     budget: TeamBudget | None
     approval: Approval | None = None
+    changes: int = 0  # the plan's actions on the team's specs that do something
 
     @property
     def over_budget(self) -> str | None:
@@ -140,6 +141,7 @@ class TeamCost:
     def to_json(self) -> dict[str, Any]:
         return {"owners": list(self.owners), "gpu_hours": self.gpu_hours, "dollars": self.dollars,
                 "not_estimated": self.unestimated, "costly": [str(rid) for rid in self.costly],
+                "changes": self.changes,
                 "spent": None if self.spent is None else {"gpu_hours": self.spent.gpu_hours,
                                                           "dollars": self.spent.dollars,
                                                           "runs": self.spent.runs},
@@ -157,10 +159,12 @@ def team_costs(specs: SpecSet, plan: Plan, estimates: Mapping[ResourceId, Any],
     if not settings.teams:
         return ()
     shares: dict[str, list[tuple[ResourceId, float | None, float | None]]] = {t: [] for t in settings.teams}
+    changes: dict[str, int] = dict.fromkeys(settings.teams, 0)
     for planned in plan.actions:
         team = team_of(planned.resource.name)
         if team not in shares or planned.action == Action.NOOP:
             continue
+        changes[team] += 1
         hours, dollars, trains = action_cost(specs, planned, estimates, settings.pricing)
         if trains:
             shares[team].append((planned.resource, hours, dollars))
@@ -170,7 +174,8 @@ def team_costs(specs: SpecSet, plan: Plan, estimates: Mapping[ResourceId, Any],
         cost = TeamCost(team, settings.teams[team].owners, sum(hours or 0.0 for _, hours, _ in share),
                         sum(priced) if priced else None, sum(1 for _, hours, _ in share if hours is None),
                         tuple(rid for rid, *_ in share),
-                        None if spent is None else spent.get(team, Spend()), settings.teams[team].budget)
+                        None if spent is None else spent.get(team, Spend()), settings.teams[team].budget,
+                        changes=changes[team])
         if cost.over_budget:
             cost = TeamCost(**{**cost.__dict__, "approval": _approval(specs, approval, cost.costly)})
         costs.append(cost)

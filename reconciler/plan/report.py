@@ -167,8 +167,9 @@ def plan_text(plan: Plan, header: str = "", color: bool = False, estimates: Esti
 
 
 def _teams_shown(plan: Plan) -> list[Any]:
-    """The teams a plan trains for, and any it takes over budget."""
-    return [cost for cost in plan.teams if cost.costly or cost.over_budget]
+    """The teams whose specs the plan changes (their owners review it), and any it takes over
+    budget."""
+    return [cost for cost in plan.teams if cost.changes or cost.over_budget]
 
 
 COMMENT_LIMIT = 65_536  # GitHub refuses longer pull-request comments
@@ -249,9 +250,11 @@ def _markdown(plan: Plan, header: str, estimates: Estimates | None, shown: list[
 
 
 def _team_row(cost: Any) -> str:
-    verdict = f" **{cost.verdict()}**" if cost.verdict() else ""
+    budget = cost.budget_text() or "none"
+    if cost.verdict():
+        budget += f" **{cost.verdict()}**"
     return (f"| `{cost.team}` | {_cell(', '.join(cost.owners)) or ' '} | {_cell(cost.plan_text())} | "
-            f"{_cell(cost.spent_text())} | {_cell(cost.budget_text() or 'none')}{_cell(verdict)} |")
+            f"{_cell(cost.spent_text())} | {_cell(budget)} |")
 
 
 def mermaid_graph(plan: Plan, shown: list[PlannedAction]) -> list[str]:

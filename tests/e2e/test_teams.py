@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,61 @@ def test_month_to_date_spend_is_read_from_the_runs_mlflow_recorded(tmp_path):
     actions = {a["name"]: a["action"] for a in json.loads(planned.stdout)["actions"]}
     assert (actions["a.fruit-sft"], actions["b.fruit-sft"]) == ("blocked", "create")
     assert "100.00 spent" in teams["a"]["over_budget"]
+
+
+def test_codeowners_gives_each_teams_folders_to_its_owners_and_keeps_other_lines(tmp_path):
+    top = tmp_path / "repo"  # the specs one folder below the repository's root
+    specs = top / "specs"
+    shutil.copytree(QUICKSTART, specs, ignore=shutil.ignore_patterns(".tuneops"))
+    into_teams(specs)
+    subprocess.run(["git", "init", "-q", str(top)], check=True)
+    (top / ".github").mkdir()
+    (top / ".github" / "CODEOWNERS").write_text("* @org/platform\n")
+    settings = specs / "tuneops.yaml"
+
+    printed = run_tuneops("codeowners", str(specs))
+    assert printed.exit_code == 0, printed.output
+    assert "/specs/teams/a/** @org/team-a" in printed.stdout
+    assert "/specs/teams/b/** @org/team-b @bea" in printed.stdout
+    stale = run_tuneops("codeowners", str(specs), "--check")
+    assert stale.exit_code == 1 and "codeowners --write" in stale.stderr
+
+    assert run_tuneops("codeowners", str(specs), "--write").exit_code == 0
+    written = (top / ".github" / "CODEOWNERS").read_text()
+    assert written.startswith("* @org/platform\n\n# BEGIN tuneops teams")  # team rules come last, and win
+    settings.write_text(settings.read_text().replace('"@bea"', '"@bo"'))
+    assert run_tuneops("codeowners", str(specs), "--write").exit_code == 0
+    rewritten = (top / ".github" / "CODEOWNERS").read_text()
+    assert rewritten.count("# BEGIN tuneops teams") == 1
+    assert "@org/team-b @bo" in rewritten and "@bea" not in rewritten
+    assert run_tuneops("codeowners", str(specs), "--check").exit_code == 0
+
+    settings.write_text(settings.read_text().replace('"@bo"', '"bo"'))
+    refused = run_tuneops("codeowners", str(specs))
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "teams.b.owners[1]" in refused.stderr
+
+
+def test_a_rule_about_the_plan_is_checked_on_each_matched_teams_share(tmp_path):
+    root = tmp_path / "specs"
+    shutil.copytree(QUICKSTART, root, ignore=shutil.ignore_patterns(".tuneops"))
+    into_teams(root)
+    (root / "policies").mkdir()
+    (root / "policies" / "frozen.yaml").write_text("""\
+apiVersion: tuneops.dev/v1alpha1
+kind: Policy
+metadata: {name: b-is-frozen}
+spec:
+  match: {teams: [b]}
+  rule: "team == 'b' && plan.actions.all(a, a.kind != 'FineTune' && a.name.startsWith('b.'))"
+  message: "team b trains nothing this week"
+""")
+    planned = run_tuneops("plan", str(root), "--offline", "--format", "json")
+    assert planned.exit_code == 1, planned.output  # team a's FineTune is not team b's share
+    (error,) = json.loads(planned.stdout)["policy_errors"]
+    assert "the plan (team b's share) violates Policy 'b-is-frozen'" in error
+    (root / "policies" / "frozen.yaml").write_text(
+        (root / "policies" / "frozen.yaml").read_text().replace("teams: [b]", "teams: [a]").replace(
+            "team == 'b' && ", "team == 'a' && ").replace("startsWith('b.')", "startsWith('a.')"))
+    assert "team a's share" in json.loads(run_tuneops("plan", str(root), "--offline", "--format", "json")
+                                          .stdout)["policy_errors"][0]

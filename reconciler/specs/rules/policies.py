@@ -84,10 +84,11 @@ def checked_policies(ctx: RuleContext) -> Iterator[Checked]:
             continue
         if is_plan_rule(compiled):  # checked against each plan, not against the specs
             ignored = None
-            if "match" in policy.spec.model_fields_set:
+            if "match" in policy.spec.model_fields_set and policy.spec.match.model_fields_set - {"teams"}:
                 ignored = problem(spec, WARNING, "policy-rule-invalid",
-                                  "spec.match does not apply to a rule about the whole plan: it is checked "
-                                  "once per plan", ("spec", "match"), key=True)
+                                  "spec.match's kinds and names do not apply to a rule about the whole plan: "
+                                  "it is checked once per plan (per team, of the teams it matches)",
+                                  ("spec", "match"), key=True)
             yield Checked(spec, ignored)
             continue
         found: list[Violation] = []

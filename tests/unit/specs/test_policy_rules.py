@@ -195,7 +195,9 @@ def test_a_rule_about_the_plan_is_checked_by_the_plan_not_against_the_specs(tmp_
     plan_rule = "plan.gpuHours < 1.0 && plan.actions.all(a, a.kind != 'Sweep')"
     about_the_plan = policy(**{json.dumps(rule): json.dumps(plan_rule)})
     matched = only(check(tmp_path, {"p.yaml": about_the_plan}), "policy-rule-invalid")
-    assert matched.severity == "warning" and "spec.match does not apply" in matched.message
+    assert matched.severity == "warning" and "kinds and names do not apply" in matched.message
     unmatched = about_the_plan.replace('  match: {kinds: [Deployment], teams: ["*"]}\n', "")
     assert unmatched != about_the_plan
     assert check(tmp_path / "b", {"p.yaml": unmatched}) == []
+    per_team = about_the_plan.replace('match: {kinds: [Deployment], teams: ["*"]}', 'match: {teams: ["*"]}')
+    assert check(tmp_path / "c", {"p.yaml": per_team}) == []  # teams say which teams' shares it checks
