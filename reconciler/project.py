@@ -305,7 +305,9 @@ class Project:
 
         unknown = [str(rid) for rid in targets or () if rid not in self.specs]
         if unknown:
-            raise TuneopsError(f"--target {', '.join(unknown)}: no such spec under {self.root}")
+            first = next(rid for rid in targets or () if rid not in self.specs)
+            raise TuneopsError(f"--target {', '.join(unknown)}: no such spec under {self.root} "
+                               f"({self.specs.unknown_target_hint(first)})")
         return project_manifests(self, targets, validate=validate)
 
     @staticmethod

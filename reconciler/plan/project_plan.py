@@ -73,8 +73,9 @@ def plan_options(project: Any, *, prune: bool = False, retry_failed: bool = Fals
     settings = project.settings
     unknown = [str(rid) for rid in target or () if rid not in project.specs]
     if unknown:
+        first = next(rid for rid in target or () if rid not in project.specs)
         raise TuneopsError(f"--target {', '.join(unknown)}: no such spec under {project.root} "
-                           "(`tuneops graph` lists them)")
+                           f"({project.specs.unknown_target_hint(first)})")
     return PlanOptions(prune=prune or settings.prune.enabled, max_attempts=settings.max_attempts,
                        retry_failed=retry_failed, target=target,
                        multi_node=project.settings.backend == "kubernetes")

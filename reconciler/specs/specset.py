@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from reconciler.config import ProjectSettings
-from reconciler.specs.base import Resource, ResourceId
+from reconciler.specs.base import Resource, ResourceId, bare_name
 from reconciler.specs.dependencies import implied_dependencies
 from reconciler.specs.kinds import RULE_KINDS
 from reconciler.specs.loader import LoadedSpec
+from reconciler.specs.schema_errors import suggest
 
 R = TypeVar("R", bound=Resource)
 
@@ -56,6 +57,17 @@ class SpecSet:
 
     def names(self, kind: str) -> list[str]:
         return [spec.resource.name for spec in self.of_kind(kind)]
+
+    def unknown_target_hint(self, target: ResourceId) -> str:
+        """Why `--target KIND/NAME` names no spec, and the likely one: in a project with teams,
+        the team-qualified name of a spec written with that name."""
+        same_kind = self.names(target.kind)
+        teams = [name for name in same_kind if bare_name(name) == target.name and name != target.name]
+        if teams:
+            return f"did you mean {', '.join(f'{target.kind}/{name}' for name in teams)}? A team's specs " \
+                   "are named with their team"
+        close = suggest(target.name, same_kind)
+        return close or "`tuneops graph` lists them"
 
     def depends_on(self) -> dict[ResourceId, list[ResourceId]]:
         """Resource -> the resources it references that exist in this set, and those another

@@ -157,6 +157,12 @@ def test_plan_json_names_the_team_of_each_action(tmp_path):
     assert planned.exit_code == 0, planned.output
     teams = {f"{a['kind']}/{a['name']}": a.get("team") for a in json.loads(planned.stdout)["actions"]}
     assert teams["FineTune/a.fruit-sft"] == "a" and teams["Dataset/b.fruit-colors"] == "b"
+    bare = run_tuneops("plan", str(root), "--offline", "--target", "FineTune/fruit-sft")
+    assert bare.exit_code == 1 and "did you mean FineTune/a.fruit-sft, FineTune/b.fruit-sft?" in bare.stderr
+    qualified = run_tuneops("plan", str(root), "--offline", "--format", "json",
+                            "--target", "FineTune/b.fruit-sft")
+    assert {f"{a['kind']}/{a['name']}" for a in json.loads(qualified.stdout)["actions"]} == \
+        {"BaseModel/b.tiny-llama", "Dataset/b.fruit-colors", "FineTune/b.fruit-sft"}
 
 
 PRICED = """\

@@ -167,3 +167,26 @@ def test_a_cluster_without_a_launchers_crd_has_none_of_it_and_says_what_to_insta
         "Kubernetes API: patch jobsets.jobset.x-k8s.io 'sft-finetune-ffffffffff' failed (404 NotFound): the "
         "server could not find the requested resource; is JobSet (jobset.sigs.k8s.io) installed in the "
         "cluster? Its CRD serves this kind")
+
+
+def team_job(name: str, namespace: str, resource: str) -> dict:
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {**LABELS, "tuneops.dev/kind": "FineTune", "tuneops.dev/name": resource},
+                         "annotations": {FINGERPRINT_ANNOTATION: "f" * 64}},
+            "spec": {"template": {"spec": {}}}, "status": {"active": 1}}
+
+
+def test_each_teams_jobs_are_read_and_stopped_in_the_teams_namespace(fake: FakeKubeApi):
+    fake.put(team_job("a-sft-finetune-ffffffffff", "team-a", "a.sft"))
+    fake.put(team_job("b-sft-finetune-ffffffffff", "team-b", "b.sft"))
+    fake.put(team_job("c-sft-finetune-ffffffffff", "elsewhere", "c.sft"))  # no team of ours: not read
+    backend = KubernetesBackend(client(), "ml", team_namespaces={"a": "team-a", "b": "team-b"})
+    assert sorted(job.name for job in backend.observe().jobs) == ["a.sft", "b.sft"]
+    assert backend.namespace_of("a.sft") == "team-a" and backend.namespace_of("sft") == "ml"
+    assert backend.namespace_of("zz.sft") == "ml"  # a team tuneops.yaml no longer defines
+
+    assert backend.stop("FineTune", "b.sft") == ["job/b-sft-finetune-ffffffffff"]
+    assert fake.objects("Job", "team-b") == [] and len(fake.objects("Job", "team-a")) == 1
+    deletes = [r.path for r in fake.requests if r.method == "DELETE"]
+    assert deletes and all("/namespaces/team-b/" in path for path in deletes)
