@@ -82,7 +82,7 @@ def check_plan_policies(specs: SpecSet, approval: Approval, plan: Plan, estimate
     found = []
     teams: list[str | None] = list(specs.settings.teams) or [None]
     variables: dict[str | None, dict[str, Any]] = {}
-    for loaded in specs.of_kind("Policy"):
+    for loaded in specs.policies():
         policy = loaded.resource
         assert isinstance(policy, PolicyResource)
         try:

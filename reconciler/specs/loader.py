@@ -59,6 +59,7 @@ class LoadResult:
     problems: list[Problem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     settings_file: str | None = None
+    settings_document: Document | None = None  # tuneops.yaml as read: where each setting is
     tuneops_documents: int = 0  # documents (or unparsed files) that say they are tuneops specs
     unparsed: dict[str, str | None] = field(default_factory=dict)  # file -> its text; None: unread
 
@@ -152,28 +153,34 @@ def _line_of(text: str | None, line: int) -> str | None:
 
 
 def load_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | None]:
+    settings, problems, shown, _ = read_settings(root)
+    return settings, problems, shown
+
+
+def read_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | None, Document | None]:
+    """tuneops.yaml's settings, its problems, its path as shown, and its document (positions)."""
     path = root / PROJECT_FILE
     if not path.is_file():
-        return ProjectSettings(), [], None
+        return ProjectSettings(), [], None, None
     shown = display_path(path)
     documents, problems, _ = read_yaml_file(path, shown)
     if problems:
-        return ProjectSettings(), problems, shown
+        return ProjectSettings(), problems, shown, None
     if not documents:
-        return ProjectSettings(), [], shown
+        return ProjectSettings(), [], shown, None
     document = documents[0]
     if len(documents) > 1 or not isinstance(document.data, dict):
         line, column = document.position(())
         return ProjectSettings(), [Problem(
             Severity.ERROR, "invalid-settings",
             f"{PROJECT_FILE} must be a single mapping of settings", Position(shown, line, column),
-        )], shown
+        )], shown, None
     try:
-        return ProjectSettings.model_validate(document.data), [], shown
+        return ProjectSettings.model_validate(document.data), [], shown, document
     except ValidationError as error:
         locate = _locator(document)
         return ProjectSettings(), problems_from_validation_error(
-            error, ProjectSettings, shown, locate, source_text=document.source_text), shown
+            error, ProjectSettings, shown, locate, source_text=document.source_text), shown, document
 
 
 def _locator(document: Document) -> Locate:
@@ -254,9 +261,9 @@ def load(root: Path, also: list[Path] | tuple[Path, ...] = ()) -> LoadResult:
     """Read every spec of the project at `root` (plus `also`, files discovery would skip) and
     validate each on its own."""
     root = root.resolve()
-    settings, problems, settings_file = load_settings(root)
+    settings, problems, settings_file, settings_document = read_settings(root)
     result = LoadResult(root=root, settings=settings, problems=list(problems),
-                        settings_file=settings_file)
+                        settings_file=settings_file, settings_document=settings_document)
     if settings_file:
         result.files.append(settings_file)
     files = discover(root, settings.exclude)

@@ -201,9 +201,9 @@ CODES: dict[str, str] = {
     "duplicate-alias": "Two Deployments move the same registry alias of the same model.",
     "unpinned-revision": "An hf:// source without a commit-sha revision (warning; an error "
                          "under --strict).",
-    "trust-remote-code": "trustRemoteCode is on, or a benchmark's task YAML runs Python (`!function`) "
-                         "(warning, or an error under a deny policy).",
-    "policy": "A spec breaks a rule set in tuneops.yaml's policy.",
+    "trust-remote-code": "A benchmark's task YAML runs Python (`!function`) (warning, or an error "
+                         "under policy.trustRemoteCode: deny). A BaseModel's trustRemoteCode is the "
+                         "built-in Policy builtin-trust-remote-code.",
     "missing-file": "A local file a spec names does not exist or cannot be read.",
     "outside-repository": "A file:// path (or a symlink on its way, or in a model folder) leads "
                           "outside the spec repository and policy.allowedFileRoots.",

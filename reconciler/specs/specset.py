@@ -27,6 +27,9 @@ class SpecSet:
     root: Path
     settings: ProjectSettings
     by_id: dict[ResourceId, LoadedSpec] = field(default_factory=dict)
+    # tuneops.yaml's `policy:` settings as Policies (specs/builtin_policies.py): checked with the
+    # repository's Policies, never built, not counted as specs
+    builtin_policies: tuple[LoadedSpec, ...] = ()
 
     def __iter__(self) -> Iterator[LoadedSpec]:
         return iter(self.by_id.values())
@@ -54,6 +57,10 @@ class SpecSet:
 
     def of_kind(self, kind: str) -> list[LoadedSpec]:
         return self._by_kind.get(kind, [])
+
+    def policies(self) -> list[LoadedSpec]:
+        """The repository's Policies, then the built-in ones."""
+        return [*self.of_kind("Policy"), *self.builtin_policies]
 
     def names(self, kind: str) -> list[str]:
         return [spec.resource.name for spec in self.of_kind(kind)]

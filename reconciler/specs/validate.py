@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reconciler.specs import loader, rules
 from reconciler.specs.base import ResourceId
+from reconciler.specs.builtin_policies import builtin_policies
 from reconciler.specs.loader import UNPARSED_CODES, LoadedSpec
 from reconciler.specs.policy import NO_APPROVAL, Approval
 from reconciler.specs.problems import Problem, Severity
@@ -110,7 +111,8 @@ def validate_paths(paths: list[Path], *, strict: bool = False,
 def _validate(root: Path, requested: list[Path] | None, strict: bool, approval: Approval) -> ValidationResult:
     loaded = loader.load(root, also=requested or ())
     by_id, problems = rules.find_duplicates(loaded.specs)
-    specs = SpecSet(loaded.root, loaded.settings, by_id)
+    builtin = builtin_policies(loaded.settings, loaded.root, loaded.settings_file, loaded.settings_document)
+    specs = SpecSet(loaded.root, loaded.settings, by_id, builtin)
     # Task YAMLs an Evaluation names are lm-eval's files, not specs: their own rule reads them.
     task_yamls = task_yaml_files(specs)
     loaded.files = [file for file in loaded.files if file not in task_yamls]

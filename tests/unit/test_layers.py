@@ -20,7 +20,7 @@ LAYERS = {
     # Helpers every layer may use: no reconciler imports of their own beyond this rank.
     "reconciler.fileio": 0, "reconciler.values": 0, "reconciler.config": 0, "reconciler.redaction": 0,
     "reconciler.errors": 0, "reconciler.lock": 0, "reconciler.state_files": 0, "reconciler.starter": 0,
-    "reconciler.actor": 0,
+    "reconciler.actor": 0, "reconciler.codeowners": 0,
     "reconciler.specs": 1,
     "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.sources_digest": 2,
     "reconciler.contamination": 2,
@@ -43,7 +43,8 @@ PURE = ("reconciler.specs", "reconciler.importers", "reconciler.graph", "reconci
         "reconciler.plan.gates", "reconciler.plan.in_use", "reconciler.plan.report",
         "reconciler.sizing.memory", "reconciler.sizing.activations", "reconciler.sizing.strategy",
         "reconciler.sizing.throughput", "reconciler.sizing.estimates", "reconciler.state",
-        "reconciler.status", "reconciler.plan.sweeps", "reconciler.sweeps.trials", "reconciler.sweeps.limits")
+        "reconciler.status", "reconciler.plan.sweeps", "reconciler.sweeps.trials", "reconciler.sweeps.limits",
+        "reconciler.plan.costs", "reconciler.codeowners")
 IMPURE_LIBRARIES = ("mlflow", "kubernetes", "git", "torch", "transformers", "peft", "trl",
                     "deepspeed", "datasets", "jinja2")
 

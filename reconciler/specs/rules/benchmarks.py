@@ -134,9 +134,8 @@ def _files_of(ctx: RuleContext, spec: LoadedSpec, index: int, read: TaskFile,
     setting = ctx.settings.policy.trust_remote_code
     if setting == "allow":
         return
-    severity = ERROR if setting == "deny" else WARNING
     for item in read.functions:
-        yield _in_task_file(spec, severity, "trust-remote-code",
+        yield _in_task_file(spec, ERROR if setting == "deny" else WARNING, "trust-remote-code",
                             f"!function {item.value} runs Python from the repository in the evaluation job",
                             index, _where(item),
                             hint="allow it for the project with policy.trustRemoteCode: allow"

@@ -83,11 +83,6 @@ def hardware_fits_adapter(ctx: RuleContext) -> Iterator[Problem]:
                           "this spec trains on CPU (gpusPerNode: 0), where it only costs time",
                           ("spec", "distributed", "offload"),
                           hint="set resources.gpusPerNode, or remove offload")
-        limit = ctx.settings.policy.max_gpus_per_fine_tune
-        gpus = s.resources.nodes * s.resources.gpus_per_node
-        if limit is not None and gpus > limit:
-            yield problem(spec, ERROR, "policy", f"asks for {gpus} GPUs; the project allows at most "
-                          f"{limit} (policy.maxGpusPerFineTune)", ("spec", "resources"))
 
 
 @rule

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel as PydanticModel
 
 from reconciler.specs.base import APPROVAL_REASON, APPROVED_BY, Metadata, bare_name, team_of
+from reconciler.specs.builtin_policies import BUILTIN_PREFIX, BuiltinPolicy
 from reconciler.specs.cel import CelError, CompiledRule, compile_rule, evaluate
 from reconciler.specs.kinds import KINDS
 from reconciler.specs.loader import LoadedSpec
@@ -75,7 +76,7 @@ def violations(ctx: RuleContext) -> list[Violation]:
 
 
 def checked_policies(ctx: RuleContext) -> Iterator[Checked]:
-    for spec in ctx.specs.of_kind("Policy"):
+    for spec in ctx.specs.policies():
         policy = spec.resource
         assert isinstance(policy, PolicyResource)
         compiled = _compiled(spec, policy)
@@ -155,9 +156,10 @@ def _reported(violation: Violation) -> Problem:
     if approval is not None:
         return problem(violation.target, WARNING, "policy-approved",
                        f"{text}; approved by {approval.by}: {approval.reason}", violation.path)
-    rule_line = violation.policy.position(("spec", "rule")).line
+    where = violation.policy.where() if isinstance(violation.policy, BuiltinPolicy) else \
+        f"rule at {violation.policy.file}:{violation.policy.position(('spec', 'rule')).line}"
     found = problem(violation.target, ERROR, "policy-violated", text, violation.path,
-                    hint=f"rule at {violation.policy.file}:{rule_line}: `{_short(policy.spec.rule)}`; "
+                    hint=f"{where}: `{_short(policy.spec.rule)}`; "
                          f"to let this through, approve it: --approve {policy.name} --reason '...', "
                          f"or the annotations {APPROVED_BY}: {policy.name} and {APPROVAL_REASON}")
     return found if policy.spec.severity == "error" else replace(found, severity=WARNING)
@@ -197,6 +199,18 @@ def _approval(ctx: RuleContext, policy: str, target: LoadedSpec) -> Approval | N
     return annotated_approval(policy, target.resource.metadata.annotations, target.file)
 
 
+@rule
+def builtin_names_are_reserved(ctx: RuleContext) -> Iterator[Problem]:
+    """`builtin-` names the policies tuneops.yaml's settings make: a Policy of that name would be
+    approved, and read in history, as one of them."""
+    for spec in ctx.specs.of_kind("Policy"):
+        if spec.resource.name.startswith(BUILTIN_PREFIX):
+            yield problem(spec, ERROR, "policy-rule-invalid",
+                          f"Policy names starting with {BUILTIN_PREFIX!r} are the built-in policies' (the "
+                          "policy: settings of tuneops.yaml)", ("metadata", "name"),
+                          hint="give the Policy another name")
+
+
 BUDGET = "budget"  # a team budget is approved as a policy of this name (plan/costs.py)
 
 
@@ -204,7 +218,7 @@ def approvable(specs: SpecSet) -> set[str]:
     """What `--approve` and tuneops.dev/approved-by may name: the Policies, and `budget` where a
     team has one."""
     budgets = any(team.budget is not None for team in specs.settings.teams.values())
-    return set(specs.names("Policy")) | ({BUDGET} if budgets else set())
+    return {policy.resource.name for policy in specs.policies()} | ({BUDGET} if budgets else set())
 
 
 @rule

@@ -1,5 +1,5 @@
-"""Rules on where models and data come from: allowed and pinned remote sources, trusted remote
-code, and local files that exist, can be read and stay inside the spec repository.
+"""Rules on where models and data come from: pinned remote sources, and local files that
+exist, can be read and stay inside the spec repository.
 """
 
 from __future__ import annotations
@@ -18,17 +18,14 @@ from reconciler.specs.sources import is_pinned_hf_revision, parse_source
 
 
 @rule
-def sources_are_pinned_and_allowed(ctx: RuleContext) -> Iterator[Problem]:
-    allowed = ctx.settings.policy.allowed_sources
+def sources_are_pinned(ctx: RuleContext) -> Iterator[Problem]:
+    """Which schemes are allowed (policy.allowedSources) and whether remote code may run
+    (policy.trustRemoteCode) are built-in Policies: specs/builtin_policies.py."""
     for spec in ctx.specs:
         resource = spec.resource
         if not isinstance(resource, BaseModelResource | DatasetResource):
             continue
         source = parse_source(resource.spec.source)
-        if source.scheme not in allowed:
-            yield problem(spec, ERROR, "policy",
-                          f"{source.scheme}:// sources are not allowed in this project "
-                          f"(policy.allowedSources: {', '.join(allowed)})", ("spec", "source"))
         if source.scheme == "hf":
             revision = resource.spec.revision
             if revision is None:
@@ -40,14 +37,6 @@ def sources_are_pinned_and_allowed(ctx: RuleContext) -> Iterator[Problem]:
                               "revision is not a commit sha, so it can move",
                               ("spec", "revision"), value=revision,
                               hint="pin revision to a 40-character commit sha")
-        if isinstance(resource, BaseModelResource) and resource.spec.trust_remote_code:
-            setting = ctx.settings.policy.trust_remote_code
-            if setting != "allow":
-                yield problem(spec, ERROR if setting == "deny" else WARNING, "trust-remote-code",
-                              "trustRemoteCode runs Python code from the model repository",
-                              ("spec", "trustRemoteCode"),
-                              hint="allow it for the project with policy.trustRemoteCode: allow"
-                              if setting == "warn" else "the project policy denies it")
 
 
 @rule

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.specs.policy import NO_APPROVAL, Approval
 from reconciler.specs.problems import CODES, Problem
 from reconciler.specs.validate import validate_path
 from tests.conftest import REPO_ROOT, VALID_SPECS, write_repo
@@ -23,9 +24,10 @@ def edit(name: str, old: str, new: str) -> dict[str, str]:
     return {name: text.replace(old, new, 1)}
 
 
-def problems(tmp_path: Path, files: dict[str, str], strict: bool = False) -> list[Problem]:
+def problems(tmp_path: Path, files: dict[str, str], strict: bool = False,
+             approval: Approval = NO_APPROVAL) -> list[Problem]:
     repo = write_repo(tmp_path / "specs", {**VALID_SPECS, **files})
-    return list(validate_path(repo, strict=strict).problems)
+    return list(validate_path(repo, strict=strict, approval=approval).problems)
 
 
 def only(found: list[Problem], code: str) -> Problem:
@@ -214,16 +216,38 @@ def test_trust_remote_code_follows_policy(tmp_path: Path, policy, severity):
     found = problems(tmp_path, files)
     if severity is None:
         assert found == []
-    else:
-        assert only(found, "trust-remote-code").severity == severity
+    else:  # the setting is the built-in Policy builtin-trust-remote-code
+        violated = only(found, "policy-violated")
+        assert violated.severity == severity and violated.path == "spec.trustRemoteCode"
+        assert "violates Policy 'builtin-trust-remote-code': trustRemoteCode runs Python" in violated.message
+        where = "tuneops.yaml:2:" if policy else "policy.trustRemoteCode (its default)"
+        assert where in (violated.hint or "")
+        assert "--approve builtin-trust-remote-code" in (violated.hint or "")
 
 
 def test_policy_limits_sources_and_gpus(tmp_path: Path):
     files = {"tuneops.yaml": "policy:\n  allowedSources: [hf]\n  maxGpusPerFineTune: 4\n",
              "fine-tune.yaml": spec_text("fine-tune.yaml") + "  resources: {nodes: 2, gpusPerNode: 4}\n"}
-    found = problems(tmp_path, files)
-    assert sorted(p.message.split(" ")[0] for p in found if p.code == "policy") == [
-        "asks", "file://", "file://"]
+    found = [p for p in problems(tmp_path, files) if p.code == "policy-violated"]
+    assert sorted((p.resource, p.path, p.message.split(":")[0]) for p in found) == [
+        ("BaseModel/tiny", "spec.source", "violates Policy 'builtin-allowed-sources'"),
+        ("Dataset/chats", "spec.source", "violates Policy 'builtin-allowed-sources'"),
+        ("FineTune/sft", "spec.resources.nodes", "violates Policy 'builtin-max-gpus-per-fine-tune'")]
+    assert "at most 4 GPUs" in found[-1].message and "sources must be hf://" in found[0].message
+    approved = problems(tmp_path / "approved", files, approval=Approval(
+        frozenset({"builtin-max-gpus-per-fine-tune"}), "a one-off 8-GPU run", "ada"))
+    assert [p.code for p in approved if p.resource == "FineTune/sft"] == ["policy-approved"]
+
+
+def test_a_policy_may_not_take_a_builtin_name(tmp_path: Path):
+    files = {"p.yaml": """
+        apiVersion: tuneops.dev/v1alpha1
+        kind: Policy
+        metadata: {name: builtin-mine}
+        spec: {rule: "true", message: "m"}
+        """}
+    found = only(problems(tmp_path, files), "policy-rule-invalid")
+    assert "built-in policies'" in found.message and found.path == "metadata.name"
 
 
 def test_local_files_must_exist(tmp_path: Path):
