@@ -18,7 +18,8 @@ def owner_pattern(path: str, prefix: str) -> str:
     """A team path as a CODEOWNERS pattern, anchored at the repository root: `teams/nlp/**`
     stays a glob; a plain folder `teams/nlp` owns everything below it (`/teams/nlp/`)."""
     anchored = str(PurePosixPath("/", prefix, path)) if prefix else "/" + path
-    if not any(character in path for character in "*?["):
+    anchored = anchored.replace(" ", "\\ ")  # a spec root in a folder with a space
+    if not any(character in path for character in "*?"):
         return anchored.rstrip("/") + "/"
     return anchored
 
@@ -37,13 +38,21 @@ def block(settings: ProjectSettings, prefix: str = "") -> list[str]:
     return [*lines, END]
 
 
+class MarkersBroken(ValueError):
+    """A CODEOWNERS file whose tuneops block is not one BEGIN line followed by one END line:
+    which lines are ours is unknown, so none is touched."""
+
+
 def merged(existing: str, lines: list[str]) -> str:
     """`existing` with its tuneops block replaced by `lines` (appended when it has none)."""
     current = existing.splitlines()
-    if BEGIN in current and END in current[current.index(BEGIN):]:
-        start = current.index(BEGIN)
-        end = current.index(END, start)
-        current[start:end + 1] = lines
-    else:
+    begins = [index for index, line in enumerate(current) if line.strip().startswith("# BEGIN tuneops teams")]
+    ends = [index for index, line in enumerate(current) if line.strip() == END]
+    if not begins and not ends:
         current += ([""] if current and current[-1].strip() else []) + lines
+    elif len(begins) == 1 and len(ends) == 1 and begins[0] < ends[0]:
+        current[begins[0]:ends[0] + 1] = lines
+    else:
+        raise MarkersBroken(f"{len(begins)} BEGIN and {len(ends)} END line(s) of the tuneops block, where "
+                            "one of each, in that order, belongs: fix the file by hand")
     return "\n".join(current) + "\n"

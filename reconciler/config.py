@@ -6,10 +6,11 @@ machinery as specs, so its errors carry file, line and field path too.
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AllowInfNan, ConfigDict, Field, Strict
+from pydantic import AfterValidator, AllowInfNan, ConfigDict, Field, Strict, ValidationInfo, field_validator
 from pydantic import BaseModel as PydanticModel
 from pydantic.alias_generators import to_camel
 
@@ -201,9 +202,11 @@ def _team_path(value: str) -> str:
         raise ValueError("must be a folder or glob relative to the spec root, e.g. teams/nlp/**")
     if ".." in PurePosixPath(value).parts:
         raise ValueError("must not contain '..': a team's specs are inside the spec repository")
-    if any(character.isspace() or not character.isprintable() or character in "#!\\" for character in value):
-        raise ValueError("must not contain spaces, control characters, '#', '!' or '\\': it becomes a "
+    if any(c.isspace() or not c.isprintable() or c in "#!\\[]" for c in value):
+        raise ValueError("must not contain spaces, control characters, '#', '!', '\\' or '[]': it becomes a "
                          "CODEOWNERS pattern too")
+    if "." in PurePosixPath(value).parts or value.startswith("./"):
+        raise ValueError("write it without './': relative to the spec root already")
     return value
 
 
@@ -222,6 +225,12 @@ def _export(value: str) -> str:
 
 
 Export = Annotated[_Str, AfterValidator(_export)]
+
+
+def _not_a_system_namespace(value: str) -> str:
+    if value.startswith("kube-"):
+        raise ValueError("kube-* namespaces are Kubernetes' own: give the team a namespace of its own")
+    return value
 
 
 class TeamQuota(_Settings):
@@ -246,7 +255,7 @@ class TeamSettings(_Settings):
     paths: tuple[TeamPath, ...] = Field(
         description="Folders or globs (relative to the spec root) whose specs belong to the team.",
         min_length=1, examples=[["teams/nlp/**"]])
-    namespace: Namespace | None = Field(
+    namespace: Annotated[Namespace, AfterValidator(_not_a_system_namespace)] | None = Field(
         None, description="Kubernetes namespace of the team's jobs and servers; default: "
                           "kubernetes.namespace.", examples=["nlp-train"])
     queue: _Str | None = Field(
@@ -265,7 +274,15 @@ class TeamSettings(_Settings):
         examples=[["Dataset/support-chats"]])
 
 
-TeamName = Annotated[_Str, Field(pattern=_DNS_LABEL, max_length=30)]
+def _team_name(value: str) -> str:
+    if not re.fullmatch(_DNS_LABEL, value) or len(value) > 30:
+        raise ValueError(f"team name {value!r} must be lowercase letters, digits and '-', starting and "
+                         "ending with a letter or digit, at most 30 characters: it prefixes the team's names")
+    return value
+
+
+TeamName = Annotated[_Str, AfterValidator(_team_name),
+                     Field(json_schema_extra={"pattern": _DNS_LABEL, "maxLength": 30})]
 
 
 class ProjectSettings(_Settings):
@@ -289,6 +306,28 @@ class ProjectSettings(_Settings):
     exclude: tuple[_Str, ...] = Field(
         (), description="Glob patterns (relative to the spec root) of YAML files that are not "
                         "specs.", examples=[["ci/**", "kustomize/*.yaml"]])
+
+    @field_validator("teams")
+    @classmethod
+    def _queues_hold_quotas(cls, teams: dict[str, TeamSettings],
+                            info: ValidationInfo) -> dict[str, TeamSettings]:
+        """A quota is a ClusterQueue that only the team's LocalQueue reaches: it needs a queue,
+        and no other team's quota may claim the same queue in the same namespace."""
+        kubernetes = info.data.get("kubernetes")
+        home = kubernetes.namespace if isinstance(kubernetes, KubernetesSettings) else "default"
+        claimed: dict[tuple[str, str], str] = {}
+        for name, team in teams.items():
+            if team.quota is None:
+                continue
+            if not team.queue:
+                raise ValueError(f"team {name} has a quota but no queue: its jobs reach the quota through "
+                                 "the queue (a Kueue LocalQueue): set teams." + name + ".queue")
+            place = (team.namespace or home, team.queue)
+            if place in claimed:
+                raise ValueError(f"teams {claimed[place]} and {name} both have a quota on queue {place[1]} "
+                                 f"in namespace {place[0]}: one LocalQueue can hold one team's quota")
+            claimed[place] = name
+        return teams
 
     def namespace_of(self, team: str | None) -> str:
         """Where a team's jobs and servers run: its namespace, else the project's."""

@@ -94,4 +94,6 @@ _MERMAID_STYLES = {
 
 
 def _node_id(rid: ResourceId) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{rid.kind}_{rid.name}")
+    """A Mermaid-safe id, one per resource: names are lowercase, so a team's dot becomes `_X_`
+    and `a.b-c` stays apart from `a-b.c`."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{rid.kind}_{rid.name}".replace(".", "_X_"))

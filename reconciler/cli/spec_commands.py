@@ -218,7 +218,7 @@ def codeowners(path: Path | None, write: bool, check: bool) -> None:
     """CODEOWNERS lines that give each team's folders to its owners (teams in tuneops.yaml), so a
     pull request changing a team's specs asks that team to review it. Prints the block unless
     --write or --check."""
-    from reconciler.codeowners import LOCATIONS, block, merged
+    from reconciler.codeowners import LOCATIONS, MarkersBroken, block, merged
     from reconciler.fileio import write_text_atomic
     from reconciler.git.info import repo_root
     from reconciler.specs.loader import load_settings, project_root
@@ -238,8 +238,11 @@ def codeowners(path: Path | None, write: bool, check: bool) -> None:
         click.echo("\n".join(lines))
         return
     target = next((top / where for where in LOCATIONS if (top / where).is_file()), top / LOCATIONS[0])
-    existing = target.read_text(encoding="utf-8") if target.is_file() else ""
-    wanted = merged(existing, lines)
+    try:
+        existing = target.read_text(encoding="utf-8") if target.is_file() else ""
+        wanted = merged(existing, lines)
+    except (OSError, UnicodeDecodeError, MarkersBroken) as error:
+        raise UserError(f"{target}: {getattr(error, 'strerror', None) or error}") from None
     if check:
         if existing != wanted:
             raise UserError(f"{target} is out of date with the teams in tuneops.yaml: run "

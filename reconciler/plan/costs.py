@@ -72,25 +72,40 @@ class TeamCost:
     budget: TeamBudget | None
     approval: Approval | None = None
     changes: int = 0  # the plan's actions on the team's specs that do something
+    unpriced: int = 0  # trainings with GPU-hours but no price
 
     @property
     def over_budget(self) -> str | None:
-        """Why the plan takes the team over its budget; None when it does not."""
+        """Why the plan takes the team over its budget; None when it does not. Trainings
+        without a figure count for nothing, unless the month's spend has already reached the
+        limit: then any training goes over it."""
         budget, spent = self.budget, self.spent or Spend()
         if budget is None or not self.costly:
             return None
         why = []
-        hours = spent.gpu_hours + self.gpu_hours
         limit = budget.gpu_hours_per_month
-        if limit is not None and self.gpu_hours and hours > limit:
+        hours = spent.gpu_hours + self.gpu_hours
+        if limit is not None and spent.gpu_hours >= limit:
+            why.append(f"{hours_text(spent.gpu_hours)} GPU-hours spent this month: its {hours_text(limit)} "
+                       "are used up")
+        elif limit is not None and hours > limit:
             why.append(f"{hours_text(hours)} GPU-hours this month ({hours_text(spent.gpu_hours)} spent + "
-                       f"{hours_text(self.gpu_hours)} planned) > its {hours_text(limit)}")
+                       f"{hours_text(self.gpu_hours)} planned{self._unknown('estimated')}) > its "
+                       f"{hours_text(limit)}")
+        limit = budget.dollars_per_month
         dollars = spent.dollars + (self.dollars or 0.0)
-        if budget.dollars_per_month is not None and self.dollars and dollars > budget.dollars_per_month:
-            limit_text = dollars_text(budget.dollars_per_month)
+        if limit is not None and spent.dollars >= limit:
+            why.append(f"{dollars_text(spent.dollars)} spent this month: its {dollars_text(limit)} "
+                       "are used up")
+        elif limit is not None and dollars > limit:
             why.append(f"{dollars_text(dollars)} this month ({dollars_text(spent.dollars)} spent + "
-                       f"{dollars_text(self.dollars)} planned) > its {limit_text}")
+                       f"{dollars_text(self.dollars or 0.0)} planned{self._unknown('priced')}) > its "
+                       f"{dollars_text(limit)}")
         return "; ".join(why) if why else None
+
+    def _unknown(self, what: str) -> str:
+        missing = self.unestimated if what == "estimated" else self.unpriced
+        return f", {missing} training{'s' if missing != 1 else ''} not {what}" if missing else ""
 
     @property
     def blocks(self) -> bool:
@@ -99,11 +114,14 @@ class TeamCost:
     def plan_text(self) -> str:
         """`3.00 GPU-hours, $12.00 on demand`: what this plan trains for the team."""
         if not self.gpu_hours and self.unestimated:
-            return "GPU-hours not estimated"
+            plural = "s" if self.unestimated != 1 else ""
+            return f"GPU-hours not estimated ({self.unestimated} training{plural})"
         said = f"{hours_text(self.gpu_hours)} GPU-hours"
         if self.dollars is not None:
             said += f", {dollars_text(self.dollars)} on demand"
-        return said + (f" ({self.unestimated} not estimated)" if self.unestimated else "")
+        unknown = [f"{self.unestimated} not estimated"] if self.unestimated else []
+        unknown += [f"{self.unpriced} not priced"] if self.unpriced and self.dollars is not None else []
+        return said + (f" ({', '.join(unknown)}; not counted)" if unknown else "")
 
     def spent_text(self) -> str:
         if self.spent is None:
@@ -141,7 +159,7 @@ class TeamCost:
     def to_json(self) -> dict[str, Any]:
         return {"owners": list(self.owners), "gpu_hours": self.gpu_hours, "dollars": self.dollars,
                 "not_estimated": self.unestimated, "costly": [str(rid) for rid in self.costly],
-                "changes": self.changes,
+                "changes": self.changes, "not_priced": self.unpriced,
                 "spent": None if self.spent is None else {"gpu_hours": self.spent.gpu_hours,
                                                           "dollars": self.spent.dollars,
                                                           "runs": self.spent.runs},
@@ -175,7 +193,8 @@ def team_costs(specs: SpecSet, plan: Plan, estimates: Mapping[ResourceId, Any],
                         sum(priced) if priced else None, sum(1 for _, hours, _ in share if hours is None),
                         tuple(rid for rid, *_ in share),
                         None if spent is None else spent.get(team, Spend()), settings.teams[team].budget,
-                        changes=changes[team])
+                        changes=changes[team], unpriced=sum(1 for _, hours, dollars in share
+                                                            if hours is not None and dollars is None))
         if cost.over_budget:
             cost = TeamCost(**{**cost.__dict__, "approval": _approval(specs, approval, cost.costly)})
         costs.append(cost)

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from reconciler.config import PROJECT_FILE, STATE_DIR, ProjectSettings
 from reconciler.errors import PermanentError
-from reconciler.specs.base import API_VERSION, Resource, ResourceId, qualified_name
+from reconciler.specs.base import API_VERSION, TEAM_SEPARATOR, Resource, ResourceId, qualified_name
 from reconciler.specs.kinds import KINDS, RULE_KINDS
 from reconciler.specs.problems import Position, Problem, Severity, describe_value
 from reconciler.specs.schema_errors import Locate, problems_from_validation_error, suggest
@@ -179,8 +179,17 @@ def read_settings(root: Path) -> tuple[ProjectSettings, list[Problem], str | Non
         return ProjectSettings.model_validate(document.data), [], shown, document
     except ValidationError as error:
         locate = _locator(document)
-        return ProjectSettings(), problems_from_validation_error(
+        return _teams_of(document.data), problems_from_validation_error(
             error, ProjectSettings, shown, locate, source_text=document.source_text), shown, document
+
+
+def _teams_of(data: dict) -> ProjectSettings:
+    """Default settings, but for the teams when they are valid: an error elsewhere in tuneops.yaml
+    does not turn every team's specs into one team's duplicates."""
+    try:
+        return ProjectSettings.model_validate({key: data[key] for key in ("teams",) if key in data})
+    except ValidationError:
+        return ProjectSettings()
 
 
 def _locator(document: Document) -> Locate:
@@ -348,7 +357,8 @@ def _load_document(document: Document, file_path: Path, shown: str, result: Load
     named_at = here(("metadata", "name")) if isinstance(name, str) else here()
     team = _team_of_document(kind, teams, result, named_at)
     if isinstance(kind, str) and kind in KINDS and isinstance(name, str):
-        result.declared.add(ResourceId(kind, qualified_name(team, name)))
+        # a name that is not a label (`a.x` written in metadata.name) is reported, and counted as is
+        result.declared.add(ResourceId(kind, name if TEAM_SEPARATOR in name else qualified_name(team, name)))
     api_version = data.get("apiVersion")
     if _is_tuneops_document(api_version, kind):
         result.tuneops_documents += 1

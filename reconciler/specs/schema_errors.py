@@ -201,7 +201,8 @@ def problems_from_validation_error(
         on_key = code in ("unknown-field", "unsupported-field") or (loc and loc[-1] == "[key]")
         if loc and loc[-1] == "[key]":
             loc = loc[:-1]
-            message = f"label or annotation key {message}"
+            if not (loc and loc[0] == "teams"):  # a team name's error names it itself
+                message = f"label or annotation key {message}"
         line, column = locate(loc, bool(on_key))
         problems.append(Problem(
             severity=Severity.ERROR,

@@ -20,6 +20,7 @@ from reconciler.specs.policy import NO_APPROVAL, Approval
 from reconciler.specs.problems import Problem, Severity
 from reconciler.specs.rules.benchmarks import task_yaml_files
 from reconciler.specs.rules.policies import APPROVED
+from reconciler.specs.rules.teams import export_problems
 from reconciler.specs.specset import SpecSet
 
 
@@ -120,6 +121,7 @@ def _validate(root: Path, requested: list[Path] | None, strict: bool, approval: 
     problems = [p for p in loaded.problems if p.position.file not in task_yamls] + problems
     unchecked = list(_unchecked_references(specs, loaded.declared, loaded.unparsed))
     problems += rules.check(specs, loaded.declared | {ref.target for ref in unchecked}, approval)
+    problems += export_problems(specs, loaded.declared, loaded.settings_file, loaded.settings_document)
     strict = strict or loaded.settings.policy.strict
     if strict:  # an approved policy violation stays a warning: approving it is what lets it through
         problems = [p if p.code == APPROVED else p.as_error() for p in problems]

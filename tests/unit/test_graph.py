@@ -62,3 +62,11 @@ def test_mermaid_node_ids_are_safe(tmp_path: Path):
     mermaid = example_graph().to_mermaid()
     assert "FineTune_support_sft --> Evaluation_support_sft_quality" in mermaid
     assert "-->" in mermaid and "support-sft[" not in mermaid
+
+
+def test_mermaid_ids_keep_team_qualified_names_apart():
+    from reconciler.graph import _node_id
+
+    names = ("a.fruit-colors", "a-fruit.colors", "a-fruit-colors")
+    ids = {_node_id(ResourceId("Dataset", name)) for name in names}
+    assert len(ids) == 3

@@ -1,7 +1,7 @@
 """Each team's place in the cluster, as `tuneops render` prints it for the platform team to
-apply: its Namespace, a Role and RoleBinding that let the daemon run jobs and servers there (and
-nothing else), and its Kueue queues: a ClusterQueue holding the team's GPU quota and the
-LocalQueue its jobs are labelled with.
+apply: its Namespace, the ServiceAccount its jobs run as (`kubernetes.serviceAccount`), a Role
+and RoleBinding that let the daemon run jobs and servers there (and nothing else), and its Kueue
+queues: a ClusterQueue holding the team's GPU quota and the LocalQueue its jobs are labelled with.
 
 The daemon never creates these itself: namespaces, quotas and RBAC are cluster administration,
 reviewed and applied by whoever owns the cluster.
@@ -77,8 +77,10 @@ def _namespace_objects(settings: ProjectSettings, namespace: str,
     role = "tuneops"
     rules = [{"apiGroups": [group], "resources": [resource], "verbs": list(verbs)}
              for group, resource, verbs in DAEMON_RULES]
+    jobs_account = settings.kubernetes.service_account  # the jobs run as it, in every namespace
+    accounts = [_object("v1", "ServiceAccount", jobs_account, namespace, labels)] if jobs_account else []
     return [
-        _object("v1", "Namespace", namespace, None, labels),
+        _object("v1", "Namespace", namespace, None, labels), *accounts,
         _object("rbac.authorization.k8s.io/v1", "Role", role, namespace, labels, rules=rules),
         _object("rbac.authorization.k8s.io/v1", "RoleBinding", role, namespace, labels,
                 roleRef={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},

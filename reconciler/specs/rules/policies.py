@@ -199,19 +199,24 @@ def _approval(ctx: RuleContext, policy: str, target: LoadedSpec) -> Approval | N
     return annotated_approval(policy, target.resource.metadata.annotations, target.file)
 
 
+BUDGET = "budget"  # a team budget is approved as a policy of this name (plan/costs.py)
+
+
 @rule
 def builtin_names_are_reserved(ctx: RuleContext) -> Iterator[Problem]:
-    """`builtin-` names the policies tuneops.yaml's settings make: a Policy of that name would be
-    approved, and read in history, as one of them."""
+    """`builtin-` names the policies tuneops.yaml's settings make, and `budget` the teams' budgets:
+    a Policy of such a name would be approved, and read in history, as one of them."""
     for spec in ctx.specs.of_kind("Policy"):
         if spec.resource.name.startswith(BUILTIN_PREFIX):
             yield problem(spec, ERROR, "policy-rule-invalid",
                           f"Policy names starting with {BUILTIN_PREFIX!r} are the built-in policies' (the "
                           "policy: settings of tuneops.yaml)", ("metadata", "name"),
                           hint="give the Policy another name")
-
-
-BUDGET = "budget"  # a team budget is approved as a policy of this name (plan/costs.py)
+        elif spec.resource.name == BUDGET:
+            yield problem(spec, ERROR, "policy-rule-invalid",
+                          f"'{BUDGET}' is what a team's budget is approved as (--approve {BUDGET}): a Policy "
+                          "of that name would be approved with it", ("metadata", "name"),
+                          hint="give the Policy another name")
 
 
 def approvable(specs: SpecSet) -> set[str]:

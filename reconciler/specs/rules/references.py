@@ -30,7 +30,8 @@ class DefinedNames:
             return f"'{target.name}' is a {other[0]}, not a {target.kind}"
         same = self.names_by_kind.get(target.kind, [])
         written = bare_name(target.name)
-        elsewhere = [name for name in same if bare_name(name) == written and name != target.name]
+        elsewhere = [name for name in same
+                     if team_of(name) is not None and bare_name(name) == written and name != target.name]
         if elsewhere:  # another team's: say how to name it across teams
             return (f"{target.kind} '{written}' is defined by another team: name it "
                     f"'{elsewhere[0]}' (its team must export it)")

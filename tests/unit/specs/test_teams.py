@@ -168,3 +168,71 @@ def test_team_settings_are_checked_at_their_line(tmp_path: Path):
     (found,) = [p for p in problems(root) if p.position.file.endswith("tuneops.yaml")]
     assert (found.position.line, found.path) == (5, "teams.b.paths[0]")
     assert "relative to the spec root" in found.message
+
+
+def test_a_quota_needs_a_queue_of_its_own(tmp_path: Path):
+    no_queue = TEAMS.replace('paths: ["teams/a/**"]', 'paths: ["teams/a/**"]\n    quota: {gpus: 4}')
+    (found,) = [p for p in problems(team_repo(tmp_path / "1", no_queue)) if p.path.startswith("teams")]
+    assert "team a has a quota but no queue" in found.message and found.position.line == 1  # teams:
+    shared = ('paths: ["teams/a/**"]\n    queue: gpu\n    quota: {gpus: 4}',
+              "paths: [teams/b]\n    queue: gpu\n    quota: {gpus: 2}")
+    both = TEAMS.replace('paths: ["teams/a/**"]', shared[0]).replace("paths: [teams/b]", shared[1])
+    (found,) = [p for p in problems(team_repo(tmp_path / "2", both)) if p.path.startswith("teams")]
+    assert "teams a and b both have a quota on queue gpu in namespace default" in found.message
+
+
+def test_team_settings_refuse_what_cannot_work(tmp_path: Path):
+    for bad, said in (("namespace: kube-system", "kube-* namespaces are Kubernetes' own"),
+                      ("paths: [./teams/b]", "without './'"), ("paths: ['teams/[b]']", "'[]'")):
+        written = bad if bad.startswith("paths") else f"paths: [teams/b]\n    {bad}"
+        settings = TEAMS.replace("paths: [teams/b]", written)
+        found = [p for p in problems(team_repo(tmp_path / said[:4].strip("'*.[ "), settings))
+                 if p.position.file.endswith("tuneops.yaml")]
+        assert found and said in found[0].message, [p.text() for p in found]
+    found = problems(team_repo(tmp_path / "name", TEAMS.replace("  b:", "  B_b:")))
+    assert any("team name 'B_b' must be lowercase" in p.message and "label" not in p.message for p in found)
+
+
+def test_an_error_elsewhere_in_tuneops_yaml_keeps_the_teams(tmp_path: Path):
+    root = team_repo(tmp_path, TEAMS + "maxAttempts: many\n")
+    assert [p.path for p in problems(root) if p.severity == "error"] == ["maxAttempts"]  # no duplicates
+
+
+def test_exports_name_specs_of_their_team(tmp_path: Path):
+    exports = ('paths: ["teams/a/**"]\n'
+               "    exports: [Dataset/chats, dataset/chats, Dataset/a.chats, Dataset/nope]")
+    found = [p for p in problems(team_repo(tmp_path, TEAMS.replace('paths: ["teams/a/**"]', exports)))
+             if p.severity == "error"]
+    assert [(p.path, p.position.line) for p in found] == [
+        ("teams.a.exports[1]", 4), ("teams.a.exports[2]", 4), ("teams.a.exports[3]", 4)]
+    assert "did you mean 'Dataset'" in (found[0].hint or "") and "without a team" in found[1].message
+    assert "team a has no Dataset named 'nope'" in found[2].message
+
+
+def test_a_judge_of_another_team_must_be_exported(tmp_path: Path):
+    root = team_repo(tmp_path)
+    edit(root, "teams/a/evaluation.yaml", "metrics: [perplexity, rougeL]",
+         "metrics: [perplexity, rougeL]\n  judge: {endpoint: {deployment: b.bot}, rubric: be right}")
+    found = only(problems(root), "team-not-exported")
+    assert "judge names Deployment 'b.bot' of team 'b'" in found.message and found.position.line == 11
+
+
+def test_policy_names_of_builtins_and_budgets_are_reserved(tmp_path: Path):
+    policy = """
+        apiVersion: tuneops.dev/v1alpha1
+        kind: Policy
+        metadata: {name: budget}
+        spec: {rule: "true", message: "m"}
+        """
+    found = only(problems(team_repo(tmp_path, **{"policies/b.yaml": policy})), "policy-rule-invalid")
+    assert "'budget' is what a team's budget is approved as" in found.message
+
+
+def test_dotted_names_get_hints_that_fit(tmp_path: Path):
+    plain = write_repo(tmp_path / "plain", {**VALID_SPECS})
+    edit(plain, "fine-tune.yaml", "baseModel: tiny", "baseModel: x.tiny")
+    found = only(problems(plain), "missing-reference")
+    assert found.hint == "a name with '.' names another team's spec, and this project defines no teams"
+    root = team_repo(tmp_path)
+    edit(root, "teams/a/dataset.yaml", "name: chats", "name: a.chats")
+    assert [p.code for p in problems(root) if p.severity == "error"] == ["invalid-value"]  # no cascade
