@@ -309,3 +309,27 @@ spec:
             "team == 'b' && ", "team == 'a' && ").replace("startsWith('b.')", "startsWith('a.')"))
     assert "team a's share" in json.loads(run_tuneops("plan", str(root), "--offline", "--format", "json")
                                           .stdout)["policy_errors"][0]
+
+
+def test_an_approved_budget_overrun_is_recorded_once_and_listed_by_history(tmp_path):
+    from reconciler.apply.session import record_overrides
+    from reconciler.project import Project
+    from reconciler.specs.policy import Approval
+
+    repo = SpecRepo(tmp_path / "specs", None)
+    budget = TEAMS.replace("quota: {gpus: 16}", "quota: {gpus: 16}\n    budget: {dollarsPerMonth: 0}")
+    into_teams(repo.root, budget + PRICED)
+    on_gpus(repo)
+    commit = repo.commit("two teams on H100s; team a has no money left")
+    why = "the quarter's retraining, agreed with finance"
+    project = Project.load(repo.root, approval=Approval(frozenset({"budget"}), why, "ada (--approve)"))
+    planned = project.plan(creating=True)  # the real (empty) state, with an MLflow store to record in
+    (cost,) = [cost for cost in planned.plan.teams if cost.team == "a"]
+    assert cost.over_budget and cost.approval is not None and not cost.blocks
+    for _ in range(2):  # a second apply of the same plan records nothing new
+        record_overrides(planned, "ada")
+    history = repo.tuneops("history", "Policy/budget", "--format", "json")
+    assert history.exit_code == 0, history.output
+    (override,) = json.loads(history.stdout)["overrides"]
+    assert (override["resource"], override["approved_by"], override["reason"], override["commit"]) == \
+        ("team a", "ada (--approve)", why, commit)
