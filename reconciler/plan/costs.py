@@ -10,7 +10,7 @@ tuneops.dev/approved-by: budget and tuneops.dev/approval-reason on the spec.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,26 +82,13 @@ class TeamCost:
         budget, spent = self.budget, self.spent or Spend()
         if budget is None or not self.costly:
             return None
-        why = []
-        limit = budget.gpu_hours_per_month
-        hours = spent.gpu_hours + self.gpu_hours
-        if limit is not None and spent.gpu_hours >= limit:
-            why.append(f"{hours_text(spent.gpu_hours)} GPU-hours spent this month: its {hours_text(limit)} "
-                       "are used up")
-        elif limit is not None and hours > limit:
-            why.append(f"{hours_text(hours)} GPU-hours this month ({hours_text(spent.gpu_hours)} spent + "
-                       f"{hours_text(self.gpu_hours)} planned{self._unknown('estimated')}) > its "
-                       f"{hours_text(limit)}")
-        limit = budget.dollars_per_month
-        dollars = spent.dollars + (self.dollars or 0.0)
-        if limit is not None and spent.dollars >= limit:
-            why.append(f"{dollars_text(spent.dollars)} spent this month: its {dollars_text(limit)} "
-                       "are used up")
-        elif limit is not None and dollars > limit:
-            why.append(f"{dollars_text(dollars)} this month ({dollars_text(spent.dollars)} spent + "
-                       f"{dollars_text(self.dollars or 0.0)} planned{self._unknown('priced')}) > its "
-                       f"{dollars_text(limit)}")
-        return "; ".join(why) if why else None
+        why = [
+            _over(spent.gpu_hours, self.gpu_hours, budget.gpu_hours_per_month, hours_text, " GPU-hours",
+                  self._unknown("estimated")),
+            _over(spent.dollars, self.dollars or 0.0, budget.dollars_per_month, dollars_text, "",
+                  self._unknown("priced")),
+        ]
+        return "; ".join(reason for reason in why if reason) or None
 
     def _unknown(self, what: str) -> str:
         missing = self.unestimated if what == "estimated" else self.unpriced
@@ -211,6 +198,19 @@ def _approval(specs: SpecSet, approval: Approval, costly: tuple[ResourceId, ...]
         if found is None:
             return None
     return found if costly else None
+
+
+def _over(spent: float, planned: float, limit: float | None, number: Callable[[float], str], unit: str,
+          unknown: str) -> str | None:
+    """Why `spent + planned` goes over `limit` (a month's GPU-hours or dollars), if it does."""
+    if limit is None:
+        return None
+    if spent >= limit:
+        return f"{number(spent)}{unit} spent this month: its {number(limit)} are used up"
+    if spent + planned > limit:
+        return (f"{number(spent + planned)}{unit} this month ({number(spent)} spent + {number(planned)} "
+                f"planned{unknown}) > its {number(limit)}")
+    return None
 
 
 def budget_blocks(costs: tuple[TeamCost, ...]) -> dict[ResourceId, BudgetBlock]:
