@@ -250,7 +250,7 @@ def test_month_to_date_spend_is_read_from_the_runs_mlflow_recorded(tmp_path):
     assert teams["b"]["spent"] == {"gpu_hours": 7.5, "dollars": 30.0, "runs": 1}
     actions = {a["name"]: a["action"] for a in json.loads(planned.stdout)["actions"]}
     assert (actions["a.fruit-sft"], actions["b.fruit-sft"]) == ("blocked", "create")
-    assert "100.00 spent" in teams["a"]["over_budget"]
+    assert teams["a"]["over_budget"] == "100.00 GPU-hours spent this month: its 100.00 are used up"
 
 
 def test_codeowners_gives_each_teams_folders_to_its_owners_and_keeps_other_lines(tmp_path):
