@@ -244,8 +244,8 @@ def test_month_to_date_spend_is_read_from_the_runs_mlflow_recorded(tmp_path):
     planned = repo.tuneops("plan", ".", "--format", "json")
     assert planned.exit_code == 0, planned.output
     teams = json.loads(planned.stdout)["teams"]
-    # last month's 500 GPU-hours do not count; this month's 100 and the plan's (the tiny model's
-    # sliver of a GPU-hour) take team a over its 100; team b has no budget
+    # last month's 500 GPU-hours do not count; this month's 100 use team a's 100 up, so its
+    # training (the tiny model's sliver of a GPU-hour) is blocked; team b has no budget
     assert teams["a"]["spent"] == {"gpu_hours": 100.0, "dollars": 400.0, "runs": 1}
     assert teams["b"]["spent"] == {"gpu_hours": 7.5, "dollars": 30.0, "runs": 1}
     actions = {a["name"]: a["action"] for a in json.loads(planned.stdout)["actions"]}
