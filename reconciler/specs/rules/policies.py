@@ -212,18 +212,21 @@ def builtin_names_are_reserved(ctx: RuleContext) -> Iterator[Problem]:
                           f"Policy names starting with {BUILTIN_PREFIX!r} are the built-in policies' (the "
                           "policy: settings of tuneops.yaml)", ("metadata", "name"),
                           hint="give the Policy another name")
-        elif spec.resource.name == BUDGET:
+        elif spec.resource.name == BUDGET and has_budgets(ctx.specs):
             yield problem(spec, ERROR, "policy-rule-invalid",
                           f"'{BUDGET}' is what a team's budget is approved as (--approve {BUDGET}): a Policy "
                           "of that name would be approved with it", ("metadata", "name"),
                           hint="give the Policy another name")
 
 
+def has_budgets(specs: SpecSet) -> bool:
+    return any(team.budget is not None for team in specs.settings.teams.values())
+
+
 def approvable(specs: SpecSet) -> set[str]:
     """What `--approve` and tuneops.dev/approved-by may name: the Policies, and `budget` where a
     team has one."""
-    budgets = any(team.budget is not None for team in specs.settings.teams.values())
-    return {policy.resource.name for policy in specs.policies()} | ({BUDGET} if budgets else set())
+    return {policy.resource.name for policy in specs.policies()} | ({BUDGET} if has_budgets(specs) else set())
 
 
 @rule

@@ -224,8 +224,11 @@ def test_policy_names_of_builtins_and_budgets_are_reserved(tmp_path: Path):
         metadata: {name: budget}
         spec: {rule: "true", message: "m"}
         """
-    found = only(problems(team_repo(tmp_path, **{"policies/b.yaml": policy})), "policy-rule-invalid")
+    budgets = TEAMS.replace("paths: [teams/b]", "paths: [teams/b]\n    budget: {gpuHoursPerMonth: 10}")
+    named = {"policies/b.yaml": policy}
+    found = only(problems(team_repo(tmp_path / "1", budgets, **named)), "policy-rule-invalid")
     assert "'budget' is what a team's budget is approved as" in found.message
+    assert problems(team_repo(tmp_path / "2", **named)) == []  # no budget to mix it up with
 
 
 def test_dotted_names_get_hints_that_fit(tmp_path: Path):
