@@ -181,7 +181,7 @@ def check_spec_name(value: str, info: ValidationInfo) -> str:
 def check_reference_name(value: str, info: ValidationInfo) -> str:
     """A field naming another spec: `name` is a spec of the same team, `team.name` another
     team's (which must export it; specs/rules/teams.py)."""
-    team, separator, name = value.rpartition(TEAM_SEPARATOR) if isinstance(value, str) else ("", "", value)
+    team, separator, name = value.rpartition(TEAM_SEPARATOR)
     if separator:
         if not team or TEAM_SEPARATOR in team:
             raise SpecValueError("must be a spec's name, or `team.name` for another team's spec")
