@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Users' jobs keep torch's default, or their share of the cores with local.maxParallel > 1.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# The tests start well over a thousand Python processes (`tuneops` commands, jobs, servers). Some
+# The tests start hundreds of Python processes (`tuneops` commands, jobs, servers). Some
 # sandboxes export PYTHONDONTWRITEBYTECODE=1, which makes each of them compile the project from
 # source again; they may cache bytecode, as every normal install does (as benchmarks/ do). This
 # process keeps the setting it started with; only the processes the tests start see the change.
