@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -20,6 +21,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # (set before torch is imported, so the test process and every job it starts inherit it).
 # Users' jobs keep torch's default, or their share of the cores with local.maxParallel > 1.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# The tests start hundreds of Python processes (`tuneops` commands, jobs, servers). Some
+# sandboxes export PYTHONDONTWRITEBYTECODE=1, which makes each of them compile the project from
+# source again; they may cache bytecode, as every normal install does (as benchmarks/ do). This
+# process keeps the setting it started with; only the processes the tests start see the change.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 API = "apiVersion: tuneops.dev/v1alpha1"
 
@@ -195,17 +202,34 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real `mlflow server` on 127.0.0.1 (SQLite, temporary artifacts), shared by the session."""
+def mlflow_server_process(tmp_path_factory: pytest.TempPathFactory):
+    """The `mlflow server` process of the session, started and not yet waited for."""
     pytest.importorskip("mlflow", reason="needs the [train] extra")
     from tests.support.runtime_support import MlflowServer
 
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        server.wait_ready()
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(mlflow_server_process):
+    """A real `mlflow server` on 127.0.0.1 (SQLite, temporary artifacts), shared by the session."""
+    mlflow_server_process.wait_ready()
+    return mlflow_server_process
+
+
+@pytest.fixture(scope="session", autouse=True)
+def mlflow_server_starts_with_the_session(request: pytest.FixtureRequest) -> None:
+    """A new `mlflow server` spends 10-20 s of one core creating its database before it answers.
+    When a test of this session uses it, it is started with the session's first test, so that it
+    gets ready beside the tests before that one instead of in that test's setup."""
+    if importlib.util.find_spec("mlflow") is None:
+        return
+    if any("mlflow_server" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("mlflow_server_process")
 
 
 @pytest.fixture

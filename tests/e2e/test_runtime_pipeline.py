@@ -4,6 +4,7 @@ the lineage back from a model version with MlflowClient alone."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -68,17 +69,23 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
     tune = finetune_job(store, uri, "fruit-sft", base_model(tiny_model), [data], LORA)
     tune = tune.model_copy(update={"generation": GenerationDefaults(evaluation="fruit-tuned-quality",
                                                                     max_new_tokens=8, temperature=0.0)})
-    _ok(run_job("finetune", write_job(tune, jobs)))
-    import mlflow
 
-    client = mlflow.MlflowClient(uri)
-    version = client.search_model_versions("name='fruit-sft'")[0]
-    scores = {}
-    for label, model in (("base", base_model(tiny_model)), ("tuned", trained_model(tune, version.version))):
+    def evaluate(label: str, model: Any) -> dict:
         spec = dict(SCORING, gates=[{"metric": "exact_match", "min": 0.5}])
         job = evaluation_job(store, uri, f"fruit-{label}-quality", model, data, spec)
         _ok(run_job("evaluate", write_job(job, jobs)))
-        scores[label] = json.loads((job.output_dir / "results.json").read_text())
+        return json.loads((job.output_dir / "results.json").read_text())
+
+    # The base model's evaluation needs nothing of the fine-tune: it runs beside it, on the other core.
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        base_scores = beside.submit(evaluate, "base", base_model(tiny_model))
+        _ok(run_job("finetune", write_job(tune, jobs)))
+        import mlflow
+
+        client = mlflow.MlflowClient(uri)
+        version = client.search_model_versions("name='fruit-sft'")[0]
+        tuned_scores = evaluate("tuned", trained_model(tune, version.version))
+        scores = {"base": base_scores.result(), "tuned": tuned_scores}
     return {
         "client": client,
         "data_job": data_job,
@@ -303,8 +310,6 @@ def test_a_contaminated_row_is_counted_in_results_and_recorded_in_mlflow(pipelin
     facts_job = dataset_job(store, uri, "fruit-facts", facts_file,
                             {"schema": {"type": "instruction"}, "split": {"train": 1.0, "validation": 0.0,
                                                                            "test": 0.0}})
-    _ok(run_job("dataset", write_job(facts_job, jobs)))
-    assert (facts_job.output_dir / "row_hashes.json").is_file()
     exam = [
         {"instruction": trained[0]["instruction"].upper().replace(":", " -") + "!!", "input": "",
          "output": trained[0]["output"]},
@@ -320,18 +325,27 @@ def test_a_contaminated_row_is_counted_in_results_and_recorded_in_mlflow(pipelin
     exam_job = dataset_job(store, uri, "fruit-exam", exam_file,
                            {"schema": {"type": "instruction"}, "split": {"train": 1.0, "validation": 0.0,
                                                                           "test": 0.0}})
-    _ok(run_job("dataset", write_job(exam_job, jobs)))
+    # The two datasets, then the two evaluations, are independent jobs: each pair runs at once.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for result in pool.map(lambda job: run_job("dataset", write_job(job, jobs)), (facts_job, exam_job)):
+            _ok(result)
+    assert (facts_job.output_dir / "row_hashes.json").is_file()
     model = trained_model(pipeline["tune"], pipeline["version"].version)
     training = (pipeline["data"], prepared(facts_job))
-    outcomes = {}
-    for name, fail in (("fruit-exam-check", False), ("fruit-exam-gate", True)):
+
+    def evaluate(name: str, fail: bool) -> tuple[CliResult, dict]:
         spec = {"metrics": ["perplexity"], "dataset": {"name": "fruit-exam", "split": "train"},
                 "failOnContamination": fail}
         job = evaluation_job(store, uri, name, model, prepared(exam_job), spec)
         job = job.model_copy(update={"training_datasets": training})
         result = run_job("evaluate", write_job(job, jobs))
         _ok(result)
-        outcomes[name] = (result, json.loads((job.output_dir / "results.json").read_text()))
+        return result, json.loads((job.output_dir / "results.json").read_text())
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = {name: pool.submit(evaluate, name, fail)
+                for name, fail in (("fruit-exam-check", False), ("fruit-exam-gate", True))}
+        outcomes = {name: run.result() for name, run in runs.items()}
 
     _, counted = outcomes["fruit-exam-check"]
     found = counted["contamination"]

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -404,6 +405,14 @@ def offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    # `datasets` and `huggingface_hub` read these variables once, when imported: where an earlier
+    # test of the session imported them, the variables alone leave them online, and a missing
+    # dataset is looked for on huggingface.co (with retries, ~23 s here) before it fails.
+    for module, flags in (("datasets.config", ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")),
+                          ("huggingface_hub.constants", ("HF_HUB_OFFLINE",))):
+        if module in sys.modules:
+            for flag in flags:
+                monkeypatch.setattr(sys.modules[module], flag, True)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
