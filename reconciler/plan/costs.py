@@ -11,7 +11,7 @@ tuneops.dev/approved-by: budget and tuneops.dev/approval-reason on the spec.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.config import PricingSettings, ProjectSettings, TeamBudget
@@ -183,7 +183,7 @@ def team_costs(specs: SpecSet, plan: Plan, estimates: Mapping[ResourceId, Any],
                         changes=changes[team], unpriced=sum(1 for _, hours, dollars in share
                                                             if hours is not None and dollars is None))
         if cost.over_budget:
-            cost = TeamCost(**{**cost.__dict__, "approval": _approval(specs, approval, cost.costly)})
+            cost = replace(cost, approval=_approval(specs, approval, cost.costly))
         costs.append(cost)
     return tuple(costs)
 
