@@ -155,6 +155,10 @@ class PolicySettings(_Settings):
     max_gpus_per_fine_tune: _Int | None = Field(
         None, description="Refuse FineTunes that ask for more GPUs (nodes x gpusPerNode).", gt=0,
         examples=[16])
+    allow_python_rewards: _Bool = Field(
+        True, description="Whether a GRPO FineTune may score with a Python function from the "
+                          "repository (`rewards[].python`), which runs in the training job. A cluster "
+                          "whose jobs must run no repository code sets false.")
 
 
 class PlannerSettings(_Settings):

@@ -65,6 +65,10 @@ def parts_of(row: Mapping[str, Any], schema_type: str) -> tuple[list[str], list[
         return (contents, []) if reply is None else (contents[:reply], contents[reply:])
     if schema_type == "preference":
         return [row.get("prompt") or ""], [row.get("chosen") or ""]
+    if schema_type == "prompt":
+        return [row.get("prompt") or ""], [row.get("reference") or ""]
+    if schema_type == "binary-feedback":
+        return [row.get("prompt") or ""], [row.get("completion") or ""]
     return [row.get("text") or ""], []
 
 

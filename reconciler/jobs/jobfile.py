@@ -81,7 +81,7 @@ class PreparedDataset(_JobModel):
     name: str
     location: str
     digest: str
-    schema_type: Literal["text", "instruction", "chat", "preference"]
+    schema_type: Literal["text", "instruction", "chat", "preference", "prompt", "binary-feedback"]
     fingerprint: str | None = None
     weight: float = 1.0
     max_samples: int | None = None  # the first N training rows only

@@ -41,7 +41,7 @@ from reconciler.runtime.readers import (  # DatasetError is part of this module'
     read_hf,
     sha256_file,
 )
-from reconciler.specs.dataset import DEFAULT_COLUMNS, FORMAT_BY_EXTENSION, DatasetSpec
+from reconciler.specs.dataset import DEFAULT_COLUMNS, FORMAT_BY_EXTENSION, DatasetSpec, SchemaType
 
 if TYPE_CHECKING:
     import pyarrow
@@ -49,9 +49,13 @@ if TYPE_CHECKING:
 SPLITS = ("train", "validation", "test")
 ROLES: dict[str, tuple[str, ...]] = {
     "text": ("text",), "instruction": ("instruction", "input", "output"), "chat": ("messages",),
-    "preference": ("prompt", "chosen", "rejected"),
+    "preference": ("prompt", "chosen", "rejected"), "prompt": ("prompt", "reference"),
+    "binary-feedback": ("prompt", "completion", "label"),
 }
-OPTIONAL_ROLES = frozenset({"input"})
+OPTIONAL_ROLES = frozenset({"input", "reference"})
+# How a binary-feedback label may be written; stored as "true" or "false".
+LABELS = {"true": "true", "false": "false", "1": "true", "0": "false", "yes": "true", "no": "false",
+          "good": "true", "bad": "false", "desirable": "true", "undesirable": "false"}
 DROP_RULES = ("empty", "duplicate", "too_short", "too_long", "no_assistant_turn")
 # Drops that mean a row cannot be used (as opposed to the filters a spec chooses: dedup and the
 # length bounds); more of them than clean.maxDroppedFraction fails the job.
@@ -70,7 +74,7 @@ class Manifest(BaseModel):
     name: str
     fingerprint: str
     source: str
-    schema_type: Literal["text", "instruction", "chat", "preference"]
+    schema_type: SchemaType
     digest: str  # "sha256:<hex>" over every kept row of every split, in split order
     source_sha256: str | None  # the source file's bytes; None for hf:// sources
     source_rows: int
@@ -234,6 +238,12 @@ def _to_roles(record: Row, where: str, kind: str, columns: dict[str, str],
         except _NotText as error:
             raise DatasetError(f"{where}: column '{column}' (role '{role}') must be text, "
                                f"got {error}") from None
+        if role == "label":
+            label = LABELS.get(row[role].casefold())
+            if label is None:
+                raise DatasetError(f"{where}: column '{column}' (role 'label') must be true or false, "
+                                   f"got {row[role][:40]!r}")
+            row[role] = label
     return row
 
 

@@ -11,7 +11,7 @@ from pydantic import ValidationInfo, field_validator, model_validator
 from reconciler.specs.base import Bool, Float, Int, Resource, SpecModel, SpecValueError, Str, field
 from reconciler.specs.sources import SourceURI, parse_source
 
-SchemaType = Literal["text", "instruction", "chat", "preference"]
+SchemaType = Literal["text", "instruction", "chat", "preference", "prompt", "binary-feedback"]
 DataFormat = Literal["jsonl", "json", "csv", "parquet"]
 
 # The columns each schema type reads, and the column names assumed when `columns` is silent.
@@ -20,6 +20,8 @@ DEFAULT_COLUMNS: dict[str, dict[str, str]] = {
     "instruction": {"instruction": "instruction", "input": "input", "output": "output"},
     "chat": {"messages": "messages", "role": "role", "content": "content"},
     "preference": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"},
+    "prompt": {"prompt": "prompt", "reference": "reference"},
+    "binary-feedback": {"prompt": "prompt", "completion": "completion", "label": "label"},
 }
 
 ChatRole = Literal["system", "user", "assistant", "tool"]
@@ -40,7 +42,9 @@ FORMAT_BY_EXTENSION = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", "
 
 class DataSchema(SpecModel):
     type: SchemaType = field("text", "What one row is: plain `text`, an `instruction`/`input`/"
-                                     "`output` triple, a `chat` of messages, or a `preference` pair.")
+                                     "`output` triple, a `chat` of messages, a `preference` pair, a `prompt` (with an optional "
+                                     "`reference` answer, for grpo) or `binary-feedback` (a `prompt`, a "
+                                     "`completion` and a true/false `label`, for kto).")
     layout: ChatLayout = field(
         "messages", "For chat data, the shape its rows follow: `messages` (OpenAI style: a `messages` "
                     "list of `role`/`content`, roles system, user, assistant, tool) or `sharegpt` (a "
@@ -51,7 +55,8 @@ class DataSchema(SpecModel):
         default_factory=dict,
         doc="Maps this schema's roles to your column names, when they differ from the defaults "
             "(text: text; instruction: instruction, input, output; chat: messages, role, content; "
-            "preference: prompt, chosen, rejected).",
+            "preference: prompt, chosen, rejected; prompt: prompt, reference; binary-feedback: prompt, "
+            "completion, label).",
         example={"instruction": "question", "output": "answer"})
 
     @field_validator("columns")

@@ -7,6 +7,7 @@ import typing
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from reconciler.specs.base import (
     Bool,
@@ -29,7 +30,11 @@ from reconciler.specs.base import (
 from reconciler.specs.schema_errors import suggest
 from reconciler.values.kubernetes import NodeLabelValue, PriorityClassName
 
-Method = Literal["sft", "dpo", "pretrain"]
+Method = Literal["sft", "dpo", "pretrain", "grpo", "kto", "orpo", "reward"]
+# Methods trained against a frozen reference model (free with an adapter: its base is the reference).
+REFERENCE_METHODS = frozenset({"dpo", "kto", "grpo"})
+BuiltinReward = Literal["exact_match", "contains", "regex", "length_penalty", "format_json"]
+_PYTHON_REWARD = re.compile(r"(?P<path>[^:]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
 Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero3-offload", "fsdp"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup",
@@ -141,6 +146,82 @@ def _older_names_in_schema(schema: dict[str, Any]) -> None:
     # editors that check specs against schemas/ keep accepting dpoBeta, marked deprecated
     schema["properties"]["dpoBeta"] = {**schema["properties"]["beta"], "deprecated": True,
                                        "description": "Older name of `beta`; set one of them."}
+
+
+class RewardModelRef(SpecModel):
+    fine_tune: ReferenceName = field(
+        doc="A FineTune trained with `method: reward`; its latest built version scores completions.",
+        example="support-rm")
+
+
+class Reward(SpecModel):
+    """One reward of a GRPO fine-tune: a built-in rule, a Python function or a reward model."""
+
+    builtin: BuiltinReward | None = field(
+        None, "A rule scored in the job: `exact_match` (1 when the completion, stripped, equals the "
+              "row's `reference`), `contains` (1 when it contains the reference), `regex` (1 when "
+              "`pattern` matches it), `length_penalty` (minus the completion's share of "
+              "grpo.maxCompletionLength, in characters/4 as tokens), `format_json` (1 when it parses "
+              "as JSON).", example="exact_match")
+    python: Str | None = field(
+        None, "`path/to/file.py:function`, relative to the spec's folder, in the spec repository: "
+              "`function(prompts, completions, **columns) -> list[float]`, one score per completion. "
+              "The file's bytes are part of the fingerprint; it runs inside the job only.",
+        example="rewards/tone.py:score")
+    reward_model: RewardModelRef | None = field(
+        None, "A reward model trained by another FineTune (`method: reward`): its score of the "
+              "prompt and completion.", example={"fineTune": "support-rm"})
+    weight: Float = field(1.0, "Factor of this reward in the sum the policy maximises.",
+                          allow_inf_nan=False)
+    pattern: Str | None = field(None, "For `builtin: regex`: the regular expression (Python syntax, "
+                                      "searched anywhere in the completion).", example=r"^Answer: \w+")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Reward:
+        given = [name for name in ("builtin", "python", "reward_model") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise SpecValueError("set exactly one of builtin, python or rewardModel"
+                                 + (f" (got {', '.join(to_camel(g) for g in given)})" if given else ""))
+        if self.builtin == "regex":
+            if self.pattern is None:
+                raise SpecValueError("builtin regex needs a pattern", "add pattern: '<regular expression>'")
+            try:
+                re.compile(self.pattern)
+            except re.error as error:
+                raise SpecValueError(f"pattern is not a regular expression: {error}") from None
+        elif self.pattern is not None:
+            raise SpecValueError("pattern only applies to builtin: regex")
+        if self.python is not None:
+            match = _PYTHON_REWARD.fullmatch(self.python)
+            if match is None:
+                raise SpecValueError(f"{self.python!r} is not `path/to/file.py:function`",
+                                     "e.g. rewards/tone.py:score")
+            path = match["path"]
+            if path.startswith("/") or "\\" in path or ".." in path.split("/"):
+                raise SpecValueError("the reward file must be a relative path inside the spec repository, "
+                                     "without '..'")
+        return self
+
+    @property
+    def python_file(self) -> str | None:
+        return self.python.rpartition(":")[0] if self.python else None
+
+    @property
+    def python_function(self) -> str | None:
+        return self.python.rpartition(":")[2] if self.python else None
+
+
+class Grpo(SpecModel):
+    num_generations: Int = field(8, "Completions sampled per prompt (the group whose rewards are "
+                                    "compared). training.microBatchSize x gradientAccumulation must be a "
+                                    "multiple of it.", ge=2, le=1024)
+    max_completion_length: Int = field(256, "Tokens generated per completion at most.", unit="tokens",
+                                       gt=0)
+    temperature: Float = field(0.9, "Sampling temperature of the generations.", gt=0, le=10)
+    beta: Float = field(0.04, "KL penalty against the reference model; 0 loads no reference model.",
+                        ge=0)
+    use_vllm: Bool = field(False, "Generate with vLLM colocated on the GPU (needs a CUDA GPU and the "
+                                  "`vllm` package in the image); transformers' generate otherwise.")
 
 
 class Training(SpecModel):
@@ -394,8 +475,17 @@ class FineTuneSpec(SpecModel):
               "is inherited.", example="support-sft")
     datasets: Annotated[tuple[DatasetInput, ...], Field(min_length=1)] = field(
         doc="Dataset specs to train on, with mixing weights.")
-    method: Method = field("sft", "`sft` (supervised, on instruction or chat data), `dpo` (on "
-                                  "preference pairs) or `pretrain` (continued pretraining on text).")
+    method: Method = field(
+        "sft", "`sft` (supervised, on instruction or chat data), `dpo` (on preference pairs), "
+               "`pretrain` (continued pretraining on text), `grpo` (reinforcement learning on "
+               "prompts, scored by `rewards`), `kto` (on binary-feedback rows), `orpo` (on preference "
+               "pairs, without a reference model) or `reward` (a reward model, a scoring head, on "
+               "preference pairs).")
+    rewards: tuple[Reward, ...] = field(
+        (), "For method grpo: the rewards, summed with their weights.",
+        example=[{"builtin": "exact_match", "weight": 1.0}], added_later=True)
+    grpo: Grpo = field(default_factory=Grpo, doc="For method grpo: the generations and the KL penalty.",
+                       added_later=True)
     adapter: Adapter = field(default_factory=Adapter, doc="LoRA / QLoRA settings, or none.")
     training: Training = field(default_factory=Training, doc="Hyperparameters.")
     distributed: Distributed = field(default_factory=Distributed, doc="Parallelism.")
@@ -413,6 +503,28 @@ class FineTuneSpec(SpecModel):
     def _one_starting_point(self) -> FineTuneSpec:
         require_exactly_one(self, "base_model", "from_fine_tune")
         return self
+
+    @model_validator(mode="after")
+    def _rewards_fit_method(self) -> FineTuneSpec:
+        if self.method == "grpo" and not self.rewards:
+            raise SpecValueError("method grpo needs rewards to maximise",
+                                 "add rewards: [{builtin: exact_match}] or a python or rewardModel reward")
+        if self.method != "grpo" and self.rewards:
+            raise SpecValueError(f"rewards only apply to method grpo (method is {self.method})")
+        return self
+
+    @property
+    def reward_models(self) -> tuple[str, ...]:
+        """The FineTunes whose reward models score this one's generations, each once, in order."""
+        return tuple(dict.fromkeys(r.reward_model.fine_tune for r in self.rewards if r.reward_model))
+
+    @property
+    def has_reference_model(self) -> bool:
+        """Whether trl loads a frozen reference model beside the policy (free under an adapter,
+        whose base with the adapter disabled is the reference)."""
+        if self.method == "grpo":
+            return self.grpo.beta > 0
+        return self.method in REFERENCE_METHODS
 
 
 class FineTuneResource(Resource):
@@ -437,5 +549,9 @@ class FineTuneResource(Resource):
         for index, dataset in enumerate(self.spec.datasets):
             refs.append(Reference(ResourceId("Dataset", dataset.name),
                                   ("spec", "datasets", index, "name"), "dataset"))
+        for index, reward in enumerate(self.spec.rewards):
+            if reward.reward_model is not None:
+                refs.append(Reference(ResourceId("FineTune", reward.reward_model.fine_tune),
+                                      ("spec", "rewards", index, "rewardModel", "fineTune"), "reward model"))
         return refs
 

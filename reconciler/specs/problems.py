@@ -132,6 +132,11 @@ CODES: dict[str, str] = {
     "missing-reference": "A spec names another spec that does not exist.",
     "dependency-cycle": "Specs depend on each other in a circle.",
     "method-data-mismatch": "The training method does not fit the dataset's schema type.",
+    "reward-file": "A GRPO reward's Python file does not parse or does not define the function.",
+    "not-a-reward-model": "A rewardModel names a FineTune that is not trained with method reward.",
+    "reward-model-misused": "A reward model (method reward) served, evaluated or trained further as "
+                            "a language model.",
+    "grpo-group-size": "grpo.numGenerations does not divide the completions of one optimizer step.",
     "margin-below-detectable": "A comparison gate's margin is below the smallest effect its split can "
                                "detect at 80% power (a plan warning).",
     "no-champion": "A comparison gate (notWorseThan) with nothing to compare with.",

@@ -22,6 +22,7 @@ from reconciler.specs.rules import (
     fine_tunes,
     policies,
     references,
+    rewards,
     sources,
     sweeps,
     teams,
@@ -30,8 +31,8 @@ from reconciler.specs.rules.registry import ERROR, RULES, RuleContext, problem
 from reconciler.specs.specset import SpecSet
 
 # Importing a family registers its rules; this names them all, so none is left out by mistake.
-FAMILIES = (references, fine_tunes, evaluations, benchmarks, sweeps, deployments, sources, policies,
-            teams)
+FAMILIES = (references, fine_tunes, rewards, evaluations, benchmarks, sweeps, deployments, sources,
+            policies, teams)
 
 
 def check(specs: SpecSet, declared: set[ResourceId], approval: Approval = NO_APPROVAL) -> list[Problem]:

@@ -16,8 +16,15 @@ METHOD_DATA = {
     "sft": ("instruction", "chat"),
     "dpo": ("preference",),
     "pretrain": ("text",),
+    "grpo": ("prompt",),
+    "kto": ("binary-feedback",),
+    "orpo": ("preference",),
+    "reward": ("preference",),
 }
-METHOD_FOR_DATA = {"instruction": "sft", "chat": "sft", "preference": "dpo", "text": "pretrain"}
+METHOD_FOR_DATA = {"instruction": "sft", "chat": "sft", "preference": "dpo", "text": "pretrain",
+                   "prompt": "grpo", "binary-feedback": "kto"}
+# Methods whose loss weighs a KL or odds-ratio term by training.beta (trl's `beta`).
+BETA_METHODS = ("dpo", "kto", "orpo")
 # What the input embedding and the output head are called in common architectures (Llama-like,
 # GPT-2, GPT-NeoX, Falcon, Llama's original code).
 EMBEDDING_MODULES = ("embed_tokens", "wte", "embed_in", "word_embeddings", "tok_embeddings")
@@ -131,10 +138,11 @@ def early_stopping_has_evaluation(ctx: RuleContext) -> Iterator[Problem]:
 def method_specific_settings(ctx: RuleContext) -> Iterator[Problem]:
     for spec, fine_tune in ctx.fine_tunes():
         s = fine_tune.spec
-        if s.method != "dpo" and "beta" in s.training.model_fields_set:
+        if s.method not in BETA_METHODS and "beta" in s.training.model_fields_set:
             written = spec.document.data.get("spec", {}).get("training", {})
             key = "beta" if "beta" in written else "dpoBeta"
-            yield problem(spec, WARNING, "ignored-setting", f"{key} only applies to method dpo",
+            yield problem(spec, WARNING, "ignored-setting", f"{key} only applies to methods "
+                          f"{', '.join(BETA_METHODS)}" + (" (grpo's is grpo.beta)" if s.method == "grpo" else ""),
                           ("spec", "training", key), key=True)
         if s.adapter.type == "none":
             ignored = sorted(s.adapter.model_fields_set & {"r", "alpha", "dropout", "target_modules"})
@@ -142,9 +150,9 @@ def method_specific_settings(ctx: RuleContext) -> Iterator[Problem]:
                 yield problem(spec, WARNING, "ignored-setting",
                               "adapter settings have no effect with full fine-tuning (type: none)",
                               ("spec", "adapter", "type"))
-        if s.method == "dpo" and s.training.packing:
+        if s.method in ("dpo", "kto", "orpo", "reward") and s.training.packing:
             yield problem(spec, WARNING, "ignored-setting",
-                          "packing does not apply to dpo (pairs are scored whole)",
+                          f"packing does not apply to {s.method} (pairs and rows are scored whole)",
                           ("spec", "training", "packing"), key=True)
 
 

@@ -1,0 +1,142 @@
+"""Rules on the alignment methods: a GRPO fine-tune's rewards can be found and run, a reward
+model is a FineTune trained to be one, a reward model is not served or evaluated as a chat
+model, and the group of generations fits the batch.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from reconciler.specs.base import ResourceId
+from reconciler.specs.confinement import SETTING, FileRoots, OutsideRoots, resolve_inside
+from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.problems import Problem
+from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
+
+
+def reward_file_path(spec_folder: Path, written: str) -> Path:
+    """Where a `python: file.py:function` reward's file is: relative to the spec's folder."""
+    return (spec_folder / written).absolute()
+
+
+@rule
+def python_rewards_are_readable(ctx: RuleContext) -> Iterator[Problem]:
+    """A reward file is part of what the FineTune means: it must be in the repository, parse, and
+    define the function at its top level (where the job looks it up)."""
+    roots = FileRoots.of_project(ctx.specs.root, ctx.settings.policy.allowed_file_roots)
+    for spec, fine_tune in ctx.fine_tunes():
+        for index, reward in enumerate(fine_tune.spec.rewards):
+            if reward.python is None:
+                continue
+            where = ("spec", "rewards", index, "python")
+            written, function = reward.python_file or "", reward.python_function or ""
+            path = reward_file_path(spec.path.parent, written)
+            try:
+                resolve_inside(path, roots.all, roots.describe())
+            except OutsideRoots as error:
+                yield problem(spec, ERROR, "outside-repository", f"reward file {error}", where,
+                              value=reward.python, hint=f"keep reward functions in the spec repository, "
+                                                        f"or list the folder in {SETTING} of tuneops.yaml")
+                continue
+            try:
+                source = path.read_bytes()
+            except OSError as error:
+                yield problem(spec, ERROR, "missing-file",
+                              f"reward file {written} cannot be read ({error.strerror or error}): {path}",
+                              where, value=reward.python, hint="the path is relative to the spec file's folder")
+                continue
+            try:
+                tree = ast.parse(source, filename=written)
+            except (SyntaxError, ValueError) as error:
+                line = getattr(error, "lineno", None)
+                yield problem(spec, ERROR, "reward-file",
+                              f"reward file {written}{f':{line}' if line else ''} is not valid Python: "
+                              f"{getattr(error, 'msg', error)}", where, value=reward.python)
+                continue
+            defined = {node.name for node in tree.body
+                       if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+            assigned = {target.id for node in tree.body if isinstance(node, ast.Assign)
+                        for target in node.targets if isinstance(target, ast.Name)}
+            if function not in defined | assigned:
+                from reconciler.specs.schema_errors import suggest
+
+                yield problem(spec, ERROR, "reward-file",
+                              f"reward file {written} defines no function {function!r} at its top level",
+                              where, value=reward.python,
+                              hint=suggest(function, sorted(defined)) or
+                              f"define def {function}(prompts, completions, **columns) -> list[float]")
+
+
+@rule
+def reward_models_are_reward_models(ctx: RuleContext) -> Iterator[Problem]:
+    for spec, fine_tune in ctx.fine_tunes():
+        for index, reward in enumerate(fine_tune.spec.rewards):
+            if reward.reward_model is None:
+                continue
+            name = reward.reward_model.fine_tune
+            scorer = ctx.specs.resource(ResourceId("FineTune", name), FineTuneResource)
+            if scorer is not None and scorer.spec.method != "reward":
+                yield problem(spec, ERROR, "not-a-reward-model",
+                              f"FineTune '{name}' trains with method {scorer.spec.method}, not a reward "
+                              "model", ("spec", "rewards", index, "rewardModel", "fineTune"), value=name,
+                              hint=f"give FineTune '{name}' method: reward, or name one that has it")
+
+
+@rule
+def reward_models_are_not_chat_models(ctx: RuleContext) -> Iterator[Problem]:
+    """A reward model is a scoring head: it cannot generate, so it is neither served, evaluated on
+    text, nor trained further with another method."""
+
+    def is_reward_model(name: str | None) -> bool:
+        found = ctx.specs.resource(ResourceId("FineTune", name), FineTuneResource) if name else None
+        return found is not None and found.spec.method == "reward"
+
+    hint = "a reward model is used by a grpo FineTune's rewards: [{rewardModel: {fineTune: ...}}]"
+    for spec, fine_tune in ctx.fine_tunes():
+        source = fine_tune.spec.from_fine_tune
+        if is_reward_model(source) and fine_tune.spec.method != "reward":
+            yield problem(spec, ERROR, "reward-model-misused",
+                          f"FineTune '{source}' is a reward model (method reward): it scores text and "
+                          "cannot be trained further as a language model", ("spec", "fromFineTune"),
+                          value=source, hint=hint)
+    for spec, evaluation in ctx.evaluations():
+        for field_name, target in (("model", evaluation.spec.model), ("baseline", evaluation.spec.baseline)):
+            if target is not None and is_reward_model(target.fine_tune):
+                yield problem(spec, ERROR, "reward-model-misused",
+                              f"FineTune '{target.fine_tune}' is a reward model (method reward): it "
+                              "scores text and does not generate, so it cannot be evaluated as a model",
+                              ("spec", field_name, "fineTune"), value=target.fine_tune, hint=hint)
+    for spec, deployment in ctx.deployments():
+        if is_reward_model(deployment.spec.model.fine_tune):
+            yield problem(spec, ERROR, "reward-model-misused",
+                          f"FineTune '{deployment.spec.model.fine_tune}' is a reward model (method "
+                          "reward): it does not generate, so it cannot be served",
+                          ("spec", "model", "fineTune"), value=deployment.spec.model.fine_tune, hint=hint)
+
+
+@rule
+def grpo_group_fits_the_batch(ctx: RuleContext) -> Iterator[Problem]:
+    for spec, fine_tune in ctx.fine_tunes():
+        s = fine_tune.spec
+        if s.method != "grpo":
+            if "grpo" in s.model_fields_set:
+                yield problem(spec, WARNING, "ignored-setting", f"grpo settings only apply to method grpo "
+                              f"(method is {s.method})", ("spec", "grpo"), key=True)
+            continue
+        group = s.grpo.num_generations
+        batch = s.training.micro_batch_size * s.training.gradient_accumulation * s.resources.processes
+        if batch % group:
+            yield problem(spec, ERROR, "grpo-group-size",
+                          f"grpo.numGenerations ({group}) must divide the completions of one optimizer step: "
+                          f"training.microBatchSize x gradientAccumulation x processes = {batch}",
+                          ("spec", "grpo", "numGenerations"), value=group,
+                          hint=f"set training.microBatchSize to a multiple of {group}, or numGenerations "
+                               f"to a divisor of {batch}")
+        if s.grpo.use_vllm and s.resources.gpus_per_node == 0:
+            yield problem(spec, ERROR, "needs-gpu", "grpo.useVllm generates with vLLM, which needs a CUDA GPU",
+                          ("spec", "grpo", "useVllm"), hint="set resources.gpusPerNode, or useVllm: false")
+        if s.training.packing:
+            yield problem(spec, WARNING, "ignored-setting", "packing does not apply to grpo (completions "
+                          "are generated and scored one by one)", ("spec", "training", "packing"), key=True)
