@@ -42,7 +42,8 @@ FORMAT_BY_EXTENSION = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", "
 
 class DataSchema(SpecModel):
     type: SchemaType = field("text", "What one row is: plain `text`, an `instruction`/`input`/"
-                                     "`output` triple, a `chat` of messages, a `preference` pair, a `prompt` (with an optional "
+                                     "`output` triple, a `chat` of messages, a `preference` pair, a "
+                                     "`prompt` (with an optional "
                                      "`reference` answer, for grpo) or `binary-feedback` (a `prompt`, a "
                                      "`completion` and a true/false `label`, for kto).")
     layout: ChatLayout = field(

@@ -142,7 +142,8 @@ def method_specific_settings(ctx: RuleContext) -> Iterator[Problem]:
             written = spec.document.data.get("spec", {}).get("training", {})
             key = "beta" if "beta" in written else "dpoBeta"
             yield problem(spec, WARNING, "ignored-setting", f"{key} only applies to methods "
-                          f"{', '.join(BETA_METHODS)}" + (" (grpo's is grpo.beta)" if s.method == "grpo" else ""),
+                          f"{', '.join(BETA_METHODS)}"
+                          + (" (grpo's is grpo.beta)" if s.method == "grpo" else ""),
                           ("spec", "training", key), key=True)
         if s.adapter.type == "none":
             ignored = sorted(s.adapter.model_fields_set & {"r", "alpha", "dropout", "target_modules"})

@@ -45,7 +45,8 @@ def python_rewards_are_readable(ctx: RuleContext) -> Iterator[Problem]:
             except OSError as error:
                 yield problem(spec, ERROR, "missing-file",
                               f"reward file {written} cannot be read ({error.strerror or error}): {path}",
-                              where, value=reward.python, hint="the path is relative to the spec file's folder")
+                              where, value=reward.python,
+                              hint="the path is relative to the spec file's folder")
                 continue
             try:
                 tree = ast.parse(source, filename=written)
@@ -135,7 +136,8 @@ def grpo_group_fits_the_batch(ctx: RuleContext) -> Iterator[Problem]:
                           hint=f"set training.microBatchSize to a multiple of {group}, or numGenerations "
                                f"to a divisor of {batch}")
         if s.grpo.use_vllm and s.resources.gpus_per_node == 0:
-            yield problem(spec, ERROR, "needs-gpu", "grpo.useVllm generates with vLLM, which needs a CUDA GPU",
+            yield problem(spec, ERROR, "needs-gpu",
+                          "grpo.useVllm generates with vLLM, which needs a CUDA GPU",
                           ("spec", "grpo", "useVllm"), hint="set resources.gpusPerNode, or useVllm: false")
         if s.training.packing:
             yield problem(spec, WARNING, "ignored-setting", "packing does not apply to grpo (completions "

@@ -82,7 +82,8 @@ def test_beta_without_dpo_is_a_warning_at_the_key_written(tmp_path: Path) -> Non
     for key in ("beta", "dpoBeta"):
         result = validated(tmp_path / key, f"{key}: 0.2")
         warnings = [p.text() for p in result.problems if p.code == "ignored-setting"]
-        expected = f"fine-tune.yaml:13:5 warning spec.training.{key}: {key} only applies to methods dpo, kto, orpo"
+        expected = (f"fine-tune.yaml:13:5 warning spec.training.{key}: "
+                    f"{key} only applies to methods dpo, kto, orpo")
         assert any(expected in line for line in warnings), warnings
 
 
