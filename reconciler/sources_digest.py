@@ -24,6 +24,7 @@ from reconciler.specs.basemodel import BaseModelResource
 from reconciler.specs.confinement import FileRoots, OutsideRoots, resolve_inside
 from reconciler.specs.dataset import DatasetResource
 from reconciler.specs.evaluation import EvaluationResource
+from reconciler.specs.finetune import FineTuneResource, reward_file_path
 from reconciler.specs.loader import LoadedSpec
 from reconciler.specs.sources import parse_source
 from reconciler.specs.specset import SpecSet
@@ -52,6 +53,11 @@ def local_sources(specs: SpecSet) -> Iterator[tuple[ResourceId, str, Path]]:
                 yield resource.id, path, source.local_path(loaded.path.parent).absolute()
         if isinstance(resource, EvaluationResource):
             yield from _task_files(loaded, resource)
+        if isinstance(resource, FineTuneResource):
+            for index, reward in enumerate(resource.spec.rewards):
+                if reward.python_file:  # its bytes are what the policy is trained to maximise
+                    yield (resource.id, f"spec.rewards[{index}].python",
+                           reward_file_path(loaded.path.parent, reward.python_file))
 
 
 def _task_files(loaded: LoadedSpec, evaluation: EvaluationResource) -> Iterator[tuple[ResourceId, str, Path]]:

@@ -21,6 +21,7 @@ from reconciler.jobs.jobfile import (
     MlflowTarget,
     ModelVersionRef,
     PreparedDataset,
+    RewardFileRef,
     SpecCheckout,
     TaskFileRef,
     Tokens,
@@ -30,7 +31,7 @@ from reconciler.specs.basemodel import BaseModelResource
 from reconciler.specs.dataset import DatasetResource
 from reconciler.specs.deployment import DeploymentResource
 from reconciler.specs.evaluation import EvaluationResource
-from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.finetune import FineTuneResource, reward_file_path
 from reconciler.specs.sources import parse_source
 from reconciler.specs.specset import SpecSet
 from reconciler.specs.task_files import TaskFileError, read_task_file, task_file_path
@@ -244,6 +245,12 @@ class JobBuilder:
                 fields["start_from"] = self.model_version(ResourceId("FineTune", spec.from_fine_tune or ""))
             fields["datasets"] = tuple(self.prepared(d.name, d.weight, d.max_samples) for d in spec.datasets)
             fields["generation"] = self.judging_decoding(rid)
+            fields["reward_files"] = tuple(
+                RewardFileRef(path=written, location=self._absolute(
+                    rid, f"file://{reward_file_path(loaded.path.parent, written)}"))
+                for written in dict.fromkeys(r.python_file for r in spec.rewards if r.python_file))
+            fields["reward_models"] = tuple(self.model_version(ResourceId("FineTune", name))
+                                            for name in spec.reward_models)
         elif isinstance(resource, EvaluationResource):
             spec = resource.spec
             fields["model"] = self._model_or_base(spec.model.target)

@@ -148,6 +148,13 @@ class TaskFileRef(_JobModel):
     files: tuple[str, ...] = Field((), description="file:// the files it includes and reads data from.")
 
 
+class RewardFileRef(_JobModel):
+    """A GRPO fine-tune's Python reward file (`rewards[].python`) where the job reads it."""
+
+    path: str = Field(description="As the spec writes it, before the `:function`.")
+    location: str = Field(description="file:// the file, absolute where the job runs.")
+
+
 class JobFile(_JobModel):
     format_version: Literal[1] = FORMAT_VERSION
     kind: JobKind
@@ -165,6 +172,11 @@ class JobFile(_JobModel):
         None, description="FineTunes: the decoding written into the saved model's generation_config.json. "
                           "Not part of the fingerprint: changing an Evaluation's decoding retrains nothing.")
     datasets: tuple[PreparedDataset, ...] = ()
+    reward_files: tuple[RewardFileRef, ...] = Field(
+        (), description="GRPO FineTunes: the Python reward files its rewards name.")
+    reward_models: tuple[ModelVersionRef, ...] = Field(
+        (), description="GRPO FineTunes: the built reward models (FineTunes with method reward) its "
+                        "rewards name.")
     pruning: PruningJob | None = Field(
         None, description="FineTunes run as a sweep trial: when to stop training early. Not part of "
                           "the fingerprint: the sweep driver fills it after the fingerprint is computed.")

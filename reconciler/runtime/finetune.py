@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +27,11 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     import torch
     from peft import LoraConfig
-    from transformers import BitsAndBytesConfig
-    from trl import DPOTrainer, SFTTrainer
+    from transformers import BitsAndBytesConfig, Trainer
 
     from reconciler.runtime.lineage import JobRun
     from reconciler.runtime.pruning import MedianPruning, TrialPruned
+    from reconciler.runtime.rewards import RewardFunction
 
 OPTIMIZER_NAMES = {"adamw_8bit": "adamw_bnb_8bit"}  # spec name -> transformers' name
 
@@ -87,6 +88,12 @@ def check_hardware(spec: FineTuneSpec, cuda: bool) -> None:
                                 "image: pip install liger-kernel")
     if spec.training.precision == "fp16" and not cuda:
         raise FineTuneError("training.precision fp16 needs a GPU; use fp32 or bf16 on CPU")
+    if spec.method == "grpo" and spec.grpo.use_vllm:
+        if not cuda:
+            raise FineTuneError("grpo.useVllm generates with vLLM, which needs a CUDA GPU; this machine has "
+                                "none. Set useVllm: false to generate with transformers")
+        if importlib.util.find_spec("vllm") is None:
+            raise FineTuneError("grpo.useVllm needs the vllm package in the training image: pip install vllm")
     if spec.distributed.strategy == "zero3-offload" and spec.adapter.type == "qlora":
         raise FineTuneError(
             "QLoRA cannot be combined with ZeRO-3 (quantized weights cannot be partitioned); use ddp or fsdp"
@@ -163,7 +170,9 @@ def train_in_fp32(model: Any) -> torch.dtype:
 
 def peft_config(spec: FineTuneSpec, *, tied_embeddings: bool = False) -> LoraConfig | None:
     """The adapter's LoRA settings. On a model whose output head shares the embedding weights,
-    modulesToSave trains one copy of them, still shared (as the planner counts it), not two."""
+    modulesToSave trains one copy of them, still shared (as the planner counts it), not two. A
+    reward model's adapter is a sequence-classification one: PEFT then trains its new score head
+    in full beside it (and saves it with the adapter)."""
     if spec.adapter.type == "none":
         return None
     from peft import LoraConfig
@@ -179,7 +188,7 @@ def peft_config(spec: FineTuneSpec, *, tied_embeddings: bool = False) -> LoraCon
         target_modules=targets,
         modules_to_save=list(adapter.modules_to_save) or None,
         ensure_weight_tying=tied_embeddings and bool(adapter.modules_to_save),
-        task_type="CAUSAL_LM",
+        task_type="SEQ_CLS" if spec.method == "reward" else "CAUSAL_LM",
         bias="none",
     )
 
@@ -334,15 +343,22 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
     )
     dtype = frozen_base_dtype(spec, cuda)
     attention = loading.attention_implementation(spec.training.attention, cuda)
+    scoring_head = spec.method == "reward"  # a reward model: one score instead of the LM head
     if job.start_from is not None and not job.start_from.adapter:  # the earlier fine-tune's full weights
-        model = loading.load_model(job.start_from, dtype=dtype, attention=attention)
+        model = loading.load_model(job.start_from, dtype=dtype, attention=attention,
+                                   scoring_head=scoring_head)
     else:
         model = loading.load_base_model(base_ref, quantization=quantization_config(spec), dtype=dtype,
-                                        attention=attention)
+                                        attention=attention, scoring_head=scoring_head)
+    if scoring_head and model.config.pad_token_id is None:  # it scores the last token before padding
+        model.config.pad_token_id = tokenizer.pad_token_id
     check_adapter_fits(spec, model.config)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     adapter_config = peft_config(spec, tied_embeddings=tied)
     if job.start_from is not None and job.start_from.adapter:
+        if scoring_head:
+            raise FineTuneError("a reward model starts from a base model or a full fine-tune; "
+                                f"'{job.start_from.fine_tune}' trained an adapter")
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, job.start_from.location, is_trainable=True)
@@ -389,7 +405,13 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
     if spec.checkpoint.resume == "never" and processes.is_main and checkpoints.exists():
         shutil.rmtree(checkpoints)
 
-    trainer = build_trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records)
+    rewards = None
+    if spec.method == "grpo":
+        from reconciler.runtime.rewards import reward_functions
+
+        rewards = reward_functions(job, spec, device="cuda" if cuda else "cpu")
+    trainer = build_trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records,
+                            rewards)
     if spec.training.max_steps and spec.evaluation.early_stopping is None:
         from reconciler.runtime.finetune_record import NoFinalCheckpoint
 
@@ -438,6 +460,9 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
     final_metrics = {"train_loss": result.training_loss, "global_step": result.global_step}
     if eval_records:
         final_metrics.update(trainer.evaluate())
+        if spec.method == "reward" and "eval_accuracy" in final_metrics:
+            # held-out pairs whose chosen answer the model scores above the rejected one
+            final_metrics["reward_accuracy"] = final_metrics["eval_accuracy"]
     staging = staging_dir(job)
     if processes.is_main and staging.exists():
         shutil.rmtree(staging)
@@ -467,6 +492,15 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
         raise
     shutil.rmtree(checkpoints, ignore_errors=True)
     return job.output_dir
+
+
+def _orpo_classes() -> tuple[Any, Any]:
+    """ORPO's config and trainer: trl 1.x keeps them under trl.experimental, older trl at the top."""
+    try:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    except ImportError:
+        from trl import ORPOConfig, ORPOTrainer
+    return ORPOConfig, ORPOTrainer
 
 
 def _record_pruned(job: JobFile, run: JobRun | None, pruning: MedianPruning, trainer: Any,
@@ -507,9 +541,11 @@ def build_trainer(
     arguments: dict[str, Any],
     train_records: list[dict[str, Any]],
     eval_records: list[dict[str, Any]],
-) -> SFTTrainer | DPOTrainer:
-    """The trl trainer for the spec's method (SFTTrainer for sft and pretrain, DPOTrainer for
-    dpo); public so that benchmarks and tests inspect exactly the batches training sees."""
+    reward_functions: Sequence[RewardFunction] | None = None,
+) -> Trainer:
+    """The trl trainer for the spec's method (SFTTrainer for sft and pretrain, DPOTrainer,
+    KTOTrainer, ORPOTrainer, RewardTrainer, GRPOTrainer with the rewards for grpo); public so
+    that benchmarks and tests inspect exactly the batches training sees."""
     from datasets import Dataset
 
     train = Dataset.from_list(train_records)
@@ -527,6 +563,33 @@ def build_trainer(
         from trl import DPOConfig, DPOTrainer
 
         return DPOTrainer(args=DPOConfig(**arguments, beta=t.beta, max_length=t.max_seq_length), **shared)
+    if spec.method == "kto":
+        from trl import KTOConfig, KTOTrainer
+
+        return KTOTrainer(args=KTOConfig(**arguments, beta=t.beta, max_length=t.max_seq_length), **shared)
+    if spec.method == "orpo":
+        orpo_config, orpo_trainer = _orpo_classes()
+        return orpo_trainer(args=orpo_config(**arguments, beta=t.beta, max_length=t.max_seq_length), **shared)
+    if spec.method == "reward":
+        from trl import RewardConfig, RewardTrainer
+
+        return RewardTrainer(args=RewardConfig(**arguments, max_length=t.max_seq_length), **shared)
+    if spec.method == "grpo":
+        from trl import GRPOConfig, GRPOTrainer
+
+        from reconciler.runtime.rewards import as_trl_callable
+
+        grpo = spec.grpo
+        rewards = list(reward_functions or ())
+        config = GRPOConfig(
+            **arguments, num_generations=grpo.num_generations,
+            max_completion_length=grpo.max_completion_length,
+            temperature=grpo.temperature, beta=grpo.beta, use_vllm=grpo.use_vllm, vllm_mode="colocate",
+            reward_weights=[reward.weight for reward in rewards], log_completions=False,
+            # the prompt's origin column reaches the rewards (for their error messages)
+            remove_unused_columns=False)
+        return GRPOTrainer(reward_funcs=[as_trl_callable(reward) for reward in rewards], args=config,
+                           **shared)
     from trl import SFTConfig, SFTTrainer
 
     config = SFTConfig(

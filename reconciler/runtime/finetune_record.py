@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from reconciler.fileio import replace_directory
 from reconciler.jobs.jobfile import GenerationDefaults, JobFile
 from reconciler.runtime.distributed import Processes
-from reconciler.runtime.lineage import JobRun, register_model_version
+from reconciler.runtime.lineage import JobRun, register_model_version, upstream_model_tags
 from reconciler.specs.base import team_of
 from reconciler.specs.finetune import FineTuneSpec
 from reconciler.tracking import vocabulary as tracking
@@ -207,6 +207,8 @@ def model_card(job: JobFile, spec: FineTuneSpec, metrics: dict[str, Any], strate
         )
     for dataset in job.datasets:
         lines.append(f"- Dataset `{dataset.name}` (weight {dataset.weight:g}): digest `{dataset.digest}`")
+    for ref in job.reward_models:
+        lines.append(f"- Reward model: fine-tune `{ref.fine_tune}` version `{ref.version or '?'}`")
     lines += [
         f"- Git: `{job.git.repo or '?'}` at commit `{job.git.commit or '?'}`"
         f"{' (uncommitted changes)' if job.git.dirty else ''}",
@@ -296,6 +298,7 @@ def finish_outputs(
     if team_of(job.name):
         tags[tracking.TAG_TEAM] = team_of(job.name) or ""
     tags.update({tracking.dataset_digest_tag(d.name): d.digest for d in job.datasets})
+    tags.update(upstream_model_tags(job))
     name = spec.registration.model or job.name
     version = register_model_version(
         run,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from reconciler.jobs.jobfile import JobFile
+from reconciler.jobs.jobfile import JobFile, ModelVersionRef
 from reconciler.specs.base import team_of
 from reconciler.tracking import vocabulary as tracking
 from reconciler.tracking.client_store import artifact_location
@@ -37,6 +37,20 @@ def _mlflow() -> ModuleType:
 def mlflow_digest(digest: str) -> str:
     """Our `sha256:<hex>` digest cut to what MLflow's dataset table holds (36 characters)."""
     return digest.removeprefix("sha256:")[:36]
+
+
+def upstream_model_tags(job: JobFile) -> dict[str, str]:
+    """The model versions a fine-tune started from and scored with, as "<model>/<version>": the
+    lineage reaches them from its run and its model version."""
+    def named(ref: ModelVersionRef) -> str:
+        return f"{ref.registered_model or ref.fine_tune}/{ref.version or '?'}"
+
+    tags = {}
+    if job.start_from is not None and job.start_from.version:
+        tags[tracking.TAG_STARTED_FROM] = named(job.start_from)
+    for ref in job.reward_models:
+        tags[f"{tracking.TAG_REWARD_MODEL_PREFIX}{ref.fine_tune}"] = named(ref)
+    return tags
 
 
 def lineage_tags(job: JobFile) -> dict[str, str]:
@@ -65,6 +79,7 @@ def lineage_tags(job: JobFile) -> dict[str, str]:
         tags[tracking.TAG_BASE_REVISION] = base.revision or ""
     for dataset in job.datasets:
         tags[tracking.dataset_digest_tag(dataset.name)] = dataset.digest
+    tags.update(upstream_model_tags(job))
     return {key: value for key, value in tags.items() if value != ""}
 
 

@@ -167,11 +167,12 @@ def attention_implementation(choice: str, cuda: bool) -> str:
 
 def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any = None,
                     device_map: Any = None, directory: str | None = None,
-                    attention: str | None = None) -> PreTrainedModel:
+                    attention: str | None = None, scoring_head: bool = False) -> PreTrainedModel:
     """`directory` is given for a model this project trained (its storage, not a spec's path);
     `attention` is an `attn_implementation` (see attention_implementation), else transformers'.
-    The BaseModel's `tokens` are applied (fit_to_tokens)."""
-    from transformers import AutoModelForCausalLM
+    `scoring_head` loads it with a one-score head instead of the language-model head (a reward
+    model, `method: reward`). The BaseModel's `tokens` are applied (fit_to_tokens)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     kwargs: dict[str, Any] = {"trust_remote_code": ref.trust_remote_code, **_revision(ref)}
     if attention is not None:
@@ -183,8 +184,11 @@ def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any =
     if device_map is not None:
         kwargs["device_map"] = device_map
     directory = directory or model_directory(ref)
+    auto: Any = AutoModelForCausalLM
+    if scoring_head:
+        auto, kwargs["num_labels"] = AutoModelForSequenceClassification, 1
     try:
-        model = AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+        model = auto.from_pretrained(directory, **kwargs)
     except OSError as error:
         raise ModelLoadError(f"base model '{ref.name}' ({ref.source}): {_first_line(error)}") from None
     fit_to_tokens(model, ref)
@@ -192,10 +196,11 @@ def load_base_model(ref: BaseModelRef, *, dtype: Any = None, quantization: Any =
 
 
 def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None,
-               attention: str | None = None) -> PreTrainedModel | PeftModel:
-    """A base model alone, or a trained model: base plus adapter, or full weights."""
+               attention: str | None = None, scoring_head: bool = False) -> PreTrainedModel | PeftModel:
+    """A base model alone, or a trained model: base plus adapter, or full weights (with a
+    scoring head for a reward model)."""
     if isinstance(ref, BaseModelRef):
-        return load_base_model(ref, dtype=dtype, attention=attention)
+        return load_base_model(ref, dtype=dtype, attention=attention, scoring_head=scoring_head)
     location = Path(ref.location)
     if not location.is_dir():
         raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': {location} is not a directory")
@@ -203,13 +208,24 @@ def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None,
         full = BaseModelRef(name=ref.fine_tune, source=f"file://{location}",
                             trust_remote_code=ref.base_model.trust_remote_code)
         return load_base_model(full, dtype=dtype, directory=_checked_folder(full, location, location),
-                               attention=attention)
+                               attention=attention, scoring_head=scoring_head)
     if not (location / "adapter_config.json").is_file():
         raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': {location} has no adapter_config.json")
     from peft import PeftModel
 
-    base = load_base_model(ref.base_model, dtype=dtype, attention=attention)
+    base = load_base_model(ref.base_model, dtype=dtype, attention=attention, scoring_head=scoring_head)
     return PeftModel.from_pretrained(base, str(location))
+
+
+def load_reward_model(ref: ModelVersionRef) -> PreTrainedModel | PeftModel:
+    """A FineTune's reward model (`method: reward`), for scoring: its weights with the score head
+    it was trained with; an adapter is merged in, since it is only read."""
+    model = load_model(ref, scoring_head=True)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
 
 
 def load_model_tokenizer(ref: ModelVersionRef | BaseModelRef) -> PreTrainedTokenizerBase:

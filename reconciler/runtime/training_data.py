@@ -31,14 +31,27 @@ def user_prompt(row: dict[str, Any]) -> str:
     return f"{row['instruction']}\n\n{extra}" if extra else row["instruction"]
 
 
+# The schema type each method other than sft and pretrain reads.
+METHOD_SCHEMA = {"dpo": "preference", "orpo": "preference", "reward": "preference",
+                 "kto": "binary-feedback", "grpo": "prompt"}
+
+
 def to_record(row: dict[str, Any], schema_type: str, method: str) -> dict[str, Any] | None:
     """One TRL record, or None for a row that has nothing to learn from (a chat with no reply)."""
-    if method == "dpo":
-        if schema_type != "preference":
-            raise TrainingDataError(f"method dpo needs preference data (got {schema_type})")
+    wanted = METHOD_SCHEMA.get(method)
+    if wanted is not None and schema_type != wanted:
+        raise TrainingDataError(f"method {method} needs {wanted} data (got {schema_type})")
+    if wanted == "preference":  # dpo, orpo, reward: a pair with its prompt (trl's explicit prompt)
         return {"prompt": [{"role": "user", "content": row["prompt"]}],
                 "chosen": [{"role": "assistant", "content": row["chosen"]}],
                 "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+    if method == "kto":
+        return {"prompt": [{"role": "user", "content": row["prompt"]}],
+                "completion": [{"role": "assistant", "content": row["completion"]}],
+                "label": row["label"] == "true"}
+    if method == "grpo":  # the policy writes the completion; the reference is for the rewards
+        return {"prompt": [{"role": "user", "content": row["prompt"]}],
+                "reference": row.get("reference") or ""}
     if schema_type == "text":
         return {"text": row["text"]}
     if schema_type == "instruction":
@@ -53,6 +66,12 @@ def to_record(row: dict[str, Any], schema_type: str, method: str) -> dict[str, A
     elif schema_type == "preference":
         prompt = [{"role": "user", "content": row["prompt"]}]
         completion = [{"role": "assistant", "content": row["chosen"]}]
+    elif schema_type in ("prompt", "binary-feedback"):  # scored on its reference, or a good completion
+        answer = row.get("reference") if schema_type == "prompt" else row["completion"]
+        if not answer or (schema_type == "binary-feedback" and row.get("label") != "true"):
+            return None
+        prompt = [{"role": "user", "content": row["prompt"]}]
+        completion = [{"role": "assistant", "content": answer}]
     else:
         raise TrainingDataError(f"unknown schema type {schema_type}")
     if method == "pretrain":
@@ -207,6 +226,11 @@ def load_records(datasets: Sequence[PreparedDataset], split: str, method: str, s
         else:
             records = [record for row in rows
                        if (record := to_record(row, dataset.schema_type, method)) is not None]
+        if method == "grpo":  # where each prompt came from, for a reward's error message
+            from reconciler.runtime.rewards import ROW_COLUMN
+
+            records = [{**record, ROW_COLUMN: f"{index} of {dataset.name}'s {split} split"}
+                       for index, record in enumerate(records)]
         parts.append((records, dataset.weight if split == "train" else 1.0))
     if split != "train":
         return [record for records, _ in parts for record in records]

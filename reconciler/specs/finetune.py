@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import typing
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -146,6 +147,11 @@ def _older_names_in_schema(schema: dict[str, Any]) -> None:
     # editors that check specs against schemas/ keep accepting dpoBeta, marked deprecated
     schema["properties"]["dpoBeta"] = {**schema["properties"]["beta"], "deprecated": True,
                                        "description": "Older name of `beta`; set one of them."}
+
+
+def reward_file_path(spec_folder: Path, written: str) -> Path:
+    """Where a `python: file.py:function` reward's file is: relative to the spec's folder."""
+    return (spec_folder / written).absolute()
 
 
 class RewardModelRef(SpecModel):

@@ -29,6 +29,9 @@ TAG_OUTPUT = "tuneops.output"  # where the outputs are (a path or URI)
 TAG_BASE_SOURCE = "tuneops.base_model.source"
 TAG_BASE_REVISION = "tuneops.base_model.revision"
 TAG_DATASET_DIGEST_PREFIX = "tuneops.dataset."  # + name -> digest
+# + FineTune name -> the "<model>/<version>" of a reward model a GRPO run scored with
+TAG_REWARD_MODEL_PREFIX = "tuneops.reward_model."
+TAG_STARTED_FROM = "tuneops.started_from"  # with fromFineTune: the "<model>/<version>" trained further
 TAG_MODEL_VERSION = "tuneops.model.version"  # on evaluation runs: the "<model>/<version>" scored
 TAG_REGISTERED_VERSION = "tuneops.registered.version"  # on fine-tune runs: the "<model>/<version>" made
 TAG_GATE_PREFIX = "tuneops.gate."  # + evaluation name -> "passed" | "failed"

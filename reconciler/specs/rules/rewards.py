@@ -7,18 +7,12 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
-from pathlib import Path
 
 from reconciler.specs.base import ResourceId
 from reconciler.specs.confinement import SETTING, FileRoots, OutsideRoots, resolve_inside
-from reconciler.specs.finetune import FineTuneResource
+from reconciler.specs.finetune import FineTuneResource, reward_file_path
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules.registry import ERROR, WARNING, RuleContext, problem, rule
-
-
-def reward_file_path(spec_folder: Path, written: str) -> Path:
-    """Where a `python: file.py:function` reward's file is: relative to the spec's folder."""
-    return (spec_folder / written).absolute()
 
 
 @rule
