@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,3 +167,125 @@ def test_grpo_with_a_builtin_reward_raises_the_mean_reward_and_resumes_after_a_k
     version = lab["client"].search_model_versions("name='word-grpo'")[0]
     assert version.tags["tuneops.adapter"] == "false"
     assert run.data.params["method"] == "grpo" and run.data.params["grpo.numGenerations"] == "8"
+
+
+# --- the same methods as a project: plan, apply, lineage, gates and serving ----------------------
+
+WORD_REWARD = '''"""Scores 1 when the completion holds the row's reference word."""
+
+
+def score(prompts, completions, reference, **columns):
+    return [1.0 if word in completion else 0.0 for completion, word in zip(completions, reference)]
+'''
+BROKEN_REWARD = '''def score(prompts, completions, reference, **columns):
+    return [1.0 / (0 if "color" in prompt else 1) for prompt in prompts]
+'''
+SHORT = "  training:\n    maxSteps: 3\n    learningRate: 1.0e-3\n    microBatchSize: 4\n    maxSeqLength: 64\n" \
+        "    precision: fp32\n  adapter:\n    type: none\n  resources:\n    gpusPerNode: 0\n"
+
+
+def _spec(kind: str, name: str, body: str) -> str:
+    return f"apiVersion: tuneops.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n{body}"
+
+
+def _alignment_project(repo: Any) -> None:
+    """The quickstart plus a reward model, GRPO on it and a Python reward, and KTO and ORPO
+    fine-tunes, each evaluated and served."""
+    root = repo.root
+    prompts = [{"prompt": f"What color is a {fruit}?", "reference": WORD} for fruit in FRUITS]
+    pairs = [{"prompt": f"What color is a {fruit}?", "chosen": COLORS[i % 6], "rejected": "the the"}
+             for i, fruit in enumerate(FRUITS * 2)]
+    feedback = [{"prompt": f"What color is a {fruit}?", "completion": answer, "label": good}
+                for i, fruit in enumerate(FRUITS) for answer, good in ((COLORS[i % 6], True), ("the", False))]
+    for name, rows in (("prompts", prompts), ("pairs", pairs), ("feedback", feedback)):
+        _write_jsonl(root / "data" / f"fruit-{name}.jsonl", rows)
+    (root / "rewards").mkdir()
+    (root / "rewards" / "word.py").write_text(WORD_REWARD)
+    whole = "  split:\n    train: 1.0\n    validation: 0.0\n    test: 0.0\n"
+    documents = [
+        _spec("Dataset", "fruit-prompts", "  source: file://data/fruit-prompts.jsonl\n  schema:\n"
+                                          "    type: prompt\n" + whole),
+        _spec("Dataset", "fruit-pairs", "  source: file://data/fruit-pairs.jsonl\n  schema:\n"
+                                        "    type: preference\n  split:\n    train: 0.75\n"
+                                        "    validation: 0.25\n    test: 0.0\n"),
+        _spec("Dataset", "fruit-feedback", "  source: file://data/fruit-feedback.jsonl\n  schema:\n"
+                                           "    type: binary-feedback\n" + whole),
+        _spec("FineTune", "fruit-rm", "  baseModel: tiny-llama\n  method: reward\n  datasets:\n"
+                                      "    - name: fruit-pairs\n" + SHORT),
+        _spec("FineTune", "fruit-grpo", "  fromFineTune: fruit-sft\n  method: grpo\n  datasets:\n"
+                                        "    - name: fruit-prompts\n  rewards:\n"
+                                        "    - python: rewards/word.py:score\n"
+                                        "    - rewardModel: {fineTune: fruit-rm}\n      weight: 0.1\n"
+                                        "  grpo:\n    numGenerations: 4\n    maxCompletionLength: 4\n"
+                                        "    beta: 0.0\n" + SHORT),
+    ]
+    for method in ("kto", "orpo"):
+        data = "fruit-feedback" if method == "kto" else "fruit-pairs"
+        documents += [
+            _spec("FineTune", f"fruit-{method}", f"  fromFineTune: fruit-sft\n  method: {method}\n"
+                                                 f"  datasets:\n    - name: {data}\n" + SHORT),
+            _spec("Evaluation", f"fruit-{method}-quality",
+                  f"  model:\n    fineTune: fruit-{method}\n  dataset:\n    name: fruit-colors\n"
+                  "    split: test\n  metrics: [perplexity]\n  gates:\n    - metric: perplexity\n"
+                  "      max: 1.0e6\n"),
+            _spec("Deployment", f"fruit-{method}-bot",
+                  f"  model:\n    fineTune: fruit-{method}\n  requires: [fruit-{method}-quality]\n"
+                  "  runtime: transformers\n"),
+        ]
+    (root / "alignment.yaml").write_text("---\n".join(documents))
+    repo.commit("alignment methods")
+
+
+@pytest.fixture
+def alignment_repo(tmp_path: Path, mlflow_server: MlflowServer):
+    from tests.support.reconcile_support import SpecRepo
+
+    repo = SpecRepo(tmp_path / "specs", mlflow_server.uri, own_model=False)
+    _alignment_project(repo)
+    yield repo
+    repo.stop_servers()
+
+
+def test_alignment_methods_as_a_project_plan_apply_trace_and_serve(alignment_repo: Any,
+                                                                   mlflow_server: MlflowServer) -> None:
+    from tests.support.reconcile_support import chat
+
+    repo = alignment_repo
+    first = repo.plan()
+    assert first["impact"]["FineTune/fruit-rm"] == ["FineTune/fruit-grpo"]  # the reward model's user
+    applied = repo.tuneops("apply", ".", "--yes")
+    assert applied.exit_code == 0, applied.output[-6000:]
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    grpo = client.get_model_version("fruit-grpo", "1")
+    rm = client.get_model_version("fruit-rm", "1")
+    assert grpo.tags["tuneops.reward_model.fruit-rm"] == "fruit-rm/1"  # lineage reaches the scorer
+    assert grpo.tags["tuneops.started_from"] == "fruit-sft/1"
+    accuracy = client.get_run(rm.run_id).data.metrics["final_reward_accuracy"]
+    assert 0.0 <= accuracy <= 1.0
+    rewards = client.get_metric_history(grpo.run_id, "rewards/word.score/mean")
+    assert len(rewards) == 3
+    for method in ("kto", "orpo"):
+        version = client.get_model_version(f"fruit-{method}", "1")
+        assert client.get_run(version.run_id).data.params["method"] == method
+        url = applied.stdout.split(f"serving fruit-{method}/1 at ")[1].split()[0]
+        answer = chat(url, "What color is a banana?")
+        assert "content" in answer["choices"][0]["message"]
+    assert repo.tuneops("plan", ".", "--detailed-exitcode").exit_code == 0
+
+    # Editing the reward function retrains the GRPO fine-tune, and the plan says why.
+    repo.edit("rewards/word.py", "1.0 if word in completion else 0.0", "1.0 if word in completion else -1")
+    edited = repo.plan()
+    assert {r for r, a in edited["by_resource"].items() if a == "rebuild"} == {"FineTune/fruit-grpo"}
+    grpo_action = next(a for a in edited["actions"] if a["name"] == "fruit-grpo")
+    assert "spec.rewards[0].python content changed" in grpo_action["reason"]
+
+    # A reward that raises fails the job with the file, the function and the row, in one line.
+    (repo.root / "rewards" / "word.py").write_text(BROKEN_REWARD)
+    broken = repo.tuneops("apply", ".", "--yes")
+    assert broken.exit_code != 0
+    expected = (r"rewards/word\.py:score: row \d+ of fruit-prompts's train split: "
+                r"raised ZeroDivisionError: float division by zero")
+    assert re.search(expected, broken.output), broken.output[-4000:]
+    assert "Traceback" not in broken.output
