@@ -252,7 +252,8 @@ def test_alignment_methods_as_a_project_plan_apply_trace_and_serve(alignment_rep
 
     repo = alignment_repo
     first = repo.plan()
-    assert first["impact"]["FineTune/fruit-rm"] == ["FineTune/fruit-grpo"]  # the reward model's user
+    grpo_plan = next(a for a in first["actions"] if a["name"] == "fruit-grpo")
+    assert "FineTune/fruit-rm" in grpo_plan["depends_on"]  # trained after the reward model it uses
     applied = repo.tuneops("apply", ".", "--yes")
     assert applied.exit_code == 0, applied.output[-6000:]
     import mlflow
@@ -270,7 +271,7 @@ def test_alignment_methods_as_a_project_plan_apply_trace_and_serve(alignment_rep
         version = client.get_model_version(f"fruit-{method}", "1")
         assert client.get_run(version.run_id).data.params["method"] == method
         url = applied.stdout.split(f"serving fruit-{method}/1 at ")[1].split()[0]
-        answer = chat(url, "What color is a banana?")
+        answer = chat(url, "What color is a banana?", model=f"fruit-{method}-bot")
         assert "content" in answer["choices"][0]["message"]
     assert repo.tuneops("plan", ".", "--detailed-exitcode").exit_code == 0
 

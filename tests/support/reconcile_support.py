@@ -94,9 +94,9 @@ class SpecRepo:
             backend.stop("Deployment", server.name)
 
 
-def chat(url: str, question: str, max_tokens: int | None = 8) -> dict:
+def chat(url: str, question: str, max_tokens: int | None = 8, model: str = "fruit-bot") -> dict:
     """Ask the Deployment; max_tokens None leaves it to the server, as temperature always is."""
-    body = {"model": "fruit-bot", "messages": [{"role": "user", "content": question}]}
+    body = {"model": model, "messages": [{"role": "user", "content": question}]}
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
     body = json.dumps(body).encode()
