@@ -180,7 +180,8 @@ def score(prompts, completions, reference, **columns):
 BROKEN_REWARD = '''def score(prompts, completions, reference, **columns):
     return [1.0 / (0 if "color" in prompt else 1) for prompt in prompts]
 '''
-SHORT = "  training:\n    maxSteps: 3\n    learningRate: 1.0e-3\n    microBatchSize: 4\n    maxSeqLength: 64\n" \
+SHORT = "  training:\n    maxSteps: 3\n    learningRate: 1.0e-3\n    microBatchSize: 4\n" \
+        "    maxSeqLength: 64\n" \
         "    precision: fp32\n  adapter:\n    type: none\n  resources:\n    gpusPerNode: 0\n"
 
 

@@ -16,13 +16,13 @@ from reconciler.specs.loader import LoadedSpec
 from reconciler.specs.policy import NO_APPROVAL, Approval
 from reconciler.specs.problems import Problem
 from reconciler.specs.rules import (
+    alignment,
     benchmarks,
     deployments,
     evaluations,
     fine_tunes,
     policies,
     references,
-    rewards,
     sources,
     sweeps,
     teams,
@@ -31,7 +31,7 @@ from reconciler.specs.rules.registry import ERROR, RULES, RuleContext, problem
 from reconciler.specs.specset import SpecSet
 
 # Importing a family registers its rules; this names them all, so none is left out by mistake.
-FAMILIES = (references, fine_tunes, rewards, evaluations, benchmarks, sweeps, deployments, sources,
+FAMILIES = (references, fine_tunes, alignment, evaluations, benchmarks, sweeps, deployments, sources,
             policies, teams)
 
 

@@ -168,6 +168,35 @@ def test_preference_schema_with_a_column_mapping(tmp_path: Path):
     assert manifest.columns == ("prompt", "chosen", "rejected")
 
 
+def test_prompt_schema_keeps_an_optional_reference(tmp_path: Path):
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"q": "2+2?", "answer": "4"}, {"q": "Say hi"}])
+    schema = {"type": "prompt", "columns": {"prompt": "q", "reference": "answer"}}
+    job = make_job(tmp_path, data, schema=schema, split=ALL_TRAIN)
+    manifest = prepare_dataset(job)
+    rows = sorted(load_split(job.output_dir, "train"), key=lambda row: row["prompt"])
+    assert rows == [{"prompt": "2+2?", "reference": "4"}, {"prompt": "Say hi", "reference": ""}]
+    assert manifest.columns == ("prompt", "reference") and manifest.schema_type == "prompt"
+
+
+def test_binary_feedback_labels_are_read_as_true_or_false(tmp_path: Path):
+    rows = [{"prompt": f"q{i}", "completion": "a", "label": label}
+            for i, label in enumerate([True, False, "yes", "0", 1, "Good"])]
+    job = make_job(tmp_path, write_jsonl(tmp_path / "fb.jsonl", rows), schema={"type": "binary-feedback"},
+                   split=ALL_TRAIN)
+    prepare_dataset(job)
+    labels = {row["prompt"]: row["label"] for row in load_split(job.output_dir, "train")}
+    assert labels == {"q0": "true", "q1": "false", "q2": "true", "q3": "false", "q4": "true", "q5": "true"}
+
+
+def test_a_label_that_is_not_true_or_false_fails_with_its_row(tmp_path: Path):
+    rows = [{"prompt": "q", "completion": "a", "label": True},
+            {"prompt": "r", "completion": "b", "label": "maybe"}]
+    job = make_job(tmp_path, write_jsonl(tmp_path / "fb.jsonl", rows), schema={"type": "binary-feedback"},
+                   split=ALL_TRAIN)
+    message = failure(job)
+    assert "fb.jsonl:2: column 'label' (role 'label') must be true or false, got 'maybe'" in message
+
+
 # --- cleaning ----------------------------------------------------------------------------------
 
 def test_cleaning_counts_each_rule(tmp_path: Path):

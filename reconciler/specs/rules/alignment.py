@@ -1,6 +1,7 @@
-"""Rules on the alignment methods: a GRPO fine-tune's rewards can be found and run, a reward
-model is a FineTune trained to be one, a reward model is not served or evaluated as a chat
-model, and the group of generations fits the batch.
+"""Rules on the alignment methods (grpo, kto, orpo, reward): a GRPO fine-tune's rewards can be
+found and run, a reward model is a FineTune trained to be one and is not served, evaluated or
+trained further as a chat model, the group of generations fits the batch, and KTO has a batch to
+estimate its KL term from.
 """
 
 from __future__ import annotations
@@ -136,3 +137,34 @@ def grpo_group_fits_the_batch(ctx: RuleContext) -> Iterator[Problem]:
         if s.training.packing:
             yield problem(spec, WARNING, "ignored-setting", "packing does not apply to grpo (completions "
                           "are generated and scored one by one)", ("spec", "training", "packing"), key=True)
+
+
+@rule
+def kto_batch_estimates_its_kl_term(ctx: RuleContext) -> Iterator[Problem]:
+    """KTO estimates its reference point (the KL term) from mismatched pairs within a micro-batch:
+    a micro-batch of one has no other row to pair with."""
+    for spec, fine_tune in ctx.fine_tunes():
+        s = fine_tune.spec
+        if s.method == "kto" and s.training.micro_batch_size < 2:
+            yield problem(spec, ERROR, "unsupported-combination",
+                          "method kto needs training.microBatchSize of 2 or more: it estimates its KL term "
+                          "from the other rows of a micro-batch", ("spec", "training", "microBatchSize"),
+                          value=s.training.micro_batch_size, hint="set microBatchSize: 2 or more")
+
+
+@rule
+def reward_model_starts_from_full_weights(ctx: RuleContext) -> Iterator[Problem]:
+    """A reward model gets a new scoring head; it can start from a base model or a fully fine-tuned
+    one, not from an adapter (which is saved for the language-model head it was trained with)."""
+    for spec, fine_tune in ctx.fine_tunes():
+        source = fine_tune.spec.from_fine_tune
+        if fine_tune.spec.method != "reward" or not source:
+            continue
+        start = ctx.specs.resource(ResourceId("FineTune", source), FineTuneResource)
+        if start is not None and start.spec.adapter.type != "none":
+            yield problem(spec, ERROR, "unsupported-combination",
+                          f"a reward model starts from a base model or a full fine-tune; FineTune "
+                          f"'{source}' trains a {start.spec.adapter.type} adapter", ("spec", "fromFineTune"),
+                          value=source,
+                          hint=f"use baseModel: (the base of '{source}'), or give '{source}' "
+                               "adapter.type: none")

@@ -1,0 +1,132 @@
+"""Validation of the alignment methods: each data type goes with its method, a GRPO fine-tune's
+rewards can be found and run, a reward model is used as one and only as one, the group fits the
+batch, and a cluster can forbid Python rewards. Each rule shown firing at its file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.specs.problems import Problem
+from reconciler.specs.validate import validate_path
+from tests.conftest import API, VALID_SPECS, write_repo
+
+PROMPTS = f"""
+    {API}
+    kind: Dataset
+    metadata:
+      name: prompts
+    spec:
+      source: file://data/prompts.jsonl
+      schema:
+        type: prompt
+    """
+PAIRS = f"""
+    {API}
+    kind: Dataset
+    metadata:
+      name: pairs
+    spec:
+      source: file://data/pairs.jsonl
+      schema:
+        type: preference
+    """
+RM = f"""
+    {API}
+    kind: FineTune
+    metadata:
+      name: rm
+    spec:
+      baseModel: tiny
+      method: reward
+      datasets:
+        - name: pairs
+      adapter:
+        type: none
+    """
+REWARD_FILE = "def score(prompts, completions, **columns):\n    return [0.0 for _ in completions]\n"
+
+
+def grpo(rewards: str = "    - python: rewards/tone.py:score\n    - rewardModel: {fineTune: rm}\n",
+         extra: str = "") -> str:
+    return (f"{API}\nkind: FineTune\nmetadata:\n  name: grpo\nspec:\n  fromFineTune: sft\n  method: grpo\n"
+            f"  datasets:\n    - name: prompts\n  rewards:\n{rewards}  training:\n    microBatchSize: 8\n"
+            + extra)
+
+
+def validated(tmp_path: Path, files: dict[str, str], settings: str = "") -> list[Problem]:
+    repo = write_repo(tmp_path / "specs", {
+        **VALID_SPECS, "prompts.yaml": PROMPTS, "pairs.yaml": PAIRS, "rm.yaml": RM,
+        "rewards/tone.py": REWARD_FILE, "data/prompts.jsonl": '{"prompt": "hi"}\n',
+        "data/pairs.jsonl": '{"prompt": "hi", "chosen": "a", "rejected": "b"}\n',
+        **({"tuneops.yaml": settings} if settings else {}), **files})
+    return list(validate_path(repo).problems)
+
+
+def texts(found: list[Problem]) -> str:
+    return "\n".join(p.text() for p in found)
+
+
+def test_a_grpo_fine_tune_with_a_python_reward_and_a_reward_model_is_valid(tmp_path: Path):
+    found = validated(tmp_path, {"grpo.yaml": grpo()})
+    assert [p for p in found if p.severity.value == "error"] == [], texts(found)
+
+
+def test_each_method_reads_its_data_type_and_the_hint_names_the_method_for_the_data(tmp_path: Path):
+    found = validated(tmp_path, {"grpo.yaml": grpo().replace("name: prompts", "name: chats")})
+    assert "grpo.yaml:9:13 error spec.datasets[0].name: method grpo needs prompt data, but Dataset " \
+           "'chats' has schema type chat" in texts(found)
+    assert "use method: sft" in texts(found)
+    kto = RM.replace("name: rm", "name: kto").replace("method: reward", "method: kto")
+    found = validated(tmp_path / "kto", {"kto.yaml": kto})
+    assert "method kto needs binary-feedback data" in texts(found) and "use method: dpo" in texts(found)
+
+
+def test_a_python_reward_must_exist_parse_and_define_its_function(tmp_path: Path):
+    missing = validated(tmp_path / "a", {"grpo.yaml": grpo("    - python: rewards/none.py:score\n")})
+    assert "grpo.yaml:11:15 error spec.rewards[0].python: reward file rewards/none.py cannot be read" \
+           in texts(missing)
+    broken = validated(tmp_path / "b", {"grpo.yaml": grpo("    - python: rewards/bad.py:score\n"),
+                                        "rewards/bad.py": "def score(:\n"})
+    assert "reward file rewards/bad.py:1 is not valid Python" in texts(broken)
+    typo = validated(tmp_path / "c", {"grpo.yaml": grpo("    - python: rewards/tone.py:scor\n")})
+    assert "reward file rewards/tone.py defines no function 'scor' at its top level" in texts(typo)
+    assert "did you mean 'score'" in texts(typo)
+    outside = validated(tmp_path / "d", {"grpo.yaml": grpo("    - python: ../tone.py:score\n")})
+    assert "relative path inside the spec repository" in texts(outside)
+
+
+def test_a_reward_model_is_a_fine_tune_trained_as_one_and_is_used_only_as_one(tmp_path: Path):
+    not_rm = validated(tmp_path / "a", {"grpo.yaml": grpo("    - rewardModel: {fineTune: sft}\n")})
+    assert "error spec.rewards[0].rewardModel.fineTune: FineTune 'sft' trains with method sft, not a " \
+           "reward model" in texts(not_rm)
+    missing = validated(tmp_path / "b", {"grpo.yaml": grpo("    - rewardModel: {fineTune: nope}\n")})
+    assert any(p.code == "missing-reference" for p in missing), texts(missing)
+    served = validated(tmp_path / "c", {"deployment.yaml": VALID_SPECS["deployment.yaml"].replace(
+        "fineTune: sft", "fineTune: rm")})
+    assert "FineTune 'rm' is a reward model (method reward): it does not generate, so it cannot be served" \
+           in texts(served)
+
+
+def test_the_group_must_divide_the_batch_and_vllm_needs_a_gpu(tmp_path: Path):
+    settings = "  grpo:\n    numGenerations: 3\n    useVllm: true\n"
+    found = validated(tmp_path, {"grpo.yaml": grpo(extra=settings)})
+    assert "error spec.grpo.numGenerations: grpo.numGenerations (3) must divide the completions of one " \
+           "optimizer step: training.microBatchSize x gradientAccumulation x processes = 8" in texts(found)
+    assert "error spec.grpo.useVllm: grpo.useVllm generates with vLLM, which needs a CUDA GPU" in texts(found)
+
+
+def test_rewards_and_grpo_settings_belong_to_grpo(tmp_path: Path):
+    no_rewards = validated(tmp_path / "a", {"grpo.yaml": grpo("    []\n").replace("  rewards:\n    []\n",
+                                                                                 "")})
+    assert "method grpo needs rewards to maximise" in texts(no_rewards)
+    sft = VALID_SPECS["fine-tune.yaml"].replace("      r: 8\n", "      r: 8\n          grpo:\n"
+                                                                 "            numGenerations: 4\n")
+    ignored = validated(tmp_path / "b", {"fine-tune.yaml": sft})
+    assert "warning spec.grpo: grpo settings only apply to method grpo (method is sft)" in texts(ignored)
+
+
+def test_a_project_can_forbid_python_rewards(tmp_path: Path):
+    found = validated(tmp_path, {"grpo.yaml": grpo()}, settings="policy:\n  allowPythonRewards: false\n")
+    violation = [p for p in found if "builtin-python-rewards" in p.message]
+    assert len(violation) == 1 and violation[0].severity.value == "error", texts(found)
+    assert violation[0].position.file.endswith("grpo.yaml")
