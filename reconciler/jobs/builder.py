@@ -248,9 +248,9 @@ class JobBuilder:
             fields["reward_files"] = tuple(
                 RewardFileRef(path=written, location=self._absolute(
                     rid, f"file://{reward_file_path(loaded.path.parent, written)}"))
-                for written in dict.fromkeys(r.python_file for r in spec.rewards if r.python_file))
+                for written in dict.fromkeys(r.python_file for r in spec.rewards if r.python_file)) or None
             fields["reward_models"] = tuple(self.model_version(ResourceId("FineTune", name))
-                                            for name in spec.reward_models)
+                                            for name in spec.reward_models) or None
         elif isinstance(resource, EvaluationResource):
             spec = resource.spec
             fields["model"] = self._model_or_base(spec.model.target)

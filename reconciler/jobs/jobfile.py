@@ -172,11 +172,11 @@ class JobFile(_JobModel):
         None, description="FineTunes: the decoding written into the saved model's generation_config.json. "
                           "Not part of the fingerprint: changing an Evaluation's decoding retrains nothing.")
     datasets: tuple[PreparedDataset, ...] = ()
-    reward_files: tuple[RewardFileRef, ...] = Field(
-        (), description="GRPO FineTunes: the Python reward files its rewards name.")
-    reward_models: tuple[ModelVersionRef, ...] = Field(
-        (), description="GRPO FineTunes: the built reward models (FineTunes with method reward) its "
-                        "rewards name.")
+    reward_files: tuple[RewardFileRef, ...] | None = Field(
+        None, description="GRPO FineTunes: the Python reward files its rewards name.")
+    reward_models: tuple[ModelVersionRef, ...] | None = Field(
+        None, description="GRPO FineTunes: the built reward models (FineTunes with method reward) its "
+                          "rewards name.")
     pruning: PruningJob | None = Field(
         None, description="FineTunes run as a sweep trial: when to stop training early. Not part of "
                           "the fingerprint: the sweep driver fills it after the fingerprint is computed.")

@@ -207,7 +207,7 @@ def model_card(job: JobFile, spec: FineTuneSpec, metrics: dict[str, Any], strate
         )
     for dataset in job.datasets:
         lines.append(f"- Dataset `{dataset.name}` (weight {dataset.weight:g}): digest `{dataset.digest}`")
-    for ref in job.reward_models:
+    for ref in job.reward_models or ():
         lines.append(f"- Reward model: fine-tune `{ref.fine_tune}` version `{ref.version or '?'}`")
     lines += [
         f"- Git: `{job.git.repo or '?'}` at commit `{job.git.commit or '?'}`"

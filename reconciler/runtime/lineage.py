@@ -48,7 +48,7 @@ def upstream_model_tags(job: JobFile) -> dict[str, str]:
     tags = {}
     if job.start_from is not None and job.start_from.version:
         tags[tracking.TAG_STARTED_FROM] = named(job.start_from)
-    for ref in job.reward_models:
+    for ref in job.reward_models or ():
         tags[f"{tracking.TAG_REWARD_MODEL_PREFIX}{ref.fine_tune}"] = named(ref)
     return tags
 

@@ -274,8 +274,8 @@ def _metric_name(text: str) -> str:
 
 def reward_functions(job: JobFile, spec: FineTuneSpec, device: Any = None) -> list[RewardFunction]:
     """The spec's rewards in order, each ready for trl (with its weight beside it)."""
-    files = {ref.path: ref.location for ref in job.reward_files}
-    models = {ref.fine_tune: ref for ref in job.reward_models}
+    files = {ref.path: ref.location for ref in job.reward_files or ()}
+    models = {ref.fine_tune: ref for ref in job.reward_models or ()}
     made: list[RewardFunction] = []
     for reward in spec.rewards:
         if reward.builtin is not None:

@@ -455,7 +455,8 @@ def test_volcano_pod_groups_are_checked_against_their_crd_structure(tmp_path):
                                                      "  multiNode: indexed-job\n  queueing: volcano\n"))
     objects = rendered_objects(repo)
     groups = {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == "PodGroup"}
-    assert len(groups) == 2  # support-sft and support-dpo name a queue
+    # support-sft, support-dpo and the four alignment examples (rm, grpo, kto, orpo) name a queue
+    assert len(groups) == 6
     sft = next(group for name, group in groups.items() if name.startswith("support-sft-"))
     assert sft["spec"] == {"minMember": 1, "queue": "gpu-training", "priorityClassName": "ml-batch"}
     assert validate_manifests(objects, "1.30") == []
