@@ -164,11 +164,11 @@ class Reward(SpecModel):
     """One reward of a GRPO fine-tune: a built-in rule, a Python function or a reward model."""
 
     builtin: BuiltinReward | None = field(
-        None, "A rule scored in the job: `exact_match` (1 when the completion, stripped, equals the "
-              "row's `reference`), `contains` (1 when it contains the reference), `regex` (1 when "
-              "`pattern` matches it), `length_penalty` (minus the completion's share of "
-              "grpo.maxCompletionLength, in characters/4 as tokens), `format_json` (1 when it parses "
-              "as JSON).", example="exact_match")
+        None, "A rule scored in the job: `exact_match` (1 when the completion equals the row's "
+              "`reference`, both normalised as the Evaluation's exact_match), `contains` (1 when the "
+              "reference's words appear in it), `regex` (1 when `pattern` matches it), "
+              "`length_penalty` (minus the completion's share of grpo.maxCompletionLength tokens), "
+              "`format_json` (1 when it parses as JSON).", example="exact_match")
     python: Str | None = field(
         None, "`path/to/file.py:function`, relative to the spec's folder, in the spec repository: "
               "`function(prompts, completions, **columns) -> list[float]`, one score per completion. "
