@@ -46,7 +46,10 @@ def test_downstream_of_a_dataset_reaches_everything_built_from_it():
     reached = graph.downstream({rid("Dataset/support-tickets")})
     assert reached == [rid("FineTune/support-sft"), rid("Evaluation/support-sft-quality"),
                        rid("FineTune/support-dpo"), rid("Evaluation/support-dpo-quality"),
-                       rid("Deployment/support-bot")]
+                       rid("Deployment/support-bot"), rid("FineTune/support-grpo"),
+                       rid("FineTune/support-kto")]
+    # a GRPO fine-tune waits for the reward model it scores with
+    assert rid("FineTune/support-grpo") in graph.downstream({rid("FineTune/support-rm")})
     assert graph.downstream({rid("Dataset/product-docs")}) == [rid("FineTune/docs-cpt")]
     assert graph.downstream({rid("Deployment/support-bot")}) == []
 
