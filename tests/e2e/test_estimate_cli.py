@@ -66,7 +66,8 @@ def test_offline_plan_shows_memory_and_gpu_hours_per_fine_tune_it_would_train():
     assert "estimate: peak" in text.stdout and "GPU-hours on 4 x NVIDIA-H100-80GB-HBM3" in text.stdout
     assert "Training: at most" in text.stdout
     data = json.loads(run_tuneops("plan", str(EXAMPLES), "--offline", "--format", "json").stdout)
-    assert set(data["estimates"]) == {"FineTune/support-sft", "FineTune/support-dpo"}  # docs-cpt is suspended
+    assert set(data["estimates"]) == {f"FineTune/support-{name}"  # docs-cpt is suspended
+                                      for name in ("sft", "dpo", "rm", "grpo", "kto", "orpo")}
     total = sum(e["gpu_hours_at_most"] for e in data["estimates"].values())
     assert data["gpu_hours_at_most"] == total
     # priced from tuneops.yaml's pricing: $4.00 an H100-hour on demand, $1.60 on spot
