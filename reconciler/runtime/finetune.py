@@ -581,8 +581,10 @@ def build_trainer(
 
         grpo = spec.grpo
         rewards = list(reward_functions or ())
+        # each evaluation step generates whole groups, whatever the micro-batch
+        evaluation_batch = {"per_device_eval_batch_size": grpo.num_generations}
         config = GRPOConfig(
-            **arguments, num_generations=grpo.num_generations,
+            **{**arguments, **evaluation_batch}, num_generations=grpo.num_generations,
             max_completion_length=grpo.max_completion_length,
             temperature=grpo.temperature, beta=grpo.beta, use_vllm=grpo.use_vllm, vllm_mode="colocate",
             reward_weights=[reward.weight for reward in rewards], log_completions=False,

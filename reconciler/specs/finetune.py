@@ -35,7 +35,8 @@ Method = Literal["sft", "dpo", "pretrain", "grpo", "kto", "orpo", "reward"]
 # Methods trained against a frozen reference model (free with an adapter: its base is the reference).
 REFERENCE_METHODS = frozenset({"dpo", "kto", "grpo"})
 BuiltinReward = Literal["exact_match", "contains", "regex", "length_penalty", "format_json"]
-_PYTHON_REWARD = re.compile(r"(?P<path>[^:]+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
+_PYTHON_REWARD = re.compile(
+    r"(?P<path>[A-Za-z0-9_.][A-Za-z0-9_./-]*\.py):(?P<function>[A-Za-z_][A-Za-z0-9_]*)")
 Strategy = Literal["auto", "ddp", "zero2", "zero3", "zero3-offload", "fsdp"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup",
@@ -200,8 +201,8 @@ class Reward(SpecModel):
         if self.python is not None:
             match = _PYTHON_REWARD.fullmatch(self.python)
             if match is None:
-                raise SpecValueError(f"{self.python!r} is not `path/to/file.py:function`",
-                                     "e.g. rewards/tone.py:score")
+                raise SpecValueError(f"{self.python!r} is not `path/to/file.py:function` (letters, digits, "
+                                     "_ . - and / in the path)", "e.g. rewards/tone.py:score")
             path = match["path"]
             if path.startswith("/") or "\\" in path or ".." in path.split("/"):
                 raise SpecValueError("the reward file must be a relative path inside the spec repository, "

@@ -204,8 +204,10 @@ def _alignment_project(repo: Any) -> None:
     (root / "rewards" / "word.py").write_text(WORD_REWARD)
     whole = "  split:\n    train: 1.0\n    validation: 0.0\n    test: 0.0\n"
     documents = [
+        # with a validation split: GRPO evaluates by generating whole groups for it
         _spec("Dataset", "fruit-prompts", "  source: file://data/fruit-prompts.jsonl\n  schema:\n"
-                                          "    type: prompt\n" + whole),
+                                          "    type: prompt\n  split:\n    train: 0.75\n"
+                                          "    validation: 0.25\n    test: 0.0\n"),
         _spec("Dataset", "fruit-pairs", "  source: file://data/fruit-pairs.jsonl\n  schema:\n"
                                         "    type: preference\n  split:\n    train: 0.75\n"
                                         "    validation: 0.25\n    test: 0.0\n"),
@@ -268,6 +270,8 @@ def test_alignment_methods_as_a_project_plan_apply_trace_and_serve(alignment_rep
     assert 0.0 <= accuracy <= 1.0
     rewards = client.get_metric_history(grpo.run_id, "rewards/word.score/mean")
     assert len(rewards) == 3
+    # evaluated on the validation prompts at the end, generating whole groups for them
+    assert "final_eval_reward" in client.get_run(grpo.run_id).data.metrics
     for method in ("kto", "orpo"):
         version = client.get_model_version(f"fruit-{method}", "1")
         assert client.get_run(version.run_id).data.params["method"] == method
