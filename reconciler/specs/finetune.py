@@ -293,8 +293,9 @@ class Training(SpecModel):
            "either way.", ge=0, le=64, operational=True)
     seed: Int = field(42, "Seed for initialisation, shuffling and dropout.", ge=0, le=2**32 - 1)
     beta: Float = field(
-        0.1, "Preference methods' KL penalty strength (β; method dpo only for now). `dpoBeta`, its "
-             "older name, is read the same; set one of them.", gt=0,
+        0.1, "Preference methods' strength: β, the KL penalty of dpo and kto; λ, the odds-ratio "
+             "weight of orpo (grpo's is grpo.beta). `dpoBeta`, its older name, is read the same; set one "
+             "of them.", gt=0,
         # specs resolved, recorded and fingerprinted before the rename say dpoBeta: so do ours
         serialization_alias="dpoBeta")
 
