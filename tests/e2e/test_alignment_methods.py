@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,23 @@ def test_grpo_with_a_builtin_reward_raises_the_mean_reward_and_resumes_after_a_k
     assert run.data.params["method"] == "grpo" and run.data.params["grpo.numGenerations"] == "8"
 
 
+
+def test_grpo_trains_under_deepspeed_zero2_with_two_cpu_processes(lab: dict) -> None:
+    """Every rank generates its share of the groups and scores it; rewards are gathered across
+    ranks before the advantages are taken, and rank 0 registers the one model."""
+    training = {**GRPO_TRAINING, "maxSteps": 2, "microBatchSize": 4}
+    spec = {"method": "grpo", "adapter": {"type": "none"}, "training": training,
+            "grpo": {**GRPO, "numGenerations": 4}, "rewards": [{"builtin": "contains"}],
+            "distributed": {"strategy": "zero2"}}
+    job = _after_sft(lab, "word-grpo-zero2", spec)
+    _ok(run_job("finetune", write_job(job, lab["jobs"]), processes=2))
+    results = json.loads((job.output_dir / "training_results.json").read_text())
+    assert results["global_step"] == 2
+    run = _run(lab, job)
+    assert run.data.params["resolved.strategy"] == "zero2" and run.data.params["resolved.processes"] == "2"
+    assert len(_history(lab, job, "reward")) == 2
+    assert lab["client"].search_model_versions("name='word-grpo-zero2'")
+
 # --- the same methods as a project: plan, apply, lineage, gates and serving ----------------------
 
 WORD_REWARD = '''"""Scores 1 when the completion holds the row's reference word."""
@@ -180,13 +198,31 @@ def score(prompts, completions, reference, **columns):
 BROKEN_REWARD = '''def score(prompts, completions, reference, **columns):
     return [1.0 / (0 if "color" in prompt else 1) for prompt in prompts]
 '''
-SHORT = "  training:\n    maxSteps: 3\n    learningRate: 1.0e-3\n    microBatchSize: 4\n" \
-        "    maxSeqLength: 64\n" \
-        "    precision: fp32\n  adapter:\n    type: none\n  resources:\n    gpusPerNode: 0\n"
+
+
+def short(adapter: str = "type: none") -> str:
+    """A few CPU steps, fully fine-tuned or (`type: lora\\n    r: 4`) with an adapter."""
+    return ("  training:\n    maxSteps: 3\n    learningRate: 1.0e-3\n    microBatchSize: 4\n"
+            f"    maxSeqLength: 64\n    precision: fp32\n  adapter:\n    {adapter}\n"
+            "  resources:\n    gpusPerNode: 0\n")
+
+
+# A reward model with a LoRA adapter (its score head trained beside it), and KTO with an adapter
+# on the SFT model's full weights: the reference model is then that model with the adapter off.
+LORA = "type: lora\n    r: 4"
 
 
 def _spec(kind: str, name: str, body: str) -> str:
+    if kind == "FineTune":  # registered model names are global on the session's server: its own
+        body += f"  register:\n    model: {registered(name)}\n"
     return f"apiVersion: tuneops.dev/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n{body}"
+
+
+RUN = uuid.uuid4().hex[:6]
+
+
+def registered(fine_tune: str) -> str:
+    return f"{fine_tune}-{RUN}"
 
 
 def _alignment_project(repo: Any) -> None:
@@ -214,19 +250,20 @@ def _alignment_project(repo: Any) -> None:
         _spec("Dataset", "fruit-feedback", "  source: file://data/fruit-feedback.jsonl\n  schema:\n"
                                            "    type: binary-feedback\n" + whole),
         _spec("FineTune", "fruit-rm", "  baseModel: tiny-llama\n  method: reward\n  datasets:\n"
-                                      "    - name: fruit-pairs\n" + SHORT),
+                                      "    - name: fruit-pairs\n" + short(LORA)),
         _spec("FineTune", "fruit-grpo", "  fromFineTune: fruit-sft\n  method: grpo\n  datasets:\n"
                                         "    - name: fruit-prompts\n  rewards:\n"
                                         "    - python: rewards/word.py:score\n"
                                         "    - rewardModel: {fineTune: fruit-rm}\n      weight: 0.1\n"
                                         "  grpo:\n    numGenerations: 4\n    maxCompletionLength: 4\n"
-                                        "    beta: 0.0\n" + SHORT),
+                                        "    beta: 0.0\n" + short()),
     ]
     for method in ("kto", "orpo"):
         data = "fruit-feedback" if method == "kto" else "fruit-pairs"
         documents += [
             _spec("FineTune", f"fruit-{method}", f"  fromFineTune: fruit-sft\n  method: {method}\n"
-                                                 f"  datasets:\n    - name: {data}\n" + SHORT),
+                                                 f"  datasets:\n    - name: {data}\n"
+                                                 + short(LORA if method == "kto" else "type: none")),
             _spec("Evaluation", f"fruit-{method}-quality",
                   f"  model:\n    fineTune: fruit-{method}\n  dataset:\n    name: fruit-colors\n"
                   "    split: test\n  metrics: [perplexity]\n  gates:\n    - metric: perplexity\n"
@@ -243,7 +280,7 @@ def _alignment_project(repo: Any) -> None:
 def alignment_repo(tmp_path: Path, mlflow_server: MlflowServer):
     from tests.support.reconcile_support import SpecRepo
 
-    repo = SpecRepo(tmp_path / "specs", mlflow_server.uri, own_model=False)
+    repo = SpecRepo(tmp_path / "specs", mlflow_server.uri)
     _alignment_project(repo)
     yield repo
     repo.stop_servers()
@@ -262,10 +299,11 @@ def test_alignment_methods_as_a_project_plan_apply_trace_and_serve(alignment_rep
     import mlflow
 
     client = mlflow.MlflowClient(mlflow_server.uri)
-    grpo = client.get_model_version("fruit-grpo", "1")
-    rm = client.get_model_version("fruit-rm", "1")
-    assert grpo.tags["tuneops.reward_model.fruit-rm"] == "fruit-rm/1"  # lineage reaches the scorer
-    assert grpo.tags["tuneops.started_from"] == "fruit-sft/1"
+    grpo = client.get_model_version(registered("fruit-grpo"), "1")
+    rm = client.get_model_version(registered("fruit-rm"), "1")
+    # lineage reaches the reward model's version and the SFT model's
+    assert grpo.tags["tuneops.reward_model.fruit-rm"] == f"{registered('fruit-rm')}/1"
+    assert grpo.tags["tuneops.started_from"] == f"{repo.model}/1"
     accuracy = client.get_run(rm.run_id).data.metrics["final_reward_accuracy"]
     assert 0.0 <= accuracy <= 1.0
     rewards = client.get_metric_history(grpo.run_id, "rewards/word.score/mean")
@@ -273,9 +311,9 @@ def test_alignment_methods_as_a_project_plan_apply_trace_and_serve(alignment_rep
     # evaluated on the validation prompts at the end, generating whole groups for them
     assert "final_eval_reward" in client.get_run(grpo.run_id).data.metrics
     for method in ("kto", "orpo"):
-        version = client.get_model_version(f"fruit-{method}", "1")
+        version = client.get_model_version(registered(f"fruit-{method}"), "1")
         assert client.get_run(version.run_id).data.params["method"] == method
-        url = applied.stdout.split(f"serving fruit-{method}/1 at ")[1].split()[0]
+        url = applied.stdout.split(f"serving {registered(f'fruit-{method}')}/1 at ")[1].split()[0]
         answer = chat(url, "What color is a banana?", model=f"fruit-{method}-bot")
         assert "content" in answer["choices"][0]["message"]
     assert repo.tuneops("plan", ".", "--detailed-exitcode").exit_code == 0
