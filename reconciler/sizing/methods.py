@@ -11,7 +11,8 @@ Held through the whole step, beside the policy's model states:
   and its parameter offload, every other stage runs it whole on each GPU (stage 0).
 - **Reward models** (grpo, `rewardModel` rewards): each distinct one once, a
   ForSequenceClassification model (`sequence_classifier_parameters`) for inference only, in 16
-  bits (fp32 under fp32 precision), sharded the same way.
+  bits (fp32 under fp32 precision). The runtime hands them to trl as scoring functions
+  (runtime/rewards.py), each moved whole onto the GPU: no strategy shards or offloads them.
 - **vLLM** (grpo.useVllm): colocated vLLM reserves its own share of the GPU for its copy of the
   weights and its KV cache: trl's `vllm_gpu_memory_utilization`, 0.3 of the device.
 
@@ -87,8 +88,8 @@ def weight_value_bytes(shape: TrainingShape, strategy: str) -> int:
 
 def frozen_model_bytes(total: float, strategy: str, devices: int) -> tuple[float, float]:
     """(GPU, CPU) bytes per device of a frozen model of `total` bytes, as DeepSpeed holds trl's
-    reference and reward models: sharded and offloaded like ZeRO-3's frozen weights, whole on
-    every GPU otherwise."""
+    reference model: sharded and offloaded like ZeRO-3's frozen weights, whole on every GPU
+    otherwise."""
     states = model_states(0, strategy, devices, frozen_bytes=total)
     return states.frozen, states.cpu
 
@@ -101,11 +102,10 @@ def reference_model_bytes(shape: TrainingShape, strategy: str) -> tuple[float, f
                               shape.devices)
 
 
-def reward_models_bytes(shape: TrainingShape, strategy: str) -> tuple[float, float]:
-    """(GPU, CPU) bytes per device of the reward models, each once."""
+def reward_models_bytes(shape: TrainingShape) -> float:
+    """Bytes per device of the reward models, each once and whole."""
     value = FP32 if shape.precision == "fp32" else HALF
-    total = sum(sequence_classifier_parameters(arch) for arch in shape.method.reward_models) * value
-    return frozen_model_bytes(total, strategy, shape.devices) if total else (0.0, 0.0)
+    return sum(sequence_classifier_parameters(arch) for arch in shape.method.reward_models) * value
 
 
 def kv_cache_bytes(architecture: Architecture, sequences: int, length: int, value_bytes: int) -> float:
@@ -147,8 +147,7 @@ def method_memory(shape: TrainingShape, strategy: str, micro_batch: int) -> Meth
     """What the shape's method adds per GPU at this strategy and micro-batch."""
     method = shape.method
     reference, reference_cpu = reference_model_bytes(shape, strategy)
-    rewards, rewards_cpu = reward_models_bytes(shape, strategy)
-    found = MethodMemory(reference=reference, reward_models=rewards, cpu=reference_cpu + rewards_cpu)
+    found = MethodMemory(reference=reference, reward_models=reward_models_bytes(shape), cpu=reference_cpu)
     if method.name == "orpo":
         return replace(found, logits=orpo_logits_bytes(shape, micro_batch))
     if method.name != "grpo":
