@@ -206,7 +206,9 @@ def project(tmp_path: Path, policy: str, extra: dict[str, str] | None = None) ->
         "data/chats.jsonl": '{"messages": [{"role": "user", "content": "hi"}]}\n',
         "data/feedback.jsonl": '{"prompt": "hi", "completion": "hello", "label": "true"}\n',
         "rm-7b.yaml": fine_tune("rm-7b", "baseModel: llama2\nmethod: reward\ndatasets: [{name: pairs}]"),
-        "sft-1b.yaml": fine_tune("sft-1b", "baseModel: llama32\ndatasets: [{name: chats}]"),
+        # a reward model starts from a base model or a full fine-tune
+        "sft-1b.yaml": fine_tune("sft-1b",
+                                 "baseModel: llama32\ndatasets: [{name: chats}]\nadapter: {type: none}"),
         "rm-1b.yaml": fine_tune("rm-1b", "fromFineTune: sft-1b\nmethod: reward\ndatasets: [{name: pairs}]"),
         "policy.yaml": fine_tune("policy", policy),
         **(extra or {}),
