@@ -43,13 +43,18 @@ def activation_bytes(architecture: Architecture, sequence_length: int, micro_bat
     return layers * per_layer + logits
 
 
+def _dropout_masks(shape: TrainingShape) -> bool:
+    """Whether LoRA's dropout keeps masks: not where trl disables dropout (dpo, kto, orpo, reward)."""
+    return shape.lora_dropout > 0 and shape.method.keeps_dropout
+
+
 def _adapter_input_bytes(shape: TrainingShape, mask_bytes: int) -> float:
     """Per token and layer, what PEFT's LoRA path keeps for each adapted matrix: its input cast
     to the adapter's fp32, passed through dropout (whose mask is kept) and cast back to 16 bits
     by autocast for A (kept), and A's r-wide output for B. Each matrix keeps its own copies."""
     shapes = shape.architecture.linear_shapes()
     names = list(shapes) if shape.target_modules == "all-linear" else list(shape.target_modules)
-    per_input = HALF + (mask_bytes if shape.lora_dropout > 0 else 0)
+    per_input = HALF + (mask_bytes if _dropout_masks(shape) else 0)
     return sum(per_input * shapes[name][0] + HALF * shape.rank for name in names)
 
 
@@ -83,8 +88,11 @@ def kept_activation_bytes(shape: TrainingShape, micro_batch: int, *, device: str
     - with gradient checkpointing, only each layer's input is kept, and one layer is
       recomputed at a time.
 
-    After the last layer: the final norm, the fused head's input and `HEAD_PER_TOKEN` bytes.
-    Packing joins a micro-batch's rows into one row of `micro_batch x length` tokens."""
+    After the last layer: the final norm, the fused head's input and `HEAD_PER_TOKEN` bytes;
+    where the head is an ordinary linear (ORPO's LM head, a reward model's score), its 16-bit
+    input under autocast, 2h. Packing joins a micro-batch's rows into one row of `micro_batch x
+    length` tokens. `micro_batch` counts rows: a preference method's step runs two per example
+    (`step_activation_bytes`)."""
     arch = shape.architecture
     h, f = arch.hidden_size, arch.intermediate_size
     tokens = shape.sequence_length * micro_batch
@@ -116,13 +124,14 @@ def kept_activation_bytes(shape: TrainingShape, micro_batch: int, *, device: str
         targets = shape.architecture.linear_shapes() if shape.target_modules == "all-linear" \
             else shape.target_modules
         dropped = sum(1 for name in ("q_proj", "k_proj", "v_proj") if name in targets)
-        first_layer_saving = norm + FP32 + (dropped * mask_bytes * h if shape.lora_dropout > 0 else 0)
+        first_layer_saving = norm + FP32 + (dropped * mask_bytes * h if _dropout_masks(shape) else 0)
     one_layer = tokens * layer + per_layer
     if shape.gradient_checkpointing:
         layers = arch.num_layers * tokens * residual * h + one_layer
     else:
         layers = arch.num_layers * one_layer - tokens * first_layer_saving
-    return layers + tokens * (final_norm + head_input * h + HEAD_PER_TOKEN)
+    head = head_input * h + HEAD_PER_TOKEN if shape.method.fused_head else HALF * h
+    return layers + tokens * (final_norm + head)
 
 
 def attention_bytes(shape: TrainingShape, micro_batch: int) -> tuple[float, float]:
@@ -145,16 +154,23 @@ def step_buffer_bytes(shape: TrainingShape, micro_batch: int, *, fp32_weights: b
     """Memory a step holds beside the kept activations: the fused head's tile of logits and,
     for weights trained in fp32, autocast's 16-bit copies of them (kept from the forward pass
     to the backward; with gradient checkpointing, one layer's at a time, while it is
-    recomputed) and the head's 16-bit copy of a tile's weights."""
+    recomputed) and the head's 16-bit copy of a tile's weights. An ordinary head (ORPO, a
+    reward model's score) has no tile: autocast copies its whole weight, and ORPO's logits are
+    counted with the method (`methods.py`)."""
     arch = shape.architecture
     tokens = shape.sequence_length * micro_batch
     vocab_tile = min(arch.vocab_size, HEAD_VOCAB_TILE)
-    head = HALF * min(tokens, HEAD_TOKEN_TILE) * vocab_tile
+    if shape.method.fused_head:
+        head = HALF * min(tokens, HEAD_TOKEN_TILE) * vocab_tile
+        head_weights = HALF * vocab_tile * arch.hidden_size
+    else:
+        head = 0
+        head_weights = HALF * (1 if shape.method.name == "reward" else arch.vocab_size) * arch.hidden_size
     if not fp32_weights:
         return head
     share = 1 / arch.num_layers if shape.gradient_checkpointing else 1
     if shape.adapter == "none":
-        return HALF * arch.linear_parameters * share + head + HALF * vocab_tile * arch.hidden_size
+        return HALF * arch.linear_parameters * share + head + head_weights
     return HALF * shape.trainable * share + head
 
 
@@ -164,7 +180,12 @@ def step_activation_bytes(shape: TrainingShape, micro_batch: int, strategy: str 
     DeepSpeed (every ZeRO strategy) the engine runs the whole module, adapters included, in 16
     bits and keeps the fp32 masters in its optimizer; the Trainer's own mixed precision (`ddp`)
     keeps fp32 trained weights and computes under autocast. `fsdp` is estimated as ZeRO-3, and
-    its mixed precision also computes with 16-bit copies of the shards."""
+    its mixed precision also computes with 16-bit copies of the shards.
+
+    A preference method (dpo, orpo, reward) runs chosen and rejected as one batch of 2 x
+    micro-batch rows. KTO's KL term and every reference forward run under `torch.no_grad` and
+    keep nothing; GRPO's rows are prompt and completion (`shape.sequence_length`)."""
     fp32_weights = not strategy.startswith("zero")
-    return (kept_activation_bytes(shape, micro_batch, device=device, fp32_weights=fp32_weights)
-            + step_buffer_bytes(shape, micro_batch, fp32_weights=fp32_weights))
+    rows = micro_batch * shape.method.rows_per_example
+    return (kept_activation_bytes(shape, rows, device=device, fp32_weights=fp32_weights)
+            + step_buffer_bytes(shape, rows, fp32_weights=fp32_weights))

@@ -1,15 +1,17 @@
 """Does each FineTune fit its declared GPUs? The planner's estimates as validation problems.
 
 Checked only where both the architecture and the GPU's memory are known, so an unknown never
-blocks a pull request; a FineTune on CPU (gpusPerNode: 0) is not checked.
+blocks a pull request; a FineTune on CPU (gpusPerNode: 0) is not checked. A GRPO FineTune whose
+reward model's architecture is unknown is checked without it: what does not fit without it does
+not fit with it either.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
-from reconciler.sizing.memory import Architecture, TrainingShape, device_memory
+from reconciler.sizing.memory import Architecture, MethodShape, TrainingShape, device_memory
 from reconciler.sizing.strategy import (
     AUTO_ORDER,
     SAFETY_MARGIN,
@@ -40,18 +42,56 @@ def base_model_of(specs: SpecSet, fine_tune: FineTuneResource) -> ResourceId | N
     return ResourceId("BaseModel", fine_tune.spec.base_model) if fine_tune.spec.base_model else None
 
 
-def training_shape(fine_tune: FineTuneResource, architecture: Architecture) -> TrainingShape:
+def reward_model_architectures(specs: SpecSet, fine_tune: FineTuneResource,
+                               architectures: Mapping[ResourceId, Architecture],
+                               ) -> tuple[tuple[Architecture, ...], tuple[str, ...]]:
+    """(the architectures of the FineTune's reward models, each once; the names of those whose
+    architecture is unknown). A reward model has its FineTune's base model's architecture."""
+    known, unknown = [], []
+    for name in fine_tune.spec.reward_models:
+        scorer = specs.resource(ResourceId("FineTune", name), FineTuneResource)
+        base = base_model_of(specs, scorer) if scorer is not None else None
+        architecture = architectures.get(base) if base else None
+        if architecture is None:
+            unknown.append(name)
+        else:
+            known.append(architecture)
+    return tuple(known), tuple(unknown)
+
+
+def training_shape(fine_tune: FineTuneResource, architecture: Architecture,
+                   reward_models: tuple[Architecture, ...] = ()) -> TrainingShape:
+    """The planner's shape of a FineTune. GRPO's sequences are a prompt of at most maxSeqLength
+    tokens and a completion of at most grpo.maxCompletionLength (trl does not truncate prompts
+    to make room for the completion), so they are sized at the sum: an upper bound."""
     s = fine_tune.spec
     modules = s.adapter.target_modules
+    gpus = s.resources.nodes * s.resources.gpus_per_node
+    grpo = s.method == "grpo"
+    method = MethodShape(
+        name=s.method, reference_model=s.has_reference_model, reward_models=reward_models,
+        completion_length=s.grpo.max_completion_length if grpo else 0,
+        # trl generates steps_per_generation micro-batches at once, gradient_accumulation_steps by default
+        generation_micro_batches=s.training.gradient_accumulation if grpo else 1,
+        use_vllm=grpo and s.grpo.use_vllm)
     return TrainingShape(
         architecture=architecture, adapter=s.adapter.type, rank=s.adapter.r,
         target_modules=modules if isinstance(modules, str) else tuple(modules),
-        sequence_length=s.training.max_seq_length, micro_batch=s.training.micro_batch_size,
-        devices=s.resources.nodes * s.resources.gpus_per_node,
+        sequence_length=s.training.max_seq_length + method.completion_length,
+        micro_batch=s.training.micro_batch_size, devices=gpus,
         gradient_checkpointing=s.training.gradient_checkpointing, lora_dropout=s.adapter.dropout,
         packing=s.training.packing, optimizer=s.training.optimizer,
         attention=planned_attention(s.training.attention), kernels=s.training.kernels,
-        modules_to_save=tuple(s.adapter.modules_to_save))
+        modules_to_save=tuple(s.adapter.modules_to_save), method=method,
+        precision=planned_precision(s.training.precision, gpus),
+        device_bytes=device_memory(s.resources.gpu_product) if gpus else None)
+
+
+def planned_precision(choice: str, gpus: int) -> str:
+    """`auto` is bf16 on GPUs (the planner assumes one that supports it) and fp32 on CPU."""
+    if choice == "auto":
+        return "bf16" if gpus else "fp32"
+    return choice
 
 
 def planned_attention(choice: str) -> str:
@@ -91,7 +131,8 @@ def check(specs: SpecSet, architectures: dict[ResourceId, Architecture]) -> Iter
         device_bytes = device_memory(s.resources.gpu_product)
         if s.resources.gpus_per_node == 0 or architecture is None or device_bytes is None:
             continue
-        shape = training_shape(fine_tune, architecture)
+        shape = training_shape(fine_tune, architecture,
+                               reward_model_architectures(specs, fine_tune, architectures)[0])
         try:
             shape.trainable  # noqa: B018 - target modules this architecture lacks: no estimate
         except ValueError:

@@ -3,8 +3,9 @@
 The planner's arithmetic (`planner.py`) applied to one FineTune spec: its architecture, its
 declared GPUs, and how much it trains. The amount of training is `maxSteps` x global batch, or
 `epochs` x the training rows of its datasets when they are known (recorded by the Dataset's
-run, or counted in a local source file); tokens are bounded by `maxSeqLength` per sequence,
-so FLOPs and GPU-hours are upper bounds. Pure: the rows and architectures are passed in.
+run, or counted in a local source file); tokens are bounded by `maxSeqLength` per sequence
+(and GRPO's completions by grpo.maxCompletionLength), so FLOPs and GPU-hours are upper bounds.
+Pure: the rows and architectures are passed in.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from reconciler.config import GpuPrice, PlannerSettings, PricingSettings
-from reconciler.sizing.capacity import base_model_of, training_shape
-from reconciler.sizing.memory import Architecture, TrainingShape, device_memory
+from reconciler.sizing.capacity import base_model_of, reward_model_architectures, training_shape
+from reconciler.sizing.memory import PAIRED_METHODS, Architecture, TrainingShape, device_memory
 from reconciler.sizing.strategy import Estimate, choose_strategy, estimate, largest_micro_batch
 from reconciler.sizing.throughput import assumed_mfu, flops_per_parameter_token, peak_flops
 from reconciler.specs.base import ResourceId
@@ -41,8 +42,8 @@ class Workload:
     basis: str
     global_batch: int
     steps: int | None = None
-    sequences: int | None = None  # sequences through the model, counting DPO's pair as two
-    tokens: int | None = None  # at most: sequences x maxSeqLength
+    sequences: int | None = None  # a preference pair is two; a GRPO prompt, num_generations completions
+    tokens: int | None = None  # at most: sequences x maxSeqLength (GRPO: + maxCompletionLength)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class FineTuneEstimate:
     mfu: float | None = None
     notes: tuple[str, ...] = ()
     price: GpuPrice | None = None  # a GPU-hour of gpu_product, from tuneops.yaml's pricing
+    method: str = "sft"
+    reference_model: bool = False  # the method scores against a frozen reference (free with an adapter)
+    unknown_reward_models: tuple[str, ...] = ()  # reward models whose architecture is unknown: not counted
 
     @property
     def dollars(self) -> tuple[float, float | None] | None:
@@ -101,7 +105,11 @@ def workload(fine_tune: FineTuneResource, rows: Mapping[str, RowCount]) -> Workl
     s = fine_tune.spec
     t = s.training
     global_batch = t.micro_batch_size * t.gradient_accumulation * s.resources.processes
-    per_example = 2 if s.method == "dpo" else 1  # chosen and rejected
+    # trl's batch counts pairs for the preference methods, two sequences each (chosen and
+    # rejected), and completions for grpo, num_generations of them for each prompt row
+    per_example = 2 if s.method in PAIRED_METHODS else 1
+    completions = s.grpo.num_generations if s.method == "grpo" else 1
+    length = t.max_seq_length + (s.grpo.max_completion_length if s.method == "grpo" else 0)
     if t.max_steps is not None:
         basis = f"maxSteps {t.max_steps} x global batch {global_batch}"
         examples = t.max_steps * global_batch
@@ -116,11 +124,12 @@ def workload(fine_tune: FineTuneResource, rows: Mapping[str, RowCount]) -> Workl
         known = {name: count for name, count in counted.items() if count is not None}
         per_epoch = sum(count.rows for count in known.values())  # mixing keeps the total
         origins = "; ".join(f"{name}: {count.rows:,} rows, {count.origin}" for name, count in known.items())
-        basis = f"{t.epochs:g} epochs of {per_epoch:,} training rows ({origins})"
-        examples = math.ceil(t.epochs * per_epoch)
-        steps = math.ceil(t.epochs * math.ceil(per_epoch / global_batch))
+        each = f" x {completions} completions" if completions > 1 else ""
+        basis = f"{t.epochs:g} epochs of {per_epoch:,} training rows{each} ({origins})"
+        examples = math.ceil(t.epochs * per_epoch * completions)
+        steps = math.ceil(t.epochs * math.ceil(per_epoch * completions / global_batch))
     sequences = examples * per_example
-    return Workload(basis, global_batch, steps, sequences, sequences * t.max_seq_length)
+    return Workload(basis, global_batch, steps, sequences, sequences * length)
 
 
 def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
@@ -134,15 +143,17 @@ def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
     base = base_model_of(specs, fine_tune)
     architecture = architectures.get(base) if base else None
     work = workload(fine_tune, rows)
+    rewards, unknown_rewards = reward_model_architectures(specs, fine_tune, architectures)
     common = {"name": fine_tune.metadata.name, "gpu_product": product, "gpus": gpus,
               "declared_strategy": s.distributed.strategy, "architecture": architecture,
-              "workload": work}
+              "workload": work, "method": s.method, "reference_model": s.has_reference_model,
+              "unknown_reward_models": unknown_rewards}
     if architecture is None:
         return FineTuneEstimate(**common, notes=(
             f"architecture of {base} unknown: add an `architecture:` block to the BaseModel, or "
             "have its config.json on disk (a file:// source, or a pinned hf:// revision in the "
             "Hugging Face cache), or reachable on the Hub (HF_ENDPOINT; HF_TOKEN for gated models)",))
-    shape = training_shape(fine_tune, architecture)
+    shape = training_shape(fine_tune, architecture, rewards)
     try:
         trainable = shape.trainable
     except ValueError as error:
@@ -153,10 +164,17 @@ def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
     memory, fits, largest = _memory(shape, s.distributed.planned_strategy, gpus, device_bytes)
     if gpus and device_bytes is None:
         notes.append("memory of this GPU unknown: set resources.gpuProduct to a label with the "
-                     "size in it (NVIDIA-A100-SXM4-80GB) to check the fit")
+                     "size in it (NVIDIA-A100-SXM4-80GB) to check the fit"
+                     + ("; vLLM's share of it is not counted" if shape.method.use_vllm else ""))
+    for name in unknown_rewards:
+        notes.append(f"architecture of reward model FineTune/{name} unknown: its weights are not counted "
+                     "in the memory per GPU; add an `architecture:` block to its BaseModel")
+    if unknown_rewards and fits:
+        fits = None  # it fits without them; with them, who knows
     recompute = s.training.gradient_checkpointing
-    flops = (work.tokens * flops_per_parameter_token(s.method, recompute) * architecture.parameters
-             if work.tokens is not None else None)
+    per_token = flops_per_parameter_token(s.method, recompute, reference=s.has_reference_model,
+                                          use_vllm=shape.method.use_vllm)
+    flops = work.tokens * per_token * shape.parameters if work.tokens is not None else None
     peak = peak_flops(product, settings.peak_tflops) if gpus else None
     if gpus and peak is None:
         notes.append(f"peak FLOPS of {product or 'an unnamed GPU'} unknown: set resources.gpuProduct, "
@@ -165,7 +183,7 @@ def estimate_fine_tune(specs: SpecSet, fine_tune: FineTuneResource,
         notes.append("trains on CPU (gpusPerNode: 0): GPU-hours do not apply; memory is per process")
     return FineTuneEstimate(
         **common, device_bytes=device_bytes, memory=memory, fits=fits, largest_micro_batch=largest,
-        parameters=architecture.parameters, trainable=trainable, flops=flops, peak_flops=peak,
+        parameters=shape.parameters, trainable=trainable, flops=flops, peak_flops=peak,
         mfu=assumed_mfu(product, settings.mfu) if gpus else None, notes=tuple(notes))
 
 

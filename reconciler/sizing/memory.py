@@ -22,8 +22,10 @@ its optimizer partition also holds an fp32 copy of the gradients (K = 16), and Z
 With LoRA only the adapter is trainable: the frozen base costs its 16-bit weights (4-bit NF4
 for QLoRA, plus the quantization constants), sharded only by ZeRO-3.
 
-Activations are counted in `activations.py`, the strategy and micro-batch a run uses are chosen
-in `strategy.py`, and training compute (FLOPs, peak FLOPS, MFU) is in `throughput.py`.
+Activations are counted in `activations.py`, what a training method adds (trl's reference and
+reward models, GRPO's generation, ORPO's logits) in `methods.py`, the strategy and micro-batch a
+run uses are chosen in `strategy.py`, and training compute (FLOPs, peak FLOPS, MFU) is in
+`throughput.py`.
 """
 
 from __future__ import annotations
@@ -203,6 +205,51 @@ def model_states(trainable: float, strategy: str, devices: int, *, frozen_bytes:
                        cpu=(k + HALF) * psi / n + frozen_bytes / n)
 
 
+def sequence_classifier_parameters(architecture: Architecture) -> int:
+    """Parameters of the model as a reward model (transformers' ForSequenceClassification with
+    one label): the LM head is replaced by a `score` head of hidden x 1, without bias."""
+    head = 0 if architecture.tie_word_embeddings else architecture.vocab_size * architecture.hidden_size
+    return architecture.parameters - head + architecture.hidden_size
+
+
+PAIRED_METHODS = ("dpo", "orpo", "reward")
+"""Methods trained on preference pairs: trl joins each micro-batch's chosen and rejected answers
+into one batch of 2 x micro-batch rows (DPO's and the reward trainer's collators, ORPO's
+concatenated_forward)."""
+DROPOUT_FREE_METHODS = ("dpo", "kto", "orpo", "reward")
+"""Methods whose trl trainer sets every dropout to p = 0 (`disable_dropout`, on by default), so
+LoRA's dropout keeps no mask."""
+UNFUSED_HEAD_METHODS = ("orpo", "reward")
+"""Methods whose step does not go through trl's fused LM head: ORPO computes its losses from the
+whole logits; a reward model has a one-output score head instead of the LM head."""
+
+
+@dataclass(frozen=True)
+class MethodShape:
+    """What the training method adds to a fine-tune's shape; `methods.py` sizes it. The
+    defaults are supervised training (sft, pretrain), which adds nothing."""
+
+    name: str = "sft"  # the spec's method
+    reference_model: bool = False  # FineTuneSpec.has_reference_model: trl keeps a frozen reference
+    reward_models: tuple[Architecture, ...] = ()  # grpo: each distinct reward model's architecture
+    completion_length: int = 0  # grpo: grpo.maxCompletionLength, tokens generated at most
+    generation_micro_batches: int = 1  # grpo: micro-batches generated at once (trl's steps_per_generation)
+    use_vllm: bool = False  # grpo: vLLM colocated on the GPU generates
+
+    @property
+    def rows_per_example(self) -> int:
+        """Sequences the model runs with gradients per micro-batch example."""
+        return 2 if self.name in PAIRED_METHODS else 1
+
+    @property
+    def keeps_dropout(self) -> bool:
+        return self.name not in DROPOUT_FREE_METHODS
+
+    @property
+    def fused_head(self) -> bool:
+        return self.name not in UNFUSED_HEAD_METHODS
+
+
 @dataclass(frozen=True)
 class TrainingShape:
     """What the planner needs to know about a fine-tune, in plain numbers."""
@@ -211,7 +258,7 @@ class TrainingShape:
     adapter: str  # "lora", "qlora" or "none"
     rank: int = 16
     target_modules: str | tuple[str, ...] = "all-linear"
-    sequence_length: int = 2048
+    sequence_length: int = 2048  # tokens per row; for grpo the prompt's and the completion's
     micro_batch: int = 1
     devices: int = 1
     gradient_checkpointing: bool = False
@@ -221,20 +268,31 @@ class TrainingShape:
     attention: str = "sdpa"  # transformers' attn_implementation: sdpa, flash_attention_2 or eager
     kernels: str = "none"  # "liger": Liger's RMSNorm and SwiGLU keep less
     modules_to_save: tuple[str, ...] = ()
+    method: MethodShape = MethodShape()
+    precision: str = "bf16"  # the compute precision: bf16, fp16 or fp32 (`auto` resolved)
+    device_bytes: float | None = None  # memory of one GPU, where known (vLLM takes a share of it)
+
+    @property
+    def parameters(self) -> int:
+        """Parameters of the model trained: a reward model's score head replaces the LM head."""
+        if self.method.name == "reward":
+            return sequence_classifier_parameters(self.architecture)
+        return self.architecture.parameters
 
     @property
     def trainable(self) -> int:
         if self.adapter == "none":
-            return self.architecture.parameters
+            return self.parameters
+        score = self.architecture.hidden_size if self.method.name == "reward" else 0  # new, trained
         return (lora_parameters(self.architecture, self.rank, self.target_modules)
-                + saved_module_parameters(self.architecture, self.modules_to_save))
+                + saved_module_parameters(self.architecture, self.modules_to_save) + score)
 
     @property
     def frozen_bytes(self) -> float:
         if self.adapter == "none":
             return 0.0
         arch = self.architecture
-        other = arch.parameters - arch.linear_parameters  # embeddings, norms, head: 16-bit
+        other = self.parameters - arch.linear_parameters  # embeddings, norms, head: 16-bit
         linear_bytes = QLORA_BYTES if self.adapter == "qlora" else HALF
         return arch.linear_parameters * linear_bytes + other * HALF
 

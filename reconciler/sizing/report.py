@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.sizing.estimates import FineTuneEstimate
-from reconciler.sizing.strategy import SAFETY_MARGIN
+from reconciler.sizing.methods import VLLM_GPU_MEMORY_UTILIZATION
+from reconciler.sizing.strategy import SAFETY_MARGIN, Estimate
 
 GB = 1e9
 ESTIMATE_FORMAT_VERSION = 1
@@ -92,13 +93,13 @@ def estimate_text(found: FineTuneEstimate) -> str:
             ("  gradients", _gb(states.gradients)),
             ("  optimizer states", _gb(states.optimizer)),
             *([("  gathered layer (ZeRO-3)", _gb(states.gathered))] if states.gathered else []),
-            ("  activations", _gb(found.memory.activations)),
-            *([("  optimizer step buffer", _gb(found.memory.optimizer_step))]
-              if found.memory.optimizer_step else []),
-            ("peak per " + ("GPU" if found.gpus else "process"), _gb(found.memory.peak)),
+            *_method_rows(found, found.memory),
+            ("peak per " + ("GPU" if found.gpus else "process"), _gb(found.memory.peak)
+             + (" (while generating)" if _generation_peaks(found.memory) else "")),
         ]
-        if states.cpu:
-            rows.append(("CPU memory per GPU (offload)", _gb(states.cpu)))
+        cpu = states.cpu + found.memory.method.cpu
+        if cpu:
+            rows.append(("CPU memory per GPU (offload)", _gb(cpu)))
         if found.fits is not None:
             rows.append(("fits", "yes" if found.fits else "no"))
         if found.largest_micro_batch is not None:
@@ -129,6 +130,37 @@ def estimate_text(found: FineTuneEstimate) -> str:
     return "\n".join(lines)
 
 
+def _generation_peaks(memory: Estimate) -> bool:
+    method = memory.method
+    return method.generation > max(memory.activations + method.logits, memory.optimizer_step)
+
+
+def _method_rows(found: FineTuneEstimate, memory: Estimate) -> list[tuple[str, str]]:
+    """The rows from the activations on: what the method holds throughout (reference and reward
+    models, vLLM's share), the step's phases, and GRPO's generation, marked as such."""
+    method = memory.method
+    rows = []
+    if found.reference_model:
+        adapted = found.trainable != found.parameters
+        rows.append(("  reference model", "none: the adapter disabled" if adapted else _gb(method.reference)))
+    if found.method == "grpo" and (method.reward_models or found.unknown_reward_models):
+        unknown = found.unknown_reward_models
+        rows.append(("  reward models", _gb(method.reward_models)
+                     + (f" (not counted: {', '.join(unknown)}, architecture unknown)" if unknown else "")))
+    if method.vllm:
+        share = f"{VLLM_GPU_MEMORY_UTILIZATION:.0%} of the GPU"
+        rows.append(("  vLLM (colocated)", f"{_gb(method.vllm)} ({share})"))
+    rows.append(("  activations", _gb(memory.activations)))
+    if method.logits:
+        rows.append(("  logits (ORPO)", _gb(method.logits)))
+    if memory.optimizer_step:
+        rows.append(("  optimizer step buffer", _gb(memory.optimizer_step)))
+    generating = [("  generation KV cache", method.kv_cache), ("  sampling logits", method.sampling_logits),
+                  ("  gathered for generation (ZeRO-3)", method.gathered_for_generation)]
+    rows += [(label, f"{_gb(value)} while generating") for label, value in generating if value]
+    return rows
+
+
 def estimate_json(found: FineTuneEstimate) -> dict[str, Any]:
     """Bytes, FLOPs and hours as plain numbers (null when unknown)."""
     memory = None
@@ -140,7 +172,13 @@ def estimate_json(found: FineTuneEstimate) -> dict[str, Any]:
             "gradients_bytes": states.gradients, "optimizer_bytes": states.optimizer,
             "gathered_bytes": states.gathered, "activations_bytes": found.memory.activations,
             "optimizer_step_bytes": found.memory.optimizer_step,
-            "peak_bytes": found.memory.peak, "cpu_bytes": states.cpu,
+            "peak_bytes": found.memory.peak, "cpu_bytes": states.cpu + found.memory.method.cpu,
+            "reference_model_bytes": found.memory.method.reference,
+            "reward_models_bytes": found.memory.method.reward_models,
+            "vllm_bytes": found.memory.method.vllm, "logits_bytes": found.memory.method.logits,
+            "generation_kv_cache_bytes": found.memory.method.kv_cache,
+            "sampling_logits_bytes": found.memory.method.sampling_logits,
+            "gathered_for_generation_bytes": found.memory.method.gathered_for_generation,
         }
     work = found.workload
     return {
@@ -150,6 +188,8 @@ def estimate_json(found: FineTuneEstimate) -> dict[str, Any]:
         "gpus": found.gpus,
         "device_bytes": found.device_bytes,
         "declared_strategy": found.declared_strategy,
+        "method": found.method,
+        "unknown_reward_models": list(found.unknown_reward_models),
         "parameters": found.parameters,
         "trainable_parameters": found.trainable,
         "memory": memory,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.sizing.activations import step_activation_bytes
 from reconciler.sizing.memory import FP32, ModelStates, deepspeed_model_states
+from reconciler.sizing.methods import MethodMemory, method_memory
 
 if TYPE_CHECKING:
     from reconciler.sizing.memory import TrainingShape
@@ -24,10 +25,16 @@ class Estimate:
     states: ModelStates
     activations: float
     optimizer_step: float = 0.0  # the optimizer's own temporaries, after the activations are freed
+    method: MethodMemory = MethodMemory()  # what the training method adds (methods.py)
 
     @property
     def peak(self) -> float:
-        return self.states.total + max(self.activations, self.optimizer_step)
+        """Model states and what the method holds throughout, plus the largest of three phases
+        that never overlap: the forward and backward (activations, and ORPO's logits), GRPO's
+        generation, and the optimizer step."""
+        training = self.activations + self.method.logits
+        return (self.states.total + self.method.held
+                + max(training, self.method.generation, self.optimizer_step))
 
     def fits(self, device_bytes: float, margin: float = SAFETY_MARGIN) -> bool:
         return self.peak <= device_bytes * (1 - margin)
@@ -40,7 +47,7 @@ def estimate(shape: TrainingShape, strategy: str, micro_batch: int | None = None
                                     frozen_bytes=shape.frozen_bytes,
                                     largest_layer=shape.architecture.largest_layer)
     return Estimate(strategy, batch, states, step_activation_bytes(shape, batch, strategy),
-                    optimizer_step_bytes(shape, strategy))
+                    optimizer_step_bytes(shape, strategy), method_memory(shape, strategy, batch))
 
 
 def optimizer_step_bytes(shape: TrainingShape, strategy: str) -> float:

@@ -2,11 +2,15 @@
 GPU product delivers (dense bf16 peak, assumed MFU). Pure arithmetic.
 
 Compute follows Kaplan et al. (2020): 6 FLOPs per parameter per token to train (2 forward,
-4 backward), 8 with full recomputation; GPU-hours divide that by the GPU's dense bf16 peak
-times an assumed model FLOPs utilisation (MFU), both per GPU product and overridable.
+4 backward), 8 with full recomputation, and 2 more for each further forward pass a method runs
+over the token (a frozen reference model, KTO's KL term, GRPO's generation); GPU-hours divide
+that by the GPU's dense bf16 peak times an assumed model FLOPs utilisation (MFU), both per GPU
+product and overridable.
 """
 
 from __future__ import annotations
+
+from reconciler.specs.finetune import REFERENCE_METHODS
 
 # Compute. Dense (no sparsity) bf16 tensor-core peak of each GPU, in TFLOPS, from NVIDIA's
 # data sheets (fp16 for V100 and T4, which have no bf16), matched against the words of the
@@ -22,7 +26,8 @@ ASSUMED_MFU: tuple[tuple[str, float], ...] = (("A100", 0.40), ("A800", 0.40))
 DEFAULT_MFU = 0.35  # fine-tuning at modest scale; large pre-training runs reach about 0.4
 TRAIN_FLOPS = 6  # per parameter per token: 2 forward + 4 backward (Kaplan et al., 2020)
 RECOMPUTE_FLOPS = 2  # gradient checkpointing runs each forward twice
-REFERENCE_FLOPS = 2  # DPO: a forward pass of the frozen reference model
+FORWARD_FLOPS = 2  # per parameter per token: one more forward pass (reference, KL term, generation)
+REFERENCE_FLOPS = FORWARD_FLOPS  # dpo, kto, grpo (beta > 0): the frozen reference model's forward
 
 
 def _product_match(gpu_product: str, table: tuple[tuple[str, float], ...]) -> float | None:
@@ -47,10 +52,27 @@ def assumed_mfu(gpu_product: str | None, overrides: dict[str, float] | None = No
     return (_product_match(gpu_product, ASSUMED_MFU) if gpu_product else None) or DEFAULT_MFU
 
 
-def flops_per_parameter_token(method: str, recompute: bool) -> int:
-    """Training FLOPs per parameter per token processed; a DPO token also goes through the
-    frozen reference model's forward pass. LoRA still runs the whole network forward and
-    backward (the frozen weights' own gradients are skipped, the activations' are not), so
-    it is counted as 6N: an upper bound by at most a third."""
+def flops_per_parameter_token(method: str, recompute: bool, *, reference: bool | None = None,
+                              use_vllm: bool = False) -> int:
+    """Training FLOPs per parameter per token processed. LoRA still runs the whole network
+    forward and backward (the frozen weights' own gradients are skipped, the activations' are
+    not), so it is counted as 6N: an upper bound by at most a third. Each forward pass a method
+    adds over the token costs 2N, as trl runs them:
+
+    - the frozen reference model (`reference`, by default for dpo, kto and grpo), one forward;
+    - kto: the KL term scores mismatched prompt-completion pairs with the policy and with the
+      reference (both without gradients): two forwards more;
+    - grpo: generating the completion runs the policy forward once over every token, the prompt
+      in one prefill and each generated token in a decoding step (prompts are counted
+      num_generations times, as trl generates each completion on its own row); with vLLM, trl
+      also recomputes the old policy's log-probabilities for importance sampling, one forward.
+    """
+    if reference is None:
+        reference = method in REFERENCE_METHODS
     flops = TRAIN_FLOPS + (RECOMPUTE_FLOPS if recompute else 0)
-    return flops + (REFERENCE_FLOPS if method == "dpo" else 0)
+    flops += REFERENCE_FLOPS if reference else 0
+    if method == "kto":  # the KL term's policy forward, and the reference's where there is one
+        flops += FORWARD_FLOPS + (FORWARD_FLOPS if reference else 0)
+    if method == "grpo":
+        flops += FORWARD_FLOPS + (FORWARD_FLOPS if use_vllm else 0)
+    return flops
