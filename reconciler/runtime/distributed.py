@@ -75,8 +75,11 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
                      gradient_checkpointing: bool, world_size: int, device_bytes: float | None,
                      lora_dropout: float = 0.05, packing: bool = False,
                      optimizer: str = "adamw_torch", attention: str = "sdpa",
-                     kernels: str = "none", modules_to_save: tuple[str, ...] = ()) -> str:
-    """`auto` becomes the cheapest strategy the planner says fits the GPU; on CPU, DDP."""
+                     kernels: str = "none", modules_to_save: tuple[str, ...] = (),
+                     method: Any = None) -> str:
+    """`auto` becomes the cheapest strategy the planner says fits the GPU; on CPU, DDP. `method`
+    is the sizing's MethodShape: what the training method adds (reference and reward models,
+    GRPO's generation); supervised training when absent."""
     if requested != "auto":
         return requested
     if device_bytes is None:
@@ -89,6 +92,6 @@ def resolve_strategy(requested: str, *, model_config: dict[str, Any], adapter: s
         target_modules=target_modules, sequence_length=sequence_length, micro_batch=micro_batch,
         devices=world_size, gradient_checkpointing=gradient_checkpointing, lora_dropout=lora_dropout,
         packing=packing, optimizer=optimizer, attention=attention, kernels=kernels,
-        modules_to_save=modules_to_save)
+        modules_to_save=modules_to_save, **({"method": method} if method is not None else {}))
     found = choose_strategy(shape, device_bytes)
     return found.strategy if found else "zero3-offload"

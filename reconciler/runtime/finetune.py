@@ -315,6 +315,25 @@ def training_arguments(
     return args
 
 
+def method_shape(job: JobFile, spec: FineTuneSpec) -> Any:
+    """What the method adds to the memory `strategy: auto` sizes, as the planner counts it. A
+    reward model is sized from the config.json saved with its full weights; one saved as an adapter
+    is left out (its base's config is not at hand here), so `auto` may then pick too small."""
+    from reconciler.sizing.memory import Architecture, MethodShape
+
+    grpo = spec.method == "grpo"
+    reward_models = []
+    for ref in job.reward_models or ():
+        config = Path(ref.location) / "config.json"
+        if not ref.adapter and config.is_file():
+            reward_models.append(Architecture.from_config(json.loads(config.read_text(encoding="utf-8"))))
+    return MethodShape(
+        name=spec.method, reference_model=spec.has_reference_model, reward_models=tuple(reward_models),
+        completion_length=spec.grpo.max_completion_length if grpo else 0,
+        generation_micro_batches=spec.training.gradient_accumulation if grpo else 1,
+        use_vllm=grpo and spec.grpo.use_vllm)
+
+
 def run_finetune(job: JobFile) -> Path | TrialPruned:
     """Train, then save the adapter (or weights), tokenizer, configs and model card; return the
     output folder, or, for a sweep trial that pruning stopped, why (nothing is saved then).
@@ -372,13 +391,15 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
             f"no training rows for method {spec.method} in {', '.join(d.name for d in job.datasets)}"
         )
     device_bytes = torch.cuda.get_device_properties(0).total_memory if cuda else None
+    sized = device_bytes is not None and spec.distributed.strategy == "auto"
+    method = method_shape(job, spec) if sized else None
     strategy = resolve_strategy(
         spec.distributed.strategy,
         model_config=model.config.to_dict(),
         adapter=spec.adapter.type,
         rank=spec.adapter.r,
         target_modules=spec.adapter.target_modules,
-        sequence_length=spec.training.max_seq_length,
+        sequence_length=spec.training.max_seq_length + (method.completion_length if method else 0),
         micro_batch=spec.training.micro_batch_size,
         gradient_checkpointing=spec.training.gradient_checkpointing,
         lora_dropout=spec.adapter.dropout,
@@ -389,6 +410,7 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
         modules_to_save=tuple(spec.adapter.modules_to_save),
         world_size=processes.world_size,
         device_bytes=device_bytes,
+        method=method,
     )
     stored_dtype = None
     if spec.adapter.type == "none" and not engine_keeps_fp32_masters(strategy, spec, cuda):

@@ -277,6 +277,7 @@ def reward_functions(job: JobFile, spec: FineTuneSpec, device: Any = None) -> li
     files = {ref.path: ref.location for ref in job.reward_files or ()}
     models = {ref.fine_tune: ref for ref in job.reward_models or ()}
     made: list[RewardFunction] = []
+    scorers: dict[str, Callable[..., list[float]]] = {}  # one copy of each reward model, however often named
     for reward in spec.rewards:
         if reward.builtin is not None:
             label = reward.builtin if reward.builtin != "regex" else f"regex {reward.pattern}"
@@ -294,8 +295,10 @@ def reward_functions(job: JobFile, spec: FineTuneSpec, device: Any = None) -> li
             ref = models.get(name)
             if ref is None:
                 raise RewardError(f"rewardModel {name}: the job file names no built version of it")
+            if name not in scorers:
+                scorers[name] = reward_model_scorer(ref, device)
             made.append(RewardFunction(_metric_name(f"model.{name}"), f"reward model {name}", reward.weight,
-                                       reward_model_scorer(ref, device)))
+                                       scorers[name]))
     names = [made_function.name for made_function in made]
     for index, function in enumerate(made):  # trl keys its metrics by name: keep them apart
         if names.count(function.name) > 1:

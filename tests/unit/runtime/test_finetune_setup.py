@@ -183,3 +183,39 @@ def test_a_pruned_trial_logs_its_metric_unfiltered_and_where_it_can_be_judged() 
     on_loss = job.model_copy(update={"pruning": PruningJob(metric="loss")})
     assert training_arguments(on_loss, spec, strategy="ddp", cuda=False, has_validation=False)[
         "logging_nan_inf_filter"] is False
+
+
+LLAMA_8B = {"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "tie_word_embeddings": False}
+
+
+def test_strategy_auto_on_a_gpu_sizes_what_the_method_adds(tmp_path: Path) -> None:
+    """`strategy: auto` at job start counts GRPO's reward model and generation, as the plan did:
+    a full fine-tune of an 8B model that DDP would hold for SFT needs more with them."""
+    from reconciler.jobs.jobfile import BaseModelRef, ModelVersionRef
+    from reconciler.runtime.distributed import resolve_strategy
+    from reconciler.runtime.finetune import method_shape
+
+    scorer = tmp_path / "rm"
+    scorer.mkdir()
+    (scorer / "config.json").write_text(json.dumps(LLAMA_8B))
+    base = BaseModelRef(name="llama", source="file:///models/llama")
+    reward = ModelVersionRef(fine_tune="rm", location=str(scorer), adapter=False, base_model=base)
+    job, spec = _job({"method": "grpo", "rewards": [{"rewardModel": {"fineTune": "rm"}}],
+                      "adapter": {"type": "lora"}, "training": {"microBatchSize": 8, "maxSeqLength": 1024},
+                      "grpo": {"maxCompletionLength": 512}})
+    job = job.model_copy(update={"reward_models": (reward,)})
+    method = method_shape(job, spec)
+    assert method.name == "grpo" and method.completion_length == 512 and len(method.reward_models) == 1
+    assert method.reference_model  # beta 0.04 by default: free under the adapter, counted by the planner
+
+    def auto(with_method: object, device_gb: float) -> str:
+        return resolve_strategy("auto", model_config=LLAMA_8B, adapter="lora", rank=16,
+                                target_modules="all-linear", sequence_length=1024 + 512, micro_batch=8,
+                                gradient_checkpointing=True, world_size=1, device_bytes=device_gb * 1e9,
+                                method=with_method)
+
+    # 16 GB of frozen 8B weights fit a 24 GB GPU for SFT; a second 8B model (the reward model) does not
+    assert auto(None, 24) == "ddp"
+    assert auto(method, 24) != "ddp"
