@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, run_tuneops
 from tests.e2e.test_cli import HEAVY_MODULES
-from tests.unit.importers.configs import write_config, write_project
+from tests.unit.importers.configs import CONFIGS, write_config, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,7 @@ def no_hub(tmp_path: Path) -> dict[str, str]:
     return {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_ENDPOINT": ""}
 
 
-@pytest.mark.parametrize("tool", ["axolotl", "llamafactory"])
-@pytest.mark.parametrize("shape", ["lora", "qlora", "full"])
+@pytest.mark.parametrize(("tool", "shape"), sorted(CONFIGS))
 def test_import_writes_specs_that_validate_and_lists_what_it_left(tmp_path, tool, shape):
     root = write_project(tmp_path / "project")
     config = write_config(root, tool, shape)

@@ -53,6 +53,6 @@ def import_axolotl(config: dict[str, Any], ctx: Context, name: str | None) -> Im
     cadence(config, ctx, fine_tune)
     tokens(config, ctx, base, fine_tune)
     shared.ask_for_gpus(ctx, fine_tune)
-    evaluation_drafts = common.evaluations(ctx, fine_tune, held_out["sets"])
+    evaluation_drafts = common.evaluations(ctx, fine_tune, held_out["sets"], training_method)
     result.report_unread(config)
     return common.package(ctx, base, datasets, fine_tune, evaluation_drafts)
