@@ -14,7 +14,7 @@ from reconciler.importers.llamafactory.keys import ATTENTION, STAGE_NOTES, STAGE
 from reconciler.importers.result import SpecDraft
 
 
-def method(config: dict[str, Any], ctx: Context) -> tuple[str, str | None]:
+def method(config: dict[str, Any], ctx: Context) -> shared.MethodChoice:
     """The method, and the comment written beside it: the stage, and for stage dpo its loss."""
     result = ctx.result
     stage = config.get("stage", "sft")
@@ -49,7 +49,7 @@ def method(config: dict[str, Any], ctx: Context) -> tuple[str, str | None]:
             )
     elif "pref_loss" in config:
         result.report("pref_loss", "ignored", f"a stage dpo setting; stage is {stage}")
-    return method, comment
+    return shared.MethodChoice(method, comment)
 
 
 def method_settings(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, method: str) -> None:

@@ -1,7 +1,7 @@
 """Typical training configs in axolotl's and LLaMA-Factory's published shapes, written for these
 tests (LoRA SFT with packing and flash-attention on chat data; QLoRA; full fine-tuning with
-DeepSpeed ZeRO-3; and alignment_configs.py's KTO, ORPO and reward models), and the project folder
-each runs in: data, dataset_info.json, DeepSpeed JSON."""
+DeepSpeed ZeRO-3; and alignment_configs.py's KTO, ORPO, GRPO and reward models), and the project
+folder each runs in: data, dataset_info.json, DeepSpeed JSON, reward functions."""
 
 from __future__ import annotations
 
@@ -352,6 +352,8 @@ def write_config(root: Path, tool: str, shape: str, extra: str = "") -> Path:
     path = root / "configs" / f"{tool}-{shape}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(textwrap.dedent(CONFIGS[(tool, shape)]).lstrip() + extra)
+    if shape == "grpo":
+        alignment.write_rewards(root)
     return path
 
 
