@@ -210,11 +210,34 @@ def trust_remote_code(ctx: Context, base: SpecDraft, config: dict[str, Any]) -> 
 # --- evaluations -------------------------------------------------------------------------------
 
 
+# Methods whose fine-tune an Evaluation of perplexity cannot score, and why: held-out data then
+# serves the validation during training only.
+NOT_EVALUATED = {
+    "reward": "a reward model scores text and does not generate, so no Evaluation can score it; "
+    "its validation split gives the eval loss during training",
+    "grpo": "GRPO's prompt rows need not hold an answer to score perplexity on; the rewards score "
+    "the validation prompts when the FineTune evaluates during training (evaluation.everySteps). "
+    "To score the result, add an Evaluation on instruction or chat data",
+}
+
+
+def evaluation_data_unused(method: str, held_out_key: str) -> str:
+    """Why data held out for evaluation only (test_datasets, eval_dataset) is not translated."""
+    return (
+        f"evaluation data, which method {method} cannot use: {NOT_EVALUATED[method]}. To watch it "
+        f"during training, hold rows of the training data out with {held_out_key}"
+    )
+
+
 def evaluations(
-    ctx: Context, fine_tune: SpecDraft, held_out: list[tuple[SpecDraft, str, str]]
+    ctx: Context, fine_tune: SpecDraft, held_out: list[tuple[SpecDraft, str, str]], method: str
 ) -> list[SpecDraft]:
     """An Evaluation per held-out set, scoring perplexity (what eval loss measures) on it:
-    (dataset, split, the config keys that held it out)."""
+    (dataset, split, the config keys that held it out); none for a method it cannot score."""
+    if method in NOT_EVALUATED:
+        for _, _, keys in held_out:
+            ctx.result.note(f"{keys}: no Evaluation was written for method {method}: {NOT_EVALUATED[method]}")
+        return []
     drafts: list[SpecDraft] = []
     taken: set[str] = set()
     gpus = fine_tune.get("resources.gpusPerNode") or 0

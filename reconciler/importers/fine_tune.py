@@ -1,18 +1,41 @@
 """FineTune settings both importers translate the same way: the draft itself, the GPU count the
 configs leave to the launcher, the scheduler and optimizer names (transformers' own, which both
-tools pass through), numeric hyperparameters, warmup steps, LoRA's scale and the checkpoints kept."""
+tools pass through), numeric hyperparameters, warmup steps, LoRA's scale and the checkpoints kept;
+and the methods and GRPO defaults that reasons and notes name."""
 
 from __future__ import annotations
 
 import typing
 from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.importers.common import Context, as_int, as_list, as_number, header, name_from, set_default
 from reconciler.importers.result import SpecDraft
-from reconciler.specs.finetune import OPTIMIZER_SYNONYMS, OPTIMIZERS, Scheduler
+from reconciler.specs.finetune import OPTIMIZER_SYNONYMS, OPTIMIZERS, Grpo, Method, Scheduler
 
 OFFERED_SCHEDULERS = frozenset(typing.get_args(Scheduler))
+# The methods a FineTune trains with, as a reason names them: "sft, dpo, pretrain, grpo, ...".
+METHODS = ", ".join(typing.get_args(Method))
+
+
+class MethodChoice(NamedTuple):
+    """The method a config trains with, and the comment written beside it in the FineTune."""
+
+    method: str
+    comment: str | None
+
+
+# tuneops' GRPO settings left unset, in the spec's words: what a config that leaves trl's defaults
+# (which change between trl versions) gets instead.
+GRPO_DEFAULTS = {
+    name: Grpo.model_fields[field_name].default
+    for name, field_name in (
+        ("numGenerations", "num_generations"),
+        ("maxCompletionLength", "max_completion_length"),
+        ("temperature", "temperature"),
+        ("beta", "beta"),
+    )
+}
 OFFERED_OPTIMIZERS = frozenset((*OPTIMIZERS, *OPTIMIZER_SYNONYMS))
 # Hyperparameters written as floats even when the config gives a whole number.
 _FLOATS = ("learningRate", "weightDecay", "maxGradNorm")

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT, run_tuneops
 from tests.e2e.test_cli import HEAVY_MODULES
-from tests.unit.importers.configs import write_config, write_project
+from tests.unit.importers.configs import CONFIGS, write_config, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +22,7 @@ def no_hub(tmp_path: Path) -> dict[str, str]:
     return {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_ENDPOINT": ""}
 
 
-@pytest.mark.parametrize("tool", ["axolotl", "llamafactory"])
-@pytest.mark.parametrize("shape", ["lora", "qlora", "full"])
+@pytest.mark.parametrize(("tool", "shape"), sorted(CONFIGS))
 def test_import_writes_specs_that_validate_and_lists_what_it_left(tmp_path, tool, shape):
     root = write_project(tmp_path / "project")
     config = write_config(root, tool, shape)
@@ -85,12 +84,38 @@ def test_an_unsupported_method_is_reported_for_review(tmp_path):
     root = write_project(tmp_path / "project")
     config = root / "rl.yml"
     config.write_text(
-        "base_model: org/model\nrl: kto\ndatasets:\n  - path: data/support.jsonl\n"
+        "base_model: org/model\nrl: simpo\nsimpo_gamma: 0.5\ndatasets:\n  - path: data/support.jsonl\n"
         "    type: chat_template\nlearning_rate: 0.0001\n"
     )
     result = run_tuneops("import", "axolotl", str(config), "--out", "specs", cwd=root, env=no_hub(tmp_path))
     assert result.exit_code == 0  # reported, not fatal: the SFT spec it wrote is valid, to be reviewed
-    assert "rl: rl: kto is not offered" in result.stdout and "needs review" in result.stdout
+    assert (
+        "rl: rl: simpo is not offered (methods: sft, dpo, pretrain, grpo, kto, orpo, reward)" in result.stdout
+    )
+    assert "needs review" in result.stdout and "simpo_gamma: SimPO is not offered" in result.stdout
+
+
+def test_a_grpo_reward_function_outside_the_spec_folder_fails_validation_with_what_to_do(tmp_path):
+    """The reward module sits beside the config, as axolotl's docs put it; the specs go to specs/,
+    where a `python:` reward cannot reach it: nothing is guessed, the import says what to move."""
+    root = write_project(tmp_path / "project")
+    (root / "rewards.py").write_text("def correct(prompts, completions, **columns):\n    return [1.0]\n")
+    config = root / "grpo.yml"
+    config.write_text(
+        "base_model: org/model\nrl: grpo\ntrl:\n  num_generations: 2\n  reward_funcs: [rewards.correct]\n"
+        "datasets:\n  - path: data/math.jsonl\nmicro_batch_size: 2\nlearning_rate: 0.0001\n"
+    )
+    refused = run_tuneops("import", "axolotl", str(config), "--out", "specs", cwd=root, env=no_hub(tmp_path))
+    assert refused.exit_code == 1, refused.output
+    assert (
+        "trl.reward_funcs: rewards.correct: " in refused.stdout and "move rewards.py into" in refused.stdout
+    )
+    assert "method grpo needs rewards" in refused.stdout
+    beside = run_tuneops(
+        "import", "axolotl", str(config), "--out", ".", "--force", cwd=root, env=no_hub(tmp_path)
+    )
+    assert beside.exit_code == 0, beside.output
+    assert "python: rewards.py:correct" in (root / "fine-tune.yaml").read_text()
 
 
 def test_specs_that_do_not_validate_exit_1_with_the_reason(tmp_path):

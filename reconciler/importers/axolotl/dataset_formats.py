@@ -1,12 +1,13 @@
 """axolotl's dataset `type` -> Dataset.spec.schema: chat_template and sharegpt conversations
-(message fields, role names, which turns train), alpaca-style instructions, completion text,
-custom `field_*` formats, and the DPO types that name a preference row's columns."""
+(message fields, role names, which turns train), alpaca-style instructions, completion text and
+custom `field_*` formats; the types of the other methods are rl_datasets.py's."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from reconciler.importers.axolotl.keys import ASSISTANT_ONLY, DEFAULT_ROLES, DPO_COLUMNS
+from reconciler.importers.axolotl.keys import ASSISTANT_ONLY, DEFAULT_ROLES
+from reconciler.importers.axolotl.rl_datasets import SCHEMAS, custom_columns, rl_schema
 from reconciler.importers.common import Context, as_list
 from reconciler.importers.result import SpecDraft
 
@@ -15,12 +16,12 @@ def dataset_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDra
     result = ctx.result
     kind = entry.get("type")
     type_key = f"{key}.type"
-    if method == "dpo":
-        _preference_schema(entry, key, ctx, draft)
+    if method in SCHEMAS:
+        rl_schema(entry, key, ctx, draft, method)
         return
     if isinstance(kind, dict):
         draft.set("schema.type", "instruction", ctx.says(type_key, "a custom instruction format"))
-        _custom_columns(
+        custom_columns(
             kind,
             type_key,
             ctx,
@@ -162,46 +163,3 @@ def _chat_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDraft
     for legacy in ("field_human", "field_model"):
         if legacy in entry:
             result.report(f"{key}.{legacy}", "unsupported", "use roles to map role values")
-
-
-def _preference_schema(entry: dict[str, Any], key: str, ctx: Context, draft: SpecDraft) -> None:
-    result = ctx.result
-    kind = entry.get("type")
-    type_key = f"{key}.type"
-    draft.set("schema.type", "preference", ctx.says(type_key, "rl: dpo"))
-    if isinstance(kind, dict):
-        _custom_columns(
-            kind,
-            type_key,
-            ctx,
-            draft,
-            {"field_prompt": "prompt", "field_chosen": "chosen", "field_rejected": "rejected"},
-            "prompt formats are the chat template's",
-        )
-        return
-    suffix = str(kind).rsplit(".", 1)[-1] if kind else ""
-    if suffix in DPO_COLUMNS:
-        result.map(type_key, "Dataset.spec.schema")
-        for role, column in DPO_COLUMNS[suffix].items():
-            draft.set(f"schema.columns.{role}", column, ctx.says(type_key, f"{kind} reads {column}"))
-        return
-    result.report(
-        type_key,
-        "unsupported",
-        f"DPO dataset type {kind!r} is not translated (*.intel, "
-        "*.prompt_pairs, *.argilla and custom field_* types are)",
-    )
-
-
-def _custom_columns(
-    kind: dict[str, Any], type_key: str, ctx: Context, draft: SpecDraft, fields: dict[str, str], why: str
-) -> None:
-    """A custom format's `field_<role>` keys -> the schema's columns; any other key is reported."""
-    ctx.result.map(type_key, "Dataset.spec.schema")
-    for column, role in fields.items():
-        if column in kind:
-            draft.set(f"schema.columns.{role}", str(kind[column]), ctx.says(f"{type_key}.{column}"))
-            ctx.result.map(f"{type_key}.{column}", f"Dataset.spec.schema.columns.{role}")
-    for other in kind:
-        if other not in fields:
-            ctx.result.report(f"{type_key}.{other}", "unsupported", why)

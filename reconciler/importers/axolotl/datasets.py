@@ -50,6 +50,13 @@ def dataset_specs(
         else:
             ctx.result.report("shuffle_merged_datasets", "ignored", "tuneops always shuffles the mixed rows")
     test_sets = config.get("test_datasets")
+    if method in common.NOT_EVALUATED and isinstance(test_sets, list) and test_sets:
+        ctx.result.report(
+            "test_datasets",
+            "unsupported",
+            common.evaluation_data_unused(method, "val_set_size"),
+        )
+        test_sets = []
     for index, entry in enumerate(test_sets if isinstance(test_sets, list) else []):
         draft = _dataset(entry, f"test_datasets[{index}]", ctx, method, taken)
         if draft is None:

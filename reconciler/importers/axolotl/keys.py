@@ -4,6 +4,8 @@ names of axolotl's values that map one to one."""
 
 from __future__ import annotations
 
+from reconciler.importers.fine_tune import METHODS
+
 IGNORED = {
     **dict.fromkeys(
         ("output_dir",), "outputs go to tuneops' storage root; the model is registered in MLflow"
@@ -109,6 +111,7 @@ IGNORED = {
     "dataloader_drop_last": "data loader tuning that tuneops sets itself",
     "gc_steps": "memory housekeeping that tuneops does not expose",
     "low_cpu_mem_usage": "loading detail: tuneops loads weights as transformers does",
+    "remove_unused_columns": "tuneops keeps the columns each method reads",
 }
 
 UNSUPPORTED = {
@@ -176,18 +179,16 @@ UNSUPPORTED = {
     "auto_find_batch_size": "tuneops sizes batches before the job (`tuneops estimate`), not by trial",
     "accelerator_config": "accelerate settings are tuneops'",
     "chat_template_kwargs": "template arguments are not offered",
-    "trl": "TRL settings beyond DPO's beta are not offered",
-    "vllm": "vLLM-served RL generation is not offered",
-    "orpo_alpha": "ORPO is not offered (methods: sft, dpo, pretrain)",
-    "rpo_alpha": "RPO is not offered (methods: sft, dpo, pretrain)",
-    "simpo_gamma": "SimPO is not offered (methods: sft, dpo, pretrain)",
-    "cpo_alpha": "CPO is not offered (methods: sft, dpo, pretrain)",
-    "kto_desirable_weight": "KTO is not offered (methods: sft, dpo, pretrain)",
-    "kto_undesirable_weight": "KTO is not offered (methods: sft, dpo, pretrain)",
+    "vllm": "the `axolotl vllm-serve` server's settings: tuneops generates with vLLM colocated in the "
+    "training job (grpo.useVllm: true), with its own settings",
+    "rpo_alpha": f"RPO (DPO with an added NLL loss) is not offered (methods: {METHODS})",
+    "simpo_gamma": f"SimPO is not offered (methods: {METHODS})",
+    "cpo_alpha": f"CPO is not offered (methods: {METHODS})",
     "dpo_use_weighting": "weighted DPO is not offered",
     "dpo_label_smoothing": "DPO label smoothing is not offered",
-    "reward_model": "reward model training is not offered",
-    "process_reward_model": "reward model training is not offered",
+    "process_reward_model": "process (per-step) reward models are not offered: method reward trains an "
+    "outcome reward model, one score per completion",
+    "center_rewards_coefficient": "centring a reward model's scores is not offered",
     **dict.fromkeys(
         ("processor_type", "image_size", "image_resize_algorithm", "skip_prepare_dataset_mm"),
         "multimodal training is not offered (text models only)",
@@ -229,9 +230,20 @@ LIGER_PLUGIN = "axolotl.integrations.liger.LigerPlugin"
 # DPO dataset types: the suffix after the template names the row's columns.
 DPO_COLUMNS = {
     "intel": {"prompt": "question"},
+    "icr": {"prompt": "input"},
     "prompt_pairs": {},
     "argilla": {"prompt": "instruction", "chosen": "chosen_response", "rejected": "rejected_response"},
 }
+# KTO dataset types (axolotl's prompt_strategies/kto): each reads a completion and a label column,
+# and its prompt from the column named here (prompt when none is).
+KTO_COLUMNS = {
+    "intel": {"prompt": "question"},
+    "prompt_pairs": {},
+    "ultra": {},
+    "argilla": {"prompt": "instruction"},
+}
+# A reward model's (Bradley-Terry) dataset type: system, input, chosen, rejected.
+REWARD_MODEL_TYPES = {"bradley_terry.chat_template": {"prompt": "input"}}
 DEFAULT_ROLES = {
     "user": ["human", "user"],
     "assistant": ["gpt", "assistant"],

@@ -1,6 +1,5 @@
-"""axolotl's training keys -> FineTune.method and FineTune.training: the method (rl: dpo, or
-pretraining on completion data), length, batch, learning rate and schedule, optimizer, packing,
-precision, attention and Liger kernels, gradient checkpointing."""
+"""axolotl's training keys -> FineTune.training: length, batch, learning rate and schedule,
+optimizer, packing, precision, attention and Liger kernels, gradient checkpointing."""
 
 from __future__ import annotations
 
@@ -11,37 +10,6 @@ from reconciler.importers import fine_tune as shared
 from reconciler.importers.axolotl.keys import LIGER_FLAGS, LIGER_PLUGIN
 from reconciler.importers.common import Context, as_int, as_list, as_number
 from reconciler.importers.result import SpecDraft
-
-
-def method(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> str:
-    rl = config.get("rl")
-    if rl in (None, False, ""):
-        if "rl" in config:
-            ctx.result.map("rl", "FineTune.spec.method")
-        datasets = config.get("datasets")
-        types = (
-            {repr(d.get("type")) for d in datasets if isinstance(d, dict)}
-            if isinstance(datasets, list)
-            else set()
-        )
-        return "pretrain" if types == {repr("completion")} else "sft"
-    if rl == "dpo":
-        ctx.result.map("rl", "FineTune.spec.method")
-        for key in ("rl_beta", "dpo_beta"):
-            if key in config and as_number(config[key]) is not None:
-                fine_tune.set("training.beta", as_number(config[key]), ctx.says(key))
-                ctx.result.map(key, "FineTune.spec.training.beta")
-        return "dpo"
-    ctx.result.report(
-        "rl",
-        "unsupported",
-        f"rl: {rl} is not offered (methods: sft, dpo, pretrain); this "
-        "FineTune was written as sft and needs review",
-    )
-    for key in ("rl_beta", "dpo_beta"):
-        if key in config:
-            ctx.result.report(key, "unsupported", f"a setting of rl: {rl}")
-    return "sft"
 
 
 def training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> None:

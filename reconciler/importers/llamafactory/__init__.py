@@ -18,7 +18,7 @@ from reconciler.importers.llamafactory.cadence import cadence
 from reconciler.importers.llamafactory.datasets import dataset_specs, mix
 from reconciler.importers.llamafactory.distributed import distributed
 from reconciler.importers.llamafactory.keys import IGNORED, UNSUPPORTED
-from reconciler.importers.llamafactory.training import method, training
+from reconciler.importers.llamafactory.training import method, method_settings, training
 from reconciler.importers.result import ImportResult
 
 TOOL = "LLaMA-Factory"
@@ -34,17 +34,18 @@ def import_llamafactory(config: dict[str, Any], ctx: Context, name: str | None) 
             result.report(key, "ignored", "off, as tuneops has it")
     base = base_model(config, ctx)
     fine_tune = shared.fine_tune_draft(ctx, name, base)
-    training_method = method(config, ctx, fine_tune)
+    training_method, method_comment = method(config, ctx)
     datasets, training_sets, held_out, info_used = dataset_specs(config, ctx, training_method)
     mix(config, ctx, fine_tune, training_sets)
-    fine_tune.set("method", training_method, ctx.says("stage") if "stage" in config else None)
+    fine_tune.set("method", training_method, method_comment)
     adapter(config, ctx, fine_tune)
     training(config, ctx, fine_tune, training_method)
+    method_settings(config, ctx, fine_tune, training_method)
     distributed(config, ctx, fine_tune)
     cadence(config, ctx, fine_tune)
     tokens(config, ctx, base)
     shared.ask_for_gpus(ctx, fine_tune)
-    evaluation_drafts = common.evaluations(ctx, fine_tune, held_out)
+    evaluation_drafts = common.evaluations(ctx, fine_tune, held_out, training_method)
     result.report_unread(config)
     result.report_unread(info_used, "dataset_info")
     return common.package(ctx, base, datasets, fine_tune, evaluation_drafts)

@@ -1,5 +1,6 @@
 """A `dataset_info.json` entry's formatting -> Dataset.spec.schema: alpaca instructions (or text
-for stage pt), sharegpt conversations with their tags, and ranking (preference) pairs."""
+for stage pt), sharegpt conversations with their tags, ranking (preference) pairs for stages dpo
+and rm, and binary feedback (a response and its kto_tag) for stage kto."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from typing import Any
 
 from reconciler.importers.common import Context
 from reconciler.importers.result import SpecDraft
+
+# The methods that train on preference pairs (LLaMA-Factory's ranking datasets).
+PREFERENCE_METHODS = ("dpo", "orpo", "reward")
 
 
 def schema(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, method: str) -> None:
@@ -16,7 +20,7 @@ def schema(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, m
         result.map(f"{prefix}.formatting", "Dataset.spec.schema")
     columns = entry.get("columns") or {}
     ranking = bool(entry.get("ranking"))
-    if "ranking" in entry:
+    if "ranking" in entry and not (ranking and method == "kto"):
         result.map(f"{prefix}.ranking", "Dataset.spec.schema.type")
     if formatting not in ("alpaca", "sharegpt"):
         result.report(f"{prefix}.formatting", "unsupported", f"{formatting} (alpaca, sharegpt)")
@@ -24,7 +28,7 @@ def schema(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, m
     for column in ("images", "videos", "audios"):
         if column in columns:
             result.report(f"{prefix}.columns.{column}", "unsupported", "multimodal training is not offered")
-    for column in ("system", "tools", "history", "kto_tag"):
+    for column in ("system", "tools", "history"):
         if column in columns:
             result.report(
                 f"{prefix}.columns.{column}",
@@ -33,7 +37,12 @@ def schema(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, m
                 if column == "system"
                 else "not read by tuneops",
             )
-    if ranking or method == "dpo":
+    if method == "kto":
+        _binary_feedback(ctx, draft, entry, columns, prefix)
+        return
+    if "kto_tag" in columns:
+        result.report(f"{prefix}.columns.kto_tag", "ignored", f"read by stage kto only (method is {method})")
+    if ranking or method in PREFERENCE_METHODS:
         draft.set("schema.type", "preference", ctx.says(f"{prefix}.ranking", "preference pairs"))
         if formatting == "sharegpt":
             result.report(
@@ -74,6 +83,39 @@ def schema(ctx: Context, draft: SpecDraft, entry: dict[str, Any], prefix: str, m
             )
         return
     _chat(ctx, draft, entry, columns, prefix)
+
+
+def _binary_feedback(
+    ctx: Context, draft: SpecDraft, entry: dict[str, Any], columns: dict[str, Any], prefix: str
+) -> None:
+    """Stage kto's rows: a prompt, a response and its kto_tag (true: desirable) -> binary-feedback."""
+    result = ctx.result
+    draft.set("schema.type", "binary-feedback", ctx.says("stage", "kto: a response and its kto_tag per row"))
+    if entry.get("formatting", "alpaca") == "sharegpt":
+        result.report(
+            f"{prefix}.formatting",
+            "unsupported",
+            "KTO rows as conversations are not read: a binary-feedback row is a prompt, a completion and "
+            "a label column (true or false)",
+        )
+        return
+    _columns(
+        ctx,
+        draft,
+        columns,
+        prefix,
+        {"prompt": "prompt", "response": "completion", "kto_tag": "label"},
+        {"prompt": "instruction", "completion": "output"},
+    )
+    if "kto_tag" not in columns:
+        result.note(
+            f"{prefix}: stage kto reads each row's kto_tag (true: a desirable response), and this entry "
+            "names no columns.kto_tag: the Dataset reads a label column; set schema.columns.label"
+        )
+    if "query" in columns:
+        result.report(f"{prefix}.columns.query", "unsupported", "a binary-feedback row has one prompt column")
+    if entry.get("ranking"):
+        result.report(f"{prefix}.ranking", "unsupported", "stage kto reads single responses, not pairs")
 
 
 def _columns(

@@ -100,6 +100,18 @@ def dataset_specs(
     validation = common.validation_share(ctx, config, "val_size")
     for group in ("dataset", "eval_dataset"):
         names = as_list(config.get(group))
+        if group == "eval_dataset" and names and method in common.NOT_EVALUATED:
+            result.report(
+                group,
+                "unsupported",
+                common.evaluation_data_unused(method, "val_size"),
+            )
+            for name in names:
+                if isinstance(info, dict) and name in info and name not in as_list(config.get("dataset")):
+                    result.report(
+                        f"dataset_info.{name}", "ignored", "named by eval_dataset only, not translated"
+                    )
+            continue
         if group in config and names:
             result.map(group, "Dataset.spec.source")
         for name in names:

@@ -122,19 +122,23 @@ UNSUPPORTED = {
     "loraplus_lr_ratio": "LoRA+ learning rates are not offered",
     "loraplus_lr_embedding": "LoRA+ learning rates are not offered",
     "create_new_adapter": "stacking adapters is not offered",
-    "pref_ftx": "an SFT loss beside DPO is not offered",
+    "pref_ftx": "an SFT loss added to the preference loss is not offered (ORPO's own is: pref_loss: orpo)",
     "pref_bco_weight": "BCO is not offered",
     "dpo_label_smoothing": "DPO label smoothing is not offered",
     "simpo_gamma": "SimPO is not offered",
-    "kto_chosen_weight": "KTO is not offered",
-    "kto_rejected_weight": "KTO is not offered",
-    "ref_model": "a separate reference model is not offered (DPO's reference is the starting model)",
+    "ref_model": "a separate reference model is not offered (dpo's and kto's reference is the starting "
+    "model)",
     "ref_model_adapters": "a separate reference model is not offered",
     "ref_model_quantization_bit": "a separate reference model is not offered",
-    "reward_model": "reward models are not offered",
-    "reward_model_adapters": "reward models are not offered",
-    "reward_model_quantization_bit": "reward models are not offered",
-    "reward_model_type": "reward models are not offered",
+    **dict.fromkeys(
+        ("reward_model", "reward_model_adapters", "reward_model_quantization_bit", "reward_model_type"),
+        "PPO's reward model: PPO is not offered; a grpo FineTune is scored by a reward model trained by "
+        "another FineTune (method reward) with rewards: [{rewardModel: {fineTune: <its name>}}]",
+    ),
+    **dict.fromkeys(
+        ("ppo_buffer_size", "ppo_epochs", "ppo_score_norm", "ppo_target", "ppo_whiten_rewards"),
+        "a PPO setting: PPO is not offered (method grpo is)",
+    ),
     "ld_alpha": "LD-DPO is not offered",
     "streaming": "streamed datasets are not offered: a Dataset is prepared before training",
     "buffer_size": "streamed datasets are not offered",
@@ -175,6 +179,7 @@ UNSUPPORTED = {
     "freeze_extra_modules": "freeze (partial) fine-tuning is not offered",
 }
 
-STAGES = {"sft": "sft", "pt": "pretrain", "dpo": "dpo"}
+STAGES = {"sft": "sft", "pt": "pretrain", "dpo": "dpo", "kto": "kto", "rm": "reward"}
+STAGE_NOTES = {"pt": "continued pretraining", "rm": "a reward model: a scoring head on preference pairs"}
 ATTENTION = {"auto": "auto", "fa2": "flash_attention_2", "sdpa": "sdpa", "disabled": "eager"}
 FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".parquet": "parquet"}

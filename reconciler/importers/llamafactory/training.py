@@ -1,6 +1,7 @@
 """LLaMA-Factory's training keys -> FineTune.method and FineTune.training: the stage (sft, pt,
-dpo), length, batch, learning rate and schedule, optimizer, packing, which tokens train,
-precision, attention and Liger kernels, gradient checkpointing."""
+dpo, or orpo by its pref_loss, kto, rm) with its β, length, batch, learning rate and schedule,
+optimizer, packing, which tokens train, precision, attention and Liger kernels, gradient
+checkpointing."""
 
 from __future__ import annotations
 
@@ -9,41 +10,74 @@ from typing import Any
 from reconciler.importers import common
 from reconciler.importers import fine_tune as shared
 from reconciler.importers.common import Context, as_int, as_number
-from reconciler.importers.llamafactory.keys import ATTENTION, STAGES
+from reconciler.importers.llamafactory.keys import ATTENTION, STAGE_NOTES, STAGES
 from reconciler.importers.result import SpecDraft
 
 
-def method(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft) -> str:
+def method(config: dict[str, Any], ctx: Context) -> shared.MethodChoice:
+    """The method, and the comment written beside it: the stage, and for stage dpo its loss."""
+    result = ctx.result
     stage = config.get("stage", "sft")
+    note = STAGE_NOTES.get(stage, "") if isinstance(stage, str) else ""
+    comment = ctx.says("stage", note) if "stage" in config else None
     if isinstance(stage, str) and stage in STAGES:
         if "stage" in config:
-            ctx.result.map("stage", "FineTune.spec.method")
+            result.map("stage", "FineTune.spec.method")
         method = STAGES[stage]
     else:
-        ctx.result.report(
-            "stage",
-            "unsupported",
-            f"stage {stage} is not offered (sft, pt, dpo); this FineTune was written as sft and needs review",
+        why = (
+            "PPO is not offered: tuneops trains with rewards by method grpo (rules, Python functions "
+            "or a reward model FineTune in rewards:), not with PPO"
+            if stage == "ppo"
+            else f"stage {stage} is not offered (sft, pt, dpo, kto, rm)"
         )
-        method = "sft"
+        result.report("stage", "unsupported", f"{why}; this FineTune was written as sft and needs review")
+        method, comment = "sft", None
+    loss = config.get("pref_loss", "sigmoid")
     if method == "dpo":
-        beta = as_number(config.get("pref_beta"))
-        if beta is not None:
-            fine_tune.set("training.beta", float(beta), ctx.says("pref_beta"))
-            ctx.result.map("pref_beta", "FineTune.spec.training.beta")
-        loss = config.get("pref_loss", "sigmoid")
-        if loss == "sigmoid":
+        if loss == "orpo":
+            method, comment = "orpo", ctx.says("stage, pref_loss", "dpo with the ORPO loss: method orpo")
+        if loss in ("sigmoid", "orpo"):
             if "pref_loss" in config:
-                ctx.result.map("pref_loss", "FineTune.spec.method")
+                result.map("pref_loss", "FineTune.spec.method")
         else:
-            ctx.result.report(
-                "pref_loss", "unsupported", f"{loss} loss is not offered (DPO's sigmoid loss is)"
+            result.report(
+                "pref_loss",
+                "unsupported",
+                f"{loss} loss is not offered (sigmoid is method dpo, orpo method orpo); this "
+                "FineTune was written as dpo and needs review",
             )
-    else:
-        for key in ("pref_beta", "pref_loss"):
-            if key in config:
-                ctx.result.report(key, "ignored", f"a preference setting; stage is {stage}")
-    return method
+    elif "pref_loss" in config:
+        result.report("pref_loss", "ignored", f"a stage dpo setting; stage is {stage}")
+    return shared.MethodChoice(method, comment)
+
+
+def method_settings(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, method: str) -> None:
+    """β (pref_beta) of dpo, orpo and kto, and KTO's weights."""
+    result = ctx.result
+    stage = config.get("stage", "sft")
+    beta = as_number(config.get("pref_beta"))
+    if method in ("dpo", "orpo", "kto") and beta is not None and beta > 0:
+        how = "ORPO's λ, the weight of its odds-ratio loss: trl's beta" if method == "orpo" else ""
+        fine_tune.set("training.beta", float(beta), ctx.says("pref_beta", how))
+        result.map("pref_beta", "FineTune.spec.training.beta")
+    elif method in ("dpo", "orpo", "kto") and "pref_beta" in config:
+        result.report("pref_beta", "unsupported", f"not a β above 0: {config['pref_beta']!r}")
+    elif "pref_beta" in config:
+        result.report("pref_beta", "ignored", f"a preference setting; stage is {stage}")
+    for key in ("kto_chosen_weight", "kto_rejected_weight"):
+        if key not in config:
+            continue
+        if method != "kto":
+            result.report(key, "ignored", f"a KTO setting; stage is {stage}")
+        elif as_number(config[key]) == 1:
+            result.report(key, "ignored", "1.0, LLaMA-Factory's default, which tuneops trains with")
+        else:
+            result.report(
+                key,
+                "unsupported",
+                "weighing desirable and undesirable rows apart is not offered (tuneops weighs both 1.0)",
+            )
 
 
 def training(config: dict[str, Any], ctx: Context, fine_tune: SpecDraft, method: str) -> None:

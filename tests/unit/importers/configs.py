@@ -1,6 +1,7 @@
 """Typical training configs in axolotl's and LLaMA-Factory's published shapes, written for these
 tests (LoRA SFT with packing and flash-attention on chat data; QLoRA; full fine-tuning with
-DeepSpeed ZeRO-3), and the project folder each runs in: data, dataset_info.json, DeepSpeed JSON."""
+DeepSpeed ZeRO-3; and alignment_configs.py's KTO, ORPO, GRPO and reward models), and the project
+folder each runs in: data, dataset_info.json, DeepSpeed JSON, reward functions."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.unit.importers import alignment_configs as alignment
 
 CHATS = (
     '{"messages": [{"role": "user", "content": "Where is my order?"}, '
@@ -320,7 +323,9 @@ CONFIGS = {
     ("llamafactory", "lora"): LLAMAFACTORY_LORA,
     ("llamafactory", "qlora"): LLAMAFACTORY_QLORA,
     ("llamafactory", "full"): LLAMAFACTORY_FULL,
+    **alignment.CONFIGS,
 }
+DATASET_INFO.update(alignment.DATASET_INFO)
 
 
 def write_project(root: Path) -> Path:
@@ -339,6 +344,7 @@ def write_project(root: Path) -> Path:
     (data / "dataset_info.json").write_text(json.dumps(DATASET_INFO, indent=2))
     (root / "deepspeed_configs").mkdir()
     (root / "deepspeed_configs" / "zero3_bf16.json").write_text(json.dumps(ZERO3))
+    alignment.write_data(root)
     return root
 
 
@@ -346,6 +352,8 @@ def write_config(root: Path, tool: str, shape: str, extra: str = "") -> Path:
     path = root / "configs" / f"{tool}-{shape}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(textwrap.dedent(CONFIGS[(tool, shape)]).lstrip() + extra)
+    if shape == "grpo":
+        alignment.write_rewards(root)
     return path
 
 
