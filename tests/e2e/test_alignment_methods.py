@@ -6,12 +6,7 @@ used as a reward; KTO and ORPO registering model versions."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -26,6 +21,7 @@ from tests.support.runtime_support import (
     base_model,
     dataset_job,
     finetune_job,
+    kill_at_checkpoint,
     needs_training,
     prepared,
     run_job,
@@ -138,17 +134,7 @@ def test_grpo_with_a_builtin_reward_raises_the_mean_reward_and_resumes_after_a_k
             "rewards": [{"builtin": "contains"}], "checkpoint": {"everySteps": 8, "keep": 2}}
     job = _after_sft(lab, "word-grpo", spec)
     job_file = write_job(job, lab["jobs"])
-    checkpoints = job.output_dir.with_name(job.output_dir.name + ".checkpoints")
-    first = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "finetune", "--job", str(job_file)],
-                             env={**os.environ, "NO_COLOR": "1", "TUNEOPS_MLFLOW_RETRY_DELAYS": "0.2"},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (checkpoints / "checkpoint-8" / "trainer_state.json").is_file():  # written last
-        assert first.poll() is None, "the job ended before it could be killed"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    kill_at_checkpoint(job, job_file, 8)
     assert not job.output_dir.exists()
 
     _ok(run_job("finetune", job_file))

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from tests.support.runtime_support import (
     dataset_job,
     finetune_job,
     free_port,
+    kill_at_checkpoint,
     needs_training,
     prepared,
     run_job,
@@ -99,21 +98,7 @@ def test_a_killed_job_resumes_from_its_checkpoint_in_the_same_run(prepared_fruit
     }
     job = finetune_job(root / "store-resume", uri, "resumable", base_model(tiny_model), [data], spec)
     job_file = write_job(job, root / "jobs-resume")
-    checkpoints = job.output_dir.with_name(job.output_dir.name + ".checkpoints")
-    env = {**os.environ, "NO_COLOR": "1", "TUNEOPS_MLFLOW_RETRY_DELAYS": "0.2"}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "run", "finetune", "--job", str(job_file)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 300
-    while not (checkpoints / "checkpoint-8" / "trainer_state.json").is_file():  # written last
-        assert first.poll() is None, "the job ended before it could be killed"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    checkpoints = kill_at_checkpoint(job, job_file, 8)
     assert not job.output_dir.exists()
     saved = checkpoints.glob("checkpoint-*/trainer_state.json")
     complete = max(int(state.parent.name.split("-")[1]) for state in saved)

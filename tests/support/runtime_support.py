@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -145,6 +146,24 @@ def run_job(
         timeout=timeout,
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def kill_at_checkpoint(job: JobFile, job_file: Path, step: int, timeout: float = 300) -> Path:
+    """Start `tuneops run finetune` on `job_file` and SIGKILL it once checkpoint-`step` is
+    complete (its trainer_state.json is written last); return the checkpoints folder. The job
+    must have enough steps after that checkpoint that the kill lands mid-training."""
+    checkpoints = job.output_dir.with_name(job.output_dir.name + ".checkpoints")
+    env = {**os.environ, "NO_COLOR": "1", "TUNEOPS_MLFLOW_RETRY_DELAYS": "0.2"}
+    first = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "finetune", "--job", str(job_file)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while not (checkpoints / f"checkpoint-{step}" / "trainer_state.json").is_file():
+        assert first.poll() is None, "the job ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    return checkpoints
 
 
 def write_job(job: JobFile, folder: Path) -> Path:
