@@ -130,14 +130,30 @@ class JobBuilder:
             return self.base_model(ResourceId("BaseModel", resource.spec.base_model))
         return self.base_of(ResourceId("FineTune", resource.spec.from_fine_tune or ""))
 
+    def weights_under(self, fine_tune: ResourceId) -> str | None:
+        """The full weights a FineTune's adapter sits on when they are not its base model's: the
+        output of the nearest full fine-tune up its fromFineTune chain (an adapter that continues
+        another adapter sits where that one does). None when the chain reaches the base model."""
+        resource = self.specs.resource(fine_tune, FineTuneResource)
+        assert resource is not None, fine_tune
+        if resource.spec.from_fine_tune is None:
+            return None
+        start = ResourceId("FineTune", resource.spec.from_fine_tune)
+        started = self.specs.resource(start, FineTuneResource)
+        assert started is not None, start
+        if started.spec.adapter.type == "none":
+            return self.built(start).output or None
+        return self.weights_under(start)
+
     def model_version(self, fine_tune: ResourceId, run: BuiltRun | None = None) -> ModelVersionRef:
         """A FineTune's built model: at its desired fingerprint, or the given run."""
         resource = self.specs.resource(fine_tune, FineTuneResource)
         assert resource is not None, fine_tune
         run = run or self.built(fine_tune)
         registered, _, version = (run.model_version or "").rpartition("/")
-        return ModelVersionRef(fine_tune=fine_tune.name, location=run.output or "",
-                               adapter=resource.spec.adapter.type != "none",
+        adapter = resource.spec.adapter.type != "none"
+        return ModelVersionRef(fine_tune=fine_tune.name, location=run.output or "", adapter=adapter,
+                               weights=self.weights_under(fine_tune) if adapter else None,
                                base_model=self.base_of(fine_tune),
                                registered_model=registered or resource.registered_model,
                                version=version or None, fingerprint=run.fingerprint)

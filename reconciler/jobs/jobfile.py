@@ -92,8 +92,12 @@ class ModelVersionRef(_JobModel):
 
     fine_tune: str
     location: str
-    adapter: bool = True  # adapter weights on top of `base_model`, else full weights
+    adapter: bool = True  # adapter weights on top of `base_model` (or `weights`), else full weights
     base_model: BaseModelRef
+    weights: str | None = Field(
+        None, description="An adapter trained on another fine-tune's full weights (a fromFineTune chain "
+                          "through a full fine-tune): the folder of those weights, which the adapter is "
+                          "loaded on instead of baseModel's. baseModel stays the base of the lineage.")
     registered_model: str | None = None
     version: str | None = None
     fingerprint: str | None = None

@@ -366,6 +366,9 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
     if job.start_from is not None and not job.start_from.adapter:  # the earlier fine-tune's full weights
         model = loading.load_model(job.start_from, dtype=dtype, attention=attention,
                                    scoring_head=scoring_head)
+    elif job.start_from is not None:  # the weights the adapter it continues was trained on
+        model = loading.load_adapter_base(job.start_from, quantization=quantization_config(spec), dtype=dtype,
+                                          attention=attention, scoring_head=scoring_head)
     else:
         model = loading.load_base_model(base_ref, quantization=quantization_config(spec), dtype=dtype,
                                         attention=attention, scoring_head=scoring_head)
@@ -431,7 +434,8 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
     if spec.method == "grpo":
         from reconciler.runtime.rewards import reward_functions
 
-        rewards = reward_functions(job, spec, device="cuda" if cuda else "cpu")
+        # each rank scores its own completions, on its own GPU
+        rewards = reward_functions(job, spec, device=f"cuda:{processes.local_rank}" if cuda else "cpu")
     trainer = build_trainer(spec, model, tokenizer, adapter_config, arguments, train_records, eval_records,
                             rewards)
     if spec.training.max_steps and spec.evaluation.early_stopping is None:

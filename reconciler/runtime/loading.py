@@ -213,8 +213,25 @@ def load_model(ref: ModelVersionRef | BaseModelRef, *, dtype: Any = None,
         raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': {location} has no adapter_config.json")
     from peft import PeftModel
 
-    base = load_base_model(ref.base_model, dtype=dtype, attention=attention, scoring_head=scoring_head)
+    base = load_adapter_base(ref, dtype=dtype, attention=attention, scoring_head=scoring_head)
     return PeftModel.from_pretrained(base, str(location))
+
+
+def load_adapter_base(ref: ModelVersionRef, *, dtype: Any = None, attention: str | None = None,
+                      scoring_head: bool = False, quantization: Any = None) -> PreTrainedModel:
+    """The weights a fine-tune's adapter is loaded on: its base model, or the full weights of the
+    fine-tune it was trained on (`weights`, a fromFineTune chain through a full fine-tune)."""
+    if ref.weights is None:
+        return load_base_model(ref.base_model, dtype=dtype, attention=attention, scoring_head=scoring_head,
+                               quantization=quantization)
+    folder = Path(ref.weights)
+    if not folder.is_dir():
+        raise ModelLoadError(f"model of fine-tune '{ref.fine_tune}': the weights it was trained on, "
+                             f"{folder}, are not a directory")
+    full = BaseModelRef(name=ref.fine_tune, source=f"file://{folder}",
+                        trust_remote_code=ref.base_model.trust_remote_code, tokens=ref.base_model.tokens)
+    return load_base_model(full, dtype=dtype, directory=_checked_folder(full, folder, folder),
+                           attention=attention, scoring_head=scoring_head, quantization=quantization)
 
 
 def load_reward_model(ref: ModelVersionRef) -> PreTrainedModel | PeftModel:

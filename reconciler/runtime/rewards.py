@@ -10,6 +10,7 @@ that is silently NaN would train on noise.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -45,6 +46,9 @@ class RewardFunction:
     described: str  # for messages: "rewards/tone.py:score", "builtin exact_match"
     weight: float
     score: Callable[..., list[float]]
+    # A user's function fails with the row it fails on; tuneops' own scorers (a reward model) fail
+    # as themselves: an out-of-memory error is not a mistake in a row.
+    user_code: bool = True
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
         texts = [completion_text(c) for c in completions]
@@ -52,6 +56,9 @@ class RewardFunction:
         rows = list(columns.pop(ROW_COLUMN, None) or [None] * len(texts))
         token_ids = columns.get("completion_ids")
         user_columns = {k: v for k, v in columns.items() if k not in _TRAINER_KEYWORDS}
+        if not self.user_code:
+            scored = self.score(asked, texts, token_ids=token_ids, **user_columns)
+            return self._checked(scored, len(texts), rows)
         try:
             scores = self.score(asked, texts, token_ids=token_ids, **user_columns)
         except RewardError:
@@ -62,6 +69,8 @@ class RewardFunction:
 
     def _checked(self, scores: Any, expected: int, rows: Sequence[str | None]) -> list[float]:
         try:
+            if isinstance(scores, str | bytes | dict):
+                raise TypeError
             values = list(scores)
         except TypeError:
             raise RewardError(f"{self.described}: returned {type(scores).__name__}, not a list of "
@@ -97,7 +106,8 @@ class RewardFunction:
 
 
 def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
+    """A score as a float (True is 1.0, as trl reads it), or None for what is not a number."""
+    if value is None or isinstance(value, str | bytes):
         return None
     try:
         number = float(value)
@@ -134,11 +144,15 @@ def prompt_text(prompt: Any) -> str:
 # --- built-in rules ---------------------------------------------------------------------------
 
 def _references(columns: dict[str, Any], count: int, rule: str) -> list[str]:
-    references = columns.get("reference")
-    if references is None:
-        raise RewardError(f"builtin {rule}: the dataset has no reference column; give the prompt dataset "
-                          "a reference answer per row (schema.columns.reference), or use another reward")
-    return ["" if value is None else str(value) for value in references][:count]
+    """The rows' reference answers. A batch with none at all means the prompt dataset has no
+    reference column (or maps it to a column its rows lack): the rule would score nothing, every
+    step, and the policy would learn noise, so the job fails instead."""
+    found = ["" if value is None else str(value) for value in columns.get("reference") or []][:count]
+    if not any(normalise_answer(reference) for reference in found):
+        raise RewardError(f"builtin {rule}: the prompt rows of this batch have no reference answer; give the "
+                          "prompt dataset one per row (schema.columns.reference names its column), or use "
+                          "another reward")
+    return found + [""] * (count - len(found))
 
 
 def builtin(reward: Reward, max_completion_length: int) -> Callable[..., list[float]]:
@@ -146,8 +160,8 @@ def builtin(reward: Reward, max_completion_length: int) -> Callable[..., list[fl
     if rule == "exact_match":
         def score(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
             refs = _references(columns, len(completions), "exact_match")
-            return [float(normalise_answer(c) == normalise_answer(r)) for c, r in zip(completions, refs,
-                                                                                         strict=True)]
+            return [float(bool(normalise_answer(r)) and normalise_answer(c) == normalise_answer(r))
+                    for c, r in zip(completions, refs, strict=True)]
     elif rule == "contains":
         def score(prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
             refs = _references(columns, len(completions), "contains")
@@ -185,14 +199,16 @@ def _contains_words(completion: str, reference: str) -> bool:
 
 
 def _parses_as_json(text: str) -> bool:
+    """Whether the text is a JSON object or array (a bare number or string is not what a prompt
+    asking for JSON means)."""
     stripped = text.strip()
     if stripped.startswith("```"):  # a fenced block: what is inside it
         stripped = stripped.strip("`").removeprefix("json").strip()
     try:
-        json.loads(stripped)
+        parsed = json.loads(stripped)
     except ValueError:
         return False
-    return True
+    return isinstance(parsed, dict | list)
 
 
 # --- Python functions from the repository ------------------------------------------------------
@@ -207,17 +223,20 @@ def python_function(location: str, written: str, function: str) -> Callable[...,
     if loader_spec is None or loader_spec.loader is None:
         raise RewardError(f"{written}: not a Python file the job can import ({path})")
     module = importlib.util.module_from_spec(loader_spec)
-    sys.path.insert(0, str(path.parent))  # a reward file may import its neighbours
+    # Registered before it runs, as an import would (dataclasses look their module up there). The
+    # file's folder is not put on sys.path: a reward file is self-contained, since only its own
+    # bytes are fingerprinted and checked out.
+    sys.modules[module_name] = module
     try:
         loader_spec.loader.exec_module(module)
     except FileNotFoundError:
+        del sys.modules[module_name]
         raise RewardError(f"{written}: not found where the job reads the spec repository ({path})") from None
     except Exception as error:  # noqa: BLE001 - the user's code, reported
+        del sys.modules[module_name]
         line = _user_line(error, path)
         raise RewardError(f"{written}{f':{line}' if line else ''}: importing it raised "
                           f"{type(error).__name__}: {error}") from None
-    finally:
-        sys.path.remove(str(path.parent))
     found = getattr(module, function, None)
     if not callable(found):
         raise RewardError(f"{written}: defines no function {function!r}")
@@ -243,26 +262,41 @@ def _user_line(error: BaseException, path: Path) -> int | None:
 
 # --- reward models -----------------------------------------------------------------------------
 
-def reward_model_scorer(ref: ModelVersionRef, device: Any) -> Callable[..., list[float]]:
+SCORING_BATCH = 16  # completions a reward model scores per forward pass
+
+
+def reward_model_scorer(ref: ModelVersionRef, device: Any, max_length: int) -> Callable[..., list[float]]:
     """A reward model's score of each (prompt, completion), rendered with its own chat template as
-    it was trained (a user turn and an assistant turn)."""
+    it was trained (a user turn and an assistant turn), in batches padded on the right: the head
+    reads the last token before the padding, with the pad token it was trained with. A rendering
+    longer than `max_length` tokens keeps its end (the completion)."""
     import torch
 
     from reconciler.runtime import loading
 
     tokenizer = loading.load_model_tokenizer(ref)
     model = loading.load_reward_model(ref).to(device)
+    if model.config.pad_token_id is None:  # an adapter's base config may not say; training set it so
+        model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
 
     def score(prompts: list[str], completions: list[str], *, token_ids: Any = None,
               **columns: Any) -> list[float]:
-        scores = []
+        rendered = []
         for prompt, completion in zip(prompts, completions, strict=True):
             messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
             ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-            inputs = torch.tensor([ids], device=device)
+            rendered.append(list(ids)[-max_length:])
+        scores: list[float] = []
+        for start in range(0, len(rendered), SCORING_BATCH):
+            batch = rendered[start:start + SCORING_BATCH]
+            longest = max(len(ids) for ids in batch)
+            pad = model.config.pad_token_id
+            inputs = torch.tensor([ids + [pad] * (longest - len(ids)) for ids in batch], device=device)
+            mask = torch.tensor([[1] * len(ids) + [0] * (longest - len(ids)) for ids in batch], device=device)
             with torch.inference_mode():
-                scores.append(float(model(input_ids=inputs).logits[0, 0]))
+                logits = model(input_ids=inputs, attention_mask=mask).logits
+            scores.extend(float(value) for value in logits[:, 0])
         return scores
 
     return score
@@ -296,14 +330,14 @@ def reward_functions(job: JobFile, spec: FineTuneSpec, device: Any = None) -> li
             if ref is None:
                 raise RewardError(f"rewardModel {name}: the job file names no built version of it")
             if name not in scorers:
-                scorers[name] = reward_model_scorer(ref, device)
+                scorers[name] = reward_model_scorer(
+                    ref, device, spec.training.max_seq_length + spec.grpo.max_completion_length)
             made.append(RewardFunction(_metric_name(f"model.{name}"), f"reward model {name}", reward.weight,
-                                       scorers[name]))
+                                       scorers[name], user_code=False))
     names = [made_function.name for made_function in made]
     for index, function in enumerate(made):  # trl keys its metrics by name: keep them apart
         if names.count(function.name) > 1:
-            made[index] = RewardFunction(f"{function.name}.{index}", function.described, function.weight,
-                                         function.score)
+            made[index] = dataclasses.replace(function, name=f"{function.name}.{index}")
     return made
 
 

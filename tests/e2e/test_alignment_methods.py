@@ -212,9 +212,12 @@ def registered(fine_tune: str) -> str:
 
 
 def _alignment_project(repo: Any) -> None:
-    """The quickstart plus a reward model, GRPO on it and a Python reward, and KTO and ORPO
-    fine-tunes, each evaluated and served."""
+    """The quickstart's data and SFT model, plus a reward model, GRPO on it and a Python reward,
+    and KTO and ORPO fine-tunes, each evaluated and served. The quickstart's own Evaluation,
+    Deployment and Sweep are left out: they would only add time."""
     root = repo.root
+    for spec in ("evaluation.yaml", "deployment.yaml", "sweep.yaml"):
+        (root / spec).unlink()
     prompts = [{"prompt": f"What color is a {fruit}?", "reference": WORD} for fruit in FRUITS]
     pairs = [{"prompt": f"What color is a {fruit}?", "chosen": COLORS[i % 6], "rejected": "the the"}
              for i, fruit in enumerate(FRUITS * 2)]

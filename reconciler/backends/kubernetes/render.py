@@ -360,11 +360,12 @@ def _vllm_command(job: JobFile, merge_adapter: bool, gpus: int, adapter_rank: in
     served_name = job.name  # clients ask for the Deployment's name and get the fine-tuned model
     command = ["vllm", "serve"]
     if model.adapter and not merge_adapter:
-        base = model.base_model.source.removeprefix("hf://").removeprefix("file://")
+        # the adapter sits on its base model, or on the full fine-tune it was trained from
+        base = model.weights or model.base_model.source.removeprefix("hf://").removeprefix("file://")
         command += [base, "--served-model-name", f"{served_name}-base", "--enable-lora",
                     "--lora-modules", f"{served_name}={model.location}",
                     "--max-lora-rank", str(_lora_rank(adapter_rank))]
-        if model.base_model.revision and model.base_model.source.startswith("hf://"):
+        if model.weights is None and model.base_model.revision and model.base_model.source.startswith("hf://"):
             command += ["--revision", model.base_model.revision]
     else:
         location = model.location + ("/merged" if model.adapter else "")

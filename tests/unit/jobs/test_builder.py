@@ -195,3 +195,27 @@ def test_a_pairwise_judge_is_given_the_serving_champion_and_the_key_stays_out(tm
     assert job.champion is not None and job.champion.version == "3"
     assert job.champion_source == "Deployment/fruit-bot" and job.judge_url is None
     assert '"apiKeySecret": "JUDGE_API_KEY"' in job.to_json()  # the variable's name, never its value
+
+
+def test_an_adapter_trained_on_a_full_fine_tune_is_loaded_on_its_weights(tmp_path: Path) -> None:
+    """fruit-sft is a full fine-tune: a LoRA fine-tune from it (and one that continues that
+    adapter) sits on fruit-sft's weights, not on the base model, wherever it is loaded; the
+    lineage's base model stays the BaseModel."""
+    root = quickstart(tmp_path)
+    lora = "  adapter:\n    type: lora\n    r: 4\n  resources:\n    gpusPerNode: 0\n"
+    (root / "chain.yaml").write_text(
+        "apiVersion: tuneops.dev/v1alpha1\nkind: FineTune\nmetadata:\n  name: fruit-lora\nspec:\n"
+        "  fromFineTune: fruit-sft\n  datasets:\n    - name: fruit-colors\n" + lora + "---\n"
+        "apiVersion: tuneops.dev/v1alpha1\nkind: FineTune\nmetadata:\n  name: fruit-lora-more\nspec:\n"
+        "  fromFineTune: fruit-lora\n  datasets:\n    - name: fruit-colors\n" + lora + "---\n"
+        "apiVersion: tuneops.dev/v1alpha1\nkind: FineTune\nmetadata:\n  name: base-lora\nspec:\n"
+        "  baseModel: tiny-llama\n  datasets:\n    - name: fruit-colors\n" + lora)
+    jobs = builder(root)
+    for name in ("fruit-lora", "fruit-lora-more"):
+        model = jobs.model_version(ResourceId("FineTune", name))
+        assert model.adapter and model.weights == "/store/fruit-sft", name
+        assert model.base_model.name == "tiny-llama"
+    assert jobs.model_version(ResourceId("FineTune", "base-lora")).weights is None
+    assert jobs.model_version(FINE_TUNE).weights is None  # full weights of its own
+    more = jobs.job(ResourceId("FineTune", "fruit-lora-more"))
+    assert more.start_from is not None and more.start_from.weights == "/store/fruit-sft"

@@ -58,14 +58,18 @@ def test_exact_match_and_contains_compare_with_the_rows_reference_as_the_evaluat
 
 def test_regex_length_penalty_and_json_rules():
     assert score({"builtin": "regex", "pattern": r"^Answer: \w+$"}, ("Answer: red", "red")) == [1, 0]
-    assert score({"builtin": "format_json"}, ('{"a": 1}', "```json\n[1, 2]\n```", "{nope")) == [1, 1, 0]
+    json_scores = score({"builtin": "format_json"}, ('{"a": 1}', "```json\n[1, 2]\n```", "{nope", "1"))
+    assert json_scores == [1, 1, 0, 0]  # an object or an array, not a bare number
     length = builtin(Reward.model_validate({"builtin": "length_penalty"}), 8)
     assert length(["q", "q"], ["x", "y"], token_ids=[[1, 2], list(range(12))]) == [-0.25, -1.0]
 
 
-def test_a_rule_that_needs_a_reference_says_so_when_the_data_has_none():
-    with pytest.raises(RewardError, match="no reference column"):
-        score({"builtin": "exact_match"}, ("red",))
+def test_a_rule_that_needs_a_reference_fails_when_the_data_has_none_rather_than_score_zero():
+    for references in ({}, {"reference": ["", ""]}):  # no column; a column mapped to nothing
+        with pytest.raises(RewardError, match="the prompt rows of this batch have no reference answer"):
+            score({"builtin": "exact_match"}, ("red", "The."), **references)
+    # an empty reference among others never matches, even an answer that normalises to nothing
+    assert score({"builtin": "exact_match"}, ("The.", "red"), reference=["", "red"]) == [0.0, 1.0]
 
 
 def test_a_python_reward_is_loaded_from_its_file_and_sees_text_and_columns(tmp_path: Path):
@@ -89,6 +93,8 @@ def test_a_python_reward_is_loaded_from_its_file_and_sees_text_and_columns(tmp_p
                                    r"finite number"),
     ("return [1.0, None]", r"row 5 of p's train split: score None is not a finite number"),
     ("return 3", r"returned int, not a list of 2 scores"),
+    ("return '10'", r"returned str, not a list of 2 scores"),
+    ("return [1.0, '1']", r"row 5 of p's train split: score '1' is not a finite number"),
     ("return [1 / (0 if 'kiwi' in r else 1) for r in reference]",
      r"rewards/bad\.py:score: row 5 of p's train split: raised ZeroDivisionError: division by zero"),
 ])
@@ -116,5 +122,27 @@ def test_two_rewards_of_one_rule_are_logged_apart():
 
 
 def test_scores_are_plain_floats_for_trl():
-    result = score({"builtin": "format_json"}, ("1",))
+    result = score({"builtin": "format_json"}, ('{"answer": 1}',))
     assert result == [1.0] and all(isinstance(v, float) and math.isfinite(v) for v in result)
+
+
+def test_true_and_false_are_scores_as_trl_reads_them(tmp_path: Path):
+    job = job_with(tmp_path, {"rewards/yes.py": "def score(prompts, completions, **columns):\n"
+                                                "    return ['a' in c for c in completions]\n"})
+    (function,) = reward_functions(job, spec_with({"python": "rewards/yes.py:score"}))
+    assert function(PROMPTS[:2], completions("a", "b")) == [1.0, 0.0]
+
+
+def test_a_reward_file_with_a_dataclass_imports_and_its_neighbours_are_not_on_the_path(tmp_path: Path):
+    dataclass_file = ("from __future__ import annotations\nfrom dataclasses import dataclass\n\n\n"
+                      "@dataclass\nclass Weights:\n    hit: float = 2.0\n\n\n"
+                      "def score(prompts, completions, **columns):\n"
+                      "    return [Weights().hit for _ in completions]\n")
+    job = job_with(tmp_path, {"rewards/dc.py": dataclass_file, "rewards/helper.py": "LIMIT = 1\n",
+                              "rewards/uses.py": "from helper import LIMIT\n\n\n"
+                                                 "def score(prompts, completions, **columns):\n"
+                                                 "    return [LIMIT] * len(completions)\n"})
+    (function,) = reward_functions(job, spec_with({"python": "rewards/dc.py:score"}))
+    assert function(PROMPTS[:1], completions("a")) == [2.0]
+    with pytest.raises(RewardError, match=r"rewards/uses\.py:1: importing it raised ModuleNotFoundError"):
+        reward_functions(job, spec_with({"python": "rewards/uses.py:score"}))
