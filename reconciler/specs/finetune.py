@@ -198,16 +198,17 @@ class Reward(SpecModel):
                 raise SpecValueError(f"pattern is not a regular expression: {error}") from None
         elif self.pattern is not None:
             raise SpecValueError("pattern only applies to builtin: regex")
-        if self.python is not None:
-            match = _PYTHON_REWARD.fullmatch(self.python)
-            if match is None:
-                raise SpecValueError(f"{self.python!r} is not `path/to/file.py:function` (letters, digits, "
-                                     "_ . - and / in the path)", "e.g. rewards/tone.py:score")
-            path = match["path"]
-            if path.startswith("/") or "\\" in path or ".." in path.split("/"):
-                raise SpecValueError("the reward file must be a relative path inside the spec repository, "
-                                     "without '..'")
         return self
+
+    @field_validator("python")
+    @classmethod
+    def _python_reference(cls, value: str | None) -> str | None:
+        """`file.py:function`, relative to the spec's folder; validation checks that the file stays
+        in the repository (`..` may lead to a sibling folder), parses and defines the function."""
+        if value is not None and _PYTHON_REWARD.fullmatch(value) is None:
+            raise SpecValueError(f"{value!r} is not `path/to/file.py:function` (a relative path of letters, "
+                                 "digits, _ . - and /)", "e.g. rewards/tone.py:score")
+        return value
 
     @property
     def python_file(self) -> str | None:

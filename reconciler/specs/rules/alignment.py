@@ -7,7 +7,10 @@ estimate its KL term from.
 from __future__ import annotations
 
 import ast
+import errno
+import stat
 from collections.abc import Iterator
+from pathlib import Path
 
 from reconciler.specs.base import ResourceId
 from reconciler.specs.confinement import SETTING, FileRoots, OutsideRoots, resolve_inside
@@ -36,7 +39,7 @@ def python_rewards_are_readable(ctx: RuleContext) -> Iterator[Problem]:
                                                         f"or list the folder in {SETTING} of tuneops.yaml")
                 continue
             try:
-                source = path.read_bytes()
+                source = _read_reward_file(path)
             except OSError as error:
                 yield problem(spec, ERROR, "missing-file",
                               f"reward file {written} cannot be read ({error.strerror or error}): {path}",
@@ -51,11 +54,15 @@ def python_rewards_are_readable(ctx: RuleContext) -> Iterator[Problem]:
                               f"reward file {written}{f':{line}' if line else ''} is not valid Python: "
                               f"{getattr(error, 'msg', error)}", where, value=reward.python)
                 continue
-            defined = {node.name for node in tree.body
-                       if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
-            assigned = {target.id for node in tree.body if isinstance(node, ast.Assign)
-                        for target in node.targets if isinstance(target, ast.Name)}
-            if function not in defined | assigned:
+            for line, module in _repository_imports(tree, path.parent):
+                yield problem(spec, ERROR, "reward-file",
+                              f"reward file {written}:{line} imports {module}, a file of the repository: a "
+                              "reward file must be self-contained (only its own bytes are fingerprinted and "
+                              "checked out into the job)", where, value=reward.python,
+                              hint="put what it needs into the reward file; the standard library and "
+                                   "installed packages may be imported")
+            defined = _top_level_names(tree)
+            if function not in defined:
                 from reconciler.specs.schema_errors import suggest
 
                 yield problem(spec, ERROR, "reward-file",
@@ -63,6 +70,61 @@ def python_rewards_are_readable(ctx: RuleContext) -> Iterator[Problem]:
                               where, value=reward.python,
                               hint=suggest(function, sorted(defined)) or
                               f"define def {function}(prompts, completions, **columns) -> list[float]")
+
+
+MAX_REWARD_FILE_BYTES = 1 << 20
+
+
+def _read_reward_file(path: Path) -> bytes:
+    """The reward file's bytes: a regular file (a FIFO would block validation forever) of at most
+    1 MiB (a reward function is code, not data)."""
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    if status.st_size > MAX_REWARD_FILE_BYTES:
+        raise OSError(errno.EFBIG, f"over {MAX_REWARD_FILE_BYTES >> 20} MiB, not a reward function",
+                      str(path))
+    return path.read_bytes()
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """Names a module binds when it runs: definitions, assignments and imports at its top level,
+    including those inside `if` and `try` blocks there."""
+    names: set[str] = set()
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(target.id for target in targets if isinstance(target, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.If | ast.Try | ast.With):
+            pending.extend(node.body)
+            pending.extend(getattr(node, "orelse", []))
+            pending.extend(getattr(node, "finalbody", []))
+            for handler in getattr(node, "handlers", []):
+                pending.extend(handler.body)
+    return names
+
+
+def _repository_imports(tree: ast.Module, folder: Path) -> list[tuple[int, str]]:
+    """(line, module) of the imports that would read another file of the repository: relative
+    imports, and modules found beside the reward file."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            found.append((node.lineno, "." * node.level + (node.module or "")))
+            continue
+        modules = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                   else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+        for module in modules:
+            top = module.split(".")[0]
+            if (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file():
+                found.append((node.lineno, module))
+    return found
 
 
 @rule

@@ -92,7 +92,46 @@ def test_a_python_reward_must_exist_parse_and_define_its_function(tmp_path: Path
     assert "reward file rewards/tone.py defines no function 'scor' at its top level" in texts(typo)
     assert "did you mean 'score'" in texts(typo)
     outside = validated(tmp_path / "d", {"grpo.yaml": grpo("    - python: ../tone.py:score\n")})
-    assert "relative path inside the spec repository" in texts(outside)
+    assert [p.code for p in outside] == ["outside-repository"], texts(outside)
+    # `..` may lead to a folder beside the spec's, inside the repository
+    sibling = grpo("    - python: ../rewards/tone.py:score\n")
+    beside = validated(tmp_path / "e", {"fine-tunes/grpo.yaml": sibling})
+    assert [p for p in beside if p.severity.value == "error"] == [], texts(beside)
+    absolute = validated(tmp_path / "f", {"grpo.yaml": grpo("    - python: /etc/tone.py:score\n")})
+    assert "error spec.rewards[0].python: '/etc/tone.py:score' is not `path/to/file.py:function`" \
+        in texts(absolute)
+
+
+def test_a_reward_file_is_a_small_self_contained_regular_file(tmp_path: Path):
+    import os
+
+    fifo_repo = tmp_path / "fifo"
+    found = validated(fifo_repo, {"grpo.yaml": grpo("    - python: rewards/pipe.py:score\n")})
+    assert "rewards/pipe.py cannot be read" in texts(found)  # missing, before the FIFO exists
+    os.mkfifo(fifo_repo / "specs" / "rewards" / "pipe.py")
+    from reconciler.specs.validate import validate_path as again
+
+    blocked = list(again(fifo_repo / "specs").problems)  # returns: a FIFO is not read
+    assert "rewards/pipe.py cannot be read (not a regular file)" in texts(blocked)
+    huge = validated(tmp_path / "huge", {"grpo.yaml": grpo("    - python: rewards/big.py:score\n"),
+                                         "rewards/big.py": REWARD_FILE + "#" * (1 << 20)})
+    assert "rewards/big.py cannot be read (over 1 MiB, not a reward function)" in texts(huge)
+    helper = "from helper import LIMIT\nimport json\n\n\n" + REWARD_FILE
+    imports = validated(tmp_path / "imports", {"grpo.yaml": grpo("    - python: rewards/uses.py:score\n"),
+                                               "rewards/uses.py": helper, "rewards/helper.py": "LIMIT = 1\n"})
+    assert "reward file rewards/uses.py:1 imports helper, a file of the repository" in texts(imports)
+    assert "imports json" not in texts(imports)
+
+
+def test_a_reward_function_may_be_imported_or_defined_under_a_condition(tmp_path: Path):
+    for index, code in enumerate(("from statistics import mean as score\n",
+                                  "try:\n    import numpy\nexcept ImportError:\n    pass\n"
+                                  "else:\n    def score(p, c, **k):\n        return [0.0] * len(c)\n",
+                                  "from typing import Callable\n"
+                                  "score: Callable = lambda p, c, **k: [0.0]\n")):
+        found = validated(tmp_path / str(index), {"grpo.yaml": grpo("    - python: rewards/r.py:score\n"),
+                                                  "rewards/r.py": code})
+        assert [p for p in found if p.severity.value == "error"] == [], texts(found)
 
 
 def test_a_reward_model_is_a_fine_tune_trained_as_one_and_is_used_only_as_one(tmp_path: Path):
