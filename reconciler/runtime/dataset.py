@@ -54,8 +54,9 @@ ROLES: dict[str, tuple[str, ...]] = {
 }
 OPTIONAL_ROLES = frozenset({"input", "reference"})
 # How a binary-feedback label may be written; stored as "true" or "false".
-LABELS = {"true": "true", "false": "false", "1": "true", "0": "false", "yes": "true", "no": "false",
-          "good": "true", "bad": "false", "desirable": "true", "undesirable": "false"}
+LABELS = {"true": "true", "false": "false", "1": "true", "0": "false", "1.0": "true", "0.0": "false",
+          "yes": "true", "no": "false", "good": "true", "bad": "false", "desirable": "true",
+          "undesirable": "false"}
 DROP_RULES = ("empty", "duplicate", "too_short", "too_long", "no_assistant_turn")
 # Drops that mean a row cannot be used (as opposed to the filters a spec chooses: dedup and the
 # length bounds); more of them than clean.maxDroppedFraction fails the job.
@@ -173,6 +174,12 @@ def _prepare(job: JobFile) -> Manifest:
         raise DatasetError(f"no rows left after cleaning ({count} read; dropped: {reasons}); "
                            "check the schema's columns and the clean settings")
     _check_dropped(dropped, count, spec)
+    named = spec.data_schema.columns.get("reference")
+    if named and not any(row.get("reference") for rows in splits.values() for row in rows):
+        # a reference column the spec names that no row has: most likely a misspelt mapping, which
+        # would leave every reference empty and a GRPO rule that reads them scoring nothing
+        raise DatasetError(f"no row has a value in column '{named}' (schema.columns.reference); "
+                           "check the column's name, or drop the mapping for prompts without references")
     for split in SPLITS:
         if spec.split.ratio(split) > 0 and not splits[split]:
             fix = "add rows" if split == "train" else f"add rows or set split.{split}: 0"
@@ -238,7 +245,7 @@ def _to_roles(record: Row, where: str, kind: str, columns: dict[str, str],
         except _NotText as error:
             raise DatasetError(f"{where}: column '{column}' (role '{role}') must be text, "
                                f"got {error}") from None
-        if role == "label":
+        if role == "label" and row[role]:  # an empty label leaves the row empty: cleaning drops it
             label = LABELS.get(row[role].casefold())
             if label is None:
                 raise DatasetError(f"{where}: column '{column}' (role 'label') must be true or false, "

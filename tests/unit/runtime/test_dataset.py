@@ -178,14 +178,22 @@ def test_prompt_schema_keeps_an_optional_reference(tmp_path: Path):
     assert manifest.columns == ("prompt", "reference") and manifest.schema_type == "prompt"
 
 
+def test_a_reference_column_the_spec_names_must_be_there(tmp_path: Path):
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"q": "2+2?", "answer": "4"}])
+    schema = {"type": "prompt", "columns": {"prompt": "q", "reference": "anwser"}}
+    job = make_job(tmp_path, data, schema=schema, split=ALL_TRAIN)
+    assert "no row has a value in column 'anwser' (schema.columns.reference)" in failure(job)
+
+
 def test_binary_feedback_labels_are_read_as_true_or_false(tmp_path: Path):
     rows = [{"prompt": f"q{i}", "completion": "a", "label": label}
-            for i, label in enumerate([True, False, "yes", "0", 1, "Good"])]
+            for i, label in enumerate([True, False, "yes", "0", 1, "Good", 1.0, None])]
     job = make_job(tmp_path, write_jsonl(tmp_path / "fb.jsonl", rows), schema={"type": "binary-feedback"},
-                   split=ALL_TRAIN)
+                   split=ALL_TRAIN, clean={"maxDroppedFraction": 0.5})
     prepare_dataset(job)
     labels = {row["prompt"]: row["label"] for row in load_split(job.output_dir, "train")}
-    assert labels == {"q0": "true", "q1": "false", "q2": "true", "q3": "false", "q4": "true", "q5": "true"}
+    assert labels == {"q0": "true", "q1": "false", "q2": "true", "q3": "false", "q4": "true", "q5": "true",
+                      "q6": "true"}  # q7's null label: an empty row, dropped by cleaning
 
 
 def test_a_label_that_is_not_true_or_false_fails_with_its_row(tmp_path: Path):
