@@ -68,6 +68,13 @@ def last_complete_checkpoint(folder: Path) -> str | None:
     return None
 
 
+def check_batch(spec: FineTuneSpec) -> None:
+    """The batch settings the method's trainer refuses, said as validation says them: a Sweep's
+    trial may combine values that each validated on their own."""
+    for conflict in spec.batch_conflicts():
+        raise FineTuneError(f"{conflict.message}; {conflict.hint}")
+
+
 def check_hardware(spec: FineTuneSpec, cuda: bool) -> None:
     if spec.adapter.type == "qlora" and not cuda:
         raise FineTuneError(
@@ -346,6 +353,7 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
     spec = FineTuneSpec.model_validate(job.spec)
     processes = Processes.from_env()
     cuda = torch.cuda.is_available()
+    check_batch(spec)
     check_hardware(spec, cuda)
     base_ref = job.base_model or (job.start_from.base_model if job.start_from else None)
     if base_ref is None:

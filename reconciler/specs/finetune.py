@@ -476,6 +476,15 @@ class Scheduling(SpecModel):
                                  operational=True)
 
 
+class BatchConflict(typing.NamedTuple):
+    """A batch setting a method's trainer refuses: where, the value, why, and what to do."""
+
+    path: tuple[str, ...]
+    value: int
+    message: str
+    hint: str
+
+
 class FineTuneSpec(SpecModel):
     base_model: ReferenceName | None = field(
         None, "The BaseModel spec to start from.", example="llama-3-8b")
@@ -521,6 +530,30 @@ class FineTuneSpec(SpecModel):
         if self.method != "grpo" and self.rewards:
             raise SpecValueError(f"rewards only apply to method grpo (method is {self.method})")
         return self
+
+    def batch_conflicts(self) -> list[BatchConflict]:
+        """Batch settings the method's trainer refuses: GRPO's group must divide the completions of
+        an optimizer step, and KTO pairs rows within a micro-batch. Checked by validation (at the
+        field), for each value a Sweep may try, and again when a job starts (a Sweep's trial
+        combines values)."""
+        found = []
+        t = self.training
+        if self.method == "grpo":
+            group = self.grpo.num_generations
+            batch = t.micro_batch_size * t.gradient_accumulation * self.resources.processes
+            if batch % group:
+                found.append(BatchConflict(
+                    ("spec", "grpo", "numGenerations"), group,
+                    f"grpo.numGenerations ({group}) must divide the completions of one optimizer step: "
+                    f"training.microBatchSize x gradientAccumulation x processes = {batch}",
+                    f"set training.microBatchSize to a multiple of {group}, or numGenerations to a "
+                    f"divisor of {batch}"))
+        if self.method == "kto" and t.micro_batch_size < 2:
+            found.append(BatchConflict(
+                ("spec", "training", "microBatchSize"), t.micro_batch_size,
+                "method kto needs training.microBatchSize of 2 or more: it estimates its KL term from the "
+                "other rows of a micro-batch", "set microBatchSize: 2 or more"))
+        return found
 
     @property
     def reward_models(self) -> tuple[str, ...]:

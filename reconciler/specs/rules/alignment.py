@@ -183,15 +183,6 @@ def grpo_group_fits_the_batch(ctx: RuleContext) -> Iterator[Problem]:
                 yield problem(spec, WARNING, "ignored-setting", f"grpo settings only apply to method grpo "
                               f"(method is {s.method})", ("spec", "grpo"), key=True)
             continue
-        group = s.grpo.num_generations
-        batch = s.training.micro_batch_size * s.training.gradient_accumulation * s.resources.processes
-        if batch % group:
-            yield problem(spec, ERROR, "grpo-group-size",
-                          f"grpo.numGenerations ({group}) must divide the completions of one optimizer step: "
-                          f"training.microBatchSize x gradientAccumulation x processes = {batch}",
-                          ("spec", "grpo", "numGenerations"), value=group,
-                          hint=f"set training.microBatchSize to a multiple of {group}, or numGenerations "
-                               f"to a divisor of {batch}")
         if s.grpo.use_vllm and s.resources.gpus_per_node == 0:
             yield problem(spec, ERROR, "needs-gpu",
                           "grpo.useVllm generates with vLLM, which needs a CUDA GPU",
@@ -202,16 +193,14 @@ def grpo_group_fits_the_batch(ctx: RuleContext) -> Iterator[Problem]:
 
 
 @rule
-def kto_batch_estimates_its_kl_term(ctx: RuleContext) -> Iterator[Problem]:
-    """KTO estimates its reference point (the KL term) from mismatched pairs within a micro-batch:
-    a micro-batch of one has no other row to pair with."""
+def batch_fits_the_method(ctx: RuleContext) -> Iterator[Problem]:
+    """GRPO's group divides the completions of a step; KTO has other rows in a micro-batch to
+    estimate its KL term from (FineTuneSpec.batch_conflicts)."""
     for spec, fine_tune in ctx.fine_tunes():
-        s = fine_tune.spec
-        if s.method == "kto" and s.training.micro_batch_size < 2:
-            yield problem(spec, ERROR, "unsupported-combination",
-                          "method kto needs training.microBatchSize of 2 or more: it estimates its KL term "
-                          "from the other rows of a micro-batch", ("spec", "training", "microBatchSize"),
-                          value=s.training.micro_batch_size, hint="set microBatchSize: 2 or more")
+        for conflict in fine_tune.spec.batch_conflicts():
+            code = "grpo-group-size" if conflict.path[-1] == "numGenerations" else "unsupported-combination"
+            yield problem(spec, ERROR, code, conflict.message, conflict.path, value=conflict.value,
+                          hint=conflict.hint)
 
 
 @rule

@@ -177,7 +177,7 @@ def _values_refused(spec: LoadedSpec, template: LoadedSpec, path: str,
         return
     for index, value in enumerate(distribution.values_to_check()):
         try:
-            FineTuneSpec.model_validate(_put(written, path, value))
+            trial = FineTuneSpec.model_validate(_put(written, path, value))
         except ValidationError as error:
             found = problems_from_validation_error(error, FineTuneSpec, template.file,
                                                    lambda _loc, _key: (1, 1))
@@ -188,6 +188,12 @@ def _values_refused(spec: LoadedSpec, template: LoadedSpec, path: str,
                           f"{describe_value(value)} ({reasons})",
                           ("spec", "parameters", path, distribution.kind, index),
                           hint=hints[0] if hints else None)
+            continue
+        for conflict in trial.batch_conflicts():  # what the method's trainer would refuse
+            yield problem(spec, ERROR, "parameter-value-refused",
+                          f"FineTune '{template.resource.name}' refuses {path} = {describe_value(value)} "
+                          f"({conflict.message})", ("spec", "parameters", path, distribution.kind, index),
+                          hint=conflict.hint)
 
 
 @rule

@@ -169,3 +169,42 @@ def test_a_project_can_forbid_python_rewards(tmp_path: Path):
     violation = [p for p in found if "builtin-python-rewards" in p.message]
     assert len(violation) == 1 and violation[0].severity.value == "error", texts(found)
     assert violation[0].position.file.endswith("grpo.yaml")
+
+
+def test_a_sweep_may_not_try_a_group_or_a_batch_the_trainer_refuses(tmp_path: Path):
+    evaluation = VALID_SPECS["evaluation.yaml"].replace("name: sft-quality", "name: grpo-quality").replace(
+        "fineTune: sft", "fineTune: grpo")
+    sweep = f"""
+        {API}
+        kind: Sweep
+        metadata:
+          name: grpo-sweep
+        spec:
+          fineTune: grpo
+          objective:
+            evaluation: grpo-quality
+            metric: rougeL
+            direction: maximize
+          parameters:
+            grpo.numGenerations: {{choice: [4, 3]}}
+            training.microBatchSize: {{choice: [8, 6]}}
+          maxTrials: 4
+        """
+    found = validated(tmp_path, {"grpo.yaml": grpo(), "grpo-quality.yaml": evaluation, "sweep.yaml": sweep})
+    refused = [p for p in found if p.code == "parameter-value-refused"]
+    assert len(refused) == 2, texts(found)  # 3 does not divide 8, and 8 (the group) does not divide 6
+    assert "refuses grpo.numGenerations = 3 (grpo.numGenerations (3) must divide" in texts(refused)
+    assert "refuses training.microBatchSize = 6 (grpo.numGenerations (8) must divide" in texts(refused)
+
+
+def test_a_job_refuses_a_combination_of_values_that_each_validated():
+    import pytest
+
+    from reconciler.runtime.finetune import FineTuneError, check_batch
+    from reconciler.specs.finetune import FineTuneSpec
+
+    spec = FineTuneSpec.model_validate({"baseModel": "b", "datasets": [{"name": "p"}], "method": "grpo",
+                                        "rewards": [{"builtin": "contains"}], "grpo": {"numGenerations": 8},
+                                        "training": {"microBatchSize": 4}})
+    with pytest.raises(FineTuneError, match=r"grpo.numGenerations \(8\) must divide .* = 4; set"):
+        check_batch(spec)
