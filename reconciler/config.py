@@ -155,10 +155,19 @@ class PolicySettings(_Settings):
     max_gpus_per_fine_tune: _Int | None = Field(
         None, description="Refuse FineTunes that ask for more GPUs (nodes x gpusPerNode).", gt=0,
         examples=[16])
-    allow_python_rewards: _Bool = Field(
-        True, description="Whether a GRPO FineTune may score with a Python function from the "
-                          "repository (`rewards[].python`), which runs in the training job. A cluster "
-                          "whose jobs must run no repository code sets false.")
+    allow_python_rewards: _Bool | None = Field(
+        None, description="Whether a GRPO FineTune may score with a Python function from the "
+                          "repository (`rewards[].python`), which runs in the training job. By default "
+                          "it may, unless `trustRemoteCode: deny` says no repository code runs; a "
+                          "cluster sets false to forbid them whatever trustRemoteCode says.",
+        examples=[False])
+
+    @property
+    def python_rewards_allowed(self) -> bool:
+        """allowPythonRewards as set, else what trustRemoteCode implies."""
+        if self.allow_python_rewards is not None:
+            return self.allow_python_rewards
+        return self.trust_remote_code != "deny"
 
 
 class PlannerSettings(_Settings):

@@ -75,12 +75,14 @@ def builtin_policy_texts(settings: ProjectSettings) -> list[tuple[tuple[str, ...
             f"spec.resources.nodes * spec.resources.gpusPerNode <= {limit}",
             f"a FineTune may ask for at most {limit} GPUs, nodes x gpusPerNode (policy.maxGpusPerFineTune "
             f"in {PROJECT_FILE})")))
-    if not policy.allow_python_rewards:
-        found.append((("policy", "allowPythonRewards"), _policy(
+    if not policy.python_rewards_allowed:
+        setting = ("allowPythonRewards: false" if policy.allow_python_rewards is not None
+                   else "trustRemoteCode: deny, and allowPythonRewards is not set")
+        found.append((("policy", "allowPythonRewards" if policy.allow_python_rewards is not None
+                       else "trustRemoteCode"), _policy(
             "python-rewards", ["FineTune"], "spec.rewards.all(r, r.python == null)",
             f"Python reward functions run repository code in the training job, and this project "
-            f"forbids them (policy.allowPythonRewards: false in {PROJECT_FILE}); use a builtin or "
-            "rewardModel reward")))
+            f"forbids them (policy.{setting} in {PROJECT_FILE}); use a builtin or rewardModel reward")))
     return found
 
 

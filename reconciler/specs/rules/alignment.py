@@ -198,9 +198,12 @@ def batch_fits_the_method(ctx: RuleContext) -> Iterator[Problem]:
     estimate its KL term from (FineTuneSpec.batch_conflicts)."""
     for spec, fine_tune in ctx.fine_tunes():
         for conflict in fine_tune.spec.batch_conflicts():
-            code = "grpo-group-size" if conflict.path[-1] == "numGenerations" else "unsupported-combination"
-            yield problem(spec, ERROR, code, conflict.message, conflict.path, value=conflict.value,
-                          hint=conflict.hint)
+            if conflict.path[-1] == "numGenerations":
+                yield problem(spec, ERROR, "grpo-group-size", conflict.message, conflict.path,
+                              value=conflict.value, hint=conflict.hint)
+            else:
+                yield problem(spec, ERROR, "unsupported-combination", conflict.message, conflict.path,
+                              value=conflict.value, hint=conflict.hint)
 
 
 @rule
