@@ -397,9 +397,20 @@ def run_finetune(job: JobFile) -> Path | TrialPruned:
     t = spec.training
     train_records = load_records(job.datasets, "train", spec.method, t.seed, tokenizer, t.train_on)
     eval_records = load_records(job.datasets, "validation", spec.method, t.seed, tokenizer, t.train_on)
+    if spec.method == "grpo":
+        from reconciler.runtime.training_data import prompts_that_fit
+
+        total = len(train_records)
+        train_records, too_long = prompts_that_fit(train_records, tokenizer, t.max_seq_length)
+        eval_records, _ = prompts_that_fit(eval_records, tokenizer, t.max_seq_length)
+        if too_long:
+            log.warning("%d of %d training prompts are longer than training.maxSeqLength (%d tokens) and "
+                        "are left out", too_long, total, t.max_seq_length)
     if not train_records:
         raise FineTuneError(
             f"no training rows for method {spec.method} in {', '.join(d.name for d in job.datasets)}"
+            + (f": every prompt is longer than training.maxSeqLength ({t.max_seq_length} tokens)"
+               if spec.method == "grpo" else "")
         )
     device_bytes = torch.cuda.get_device_properties(0).total_memory if cuda else None
     sized = device_bytes is not None and spec.distributed.strategy == "auto"

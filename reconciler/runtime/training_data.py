@@ -207,6 +207,20 @@ def sft_records(rows: Sequence[dict[str, Any]], schema_type: str, tokenizer: Any
     return records
 
 
+def prompts_that_fit(records: Sequence[dict[str, Any]], tokenizer: Any,
+                     max_tokens: int) -> tuple[list[dict[str, Any]], int]:
+    """GRPO's records whose prompt, as the chat template renders it for generation, is at most
+    `max_tokens` (training.maxSeqLength) tokens, and how many were left out: trl does not truncate
+    a prompt, and one cut short would ask something else."""
+    kept = []
+    for record in records:
+        ids = tokenizer.apply_chat_template(record["prompt"], add_generation_prompt=True, tokenize=True,
+                                            return_dict=True)["input_ids"]
+        if len(ids) <= max_tokens:
+            kept.append(record)
+    return kept, len(records) - len(kept)
+
+
 def load_records(datasets: Sequence[PreparedDataset], split: str, method: str, seed: int,
                  tokenizer: Any = None, train_on: str = "allAssistantTurns") -> list[dict[str, Any]]:
     """The records of one split of every dataset, mixed by weight (validation: unweighted).

@@ -157,7 +157,8 @@ def reward_file_path(spec_folder: Path, written: str) -> Path:
 
 class RewardModelRef(SpecModel):
     fine_tune: ReferenceName = field(
-        doc="A FineTune trained with `method: reward`; its latest built version scores completions.",
+        doc="A FineTune trained with `method: reward`; its version at its current spec (trained first, "
+            "and again when it changes) scores completions.",
         example="support-rm")
 
 
@@ -221,10 +222,10 @@ class Reward(SpecModel):
 
 class Grpo(SpecModel):
     num_generations: Int = field(8, "Completions sampled per prompt (the group whose rewards are "
-                                    "compared). training.microBatchSize x gradientAccumulation must be a "
-                                    "multiple of it.", ge=2, le=1024)
+                                    "compared). training.microBatchSize x gradientAccumulation x processes "
+                                    "(nodes x GPUs per node) must be a multiple of it.", ge=2, le=1024)
     max_completion_length: Int = field(256, "Tokens generated per completion at most.", unit="tokens",
-                                       gt=0)
+                                       gt=0, le=131072)
     temperature: Float = field(0.9, "Sampling temperature of the generations.", gt=0, le=10)
     beta: Float = field(0.04, "KL penalty against the reference model; 0 loads no reference model.",
                         ge=0)
@@ -245,7 +246,9 @@ class Training(SpecModel):
                                   gt=0)
     gradient_accumulation: Int = field(1, "Micro-batches per optimizer step. Global batch = "
                                           "microBatchSize x gradientAccumulation x processes.", gt=0)
-    max_seq_length: Int = field(2048, "Sequences are truncated to this many tokens.",
+    max_seq_length: Int = field(2048, "Sequences are truncated to this many tokens. For grpo it bounds "
+                                      "the prompt: longer prompts are left out (the job log counts "
+                                      "them), and completions add up to grpo.maxCompletionLength.",
                                 unit="tokens", gt=0)
     packing: Bool = field(False, "Pack several short examples into one sequence (with attention "
                                  "kept within each example: position ids restart at each, so no "
@@ -529,6 +532,9 @@ class FineTuneSpec(SpecModel):
                                  "add rewards: [{builtin: exact_match}] or a python or rewardModel reward")
         if self.method != "grpo" and self.rewards:
             raise SpecValueError(f"rewards only apply to method grpo (method is {self.method})")
+        if self.rewards and not any(reward.weight for reward in self.rewards):
+            raise SpecValueError("every reward has weight 0: the policy would have nothing to maximise",
+                                 "give at least one reward a non-zero weight")
         return self
 
     def batch_conflicts(self) -> list[BatchConflict]:

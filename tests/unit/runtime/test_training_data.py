@@ -155,3 +155,18 @@ def test_max_samples_trains_on_the_first_rows_of_the_split(tmp_path: Path) -> No
     other = prepared(dataset, weight=1.0).model_copy(update={"name": "other"})
     mixed = load_records([capped, other], "train", "sft", 0)
     assert len(mixed) == 5 + len(load_split(capped.location, "train"))  # mixing keeps the capped total
+
+
+def test_grpo_leaves_out_prompts_longer_than_max_seq_length(tiny_model: Path) -> None:
+    from reconciler.runtime.training_data import prompts_that_fit, to_record
+
+    tokenizer = loading.load_tokenizer(base_model(tiny_model))
+    rows = [{"prompt": "What color is a lime?", "reference": "green"},
+            {"prompt": "What color is a lime? " * 40, "reference": "green"}]
+    records = [to_record(row, "prompt", "grpo") for row in rows]
+    short = len(tokenizer.apply_chat_template(records[0]["prompt"], add_generation_prompt=True,
+                                              return_dict=True)["input_ids"])
+    kept, left_out = prompts_that_fit(records, tokenizer, short)
+    assert kept == records[:1] and left_out == 1
+    assert prompts_that_fit(records, tokenizer, short - 1) == ([], 2)
+    assert kept[0]["reference"] == "green"  # the rewards' column travels with the prompt
