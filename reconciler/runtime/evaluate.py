@@ -240,8 +240,11 @@ def run_evaluate(job: JobFile) -> Path:
         rows = rows[: spec.dataset.max_samples]
     examples = examples_from_rows(rows, dataset.schema_type)
     if not examples:
+        why = {"prompt": " (prompt rows are scored on their reference answers, and none has one)",
+               "binary-feedback": " (binary-feedback rows are scored on their good completions, and none "
+                                  "is labelled true)"}.get(dataset.schema_type, "")
         raise EvaluationError(
-            f"split '{spec.dataset.split}' of dataset '{dataset.name}' has no rows to score"
+            f"split '{spec.dataset.split}' of dataset '{dataset.name}' has no rows to score{why}"
         )
 
     from reconciler.runtime.lineage import open_run

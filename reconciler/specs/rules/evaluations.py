@@ -48,12 +48,14 @@ def evaluation_data_fits(ctx: RuleContext) -> Iterator[Problem]:
             continue
         schema_type = dataset.spec.data_schema.type
         for index, metric in enumerate(s.metrics):
-            if metric in GENERATION_METRICS and schema_type not in ("instruction", "chat"):
+            # prompt rows are scored on their reference answers (rows without one are skipped)
+            if metric in GENERATION_METRICS and schema_type not in ("instruction", "chat", "prompt"):
                 yield problem(spec, ERROR, "metric-needs-reference",
                               f"{metric} compares generated text with a reference answer, but "
                               f"Dataset '{s.dataset.name}' has schema type {schema_type}",
                               ("spec", "metrics", index),
-                              hint="use instruction or chat data, or only perplexity")
+                              hint="use instruction, chat or prompt data (with references), or only "
+                                   "perplexity")
         if dataset.spec.split.ratio(s.dataset.split) == 0:
             yield problem(spec, ERROR, "empty-split",
                           f"Dataset '{s.dataset.name}' puts no rows in its {s.dataset.split} split "
