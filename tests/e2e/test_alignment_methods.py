@@ -238,7 +238,8 @@ def _alignment_project(repo: Any) -> None:
                                         "    validation: 0.25\n    test: 0.0\n"),
         _spec("Dataset", "fruit-feedback", "  source: file://data/fruit-feedback.jsonl\n  schema:\n"
                                            "    type: binary-feedback\n" + whole),
-        _spec("FineTune", "fruit-rm", "  baseModel: tiny-llama\n  method: reward\n  datasets:\n"
+        # a LoRA reward model on the SFT model's full weights: it is scored on those weights
+        _spec("FineTune", "fruit-rm", "  fromFineTune: fruit-sft\n  method: reward\n  datasets:\n"
                                       "    - name: fruit-pairs\n" + short(LORA)),
         _spec("FineTune", "fruit-grpo", "  fromFineTune: fruit-sft\n  method: grpo\n  datasets:\n"
                                         "    - name: fruit-prompts\n  rewards:\n"
@@ -293,6 +294,10 @@ def test_alignment_methods_as_a_project_plan_apply_trace_and_serve(alignment_rep
     # lineage reaches the reward model's version and the SFT model's
     assert grpo.tags["tuneops.reward_model.fruit-rm"] == f"{registered('fruit-rm')}/1"
     assert grpo.tags["tuneops.started_from"] == f"{repo.model}/1"
+    grpo_job = json.loads(next((repo.root / ".tuneops").rglob("*fruit-grpo*.json")).read_text())
+    scorer = grpo_job["rewardModels"][0]
+    assert scorer["adapter"] and scorer["weights"] == client.get_model_version(repo.model, "1").tags[
+        "tuneops.output"]  # the adapter is loaded on the weights it was trained on, fruit-sft's
     accuracy = client.get_run(rm.run_id).data.metrics["final_reward_accuracy"]
     assert 0.0 <= accuracy <= 1.0
     rewards = client.get_metric_history(grpo.run_id, "rewards/word.score/mean")
