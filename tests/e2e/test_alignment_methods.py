@@ -263,6 +263,8 @@ def _alignment_project(repo: Any) -> None:
                   "  runtime: transformers\n"),
         ]
     (root / "alignment.yaml").write_text("---\n".join(documents))
+    with (root / "tuneops.yaml").open("a") as settings:  # independent jobs in pairs, one core each
+        settings.write("local:\n  maxParallel: 2\n")
     repo.commit("alignment methods")
 
 
