@@ -283,3 +283,23 @@ def evaluation_job(
         datasets=(dataset,),
         model=model,
     )
+
+
+def saved_activation_bytes(trainer: Any) -> float:
+    """Bytes of the tensors autograd keeps for the backward pass during `trainer.train()`, each
+    storage once and the parameters left out: what the planner's activations count."""
+    import torch
+
+    kept: dict[int, int] = {}
+    alive = []  # held, so that no storage is freed and its address reused while counting
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        alive.append(tensor)
+        storage = tensor.untyped_storage()
+        kept.setdefault(storage.data_ptr(), storage.nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        trainer.train()
+    parameters = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
+    return sum(size for pointer, size in kept.items() if pointer not in parameters)

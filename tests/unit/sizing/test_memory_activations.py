@@ -29,10 +29,10 @@ import pytest
 
 from reconciler.sizing import memory as planner
 from reconciler.sizing.activations import activation_bytes, kept_activation_bytes
-from tests.support.runtime_support import needs_training
+from tests.support.runtime_support import needs_training, saved_activation_bytes
 
 if TYPE_CHECKING:
-    import torch
+    pass
 
 pytestmark = [pytest.mark.slow, needs_training]
 
@@ -92,19 +92,7 @@ def _saved_bytes(model_dir: Path, spec_body: dict, length: int, micro_batch: int
                                      arguments, records, [])
     if not fp32_weights:  # as DeepSpeed runs the module, adapters included: all in 16 bits
         trainer.model.to(torch.bfloat16)
-    kept: dict[int, int] = {}
-    alive = []  # held, so that no storage is freed and its address reused while counting
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        alive.append(tensor)
-        storage = tensor.untyped_storage()
-        kept.setdefault(storage.data_ptr(), storage.nbytes())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        trainer.train()
-    parameters = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
-    return sum(size for pointer, size in kept.items() if pointer not in parameters)
+    return saved_activation_bytes(trainer)
 
 
 CASES = {

@@ -28,7 +28,7 @@ import pytest
 from reconciler.sizing import memory as planner
 from reconciler.sizing.activations import kept_activation_bytes
 from reconciler.sizing.methods import kv_cache_bytes, orpo_logits_bytes
-from tests.support.runtime_support import needs_training
+from tests.support.runtime_support import needs_training, saved_activation_bytes
 
 pytestmark = [pytest.mark.slow, needs_training]
 
@@ -124,24 +124,6 @@ def _batch_length(trainer, method: str) -> int:
     return batch["input_ids"].shape[1]
 
 
-def _saved_bytes(trainer) -> float:
-    import torch
-
-    kept: dict[int, int] = {}
-    alive = []
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        alive.append(tensor)
-        storage = tensor.untyped_storage()
-        kept.setdefault(storage.data_ptr(), storage.nbytes())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        trainer.train()
-    parameters = {p.untyped_storage().data_ptr() for p in trainer.model.parameters()}
-    return sum(size for pointer, size in kept.items() if pointer not in parameters)
-
-
 def _planned(model_dir: Path, method: str, adapter: dict, length: int, rows: int | None = None) -> float:
     """What the planner says the step keeps: its activations for the method's rows (with the
     CPU's dropout mask, which trl's disabled dropout does not keep anyway), autocast's 16-bit
@@ -165,7 +147,7 @@ def test_a_preference_step_keeps_what_the_planner_counts(models: dict[str, Path]
     for name, model_dir in models.items():
         trainer = _trainer(method, model_dir, ADAPTERS[adapter], tmp_path / name)
         lengths[name] = _batch_length(trainer, method)
-        measured[name] = _saved_bytes(trainer)
+        measured[name] = saved_activation_bytes(trainer)
         planned[name] = _planned(model_dir, method, ADAPTERS[adapter], lengths[name])
     assert lengths["tiny"] == lengths["tiny+1"]
     one_layer = planned["tiny+1"] - planned["tiny"]
