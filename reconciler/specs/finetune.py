@@ -170,7 +170,7 @@ class Reward(SpecModel):
               "`reference`, both normalised as the Evaluation's exact_match), `contains` (1 when the "
               "reference's words appear in it), `regex` (1 when `pattern` matches it), "
               "`length_penalty` (minus the completion's share of grpo.maxCompletionLength tokens), "
-              "`format_json` (1 when it parses as JSON).", example="exact_match")
+              "`format_json` (1 when it parses as a JSON object or array).", example="exact_match")
     python: Str | None = field(
         None, "`path/to/file.py:function`, relative to the spec's folder, in the spec repository: "
               "`function(prompts, completions, **columns) -> list[float]`, one score per completion. "
@@ -179,8 +179,8 @@ class Reward(SpecModel):
     reward_model: RewardModelRef | None = field(
         None, "A reward model trained by another FineTune (`method: reward`): its score of the "
               "prompt and completion.", example={"fineTune": "support-rm"})
-    weight: Float = field(1.0, "Factor of this reward in the sum the policy maximises.",
-                          allow_inf_nan=False)
+    weight: Float = field(1.0, "Factor of this reward in the sum the policy maximises (negative: a "
+                               "penalty).")
     pattern: Str | None = field(None, "For `builtin: regex`: the regular expression (Python syntax, "
                                       "searched anywhere in the completion).", example=r"^Answer: \w+")
 
