@@ -26,8 +26,8 @@ from reconciler.jobs.jobfile import JobFile, ModelVersionRef
 from reconciler.runtime.metrics import normalise_answer
 from reconciler.specs.finetune import FineTuneSpec, Reward
 
-# The column each GRPO record carries to say where it came from ("dataset:row"), for messages;
-# reward functions do not see it.
+# The column each GRPO record carries to say where it came from ("17 of support-prompts's train
+# split"), for messages; reward functions do not see it.
 ROW_COLUMN = "tuneops_row"
 # What trl passes besides the columns, which a reward function written to our contract ignores.
 _TRAINER_KEYWORDS = ("trainer_state", "log_extra", "log_metric", "completion_ids", "environments")
