@@ -222,3 +222,19 @@ def reward_model_starts_from_full_weights(ctx: RuleContext) -> Iterator[Problem]
                           value=source,
                           hint=f"use baseModel: (the base of '{source}'), or give '{source}' "
                                "adapter.type: none")
+
+
+@rule
+def reward_model_has_held_out_pairs(ctx: RuleContext) -> Iterator[Problem]:
+    """A reward model's accuracy is measured on its datasets' validation pairs: without any, it is
+    trained but nothing says how well it ranks."""
+    for spec, fine_tune in ctx.fine_tunes():
+        s = fine_tune.spec
+        datasets = [ctx.dataset(data.name) for data in s.datasets]
+        if s.method != "reward" or any(d is None for d in datasets):
+            continue
+        if not any(d is not None and d.spec.split.validation > 0 for d in datasets):
+            yield problem(spec, WARNING, "no-validation-data",
+                          "method reward records reward_accuracy on held-out pairs, and no dataset has a "
+                          "validation split", ("spec", "datasets"), key=True,
+                          hint="give a dataset split.validation > 0")

@@ -208,3 +208,10 @@ def test_a_job_refuses_a_combination_of_values_that_each_validated():
                                         "training": {"microBatchSize": 4}})
     with pytest.raises(FineTuneError, match=r"grpo.numGenerations \(8\) must divide .* = 4; set"):
         check_batch(spec)
+
+
+def test_a_reward_model_without_held_out_pairs_is_a_warning(tmp_path: Path):
+    whole = "      split:\n        train: 1.0\n        validation: 0.0\n        test: 0.0\n"
+    found = validated(tmp_path / "a", {"pairs.yaml": PAIRS.rstrip(" ") + whole})
+    assert "warning spec.datasets: method reward records reward_accuracy on held-out pairs" in texts(found)
+    assert "reward_accuracy" not in texts(validated(tmp_path / "b", {}))  # the default split has some
