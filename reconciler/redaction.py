@@ -24,10 +24,10 @@ SECRET_ENVIRONMENT = (
 )
 # Shorter values are masked inside URIs only: masking every "abc" in a log would hide the log.
 MIN_SECRET_LENGTH = 6
-# What only the reconcile daemon may hold: its webhook's secret and the spec repository's URL
-# (which may carry a token). The jobs and servers it starts never inherit them (a job's code
-# could print them).
-DAEMON_ONLY_VARIABLES = frozenset({"TUNEOPS_WEBHOOK_SECRET", "TUNEOPS_SPEC_REPO"})
+# What only the reconcile daemon may hold: its webhook's secret, its dashboard's token and the
+# spec repository's URL (which may carry a token). The jobs and servers it starts never inherit
+# them (a job's code could print them).
+DAEMON_ONLY_VARIABLES = frozenset({"TUNEOPS_WEBHOOK_SECRET", "TUNEOPS_SPEC_REPO", "TUNEOPS_UI_TOKEN"})
 # Query parameters that carry a credential: tokens, API keys, signed-URL signatures (S3, Azure).
 SECRET_QUERY_PARAMETERS = (
     "token", "access_token", "refresh_token", "id_token", "auth", "api_key", "apikey", "key",

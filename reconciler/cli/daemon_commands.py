@@ -30,8 +30,9 @@ from reconciler.cli.base import (
               help="Where the checkout lives; one daemon acts per folder. "
                    "Default: ~/.cache/tuneops/reconcile/<id>.")
 @click.option("--listen", metavar="HOST:PORT",
-              help="Serve /healthz, /readyz, /metrics and POST /hooks/git (HMAC secret in "
-                   "TUNEOPS_WEBHOOK_SECRET).")
+              help="Serve /healthz, /readyz, /metrics, POST /hooks/git (HMAC secret in "
+                   "TUNEOPS_WEBHOOK_SECRET) and the read-only dashboard at / (beyond loopback it needs "
+                   "the token in TUNEOPS_UI_TOKEN).")
 @click.option("--lease", metavar="NAME",
               help="Lead through this coordination.k8s.io Lease (in the namespace of the kubeconfig context "
                    "or service account) instead of a lock on the cache folder: for replicas in a cluster.")
@@ -74,9 +75,16 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
     secret = os.environ.get(WEBHOOK_SECRET_ENV)
     if address and not secret:
         click.echo(f"note: {WEBHOOK_SECRET_ENV} is not set: POST /hooks/git refuses every request", err=True)
+    from reconciler.redaction import remember_secret
+    from reconciler.ui.app import TOKEN_ENV, is_loopback
+
+    ui_token = os.environ.get(TOKEN_ENV) or None
+    remember_secret(ui_token)
+    if address and not ui_token and not is_loopback(address[0]):
+        click.echo(f"note: {TOKEN_ENV} is not set: the dashboard at / answers 401 beyond loopback", err=True)
     daemon = Daemon(DaemonConfig(repo=repo, cache_dir=cache_dir, branch=branch, path=spec_path,
                                  interval=interval, once=once, listen=address, lease=lease,
-                                 notify_url=notify_url, notify_style=notify_format,
+                                 notify_url=notify_url, notify_style=notify_format, ui_token=ui_token,
                                  webhook_secret=secret.encode() if secret else None),
                     say=lambda line: click.echo(line))
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop())

@@ -17,6 +17,7 @@ from reconciler.cli import (  # noqa: F401
     plan_commands,
     spec_commands,
     sweep_commands,
+    ui_commands,
 )
 from reconciler.cli.base import EXIT_INVALID, cli
 from reconciler.errors import TuneopsError

@@ -117,12 +117,14 @@ class RecentDeliveries:
 
 
 class Endpoints:
-    """The ASGI application: /healthz, /readyz, /metrics and POST /hooks/git."""
+    """The ASGI application: /healthz, /readyz, /metrics and POST /hooks/git; every other GET
+    goes to the dashboard (reconciler/ui), when one is given, which asks for its own token."""
 
     def __init__(self, *, ready: Callable[[], bool], metrics: Callable[[], tuple[bytes, str]],
-                 wake: Callable[[], None], secret: bytes | None, say: Say, refused: RefusalLog):
+                 wake: Callable[[], None], secret: bytes | None, say: Say, refused: RefusalLog,
+                 dashboard: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None):
         self.ready, self.metrics, self.wake, self.secret = ready, metrics, wake, secret
-        self.say, self.refused = say, refused
+        self.say, self.refused, self.dashboard = say, refused, dashboard
         self.deliveries = RecentDeliveries()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -136,6 +138,8 @@ class Endpoints:
             return await self._refuse(scope, send, 431, f"request line and headers over "
                                       f"{MAX_HEADER_BYTES // 1024} KiB")
         routes = {"/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/hooks/git": "POST"}
+        if path not in routes and self.dashboard is not None and method in ("GET", "HEAD"):
+            return await self.dashboard(scope, receive, send)
         if path not in routes:
             return await self._refuse(scope, send, 404, "not found")
         if method != routes[path]:

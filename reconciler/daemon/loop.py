@@ -63,6 +63,7 @@ class DaemonConfig:
     lease_duration: float = 15.0
     notify_url: str | None = None
     notify_style: str = "json"  # or "slack"
+    ui_token: str | None = None  # the dashboard's, required beyond loopback (TUNEOPS_UI_TOKEN)
 
     @property
     def checkout(self) -> Path:
@@ -283,12 +284,31 @@ class Daemon:
         refused = RefusalLog(self.say)
         endpoints = Endpoints(ready=lambda: self.state.ready, metrics=self.metrics.exposition,
                               wake=self.wake.set, secret=self.config.webhook_secret, say=self.say,
-                              refused=refused)
+                              refused=refused, dashboard=self._dashboard())
         try:
             self._http = HttpServer(self.config.listen, endpoints, self.say, refused)
         except ListenError as error:
             raise DaemonError(str(error)) from None
         self._http.start()
+
+
+    def _dashboard(self) -> Any:
+        """The dashboard at `/`, of the specs at the commit checked out, with the commits this
+        daemon applied last and works towards."""
+        from reconciler.project import Project
+        from reconciler.ui.app import Dashboard, is_loopback
+        from reconciler.ui.snapshot import SnapshotSource
+
+        def commits() -> dict[str, str]:
+            shown = {"last applied": (self.state.last_good or "nothing yet")[:12]}
+            if self._commit and self._commit != self.state.last_good:
+                shown["next"] = self._commit[:12] + (" (does not validate)" if self._commit in self.state.bad
+                                                     else "")
+            return shown
+
+        assert self.config.listen is not None
+        source = SnapshotSource(lambda: Project.load(self.config.spec_root), context=commits)
+        return Dashboard(source, loopback=is_loopback(self.config.listen[0]), token=self.config.ui_token)
 
 
 def _counts(plan: dict) -> str:

@@ -150,6 +150,10 @@ class ClientTrackingStore(ExperimentsByName):
     def end_run(self, run_id: str, status: str) -> None:
         self._call("end a run", lambda: self._client.set_terminated(run_id, status))
 
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        history = self._call("read a metric's history", lambda: self._client.get_metric_history(run_id, key))
+        return sorted((int(metric.step), float(metric.value)) for metric in history or ())
+
     def _call(self, what: str, call: Callable[[], T], *, missing: Collection[str] = ()) -> T | None:
         """One client call, retried like the REST store's; MLflow's exceptions become TrackingError."""
 

@@ -128,6 +128,19 @@ class RestTrackingStore(ExperimentsByName):
         self._call("POST", "runs/update", "end a run", body={"run_id": run_id, "status": status,
                                                              "end_time": _now_ms()})
 
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        points: list[tuple[int, float]] = []
+        token: str | None = None
+        while True:
+            query = {"run_id": run_id, "metric_key": key, "max_results": "25000"}
+            if token:
+                query["page_token"] = token
+            page = self._call("GET", "metrics/get-history", "read a metric's history", query=query)
+            points += [(int(m.get("step", 0)), float(m["value"])) for m in page.get("metrics", ())]
+            token = page.get("next_page_token")
+            if not token:
+                return sorted(points)
+
     # -- HTTP -------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, what: str, *, query: Mapping[str, str] | None = None,

@@ -38,6 +38,8 @@ class TrackingStore(Protocol):
                   metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None,
                   step: int = 0) -> None: ...
     def end_run(self, run_id: str, status: str) -> None: ...  # FINISHED | FAILED | KILLED
+    # The dashboard's curves: every logged value of one metric, as (step, value), by step.
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]: ...
 
 
 def open_store(tracking_uri: str) -> TrackingStore:

@@ -36,6 +36,8 @@ LAYERS = {
     "reconciler.project": 6,
     # Clients of the project façade: the daemon calls it in-process, as the command line does.
     "reconciler.daemon": 7,
+    # The dashboard: reads through the façade, served by `tuneops ui` and by the daemon.
+    "reconciler.ui": 7, "reconciler.ui.layout": 4, "reconciler.ui.charts": 0,
     "reconciler.cli": 8, "reconciler.__main__": 8, "reconciler.runtime": 8,
 }
 PURE = ("reconciler.specs", "reconciler.importers", "reconciler.graph", "reconciler.fingerprint",
@@ -44,7 +46,7 @@ PURE = ("reconciler.specs", "reconciler.importers", "reconciler.graph", "reconci
         "reconciler.sizing.memory", "reconciler.sizing.activations", "reconciler.sizing.strategy",
         "reconciler.sizing.throughput", "reconciler.sizing.estimates", "reconciler.state",
         "reconciler.status", "reconciler.plan.sweeps", "reconciler.sweeps.trials", "reconciler.sweeps.limits",
-        "reconciler.plan.costs", "reconciler.codeowners")
+        "reconciler.plan.costs", "reconciler.codeowners", "reconciler.ui.layout", "reconciler.ui.charts")
 IMPURE_LIBRARIES = ("mlflow", "kubernetes", "git", "torch", "transformers", "peft", "trl",
                     "deepspeed", "datasets", "jinja2")
 

@@ -383,3 +383,10 @@ def test_reading_a_server_does_not_import_mlflow(rest_world: World) -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_metrics_history_is_read_the_same_by_both_stores_in_step_order(world: World):
+    store = world.store()
+    assert store.metric_history(world.run_ids["sft-5"], "loss") == [(3, 2.0), (7, 5.5)]
+    assert store.metric_history(world.run_ids["sft-5"], "zero") == [(0, 0.0)]
+    assert store.metric_history(world.run_ids["sft-1"], "loss") == []  # never logged

@@ -1,0 +1,214 @@
+"""The dashboard's HTTP application (ASGI): read-only pages, their live fragments, the state as
+JSON, and two static files shipped in the package. Nothing is fetched from elsewhere.
+
+Served where people other than its owner may reach it, it asks for a token: bound to anything but
+loopback, every request needs `Authorization: Bearer <token>` or the cookie that opening
+`/?token=<token>` once sets. On loopback it refuses Host headers other than the loopback names,
+so a web page elsewhere cannot read it through DNS rebinding. It answers GET and HEAD only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlencode
+
+from reconciler.redaction import redact
+from reconciler.specs.base import ResourceId
+from reconciler.specs.kinds import KINDS
+from reconciler.ui.snapshot import SnapshotSource
+
+TOKEN_ENV = "TUNEOPS_UI_TOKEN"
+COOKIE = "tuneops_ui"
+MAX_RENDERS = 4  # pages rendered at once; more wait (the HTTP server bounds connections)
+SECURITY_HEADERS = [
+    (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
+                                 b"img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
+                                 b"form-action 'none'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cache-control", b"no-store"),
+]
+STATIC = {"/static/ui.css": ("ui.css", "text/css; charset=utf-8"),
+          "/static/ui.js": ("ui.js", "text/javascript; charset=utf-8")}
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def is_loopback(host: str) -> bool:
+    """An address only this machine can reach: 127.0.0.0/8, ::1 or localhost."""
+    if host.strip("[]") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class Dashboard:
+    """The ASGI application. `token` None on a non-loopback address refuses every page and says
+    how to set one; `loopback` turns on the Host check."""
+
+    def __init__(self, source: SnapshotSource, *, loopback: bool, token: str | None):
+        self.source, self.loopback, self.token = source, loopback, token
+        self._cookie = hmac.new(token.encode(), b"tuneops-ui-session", hashlib.sha256).hexdigest() \
+            if token else None
+        self._renders = asyncio.Semaphore(MAX_RENDERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            return await _text(send, 405, "the dashboard is read-only: GET only\n",
+                               [(b"allow", b"GET, HEAD")])
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        if self.loopback and _host_name(headers.get(b"host", b"")) not in LOOPBACK_NAMES:
+            return await _text(send, 403, "this dashboard answers only to localhost (a Host header of "
+                                          "another name is refused, against DNS rebinding)\n")
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        if not self.loopback:
+            refused = self._authorise(headers, query)
+            if refused is not None:
+                return await self._refuse_or_login(scope, send, refused, query)
+        path = scope["path"]
+        if path in STATIC:
+            name, content_type = STATIC[path]
+            body = resources.files("reconciler.ui").joinpath("static", name).read_bytes()
+            return await _answer(send, 200, body, content_type, head=scope["method"] == "HEAD",
+                                 extra=[(b"cache-control", b"max-age=300")])
+        page = await self._page(path, query)
+        if page is None:
+            return await _text(send, 404, "no such page: the graph is at /\n")
+        status, body, content_type = page
+        etag = b'"' + hashlib.sha256(body).hexdigest()[:20].encode() + b'"'
+        if headers.get(b"if-none-match") == etag:
+            return await _answer(send, 304, b"", content_type, extra=[(b"etag", etag)])
+        return await _answer(send, status, body, content_type, head=scope["method"] == "HEAD",
+                             extra=[(b"etag", etag)])
+
+    # -- pages -------------------------------------------------------------------------------
+
+    async def _page(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str] | None:
+        fragment = query.get("fragment") == ["main"]
+        html = "text/html; charset=utf-8"
+        async with self._renders:
+            if path == "/":
+                from reconciler.ui.graph_page import graph_main, graph_page
+
+                snapshot = await asyncio.to_thread(self.source.current)
+                render = graph_main if fragment else graph_page
+                return 200, (await asyncio.to_thread(render, snapshot)).encode(), html
+            if path == "/plan":
+                from reconciler.ui.plan_page import plan_main, plan_page
+
+                snapshot = await asyncio.to_thread(self.source.current)
+                render = plan_main if fragment else plan_page
+                return 200, (await asyncio.to_thread(render, snapshot)).encode(), html
+            if path == "/api/state":
+                snapshot = await asyncio.to_thread(self.source.current)
+                state = {"takenAt": snapshot.taken_at, "problem": snapshot.problem, "commit": snapshot.commit,
+                         "counts": snapshot.counts(), "nodes": [node.to_json() for node in snapshot.nodes]}
+                return 200, redact(json.dumps(state)).encode(), "application/json"
+            rid = _resource_of(path)
+            if rid is None:
+                return None
+            return await asyncio.to_thread(self._resource, rid, fragment)
+
+    def _resource(self, rid: ResourceId, fragment: bool) -> tuple[int, bytes, str]:
+        from reconciler.ui.page import esc, frame
+        from reconciler.ui.resource_page import resource_main
+
+        snapshot = self.source.current()
+        main = resource_main(snapshot, rid)
+        status = 200
+        if main is None:
+            known = "" if snapshot.nodes else " (nothing could be read: see the graph page)"
+            main = f'<h1>{esc(rid)}</h1><p class="problem">{esc(rid)} is not in this project{esc(known)}.</p>'
+            status = 404
+        return status, (main if fragment else frame(str(rid), main, active="")).encode(), \
+            "text/html; charset=utf-8"
+
+    # -- the token ---------------------------------------------------------------------------
+
+    def _authorise(self, headers: dict[bytes, bytes], query: dict[str, list[str]]) -> str | None:
+        """None when the request may read; else why not, in one line."""
+        if self.token is None:
+            return (f"this dashboard listens beyond loopback and no token is set: set {TOKEN_ENV} "
+                    "and open /?token=<it>")
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        if authorization.lower().startswith("bearer ") and \
+                hmac.compare_digest(authorization[7:].strip().encode(), self.token.encode()):
+            return None
+        cookie = _cookies(headers.get(b"cookie", b"")).get(COOKIE)
+        if cookie is not None and self._cookie is not None and \
+                hmac.compare_digest(cookie.encode(), self._cookie.encode()):
+            return None
+        if "token" in query:
+            return "login"
+        return (f"a token is required: send Authorization: Bearer <token>, or open /?token=<token> once "
+                f"(the token is {TOKEN_ENV} where the dashboard runs)")
+
+    async def _refuse_or_login(self, scope: Scope, send: Send, refused: str,
+                               query: dict[str, list[str]]) -> None:
+        given = query.get("token", [""])[0]
+        if refused == "login" and self.token and hmac.compare_digest(given.encode(), self.token.encode()):
+            rest = {key: values for key, values in query.items() if key != "token"}
+            target = scope["path"] + ("?" + urlencode(rest, doseq=True) if rest else "")
+            cookie = f"{COOKIE}={self._cookie}; Path=/; HttpOnly; SameSite=Strict"
+            return await _answer(send, 303, b"", "text/plain; charset=utf-8",
+                                 extra=[(b"location", target.encode()), (b"set-cookie", cookie.encode())])
+        why = refused if refused != "login" else "that token is not the dashboard's"
+        return await _text(send, 401, why + "\n", [(b"www-authenticate", b'Bearer realm="tuneops"')])
+
+
+def _resource_of(path: str) -> ResourceId | None:
+    parts = path.split("/")
+    if len(parts) != 4 or parts[1] != "resources":
+        return None
+    kind, name = unquote(parts[2]), unquote(parts[3])
+    return ResourceId(kind, name) if kind in KINDS and name and len(name) <= 300 else None
+
+
+def _host_name(host: bytes) -> str:
+    text = host.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        return text[: text.find("]") + 1]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def _cookies(header: bytes) -> dict[str, str]:
+    found = {}
+    for part in header.decode("latin-1").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name:
+            found[name] = value
+    return found
+
+
+async def _text(send: Send, status: int, text: str, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await _answer(send, status, text.encode(), "text/plain; charset=utf-8", extra=extra)
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: str, *, head: bool = False,
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode()),
+               *SECURITY_HEADERS]
+    for name, value in extra or ():
+        headers = [(n, v) for n, v in headers if n != name] + [(name, value)]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
