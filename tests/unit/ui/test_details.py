@@ -1,0 +1,45 @@
+"""What resource pages link to: the spec on its forge, the run in MLflow's UI, the lineage."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.ui.details import forge_link, lineage_of, mlflow_run_link
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.mark.parametrize("remote,expected", [
+    ("https://github.com/acme/specs.git", f"https://github.com/acme/specs/blob/{COMMIT}/specs/ft.yaml#L3"),
+    ("git@github.com:acme/specs.git", f"https://github.com/acme/specs/blob/{COMMIT}/specs/ft.yaml#L3"),
+    ("ssh://git@github.com/acme/specs", f"https://github.com/acme/specs/blob/{COMMIT}/specs/ft.yaml#L3"),
+    ("https://gitlab.com/acme/ml/specs.git",
+     f"https://gitlab.com/acme/ml/specs/-/blob/{COMMIT}/specs/ft.yaml#L3"),
+    ("https://bitbucket.org/acme/specs.git", f"https://bitbucket.org/acme/specs/src/{COMMIT}/specs/ft.yaml#lines-3"),
+    ("https://git.internal.example/acme/specs.git", None),  # an unknown forge: no guess
+    ("/srv/git/specs.git", None),
+    (None, None),
+])
+def test_a_spec_links_to_its_forge_at_the_commit_only_where_the_forge_is_known(remote, expected):
+    assert forge_link(remote, COMMIT, "specs/ft.yaml", 3) == expected
+
+
+def test_a_forge_link_never_carries_what_a_remote_hides():
+    assert forge_link("https://github.com/acme/specs.git", "not-a-commit", "a.yaml", 1) is None
+    link = forge_link("https://github.com/acme/specs.git", COMMIT, "my specs/a b.yaml", 1)
+    assert link.endswith("/my%20specs/a%20b.yaml#L1")
+
+
+def test_only_a_tracking_server_has_run_links_and_they_hold_no_credentials():
+    assert mlflow_run_link("sqlite:////tmp/mlflow.db", "1", "abc") is None
+    link = mlflow_run_link("https://bob:pa55word-long@mlflow.example.com/", "7", "abc")
+    assert link == "https://mlflow.example.com/#/experiments/7/runs/abc"
+
+
+def test_lineage_lists_commit_data_and_base_model_revision():
+    found = lineage_of({"tuneops.git.commit": COMMIT, "tuneops.git.dirty": "true",
+                        "tuneops.dataset.fruit-colors.digest": "sha256:aa",
+                        "tuneops.base_model.source": "hf://org/model", "tuneops.base_model.revision": "",
+                        "tuneops.fingerprint": "ff"})
+    assert found == {"commit": f"{COMMIT} (with uncommitted changes)", "dataset fruit-colors": "sha256:aa",
+                     "base model": "hf://org/model", "base revision": "unpinned", "fingerprint": "ff"}
