@@ -41,8 +41,8 @@ def line_chart(title: str, series: Sequence[Series], *, width: int = 560, height
     Each line says how many values it holds (`data-points`), for people and tests alike."""
     finite = [[(x, y) for x, y in s.points if math.isfinite(x) and math.isfinite(y)] for s in series]
     if not any(finite):
-        return (f'<figure class="chart empty"><figcaption>{escape(title)}</figcaption>'
-                '<p class="muted">nothing logged yet</p></figure>')
+        return (f'<figure class="chart empty" data-title="{escape(title)}">'
+                f'<figcaption>{escape(title)}</figcaption><p class="muted">nothing logged yet</p></figure>')
     left, right, top, bottom = 58, 12, 10, 34
     xs = [x for points in finite for x, _ in points]
     ys = [y for points in finite for _, y in points]
@@ -59,7 +59,7 @@ def line_chart(title: str, series: Sequence[Series], *, width: int = 560, height
         return (left + (x - x_low) / (x_high - x_low) * plot_w,
                 top + (y_high - y) / (y_high - y_low) * plot_h)
 
-    parts = [f'<figure class="chart"><figcaption>{escape(title)}</figcaption>',
+    parts = [f'<figure class="chart" data-title="{escape(title)}"><figcaption>{escape(title)}</figcaption>',
              f'<svg class="chart-svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
              f'role="img" aria-label="{escape(title)}">',
              f'<rect class="plot" x="{left}" y="{top}" width="{plot_w}" height="{plot_h}"/>']

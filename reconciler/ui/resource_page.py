@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from reconciler.plan.blocked import GateBlock
 from reconciler.plan.report import blocked_by_json
 from reconciler.specs.base import ResourceId
 from reconciler.ui import details
@@ -60,9 +61,12 @@ def _plan_section(snapshot: Snapshot, node: Node) -> str:
 
 
 def _blocked(blocked: dict[str, Any] | None) -> str:
-    """The gates that hold a Deployment back, each with the value it measured."""
-    if not blocked or blocked.get("kind") != "gates":
+    """The gates that hold a Deployment back, each with the value it measured (found through
+    the upstreams that are blocked by them too)."""
+    if not blocked:
         return ""
+    if blocked.get("kind") != GateBlock.kind:
+        return "".join(_blocked(upstream.get("blocked_by")) for upstream in blocked.get("upstreams", ()))
     rows = []
     for evaluation in blocked.get("evaluations", ()):
         for failure in evaluation.get("failures", ()):

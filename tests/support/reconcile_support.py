@@ -33,7 +33,8 @@ class SpecRepo:
         if own_model:
             with (root / "fine-tune.yaml").open("a") as spec:
                 spec.write(f"  register:\n    model: {self.model}\n")
-        settings = ["backend: local", "mlflow:", f"  experiment: tests-{uuid.uuid4().hex[:8]}"]
+        self.experiment = f"tests-{uuid.uuid4().hex[:8]}"
+        settings = ["backend: local", "mlflow:", f"  experiment: {self.experiment}"]
         if tracking_uri:
             settings.insert(2, f"  trackingUri: {tracking_uri}")
         (root / "tuneops.yaml").write_text("\n".join(settings) + "\n")
