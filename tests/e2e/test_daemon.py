@@ -97,7 +97,8 @@ def no_daemon_left_behind():
 
 
 class DaemonProcess:
-    def __init__(self, remote: Path, cache: Path, log: Path, *extra: str, env: dict[str, str] | None = None):
+    def __init__(self, remote: Path, cache: Path, log: Path, *extra: str, env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1"):
         self.port = free_port()
         self.log = log
         command = [
@@ -114,7 +115,7 @@ class DaemonProcess:
             "--cache-dir",
             str(cache),
             "--listen",
-            f"127.0.0.1:{self.port}",
+            f"{host}:{self.port}",
             *extra,
         ]
         STARTED.append(self)
@@ -125,9 +126,10 @@ class DaemonProcess:
             env={**os.environ, **CLI_ENV, "TUNEOPS_WEBHOOK_SECRET": SECRET, **(env or {})},
         )
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", headers=headers or {})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as answer:
+            with urllib.request.urlopen(request, timeout=30) as answer:
                 return answer.status, answer.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, error.read().decode()
@@ -196,6 +198,8 @@ def test_the_daemon_applies_pushes_skips_invalid_commits_and_survives_a_restart(
     # 1. The first commit is applied within an interval of the daemon starting.
     daemon.wait_for("first commit applied", lambda: daemon.synced(first))
     assert daemon.get("/readyz")[0] == 200
+    status, page = daemon.get("/")  # the dashboard, on loopback with no token
+    assert status == 200 and 'data-resource="Dataset/fruit-colors" data-phase="Ready"' in page, page[-2000:]
     built = author.plan()["Dataset/fruit-colors"]
     assert built["action"] == "noop"
     assert runs_of(mlflow_server.uri, author.experiment, built["fingerprint"]) == 1
@@ -317,17 +321,31 @@ def test_an_invalid_commit_leaves_the_model_serving(tmp_path: Path, mlflow_serve
     author = Author(tmp_path, mlflow_server.uri, spec_files=names)
     first = author.push("the quickstart")
     cache, log = tmp_path / "cache", tmp_path / "daemon.log"
-    daemon = DaemonProcess(author.remote, cache, log)
+    token = "dashboard-token-for-tests-0123"
+    # Listening on every address, as in a pod: the dashboard at / then asks for its token.
+    daemon = DaemonProcess(author.remote, cache, log, host="0.0.0.0", env={"TUNEOPS_UI_TOKEN": token})
     state = LocalBackend(cache / "checkout" / "specs" / ".tuneops")
+    bearer = {"Authorization": f"Bearer {token}"}
     try:
         daemon.wait_for("trained, evaluated and served", lambda: daemon.synced(first), timeout=600)
         (served,) = state.observe().servers
         assert served.phase == "serving"
+        assert daemon.get("/healthz")[0] == 200  # the kubelet's probes need no token
+        status, refused = daemon.get("/")
+        assert status == 401 and "Bearer" in refused and token not in refused
+        status, page = daemon.get("/", bearer)
+        assert status == 200, page
+        for resource in ("Dataset/fruit-colors", "FineTune/fruit-sft", "Deployment/fruit-bot"):
+            assert f'data-resource="{resource}" data-phase="Ready"' in page
+        assert f"last applied <code>{first[:12]}</code>" in page
+        assert token not in page and token not in log.read_text()
         author.edit("train: 0.8", "train: 8")
         bad = author.push("a typo")
         daemon.wait_for(
             "invalid commit skipped", lambda: f"commit {bad[:12]} does not validate" in log.read_text()
         )
+        daemon.wait_for("the plan page names the commit not applied", lambda: f"next <code>{bad[:12]} (does "
+                        "not validate)</code>" in daemon.get("/plan", bearer)[1], timeout=30)
         time.sleep(3)  # a few more ticks: still nothing applied
         (still,) = state.observe().servers
         assert (still.handle, still.model_version, still.phase) == (
