@@ -28,6 +28,7 @@ from reconciler.ui.snapshot import SnapshotSource
 TOKEN_ENV = "TUNEOPS_UI_TOKEN"
 COOKIE = "tuneops_ui"
 MAX_RENDERS = 4  # pages rendered at once; more wait (the HTTP server bounds connections)
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers together, as the daemon's endpoints allow
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
                                  b"img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
@@ -73,6 +74,11 @@ class Dashboard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        # h11 bounds a header block that arrives in pieces; one that comes in a single read is
+        # parsed whole, so its size is checked here.
+        header_bytes = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if len(scope.get("raw_path", b"")) + header_bytes > MAX_HEADER_BYTES:
+            return await _text(send, 431, f"request line and headers over {MAX_HEADER_BYTES // 1024} KiB\n")
         if scope["method"] not in ("GET", "HEAD"):
             return await _text(send, 405, "the dashboard is read-only: GET only\n",
                                [(b"allow", b"GET, HEAD")])
