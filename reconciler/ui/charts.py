@@ -35,7 +35,7 @@ def _thinned(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]
     return [points[round(i * stride)] for i in range(MAX_DRAWN)]
 
 
-def line_chart(title: str, series: Sequence[Series], *, width: int = 560, height: int = 220,
+def line_chart(title: str, series: Sequence[Series], *, width: int = 470, height: int = 210,
                x_label: str = "step") -> str:
     """One chart: a line per series over a shared step axis, min and max marked on both axes.
     Each line says how many values it holds (`data-points`), for people and tests alike."""
@@ -88,7 +88,7 @@ def line_chart(title: str, series: Sequence[Series], *, width: int = 560, height
     parts.append("</svg>")
     if len(series) > 1 or series[0].label:
         legend = "".join(f'<li class="series-{s.colour % 8}"><span class="swatch"></span>{escape(s.label)}'
-                         f' <span class="muted">({len(p)} values)</span></li>'
+                         f' <span class="muted">({len(p)} value{"" if len(p) == 1 else "s"})</span></li>'
                          for s, p in zip(series, finite, strict=True))
         parts.append(f'<ul class="legend">{legend}</ul>')
     parts.append("</figure>")

@@ -178,17 +178,20 @@ def resource_main(snapshot: Snapshot, rid: ResourceId) -> str | None:
     node = snapshot.by_id.get(rid)
     if node is None:
         return None
-    parts = [_header(node), status_line(snapshot), _plan_section(snapshot, node)]
-    if snapshot.planned is not None and rid.kind in ("FineTune", "Evaluation", "Dataset", "Deployment"):
+    parts = [_header(node), status_line(snapshot)]
+    runs: list[details.RunDetails] = []
+    problem = ""
+    if snapshot.planned is not None and rid.kind in ("FineTune", "Evaluation", "Dataset"):
         runs, problem = details.runs_of(snapshot.planned, rid)
-        if rid.kind == "FineTune":
-            parts.append(_curves(runs))
-        if rid.kind == "Evaluation":
-            parts.append(_gates_section(runs))
-        if rid.kind == "Deployment":
-            parts.append(_switches_section(snapshot, rid.name))
-        else:
-            parts.append(_runs_section(rid.kind, runs, problem))
+    if rid.kind == "FineTune":  # what people open a FineTune's page for comes first
+        parts.append(_curves(runs))
+    if rid.kind == "Evaluation":
+        parts.append(_gates_section(runs))
+    parts.append(_plan_section(snapshot, node))
+    if rid.kind == "Deployment" and snapshot.project is not None:
+        parts.append(_switches_section(snapshot, rid.name))
+    elif snapshot.planned is not None and rid.kind in ("FineTune", "Evaluation", "Dataset"):
+        parts.append(_runs_section(rid.kind, runs, problem))
     if snapshot.planned is not None:
         parts.append(_log_section(snapshot, node))
     parts.append(_spec_section(snapshot, rid))
