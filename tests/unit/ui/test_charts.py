@@ -42,4 +42,4 @@ def test_a_long_history_is_thinned_for_drawing_but_counted_whole():
     assert line.get("data-points") == "10000"
     drawn = line.get("points").split()
     assert len(drawn) == MAX_DRAWN
-    assert drawn[0].startswith("58.0,") and drawn[-1].startswith("548.0,")  # first and last steps kept
+    assert drawn[0].startswith("58.0,") and drawn[-1].startswith("458.0,")  # first and last steps kept
