@@ -126,7 +126,7 @@ def test_the_graph_shows_each_resource_with_its_phase_and_a_click_opens_the_fine
     points = browser.find_elements(By.CSS_SELECTOR, 'figure.chart[data-title="training loss"] circle.point')
     assert len(points) == int(loss[0].get_attribute("data-points"))
     page = browser.find_element(By.ID, "main").text
-    assert "fruit-sft/1" in page and "Ready" in page
+    assert f"{quickstart.model}/1" in page and "Ready" in page
     lineage = browser.find_element(By.CSS_SELECTOR, "#runs details")
     lineage.click()
     assert quickstart.git("rev-parse", "HEAD") in lineage.text  # the commit it was trained from

@@ -95,10 +95,12 @@ def test_installing_one_extra_after_another_breaks_nothing(resolved, first: str,
 
 
 def test_the_dev_extra_declares_what_the_tests_import():
-    """markdown-it-py (the plan's Markdown is parsed in tests) and the Kubernetes libraries."""
+    """markdown-it-py (the plan's Markdown is parsed in tests), the Kubernetes libraries, and
+    selenium (the dashboard's browser tests)."""
     from importlib.metadata import requires
 
     dev = [Requirement(text) for text in requires("tuneops") or ()]
     declared = {canonicalize_name(req.name) for req in dev
                 if req.marker is not None and req.marker.evaluate({"extra": "dev"})}
-    assert {"markdown-it-py", "kubernetes", "kubernetes-validate", "pytest", "hypothesis"} <= declared
+    wanted = {"markdown-it-py", "kubernetes", "kubernetes-validate", "pytest", "hypothesis", "selenium"}
+    assert wanted <= declared
