@@ -8,11 +8,13 @@ what runs now, stopping, and reading logs.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from reconciler.backends.base import BackendError
 from reconciler.backends.local.processes import (
@@ -143,13 +145,15 @@ class LocalBackend:
         return self._log_lines(log, kind, name, tail, follow)
 
     def _log_lines(self, log: Path, kind: str, name: str, tail: int | None, follow: bool) -> Iterator[str]:
-        with log.open("r", encoding="utf-8", errors="replace") as handle:
-            lines = handle.readlines()
-            yield from redact_lines(lines[-tail:] if tail else lines)
+        """The log's lines (only the last `tail`, read from the end: a log of gigabytes costs what
+        its tail does), then, with `follow`, each new line until the job or server ends."""
+        with log.open("rb") as handle:
+            lines = last_lines(handle, tail) if tail else handle.readlines()
+            yield from redact_lines(line.decode("utf-8", "replace") for line in lines)
             while follow:
                 line = handle.readline()
                 if line:
-                    yield redact(line)
+                    yield redact(line.decode("utf-8", "replace"))
                 elif self._running(kind, name):
                     time.sleep(0.5)
                 else:
@@ -188,3 +192,19 @@ class LocalBackend:
             attempts=row["attempts"], started_at=row["started_at"], finished_at=row["finished_at"],
             exit_code=row["exit_code"], message=redact(row["message"]), handle=f"pid {row['pid']}",
             log=row["log_path"])
+
+
+def last_lines(handle: BinaryIO, count: int, block: int = 64 * 1024,
+               max_bytes: int = 8 * 1024 * 1024) -> list[bytes]:
+    """The last `count` lines of a binary file, read backwards a block at a time (at most
+    `max_bytes` of them: a line longer than that is cut); the handle is left at the end, where
+    a follow goes on reading."""
+    end = handle.seek(0, os.SEEK_END)
+    position, buffer = end, b""
+    while position > 0 and buffer.count(b"\n") <= count and len(buffer) < max_bytes:
+        step = min(block, position)
+        position -= step
+        handle.seek(position)
+        buffer = handle.read(step) + buffer
+    handle.seek(end)
+    return buffer.splitlines(keepends=True)[-count:] if count > 0 else []
