@@ -92,7 +92,7 @@ class ClientTrackingStore(ExperimentsByName):
         return None if created is None else str(created)
 
     def search_runs(self, experiment_id: str, filter_string: str, *,
-                    page_size: int = 1000) -> list[RunRecord]:
+                    page_size: int = 1000, limit: int | None = None) -> list[RunRecord]:
         records: list[RunRecord] = []
         token: str | None = None
         while True:
@@ -101,8 +101,8 @@ class ClientTrackingStore(ExperimentsByName):
                 page_token=token))
             records += [_run_from_entity(run) for run in page]
             token = page.token
-            if not token:
-                return records
+            if not token or (limit is not None and len(records) >= limit):
+                return records[:limit]
 
     def get_alias(self, model: str, alias: str) -> str | None:
         try:

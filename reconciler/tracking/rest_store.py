@@ -61,7 +61,7 @@ class RestTrackingStore(ExperimentsByName):
         return None if created is None else str(created["experiment_id"])
 
     def search_runs(self, experiment_id: str, filter_string: str, *,
-                    page_size: int = 1000) -> list[RunRecord]:
+                    page_size: int = 1000, limit: int | None = None) -> list[RunRecord]:
         records: list[RunRecord] = []
         token: str | None = None
         while True:
@@ -72,8 +72,8 @@ class RestTrackingStore(ExperimentsByName):
             page = self._call("POST", "runs/search", "search runs", body=body)
             records += [_run_from_json(run) for run in page.get("runs", ())]
             token = page.get("next_page_token")
-            if not token:
-                return records
+            if not token or (limit is not None and len(records) >= limit):
+                return records[:limit]
 
     def get_alias(self, model: str, alias: str) -> str | None:
         # A missing model is 404 RESOURCE_DOES_NOT_EXIST, but a missing alias of an existing

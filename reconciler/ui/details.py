@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,8 @@ def runs_of(planned: Any, rid: ResourceId) -> tuple[list[RunDetails], str]:
         if experiment_id is None:
             return [], "nothing has been recorded in MLflow yet"
         records = store.search_runs(experiment_id, f"{tag_equals(tracking.TAG_KIND, rid.kind)} and "
-                                    f"{tag_equals(tracking.TAG_NAME, rid.name)}", page_size=MAX_RUNS)
+                                    f"{tag_equals(tracking.TAG_NAME, rid.name)}", page_size=MAX_RUNS,
+                                    limit=MAX_RUNS)
     except (TuneopsError, ValueError) as error:
         return [], redaction.redact(f"cannot read the runs: {error}")
     runs, problem = [], ""
@@ -156,7 +158,7 @@ def runs_of(planned: Any, rid: ResourceId) -> tuple[list[RunDetails], str]:
             for key in CURVES:
                 if key in record.metrics:
                     try:
-                        curves[key] = store.metric_history(record.run_id, key)
+                        curves[key] = _history(store, record, key)
                     except TuneopsError as error:
                         problem = redaction.redact(f"cannot read the curves: {error}")
         gates = _gates(tags.get(tracking.TAG_OUTPUT)) if rid.kind == "Evaluation" else []
@@ -164,6 +166,26 @@ def runs_of(planned: Any, rid: ResourceId) -> tuple[list[RunDetails], str]:
                                mlflow_run_link(project.tracking_uri, experiment_id, record.run_id),
                                curves, gates))
     return runs, problem
+
+
+_FINISHED_CURVES: OrderedDict[tuple[str, str, str], list[tuple[int, float]]] = OrderedDict()
+_FINISHED_CURVES_KEPT = 256
+_FINISHED = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+
+def _history(store: Any, record: RunRecord, key: str) -> list[tuple[int, float]]:
+    """A metric's history; a finished run's is read once (it cannot change), a running run's on
+    every refresh."""
+    cache_key = (store.uri, record.run_id, key)
+    if cache_key in _FINISHED_CURVES:
+        _FINISHED_CURVES.move_to_end(cache_key)
+        return _FINISHED_CURVES[cache_key]
+    points = store.metric_history(record.run_id, key)
+    if record.status in _FINISHED:
+        _FINISHED_CURVES[cache_key] = points
+        while len(_FINISHED_CURVES) > _FINISHED_CURVES_KEPT:
+            _FINISHED_CURVES.popitem(last=False)
+    return points
 
 
 def _gates(output: str | None) -> list[dict[str, Any]]:

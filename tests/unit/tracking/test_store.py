@@ -390,3 +390,10 @@ def test_a_metrics_history_is_read_the_same_by_both_stores_in_step_order(world: 
     assert store.metric_history(world.run_ids["sft-5"], "loss") == [(3, 2.0), (7, 5.5)]
     assert store.metric_history(world.run_ids["sft-5"], "zero") == [(0, 0.0)]
     assert store.metric_history(world.run_ids["sft-1"], "loss") == []  # never logged
+
+
+def test_a_search_can_stop_after_the_newest_few_runs(world: World):
+    store = world.store()
+    newest = store.search_runs(world.experiment_id, tag_equals(tracking.TAG_KIND, "FineTune"), page_size=10,
+                               limit=12)
+    assert [record.tags[tracking.TAG_NAME] for record in newest] == [f"sft-{i}" for i in range(24, 12, -1)]
