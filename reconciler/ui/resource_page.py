@@ -152,6 +152,22 @@ def _gates_section(runs: list[details.RunDetails]) -> str:
     return f'<section id="gates"><h2>Gates</h2>{"".join(blocks)}</section>' if blocks else ""
 
 
+def _trials_section(snapshot: Snapshot, rid: ResourceId) -> str:
+    """A Sweep's trials as the plan sees them: state, objective, parameters, and the FineTune
+    each one trained (its log: `tuneops logs FineTune/<it>`)."""
+    planned = snapshot.planned.plan.get(rid) if snapshot.planned is not None else None
+    view = planned.sweep if planned is not None else None
+    if view is None:
+        return ""
+    rows = [(esc(trial.number), esc(trial.stale or trial.state), esc(_number(trial.value)),
+             esc(trial.params_text()), esc(trial.model_version or ""),
+             f"<code>{esc(trial.record.fine_tune)}</code>")
+            for trial in view.trials]
+    headers = ("trial", "state", "objective", "parameters", "model version", "fine-tune")
+    return (f'<section id="trials"><h2>Trials</h2><p class="muted">{esc(view.summary())}</p>'
+            + table(headers, rows, "trials") + "</section>")
+
+
 def _switches_section(snapshot: Snapshot, name: str) -> str:
     switches, problem = details.switches_of(snapshot.project, name)
     rows = [(when(switch.at), esc(switch.previous or "nothing"), esc(switch.version or "stopped"),
@@ -187,6 +203,8 @@ def resource_main(snapshot: Snapshot, rid: ResourceId) -> str | None:
         parts.append(_curves(runs))
     if rid.kind == "Evaluation":
         parts.append(_gates_section(runs))
+    if rid.kind == "Sweep":
+        parts.append(_trials_section(snapshot, rid))
     parts.append(_plan_section(snapshot, node))
     if rid.kind == "Deployment" and snapshot.project is not None:
         parts.append(_switches_section(snapshot, rid.name))
