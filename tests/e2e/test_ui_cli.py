@@ -100,3 +100,22 @@ def test_mistakes_are_refused_in_one_line(valid_repo: Path, tmp_path: Path):
         taken.listen(1)
         result = run_tuneops("ui", str(valid_repo), "--listen", f"127.0.0.1:{taken.getsockname()[1]}")
     assert result.exit_code == 1 and "cannot listen on" in result.stderr and "Traceback" not in result.output
+
+
+def test_the_wheel_carries_the_dashboards_files_and_they_fetch_nothing_from_elsewhere(tmp_path: Path):
+    """The page works offline from the wheel: its script and stylesheet ship inside it, and
+    neither names a URL of another host (no CDN, no web font)."""
+    import re
+    import zipfile
+
+    from tests.conftest import REPO_ROOT
+
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("tuneops-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        for name in ("ui.js", "ui.css"):
+            text = archive.read(f"reconciler/ui/static/{name}").decode()
+            assert not re.search(r"(https?:)?//[\w.-]+\.\w+/", text), name
+            assert "@import" not in text and "url(" not in text, name
