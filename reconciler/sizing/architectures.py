@@ -63,15 +63,20 @@ def fetched_config_path(repo: str, revision: str) -> Path:
     return cache / repo.replace("/", "--") / f"{revision}.json"
 
 
+# What this process fetched, by (endpoint, repository, revision, with a token): a plan asks once
+# per BaseModel, and the daemon and the dashboard plan every few seconds. An answer is kept for
+# FETCHED_KEPT_S, a failure (the Hub unreachable, as offline) for FAILURE_KEPT_S.
+FETCHED_KEPT_S = 600.0
+FAILURE_KEPT_S = 60.0
+_fetched: dict[tuple[str, str, str | None, bool], tuple[float, dict | None]] = {}
+
+
 def fetch_config(repo: str, revision: str | None) -> dict | None:
     """config.json of a Hub model at a revision; None when the Hub cannot be reached, refuses
     (a gated model without HF_TOKEN) or has no such file. Kept on disk only for a pinned commit,
-    which cannot change."""
-    import urllib.error
-    import urllib.request
-    from urllib.parse import quote
+    which cannot change; what the Hub answered is remembered in this process for a while."""
+    import time
 
-    from reconciler.fileio import write_text_atomic
     from reconciler.specs.sources import is_pinned_hf_revision
 
     pinned = revision is not None and is_pinned_hf_revision(revision)
@@ -81,6 +86,24 @@ def fetch_config(repo: str, revision: str | None) -> dict | None:
             return json.loads(cached.read_text())
         except (OSError, ValueError):
             pass
+    key = (hub_endpoint(), repo, revision, bool(os.environ.get("HF_TOKEN")))
+    remembered = _fetched.get(key)
+    if remembered is not None:
+        at, config = remembered
+        if time.monotonic() - at < (FETCHED_KEPT_S if config is not None else FAILURE_KEPT_S):
+            return config
+    config = _fetch_from_hub(repo, revision, cached)
+    _fetched[key] = (time.monotonic(), config)
+    return config
+
+
+def _fetch_from_hub(repo: str, revision: str | None, cached: Path | None) -> dict | None:
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    from reconciler.fileio import write_text_atomic
+
     url = f"{hub_endpoint()}/{quote(repo)}/resolve/{quote(revision or 'main', safe='')}/config.json"
     headers = {"User-Agent": "tuneops"}
     if os.environ.get("HF_TOKEN"):

@@ -121,3 +121,39 @@ def test_plan_checks_a_hub_model_that_validate_cannot(tmp_path: Path) -> None:
     assert result.exit_code == 1, result.output
     assert "fine-tune.yaml:11:" in result.output and "did you mean 'q_proj'?" in result.output
     assert "nothing was planned" in result.output
+
+
+def test_a_process_asks_the_hub_once_for_the_same_config_even_when_the_answer_was_a_refusal(
+        tmp_path: Path, monkeypatch) -> None:
+    """The daemon and the dashboard plan every few seconds: a config the Hub gave, or refused,
+    is not asked for again on each plan (unpinned revisions are kept on no disk)."""
+    import http.server
+    import threading
+
+    from reconciler.sizing.architectures import fetch_config
+
+    asked: list[str] = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            found = self.path.startswith("/org/model/")
+            body = json.dumps({"model_type": "llama"}).encode() if found else b"{}"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        assert [fetch_config("org/model", "main") for _ in range(3)] == [{"model_type": "llama"}] * 3
+        assert [fetch_config("org/gated", "main") for _ in range(3)] == [None] * 3
+        assert asked == ["/org/model/resolve/main/config.json", "/org/gated/resolve/main/config.json"]
+    finally:
+        server.shutdown()
