@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 MASK = "***"
@@ -51,12 +51,23 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
     """`text` with every credential it holds masked: user-info of URIs, secret query parameters,
     and the values of secret environment variables and of credentials seen in a tracking URI or
     Git remote (see `remember_credentials_of`)."""
-    if not text:
-        return text
-    for value in sorted(_secret_values(environ), key=len, reverse=True):
-        text = text.replace(value, MASK)
-    text = _USER_INFO.sub(_masked_user_info, text)
-    return _SECRET_QUERY.sub(lambda found: found["name"] + MASK, text)
+    return redactor(environ)(text) if text else text
+
+
+def redactor(environ: Mapping[str, str] | None = None) -> Callable[[str], str]:
+    """`redact` with the secret values looked up once, for code that masks thousands of short
+    texts in a row (a dashboard page): the lookup, not the masking, is what each call costs."""
+    values = sorted(_secret_values(environ), key=len, reverse=True)
+
+    def masked(text: str) -> str:
+        if not text:
+            return text
+        for value in values:
+            text = text.replace(value, MASK)
+        text = _USER_INFO.sub(_masked_user_info, text)
+        return _SECRET_QUERY.sub(lambda found: found["name"] + MASK, text)
+
+    return masked
 
 
 def redact_lines(lines: Iterable[str]) -> Iterator[str]:

@@ -10,11 +10,13 @@ so a web page elsewhere cannot read it through DNS rebinding. It answers GET and
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import hmac
 import ipaddress
 import json
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -23,11 +25,14 @@ from urllib.parse import parse_qs, unquote, urlencode
 from reconciler.redaction import redact
 from reconciler.specs.base import ResourceId
 from reconciler.specs.kinds import KINDS
+from reconciler.ui.page import rendered
 from reconciler.ui.snapshot import SnapshotSource
 
 TOKEN_ENV = "TUNEOPS_UI_TOKEN"
 COOKIE = "tuneops_ui"
 MAX_RENDERS = 4  # pages rendered at once; more wait (the HTTP server bounds connections)
+GZIP_ABOVE = 2048  # bytes: smaller answers are sent as they are
+COMPRESSED_KEPT = 16  # compressed versions kept, by ETag
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers together, as the daemon's endpoints allow
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -70,6 +75,7 @@ class Dashboard:
         self._cookie = hmac.new(token.encode(), b"tuneops-ui-session", hashlib.sha256).hexdigest() \
             if token else None
         self._renders = asyncio.Semaphore(MAX_RENDERS)
+        self._compressed: OrderedDict[bytes, bytes] = OrderedDict()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,45 +103,62 @@ class Dashboard:
             body = resources.files("reconciler.ui").joinpath("static", name).read_bytes()
             return await _answer(send, 200, body, content_type, head=scope["method"] == "HEAD",
                                  extra=[(b"cache-control", b"max-age=300")])
-        page = await self._page(path, query)
+        page = await self._page(path, query, headers.get(b"if-none-match"))
         if page is None:
             return await _text(send, 404, "no such page: the graph is at /\n")
-        status, body, content_type = page
-        etag = b'"' + hashlib.sha256(body).hexdigest()[:20].encode() + b'"'
-        if headers.get(b"if-none-match") == etag:
+        status, body, content_type, etag = page
+        if etag is None:
+            etag = b'"' + hashlib.sha256(body).hexdigest()[:24].encode() + b'"'
+        if status == 200 and headers.get(b"if-none-match") == etag:
             return await _answer(send, 304, b"", content_type, extra=[(b"etag", etag)])
-        return await _answer(send, status, body, content_type, head=scope["method"] == "HEAD",
-                             extra=[(b"etag", etag)])
+        extra = [(b"etag", etag), (b"vary", b"accept-encoding")]
+        if len(body) >= GZIP_ABOVE and b"gzip" in headers.get(b"accept-encoding", b""):
+            body = self._gzipped(etag, body)
+            extra.append((b"content-encoding", b"gzip"))
+        return await _answer(send, status, body, content_type, head=scope["method"] == "HEAD", extra=extra)
+
+    def _gzipped(self, etag: bytes, body: bytes) -> bytes:
+        """The body compressed, once per version: every open page polls the same one."""
+        if etag not in self._compressed:
+            self._compressed[etag] = gzip.compress(body, compresslevel=5)
+            while len(self._compressed) > COMPRESSED_KEPT:
+                self._compressed.popitem(last=False)
+        return self._compressed[etag]
 
     # -- pages -------------------------------------------------------------------------------
 
-    async def _page(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes, str] | None:
+    async def _page(self, path: str, query: dict[str, list[str]], known: bytes | None
+                    ) -> tuple[int, bytes, str, bytes | None] | None:
+        """(status, body, content type, ETag or None to hash the body). The graph and the plan
+        are versions of the snapshot: a poll that has the current one is answered before any
+        rendering (with an empty body, which the caller turns into 304)."""
         fragment = query.get("fragment") == ["main"]
         html = "text/html; charset=utf-8"
         async with self._renders:
-            if path == "/":
+            if path in ("/", "/plan"):
                 from reconciler.ui.graph_page import graph_main, graph_page
-
-                snapshot = await asyncio.to_thread(self.source.current)
-                render = graph_main if fragment else graph_page
-                return 200, (await asyncio.to_thread(render, snapshot)).encode(), html
-            if path == "/plan":
                 from reconciler.ui.plan_page import plan_main, plan_page
 
                 snapshot = await asyncio.to_thread(self.source.current)
-                render = plan_main if fragment else plan_page
-                return 200, (await asyncio.to_thread(render, snapshot)).encode(), html
+                page = "plan" if path == "/plan" else "graph"
+                etag = f'"{snapshot.digest}-{page}-{int(fragment)}"'.encode()
+                if known == etag:
+                    return 200, b"", html, etag
+                pages = {"/": (graph_page, graph_main), "/plan": (plan_page, plan_main)}
+                render = pages[path][1 if fragment else 0]
+                return 200, (await asyncio.to_thread(rendered, render, snapshot)).encode(), html, etag
             if path == "/api/state":
                 snapshot = await asyncio.to_thread(self.source.current)
-                state = {"takenAt": snapshot.taken_at, "problem": snapshot.problem, "commit": snapshot.commit,
+                state = {"takenAt": snapshot.taken_at, "changedAt": snapshot.changed_at,
+                         "problem": snapshot.problem, "commit": snapshot.commit,
                          "counts": snapshot.counts(), "nodes": [node.to_json() for node in snapshot.nodes]}
-                return 200, redact(json.dumps(state)).encode(), "application/json"
+                return 200, redact(json.dumps(state)).encode(), "application/json", None
             rid = _resource_of(path)
             if rid is None:
                 return None
-            return await asyncio.to_thread(self._resource, rid, fragment)
+            return await asyncio.to_thread(rendered, self._resource, rid, fragment)
 
-    def _resource(self, rid: ResourceId, fragment: bool) -> tuple[int, bytes, str]:
+    def _resource(self, rid: ResourceId, fragment: bool) -> tuple[int, bytes, str, None]:
         from reconciler.ui.page import esc, frame
         from reconciler.ui.resource_page import resource_main
 
@@ -147,7 +170,7 @@ class Dashboard:
             main = f'<h1>{esc(rid)}</h1><p class="problem">{esc(rid)} is not in this project{esc(known)}.</p>'
             status = 404
         return status, (main if fragment else frame(str(rid), main, active="")).encode(), \
-            "text/html; charset=utf-8"
+            "text/html; charset=utf-8", None
 
     # -- the token ---------------------------------------------------------------------------
 

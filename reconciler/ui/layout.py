@@ -64,11 +64,11 @@ def lay_out(order: tuple[ResourceId, ...], depends_on: Mapping[ResourceId, tuple
     lanes: list[Lane] = []
     top = MARGIN
     width = 0
+    lanes_of: dict[str | None, dict[int, list[ResourceId]]] = {team: {} for team in teams}
+    for rid in order:
+        lanes_of[team_of(rid.name)].setdefault(column[rid], []).append(rid)
     for team in teams:
-        members = [rid for rid in order if team_of(rid.name) == team]
-        by_column: dict[int, list[ResourceId]] = {}
-        for rid in members:
-            by_column.setdefault(column[rid], []).append(rid)
+        by_column = lanes_of[team]
         header = LANE_GAP if team is not None or len(teams) > 1 else 0  # room for the lane's name
         row: dict[ResourceId, float] = {}
         for index in sorted(by_column):

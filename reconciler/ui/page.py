@@ -5,20 +5,36 @@ script is /static/ui.js, which swaps the live region in place."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from html import escape
+from typing import TypeVar
 from urllib.parse import quote
 
-from reconciler.redaction import redact
+from reconciler.redaction import redact, redactor
 from reconciler.specs.base import ResourceId
 
 PHASE_CLASS = {"Ready": "ready", "Running": "running", "Pending": "pending", "Failed": "failed",
                "Blocked": "blocked", "Suspended": "suspended"}
 
 
+T = TypeVar("T")
+# The masking of the page being rendered: its secret values looked up once, not per value.
+_masking: ContextVar[Callable[[str], str] | None] = ContextVar("tuneops_ui_masking", default=None)
+
+
 def esc(value: object) -> str:
     """Text for HTML, credentials masked: every value a page shows goes through here."""
-    return escape(redact(str(value)), quote=True)
+    return escape((_masking.get() or redact)(str(value)), quote=True)
+
+
+def rendered(render: Callable[..., T], *args: object) -> T:
+    """A page rendered with one lookup of the secret values for all of its thousands of values."""
+    token = _masking.set(redactor())
+    try:
+        return render(*args)
+    finally:
+        _masking.reset(token)
 
 
 def resource_href(rid: ResourceId) -> str:
@@ -90,7 +106,7 @@ def status_line(snapshot: object) -> str:
         parts.append(f'commit <code class="commit">{esc(snapshot.commit[:12])}</code>{esc(dirty)}')
     for label, value in snapshot.context.items():
         parts.append(f'{esc(label)} <code>{esc(value)}</code>')
-    parts.append(f"read {when(snapshot.taken_at)}")
+    parts.append(f"unchanged since {when(snapshot.changed_at)}")
     line = f'<p class="source">{" · ".join(parts)}</p>'
     if snapshot.problem:
         line += f'<div class="problem" role="alert"><pre>{esc(snapshot.problem)}</pre></div>'

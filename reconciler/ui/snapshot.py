@@ -8,11 +8,13 @@ few seconds however many browsers poll, and never twice at a time.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from reconciler.errors import TuneopsError
@@ -25,6 +27,7 @@ from reconciler.status import status_rows
 REFRESH_S = 2.0  # a snapshot older than this is read again when a page or a poll asks
 IDLE_AFTER = 3  # refresh periods without a reader: the next one waits for fresh numbers...
 WAIT_AFTER_IDLE_S = 15.0  # ...for at most this long, then gets the old ones
+READS_AT_MOST = 3  # a read is followed by at least twice its time without one (a third of a CPU)
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,23 @@ class Snapshot:
     remote: str | None = None
     problem: str = ""
     context: Mapping[str, str] = field(default_factory=dict)  # the daemon's: last applied, next
+    changed_at: float = 0.0  # when a read first saw what this one sees (its taken_at when new)
 
-    @property
+    @cached_property
     def by_id(self) -> dict[ResourceId, Node]:
         return {node.resource: node for node in self.nodes}
+
+    def shows(self) -> str:
+        """What the graph and plan pages show of this snapshot, as a digest: two reads that
+        show the same answer a poll with 304, before anything is rendered."""
+        warnings = self.planned.plan.warnings if self.planned is not None else ()
+        shown = repr((self.nodes, self.problem, self.commit, self.dirty, sorted(self.context.items()),
+                      tuple(warnings)))
+        return hashlib.sha256(shown.encode()).hexdigest()[:24]
+
+    @cached_property
+    def digest(self) -> str:
+        return hashlib.sha256(f"{self.shows()}@{self.changed_at}".encode()).hexdigest()[:24]
 
     def counts(self) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -114,6 +130,7 @@ class SnapshotSource:
                  context: Callable[[], Mapping[str, str]] = dict):
         self.load, self.refresh, self.context = load, refresh, context
         self._snapshot: Snapshot | None = None
+        self._read_s = 0.0  # how long the last read took
         self._lock = threading.Lock()
         self._reading: threading.Thread | None = None
         self._first = threading.Event()
@@ -121,20 +138,24 @@ class SnapshotSource:
     def current(self) -> Snapshot:
         with self._lock:
             age = time.time() - self._snapshot.taken_at if self._snapshot is not None else math.inf
-            if age >= self.refresh and (self._reading is None or not self._reading.is_alive()):
+            # A project that takes long to read is read less often: at most a third of the time.
+            period = max(self.refresh, READS_AT_MOST * self._read_s)
+            if age >= period and (self._reading is None or not self._reading.is_alive()):
                 self._reading = threading.Thread(target=self._read, daemon=True, name="tuneops-ui-read")
                 self._reading.start()
             reading = self._reading
         self._first.wait()
-        if age >= IDLE_AFTER * self.refresh and reading is not None:
+        if age >= IDLE_AFTER * period and reading is not None:
             reading.join(WAIT_AFTER_IDLE_S)  # nobody looked for a while: the old numbers would mislead
         assert self._snapshot is not None
         return self._snapshot
 
     def _read(self) -> None:
+        started = time.monotonic()
         try:
             self._snapshot = read_snapshot(self.load, self._snapshot, dict(self.context()))
         finally:
+            self._read_s = time.monotonic() - started
             self._first.set()
 
 
@@ -151,11 +172,18 @@ def read_snapshot(load: ProjectLoader, previous: Snapshot | None, context: Mappi
         planned = project.plan()
         origin = git_origin(project.root)
         nodes = nodes_of(planned.plan, planned.state, now)
-        return Snapshot(nodes, now, project, planned, origin.commit, origin.dirty, origin.repo, "", context)
+        read = Snapshot(nodes, now, project, planned, origin.commit, origin.dirty, origin.repo, "", context)
     except TuneopsError as error:
-        problem = redaction.redact(_problem_text(error))
+        read = _failed(previous, now, redaction.redact(_problem_text(error)), context)
     except Exception as error:  # noqa: BLE001 - a bug in reading must not take the dashboard down
-        problem = redaction.redact(f"internal error: {type(error).__name__}: {error}")
+        read = _failed(previous, now, redaction.redact(f"internal error: {type(error).__name__}: {error}"),
+                       context)
+    same = previous is not None and previous.shows() == read.shows()
+    return replace(read, changed_at=previous.changed_at if same and previous else now)
+
+
+def _failed(previous: Snapshot | None, now: float, problem: str, context: Mapping[str, str]) -> Snapshot:
+    """A read that failed keeps the previous nodes and says why."""
     if previous is None:
         return Snapshot((), now, problem=problem, context=context)
     return Snapshot(previous.nodes, now, previous.project, previous.planned, previous.commit, previous.dirty,

@@ -11,8 +11,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.support.reconcile_support import CLI_ENV, SpecRepo
 from tests.support.runtime_support import free_port, needs_training
 
 pytestmark = [needs_training, pytest.mark.slow, pytest.mark.browser]
+T = TypeVar("T")
 
 
 class DashboardProcess:
@@ -85,10 +87,26 @@ def browser() -> Iterator:
 
 
 def phases(driver) -> dict[str, str]:
-    from selenium.webdriver.common.by import By
+    """Each node's phase, read in one script: the page swaps its nodes while it is read."""
+    return driver.execute_script(
+        "const found = {};"
+        "document.querySelectorAll('svg.graph g.node').forEach("
+        "  node => { found[node.getAttribute('data-resource')] = node.getAttribute('data-phase'); });"
+        "return found;")
 
-    return {node.get_attribute("data-resource"): node.get_attribute("data-phase")
-            for node in driver.find_elements(By.CSS_SELECTOR, "svg.graph g.node")}
+
+def steady(driver, read: Callable[[], T], what: str) -> T:
+    """What `read` finds, read again when the page swapped its region mid-read (it refreshes in
+    place), until it finds something."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def attempt() -> T | None:
+        try:
+            return read()
+        except StaleElementReferenceException:
+            return None
+
+    return wait_for(driver, attempt, what=what)
 
 
 def logged_losses(repo: SpecRepo, tracking_uri: str) -> int:
@@ -111,8 +129,9 @@ def test_the_graph_shows_each_resource_with_its_phase_and_a_click_opens_the_fine
     assert phases(browser) == {"Dataset/fruit-colors": "Ready", "BaseModel/tiny-llama": "Ready",
                                "FineTune/fruit-sft": "Ready", "Evaluation/fruit-sft-quality": "Ready",
                                "Deployment/fruit-bot": "Ready"}
-    edges = {(edge.get_attribute("data-from"), edge.get_attribute("data-to"))
-             for edge in browser.find_elements(By.CSS_SELECTOR, "svg.graph path.edge")}
+    edges = steady(browser, lambda: {(edge.get_attribute("data-from"), edge.get_attribute("data-to"))
+                                     for edge in browser.find_elements(By.CSS_SELECTOR, "path.edge")},
+                   what="the edges")
     assert ("FineTune/fruit-sft", "Deployment/fruit-bot") in edges
     assert ("Dataset/fruit-colors", "FineTune/fruit-sft") in edges
     save_screenshot(browser, "dashboard-graph")
@@ -120,17 +139,26 @@ def test_the_graph_shows_each_resource_with_its_phase_and_a_click_opens_the_fine
     browser.find_element(By.CSS_SELECTOR, 'g.node[data-resource="FineTune/fruit-sft"]').click()
     wait_for(browser, lambda: browser.current_url.endswith("/resources/FineTune/fruit-sft"),
              what="the FineTune's page opened")
-    loss = wait_for(browser, lambda: browser.find_elements(
-        By.CSS_SELECTOR, 'figure.chart[data-title="training loss"] polyline.line'), what="a loss curve")
-    assert int(loss[0].get_attribute("data-points")) == logged_losses(quickstart, mlflow_server.uri) > 10
-    points = browser.find_elements(By.CSS_SELECTOR, 'figure.chart[data-title="training loss"] circle.point')
-    assert len(points) == int(loss[0].get_attribute("data-points"))
-    page = browser.find_element(By.ID, "main").text
+    chart = 'figure.chart[data-title="training loss"]'
+
+    def curve() -> tuple[int, int] | None:
+        lines = browser.find_elements(By.CSS_SELECTOR, f"{chart} polyline.line")
+        dots = browser.find_elements(By.CSS_SELECTOR, f"{chart} circle.point")
+        return (int(lines[0].get_attribute("data-points")), len(dots)) if lines else None
+
+    counted, drawn = steady(browser, curve, what="a loss curve")
+    assert counted == drawn == logged_losses(quickstart, mlflow_server.uri) > 10
+    page = steady(browser, lambda: browser.find_element(By.ID, "main").text, what="the page's text")
     assert f"{quickstart.model}/1" in page and "Ready" in page
-    lineage = browser.find_element(By.CSS_SELECTOR, "#runs details")
-    lineage.click()
-    assert quickstart.git("rev-parse", "HEAD") in lineage.text  # the commit it was trained from
-    assert "dataset fruit-colors" in lineage.text and "sha256:" in lineage.text
+
+    def lineage() -> str:
+        details = browser.find_element(By.CSS_SELECTOR, "#runs details")
+        details.click()
+        return details.text
+
+    shown = steady(browser, lineage, what="a run's lineage")
+    assert quickstart.git("rev-parse", "HEAD") in shown  # the commit it was trained from
+    assert "dataset fruit-colors" in shown and "sha256:" in shown
     save_screenshot(browser, "dashboard-fine-tune")
 
 
@@ -147,9 +175,12 @@ def test_a_blocked_deployment_shows_the_failing_gate_and_its_value(
     wait_for(browser, lambda: phases(browser).get("Deployment/fruit-bot") == "Blocked",
              what="the Deployment shown Blocked")
     browser.find_element(By.CSS_SELECTOR, 'g.node[data-resource="Deployment/fruit-bot"]').click()
-    failing = wait_for(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "table.failing tbody tr"),
-                       what="the failing gates on the Deployment's page")
-    cells = [cell.text for cell in failing[0].find_elements(By.TAG_NAME, "td")]
+
+    def first_failing_gate() -> list[str] | None:
+        rows = browser.find_elements(By.CSS_SELECTOR, "table.failing tbody tr")
+        return [cell.text for cell in rows[0].find_elements(By.TAG_NAME, "td")] if rows else None
+
+    cells = steady(browser, first_failing_gate, what="the failing gates on the Deployment's page")
     assert cells[0] == "Evaluation/fruit-sft-quality" and cells[1] == "exact_match"
     value = float(cells[2])
     assert 0 <= value < 0.99 and cells[3] == ">= 0.99"
@@ -159,7 +190,6 @@ def test_a_blocked_deployment_shows_the_failing_gate_and_its_value(
 
 def test_progress_advances_while_a_fine_tune_runs_without_a_reload(
         quickstart: SpecRepo, dashboard: DashboardProcess, browser):
-    from selenium.webdriver.common.by import By
 
     quickstart.edit("fine-tune.yaml", "epochs: 3", "epochs: 12")
     quickstart.commit("train longer")
@@ -172,9 +202,10 @@ def test_progress_advances_while_a_fine_tune_runs_without_a_reload(
         loaded_at = browser.execute_script("return document.body.getAttribute('data-loaded-at')")
 
         def progress() -> float:
-            bars = browser.find_elements(By.CSS_SELECTOR,
-                                         'g.node[data-resource="FineTune/fruit-sft"] rect.bar')
-            return float(bars[0].get_attribute("data-progress")) if bars else 0.0
+            shown = browser.execute_script(
+                "const bar = document.querySelector('g.node[data-resource=\"FineTune/fruit-sft\"] rect.bar');"
+                "return bar ? bar.getAttribute('data-progress') : null;")
+            return float(shown) if shown else 0.0
 
         first = wait_for(browser, lambda: progress() or None, timeout=180,
                          what="the fine-tune's progress shown")

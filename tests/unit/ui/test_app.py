@@ -4,6 +4,7 @@ loopback names only on loopback, no secret rendered, hostile text escaped."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 
@@ -36,7 +37,7 @@ class Fixed:
     """A snapshot source that always has the same moment: the app asks only for `current()`."""
 
     def __init__(self, *nodes: Node, problem: str = ""):
-        self.snapshot = Snapshot(tuple(nodes), time.time(), problem=problem)
+        self.snapshot = Snapshot(tuple(nodes), time.time(), problem=problem, changed_at=time.time())
 
     def current(self) -> Snapshot:
         return self.snapshot
@@ -58,8 +59,11 @@ def call(app: Dashboard, path: str, *, method: str = "GET", headers: dict[str, s
 
     asyncio.run(app(scope, receive, send))
     start, body = sent
-    return (start["status"], {k.decode(): v.decode() for k, v in start["headers"]},
-            body["body"].decode())
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    raw = body["body"]
+    if headers.get("content-encoding") == "gzip":
+        raw = gzip.decompress(raw)
+    return start["status"], headers, raw.decode()
 
 
 def local(*nodes: Node) -> Dashboard:
@@ -168,3 +172,10 @@ def test_a_problem_reading_the_project_is_shown_not_raised():
                                            ("::", False), ("dash.example", False)])
 def test_what_counts_as_loopback(host: str, expected: bool):
     assert is_loopback(host) is expected
+
+
+def test_a_page_is_compressed_for_a_browser_that_accepts_gzip():
+    plain = call(local(), "/")
+    status, headers, body = call(local(), "/", headers={"Accept-Encoding": "gzip, deflate, br"})
+    assert status == 200 and headers["content-encoding"] == "gzip" and headers["vary"] == "accept-encoding"
+    assert body == plain[2] and "content-encoding" not in plain[1]

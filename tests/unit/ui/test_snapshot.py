@@ -17,7 +17,7 @@ from reconciler.ui.snapshot import SnapshotSource, nodes_of
 DATA, TUNE = ResourceId("Dataset", "d"), ResourceId("FineTune", "t")
 
 
-def plan_and_state(progress: float) -> tuple[Plan, ActualState]:
+def plan_and_state(progress: float | None) -> tuple[Plan, ActualState]:
     plan = Plan(actions=(PlannedAction(DATA, Action.NOOP, "fd"),
                          PlannedAction(TUNE, Action.WAIT, "ft", reason="running", depends_on=(DATA,))),
                 impact={})
@@ -45,7 +45,7 @@ class FakePlanned:
 class FakeProject:
     """What read_snapshot asks of a project: its root, tracking URI and a plan."""
 
-    def __init__(self, root: Path, progress: float):
+    def __init__(self, root: Path, progress: float | None):
         self.root, self.tracking_uri, self.progress = root, "sqlite:///x.db", progress
 
     def plan(self) -> FakePlanned:
@@ -94,3 +94,17 @@ def test_after_a_quiet_spell_a_reader_waits_for_fresh_numbers(tmp_path: Path):
     assert source.current().by_id[TUNE].progress == 0.1
     time.sleep(0.5)  # over three periods with nobody looking
     assert source.current().by_id[TUNE].progress == 0.2  # waited for the read, not the old one
+
+
+def test_a_read_that_sees_what_the_last_one_saw_keeps_its_version(tmp_path: Path):
+    from reconciler.ui.snapshot import read_snapshot
+
+    progress = [None, None, 0.75]  # no ETA, which moves with the clock
+    first = read_snapshot(lambda: FakeProject(tmp_path, progress[0]), None, {})
+    time.sleep(0.01)
+    same = read_snapshot(lambda: FakeProject(tmp_path, progress[1]), first, {})
+    time.sleep(0.01)
+    moved = read_snapshot(lambda: FakeProject(tmp_path, progress[2]), same, {})
+    assert same.taken_at > first.taken_at and same.changed_at == first.changed_at == first.taken_at
+    assert same.digest == first.digest  # a poll of the graph is answered 304, unrendered
+    assert moved.changed_at == moved.taken_at and moved.digest != same.digest
