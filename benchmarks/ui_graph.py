@@ -301,6 +301,7 @@ def in_process(root: Path, reads: int, renders: int) -> None:
     sys.addaudithook(hook)
     from reconciler.project import Project
     from reconciler.ui.graph_page import graph_page
+    from reconciler.ui.page import rendered
     from reconciler.ui.snapshot import read_snapshot
 
     read_s, render_s = [], []
@@ -314,7 +315,7 @@ def in_process(root: Path, reads: int, renders: int) -> None:
     page = ""
     for _ in range(renders):
         start = time.perf_counter()
-        page = graph_page(snapshot)
+        page = rendered(graph_page, snapshot)  # as the server renders: secrets looked up once a page
         render_s.append(time.perf_counter() - start)
     print(json.dumps({"read_s": read_s, "render_s": render_s, "nodes": len(snapshot.nodes),
                       "counts": snapshot.counts(), "actions": _actions(snapshot),

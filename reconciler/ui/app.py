@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode
+from urllib.parse import parse_qs, quote, unquote, urlencode
 
 from reconciler.redaction import redact
 from reconciler.specs.base import ResourceId
@@ -197,7 +197,10 @@ class Dashboard:
         given = query.get("token", [""])[0]
         if refused == "login" and self.token and hmac.compare_digest(given.encode(), self.token.encode()):
             rest = {key: values for key, values in query.items() if key != "token"}
-            target = scope["path"] + ("?" + urlencode(rest, doseq=True) if rest else "")
+            path = scope["path"]
+            if not path.startswith("/") or path.startswith("//") or "\\" in path:
+                path = "/"  # `//host` would send the browser to another site
+            target = quote(path) + ("?" + urlencode(rest, doseq=True) if rest else "")
             cookie = f"{COOKIE}={self._cookie}; Path=/; HttpOnly; SameSite=Strict"
             return await _answer(send, 303, b"", "text/plain; charset=utf-8",
                                  extra=[(b"location", target.encode()), (b"set-cookie", cookie.encode())])

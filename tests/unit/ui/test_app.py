@@ -179,3 +179,9 @@ def test_a_page_is_compressed_for_a_browser_that_accepts_gzip():
     status, headers, body = call(local(), "/", headers={"Accept-Encoding": "gzip, deflate, br"})
     assert status == 200 and headers["content-encoding"] == "gzip" and headers["vary"] == "accept-encoding"
     assert body == plain[2] and "content-encoding" not in plain[1]
+
+
+def test_the_token_link_never_redirects_to_another_site():
+    for path in ("//evil.example/x", "/\\evil.example"):
+        status, headers, _ = call(remote(), f"{path}?token={TOKEN}")
+        assert status == 303 and headers["location"] == "/", path
