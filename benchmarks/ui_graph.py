@@ -511,8 +511,8 @@ def summary(results: Results) -> list[str]:
         f"phases {', '.join(f'{n} {p}' for p, n in ip['counts'].items())}); reading it opened no socket",
         f"target: the graph page of {results.size:,} resources renders in under {TARGET_RENDER_S:g} s "
         f"server-side: {'met' if render < TARGET_RENDER_S else 'NOT met'} (graph_page median {render:.3f} s)",
-        f"GET / is {results.rows[0].size:,} bytes ({results.gzip_bytes:,} gzipped; the server does not "
-        "compress)",
+        f"GET / is {results.rows[0].size:,} bytes plain, as timed here ({results.gzip_bytes:,} gzipped, "
+        "as the server sends it to a browser that accepts gzip)",
         *results.page.lines(results.size),
     ]
     if results.live is not None:
