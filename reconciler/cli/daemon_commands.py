@@ -76,9 +76,11 @@ def reconcile(ctx: click.Context, repo: str, branch: str, spec_path: str, interv
     if address and not secret:
         click.echo(f"note: {WEBHOOK_SECRET_ENV} is not set: POST /hooks/git refuses every request", err=True)
     from reconciler.redaction import remember_secret
-    from reconciler.ui.app import TOKEN_ENV, is_loopback
+    from reconciler.ui.app import TOKEN_ENV, is_loopback, token_problem
 
     ui_token = os.environ.get(TOKEN_ENV) or None
+    if token_problem(ui_token):
+        raise UserError(token_problem(ui_token))
     remember_secret(ui_token)
     if address and not ui_token and not is_loopback(address[0]):
         click.echo(f"note: {TOKEN_ENV} is not set: the dashboard at / answers 401 beyond loopback", err=True)

@@ -41,7 +41,7 @@ def ui(path: Path, listen: str, refresh: float) -> None:
     from reconciler.daemon.http import HttpServer, ListenError, RefusalLog
     from reconciler.project import NoProject, Project, ProjectInvalid
     from reconciler.specs.loader import load, resolve_scope
-    from reconciler.ui.app import TOKEN_ENV, Dashboard, is_loopback
+    from reconciler.ui.app import TOKEN_ENV, Dashboard, is_loopback, token_problem
     from reconciler.ui.snapshot import SnapshotSource
 
     host, port = parse_listen(listen)
@@ -54,9 +54,8 @@ def ui(path: Path, listen: str, refresh: float) -> None:
     if not loopback and not token:
         raise UserError(f"--listen {listen} can be reached from other machines: set {TOKEN_ENV} to a secret "
                         "first (a browser then opens /?token=<it> once), or listen on 127.0.0.1")
-    if token and len(token) < 16:
-        raise UserError(f"{TOKEN_ENV} is too short to guard the dashboard: use 16 characters or more "
-                        "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
+    if token_problem(token):
+        raise UserError(token_problem(token))
     redaction.remember_secret(token)
 
     def load_project() -> Project:
@@ -69,7 +68,8 @@ def ui(path: Path, listen: str, refresh: float) -> None:
 
     say = click.echo
     refused = RefusalLog(lambda line: say(redaction.redact(line)))
-    dashboard = Dashboard(SnapshotSource(load_project, refresh=refresh), loopback=loopback, token=token)
+    dashboard = Dashboard(SnapshotSource(load_project, refresh=refresh), loopback=loopback, token=token,
+                          poll_ms=round(refresh * 1000))
     try:
         server = HttpServer((host, port), dashboard, say, refused)  # type: ignore[arg-type]
     except ListenError as error:

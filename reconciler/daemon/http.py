@@ -138,7 +138,7 @@ class Endpoints:
             return await self._refuse(scope, send, 431, f"request line and headers over "
                                       f"{MAX_HEADER_BYTES // 1024} KiB")
         routes = {"/healthz": "GET", "/readyz": "GET", "/metrics": "GET", "/hooks/git": "POST"}
-        if path not in routes and self.dashboard is not None and method in ("GET", "HEAD"):
+        if path not in routes and self.dashboard is not None:  # it answers other methods 405 itself
             return await self.dashboard(scope, receive, send)
         if path not in routes:
             return await self._refuse(scope, send, 404, "not found")

@@ -306,8 +306,14 @@ class Daemon:
                                                      else "")
             return shown
 
+        def load() -> Project:
+            if self.state.last_good is None and not self.config.spec_root.is_dir():
+                raise DaemonError(f"waiting for the first checkout of {self.mirror.shown} "
+                                  f"({self.config.branch})")
+            return Project.load(self.config.spec_root)
+
         assert self.config.listen is not None
-        source = SnapshotSource(lambda: Project.load(self.config.spec_root), context=commits)
+        source = SnapshotSource(load, context=commits)
         return Dashboard(source, loopback=is_loopback(self.config.listen[0]), token=self.config.ui_token)
 
 

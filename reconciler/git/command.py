@@ -115,7 +115,11 @@ def read(cwd: Path | None, *args: str, timeout: float, binary: bool = False) -> 
     where = ["-C", str(cwd)] if cwd is not None else []
     try:  # a plain subprocess: GitPython stays off the control plane, whose import guard forbids it
         done = subprocess.run(["git", *where, *args], capture_output=True, timeout=timeout,
-                              env={**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **QUIET_ENVIRONMENT})
+                              env={**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **QUIET_ENVIRONMENT,
+                                   # a read takes no lock: `git status` otherwise refreshes the
+                                   # index under index.lock, and a reset beside it (the daemon's,
+                                   # the user's own) fails on the lock
+                                   "GIT_OPTIONAL_LOCKS": "0"})
     except OSError as error:
         raise GitUnavailable(f"git is not installed or not runnable ({error})") from None
     except subprocess.TimeoutExpired:

@@ -132,6 +132,7 @@ class Document:
     root: Node
     line_offset: int  # 0-based line of this document's chunk within the file
     index: int  # position of the document in its file, from 0
+    source: str = field(default="", repr=False, compare=False)  # its chunk's text, as read
     _key_cache: dict[int, dict[str, tuple[Node, Node]]] = field(default_factory=dict, repr=False)
 
     def position(self, path: tuple[Any, ...], *, key: bool = False) -> tuple[int, int]:
@@ -277,7 +278,7 @@ def _read_chunk(chunk: str, line_offset: int, first_index: int) -> list[Document
         if root is None or (isinstance(root, ScalarNode) and root.tag == NULL):
             continue  # an empty document, e.g. after a trailing `---`
         data = _Builder(line_offset).build(root, 0)
-        documents.append(Document(data, root, line_offset, first_index + len(documents)))
+        documents.append(Document(data, root, line_offset, first_index + len(documents), chunk))
     return documents
 
 

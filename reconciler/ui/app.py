@@ -15,7 +15,8 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import secrets
+import re
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -33,6 +34,7 @@ COOKIE = "tuneops_ui"
 MAX_RENDERS = 4  # pages rendered at once; more wait (the HTTP server bounds connections)
 GZIP_ABOVE = 2048  # bytes: smaller answers are sent as they are
 COMPRESSED_KEPT = 16  # compressed versions kept, by ETag
+RESOURCE_PAGES_KEPT = 64  # resource pages kept until the next read of the project
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers together, as the daemon's endpoints allow
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
@@ -45,7 +47,6 @@ SECURITY_HEADERS = [
 ]
 STATIC = {"/static/ui.css": ("ui.css", "text/css; charset=utf-8"),
           "/static/ui.js": ("ui.js", "text/javascript; charset=utf-8")}
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -62,20 +63,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def new_token() -> str:
-    return secrets.token_urlsafe(24)
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(token: str | None) -> str | None:
+    """Why a token cannot guard the dashboard, or None when it can."""
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        return (f"{TOKEN_ENV} is too short to guard the dashboard: use {MIN_TOKEN_LENGTH} characters or more "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'`)")
+    return None
 
 
 class Dashboard:
     """The ASGI application. `token` None on a non-loopback address refuses every page and says
     how to set one; `loopback` turns on the Host check."""
 
-    def __init__(self, source: SnapshotSource, *, loopback: bool, token: str | None):
-        self.source, self.loopback, self.token = source, loopback, token
+    def __init__(self, source: SnapshotSource, *, loopback: bool, token: str | None, poll_ms: int = 2000):
+        self.source, self.loopback, self.token, self.poll_ms = source, loopback, token, max(poll_ms, 500)
         self._cookie = hmac.new(token.encode(), b"tuneops-ui-session", hashlib.sha256).hexdigest() \
             if token else None
         self._renders = asyncio.Semaphore(MAX_RENDERS)
         self._compressed: OrderedDict[bytes, bytes] = OrderedDict()
+        self._resource_pages: OrderedDict[tuple[ResourceId, float], str | None] = OrderedDict()
+        self._resource_lock = threading.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +99,7 @@ class Dashboard:
             return await _text(send, 405, "the dashboard is read-only: GET only\n",
                                [(b"allow", b"GET, HEAD")])
         headers = {name.lower(): value for name, value in scope["headers"]}
-        if self.loopback and _host_name(headers.get(b"host", b"")) not in LOOPBACK_NAMES:
+        if self.loopback and not is_loopback(_host_name(headers.get(b"host", b""))):
             return await _text(send, 403, "this dashboard answers only to localhost (a Host header of "
                                           "another name is refused, against DNS rebinding)\n")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -146,7 +156,8 @@ class Dashboard:
                     return 200, b"", html, etag
                 pages = {"/": (graph_page, graph_main), "/plan": (plan_page, plan_main)}
                 render = pages[path][1 if fragment else 0]
-                return 200, (await asyncio.to_thread(rendered, render, snapshot)).encode(), html, etag
+                page_html = await asyncio.to_thread(rendered, render, snapshot, poll_ms=self.poll_ms)
+                return 200, page_html.encode(), html, etag
             if path == "/api/state":
                 snapshot = await asyncio.to_thread(self.source.current)
                 state = {"takenAt": snapshot.taken_at, "changedAt": snapshot.changed_at,
@@ -156,14 +167,22 @@ class Dashboard:
             rid = _resource_of(path)
             if rid is None:
                 return None
-            return await asyncio.to_thread(rendered, self._resource, rid, fragment)
+            return await asyncio.to_thread(rendered, self._resource, rid, fragment, poll_ms=self.poll_ms)
 
     def _resource(self, rid: ResourceId, fragment: bool) -> tuple[int, bytes, str, None]:
         from reconciler.ui.page import esc, frame
         from reconciler.ui.resource_page import resource_main
 
         snapshot = self.source.current()
-        main = resource_main(snapshot, rid)
+        key = (rid, snapshot.taken_at)  # its runs, curves and log are read once per snapshot read
+        with self._resource_lock:
+            main = self._resource_pages.get(key, "")
+        if main == "":
+            main = resource_main(snapshot, rid)
+            with self._resource_lock:
+                self._resource_pages[key] = main
+                while len(self._resource_pages) > RESOURCE_PAGES_KEPT:
+                    self._resource_pages.popitem(last=False)
         status = 200
         if main is None:
             known = "" if snapshot.nodes else " (nothing could be read: see the graph page)"
@@ -179,6 +198,8 @@ class Dashboard:
         if self.token is None:
             return (f"this dashboard listens beyond loopback and no token is set: set {TOKEN_ENV} "
                     "and open /?token=<it>")
+        if "token" in query:  # even when authorised otherwise: the answer drops it from the URL
+            return "login"
         authorization = headers.get(b"authorization", b"").decode("latin-1")
         if authorization.lower().startswith("bearer ") and \
                 hmac.compare_digest(authorization[7:].strip().encode(), self.token.encode()):
@@ -187,8 +208,6 @@ class Dashboard:
         if cookie is not None and self._cookie is not None and \
                 hmac.compare_digest(cookie.encode(), self._cookie.encode()):
             return None
-        if "token" in query:
-            return "login"
         return (f"a token is required: send Authorization: Bearer <token>, or open /?token=<token> once "
                 f"(the token is {TOKEN_ENV} where the dashboard runs)")
 
@@ -217,10 +236,11 @@ def _resource_of(path: str) -> ResourceId | None:
 
 
 def _host_name(host: bytes) -> str:
+    """The name of a Host header ("localhost:8765" -> "localhost"); "" for one that is not a
+    name with an optional numeric port, which no loopback check accepts."""
     text = host.decode("latin-1").strip().lower()
-    if text.startswith("["):
-        return text[: text.find("]") + 1]
-    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    found = re.fullmatch(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(?::\d{1,5})?", text)
+    return found.group(1).strip("[]") if found else ""
 
 
 def _cookies(header: bytes) -> dict[str, str]:

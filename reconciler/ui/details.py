@@ -25,7 +25,9 @@ MAX_RUNS = 20  # runs listed per resource, newest first
 CURVE_RUNS = 5  # runs whose curves are drawn
 CURVES = ("loss", "eval_loss", "learning_rate", "reward")
 LOG_LINES = 200
-MAX_SPEC_BYTES = 256 * 1024
+LOG_LINE_CHARS = 2000  # a longer line is cut
+LOG_CHARS = 128 * 1024  # the tail shown is at most this long
+MAX_SPEC_CHARS = 64 * 1024  # of one document
 
 
 @dataclass(frozen=True)
@@ -47,22 +49,19 @@ class RunDetails:
 
 
 def spec_source(spec: Any, repo_root: Path | None, remote: str | None, commit: str | None) -> SpecSource:
-    """The YAML document of a loaded spec (specs.loader.LoadedSpec), as in the working tree."""
+    """The YAML document of a loaded spec (specs.loader.LoadedSpec) as it was read: the file on
+    disk may have changed since (specs being edited), and its lines would no longer match."""
     document = spec.document
-    first = document.line_offset + document.root.start_mark.line
-    last = document.line_offset + document.root.end_mark.line
-    try:
-        with spec.path.open("rb") as handle:
-            raw = handle.read(MAX_SPEC_BYTES + 1)
-        lines = raw[:MAX_SPEC_BYTES].decode("utf-8", "replace").splitlines()
-        text = "\n".join(lines[first:last + 1]).rstrip() + ("\n..." if len(raw) > MAX_SPEC_BYTES else "")
-    except OSError as error:
-        text = f"(cannot read {spec.file}: {error.strerror or error})"
+    first = document.line_offset
+    text = document.source.rstrip()
+    if len(text) > MAX_SPEC_CHARS:
+        more = len(text) - MAX_SPEC_CHARS
+        text = text[:MAX_SPEC_CHARS] + f"\n... ({more:,} more characters in {spec.file})"
     link = None
     if repo_root is not None and commit:
         try:
             relative = spec.path.resolve().relative_to(repo_root.resolve()).as_posix()
-        except ValueError:
+        except (OSError, ValueError):
             relative = None
         link = forge_link(remote, commit, relative, first + 1) if relative else None
     return SpecSource(spec.file, first + 1, redaction.redact(text), link)
@@ -211,10 +210,31 @@ def log_tail(planned: Any, rid: ResourceId, fingerprint: str | None) -> tuple[li
         return [], ""
     try:
         lines, note = logs_of_wanted_run(planned.backend, rid, fingerprint, tail=LOG_LINES, follow=False)
-        shown = list(redaction.redact_lines(line.rstrip("\n") for line in lines)) if lines is not None else []
+        shown = [shown_line(line) for line in lines] if lines is not None else []
     except (TuneopsError, OSError) as error:
         return [], redaction.redact(f"cannot read the log: {error}")
-    return shown[-LOG_LINES:], note or "it has not run here"
+    shown = shown[-LOG_LINES:]
+    while len(shown) > 1 and sum(len(line) + 1 for line in shown) > LOG_CHARS:
+        shown.pop(0)
+    return shown, note or "it has not run here"
+
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def shown_line(line: str) -> str:
+    """A log line as a page shows it: terminal colour and cursor codes removed, a progress bar's
+    carriage returns resolved to what the terminal would show last, cut at LOG_LINE_CHARS."""
+    line = line.rstrip("\n")
+    if len(line) > 4 * LOG_LINE_CHARS:  # cut before the regexes: a line may be megabytes
+        line = line[: 4 * LOG_LINE_CHARS]
+    line = _TERMINAL_CODES.sub("", line)
+    line = line.rstrip("\r").rsplit("\r", 1)[-1]
+    line = _CONTROL.sub("", line)
+    if len(line) > LOG_LINE_CHARS:
+        line = line[:LOG_LINE_CHARS] + " [... cut]"
+    return line
 
 
 def switches_of(project: Any, deployment: str) -> tuple[list[Any], str]:

@@ -15,12 +15,13 @@ from reconciler.redaction import redact, redactor
 from reconciler.specs.base import ResourceId
 
 PHASE_CLASS = {"Ready": "ready", "Running": "running", "Pending": "pending", "Failed": "failed",
-               "Blocked": "blocked", "Suspended": "suspended"}
+               "Blocked": "blocked", "Suspended": "suspended", "Unknown": "unknown"}
 
 
 T = TypeVar("T")
 # The masking of the page being rendered: its secret values looked up once, not per value.
 _masking: ContextVar[Callable[[str], str] | None] = ContextVar("tuneops_ui_masking", default=None)
+_poll_ms: ContextVar[int] = ContextVar("tuneops_ui_poll_ms", default=2000)
 
 
 def esc(value: object) -> str:
@@ -28,13 +29,15 @@ def esc(value: object) -> str:
     return escape((_masking.get() or redact)(str(value)), quote=True)
 
 
-def rendered(render: Callable[..., T], *args: object) -> T:
-    """A page rendered with one lookup of the secret values for all of its thousands of values."""
-    token = _masking.set(redactor())
+def rendered(render: Callable[..., T], *args: object, poll_ms: int = 2000) -> T:
+    """A page rendered with one lookup of the secret values for all of its thousands of values,
+    polling every `poll_ms` (the dashboard's --refresh)."""
+    masking, polling = _masking.set(redactor()), _poll_ms.set(poll_ms)
     try:
         return render(*args)
     finally:
-        _masking.reset(token)
+        _masking.reset(masking)
+        _poll_ms.reset(polling)
 
 
 def resource_href(rid: ResourceId) -> str:
@@ -77,7 +80,7 @@ def when(timestamp: float | None) -> str:
     return f'<time datetime="{utc}" title="{utc}">{local}</time>'
 
 
-def frame(title: str, main: str, *, active: str, refresh_ms: int = 2000) -> str:
+def frame(title: str, main: str, *, active: str) -> str:
     """A whole page: `main` is the live region (what `?fragment=main` answers alone)."""
     current = ' class="active"'
     nav = "".join(f'<a href="{href}"{current if name == active else ""}>{name}</a>'
@@ -87,7 +90,7 @@ def frame(title: str, main: str, *, active: str, refresh_ms: int = 2000) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<title>{esc(title)} · tuneops</title><link rel="stylesheet" href="/static/ui.css">'
         '<link rel="icon" href="data:,"></head>'
-        f'<body data-refresh-ms="{refresh_ms}"><header class="top"><a class="brand" href="/">tuneops</a>'
+        f'<body data-refresh-ms="{_poll_ms.get()}"><header class="top"><a class="brand" href="/">tuneops</a>'
         f'<nav>{nav}</nav><span class="live-state" id="live-state">live</span></header>'
         f'<main id="main">{main}</main><script src="/static/ui.js"></script></body></html>'
     )

@@ -50,7 +50,7 @@ def _header(node: Node) -> str:
 def _plan_section(snapshot: Snapshot, node: Node) -> str:
     dependents = [other.resource for other in snapshot.nodes if node.resource in other.depends_on]
     rows = [("action", f'<code class="action action-{esc(node.action)}">{esc(node.action)}</code>'),
-            ("reason", esc(node.reason or "in sync: nothing to do")),
+            ("reason", esc(node.reason or ("in sync: nothing to do" if node.action == "noop" else ""))),
             ("fingerprint", f"<code>{esc(node.fingerprint)}</code>"),
             ("depends on", ", ".join(resource_link(rid) for rid in node.depends_on) or "nothing"),
             ("needed by", ", ".join(resource_link(rid) for rid in dependents) or "nothing")]
@@ -197,8 +197,11 @@ def resource_main(snapshot: Snapshot, rid: ResourceId) -> str | None:
     parts = [_header(node), status_line(snapshot)]
     runs: list[details.RunDetails] = []
     problem = ""
-    if snapshot.planned is not None and rid.kind in ("FineTune", "Evaluation", "Dataset"):
+    reads_mlflow = snapshot.planned is not None and not snapshot.problem  # a failed read: do not wait again
+    if reads_mlflow and rid.kind in ("FineTune", "Evaluation", "Dataset"):
         runs, problem = details.runs_of(snapshot.planned, rid)
+    elif snapshot.problem and rid.kind in ("FineTune", "Evaluation", "Dataset"):
+        problem = "runs not read: the last read of the project failed (above)"
     if rid.kind == "FineTune":  # what people open a FineTune's page for comes first
         parts.append(_curves(runs))
     if rid.kind == "Evaluation":
@@ -206,9 +209,9 @@ def resource_main(snapshot: Snapshot, rid: ResourceId) -> str | None:
     if rid.kind == "Sweep":
         parts.append(_trials_section(snapshot, rid))
     parts.append(_plan_section(snapshot, node))
-    if rid.kind == "Deployment" and snapshot.project is not None:
+    if rid.kind == "Deployment" and reads_mlflow:
         parts.append(_switches_section(snapshot, rid.name))
-    elif snapshot.planned is not None and rid.kind in ("FineTune", "Evaluation", "Dataset"):
+    elif rid.kind in ("FineTune", "Evaluation", "Dataset") and (reads_mlflow or problem):
         parts.append(_runs_section(rid.kind, runs, problem))
     if snapshot.planned is not None:
         parts.append(_log_section(snapshot, node))

@@ -24,6 +24,7 @@ from reconciler.specs.base import ResourceId, team_of
 from reconciler.state import ActualState
 from reconciler.status import status_rows
 
+UNKNOWN = "Unknown"  # the phase of a resource whose state could not be read
 REFRESH_S = 2.0  # a snapshot older than this is read again when a page or a poll asks
 IDLE_AFTER = 3  # refresh periods without a reader: the next one waits for fresh numbers...
 WAIT_AFTER_IDLE_S = 15.0  # ...for at most this long, then gets the old ones
@@ -131,22 +132,30 @@ class SnapshotSource:
         self.load, self.refresh, self.context = load, refresh, context
         self._snapshot: Snapshot | None = None
         self._read_s = 0.0  # how long the last read took
+        self._read_done = -math.inf  # monotonic time the last read ended
+        self._asked = -math.inf  # monotonic time of the last request
         self._lock = threading.Lock()
         self._reading: threading.Thread | None = None
         self._first = threading.Event()
 
+    def period(self) -> float:
+        """Seconds between reads: `refresh`, or three times what the last read took when longer
+        (a project that takes long to read is read with at most a third of a CPU)."""
+        return max(self.refresh, READS_AT_MOST * self._read_s)
+
     def current(self) -> Snapshot:
+        now = time.monotonic()
         with self._lock:
-            age = time.time() - self._snapshot.taken_at if self._snapshot is not None else math.inf
-            # A project that takes long to read is read less often: at most a third of the time.
-            period = max(self.refresh, READS_AT_MOST * self._read_s)
-            if age >= period and (self._reading is None or not self._reading.is_alive()):
+            period = self.period()
+            idle = now - self._asked >= IDLE_AFTER * period  # nobody asked for a while
+            self._asked = now
+            if now - self._read_done >= period and (self._reading is None or not self._reading.is_alive()):
                 self._reading = threading.Thread(target=self._read, daemon=True, name="tuneops-ui-read")
                 self._reading.start()
             reading = self._reading
         self._first.wait()
-        if age >= IDLE_AFTER * period and reading is not None:
-            reading.join(WAIT_AFTER_IDLE_S)  # nobody looked for a while: the old numbers would mislead
+        if idle and reading is not None:
+            reading.join(WAIT_AFTER_IDLE_S)  # the numbers held are old: worth waiting for fresh ones
         assert self._snapshot is not None
         return self._snapshot
 
@@ -155,7 +164,8 @@ class SnapshotSource:
         try:
             self._snapshot = read_snapshot(self.load, self._snapshot, dict(self.context()))
         finally:
-            self._read_s = time.monotonic() - started
+            self._read_done = time.monotonic()
+            self._read_s = self._read_done - started
             self._first.set()
 
 
@@ -166,6 +176,7 @@ def read_snapshot(load: ProjectLoader, previous: Snapshot | None, context: Mappi
     from reconciler.git.info import git_origin
 
     now = time.time()
+    project = None
     try:
         project = load()
         redaction.remember_credentials_of(project.tracking_uri)
@@ -174,20 +185,32 @@ def read_snapshot(load: ProjectLoader, previous: Snapshot | None, context: Mappi
         nodes = nodes_of(planned.plan, planned.state, now)
         read = Snapshot(nodes, now, project, planned, origin.commit, origin.dirty, origin.repo, "", context)
     except TuneopsError as error:
-        read = _failed(previous, now, redaction.redact(_problem_text(error)), context)
+        read = _failed(previous, project, now, redaction.redact(_problem_text(error)), context)
     except Exception as error:  # noqa: BLE001 - a bug in reading must not take the dashboard down
-        read = _failed(previous, now, redaction.redact(f"internal error: {type(error).__name__}: {error}"),
-                       context)
+        read = _failed(previous, project, now,
+                       redaction.redact(f"internal error: {type(error).__name__}: {error}"), context)
     same = previous is not None and previous.shows() == read.shows()
     return replace(read, changed_at=previous.changed_at if same and previous else now)
 
 
-def _failed(previous: Snapshot | None, now: float, problem: str, context: Mapping[str, str]) -> Snapshot:
-    """A read that failed keeps the previous nodes and says why."""
-    if previous is None:
+def _failed(previous: Snapshot | None, project: Any, now: float, problem: str,
+            context: Mapping[str, str]) -> Snapshot:
+    """A read that failed keeps the previous nodes and says why. With none (the first read), the
+    specs that loaded are still shown, in phase Unknown: MLflow being down hides no resource."""
+    if previous is not None:
+        return Snapshot(previous.nodes, now, previous.project, previous.planned, previous.commit,
+                        previous.dirty, previous.remote, problem, context)
+    if project is None:
         return Snapshot((), now, problem=problem, context=context)
-    return Snapshot(previous.nodes, now, previous.project, previous.planned, previous.commit, previous.dirty,
-                    previous.remote, problem, context)
+    graph = project.graph
+
+    def unknown(rid: ResourceId) -> Node:
+        spec_file = getattr(project.specs.get(rid), "file", None)
+        upstream = tuple(graph.depends_on.get(rid, ()))
+        return Node(rid, UNKNOWN, None, "", "", "", "", "", "", spec_file, "", upstream)
+
+    nodes = tuple(unknown(rid) for rid in graph.order)
+    return Snapshot(nodes, now, project, None, problem=problem, context=context)
 
 
 def _problem_text(error: TuneopsError) -> str:

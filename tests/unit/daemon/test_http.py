@@ -30,3 +30,42 @@ def test_what_a_client_sends_is_one_escaped_line_in_the_log():
     assert shown("/admin\nFAKE: line\r") == "/admin\\nFAKE: line\\r"
     assert shown(b"sha256=\xe9") == "sha256=\\xe9"
     assert shown("a" * 500, limit=10) == "a" * 10 + "..."
+
+
+def test_the_dashboard_answers_every_path_but_the_daemons_own():
+    """GET / and other pages go to the dashboard, which refuses other methods itself (405);
+    the probes, metrics and webhook keep their own answers."""
+    import asyncio
+
+    from reconciler.daemon.http import Endpoints, RefusalLog
+
+    seen: list[tuple[str, str]] = []
+
+    async def dashboard(scope, receive, send) -> None:
+        seen.append((scope["method"], scope["path"]))
+        await send({"type": "http.response.start", "status": 405 if scope["method"] != "GET" else 200,
+                    "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    endpoints = Endpoints(ready=lambda: True, metrics=lambda: (b"", "text/plain"), wake=lambda: None,
+                          secret=None, say=lambda line: None, refused=RefusalLog(lambda line: None),
+                          dashboard=dashboard)
+
+    def status(method: str, path: str) -> int:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "headers": [],
+                 "client": ("127.0.0.1", 1)}
+        asyncio.run(endpoints(scope, receive, send))
+        return sent[0]["status"]
+
+    assert status("GET", "/") == 200 and status("POST", "/") == 405 and status("GET", "/plan") == 200
+    assert status("GET", "/healthz") == 200 and status("POST", "/healthz") == 405
+    assert status("POST", "/hooks/git") == 411  # the webhook's own refusal, not the dashboard's
+    assert seen == [("GET", "/"), ("POST", "/"), ("GET", "/plan")]

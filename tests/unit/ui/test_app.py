@@ -110,10 +110,12 @@ def test_unknown_pages_and_resources_are_404():
 
 
 def test_on_loopback_a_host_header_of_another_name_is_refused():
-    assert call(local(), "/", host="localhost:8765")[0] == 200
-    assert call(local(), "/", host="[::1]:8765")[0] == 200
-    status, _, body = call(local(), "/", host="attacker.example:8765")
-    assert status == 403 and "DNS rebinding" in body
+    for host in ("localhost:8765", "[::1]:8765", "127.0.0.2:8790", "LOCALHOST", "127.0.0.1"):
+        assert call(local(), "/", host=host)[0] == 200, host
+    for host in ("attacker.example:8765", "127.0.0.1:8771@evil.example", "127.0.0.1.evil.example",
+                 "localhost:http", ""):
+        status, _, body = call(local(), "/", host=host)
+        assert status == 403 and "DNS rebinding" in body, host
 
 
 def test_beyond_loopback_every_request_needs_the_token():
@@ -185,3 +187,21 @@ def test_the_token_link_never_redirects_to_another_site():
     for path in ("//evil.example/x", "/\\evil.example"):
         status, headers, _ = call(remote(), f"{path}?token={TOKEN}")
         assert status == 303 and headers["location"] == "/", path
+
+
+def test_a_token_in_the_link_is_always_taken_out_of_the_url():
+    app = remote()
+    status, headers, _ = call(app, f"/plan?token={TOKEN}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 303 and headers["location"] == "/plan"
+
+
+def test_a_poll_interval_reaches_the_page():
+    app = Dashboard(Fixed(DATA), loopback=True, token=None, poll_ms=30_000)
+    assert 'data-refresh-ms="30000"' in call(app, "/")[2]
+
+
+def test_a_short_token_is_refused():
+    from reconciler.ui.app import token_problem
+
+    assert "too short" in token_problem("short")
+    assert token_problem(TOKEN) is None and token_problem(None) is None

@@ -43,3 +43,27 @@ def test_lineage_lists_commit_data_and_base_model_revision():
                         "tuneops.fingerprint": "ff"})
     assert found == {"commit": f"{COMMIT} (with uncommitted changes)", "dataset fruit-colors": "sha256:aa",
                      "base model": "hf://org/model", "base revision": "unpinned", "fingerprint": "ff"}
+
+
+def test_log_lines_are_shown_without_terminal_codes_and_cut_when_long():
+    from reconciler.ui.details import LOG_LINE_CHARS, shown_line
+
+    assert shown_line("\x1b[31mred\x1b[0m and \x1b]0;title\x07plain\n") == "red and plain"
+    assert shown_line("  0%|   |\r 50%|#  |\r100%|###|\r\n") == "100%|###|"
+    assert shown_line("bell\x07 and nul\x00") == "bell and nul"
+    cut = shown_line("x" * 5_000_000)
+    assert len(cut) < LOG_LINE_CHARS + 20 and cut.endswith("[... cut]")
+
+
+def test_the_spec_shown_is_the_document_as_it_was_read(tmp_path):
+    from reconciler.specs.loader import load
+    from reconciler.ui.details import spec_source
+    from tests.conftest import VALID_SPECS, write_repo
+
+    repo = write_repo(tmp_path / "specs", VALID_SPECS)
+    loaded = load(repo)
+    (fine_tune,) = [spec for spec in loaded.specs if spec.id.kind == "FineTune"]
+    fine_tune.path.write_text("# edited since\n" * 4 + fine_tune.path.read_text())  # lines move on disk
+    shown = spec_source(fine_tune, None, None, None)
+    assert "kind: FineTune" in shown.text and "# edited since" not in shown.text
+    assert shown.file == fine_tune.file and shown.line == 1

@@ -108,3 +108,25 @@ def test_a_read_that_sees_what_the_last_one_saw_keeps_its_version(tmp_path: Path
     assert same.taken_at > first.taken_at and same.changed_at == first.changed_at == first.taken_at
     assert same.digest == first.digest  # a poll of the graph is answered 304, unrendered
     assert moved.changed_at == moved.taken_at and moved.digest != same.digest
+
+
+def test_a_first_read_that_fails_after_the_specs_loaded_shows_them_unknown(tmp_path: Path):
+    from reconciler.project import Project
+    from reconciler.ui.snapshot import UNKNOWN, read_snapshot
+    from tests.conftest import VALID_SPECS, write_repo
+
+    project = Project.load(write_repo(tmp_path / "specs", VALID_SPECS))
+
+    class Unreachable:
+        def __getattr__(self, name: str):
+            return getattr(project, name)
+
+        def plan(self):
+            raise TuneopsError("cannot reach MLflow at http://mlflow.example:5000/")
+
+    read = read_snapshot(Unreachable, None, {})
+    assert "cannot reach MLflow" in read.problem
+    assert {str(node.resource) for node in read.nodes} == {str(rid) for rid in project.graph.order}
+    assert {node.phase for node in read.nodes} == {UNKNOWN}
+    assert read.by_id[ResourceId("FineTune", "sft")].depends_on == project.graph.depends_on[
+        ResourceId("FineTune", "sft")]
