@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from common import git_commit, print_table  # benchmarks/common.py, beside this script
 from plan_scale import ARCHITECTURE, free_port
-from validate_scale import CHILD_ENV, Repo, check_valid, generate, tuneops_command
+from validate_scale import CHILD_ENV, Repo, check_valid, generate, time_once, tuneops_command
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -85,17 +85,6 @@ def generate_repo(root: Path, n: int) -> Repo:
 
 
 # --------------------------------------------------------------------------- processes and HTTP
-
-def time_process(argv: list[str], cwd: Path) -> float:
-    start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, env=CHILD_ENV)
-    elapsed = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"FAIL: {' '.join(argv)} exited {proc.returncode}: "
-                         f"{proc.stderr.decode(errors='replace')[-2000:]}")
-    return elapsed
-
 
 @dataclass
 class Answer:
@@ -386,7 +375,7 @@ def measure_cold(tuneops: list[str], repo: str, cwd: Path, log: Path, repeat: in
     cold = Row(f"`tuneops ui`: start to the last byte of the first `GET /` (cold), {size:,} resources")
     status_argv = [*tuneops, "status", repo]
     for round_index in range(repeat + 1):  # round 0 is the warm-up
-        times = [time_process([sys.executable, "-c", "pass"], cwd), time_process(status_argv, cwd)]
+        times = [time_once([sys.executable, "-c", "pass"], cwd), time_once(status_argv, cwd)]
         dashboard = Dashboard(tuneops, repo, cwd, log, WARM_REFRESH_S)
         try:
             answer = dashboard.first_page()
