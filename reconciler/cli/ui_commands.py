@@ -69,7 +69,7 @@ def ui(path: Path, listen: str, refresh: float) -> None:
     say = click.echo
     refused = RefusalLog(lambda line: say(redaction.redact(line)))
     dashboard = Dashboard(SnapshotSource(load_project, refresh=refresh), loopback=loopback, token=token,
-                          poll_ms=round(refresh * 1000))
+                          poll_ms=round(refresh * 1000), refused=refused)
     try:
         server = HttpServer((host, port), dashboard, say, refused)  # type: ignore[arg-type]
     except ListenError as error:

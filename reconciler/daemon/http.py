@@ -26,6 +26,7 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import TuneopsError
+from reconciler.peer_text import shown
 
 if TYPE_CHECKING:
     import asyncio
@@ -63,14 +64,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         why = (error.strerror or str(error)).lower()
         raise ListenError(f"cannot listen on {host}:{port}: {why}") from None
     return sock
-
-
-def shown(text: str | bytes, limit: int = 120) -> str:
-    """A peer's text made safe for one log line: control characters escaped, length capped."""
-    if isinstance(text, bytes):
-        text = text.decode("latin-1")
-    escaped = text.encode("unicode_escape").decode("ascii")
-    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
 
 
 class RefusalLog:

@@ -284,7 +284,7 @@ class Daemon:
         refused = RefusalLog(self.say)
         endpoints = Endpoints(ready=lambda: self.state.ready, metrics=self.metrics.exposition,
                               wake=self.wake.set, secret=self.config.webhook_secret, say=self.say,
-                              refused=refused, dashboard=self._dashboard())
+                              refused=refused, dashboard=self._dashboard(refused))
         try:
             self._http = HttpServer(self.config.listen, endpoints, self.say, refused)
         except ListenError as error:
@@ -292,7 +292,7 @@ class Daemon:
         self._http.start()
 
 
-    def _dashboard(self) -> Any:
+    def _dashboard(self, refused: RefusalLog) -> Any:
         """The dashboard at `/`, of the specs at the commit checked out, with the commits this
         daemon applied last and works towards."""
         from reconciler.project import Project
@@ -314,7 +314,8 @@ class Daemon:
 
         assert self.config.listen is not None
         source = SnapshotSource(load, context=commits)
-        return Dashboard(source, loopback=is_loopback(self.config.listen[0]), token=self.config.ui_token)
+        return Dashboard(source, loopback=is_loopback(self.config.listen[0]), token=self.config.ui_token,
+                         refused=refused)
 
 
 def _counts(plan: dict) -> str:

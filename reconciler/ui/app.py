@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
 
+from reconciler.peer_text import shown
 from reconciler.redaction import redact
 from reconciler.specs.base import ResourceId
 from reconciler.specs.kinds import KINDS
@@ -78,8 +79,10 @@ class Dashboard:
     """The ASGI application. `token` None on a non-loopback address refuses every page and says
     how to set one; `loopback` turns on the Host check."""
 
-    def __init__(self, source: SnapshotSource, *, loopback: bool, token: str | None, poll_ms: int = 2000):
+    def __init__(self, source: SnapshotSource, *, loopback: bool, token: str | None, poll_ms: int = 2000,
+                 refused: Callable[[str], None] = lambda line: None):
         self.source, self.loopback, self.token, self.poll_ms = source, loopback, token, max(poll_ms, 500)
+        self.refused = refused  # one line per refusal (the daemon's RefusalLog)
         self._cookie = hmac.new(token.encode(), b"tuneops-ui-session", hashlib.sha256).hexdigest() \
             if token else None
         self._renders = asyncio.Semaphore(MAX_RENDERS)
@@ -94,14 +97,15 @@ class Dashboard:
         # parsed whole, so its size is checked here.
         header_bytes = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
         if len(scope.get("raw_path", b"")) + header_bytes > MAX_HEADER_BYTES:
-            return await _text(send, 431, f"request line and headers over {MAX_HEADER_BYTES // 1024} KiB\n")
+            return await self._refuse(scope, send, 431, f"request line and headers over "
+                                      f"{MAX_HEADER_BYTES // 1024} KiB")
         if scope["method"] not in ("GET", "HEAD"):
-            return await _text(send, 405, "the dashboard is read-only: GET only\n",
-                               [(b"allow", b"GET, HEAD")])
+            return await self._refuse(scope, send, 405, "the dashboard is read-only: GET only",
+                                      [(b"allow", b"GET, HEAD")])
         headers = {name.lower(): value for name, value in scope["headers"]}
         if self.loopback and not is_loopback(_host_name(headers.get(b"host", b""))):
-            return await _text(send, 403, "this dashboard answers only to localhost (a Host header of "
-                                          "another name is refused, against DNS rebinding)\n")
+            return await self._refuse(scope, send, 403, "this dashboard answers only to localhost (a Host "
+                                      "header of another name is refused, against DNS rebinding)")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if not self.loopback:
             refused = self._authorise(headers, query)
@@ -115,7 +119,7 @@ class Dashboard:
                                  extra=[(b"cache-control", b"max-age=300")])
         page = await self._page(path, query, headers.get(b"if-none-match"))
         if page is None:
-            return await _text(send, 404, "no such page: the graph is at /\n")
+            return await self._refuse(scope, send, 404, "no such page: the graph is at /")
         status, body, content_type, etag = page
         if etag is None:
             etag = b'"' + hashlib.sha256(body).hexdigest()[:24].encode() + b'"'
@@ -224,7 +228,15 @@ class Dashboard:
             return await _answer(send, 303, b"", "text/plain; charset=utf-8",
                                  extra=[(b"location", target.encode()), (b"set-cookie", cookie.encode())])
         why = refused if refused != "login" else "that token is not the dashboard's"
-        return await _text(send, 401, why + "\n", [(b"www-authenticate", b'Bearer realm="tuneops"')])
+        return await self._refuse(scope, send, 401, why, [(b"www-authenticate", b'Bearer realm="tuneops"')])
+
+    async def _refuse(self, scope: Scope, send: Send, status: int, why: str,
+                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer why, and say so in one line of the log (the peer's path escaped)."""
+        client = scope.get("client")
+        where = f"{client[0]}:{client[1]}" if client else "an unknown client"
+        self.refused(f"{status} to {scope['method']} {shown(scope['path'])} from {where}: {why}")
+        await _text(send, status, why + "\n", extra)
 
 
 def _resource_of(path: str) -> ResourceId | None:

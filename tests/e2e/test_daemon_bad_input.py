@@ -141,7 +141,12 @@ HOSTILE = {
                             431, "headers over 16 KiB"),
     "not HTTP": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\0" * 40 + b"\r\n\r\n", 400, "400 to"),
     "a non-ASCII path": (b"GET /h\xe9althz HTTP/1.1\r\nHost: d\r\n\r\n", 400, "400 to"),
-    "an unknown route": (b"GET /admin%0aFAKE-LINE HTTP/1.1\r\nHost: d\r\n\r\n", 404, "/admin\\nFAKE-LINE"),
+    # Other paths are the dashboard's, which refuses in one line of the same log.
+    "an unknown route": (b"GET /admin%0aFAKE-LINE HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 404,
+                         "/admin\\nFAKE-LINE"),
+    "a page asked for by another host name": (b"GET / HTTP/1.1\r\nHost: d\r\n\r\n", 403, "DNS rebinding"),
+    "a write to the dashboard": (b"POST /plan HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", 405,
+                                 "read-only"),
     "the hook read with GET": (b"GET /hooks/git HTTP/1.1\r\nHost: d\r\n\r\n", 405, "POST only"),
 }
 

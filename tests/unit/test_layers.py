@@ -20,7 +20,7 @@ LAYERS = {
     # Helpers every layer may use: no reconciler imports of their own beyond this rank.
     "reconciler.fileio": 0, "reconciler.values": 0, "reconciler.config": 0, "reconciler.redaction": 0,
     "reconciler.errors": 0, "reconciler.lock": 0, "reconciler.state_files": 0, "reconciler.starter": 0,
-    "reconciler.actor": 0, "reconciler.codeowners": 0,
+    "reconciler.actor": 0, "reconciler.codeowners": 0, "reconciler.peer_text": 0,
     "reconciler.specs": 1,
     "reconciler.graph": 2, "reconciler.fingerprint": 2, "reconciler.sources_digest": 2,
     "reconciler.contamination": 2,
