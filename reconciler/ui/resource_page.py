@@ -10,6 +10,7 @@ from typing import Any
 from reconciler.plan.blocked import GateBlock
 from reconciler.plan.report import blocked_by_json
 from reconciler.specs.base import ResourceId
+from reconciler.tracking import vocabulary as tracking
 from reconciler.ui import details
 from reconciler.ui.charts import Series, line_chart
 from reconciler.ui.page import (
@@ -38,8 +39,10 @@ def _header(node: Node) -> str:
     facts = [("phase", phase_badge(node.phase))]
     if node.model_version:
         facts.append(("model version", f'<span class="model-version">{esc(node.model_version)}</span>'))
-    if node.url:
-        facts.append(("URL", f'<a class="url" href="{esc(node.url)}">{esc(node.url)}</a>'))
+    if node.url:  # linked only when it is a web address: a backend's text is not trusted as one
+        linked = node.url.lower().startswith(("http://", "https://"))
+        facts.append(("URL", f'<a class="url" href="{esc(node.url)}">{esc(node.url)}</a>' if linked
+                      else f'<code class="url">{esc(node.url)}</code>'))
     if node.detail:
         facts.append(("detail", f'<span class="detail">{esc(node.detail)}</span>'))
     rows = "".join(f"<dt>{esc(label)}</dt><dd>{value}</dd>" for label, value in facts)
@@ -125,7 +128,7 @@ def _runs_section(kind: str, runs: list[details.RunDetails], problem: str) -> st
         cells = [esc(run.version or "-"), esc(record.status.lower()), when(record.start_time / 1000),
                  f'<details><summary>lineage</summary><dl class="lineage">{lineage}</dl></details>', link]
         if kind == "Evaluation":
-            verdict = record.tags.get("tuneops.verdict", "")
+            verdict = record.tags.get(tracking.TAG_GATE_SUMMARY, "")
             cells.insert(2, f'<span class="verdict">{esc(verdict)}</span>')
             cells.insert(3, esc(metrics))
         rows.append(cells)

@@ -205,3 +205,12 @@ def test_a_short_token_is_refused():
 
     assert "too short" in token_problem("short")
     assert token_problem(TOKEN) is None and token_problem(None) is None
+
+
+def test_a_servers_url_is_a_link_only_when_it_is_a_web_address():
+    served = node("Deployment", "web", url="http://127.0.0.1:8000")
+    odd = node("Deployment", "odd", url="javascript:alert(1)")
+    app = local(served, odd)
+    assert '<a class="url" href="http://127.0.0.1:8000">' in call(app, "/resources/Deployment/web")[2]
+    page = call(app, "/resources/Deployment/odd")[2]
+    assert 'href="javascript' not in page and '<code class="url">javascript:alert(1)</code>' in page
