@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,22 +169,26 @@ def runs_of(planned: Any, rid: ResourceId) -> tuple[list[RunDetails], str]:
 
 
 _FINISHED_CURVES: OrderedDict[tuple[str, str, str], list[tuple[int, float]]] = OrderedDict()
-_FINISHED_CURVES_KEPT = 256
+_FINISHED_CURVES_KEPT = 32
+_CURVE_KEPT_POINTS = 20_000  # a longer history is read again each time rather than held
 _FINISHED = frozenset({"FINISHED", "FAILED", "KILLED"})
+_curves_lock = threading.Lock()  # pages render on several threads at once
 
 
 def _history(store: Any, record: RunRecord, key: str) -> list[tuple[int, float]]:
     """A metric's history; a finished run's is read once (it cannot change), a running run's on
     every refresh."""
     cache_key = (store.uri, record.run_id, key)
-    if cache_key in _FINISHED_CURVES:
-        _FINISHED_CURVES.move_to_end(cache_key)
-        return _FINISHED_CURVES[cache_key]
+    with _curves_lock:
+        if cache_key in _FINISHED_CURVES:
+            _FINISHED_CURVES.move_to_end(cache_key)
+            return _FINISHED_CURVES[cache_key]
     points = store.metric_history(record.run_id, key)
-    if record.status in _FINISHED:
-        _FINISHED_CURVES[cache_key] = points
-        while len(_FINISHED_CURVES) > _FINISHED_CURVES_KEPT:
-            _FINISHED_CURVES.popitem(last=False)
+    if record.status in _FINISHED and len(points) <= _CURVE_KEPT_POINTS:
+        with _curves_lock:
+            _FINISHED_CURVES[cache_key] = points
+            while len(_FINISHED_CURVES) > _FINISHED_CURVES_KEPT:
+                _FINISHED_CURVES.popitem(last=False)
     return points
 
 
