@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import subprocess
 from pathlib import Path
+from types import FrameType
+from typing import NoReturn
 
 HERE = Path(__file__).resolve().parent
 
@@ -18,6 +22,25 @@ def git_commit() -> str:
         return "unknown"
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else "unknown"
 
+
+
+def stop_like_ctrl_c() -> None:
+    """SIGTERM raises KeyboardInterrupt, so a benchmark stopped by `kill` cleans up (stops the
+    servers it started) as it does on Ctrl-C."""
+
+    def terminated(signum: int, frame: FrameType | None) -> NoReturn:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
+def fresh_workdir(path: Path) -> Path:
+    """`path`, resolved and emptied: each run starts from nothing it did not generate itself."""
+    path = path.resolve()
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
 
 
 def print_table(rows: list[list[str]]) -> None:

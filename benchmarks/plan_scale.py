@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -52,14 +51,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
-from common import git_commit, print_table  # benchmarks/common.py, beside this script
+from common import (  # benchmarks/common.py, beside this script
+    fresh_workdir,
+    git_commit,
+    print_table,
+    stop_like_ctrl_c,
+)
 from validate_scale import CHILD_ENV, generate
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import FrameType, ModuleType
+    from types import ModuleType
 
     from reconciler.project import Project
     from reconciler.specs.base import Resource, ResourceId
@@ -471,14 +475,8 @@ def main() -> None:
     if any(size <= 0 or size % 5 for size in sizes):
         parser.error("every size must be a positive multiple of 5")
 
-    def terminated(signum: int, frame: FrameType | None) -> NoReturn:  # SIGTERM cleans up like Ctrl-C
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminated)
-    workdir = args.workdir.resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    stop_like_ctrl_c()
+    workdir = fresh_workdir(args.workdir)
     mlflow = proxy = health = sleeper = None
     try:
         started = time.perf_counter()

@@ -45,8 +45,6 @@ import json
 import os
 import platform
 import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,14 +52,15 @@ import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
 
-from common import git_commit, print_table  # benchmarks/common.py, beside this script
+from common import (  # benchmarks/common.py, beside this script
+    fresh_workdir,
+    git_commit,
+    print_table,
+    stop_like_ctrl_c,
+)
 from plan_scale import ARCHITECTURE, free_port
 from validate_scale import CHILD_ENV, Repo, check_valid, generate, time_once, tuneops_command
-
-if TYPE_CHECKING:
-    from types import FrameType
 
 HERE = Path(__file__).resolve().parent
 PROJECT_ROOT = HERE.parent
@@ -565,14 +564,8 @@ def main() -> None:
     if min(args.repeat, args.requests, args.renders) < 1 or args.polls < 0:
         parser.error("--repeat, --requests and --renders must be at least 1, --polls at least 0")
 
-    def terminated(signum: int, frame: FrameType | None) -> NoReturn:  # SIGTERM cleans up like Ctrl-C
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminated)
-    workdir = args.workdir.resolve()
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    stop_like_ctrl_c()
+    workdir = fresh_workdir(args.workdir)
     tuneops = tuneops_command()
     print(f"tuneops command: {' '.join(tuneops)}", file=sys.stderr)
     repo = generate_repo(workdir / f"repo-{args.size}", args.size)
