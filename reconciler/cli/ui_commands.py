@@ -39,7 +39,7 @@ def ui(path: Path, listen: str, refresh: float) -> None:
         raise UserError("tuneops ui needs uvicorn: pip install 'tuneops[ui]'")
     from reconciler import redaction
     from reconciler.daemon.http import HttpServer, ListenError, RefusalLog
-    from reconciler.project import NoProject, Project, ProjectInvalid
+    from reconciler.project import NoProject, Project
     from reconciler.specs.loader import load, resolve_scope
     from reconciler.ui.app import TOKEN_ENV, Dashboard, is_loopback, token_problem
     from reconciler.ui.snapshot import SnapshotSource
@@ -58,18 +58,11 @@ def ui(path: Path, listen: str, refresh: float) -> None:
         raise UserError(token_problem(token))
     redaction.remember_secret(token)
 
-    def load_project() -> Project:
-        try:
-            return Project.load(root)
-        except ProjectInvalid:
-            raise
-        except NoProject as missing:  # the folder was emptied while serving
-            raise UserError(str(missing)) from None
-
     say = click.echo
     refused = RefusalLog(lambda line: say(redaction.redact(line)))
-    dashboard = Dashboard(SnapshotSource(load_project, refresh=refresh), loopback=loopback, token=token,
-                          poll_ms=round(refresh * 1000), refused=refused)
+    source = SnapshotSource(lambda: Project.load(root), refresh=refresh)  # the specs as on disk now
+    dashboard = Dashboard(source, loopback=loopback, token=token, poll_ms=round(refresh * 1000),
+                          refused=refused)
     try:
         server = HttpServer((host, port), dashboard, say, refused)  # type: ignore[arg-type]
     except ListenError as error:

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from reconciler.peer_text import shown
 from reconciler.redaction import redact
@@ -240,10 +240,12 @@ class Dashboard:
 
 
 def _resource_of(path: str) -> ResourceId | None:
+    """`/resources/<Kind>/<name>` -> the resource; the server has percent-decoded the path once,
+    and a second decoding would let `%252F` name something the link never did."""
     parts = path.split("/")
     if len(parts) != 4 or parts[1] != "resources":
         return None
-    kind, name = unquote(parts[2]), unquote(parts[3])
+    kind, name = parts[2], parts[3]
     return ResourceId(kind, name) if kind in KINDS and name and len(name) <= 300 else None
 
 

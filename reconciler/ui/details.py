@@ -161,7 +161,9 @@ def runs_of(planned: Any, rid: ResourceId) -> tuple[list[RunDetails], str]:
                         curves[key] = _history(store, record, key)
                     except TuneopsError as error:
                         problem = redaction.redact(f"cannot read the curves: {error}")
-        gates = _gates(tags.get(tracking.TAG_OUTPUT)) if rid.kind == "Evaluation" else []
+        gates = []
+        if rid.kind == "Evaluation":
+            gates = _gates(tags.get(tracking.TAG_OUTPUT), project.storage_root)
         runs.append(RunDetails(record, version, lineage_of(tags),
                                mlflow_run_link(project.tracking_uri, experiment_id, record.run_id),
                                curves, gates))
@@ -192,12 +194,16 @@ def _history(store: Any, record: RunRecord, key: str) -> list[tuple[int, float]]
     return points
 
 
-def _gates(output: str | None) -> list[dict[str, Any]]:
-    """Each check of an evaluation from its results.json, where the output is a local folder."""
+def _gates(output: str | None, storage_root: Path) -> list[dict[str, Any]]:
+    """Each check of an evaluation from its results.json, where the output is a local folder
+    under the project's storage root: a run's tags are MLflow's to say, and a path elsewhere is
+    not read."""
     if not output or "://" in output:
         return []
-    path = Path(output) / "results.json"
     try:
+        path = (Path(output) / "results.json").resolve()
+        if not path.is_relative_to(storage_root.resolve()):
+            return []
         if not path.is_file() or path.stat().st_size > 4 * 1024 * 1024:
             return []
         results = json.loads(path.read_text())

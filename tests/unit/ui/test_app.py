@@ -107,6 +107,7 @@ def test_unknown_pages_and_resources_are_404():
     assert call(local(), "/resources/FineTune/missing")[0] == 404
     assert call(local(), "/resources/Nonsense/sft")[0] == 404
     assert call(local(), "/resources/FineTune/sft/extra")[0] == 404
+    assert call(local(), "/resources/FineTune/%73ft")[0] == 404  # the server decodes once, not twice
 
 
 def test_on_loopback_a_host_header_of_another_name_is_refused():

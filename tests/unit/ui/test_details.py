@@ -67,3 +67,19 @@ def test_the_spec_shown_is_the_document_as_it_was_read(tmp_path):
     shown = spec_source(fine_tune, None, None, None)
     assert "kind: FineTune" in shown.text and "# edited since" not in shown.text
     assert shown.file == fine_tune.file and shown.line == 1
+
+
+def test_gates_are_read_only_from_a_results_file_under_the_projects_storage(tmp_path):
+    import json
+
+    from reconciler.ui.details import _gates
+
+    gate = {"metric": "exact_match", "kind": "min", "value": 0.8, "bound": 0.5, "passed": True}
+    store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
+    for folder in (store / "evaluations" / "e" / "fp", elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps({"gates": [gate]}))
+    assert _gates(str(store / "evaluations" / "e" / "fp"), store) == [gate]
+    assert _gates(str(elsewhere), store) == []  # a run's tag naming another folder is not followed
+    assert _gates(str(store / ".." / "elsewhere"), store) == []
+    assert _gates("s3://bucket/evaluations/e", store) == [] and _gates(None, store) == []
